@@ -1,0 +1,324 @@
+// Package api holds the wire types of the kumo cloud's HTTP API (/v1) shared by
+// the server and the client. Every byte the server stores about a user's files
+// arrives here already sealed by the client; see docs/API.md and docs/FORMAT.md.
+package api
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// RootID is the node id of every account's root directory.
+const RootID uint64 = 1
+
+// Node types as the server sees them. Symlinks, fifos and regular files are all
+// "file" to the server: only the client, inside the sealed attributes, knows more.
+const (
+	TypeDir  = "dir"
+	TypeFile = "file"
+)
+
+// Limits the server enforces on requests.
+const (
+	MaxJSONBody   = 4 << 20 // bytes of a JSON request body
+	MaxChunkBody  = 5 << 20 // bytes of a sealed chunk upload (4 MiB chunk + overhead)
+	MaxAttrsSize  = 2 << 20 // bytes of sealed attributes of one node
+	MaxNameSize   = 512     // bytes of a sealed name
+	MaxHaveBatch  = 10000   // chunk ids per /v1/chunks/have request
+	MaxBatchOps   = 1000    // operations per /v1/batch request
+	HexIDLen      = 64      // hex characters of a chunk id or name MAC (32 bytes)
+	MaxEmailLen   = 254
+	MaxChangeWait = 60 * time.Second
+)
+
+// KDFParams are the Argon2id parameters of an account, chosen by the client at
+// signup and returned by prelogin.
+type KDFParams struct {
+	Time      uint32 `json:"time"`
+	MemoryKiB uint32 `json:"memory_kib"`
+	Threads   uint8  `json:"threads"`
+}
+
+// PreloginRequest asks for an account's salt. Unknown e-mails get a stable fake salt.
+type PreloginRequest struct {
+	Email string `json:"email"`
+}
+
+type PreloginResponse struct {
+	Salt []byte    `json:"salt"` // 16 bytes
+	KDF  KDFParams `json:"kdf"`
+}
+
+// SignupRequest creates an account. AuthKey is derived from the password on the
+// client; the server stores only a hash of it. RootAttrs are the sealed attributes
+// of the root directory (node RootID).
+type SignupRequest struct {
+	Email         string    `json:"email"`
+	Salt          []byte    `json:"salt"`
+	KDF           KDFParams `json:"kdf"`
+	AuthKey       []byte    `json:"auth_key"`       // 32 bytes
+	WrappedMaster []byte    `json:"wrapped_master"` // master key sealed with the key-encryption key
+	RootAttrs     []byte    `json:"root_attrs"`
+}
+
+type LoginRequest struct {
+	Email   string `json:"email"`
+	AuthKey []byte `json:"auth_key"`
+}
+
+type LoginResponse struct {
+	Token         string    `json:"token"`
+	Expires       time.Time `json:"expires"`
+	WrappedMaster []byte    `json:"wrapped_master"`
+	Account       Account   `json:"account"`
+}
+
+// PasswordRequest changes the password: new salt, new auth key, and the same
+// master key re-wrapped with the new key-encryption key. All sessions but the
+// calling one are ended.
+type PasswordRequest struct {
+	OldAuthKey       []byte    `json:"old_auth_key"`
+	NewSalt          []byte    `json:"new_salt"`
+	NewKDF           KDFParams `json:"new_kdf"`
+	NewAuthKey       []byte    `json:"new_auth_key"`
+	NewWrappedMaster []byte    `json:"new_wrapped_master"`
+}
+
+// Account is what the server tells a logged-in client about its account.
+type Account struct {
+	ID          string    `json:"id"`
+	Email       string    `json:"email"`
+	QuotaUsed   int64     `json:"quota_used"`  // bytes of stored chunks, deduplicated
+	QuotaLimit  int64     `json:"quota_limit"` // bytes
+	Plan        string    `json:"plan"`
+	PlanExpires time.Time `json:"plan_expires,omitempty"`
+	ReadOnly    bool      `json:"read_only"` // plan expired while over quota
+	Seq         uint64    `json:"seq"`       // newest change sequence number
+}
+
+// Node is one inode of the tree. Attrs are sealed by the client and bound to ID.
+// Chunks are the hex ids of the chunks the node references (for quota and GC);
+// the sealed attributes hold the authoritative chunk list.
+type Node struct {
+	ID      uint64   `json:"id"`
+	Type    string   `json:"type"`
+	Version uint64   `json:"version"` // bumped by every update; used for optimistic concurrency
+	Nlink   uint32   `json:"nlink"`
+	Parent  uint64   `json:"parent,omitempty"` // directories only
+	Attrs   []byte   `json:"attrs"`
+	Chunks  []string `json:"chunks,omitempty"`
+	Seq     uint64   `json:"seq"` // change sequence number of its last change
+}
+
+// Entry is one directory entry, with the node it names (readdirplus).
+type Entry struct {
+	Parent  uint64 `json:"parent"`
+	NameMAC string `json:"name_mac"` // hex of the keyed MAC of the name under Parent
+	Name    []byte `json:"name"`     // sealed name
+	Node    Node   `json:"node"`
+}
+
+// CreateRequest creates a node (ID chosen by the client, random, never 0 or 1)
+// and its entry in Parent. Fails with CodeExists if the name is taken.
+type CreateRequest struct {
+	Parent  uint64   `json:"parent"`
+	NameMAC string   `json:"name_mac"`
+	Name    []byte   `json:"name"`
+	ID      uint64   `json:"id"`
+	Type    string   `json:"type"`
+	Attrs   []byte   `json:"attrs"`
+	Chunks  []string `json:"chunks,omitempty"`
+}
+
+// UpdateRequest replaces a node's sealed attributes and chunk list if the node is
+// still at Version; otherwise the server answers CodeConflict and changes nothing.
+type UpdateRequest struct {
+	Version uint64   `json:"version"`
+	Attrs   []byte   `json:"attrs"`
+	Chunks  []string `json:"chunks"`
+}
+
+// Rename modes.
+const (
+	RenamePlain     = ""          // replace an existing target like rename(2)
+	RenameNoReplace = "noreplace" // fail with CodeExists if the target exists
+	RenameExchange  = "exchange"  // swap the two entries atomically; both must exist
+)
+
+// RenameRequest moves an entry. Name is the entry's sealed name under DstParent;
+// for exchange, SrcName is the target's sealed name under SrcParent.
+type RenameRequest struct {
+	SrcParent  uint64 `json:"src_parent"`
+	SrcNameMAC string `json:"src_name_mac"`
+	DstParent  uint64 `json:"dst_parent"`
+	DstNameMAC string `json:"dst_name_mac"`
+	Name       []byte `json:"name"`
+	SrcName    []byte `json:"src_name,omitempty"`
+	Mode       string `json:"mode,omitempty"`
+}
+
+// LinkRequest adds a hard link to a file node.
+type LinkRequest struct {
+	ID      uint64 `json:"id"`
+	Parent  uint64 `json:"parent"`
+	NameMAC string `json:"name_mac"`
+	Name    []byte `json:"name"`
+}
+
+// UnlinkRequest removes an entry; with Dir it is rmdir (refused unless empty).
+type UnlinkRequest struct {
+	Parent  uint64 `json:"parent"`
+	NameMAC string `json:"name_mac"`
+	Dir     bool   `json:"dir"`
+}
+
+type HaveRequest struct {
+	IDs []string `json:"ids"`
+}
+
+type HaveResponse struct {
+	Have []bool `json:"have"`
+}
+
+// Change kinds on the change feed.
+const (
+	ChangeNode    = "node"    // a node's attributes or chunks changed (or it was deleted)
+	ChangeEntry   = "entry"   // an entry was added or removed under Parent
+	ChangeAccount = "account" // quota, plan, or top-up state changed
+)
+
+// Change is one mutation on the feed. The client refetches what it names.
+type Change struct {
+	Seq     uint64 `json:"seq"`
+	Kind    string `json:"kind"`
+	Node    uint64 `json:"node,omitempty"`
+	Parent  uint64 `json:"parent,omitempty"`
+	NameMAC string `json:"name_mac,omitempty"`
+	Deleted bool   `json:"deleted,omitempty"`
+}
+
+// ChangesResponse answers GET /v1/changes?after=N&wait=SECONDS. Reset means the
+// feed no longer holds changes after N: the client must relist its tree.
+type ChangesResponse struct {
+	Changes []Change `json:"changes"`
+	Seq     uint64   `json:"seq"`
+	Reset   bool     `json:"reset,omitempty"`
+}
+
+// Error codes in error responses: {"error":{"code":..., "message":...}}.
+const (
+	CodeBadRequest   = "bad_request"    // 400
+	CodeUnauthorized = "unauthorized"   // 401
+	CodeForbidden    = "forbidden"      // 403
+	CodeReadOnly     = "read_only"      // 403: plan expired while over quota
+	CodeNotFound     = "not_found"      // 404
+	CodeConflict     = "conflict"       // 409: stale version
+	CodeExists       = "exists"         // 409: name taken
+	CodeNotEmpty     = "not_empty"      // 409: rmdir of a non-empty directory
+	CodeNotDir       = "not_dir"        // 409: operation needs a directory
+	CodeIsDir        = "is_dir"         // 409: operation needs a non-directory
+	CodeInvalidMove  = "invalid_move"   // 400: directory moved under itself
+	CodeTooLarge     = "too_large"      // 413
+	CodeRateLimited  = "rate_limited"   // 429
+	CodeQuota        = "quota_exceeded" // 507
+	CodeInternal     = "internal"       // 500
+	CodeUnavailable  = "unavailable"    // 503 or no connection (client side only)
+)
+
+// Error is an error answer of the API.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+type ErrorResponse struct {
+	Error Error `json:"error"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// Is makes errors.Is(err, api.ErrNotFound) etc. work on *Error values.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Status == 0 && t.Message == "" && t.Code == e.Code
+}
+
+// Sentinels for errors.Is. Compare by code only.
+var (
+	ErrBadRequest   = &Error{Code: CodeBadRequest}
+	ErrUnauthorized = &Error{Code: CodeUnauthorized}
+	ErrForbidden    = &Error{Code: CodeForbidden}
+	ErrReadOnly     = &Error{Code: CodeReadOnly}
+	ErrNotFound     = &Error{Code: CodeNotFound}
+	ErrConflict     = &Error{Code: CodeConflict}
+	ErrExists       = &Error{Code: CodeExists}
+	ErrNotEmpty     = &Error{Code: CodeNotEmpty}
+	ErrNotDir       = &Error{Code: CodeNotDir}
+	ErrIsDir        = &Error{Code: CodeIsDir}
+	ErrInvalidMove  = &Error{Code: CodeInvalidMove}
+	ErrTooLarge     = &Error{Code: CodeTooLarge}
+	ErrRateLimited  = &Error{Code: CodeRateLimited}
+	ErrQuota        = &Error{Code: CodeQuota}
+	ErrInternal     = &Error{Code: CodeInternal}
+	ErrUnavailable  = &Error{Code: CodeUnavailable}
+)
+
+// ValidHexID reports whether s is a 64-character lower-case hex id (chunk id or name MAC).
+func ValidHexID(s string) bool {
+	if len(s) != HexIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// ErrInvalidID is returned by parsers of ids.
+var ErrInvalidID = errors.New("invalid id")
+
+// Batch operation kinds for POST /v1/batch.
+const (
+	OpCreate = "create"
+	OpUpdate = "update"
+	OpRename = "rename"
+	OpLink   = "link"
+	OpUnlink = "unlink"
+)
+
+// BatchOp is one tree mutation of a batch. Exactly the field named by Op is set;
+// Update also needs ID.
+type BatchOp struct {
+	Op     string         `json:"op"`
+	ID     uint64         `json:"id,omitempty"`
+	Create *CreateRequest `json:"create,omitempty"`
+	Update *UpdateRequest `json:"update,omitempty"`
+	Rename *RenameRequest `json:"rename,omitempty"`
+	Link   *LinkRequest   `json:"link,omitempty"`
+	Unlink *UnlinkRequest `json:"unlink,omitempty"`
+}
+
+// BatchRequest applies up to MaxBatchOps operations in order, each in its own
+// transaction (a failed op does not undo earlier ones, and later ones still run).
+// It saves round trips when a drive writes back many small changes.
+type BatchRequest struct {
+	Ops []BatchOp `json:"ops"`
+}
+
+// BatchResult is the outcome of one op: Error is nil on success; Node is set for
+// create, update and link.
+type BatchResult struct {
+	Error *Error `json:"error,omitempty"`
+	Node  *Node  `json:"node,omitempty"`
+}
+
+type BatchResponse struct {
+	Results []BatchResult `json:"results"`
+}
