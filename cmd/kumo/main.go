@@ -1,0 +1,33 @@
+// Command kumo is the one binary of kumo: the cloud server, the drive, and the
+// account and admin commands. This file only wires commands; each lives in its own file.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	app := &cli.App{
+		Name:  "kumo",
+		Usage: "an end-to-end encrypted cloud drive",
+		Commands: []*cli.Command{
+			serveCommand(),   // serve.go
+			signupCommand(),  // account.go
+			loginCommand(),   // account.go
+			logoutCommand(),  // account.go
+			passwdCommand(),  // account.go
+			lsCommand(),      // files.go
+			putCommand(),     // files.go
+			getCommand(),     // files.go
+			mountCommand(),   // mount.go
+			unmountCommand(), // mount.go
+		},
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "kumo:", err)
+		os.Exit(1)
+	}
+}
