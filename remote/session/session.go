@@ -5,9 +5,18 @@ package session
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"kumo/internal/keys"
+	"kumo/internal/meta"
+	"kumo/remote/api"
 	"kumo/remote/client"
 )
 
@@ -21,30 +30,241 @@ type Session struct {
 	Fingerprint string    `json:"fingerprint,omitempty"` // pinned TLS certificate SHA-256, hex
 }
 
+// ErrWrongPassword is returned by Login and ChangePassword when the server
+// refuses the e-mail/password pair or the master key does not unwrap.
+var ErrWrongPassword = errors.New("wrong e-mail or password")
+
+// ErrNoSession is returned by Load when no session file exists.
+var ErrNoSession = errors.New("not logged in")
+
+// NormalizeEmail is how e-mails are compared: trimmed and lower-cased.
+func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
+
+func toAPI(p keys.KDFParams) api.KDFParams {
+	return api.KDFParams{Time: p.Time, MemoryKiB: p.MemoryKiB, Threads: p.Threads}
+}
+
+func fromAPI(p api.KDFParams) keys.KDFParams {
+	return keys.KDFParams{Time: p.Time, MemoryKiB: p.MemoryKiB, Threads: p.Threads}
+}
+
 // Signup creates the account (fresh salt and master key, sealed root directory) and logs in.
 func Signup(ctx context.Context, c *client.Client, server, email string, password []byte, kdf keys.KDFParams) (*Session, error) {
-	panic("TODO")
+	email = NormalizeEmail(email)
+	if email == "" || !strings.Contains(email, "@") {
+		return nil, fmt.Errorf("signup: %q is not an e-mail address", email)
+	}
+	if len(password) == 0 {
+		return nil, errors.New("signup: empty password")
+	}
+	salt, err := keys.NewSalt()
+	if err != nil {
+		return nil, fmt.Errorf("signup: %w", err)
+	}
+	authKey, kek, err := keys.FromPassword(password, salt, kdf)
+	if err != nil {
+		return nil, fmt.Errorf("signup: derive keys: %w", err)
+	}
+	master, err := keys.NewMasterKey()
+	if err != nil {
+		return nil, fmt.Errorf("signup: %w", err)
+	}
+	wrapped, err := keys.WrapMaster(kek, master)
+	if err != nil {
+		return nil, fmt.Errorf("signup: wrap master key: %w", err)
+	}
+	now := time.Now().UnixNano()
+	root := &meta.Attrs{
+		Mode:  0o755 | syscall.S_IFDIR,
+		UID:   uint32(os.Getuid()),
+		GID:   uint32(os.Getgid()),
+		Atime: now, Mtime: now, Ctime: now,
+	}
+	sealer := meta.NewSealer(keys.Derive(master))
+	resp, err := c.Signup(ctx, api.SignupRequest{
+		Email:         email,
+		Salt:          salt,
+		KDF:           toAPI(kdf),
+		AuthKey:       authKey[:],
+		WrappedMaster: wrapped,
+		RootAttrs:     sealer.SealAttrs(api.RootID, root),
+	})
+	if err != nil {
+		if errors.Is(err, api.ErrExists) || errors.Is(err, api.ErrConflict) {
+			return nil, fmt.Errorf("signup: an account for %s exists already: %w", email, err)
+		}
+		return nil, fmt.Errorf("signup: %w", err)
+	}
+	c.SetToken(resp.Token)
+	return &Session{Server: serverName(c, server), Email: email, Token: resp.Token, Expires: resp.Expires, Master: master}, nil
 }
 
 // Login derives the keys from the password, logs in and unwraps the master key.
 func Login(ctx context.Context, c *client.Client, server, email string, password []byte) (*Session, error) {
-	panic("TODO")
+	email = NormalizeEmail(email)
+	pre, err := c.Prelogin(ctx, email)
+	if err != nil {
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	authKey, kek, err := keys.FromPassword(password, pre.Salt, fromAPI(pre.KDF))
+	if err != nil {
+		return nil, fmt.Errorf("login: derive keys: %w", err)
+	}
+	resp, err := c.Login(ctx, api.LoginRequest{Email: email, AuthKey: authKey[:]})
+	if err != nil {
+		if errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrForbidden) {
+			return nil, fmt.Errorf("login: %w", ErrWrongPassword)
+		}
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	master, err := keys.UnwrapMaster(kek, resp.WrappedMaster)
+	if err != nil {
+		// The server accepted the auth key but the master key does not open:
+		// the server sent something else than what we stored.
+		return nil, fmt.Errorf("login: %w: %w", ErrWrongPassword, err)
+	}
+	c.SetToken(resp.Token)
+	return &Session{Server: serverName(c, server), Email: email, Token: resp.Token, Expires: resp.Expires, Master: master}, nil
 }
 
 // ChangePassword re-wraps the master key under a new password.
 func ChangePassword(ctx context.Context, c *client.Client, s *Session, oldPassword, newPassword []byte) error {
-	panic("TODO")
+	if len(newPassword) == 0 {
+		return errors.New("passwd: empty new password")
+	}
+	pre, err := c.Prelogin(ctx, s.Email)
+	if err != nil {
+		return fmt.Errorf("passwd: %w", err)
+	}
+	// The server checks the old password (as its auth key); the master key
+	// itself comes from the session, so only its wrapping changes.
+	oldAuth, _, err := keys.FromPassword(oldPassword, pre.Salt, fromAPI(pre.KDF))
+	if err != nil {
+		return fmt.Errorf("passwd: derive old keys: %w", err)
+	}
+	kdf := fromAPI(pre.KDF)
+	if kdf.Time == 0 {
+		kdf = keys.DefaultKDF()
+	}
+	salt, err := keys.NewSalt()
+	if err != nil {
+		return fmt.Errorf("passwd: %w", err)
+	}
+	newAuth, newKEK, err := keys.FromPassword(newPassword, salt, kdf)
+	if err != nil {
+		return fmt.Errorf("passwd: derive new keys: %w", err)
+	}
+	wrapped, err := keys.WrapMaster(newKEK, s.Master)
+	if err != nil {
+		return fmt.Errorf("passwd: wrap master key: %w", err)
+	}
+	err = c.ChangePassword(ctx, api.PasswordRequest{
+		OldAuthKey:       oldAuth[:],
+		NewSalt:          salt,
+		NewKDF:           toAPI(kdf),
+		NewAuthKey:       newAuth[:],
+		NewWrappedMaster: wrapped,
+	})
+	if err != nil {
+		if errors.Is(err, api.ErrForbidden) || errors.Is(err, api.ErrUnauthorized) {
+			return fmt.Errorf("passwd: %w (or the session has expired: run kumo login)", ErrWrongPassword)
+		}
+		return fmt.Errorf("passwd: %w", err)
+	}
+	return nil
 }
 
 // DefaultPath is $KUMO_CONFIG_DIR/session.json, else $XDG_CONFIG_HOME/kumo/session.json,
 // else ~/.config/kumo/session.json.
-func DefaultPath() string { panic("TODO") }
+func DefaultPath() string {
+	if d := os.Getenv("KUMO_CONFIG_DIR"); d != "" {
+		return filepath.Join(d, "session.json")
+	}
+	if d := os.Getenv("XDG_CONFIG_HOME"); d != "" {
+		return filepath.Join(d, "kumo", "session.json")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		home = "."
+	}
+	return filepath.Join(home, ".config", "kumo", "session.json")
+}
 
 // Load reads a saved session.
-func Load(path string) (*Session, error) { panic("TODO") }
+func Load(path string) (*Session, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w (no %s)", ErrNoSession, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read session: %w", err)
+	}
+	var s Session
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("read session %s: %w", path, err)
+	}
+	if s.Server == "" || s.Token == "" {
+		return nil, fmt.Errorf("read session %s: incomplete (no server or token)", path)
+	}
+	return &s, nil
+}
 
 // Save writes the session atomically with mode 0600 (directory 0700).
-func (s *Session) Save(path string) error { panic("TODO") }
+func (s *Session) Save(path string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".session-*.tmp")
+	if err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op once renamed
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return fmt.Errorf("save session: %w", err)
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("save session: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("save session: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// serverName is the address saved in the session: as the user gave it, else the client's.
+func serverName(c *client.Client, server string) string {
+	if server != "" {
+		return strings.TrimRight(server, "/")
+	}
+	return c.BaseURL()
+}
+
+// Remove deletes the saved session at path; a missing file is not an error.
+func Remove(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove session: %w", err)
+	}
+	return nil
+}
 
 // Subkeys returns the per-purpose keys of the account.
 func (s *Session) Subkeys() keys.Subkeys { return keys.Derive(s.Master) }
