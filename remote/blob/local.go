@@ -1,0 +1,211 @@
+package blob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Local is a Store over a directory: each blob is a file at
+// DIR/ACCOUNT/CC/CHUNKID where CC are the first two hex digits of the chunk id
+// (so no directory grows past a few thousand entries per account).
+// Writes go to a temp file that is fsynced and renamed into place, and the
+// directory is fsynced, so an acknowledged Put survives kill -9 and power loss.
+type Local struct {
+	dir string
+}
+
+// NewLocal opens (creating if needed) a local store rooted at dir.
+func NewLocal(dir string) (*Local, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("blob: create %s: %w", dir, err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("blob: %w", err)
+	}
+	return &Local{dir: abs}, nil
+}
+
+// MaxAccountLen bounds the account part of a key.
+const MaxAccountLen = 64
+
+// ChunkIDLen is the length of the chunk part of a key (hex of 32 bytes).
+const ChunkIDLen = 64
+
+// ValidKey reports whether key is ACCOUNT/CHUNKID: 1..64 lower-case hex, one
+// slash, 64 lower-case hex. Every store must refuse other keys so that no key
+// can escape its account's namespace.
+func ValidKey(key string) bool {
+	acct, chunk, ok := strings.Cut(key, "/")
+	return ok && len(acct) >= 1 && len(acct) <= MaxAccountLen && len(chunk) == ChunkIDLen &&
+		isLowerHex(acct) && isLowerHex(chunk)
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (l *Local) path(key string) (string, error) {
+	if !ValidKey(key) {
+		return "", fmt.Errorf("%w: %q", ErrBadKey, key)
+	}
+	acct, chunk, _ := strings.Cut(key, "/")
+	return filepath.Join(l.dir, acct, chunk[:2], chunk), nil
+}
+
+// Put stores data under key atomically and durably.
+func (l *Local) Put(ctx context.Context, key string, data []byte) error {
+	p, err := l.path(key)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dir := filepath.Dir(p)
+	if err := l.mkdirDurable(dir); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("blob: put %s: %w", key, err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("blob: put %s: write: %w", key, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("blob: put %s: fsync: %w", key, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("blob: put %s: close: %w", key, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return fmt.Errorf("blob: put %s: rename: %w", key, err)
+	}
+	ok = true
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("blob: put %s: %w", key, err)
+	}
+	return nil
+}
+
+// mkdirDurable creates dir and its missing parents below l.dir, fsyncing each
+// parent so the new directory entries survive a crash.
+func (l *Local) mkdirDurable(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	var missing []string
+	for d := dir; d != l.dir && len(d) > len(l.dir); d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		d := missing[i]
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("blob: mkdir %s: %w", d, err)
+		}
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Get reads length bytes at off (length < 0: to the end). Reading past the end
+// returns the bytes that exist; an offset beyond the size is an error.
+func (l *Local) Get(ctx context.Context, key string, off, length int64) ([]byte, error) {
+	p, err := l.path(key)
+	if err != nil {
+		return nil, err
+	}
+	if off < 0 {
+		return nil, fmt.Errorf("blob: get %s: negative offset", key)
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blob: get %s: %w", key, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("blob: get %s: %w", key, err)
+	}
+	size := st.Size()
+	if off > size {
+		return nil, fmt.Errorf("blob: get %s: offset %d beyond size %d", key, off, size)
+	}
+	if length < 0 || off+length > size {
+		length = size - off
+	}
+	buf := make([]byte, length)
+	if n, err := f.ReadAt(buf, off); err != nil && !(errors.Is(err, io.EOF) && n == len(buf)) {
+		return nil, fmt.Errorf("blob: get %s: %w", key, err)
+	}
+	return buf, nil
+}
+
+// Delete removes a blob. Deleting a missing blob is not an error (deletes are
+// retried by the server's GC).
+func (l *Local) Delete(ctx context.Context, key string) error {
+	p, err := l.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("blob: delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// Size returns the size of a stored blob, or ErrNotFound.
+func (l *Local) Size(ctx context.Context, key string) (int64, error) {
+	p, err := l.path(key)
+	if err != nil {
+		return 0, err
+	}
+	st, err := os.Stat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("blob: size %s: %w", key, err)
+	}
+	return st.Size(), nil
+}
