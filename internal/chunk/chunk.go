@@ -3,58 +3,212 @@
 // STREAM-style AEAD, so a random read decrypts one segment. See docs/FORMAT.md.
 package chunk
 
-import "errors"
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"slices"
+
+	"golang.org/x/crypto/hkdf"
+)
 
 const (
 	Size        = 4 << 20  // plaintext bytes of a full chunk
 	SegmentSize = 64 << 10 // plaintext bytes of a full segment
 	Overhead    = 16       // AEAD tag bytes per segment
+
+	// SealedSegmentSize is the sealed size of a full segment.
+	SealedSegmentSize = SegmentSize + Overhead
+	// MaxSealedSize is the sealed size of a full chunk.
+	MaxSealedSize = Size / SegmentSize * SealedSegmentSize
+
+	nonceSize    = 12
+	infoChunkKey = "kumo/v1/chunk-key"
 )
 
 // ID is a chunk id: keyed hash of the plaintext. The zero ID means "hole".
 type ID [32]byte
 
 // String returns the lower-case hex form used on the wire.
-func (id ID) String() string { panic("TODO") }
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
 
 // IsZero reports whether id is the hole id.
 func (id ID) IsZero() bool { return id == ID{} }
 
-// ParseID parses the hex form.
-func ParseID(s string) (ID, error) { panic("TODO") }
+// ErrBadID is returned by ParseID for anything but 64 lower-case hex characters.
+var ErrBadID = errors.New("chunk: bad chunk id")
+
+// ParseID parses the hex form. Only the canonical form (64 lower-case hex digits)
+// is accepted, so ParseID(s).String() == s and ids can be compared as strings.
+func ParseID(s string) (ID, error) {
+	var id ID
+	if len(s) != 2*len(id) {
+		return ID{}, fmt.Errorf("%w: length %d", ErrBadID, len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return ID{}, fmt.Errorf("%w: not lower-case hex", ErrBadID)
+		}
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return ID{}, fmt.Errorf("%w: %v", ErrBadID, err)
+	}
+	return id, nil
+}
 
 // ErrAuth is returned when a sealed chunk or segment fails authentication
 // (flipped, truncated, reordered, from another chunk, or wrong key).
 var ErrAuth = errors.New("chunk: authentication failed")
 
+// ErrRange is returned by OpenSegment for a plaintext length outside 1..Size or
+// a segment index outside the chunk: a caller bug, not tampering.
+var ErrRange = errors.New("chunk: length or segment index out of range")
+
 // SealedSize returns the sealed size of a chunk with plainLen plaintext bytes.
-func SealedSize(plainLen int) int { panic("TODO") }
+func SealedSize(plainLen int) int { return plainLen + Segments(plainLen)*Overhead }
 
 // Segments returns the number of segments of a chunk with plainLen plaintext bytes.
-func Segments(plainLen int) int { panic("TODO") }
+func Segments(plainLen int) int {
+	if plainLen <= 0 {
+		return 0
+	}
+	return (plainLen + SegmentSize - 1) / SegmentSize
+}
 
 // SegmentRange returns the byte range [off, off+n) of segment i inside the sealed
 // chunk of plainLen plaintext bytes, for an HTTP Range request.
-func SegmentRange(plainLen, i int) (off, n int) { panic("TODO") }
+func SegmentRange(plainLen, i int) (off, n int) {
+	off = i * SealedSegmentSize
+	return off, segmentPlainLen(plainLen, i) + Overhead
+}
+
+// segmentPlainLen is the plaintext length of segment i of a chunk of plainLen bytes.
+func segmentPlainLen(plainLen, i int) int {
+	return min(SegmentSize, plainLen-i*SegmentSize)
+}
 
 // Cipher names and seals chunks with an account's chunk keys. Safe for concurrent use.
-type Cipher struct{}
+type Cipher struct {
+	idKey [32]byte
+	prk   []byte // HKDF-Extract(salt=nil, contentKey); read-only after NewCipher
+}
 
 // NewCipher returns a Cipher from the ChunkID and Chunks subkeys.
-func NewCipher(idKey, contentKey [32]byte) *Cipher { panic("TODO") }
+func NewCipher(idKey, contentKey [32]byte) *Cipher {
+	return &Cipher{idKey: idKey, prk: hkdf.Extract(sha256.New, contentKey[:], nil)}
+}
+
+func (c *Cipher) mac() hash.Hash { return hmac.New(sha256.New, c.idKey[:]) }
 
 // ID returns the chunk id of plaintext p.
-func (c *Cipher) ID(p []byte) ID { panic("TODO") }
+func (c *Cipher) ID(p []byte) ID {
+	var id ID
+	h := c.mac()
+	h.Write(p)
+	h.Sum(id[:0])
+	return id
+}
+
+// aead returns the AES-256-GCM instance of chunk id: its key is
+// HKDF-SHA256(Chunks key, salt nil, "kumo/v1/chunk-key" || id), unique per plaintext.
+func (c *Cipher) aead(id ID) cipher.AEAD {
+	var info [len(infoChunkKey) + len(id)]byte
+	copy(info[:], infoChunkKey)
+	copy(info[len(infoChunkKey):], id[:])
+	var key [32]byte
+	if _, err := hkdf.Expand(sha256.New, c.prk, info[:]).Read(key[:]); err != nil {
+		panic("chunk: hkdf: " + err.Error()) // cannot happen for 32 bytes
+	}
+	block, err := aes.NewCipher(key[:])
+	if err != nil {
+		panic("chunk: " + err.Error())
+	}
+	g, err := cipher.NewGCM(block)
+	if err != nil {
+		panic("chunk: " + err.Error())
+	}
+	return g
+}
+
+// segmentNonce is the STREAM nonce of segment i: 11-byte big-endian i || last flag.
+func segmentNonce(i int, last bool) [nonceSize]byte {
+	var n [nonceSize]byte
+	binary.BigEndian.PutUint64(n[3:11], uint64(i))
+	if last {
+		n[11] = 1
+	}
+	return n
+}
 
 // Seal seals plaintext p (1..Size bytes) whose id is id, appending to dst.
-func (c *Cipher) Seal(dst []byte, id ID, p []byte) []byte { panic("TODO") }
+// It panics if len(p) is out of range: chunking is the caller's job.
+func (c *Cipher) Seal(dst []byte, id ID, p []byte) []byte {
+	if len(p) < 1 || len(p) > Size {
+		panic(fmt.Sprintf("chunk: Seal of %d bytes (want 1..%d)", len(p), Size))
+	}
+	g := c.aead(id)
+	segs := Segments(len(p))
+	dst = slices.Grow(dst, SealedSize(len(p)))
+	for i := 0; i < segs; i++ {
+		n := segmentNonce(i, i == segs-1)
+		end := min(len(p), (i+1)*SegmentSize)
+		dst = g.Seal(dst, n[:], p[i*SegmentSize:end], nil)
+	}
+	return dst
+}
 
 // Open authenticates and decrypts a whole sealed chunk, appending to dst. It also
 // checks that the plaintext hashes to id.
-func (c *Cipher) Open(dst []byte, id ID, sealed []byte) ([]byte, error) { panic("TODO") }
+func (c *Cipher) Open(dst []byte, id ID, sealed []byte) ([]byte, error) {
+	if len(sealed) <= Overhead || len(sealed) > MaxSealedSize {
+		return nil, fmt.Errorf("%w: sealed length %d", ErrAuth, len(sealed))
+	}
+	segs := (len(sealed) + SealedSegmentSize - 1) / SealedSegmentSize
+	if len(sealed)-(segs-1)*SealedSegmentSize <= Overhead {
+		// A final segment with no plaintext is never produced.
+		return nil, fmt.Errorf("%w: sealed length %d", ErrAuth, len(sealed))
+	}
+	g := c.aead(id)
+	start := len(dst)
+	dst = slices.Grow(dst, len(sealed)-segs*Overhead)
+	for i := 0; i < segs; i++ {
+		n := segmentNonce(i, i == segs-1)
+		end := min(len(sealed), (i+1)*SealedSegmentSize)
+		out, err := g.Open(dst, n[:], sealed[i*SealedSegmentSize:end], nil)
+		if err != nil {
+			clear(dst[start:]) // plaintext of earlier segments
+			return nil, fmt.Errorf("%w: chunk %s segment %d", ErrAuth, id, i)
+		}
+		dst = out
+	}
+	got := c.ID(dst[start:])
+	if subtle.ConstantTimeCompare(got[:], id[:]) != 1 {
+		clear(dst[start:])
+		return nil, fmt.Errorf("%w: chunk %s: plaintext does not match id", ErrAuth, id)
+	}
+	return dst, nil
+}
 
 // OpenSegment authenticates and decrypts segment i of the chunk id whose
 // plaintext length is plainLen, given exactly that segment's sealed bytes.
 func (c *Cipher) OpenSegment(dst []byte, id ID, plainLen, i int, seg []byte) ([]byte, error) {
-	panic("TODO")
+	if plainLen < 1 || plainLen > Size || i < 0 || i >= Segments(plainLen) {
+		return nil, fmt.Errorf("%w: segment %d of %d bytes", ErrRange, i, plainLen)
+	}
+	if want := segmentPlainLen(plainLen, i) + Overhead; len(seg) != want {
+		return nil, fmt.Errorf("%w: chunk %s segment %d: %d bytes, want %d", ErrAuth, id, i, len(seg), want)
+	}
+	n := segmentNonce(i, i == Segments(plainLen)-1)
+	out, err := c.aead(id).Open(dst, n[:], seg, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: chunk %s segment %d", ErrAuth, id, i)
+	}
+	return out, nil
 }
