@@ -1,0 +1,734 @@
+// Command bench runs the same file-system workloads on the plain local disk, on a
+// kumo mount (embedded cloud) and optionally on peers (gocryptfs, rclone crypt), in
+// rotation, and prints medians, min–max and kumo's ratio to each. `make bench` runs it.
+//
+// It needs root (loop-mounted journaled ext4 for every target's backing store,
+// drop_caches for cold reads) and fio. Results are printed as Markdown.
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	kumo     string
+	rounds   int
+	sizeMiB  int
+	files    int
+	fioSecs  int
+	peers    bool
+	tree     string
+	work     string
+	out      string
+	imageGiB int
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.kumo, "kumo", "bin/kumo", "kumo binary")
+	flag.IntVar(&c.rounds, "rounds", 3, "rounds (targets run in rotation each round)")
+	flag.IntVar(&c.sizeMiB, "size", 1024, "MiB of the sequential file")
+	flag.IntVar(&c.files, "files", 10000, "small files (in 100 directories)")
+	flag.IntVar(&c.fioSecs, "fio-secs", 20, "seconds of fio random reads")
+	flag.BoolVar(&c.peers, "peers", os.Getenv("PEERS") == "1", "also run gocryptfs and rclone crypt")
+	flag.StringVar(&c.tree, "tree", "", "source tree to copy (default: GOROOT/src)")
+	flag.StringVar(&c.work, "work", "", "work directory (default: a new dir under /var/tmp)")
+	flag.StringVar(&c.out, "out", "", "also write the Markdown report to this file")
+	flag.IntVar(&c.imageGiB, "image-gib", 0, "size of the ext4 image (default: from -size)")
+	flag.Parse()
+	log.SetFlags(log.Ltime)
+	if err := run(c); err != nil {
+		log.Fatalf("bench: %v", err)
+	}
+}
+
+// target is one file system under test.
+type target interface {
+	name() string
+	setup(base string) (dir string, err error) // mount; return the directory to use
+	cold() error                               // drop every cache between the data and the reader
+	pid() int                                  // daemon pid, 0 if none
+	teardown() error
+}
+
+type result struct {
+	target, workload string
+	value            float64
+}
+
+type workload struct {
+	name         string
+	unit         string
+	higherBetter bool
+}
+
+var workloads = []workload{
+	{"seq write + fsync", "MiB/s", true},
+	{"warm seq read", "MiB/s", true},
+	{"cold seq read", "MiB/s", true},
+	{"4 KiB random read (mean)", "µs", false},
+	{"create small files", "files/s", true},
+	{"stat small files", "files/s", true},
+	{"read small files (cold)", "files/s", true},
+	{"delete small files", "files/s", true},
+	{"cp -a source tree", "s", false},
+	{"ls -lR tree (warm)", "s", false},
+	{"find tree (warm)", "s", false},
+	{"daemon peak RSS", "MiB", false},
+}
+
+func run(c config) error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (loop-mounted ext4, drop_caches, FUSE)")
+	}
+	if _, err := exec.LookPath("fio"); err != nil {
+		return errors.New("fio not found: apt-get install fio")
+	}
+	if c.tree == "" {
+		c.tree = filepath.Join(runtime.GOROOT(), "src")
+	}
+	if c.work == "" {
+		w, err := os.MkdirTemp("/var/tmp", "kumo-bench-")
+		if err != nil {
+			return err
+		}
+		c.work = w
+		defer os.RemoveAll(w)
+	}
+	kumo, err := filepath.Abs(c.kumo)
+	if err != nil {
+		return err
+	}
+	c.kumo = kumo
+
+	// One journaled ext4 image holds every target's backing store, so all compete on equal terms.
+	disk := filepath.Join(c.work, "disk")
+	gib := c.imageGiB
+	if gib == 0 {
+		gib = 6 + 4*c.sizeMiB/1024
+	}
+	if err := mkExt4(filepath.Join(c.work, "ext4.img"), disk, gib); err != nil {
+		return err
+	}
+	defer exec.Command("umount", "-l", disk).Run()
+
+	src := filepath.Join("/dev/shm", fmt.Sprintf("kumo-bench-src-%d", os.Getpid()))
+	if err := randomFile(src, int64(c.sizeMiB)<<20); err != nil {
+		return err
+	}
+	defer os.Remove(src)
+
+	targets := []target{&localTarget{}, &kumoTarget{bin: c.kumo}}
+	if c.peers {
+		targets = append(targets, &gocryptfsTarget{}, &rcloneTarget{})
+	}
+	var results []result
+	for r := 1; r <= c.rounds; r++ {
+		for i, t := range targets {
+			base := filepath.Join(disk, fmt.Sprintf("r%d-%d-%s", r, i, t.name()))
+			log.Printf("round %d/%d: %s", r, c.rounds, t.name())
+			res, err := runTarget(c, t, base, src)
+			if err != nil {
+				return fmt.Errorf("%s round %d: %w", t.name(), r, err)
+			}
+			results = append(results, res...)
+			os.RemoveAll(base)
+		}
+	}
+	report := render(c, targets, results)
+	fmt.Print(report)
+	if c.out != "" {
+		return os.WriteFile(c.out, []byte(report), 0o644)
+	}
+	return nil
+}
+
+func runTarget(c config, t target, base, src string) (res []result, err error) {
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := t.setup(base)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if terr := t.teardown(); terr != nil && err == nil {
+			err = terr
+		}
+	}()
+	add := func(w string, v float64) {
+		log.Printf("  %-26s %10.1f", w, v)
+		res = append(res, result{t.name(), w, v})
+	}
+	peak := 0
+	sampleRSS := func() {
+		if p := t.pid(); p > 0 {
+			if kb := vmHWM(p); kb > peak {
+				peak = kb
+			}
+		}
+	}
+	size := float64(c.sizeMiB)
+	big := filepath.Join(dir, "big")
+
+	d, err := timed(func() error { return copyFile(src, big, true) })
+	if err != nil {
+		return nil, err
+	}
+	add("seq write + fsync", size/d.Seconds())
+	sampleRSS()
+
+	if _, err := timed(func() error { return readAll(big) }); err != nil {
+		return nil, err
+	}
+	d, err = timed(func() error { return readAll(big) })
+	if err != nil {
+		return nil, err
+	}
+	add("warm seq read", size/d.Seconds())
+
+	if err := t.cold(); err != nil {
+		return nil, err
+	}
+	d, err = timed(func() error { return readAll(big) })
+	if err != nil {
+		return nil, err
+	}
+	add("cold seq read", size/d.Seconds())
+	sampleRSS()
+
+	if err := t.cold(); err != nil {
+		return nil, err
+	}
+	lat, err := fioRandRead(big, c.fioSecs)
+	if err != nil {
+		return nil, err
+	}
+	add("4 KiB random read (mean)", lat)
+	sampleRSS()
+	if err := os.Remove(big); err != nil {
+		return nil, err
+	}
+
+	small := filepath.Join(dir, "small")
+	n := float64(c.files)
+	d, err = timed(func() error { return smallFiles(small, c.files, "create") })
+	if err != nil {
+		return nil, err
+	}
+	add("create small files", n/d.Seconds())
+	d, err = timed(func() error { return smallFiles(small, c.files, "stat") })
+	if err != nil {
+		return nil, err
+	}
+	add("stat small files", n/d.Seconds())
+	if err := t.cold(); err != nil {
+		return nil, err
+	}
+	d, err = timed(func() error { return smallFiles(small, c.files, "read") })
+	if err != nil {
+		return nil, err
+	}
+	add("read small files (cold)", n/d.Seconds())
+	d, err = timed(func() error { return smallFiles(small, c.files, "delete") })
+	if err != nil {
+		return nil, err
+	}
+	add("delete small files", n/d.Seconds())
+	sampleRSS()
+
+	tree := filepath.Join(dir, "tree")
+	d, err = timed(func() error { return sh("cp", "-a", c.tree, tree) })
+	if err != nil {
+		return nil, err
+	}
+	add("cp -a source tree", d.Seconds())
+	sampleRSS()
+	sh("ls", "-lR", tree) // warm the caches once
+	d, err = timed(func() error { return sh("ls", "-lR", tree) })
+	if err != nil {
+		return nil, err
+	}
+	add("ls -lR tree (warm)", d.Seconds())
+	d, err = timed(func() error { return sh("find", tree) })
+	if err != nil {
+		return nil, err
+	}
+	add("find tree (warm)", d.Seconds())
+	sampleRSS()
+	if peak > 0 {
+		add("daemon peak RSS", float64(peak)/1024)
+	}
+	return res, nil
+}
+
+// --- targets ---
+
+type localTarget struct{}
+
+func (*localTarget) name() string                      { return "local disk" }
+func (*localTarget) setup(base string) (string, error) { return base, nil }
+func (*localTarget) cold() error                       { return dropCaches() }
+func (*localTarget) pid() int                          { return 0 }
+func (*localTarget) teardown() error                   { return nil }
+
+type kumoTarget struct {
+	bin, base, mnt string
+	gen            int
+	cmd            *exec.Cmd
+}
+
+func (*kumoTarget) name() string { return "kumo" }
+
+func (k *kumoTarget) setup(base string) (string, error) {
+	k.base, k.mnt, k.gen = base, filepath.Join(base, "mnt"), 0
+	return k.mnt, k.mount()
+}
+
+func (k *kumoTarget) mount() error {
+	k.gen++
+	os.MkdirAll(k.mnt, 0o755)
+	cache := filepath.Join(k.base, fmt.Sprintf("cache%d", k.gen))
+	k.cmd = exec.Command(k.bin, "mount", "--foreground", "--log-level", "warn",
+		"--cloud-dir", filepath.Join(k.base, "cloud"), "--cache-dir", cache, k.mnt)
+	k.cmd.Stdout, k.cmd.Stderr = os.Stderr, os.Stderr
+	if err := k.cmd.Start(); err != nil {
+		return err
+	}
+	return waitMounted(k.mnt, k.cmd)
+}
+
+// cold unmounts (after the uploads are flushed), drops the page cache and
+// remounts with an empty cache directory, so reads come from the cloud.
+func (k *kumoTarget) cold() error {
+	if err := k.unmount(); err != nil {
+		return err
+	}
+	if err := dropCaches(); err != nil {
+		return err
+	}
+	return k.mount()
+}
+
+func (k *kumoTarget) unmount() error {
+	if err := sh(k.bin, "unmount", k.mnt); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- k.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Minute):
+		k.cmd.Process.Kill()
+		return errors.New("kumo daemon did not exit after unmount")
+	}
+	return nil
+}
+
+func (k *kumoTarget) pid() int {
+	if k.cmd == nil || k.cmd.Process == nil {
+		return 0
+	}
+	return k.cmd.Process.Pid
+}
+
+func (k *kumoTarget) teardown() error { return k.unmount() }
+
+type gocryptfsTarget struct {
+	base, mnt string
+	cmd       *exec.Cmd
+}
+
+func (*gocryptfsTarget) name() string { return "gocryptfs" }
+
+func (g *gocryptfsTarget) setup(base string) (string, error) {
+	if err := ensureTool("gocryptfs", "gocryptfs"); err != nil {
+		return "", err
+	}
+	g.base, g.mnt = base, filepath.Join(base, "mnt")
+	os.MkdirAll(filepath.Join(base, "cipher"), 0o755)
+	os.MkdirAll(g.mnt, 0o755)
+	if err := sh("gocryptfs", "-q", "-init", "-extpass", "echo benchpass", "-scryptn", "10", filepath.Join(base, "cipher")); err != nil {
+		return "", err
+	}
+	return g.mnt, g.mount()
+}
+
+func (g *gocryptfsTarget) mount() error {
+	g.cmd = exec.Command("gocryptfs", "-fg", "-q", "-extpass", "echo benchpass", filepath.Join(g.base, "cipher"), g.mnt)
+	g.cmd.Stderr = os.Stderr
+	if err := g.cmd.Start(); err != nil {
+		return err
+	}
+	return waitMounted(g.mnt, g.cmd)
+}
+
+func (g *gocryptfsTarget) cold() error {
+	if err := g.teardown(); err != nil {
+		return err
+	}
+	if err := dropCaches(); err != nil {
+		return err
+	}
+	return g.mount()
+}
+
+func (g *gocryptfsTarget) pid() int { return g.cmd.Process.Pid }
+
+func (g *gocryptfsTarget) teardown() error {
+	sh("fusermount3", "-u", g.mnt)
+	g.cmd.Wait()
+	return nil
+}
+
+// rcloneTarget is rclone's crypt remote over a local directory, mounted with
+// --vfs-cache-mode full. Writes count until the data is really in the remote.
+type rcloneTarget struct {
+	base, mnt string
+	gen       int
+	cmd       *exec.Cmd
+}
+
+func (*rcloneTarget) name() string { return "rclone crypt" }
+
+func (r *rcloneTarget) setup(base string) (string, error) {
+	if err := ensureTool("rclone", "rclone"); err != nil {
+		return "", err
+	}
+	r.base, r.mnt, r.gen = base, filepath.Join(base, "mnt"), 0
+	os.MkdirAll(filepath.Join(base, "remote"), 0o755)
+	os.MkdirAll(r.mnt, 0o755)
+	return r.mnt, r.mount()
+}
+
+func (r *rcloneTarget) mount() error {
+	r.gen++
+	pw, err := exec.Command("rclone", "obscure", "benchpass").Output()
+	if err != nil {
+		return err
+	}
+	r.cmd = exec.Command("rclone", "mount", "benchcrypt:", r.mnt, "--vfs-cache-mode", "full",
+		"--cache-dir", filepath.Join(r.base, fmt.Sprintf("cache%d", r.gen)), "--vfs-write-back", "0s")
+	r.cmd.Env = append(os.Environ(),
+		"RCLONE_CONFIG_BENCHCRYPT_TYPE=crypt",
+		"RCLONE_CONFIG_BENCHCRYPT_REMOTE="+filepath.Join(r.base, "remote"),
+		"RCLONE_CONFIG_BENCHCRYPT_PASSWORD="+strings.TrimSpace(string(pw)))
+	r.cmd.Stderr = os.Stderr
+	if err := r.cmd.Start(); err != nil {
+		return err
+	}
+	return waitMounted(r.mnt, r.cmd)
+}
+
+func (r *rcloneTarget) cold() error {
+	if err := r.teardown(); err != nil {
+		return err
+	}
+	if err := dropCaches(); err != nil {
+		return err
+	}
+	return r.mount()
+}
+
+func (r *rcloneTarget) pid() int { return r.cmd.Process.Pid }
+
+func (r *rcloneTarget) teardown() error {
+	sh("fusermount3", "-u", r.mnt)
+	r.cmd.Wait()
+	return nil
+}
+
+// --- workloads ---
+
+func timed(f func() error) (time.Duration, error) {
+	t := time.Now()
+	err := f()
+	return time.Since(t), err
+}
+
+func randomFile(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.CopyN(f, rand.Reader, size)
+	return err
+}
+
+func copyFile(src, dst string, fsync bool) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyBuffer(out, in, make([]byte, 1<<20)); err != nil {
+		out.Close()
+		return err
+	}
+	if fsync {
+		if err := out.Sync(); err != nil {
+			out.Close()
+			return err
+		}
+	}
+	return out.Close()
+}
+
+func readAll(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.CopyBuffer(io.Discard, f, make([]byte, 1<<20))
+	return err
+}
+
+func smallFiles(dir string, n int, op string) error {
+	perDir := (n + 99) / 100
+	buf := make([]byte, 4096)
+	for i := 0; i < n; i++ {
+		d := filepath.Join(dir, fmt.Sprintf("d%03d", i/perDir))
+		p := filepath.Join(d, fmt.Sprintf("f%05d", i))
+		var err error
+		switch op {
+		case "create":
+			if i%perDir == 0 {
+				if err = os.MkdirAll(d, 0o755); err != nil {
+					return err
+				}
+			}
+			rand.Read(buf)
+			err = os.WriteFile(p, buf, 0o644)
+		case "stat":
+			_, err = os.Lstat(p)
+		case "read":
+			var b []byte
+			b, err = os.ReadFile(p)
+			if err == nil && len(b) != len(buf) {
+				err = fmt.Errorf("%s: read %d bytes, want %d", p, len(b), len(buf))
+			}
+		case "delete":
+			err = os.Remove(p)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fioRandRead(file string, secs int) (meanMicros float64, err error) {
+	out, err := exec.Command("fio", "--name=randread", "--filename="+file, "--rw=randread", "--bs=4k",
+		"--ioengine=psync", "--runtime="+strconv.Itoa(secs), "--time_based", "--invalidate=1",
+		"--output-format=json").Output()
+	if err != nil {
+		return 0, fmt.Errorf("fio: %w", err)
+	}
+	var v struct {
+		Jobs []struct {
+			Read struct {
+				LatNs struct {
+					Mean float64 `json:"mean"`
+				} `json:"lat_ns"`
+			} `json:"read"`
+		} `json:"jobs"`
+	}
+	// fio may print warnings before the JSON.
+	if i := bytes.IndexByte(out, '{'); i > 0 {
+		out = out[i:]
+	}
+	if err := json.Unmarshal(out, &v); err != nil || len(v.Jobs) == 0 {
+		return 0, fmt.Errorf("fio output: %v", err)
+	}
+	return v.Jobs[0].Read.LatNs.Mean / 1000, nil
+}
+
+// --- helpers ---
+
+func sh(name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Stdout = io.Discard
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+func ensureTool(cmd, pkg string) error {
+	if _, err := exec.LookPath(cmd); err == nil {
+		return nil
+	}
+	log.Printf("installing %s", pkg)
+	c := exec.Command("apt-get", "install", "-y", "-qq", pkg)
+	c.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	c.Stdout, c.Stderr = os.Stderr, os.Stderr
+	return c.Run()
+}
+
+func dropCaches() error {
+	syscall.Sync()
+	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
+}
+
+func mkExt4(img, dir string, gib int) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(img)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(int64(gib) << 30); err != nil {
+		return err
+	}
+	f.Close()
+	if err := sh("mkfs.ext4", "-q", "-F", "-O", "has_journal", img); err != nil {
+		return err
+	}
+	return sh("mount", "-o", "loop", img, dir)
+}
+
+func waitMounted(dir string, cmd *exec.Cmd) error {
+	parent := filepath.Dir(dir)
+	for i := 0; i < 300; i++ {
+		var a, b syscall.Stat_t
+		if syscall.Stat(dir, &a) == nil && syscall.Stat(parent, &b) == nil && a.Dev != b.Dev {
+			return nil
+		}
+		if cmd.ProcessState != nil {
+			return fmt.Errorf("%s exited before mounting", cmd.Path)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not mount within 30 s", dir)
+}
+
+func vmHWM(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.Atoi(f[1])
+				return kb
+			}
+		}
+	}
+	return 0
+}
+
+// --- report ---
+
+func render(c config, targets []target, results []result) string {
+	values := map[string]map[string][]float64{}
+	for _, r := range results {
+		if values[r.target] == nil {
+			values[r.target] = map[string][]float64{}
+		}
+		values[r.target][r.workload] = append(values[r.target][r.workload], r.value)
+	}
+	median := func(v []float64) float64 {
+		s := append([]float64(nil), v...)
+		sort.Float64s(s)
+		if len(s) == 0 {
+			return 0
+		}
+		if len(s)%2 == 1 {
+			return s[len(s)/2]
+		}
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	host, _ := os.Hostname()
+	kver, _ := exec.Command("uname", "-r").Output()
+	var b strings.Builder
+	fmt.Fprintf(&b, "# kumo benchmark\n\n%s on %s (%d CPUs, kernel %s), %s, %d rounds in rotation, %d MiB file, %d small files, fio %d s.\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), strings.TrimSpace(string(kver)), runtime.Version(), c.rounds, c.sizeMiB, c.files, c.fioSecs)
+	fmt.Fprintf(&b, "All backing stores on one fresh journaled ext4 loop image. Median (min–max).\n\n")
+	fmt.Fprintf(&b, "| workload | unit |")
+	for _, t := range targets {
+		fmt.Fprintf(&b, " %s |", t.name())
+	}
+	for _, t := range targets {
+		if t.name() != "kumo" {
+			fmt.Fprintf(&b, " kumo vs %s |", t.name())
+		}
+	}
+	b.WriteString("\n|---|---|")
+	for range targets {
+		b.WriteString("---|")
+	}
+	for range targets[1:] {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, w := range workloads {
+		fmt.Fprintf(&b, "| %s | %s |", w.name, w.unit)
+		for _, t := range targets {
+			v := values[t.name()][w.name]
+			if len(v) == 0 {
+				b.WriteString(" — |")
+				continue
+			}
+			s := append([]float64(nil), v...)
+			sort.Float64s(s)
+			fmt.Fprintf(&b, " %s (%s–%s) |", num(median(v)), num(s[0]), num(s[len(s)-1]))
+		}
+		k := median(values["kumo"][w.name])
+		for _, t := range targets {
+			if t.name() == "kumo" {
+				continue
+			}
+			p := median(values[t.name()][w.name])
+			if p == 0 || k == 0 {
+				b.WriteString(" — |")
+				continue
+			}
+			ratio := k / p
+			if !w.higherBetter {
+				ratio = p / k
+			}
+			fmt.Fprintf(&b, " %.2f× |", ratio)
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\nRatios are \"how many times better kumo is\" (>1 = kumo faster or smaller).\n")
+	return b.String()
+}
+
+func num(v float64) string {
+	switch {
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+}
