@@ -2,18 +2,42 @@
 // (as sealed by the client, so nothing on disk is plaintext), the journal of tree
 // operations not yet pushed to the cloud, the chunk cache with a size budget, and
 // encrypted segment files that hold written data until it is uploaded.
+//
+// Layout under Options.Dir:
+//
+//	meta/    badger: nodes, entries, change-feed cursor, push journal
+//	chunks/  one sparse file per cached chunk, sealed segments at fixed slots
+//	dirty/   one encrypted sparse segment file per (node, gen)
 package cache
 
 import (
+	"crypto/hkdf"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"kumo/internal/keys"
-	"kumo/remote/api"
 )
 
 // ErrNotFound is returned when a node or entry is not in the local tree.
 var ErrNotFound = errors.New("cache: not found")
+
+// ErrCorrupt is returned when stored bytes fail authentication or do not parse
+// (a tampered or torn segment file slot, a bad record). The drive maps it to EIO.
+var ErrCorrupt = errors.New("cache: corrupt data")
+
+// ErrClosed is returned by operations on a closed Store or SegmentFile.
+var ErrClosed = errors.New("cache: closed")
+
+// DefaultBudget is the chunk cache budget when Options.Budget is 0.
+const DefaultBudget int64 = 4 << 30
 
 // Options configure a Store.
 type Options struct {
@@ -24,115 +48,178 @@ type Options struct {
 }
 
 // Store is one drive's local state. Safe for concurrent use.
-type Store struct{}
+type Store struct {
+	dir    string
+	log    *slog.Logger
+	db     *badger.DB
+	segKey [32]byte // purpose key for segment files, from Options.Key
+
+	// journal state, guarded by applyMu: Apply is serialised so the journal
+	// sequence counter can live in memory and never conflicts.
+	applyMu sync.Mutex
+	lastSeq uint64 // last journal seq assigned (persisted under keySeq)
+	pending int    // journal ops not yet acked
+
+	chunks *chunkCache
+	slots  sync.Pool // *[]byte of slotStride bytes, for sealing
+
+	closeOnce sync.Once
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeErr  error
+}
+
+const (
+	metaDir  = "meta"
+	chunkDir = "chunks"
+	dirtyDir = "dirty"
+)
 
 // Open opens or creates the store under o.Dir.
-func Open(o Options) (*Store, error) { panic("TODO") }
+func Open(o Options) (*Store, error) {
+	if o.Dir == "" {
+		return nil, errors.New("cache: open: empty Dir")
+	}
+	if o.Key == (keys.Key{}) {
+		return nil, errors.New("cache: open: zero key")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	budget := o.Budget
+	if budget <= 0 {
+		budget = DefaultBudget
+	}
+	for _, d := range []string{o.Dir, filepath.Join(o.Dir, metaDir), filepath.Join(o.Dir, chunkDir), filepath.Join(o.Dir, dirtyDir)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("cache: open: %w", err)
+		}
+	}
+	segKey, err := hkdf.Key(sha256.New, o.Key[:], nil, "kumo cache segment files v1", 32)
+	if err != nil {
+		return nil, fmt.Errorf("cache: open: derive key: %w", err)
+	}
+	db, err := badger.Open(badgerOptions(filepath.Join(o.Dir, metaDir), log))
+	if err != nil {
+		return nil, fmt.Errorf("cache: open badger: %w", err)
+	}
+	s := &Store{
+		dir:  o.Dir,
+		log:  log,
+		db:   db,
+		stop: make(chan struct{}),
+	}
+	copy(s.segKey[:], segKey)
+	s.slots.New = func() any { b := make([]byte, slotStride); return &b }
+	if err := s.loadJournalState(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.chunks, err = openChunkCache(filepath.Join(o.Dir, chunkDir), filepath.Join(o.Dir, metaDir), budget, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.background()
+	return s, nil
+}
+
+// badgerOptions keep badger small on disk and in memory: the tree is small
+// compared to the chunk cache, and its footprint counts against the budget.
+func badgerOptions(dir string, log *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithSyncWrites(false). // the mmap'd memtable WAL survives kill -9; Sync() covers power loss
+		WithLogger(badgerLogger{log}).
+		WithMemTableSize(16 << 20). // txn limit is 15% of this: 2.4 MB of keys and small values
+		WithNumMemtables(2).
+		WithValueThreshold(32 << 10). // big sealed attrs go to the value log, outside the txn limit
+		WithValueLogFileSize(16 << 20).
+		WithBaseTableSize(2 << 20).
+		WithBaseLevelSize(8 << 20).
+		WithNumLevelZeroTables(3).
+		WithNumLevelZeroTablesStall(8).
+		WithNumCompactors(2).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(0).
+		WithMetricsEnabled(false).
+		WithDetectConflicts(false) // writers are serialised by Store
+}
+
+// badgerLogger routes badger's warnings and errors to slog and drops the chatter.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error("badger: " + trimNL(fmt.Sprintf(f, a...)))
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn("badger: " + trimNL(fmt.Sprintf(f, a...)))
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
+
+func trimNL(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '\n' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// background runs badger's value log GC and persists chunk access times now and then.
+func (s *Store) background() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			for s.db.RunValueLogGC(0.5) == nil {
+			}
+			s.chunks.persistAccess()
+			s.chunks.refreshMeta()
+			s.chunks.maybeEvict()
+		}
+	}
+}
 
 // Close flushes and closes.
-func (s *Store) Close() error { panic("TODO") }
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+		s.chunks.persistAccess()
+		var errs []error
+		if err := s.db.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("cache: close badger: %w", err))
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
 
 // Sync makes everything applied so far durable on local disk (badger and segment files' directory).
-func (s *Store) Sync() error { panic("TODO") }
-
-// --- the local tree ---
-
-// Entry is a directory entry of the local tree.
-type Entry struct {
-	Parent  uint64
-	NameMAC string
-	Name    []byte // sealed
-	Child   uint64
+func (s *Store) Sync() error {
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("cache: sync badger: %w", err)
+	}
+	if err := syncDir(filepath.Join(s.dir, dirtyDir)); err != nil {
+		return fmt.Errorf("cache: sync: %w", err)
+	}
+	s.chunks.persistAccess()
+	return nil
 }
 
-// GetNode returns a node of the local tree, or ErrNotFound.
-func (s *Store) GetNode(id uint64) (api.Node, error) { panic("TODO") }
-
-// Lookup returns the entry (parent, nameMAC), or ErrNotFound.
-func (s *Store) Lookup(parent uint64, nameMAC string) (Entry, error) { panic("TODO") }
-
-// List returns the entries of a directory in nameMAC order.
-func (s *Store) List(parent uint64) ([]Entry, error) { panic("TODO") }
-
-// JournalOp is a tree operation waiting to be pushed to the cloud, in order.
-type JournalOp struct {
-	Seq uint64 // local journal position, increasing
-	Op  api.BatchOp
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
 }
-
-// Mutation is applied atomically (one badger transaction) by Apply.
-type Mutation struct {
-	PutNodes      []api.Node
-	DeleteNodes   []uint64
-	PutEntries    []Entry
-	DeleteEntries []Entry       // only Parent and NameMAC are used
-	Journal       []api.BatchOp // appended to the push journal
-	Cursor        *uint64       // new change-feed cursor, if set
-}
-
-// Apply applies m in one transaction.
-func (s *Store) Apply(m Mutation) error { panic("TODO") }
-
-// Cursor returns the change-feed sequence number the local tree reflects.
-func (s *Store) Cursor() (uint64, error) { panic("TODO") }
-
-// Pending returns up to max journal ops in order.
-func (s *Store) Pending(max int) ([]JournalOp, error) { panic("TODO") }
-
-// PendingCount returns how many journal ops wait.
-func (s *Store) PendingCount() (int, error) { panic("TODO") }
-
-// Ack removes journal ops with Seq <= upto.
-func (s *Store) Ack(upto uint64) error { panic("TODO") }
-
-// Reset drops the whole local tree (not the journal or segment files), for a relist.
-func (s *Store) Reset() error { panic("TODO") }
-
-// --- the chunk cache ---
-
-// GetSegment returns the cached sealed bytes of segment seg of chunk id.
-func (s *Store) GetSegment(id string, seg int) ([]byte, bool) { panic("TODO") }
-
-// PutSegments caches consecutive sealed segments of chunk id starting at first.
-// Least recently used segments are evicted to keep the cache within budget.
-func (s *Store) PutSegments(id string, first int, sealed [][]byte) error { panic("TODO") }
-
-// CacheStats reports the chunk cache's use.
-type CacheStats struct {
-	Bytes, Budget int64
-	Hits, Misses  uint64
-}
-
-func (s *Store) Stats() CacheStats { panic("TODO") }
-
-// --- segment files: written data waiting for upload ---
-
-// SegmentFile is an encrypted, sparse file of fixed 64 KiB plaintext segments
-// (chunk.SegmentSize), for a node's written-but-not-uploaded data. Each write
-// seals the segment with a fresh nonce; a segment never written reads as absent.
-type SegmentFile struct{}
-
-// OpenSegmentFile opens or creates the segment file for (node, gen).
-func (s *Store) OpenSegmentFile(node, gen uint64) (*SegmentFile, error) { panic("TODO") }
-
-// SegmentFiles lists existing (node, gen) pairs, for resuming after a crash.
-func (s *Store) SegmentFiles() ([][2]uint64, error) { panic("TODO") }
-
-// ReadSegment returns the plaintext of segment i, ok=false if never written.
-func (f *SegmentFile) ReadSegment(i int64) (p []byte, ok bool, err error) { panic("TODO") }
-
-// WriteSegment stores plaintext p (len <= chunk.SegmentSize) as segment i.
-func (f *SegmentFile) WriteSegment(i int64, p []byte) error { panic("TODO") }
-
-// Present lists the indexes of written segments in order.
-func (f *SegmentFile) Present() ([]int64, error) { panic("TODO") }
-
-// Drop forgets segments with index >= from (truncate).
-func (f *SegmentFile) Drop(from int64) error { panic("TODO") }
-
-// Sync makes all written segments durable (fdatasync).
-func (f *SegmentFile) Sync() error { panic("TODO") }
-
-// Close closes the file; Remove closes and deletes it.
-func (f *SegmentFile) Close() error  { panic("TODO") }
-func (f *SegmentFile) Remove() error { panic("TODO") }

@@ -1,0 +1,393 @@
+package cache
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"kumo/remote/api"
+)
+
+// Badger keys. Every key starts with a one-byte kind so each kind is a prefix scan.
+const (
+	kindNode    = 'n' // 'n' id(be64)                 -> encodeNode
+	kindEntry   = 'e' // 'e' parent(be64) nameMAC     -> encodeEntry
+	kindJournal = 'j' // 'j' seq(be64)                -> JSON of api.BatchOp
+)
+
+var (
+	keyCursor = []byte("c") // be64 change-feed cursor
+	keySeq    = []byte("s") // be64 last journal seq assigned (never reused)
+)
+
+func nodeKey(id uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = kindNode
+	binary.BigEndian.PutUint64(k[1:], id)
+	return k
+}
+
+func entryPrefix(parent uint64) []byte {
+	k := make([]byte, 9, 9+64)
+	k[0] = kindEntry
+	binary.BigEndian.PutUint64(k[1:], parent)
+	return k
+}
+
+func entryKey(parent uint64, nameMAC string) []byte {
+	return append(entryPrefix(parent), nameMAC...)
+}
+
+func journalKey(seq uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = kindJournal
+	binary.BigEndian.PutUint64(k[1:], seq)
+	return k
+}
+
+// Entry is a directory entry of the local tree.
+type Entry struct {
+	Parent  uint64
+	NameMAC string
+	Name    []byte // sealed
+	Child   uint64
+}
+
+// GetNode returns a node of the local tree, or ErrNotFound.
+func (s *Store) GetNode(id uint64) (api.Node, error) {
+	var n api.Node
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(nodeKey(id))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			n, err = decodeNode(v)
+			return err
+		})
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return api.Node{}, ErrNotFound
+	}
+	if err != nil {
+		return api.Node{}, fmt.Errorf("cache: get node %d: %w", id, err)
+	}
+	if n.ID != id {
+		return api.Node{}, fmt.Errorf("cache: get node %d: record holds node %d: %w", id, n.ID, ErrCorrupt)
+	}
+	return n, nil
+}
+
+// Lookup returns the entry (parent, nameMAC), or ErrNotFound.
+func (s *Store) Lookup(parent uint64, nameMAC string) (Entry, error) {
+	e := Entry{Parent: parent, NameMAC: nameMAC}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(entryKey(parent, nameMAC))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			e.Child, e.Name, err = decodeEntry(v)
+			return err
+		})
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Entry{}, ErrNotFound
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("cache: lookup %d/%s: %w", parent, nameMAC, err)
+	}
+	return e, nil
+}
+
+// List returns the entries of a directory in nameMAC order.
+func (s *Store) List(parent uint64) ([]Entry, error) {
+	var out []Entry
+	prefix := entryPrefix(parent)
+	err := s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			e := Entry{Parent: parent, NameMAC: string(item.Key()[len(prefix):])}
+			err := item.Value(func(v []byte) error {
+				var err error
+				e.Child, e.Name, err = decodeEntry(v)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: list %d: %w", parent, err)
+	}
+	return out, nil
+}
+
+// JournalOp is a tree operation waiting to be pushed to the cloud, in order.
+type JournalOp struct {
+	Seq uint64 // local journal position, increasing
+	Op  api.BatchOp
+}
+
+// Mutation is applied atomically (one badger transaction) by Apply.
+type Mutation struct {
+	PutNodes      []api.Node
+	DeleteNodes   []uint64
+	PutEntries    []Entry
+	DeleteEntries []Entry       // only Parent and NameMAC are used
+	Journal       []api.BatchOp // appended to the push journal
+	Cursor        *uint64       // new change-feed cursor, if set
+}
+
+// ErrTooBig is returned by Apply when a mutation does not fit in one badger
+// transaction (millions of entries); nothing of it is applied.
+var ErrTooBig = errors.New("cache: mutation too big for one transaction")
+
+// Apply applies m in one transaction. Deletes are applied before puts, so a
+// mutation may delete and re-put the same key. Nothing is applied on error.
+func (s *Store) Apply(m Mutation) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	seq := s.lastSeq
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	err := func() error {
+		for _, id := range m.DeleteNodes {
+			if err := txn.Delete(nodeKey(id)); err != nil {
+				return err
+			}
+		}
+		for _, e := range m.DeleteEntries {
+			if err := txn.Delete(entryKey(e.Parent, e.NameMAC)); err != nil {
+				return err
+			}
+		}
+		for _, n := range m.PutNodes {
+			if err := txn.Set(nodeKey(n.ID), encodeNode(n)); err != nil {
+				return err
+			}
+		}
+		for _, e := range m.PutEntries {
+			if e.NameMAC == "" {
+				return fmt.Errorf("entry under %d with empty name MAC", e.Parent)
+			}
+			if err := txn.Set(entryKey(e.Parent, e.NameMAC), encodeEntry(e.Child, e.Name)); err != nil {
+				return err
+			}
+		}
+		for _, op := range m.Journal {
+			v, err := json.Marshal(op)
+			if err != nil {
+				return fmt.Errorf("encode journal op: %w", err)
+			}
+			seq++
+			if err := txn.Set(journalKey(seq), v); err != nil {
+				return err
+			}
+		}
+		if len(m.Journal) > 0 {
+			if err := txn.Set(keySeq, be64(seq)); err != nil {
+				return err
+			}
+		}
+		if m.Cursor != nil {
+			if err := txn.Set(keyCursor, be64(*m.Cursor)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}()
+	if err == nil {
+		err = txn.Commit()
+	}
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		return fmt.Errorf("cache: apply (%d nodes, %d entries, %d journal ops): %w",
+			len(m.PutNodes)+len(m.DeleteNodes), len(m.PutEntries)+len(m.DeleteEntries), len(m.Journal), ErrTooBig)
+	}
+	if err != nil {
+		return fmt.Errorf("cache: apply: %w", err)
+	}
+	s.lastSeq = seq
+	s.pending += len(m.Journal)
+	return nil
+}
+
+func be64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+func getU64(txn *badger.Txn, key []byte) (uint64, error) {
+	it, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var v uint64
+	err = it.Value(func(b []byte) error {
+		if len(b) != 8 {
+			return fmt.Errorf("%q holds %d bytes: %w", key, len(b), ErrCorrupt)
+		}
+		v = binary.BigEndian.Uint64(b)
+		return nil
+	})
+	return v, err
+}
+
+// Cursor returns the change-feed sequence number the local tree reflects.
+func (s *Store) Cursor() (uint64, error) {
+	var c uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		c, err = getU64(txn, keyCursor)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cache: cursor: %w", err)
+	}
+	return c, nil
+}
+
+// loadJournalState reads the journal counter and counts pending ops at open.
+func (s *Store) loadJournalState() error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		if s.lastSeq, err = getU64(txn, keySeq); err != nil {
+			return err
+		}
+		o := badger.DefaultIteratorOptions
+		o.Prefix = []byte{kindJournal}
+		o.PrefetchValues = false
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			s.pending++
+			if k := it.Item().Key(); len(k) == 9 {
+				// Never reuse a seq, even if the counter record were missing.
+				if seq := binary.BigEndian.Uint64(k[1:]); seq > s.lastSeq {
+					s.lastSeq = seq
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cache: load journal: %w", err)
+	}
+	return nil
+}
+
+// Pending returns up to max journal ops in order.
+func (s *Store) Pending(max int) ([]JournalOp, error) {
+	var out []JournalOp
+	err := s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = []byte{kindJournal}
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(out) < max; it.Next() {
+			item := it.Item()
+			k := item.Key()
+			if len(k) != 9 {
+				return fmt.Errorf("journal key %x: %w", k, ErrCorrupt)
+			}
+			j := JournalOp{Seq: binary.BigEndian.Uint64(k[1:])}
+			err := item.Value(func(v []byte) error {
+				var err error
+				j.Op, err = decodeJournal(v)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("journal op %d: %w", j.Seq, err)
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: pending: %w", err)
+	}
+	return out, nil
+}
+
+// PendingCount returns how many journal ops wait.
+func (s *Store) PendingCount() (int, error) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	return s.pending, nil
+}
+
+// Ack removes journal ops with Seq <= upto.
+func (s *Store) Ack(upto uint64) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	for {
+		var keys [][]byte
+		err := s.db.View(func(txn *badger.Txn) error {
+			o := badger.DefaultIteratorOptions
+			o.Prefix = []byte{kindJournal}
+			o.PrefetchValues = false
+			it := txn.NewIterator(o)
+			defer it.Close()
+			for it.Rewind(); it.Valid() && len(keys) < 1000; it.Next() {
+				k := it.Item().KeyCopy(nil)
+				if len(k) == 9 && binary.BigEndian.Uint64(k[1:]) > upto {
+					break
+				}
+				keys = append(keys, k)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("cache: ack %d: %w", upto, err)
+		}
+		if len(keys) == 0 {
+			return nil
+		}
+		// Batches of 1000 fit easily in one transaction; a crash between
+		// batches leaves a shorter journal, and Ack is idempotent.
+		err = s.db.Update(func(txn *badger.Txn) error {
+			for _, k := range keys {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("cache: ack %d: %w", upto, err)
+		}
+		s.pending -= len(keys)
+		if s.pending < 0 {
+			s.pending = 0
+		}
+	}
+}
+
+// Reset drops the whole local tree (not the journal or segment files), for a
+// relist. The cursor is reset to 0 first, so a crash during Reset leaves a tree
+// that will be relisted again.
+func (s *Store) Reset() error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(keyCursor) }); err != nil {
+		return fmt.Errorf("cache: reset: %w", err)
+	}
+	if err := s.db.DropPrefix([]byte{kindNode}, []byte{kindEntry}); err != nil {
+		return fmt.Errorf("cache: reset: %w", err)
+	}
+	return nil
+}
