@@ -1,0 +1,261 @@
+// Package control is the drive's control surface: the status report shown by the
+// virtual files .kumo (text) and .kumo.json (JSON, a stable schema), the commands
+// a user writes into .kumo, and the QR code of an open top-up invoice.
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	qrcode "github.com/skip2/go-qrcode"
+
+	"kumo/internal/size"
+)
+
+// Virtual file names at the mount root. They never appear in readdir and are never stored remotely.
+const (
+	FileText = ".kumo"
+	FileJSON = ".kumo.json"
+	FileQR   = ".kumo-topup.png"
+)
+
+// IsReserved reports whether name is one of the control files' names.
+func IsReserved(name string) bool {
+	return name == FileText || name == FileJSON || name == FileQR
+}
+
+// SchemaVersion is bumped on any incompatible change of the JSON report.
+const SchemaVersion = 1
+
+// Status is everything the report shows. Its JSON form is the .kumo.json schema.
+type Status struct {
+	Schema      int            `json:"schema"`
+	Account     string         `json:"account"`
+	Server      string         `json:"server"` // "embedded" for the in-process cloud
+	Quota       Quota          `json:"quota"`
+	Cache       Cache          `json:"cache"`
+	Uploads     Uploads        `json:"uploads"`
+	Connection  Connection     `json:"connection"`
+	Invoices    []Invoice      `json:"invoices"`
+	LastCommand *CommandResult `json:"last_command,omitempty"`
+}
+
+type Quota struct {
+	Used        int64     `json:"used"`  // bytes stored in the cloud plus queued uploads
+	Limit       int64     `json:"limit"` // bytes
+	PlanExpires time.Time `json:"plan_expires,omitempty"`
+	ReadOnly    bool      `json:"read_only"` // plan expired while over quota
+	Full        bool      `json:"full"`      // the server refused an upload for quota
+}
+
+type Cache struct {
+	Bytes   int64   `json:"bytes"`
+	Budget  int64   `json:"budget"`
+	Hits    uint64  `json:"hits"`
+	Misses  uint64  `json:"misses"`
+	HitRate float64 `json:"hit_rate"` // 0..1
+}
+
+type Uploads struct {
+	Files     int       `json:"files"`
+	Bytes     int64     `json:"bytes"`
+	Ops       int       `json:"ops"` // metadata operations not yet pushed
+	Oldest    time.Time `json:"oldest,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+}
+
+type Connection struct {
+	State        string    `json:"state"` // "online", "offline", "retrying"
+	OfflineSince time.Time `json:"offline_since,omitempty"`
+	LastError    string    `json:"last_error,omitempty"`
+}
+
+// Invoice is a Bitcoin top-up as the drive shows it.
+type Invoice struct {
+	ID            string    `json:"id"`
+	Bytes         int64     `json:"bytes"`
+	Months        int       `json:"months"`
+	AmountBTC     string    `json:"amount_btc"`
+	PaidBTC       string    `json:"paid_btc,omitempty"`
+	Address       string    `json:"address"`
+	URI           string    `json:"uri"`   // BIP21
+	State         string    `json:"state"` // New, Processing, Settled, Expired, Invalid
+	Flags         []string  `json:"flags,omitempty"`
+	Confirmations int       `json:"confirmations"`
+	Required      int       `json:"required_confirmations"`
+	Expires       time.Time `json:"expires"`
+}
+
+// CommandResult is the outcome of the last command written to .kumo.
+type CommandResult struct {
+	Command string    `json:"command"`
+	OK      bool      `json:"ok"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// JSON renders the .kumo.json content.
+func JSON(s Status) []byte {
+	s.Schema = SchemaVersion
+	if s.Invoices == nil {
+		s.Invoices = []Invoice{}
+	}
+	b, _ := json.MarshalIndent(s, "", "  ")
+	return append(b, '\n')
+}
+
+// Text renders the human report of .kumo.
+func Text(s Status) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "kumo drive\n\n")
+	fmt.Fprintf(&b, "account     %s\n", s.Account)
+	fmt.Fprintf(&b, "server      %s\n", s.Server)
+	fmt.Fprintf(&b, "quota       %s %s of %s (%s)\n", bar(s.Quota.Used, s.Quota.Limit, 20),
+		size.Format(s.Quota.Used), size.Format(s.Quota.Limit), percent(s.Quota.Used, s.Quota.Limit))
+	if !s.Quota.PlanExpires.IsZero() {
+		fmt.Fprintf(&b, "plan until  %s\n", s.Quota.PlanExpires.UTC().Format("2006-01-02"))
+	}
+	switch {
+	case s.Quota.ReadOnly:
+		fmt.Fprintf(&b, "            READ-ONLY: plan expired while over quota; top up to write again\n")
+	case s.Quota.Full:
+		fmt.Fprintf(&b, "            quota full: top up to continue (uploads are kept queued)\n")
+	}
+	hit := "n/a"
+	if s.Cache.Hits+s.Cache.Misses > 0 {
+		hit = fmt.Sprintf("%.0f%%", 100*s.Cache.HitRate)
+	}
+	fmt.Fprintf(&b, "cache       %s of %s, hit rate %s\n", size.Format(s.Cache.Bytes), size.Format(s.Cache.Budget), hit)
+	up := fmt.Sprintf("%d files, %s, %d metadata ops", s.Uploads.Files, size.Format(s.Uploads.Bytes), s.Uploads.Ops)
+	if !s.Uploads.Oldest.IsZero() {
+		up += ", oldest " + s.Uploads.Oldest.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(&b, "uploads     %s\n", up)
+	if s.Uploads.LastError != "" {
+		fmt.Fprintf(&b, "            last error: %s\n", s.Uploads.LastError)
+	}
+	conn := s.Connection.State
+	if !s.Connection.OfflineSince.IsZero() && s.Connection.State != "online" {
+		conn += " since " + s.Connection.OfflineSince.UTC().Format(time.RFC3339)
+	}
+	if s.Connection.LastError != "" {
+		conn += " (" + s.Connection.LastError + ")"
+	}
+	fmt.Fprintf(&b, "connection  %s\n", conn)
+	if len(s.Invoices) > 0 {
+		fmt.Fprintf(&b, "\ntop-ups\n")
+	}
+	for _, inv := range s.Invoices {
+		fmt.Fprintf(&b, "  %s  %s for %d month(s): %s BTC  %s", inv.ID, size.Format(inv.Bytes), inv.Months, inv.AmountBTC, inv.State)
+		if len(inv.Flags) > 0 {
+			fmt.Fprintf(&b, " [%s]", strings.Join(inv.Flags, ", "))
+		}
+		fmt.Fprintf(&b, "  %d/%d confirmations\n", inv.Confirmations, inv.Required)
+		fmt.Fprintf(&b, "      address %s\n      pay     %s\n      expires %s\n", inv.Address, inv.URI, inv.Expires.UTC().Format(time.RFC3339))
+		if inv.PaidBTC != "" {
+			fmt.Fprintf(&b, "      paid    %s BTC\n", inv.PaidBTC)
+		}
+	}
+	if c := s.LastCommand; c != nil {
+		res := "ok"
+		if !c.OK {
+			res = "FAILED"
+		}
+		fmt.Fprintf(&b, "\nlast command  %q %s: %s\n", c.Command, res, c.Message)
+	}
+	fmt.Fprintf(&b, "\ncommands: echo 'topup 10GiB [MONTHS]' | 'redeem CODE' | 'sync' | 'refresh' > %s\n", FileText)
+	return []byte(b.String())
+}
+
+func percent(used, limit int64) string {
+	if limit <= 0 {
+		return "no quota"
+	}
+	return fmt.Sprintf("%.0f%%", 100*float64(used)/float64(limit))
+}
+
+func bar(used, limit int64, width int) string {
+	n := 0
+	if limit > 0 {
+		n = int(float64(width) * float64(used) / float64(limit))
+	}
+	n = max(0, min(n, width))
+	return "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "]"
+}
+
+// Command kinds.
+const (
+	CmdTopup   = "topup"
+	CmdRedeem  = "redeem"
+	CmdSync    = "sync"
+	CmdRefresh = "refresh"
+)
+
+// Command is one parsed line written to .kumo.
+type Command struct {
+	Kind   string
+	Bytes  int64  // topup
+	Months int    // topup, default 1
+	Code   string // redeem
+}
+
+// ErrCommand wraps every parse failure; the drive answers EINVAL.
+var ErrCommand = errors.New("bad command")
+
+// MaxTopupMonths bounds a single purchase.
+const MaxTopupMonths = 36
+
+// ParseCommand parses one line ("topup 100GiB 3", "redeem CODE", "sync", "refresh").
+func ParseCommand(line string) (Command, error) {
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return Command{}, fmt.Errorf("%w: empty; try 'topup 10GiB', 'redeem CODE', 'sync' or 'refresh'", ErrCommand)
+	}
+	switch f[0] {
+	case CmdSync, CmdRefresh:
+		if len(f) != 1 {
+			return Command{}, fmt.Errorf("%w: %s takes no arguments", ErrCommand, f[0])
+		}
+		return Command{Kind: f[0]}, nil
+	case CmdRedeem:
+		if len(f) != 2 || len(f[1]) > 100 {
+			return Command{}, fmt.Errorf("%w: usage: redeem CODE", ErrCommand)
+		}
+		return Command{Kind: CmdRedeem, Code: f[1]}, nil
+	case CmdTopup:
+		if len(f) < 2 || len(f) > 3 {
+			return Command{}, fmt.Errorf("%w: usage: topup SIZE [MONTHS], e.g. topup 100GiB 3", ErrCommand)
+		}
+		n, err := size.Parse(f[1])
+		if err != nil || n <= 0 {
+			return Command{}, fmt.Errorf("%w: topup: bad size %q (e.g. 100GiB)", ErrCommand, f[1])
+		}
+		months := 1
+		if len(f) == 3 {
+			months, err = strconv.Atoi(f[2])
+			if err != nil || months < 1 || months > MaxTopupMonths {
+				return Command{}, fmt.Errorf("%w: topup: months must be 1..%d", ErrCommand, MaxTopupMonths)
+			}
+		}
+		return Command{Kind: CmdTopup, Bytes: n, Months: months}, nil
+	}
+	return Command{}, fmt.Errorf("%w: unknown command %q; try 'topup 10GiB', 'redeem CODE', 'sync' or 'refresh'", ErrCommand, f[0])
+}
+
+// QRPNG renders a BIP21 URI as a PNG QR code a phone wallet can scan.
+func QRPNG(uri string) ([]byte, error) {
+	return qrcode.Encode(uri, qrcode.Medium, 320)
+}
+
+// QRTerminal renders a BIP21 URI as a QR code in terminal block characters.
+func QRTerminal(uri string) (string, error) {
+	q, err := qrcode.New(uri, qrcode.Medium)
+	if err != nil {
+		return "", err
+	}
+	return q.ToSmallString(false), nil
+}

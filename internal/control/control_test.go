@@ -1,0 +1,104 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"image/png"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseCommand(t *testing.T) {
+	good := []struct {
+		in   string
+		want Command
+	}{
+		{"topup 1GiB", Command{Kind: CmdTopup, Bytes: 1 << 30, Months: 1}},
+		{"topup 100GiB 3\n", Command{Kind: CmdTopup, Bytes: 100 << 30, Months: 3}},
+		{"redeem ABCD-EFGH", Command{Kind: CmdRedeem, Code: "ABCD-EFGH"}},
+		{"  sync ", Command{Kind: CmdSync}},
+		{"refresh", Command{Kind: CmdRefresh}},
+	}
+	for _, c := range good {
+		got, err := ParseCommand(c.in)
+		if err != nil || got != c.want {
+			t.Errorf("ParseCommand(%q) = %+v, %v; want %+v", c.in, got, err, c.want)
+		}
+	}
+	for _, in := range []string{"", "topup", "topup -1GiB", "topup 1GiB 0", "topup 1GiB 99", "topup lots",
+		"redeem", "redeem a b", "sync now", "rm -rf /", "topup 1GiB 2 3"} {
+		if _, err := ParseCommand(in); !errors.Is(err, ErrCommand) {
+			t.Errorf("ParseCommand(%q) accepted or wrong error: %v", in, err)
+		}
+	}
+}
+
+func sample() Status {
+	return Status{
+		Account: "a@example.com", Server: "embedded",
+		Quota:      Quota{Used: 3 << 30, Limit: 10 << 30},
+		Cache:      Cache{Bytes: 1 << 20, Budget: 4 << 30, Hits: 3, Misses: 1, HitRate: 0.75},
+		Uploads:    Uploads{Files: 2, Bytes: 5 << 20, LastError: "quota full"},
+		Connection: Connection{State: "online"},
+		Invoices: []Invoice{{ID: "inv1", Bytes: 1 << 30, Months: 1, AmountBTC: "0.00010000",
+			Address: "bcrt1qxyz", URI: "bitcoin:bcrt1qxyz?amount=0.0001", State: "New", Required: 1,
+			Expires: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}},
+	}
+}
+
+func TestText(t *testing.T) {
+	out := string(Text(sample()))
+	for _, want := range []string{"a@example.com", "[######..............]", "3 GiB of 10 GiB (30%)", "75%",
+		"bitcoin:bcrt1qxyz?amount=0.0001", "New", "0/1 confirmations", "last error: quota full"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestJSONSchema(t *testing.T) {
+	var back map[string]any
+	if err := json.Unmarshal(JSON(sample()), &back); err != nil {
+		t.Fatal(err)
+	}
+	if back["schema"] != float64(SchemaVersion) {
+		t.Errorf("schema = %v", back["schema"])
+	}
+	for _, k := range []string{"account", "server", "quota", "cache", "uploads", "connection", "invoices"} {
+		if _, ok := back[k]; !ok {
+			t.Errorf("JSON lacks %q", k)
+		}
+	}
+	empty := string(JSON(Status{}))
+	if !strings.Contains(empty, `"invoices": []`) {
+		t.Errorf("empty invoices must be [] not null: %s", empty)
+	}
+}
+
+func TestQR(t *testing.T) {
+	b, err := QRPNG("bitcoin:bcrt1qxyz?amount=0.0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := png.Decode(bytes.NewReader(b)); err != nil {
+		t.Fatalf("not a PNG: %v", err)
+	}
+	s, err := QRTerminal("bitcoin:x")
+	if err != nil || len(s) < 100 {
+		t.Fatalf("terminal QR: %v %d", err, len(s))
+	}
+}
+
+func FuzzParseCommand(f *testing.F) {
+	for _, s := range []string{"topup 1GiB 3", "redeem X", "sync", "refresh", "topup 9999999TiB"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseCommand(s)
+		if err == nil && c.Kind == CmdTopup && (c.Bytes <= 0 || c.Months < 1 || c.Months > MaxTopupMonths) {
+			t.Fatalf("accepted bad topup %+v", c)
+		}
+	})
+}
