@@ -1,8 +1,155 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
 
-func signupCommand() *cli.Command { return &cli.Command{Name: "signup", Usage: "TODO"} }
-func loginCommand() *cli.Command  { return &cli.Command{Name: "login", Usage: "TODO"} }
-func logoutCommand() *cli.Command { return &cli.Command{Name: "logout", Usage: "TODO"} }
-func passwdCommand() *cli.Command { return &cli.Command{Name: "passwd", Usage: "TODO"} }
+	"github.com/urfave/cli/v2"
+
+	"kumo/internal/keys"
+	"kumo/internal/size"
+	"kumo/remote/api"
+	"kumo/remote/session"
+)
+
+func signupCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "signup",
+		Usage:     "create an account on a kumo server and log in",
+		UsageText: "kumo signup --server URL --email E [--password-file F]",
+		Flags:     []cli.Flag{serverFlag(), emailFlag(), passwordFileFlag(), configFlag()},
+		Action: func(c *cli.Context) error {
+			server, email, err := serverAndEmail(c, "signup")
+			if err != nil {
+				return err
+			}
+			pw, err := readPassword(c, "password-file", "KUMO_PASSWORD", "New password: ", true)
+			if err != nil {
+				return err
+			}
+			cl, err := newClient(server, "")
+			if err != nil {
+				return err
+			}
+			s, err := session.Signup(c.Context, cl, server, email, pw, keys.DefaultKDF())
+			if err != nil {
+				return explain(err, nil)
+			}
+			return saveAndGreet(c, s, "signed up")
+		},
+	}
+}
+
+func loginCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "login",
+		Usage:     "log in to a kumo account (keys are derived from the password on this machine)",
+		UsageText: "kumo login --server URL --email E [--password-file F]",
+		Flags:     []cli.Flag{serverFlag(), emailFlag(), passwordFileFlag(), configFlag()},
+		Action: func(c *cli.Context) error {
+			server, email, err := serverAndEmail(c, "login")
+			if err != nil {
+				return err
+			}
+			pw, err := readPassword(c, "password-file", "KUMO_PASSWORD", "Password: ", false)
+			if err != nil {
+				return err
+			}
+			cl, err := newClient(server, "")
+			if err != nil {
+				return err
+			}
+			s, err := session.Login(c.Context, cl, server, email, pw)
+			if err != nil {
+				return explain(err, nil)
+			}
+			return saveAndGreet(c, s, "logged in")
+		},
+	}
+}
+
+func logoutCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "logout",
+		Usage: "end the session on the server and forget it on this machine",
+		Flags: []cli.Flag{configFlag()},
+		Action: func(c *cli.Context) error {
+			path := sessionPath(c)
+			s, cl, _, err := loadSession(c)
+			if err != nil {
+				return err
+			}
+			// Forget the session locally even if the server cannot be told.
+			serr := cl.Logout(c.Context)
+			if err := session.Remove(path); err != nil {
+				return err
+			}
+			if serr != nil && !errors.Is(serr, api.ErrUnauthorized) {
+				fmt.Fprintf(os.Stderr, "kumo: logged out locally, but the server was not told (%v)\n", serr)
+				return nil
+			}
+			fmt.Printf("logged out of %s on %s\n", s.Email, s.Server)
+			return nil
+		},
+	}
+}
+
+func passwdCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "passwd",
+		Usage:     "change the account password (other sessions are ended; files stay readable)",
+		UsageText: "kumo passwd [--password-file OLD] [--new-password-file NEW]",
+		Flags: []cli.Flag{
+			passwordFileFlag(),
+			&cli.StringFlag{Name: "new-password-file", Usage: "read the new password from the first line of `FILE` (else $KUMO_NEW_PASSWORD, else a prompt)"},
+			configFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			s, cl, _, err := loadSession(c)
+			if err != nil {
+				return err
+			}
+			old, err := readPassword(c, "password-file", "KUMO_PASSWORD", "Current password: ", false)
+			if err != nil {
+				return err
+			}
+			nw, err := readPassword(c, "new-password-file", "KUMO_NEW_PASSWORD", "New password: ", true)
+			if err != nil {
+				return err
+			}
+			if err := session.ChangePassword(c.Context, cl, s, old, nw); err != nil {
+				return explain(err, s)
+			}
+			fmt.Printf("password of %s changed; other sessions were ended\n", s.Email)
+			return nil
+		},
+	}
+}
+
+func serverAndEmail(c *cli.Context, cmd string) (server, email string, err error) {
+	server = strings.TrimRight(c.String("server"), "/")
+	email = c.String("email")
+	if server == "" || email == "" {
+		return "", "", fmt.Errorf("%s needs --server URL and --email E (or $KUMO_SERVER and $KUMO_EMAIL)", cmd)
+	}
+	return server, email, nil
+}
+
+func saveAndGreet(c *cli.Context, s *session.Session, what string) error {
+	path := sessionPath(c)
+	if err := s.Save(path); err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("%s as %s on %s", what, s.Email, s.Server)
+	cl, err := newClient(s.Server, s.Fingerprint)
+	if err == nil {
+		cl.SetToken(s.Token)
+		if a, err := cl.Account(c.Context); err == nil {
+			msg += fmt.Sprintf(" (%s of %s used)", size.Format(a.QuotaUsed), size.Format(a.QuotaLimit))
+		}
+	}
+	fmt.Println(msg)
+	return nil
+}

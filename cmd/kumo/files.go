@@ -1,7 +1,151 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"text/tabwriter"
+	"time"
 
-func lsCommand() *cli.Command  { return &cli.Command{Name: "ls", Usage: "TODO"} }
-func putCommand() *cli.Command { return &cli.Command{Name: "put", Usage: "TODO"} }
-func getCommand() *cli.Command { return &cli.Command{Name: "get", Usage: "TODO"} }
+	"github.com/urfave/cli/v2"
+
+	"kumo/internal/size"
+	"kumo/remote/pathops"
+)
+
+func lsCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "ls",
+		Usage:     "list a remote directory like ls -l (mode, size, modification time, name)",
+		UsageText: "kumo ls [-H] [REMOTE]",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "human", Aliases: []string{"H"}, Usage: "sizes as KiB, MiB, GiB"},
+			configFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 1 {
+				return fmt.Errorf("ls takes one remote path, got %d", c.NArg())
+			}
+			s, _, fsys, err := loadSession(c)
+			if err != nil {
+				return err
+			}
+			ctx, stop := interruptible(c)
+			defer stop()
+			nodes, err := fsys.List(ctx, c.Args().First())
+			if err != nil {
+				return explain(err, s)
+			}
+			return printLong(os.Stdout, nodes, c.Bool("human"), time.Now())
+		},
+	}
+}
+
+// printLong writes nodes like ls -l.
+func printLong(w io.Writer, nodes []*pathops.Node, human bool, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight)
+	for _, n := range nodes {
+		sz := strconv.FormatInt(n.Size(), 10)
+		if human {
+			sz = size.Format(n.Size())
+		}
+		mt := n.ModTime()
+		layout := "Jan _2 15:04"
+		if d := now.Sub(mt); d > 180*24*time.Hour || d < -time.Hour {
+			layout = "Jan _2  2006"
+		}
+		name := n.Name
+		if n.Path == "/" {
+			name = "/"
+		}
+		if n.Attrs.Mode&syscall.S_IFMT == syscall.S_IFLNK {
+			name += " -> " + string(n.Attrs.Target)
+		}
+		fmt.Fprintf(tw, "%s\t %d\t %s\t %s\t %s\n", n.Mode(), n.Node.Nlink, sz, mt.Format(layout), name)
+	}
+	return tw.Flush()
+}
+
+func putCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "put",
+		Usage:     "upload a local file (or with -r a directory tree) to the account",
+		UsageText: "kumo put [-r] LOCAL [REMOTE]",
+		Description: "REMOTE defaults to /. If REMOTE is an existing directory, LOCAL goes into it under its own name;\n" +
+			"missing parent directories are created. Chunks already stored are not uploaded again.",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Usage: "upload a directory tree (symlinks kept as symlinks)"},
+			&cli.IntFlag{Name: "parallel", Value: pathops.DefaultParallel, Usage: "chunks uploaded at once"},
+			configFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() < 1 || c.NArg() > 2 {
+				return fmt.Errorf("usage: kumo put [-r] LOCAL [REMOTE]")
+			}
+			local, remote := c.Args().Get(0), c.Args().Get(1)
+			if remote == "" {
+				remote = "/"
+			}
+			s, _, fsys, err := loadSession(c)
+			if err != nil {
+				return err
+			}
+			fsys.Parallel = c.Int("parallel")
+			ctx, stop := interruptible(c)
+			defer stop()
+			prog, end := progressBar(filepath.Base(local))
+			defer end()
+			if c.Bool("recursive") {
+				err = fsys.PutTree(ctx, local, remote, prog, func(p string) {
+					fmt.Fprintf(os.Stderr, "kumo: skipped %s: not a file, directory or symlink\n", p)
+				})
+			} else {
+				_, err = fsys.PutFile(ctx, local, remote, prog)
+			}
+			return explain(err, s)
+		},
+	}
+}
+
+func getCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "get",
+		Usage:     "download a remote file (or with -r a directory tree), verifying every byte",
+		UsageText: "kumo get [-r] REMOTE [LOCAL]",
+		Description: "LOCAL defaults to the current directory. A file is written to a temporary name and renamed\n" +
+			"into place only when complete and verified.",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Usage: "download a directory tree"},
+			&cli.IntFlag{Name: "parallel", Value: pathops.DefaultParallel, Usage: "chunks downloaded at once"},
+			configFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() < 1 || c.NArg() > 2 {
+				return fmt.Errorf("usage: kumo get [-r] REMOTE [LOCAL]")
+			}
+			remote, local := c.Args().Get(0), c.Args().Get(1)
+			if local == "" {
+				local = "."
+			}
+			s, _, fsys, err := loadSession(c)
+			if err != nil {
+				return err
+			}
+			fsys.Parallel = c.Int("parallel")
+			ctx, stop := interruptible(c)
+			defer stop()
+			prog, end := progressBar(path.Base(remote))
+			defer end()
+			if c.Bool("recursive") {
+				err = fsys.GetTree(ctx, remote, local, prog)
+			} else {
+				err = fsys.GetFile(ctx, remote, local, prog)
+			}
+			return explain(err, s)
+		},
+	}
+}

@@ -1,5 +1,182 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
 
-func serveCommand() *cli.Command { return &cli.Command{Name: "serve", Usage: "TODO"} }
+	"github.com/urfave/cli/v2"
+
+	"kumo/internal/size"
+	"kumo/remote/server"
+)
+
+// shutdownGrace is how long in-flight requests get to finish on SIGTERM.
+const shutdownGrace = 20 * time.Second
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "serve",
+		Usage:     "run the kumo cloud server",
+		UsageText: "kumo serve --data DIR [--listen 127.0.0.1:8080] [--quota 10GiB] [--sync-writes] [--gc-grace 1h]",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data", Usage: "data directory (metadata in DIR/meta, chunks in DIR/blobs)", EnvVars: []string{"KUMO_DATA"}, Required: true},
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8080", Usage: "address to listen on (host:port; port 0 picks a free one)", EnvVars: []string{"KUMO_LISTEN"}},
+			&cli.StringFlag{Name: "quota", Value: "10GiB", Usage: "storage quota of new accounts (e.g. 500MB, 10GiB, 1T)"},
+			&cli.BoolFlag{Name: "sync-writes", Usage: "fsync metadata on every commit (survives power loss, slower)"},
+			&cli.DurationFlag{Name: "gc-grace", Value: time.Hour, Usage: "unreferenced chunks older than this are deleted"},
+			&cli.DurationFlag{Name: "session-ttl", Value: 30 * 24 * time.Hour, Usage: "lifetime of login sessions"},
+			&cli.IntFlag{Name: "login-limit", Value: 10, Usage: "login attempts per account and per client address per minute"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
+			&cli.BoolFlag{Name: "insecure", Usage: "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)"},
+		},
+		Action: runServe,
+	}
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// serveTLS returns the server's TLS config, nil for plain HTTP.
+// TLS: --tls-cert/--tls-key and the self-signed pinned certificate are wired
+// here (flags added to serveCommand) by the transport-security code.
+func serveTLS(c *cli.Context) (*tls.Config, error) { return nil, nil }
+
+// loopbackListen reports whether a listen address only accepts local clients.
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func runServe(c *cli.Context) error {
+	log, err := newLogger(c.String("log-level"), c.String("log-format"))
+	if err != nil {
+		return err
+	}
+	quota, err := size.Parse(c.String("quota"))
+	if err != nil {
+		return fmt.Errorf("--quota: %w", err)
+	}
+	tlsCfg, err := serveTLS(c)
+	if err != nil {
+		return err
+	}
+	addr := c.String("listen")
+	if tlsCfg == nil && !loopbackListen(addr) && !c.Bool("insecure") {
+		return fmt.Errorf("refusing plain HTTP on %s: passwords-derived keys and session tokens would cross the network in clear; "+
+			"listen on 127.0.0.1, enable TLS, or pass --insecure if a TLS proxy is in front", addr)
+	}
+
+	srv, err := server.New(server.Config{
+		DataDir:      c.String("data"),
+		DefaultQuota: quota,
+		SessionTTL:   c.Duration("session-ttl"),
+		GCGrace:      c.Duration("gc-grace"),
+		SyncWrites:   c.Bool("sync-writes"),
+		Logger:       log,
+		LoginLimit:   c.Int("login-limit"),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := srv.Close(); err != nil {
+			log.Error("close server", "err", err)
+		}
+	}()
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	// Long polls of the change feed end at once on shutdown instead of holding
+	// it up for their whole wait; other requests get shutdownGrace to finish.
+	pollCtx, endPolls := context.WithCancel(context.Background())
+	defer endPolls()
+	hs := &http.Server{
+		Handler:           endLongPolls(pollCtx, srv.Handler()),
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if tlsCfg != nil {
+			errc <- hs.ServeTLS(ln, "", "")
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+	}
+	log.Info("kumo serve listening", "addr", ln.Addr().String(), "url", scheme+"://"+ln.Addr().String(),
+		"data", c.String("data"), "quota", quota, "sync_writes", c.Bool("sync-writes"))
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	endPolls()
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("requests still running at shutdown; closing them", "err", err)
+		hs.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// endLongPolls cancels the change-feed requests when ctx ends.
+func endLongPolls(ctx context.Context, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/changes" {
+			rctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			stop := context.AfterFunc(ctx, cancel)
+			defer stop()
+			r = r.WithContext(rctx)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
