@@ -3,9 +3,16 @@
 package server
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"kumo/remote/blob"
 )
@@ -25,13 +32,144 @@ type Config struct {
 }
 
 // Server is a running cloud over one data directory.
-type Server struct{}
+type Server struct {
+	cfg    Config
+	db     *badger.DB
+	blobs  blob.Store
+	log    *slog.Logger
+	secret []byte // server secret: fake salts and the auth-hash pepper derive from it
+	pepper []byte
+
+	locks     accountLocks
+	chunkMu   [256]sync.Mutex // striped per (account, chunk): upload vs GC
+	feed      feedNotifier
+	limits    *loginLimiter
+	feedKeep  uint64 // changes kept per account
+	closing   chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+	// closeMu is held shared by every request and exclusively by Close, so the
+	// metadata store is never closed under a running transaction.
+	closeMu sync.RWMutex
+	closed  bool
+}
+
+const defaultFeedKeep = 100000
 
 // New opens (or creates) the data directory and starts background work (GC).
-func New(cfg Config) (*Server, error) { panic("TODO") }
+func New(cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("server: no data directory")
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 30 * 24 * time.Hour
+	}
+	if cfg.GCGrace <= 0 {
+		cfg.GCGrace = time.Hour
+	}
+	if cfg.GCInterval <= 0 {
+		cfg.GCInterval = 10 * time.Minute
+	}
+	if cfg.LoginLimit <= 0 {
+		cfg.LoginLimit = 10
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("server: create data dir: %w", err)
+	}
+	s := &Server{
+		cfg:      cfg,
+		blobs:    cfg.Blobs,
+		log:      cfg.Logger,
+		limits:   newLoginLimiter(cfg.LoginLimit),
+		feedKeep: defaultFeedKeep,
+		closing:  make(chan struct{}),
+	}
+	s.locks.m = map[string]*sync.Mutex{}
+	s.feed.m = map[string]chan struct{}{}
+	if s.blobs == nil {
+		l, err := blob.NewLocal(filepath.Join(cfg.DataDir, "blobs"))
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		s.blobs = l
+	}
+	opts := badger.DefaultOptions(filepath.Join(cfg.DataDir, "meta")).
+		WithSyncWrites(cfg.SyncWrites).
+		WithLogger(badgerLogger{cfg.Logger}).
+		WithLoggingLevel(badger.WARNING).
+		WithValueLogFileSize(64 << 20).
+		WithBlockCacheSize(32 << 20).
+		WithMemTableSize(32 << 20)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("server: open metadata: %w", err)
+	}
+	s.db = db
+	if err := s.loadSecret(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.gcLoop()
+	return s, nil
+}
 
 // Handler returns the HTTP handler of the API.
-func (s *Server) Handler() http.Handler { panic("TODO") }
+func (s *Server) Handler() http.Handler { return s.routes() }
 
-// Close stops background work and closes the metadata store.
-func (s *Server) Close() error { panic("TODO") }
+// Close stops background work, wakes long-polls, and closes the metadata store.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.wg.Wait()
+		s.closeMu.Lock()
+		defer s.closeMu.Unlock()
+		s.closed = true
+		err = s.db.Close()
+		if err != nil {
+			err = fmt.Errorf("server: close metadata: %w", err)
+		}
+	})
+	return err
+}
+
+// gcLoop deletes unreferenced chunks every GCInterval until Close.
+func (s *Server) gcLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				select {
+				case <-s.closing:
+				case <-ctx.Done():
+				}
+				cancel()
+			}()
+			n, freed, err := s.RunGC(ctx)
+			cancel()
+			if err != nil {
+				s.log.Error("gc failed", "err", err)
+			} else if n > 0 {
+				s.log.Info("gc", "chunks", n, "bytes", freed)
+			}
+		}
+	}
+}
+
+// badgerLogger sends badger's warnings and errors to slog.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Infof(f string, a ...any)    {}
+func (b badgerLogger) Debugf(f string, a ...any)   {}

@@ -1,0 +1,336 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"kumo/remote/api"
+	"kumo/remote/blob"
+)
+
+func blobKey(acct, id string) string { return acct + "/" + id }
+
+// chunkLock serializes an upload of a chunk with the GC of the same chunk, so
+// the GC never deletes a blob that an upload is about to record.
+func (s *Server) chunkLock(acct, id string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(acct))
+	h.Write([]byte(id))
+	return &s.chunkMu[h.Sum32()%uint32(len(s.chunkMu))]
+}
+
+func readChunk(tx *badger.Txn, acct, id string) (*chunkRec, error) {
+	var c chunkRec
+	if err := getJSON(tx, kChunk(acct, id), &c); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read chunk: %w", err)
+	}
+	return &c, nil
+}
+
+func (s *Server) handlePutChunk(w http.ResponseWriter, r *http.Request, acct string) error {
+	id := r.PathValue("id")
+	if !api.ValidHexID(id) {
+		return badRequest("invalid chunk id")
+	}
+	if r.ContentLength > api.MaxChunkBody {
+		return apiErr(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "chunk too large")
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxChunkBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return apiErr(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "chunk too large")
+		}
+		return badRequest("reading body: %v", err)
+	}
+	if len(data) == 0 {
+		return badRequest("empty chunk")
+	}
+	if err := s.putChunk(r.Context(), acct, id, data); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, okBody)
+}
+
+func quotaErr() error {
+	return apiErr(http.StatusInsufficientStorage, api.CodeQuota, "quota exceeded")
+}
+
+// putChunk stores a chunk and its record. The blob is written (durably)
+// before the record commits, so a record always names a stored blob.
+func (s *Server) putChunk(ctx context.Context, acct, id string, data []byte) error {
+	size := int64(len(data))
+	mu := s.chunkLock(acct, id)
+	mu.Lock()
+	defer mu.Unlock()
+	var have bool
+	var a accountRec
+	err := s.db.View(func(tx *badger.Txn) error {
+		c, err := readChunk(tx, acct, id)
+		have = c != nil
+		if err != nil || have {
+			return err
+		}
+		return getJSON(tx, kAcct(acct), &a)
+	})
+	if err != nil {
+		return err
+	}
+	if have {
+		return nil // already stored: uploads are idempotent
+	}
+	// Refuse early, before writing the blob; the transaction checks again.
+	now := time.Now()
+	if a.readOnly(now) {
+		return apiErr(http.StatusForbidden, api.CodeReadOnly, "account is read-only: usage exceeds quota")
+	}
+	if a.Used+size > a.limit(now) {
+		return quotaErr()
+	}
+	if err := s.blobs.Put(ctx, blobKey(acct, id), data); err != nil {
+		return fmt.Errorf("store chunk: %w", err)
+	}
+	err = s.mutate(acct, true, func(m *mtx) error {
+		if ok, err := exists(m.tx, kChunk(acct, id)); err != nil || ok {
+			return err
+		}
+		if m.acct.Used+size > m.acct.limit(m.now) {
+			return quotaErr()
+		}
+		m.acct.Used += size
+		if err := setJSON(m.tx, kChunk(acct, id), chunkRec{Size: size, Created: m.now, Unref: m.now}); err != nil {
+			return err
+		}
+		return m.tx.Set(kZref(acct, id), nil)
+	})
+	if err != nil {
+		// No record names the blob (we hold the chunk's lock): drop it.
+		if derr := s.blobs.Delete(context.WithoutCancel(ctx), blobKey(acct, id)); derr != nil {
+			s.log.Warn("dropping unrecorded chunk failed", "account", acct, "chunk", id, "err", derr)
+		}
+		return err
+	}
+	return nil
+}
+
+func (s *Server) handleGetChunk(w http.ResponseWriter, r *http.Request, acct string) error {
+	id := r.PathValue("id")
+	if !api.ValidHexID(id) {
+		return badRequest("invalid chunk id")
+	}
+	var c *chunkRec
+	err := s.db.View(func(tx *badger.Txn) (err error) { c, err = readChunk(tx, acct, id); return err })
+	if err != nil {
+		return err
+	}
+	if c == nil {
+		return notFound("chunk")
+	}
+	off, length, partial, err := parseRange(r.Header.Get("Range"), c.Size)
+	if err != nil {
+		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(c.Size, 10))
+		return err
+	}
+	data, err := s.blobs.Get(r.Context(), blobKey(acct, id), off, length)
+	if err != nil {
+		if errors.Is(err, blob.ErrNotFound) {
+			return fmt.Errorf("chunk %s/%s recorded but its blob is missing", acct, id)
+		}
+		return fmt.Errorf("read chunk: %w", err)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Length", strconv.Itoa(len(data)))
+	status := http.StatusOK
+	if partial {
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+int64(len(data))-1, c.Size))
+		status = http.StatusPartialContent
+	}
+	w.WriteHeader(status)
+	w.Write(data)
+	return nil
+}
+
+// parseRange parses a single-range header "bytes=a-b", "bytes=a-" or
+// "bytes=-n" against a blob of size bytes. An empty header means the whole blob.
+func parseRange(h string, size int64) (off, length int64, partial bool, err error) {
+	if h == "" {
+		return 0, size, false, nil
+	}
+	bad := apiErr(http.StatusRequestedRangeNotSatisfiable, api.CodeBadRequest, "invalid or unsatisfiable range")
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		return 0, 0, false, bad
+	}
+	first, last, ok := strings.Cut(spec, "-")
+	if !ok {
+		return 0, 0, false, bad
+	}
+	num := func(s string) (int64, bool) {
+		if s == "" || len(s) > 18 || strings.TrimLeft(s, "0123456789") != "" {
+			return 0, false
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		return n, err == nil
+	}
+	if first == "" { // suffix: the last n bytes
+		n, ok := num(last)
+		if !ok || n == 0 || size == 0 {
+			return 0, 0, false, bad
+		}
+		n = min(n, size)
+		return size - n, n, true, nil
+	}
+	a, ok := num(first)
+	if !ok || a >= size {
+		return 0, 0, false, bad
+	}
+	if last == "" {
+		return a, size - a, true, nil
+	}
+	b, ok := num(last)
+	if !ok || b < a {
+		return 0, 0, false, bad
+	}
+	b = min(b, size-1)
+	return a, b - a + 1, true, nil
+}
+
+func validateHave(r *api.HaveRequest) error {
+	if len(r.IDs) > api.MaxHaveBatch {
+		return badRequest("at most %d ids", api.MaxHaveBatch)
+	}
+	for _, id := range r.IDs {
+		if !api.ValidHexID(id) {
+			return badRequest("invalid chunk id")
+		}
+	}
+	return nil
+}
+
+func (s *Server) handleHave(w http.ResponseWriter, r *http.Request, acct string) error {
+	var req api.HaveRequest
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	if err := validateHave(&req); err != nil {
+		return err
+	}
+	resp := api.HaveResponse{Have: make([]bool, len(req.IDs))}
+	err := s.db.View(func(tx *badger.Txn) error {
+		for i, id := range req.IDs {
+			ok, err := exists(tx, kChunk(acct, id))
+			if err != nil {
+				return err
+			}
+			resp.Have[i] = ok
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+// RunGC deletes chunks that have had no references for GCGrace: first the
+// record (in a transaction that re-checks the reference count, so an update
+// that referenced the chunk meanwhile wins, and one that comes later fails
+// cleanly with "chunk not stored"), then the blob. It returns the number of
+// chunks and bytes freed. The GC loop calls it every GCInterval.
+func (s *Server) RunGC(ctx context.Context) (int, int64, error) {
+	type cand struct{ acct, id string }
+	var cands []cand
+	cutoff := time.Now().Add(-s.cfg.GCGrace)
+	err := s.db.View(func(tx *badger.Txn) error {
+		prefix := []byte("zref/")
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(cands) < 100000; it.Next() {
+			acct, id, ok := strings.Cut(string(it.Item().Key()[len(prefix):]), "/")
+			if !ok {
+				continue
+			}
+			c, err := readChunk(tx, acct, id)
+			if err != nil {
+				return err
+			}
+			if c == nil || (c.Refs == 0 && c.Unref.Before(cutoff)) {
+				cands = append(cands, cand{acct, id})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("gc scan: %w", err)
+	}
+	var n int
+	var freed int64
+	for _, c := range cands {
+		if err := ctx.Err(); err != nil {
+			return n, freed, nil
+		}
+		size, err := s.collect(ctx, c.acct, c.id)
+		if err != nil {
+			return n, freed, err
+		}
+		if size >= 0 {
+			n++
+			freed += size
+		}
+	}
+	return n, freed, nil
+}
+
+// collect deletes one unreferenced chunk; it returns -1 if the chunk was kept.
+func (s *Server) collect(ctx context.Context, acct, id string) (int64, error) {
+	mu := s.chunkLock(acct, id)
+	mu.Lock()
+	defer mu.Unlock()
+	size := int64(-1)
+	cutoff := time.Now().Add(-s.cfg.GCGrace)
+	err := s.mutate(acct, false, func(m *mtx) error {
+		size = -1
+		c, err := readChunk(m.tx, acct, id)
+		if err != nil {
+			return err
+		}
+		if c == nil {
+			return m.tx.Delete(kZref(acct, id))
+		}
+		if c.Refs > 0 || !c.Unref.Before(cutoff) {
+			return nil
+		}
+		size = c.Size
+		m.acct.Used -= c.Size
+		if err := m.tx.Delete(kChunk(acct, id)); err != nil {
+			return err
+		}
+		return m.tx.Delete(kZref(acct, id))
+	})
+	if err != nil {
+		return -1, fmt.Errorf("gc %s/%s: %w", acct, id, err)
+	}
+	if size >= 0 {
+		// The record is gone; a failed delete leaves an orphan blob (no quota
+		// is charged for it, and a new upload of the id overwrites it).
+		if err := s.blobs.Delete(context.WithoutCancel(ctx), blobKey(acct, id)); err != nil {
+			s.log.Warn("gc: delete blob failed", "account", acct, "chunk", id, "err", err)
+		}
+	}
+	return size, nil
+}

@@ -1,0 +1,289 @@
+package server
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"kumo/remote/api"
+)
+
+// Badger key layout (see docs/API.md). Account ids are 32 hex characters,
+// node ids and sequence numbers are 16 hex digits (big-endian order), chunk
+// ids and name MACs are 64 hex characters.
+//
+//	sys/secret                        32 random bytes, the server secret
+//	email/EMAIL                       account id
+//	acct/ACCT                         accountRec (JSON)
+//	sess/TOKENHASH                    sessionRec (JSON), badger TTL = expiry
+//	asess/ACCT/TOKENHASH              empty, TTL; index of an account's sessions
+//	node/ACCT/NODEID                  api.Node (JSON)
+//	ent/ACCT/PARENTID/NAMEMAC         entryRec (JSON)
+//	chunk/ACCT/CHUNKID                chunkRec (JSON)
+//	zref/ACCT/CHUNKID                 empty; present while the chunk has no references
+//	feed/ACCT/SEQ                     api.Change (JSON)
+func kSecret() []byte                  { return []byte("sys/secret") }
+func kEmail(email string) []byte       { return []byte("email/" + email) }
+func kAcct(id string) []byte           { return []byte("acct/" + id) }
+func kSess(hash string) []byte         { return []byte("sess/" + hash) }
+func kAcctSess(a, hash string) []byte  { return []byte("asess/" + a + "/" + hash) }
+func pAcctSess(a string) []byte        { return []byte("asess/" + a + "/") }
+func kNode(a string, id uint64) []byte { return fmt.Appendf(nil, "node/%s/%016x", a, id) }
+func pNode(a string) []byte            { return []byte("node/" + a + "/") }
+func kEnt(a string, parent uint64, mac string) []byte {
+	return fmt.Appendf(nil, "ent/%s/%016x/%s", a, parent, mac)
+}
+func pEnt(a string, parent uint64) []byte { return fmt.Appendf(nil, "ent/%s/%016x/", a, parent) }
+func pEntAll(a string) []byte             { return []byte("ent/" + a + "/") }
+func kChunk(a, id string) []byte          { return []byte("chunk/" + a + "/" + id) }
+func pChunk(a string) []byte              { return []byte("chunk/" + a + "/") }
+func kZref(a, id string) []byte           { return []byte("zref/" + a + "/" + id) }
+func kFeed(a string, seq uint64) []byte   { return fmt.Appendf(nil, "feed/%s/%016x", a, seq) }
+
+type grant struct {
+	Bytes int64     `json:"bytes"`
+	Until time.Time `json:"until"`
+}
+
+type accountRec struct {
+	ID            string        `json:"id"`
+	Email         string        `json:"email"`
+	Salt          []byte        `json:"salt"`
+	KDF           api.KDFParams `json:"kdf"`
+	AuthHash      []byte        `json:"auth_hash"` // SHA-256(pepper || auth key)
+	WrappedMaster []byte        `json:"wrapped_master"`
+	Created       time.Time     `json:"created"`
+	Quota         int64         `json:"quota"` // base limit; grants add to it
+	Grants        []grant       `json:"grants,omitempty"`
+	Used          int64         `json:"used"`
+	Seq           uint64        `json:"seq"`
+	FeedMin       uint64        `json:"feed_min"` // oldest change still on the feed
+	Disabled      bool          `json:"disabled,omitempty"`
+}
+
+// limit is the effective quota at now: base plus unexpired grants.
+func (a *accountRec) limit(now time.Time) int64 {
+	l := a.Quota
+	for _, g := range a.Grants {
+		if g.Until.After(now) {
+			l += g.Bytes
+		}
+	}
+	return l
+}
+
+func (a *accountRec) readOnly(now time.Time) bool { return a.Used > a.limit(now) }
+
+func (a *accountRec) view(now time.Time) api.Account {
+	v := api.Account{
+		ID: a.ID, Email: a.Email, QuotaUsed: a.Used, QuotaLimit: a.limit(now),
+		Plan: "free", ReadOnly: a.readOnly(now), Seq: a.Seq,
+	}
+	for _, g := range a.Grants {
+		if g.Until.After(now) {
+			v.Plan = "paid"
+			if g.Until.After(v.PlanExpires) {
+				v.PlanExpires = g.Until
+			}
+		}
+	}
+	return v
+}
+
+type sessionRec struct {
+	Account string    `json:"account"`
+	Expires time.Time `json:"expires"`
+}
+
+type entryRec struct {
+	ID   uint64 `json:"id"`
+	Name []byte `json:"name"`
+}
+
+type chunkRec struct {
+	Size    int64     `json:"size"`
+	Refs    int64     `json:"refs"` // nodes whose chunk list holds this chunk
+	Created time.Time `json:"created"`
+	Unref   time.Time `json:"unref"` // when Refs last became 0 (or creation)
+}
+
+func jsonBytes(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	return b, nil
+}
+
+func getJSON(tx *badger.Txn, key []byte, v any) error {
+	it, err := tx.Get(key)
+	if err != nil {
+		return err
+	}
+	return it.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+}
+
+func setJSON(tx *badger.Txn, key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	return tx.Set(key, b)
+}
+
+func exists(tx *badger.Txn, key []byte) (bool, error) {
+	_, err := tx.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// loadSecret reads the server secret, creating it on first start.
+func (s *Server) loadSecret() error {
+	err := s.db.Update(func(tx *badger.Txn) error {
+		it, err := tx.Get(kSecret())
+		if err == nil {
+			s.secret, err = it.ValueCopy(nil)
+			return err
+		}
+		if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		s.secret = make([]byte, 32)
+		rand.Read(s.secret)
+		return tx.Set(kSecret(), s.secret)
+	})
+	if err != nil {
+		return fmt.Errorf("server: load secret: %w", err)
+	}
+	m := hmac.New(sha256.New, s.secret)
+	m.Write([]byte("kumo/server/pepper"))
+	s.pepper = m.Sum(nil)
+	return nil
+}
+
+// accountLocks serialize the mutations of one account: every mutation writes
+// the account record (sequence number, usage), so they would conflict anyway.
+type accountLocks struct {
+	mu sync.Mutex
+	m  map[string]*sync.Mutex
+}
+
+func (l *accountLocks) get(id string) *sync.Mutex {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.m[id]
+	if m == nil {
+		m = &sync.Mutex{}
+		l.m[id] = m
+	}
+	return m
+}
+
+// mtx is one mutation of one account in progress.
+type mtx struct {
+	s       *Server
+	tx      *badger.Txn
+	acct    *accountRec
+	now     time.Time
+	changes int
+}
+
+// change appends c to the account's feed and returns its sequence number.
+func (m *mtx) change(c api.Change) (uint64, error) {
+	m.acct.Seq++
+	c.Seq = m.acct.Seq
+	if m.acct.FeedMin == 0 {
+		m.acct.FeedMin = c.Seq
+	}
+	m.changes++
+	return c.Seq, setJSON(m.tx, kFeed(m.acct.ID, c.Seq), c)
+}
+
+// mutate runs fn in one badger transaction on the account's record, retrying
+// on conflicts, then saves the record, trims the feed and wakes long-polls.
+// With write set, a read-only account is refused.
+func (s *Server) mutate(acctID string, write bool, fn func(m *mtx) error) error {
+	mu := s.locks.get(acctID)
+	mu.Lock()
+	defer mu.Unlock()
+	var changed bool
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		changed = false
+		err = s.db.Update(func(tx *badger.Txn) error {
+			var a accountRec
+			if err := getJSON(tx, kAcct(acctID), &a); err != nil {
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					return apiErr(http.StatusUnauthorized, api.CodeUnauthorized, "no such account")
+				}
+				return fmt.Errorf("load account: %w", err)
+			}
+			m := &mtx{s: s, tx: tx, acct: &a, now: time.Now()}
+			if write && a.readOnly(m.now) {
+				return apiErr(http.StatusForbidden, api.CodeReadOnly, "account is read-only: usage exceeds quota")
+			}
+			if err := fn(m); err != nil {
+				return err
+			}
+			// Trim the feed to the newest feedKeep changes.
+			for a.FeedMin != 0 && a.Seq >= a.FeedMin && a.Seq-a.FeedMin >= s.feedKeep {
+				if err := tx.Delete(kFeed(a.ID, a.FeedMin)); err != nil {
+					return err
+				}
+				a.FeedMin++
+			}
+			changed = m.changes > 0
+			return setJSON(tx, kAcct(acctID), &a)
+		})
+		if !errors.Is(err, badger.ErrConflict) {
+			break
+		}
+	}
+	if err == nil && changed {
+		s.feed.notify(acctID)
+	}
+	return err
+}
+
+// view reads the account record in a read-only transaction.
+func (s *Server) loadAccount(id string) (*accountRec, error) {
+	var a accountRec
+	err := s.db.View(func(tx *badger.Txn) error { return getJSON(tx, kAcct(id), &a) })
+	if err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// Errors.
+
+func apiErr(status int, code, msg string) *api.Error {
+	return &api.Error{Status: status, Code: code, Message: msg}
+}
+
+func badRequest(format string, a ...any) *api.Error {
+	return apiErr(http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf(format, a...))
+}
+
+func notFound(what string) *api.Error {
+	return apiErr(http.StatusNotFound, api.CodeNotFound, what+" not found")
+}
+
+func conflict(code, msg string) *api.Error { return apiErr(http.StatusConflict, code, msg) }
+
+func jsonUnmarshal(b []byte, v any) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode record: %w", err)
+	}
+	return nil
+}
