@@ -119,13 +119,7 @@ func (c *Cipher) ID(p []byte) ID {
 // aead returns the AES-256-GCM instance of chunk id: its key is
 // HKDF-SHA256(Chunks key, salt nil, "kumo/v1/chunk-key" || id), unique per plaintext.
 func (c *Cipher) aead(id ID) cipher.AEAD {
-	var info [len(infoChunkKey) + len(id)]byte
-	copy(info[:], infoChunkKey)
-	copy(info[len(infoChunkKey):], id[:])
-	var key [32]byte
-	if _, err := hkdf.Expand(sha256.New, c.prk, info[:]).Read(key[:]); err != nil {
-		panic("chunk: hkdf: " + err.Error()) // cannot happen for 32 bytes
-	}
+	key := c.chunkKey(id)
 	block, err := aes.NewCipher(key[:])
 	if err != nil {
 		panic("chunk: " + err.Error())
@@ -135,6 +129,18 @@ func (c *Cipher) aead(id ID) cipher.AEAD {
 		panic("chunk: " + err.Error())
 	}
 	return g
+}
+
+// chunkKey is the content key of chunk id.
+func (c *Cipher) chunkKey(id ID) [32]byte {
+	var info [len(infoChunkKey) + len(id)]byte
+	copy(info[:], infoChunkKey)
+	copy(info[len(infoChunkKey):], id[:])
+	var key [32]byte
+	if _, err := hkdf.Expand(sha256.New, c.prk, info[:]).Read(key[:]); err != nil {
+		panic("chunk: hkdf: " + err.Error()) // cannot happen for 32 bytes
+	}
+	return key
 }
 
 // segmentNonce is the STREAM nonce of segment i: 11-byte big-endian i || last flag.
@@ -178,6 +184,7 @@ func (c *Cipher) Open(dst []byte, id ID, sealed []byte) ([]byte, error) {
 	g := c.aead(id)
 	start := len(dst)
 	dst = slices.Grow(dst, len(sealed)-segs*Overhead)
+	h := c.mac() // hashed segment by segment, while the plaintext is in cache
 	for i := 0; i < segs; i++ {
 		n := segmentNonce(i, i == segs-1)
 		end := min(len(sealed), (i+1)*SealedSegmentSize)
@@ -186,9 +193,11 @@ func (c *Cipher) Open(dst []byte, id ID, sealed []byte) ([]byte, error) {
 			clear(dst[start:]) // plaintext of earlier segments
 			return nil, fmt.Errorf("%w: chunk %s segment %d", ErrAuth, id, i)
 		}
+		h.Write(out[len(dst):])
 		dst = out
 	}
-	got := c.ID(dst[start:])
+	var got ID
+	h.Sum(got[:0])
 	if subtle.ConstantTimeCompare(got[:], id[:]) != 1 {
 		clear(dst[start:])
 		return nil, fmt.Errorf("%w: chunk %s: plaintext does not match id", ErrAuth, id)
