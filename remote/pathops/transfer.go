@@ -306,7 +306,7 @@ func (f *FS) PutTree(ctx context.Context, local, p string, prog Progress, skip f
 		}
 		switch {
 		case d.IsDir():
-			_, err = f.MkdirAll(ctx, rp)
+			_, err = f.putDir(ctx, rp, f.localAttrs(lp, info, true))
 		case d.Type()&fs.ModeSymlink != 0:
 			target, rerr := os.Readlink(lp)
 			if rerr != nil {
@@ -325,6 +325,30 @@ func (f *FS) PutTree(ctx context.Context, local, p string, prog Progress, skip f
 		}
 		return err
 	})
+}
+
+// putDir makes p a directory with attributes a: created (with missing parents)
+// if absent, its attributes replaced if present.
+func (f *FS) putDir(ctx context.Context, p string, a *meta.Attrs) (*Node, error) {
+	n, err := f.Resolve(ctx, p)
+	switch {
+	case err == nil:
+		if !n.IsDir() {
+			return nil, fmt.Errorf("%s: %w", n.Path, api.ErrNotDir)
+		}
+		return f.update(ctx, n, a)
+	case !errors.Is(err, api.ErrNotFound):
+		return nil, err
+	}
+	parent, err := f.MkdirAll(ctx, path.Dir(path.Clean("/"+p)))
+	if err != nil {
+		return nil, err
+	}
+	n, err = f.Create(ctx, parent, path.Base(path.Clean("/"+p)), a)
+	if errors.Is(err, api.ErrExists) {
+		return f.putDir(ctx, p, a)
+	}
+	return n, err
 }
 
 // GetFile downloads the remote file p to local (into it, if local is an
