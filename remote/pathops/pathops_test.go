@@ -182,7 +182,9 @@ func TestPutGetRoundTrip(t *testing.T) {
 	}
 }
 
-func itoa(n int) string { return strings.TrimLeft(hex.EncodeToString([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}), "") }
+func itoa(n int) string {
+	return strings.TrimLeft(hex.EncodeToString([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}), "")
+}
 
 func TestDedupAndHoles(t *testing.T) {
 	e := startServer(t)
