@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 
 	"kumo/internal/keys"
 )
@@ -144,7 +145,8 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(0).
 		WithMetricsEnabled(false).
-		WithDetectConflicts(false) // writers are serialised by Store
+		WithCompression(options.None). // values are sealed (incompressible); also keeps grep tests honest
+		WithDetectConflicts(false)     // writers are serialised by Store
 }
 
 // badgerLogger routes badger's warnings and errors to slog and drops the chatter.

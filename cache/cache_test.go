@@ -12,6 +12,8 @@ import (
 	"reflect"
 	"testing"
 
+	"golang.org/x/crypto/chacha20poly1305"
+
 	"kumo/internal/chunk"
 	"kumo/internal/keys"
 	"kumo/remote/api"
@@ -399,4 +401,19 @@ func TestSegmentFileTamper(t *testing.T) {
 		t.Fatalf("slot from another file: %v", err)
 	}
 	f.Close()
+}
+
+// testSealer seals like the client does (an AEAD with a key the store never sees).
+func testSealer(t testing.TB) func([]byte) []byte {
+	var k [32]byte
+	rand.Read(k[:])
+	a, err := chacha20poly1305.NewX(k[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(p []byte) []byte {
+		n := make([]byte, a.NonceSize())
+		rand.Read(n)
+		return a.Seal(n, n, p, nil)
+	}
 }

@@ -339,6 +339,12 @@ func (c *chunkCache) persistAccess() {
 
 func (c *chunkCache) stats() CacheStats {
 	c.mu.Lock()
+	stale := time.Since(c.metaAt) > time.Second
+	c.mu.Unlock()
+	if stale {
+		c.refreshMeta()
+	}
+	c.mu.Lock()
 	defer c.mu.Unlock()
 	return CacheStats{Bytes: c.chunkBytes + c.metaBytes, Budget: c.budget, Hits: c.hits.Load(), Misses: c.misses.Load()}
 }
