@@ -1,0 +1,137 @@
+package server
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"kumo/remote/api"
+)
+
+type stateSummary struct {
+	seq     uint64
+	used    int64
+	nodes   int
+	entries int
+	chunks  int
+}
+
+// checkConsistent verifies the invariants of one account's tree in badger:
+// every entry names an existing node, file nlink = number of entries, each
+// directory has exactly one entry whose parent is its Parent field, every
+// node but the root is named, chunk refcounts match node chunk lists,
+// zero-ref index matches, and usage = sum of chunk sizes.
+func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
+	t.Helper()
+	var sum stateSummary
+	err := s.db.View(func(tx *badger.Txn) error {
+		var a accountRec
+		if err := getJSON(tx, kAcct(acct), &a); err != nil {
+			return err
+		}
+		sum.seq, sum.used = a.Seq, a.Used
+		nodes := map[uint64]*api.Node{}
+		forEach(t, tx, pNode(acct), func(k string, v []byte) {
+			var n api.Node
+			if err := jsonUnmarshal(v, &n); err != nil {
+				t.Fatal(err)
+			}
+			nodes[n.ID] = &n
+		})
+		links := map[uint64]int{}
+		parents := map[uint64]uint64{}
+		forEach(t, tx, pEntAll(acct), func(k string, v []byte) {
+			var e entryRec
+			if err := jsonUnmarshal(v, &e); err != nil {
+				t.Fatal(err)
+			}
+			parts := strings.Split(k, "/")
+			var parent uint64
+			for _, c := range parts[0] {
+				parent = parent*16 + uint64(strings.IndexRune("0123456789abcdef", c))
+			}
+			if _, ok := nodes[parent]; !ok {
+				t.Errorf("entry under missing parent %d", parent)
+			} else if nodes[parent].Type != api.TypeDir {
+				t.Errorf("entry under non-directory %d", parent)
+			}
+			if _, ok := nodes[e.ID]; !ok {
+				t.Errorf("entry %s names missing node %d", k, e.ID)
+			}
+			links[e.ID]++
+			parents[e.ID] = parent
+			sum.entries++
+		})
+		refs := map[string]int64{}
+		for id, n := range nodes {
+			if id == api.RootID {
+				if links[id] != 0 {
+					t.Errorf("root is named by an entry")
+				}
+				continue
+			}
+			switch n.Type {
+			case api.TypeDir:
+				if links[id] != 1 {
+					t.Errorf("dir %d has %d entries", id, links[id])
+				}
+				if parents[id] != n.Parent {
+					t.Errorf("dir %d Parent=%d but its entry is under %d", id, n.Parent, parents[id])
+				}
+			default:
+				if int(n.Nlink) != links[id] || links[id] == 0 {
+					t.Errorf("file %d nlink=%d but %d entries", id, n.Nlink, links[id])
+				}
+			}
+			for c := range distinct(n.Chunks) {
+				refs[c]++
+			}
+		}
+		sum.nodes = len(nodes)
+		var used int64
+		forEach(t, tx, pChunk(acct), func(k string, v []byte) {
+			var c chunkRec
+			if err := jsonUnmarshal(v, &c); err != nil {
+				t.Fatal(err)
+			}
+			if c.Refs != refs[k] {
+				t.Errorf("chunk %s refs=%d, nodes reference it %d times", k, c.Refs, refs[k])
+			}
+			z, err := exists(tx, kZref(acct, k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if z != (c.Refs == 0) {
+				t.Errorf("chunk %s refs=%d zref=%v", k, c.Refs, z)
+			}
+			delete(refs, k)
+			used += c.Size
+			sum.chunks++
+		})
+		for c := range refs {
+			t.Errorf("nodes reference unstored chunk %s", c)
+		}
+		if used != a.Used {
+			t.Errorf("usage %d, sum of chunk sizes %d", a.Used, used)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sum
+}
+
+// forEach calls f with each key (without prefix) and value under prefix.
+func forEach(t *testing.T, tx *badger.Txn, prefix []byte, f func(k string, v []byte)) {
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f(string(it.Item().Key()[len(prefix):]), v)
+	}
+}
