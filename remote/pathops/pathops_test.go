@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -182,9 +183,7 @@ func TestPutGetRoundTrip(t *testing.T) {
 	}
 }
 
-func itoa(n int) string {
-	return strings.TrimLeft(hex.EncodeToString([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}), "")
-}
+func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestDedupAndHoles(t *testing.T) {
 	e := startServer(t)

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// kumoBin is the binary built once for the tests of this package.
+var kumoBin struct {
+	once sync.Once
+	path string
+	err  error
+	out  []byte
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if kumoBin.path != "" {
+		os.RemoveAll(filepath.Dir(kumoBin.path))
+	}
+	os.Exit(code)
+}
+
+// buildKumo compiles the binary into a temp dir (once).
+func buildKumo(t *testing.T) string {
+	t.Helper()
+	kumoBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "kumo-cli-test-")
+		if err != nil {
+			kumoBin.err = err
+			return
+		}
+		kumoBin.path = filepath.Join(dir, "kumo")
+		kumoBin.out, kumoBin.err = exec.Command("go", "build", "-o", kumoBin.path, ".").CombinedOutput()
+	})
+	if kumoBin.err != nil {
+		t.Fatalf("go build: %v\n%s", kumoBin.err, kumoBin.out)
+	}
+	return kumoBin.path
+}
+
+// startServe runs `kumo serve` on a free loopback port and returns its URL.
+func startServe(t *testing.T, bin string, extra ...string) (string, *exec.Cmd) {
+	t.Helper()
+	args := append([]string{"serve", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--log-format", "json"}, extra...)
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Error("serve did not stop within 10s of SIGTERM")
+		}
+	})
+	urlc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil {
+				if u, ok := rec["url"].(string); ok {
+					urlc <- u
+				}
+			}
+		}
+	}()
+	select {
+	case u := <-urlc:
+		return u, cmd
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not report its address")
+	}
+	return "", nil
+}
+
+type runner struct {
+	t   *testing.T
+	bin string
+	env []string
+}
+
+func (r *runner) run(args ...string) (string, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.bin, args...)
+	cmd.Env = append(os.Environ(), r.env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+func (r *runner) ok(args ...string) string {
+	r.t.Helper()
+	out, errs, err := r.run(args...)
+	if err != nil {
+		r.t.Fatalf("kumo %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errs)
+	}
+	return out
+}
+
+func TestCLIEndToEnd(t *testing.T) {
+	bin := buildKumo(t)
+	url, _ := startServe(t, bin, "--quota", "100MiB")
+	cfg := t.TempDir()
+	r := &runner{t: t, bin: bin, env: []string{"KUMO_CONFIG_DIR=" + cfg, "KUMO_PASSWORD=correct horse"}}
+
+	// Not logged in: a clear error naming the fix.
+	if _, errs, err := r.run("ls"); err == nil || !strings.Contains(errs, "not logged in: run kumo login") {
+		t.Fatalf("ls before login: %v %s", err, errs)
+	}
+	out := r.ok("signup", "--server", url, "--email", "cli@example.com")
+	if !strings.Contains(out, "signed up as cli@example.com") || !strings.Contains(out, "100 MiB") {
+		t.Fatalf("signup said %q", out)
+	}
+	st, err := os.Stat(filepath.Join(cfg, "session.json"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("session file: %v %v", st, err)
+	}
+
+	src := t.TempDir()
+	data := make([]byte, 9<<20+7)
+	rand.Read(data)
+	os.WriteFile(filepath.Join(src, "big.bin"), data, 0o644)
+	os.WriteFile(filepath.Join(src, "note.txt"), []byte("hello\n"), 0o600)
+	os.Mkdir(filepath.Join(src, "tree"), 0o755)
+	os.WriteFile(filepath.Join(src, "tree", "t.txt"), []byte("tree file"), 0o644)
+
+	r.ok("put", filepath.Join(src, "big.bin"), "/docs/big.bin")
+	r.ok("put", filepath.Join(src, "note.txt"), "/docs")
+	r.ok("put", "-r", filepath.Join(src, "tree"), "/docs")
+	ls := r.ok("ls", "/docs")
+	lines := strings.Split(strings.TrimSpace(ls), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("ls /docs:\n%s", ls)
+	}
+	for i, want := range []struct{ mode, size, name string }{
+		{"-rw-r--r--", "9437191", "big.bin"}, {"-rw-------", "6", "note.txt"}, {"drwxr-xr-x", "", "tree"},
+	} {
+		f := strings.Fields(lines[i])
+		if f[0] != want.mode || f[len(f)-1] != want.name || want.size != "" && f[2] != want.size {
+			t.Fatalf("ls line %q, want %v", lines[i], want)
+		}
+	}
+	if out := r.ok("ls", "-H", "/docs/big.bin"); !strings.Contains(out, "9 MiB") {
+		t.Fatalf("ls -H: %q", out)
+	}
+
+	dst := t.TempDir()
+	r.ok("get", "/docs/big.bin", filepath.Join(dst, "big.out"))
+	got, err := os.ReadFile(filepath.Join(dst, "big.out"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("get big.bin: %d bytes, %v", len(got), err)
+	}
+	r.ok("get", "-r", "/docs/tree", dst)
+	if b, err := os.ReadFile(filepath.Join(dst, "tree", "t.txt")); err != nil || string(b) != "tree file" {
+		t.Fatalf("get -r: %q %v", b, err)
+	}
+	if _, errs, err := r.run("get", "/docs/missing", dst); err == nil || !strings.Contains(errs, "not_found") {
+		t.Fatalf("get missing: %v %s", err, errs)
+	}
+
+	// Change the password via files, log out, log back in with the new one.
+	pwOld := filepath.Join(cfg, "old")
+	pwNew := filepath.Join(cfg, "new")
+	os.WriteFile(pwOld, []byte("correct horse\n"), 0o600)
+	os.WriteFile(pwNew, []byte("battery staple\n"), 0o600)
+	r.ok("passwd", "--password-file", pwOld, "--new-password-file", pwNew)
+	r.ok("logout")
+	if _, err := os.Stat(filepath.Join(cfg, "session.json")); !os.IsNotExist(err) {
+		t.Fatalf("session file after logout: %v", err)
+	}
+	if _, errs, err := r.run("login", "--server", url, "--email", "cli@example.com"); err == nil || !strings.Contains(errs, "wrong e-mail or password") {
+		t.Fatalf("login with the old password: %v %s", err, errs)
+	}
+	r.ok("login", "--server", url, "--email", "CLI@example.com", "--password-file", pwNew)
+	r.ok("get", "/docs/note.txt", filepath.Join(dst, "note.txt"))
+	if b, _ := os.ReadFile(filepath.Join(dst, "note.txt")); string(b) != "hello\n" {
+		t.Fatalf("note after passwd: %q", b)
+	}
+}
+
+func TestServeRefusesPlainHTTPOffLoopback(t *testing.T) {
+	bin := buildKumo(t)
+	out, err := exec.Command(bin, "serve", "--data", t.TempDir(), "--listen", "0.0.0.0:0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "refusing plain HTTP") {
+		t.Fatalf("serve on 0.0.0.0 without TLS: %v %s", err, out)
+	}
+	if _, err := exec.Command(bin, "serve", "--data", t.TempDir(), "--quota", "lots").CombinedOutput(); err == nil {
+		t.Fatal("bad --quota accepted")
+	}
+}
+
+func TestProgressBar(t *testing.T) {
+	var b bytes.Buffer
+	prog, end := newBar(&b, "file")
+	prog(1<<20, 1<<20) // below the threshold: nothing
+	if b.Len() != 0 {
+		t.Fatalf("bar for a small file: %q", b.String())
+	}
+	prog(4<<20, 16<<20)
+	prog(16<<20, 16<<20)
+	end()
+	s := b.String()
+	if !strings.Contains(s, "100.0%") || !strings.Contains(s, "16 MiB / 16 MiB") || !strings.HasSuffix(s, "\n") {
+		t.Fatalf("bar: %q", s)
+	}
+}
