@@ -1,0 +1,360 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"syscall"
+	"time"
+
+	"kumo/cache"
+	"kumo/internal/chunk"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+)
+
+const segSize = chunk.SegmentSize
+
+// The content of a file is, per 64 KiB segment: the newest layer holding the
+// segment; else the base chunks (below the truncation watermark); else zeros.
+// Invariant: no layer holds data beyond the file size, and the base holds none
+// beyond min(watermark, size).
+
+// dataView is a consistent snapshot for reading.
+type dataView struct {
+	size   uint64
+	base   []meta.ChunkRef
+	trunc  uint64
+	layers []*layer // newest last
+}
+
+// view snapshots st. Caller holds st.dmu (read or write).
+func (d *Drive) view(st *nodeState) dataView {
+	d.mu.Lock()
+	v := dataView{size: st.attrs.Size, base: st.attrs.Chunks, trunc: st.trunc, layers: st.layers}
+	d.mu.Unlock()
+	return v
+}
+
+// segment returns the plaintext of segment j (may be shorter than segSize;
+// nil means zeros) from layers newer-first, then base.
+func (d *Drive) segment(ctx context.Context, st *nodeState, v dataView, j int64, seq bool) ([]byte, error) {
+	for i := len(v.layers) - 1; i >= 0; i-- {
+		p, ok, err := v.layers[i].f.ReadSegment(j)
+		if err != nil {
+			d.log.Error("local write-back data fails authentication", "node", st.id, "segment", j, "err", err)
+			return nil, syscall.EIO
+		}
+		if ok {
+			return p, nil
+		}
+	}
+	return d.baseSegment(ctx, st.id, v.base, v.trunc, j, seq)
+}
+
+// baseSegment reads segment j of the base chunk list, cut at trunc.
+func (d *Drive) baseSegment(ctx context.Context, node uint64, base []meta.ChunkRef, trunc uint64, j int64, seq bool) ([]byte, error) {
+	off := uint64(j) * segSize
+	if off >= trunc {
+		return nil, nil
+	}
+	ci := chunkOf(off)
+	if ci >= len(base) || base[ci].ID.IsZero() {
+		return nil, nil
+	}
+	ref := base[ci]
+	k := int((off % chunk.Size) / segSize)
+	if k >= chunk.Segments(int(ref.Len)) {
+		return nil, nil
+	}
+	p, err := d.fetch.segment(ctx, node, base, ci, k, seq)
+	if err != nil {
+		return nil, err
+	}
+	if end := off + uint64(len(p)); end > trunc {
+		p = slices.Clone(p[:trunc-off])
+	}
+	return p, nil
+}
+
+// readAt reads into dest at off.
+func (d *Drive) readAt(ctx context.Context, st *nodeState, dest []byte, off int64, seq bool) (int, error) {
+	st.dmu.RLock()
+	defer st.dmu.RUnlock()
+	v := d.view(st)
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	if uint64(off) >= v.size {
+		return 0, nil
+	}
+	n := min(uint64(len(dest)), v.size-uint64(off))
+	dest = dest[:n]
+	clear(dest)
+	for pos := uint64(0); pos < n; {
+		o := uint64(off) + pos
+		j := int64(o / segSize)
+		in := o % segSize
+		take := min(segSize-in, n-pos)
+		p, err := d.segment(ctx, st, v, j, seq)
+		if err != nil {
+			return 0, err
+		}
+		if in < uint64(len(p)) {
+			copy(dest[pos:pos+take], p[in:])
+		}
+		pos += take
+	}
+	return int(n), nil
+}
+
+// topLayer returns the layer writes go to, creating it. Caller holds st.dmu.
+func (d *Drive) topLayer(st *nodeState) (*layer, error) {
+	if n := len(st.layers); n > 0 {
+		if l := st.layers[n-1]; !st.uploading || l.gen > st.frozenUpTo {
+			return l, nil
+		}
+	}
+	f, err := d.store.OpenSegmentFile(st.id, st.nextGen)
+	if err != nil {
+		return nil, fmt.Errorf("open segment file: %w", err)
+	}
+	l := &layer{gen: st.nextGen, f: f}
+	st.nextGen++
+	d.mu.Lock()
+	st.layers = append(slices.Clip(st.layers), l)
+	d.dirty[st.id] = st
+	d.mu.Unlock()
+	return l, nil
+}
+
+// write writes data at off.
+func (d *Drive) write(ctx context.Context, st *nodeState, data []byte, off int64) (int, syscall.Errno) {
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	end := uint64(off) + uint64(len(data))
+	if end > maxFileSize {
+		return 0, syscall.EFBIG
+	}
+	st.dmu.Lock()
+	defer st.dmu.Unlock()
+	v := d.view(st)
+	if end > v.size {
+		if e := d.checkQuota(int64(end - v.size)); e != 0 {
+			return 0, e
+		}
+	}
+	top, err := d.topLayer(st)
+	if err != nil {
+		d.log.Error("write-back store", "node", st.id, "err", err)
+		return 0, syscall.EIO
+	}
+	v.layers = st.layers
+	newSize := max(v.size, end)
+	for pos := uint64(0); pos < uint64(len(data)); {
+		o := uint64(off) + pos
+		j := int64(o / segSize)
+		in := o % segSize
+		take := min(segSize-in, uint64(len(data))-pos)
+		segEnd := min(segSize, newSize-uint64(j)*segSize)
+		buf := make([]byte, segEnd)
+		if in != 0 || take != segEnd {
+			old, err := d.segment(ctx, st, v, j, false)
+			if err != nil {
+				return 0, errno(err)
+			}
+			copy(buf, old)
+		}
+		copy(buf[in:], data[pos:pos+take])
+		if err := top.f.WriteSegment(j, buf); err != nil {
+			d.log.Error("write-back store", "node", st.id, "err", err)
+			return 0, syscall.EIO
+		}
+		pos += take
+	}
+	now := nowNs()
+	d.mu.Lock()
+	if newSize > st.attrs.Size {
+		st.attrs.Size = newSize
+	}
+	st.attrs.Mtime, st.attrs.Ctime = now, now
+	st.queued += int64(len(data))
+	st.lastWrite = time.Now()
+	d.dirty[st.id] = st
+	d.mu.Unlock()
+	return len(data), 0
+}
+
+const maxFileSize = 1 << 50
+
+// truncate sets the size. Caller must not hold st.dmu.
+func (d *Drive) truncate(ctx context.Context, st *nodeState, size uint64) syscall.Errno {
+	if size > maxFileSize {
+		return syscall.EFBIG
+	}
+	st.dmu.Lock()
+	defer st.dmu.Unlock()
+	d.waitUpload(st)
+	v := d.view(st)
+	if size > v.size {
+		if e := d.checkQuota(int64(size - v.size)); e != 0 {
+			return e
+		}
+	}
+	if e := d.truncateLocked(ctx, st, v, size); e != 0 {
+		return e
+	}
+	now := nowNs()
+	d.mu.Lock()
+	st.attrs.Mtime, st.attrs.Ctime = now, now
+	err := d.persistLocked(st)
+	d.mu.Unlock()
+	if err != nil {
+		return syscall.EIO
+	}
+	return 0
+}
+
+// waitUpload waits for a running upload of st to end. Caller holds st.dmu
+// (write); it is released while waiting.
+func (d *Drive) waitUpload(st *nodeState) {
+	for st.uploading {
+		ch := st.uploadDone
+		st.dmu.Unlock()
+		<-ch
+		st.dmu.Lock()
+	}
+}
+
+// truncateLocked cuts or extends the data to size. Caller holds st.dmu (write)
+// and no upload runs.
+func (d *Drive) truncateLocked(ctx context.Context, st *nodeState, v dataView, size uint64) syscall.Errno {
+	top, err := d.topLayer(st) // marks the node dirty, even with no data written
+	if err != nil {
+		d.log.Error("write-back store", "node", st.id, "err", err)
+		return syscall.EIO
+	}
+	_ = top
+	if size < v.size {
+		if err := d.cutLayers(st, size); err != nil {
+			d.log.Error("write-back store", "node", st.id, "err", err)
+			return syscall.EIO
+		}
+	}
+	d.mu.Lock()
+	if size < v.size && size < st.trunc {
+		st.trunc = size
+	}
+	st.attrs.Size = size
+	st.lastWrite = time.Now()
+	d.mu.Unlock()
+	return 0
+}
+
+// cutLayers removes layer data at or beyond size. Caller holds st.dmu (write).
+func (d *Drive) cutLayers(st *nodeState, size uint64) error {
+	from := int64((size + segSize - 1) / segSize)
+	cut := size % segSize
+	for _, l := range st.layers {
+		if err := l.f.Drop(from); err != nil {
+			return err
+		}
+		if cut == 0 {
+			continue
+		}
+		j := int64(size / segSize)
+		p, ok, err := l.f.ReadSegment(j)
+		if err != nil {
+			return err
+		}
+		if ok && uint64(len(p)) > cut {
+			if err := l.f.WriteSegment(j, p[:cut]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// makeDurable syncs st's written data and saves its local attributes.
+func (d *Drive) makeDurable(st *nodeState, urgent bool) syscall.Errno {
+	st.dmu.RLock()
+	ls := st.layers
+	st.dmu.RUnlock()
+	for _, l := range ls {
+		if err := l.f.Sync(); err != nil && !isClosed(err) {
+			d.log.Error("syncing write-back data", "node", st.id, "err", err)
+			return syscall.EIO
+		}
+	}
+	d.mu.Lock()
+	err := d.persistLocked(st)
+	if urgent && len(ls) > 0 {
+		st.urgent = true
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return syscall.EIO
+	}
+	if err := d.store.Sync(); err != nil {
+		d.log.Error("syncing local store", "err", err)
+		return syscall.EIO
+	}
+	if urgent && len(ls) > 0 {
+		kick(d.uploadKick)
+	}
+	return 0
+}
+
+func isClosed(err error) bool { return errors.Is(err, cache.ErrClosed) }
+
+// checkQuota refuses growth the known quota cannot hold.
+func (d *Drive) checkQuota(grow int64) syscall.Errno {
+	d.stat.Lock()
+	a := d.stat.account
+	d.stat.Unlock()
+	if a.QuotaLimit <= 0 {
+		return 0
+	}
+	if a.QuotaUsed+d.queuedBytes()+grow > a.QuotaLimit {
+		return syscall.EDQUOT
+	}
+	return 0
+}
+
+// queuedBytes is the data written but not uploaded yet.
+func (d *Drive) queuedBytes() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var n int64
+	for _, st := range d.dirty {
+		n += st.queued
+	}
+	return n
+}
+
+// fallocate implements mode 0 (extend) and KEEP_SIZE (nothing to reserve).
+func (d *Drive) fallocate(ctx context.Context, st *nodeState, off, length uint64, mode uint32) syscall.Errno {
+	const keepSize = 1
+	if mode&^keepSize != 0 {
+		return syscall.EOPNOTSUPP
+	}
+	end := off + length
+	d.mu.Lock()
+	size := st.attrs.Size
+	d.mu.Unlock()
+	if mode&keepSize != 0 || end <= size {
+		if e := d.checkQuota(0); e != 0 {
+			return e
+		}
+		return 0
+	}
+	return d.truncate(ctx, st, end)
+}
+
+// nodeIsFile reports a regular file (symlinks, fifos: no data).
+func isReg(mode uint32) bool { return mode&syscall.S_IFMT == syscall.S_IFREG }
+
+var _ = api.RootID

@@ -1,0 +1,357 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"kumo/cache"
+	"kumo/internal/chunk"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+	"kumo/remote/client"
+	"kumo/remote/session"
+)
+
+// Options configure a Drive.
+type Options struct {
+	Client  *client.Client
+	Session *session.Session
+	// Cache is an open store; if nil, one is opened under CacheDir with CacheSize.
+	Cache     *cache.Store
+	CacheDir  string
+	CacheSize int64
+	// FsyncRemote makes fsync wait until the file's data and all queued tree
+	// operations are pushed to the cloud.
+	FsyncRemote bool
+	Logger      *slog.Logger
+
+	// Mount options.
+	AllowOther         bool
+	DefaultPermissions bool
+	ReadOnly           bool
+	UID, GID           *uint32 // report every node as owned by these
+	Umask              *uint32 // mask reported permission bits
+	FsName             string
+	Debug              bool
+
+	// Tuning (zero: defaults). Tests shorten them.
+	QuietTime time.Duration // upload a file this long after its last write (default 1s)
+	PollWait  time.Duration // change-feed long-poll wait (default 25s)
+}
+
+// ReservedNames are the virtual control files at the root of the mount.
+var ReservedNames = []string{".kumo", ".kumo.json", ".kumo-topup.png"}
+
+// Drive is a mounted kumo drive.
+type Drive struct {
+	o      Options
+	log    *slog.Logger
+	c      *client.Client
+	store  *cache.Store
+	owns   bool // store opened by us
+	sealer *meta.Sealer
+	cipher *chunk.Cipher
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	server *fuse.Server
+	root   *fnode
+
+	// mu guards the tree: states, the maps below and every nodeState field
+	// documented as "under d.mu".
+	mu      sync.Mutex
+	states  map[uint64]*nodeState
+	inodes  map[uint64]*fnode     // live kernel inodes by node id
+	dirty   map[uint64]*nodeState // files with data not yet uploaded
+	pending map[string]int        // pending journal ops per node ("n/ID") and entry ("e/PARENT/MAC")
+	rewrite map[string]nameRewrite
+	refresh map[uint64]bool // directories to relist from the cloud
+
+	pushKick   chan struct{}
+	uploadKick chan struct{}
+	pullKick   chan struct{}
+
+	fetch fetcher
+
+	stat struct {
+		sync.Mutex
+		account      api.Account
+		online       bool
+		offlineSince time.Time
+		lastErr      string
+		lastErrAt    time.Time
+		quotaBlocked bool
+		uploadedB    int64
+	}
+	uploadsRunning atomic.Int32
+	closed         atomic.Bool
+	done           chan struct{}
+}
+
+type nameRewrite struct {
+	parent uint64
+	mac    string
+	name   []byte
+	id     uint64
+}
+
+const (
+	defaultQuiet    = time.Second
+	defaultPollWait = 25 * time.Second
+	readTimeout     = 10 * time.Second // uncached reads give up after this while offline
+)
+
+func (d *Drive) quiet() time.Duration {
+	if d.o.QuietTime > 0 {
+		return d.o.QuietTime
+	}
+	return defaultQuiet
+}
+
+// newDrive sets up everything but the FUSE server.
+func newDrive(o Options) (*Drive, error) {
+	if o.Client == nil || o.Session == nil {
+		return nil, errors.New("fs: Options need Client and Session")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sk := o.Session.Subkeys()
+	d := &Drive{
+		o:          o,
+		log:        log,
+		c:          o.Client,
+		store:      o.Cache,
+		sealer:     meta.NewSealer(sk),
+		cipher:     chunk.NewCipher(sk.ChunkID, sk.Chunks),
+		states:     map[uint64]*nodeState{},
+		inodes:     map[uint64]*fnode{},
+		dirty:      map[uint64]*nodeState{},
+		pending:    map[string]int{},
+		rewrite:    map[string]nameRewrite{},
+		pushKick:   make(chan struct{}, 1),
+		uploadKick: make(chan struct{}, 1),
+		pullKick:   make(chan struct{}, 1),
+		done:       make(chan struct{}),
+	}
+	d.fetch.d = d
+	d.fetch.inflight = map[string]*fetchCall{}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	if d.store == nil {
+		if o.CacheDir == "" {
+			return nil, errors.New("fs: Options need Cache or CacheDir")
+		}
+		s, err := cache.Open(cache.Options{Dir: o.CacheDir, Key: sk.Cache, Budget: o.CacheSize, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("fs: open cache: %w", err)
+		}
+		d.store = s
+		d.owns = true
+	}
+	d.stat.online = true
+	return d, nil
+}
+
+// start loads the local tree (relisting from the cloud if the cache is new),
+// resumes interrupted uploads and starts the background workers.
+func (d *Drive) start() error {
+	if _, err := d.store.GetNode(api.RootID); errors.Is(err, cache.ErrNotFound) {
+		d.log.Info("local tree is empty: listing the cloud")
+		if err := d.relist(d.ctx); err != nil {
+			return fmt.Errorf("fs: initial listing: %w", err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("fs: read local tree: %w", err)
+	}
+	if err := d.loadPending(); err != nil {
+		return err
+	}
+	if err := d.resumeUploads(); err != nil {
+		return err
+	}
+	if a, err := d.c.Account(d.ctx); err == nil {
+		d.setAccount(a)
+	} else {
+		d.noteErr(err)
+	}
+	d.wg.Add(4)
+	go d.pushLoop()
+	go d.uploadLoop()
+	go d.pullLoop()
+	go d.accountLoop()
+	return nil
+}
+
+func kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Wait blocks until the file system is unmounted and the drive shut down.
+func (d *Drive) Wait() {
+	<-d.done
+}
+
+// Flush waits until every dirty file is uploaded and every queued tree
+// operation is pushed, or ctx ends.
+func (d *Drive) Flush(ctx context.Context) error {
+	d.mu.Lock()
+	for _, st := range d.dirty {
+		st.urgent = true
+	}
+	d.mu.Unlock()
+	kick(d.uploadKick)
+	kick(d.pushKick)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		d.mu.Lock()
+		nd := len(d.dirty)
+		for _, st := range d.dirty {
+			st.urgent = true
+		}
+		d.mu.Unlock()
+		n, err := d.store.PendingCount()
+		if err != nil {
+			return fmt.Errorf("fs: flush: %w", err)
+		}
+		if nd == 0 && n == 0 && d.uploadsRunning.Load() == 0 {
+			return nil
+		}
+		if nd > 0 {
+			kick(d.uploadKick)
+		}
+		if n > 0 {
+			kick(d.pushKick)
+		}
+		select {
+		case <-ctx.Done():
+			s := d.Status()
+			return fmt.Errorf("fs: flush: %d files, %d ops still pending (last error: %s): %w",
+				s.Queue.Files, s.Queue.Ops, s.Queue.LastError, context.Cause(ctx))
+		case <-t.C:
+		}
+	}
+}
+
+// Unmount unmounts the file system and shuts the drive down (without flushing:
+// call Flush first to push pending work; it is resumed at the next mount anyway).
+func (d *Drive) Unmount() error {
+	var err error
+	if d.server != nil {
+		for i := 0; i < 20; i++ {
+			if err = d.server.Unmount(); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			return fmt.Errorf("fs: unmount: %w", err)
+		}
+	}
+	<-d.done
+	return nil
+}
+
+// shutdown stops the workers and closes the store; runs once the server ends.
+func (d *Drive) shutdown() {
+	if d.closed.Swap(true) {
+		return
+	}
+	d.cancel()
+	d.wg.Wait()
+	d.mu.Lock()
+	for _, st := range d.states {
+		for _, l := range st.layers {
+			_ = l.f.Sync()
+			_ = l.f.Close()
+		}
+		st.layers = nil
+	}
+	d.mu.Unlock()
+	_ = d.store.Sync()
+	if d.owns {
+		if err := d.store.Close(); err != nil {
+			d.log.Error("closing cache", "err", err)
+		}
+	}
+	close(d.done)
+}
+
+// noteErr records a failure to talk to the cloud for Status.
+func (d *Drive) noteErr(err error) {
+	if err == nil {
+		return
+	}
+	d.stat.Lock()
+	defer d.stat.Unlock()
+	d.stat.lastErr = err.Error()
+	d.stat.lastErrAt = time.Now()
+	if errors.Is(err, api.ErrUnavailable) {
+		if d.stat.online {
+			d.stat.online = false
+			d.stat.offlineSince = time.Now()
+			d.log.Warn("cloud unreachable: working offline", "err", err)
+		}
+	}
+}
+
+func (d *Drive) noteOnline() {
+	d.stat.Lock()
+	defer d.stat.Unlock()
+	if !d.stat.online {
+		d.log.Info("cloud reachable again", "offline_for", time.Since(d.stat.offlineSince).Round(time.Second))
+		d.stat.online = true
+	}
+}
+
+func (d *Drive) setAccount(a api.Account) {
+	d.stat.Lock()
+	d.stat.account = a
+	d.stat.Unlock()
+}
+
+func (d *Drive) accountLoop() {
+	defer d.wg.Done()
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(d.ctx, 20*time.Second)
+		a, err := d.c.Account(ctx)
+		cancel()
+		if err != nil {
+			d.noteErr(err)
+			continue
+		}
+		d.noteOnline()
+		d.setAccount(a)
+	}
+}
+
+// sleepCtx waits d or until ctx ends; false if ctx ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

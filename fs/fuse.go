@@ -1,0 +1,675 @@
+package fs
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"kumo/internal/meta"
+	"kumo/remote/api"
+)
+
+// fnode is a kernel-visible inode; its state lives in Drive.states by id.
+type fnode struct {
+	gofs.Inode
+	d  *Drive
+	id uint64
+}
+
+// handle is an open file.
+type handle struct {
+	st      *nodeState
+	mu      sync.Mutex
+	nextOff int64 // where a sequential reader reads next
+	seqRun  int
+	write   bool
+}
+
+var (
+	_ gofs.NodeLookuper       = (*fnode)(nil)
+	_ gofs.NodeReaddirer      = (*fnode)(nil)
+	_ gofs.NodeGetattrer      = (*fnode)(nil)
+	_ gofs.NodeSetattrer      = (*fnode)(nil)
+	_ gofs.NodeCreater        = (*fnode)(nil)
+	_ gofs.NodeMknoder        = (*fnode)(nil)
+	_ gofs.NodeMkdirer        = (*fnode)(nil)
+	_ gofs.NodeUnlinker       = (*fnode)(nil)
+	_ gofs.NodeRmdirer        = (*fnode)(nil)
+	_ gofs.NodeRenamer        = (*fnode)(nil)
+	_ gofs.NodeLinker         = (*fnode)(nil)
+	_ gofs.NodeSymlinker      = (*fnode)(nil)
+	_ gofs.NodeReadlinker     = (*fnode)(nil)
+	_ gofs.NodeOpener         = (*fnode)(nil)
+	_ gofs.NodeReader         = (*fnode)(nil)
+	_ gofs.NodeWriter         = (*fnode)(nil)
+	_ gofs.NodeFlusher        = (*fnode)(nil)
+	_ gofs.NodeFsyncer        = (*fnode)(nil)
+	_ gofs.NodeReleaser       = (*fnode)(nil)
+	_ gofs.NodeAllocater      = (*fnode)(nil)
+	_ gofs.NodeStatfser       = (*fnode)(nil)
+	_ gofs.NodeGetxattrer     = (*fnode)(nil)
+	_ gofs.NodeSetxattrer     = (*fnode)(nil)
+	_ gofs.NodeListxattrer    = (*fnode)(nil)
+	_ gofs.NodeRemovexattrer  = (*fnode)(nil)
+	_ gofs.NodeOnForgetter    = (*fnode)(nil)
+	_ gofs.NodeOpendirHandler = (*fnode)(nil)
+)
+
+func (n *fnode) state() (*nodeState, syscall.Errno) {
+	d := n.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st, err := d.stateLocked(n.id)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return st, 0
+}
+
+// fill writes st's attributes into out. Under d.mu.
+func (d *Drive) fill(st *nodeState, out *fuse.Attr) {
+	a := &st.attrs
+	out.Ino = st.id
+	out.Size = a.Size
+	out.Mode = a.Mode
+	if d.o.Umask != nil {
+		out.Mode &^= *d.o.Umask & 0o777
+	}
+	out.Nlink = st.nlink
+	out.Uid, out.Gid = a.UID, a.GID
+	if d.o.UID != nil {
+		out.Uid = *d.o.UID
+	}
+	if d.o.GID != nil {
+		out.Gid = *d.o.GID
+	}
+	out.Rdev = a.Rdev
+	setT := func(ns int64, s *uint64, n *uint32) {
+		*s = uint64(ns / 1e9)
+		*n = uint32(ns % 1e9)
+	}
+	setT(a.Atime, &out.Atime, &out.Atimensec)
+	setT(a.Mtime, &out.Mtime, &out.Mtimensec)
+	setT(a.Ctime, &out.Ctime, &out.Ctimensec)
+	out.Blksize = segSize
+	if st.isDir() {
+		out.Size = 4096
+	}
+	out.Blocks = d.blocks(st)
+}
+
+// blocks estimates allocated 512-byte blocks: data chunks plus written data.
+// Under d.mu.
+func (d *Drive) blocks(st *nodeState) uint64 {
+	if st.isDir() {
+		return 8
+	}
+	var n uint64
+	for i, r := range st.attrs.Chunks {
+		if r.ID.IsZero() {
+			continue
+		}
+		start := uint64(i) * uint64(1<<22)
+		if start >= st.attrs.Size || start >= st.trunc {
+			break
+		}
+		n += min(uint64(r.Len), st.attrs.Size-start)
+	}
+	n += uint64(st.queued)
+	n = min(n, (st.attrs.Size+4095)&^4095)
+	return (n + 511) / 512
+}
+
+func (d *Drive) newInode(ctx context.Context, parent *gofs.Inode, st *nodeState) *gofs.Inode {
+	d.mu.Lock()
+	if fn := d.inodes[st.id]; fn != nil {
+		d.mu.Unlock()
+		return &fn.Inode
+	}
+	d.mu.Unlock()
+	fn := &fnode{d: d, id: st.id}
+	ino := parent.NewInode(ctx, fn, gofs.StableAttr{Mode: st.attrs.Mode & syscall.S_IFMT, Ino: st.id})
+	d.mu.Lock()
+	if got, ok := ino.Operations().(*fnode); ok {
+		d.inodes[st.id] = got
+	}
+	d.mu.Unlock()
+	return ino
+}
+
+func (n *fnode) OnForget() {
+	d := n.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.inodes[n.id] == n {
+		delete(d.inodes, n.id)
+	}
+	if st := d.states[n.id]; st != nil && st.opens == 0 && len(st.layers) == 0 && !st.deleted && n.id != api.RootID {
+		delete(d.states, n.id)
+	}
+}
+
+func (d *Drive) entryOut(st *nodeState, out *fuse.EntryOut) {
+	d.mu.Lock()
+	d.fill(st, &out.Attr)
+	d.mu.Unlock()
+}
+
+func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	d := n.d
+	if reserved(n.id, name) {
+		return nil, syscall.ENOENT // the control file comes later
+	}
+	d.mu.Lock()
+	_, st, e := d.lookupLocked(n.id, name)
+	d.mu.Unlock()
+	if e != 0 {
+		return nil, e
+	}
+	d.entryOut(st, out)
+	return d.newInode(ctx, n.EmbeddedInode(), st), 0
+}
+
+func (n *fnode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return nil, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_CACHE_DIR, 0
+}
+
+func (n *fnode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	d := n.d
+	es, e := d.list(n.id)
+	if e != 0 {
+		return nil, e
+	}
+	sort.Slice(es, func(i, j int) bool { return es[i].name < es[j].name })
+	list := make([]fuse.DirEntry, 0, len(es))
+	for _, e := range es {
+		list = append(list, fuse.DirEntry{Name: e.name, Ino: e.id, Mode: e.mode})
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+func (n *fnode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	st, e := n.state()
+	if h, ok := f.(*handle); ok {
+		st, e = h.st, 0
+	}
+	if e != 0 {
+		return e
+	}
+	n.d.mu.Lock()
+	n.d.fill(st, &out.Attr)
+	n.d.mu.Unlock()
+	return 0
+}
+
+func (n *fnode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	d := n.d
+	if d.o.ReadOnly {
+		return syscall.EROFS
+	}
+	st, e := n.state()
+	if h, ok := f.(*handle); ok {
+		st, e = h.st, 0
+	}
+	if e != 0 {
+		return e
+	}
+	if size, ok := in.GetSize(); ok {
+		if st.isDir() {
+			return syscall.EISDIR
+		}
+		if !isReg(st.attrs.Mode) {
+			return syscall.EINVAL
+		}
+		if e := d.truncate(ctx, st, size); e != 0 {
+			return e
+		}
+		d.notifyContentLocal(n, int64(size))
+	}
+	mode, hasMode := in.GetMode()
+	uid, hasUID := in.GetUID()
+	gid, hasGID := in.GetGID()
+	atime, hasA := in.GetATime()
+	mtime, hasM := in.GetMTime()
+	if hasMode || hasUID || hasGID || hasA || hasM {
+		e := d.setAttrs(st, func(a *meta.Attrs) syscall.Errno {
+			if hasMode {
+				a.Mode = a.Mode&syscall.S_IFMT | mode&0o7777
+			}
+			if hasUID {
+				a.UID = uid
+			}
+			if hasGID {
+				a.GID = gid
+			}
+			if hasA {
+				a.Atime = atime.UnixNano()
+			}
+			if hasM {
+				a.Mtime = mtime.UnixNano()
+			}
+			a.Ctime = nowNs()
+			return 0
+		})
+		if e != 0 {
+			return e
+		}
+	} else if _, ok := in.GetSize(); ok {
+		// Size alone: saved by truncate; the upload pushes it.
+	}
+	d.mu.Lock()
+	d.fill(st, &out.Attr)
+	d.mu.Unlock()
+	return 0
+}
+
+func caller(ctx context.Context) (uint32, uint32) {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Uid, c.Gid
+	}
+	return 0, 0
+}
+
+func (n *fnode) mk(ctx context.Context, nn newNode, out *fuse.EntryOut) (*gofs.Inode, *nodeState, syscall.Errno) {
+	d := n.d
+	if d.o.ReadOnly {
+		return nil, nil, syscall.EROFS
+	}
+	nn.uid, nn.gid = caller(ctx)
+	st, e := d.create(n.id, nn)
+	if e != 0 {
+		return nil, nil, e
+	}
+	d.entryOut(st, out)
+	return d.newInode(ctx, n.EmbeddedInode(), st), st, 0
+}
+
+func (n *fnode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	ino, st, e := n.mk(ctx, newNode{name: name, mode: syscall.S_IFREG | mode&0o7777}, out)
+	if e != 0 {
+		return nil, nil, 0, e
+	}
+	h := n.d.open(st, flags)
+	return ino, h, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *fnode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFREG, syscall.S_IFIFO, syscall.S_IFSOCK:
+	case 0:
+		mode |= syscall.S_IFREG
+	case syscall.S_IFCHR, syscall.S_IFBLK:
+		// Device nodes are stored like the rest; the kernel enforces who may make them.
+	default:
+		return nil, syscall.EINVAL
+	}
+	ino, _, e := n.mk(ctx, newNode{name: name, mode: mode, rdev: dev}, out)
+	return ino, e
+}
+
+func (n *fnode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ino, _, e := n.mk(ctx, newNode{name: name, mode: syscall.S_IFDIR | mode&0o7777}, out)
+	return ino, e
+}
+
+func (n *fnode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if len(target) > 4095 {
+		return nil, syscall.ENAMETOOLONG
+	}
+	ino, _, e := n.mk(ctx, newNode{name: name, mode: syscall.S_IFLNK | 0o777, target: []byte(target)}, out)
+	return ino, e
+}
+
+func (n *fnode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	st, e := n.state()
+	if e != 0 {
+		return nil, e
+	}
+	n.d.mu.Lock()
+	defer n.d.mu.Unlock()
+	if st.attrs.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+		return nil, syscall.EINVAL
+	}
+	return slices.Clone(st.attrs.Target), 0
+}
+
+func (n *fnode) Unlink(ctx context.Context, name string) syscall.Errno {
+	if n.d.o.ReadOnly {
+		return syscall.EROFS
+	}
+	return n.d.unlink(n.id, name, false)
+}
+
+func (n *fnode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if n.d.o.ReadOnly {
+		return syscall.EROFS
+	}
+	return n.d.unlink(n.id, name, true)
+}
+
+func (n *fnode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if n.d.o.ReadOnly {
+		return syscall.EROFS
+	}
+	np, ok := newParent.(*fnode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	return n.d.rename(n.id, name, np.id, newName, flags)
+}
+
+func (n *fnode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	d := n.d
+	if d.o.ReadOnly {
+		return nil, syscall.EROFS
+	}
+	t, ok := target.(*fnode)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	st, e := d.link(t.id, n.id, name)
+	if e != 0 {
+		return nil, e
+	}
+	d.entryOut(st, out)
+	return d.newInode(ctx, n.EmbeddedInode(), st), 0
+}
+
+// open makes a handle and counts the open.
+func (d *Drive) open(st *nodeState, flags uint32) *handle {
+	d.mu.Lock()
+	st.opens++
+	d.mu.Unlock()
+	return &handle{st: st, write: flags&syscall.O_ACCMODE != syscall.O_RDONLY}
+}
+
+func (n *fnode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	d := n.d
+	st, e := n.state()
+	if e != 0 {
+		return nil, 0, e
+	}
+	if d.o.ReadOnly && (flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0) {
+		return nil, 0, syscall.EROFS
+	}
+	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY && isReg(st.attrs.Mode) {
+		if e := d.truncate(ctx, st, 0); e != 0 {
+			return nil, 0, e
+		}
+	}
+	return d.open(st, flags), fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *fnode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h, ok := f.(*handle)
+	if !ok {
+		return nil, syscall.EBADF
+	}
+	h.mu.Lock()
+	seq := off == h.nextOff && off > 0 || h.seqRun > 0 && off >= h.nextOff && off < h.nextOff+(1<<20)
+	if seq {
+		h.seqRun++
+	} else {
+		h.seqRun = 0
+	}
+	h.nextOff = off + int64(len(dest))
+	h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, readTimeout+5*time.Second)
+	defer cancel()
+	got, err := n.d.readAt(ctx, h.st, dest, off, seq || off == 0)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return fuse.ReadResultData(dest[:got]), 0
+}
+
+func (n *fnode) Write(ctx context.Context, f gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	h, ok := f.(*handle)
+	if !ok {
+		return 0, syscall.EBADF
+	}
+	if n.d.o.ReadOnly {
+		return 0, syscall.EROFS
+	}
+	w, e := n.d.write(ctx, h.st, data, off)
+	return uint32(w), e
+}
+
+func (n *fnode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	h, ok := f.(*handle)
+	if !ok || !h.write {
+		return 0
+	}
+	return n.d.makeDurable(h.st, true)
+}
+
+func (n *fnode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
+	d := n.d
+	st, e := n.state()
+	if h, ok := f.(*handle); ok {
+		st, e = h.st, 0
+	}
+	if e != 0 {
+		return e
+	}
+	if e := d.makeDurable(st, d.o.FsyncRemote); e != 0 {
+		return e
+	}
+	if d.o.FsyncRemote {
+		if err := d.Flush(ctx); err != nil {
+			d.log.Warn("fsync=remote: could not push", "node", st.id, "err", err)
+			return syscall.EIO
+		}
+	}
+	return 0
+}
+
+func (n *fnode) Release(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	h, ok := f.(*handle)
+	if !ok {
+		return 0
+	}
+	d := n.d
+	d.mu.Lock()
+	h.st.opens--
+	if h.st.opens == 0 && h.st.deleted {
+		d.afterDropLocked(h.st)
+	}
+	d.mu.Unlock()
+	return 0
+}
+
+func (n *fnode) Allocate(ctx context.Context, f gofs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	h, ok := f.(*handle)
+	if !ok {
+		return syscall.EBADF
+	}
+	return n.d.fallocate(ctx, h.st, off, size, mode)
+}
+
+func (n *fnode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	d := n.d
+	d.stat.Lock()
+	a := d.stat.account
+	d.stat.Unlock()
+	const bsize = 4096
+	limit := a.QuotaLimit
+	if limit <= 0 {
+		limit = 1 << 50
+	}
+	used := a.QuotaUsed + d.queuedBytes()
+	free := max(limit-used, 0)
+	out.Bsize, out.Frsize = bsize, bsize
+	out.Blocks = uint64(limit) / bsize
+	out.Bfree = uint64(free) / bsize
+	out.Bavail = out.Bfree
+	out.Files = 1 << 40
+	out.Ffree = 1 << 39
+	out.NameLen = 255
+	return 0
+}
+
+// --- xattrs ---
+
+const xattrMax = 64 << 10
+
+func xattrAllowed(name string) bool {
+	for _, p := range []string{"user.", "trusted.", "security."} {
+		if strings.HasPrefix(name, p) && len(name) > len(p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *fnode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	st, e := n.state()
+	if e != 0 {
+		return 0, e
+	}
+	if !xattrAllowed(attr) {
+		return 0, syscall.ENODATA
+	}
+	n.d.mu.Lock()
+	v, ok := st.attrs.Xattrs[attr]
+	n.d.mu.Unlock()
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) == 0 {
+		return uint32(len(v)), 0
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *fnode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	d := n.d
+	if d.o.ReadOnly {
+		return syscall.EROFS
+	}
+	if !xattrAllowed(attr) {
+		return syscall.EOPNOTSUPP
+	}
+	if len(attr) > 255 {
+		return syscall.ERANGE
+	}
+	if len(data) > xattrMax {
+		return syscall.E2BIG
+	}
+	st, e := n.state()
+	if e != 0 {
+		return e
+	}
+	const xCreate, xReplace = 1, 2
+	return d.setAttrs(st, func(a *meta.Attrs) syscall.Errno {
+		_, ok := a.Xattrs[attr]
+		if flags&xCreate != 0 && ok {
+			return syscall.EEXIST
+		}
+		if flags&xReplace != 0 && !ok {
+			return syscall.ENODATA
+		}
+		if a.Xattrs == nil {
+			a.Xattrs = map[string][]byte{}
+		}
+		a.Xattrs[attr] = slices.Clone(data)
+		a.Ctime = nowNs()
+		return 0
+	})
+}
+
+func (n *fnode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	d := n.d
+	if d.o.ReadOnly {
+		return syscall.EROFS
+	}
+	st, e := n.state()
+	if e != 0 {
+		return e
+	}
+	return d.setAttrs(st, func(a *meta.Attrs) syscall.Errno {
+		if _, ok := a.Xattrs[attr]; !ok {
+			return syscall.ENODATA
+		}
+		delete(a.Xattrs, attr)
+		a.Ctime = nowNs()
+		return 0
+	})
+}
+
+func (n *fnode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	st, e := n.state()
+	if e != 0 {
+		return 0, e
+	}
+	n.d.mu.Lock()
+	var names []string
+	for k := range st.attrs.Xattrs {
+		if xattrAllowed(k) {
+			names = append(names, k)
+		}
+	}
+	n.d.mu.Unlock()
+	sort.Strings(names)
+	var b []byte
+	for _, k := range names {
+		b = append(b, k...)
+		b = append(b, 0)
+	}
+	if len(dest) == 0 {
+		return uint32(len(b)), 0
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
+
+// --- kernel notifications ---
+
+func (d *Drive) inode(id uint64) *fnode {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.inodes[id]
+}
+
+func (d *Drive) notifyEntry(parent uint64, name string) {
+	if p := d.inode(parent); p != nil {
+		p.NotifyEntry(name)
+	}
+}
+
+func (d *Drive) notifyDelete(parent uint64, name string, st *nodeState) {
+	p := d.inode(parent)
+	if p == nil {
+		return
+	}
+	if st != nil {
+		if c := d.inode(st.id); c != nil {
+			if p.NotifyDelete(name, &c.Inode) == 0 {
+				return
+			}
+		}
+	}
+	p.NotifyEntry(name)
+}
+
+func (d *Drive) notifyContent(id uint64) {
+	if n := d.inode(id); n != nil {
+		n.NotifyContent(0, 0)
+	}
+}
+
+// notifyContentLocal is for a truncate through this mount: the kernel already
+// knows; nothing to do beyond what it does itself.
+func (d *Drive) notifyContentLocal(n *fnode, size int64) {}

@@ -1,0 +1,154 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"kumo/cache"
+	"kumo/remote/api"
+)
+
+// Mount mounts the drive at mountpoint and returns once the kernel serves it.
+func Mount(ctx context.Context, mountpoint string, o Options) (*Drive, error) {
+	d, err := newDrive(o)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Drive, error) {
+		d.cancel()
+		d.wg.Wait()
+		if d.owns {
+			_ = d.store.Close()
+		}
+		return nil, err
+	}
+	if err := d.start(); err != nil {
+		return fail(err)
+	}
+	d.mu.Lock()
+	_, err = d.stateLocked(api.RootID)
+	d.mu.Unlock()
+	if err != nil {
+		return fail(fmt.Errorf("fs: root: %w", err))
+	}
+	d.root = &fnode{d: d, id: api.RootID}
+	d.inodes[api.RootID] = d.root
+
+	entryTTL := time.Second
+	attrTTL := time.Second
+	negTTL := 500 * time.Millisecond
+	name := o.FsName
+	if name == "" {
+		name = "kumo"
+	}
+	mo := fuse.MountOptions{
+		AllowOther:   o.AllowOther,
+		MaxWrite:     1 << 20,
+		MaxReadAhead: 1 << 20,
+		FsName:       name,
+		Name:         "kumo",
+		Debug:        o.Debug,
+		// Kernel file locks (flock, fcntl) are kept by the kernel for this
+		// mount, which is what a single-machine drive needs.
+		EnableLocks:          false,
+		EnableSymlinkCaching: true,
+		DisableXAttrs:        false,
+		MaxBackground:        64,
+	}
+	if o.DefaultPermissions {
+		mo.Options = append(mo.Options, "default_permissions")
+	}
+	if o.ReadOnly {
+		mo.Options = append(mo.Options, "ro")
+	}
+	opts := &gofs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &entryTTL,
+		AttrTimeout:     &attrTTL,
+		NegativeTimeout: &negTTL,
+		NullPermissions: true,
+		RootStableAttr:  &gofs.StableAttr{Ino: api.RootID, Mode: fuse.S_IFDIR},
+		Logger:          log.New(slogWriter{d}, "", 0),
+	}
+	srv, err := gofs.Mount(mountpoint, d.root, opts)
+	if err != nil {
+		return fail(fmt.Errorf("fs: mount %s: %w", mountpoint, err))
+	}
+	d.server = srv
+	go func() {
+		srv.Wait()
+		d.shutdown()
+	}()
+	d.log.Info("mounted", "mountpoint", mountpoint, "server", d.c.BaseURL())
+	return d, nil
+}
+
+type slogWriter struct{ d *Drive }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.d.log.Debug("fuse", "msg", string(p))
+	return len(p), nil
+}
+
+// Status is what the drive reports about itself (for the control file and
+// `kumo unmount`).
+type Status struct {
+	Server  string
+	Account api.Account
+	// QuotaUsed includes data written but not uploaded yet.
+	QuotaUsed, QuotaLimit int64
+	QuotaBlocked          bool // the cloud refused uploads for quota: top up to continue
+	Cache                 cache.CacheStats
+	Queue                 QueueStatus
+	Online                bool
+	OfflineSince          time.Time
+	LastError             string
+	LastErrorAt           time.Time
+}
+
+// QueueStatus describes work waiting for the cloud.
+type QueueStatus struct {
+	Files     int       // files with data not uploaded yet
+	Bytes     int64     // bytes written and not uploaded yet
+	Ops       int       // tree operations not pushed yet
+	Oldest    time.Time // oldest pending write
+	Uploading int       // uploads running now
+	LastError string
+}
+
+// Status reports the drive's state.
+func (d *Drive) Status() Status {
+	var s Status
+	s.Server = d.c.BaseURL()
+	d.mu.Lock()
+	s.Queue.Files = len(d.dirty)
+	for _, st := range d.dirty {
+		s.Queue.Bytes += st.queued
+		if s.Queue.Oldest.IsZero() || st.lastWrite.Before(s.Queue.Oldest) {
+			s.Queue.Oldest = st.lastWrite
+		}
+	}
+	d.mu.Unlock()
+	s.Queue.Uploading = int(d.uploadsRunning.Load())
+	if n, err := d.store.PendingCount(); err == nil {
+		s.Queue.Ops = n
+	}
+	s.Cache = d.store.Stats()
+	d.stat.Lock()
+	s.Account = d.stat.account
+	s.QuotaLimit = d.stat.account.QuotaLimit
+	s.QuotaUsed = d.stat.account.QuotaUsed + s.Queue.Bytes
+	s.QuotaBlocked = d.stat.quotaBlocked
+	s.Online = d.stat.online
+	s.OfflineSince = d.stat.offlineSince
+	s.LastError = d.stat.lastErr
+	s.LastErrorAt = d.stat.lastErrAt
+	d.stat.Unlock()
+	s.Queue.LastError = s.LastError
+	return s
+}

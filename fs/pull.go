@@ -1,0 +1,401 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"kumo/cache"
+	"kumo/remote/api"
+)
+
+func (d *Drive) pollWait() time.Duration {
+	if d.o.PollWait > 0 {
+		return d.o.PollWait
+	}
+	return defaultPollWait
+}
+
+// pullLoop follows the change feed and brings other clients' changes into
+// the local tree and the kernel's caches.
+func (d *Drive) pullLoop() {
+	defer d.wg.Done()
+	var backoff time.Duration
+	for d.ctx.Err() == nil {
+		d.doRefreshes()
+		cur, err := d.store.Cursor()
+		if err != nil {
+			d.log.Error("reading change cursor", "err", err)
+			return
+		}
+		resp, err := d.c.Changes(d.ctx, cur, d.pollWait())
+		if err != nil {
+			if d.ctx.Err() != nil {
+				return
+			}
+			d.noteErr(err)
+			backoff = min(max(2*backoff, time.Second), 30*time.Second)
+			select {
+			case <-d.ctx.Done():
+				return
+			case <-time.After(backoff):
+			case <-d.pullKick:
+			}
+			continue
+		}
+		backoff = 0
+		d.noteOnline()
+		if resp.Reset {
+			d.log.Warn("change feed was reset: relisting the cloud")
+			if err := d.resync(); err != nil {
+				d.log.Error("relisting failed", "err", err)
+				sleepCtx(d.ctx, 5*time.Second)
+			}
+			continue
+		}
+		if err := d.applyChanges(resp.Changes, resp.Seq); err != nil {
+			d.noteErr(err)
+			d.log.Warn("applying remote changes failed; will retry", "err", err)
+			sleepCtx(d.ctx, 2*time.Second)
+		}
+	}
+}
+
+func (d *Drive) isPending(key string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pending[key] > 0
+}
+
+// applyChanges refetches what the changes name and applies it locally.
+func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
+	ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
+	defer cancel()
+	type ek struct {
+		parent uint64
+		mac    string
+	}
+	entries := map[ek]api.Change{}
+	var eorder []ek
+	nodes := map[uint64]api.Change{}
+	var norder []uint64
+	for _, c := range changes {
+		switch c.Kind {
+		case api.ChangeEntry:
+			k := ek{c.Parent, c.NameMAC}
+			if _, ok := entries[k]; !ok {
+				eorder = append(eorder, k)
+			}
+			entries[k] = c
+		case api.ChangeNode:
+			if _, ok := nodes[c.Node]; !ok {
+				norder = append(norder, c.Node)
+			}
+			nodes[c.Node] = c
+		case api.ChangeAccount:
+			if a, err := d.c.Account(ctx); err == nil {
+				d.setAccount(a)
+			}
+		}
+	}
+	for _, k := range eorder {
+		if err := d.pullEntry(ctx, k.parent, k.mac, entries[k]); err != nil {
+			return err
+		}
+	}
+	for _, id := range norder {
+		if err := d.pullNode(ctx, id, nodes[id]); err != nil {
+			return err
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.store.Apply(cache.Mutation{Cursor: &seq})
+}
+
+// pullEntry brings one entry up to date.
+func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.Change) error {
+	if d.isPending(entryKey(parent, mac)) {
+		return nil
+	}
+	if _, err := d.store.GetNode(parent); err != nil {
+		return nil // a directory we do not have
+	}
+	local, lerr := d.store.Lookup(parent, mac)
+	if !c.Deleted && lerr == nil && local.Child == c.Node {
+		return nil // already so (often our own change coming back)
+	}
+	if c.Deleted && errors.Is(lerr, cache.ErrNotFound) {
+		return nil
+	}
+	remote, err := d.c.Lookup(ctx, parent, mac)
+	if err != nil && !errors.Is(err, api.ErrNotFound) {
+		return fmt.Errorf("lookup: %w", err)
+	}
+	found := err == nil
+	d.mu.Lock()
+	if d.pending[entryKey(parent, mac)] > 0 {
+		d.mu.Unlock()
+		return nil
+	}
+	local, lerr = d.store.Lookup(parent, mac)
+	var m cache.Mutation
+	var oldName, newName string
+	var gone *nodeState
+	if lerr == nil && (!found || local.Child != remote.Node.ID) {
+		if n, err := d.sealer.OpenName(parent, mac, local.Name); err == nil {
+			oldName = string(n)
+		}
+		m.DeleteEntries = append(m.DeleteEntries, local)
+		if st, err := d.stateLocked(local.Child); err == nil && d.pending[nodeKey(st.id)] == 0 {
+			d.dropLinkLocked(st, &m, nowNs())
+			gone = st
+		}
+	}
+	if found && (lerr != nil || local.Child != remote.Node.ID) {
+		n, err := d.sealer.OpenName(parent, mac, remote.Name)
+		if err != nil {
+			d.mu.Unlock()
+			d.log.Error("entry name from the cloud fails authentication", "parent", parent, "err", err)
+			return nil
+		}
+		newName = string(n)
+		m.PutEntries = append(m.PutEntries, cache.Entry{Parent: parent, NameMAC: mac, Name: remote.Name, Child: remote.Node.ID})
+		if st := d.states[remote.Node.ID]; st == nil {
+			if _, err := d.store.GetNode(remote.Node.ID); errors.Is(err, cache.ErrNotFound) {
+				m.PutNodes = append(m.PutNodes, remote.Node)
+			}
+		} else if st.deleted {
+			st.deleted = false
+			m.PutNodes = append(m.PutNodes, d.localNode(st))
+		}
+		if remote.Node.Type == api.TypeDir {
+			defer func() { go d.refreshDir(remote.Node.ID) }()
+		}
+	}
+	err = d.store.Apply(m)
+	if gone != nil {
+		d.afterDropLocked(gone)
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if oldName != "" {
+		d.notifyDelete(parent, oldName, gone)
+	}
+	if newName != "" {
+		d.notifyEntry(parent, newName)
+	}
+	return nil
+}
+
+// pullNode refetches a node changed elsewhere.
+func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
+	if c.Deleted || d.isPending(nodeKey(id)) {
+		return nil
+	}
+	d.mu.Lock()
+	st := d.states[id]
+	skip := st != nil && (st.seq >= c.Seq || len(st.layers) > 0)
+	d.mu.Unlock()
+	if skip {
+		return nil
+	}
+	local, err := d.store.GetNode(id)
+	if err != nil {
+		return nil // not in our tree (yet): its entry brings it
+	}
+	remote, err := d.c.GetNode(ctx, id)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get node: %w", err)
+	}
+	if remote.Version == local.Version && remote.Nlink == local.Nlink && remote.Parent == local.Parent {
+		d.mu.Lock()
+		if st := d.states[id]; st != nil {
+			st.seq = max(st.seq, remote.Seq)
+		}
+		d.mu.Unlock()
+		return nil
+	}
+	fresh, err := d.decode(remote)
+	if err != nil {
+		return nil
+	}
+	d.mu.Lock()
+	if d.pending[nodeKey(id)] > 0 {
+		d.mu.Unlock()
+		return nil
+	}
+	st = d.states[id]
+	if st != nil {
+		if len(st.layers) > 0 {
+			d.mu.Unlock()
+			return nil
+		}
+		st.version, st.seq, st.serverCh = remote.Version, remote.Seq, remote.Chunks
+		st.nlink, st.parent, st.attrs, st.trunc = fresh.nlink, fresh.parent, fresh.attrs, noTrunc
+		if st.typ == api.TypeDir {
+			st.nlink = max(local.Nlink, 2)
+		}
+		err = d.store.Apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}})
+	} else {
+		if remote.Type == api.TypeDir {
+			remote.Nlink = max(local.Nlink, 2)
+		}
+		err = d.store.Apply(cache.Mutation{PutNodes: []api.Node{remote}})
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	d.notifyContent(id)
+	return nil
+}
+
+// doRefreshes relists directories the pusher asked for.
+func (d *Drive) doRefreshes() {
+	d.mu.Lock()
+	dirs := d.refresh
+	d.refresh = nil
+	d.mu.Unlock()
+	for id := range dirs {
+		d.refreshDir(id)
+	}
+}
+
+// refreshDir makes a directory's entries match the cloud, except entries
+// with queued local changes.
+func (d *Drive) refreshDir(id uint64) {
+	ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
+	defer cancel()
+	remote, err := d.c.List(ctx, id)
+	if err != nil {
+		if !errors.Is(err, api.ErrNotFound) {
+			d.noteErr(err)
+		}
+		return
+	}
+	local, err := d.store.List(id)
+	if err != nil {
+		return
+	}
+	have := map[string]cache.Entry{}
+	for _, e := range local {
+		have[e.NameMAC] = e
+	}
+	seen := map[string]bool{}
+	for _, e := range remote {
+		seen[e.NameMAC] = true
+		if l, ok := have[e.NameMAC]; ok && l.Child == e.Node.ID {
+			continue
+		}
+		_ = d.pullEntry(ctx, id, e.NameMAC, api.Change{Kind: api.ChangeEntry, Parent: id, NameMAC: e.NameMAC, Node: e.Node.ID})
+	}
+	for _, e := range local {
+		if !seen[e.NameMAC] {
+			_ = d.pullEntry(ctx, id, e.NameMAC, api.Change{Kind: api.ChangeEntry, Parent: id, NameMAC: e.NameMAC, Node: e.Child, Deleted: true})
+		}
+	}
+}
+
+// relist copies the whole tree from the cloud into an empty local tree. The
+// root node goes in last: its presence marks a complete tree.
+func (d *Drive) relist(ctx context.Context) error {
+	acct, err := d.c.Account(ctx)
+	if err != nil {
+		return fmt.Errorf("account: %w", err)
+	}
+	d.setAccount(acct)
+	root, err := d.c.GetNode(ctx, api.RootID)
+	if err != nil {
+		return fmt.Errorf("root: %w", err)
+	}
+	queue := []uint64{api.RootID}
+	nlink := map[uint64]uint32{}
+	var pendingNodes []api.Node
+	for len(queue) > 0 {
+		dir := queue[0]
+		queue = queue[1:]
+		es, err := d.c.List(ctx, dir)
+		if err != nil {
+			return fmt.Errorf("list %d: %w", dir, err)
+		}
+		var m cache.Mutation
+		subdirs := uint32(0)
+		for _, e := range es {
+			m.PutEntries = append(m.PutEntries, cache.Entry{Parent: dir, NameMAC: e.NameMAC, Name: e.Name, Child: e.Node.ID})
+			if e.Node.Type == api.TypeDir {
+				subdirs++
+				queue = append(queue, e.Node.ID)
+				pendingNodes = append(pendingNodes, e.Node)
+			} else {
+				m.PutNodes = append(m.PutNodes, e.Node)
+			}
+		}
+		nlink[dir] = 2 + subdirs
+		for len(m.PutEntries) > 0 || len(m.PutNodes) > 0 {
+			part := cache.Mutation{}
+			n := min(len(m.PutEntries), 2000)
+			part.PutEntries, m.PutEntries = m.PutEntries[:n], m.PutEntries[n:]
+			k := min(len(m.PutNodes), 2000)
+			part.PutNodes, m.PutNodes = m.PutNodes[:k], m.PutNodes[k:]
+			if err := d.store.Apply(part); err != nil {
+				return fmt.Errorf("save listing: %w", err)
+			}
+		}
+	}
+	for i := range pendingNodes {
+		pendingNodes[i].Nlink = nlink[pendingNodes[i].ID]
+	}
+	for start := 0; start < len(pendingNodes); start += 2000 {
+		part := pendingNodes[start:min(len(pendingNodes), start+2000)]
+		if err := d.store.Apply(cache.Mutation{PutNodes: part}); err != nil {
+			return fmt.Errorf("save listing: %w", err)
+		}
+	}
+	root.Nlink = nlink[api.RootID]
+	seq := acct.Seq
+	if err := d.store.Apply(cache.Mutation{PutNodes: []api.Node{root}, Cursor: &seq}); err != nil {
+		return fmt.Errorf("save listing: %w", err)
+	}
+	return d.store.Sync()
+}
+
+// resync handles a change-feed reset: once queued local changes are pushed,
+// the local tree is dropped and relisted.
+func (d *Drive) resync() error {
+	for {
+		n, err := d.store.PendingCount()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+		kick(d.pushKick)
+		if !sleepCtx(d.ctx, time.Second) {
+			return d.ctx.Err()
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.store.Reset(); err != nil {
+		return err
+	}
+	if err := d.relist(d.ctx); err != nil {
+		return err
+	}
+	// Forget decoded states of nodes nobody holds; the kernel relooks up names
+	// after its entry timeout.
+	for id, st := range d.states {
+		if st.opens == 0 && len(st.layers) == 0 {
+			delete(d.states, id)
+		}
+	}
+	return nil
+}

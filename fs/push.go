@@ -1,0 +1,524 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"kumo/cache"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+)
+
+const pushBatch = 300
+
+// pushLoop sends the journal to the cloud in order.
+func (d *Drive) pushLoop() {
+	defer d.wg.Done()
+	var backoff time.Duration
+	for {
+		if d.ctx.Err() != nil {
+			return
+		}
+		ops, err := d.store.Pending(pushBatch)
+		if err != nil {
+			d.log.Error("reading journal", "err", err)
+			if !sleepCtx(d.ctx, time.Second) {
+				return
+			}
+			continue
+		}
+		if len(ops) == 0 {
+			select {
+			case <-d.ctx.Done():
+				return
+			case <-d.pushKick:
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		}
+		retry, err := d.pushOnce(ops)
+		if err != nil {
+			d.noteErr(err)
+			if !errors.Is(err, api.ErrUnavailable) {
+				d.log.Warn("pushing tree changes failed; will retry", "err", err)
+			}
+		}
+		if retry {
+			backoff = min(max(2*backoff, 500*time.Millisecond), 30*time.Second)
+			if !sleepCtx(d.ctx, backoff) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+	}
+}
+
+// versionOf is the server version updates of node id are based on. Under d.mu.
+func (d *Drive) versionOf(id uint64) uint64 {
+	if st := d.states[id]; st != nil {
+		return st.version
+	}
+	if n, err := d.store.GetNode(id); err == nil {
+		return n.Version
+	}
+	return 0
+}
+
+// pushOnce pushes a prefix of ops in one batch and acks what is done. retry
+// says the rest must wait (cloud unreachable, quota, ...).
+func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
+	// Cut the batch before an update whose base version an earlier op of the
+	// same batch changes: its version is known only from that op's answer.
+	d.mu.Lock()
+	seen := map[uint64]bool{}
+	var batch []api.BatchOp
+	for _, jo := range ops {
+		op := d.rewriteOp(jo.Op)
+		if op.Op == api.OpUpdate {
+			if seen[op.ID] {
+				break
+			}
+			u := *op.Update
+			u.Version = d.versionOf(op.ID)
+			op.Update = &u
+		}
+		switch op.Op {
+		case api.OpCreate:
+			seen[op.Create.ID] = true
+		case api.OpUpdate:
+			seen[op.ID] = true
+		}
+		batch = append(batch, op)
+	}
+	d.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(d.ctx, 2*time.Minute)
+	defer cancel()
+	resp, err := d.c.Batch(ctx, api.BatchRequest{Ops: batch})
+	if err != nil {
+		return true, fmt.Errorf("batch: %w", err)
+	}
+	d.noteOnline()
+	if len(resp.Results) != len(batch) {
+		return true, fmt.Errorf("batch: %d results for %d ops", len(resp.Results), len(batch))
+	}
+	var acked uint64
+	done := 0
+	for i, r := range resp.Results {
+		op := batch[i]
+		if r.Error != nil {
+			ok, keep := d.resolve(ctx, op, r.Error)
+			if keep {
+				if !ok {
+					retry = true
+					err = fmt.Errorf("%s refused: %w", op.Op, r.Error)
+					break
+				}
+			}
+		} else {
+			d.noteResult(op, r.Node)
+		}
+		acked = ops[i].Seq
+		done = i + 1
+	}
+	if done > 0 {
+		if aerr := d.store.Ack(acked); aerr != nil {
+			return true, fmt.Errorf("ack journal: %w", aerr)
+		}
+		d.mu.Lock()
+		for _, op := range batch[:done] {
+			d.donePending(op)
+		}
+		d.mu.Unlock()
+	}
+	return retry, err
+}
+
+// noteResult records the version and chunks the cloud now holds for a node.
+func (d *Drive) noteResult(op api.BatchOp, n *api.Node) {
+	if n == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.states[n.ID]
+	if st != nil {
+		if n.Version >= st.version {
+			st.version = n.Version
+		}
+		st.serverCh = n.Chunks
+		st.seq = max(st.seq, n.Seq)
+		if !st.deleted {
+			_ = d.store.Apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}})
+		}
+		return
+	}
+	if ln, err := d.store.GetNode(n.ID); err == nil && ln.Version < n.Version {
+		ln.Version = n.Version
+		_ = d.store.Apply(cache.Mutation{PutNodes: []api.Node{ln}})
+	}
+}
+
+// resolve handles an op the cloud refused. ok: handled (ack it); keep=true
+// with ok=false: leave it queued and retry later.
+func (d *Drive) resolve(ctx context.Context, op api.BatchOp, e *api.Error) (ok, keep bool) {
+	switch e.Code {
+	case api.CodeUnavailable, api.CodeInternal, api.CodeRateLimited, api.CodeQuota, api.CodeReadOnly, api.CodeUnauthorized:
+		if e.Code == api.CodeQuota || e.Code == api.CodeReadOnly {
+			d.stat.Lock()
+			d.stat.quotaBlocked = true
+			d.stat.Unlock()
+		}
+		return false, true
+	}
+	switch op.Op {
+	case api.OpCreate:
+		return d.resolveCreate(ctx, op.Create, e), true
+	case api.OpUpdate:
+		return d.resolveUpdate(ctx, op, e), true
+	case api.OpLink:
+		if e.Code == api.CodeExists {
+			if got, err := d.c.Lookup(ctx, op.Link.Parent, op.Link.NameMAC); err == nil && got.Node.ID == op.Link.ID {
+				return true, true // an earlier attempt went through
+			}
+		}
+	case api.OpUnlink, api.OpRename:
+		if e.Code == api.CodeNotFound {
+			d.log.Info("cloud refused a tree change: already gone there", "op", op.Op, "err", e)
+			d.refreshLater(op)
+			return true, true
+		}
+	}
+	d.log.Warn("cloud refused a tree change; local view will follow the cloud", "op", op.Op, "err", e)
+	d.refreshLater(op)
+	return true, true
+}
+
+// refreshLater relists the directories an op touched so the local tree
+// matches the cloud again.
+func (d *Drive) refreshLater(op api.BatchOp) {
+	var dirs []uint64
+	switch op.Op {
+	case api.OpCreate:
+		dirs = append(dirs, op.Create.Parent)
+	case api.OpLink:
+		dirs = append(dirs, op.Link.Parent)
+	case api.OpUnlink:
+		dirs = append(dirs, op.Unlink.Parent)
+	case api.OpRename:
+		dirs = append(dirs, op.Rename.SrcParent, op.Rename.DstParent)
+	}
+	d.mu.Lock()
+	if d.refresh == nil {
+		d.refresh = map[uint64]bool{}
+	}
+	for _, p := range dirs {
+		d.refresh[p] = true
+	}
+	d.mu.Unlock()
+	kick(d.pullKick)
+}
+
+// conflictName returns "NAME (conflict YYYY-MM-DD HHMMSS).EXT".
+func conflictName(name string, n int) string {
+	ext := path.Ext(name)
+	if ext == name || len(ext) > 16 {
+		ext = ""
+	}
+	stem := strings.TrimSuffix(name, ext)
+	tag := " (conflict " + time.Now().Format("2006-01-02 150405")
+	if n > 1 {
+		tag += fmt.Sprintf(" %d", n)
+	}
+	tag += ")"
+	if over := len(stem) + len(tag) + len(ext) - 255; over > 0 {
+		stem = stem[:max(0, len(stem)-over)]
+	}
+	return stem + tag + ext
+}
+
+// resolveCreate handles a refused create: a name another client took keeps
+// theirs and puts ours under a conflict name.
+func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.Error) bool {
+	switch e.Code {
+	case api.CodeExists:
+		got, err := d.c.Lookup(ctx, c.Parent, c.NameMAC)
+		if err == nil && got.Node.ID == c.ID {
+			d.noteResult(api.BatchOp{}, &got.Node)
+			return true // an earlier attempt went through
+		}
+		if err != nil {
+			return false
+		}
+		name, err := d.sealer.OpenName(c.Parent, c.NameMAC, c.Name)
+		if err != nil {
+			d.log.Error("own entry name fails authentication", "parent", c.Parent, "err", err)
+			return true
+		}
+		return d.recreateAs(ctx, c, c.Parent, string(name), &got)
+	case api.CodeConflict:
+		// Our id exists: an earlier attempt went through under this name or
+		// the node was created elsewhere; nothing to add.
+		if n, err := d.c.GetNode(ctx, c.ID); err == nil {
+			d.noteResult(api.BatchOp{}, &n)
+		}
+		return true
+	case api.CodeNotFound, api.CodeNotDir:
+		// The parent is gone in the cloud: keep ours at the root.
+		name, err := d.sealer.OpenName(c.Parent, c.NameMAC, c.Name)
+		if err != nil {
+			return true
+		}
+		return d.recreateAs(ctx, c, api.RootID, string(name), nil)
+	}
+	d.log.Error("cloud refused a create; the local copy stays but is not in the cloud", "node", c.ID, "err", e)
+	return true
+}
+
+// recreateAs creates our node c under parent with a conflict name, moves the
+// local entry there, and (theirs != nil) shows their entry under the old name.
+func (d *Drive) recreateAs(ctx context.Context, c *api.CreateRequest, parent uint64, name string, theirs *api.Entry) bool {
+	for n := 1; n <= 20; n++ {
+		cname := conflictName(name, n)
+		mac := d.sealer.NameMAC(parent, []byte(cname))
+		sealed := d.sealer.SealName(parent, []byte(cname))
+		req := *c
+		req.Parent, req.NameMAC, req.Name = parent, mac, sealed
+		got, err := d.c.Create(ctx, req)
+		if errors.Is(err, api.ErrExists) {
+			continue
+		}
+		if err != nil {
+			d.log.Warn("creating conflict copy failed; will retry", "node", c.ID, "err", err)
+			return false
+		}
+		d.log.Warn("name taken in the cloud by another client: kept ours under a conflict name",
+			"parent", c.Parent, "name", name, "conflict_name", cname)
+		d.noteResult(api.BatchOp{}, &got.Node)
+		d.mu.Lock()
+		m := cache.Mutation{
+			DeleteEntries: []cache.Entry{{Parent: c.Parent, NameMAC: c.NameMAC}},
+			PutEntries:    []cache.Entry{{Parent: parent, NameMAC: mac, Name: sealed, Child: c.ID}},
+		}
+		if st := d.states[c.ID]; st != nil {
+			st.lastParent, st.lastName = parent, cname
+			if st.typ == api.TypeDir {
+				st.parent = parent
+				m.PutNodes = append(m.PutNodes, d.localNode(st))
+			}
+		}
+		if theirs != nil {
+			m.PutEntries = append(m.PutEntries, cache.Entry{Parent: c.Parent, NameMAC: c.NameMAC, Name: theirs.Name, Child: theirs.Node.ID})
+			if _, err := d.store.GetNode(theirs.Node.ID); errors.Is(err, cache.ErrNotFound) {
+				m.PutNodes = append(m.PutNodes, theirs.Node)
+			}
+		}
+		// Later queued ops that name our entry by its old name follow it.
+		d.rewrite[entryKey(c.Parent, c.NameMAC)] = nameRewrite{parent: parent, mac: mac, name: sealed, id: c.ID}
+		if err := d.store.Apply(m); err != nil {
+			d.log.Error("local tree update failed", "err", err)
+		}
+		d.mu.Unlock()
+		d.notifyEntry(c.Parent, name)
+		d.notifyEntry(parent, cname)
+		return true
+	}
+	d.log.Error("could not find a free conflict name", "name", name)
+	return true
+}
+
+// rewriteOp applies conflict renames to a queued op that names an entry by a
+// name the cloud gave to another client's node. Under d.mu.
+func (d *Drive) rewriteOp(op api.BatchOp) api.BatchOp {
+	if len(d.rewrite) == 0 {
+		return op
+	}
+	switch op.Op {
+	case api.OpUnlink:
+		if rw, ok := d.rewrite[entryKey(op.Unlink.Parent, op.Unlink.NameMAC)]; ok {
+			u := *op.Unlink
+			u.Parent, u.NameMAC = rw.parent, rw.mac
+			op.Unlink = &u
+		}
+	case api.OpRename:
+		if rw, ok := d.rewrite[entryKey(op.Rename.SrcParent, op.Rename.SrcNameMAC)]; ok {
+			r := *op.Rename
+			r.SrcParent, r.SrcNameMAC = rw.parent, rw.mac
+			op.Rename = &r
+		}
+	case api.OpCreate:
+		// A new create of the same name is meant for a new node: stop rewriting.
+		delete(d.rewrite, entryKey(op.Create.Parent, op.Create.NameMAC))
+	}
+	return op
+}
+
+// resolveUpdate handles a refused update. A stale version where only we
+// changed the data is retried; a real concurrent change keeps theirs under
+// the name and ours as a conflict copy.
+func (d *Drive) resolveUpdate(ctx context.Context, op api.BatchOp, e *api.Error) bool {
+	u := op.Update
+	switch e.Code {
+	case api.CodeConflict:
+		remote, err := d.c.GetNode(ctx, op.ID)
+		if err != nil {
+			return errors.Is(err, api.ErrNotFound)
+		}
+		d.mu.Lock()
+		st := d.states[op.ID]
+		var known []string
+		knownOK := false
+		if st != nil && st.serverCh != nil {
+			known, knownOK = st.serverCh, true
+		}
+		d.mu.Unlock()
+		if sameChunks(remote.Chunks, u.Chunks) || knownOK && sameChunks(remote.Chunks, known) {
+			req := *u
+			req.Version = remote.Version
+			n, err := d.c.Update(ctx, op.ID, req)
+			if err != nil {
+				if errors.Is(err, api.ErrConflict) {
+					return false // raced again: retry later
+				}
+				d.log.Warn("retrying update failed", "node", op.ID, "err", err)
+				return !errors.Is(err, api.ErrUnavailable)
+			}
+			d.noteResult(op, &n)
+			return true
+		}
+		return d.keepBoth(ctx, op, remote)
+	case api.CodeNotFound:
+		d.log.Warn("a file changed here was deleted in the cloud; keeping ours as a conflict copy", "node", op.ID)
+		return d.keepBoth(ctx, op, api.Node{})
+	}
+	d.log.Error("cloud refused an update", "node", op.ID, "err", e)
+	return true
+}
+
+func sameChunks(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// keepBoth saves our version of a node as a new node under a conflict name
+// and adopts theirs (remote.ID == 0: theirs was deleted).
+func (d *Drive) keepBoth(ctx context.Context, op api.BatchOp, remote api.Node) bool {
+	a, err := d.sealer.OpenAttrs(op.ID, op.Update.Attrs)
+	if err != nil {
+		d.log.Error("own attributes fail authentication", "node", op.ID, "err", err)
+		return true
+	}
+	d.mu.Lock()
+	parent, name := api.RootID, fmt.Sprintf("recovered-%d", op.ID)
+	typ := api.TypeFile
+	if st := d.states[op.ID]; st != nil {
+		if st.lastParent != 0 {
+			parent, name = st.lastParent, st.lastName
+		}
+		typ = st.typ
+	}
+	d.mu.Unlock()
+	if typ == api.TypeDir {
+		// Directories carry no data: adopt theirs, ours only differed in attributes.
+		d.adopt(remote)
+		return true
+	}
+	id := newID()
+	c := &api.CreateRequest{Parent: parent, ID: id, Type: typ, Attrs: d.sealer.SealAttrs(id, a), Chunks: op.Update.Chunks}
+	if c.Chunks == nil {
+		c.Chunks = []string{}
+	}
+	d.mu.Lock()
+	cpy := &nodeState{id: id, typ: typ, nlink: 1, attrs: *a, trunc: noTrunc, nextGen: 1}
+	d.states[id] = cpy
+	d.mu.Unlock()
+	c.NameMAC = d.sealer.NameMAC(parent, []byte(name))
+	c.Name = d.sealer.SealName(parent, []byte(name))
+	// recreateAs picks a free conflict name and moves the (non-existent)
+	// local entry: put the copy's node first.
+	d.mu.Lock()
+	_ = d.store.Apply(cache.Mutation{PutNodes: []api.Node{d.localNode(cpy)}})
+	d.mu.Unlock()
+	if !d.recreateAsCopy(ctx, c, name) {
+		return false
+	}
+	if remote.ID != 0 {
+		d.adopt(remote)
+	}
+	d.log.Warn("file changed here and in the cloud: kept theirs under the name, ours as a conflict copy",
+		"node", op.ID, "name", name, "copy", id)
+	return true
+}
+
+// recreateAsCopy creates the conflict copy c and its local entry.
+func (d *Drive) recreateAsCopy(ctx context.Context, c *api.CreateRequest, name string) bool {
+	for n := 1; n <= 20; n++ {
+		cname := conflictName(name, n)
+		req := *c
+		req.NameMAC = d.sealer.NameMAC(c.Parent, []byte(cname))
+		req.Name = d.sealer.SealName(c.Parent, []byte(cname))
+		got, err := d.c.Create(ctx, req)
+		if errors.Is(err, api.ErrExists) {
+			continue
+		}
+		if errors.Is(err, api.ErrNotFound) && req.Parent != api.RootID {
+			c.Parent = api.RootID
+			n = 0
+			continue
+		}
+		if err != nil {
+			d.log.Warn("creating conflict copy failed; will retry", "err", err)
+			return false
+		}
+		d.noteResult(api.BatchOp{}, &got.Node)
+		d.mu.Lock()
+		_ = d.store.Apply(cache.Mutation{PutEntries: []cache.Entry{{Parent: req.Parent, NameMAC: req.NameMAC, Name: req.Name, Child: c.ID}}})
+		d.mu.Unlock()
+		d.notifyEntry(req.Parent, cname)
+		return true
+	}
+	return true
+}
+
+// adopt makes the local node follow the cloud's version of it.
+func (d *Drive) adopt(remote api.Node) {
+	if remote.ID == 0 {
+		return
+	}
+	fresh, err := d.decode(remote)
+	if err != nil {
+		return
+	}
+	d.mu.Lock()
+	st := d.states[remote.ID]
+	if st != nil {
+		st.version, st.seq, st.serverCh = remote.Version, remote.Seq, remote.Chunks
+		st.nlink = fresh.nlink
+		st.parent = fresh.parent
+		size := st.attrs.Size
+		st.attrs = fresh.attrs
+		st.trunc = noTrunc
+		if len(st.layers) > 0 && size > st.attrs.Size {
+			st.attrs.Size = size
+		}
+		_ = d.store.Apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}})
+	} else {
+		_ = d.store.Apply(cache.Mutation{PutNodes: []api.Node{remote}})
+	}
+	d.mu.Unlock()
+	d.notifyContent(remote.ID)
+}
+
+var _ = meta.ErrAuth

@@ -1,0 +1,758 @@
+package fs
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"kumo/cache"
+	"kumo/internal/chunk"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+)
+
+// Internal attribute keys: kept in the local (sealed) copy of a node's
+// attributes only, never pushed and never listed. A NUL byte cannot appear in
+// a real xattr name.
+const keyTrunc = "\x00kumo.trunc" // base bytes at or beyond this offset read as zeros
+
+const noTrunc = ^uint64(0)
+
+// nodeState is the decrypted in-memory view of one node.
+type nodeState struct {
+	id  uint64
+	typ string
+
+	// Under d.mu.
+	version    uint64 // server version the next update is based on
+	seq        uint64 // change-feed seq of the cloud state we reflect
+	nlink      uint32
+	parent     uint64 // directories
+	attrs      meta.Attrs
+	trunc      uint64
+	deleted    bool // last link gone; kept while open
+	opens      int
+	urgent     bool // upload without waiting for quiet time
+	lastWrite  time.Time
+	queued     int64    // bytes written since the last upload
+	serverCh   []string // chunk ids the server holds for it, if known
+	lastParent uint64   // where it was last seen, for conflict copies
+	lastName   string
+
+	// dmu guards the data layers; lock order: dmu before d.mu.
+	dmu        sync.RWMutex
+	layers     []*layer // oldest first; writes go to the last
+	nextGen    uint64
+	uploading  bool
+	frozenUpTo uint64 // newest layer gen the running upload covers
+	uploadDone chan struct{}
+}
+
+// layer is one segment file of written data: a newer layer's segment wins.
+type layer struct {
+	gen uint64
+	f   *cache.SegmentFile
+}
+
+func (st *nodeState) isDir() bool { return st.attrs.Mode&syscall.S_IFMT == syscall.S_IFDIR }
+
+// baseSize is the plaintext size the base chunk list describes.
+func baseSize(refs []meta.ChunkRef) uint64 {
+	var n uint64
+	for _, r := range refs {
+		n += uint64(r.Len)
+	}
+	return n
+}
+
+func chunkHex(refs []meta.ChunkRef) []string {
+	var out []string
+	for _, r := range refs {
+		if !r.ID.IsZero() {
+			out = append(out, r.ID.String())
+		}
+	}
+	return out
+}
+
+// newID returns a random node id: never 0, 1, or the FUSE reserved ^0; 63 bits
+// so tools that treat st_ino as signed are happy.
+func newID() uint64 {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic("fs: random: " + err.Error())
+		}
+		id := binary.LittleEndian.Uint64(b[:]) >> 1
+		if id > 1 {
+			return id
+		}
+	}
+}
+
+// loadState decodes a node of the local tree. Under d.mu.
+func (d *Drive) stateLocked(id uint64) (*nodeState, error) {
+	if st := d.states[id]; st != nil {
+		return st, nil
+	}
+	n, err := d.store.GetNode(id)
+	if err != nil {
+		return nil, err
+	}
+	st, err := d.decode(n)
+	if err != nil {
+		return nil, err
+	}
+	d.states[id] = st
+	return st, nil
+}
+
+// decode turns a node of the local tree into a state.
+func (d *Drive) decode(n api.Node) (*nodeState, error) {
+	a, err := d.sealer.OpenAttrs(n.ID, n.Attrs)
+	if err != nil {
+		d.log.Error("node attributes fail authentication", "node", n.ID, "err", err)
+		return nil, fmt.Errorf("node %d: %w", n.ID, err)
+	}
+	st := &nodeState{id: n.ID, typ: n.Type, version: n.Version, nlink: n.Nlink, parent: n.Parent, attrs: *a, trunc: noTrunc, nextGen: 1}
+	if v, ok := a.Xattrs[keyTrunc]; ok {
+		if len(v) == 8 {
+			st.trunc = binary.LittleEndian.Uint64(v)
+		}
+		st.attrs.Xattrs = maps.Clone(a.Xattrs)
+		delete(st.attrs.Xattrs, keyTrunc)
+	}
+	if st.typ == api.TypeDir && st.nlink < 2 {
+		st.nlink = 2
+	}
+	if st.typ != api.TypeDir && st.nlink == 0 {
+		st.nlink = 1
+	}
+	return st, nil
+}
+
+// localNode is the node as the local tree keeps it (logical size, truncation
+// watermark). Under d.mu.
+func (d *Drive) localNode(st *nodeState) api.Node {
+	a := st.attrs
+	if st.trunc != noTrunc {
+		a.Xattrs = maps.Clone(a.Xattrs)
+		if a.Xattrs == nil {
+			a.Xattrs = map[string][]byte{}
+		}
+		a.Xattrs[keyTrunc] = binary.LittleEndian.AppendUint64(nil, st.trunc)
+	}
+	return api.Node{ID: st.id, Type: st.typ, Version: st.version, Nlink: st.nlink, Parent: st.parent,
+		Attrs: d.sealer.SealAttrs(st.id, &a), Chunks: chunkHex(st.attrs.Chunks)}
+}
+
+// pushAttrs are the attributes the cloud gets: consistent with the chunk list
+// (size = bytes the chunks hold; data not yet uploaded comes with a later update).
+func (d *Drive) pushAttrs(st *nodeState) ([]byte, []string) {
+	a := st.attrs
+	if st.typ == api.TypeFile && a.Mode&syscall.S_IFMT == syscall.S_IFREG {
+		a.Size = baseSize(a.Chunks)
+	}
+	return d.sealer.SealAttrs(st.id, &a), chunkHex(a.Chunks)
+}
+
+func (d *Drive) updateOp(st *nodeState) api.BatchOp {
+	attrs, ch := d.pushAttrs(st)
+	if ch == nil {
+		ch = []string{}
+	}
+	return api.BatchOp{Op: api.OpUpdate, ID: st.id, Update: &api.UpdateRequest{Attrs: attrs, Chunks: ch}}
+}
+
+// apply applies m locally and counts its journal ops as pending. Under d.mu.
+func (d *Drive) apply(m cache.Mutation) error {
+	if err := d.store.Apply(m); err != nil {
+		d.log.Error("local tree update failed", "err", err)
+		return err
+	}
+	for _, op := range m.Journal {
+		for _, k := range opKeys(op) {
+			d.pending[k]++
+		}
+	}
+	if len(m.Journal) > 0 {
+		kick(d.pushKick)
+	}
+	return nil
+}
+
+func nodeKey(id uint64) string                  { return fmt.Sprintf("n/%d", id) }
+func entryKey(parent uint64, mac string) string { return fmt.Sprintf("e/%d/%s", parent, mac) }
+
+// opKeys names what a journal op touches, for the change-feed puller to leave
+// alone while it waits.
+func opKeys(op api.BatchOp) []string {
+	switch op.Op {
+	case api.OpCreate:
+		if c := op.Create; c != nil {
+			return []string{nodeKey(c.ID), entryKey(c.Parent, c.NameMAC)}
+		}
+	case api.OpUpdate:
+		return []string{nodeKey(op.ID)}
+	case api.OpLink:
+		if l := op.Link; l != nil {
+			return []string{nodeKey(l.ID), entryKey(l.Parent, l.NameMAC)}
+		}
+	case api.OpUnlink:
+		if u := op.Unlink; u != nil {
+			return []string{entryKey(u.Parent, u.NameMAC)}
+		}
+	case api.OpRename:
+		if r := op.Rename; r != nil {
+			return []string{entryKey(r.SrcParent, r.SrcNameMAC), entryKey(r.DstParent, r.DstNameMAC)}
+		}
+	}
+	return nil
+}
+
+func (d *Drive) donePending(op api.BatchOp) {
+	for _, k := range opKeys(op) {
+		if d.pending[k] <= 1 {
+			delete(d.pending, k)
+		} else {
+			d.pending[k]--
+		}
+	}
+}
+
+// loadPending counts the journal left by an earlier run.
+func (d *Drive) loadPending() error {
+	ops, err := d.store.Pending(1 << 30)
+	if err != nil {
+		return fmt.Errorf("fs: read journal: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, op := range ops {
+		for _, k := range opKeys(op.Op) {
+			d.pending[k]++
+		}
+	}
+	if len(ops) > 0 {
+		d.log.Info("resuming queued tree operations", "ops", len(ops))
+	}
+	return nil
+}
+
+// --- names ---
+
+func validName(name string) syscall.Errno {
+	if len(name) == 0 {
+		return syscall.ENOENT
+	}
+	if len(name) > 255 {
+		return syscall.ENAMETOOLONG
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] == '/' || name[i] == 0 {
+			return syscall.EINVAL
+		}
+	}
+	return 0
+}
+
+func reserved(parent uint64, name string) bool {
+	return parent == api.RootID && slices.Contains(ReservedNames, name)
+}
+
+// lookupLocked resolves a name in a directory. Under d.mu.
+func (d *Drive) lookupLocked(parent uint64, name string) (cache.Entry, *nodeState, syscall.Errno) {
+	if e := validName(name); e != 0 {
+		return cache.Entry{}, nil, e
+	}
+	mac := d.sealer.NameMAC(parent, []byte(name))
+	e, err := d.store.Lookup(parent, mac)
+	if errors.Is(err, cache.ErrNotFound) {
+		return cache.Entry{}, nil, syscall.ENOENT
+	}
+	if err != nil {
+		return cache.Entry{}, nil, syscall.EIO
+	}
+	st, err := d.stateLocked(e.Child)
+	if err != nil {
+		if errors.Is(err, cache.ErrNotFound) {
+			d.log.Warn("entry names a missing node", "parent", parent, "node", e.Child)
+			return cache.Entry{}, nil, syscall.ENOENT
+		}
+		return cache.Entry{}, nil, syscall.EIO
+	}
+	st.lastParent, st.lastName = parent, name
+	return e, st, 0
+}
+
+func errno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	if errors.Is(err, cache.ErrNotFound) {
+		return syscall.ENOENT
+	}
+	return syscall.EIO
+}
+
+// touch sets mtime and ctime of a directory after an entry change. Under d.mu.
+func touch(st *nodeState, now int64) {
+	st.attrs.Mtime, st.attrs.Ctime = now, now
+}
+
+func nowNs() int64 { return time.Now().UnixNano() }
+
+// --- tree operations (all local; the journal carries them to the cloud) ---
+
+type newNode struct {
+	name   string
+	mode   uint32
+	rdev   uint32
+	uid    uint32
+	gid    uint32
+	target []byte
+}
+
+// create adds a node named n.name in parent.
+func (d *Drive) create(parent uint64, n newNode) (*nodeState, syscall.Errno) {
+	if e := validName(n.name); e != 0 {
+		return nil, e
+	}
+	if reserved(parent, n.name) {
+		return nil, syscall.EPERM
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p, err := d.stateLocked(parent)
+	if err != nil {
+		return nil, errno(err)
+	}
+	if !p.isDir() || p.deleted {
+		return nil, syscall.ENOENT
+	}
+	mac := d.sealer.NameMAC(parent, []byte(n.name))
+	if _, err := d.store.Lookup(parent, mac); err == nil {
+		return nil, syscall.EEXIST
+	} else if !errors.Is(err, cache.ErrNotFound) {
+		return nil, syscall.EIO
+	}
+	now := nowNs()
+	gid := n.gid
+	mode := n.mode
+	if p.attrs.Mode&syscall.S_ISGID != 0 {
+		gid = p.attrs.GID
+		if mode&syscall.S_IFMT == syscall.S_IFDIR {
+			mode |= syscall.S_ISGID
+		}
+	}
+	st := &nodeState{id: newID(), typ: api.TypeFile, nlink: 1, trunc: noTrunc, nextGen: 1,
+		attrs:      meta.Attrs{Mode: mode, UID: n.uid, GID: gid, Rdev: n.rdev, Atime: now, Mtime: now, Ctime: now, Target: n.target},
+		lastParent: parent, lastName: n.name}
+	if mode&syscall.S_IFMT == syscall.S_IFDIR {
+		st.typ, st.nlink, st.parent = api.TypeDir, 2, parent
+		p.nlink++
+	}
+	if mode&syscall.S_IFMT == syscall.S_IFLNK {
+		st.attrs.Size = uint64(len(n.target))
+	}
+	touch(p, now)
+	sealedName := d.sealer.SealName(parent, []byte(n.name))
+	attrs, ch := d.pushAttrs(st)
+	op := api.BatchOp{Op: api.OpCreate, Create: &api.CreateRequest{Parent: parent, NameMAC: mac, Name: sealedName,
+		ID: st.id, Type: st.typ, Attrs: attrs, Chunks: ch}}
+	m := cache.Mutation{
+		PutNodes:   []api.Node{d.localNode(st), d.localNode(p)},
+		PutEntries: []cache.Entry{{Parent: parent, NameMAC: mac, Name: sealedName, Child: st.id}},
+		Journal:    []api.BatchOp{op},
+	}
+	if err := d.apply(m); err != nil {
+		return nil, syscall.EIO
+	}
+	d.states[st.id] = st
+	return st, 0
+}
+
+// unlink removes an entry (rmdir with dir).
+func (d *Drive) unlink(parent uint64, name string, dir bool) syscall.Errno {
+	if reserved(parent, name) {
+		return syscall.EPERM
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, st, errn := d.lookupLocked(parent, name)
+	if errn != 0 {
+		return errn
+	}
+	p, err := d.stateLocked(parent)
+	if err != nil {
+		return errno(err)
+	}
+	if dir != st.isDir() {
+		if dir {
+			return syscall.ENOTDIR
+		}
+		return syscall.EISDIR
+	}
+	if dir {
+		es, err := d.store.List(st.id)
+		if err != nil {
+			return syscall.EIO
+		}
+		if len(es) > 0 {
+			return syscall.ENOTEMPTY
+		}
+	}
+	now := nowNs()
+	touch(p, now)
+	m := cache.Mutation{
+		DeleteEntries: []cache.Entry{e},
+		Journal:       []api.BatchOp{{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: parent, NameMAC: e.NameMAC, Dir: dir}}},
+	}
+	if dir {
+		p.nlink--
+	}
+	d.dropLinkLocked(st, &m, now)
+	m.PutNodes = append(m.PutNodes, d.localNode(p))
+	if err := d.apply(m); err != nil {
+		return syscall.EIO
+	}
+	d.afterDropLocked(st)
+	return 0
+}
+
+// dropLinkLocked counts one link of st gone, adding to m. Under d.mu.
+func (d *Drive) dropLinkLocked(st *nodeState, m *cache.Mutation, now int64) {
+	st.attrs.Ctime = now
+	if st.isDir() {
+		st.nlink = 0
+	} else if st.nlink > 0 {
+		st.nlink--
+	}
+	if st.nlink == 0 {
+		st.deleted = true
+		m.DeleteNodes = append(m.DeleteNodes, st.id)
+	} else {
+		m.PutNodes = append(m.PutNodes, d.localNode(st))
+	}
+}
+
+// afterDropLocked forgets a deleted node's data once nobody has it open. Under d.mu.
+func (d *Drive) afterDropLocked(st *nodeState) {
+	if !st.deleted || st.opens > 0 {
+		return
+	}
+	delete(d.dirty, st.id)
+	delete(d.states, st.id)
+	go d.discardLayers(st)
+}
+
+// discardLayers removes a deleted node's segment files.
+func (d *Drive) discardLayers(st *nodeState) {
+	st.dmu.Lock()
+	for st.uploading {
+		ch := st.uploadDone
+		st.dmu.Unlock()
+		<-ch
+		st.dmu.Lock()
+	}
+	ls := st.layers
+	st.layers = nil
+	st.dmu.Unlock()
+	for _, l := range ls {
+		if err := l.f.Remove(); err != nil {
+			d.log.Warn("removing segment file", "node", st.id, "err", err)
+		}
+	}
+}
+
+// Rename flags of renameat2(2).
+const (
+	renameNoReplace = 1
+	renameExchange  = 2
+	renameWhiteout  = 4
+)
+
+// rename moves (p1, n1) to (p2, n2).
+func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32) syscall.Errno {
+	if flags&renameWhiteout != 0 || flags&renameNoReplace != 0 && flags&renameExchange != 0 {
+		return syscall.EINVAL
+	}
+	if e := validName(n2); e != 0 {
+		return e
+	}
+	if reserved(p2, n2) || reserved(p1, n1) {
+		return syscall.EPERM
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	se, src, errn := d.lookupLocked(p1, n1)
+	if errn != 0 {
+		return errn
+	}
+	sp, err := d.stateLocked(p1)
+	if err != nil {
+		return errno(err)
+	}
+	dp, err := d.stateLocked(p2)
+	if err != nil {
+		return errno(err)
+	}
+	if !dp.isDir() || dp.deleted {
+		return syscall.ENOENT
+	}
+	mac2 := d.sealer.NameMAC(p2, []byte(n2))
+	de, derr := d.store.Lookup(p2, mac2)
+	exists := derr == nil
+	if derr != nil && !errors.Is(derr, cache.ErrNotFound) {
+		return syscall.EIO
+	}
+	if exists && de.Child == src.id && p1 == p2 && se.NameMAC == mac2 {
+		return 0 // same entry
+	}
+	// A directory cannot move below itself.
+	if src.isDir() {
+		for a := p2; a != 0 && a != api.RootID; {
+			if a == src.id {
+				return syscall.EINVAL
+			}
+			ast, err := d.stateLocked(a)
+			if err != nil {
+				break
+			}
+			a = ast.parent
+		}
+		if p2 == src.id {
+			return syscall.EINVAL
+		}
+	}
+	now := nowNs()
+	name2 := d.sealer.SealName(p2, []byte(n2))
+	req := &api.RenameRequest{SrcParent: p1, SrcNameMAC: se.NameMAC, DstParent: p2, DstNameMAC: mac2, Name: name2}
+	var m cache.Mutation
+	switch {
+	case flags&renameExchange != 0:
+		if !exists {
+			return syscall.ENOENT
+		}
+		dst, err := d.stateLocked(de.Child)
+		if err != nil {
+			return errno(err)
+		}
+		if dst.isDir() {
+			if p1 == dst.id || dst.isAncestorLocked(d, p1) {
+				return syscall.EINVAL
+			}
+		}
+		name1 := d.sealer.SealName(p1, []byte(n1))
+		req.Mode, req.SrcName = api.RenameExchange, name1
+		m.DeleteEntries = []cache.Entry{se, de}
+		m.PutEntries = []cache.Entry{
+			{Parent: p2, NameMAC: mac2, Name: name2, Child: src.id},
+			{Parent: p1, NameMAC: se.NameMAC, Name: name1, Child: dst.id},
+		}
+		if p1 != p2 {
+			if src.isDir() {
+				src.parent = p2
+				sp.nlink--
+				dp.nlink++
+			}
+			if dst.isDir() {
+				dst.parent = p1
+				dp.nlink--
+				sp.nlink++
+			}
+		}
+		dst.attrs.Ctime = now
+		dst.lastParent, dst.lastName = p1, n1
+		m.PutNodes = append(m.PutNodes, d.localNode(dst))
+	default:
+		if exists {
+			if flags&renameNoReplace != 0 {
+				return syscall.EEXIST
+			}
+			dst, err := d.stateLocked(de.Child)
+			if err != nil {
+				return errno(err)
+			}
+			if dst.id == src.id {
+				return 0 // two links of one file: rename does nothing
+			}
+			if src.isDir() && !dst.isDir() {
+				return syscall.ENOTDIR
+			}
+			if !src.isDir() && dst.isDir() {
+				return syscall.EISDIR
+			}
+			if dst.isDir() {
+				es, err := d.store.List(dst.id)
+				if err != nil {
+					return syscall.EIO
+				}
+				if len(es) > 0 {
+					return syscall.ENOTEMPTY
+				}
+				dp.nlink--
+			}
+			d.dropLinkLocked(dst, &m, now)
+			defer d.afterDropLocked(dst)
+		}
+		m.DeleteEntries = []cache.Entry{se}
+		m.PutEntries = []cache.Entry{{Parent: p2, NameMAC: mac2, Name: name2, Child: src.id}}
+		if flags&renameNoReplace != 0 {
+			req.Mode = api.RenameNoReplace
+		}
+		if src.isDir() && p1 != p2 {
+			src.parent = p2
+			sp.nlink--
+			dp.nlink++
+		}
+	}
+	src.attrs.Ctime = now
+	src.lastParent, src.lastName = p2, n2
+	touch(sp, now)
+	touch(dp, now)
+	m.PutNodes = append(m.PutNodes, d.localNode(src), d.localNode(sp))
+	if p1 != p2 {
+		m.PutNodes = append(m.PutNodes, d.localNode(dp))
+	}
+	m.Journal = []api.BatchOp{{Op: api.OpRename, Rename: req}}
+	if err := d.apply(m); err != nil {
+		return syscall.EIO
+	}
+	return 0
+}
+
+// isAncestorLocked reports whether st is an ancestor of dir id. Under d.mu.
+func (st *nodeState) isAncestorLocked(d *Drive, id uint64) bool {
+	for a := id; a != 0 && a != api.RootID; {
+		if a == st.id {
+			return true
+		}
+		ast, err := d.stateLocked(a)
+		if err != nil {
+			return false
+		}
+		a = ast.parent
+	}
+	return false
+}
+
+// link adds a hard link to a file.
+func (d *Drive) link(id, parent uint64, name string) (*nodeState, syscall.Errno) {
+	if e := validName(name); e != 0 {
+		return nil, e
+	}
+	if reserved(parent, name) {
+		return nil, syscall.EPERM
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st, err := d.stateLocked(id)
+	if err != nil {
+		return nil, errno(err)
+	}
+	if st.isDir() {
+		return nil, syscall.EPERM
+	}
+	if st.deleted {
+		return nil, syscall.ENOENT
+	}
+	p, err := d.stateLocked(parent)
+	if err != nil {
+		return nil, errno(err)
+	}
+	mac := d.sealer.NameMAC(parent, []byte(name))
+	if _, err := d.store.Lookup(parent, mac); err == nil {
+		return nil, syscall.EEXIST
+	}
+	now := nowNs()
+	st.nlink++
+	st.attrs.Ctime = now
+	touch(p, now)
+	sealed := d.sealer.SealName(parent, []byte(name))
+	m := cache.Mutation{
+		PutNodes:   []api.Node{d.localNode(st), d.localNode(p)},
+		PutEntries: []cache.Entry{{Parent: parent, NameMAC: mac, Name: sealed, Child: id}},
+		Journal:    []api.BatchOp{{Op: api.OpLink, Link: &api.LinkRequest{ID: id, Parent: parent, NameMAC: mac, Name: sealed}}},
+	}
+	if err := d.apply(m); err != nil {
+		return nil, syscall.EIO
+	}
+	return st, 0
+}
+
+// setAttrs changes attributes (not size) with fn and journals the update.
+func (d *Drive) setAttrs(st *nodeState, fn func(a *meta.Attrs) syscall.Errno) syscall.Errno {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if st.deleted {
+		// Still open after its last unlink: change the in-memory view only.
+		return fn(&st.attrs)
+	}
+	old := st.attrs
+	old.Xattrs = maps.Clone(st.attrs.Xattrs)
+	if e := fn(&st.attrs); e != 0 {
+		st.attrs = old
+		return e
+	}
+	m := cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{d.updateOp(st)}}
+	if err := d.apply(m); err != nil {
+		st.attrs = old
+		return syscall.EIO
+	}
+	return 0
+}
+
+// persistLocked saves the local view of st without journaling. Under d.mu.
+func (d *Drive) persistLocked(st *nodeState) error {
+	if st.deleted {
+		return nil
+	}
+	return d.apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}})
+}
+
+// listNames returns the decrypted entries of a directory.
+type dirEnt struct {
+	name string
+	id   uint64
+	mode uint32
+}
+
+func (d *Drive) list(dir uint64) ([]dirEnt, syscall.Errno) {
+	es, err := d.store.List(dir)
+	if err != nil {
+		return nil, syscall.EIO
+	}
+	out := make([]dirEnt, 0, len(es))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range es {
+		name, err := d.sealer.OpenName(dir, e.NameMAC, e.Name)
+		if err != nil {
+			d.log.Error("entry name fails authentication", "parent", dir, "name_mac", e.NameMAC, "err", err)
+			continue
+		}
+		if reserved(dir, string(name)) {
+			continue
+		}
+		st, err := d.stateLocked(e.Child)
+		if err != nil {
+			continue
+		}
+		out = append(out, dirEnt{name: string(name), id: e.Child, mode: st.attrs.Mode})
+	}
+	return out, 0
+}
+
+// chunkOf returns the chunk index of file offset off.
+func chunkOf(off uint64) int { return int(off / chunk.Size) }

@@ -1,0 +1,384 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"kumo/cache"
+	"kumo/internal/chunk"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+)
+
+const (
+	uploadFiles    = 2 // files uploaded at once
+	uploadParallel = 4 // chunks of one file uploaded at once
+)
+
+// uploadLoop starts uploads of dirty files: after their quiet time, at once
+// when closed or flushed, and retries failures with backoff.
+func (d *Drive) uploadLoop() {
+	defer d.wg.Done()
+	sem := make(chan struct{}, uploadFiles)
+	backoff := time.Duration(0)
+	var retryAt time.Time
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	var mu sync.Mutex
+	failed := false
+	for {
+		select {
+		case <-d.ctx.Done():
+			for range uploadFiles {
+				sem <- struct{}{}
+			}
+			return
+		case <-t.C:
+		case <-d.uploadKick:
+		}
+		if time.Now().Before(retryAt) {
+			continue
+		}
+		mu.Lock()
+		if failed {
+			backoff = min(max(2*backoff, time.Second), 30*time.Second)
+			retryAt = time.Now().Add(backoff)
+			failed = false
+			mu.Unlock()
+			continue
+		}
+		mu.Unlock()
+		for _, st := range d.uploadCandidates() {
+			select {
+			case sem <- struct{}{}:
+			default:
+				continue
+			}
+			d.uploadsRunning.Add(1)
+			go func() {
+				defer func() { <-sem; d.uploadsRunning.Add(-1) }()
+				err := d.upload(st)
+				if err != nil {
+					d.noteErr(err)
+					d.log.Warn("upload failed; will retry", "node", st.id, "err", err)
+					mu.Lock()
+					failed = true
+					mu.Unlock()
+				} else {
+					mu.Lock()
+					backoff = 0
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+}
+
+// uploadCandidates are dirty files ready to go, oldest write first.
+func (d *Drive) uploadCandidates() []*nodeState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	var out []*nodeState
+	for _, st := range d.dirty {
+		if st.urgent || now.Sub(st.lastWrite) >= d.quiet() {
+			out = append(out, st)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].lastWrite.Before(out[j].lastWrite) })
+	return out
+}
+
+// upload freezes st's layers, uploads the touched chunks, and commits the new
+// chunk list locally together with the journal op that tells the cloud.
+func (d *Drive) upload(st *nodeState) error {
+	st.dmu.Lock()
+	if st.uploading || len(st.layers) == 0 {
+		st.dmu.Unlock()
+		return nil
+	}
+	frozen := slices.Clone(st.layers)
+	st.uploading = true
+	st.frozenUpTo = frozen[len(frozen)-1].gen
+	st.uploadDone = make(chan struct{})
+	d.mu.Lock()
+	if st.deleted {
+		d.mu.Unlock()
+		st.uploading = false
+		close(st.uploadDone)
+		st.dmu.Unlock()
+		return nil
+	}
+	size := st.attrs.Size
+	base := st.attrs.Chunks
+	trunc := st.trunc
+	queued := st.queued
+	st.urgent = false
+	d.mu.Unlock()
+	st.dmu.Unlock()
+
+	finish := func() {
+		st.dmu.Lock()
+		st.uploading = false
+		st.frozenUpTo = 0
+		close(st.uploadDone)
+		st.dmu.Unlock()
+	}
+	refs, err := d.buildAndUpload(st.id, base, trunc, size, frozen)
+	if err != nil {
+		finish()
+		return err
+	}
+
+	// Commit: new base, watermark gone, one update op in the journal.
+	st.dmu.Lock()
+	d.mu.Lock()
+	if st.deleted {
+		d.mu.Unlock()
+		st.uploading = false
+		st.frozenUpTo = 0
+		close(st.uploadDone)
+		st.dmu.Unlock()
+		return nil
+	}
+	st.attrs.Chunks = refs
+	st.trunc = noTrunc
+	pushSize := size
+	// The pushed size is what the chunks hold.
+	_ = pushSize
+	op := d.updateOp(st)
+	err = d.apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{op}})
+	if err != nil {
+		d.mu.Unlock()
+		st.uploading = false
+		st.frozenUpTo = 0
+		close(st.uploadDone)
+		st.dmu.Unlock()
+		return fmt.Errorf("commit upload: %w", err)
+	}
+	st.queued -= queued
+	if st.queued < 0 {
+		st.queued = 0
+	}
+	st.layers = slices.Clone(st.layers[len(frozen):])
+	if len(st.layers) == 0 {
+		delete(d.dirty, st.id)
+		st.queued = 0
+	}
+	d.mu.Unlock()
+	st.uploading = false
+	st.frozenUpTo = 0
+	close(st.uploadDone)
+	st.dmu.Unlock()
+
+	// The data is now in uploaded chunks plus a durable journal op: the frozen
+	// segment files can go (after the journal op is on disk).
+	if err := d.store.Sync(); err != nil {
+		d.log.Error("syncing local store", "err", err)
+	}
+	for _, l := range frozen {
+		if err := l.f.Remove(); err != nil {
+			d.log.Warn("removing segment file", "node", st.id, "err", err)
+		}
+	}
+	d.stat.Lock()
+	d.stat.uploadedB += int64(size)
+	d.stat.Unlock()
+	return nil
+}
+
+// built is one chunk to upload.
+type built struct {
+	idx int
+	id  chunk.ID
+	p   []byte
+}
+
+// buildAndUpload returns the new chunk list for size bytes: untouched chunks
+// keep their ids; touched ones are rebuilt from base + frozen layers, named,
+// and uploaded unless the cloud has them.
+func (d *Drive) buildAndUpload(node uint64, base []meta.ChunkRef, trunc, size uint64, frozen []*layer) ([]meta.ChunkRef, error) {
+	touched := map[int]bool{}
+	for _, l := range frozen {
+		segs, err := l.f.Present()
+		if err != nil {
+			return nil, fmt.Errorf("list segments: %w", err)
+		}
+		for _, j := range segs {
+			touched[int(uint64(j)*segSize/chunk.Size)] = true
+		}
+	}
+	n := int((size + chunk.Size - 1) / chunk.Size)
+	refs := make([]meta.ChunkRef, n)
+	ctx := d.ctx
+	v := dataView{size: size, base: base, trunc: trunc, layers: frozen}
+	st := &nodeState{id: node}
+
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, uploadParallel)
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if first == nil {
+			first = err
+		}
+		mu.Unlock()
+	}
+	failed := func() bool { mu.Lock(); defer mu.Unlock(); return first != nil }
+	for i := 0; i < n && !failed(); i++ {
+		start := uint64(i) * chunk.Size
+		need := min(size-start, chunk.Size)
+		refs[i].Len = uint32(need)
+		var b meta.ChunkRef
+		if i < len(base) {
+			b = base[i]
+		}
+		clean := !touched[i] && i < len(base) && uint64(b.Len) == need && (b.ID.IsZero() || start+need <= trunc)
+		if clean {
+			refs[i] = b
+			continue
+		}
+		hasBase := i < len(base) && !b.ID.IsZero() && start < trunc
+		if !touched[i] && !hasBase {
+			continue // a hole
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			p := make([]byte, need)
+			for k := 0; k < chunk.Segments(int(need)); k++ {
+				j := int64(start/segSize) + int64(k)
+				s, err := d.segment(ctx, st, v, j, true)
+				if err != nil {
+					fail(fmt.Errorf("read chunk %d of node %d: %w", i, node, err))
+					return
+				}
+				copy(p[k*segSize:], s)
+			}
+			if allZero(p) {
+				return // stays a hole
+			}
+			id := d.cipher.ID(p)
+			mu.Lock()
+			refs[i].ID = id
+			mu.Unlock()
+			if err := d.putChunk(ctx, id, p); err != nil {
+				fail(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, first
+	}
+	return refs, nil
+}
+
+// putChunk uploads plaintext p as chunk id unless the cloud has it, and keeps
+// the sealed segments in the chunk cache so reads stay local.
+func (d *Drive) putChunk(ctx context.Context, id chunk.ID, p []byte) error {
+	hex := id.String()
+	have, err := d.c.HaveChunks(ctx, []string{hex})
+	if err != nil {
+		return fmt.Errorf("have chunks: %w", err)
+	}
+	sealed := d.cipher.Seal(nil, id, p)
+	if len(have) != 1 || !have[0] {
+		if err := d.c.PutChunk(ctx, hex, sealed); err != nil {
+			if errors.Is(err, api.ErrQuota) || errors.Is(err, api.ErrReadOnly) {
+				d.stat.Lock()
+				d.stat.quotaBlocked = true
+				d.stat.Unlock()
+			}
+			return fmt.Errorf("put chunk: %w", err)
+		}
+		d.stat.Lock()
+		d.stat.quotaBlocked = false
+		d.stat.Unlock()
+	}
+	d.noteOnline()
+	var segs [][]byte
+	for off := 0; off < len(sealed); off += chunk.SealedSegmentSize {
+		segs = append(segs, sealed[off:min(len(sealed), off+chunk.SealedSegmentSize)])
+	}
+	if err := d.store.PutSegments(hex, 0, segs); err != nil {
+		d.log.Warn("caching uploaded chunk", "chunk", hex, "err", err)
+	}
+	return nil
+}
+
+func allZero(p []byte) bool {
+	for len(p) >= 8 {
+		if p[0]|p[1]|p[2]|p[3]|p[4]|p[5]|p[6]|p[7] != 0 {
+			return false
+		}
+		p = p[8:]
+	}
+	for _, c := range p {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// resumeUploads reopens segment files left by an earlier run.
+func (d *Drive) resumeUploads() error {
+	files, err := d.store.SegmentFiles()
+	if err != nil {
+		return fmt.Errorf("fs: list segment files: %w", err)
+	}
+	sort.Slice(files, func(i, j int) bool {
+		if files[i][0] != files[j][0] {
+			return files[i][0] < files[j][0]
+		}
+		return files[i][1] < files[j][1]
+	})
+	for _, nf := range files {
+		node, gen := nf[0], nf[1]
+		f, err := d.store.OpenSegmentFile(node, gen)
+		if err != nil {
+			return fmt.Errorf("fs: open segment file: %w", err)
+		}
+		d.mu.Lock()
+		st, err := d.stateLocked(node)
+		if err != nil {
+			d.mu.Unlock()
+			d.log.Info("dropping write-back data of a deleted node", "node", node)
+			_ = f.Remove()
+			continue
+		}
+		st.layers = append(st.layers, &layer{gen: gen, f: f})
+		st.nextGen = max(st.nextGen, gen+1)
+		st.urgent = true
+		d.dirty[node] = st
+		d.mu.Unlock()
+	}
+	// Data beyond the saved size was never fsync'd: cut it so it cannot reappear.
+	d.mu.Lock()
+	var sts []*nodeState
+	for _, st := range d.dirty {
+		sts = append(sts, st)
+	}
+	d.mu.Unlock()
+	for _, st := range sts {
+		st.dmu.Lock()
+		if err := d.cutLayers(st, d.view(st).size); err != nil {
+			d.log.Error("write-back store", "node", st.id, "err", err)
+		}
+		st.dmu.Unlock()
+	}
+	if len(sts) > 0 {
+		d.log.Info("resuming uploads", "files", len(sts))
+	}
+	return nil
+}
