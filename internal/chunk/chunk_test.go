@@ -333,3 +333,27 @@ func TestVectors(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrentUse(t *testing.T) {
+	c := testCipher()
+	done := make(chan error)
+	for g := 0; g < 4; g++ {
+		go func() {
+			var err error
+			for k := 0; k < 20 && err == nil; k++ {
+				p := randBytes(SegmentSize + k)
+				id := c.ID(p)
+				var out []byte
+				if out, err = c.Open(nil, id, c.Seal(nil, id, p)); err == nil && !bytes.Equal(out, p) {
+					err = errors.New("mismatch")
+				}
+			}
+			done <- err
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
