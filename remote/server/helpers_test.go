@@ -220,3 +220,7 @@ func expect(t *testing.T, what string, gotStatus int, gotCode string, wantStatus
 		t.Errorf("%s: got %d %q, want %d %q", what, gotStatus, gotCode, wantStatus, wantCode)
 	}
 }
+
+func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -1,0 +1,169 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"kumo/remote/api"
+)
+
+const killChildEnv = "KUMO_SERVER_KILL_CHILD"
+
+// TestKill9 runs the server in a child process (this test binary re-executed),
+// kills it with SIGKILL in the middle of a workload, reopens the data
+// directory and checks that every acknowledged operation is there.
+func TestKill9(t *testing.T) {
+	if dir := os.Getenv(killChildEnv); dir != "" {
+		runKillChild(dir)
+		return
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKill9$")
+	cmd.Env = append(os.Environ(), killChildEnv+"="+dir)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(out)
+	var addr string
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "ADDR "); ok {
+			addr = a
+			break
+		}
+	}
+	if addr == "" {
+		t.Fatal("child did not report its address")
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	e := &env{t: t, url: "http://" + addr}
+	u := e.signup("k@example.com")
+
+	type acked struct {
+		entry api.Entry
+		chunk string
+		data  []byte
+	}
+	var mu sync.Mutex
+	var done []acked
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 5 * time.Second}
+	send := func(method, path string, body []byte, out *api.Entry) bool {
+		req, _ := http.NewRequest(method, e.url+path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+u.token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return false
+		}
+		if out != nil {
+			return jsonDecode(resp.Body, out) == nil
+		}
+		return true
+	}
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				data := randBytes(20000)
+				ch := randMAC()
+				if !send("PUT", "/v1/chunks/"+ch, data, nil) {
+					return
+				}
+				cr := api.CreateRequest{Parent: api.RootID, NameMAC: randMAC(), Name: randBytes(8), ID: randID(),
+					Type: api.TypeFile, Attrs: randBytes(30), Chunks: []string{ch}}
+				b, _ := jsonMarshal(cr)
+				var ent api.Entry
+				if !send("POST", "/v1/nodes", b, &ent) {
+					return
+				}
+				mu.Lock()
+				done = append(done, acked{ent, ch, data})
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	close(stop)
+	wg.Wait()
+	if len(done) < 10 {
+		t.Fatalf("only %d operations acknowledged before the kill", len(done))
+	}
+
+	e2 := newEnvAt(t, dir)
+	u.e = e2
+	sum := checkConsistent(t, e2.s, u.id)
+	for _, a := range done {
+		var got api.Entry
+		if st, code := u.call("GET", fmt.Sprintf("/v1/nodes/1/entries/%s", a.entry.NameMAC), nil, &got); code != "" {
+			t.Fatalf("acknowledged create lost: %d %s", st, code)
+		}
+		if got.Node.ID != a.entry.Node.ID || !bytes.Equal(got.Node.Attrs, a.entry.Node.Attrs) {
+			t.Fatalf("acknowledged node differs")
+		}
+		var data []byte
+		u.must("GET", "/v1/chunks/"+a.chunk, nil, &data)
+		if !bytes.Equal(data, a.data) {
+			t.Fatalf("acknowledged chunk %s differs", a.chunk)
+		}
+	}
+	t.Logf("%d acknowledged creates survived kill -9; state %+v", len(done), sum)
+}
+
+func runKillChild(dir string) {
+	s, err := New(Config{DataDir: dir, DefaultQuota: 1 << 40, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("ADDR %s\n", ln.Addr())
+	http.Serve(ln, s.Handler())
+	os.Exit(0)
+}
+
+// newEnvAt starts a server in-process over an existing data directory.
+func newEnvAt(t *testing.T, dir string) *env {
+	e := &env{t: t, cfg: Config{DataDir: dir, DefaultQuota: 1 << 40, GCGrace: time.Hour, GCInterval: time.Hour,
+		LoginLimit: 1000, Logger: slog.New(slog.DiscardHandler)}}
+	e.start()
+	t.Cleanup(e.stop)
+	return e
+}
