@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/term"
 
 	"kumo/internal/size"
+	"kumo/internal/tlspin"
 	"kumo/remote/api"
 	"kumo/remote/client"
 	"kumo/remote/pathops"
@@ -56,11 +58,17 @@ func sessionPath(c *cli.Context) string {
 	return session.DefaultPath()
 }
 
-// newClient returns a client of server. TLS pinning (session.Fingerprint) is
-// plugged in here by the transport-security code.
+// newClient returns a client of server: plain http only to loopback, https
+// verified against the pinned certificate fingerprint if there is one, else
+// against the system CAs. (TOFU pinning at login is the transport-security
+// code's part: it fills the session's Fingerprint.)
 func newClient(server, fingerprint string) (*client.Client, error) {
-	_ = fingerprint // TODO(tls): build an http.Client pinning this certificate
-	return client.New(client.Options{BaseURL: server})
+	if err := tlspin.RequireTLS(server, false); err != nil {
+		return nil, err
+	}
+	hc := client.NewHTTPClient()
+	hc.Transport.(*http.Transport).TLSClientConfig = tlspin.ClientConfig(fingerprint)
+	return client.New(client.Options{BaseURL: server, HTTPClient: hc})
 }
 
 // loadSession returns the saved session, a client using it, and the account's tree.
