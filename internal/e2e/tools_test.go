@@ -109,6 +109,17 @@ func makeSourceTree(t *testing.T) string {
 		must(os.Lchown(filepath.Join(x, "file-5"), 1000, 1000))
 		must(os.Lchown(filepath.Join(x, "links", "sym-rel"), 1001, 1002))
 	}
+	// Old, distinct timestamps with nanoseconds: rsync leaves a symlink's fresh
+	// mtime alone when it falls in the same second as the source's.
+	i := int64(0)
+	must(filepath.WalkDir(x, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		i++
+		ts := unix.Timespec{Sec: 1_100_000_000 + i*1000, Nsec: 123_456_789 + i}
+		return unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+	}))
 	return src
 }
 
