@@ -64,6 +64,9 @@ type Store struct {
 	chunks *chunkCache
 	slots  sync.Pool // *[]byte of slotStride bytes, for sealing
 
+	segMu   sync.Mutex
+	segOpen map[[2]uint64]*SegmentFile // open segment files, shared by reference count // *[]byte of slotStride bytes, for sealing
+
 	closeOnce sync.Once
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -106,10 +109,11 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("cache: open badger: %w", err)
 	}
 	s := &Store{
-		dir:  o.Dir,
-		log:  log,
-		db:   db,
-		stop: make(chan struct{}),
+		dir:     o.Dir,
+		log:     log,
+		db:      db,
+		stop:    make(chan struct{}),
+		segOpen: map[[2]uint64]*SegmentFile{},
 	}
 	copy(s.segKey[:], segKey)
 	s.slots.New = func() any { b := make([]byte, slotStride); return &b }

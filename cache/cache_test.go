@@ -417,3 +417,86 @@ func testSealer(t testing.TB) func([]byte) []byte {
 		return a.Seal(n, n, p, nil)
 	}
 }
+
+func TestSegmentFileShared(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	defer s.Close()
+	a, err := s.OpenSegmentFile(9, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.OpenSegmentFile(9, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteSegment(2, []byte("via a")); err != nil {
+		t.Fatal(err)
+	}
+	if pres, _ := b.Present(); !reflect.DeepEqual(pres, []int64{2}) {
+		t.Fatalf("second handle sees %v", pres)
+	}
+	a.Close()
+	if p, ok, err := b.ReadSegment(2); err != nil || !ok || string(p) != "via a" {
+		t.Fatalf("after closing one reference: %q %v %v", p, ok, err)
+	}
+	// Remove unlinks; the other reference still works; a new open starts empty.
+	c, _ := s.OpenSegmentFile(9, 1)
+	if err := c.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok, err := b.ReadSegment(2); err != nil || !ok || string(p) != "via a" {
+		t.Fatalf("after Remove by another reference: %q %v %v", p, ok, err)
+	}
+	d, _ := s.OpenSegmentFile(9, 1)
+	if pres, _ := d.Present(); len(pres) != 0 {
+		t.Fatalf("reopen after Remove: %v", pres)
+	}
+	d.WriteSegment(0, []byte("new"))
+	b.Close()
+	if _, _, err := b.ReadSegment(2); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after last close: %v", err)
+	}
+	if p, ok, _ := d.ReadSegment(0); !ok || string(p) != "new" {
+		t.Fatal("new file lost")
+	}
+	d.Close()
+	if l, _ := s.SegmentFiles(); !reflect.DeepEqual(l, [][2]uint64{{9, 1}}) {
+		t.Fatalf("SegmentFiles = %v", l)
+	}
+}
+
+func TestSegmentFileConcurrent(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	defer s.Close()
+	f, _ := s.OpenSegmentFile(1, 1)
+	defer f.Close()
+	done := make(chan error, 4)
+	for w := 0; w < 4; w++ {
+		go func(w int) {
+			for i := int64(0); i < 100; i++ {
+				idx := i*4 + int64(w)
+				if err := f.WriteSegment(idx, []byte(fmt.Sprint(idx))); err != nil {
+					done <- err
+					return
+				}
+				if p, ok, err := f.ReadSegment(idx); err != nil || !ok || string(p) != fmt.Sprint(idx) {
+					done <- fmt.Errorf("read back %d: %q %v %v", idx, p, ok, err)
+					return
+				}
+				if i == 50 && w == 0 {
+					f.Sync()
+				}
+			}
+			done <- nil
+		}(w)
+	}
+	for w := 0; w < 4; w++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pres, _ := f.Present(); len(pres) != 400 {
+		t.Fatalf("%d present", len(pres))
+	}
+}

@@ -39,8 +39,12 @@ const (
 // (chunk.SegmentSize), for a node's written-but-not-uploaded data. Each write
 // seals the segment with a fresh nonce; a segment never written reads as absent.
 //
-// Open each (node, gen) once: the presence bitmap lives in the SegmentFile.
+// Opening the same (node, gen) again while it is open returns the same
+// SegmentFile (one presence bitmap per file); each OpenSegmentFile must be
+// matched by exactly one Close or Remove.
 type SegmentFile struct {
+	store     *Store
+	refs      int // guarded by store.segMu
 	node, gen uint64
 	path      string
 	dir       string
@@ -99,6 +103,12 @@ func segAD(node, gen uint64, i int64, plainLen int) [28]byte {
 
 // OpenSegmentFile opens or creates the segment file for (node, gen).
 func (s *Store) OpenSegmentFile(node, gen uint64) (*SegmentFile, error) {
+	s.segMu.Lock()
+	defer s.segMu.Unlock()
+	if f := s.segOpen[[2]uint64{node, gen}]; f != nil {
+		f.refs++
+		return f, nil
+	}
 	dir := filepath.Join(s.dir, dirtyDir)
 	path := filepath.Join(dir, segFileName(node, gen))
 	aead, err := segFileAEAD(s.segKey, node, gen)
@@ -114,13 +124,14 @@ func (s *Store) OpenSegmentFile(node, gen uint64) (*SegmentFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: open segment file: %w", err)
 	}
-	sf := &SegmentFile{node: node, gen: gen, path: path, dir: dir, aead: aead, slots: &s.slots, f: f, dirSync: created}
+	sf := &SegmentFile{store: s, refs: 1, node: node, gen: gen, path: path, dir: dir, aead: aead, slots: &s.slots, f: f, dirSync: created}
 	if !created {
 		if err := sf.scan(); err != nil {
 			f.Close()
 			return nil, err
 		}
 	}
+	s.segOpen[[2]uint64{node, gen}] = sf
 	return sf, nil
 }
 
@@ -350,13 +361,28 @@ func (f *SegmentFile) Sync() error {
 	return nil
 }
 
-// Close closes the file; Remove closes and deletes it.
+// Close releases this reference; the file is closed with the last one.
 func (f *SegmentFile) Close() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
+	st := f.store
+	st.segMu.Lock()
+	if f.refs <= 0 {
+		st.segMu.Unlock()
 		return nil
 	}
+	f.refs--
+	last := f.refs == 0
+	if last {
+		k := [2]uint64{f.node, f.gen}
+		if st.segOpen[k] == f {
+			delete(st.segOpen, k)
+		}
+	}
+	st.segMu.Unlock()
+	if !last {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.closed = true
 	if err := f.f.Close(); err != nil {
 		return fmt.Errorf("cache: close %s: %w", f.path, err)
@@ -364,15 +390,26 @@ func (f *SegmentFile) Close() error {
 	return nil
 }
 
-// Remove closes and deletes the file. The deletion is durable after Store.Sync.
+// Remove deletes the file and releases this reference. Other references keep
+// working on the unlinked file until closed, like POSIX; a later
+// OpenSegmentFile of the same (node, gen) starts a new, empty file. The
+// deletion is durable after Store.Sync.
 func (f *SegmentFile) Remove() error {
-	if err := f.Close(); err != nil {
-		return err
+	st := f.store
+	st.segMu.Lock()
+	k := [2]uint64{f.node, f.gen}
+	var err error
+	if st.segOpen[k] == f {
+		delete(st.segOpen, k)
+		if err = os.Remove(f.path); errors.Is(err, os.ErrNotExist) {
+			err = nil
+		}
 	}
-	if err := os.Remove(f.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	st.segMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("cache: remove segment file: %w", err)
 	}
-	return nil
+	return f.Close()
 }
 
 // SegmentFiles lists existing (node, gen) pairs, for resuming after a crash.
