@@ -14,6 +14,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kumo/internal/keys"
+	"kumo/remote/client"
+	"kumo/remote/session"
 )
 
 // kumoBin is the binary built once for the tests of this package.
@@ -225,5 +229,54 @@ func TestProgressBar(t *testing.T) {
 	s := b.String()
 	if !strings.Contains(s, "100.0%") || !strings.Contains(s, "16 MiB / 16 MiB") || !strings.HasSuffix(s, "\n") {
 		t.Fatalf("bar: %q", s)
+	}
+}
+
+// SIGTERM stops serve promptly even with a change-feed long poll in flight.
+func TestServeShutdownWithLongPoll(t *testing.T) {
+	bin := buildKumo(t)
+	url, cmd := startServe(t, bin)
+	c, err := client.New(client.Options{BaseURL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := session.Signup(ctx, c, url, "poll@example.com", []byte("pw"), keys.TestKDF()); err != nil {
+		t.Fatal(err)
+	}
+	acct, err := c.Account(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	polled := make(chan error, 1)
+	go func() {
+		_, err := c.Changes(ctx, acct.Seq, 60*time.Second)
+		polled <- err
+	}()
+	select {
+	case err := <-polled:
+		t.Fatalf("long poll returned at once: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-polled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("long poll still open 10s after SIGTERM")
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exited with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve still running 10s after SIGTERM")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("shutdown took %v", d)
 	}
 }

@@ -38,12 +38,14 @@ type env struct {
 	stop func()
 }
 
-func startServer(t *testing.T) *env {
+func startServer(t *testing.T) *env { return startServerQuota(t, 1<<30) }
+
+func startServerQuota(t *testing.T, quota int64) *env {
 	t.Helper()
 	data := t.TempDir()
 	srv, err := server.New(server.Config{
 		DataDir:      data,
-		DefaultQuota: 1 << 30,
+		DefaultQuota: quota,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		LoginLimit:   1000,
 	})
@@ -428,4 +430,32 @@ func canaryForms(c string) []string {
 		}
 	}
 	return out
+}
+
+func TestQuotaExceeded(t *testing.T) {
+	e := startServerQuota(t, 6<<20)
+	f, c := account(t, e, "quota@example.com")
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "small"), randBytes(t, 1<<20))
+	if _, err := f.PutFile(tctx(t), filepath.Join(dir, "small"), "/small", nil); err != nil {
+		t.Fatal(err)
+	}
+	before, err := c.Account(tctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "big"), randBytes(t, 12<<20))
+	if _, err := f.PutFile(tctx(t), filepath.Join(dir, "big"), "/big", nil); !errors.Is(err, api.ErrQuota) {
+		t.Fatalf("put over quota: %v", err)
+	}
+	if _, err := f.Resolve(tctx(t), "/big"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("node of a refused upload: %v", err)
+	}
+	if err := f.GetFile(tctx(t), "/small", filepath.Join(dir, "back"), nil); err != nil {
+		t.Fatalf("earlier file after a refused upload: %v", err)
+	}
+	after, _ := c.Account(tctx(t))
+	if after.QuotaUsed > after.QuotaLimit || after.QuotaUsed < before.QuotaUsed {
+		t.Fatalf("usage %d -> %d of %d", before.QuotaUsed, after.QuotaUsed, after.QuotaLimit)
+	}
 }
