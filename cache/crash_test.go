@@ -29,48 +29,46 @@ func segPattern(node uint64, i int64, n int) []byte {
 	return p
 }
 
-// TestCrashChild is the child of TestKill9: it writes, syncs, says "synced",
-// keeps writing unsynced data, and waits to be killed.
-func TestCrashChild(t *testing.T) {
-	dir := os.Getenv(childEnv)
-	if dir == "" {
-		t.Skip("only run as the child of TestKill9")
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(childEnv); dir != "" {
+		crashChild(dir)
+		os.Exit(0)
 	}
-	s := openTest(t, dir, 0)
+	os.Exit(m.Run())
+}
+
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+// crashChild is the child process of TestKill9: it writes, syncs, says
+// "synced", keeps writing unsynced data, and waits to be killed.
+func crashChild(dir string) {
+	s, err := Open(Options{Dir: dir, Key: testKey()})
+	must(err)
 	for n := uint64(10); n < 13; n++ {
 		f, err := s.OpenSegmentFile(n, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
+		must(err)
 		for i := int64(0); i < 20; i++ {
-			if err := f.WriteSegment(i, segPattern(n, i, chunk.SegmentSize-int(i))); err != nil {
-				t.Fatal(err)
-			}
+			must(f.WriteSegment(i, segPattern(n, i, chunk.SegmentSize-int(i))))
 		}
-		if err := f.Sync(); err != nil {
-			t.Fatal(err)
-		}
+		must(f.Sync())
 	}
 	for i := 0; i < 50; i++ {
-		err := s.Apply(Mutation{
+		must(s.Apply(Mutation{
 			PutNodes:   []api.Node{{ID: uint64(100 + i), Type: api.TypeFile, Attrs: []byte{byte(i)}}},
 			PutEntries: []Entry{{Parent: 1, NameMAC: mac(i), Name: []byte{byte(i)}, Child: uint64(100 + i)}},
 			Journal:    []api.BatchOp{op(i)},
 			Cursor:     u64p(uint64(i)),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		}))
 	}
-	if err := s.Sync(); err != nil {
-		t.Fatal(err)
-	}
+	must(s.Sync())
 	fmt.Println("synced")
 	// Unsynced work in flight when the kill lands: must not break what was synced.
 	f, err := s.OpenSegmentFile(10, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(err)
 	for i := int64(0); ; i++ {
 		f.WriteSegment(100+i%50, segPattern(10, 100+i%50, 1000))
 		s.Apply(Mutation{Journal: []api.BatchOp{op(int(1000 + i))}, Cursor: u64p(uint64(1000 + i))})
@@ -80,7 +78,7 @@ func TestCrashChild(t *testing.T) {
 
 func TestKill9(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.v")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), childEnv+"="+dir)
 	out, err := cmd.StdoutPipe()
 	if err != nil {

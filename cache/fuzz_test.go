@@ -170,3 +170,23 @@ func BenchmarkReadSegment(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkGetSegment(b *testing.B) {
+	s := openTest(b, b.TempDir(), 0)
+	defer s.Close()
+	id := chunkID(1)
+	var segs [][]byte
+	for i := 0; i < 64; i++ {
+		segs = append(segs, sealedSeg(id, i, chunk.SegmentSize+chunk.Overhead))
+	}
+	if err := s.PutSegments(id, 0, segs); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(chunk.SegmentSize)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, ok := s.GetSegment(id, i%64); !ok {
+			b.Fatal("miss")
+		}
+	}
+}

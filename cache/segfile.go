@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -54,7 +55,7 @@ type SegmentFile struct {
 	mu      sync.RWMutex // exclusive for Drop and Close; shared for reads and writes
 	f       *os.File
 	closed  bool
-	dirSync bool // the file was created: the first Sync also syncs the directory
+	dirSync atomic.Bool // the file was created: the first Sync also syncs the directory
 
 	bitsMu sync.Mutex
 	bits   []uint64 // presence bitmap
@@ -124,7 +125,8 @@ func (s *Store) OpenSegmentFile(node, gen uint64) (*SegmentFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: open segment file: %w", err)
 	}
-	sf := &SegmentFile{store: s, refs: 1, node: node, gen: gen, path: path, dir: dir, aead: aead, slots: &s.slots, f: f, dirSync: created}
+	sf := &SegmentFile{store: s, refs: 1, node: node, gen: gen, path: path, dir: dir, aead: aead, slots: &s.slots, f: f}
+	sf.dirSync.Store(created)
 	if !created {
 		if err := sf.scan(); err != nil {
 			f.Close()
@@ -344,19 +346,19 @@ func (f *SegmentFile) Drop(from int64) error {
 // Sync makes all written segments durable (fdatasync; the first Sync of a new
 // file also syncs the directory so the file itself survives a power loss).
 func (f *SegmentFile) Sync() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.mu.RLock() // writes may go on meanwhile; they are not part of this Sync
+	defer f.mu.RUnlock()
 	if f.closed {
 		return ErrClosed
 	}
 	if err := unix.Fdatasync(int(f.f.Fd())); err != nil {
 		return fmt.Errorf("cache: fdatasync %s: %w", f.path, err)
 	}
-	if f.dirSync {
+	if f.dirSync.Load() {
 		if err := syncDir(f.dir); err != nil {
 			return fmt.Errorf("cache: sync segment file: %w", err)
 		}
-		f.dirSync = false
+		f.dirSync.Store(false)
 	}
 	return nil
 }
