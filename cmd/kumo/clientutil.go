@@ -80,6 +80,10 @@ func loadSession(c *cli.Context) (*session.Session, *client.Client, *pathops.FS,
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if !s.Expires.IsZero() && time.Now().After(s.Expires) {
+		return nil, nil, nil, fmt.Errorf("the session expired on %s: run kumo login --server %s --email %s",
+			s.Expires.Format(time.DateTime), s.Server, s.Email)
+	}
 	cl, err := newClient(s.Server, s.Fingerprint)
 	if err != nil {
 		return nil, nil, nil, err

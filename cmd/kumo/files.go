@@ -47,7 +47,7 @@ func lsCommand() *cli.Command {
 
 // printLong writes nodes like ls -l.
 func printLong(w io.Writer, nodes []*pathops.Node, human bool, now time.Time) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(w, 0, 0, 0, ' ', tabwriter.AlignRight)
 	for _, n := range nodes {
 		sz := strconv.FormatInt(n.Size(), 10)
 		if human {
