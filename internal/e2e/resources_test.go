@@ -1,0 +1,214 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// duApparent is `du -sb dir`: apparent size in bytes (sparse files count fully,
+// which is what a budget on disk must hold against badger's preallocated files).
+func duApparent(t testing.TB, dir string) int64 {
+	t.Helper()
+	out, err := runErr("", "du", "-sb", dir)
+	if err != nil {
+		t.Fatalf("du -sb %s: %v\n%s", dir, err, out)
+	}
+	n, err := strconv.ParseInt(strings.Fields(out)[0], 10, 64)
+	if err != nil {
+		t.Fatalf("du output %q: %v", out, err)
+	}
+	return n
+}
+
+// largestFiles describes the biggest files below dir (apparent and allocated).
+func largestFiles(dir string, n int) string {
+	type f struct {
+		p           string
+		size, alloc int64
+	}
+	var fs_ []f
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		var alloc int64
+		if st, ok := info.Sys().(interface{ Blocks() int64 }); ok {
+			alloc = st.Blocks() * 512
+		}
+		rel, _ := filepath.Rel(dir, p)
+		fs_ = append(fs_, f{rel, info.Size(), alloc})
+		return nil
+	})
+	sort.Slice(fs_, func(i, j int) bool { return fs_[i].size > fs_[j].size })
+	var b strings.Builder
+	for i, x := range fs_ {
+		if i == n {
+			fmt.Fprintf(&b, "  ... %d more files\n", len(fs_)-n)
+			break
+		}
+		fmt.Fprintf(&b, "  %-40s %12d bytes (%d allocated)\n", x.p, x.size, x.alloc)
+	}
+	return b.String()
+}
+
+// sampler calls fn every interval until stopped, keeping the maximum it returned.
+type sampler struct {
+	mu   sync.Mutex
+	max  int64
+	stop chan struct{}
+	done chan struct{}
+}
+
+func startSampler(interval time.Duration, fn func() int64) *sampler {
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for {
+			v := fn()
+			s.mu.Lock()
+			s.max = max(s.max, v)
+			s.mu.Unlock()
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+	return s
+}
+
+func (s *sampler) finish() int64 {
+	close(s.stop)
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.max
+}
+
+// writePattern writes size deterministic bytes to p and returns their sha256.
+func writePattern(t testing.TB, p string, seed uint64, size int64) [32]byte {
+	t.Helper()
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	if _, err := io.CopyBuffer(io.MultiWriter(f, h), newPatternReader(seed, size), make([]byte, 1<<20)); err != nil {
+		f.Close()
+		t.Fatalf("write %s: %v", p, err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close %s: %v", p, err)
+	}
+	var s [32]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+func checkHash(t testing.TB, p string, want [32]byte) {
+	t.Helper()
+	got, err := hashFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:], want[:]) {
+		t.Fatalf("%s: content differs from what was written", p)
+	}
+}
+
+// TestCacheBudget writes and then reads three times the cache budget and checks
+// that the cache directory stays within it on disk.
+func TestCacheBudget(t *testing.T) {
+	const budget = 64 << 20
+	const fileSize = 32 << 20
+	const files = 6 // 3 × budget
+	// Allowance for badger's fixed files beyond the budget: none until measured.
+	const allowance = 0
+	limit := int64(budget+budget/10) + allowance
+
+	tg := newKumoTarget(t, "--cache-size", "64MiB")
+	sums := make([][32]byte, files)
+	writeCache := tg.m.cache
+	s := startSampler(500*time.Millisecond, func() int64 { return duApparent(t, writeCache) })
+	for i := range files {
+		sums[i] = writePattern(t, filepath.Join(tg.dir, fmt.Sprintf("big-%d", i)), uint64(i), fileSize)
+	}
+	t.Logf("write phase: cache peak %d MiB while writing %d MiB (dirty data may exceed the budget)", s.finish()>>20, files*fileSize>>20)
+
+	tg.remount(t) // flushes: after the upload nothing is dirty any more
+	if got := duApparent(t, writeCache); got > limit {
+		t.Errorf("after writing %d MiB and a flushing unmount, du -sb of the cache is %d bytes (%.1f MiB), budget %d MiB + 10%%:\n%s",
+			files*fileSize>>20, got, float64(got)/(1<<20), budget>>20, largestFiles(writeCache, 12))
+	}
+
+	readCache := tg.m.cache
+	s = startSampler(300*time.Millisecond, func() int64 { return duApparent(t, readCache) })
+	for pass := range 2 {
+		for i := range files {
+			checkHash(t, filepath.Join(tg.dir, fmt.Sprintf("big-%d", i)), sums[i])
+		}
+		t.Logf("read pass %d done", pass+1)
+	}
+	peak := s.finish()
+	t.Logf("read phase (cold cache, %d MiB read twice): cache peak %d bytes (%.1f MiB), limit %d", files*fileSize>>20, peak, float64(peak)/(1<<20), limit)
+	if peak > limit {
+		t.Errorf("reading from the cloud, du -sb of the cache peaked at %d bytes (%.1f MiB), budget %d MiB + 10%%:\n%s",
+			peak, float64(peak)/(1<<20), budget>>20, largestFiles(readCache, 12))
+	}
+	tg.m.unmount(t)
+	if got := duApparent(t, readCache); got > limit {
+		t.Errorf("after unmount, du -sb of the cache is %d bytes (%.1f MiB):\n%s", got, float64(got)/(1<<20), largestFiles(readCache, 12))
+	}
+}
+
+// TestMemoryPeak copies a 1 GiB file (4 GiB with KUMO_E2E_BIG=1) into the mount
+// and checks the daemon's peak RSS (VmHWM) through write, read and flush.
+func TestMemoryPeak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("copies 1 GiB")
+	}
+	size := int64(1 << 30)
+	if os.Getenv("KUMO_E2E_BIG") == "1" {
+		size = 4 << 30
+	}
+	const limit = 300 << 20
+	tg := newKumoTarget(t)
+	pid := tg.m.pid()
+	s := startSampler(100*time.Millisecond, func() int64 { return vmHWM(pid) })
+	p := filepath.Join(tg.dir, "huge")
+	start := time.Now()
+	sum := writePattern(t, p, 42, size)
+	wrote := time.Since(start)
+	start = time.Now()
+	checkHash(t, p, sum)
+	read := time.Since(start)
+	start = time.Now()
+	tg.m.unmount(t)
+	flushed := time.Since(start)
+	peak := s.finish()
+	t.Logf("%d MiB: write %v (%.0f MiB/s), read back %v, flushing unmount %v; daemon VmHWM %d MiB",
+		size>>20, wrote.Round(time.Millisecond), float64(size>>20)/wrote.Seconds(), read.Round(time.Millisecond),
+		flushed.Round(time.Millisecond), peak>>20)
+	if peak == 0 {
+		t.Fatal("could not read the daemon's VmHWM")
+	}
+	if peak > limit {
+		t.Errorf("daemon peak RSS %d MiB, want < %d MiB", peak>>20, limit>>20)
+	}
+}
