@@ -77,12 +77,20 @@ func logoutCommand() *cli.Command {
 		Flags: []cli.Flag{configFlag()},
 		Action: func(c *cli.Context) error {
 			path := sessionPath(c)
-			s, cl, _, err := loadSession(c)
+			s, err := session.Load(path)
+			if errors.Is(err, session.ErrNoSession) {
+				return errors.New("not logged in")
+			}
 			if err != nil {
 				return err
 			}
-			// Forget the session locally even if the server cannot be told.
-			serr := cl.Logout(c.Context)
+			// Forget the session locally even if the server cannot be told
+			// (expired session, server gone).
+			cl, serr := newClient(s.Server, s.Fingerprint)
+			if serr == nil {
+				cl.SetToken(s.Token)
+				serr = cl.Logout(c.Context)
+			}
 			if err := session.Remove(path); err != nil {
 				return err
 			}
