@@ -160,7 +160,7 @@ func TestCrashKill9(t *testing.T) {
 		t.Logf("round 1: killed after %d completed files (workload error: %v)", len(completed[1]), w.err)
 
 		// Round 2: restart on the same cache, write more, kill again at once.
-		tg.m = mountKumo(t, tg.m.bin, tg.m.cloud, cache, tg.dir)
+		tg.m = tg.m.again(t, cache)
 		verifyCrashFiles(t, dir, completed)
 		w = startCrashWorkload(dir, 2)
 		w.waitFor(t, 20, 500*time.Millisecond)
@@ -169,7 +169,7 @@ func TestCrashKill9(t *testing.T) {
 		t.Logf("round 2: killed after %d completed files", len(completed[2]))
 
 		// Restart on the same cache: everything fsync'd is there.
-		tg.m = mountKumo(t, tg.m.bin, tg.m.cloud, cache, tg.dir)
+		tg.m = tg.m.again(t, cache)
 		verifyCrashFiles(t, dir, completed)
 
 		// And it reaches the cloud: unmount (flush), mount with an empty cache.

@@ -83,6 +83,8 @@ func needKumo(t testing.TB) string {
 // kumoMount is one `kumo mount --foreground` daemon started by a test.
 type kumoMount struct {
 	bin, cloud, cache, dir string
+	server                 string   // when set, mount this server instead of an embedded cloud
+	env                    []string // added to the environment
 	extra                  []string // flags placed before the mountpoint
 	cmd                    *exec.Cmd
 	done                   chan struct{}
@@ -99,6 +101,14 @@ func mountKumo(t testing.TB, bin, cloud, cache, dir string, extra ...string) *ku
 	return m
 }
 
+// again mounts the same cloud at the same place with another cache dir.
+func (m *kumoMount) again(t testing.TB, cache string) *kumoMount {
+	t.Helper()
+	n := &kumoMount{bin: m.bin, cloud: m.cloud, server: m.server, env: m.env, cache: cache, dir: m.dir, extra: m.extra}
+	n.start(t)
+	return n
+}
+
 func (m *kumoMount) start(t testing.TB) {
 	t.Helper()
 	if err := os.MkdirAll(m.dir, 0o755); err != nil {
@@ -110,9 +120,13 @@ func (m *kumoMount) start(t testing.TB) {
 	}
 	m.logPath = logf.Name()
 	args := []string{"mount", "--foreground", "--cloud-dir", m.cloud, "--cache-dir", m.cache}
+	if m.server != "" {
+		args = []string{"mount", "--foreground", "--server", m.server, "--cache-dir", m.cache}
+	}
 	args = append(args, m.extra...)
 	args = append(args, m.dir)
 	m.cmd = exec.Command(m.bin, args...)
+	m.cmd.Env = append(os.Environ(), m.env...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	if err := m.cmd.Start(); err != nil {
 		logf.Close()
@@ -159,7 +173,9 @@ func (m *kumoMount) unmount(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, m.bin, "unmount", m.dir).CombinedOutput()
+	cmd := exec.CommandContext(ctx, m.bin, "unmount", m.dir)
+	cmd.Env = append(os.Environ(), m.env...)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("kumo unmount %s: %v\n%s\ndaemon log:\n%s", m.dir, err, out, m.logTail())
 	}
@@ -278,7 +294,7 @@ func (tg *target) remount(t testing.TB) {
 		return
 	}
 	tg.m.unmount(t)
-	tg.m = mountKumo(t, tg.m.bin, tg.m.cloud, tg.nextCache(), tg.dir, tg.extra...)
+	tg.m = tg.m.again(t, tg.nextCache())
 }
 
 func (tg *target) nextCache() string {
