@@ -322,3 +322,105 @@ type BatchResult struct {
 type BatchResponse struct {
 	Results []BatchResult `json:"results"`
 }
+
+// --- payments and vouchers (/v1/topup, /v1/invoices, /v1/redeem) ---
+
+// Invoice states, as BTCPay Server names them.
+const (
+	InvoiceNew        = "New"
+	InvoiceProcessing = "Processing"
+	InvoiceSettled    = "Settled"
+	InvoiceExpired    = "Expired"
+	InvoiceInvalid    = "Invalid"
+)
+
+// Invoice flags.
+const (
+	FlagPartial     = "partial"      // paid less than the amount so far
+	FlagOver        = "over"         // paid more than the amount (credited anyway)
+	FlagLate        = "late"         // payment arrived after expiry: the operator decides
+	FlagLostPayment = "lost_payment" // a settled invoice's payment vanished in a reorg: operator attention
+)
+
+// TopupRequest asks for a Bitcoin invoice for Bytes of quota for Months.
+type TopupRequest struct {
+	Bytes  int64 `json:"bytes"`
+	Months int   `json:"months"`
+}
+
+// Invoice is a Bitcoin top-up invoice as the server reports it.
+type Invoice struct {
+	ID            string    `json:"id"`
+	Bytes         int64     `json:"bytes"`
+	Months        int       `json:"months"`
+	AmountSat     int64     `json:"amount_sat"`
+	AmountBTC     string    `json:"amount_btc"` // 8 decimals
+	PaidSat       int64     `json:"paid_sat"`
+	Address       string    `json:"address"`
+	URI           string    `json:"uri"` // BIP21
+	State         string    `json:"state"`
+	Flags         []string  `json:"flags,omitempty"`
+	Confirmations int       `json:"confirmations"`
+	Required      int       `json:"required_confirmations"`
+	Created       time.Time `json:"created"`
+	Expires       time.Time `json:"expires"`
+}
+
+type InvoicesResponse struct {
+	Invoices []Invoice `json:"invoices"`
+}
+
+type RedeemRequest struct {
+	Code string `json:"code"`
+}
+
+type RedeemResponse struct {
+	Bytes   int64   `json:"bytes"`
+	Days    int     `json:"days"`
+	Account Account `json:"account"`
+}
+
+// Payment and voucher error codes.
+const (
+	CodePaymentsOff = "payments_disabled" // 501: the server has no Bitcoin configuration
+	CodeBadVoucher  = "bad_voucher"       // 400: unknown or malformed code
+	CodeUsedVoucher = "used_voucher"      // 409: already redeemed
+)
+
+var (
+	ErrPaymentsOff = &Error{Code: CodePaymentsOff}
+	ErrBadVoucher  = &Error{Code: CodeBadVoucher}
+	ErrUsedVoucher = &Error{Code: CodeUsedVoucher}
+)
+
+// --- administration (/v1/admin/..., bearer admin token) ---
+
+// AdminAccount is an account as the operator sees it.
+type AdminAccount struct {
+	ID         string    `json:"id"`
+	Email      string    `json:"email"`
+	QuotaUsed  int64     `json:"quota_used"`
+	QuotaLimit int64     `json:"quota_limit"`
+	Disabled   bool      `json:"disabled"`
+	Created    time.Time `json:"created"`
+}
+
+type AdminQuotaRequest struct {
+	Email string `json:"email"`
+	Limit int64  `json:"limit"` // base quota in bytes (purchases come on top)
+}
+
+type AdminDisableRequest struct {
+	Email    string `json:"email"`
+	Disabled bool   `json:"disabled"`
+}
+
+type AdminVoucherRequest struct {
+	Bytes int64 `json:"bytes"`
+	Days  int   `json:"days"`
+	Count int   `json:"count"`
+}
+
+type AdminVoucherResponse struct {
+	Codes []string `json:"codes"`
+}
