@@ -83,28 +83,20 @@ func needKumo(t testing.TB) string {
 // kumoMount is one `kumo mount --foreground` daemon started by a test.
 type kumoMount struct {
 	bin, cloud, cache, dir string
-	server                 string   // when set, mount this server instead of an embedded cloud
-	env                    []string // added to the environment
-	extra                  []string // flags placed before the mountpoint
+	server                 string     // when set, mount this server instead of an embedded cloud
+	env                    []string   // added to the environment
+	extra                  []string   // flags placed before the mountpoint
+	owner                  testing.TB // cleanup runs when this test ends (default: the starting test)
 	cmd                    *exec.Cmd
 	done                   chan struct{}
 	waitErr                error
 	logPath                string
 }
 
-// mountKumo starts a daemon on an embedded cloud at cloud with the given cache
-// dir and waits for the mount to be ready. Cleanup unmounts it whatever happens.
-func mountKumo(t testing.TB, bin, cloud, cache, dir string, extra ...string) *kumoMount {
-	t.Helper()
-	m := &kumoMount{bin: bin, cloud: cloud, cache: cache, dir: dir, extra: extra}
-	m.start(t)
-	return m
-}
-
 // again mounts the same cloud at the same place with another cache dir.
 func (m *kumoMount) again(t testing.TB, cache string) *kumoMount {
 	t.Helper()
-	n := &kumoMount{bin: m.bin, cloud: m.cloud, server: m.server, env: m.env, cache: cache, dir: m.dir, extra: m.extra}
+	n := &kumoMount{bin: m.bin, cloud: m.cloud, server: m.server, env: m.env, cache: cache, dir: m.dir, extra: m.extra, owner: m.owner}
 	n.start(t)
 	return n
 }
@@ -138,7 +130,12 @@ func (m *kumoMount) start(t testing.TB) {
 		m.waitErr = m.cmd.Wait()
 		close(m.done)
 	}()
-	t.Cleanup(func() { m.cleanup(t) })
+	// A remount inside a subtest must outlive that subtest: clean up with the owner.
+	owner := m.owner
+	if owner == nil {
+		owner = t
+	}
+	owner.Cleanup(func() { m.cleanup(owner) })
 	t.Logf("kumo mount %s (pid %d): %s", m.dir, m.cmd.Process.Pid, strings.Join(args, " "))
 
 	deadline := time.Now().Add(20 * time.Second)
@@ -308,7 +305,8 @@ func newKumoTarget(t testing.TB, extra ...string) *target {
 	bin := needKumo(t)
 	tg := &target{name: "kumo", base: t.TempDir(), extra: extra}
 	tg.dir = filepath.Join(tg.base, "mnt")
-	tg.m = mountKumo(t, bin, filepath.Join(tg.base, "cloud"), tg.nextCache(), tg.dir, extra...)
+	tg.m = &kumoMount{bin: bin, cloud: filepath.Join(tg.base, "cloud"), cache: tg.nextCache(), dir: tg.dir, extra: extra, owner: t}
+	tg.m.start(t)
 	return tg
 }
 
