@@ -168,9 +168,25 @@ func (e *env) start() {
 	if err := svc.Poll(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
+	e.run()
+}
+
+// start2 starts without the first synchronous poll (node may be down).
+func (e *env) start2() {
+	e.t.Helper()
+	e.db = openDB(e.t, e.dir)
+	svc, err := New(e.db, e.cfg, ledgerCredit, quiet)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.svc = svc
+	e.run()
+}
+
+func (e *env) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.done = cancel, make(chan struct{})
-	go func() { defer close(e.done); svc.Run(ctx) }()
+	go func() { defer close(e.done); e.svc.Run(ctx) }()
 }
 
 func (e *env) stop() {
@@ -519,7 +535,7 @@ func TestNodeRestart(t *testing.T) {
 	inv2, _ := e.svc.CreateInvoice("gus", 2*GiB, 1)
 	e.stop()
 	e.db = openDB(t, e.dir)
-	svc, err := New(e.db, e.cfg, ledgerCredit, nil)
+	svc, err := New(e.db, e.cfg, ledgerCredit, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -600,7 +616,7 @@ func TestNodeKill9(t *testing.T) {
 	for i, delay := range delays {
 		account := fmt.Sprintf("kill%d", i)
 		db := openDB(t, dir)
-		svc, err := New(db, cfg, ledgerCredit, nil)
+		svc, err := New(db, cfg, ledgerCredit, quiet)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -668,7 +684,7 @@ func TestNodeKill9(t *testing.T) {
 		if got, _ := readInvoice(db, inv.ID); got.Credited {
 			creditedBeforeKill++
 		}
-		svc, err = New(db, cfg, ledgerCredit, nil)
+		svc, err = New(db, cfg, ledgerCredit, quiet)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -703,4 +719,44 @@ func readInvoice(db *badger.DB, id string) (Invoice, error) {
 		return err
 	})
 	return inv, err
+}
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// TestNodeInvalid: paid in full on time but never confirmed within the watch
+// window, the invoice becomes Invalid and stays so when mined later.
+func TestNodeInvalid(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.InvoiceLifetime, c.LateWindow = 4*time.Second, 2*time.Second })
+	inv, _ := e.svc.CreateInvoice("hal", GiB, 1)
+	pay(t, e.h, inv.Address, inv.AmountSat)
+	e.waitState(inv.ID, StateProcessing, 0)
+	got := e.waitState(inv.ID, StateInvalid, 0)
+	if got.Attention == "" || got.Credited {
+		t.Fatalf("invalid %+v", got)
+	}
+	mine(t, e.h, 2)
+	time.Sleep(500 * time.Millisecond)
+	if got, _ := e.svc.Invoice(inv.ID); got.State != StateInvalid || got.Credited {
+		t.Fatalf("unwatched invoice changed: %+v", got)
+	}
+	if n, _ := e.ledger("hal"); n != 0 {
+		t.Fatalf("%d credits", n)
+	}
+	// The operator may still settle it by hand, once.
+	if _, err := e.svc.MarkSettled(inv.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := e.ledger("hal"); n != 1 {
+		t.Fatalf("%d credits", n)
+	}
+}
+
+// TestNodeExpiresWhileNodeDown: expiry shows even when the node is unreachable.
+func TestNodeExpiresWhileNodeDown(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.InvoiceLifetime = time.Second })
+	inv, _ := e.svc.CreateInvoice("ivy", GiB, 1)
+	e.stop()
+	e.cfg.RPCHost = "127.0.0.1:1" // nothing listens there
+	e.start2()
+	e.waitState(inv.ID, StateExpired, 0)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -127,11 +128,14 @@ func keysWithPrefix(txn *badger.Txn, prefix []byte) [][]byte {
 // concurrent transactions (badger's optimistic concurrency).
 func update(db *badger.DB, fn func(txn *badger.Txn) error) error {
 	var err error
-	for range 20 {
+	for attempt := range 100 {
 		err = db.Update(fn)
 		if !errors.Is(err, badger.ErrConflict) {
 			return err
 		}
+		// Random backoff so contending writers (e.g. concurrent invoice
+		// creations sharing the address counter) do not collide again.
+		time.Sleep(time.Duration(mrand.Int64N(int64(min(attempt+1, 20)) * int64(time.Millisecond))))
 	}
 	return err
 }

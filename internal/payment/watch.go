@@ -35,12 +35,35 @@ func (s *Service) Poll(ctx context.Context) error {
 	defer s.pollMu.Unlock()
 	tip, err := s.followChain(ctx)
 	if err != nil {
+		// Expiry must show even while the node is unreachable.
+		if terr := s.tick(); terr != nil {
+			s.log.Error("re-evaluate invoices", "err", terr)
+		}
 		return err
 	}
 	if err := s.scanMempool(ctx, tip); err != nil {
 		return err
 	}
 	return s.creditDue()
+}
+
+// tick re-evaluates the watched invoices at the stored cursor height, for
+// time-based changes (expiry, end of the watch window).
+func (s *Service) tick() error {
+	cur, ok, err := loadCursor(s.db)
+	if err != nil || !ok {
+		return err
+	}
+	changed := map[string]bool{}
+	err = update(s.db, func(txn *badger.Txn) error {
+		clear(changed)
+		return s.evaluateActive(txn, cur.Height, changed)
+	})
+	if err != nil {
+		return fmt.Errorf("re-evaluate invoices: %w", err)
+	}
+	s.notify(changed)
+	return nil
 }
 
 func loadCursor(db *badger.DB) (cursor, bool, error) {
@@ -302,6 +325,7 @@ func (s *Service) scanMempool(ctx context.Context, tip int64) error {
 	}
 	inPool := make(map[string]bool, len(ids))
 	var fresh []paymentRec
+	var examined []string // cached only once the payments found are committed
 	for _, id := range ids {
 		txid := id.String()
 		inPool[txid] = true
@@ -330,7 +354,7 @@ func (s *Service) scanMempool(ctx context.Context, tip int64) error {
 		if err != nil {
 			return err
 		}
-		s.seenTx[txid] = struct{}{}
+		examined = append(examined, txid)
 	}
 	for txid := range s.seenTx {
 		if !inPool[txid] {
@@ -375,6 +399,9 @@ func (s *Service) scanMempool(ctx context.Context, tip int64) error {
 	})
 	if err != nil {
 		return fmt.Errorf("record mempool payments: %w", err)
+	}
+	for _, txid := range examined {
+		s.seenTx[txid] = struct{}{}
 	}
 	s.notify(changed)
 	return nil
