@@ -233,7 +233,10 @@ func (s *Service) applyBlock(h int64, hash chainhash.Hash, blk *wire.MsgBlock) e
 	blockTime := blk.Header.Timestamp.UTC()
 	err := update(s.db, func(txn *badger.Txn) error {
 		clear(changed)
-		for _, tx := range blk.Transactions {
+		for i, tx := range blk.Transactions {
+			if i == 0 {
+				continue // coinbase outputs are immature for 100 blocks: not a payment
+			}
 			txid := tx.TxHash()
 			for vout, out := range tx.TxOut {
 				id, err := s.watchedInvoice(txn, out.PkScript)
