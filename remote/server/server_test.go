@@ -39,6 +39,7 @@ func runServerSuite(t *testing.T, newBlobs func(t *testing.T) blob.Store) {
 		{"ReadOnly", testReadOnly},
 		{"Restart", testRestart},
 		{"Concurrent", testConcurrent},
+		{"GCRace", testGCRace},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, newBlobs) })

@@ -1,0 +1,92 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"kumo/remote/api"
+	"kumo/remote/blob"
+)
+
+// testGCRace runs the GC continuously (grace ~0) while clients drop and
+// re-reference the same chunks and re-upload them when collected. Afterwards
+// every referenced chunk must be stored (record and blob) and counted.
+func testGCRace(t *testing.T, nb func(t *testing.T) blob.Store) {
+	e := newEnv(t, nb, nil)
+	e.s.cfg.GCGrace = time.Nanosecond
+	u := e.signup("gc@example.com")
+	chunks := map[string][]byte{}
+	var ids []string
+	for i := 0; i < 4; i++ {
+		id := randMAC()
+		chunks[id] = randBytes(1000 + i)
+		u.must("PUT", "/v1/chunks/"+id, chunks[id], nil)
+		ids = append(ids, id)
+	}
+	stop := make(chan struct{})
+	var gcWG sync.WaitGroup
+	gcWG.Add(1)
+	go func() {
+		defer gcWG.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, _, err := e.s.RunGC(context.Background()); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			f := u.create(api.RootID, api.TypeFile)
+			version := f.Node.Version
+			for i := 0; i < 60; i++ {
+				var list []string
+				if i%2 == 0 {
+					list = []string{ids[(w+i)%len(ids)], ids[(w+i+1)%len(ids)]}
+				}
+				var n api.Node
+				st, code := u.call("PUT", fmt.Sprintf("/v1/nodes/%d", f.Node.ID), api.UpdateRequest{Version: version, Attrs: randBytes(8), Chunks: list}, &n)
+				if code == api.CodeBadRequest {
+					for _, id := range list { // collected meanwhile: upload again and retry
+						u.must("PUT", "/v1/chunks/"+id, chunks[id], nil)
+					}
+					i--
+					continue
+				}
+				if code != "" {
+					t.Errorf("update: %d %s", st, code)
+					return
+				}
+				version = n.Version
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(stop)
+	gcWG.Wait()
+	checkConsistent(t, e.s, u.id)
+	for _, en := range u.list(api.RootID) {
+		for _, id := range en.Node.Chunks {
+			if _, err := e.s.blobs.Size(context.Background(), blobKey(u.id, id)); errors.Is(err, blob.ErrNotFound) {
+				t.Errorf("referenced chunk %s has no blob", id)
+			}
+			var data []byte
+			u.must("GET", "/v1/chunks/"+id, nil, &data)
+			if string(data) != string(chunks[id]) {
+				t.Errorf("chunk %s changed", id)
+			}
+		}
+	}
+}
