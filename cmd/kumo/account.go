@@ -18,24 +18,28 @@ func signupCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "signup",
 		Usage:     "create an account on a kumo server and log in",
-		UsageText: "kumo signup --server URL --email E [--password-file F]",
-		Flags:     []cli.Flag{serverFlag(), emailFlag(), passwordFileFlag(), configFlag()},
+		UsageText: "kumo signup --server URL --email E [--password-file F] [--fingerprint HEX] [--insecure]",
+		Flags:     []cli.Flag{serverFlag(), emailFlag(), passwordFileFlag(), fingerprintFlag(), insecureFlag(), configFlag()},
 		Action: func(c *cli.Context) error {
 			server, email, err := serverAndEmail(c, "signup")
 			if err != nil {
 				return err
 			}
-			pw, err := readPassword(c, "password-file", "KUMO_PASSWORD", "New password: ", true)
+			cl, pin, err := connectNew(c, server)
 			if err != nil {
-				return err
+				return explain(err, nil)
 			}
-			cl, err := newClient(server, "")
+			pw, err := readPassword(c, "password-file", "KUMO_PASSWORD", "New password: ", true)
 			if err != nil {
 				return err
 			}
 			s, err := session.Signup(c.Context, cl, server, email, pw, keys.DefaultKDF())
 			if err != nil {
 				return explain(err, nil)
+			}
+			s.Fingerprint, s.Insecure = pin, c.Bool("insecure")
+			if err := rememberPin(c, server, pin); err != nil {
+				return err
 			}
 			return saveAndGreet(c, s, "signed up")
 		},
@@ -46,24 +50,28 @@ func loginCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "login",
 		Usage:     "log in to a kumo account (keys are derived from the password on this machine)",
-		UsageText: "kumo login --server URL --email E [--password-file F]",
-		Flags:     []cli.Flag{serverFlag(), emailFlag(), passwordFileFlag(), configFlag()},
+		UsageText: "kumo login --server URL --email E [--password-file F] [--fingerprint HEX] [--insecure]",
+		Flags:     []cli.Flag{serverFlag(), emailFlag(), passwordFileFlag(), fingerprintFlag(), insecureFlag(), configFlag()},
 		Action: func(c *cli.Context) error {
 			server, email, err := serverAndEmail(c, "login")
 			if err != nil {
 				return err
 			}
-			pw, err := readPassword(c, "password-file", "KUMO_PASSWORD", "Password: ", false)
+			cl, pin, err := connectNew(c, server)
 			if err != nil {
-				return err
+				return explain(err, nil)
 			}
-			cl, err := newClient(server, "")
+			pw, err := readPassword(c, "password-file", "KUMO_PASSWORD", "Password: ", false)
 			if err != nil {
 				return err
 			}
 			s, err := session.Login(c.Context, cl, server, email, pw)
 			if err != nil {
 				return explain(err, nil)
+			}
+			s.Fingerprint, s.Insecure = pin, c.Bool("insecure")
+			if err := rememberPin(c, server, pin); err != nil {
+				return err
 			}
 			return saveAndGreet(c, s, "logged in")
 		},
@@ -86,9 +94,8 @@ func logoutCommand() *cli.Command {
 			}
 			// Forget the session locally even if the server cannot be told
 			// (expired session, server gone).
-			cl, serr := newClient(s.Server, s.Fingerprint)
+			cl, serr := s.Client()
 			if serr == nil {
-				cl.SetToken(s.Token)
 				serr = cl.Logout(c.Context)
 			}
 			if err := session.Remove(path); err != nil {
@@ -151,9 +158,8 @@ func saveAndGreet(c *cli.Context, s *session.Session, what string) error {
 		return err
 	}
 	msg := fmt.Sprintf("%s as %s on %s", what, s.Email, s.Server)
-	cl, err := newClient(s.Server, s.Fingerprint)
+	cl, err := s.Client()
 	if err == nil {
-		cl.SetToken(s.Token)
 		if a, err := cl.Account(c.Context); err == nil {
 			msg += fmt.Sprintf(" (%s of %s used)", size.Format(a.QuotaUsed), size.Format(a.QuotaLimit))
 		}

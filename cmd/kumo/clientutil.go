@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -58,17 +57,9 @@ func sessionPath(c *cli.Context) string {
 	return session.DefaultPath()
 }
 
-// newClient returns a client of server: plain http only to loopback, https
-// verified against the pinned certificate fingerprint if there is one, else
-// against the system CAs. (TOFU pinning at login is the transport-security
-// code's part: it fills the session's Fingerprint.)
-func newClient(server, fingerprint string) (*client.Client, error) {
-	if err := tlspin.RequireTLS(server, false); err != nil {
-		return nil, err
-	}
-	hc := client.NewHTTPClient()
-	hc.Transport.(*http.Transport).TLSClientConfig = tlspin.ClientConfig(fingerprint)
-	return client.New(client.Options{BaseURL: server, HTTPClient: hc})
+// newClient returns a client of server (see session.NewClient).
+func newClient(server, fingerprint string, insecure bool) (*client.Client, error) {
+	return session.NewClient(server, fingerprint, insecure)
 }
 
 // loadSession returns the saved session, a client using it, and the account's tree.
@@ -84,19 +75,22 @@ func loadSession(c *cli.Context) (*session.Session, *client.Client, *pathops.FS,
 		return nil, nil, nil, fmt.Errorf("the session expired on %s: run kumo login --server %s --email %s",
 			s.Expires.Format(time.DateTime), s.Server, s.Email)
 	}
-	cl, err := newClient(s.Server, s.Fingerprint)
+	cl, err := s.Client()
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	cl.SetToken(s.Token)
 	return s, cl, pathops.New(cl, s.Subkeys()), nil
 }
 
 // explain adds what to do next to the errors a user can act on.
 func explain(err error, s *session.Session) error {
+	var changed *tlspin.ChangedError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &changed):
+		// Not "is the server running?": it answered, with another certificate.
+		return changed
 	case errors.Is(err, api.ErrUnauthorized):
 		hint := "kumo login --server URL --email E"
 		if s != nil {

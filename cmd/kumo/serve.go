@@ -10,13 +10,17 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"kumo/internal/metrics"
 	"kumo/internal/size"
+	"kumo/internal/tlspin"
 	"kumo/remote/server"
 )
 
@@ -27,7 +31,7 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "serve",
 		Usage:     "run the kumo cloud server",
-		UsageText: "kumo serve --data DIR [--listen 127.0.0.1:8080] [--quota 10GiB] [--sync-writes] [--gc-grace 1h]",
+		UsageText: "kumo serve --data DIR [--listen 127.0.0.1:8080] [--quota 10GiB] [--tls-self-signed | --tls-cert F --tls-key F] [--metrics 127.0.0.1:9100] [--pprof 127.0.0.1:6060]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data", Usage: "data directory (metadata in DIR/meta, chunks in DIR/blobs)", EnvVars: []string{"KUMO_DATA"}, Required: true},
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8080", Usage: "address to listen on (host:port; port 0 picks a free one)", EnvVars: []string{"KUMO_LISTEN"}},
@@ -39,6 +43,12 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 			&cli.BoolFlag{Name: "insecure", Usage: "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)"},
+			&cli.StringFlag{Name: "tls-cert", Usage: "TLS certificate `FILE` (PEM, full chain)", EnvVars: []string{"KUMO_TLS_CERT"}},
+			&cli.StringFlag{Name: "tls-key", Usage: "TLS private key `FILE` (PEM)", EnvVars: []string{"KUMO_TLS_KEY"}},
+			&cli.BoolFlag{Name: "tls-self-signed", Usage: "serve TLS with a self-signed certificate created once and kept in DATA/tls (clients pin its fingerprint)"},
+			&cli.StringSliceFlag{Name: "tls-host", Usage: "host name or IP the self-signed certificate is made for (repeatable; default localhost, loopback, this hostname)"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR`/metrics (loopback only, e.g. 127.0.0.1:9100)"},
+			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling on `ADDR`/debug/pprof/ (loopback only, e.g. 127.0.0.1:6060)"},
 		},
 		Action: runServe,
 	}
@@ -59,10 +69,35 @@ func newLogger(level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
-// serveTLS returns the server's TLS config, nil for plain HTTP.
-// TLS: --tls-cert/--tls-key and the self-signed pinned certificate are wired
-// here (flags added to serveCommand) by the transport-security code.
-func serveTLS(c *cli.Context) (*tls.Config, error) { return nil, nil }
+// serveTLS returns the server's TLS config (nil for plain HTTP) and the
+// SHA-256 fingerprint of its certificate, which clients pin.
+func serveTLS(c *cli.Context) (*tls.Config, string, error) {
+	certFile, keyFile := c.String("tls-cert"), c.String("tls-key")
+	self := c.Bool("tls-self-signed")
+	switch {
+	case self && (certFile != "" || keyFile != ""):
+		return nil, "", errors.New("--tls-self-signed and --tls-cert/--tls-key exclude each other")
+	case (certFile == "") != (keyFile == ""):
+		return nil, "", errors.New("--tls-cert and --tls-key go together")
+	case self:
+		var err error
+		certFile, keyFile, _, err = tlspin.SelfSigned(filepath.Join(c.String("data"), "tls"), c.StringSlice("tls-host"))
+		if err != nil {
+			return nil, "", err
+		}
+	case certFile == "":
+		return nil, "", nil
+	}
+	cfg, err := tlspin.ServerConfig(certFile, keyFile)
+	if err != nil {
+		return nil, "", err
+	}
+	fp, err := tlspin.FingerprintFile(certFile)
+	if err != nil {
+		return nil, "", err
+	}
+	return cfg, fp, nil
+}
 
 // loopbackListen reports whether a listen address only accepts local clients.
 func loopbackListen(addr string) bool {
@@ -86,7 +121,7 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--quota: %w", err)
 	}
-	tlsCfg, err := serveTLS(c)
+	tlsCfg, fingerprint, err := serveTLS(c)
 	if err != nil {
 		return err
 	}
@@ -125,8 +160,26 @@ func runServe(c *cli.Context) error {
 	// it up for their whole wait; other requests get shutdownGrace to finish.
 	pollCtx, endPolls := context.WithCancel(context.Background())
 	defer endPolls()
+	handler := endLongPolls(pollCtx, srv.Handler())
+	if a := c.String("metrics"); a != "" {
+		reg := metrics.New()
+		registerServerGauges(reg, srv, log)
+		handler = reg.Instrument(handler)
+		maddr, err := metrics.Serve(ctx, a, reg.Handler(), log)
+		if err != nil {
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		log.Info("metrics listening", "metrics_url", "http://"+maddr.String()+"/metrics")
+	}
+	if a := c.String("pprof"); a != "" {
+		paddr, err := metrics.Serve(ctx, a, metrics.PprofHandler(), log)
+		if err != nil {
+			return fmt.Errorf("--pprof: %w", err)
+		}
+		log.Info("pprof listening", "pprof_url", "http://"+paddr.String()+"/debug/pprof/")
+	}
 	hs := &http.Server{
-		Handler:           endLongPolls(pollCtx, srv.Handler()),
+		Handler:           handler,
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -143,6 +196,11 @@ func runServe(c *cli.Context) error {
 	scheme := "http"
 	if tlsCfg != nil {
 		scheme = "https"
+	}
+	if fingerprint != "" {
+		// On stdout too: the operator publishes it, clients pass it as --fingerprint.
+		fmt.Printf("kumo serve: TLS certificate SHA-256 fingerprint %s\n", fingerprint)
+		log.Info("TLS certificate", "fingerprint", fingerprint)
 	}
 	log.Info("kumo serve listening", "addr", ln.Addr().String(), "url", scheme+"://"+ln.Addr().String(),
 		"data", c.String("data"), "quota", quota, "sync_writes", c.Bool("sync-writes"))
@@ -179,4 +237,39 @@ func endLongPolls(ctx context.Context, h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// gaugeCacheTTL bounds how often a scrape walks all accounts.
+const gaugeCacheTTL = 30 * time.Second
+
+// registerServerGauges exports account totals, read from the server at most
+// every gaugeCacheTTL (a scrape must not scan a big account table each time).
+func registerServerGauges(reg *metrics.Registry, srv *server.Server, log *slog.Logger) {
+	var mu sync.Mutex
+	var at time.Time
+	var count, used, limit float64
+	refresh := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(at) < gaugeCacheTTL {
+			return
+		}
+		accts, err := srv.Accounts()
+		if err != nil {
+			log.Warn("metrics: list accounts", "err", err)
+			return
+		}
+		at = time.Now()
+		count, used, limit = float64(len(accts)), 0, 0
+		for _, a := range accts {
+			used += float64(a.QuotaUsed)
+			limit += float64(a.QuotaLimit)
+		}
+	}
+	get := func(v *float64) func() float64 {
+		return func() float64 { refresh(); mu.Lock(); defer mu.Unlock(); return *v }
+	}
+	reg.GaugeFunc("kumo_accounts", "Accounts on this server.", get(&count))
+	reg.GaugeFunc("kumo_quota_used_bytes", "Bytes stored, summed over all accounts (deduplicated per account).", get(&used))
+	reg.GaugeFunc("kumo_quota_limit_bytes", "Quota, summed over all accounts.", get(&limit))
 }

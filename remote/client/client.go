@@ -27,6 +27,7 @@ import (
 type Options struct {
 	BaseURL    string       // e.g. http://127.0.0.1:8080 (no trailing /v1)
 	Token      string       // bearer session token, may be set later with SetToken
+	AdminToken string       // bearer token of the /v1/admin calls (the server's DATA/admin-token)
 	HTTPClient *http.Client // nil: a tuned default with connection reuse
 	Logger     *slog.Logger
 	// MaxRetries for transient failures (connection errors, 5xx, 429); 0: 4.
@@ -50,8 +51,9 @@ type Client struct {
 	log        *slog.Logger
 	maxRetries int
 
-	mu    sync.RWMutex
-	token string
+	mu         sync.RWMutex
+	token      string
+	adminToken string
 }
 
 // NewHTTPClient returns the tuned default HTTP client: keep-alive with many idle
@@ -85,6 +87,7 @@ func New(o Options) (*Client, error) {
 		log:        o.Logger,
 		maxRetries: o.MaxRetries,
 		token:      o.Token,
+		adminToken: o.AdminToken,
 	}
 	if c.hc == nil {
 		c.hc = NewHTTPClient()
@@ -138,6 +141,7 @@ type call struct {
 	policy  retryPolicy
 	timeout time.Duration // per attempt; 0: attemptTimeout
 	limit   int64         // max response bytes; 0: maxJSONResponse
+	admin   bool          // authenticate with the admin token instead of the session token
 }
 
 func (c *Client) doJSON(ctx context.Context, cl call, in, out any) error {
@@ -253,9 +257,7 @@ func (c *Client) once(ctx context.Context, cl call) (body []byte, status int, re
 		}
 	}
 	req.Header.Set("Accept", "application/json")
-	if tok := c.getToken(); tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
+	c.authorize(req, cl.admin)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, 0, 0, c.connFailure(cl, err)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"kumo/internal/keys"
 	"kumo/internal/meta"
+	"kumo/internal/tlspin"
 	"kumo/remote/api"
 	"kumo/remote/client"
 )
@@ -28,6 +30,33 @@ type Session struct {
 	Expires     time.Time `json:"expires"`
 	Master      keys.Key  `json:"master"`
 	Fingerprint string    `json:"fingerprint,omitempty"` // pinned TLS certificate SHA-256, hex
+	// Insecure records the user's --insecure at login: plain http to a
+	// non-loopback server is then allowed for this session.
+	Insecure bool `json:"insecure,omitempty"`
+}
+
+// NewClient returns a client of server: plain http only to loopback (unless
+// insecure), https verified against the pinned certificate fingerprint if
+// there is one, else against the system CAs.
+func NewClient(server, fingerprint string, insecure bool) (*client.Client, error) {
+	if err := tlspin.RequireTLS(server, insecure); err != nil {
+		return nil, err
+	}
+	hc := client.NewHTTPClient()
+	hc.Transport.(*http.Transport).TLSClientConfig = tlspin.ClientConfig(fingerprint)
+	return client.New(client.Options{BaseURL: server, HTTPClient: hc})
+}
+
+// Client returns a client of the session's server, with its token, that
+// refuses any certificate other than the pinned one. The drive and every
+// command after login use it.
+func (s *Session) Client() (*client.Client, error) {
+	c, err := NewClient(s.Server, s.Fingerprint, s.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	c.SetToken(s.Token)
+	return c, nil
 }
 
 // ErrWrongPassword is returned by Login and ChangePassword when the server
