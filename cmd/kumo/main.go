@@ -24,6 +24,10 @@ func main() {
 			getCommand(),     // files.go
 			mountCommand(),   // mount.go
 			unmountCommand(), // mount.go
+			statusCommand(),  // billing.go
+			topupCommand(),   // billing.go
+			redeemCommand(),  // billing.go
+			adminCommand(),   // admin.go
 		},
 	}
 	if err := app.Run(os.Args); err != nil {
