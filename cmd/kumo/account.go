@@ -35,7 +35,7 @@ func signupCommand() *cli.Command {
 			}
 			s, err := session.Signup(c.Context, cl, server, email, pw, keys.DefaultKDF())
 			if err != nil {
-				return explain(err, nil)
+				return explainPin(c, err)
 			}
 			s.Fingerprint, s.Insecure = pin, c.Bool("insecure")
 			if err := rememberPin(c, server, pin); err != nil {
@@ -67,7 +67,7 @@ func loginCommand() *cli.Command {
 			}
 			s, err := session.Login(c.Context, cl, server, email, pw)
 			if err != nil {
-				return explain(err, nil)
+				return explainPin(c, err)
 			}
 			s.Fingerprint, s.Insecure = pin, c.Bool("insecure")
 			if err := rememberPin(c, server, pin); err != nil {

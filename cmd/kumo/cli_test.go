@@ -57,8 +57,28 @@ func buildKumo(t *testing.T) string {
 // startServe runs `kumo serve` on a free loopback port and returns its URL.
 func startServe(t *testing.T, bin string, extra ...string) (string, *exec.Cmd) {
 	t.Helper()
-	args := append([]string{"serve", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--log-format", "json"}, extra...)
+	p := serveAt(t, bin, t.TempDir(), "127.0.0.1:0", extra...)
+	return p.url, p.cmd
+}
+
+// serveProc is a running `kumo serve` and what it logged at start.
+type serveProc struct {
+	url         string
+	fingerprint string // TLS certificate, "" for plain HTTP
+	metricsURL  string
+	stdout      *bytes.Buffer
+	cmd         *exec.Cmd
+	stop        func() // SIGTERM and wait (also run at cleanup)
+}
+
+// serveAt runs `kumo serve --data data --listen listen extra...` and waits
+// until it logs its URL.
+func serveAt(t *testing.T, bin, data, listen string, extra ...string) *serveProc {
+	t.Helper()
+	args := append([]string{"serve", "--data", data, "--listen", listen, "--log-format", "json"}, extra...)
 	cmd := exec.Command(bin, args...)
+	p := &serveProc{cmd: cmd, stdout: &bytes.Buffer{}}
+	cmd.Stdout = p.stdout
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -66,36 +86,51 @@ func startServe(t *testing.T, bin string, extra ...string) (string, *exec.Cmd) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			t.Error("serve did not stop within 10s of SIGTERM")
-		}
-	})
-	urlc := make(chan string, 1)
+	var once sync.Once
+	p.stop = func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				t.Error("serve did not stop within 10s of SIGTERM")
+			}
+		})
+	}
+	t.Cleanup(p.stop)
+	type start struct{ url, fp, metrics string }
+	startc := make(chan start, 1)
 	go func() {
+		var st start
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil {
-				if u, ok := rec["url"].(string); ok {
-					urlc <- u
-				}
+			if json.Unmarshal(sc.Bytes(), &rec) != nil {
+				continue
+			}
+			if v, ok := rec["fingerprint"].(string); ok {
+				st.fp = v
+			}
+			if v, ok := rec["metrics_url"].(string); ok {
+				st.metrics = v
+			}
+			if u, ok := rec["url"].(string); ok {
+				st.url = u
+				startc <- st
 			}
 		}
 	}()
 	select {
-	case u := <-urlc:
-		return u, cmd
+	case st := <-startc:
+		p.url, p.fingerprint, p.metricsURL = st.url, st.fp, st.metrics
+		return p
 	case <-time.After(20 * time.Second):
 		t.Fatal("serve did not report its address")
 	}
-	return "", nil
+	return nil
 }
 
 type runner struct {
@@ -113,6 +148,16 @@ func (r *runner) run(args ...string) (string, string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	return out.String(), errb.String(), err
+}
+
+// fails runs a command that must fail with stderr containing want.
+func (r *runner) fails(want string, args ...string) string {
+	r.t.Helper()
+	out, errs, err := r.run(args...)
+	if err == nil || !strings.Contains(errs, want) {
+		r.t.Fatalf("kumo %s: want failure with %q, got err=%v\nstdout: %s\nstderr: %s", strings.Join(args, " "), want, err, out, errs)
+	}
+	return errs
 }
 
 func (r *runner) ok(args ...string) string {

@@ -67,6 +67,17 @@ func rememberPin(c *cli.Context, server, pin string) error {
 	return tlspin.SavePin(pinsPath(c), hp, pin)
 }
 
+// explainPin explains a failed signup or login: a certificate that does not
+// match the --fingerprint the user just gave is a mismatch, not a change.
+func explainPin(c *cli.Context, err error) error {
+	var ce *tlspin.ChangedError
+	if c.String("fingerprint") != "" && errors.As(err, &ce) {
+		return fmt.Errorf("the server's certificate %s does not match --fingerprint %s: check the fingerprint with the server's operator; nothing was sent",
+			ce.Got, ce.Pinned)
+	}
+	return explain(err, nil)
+}
+
 // promptFunc asks the user whether to trust fingerprint of hostPort; ok is
 // false with an error when nobody can be asked.
 type promptFunc func(hostPort, fingerprint string) (bool, error)
