@@ -364,6 +364,9 @@ type Invoice struct {
 	Required      int       `json:"required_confirmations"`
 	Created       time.Time `json:"created"`
 	Expires       time.Time `json:"expires"`
+	// Operator views only (GET /v1/admin/invoices/attention).
+	AccountID string `json:"account_id,omitempty"`
+	Attention string `json:"attention,omitempty"` // why an operator should look
 }
 
 type InvoicesResponse struct {

@@ -403,8 +403,7 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, acct str
 			}
 		}
 		ended = len(del) / 2
-		_, err := m.change(api.Change{Kind: api.ChangeAccount})
-		return err
+		return m.accountChange()
 	})
 	if err != nil {
 		return err

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -70,7 +72,9 @@ func quotaErr() error {
 }
 
 // putChunk stores a chunk and its record. The blob is written (durably)
-// before the record commits, so a record always names a stored blob.
+// before the record commits, so a record always names a stored blob; a
+// pending marker committed before the blob write names the blob until then,
+// so a crash in between leaves nothing the GC cannot find (sweepPending).
 func (s *Server) putChunk(ctx context.Context, acct, id string, data []byte) error {
 	size := int64(len(data))
 	mu := s.chunkLock(acct, id)
@@ -100,30 +104,121 @@ func (s *Server) putChunk(ctx context.Context, acct, id string, data []byte) err
 	if a.Used+size > a.limit(now) {
 		return quotaErr()
 	}
-	if err := s.blobs.Put(ctx, blobKey(acct, id), data); err != nil {
-		return fmt.Errorf("store chunk: %w", err)
+	if err := s.db.Update(func(tx *badger.Txn) error { return setJSON(tx, kPend(acct, id), now) }); err != nil {
+		return fmt.Errorf("mark pending chunk: %w", err)
 	}
-	err = s.mutate(acct, true, func(m *mtx) error {
-		if ok, err := exists(m.tx, kChunk(acct, id)); err != nil || ok {
-			return err
-		}
-		if m.acct.Used+size > m.acct.limit(m.now) {
-			return quotaErr()
-		}
-		m.acct.Used += size
-		if err := setJSON(m.tx, kChunk(acct, id), chunkRec{Size: size, Created: m.now, Unref: m.now}); err != nil {
-			return err
-		}
-		return m.tx.Set(kZref(acct, id), nil)
-	})
+	sum := sha256.Sum256(data)
+	err = s.blobs.Put(ctx, blobKey(acct, id), data)
 	if err != nil {
-		// No record names the blob (we hold the chunk's lock): drop it.
-		if derr := s.blobs.Delete(context.WithoutCancel(ctx), blobKey(acct, id)); derr != nil {
-			s.log.Warn("dropping unrecorded chunk failed", "account", acct, "chunk", id, "err", derr)
-		}
+		err = fmt.Errorf("store chunk %s/%s: %w", acct, id, err)
+		s.log.Warn("chunk upload failed", "account", acct, "chunk", id, "err", err)
+	} else {
+		err = s.mutate(acct, true, func(m *mtx) error {
+			if ok, err := exists(m.tx, kChunk(acct, id)); err != nil || ok {
+				return err
+			}
+			if m.acct.Used+size > m.acct.limit(m.now) {
+				return quotaErr()
+			}
+			m.acct.Used += size
+			rec := chunkRec{Size: size, Created: m.now, Unref: m.now, Sum: hex.EncodeToString(sum[:])}
+			if err := setJSON(m.tx, kChunk(acct, id), rec); err != nil {
+				return err
+			}
+			if err := m.tx.Delete(kPend(acct, id)); err != nil {
+				return err
+			}
+			return m.tx.Set(kZref(acct, id), nil)
+		})
+	}
+	if err != nil {
+		// No record names the blob (we hold the chunk's lock): drop it, and
+		// the marker once the blob is surely gone.
+		s.dropPending(context.WithoutCancel(ctx), acct, id)
 		return err
 	}
 	return nil
+}
+
+// dropPending deletes an unrecorded blob and then its pending marker; on
+// failure the marker stays for the next sweep. The caller holds the chunk lock.
+func (s *Server) dropPending(ctx context.Context, acct, id string) {
+	if err := s.blobs.Delete(ctx, blobKey(acct, id)); err != nil {
+		s.log.Warn("dropping unrecorded chunk failed; the GC retries", "account", acct, "chunk", id, "err", err)
+		return
+	}
+	if err := s.db.Update(func(tx *badger.Txn) error { return tx.Delete(kPend(acct, id)) }); err != nil {
+		s.log.Warn("clearing pending chunk marker failed", "account", acct, "chunk", id, "err", err)
+	}
+}
+
+// sweepPending deletes blobs that were written but never recorded (a crash
+// or a failure between the blob write and the record's commit). A marker
+// still present while we hold the chunk's lock belongs to no running upload.
+func (s *Server) sweepPending(ctx context.Context) (int, error) {
+	type cand struct{ acct, id string }
+	var cands []cand
+	cutoff := time.Now().Add(-s.cfg.GCGrace)
+	err := s.db.View(func(tx *badger.Txn) error {
+		prefix := []byte("pend/")
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(cands) < 100000; it.Next() {
+			acct, id, ok := strings.Cut(string(it.Item().Key()[len(prefix):]), "/")
+			if !ok {
+				continue
+			}
+			var at time.Time
+			if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &at) }); err != nil {
+				return err
+			}
+			if at.Before(cutoff) {
+				cands = append(cands, cand{acct, id})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sweep pending: %w", err)
+	}
+	n := 0
+	for _, c := range cands {
+		if ctx.Err() != nil {
+			break
+		}
+		swept, err := s.sweepOne(ctx, c.acct, c.id)
+		if err != nil {
+			return n, err
+		}
+		if swept {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (s *Server) sweepOne(ctx context.Context, acct, id string) (bool, error) {
+	mu := s.chunkLock(acct, id)
+	mu.Lock()
+	defer mu.Unlock()
+	var pending, recorded bool
+	err := s.db.View(func(tx *badger.Txn) error {
+		var err error
+		if pending, err = exists(tx, kPend(acct, id)); err != nil || !pending {
+			return err
+		}
+		recorded, err = exists(tx, kChunk(acct, id))
+		return err
+	})
+	if err != nil || !pending {
+		return false, err
+	}
+	if recorded { // cannot happen (same transaction), but never delete a recorded blob
+		return false, s.db.Update(func(tx *badger.Txn) error { return tx.Delete(kPend(acct, id)) })
+	}
+	s.log.Info("gc: deleting unrecorded chunk", "account", acct, "chunk", id)
+	s.dropPending(ctx, acct, id)
+	return true, nil
 }
 
 func (s *Server) handleGetChunk(w http.ResponseWriter, r *http.Request, acct string) error {
@@ -147,9 +242,22 @@ func (s *Server) handleGetChunk(w http.ResponseWriter, r *http.Request, acct str
 	data, err := s.blobs.Get(r.Context(), blobKey(acct, id), off, length)
 	if err != nil {
 		if errors.Is(err, blob.ErrNotFound) {
-			return fmt.Errorf("chunk %s/%s recorded but its blob is missing", acct, id)
+			// Lost on the storage backend: say so (the client turns it into
+			// EIO), and tell the operator which chunk.
+			s.log.Error("chunk recorded but its blob is missing", "req", info(r).id, "account", acct, "chunk", id)
+			return apiErr(http.StatusNotFound, api.CodeNotFound, "chunk lost by the storage backend")
 		}
-		return fmt.Errorf("read chunk: %w", err)
+		return fmt.Errorf("read chunk %s/%s: %w", acct, id, err)
+	}
+	if int64(len(data)) != length {
+		s.log.Error("chunk blob has the wrong size", "req", info(r).id, "account", acct, "chunk", id,
+			"want", length, "got", len(data))
+	} else if !partial && c.Sum != "" {
+		// The server cannot open a chunk, but it can tell that the blob is not
+		// what was uploaded. The bytes still go out: the client's AEAD refuses them.
+		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != c.Sum {
+			s.log.Error("chunk blob is corrupted (checksum mismatch)", "req", info(r).id, "account", acct, "chunk", id)
+		}
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
@@ -280,6 +388,15 @@ func (s *Server) RunGC(ctx context.Context) (int, int64, error) {
 	}
 	var n int
 	var freed int64
+	touched := map[string]bool{}
+	defer func() {
+		// Announce the usage the GC left behind, once per account.
+		for acct := range touched {
+			if err := s.mutate(acct, false, func(m *mtx) error { return m.announceUsage(true) }); err != nil {
+				s.log.Warn("gc: announce usage", "account", acct, "err", err)
+			}
+		}
+	}()
 	for _, c := range cands {
 		if err := ctx.Err(); err != nil {
 			return n, freed, nil
@@ -291,7 +408,13 @@ func (s *Server) RunGC(ctx context.Context) (int, int64, error) {
 		if size >= 0 {
 			n++
 			freed += size
+			touched[c.acct] = true
 		}
+	}
+	if swept, err := s.sweepPending(ctx); err != nil {
+		return n, freed, err
+	} else if swept > 0 {
+		s.log.Info("gc: unrecorded chunks deleted", "chunks", swept)
 	}
 	return n, freed, nil
 }

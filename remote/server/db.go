@@ -30,6 +30,7 @@ import (
 //	chunk/ACCT/CHUNKID                chunkRec (JSON)
 //	zref/ACCT/CHUNKID                 empty; present while the chunk has no references
 //	feed/ACCT/SEQ                     api.Change (JSON)
+//	pend/ACCT/CHUNKID                 upload time (JSON); blob being written, not yet recorded
 func kSecret() []byte                  { return []byte("sys/secret") }
 func kEmail(email string) []byte       { return []byte("email/" + email) }
 func kAcct(id string) []byte           { return []byte("acct/" + id) }
@@ -47,6 +48,7 @@ func kChunk(a, id string) []byte          { return []byte("chunk/" + a + "/" + i
 func pChunk(a string) []byte              { return []byte("chunk/" + a + "/") }
 func kZref(a, id string) []byte           { return []byte("zref/" + a + "/" + id) }
 func kFeed(a string, seq uint64) []byte   { return fmt.Appendf(nil, "feed/%s/%016x", a, seq) }
+func kPend(a, id string) []byte           { return []byte("pend/" + a + "/" + id) }
 
 type grant struct {
 	Bytes int64     `json:"bytes"`
@@ -67,6 +69,7 @@ type accountRec struct {
 	Seq           uint64        `json:"seq"`
 	FeedMin       uint64        `json:"feed_min"` // oldest change still on the feed
 	Disabled      bool          `json:"disabled,omitempty"`
+	FeedUsed      int64         `json:"feed_used,omitempty"` // usage last announced on the feed
 }
 
 // limit is the effective quota at now: base plus unexpired grants.
@@ -112,7 +115,8 @@ type chunkRec struct {
 	Size    int64     `json:"size"`
 	Refs    int64     `json:"refs"` // nodes whose chunk list holds this chunk
 	Created time.Time `json:"created"`
-	Unref   time.Time `json:"unref"` // when Refs last became 0 (or creation)
+	Unref   time.Time `json:"unref"`         // when Refs last became 0 (or creation)
+	Sum     string    `json:"sum,omitempty"` // hex SHA-256 of the sealed bytes, to spot corruption in storage
 }
 
 func jsonBytes(v any) ([]byte, error) {
@@ -219,31 +223,10 @@ func (s *Server) mutate(acctID string, write bool, fn func(m *mtx) error) error 
 	var changed bool
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
-		changed = false
 		err = s.db.Update(func(tx *badger.Txn) error {
-			var a accountRec
-			if err := getJSON(tx, kAcct(acctID), &a); err != nil {
-				if errors.Is(err, badger.ErrKeyNotFound) {
-					return apiErr(http.StatusUnauthorized, api.CodeUnauthorized, "no such account")
-				}
-				return fmt.Errorf("load account: %w", err)
-			}
-			m := &mtx{s: s, tx: tx, acct: &a, now: time.Now()}
-			if write && a.readOnly(m.now) {
-				return apiErr(http.StatusForbidden, api.CodeReadOnly, "account is read-only: usage exceeds quota")
-			}
-			if err := fn(m); err != nil {
-				return err
-			}
-			// Trim the feed to the newest feedKeep changes.
-			for a.FeedMin != 0 && a.Seq >= a.FeedMin && a.Seq-a.FeedMin >= s.feedKeep {
-				if err := tx.Delete(kFeed(a.ID, a.FeedMin)); err != nil {
-					return err
-				}
-				a.FeedMin++
-			}
-			changed = m.changes > 0
-			return setJSON(tx, kAcct(acctID), &a)
+			var err error
+			changed, err = s.mutateTxn(tx, acctID, write, fn)
+			return err
 		})
 		if !errors.Is(err, badger.ErrConflict) {
 			break
@@ -252,6 +235,61 @@ func (s *Server) mutate(acctID string, write bool, fn func(m *mtx) error) error 
 	if err == nil && changed {
 		s.feed.notify(acctID)
 	}
+	return err
+}
+
+// mutateTxn is the body of mutate inside a given transaction (the payment
+// service's, for credits): it loads the account, runs fn, announces a usage
+// change if it is large enough, trims the feed and saves the record. It
+// reports whether changes were appended; the caller wakes long-polls after
+// the commit.
+func (s *Server) mutateTxn(tx *badger.Txn, acctID string, write bool, fn func(m *mtx) error) (bool, error) {
+	var a accountRec
+	if err := getJSON(tx, kAcct(acctID), &a); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return false, apiErr(http.StatusUnauthorized, api.CodeUnauthorized, "no such account")
+		}
+		return false, fmt.Errorf("load account: %w", err)
+	}
+	m := &mtx{s: s, tx: tx, acct: &a, now: time.Now()}
+	if write && a.readOnly(m.now) {
+		return false, apiErr(http.StatusForbidden, api.CodeReadOnly, "account is read-only: usage exceeds quota")
+	}
+	if err := fn(m); err != nil {
+		return false, err
+	}
+	if err := m.announceUsage(false); err != nil {
+		return false, err
+	}
+	// Trim the feed to the newest feedKeep changes.
+	for a.FeedMin != 0 && a.Seq >= a.FeedMin && a.Seq-a.FeedMin >= s.feedKeep {
+		if err := tx.Delete(kFeed(a.ID, a.FeedMin)); err != nil {
+			return false, err
+		}
+		a.FeedMin++
+	}
+	return m.changes > 0, setJSON(tx, kAcct(acctID), &a)
+}
+
+// usageStep is how far usage may drift from the last announced value before
+// an account change goes on the feed: chunk uploads and GC would otherwise
+// add a change per chunk. 1% of the limit, between 1 and 64 MiB.
+func usageStep(limit int64) int64 { return min(max(limit/100, 1<<20), 64<<20) }
+
+// announceUsage appends an account change when usage moved by usageStep
+// since the last announcement, or (force) by any amount.
+func (m *mtx) announceUsage(force bool) error {
+	d := m.acct.Used - m.acct.FeedUsed
+	if d == 0 || (!force && d < usageStep(m.acct.limit(m.now)) && -d < usageStep(m.acct.limit(m.now))) {
+		return nil
+	}
+	return m.accountChange()
+}
+
+// accountChange appends an account change (quota, plan, usage or invoices).
+func (m *mtx) accountChange() error {
+	m.acct.FeedUsed = m.acct.Used
+	_, err := m.change(api.Change{Kind: api.ChangeAccount})
 	return err
 }
 

@@ -67,6 +67,20 @@ func (s *Server) routes() http.Handler {
 
 	a("GET /v1/changes", s.handleChanges)
 
+	a("POST /v1/topup", s.handleTopup)
+	a("GET /v1/invoices", s.handleInvoices)
+	a("POST /v1/redeem", s.handleRedeem)
+
+	ad := func(pattern string, f handlerFunc) { mux.Handle(pattern, s.wrap(s.admin(f))) }
+	ad("GET /v1/admin/accounts", s.handleAdminAccounts)
+	ad("POST /v1/admin/quota", s.handleAdminQuota)
+	ad("POST /v1/admin/disable", s.handleAdminDisable)
+	ad("POST /v1/admin/vouchers", s.handleAdminVouchers)
+	ad("GET /v1/admin/backup", s.handleAdminBackup)
+	ad("GET /v1/admin/invoices/attention", s.handleAdminAttention)
+
+	h("GET /healthz", s.handleHealth)
+
 	h("/", func(w http.ResponseWriter, r *http.Request) error { return notFound("endpoint") })
 	return s.guard(mux)
 }
@@ -95,7 +109,10 @@ func (s *Server) wrap(f handlerFunc) http.Handler {
 		w.Header().Set("X-Request-Id", ri.id)
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
-			if p := recover(); p != nil {
+			p := recover()
+			if p == http.ErrAbortHandler { // deliberate: cut the connection, after the log below
+				defer panic(p)
+			} else if p != nil {
 				s.log.Error("panic", "req", ri.id, "panic", fmt.Sprint(p))
 				if sw.status == 0 {
 					writeError(sw, apiErr(http.StatusInternalServerError, api.CodeInternal, "internal error"))
@@ -109,15 +126,14 @@ func (s *Server) wrap(f handlerFunc) http.Handler {
 				"method", r.Method, "path", r.URL.Path, "status", sw.status,
 				"ms", time.Since(start).Milliseconds())
 		}()
-		s.closeMu.RLock()
-		closed := s.closed
-		var err error
-		if closed {
-			err = apiErr(http.StatusServiceUnavailable, api.CodeUnavailable, "server is shutting down")
-		} else {
-			err = f(sw, r)
-		}
-		s.closeMu.RUnlock()
+		err := func() error {
+			s.closeMu.RLock()
+			defer s.closeMu.RUnlock() // also on panic, or Close would wait forever
+			if s.closed {
+				return apiErr(http.StatusServiceUnavailable, api.CodeUnavailable, "server is shutting down")
+			}
+			return f(sw, r)
+		}()
 		if err != nil {
 			var ae *api.Error
 			if !errors.As(err, &ae) {
@@ -182,7 +198,7 @@ func writeError(w http.ResponseWriter, e *api.Error) {
 // statusOf is the HTTP status of an error code (see api.go).
 func statusOf(code string) int {
 	switch code {
-	case api.CodeBadRequest, api.CodeInvalidMove:
+	case api.CodeBadRequest, api.CodeInvalidMove, api.CodeBadVoucher:
 		return http.StatusBadRequest
 	case api.CodeUnauthorized:
 		return http.StatusUnauthorized
@@ -190,7 +206,7 @@ func statusOf(code string) int {
 		return http.StatusForbidden
 	case api.CodeNotFound:
 		return http.StatusNotFound
-	case api.CodeConflict, api.CodeExists, api.CodeNotEmpty, api.CodeNotDir, api.CodeIsDir:
+	case api.CodeConflict, api.CodeUsedVoucher, api.CodeExists, api.CodeNotEmpty, api.CodeNotDir, api.CodeIsDir:
 		return http.StatusConflict
 	case api.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
@@ -200,6 +216,8 @@ func statusOf(code string) int {
 		return http.StatusInsufficientStorage
 	case api.CodeUnavailable:
 		return http.StatusServiceUnavailable
+	case api.CodePaymentsOff:
+		return http.StatusNotImplemented
 	}
 	return http.StatusInternalServerError
 }

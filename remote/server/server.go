@@ -14,6 +14,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"kumo/internal/payment"
 	"kumo/remote/blob"
 )
 
@@ -29,6 +30,14 @@ type Config struct {
 	Logger       *slog.Logger
 	// LoginLimit caps login attempts per account and per client address per minute; 0: 10.
 	LoginLimit int
+	// Payments configures Bitcoin top-ups (internal/payment); nil turns them
+	// off (POST /v1/topup answers 501 payments_disabled). Its OnChange and
+	// VoucherCredit are set by the server (a given OnChange is still called).
+	// Vouchers work either way.
+	Payments *payment.Config
+	// NoBackground starts no background work (GC, orphan sweep, payment
+	// watcher): for offline administration of a stopped server's data dir.
+	NoBackground bool
 }
 
 // Server is a running cloud over one data directory.
@@ -52,6 +61,11 @@ type Server struct {
 	// metadata store is never closed under a running transaction.
 	closeMu sync.RWMutex
 	closed  bool
+
+	pay        *payment.Service // nil without Config.Payments
+	vouchers   *payment.Vouchers
+	adminToken string
+	stopPay    context.CancelFunc
 }
 
 const defaultFeedKeep = 100000
@@ -112,10 +126,50 @@ func New(cfg Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
+	if s.adminToken, err = loadAdminToken(cfg.DataDir); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.vouchers = payment.NewVouchers(db, s.creditVoucher)
+	if cfg.Payments != nil {
+		pc := *cfg.Payments
+		userOnChange := pc.OnChange
+		pc.OnChange = func(acct string) {
+			s.paymentChanged(acct)
+			if userOnChange != nil {
+				userOnChange(acct)
+			}
+		}
+		pc.VoucherCredit = s.creditVoucher
+		if s.pay, err = payment.New(db, pc, s.creditInvoice, cfg.Logger); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		s.vouchers = s.pay.Vouchers
+	}
+	if cfg.NoBackground {
+		return s, nil
+	}
 	s.wg.Add(1)
 	go s.gcLoop()
+	if s.pay != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopPay = cancel
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.pay.Run(ctx)
+		}()
+	}
 	return s, nil
 }
+
+// AdminToken is the bearer token of the /v1/admin endpoints (kept in
+// DATA/admin-token).
+func (s *Server) AdminToken() string { return s.adminToken }
+
+// Payments is the Bitcoin payment service, or nil when top-ups are off.
+func (s *Server) Payments() *payment.Service { return s.pay }
 
 // Handler returns the HTTP handler of the API.
 func (s *Server) Handler() http.Handler { return s.routes() }
@@ -125,6 +179,9 @@ func (s *Server) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.closing)
+		if s.stopPay != nil {
+			s.stopPay()
+		}
 		s.wg.Wait()
 		s.closeMu.Lock()
 		defer s.closeMu.Unlock()
