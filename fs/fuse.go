@@ -33,33 +33,32 @@ type handle struct {
 }
 
 var (
-	_ gofs.NodeLookuper       = (*fnode)(nil)
-	_ gofs.NodeReaddirer      = (*fnode)(nil)
-	_ gofs.NodeGetattrer      = (*fnode)(nil)
-	_ gofs.NodeSetattrer      = (*fnode)(nil)
-	_ gofs.NodeCreater        = (*fnode)(nil)
-	_ gofs.NodeMknoder        = (*fnode)(nil)
-	_ gofs.NodeMkdirer        = (*fnode)(nil)
-	_ gofs.NodeUnlinker       = (*fnode)(nil)
-	_ gofs.NodeRmdirer        = (*fnode)(nil)
-	_ gofs.NodeRenamer        = (*fnode)(nil)
-	_ gofs.NodeLinker         = (*fnode)(nil)
-	_ gofs.NodeSymlinker      = (*fnode)(nil)
-	_ gofs.NodeReadlinker     = (*fnode)(nil)
-	_ gofs.NodeOpener         = (*fnode)(nil)
-	_ gofs.NodeReader         = (*fnode)(nil)
-	_ gofs.NodeWriter         = (*fnode)(nil)
-	_ gofs.NodeFlusher        = (*fnode)(nil)
-	_ gofs.NodeFsyncer        = (*fnode)(nil)
-	_ gofs.NodeReleaser       = (*fnode)(nil)
-	_ gofs.NodeAllocater      = (*fnode)(nil)
-	_ gofs.NodeStatfser       = (*fnode)(nil)
-	_ gofs.NodeGetxattrer     = (*fnode)(nil)
-	_ gofs.NodeSetxattrer     = (*fnode)(nil)
-	_ gofs.NodeListxattrer    = (*fnode)(nil)
-	_ gofs.NodeRemovexattrer  = (*fnode)(nil)
-	_ gofs.NodeOnForgetter    = (*fnode)(nil)
-	_ gofs.NodeOpendirHandler = (*fnode)(nil)
+	_ gofs.NodeLookuper      = (*fnode)(nil)
+	_ gofs.NodeReaddirer     = (*fnode)(nil)
+	_ gofs.NodeGetattrer     = (*fnode)(nil)
+	_ gofs.NodeSetattrer     = (*fnode)(nil)
+	_ gofs.NodeCreater       = (*fnode)(nil)
+	_ gofs.NodeMknoder       = (*fnode)(nil)
+	_ gofs.NodeMkdirer       = (*fnode)(nil)
+	_ gofs.NodeUnlinker      = (*fnode)(nil)
+	_ gofs.NodeRmdirer       = (*fnode)(nil)
+	_ gofs.NodeRenamer       = (*fnode)(nil)
+	_ gofs.NodeLinker        = (*fnode)(nil)
+	_ gofs.NodeSymlinker     = (*fnode)(nil)
+	_ gofs.NodeReadlinker    = (*fnode)(nil)
+	_ gofs.NodeOpener        = (*fnode)(nil)
+	_ gofs.NodeReader        = (*fnode)(nil)
+	_ gofs.NodeWriter        = (*fnode)(nil)
+	_ gofs.NodeFlusher       = (*fnode)(nil)
+	_ gofs.NodeFsyncer       = (*fnode)(nil)
+	_ gofs.NodeReleaser      = (*fnode)(nil)
+	_ gofs.NodeAllocater     = (*fnode)(nil)
+	_ gofs.NodeStatfser      = (*fnode)(nil)
+	_ gofs.NodeGetxattrer    = (*fnode)(nil)
+	_ gofs.NodeSetxattrer    = (*fnode)(nil)
+	_ gofs.NodeListxattrer   = (*fnode)(nil)
+	_ gofs.NodeRemovexattrer = (*fnode)(nil)
+	_ gofs.NodeOnForgetter   = (*fnode)(nil)
 )
 
 func (n *fnode) state() (*nodeState, syscall.Errno) {
@@ -175,10 +174,6 @@ func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*g
 	}
 	d.entryOut(st, out)
 	return d.newInode(ctx, n.EmbeddedInode(), st), 0
-}
-
-func (n *fnode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	return nil, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_CACHE_DIR, 0
 }
 
 func (n *fnode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {

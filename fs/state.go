@@ -18,9 +18,9 @@ import (
 )
 
 // Internal attribute keys: kept in the local (sealed) copy of a node's
-// attributes only, never pushed and never listed. A NUL byte cannot appear in
-// a real xattr name.
-const keyTrunc = "\x00kumo.trunc" // base bytes at or beyond this offset read as zeros
+// attributes only, never pushed and never listed: "kumo:" is no namespace the
+// kernel accepts, so no user xattr can collide.
+const keyTrunc = "kumo:trunc" // base bytes at or beyond this offset read as zeros
 
 const noTrunc = ^uint64(0)
 

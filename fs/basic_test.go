@@ -1,0 +1,296 @@
+package fs
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func readDirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestBasicAndRemount(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	m := c.mount(t, t.TempDir(), nil)
+
+	big := randBytes(9<<20 + 12345) // three chunks, last partial
+	small := []byte("hello kumo\n")
+	must(t, os.WriteFile(m.p("small.txt"), small, 0o640))
+	must(t, os.WriteFile(m.p("big.bin"), big, 0o600))
+	must(t, os.Mkdir(m.p("dir"), 0o755))
+	must(t, os.Mkdir(m.p("dir/sub"), 0o700))
+	must(t, os.WriteFile(m.p("dir/sub/f"), []byte("x"), 0o644))
+	must(t, os.WriteFile(m.p("gone"), []byte("bye"), 0o644))
+	must(t, os.Remove(m.p("gone")))
+	must(t, os.Rename(m.p("small.txt"), m.p("dir/moved.txt")))
+	must(t, os.Symlink("dir/moved.txt", m.p("link")))
+	must(t, os.Link(m.p("big.bin"), m.p("dir/hard")))
+
+	check := func(m *mounted) {
+		t.Helper()
+		got, err := os.ReadFile(m.p("dir/moved.txt"))
+		if err != nil || !bytes.Equal(got, small) {
+			t.Fatalf("moved.txt: %q %v", got, err)
+		}
+		got, err = os.ReadFile(m.p("big.bin"))
+		if err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("big.bin: %d bytes, %v", len(got), err)
+		}
+		got, err = os.ReadFile(m.p("link"))
+		if err != nil || !bytes.Equal(got, small) {
+			t.Fatalf("via symlink: %q %v", got, err)
+		}
+		if tg, err := os.Readlink(m.p("link")); err != nil || tg != "dir/moved.txt" {
+			t.Fatalf("readlink %q %v", tg, err)
+		}
+		var st syscall.Stat_t
+		must(t, syscall.Stat(m.p("dir/hard"), &st))
+		if st.Nlink != 2 || st.Size != int64(len(big)) {
+			t.Fatalf("hard link: nlink %d size %d", st.Nlink, st.Size)
+		}
+		must(t, syscall.Stat(m.p("dir/sub"), &st))
+		if st.Mode&0o7777 != 0o700 || st.Mode&syscall.S_IFDIR == 0 {
+			t.Fatalf("dir mode %o", st.Mode)
+		}
+		must(t, syscall.Stat(m.p("dir"), &st))
+		if st.Nlink != 3 {
+			t.Errorf("dir nlink %d, want 3", st.Nlink)
+		}
+		if names := readDirNames(t, m.mnt); !equal(names, []string{"big.bin", "dir", "link"}) {
+			t.Fatalf("root: %v", names)
+		}
+		if names := readDirNames(t, m.p("dir")); !equal(names, []string{"hard", "moved.txt", "sub"}) {
+			t.Fatalf("dir: %v", names)
+		}
+		if _, err := os.Stat(m.p("gone")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("gone: %v", err)
+		}
+	}
+	check(m)
+	m.flush()
+	m.unmount()
+
+	// Same cache: the local tree comes back without the cloud's help.
+	m2 := c.mount(t, t.TempDir(), nil)
+	check(m2)
+	m2.unmount()
+}
+
+func TestTruncateSparseAppend(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	cache := t.TempDir()
+	m := c.mount(t, cache, nil)
+	p := m.p("f")
+	data := randBytes(5 << 20)
+	must(t, os.WriteFile(p, data, 0o644))
+	m.flush()
+	// Truncate down inside chunk 0, then up again: the tail must read as zeros.
+	must(t, os.Truncate(p, 100000))
+	must(t, os.Truncate(p, 6<<20))
+	want := make([]byte, 6<<20)
+	copy(want, data[:100000])
+	checkFile(t, p, want)
+	m.flush()
+	checkFile(t, p, want)
+
+	// Sparse: write at 20 MiB.
+	sp := m.p("sparse")
+	f, err := os.Create(sp)
+	must(t, err)
+	_, err = f.WriteAt([]byte("end"), 20<<20)
+	must(t, err)
+	must(t, f.Close())
+	wantS := make([]byte, 20<<20+3)
+	copy(wantS[20<<20:], "end")
+	checkFile(t, sp, wantS)
+
+	// O_APPEND.
+	ap := m.p("append")
+	for i := 0; i < 3; i++ {
+		f, err := os.OpenFile(ap, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		must(t, err)
+		_, err = f.Write([]byte("line\n"))
+		must(t, err)
+		must(t, f.Close())
+	}
+	checkFile(t, ap, []byte("line\nline\nline\n"))
+
+	// Overwrite in the middle of an uploaded file.
+	f, err = os.OpenFile(p, os.O_RDWR, 0)
+	must(t, err)
+	_, err = f.WriteAt([]byte("MIDDLE"), 3<<20)
+	must(t, err)
+	must(t, f.Close())
+	copy(want[3<<20:], "MIDDLE")
+	checkFile(t, p, want)
+	m.flush()
+	m.unmount()
+
+	// A fresh cache: everything comes from the cloud.
+	m2 := c.mount(t, t.TempDir(), nil)
+	checkFile(t, m2.p("f"), want)
+	checkFile(t, m2.p("sparse"), wantS)
+	checkFile(t, m2.p("append"), []byte("line\nline\nline\n"))
+	var st syscall.Stat_t
+	must(t, syscall.Stat(m2.p("sparse"), &st))
+	if st.Blocks*512 >= 20<<20 {
+		t.Errorf("sparse file uses %d blocks", st.Blocks)
+	}
+}
+
+func TestXattrAndMmap(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	m := c.mount(t, t.TempDir(), nil)
+	p := m.p("x")
+	must(t, os.WriteFile(p, make([]byte, 8192), 0o644))
+	must(t, unix.Setxattr(p, "user.color", []byte("blue"), 0))
+	buf := make([]byte, 64)
+	n, err := unix.Getxattr(p, "user.color", buf)
+	if err != nil || string(buf[:n]) != "blue" {
+		t.Fatalf("getxattr %q %v", buf[:n], err)
+	}
+	n, err = unix.Listxattr(p, buf)
+	if err != nil || string(buf[:n]) != "user.color\x00" {
+		t.Fatalf("listxattr %q %v", buf[:n], err)
+	}
+	if err := unix.Setxattr(p, "user.color", []byte("x"), unix.XATTR_CREATE); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("XATTR_CREATE on existing: %v", err)
+	}
+	must(t, unix.Removexattr(p, "user.color"))
+	if _, err := unix.Getxattr(p, "user.color", buf); !errors.Is(err, syscall.ENODATA) {
+		t.Fatalf("after remove: %v", err)
+	}
+
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	must(t, err)
+	mem, err := unix.Mmap(int(f.Fd()), 0, 8192, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	must(t, err)
+	copy(mem[4000:], "mmapped")
+	must(t, unix.Msync(mem, unix.MS_SYNC))
+	must(t, unix.Munmap(mem))
+	must(t, f.Close())
+	want := make([]byte, 8192)
+	copy(want[4000:], "mmapped")
+	m.flush()
+	m.unmount()
+	m2 := c.mount(t, t.TempDir(), nil)
+	checkFile(t, m2.p("x"), want)
+}
+
+func TestUnlinkedOpenFile(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	m := c.mount(t, t.TempDir(), nil)
+	p := m.p("tmp")
+	f, err := os.Create(p)
+	must(t, err)
+	_, err = f.Write([]byte("still here"))
+	must(t, err)
+	must(t, os.Remove(p))
+	_, err = f.Write([]byte(" and more"))
+	must(t, err)
+	got := make([]byte, 64)
+	n, err := f.ReadAt(got, 0)
+	if string(got[:n]) != "still here and more" {
+		t.Fatalf("read back %q %v", got[:n], err)
+	}
+	must(t, f.Close())
+	if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+}
+
+func TestRenameFlagsAndErrors(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	m := c.mount(t, t.TempDir(), nil)
+	must(t, os.WriteFile(m.p("a"), []byte("A"), 0o644))
+	must(t, os.WriteFile(m.p("b"), []byte("B"), 0o644))
+	if err := unix.Renameat2(unix.AT_FDCWD, m.p("a"), unix.AT_FDCWD, m.p("b"), unix.RENAME_NOREPLACE); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("noreplace: %v", err)
+	}
+	must(t, unix.Renameat2(unix.AT_FDCWD, m.p("a"), unix.AT_FDCWD, m.p("b"), unix.RENAME_EXCHANGE))
+	checkFile(t, m.p("a"), []byte("B"))
+	checkFile(t, m.p("b"), []byte("A"))
+	must(t, os.Rename(m.p("a"), m.p("b")))
+	checkFile(t, m.p("b"), []byte("B"))
+	must(t, os.Mkdir(m.p("d"), 0o755))
+	must(t, os.Mkdir(m.p("d/e"), 0o755))
+	if err := os.Rename(m.p("d"), m.p("d/e/f")); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("dir under itself: %v", err)
+	}
+	if err := os.Remove(m.p("d")); !errors.Is(err, syscall.ENOTEMPTY) {
+		t.Fatalf("rmdir non-empty: %v", err)
+	}
+	if err := os.WriteFile(m.p(".kumo"), nil, 0o644); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("create .kumo: %v", err)
+	}
+	long := string(bytes.Repeat([]byte("n"), 256))
+	if err := os.WriteFile(m.p(long), nil, 0o644); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Fatalf("long name: %v", err)
+	}
+	ok := string(bytes.Repeat([]byte("n"), 255))
+	must(t, os.WriteFile(m.p(ok), nil, 0o644))
+	m.flush()
+	m.unmount()
+	m2 := c.mount(t, t.TempDir(), nil)
+	if names := readDirNames(t, m2.mnt); !equal(names, []string{"b", "d", ok}) {
+		t.Fatalf("after remount: %v", names)
+	}
+}
+
+func checkFile(t *testing.T, p string, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%s: %v", filepath.Base(p), err)
+	}
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && i < len(want) && got[i] == want[i] {
+			i++
+		}
+		t.Fatalf("%s: %d bytes, want %d; first difference at %d", filepath.Base(p), len(got), len(want), i)
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
