@@ -33,6 +33,9 @@ const (
 	DefaultEndpoint    = "s3.amazonaws.com"
 )
 
+// openCheckFor bounds how long Open waits for the store to answer.
+const openCheckFor = 30 * time.Second
+
 // maxKeyPart bounds each hex part of a key; ids are 64 hex characters today.
 const maxKeyPart = 128
 
@@ -67,6 +70,9 @@ type Config struct {
 	PathStyle   bool   // path-style bucket addressing (most self-hosted stores want it)
 	MaxParallel int
 	RetryFor    time.Duration // total time a call keeps retrying transient failures
+
+	// WrapTransport, if set, wraps the HTTP transport (for metrics or tracing).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // ParseURL parses s3://BUCKET/PREFIX?endpoint=HOST:PORT&region=R&insecure=1&path_style=1&max_parallel=N&retry_for=2m.
@@ -184,6 +190,10 @@ func OpenConfig(ctx context.Context, cfg Config, creds *credentials.Credentials,
 	}
 	tr.MaxIdleConnsPerHost = cfg.MaxParallel
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	var rt http.RoundTripper = tr
+	if cfg.WrapTransport != nil {
+		rt = cfg.WrapTransport(tr)
+	}
 	lookup := minio.BucketLookupAuto
 	if cfg.PathStyle {
 		lookup = minio.BucketLookupPath
@@ -191,7 +201,7 @@ func OpenConfig(ctx context.Context, cfg Config, creds *credentials.Credentials,
 	client, err := minio.New(cfg.Endpoint, &minio.Options{
 		Creds:        creds,
 		Secure:       cfg.Secure,
-		Transport:    tr,
+		Transport:    rt,
 		Region:       cfg.Region,
 		BucketLookup: lookup,
 		// A few quick retries inside minio-go; the longer outage budget
@@ -215,8 +225,12 @@ func OpenConfig(ctx context.Context, cfg Config, creds *credentials.Credentials,
 		log:      logger,
 		desc:     fmt.Sprintf("s3://%s/%s at %s://%s", cfg.Bucket, cfg.Prefix, scheme, cfg.Endpoint),
 	}
+	// A wrong endpoint should not keep the server from starting for the whole
+	// RetryFor; a store that is briefly down at start is still waited for.
+	checkCtx, cancel := context.WithTimeout(ctx, min(cfg.RetryFor, openCheckFor)+time.Second)
+	defer cancel()
 	var exists bool
-	err = s.do(ctx, "check bucket", "", func(ctx context.Context) error {
+	err = s.do(checkCtx, "check bucket", "", func(ctx context.Context) error {
 		var err error
 		exists, err = client.BucketExists(ctx, cfg.Bucket)
 		return err
@@ -315,11 +329,17 @@ func (s *Store) Get(ctx context.Context, key string, off, length int64) ([]byte,
 		if err != nil {
 			return fmt.Errorf("s3: get %s: %w", key, err)
 		}
-		body, _, _, err := s.core.GetObject(ctx, s.bucket, obj, opts)
+		body, _, hdr, err := s.core.GetObject(ctx, s.bucket, obj, opts)
 		if err != nil {
 			return err
 		}
 		defer body.Close()
+		if opts.Header().Get("Range") != "" && !strings.HasPrefix(hdr.Get("Content-Range"), fmt.Sprintf("bytes %d-", off)) {
+			// A store that ignores Range sends the whole object: never return
+			// those bytes as if they were the range.
+			return fmt.Errorf("%w: %s: asked for bytes at %d, got Content-Range %q",
+				errShort, key, off, hdr.Get("Content-Range"))
+		}
 		limit := length
 		if limit < 0 {
 			limit = 1 << 40
