@@ -18,7 +18,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/urfave/cli/v2"
 
 	"kumo/internal/size"
@@ -35,6 +34,7 @@ type adminBackend interface {
 	SetDisabled(ctx context.Context, email string, disabled bool) error
 	Vouchers(ctx context.Context, bytes int64, days, count int) ([]string, error)
 	Backup(ctx context.Context, w io.Writer) (int64, error)
+	Attention(ctx context.Context) ([]api.Invoice, error)
 	Close() error
 }
 
@@ -127,10 +127,10 @@ func (h *httpAdmin) Vouchers(ctx context.Context, bytes int64, days, count int) 
 func (h *httpAdmin) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	return h.cl.AdminBackup(ctx, w)
 }
+func (h *httpAdmin) Attention(ctx context.Context) ([]api.Invoice, error) {
+	return h.cl.AdminAttention(ctx)
+}
 func (h *httpAdmin) Close() error { return nil }
-
-// metaDir is where the server keeps its badger metadata (server.Config.DataDir).
-func metaDir(data string) string { return filepath.Join(data, "meta") }
 
 // dataAdmin administers a stopped server through its data directory.
 type dataAdmin struct {
@@ -139,19 +139,20 @@ type dataAdmin struct {
 }
 
 func openDataAdmin(dir string) (*dataAdmin, error) {
-	if _, err := os.Stat(metaDir(dir)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "meta")); err != nil {
 		return nil, fmt.Errorf("%s is not a kumo data directory (no meta/): %w", dir, err)
 	}
 	srv, err := server.New(server.Config{
 		DataDir: dir,
 		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		// No GC while the operator works: the server does it when it runs.
-		GCInterval: 365 * 24 * time.Hour,
+		// No GC or payment watching while the operator works: the server does
+		// them when it runs.
+		NoBackground: true,
 	})
 	if err != nil {
 		if strings.Contains(err.Error(), "lock") {
 			return nil, fmt.Errorf("%w\nis the server running? stop it, or use --server URL --admin-token-file %s", err,
-				filepath.Join(dir, "admin-token"))
+				filepath.Join(dir, server.AdminTokenFile))
 		}
 		return nil, err
 	}
@@ -159,57 +160,26 @@ func openDataAdmin(dir string) (*dataAdmin, error) {
 }
 
 func (d *dataAdmin) Accounts(ctx context.Context) ([]api.AdminAccount, error) {
-	accts, err := d.srv.Accounts()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.AdminAccount, 0, len(accts))
-	for _, a := range accts {
-		out = append(out, api.AdminAccount{ID: a.ID, Email: a.Email, QuotaUsed: a.QuotaUsed, QuotaLimit: a.QuotaLimit})
-	}
-	return out, nil
+	return d.srv.AdminAccounts()
 }
 func (d *dataAdmin) SetQuota(ctx context.Context, email string, limit int64) error {
 	return d.srv.SetQuota(email, limit)
 }
 func (d *dataAdmin) SetDisabled(ctx context.Context, email string, disabled bool) error {
-	if !disabled {
-		return errors.New("enabling an account needs the running server for now: use --server URL --admin-token-file DATA/admin-token")
-	}
-	return d.srv.DisableAccount(email)
+	return d.srv.SetDisabled(email, disabled)
 }
 func (d *dataAdmin) Vouchers(ctx context.Context, bytes int64, days, count int) ([]string, error) {
-	return nil, errors.New("creating vouchers needs the running server for now: use --server URL --admin-token-file DATA/admin-token")
+	return d.srv.CreateVouchers(bytes, days, count)
 }
-
-// Backup of a stopped server: badger's own backup stream of the metadata,
-// the same format GET /v1/admin/backup sends.
 func (d *dataAdmin) Backup(ctx context.Context, w io.Writer) (int64, error) {
-	if err := d.srv.Close(); err != nil {
-		return 0, err
-	}
-	db, err := openMeta(d.dir)
-	if err != nil {
-		return 0, err
-	}
-	defer db.Close()
 	cw := &countWriter{w: w}
-	if _, err := db.Backup(cw, 0); err != nil {
-		return cw.n, fmt.Errorf("backup: %w", err)
-	}
-	return cw.n, nil
+	err := d.srv.Backup(cw)
+	return cw.n, err
 }
-
+func (d *dataAdmin) Attention(ctx context.Context) ([]api.Invoice, error) {
+	return d.srv.AttentionInvoices()
+}
 func (d *dataAdmin) Close() error { return d.srv.Close() }
-
-func openMeta(dir string) (*badger.DB, error) {
-	opts := badger.DefaultOptions(metaDir(dir)).WithLogger(nil).WithSyncWrites(true)
-	db, err := badger.Open(opts)
-	if err != nil {
-		return nil, fmt.Errorf("open metadata in %s: %w", dir, err)
-	}
-	return db, nil
-}
 
 type countWriter struct {
 	w io.Writer
@@ -220,28 +190,6 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// restoreMeta loads a backup into the metadata store of a fresh data dir.
-func restoreMeta(dir string, r io.Reader) error {
-	if ents, err := os.ReadDir(metaDir(dir)); err == nil && len(ents) > 0 {
-		return fmt.Errorf("%s already holds metadata: restore into a new, empty data directory", dir)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	db, err := openMeta(dir)
-	if err != nil {
-		return err
-	}
-	if err := db.Load(r, 256); err != nil {
-		db.Close()
-		return fmt.Errorf("restore: load backup: %w", err)
-	}
-	if err := db.Close(); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	return nil
 }
 
 func adminCommand() *cli.Command {
@@ -365,6 +313,38 @@ func adminCommand() *cli.Command {
 				})},
 			},
 			withAdminFlags(&cli.Command{
+				Name:  "invoices",
+				Usage: "list top-up invoices that need the operator (paid late, or a credited payment lost to a reorg)",
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+				Action: func(c *cli.Context) error {
+					return withAdmin(c, func(ctx context.Context, b adminBackend) error {
+						invs, err := b.Attention(ctx)
+						if err != nil {
+							return err
+						}
+						if c.Bool("json") {
+							if invs == nil {
+								invs = []api.Invoice{}
+							}
+							enc := json.NewEncoder(os.Stdout)
+							enc.SetIndent("", "  ")
+							return enc.Encode(invs)
+						}
+						if len(invs) == 0 {
+							fmt.Println("no invoices need attention")
+							return nil
+						}
+						tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+						fmt.Fprintln(tw, "INVOICE\tACCOUNT\tSIZE\tAMOUNT BTC\tPAID BTC\tSTATE\tATTENTION")
+						for _, i := range invs {
+							fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.AccountID, size.Format(i.Bytes), i.AmountBTC,
+								formatBTC(i.PaidSat), i.State, i.Attention)
+						}
+						return tw.Flush()
+					})
+				},
+			}),
+			withAdminFlags(&cli.Command{
 				Name:      "backup",
 				Usage:     "write a consistent backup of the metadata (accounts, tree, invoices, vouchers); chunks are not in it",
 				UsageText: "kumo admin backup --out FILE|DIR (--data DIR | --server URL --admin-token-file F)",
@@ -387,7 +367,7 @@ func adminCommand() *cli.Command {
 						return err
 					}
 					defer f.Close()
-					if err := restoreMeta(c.String("data"), f); err != nil {
+					if err := server.Restore(c.String("data"), f); err != nil {
 						return err
 					}
 					fmt.Printf("metadata restored into %s\n"+
@@ -411,8 +391,11 @@ func withAdmin(c *cli.Context, f func(ctx context.Context, b adminBackend) error
 	if cerr := b.Close(); err == nil {
 		err = cerr
 	}
-	if errors.Is(err, api.ErrUnauthorized) {
+	switch {
+	case errors.Is(err, api.ErrUnauthorized):
 		return fmt.Errorf("%w\nthe admin token was refused: use the one in the server's DATA/admin-token", err)
+	case errors.Is(err, api.ErrNotFound):
+		return fmt.Errorf("%w\nno such account: kumo admin accounts lists them", err)
 	}
 	return err
 }

@@ -97,6 +97,8 @@ func explain(err error, s *session.Session) error {
 			hint = fmt.Sprintf("kumo login --server %s --email %s", s.Server, s.Email)
 		}
 		return fmt.Errorf("%w\nthe session has expired or was ended: run %s", err, hint)
+	case errors.Is(err, api.ErrForbidden):
+		return fmt.Errorf("%w\nthe account may have been disabled by the server's operator", err)
 	case errors.Is(err, api.ErrUnavailable):
 		return fmt.Errorf("%w\nis the server running and the URL right?", err)
 	case errors.Is(err, api.ErrQuota):

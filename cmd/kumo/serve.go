@@ -19,6 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"kumo/internal/metrics"
+	"kumo/internal/payment"
 	"kumo/internal/size"
 	"kumo/internal/tlspin"
 	"kumo/remote/server"
@@ -49,6 +50,19 @@ func serveCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "tls-host", Usage: "host name or IP the self-signed certificate is made for (repeatable; default localhost, loopback, this hostname)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR`/metrics (loopback only, e.g. 127.0.0.1:9100)"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling on `ADDR`/debug/pprof/ (loopback only, e.g. 127.0.0.1:6060)"},
+			// Bitcoin top-ups; off unless --btc-xpub is given.
+			&cli.StringFlag{Name: "btc-xpub", Usage: "watch-only BIP84 account `KEY` (zpub/xpub, vpub/tpub on test networks) receive addresses are derived from; enables top-ups", EnvVars: []string{"KUMO_BTC_XPUB"}},
+			&cli.StringFlag{Name: "btc-network", Value: "mainnet", Usage: "mainnet, testnet, testnet4, signet, regtest or simnet"},
+			&cli.StringFlag{Name: "btc-rpc", Value: "127.0.0.1:8332", Usage: "`HOST:PORT` of the node's JSON-RPC (bitcoind or btcd)"},
+			&cli.StringFlag{Name: "btc-rpc-user", Usage: "node RPC user", EnvVars: []string{"KUMO_BTC_RPC_USER"}},
+			&cli.StringFlag{Name: "btc-rpc-pass", Usage: "node RPC password (prefer $KUMO_BTC_RPC_PASS or --btc-rpc-pass-file: flags show in ps)", EnvVars: []string{"KUMO_BTC_RPC_PASS"}},
+			&cli.StringFlag{Name: "btc-rpc-pass-file", Usage: "read the node RPC password from `FILE`"},
+			&cli.BoolFlag{Name: "btc-rpc-tls", Usage: "speak HTTPS to the node (btcd serves RPC over TLS)"},
+			&cli.StringFlag{Name: "btc-rpc-cert", Usage: "PEM `FILE` of the node's RPC certificate to trust with --btc-rpc-tls (btcd's rpc.cert)"},
+			&cli.Int64Flag{Name: "btc-price-sat-per-gib-month", Value: 10_000, Usage: "price of 1 GiB for 1 month, in satoshis"},
+			&cli.IntFlag{Name: "btc-confirmations", Value: 2, Usage: "confirmations before an invoice settles and quota is credited"},
+			&cli.DurationFlag{Name: "btc-invoice-ttl", Value: time.Hour, Usage: "how long a new invoice accepts payment"},
+			&cli.DurationFlag{Name: "btc-poll", Value: 15 * time.Second, Usage: "how often the node is polled"},
 		},
 		Action: runServe,
 	}
@@ -131,7 +145,12 @@ func runServe(c *cli.Context) error {
 			"listen on 127.0.0.1, enable TLS, or pass --insecure if a TLS proxy is in front", addr)
 	}
 
+	pay, err := paymentConfig(c)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Config{
+		Payments:     pay,
 		DataDir:      c.String("data"),
 		DefaultQuota: quota,
 		SessionTTL:   c.Duration("session-ttl"),
@@ -149,6 +168,10 @@ func runServe(c *cli.Context) error {
 		}
 	}()
 
+	if pay != nil {
+		log.Info("bitcoin top-ups on", "network", pay.Network, "rpc", pay.RPCHost,
+			"price_sat_per_gib_month", pay.PriceSatPerGiBMonth, "confirmations", pay.Confirmations, "invoice_ttl", pay.InvoiceLifetime)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -272,4 +295,47 @@ func registerServerGauges(reg *metrics.Registry, srv *server.Server, log *slog.L
 	reg.GaugeFunc("kumo_accounts", "Accounts on this server.", get(&count))
 	reg.GaugeFunc("kumo_quota_used_bytes", "Bytes stored, summed over all accounts (deduplicated per account).", get(&used))
 	reg.GaugeFunc("kumo_quota_limit_bytes", "Quota, summed over all accounts.", get(&limit))
+}
+
+// paymentConfig returns the Bitcoin top-up configuration, nil without --btc-xpub.
+func paymentConfig(c *cli.Context) (*payment.Config, error) {
+	key := c.String("btc-xpub")
+	if key == "" {
+		for _, f := range []string{"btc-rpc-user", "btc-rpc-pass", "btc-rpc-pass-file", "btc-rpc-cert"} {
+			if c.IsSet(f) {
+				return nil, fmt.Errorf("--%s given without --btc-xpub: top-ups need the watch-only account key", f)
+			}
+		}
+		return nil, nil
+	}
+	if _, err := payment.NetParams(c.String("btc-network")); err != nil {
+		return nil, fmt.Errorf("--btc-network: %w", err)
+	}
+	pass := c.String("btc-rpc-pass")
+	if f := c.String("btc-rpc-pass-file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--btc-rpc-pass-file: %w", err)
+		}
+		pass = strings.TrimSpace(string(b))
+	}
+	if c.Int64("btc-price-sat-per-gib-month") <= 0 {
+		return nil, errors.New("--btc-price-sat-per-gib-month must be positive")
+	}
+	if c.Int("btc-confirmations") < 1 {
+		return nil, errors.New("--btc-confirmations must be at least 1")
+	}
+	return &payment.Config{
+		AccountKey:          key,
+		Network:             c.String("btc-network"),
+		RPCHost:             c.String("btc-rpc"),
+		RPCUser:             c.String("btc-rpc-user"),
+		RPCPassword:         pass,
+		RPCTLS:              c.Bool("btc-rpc-tls"),
+		RPCCertFile:         c.String("btc-rpc-cert"),
+		PriceSatPerGiBMonth: c.Int64("btc-price-sat-per-gib-month"),
+		Confirmations:       c.Int("btc-confirmations"),
+		InvoiceLifetime:     c.Duration("btc-invoice-ttl"),
+		PollInterval:        c.Duration("btc-poll"),
+	}, nil
 }

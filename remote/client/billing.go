@@ -22,6 +22,7 @@ const (
 	pathAdminDisable  = "/v1/admin/disable"
 	pathAdminVouchers = "/v1/admin/vouchers"
 	pathAdminBackup   = "/v1/admin/backup"
+	pathAdminAttn     = "/v1/admin/invoices/attention"
 )
 
 // SetAdminToken sets the token of the /v1/admin calls.
@@ -123,6 +124,17 @@ func (c *Client) AdminVouchers(ctx context.Context, r api.AdminVoucherRequest) (
 	var resp api.AdminVoucherResponse
 	err := c.doJSON(ctx, call{method: http.MethodPost, path: pathAdminVouchers, policy: retryNotSent, admin: true}, r, &resp)
 	return resp.Codes, err
+}
+
+// AdminAttention lists the invoices an operator should look at (paid late,
+// or a credited payment lost to a reorg), newest first.
+func (c *Client) AdminAttention(ctx context.Context) ([]api.Invoice, error) {
+	if err := c.requireAdmin(); err != nil {
+		return nil, err
+	}
+	var r api.InvoicesResponse
+	err := c.doJSON(ctx, call{method: http.MethodGet, path: pathAdminAttn, policy: retryAll, admin: true}, nil, &r)
+	return r.Invoices, err
 }
 
 // AdminBackup streams an online backup of the server's metadata (badger's
