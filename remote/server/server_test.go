@@ -40,6 +40,11 @@ func runServerSuite(t *testing.T, newBlobs func(t *testing.T) blob.Store) {
 		{"Restart", testRestart},
 		{"Concurrent", testConcurrent},
 		{"GCRace", testGCRace},
+		{"Admin", testAdmin},
+		{"Vouchers", testVouchers},
+		{"TopupDisabled", testTopupDisabled},
+		{"UsageFeed", testUsageFeed},
+		{"OrphanSweep", testOrphanSweep},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, newBlobs) })
