@@ -320,31 +320,32 @@ func (s *Store) Get(ctx context.Context, key string, off, length int64) ([]byte,
 	var out []byte
 	err = s.do(ctx, "get", key, func(ctx context.Context) error {
 		var opts minio.GetObjectOptions
+		var rerr error
 		switch {
 		case length > 0:
-			err = opts.SetRange(off, off+length-1)
+			rerr = opts.SetRange(off, off+length-1)
 		case off > 0:
-			err = opts.SetRange(off, 0)
+			rerr = opts.SetRange(off, 0)
 		}
-		if err != nil {
-			return fmt.Errorf("s3: get %s: %w", key, err)
+		if rerr != nil {
+			return fmt.Errorf("s3: get %s: %w", key, rerr)
 		}
 		body, _, hdr, err := s.core.GetObject(ctx, s.bucket, obj, opts)
 		if err != nil {
 			return err
 		}
 		defer body.Close()
-		if opts.Header().Get("Range") != "" && !strings.HasPrefix(hdr.Get("Content-Range"), fmt.Sprintf("bytes %d-", off)) {
-			// A store that ignores Range sends the whole object: never return
-			// those bytes as if they were the range.
-			return fmt.Errorf("%w: %s: asked for bytes at %d, got Content-Range %q",
-				errShort, key, off, hdr.Get("Content-Range"))
+		// A store that ignores Range sends the whole object: never return those
+		// bytes as if they were the range. (A range from 0 may legitimately be
+		// answered with the whole object; the length check below covers it.)
+		if cr := hdr.Get("Content-Range"); off > 0 && !strings.HasPrefix(cr, fmt.Sprintf("bytes %d-", off)) {
+			return fmt.Errorf("%w: %s: asked for bytes at %d, got Content-Range %q", errShort, key, off, cr)
 		}
 		limit := length
 		if limit < 0 {
 			limit = 1 << 40
 		}
-		// Read one byte more than asked, to catch a store that ignored Range.
+		// Read one byte more than asked, so a longer answer is caught too.
 		data, err := io.ReadAll(io.LimitReader(body, limit+1))
 		if err != nil {
 			return err
