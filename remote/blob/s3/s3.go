@@ -36,9 +36,6 @@ const (
 // openCheckFor bounds how long Open waits for the store to answer.
 const openCheckFor = 30 * time.Second
 
-// maxKeyPart bounds each hex part of a key; ids are 64 hex characters today.
-const maxKeyPart = 128
-
 // Backoff between attempts: doubled from minBackoff up to maxBackoff.
 const (
 	minBackoff = 100 * time.Millisecond
@@ -247,28 +244,8 @@ func OpenConfig(ctx context.Context, cfg Config, creds *credentials.Credentials,
 // String describes the store for logs.
 func (s *Store) String() string { return s.desc }
 
-// ValidKey reports whether key is ACCOUNT/CHUNKID: two non-empty lower-case hex
-// parts (at most 128 characters each) and exactly one slash.
-func ValidKey(key string) bool {
-	acct, id, ok := strings.Cut(key, "/")
-	return ok && validHex(acct) && validHex(id)
-}
-
-func validHex(s string) bool {
-	if len(s) == 0 || len(s) > maxKeyPart {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 func (s *Store) object(key string) (string, error) {
-	if !ValidKey(key) {
+	if !blob.ValidKey(key) { // the same rule as the local store
 		return "", fmt.Errorf("%w: %q", blob.ErrBadKey, key)
 	}
 	return s.prefix + key, nil
@@ -291,13 +268,14 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 	})
 }
 
-// errShort marks a complete response with fewer (or more) bytes than asked
-// for: the range ran past the end of the object (S3 clips it), or the store
-// ignored Range. A connection cut mid-body is a different, retried, error.
-var errShort = errors.New("s3: short read")
+// errShort marks a complete response that does not match the range asked
+// for (a store ignoring Range, or a body shorter than its Content-Range says).
+// A connection cut mid-body is a different, retried, error.
+var errShort = errors.New("s3: response does not match the requested range")
 
-// Get reads length bytes at off (length < 0: to the end). Reading beyond the
-// end of the blob is an error wrapping io.ErrUnexpectedEOF.
+// Get reads length bytes at off (length < 0: to the end). Like the local store,
+// a range running past the end returns the bytes that exist, and an offset
+// beyond the size is an error (wrapping io.ErrUnexpectedEOF).
 func (s *Store) Get(ctx context.Context, key string, off, length int64) ([]byte, error) {
 	obj, err := s.object(key)
 	if err != nil {
@@ -351,7 +329,13 @@ func (s *Store) Get(ctx context.Context, key string, off, length int64) ([]byte,
 			return err
 		}
 		if length > 0 && int64(len(data)) != length {
-			return fmt.Errorf("%w: %s at %d: got %d of %d bytes", errShort, key, off, len(data), length)
+			// Fewer bytes are fine only if the range was clipped at the end of
+			// the object, as Content-Range ("bytes FIRST-LAST/TOTAL") tells.
+			total, ok := rangeTotal(hdr.Get("Content-Range"))
+			if int64(len(data)) > length || !ok || off+int64(len(data)) != total {
+				return fmt.Errorf("%w: %s at %d: got %d of %d bytes (Content-Range %q)",
+					errShort, key, off, len(data), length, hdr.Get("Content-Range"))
+			}
 		}
 		out = data
 		return nil
@@ -363,15 +347,22 @@ func (s *Store) Get(ctx context.Context, key string, off, length int64) ([]byte,
 		if serr != nil {
 			return nil, serr
 		}
-		if length < 0 && off == size {
+		if off == size {
 			return []byte{}, nil
 		}
-		return nil, fmt.Errorf("s3: get %s: %d bytes at %d beyond size %d: %w", key, length, off, size, io.ErrUnexpectedEOF)
-	}
-	if errors.Is(err, errShort) {
-		return nil, fmt.Errorf("%w: %w", err, io.ErrUnexpectedEOF)
+		return nil, fmt.Errorf("s3: get %s: offset %d beyond size %d: %w", key, off, size, io.ErrUnexpectedEOF)
 	}
 	return out, err
+}
+
+// rangeTotal returns TOTAL from a Content-Range of the form "bytes FIRST-LAST/TOTAL".
+func rangeTotal(cr string) (int64, bool) {
+	_, total, ok := strings.Cut(cr, "/")
+	if !ok || !strings.HasPrefix(cr, "bytes ") {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(total, 10, 64)
+	return n, err == nil && n >= 0
 }
 
 // Delete removes key; deleting a missing key is not an error.
