@@ -184,3 +184,26 @@ func TestCLIVouchersAdminBackup(t *testing.T) {
 	other.ok("ls", "/")
 	u.fails("already redeemed", "redeem", codes[0])
 }
+
+// With a mount, status prints the drive's own control files (here a stand-in
+// directory; the drive's tests cover the real files), also for ~/Kumo.
+func TestStatusReadsControlFile(t *testing.T) {
+	bin := buildKumo(t)
+	home := t.TempDir()
+	mnt := filepath.Join(home, "Kumo")
+	os.Mkdir(mnt, 0o755)
+	os.WriteFile(filepath.Join(mnt, control.FileText), []byte("text report\n"), 0o644)
+	os.WriteFile(filepath.Join(mnt, control.FileJSON), []byte("{\"schema\":1}\n"), 0o644)
+	r := &runner{t: t, bin: bin, env: []string{"HOME=" + home, "KUMO_CONFIG_DIR=" + t.TempDir()}}
+	if out := r.ok("status", mnt); out != "text report\n" {
+		t.Fatalf("status MOUNTPOINT: %q", out)
+	}
+	if out := r.ok("status", mnt, "--json"); out != "{\"schema\":1}\n" {
+		t.Fatalf("status MOUNTPOINT --json: %q", out)
+	}
+	if out := r.ok("status"); out != "text report\n" {
+		t.Fatalf("status (default ~/Kumo): %q", out)
+	}
+	os.RemoveAll(mnt)
+	r.fails("not logged in", "status")
+}

@@ -44,14 +44,21 @@ func statusCommand() *cli.Command {
 }
 
 func runStatus(c *cli.Context) error {
-	if c.NArg() > 1 {
+	args, err := positional(c)
+	if err != nil {
+		return err
+	}
+	if len(args) > 1 {
 		return errors.New("usage: kumo status [MOUNTPOINT] [--json]")
 	}
 	name := control.FileText
 	if c.Bool("json") {
 		name = control.FileJSON
 	}
-	mnt, explicit := c.Args().First(), c.NArg() == 1
+	mnt, explicit := "", len(args) == 1
+	if explicit {
+		mnt = args[0]
+	}
 	if !explicit {
 		mnt = defaultMountpoint()
 	}
@@ -154,12 +161,16 @@ func topupCommand() *cli.Command {
 }
 
 func runTopup(c *cli.Context) error {
-	if c.NArg() != 1 {
+	args, err := positional(c)
+	if err != nil {
+		return err
+	}
+	if len(args) != 1 {
 		return errors.New("usage: kumo topup SIZE [--months N], e.g. kumo topup 100GiB")
 	}
-	n, err := size.Parse(c.Args().First())
+	n, err := size.Parse(args[0])
 	if err != nil || n <= 0 {
-		return fmt.Errorf("topup: bad size %q (e.g. 100GiB)", c.Args().First())
+		return fmt.Errorf("topup: bad size %q (e.g. 100GiB)", args[0])
 	}
 	months := c.Int("months")
 	if months < 1 || months > control.MaxTopupMonths {
@@ -258,14 +269,18 @@ func redeemCommand() *cli.Command {
 		UsageText: "kumo redeem CODE",
 		Flags:     []cli.Flag{configFlag()},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
+			args, err := positional(c)
+			if err != nil {
+				return err
+			}
+			if len(args) != 1 {
 				return errors.New("usage: kumo redeem CODE")
 			}
 			s, cl, _, err := loadSession(c)
 			if err != nil {
 				return err
 			}
-			r, err := cl.Redeem(c.Context, c.Args().First())
+			r, err := cl.Redeem(c.Context, args[0])
 			switch {
 			case errors.Is(err, api.ErrUsedVoucher):
 				return fmt.Errorf("this voucher was already redeemed; nothing changed (%w)", err)

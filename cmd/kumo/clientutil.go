@@ -234,3 +234,52 @@ func newBar(w io.Writer, label string) (pathops.Progress, func()) {
 func interruptible(c *cli.Context) (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 }
+
+// positional returns the command's positional arguments, applying flags that
+// follow them ("kumo topup 1GiB --months 3"): urfave/cli v2 stops parsing
+// flags at the first positional argument.
+func positional(c *cli.Context) ([]string, error) {
+	var pos []string
+	args := c.Args().Slice()
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(pos, args[i+1:]...), nil
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			pos = append(pos, a)
+			continue
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := lookupFlag(c.Command.Flags, name)
+		if f == nil {
+			return nil, fmt.Errorf("unknown flag %s", a)
+		}
+		if _, isBool := f.(*cli.BoolFlag); isBool {
+			if !hasVal {
+				val = "true"
+			}
+		} else if !hasVal {
+			if i+1 >= len(args) {
+				return nil, fmt.Errorf("flag %s needs a value", a)
+			}
+			i++
+			val = args[i]
+		}
+		if err := c.Set(f.Names()[0], val); err != nil {
+			return nil, fmt.Errorf("flag %s: %w", a, err)
+		}
+	}
+	return pos, nil
+}
+
+func lookupFlag(flags []cli.Flag, name string) cli.Flag {
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return f
+			}
+		}
+	}
+	return nil
+}
