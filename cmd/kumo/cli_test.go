@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"kumo/internal/keys"
+	"kumo/remote/blob/s3/s3test"
 	"kumo/remote/client"
 	"kumo/remote/session"
 )
@@ -66,6 +67,7 @@ type serveProc struct {
 	url         string
 	fingerprint string // TLS certificate, "" for plain HTTP
 	metricsURL  string
+	pprofURL    string
 	stdout      *bytes.Buffer
 	cmd         *exec.Cmd
 	stop        func() // SIGTERM and wait (also run at cleanup)
@@ -101,7 +103,7 @@ func serveAt(t *testing.T, bin, data, listen string, extra ...string) *serveProc
 		})
 	}
 	t.Cleanup(p.stop)
-	type start struct{ url, fp, metrics string }
+	type start struct{ url, fp, metrics, pprof string }
 	startc := make(chan start, 1)
 	go func() {
 		var st start
@@ -117,6 +119,9 @@ func serveAt(t *testing.T, bin, data, listen string, extra ...string) *serveProc
 			if v, ok := rec["metrics_url"].(string); ok {
 				st.metrics = v
 			}
+			if v, ok := rec["pprof_url"].(string); ok {
+				st.pprof = v
+			}
 			if u, ok := rec["url"].(string); ok {
 				st.url = u
 				startc <- st
@@ -125,7 +130,7 @@ func serveAt(t *testing.T, bin, data, listen string, extra ...string) *serveProc
 	}()
 	select {
 	case st := <-startc:
-		p.url, p.fingerprint, p.metricsURL = st.url, st.fp, st.metrics
+		p.url, p.fingerprint, p.metricsURL, p.pprofURL = st.url, st.fp, st.metrics, st.pprof
 		return p
 	case <-time.After(20 * time.Second):
 		t.Fatal("serve did not report its address")
@@ -323,5 +328,43 @@ func TestServeShutdownWithLongPoll(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("shutdown took %v", d)
+	}
+}
+
+// serve --blob s3://... keeps chunks in a real S3 server (versitygw); the
+// CLI round trip works and the chunks land in the bucket, not in DATA/blobs.
+func TestServeS3Blob(t *testing.T) {
+	v := s3test.Start(t)
+	bin := buildKumo(t)
+	data := t.TempDir()
+	p := serveAt(t, bin, data, "127.0.0.1:0", "--blob", v.URL)
+	r := userRunner(t, bin)
+	r.ok("signup", "--server", p.url, "--email", "s3@example.com")
+	src := filepath.Join(t.TempDir(), "big.bin")
+	content := make([]byte, 5<<20+3)
+	rand.Read(content)
+	os.WriteFile(src, content, 0o644)
+	r.ok("put", src, "/big.bin")
+	dst := filepath.Join(t.TempDir(), "out.bin")
+	r.ok("get", "/big.bin", dst)
+	if b, _ := os.ReadFile(dst); !bytes.Equal(b, content) {
+		t.Fatalf("get from s3-backed server: %d bytes", len(b))
+	}
+	var inBucket int
+	filepath.WalkDir(v.Root, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			inBucket++
+		}
+		return nil
+	})
+	if inBucket == 0 {
+		t.Fatal("no objects in the bucket")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(data, "blobs")); len(ents) != 0 {
+		t.Fatalf("chunks in DATA/blobs with --blob s3: %d entries", len(ents))
+	}
+	out, err := exec.Command(bin, "serve", "--data", t.TempDir(), "--blob", "ftp://x").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "s3://") {
+		t.Fatalf("--blob ftp: %v %s", err, out)
 	}
 }

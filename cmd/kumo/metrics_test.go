@@ -76,6 +76,13 @@ func TestServeMetrics(t *testing.T) {
 		t.Error("no Go runtime metrics")
 	}
 
+	if h := scrape(t, p.url+"/healthz"); h != "ok\n" {
+		t.Errorf("/healthz: %q", h)
+	}
+	if pp := scrape(t, p.pprofURL+"goroutine?debug=1"); !strings.Contains(pp, "goroutine profile") {
+		t.Errorf("pprof goroutine profile: %.200s", pp)
+	}
+
 	// Metrics and profiles are never served off loopback.
 	out, err := exec.Command(bin, "serve", "--data", t.TempDir(), "--metrics", "0.0.0.0:0").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "loopback") {

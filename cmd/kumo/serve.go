@@ -22,6 +22,8 @@ import (
 	"kumo/internal/payment"
 	"kumo/internal/size"
 	"kumo/internal/tlspin"
+	"kumo/remote/blob"
+	"kumo/remote/blob/s3"
 	"kumo/remote/server"
 )
 
@@ -35,6 +37,7 @@ func serveCommand() *cli.Command {
 		UsageText: "kumo serve --data DIR [--listen 127.0.0.1:8080] [--quota 10GiB] [--tls-self-signed | --tls-cert F --tls-key F] [--metrics 127.0.0.1:9100] [--pprof 127.0.0.1:6060]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data", Usage: "data directory (metadata in DIR/meta, chunks in DIR/blobs)", EnvVars: []string{"KUMO_DATA"}, Required: true},
+			&cli.StringFlag{Name: "blob", Usage: "chunk store: DATA/blobs by default, or `s3://BUCKET/PREFIX?endpoint=HOST:PORT&region=R` (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials; also insecure=1, path_style=1, max_parallel=N, retry_for=2m)", EnvVars: []string{"KUMO_BLOB"}},
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8080", Usage: "address to listen on (host:port; port 0 picks a free one)", EnvVars: []string{"KUMO_LISTEN"}},
 			&cli.StringFlag{Name: "quota", Value: "10GiB", Usage: "storage quota of new accounts (e.g. 500MB, 10GiB, 1T)"},
 			&cli.BoolFlag{Name: "sync-writes", Usage: "fsync metadata on every commit (survives power loss, slower)"},
@@ -149,7 +152,21 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var blobs blob.Store
+	if u := c.String("blob"); u != "" {
+		if !strings.HasPrefix(u, "s3://") {
+			return fmt.Errorf("--blob %q: want s3://BUCKET/PREFIX?endpoint=HOST:PORT (leave it out for DATA/blobs)", u)
+		}
+		octx, cancel := context.WithTimeout(c.Context, time.Minute)
+		st, err := s3.Open(octx, u, log)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("--blob: %w", err)
+		}
+		blobs = st
+	}
 	srv, err := server.New(server.Config{
+		Blobs:        blobs,
 		Payments:     pay,
 		DataDir:      c.String("data"),
 		DefaultQuota: quota,
@@ -225,8 +242,12 @@ func runServe(c *cli.Context) error {
 		fmt.Printf("kumo serve: TLS certificate SHA-256 fingerprint %s\n", fingerprint)
 		log.Info("TLS certificate", "fingerprint", fingerprint)
 	}
+	blobDesc := filepath.Join(c.String("data"), "blobs")
+	if c.String("blob") != "" {
+		blobDesc = c.String("blob")
+	}
 	log.Info("kumo serve listening", "addr", ln.Addr().String(), "url", scheme+"://"+ln.Addr().String(),
-		"data", c.String("data"), "quota", quota, "sync_writes", c.Bool("sync-writes"))
+		"data", c.String("data"), "blob", blobDesc, "quota", quota, "sync_writes", c.Bool("sync-writes"))
 
 	select {
 	case err := <-errc:
