@@ -374,7 +374,7 @@ func (s *Server) Health(ctx context.Context) error {
 	if err := s.db.View(func(tx *badger.Txn) error { _, err := tx.Get(kSecret()); return err }); err != nil {
 		return fmt.Errorf("metadata store: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if _, err := s.blobs.Size(ctx, healthProbeKey); err != nil && !errors.Is(err, blob.ErrNotFound) {
 		return fmt.Errorf("blob store: %w", err)

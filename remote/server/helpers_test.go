@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
@@ -45,6 +46,9 @@ func newEnv(t *testing.T, newBlobs func(t *testing.T) blob.Store, mod func(*Conf
 		GCInterval:   time.Hour,
 		LoginLimit:   1000,
 		Logger:       slog.New(slog.DiscardHandler),
+	}
+	if os.Getenv("KUMO_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	if newBlobs != nil {
 		cfg.Blobs = newBlobs(t)
