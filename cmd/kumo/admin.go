@@ -347,9 +347,9 @@ func adminCommand() *cli.Command {
 			withAdminFlags(&cli.Command{
 				Name:      "backup",
 				Usage:     "write a consistent backup of the metadata (accounts, tree, invoices, vouchers); chunks are not in it",
-				UsageText: "kumo admin backup --out FILE|DIR (--data DIR | --server URL --admin-token-file F)",
+				UsageText: "kumo admin backup [--out] FILE|DIR (--data DIR | --server URL --admin-token-file F)",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "out", Required: true, Usage: "backup `FILE`, or a directory to create kumo-meta-TIMESTAMP.backup in"},
+					&cli.StringFlag{Name: "out", Usage: "backup `FILE`, or a directory to create kumo-meta-TIMESTAMP.backup in (or give it as the argument)"},
 				},
 				Action: runAdminBackup,
 			}),
@@ -401,7 +401,17 @@ func withAdmin(c *cli.Context, f func(ctx context.Context, b adminBackend) error
 }
 
 func runAdminBackup(c *cli.Context) error {
+	args, err := positional(c)
+	if err != nil {
+		return err
+	}
 	out := c.String("out")
+	switch {
+	case out == "" && len(args) == 1:
+		out = args[0]
+	case out == "" || len(args) > 0:
+		return errors.New("usage: kumo admin backup --out FILE|DIR (--data DIR | --server URL --admin-token-file F)")
+	}
 	if st, err := os.Stat(out); err == nil && st.IsDir() {
 		out = filepath.Join(out, "kumo-meta-"+time.Now().UTC().Format("20060102-150405")+".backup")
 	}

@@ -152,7 +152,7 @@ func TestCLIVouchersAdminBackup(t *testing.T) {
 		t.Fatalf("offline voucher: %q", c)
 	}
 	backupDir := t.TempDir()
-	if out := op.ok(append([]string{"admin", "backup", "--out", backupDir}, offline...)...); !strings.Contains(out, backupDir) {
+	if out := op.ok(append([]string{"admin", "backup", backupDir}, offline...)...); !strings.Contains(out, backupDir) {
 		t.Fatalf("offline backup: %s", out)
 	}
 
