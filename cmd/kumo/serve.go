@@ -37,7 +37,7 @@ func serveCommand() *cli.Command {
 		UsageText: "kumo serve --data DIR [--listen 127.0.0.1:8080] [--quota 10GiB] [--tls-self-signed | --tls-cert F --tls-key F] [--metrics 127.0.0.1:9100] [--pprof 127.0.0.1:6060]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data", Usage: "data directory (metadata in DIR/meta, chunks in DIR/blobs)", EnvVars: []string{"KUMO_DATA"}, Required: true},
-			&cli.StringFlag{Name: "blob", Usage: "chunk store: DATA/blobs by default, or `s3://BUCKET/PREFIX?endpoint=HOST:PORT&region=R` (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials; also insecure=1, path_style=1, max_parallel=N, retry_for=2m)", EnvVars: []string{"KUMO_BLOB"}},
+			&cli.StringFlag{Name: "blob", Usage: "chunk store `URL`: DATA/blobs by default, or s3://BUCKET/PREFIX?endpoint=HOST:PORT&region=R (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials; also insecure=1, path_style=1, max_parallel=N, retry_for=2m)", EnvVars: []string{"KUMO_BLOB"}},
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8080", Usage: "address to listen on (host:port; port 0 picks a free one)", EnvVars: []string{"KUMO_LISTEN"}},
 			&cli.StringFlag{Name: "quota", Value: "10GiB", Usage: "storage quota of new accounts (e.g. 500MB, 10GiB, 1T)"},
 			&cli.BoolFlag{Name: "sync-writes", Usage: "fsync metadata on every commit (survives power loss, slower)"},
@@ -54,7 +54,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR`/metrics (loopback only, e.g. 127.0.0.1:9100)"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling on `ADDR`/debug/pprof/ (loopback only, e.g. 127.0.0.1:6060)"},
 			// Bitcoin top-ups; off unless --btc-xpub is given.
-			&cli.StringFlag{Name: "btc-xpub", Usage: "watch-only BIP84 account `KEY` (zpub/xpub, vpub/tpub on test networks) receive addresses are derived from; enables top-ups", EnvVars: []string{"KUMO_BTC_XPUB"}},
+			&cli.StringFlag{Name: "btc-xpub", Usage: "watch-only BIP84 account public `KEY` (zpub/xpub; vpub/tpub on test networks) to derive receive addresses from; enables top-ups", EnvVars: []string{"KUMO_BTC_XPUB"}},
 			&cli.StringFlag{Name: "btc-network", Value: "mainnet", Usage: "mainnet, testnet, testnet4, signet, regtest or simnet"},
 			&cli.StringFlag{Name: "btc-rpc", Value: "127.0.0.1:8332", Usage: "`HOST:PORT` of the node's JSON-RPC (bitcoind or btcd)"},
 			&cli.StringFlag{Name: "btc-rpc-user", Usage: "node RPC user", EnvVars: []string{"KUMO_BTC_RPC_USER"}},
