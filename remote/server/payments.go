@@ -69,6 +69,11 @@ func invoiceView(inv *payment.Invoice) api.Invoice {
 		Confirmations: int(inv.Confirmations), Required: inv.RequiredConfirmations,
 		Created: inv.CreatedAt, Expires: inv.ExpiresAt,
 	}
+	if inv.State == payment.StateSettled && !inv.Credited {
+		// Confirmed, credit not yet committed (a moment, or until a failed
+		// credit is retried): users see Settled exactly when the quota is there.
+		v.State = api.InvoiceProcessing
+	}
 	for _, f := range []struct {
 		on   bool
 		name string
