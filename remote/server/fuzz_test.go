@@ -33,6 +33,14 @@ var requestTypes = []struct {
 	{"unlink", func() any { return &api.UnlinkRequest{} }, func(v any) error { return validateUnlink(v.(*api.UnlinkRequest)) }},
 	{"have", func() any { return &api.HaveRequest{} }, func(v any) error { return validateHave(v.(*api.HaveRequest)) }},
 	{"batch", func() any { return &api.BatchRequest{} }, func(v any) error { return validateBatch(v.(*api.BatchRequest)) }},
+	{"topup", func() any { return &api.TopupRequest{} }, func(v any) error { return validateTopup(v.(*api.TopupRequest)) }},
+	{"redeem", func() any { return &api.RedeemRequest{} }, func(v any) error { return nil }},
+	{"admin quota", func() any { return &api.AdminQuotaRequest{} }, func(v any) error {
+		_, err := normalizeEmail(v.(*api.AdminQuotaRequest).Email)
+		return err
+	}},
+	{"admin disable", func() any { return &api.AdminDisableRequest{} }, func(v any) error { return nil }},
+	{"admin vouchers", func() any { return &api.AdminVoucherRequest{} }, func(v any) error { return nil }},
 }
 
 // FuzzDecodeRequests feeds arbitrary bytes to the strict decoder and the
@@ -49,6 +57,10 @@ func FuzzDecodeRequests(f *testing.F) {
 		api.HaveRequest{IDs: []string{mac}},
 		api.SignupRequest{Email: "a@b.c", Salt: make([]byte, 16), KDF: defaultKDF, AuthKey: make([]byte, 32), WrappedMaster: make([]byte, 73), RootAttrs: []byte("r")},
 		api.BatchRequest{Ops: []api.BatchOp{{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: 1, NameMAC: mac}}}},
+		api.TopupRequest{Bytes: 1 << 30, Months: 3},
+		api.RedeemRequest{Code: "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF"},
+		api.AdminQuotaRequest{Email: "a@b.c", Limit: 5},
+		api.AdminVoucherRequest{Bytes: 1, Days: 2, Count: 3},
 	}
 	for _, s := range seeds {
 		b, _ := json.Marshal(s)
