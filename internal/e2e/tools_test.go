@@ -22,7 +22,8 @@ type toolCase struct {
 
 func TestRealTools(t *testing.T) {
 	needTool(t, "rsync", "tar", "git", "sqlite3", "fio", "diff", "cp")
-	t.Setenv("HOME", t.TempDir()) // no user git config
+	// No user or system git config (HOME stays: go build needs its caches).
+	t.Setenv("GIT_CONFIG_GLOBAL", "/dev/null")
 	t.Setenv("GIT_CONFIG_NOSYSTEM", "1")
 	src := makeSourceTree(t)
 	srcSnap := snapshot(t, src)
