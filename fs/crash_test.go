@@ -1,0 +1,310 @@
+package fs
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"kumo/internal/keys"
+	"kumo/remote/client"
+	"kumo/remote/session"
+)
+
+// crashChild is run by TestKill9 in a child process: it only mounts (a
+// daemon), the test writes through the mount and then kills it.
+func crashChild() {
+	cloudURL := os.Getenv("KUMO_CRASH_URL")
+	sessPath := os.Getenv("KUMO_CRASH_SESSION")
+	cacheDir := os.Getenv("KUMO_CRASH_CACHE")
+	mnt := os.Getenv("KUMO_CRASH_MNT")
+	s, err := session.Load(sessPath)
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	cl, _ := client.New(client.Options{BaseURL: cloudURL, Token: s.Token})
+	// A long quiet time: most data is still only local when the kill comes.
+	d, err := Mount(context.Background(), mnt, Options{Client: cl, Session: s, CacheDir: cacheDir, QuietTime: time.Hour})
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	fmt.Println("READY")
+	d.Wait()
+}
+
+func crashData(i int) []byte {
+	b := bytes.Repeat([]byte(fmt.Sprintf("file %d data ", i)), 1000*(i%7+1))
+	if i%5 == 0 {
+		b = append(b, make([]byte, 5<<20)...) // some span two chunks
+		copy(b[len(b)-10:], "last bytes")
+	}
+	return b
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv("KUMO_CRASH_CHILD") == "1" {
+		crashChild()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func TestKill9(t *testing.T) {
+	needFUSE(t)
+	c := startCloud(t, t.TempDir(), 0)
+	cacheDir := t.TempDir()
+	mnt := t.TempDir()
+	sp := filepath.Join(t.TempDir(), "s.json")
+	must(t, c.sess.Save(sp))
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "KUMO_CRASH_CHILD=1", "KUMO_CRASH_URL="+c.url, "KUMO_CRASH_SESSION="+sp,
+		"KUMO_CRASH_CACHE="+cacheDir, "KUMO_CRASH_MNT="+mnt)
+	out, err := cmd.StdoutPipe()
+	must(t, err)
+	cmd.Stderr = os.Stderr
+	must(t, cmd.Start())
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || sc.Text() != "READY" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("child: %q", sc.Text())
+	}
+	synced := -1
+	var open []*os.File
+	for i := 0; i <= 20; i++ {
+		p := filepath.Join(mnt, fmt.Sprintf("f%03d", i))
+		f, err := os.Create(p)
+		must(t, err)
+		_, err = f.Write(crashData(i))
+		must(t, err)
+		must(t, f.Sync())
+		synced = i
+		// Unsynced data after the fsync'd part may or may not survive.
+		_, err = f.Write([]byte("unsynced tail"))
+		must(t, err)
+		open = append(open, f)
+		if i == 5 {
+			must(t, os.Rename(filepath.Join(mnt, "f000"), filepath.Join(mnt, "renamed")))
+		}
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	for _, f := range open {
+		f.Close()
+	}
+	exec.Command("fusermount3", "-uz", mnt).Run()
+	t.Logf("killed after %d fsync'd files", synced+1)
+
+	// Remount the same cache: everything fsync'd is there, then reaches the cloud.
+	m := c.mount(t, cacheDir, nil)
+	check := func(m *mounted) {
+		t.Helper()
+		for i := 0; i <= synced; i++ {
+			name := fmt.Sprintf("f%03d", i)
+			if i == 0 {
+				name = "renamed" // the rename happened before later fsyncs
+			}
+			got, err := os.ReadFile(m.p(name))
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			want := crashData(i)
+			if len(got) < len(want) || !bytes.Equal(got[:len(want)], want) {
+				t.Fatalf("%s: %d bytes, fsync'd part differs (want %d)", name, len(got), len(want))
+			}
+		}
+	}
+	check(m)
+	m.flush()
+	m.unmount()
+	m2 := c.mount(t, t.TempDir(), nil)
+	check(m2)
+}
+
+// TestTamperedChunk flips a byte of a stored chunk: reading gives EIO, not
+// wrong bytes.
+func TestTamperedChunk(t *testing.T) {
+	dir := t.TempDir()
+	c := startCloud(t, dir, 0)
+	m := c.mount(t, t.TempDir(), nil)
+	data := randBytes(300000)
+	must(t, os.WriteFile(m.p("f"), data, 0o644))
+	m.flush()
+	m.unmount()
+	var blobs []string
+	filepath.WalkDir(filepath.Join(dir, "blobs"), func(p string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() {
+			blobs = append(blobs, p)
+		}
+		return nil
+	})
+	if len(blobs) != 1 {
+		t.Fatalf("want 1 blob, found %d", len(blobs))
+	}
+	b, err := os.ReadFile(blobs[0])
+	must(t, err)
+	b[100] ^= 1
+	must(t, os.WriteFile(blobs[0], b, 0o644))
+
+	m2 := c.mount(t, t.TempDir(), nil)
+	_, err = os.ReadFile(m2.p("f"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of a tampered chunk: %v, want EIO", err)
+	}
+	// A random read of an untouched segment still works.
+	f, err := os.Open(m2.p("f"))
+	must(t, err)
+	defer f.Close()
+	buf := make([]byte, 100)
+	if _, err := f.ReadAt(buf, 200000); err != nil || !bytes.Equal(buf, data[200000:200100]) {
+		t.Fatalf("untouched segment: %v", err)
+	}
+}
+
+// TestTwoMounts: changes of one mount show up in another within seconds.
+func TestTwoMounts(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	a := c.mount(t, t.TempDir(), nil)
+	b := c.mount(t, t.TempDir(), nil)
+	must(t, os.WriteFile(a.p("from-a"), []byte("one"), 0o644))
+	must(t, os.Mkdir(a.p("dir"), 0o755))
+	must(t, os.WriteFile(a.p("dir/inner"), []byte("inner"), 0o644))
+	a.flush()
+	waitFor(t, 5*time.Second, func() bool {
+		got, err := os.ReadFile(b.p("dir/inner"))
+		return err == nil && string(got) == "inner"
+	})
+	checkFile(t, b.p("from-a"), []byte("one"))
+	// Change content and delete.
+	must(t, os.WriteFile(a.p("from-a"), []byte("two two"), 0o644))
+	must(t, os.Remove(a.p("dir/inner")))
+	a.flush()
+	waitFor(t, 5*time.Second, func() bool {
+		got, err := os.ReadFile(b.p("from-a"))
+		_, err2 := os.Stat(b.p("dir/inner"))
+		return err == nil && string(got) == "two two" && errors.Is(err2, os.ErrNotExist)
+	})
+}
+
+// offlineProxy forwards to the cloud unless down (then 503, as a dead link).
+type offlineProxy struct {
+	down atomic.Bool
+	url  string
+}
+
+func newOfflineProxy(t *testing.T, target string) *offlineProxy {
+	u, _ := url.Parse(target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	p := &offlineProxy{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.down.Load() {
+			http.Error(w, "offline", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	p.url = srv.URL
+	return p
+}
+
+// TestConflictAndOffline: a mount that was offline creates and changes what
+// another mount changed meanwhile: nothing is lost, theirs keeps the name.
+func TestConflictAndOffline(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	px := newOfflineProxy(t, c.url)
+	b := c.mount(t, t.TempDir(), nil)
+	must(t, os.WriteFile(b.p("edited"), []byte("base"), 0o644))
+	b.flush()
+	a := c.mount(t, t.TempDir(), func(o *Options) {
+		cl, err := client.New(client.Options{BaseURL: px.url, Token: c.sess.Token, MaxRetries: -1})
+		must(t, err)
+		o.Client = cl
+	})
+	checkFile(t, a.p("edited"), []byte("base"))
+	px.down.Store(true)
+	// Offline: writes queue, cached reads work.
+	must(t, os.WriteFile(a.p("same"), []byte("from a"), 0o644))
+	must(t, os.WriteFile(a.p("edited"), []byte("a's edit"), 0o644))
+	checkFile(t, a.p("edited"), []byte("a's edit"))
+	time.Sleep(500 * time.Millisecond)
+	if a.d.Status().Online {
+		t.Errorf("status says online while the cloud is unreachable")
+	}
+	// Meanwhile b creates the same name and edits the same file.
+	must(t, os.WriteFile(b.p("same"), []byte("from b"), 0o644))
+	must(t, os.WriteFile(b.p("edited"), []byte("b's edit"), 0o644))
+	b.flush()
+	px.down.Store(false)
+	a.flush()
+	var names []string
+	waitFor(t, 10*time.Second, func() bool {
+		names = readDirNames(t, a.mnt)
+		return len(names) == 4
+	})
+	checkFile(t, a.p("same"), []byte("from b"))
+	checkFile(t, a.p("edited"), []byte("b's edit"))
+	var sameCopy, editCopy string
+	for _, n := range names {
+		if strings.HasPrefix(n, "same (conflict ") {
+			sameCopy = n
+		}
+		if strings.HasPrefix(n, "edited (conflict ") {
+			editCopy = n
+		}
+	}
+	if sameCopy == "" || editCopy == "" {
+		t.Fatalf("conflict copies missing: %v", names)
+	}
+	checkFile(t, a.p(sameCopy), []byte("from a"))
+	checkFile(t, a.p(editCopy), []byte("a's edit"))
+	// And b sees the same.
+	waitFor(t, 10*time.Second, func() bool { return len(readDirNames(t, b.mnt)) == 4 })
+	checkFile(t, b.p(editCopy), []byte("a's edit"))
+}
+
+// TestQuota: growth the quota cannot hold fails with EDQUOT.
+func TestQuota(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 4<<20)
+	m := c.mount(t, t.TempDir(), nil)
+	must(t, os.WriteFile(m.p("ok"), randBytes(1<<20), 0o644))
+	err := os.WriteFile(m.p("big"), randBytes(8<<20), 0o644)
+	if !errors.Is(err, syscall.EDQUOT) {
+		t.Fatalf("over quota: %v, want EDQUOT", err)
+	}
+	var st syscall.Statfs_t
+	must(t, syscall.Statfs(m.mnt, &st))
+	if got := int64(st.Blocks) * st.Bsize; got != 4<<20 {
+		t.Errorf("statfs size %d, want %d", got, 4<<20)
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, ok func() bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if ok() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("condition not met within %v", d)
+}
+
+var _ = keys.TestKDF
