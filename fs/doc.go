@@ -1,0 +1,88 @@
+// Package fs is the kumo drive: go-fuse nodes over a local-first copy of the
+// account's tree, with write-back of data and tree changes to the cloud.
+//
+// # Layers
+//
+//   - The local tree (cache.Store: sealed nodes and entries, exactly the wire
+//     shapes) is authoritative for this mount. Every tree operation (create,
+//     mkdir, symlink, mknod, link, unlink, rmdir, rename incl. NOREPLACE and
+//     EXCHANGE, chmod/chown/utimens, xattrs) is one cache.Apply that changes the
+//     local tree and appends the equivalent api.BatchOp to the push journal,
+//     then returns. Node ids are random 63-bit numbers chosen here; inode
+//     numbers are node ids.
+//   - Decrypted attributes live in memory per node (nodeState, opened with
+//     meta.Sealer); everything on disk is sealed. The local copy of a node
+//     differs from what the cloud gets in two ways: its size is the logical size
+//     (including data not uploaded yet), and an internal attribute "kumo:trunc"
+//     records a truncation watermark (base bytes at or beyond it read as zeros).
+//     The cloud always gets attributes consistent with the chunk list.
+//
+// # Data
+//
+// A file's content is its base chunk list (attrs.Chunks: 4 MiB chunks, zero id
+// = hole) overlaid by write-back layers: encrypted segment files (64 KiB
+// segments) per (node, generation). Per segment, the newest layer holding it
+// wins, else the base (below the watermark), else zeros. Partial-segment
+// writes read-modify-write the segment. A file is dirty iff it has a layer
+// (truncate creates an empty one so a pure truncate is uploaded too).
+//
+// close (flush) and fsync sync the layers, save the local attributes and sync
+// the store: after that, kill -9 or power loss loses nothing. At the next
+// mount, segment files are found (Store.SegmentFiles) and uploaded; layer data
+// beyond the saved size (never fsync'd) is cut so it cannot reappear.
+//
+// The uploader takes a dirty file after 1 s without writes (at once after
+// close or Flush): it freezes the current layers (new writes go to a new
+// generation), rebuilds only the touched chunks (base bytes + layers; all-zero
+// chunks become holes; untouched chunks keep their ids), names them with
+// chunk.Cipher.ID, skips those the cloud has (HaveChunks), seals and uploads
+// up to 4 in parallel, keeps the sealed segments in the chunk cache, and then,
+// in one Apply, sets the new base and appends an update op. The frozen segment
+// files are removed right after that Apply is synced: the data is then in
+// acknowledged chunks plus a durable journal op (waiting for the pusher's ack
+// instead would let a truncate stall forever while offline). Truncate waits
+// for a running upload of the same file.
+//
+// # Push
+//
+// The pusher sends the journal in order with client.Batch (up to 300 ops),
+// acks what is done, retries with backoff while the cloud is unreachable,
+// refuses quota or read-only (the data stays queued, Status says so). The
+// expected version of an update is filled in at push time from the version
+// the cloud last reported; a batch is cut before a second update of the same
+// node. Refusals are resolved, logged, never by dropping data:
+//   - create, name taken by another client: ours is created under
+//     "NAME (conflict YYYY-MM-DD HHMMSS).EXT", theirs shown under the name;
+//     later queued ops naming our entry are rewritten to follow it;
+//   - create, parent gone: ours goes to the root under a conflict name;
+//   - update, stale version: if only we changed the data (the cloud's chunk
+//     list is what we last pushed), retried on the new version; otherwise ours
+//     becomes a new node under a conflict name and the local node adopts theirs;
+//   - other refusals: the affected directories are relisted from the cloud.
+//
+// # Pull
+//
+// The puller long-polls the change feed from the local cursor. Entries and
+// nodes with queued local ops are left alone; others are refetched (Lookup,
+// GetNode), applied locally, and the kernel is told (NotifyEntry,
+// NotifyDelete, NotifyContent). A feed reset waits for the journal to drain,
+// then relists. A new cache lists the whole tree once; a remount starts from
+// the cached tree and cursor without listing.
+//
+// # Read
+//
+// Kernel page cache (FOPEN_KEEP_CACHE, invalidated by notify) → layers →
+// chunk cache (sealed segments) → cloud: random reads fetch single segments
+// with a Range request; sequential readers (per handle) fetch whole chunks and
+// read ahead the next 3 in parallel; concurrent fetches of the same data are
+// merged. Any authentication failure is EIO plus an error log naming the node
+// and chunk. Uncached reads give up with EIO after 10 s when the cloud is
+// unreachable.
+//
+// # Kernel interface
+//
+// Entry and attribute timeouts are 1 s. File locks (flock, POSIX) are kept by
+// the kernel for this mount. The root names ".kumo", ".kumo.json" and
+// ".kumo-topup.png" are reserved for the control file (create/rename onto them
+// is EPERM; lookup is ENOENT until the control file exists).
+package fs
