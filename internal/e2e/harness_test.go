@@ -167,7 +167,11 @@ func (m *kumoMount) exited() bool {
 // daemon to exit cleanly.
 func (m *kumoMount) unmount(t testing.TB) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	timeout := 4 * time.Minute
+	if v, err := time.ParseDuration(os.Getenv("KUMO_E2E_UNMOUNT_TIMEOUT")); err == nil {
+		timeout = v
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, m.bin, "unmount", m.dir)
