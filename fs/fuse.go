@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,6 +31,7 @@ type handle struct {
 	nextOff int64 // where a sequential reader reads next
 	seqRun  int
 	write   bool
+	wrote   atomic.Bool // data written through this handle since the last flush
 }
 
 var (
@@ -399,7 +401,11 @@ func (n *fnode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32
 			return nil, 0, e
 		}
 	}
-	return d.open(st, flags), fuse.FOPEN_KEEP_CACHE, 0
+	h := d.open(st, flags)
+	if flags&syscall.O_TRUNC != 0 {
+		h.wrote.Store(true)
+	}
+	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *fnode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -433,13 +439,14 @@ func (n *fnode) Write(ctx context.Context, f gofs.FileHandle, data []byte, off i
 	if n.d.o.ReadOnly {
 		return 0, syscall.EROFS
 	}
+	h.wrote.Store(true)
 	w, e := n.d.write(ctx, h.st, data, off)
 	return uint32(w), e
 }
 
 func (n *fnode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
 	h, ok := f.(*handle)
-	if !ok || !h.write {
+	if !ok || !h.write || !h.wrote.Swap(false) {
 		return 0
 	}
 	return n.d.makeDurable(h.st, true)

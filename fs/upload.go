@@ -16,7 +16,7 @@ import (
 )
 
 const (
-	uploadFiles    = 2 // files uploaded at once
+	uploadFiles    = 4 // files uploaded at once
 	uploadParallel = 4 // chunks of one file uploaded at once
 )
 
@@ -61,7 +61,7 @@ func (d *Drive) uploadLoop() {
 			}
 			d.uploadsRunning.Add(1)
 			go func() {
-				defer func() { <-sem; d.uploadsRunning.Add(-1) }()
+				defer func() { <-sem; d.uploadsRunning.Add(-1); kick(d.uploadKick) }()
 				err := d.upload(st)
 				if err != nil {
 					d.noteErr(err)

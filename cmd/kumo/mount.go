@@ -301,13 +301,16 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 	if err != nil {
 		return err
 	}
+	// replying counts control connections writing their last answer: the
+	// process must not exit under them.
+	var replying sync.WaitGroup
 	sock := controlSocket(mnt)
 	ln, err := listenControl(sock)
 	if err != nil {
 		log.Warn("no control socket: kumo unmount will not flush first", "err", err)
 	} else {
 		defer os.Remove(sock)
-		go serveControl(ln, d, log)
+		go serveControl(ln, d, log, &replying)
 	}
 	ready(nil)
 	log.Info("ready", "mountpoint", mnt, "account", a.Email, "cache", cacheDir)
@@ -333,6 +336,12 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 	}
 	if ln != nil {
 		ln.Close()
+	}
+	waitDone := make(chan struct{})
+	go func() { replying.Wait(); close(waitDone) }()
+	select {
+	case <-waitDone:
+	case <-time.After(5 * time.Second):
 	}
 	log.Info("unmounted", "mountpoint", mnt)
 	return nil
@@ -481,7 +490,7 @@ func listenControl(path string) (net.Listener, error) {
 }
 
 // serveControl answers "flush", "unmount", "unmount force" and "status", one per connection.
-func serveControl(ln net.Listener, d *kfs.Drive, log *slog.Logger) {
+func serveControl(ln net.Listener, d *kfs.Drive, log *slog.Logger, replying *sync.WaitGroup) {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -517,11 +526,14 @@ func serveControl(ln net.Listener, d *kfs.Drive, log *slog.Logger) {
 					return
 				}
 				log.Info("unmount requested", "force", cmd == "unmount force")
+				replying.Add(1)
 				if err := d.Unmount(); err != nil {
 					fmt.Fprintf(conn, "error %v\n", err)
+					replying.Done()
 					return
 				}
 				fmt.Fprintln(conn, "done")
+				replying.Done()
 				// Keep the connection open until the process exits (and has
 				// closed the cache and the embedded cloud): kumo unmount
 				// waits for that before returning.
