@@ -5,11 +5,16 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 )
 
 func main() {
+	// /sbin/mount.kumo → this binary: mount(8) calls it for "mount -t fuse.kumo" and fstab lines.
+	if filepath.Base(os.Args[0]) == "mount.kumo" {
+		os.Exit(mountHelperMain(os.Args[1:]))
+	}
 	app := &cli.App{
 		Name:  "kumo",
 		Usage: "an end-to-end encrypted cloud drive",
