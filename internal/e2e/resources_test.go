@@ -79,8 +79,8 @@ func largestFiles(dir string, n int) string {
 			return nil
 		}
 		var alloc int64
-		if st, ok := info.Sys().(interface{ Blocks() int64 }); ok {
-			alloc = st.Blocks() * 512
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			alloc = st.Blocks * 512
 		}
 		rel, _ := filepath.Rel(dir, p)
 		fs_ = append(fs_, f{rel, info.Size(), alloc})
@@ -88,6 +88,20 @@ func largestFiles(dir string, n int) string {
 	})
 	sort.Slice(fs_, func(i, j int) bool { return fs_[i].size > fs_[j].size })
 	var b strings.Builder
+	type tot struct{ n, size, alloc int64 }
+	tops := map[string]*tot{}
+	for _, x := range fs_ {
+		top, _, _ := strings.Cut(x.p, "/")
+		if tops[top] == nil {
+			tops[top] = &tot{}
+		}
+		tops[top].n++
+		tops[top].size += x.size
+		tops[top].alloc += x.alloc
+	}
+	for top, x := range tops {
+		fmt.Fprintf(&b, "  total %-34s %12d bytes (%d allocated) in %d files\n", top+"/", x.size, x.alloc, x.n)
+	}
 	for i, x := range fs_ {
 		if i == n {
 			fmt.Fprintf(&b, "  ... %d more files\n", len(fs_)-n)
