@@ -178,7 +178,10 @@ func (m *kumoMount) unmount(t testing.TB) {
 	cmd.Env = append(os.Environ(), m.env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("kumo unmount %s: %v\n%s\ndaemon log:\n%s", m.dir, err, out, m.logTail())
+		if len(out) > 3000 {
+			out = append([]byte("...\n"), out[len(out)-3000:]...)
+		}
+		t.Fatalf("kumo unmount %s after %v: %v\n%s\ndaemon log:\n%s", m.dir, time.Since(start).Round(time.Millisecond), err, out, m.logTail())
 	}
 	select {
 	case <-m.done:
