@@ -244,8 +244,10 @@ func TestRenameFlagsAndErrors(t *testing.T) {
 	if err := os.Remove(m.p("d")); !errors.Is(err, syscall.ENOTEMPTY) {
 		t.Fatalf("rmdir non-empty: %v", err)
 	}
-	if err := os.WriteFile(m.p(".kumo"), nil, 0o644); !errors.Is(err, syscall.EPERM) {
-		t.Fatalf("create .kumo: %v", err)
+	// .kumo is the control file now (control_test.go); with no open invoice
+	// .kumo-topup.png does not exist, and creating it is refused.
+	if err := os.WriteFile(m.p(".kumo-topup.png"), nil, 0o644); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("create .kumo-topup.png: %v", err)
 	}
 	long := string(bytes.Repeat([]byte("n"), 256))
 	if err := os.WriteFile(m.p(long), nil, 0o644); !errors.Is(err, syscall.ENAMETOOLONG) {

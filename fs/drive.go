@@ -40,6 +40,9 @@ type Options struct {
 	Umask              *uint32 // mask reported permission bits
 	FsName             string
 	Debug              bool
+	// ServerName is the server the control file reports (default: the
+	// client's URL; "embedded" for the in-process cloud).
+	ServerName string
 
 	// Tuning (zero: defaults). Tests shorten them.
 	QuietTime time.Duration // upload a file this long after its last write (default 1s)
@@ -94,6 +97,9 @@ type Drive struct {
 	uploadsRunning atomic.Int32
 	closed         atomic.Bool
 	done           chan struct{}
+
+	ctl   *controlState // the control files (control.go)
+	quota quotaState    // uploads paused for quota (quota.go)
 }
 
 type nameRewrite struct {
@@ -142,7 +148,9 @@ func newDrive(o Options) (*Drive, error) {
 		uploadKick: make(chan struct{}, 1),
 		pullKick:   make(chan struct{}, 1),
 		done:       make(chan struct{}),
+		ctl:        &controlState{},
 	}
+	d.quota.resume = make(chan struct{}, 1)
 	d.fetch.d = d
 	d.fetch.inflight = map[string]*fetchCall{}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -318,8 +326,10 @@ func (d *Drive) noteOnline() {
 
 func (d *Drive) setAccount(a api.Account) {
 	d.stat.Lock()
+	old := d.stat.account
 	d.stat.account = a
 	d.stat.Unlock()
+	d.accountChanged(old, a) // quota.go: resume a queue blocked for quota
 }
 
 func (d *Drive) accountLoop() {

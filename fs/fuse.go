@@ -166,7 +166,7 @@ func (d *Drive) entryOut(st *nodeState, out *fuse.EntryOut) {
 func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	d := n.d
 	if reserved(n.id, name) {
-		return nil, syscall.ENOENT // the control file comes later
+		return d.lookupControl(ctx, n, name, out) // control.go
 	}
 	d.mu.Lock()
 	_, st, e := d.lookupLocked(n.id, name)

@@ -40,8 +40,12 @@ func (d *Drive) uploadLoop() {
 			return
 		case <-t.C:
 		case <-d.uploadKick:
+		case <-d.quota.resume: // quota grew or `sync` was asked (quota.go)
+			mu.Lock()
+			retryAt, backoff, failed = time.Time{}, 0, false
+			mu.Unlock()
 		}
-		if time.Now().Before(retryAt) {
+		if time.Now().Before(retryAt) || d.uploadPaused() {
 			continue
 		}
 		mu.Lock()

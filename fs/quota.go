@@ -1,0 +1,81 @@
+package fs
+
+// Quota refusals: when the cloud refuses an upload for quota (or because the
+// account is read-only), the data stays queued and the uploader pauses,
+// trying one round every quotaRetry, until the account gains room (a top-up
+// settles, a voucher is redeemed, the operator raises the quota, data is
+// deleted elsewhere: all arrive as account changes on the change feed) or
+// the user writes `sync` to .kumo. Then the queue resumes at once.
+
+import (
+	"sync"
+	"time"
+
+	"kumo/remote/api"
+)
+
+// quotaRetry is how often a paused uploader tries again on its own.
+const quotaRetry = time.Minute
+
+type quotaState struct {
+	resume chan struct{} // the uploader retries now (buffered, 1)
+
+	mu      sync.Mutex
+	seen    bool      // the uploader has seen the current block
+	triedAt time.Time // last round let through while blocked
+}
+
+// uploadPaused reports whether the uploader should hold its work because the
+// cloud refused it for quota; one round goes through every quotaRetry.
+func (d *Drive) uploadPaused() bool {
+	d.stat.Lock()
+	blocked := d.stat.quotaBlocked
+	d.stat.Unlock()
+	q := &d.quota
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := time.Now()
+	switch {
+	case !blocked:
+		q.seen = false
+		return false
+	case !q.seen:
+		q.seen, q.triedAt = true, now
+		d.log.Warn("quota full: uploads paused until the account has room (top up or redeem a voucher)")
+		return true
+	case now.Sub(q.triedAt) < quotaRetry:
+		return true
+	}
+	q.triedAt = now
+	return false
+}
+
+// resumeQueue lifts a quota pause and wakes the uploader and pusher.
+func (d *Drive) resumeQueue() {
+	d.stat.Lock()
+	d.stat.quotaBlocked = false
+	d.stat.Unlock()
+	d.quota.mu.Lock()
+	d.quota.seen = false
+	d.quota.mu.Unlock()
+	kick(d.quota.resume)
+	kick(d.uploadKick)
+	kick(d.pushKick)
+}
+
+// accountChanged runs after every account refresh (setAccount): invoices
+// may have moved, and a queue blocked for quota resumes once there is room.
+func (d *Drive) accountChanged(old, a api.Account) {
+	d.ctl.staleInvoices()
+	d.stat.Lock()
+	blocked := d.stat.quotaBlocked
+	d.stat.Unlock()
+	if !blocked {
+		return
+	}
+	room := func(x api.Account) int64 { return x.QuotaLimit - x.QuotaUsed }
+	if room(a) > room(old) || a.QuotaLimit > old.QuotaLimit || old.ReadOnly && !a.ReadOnly {
+		d.log.Info("account has more room: resuming uploads", "used", a.QuotaUsed, "limit", a.QuotaLimit)
+		d.resumeQueue()
+	}
+}
