@@ -1,0 +1,49 @@
+package fs
+
+import (
+	"sync"
+	"time"
+
+	"kumo/internal/metrics"
+)
+
+// RegisterMetrics adds the drive's gauges (read from Status at scrape time)
+// to r: cache, upload queue, quota and connection.
+func (d *Drive) RegisterMetrics(r *metrics.Registry) {
+	// One Status per scrape, not one per gauge.
+	var (
+		mu   sync.Mutex
+		last Status
+		at   time.Time
+	)
+	snap := func() Status {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(at) > 500*time.Millisecond {
+			last, at = d.Status(), time.Now()
+		}
+		return last
+	}
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	g := func(name, help string, f func(s Status) float64) {
+		r.GaugeFunc(name, help, func() float64 { return f(snap()) })
+	}
+	g("kumo_drive_cache_bytes", "Bytes the local chunk cache uses on disk.", func(s Status) float64 { return float64(s.Cache.Bytes) })
+	g("kumo_drive_cache_budget_bytes", "Disk budget of the chunk cache (--cache-size).", func(s Status) float64 { return float64(s.Cache.Budget) })
+	r.CounterFunc("kumo_drive_cache_hits_total", "Chunk reads answered by the local cache.", func() float64 { return float64(snap().Cache.Hits) })
+	r.CounterFunc("kumo_drive_cache_misses_total", "Chunk reads that went to the cloud.", func() float64 { return float64(snap().Cache.Misses) })
+	g("kumo_drive_upload_queue_files", "Files with data not uploaded yet.", func(s Status) float64 { return float64(s.Queue.Files) })
+	g("kumo_drive_upload_queue_bytes", "Bytes written and not uploaded yet.", func(s Status) float64 { return float64(s.Queue.Bytes) })
+	g("kumo_drive_upload_queue_ops", "Tree operations not pushed to the cloud yet.", func(s Status) float64 { return float64(s.Queue.Ops) })
+	g("kumo_drive_uploads_running", "File uploads running now.", func(s Status) float64 { return float64(s.Queue.Uploading) })
+	g("kumo_drive_quota_used_bytes", "Quota used: stored in the cloud plus queued uploads.", func(s Status) float64 { return float64(s.QuotaUsed) })
+	g("kumo_drive_quota_limit_bytes", "Quota of the account.", func(s Status) float64 { return float64(s.QuotaLimit) })
+	g("kumo_drive_quota_full", "1 while the cloud refuses uploads for quota (top up to continue).", func(s Status) float64 { return b(s.QuotaBlocked) })
+	g("kumo_drive_read_only", "1 while the account is read-only (plan expired over quota).", func(s Status) float64 { return b(s.Account.ReadOnly) })
+	g("kumo_drive_online", "1 while the cloud is reachable.", func(s Status) float64 { return b(s.Online) })
+}
