@@ -30,6 +30,7 @@ import (
 	"kumo/cache"
 	kfs "kumo/fs"
 	"kumo/internal/keys"
+	"kumo/internal/metrics"
 	"kumo/internal/size"
 	"kumo/remote/client"
 	"kumo/remote/server"
@@ -56,6 +57,8 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "fsync", Value: "local", Usage: "local: fsync makes data durable on this disk; remote: fsync waits until it is in the cloud"},
 			&cli.StringSliceFlag{Name: "o", Usage: "mount options: allow_other, default_permissions, ro, uid=N, gid=N, umask=OOO (comma-separated)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve the drive's Prometheus metrics on `ADDR`/metrics (loopback only, e.g. 127.0.0.1:9101)"},
+			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling on `ADDR`/debug/pprof/ (loopback only, e.g. 127.0.0.1:6061)"},
 		},
 		Action: runMount,
 	}
@@ -239,10 +242,31 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 	}
 
 	ctx := context.Background()
+	// Metrics and pprof listen before the mount so a bad address fails the
+	// mount; the drive's gauges join the registry once it is mounted.
+	lctx, stopListeners := context.WithCancel(ctx)
+	defer stopListeners()
+	var reg *metrics.Registry
+	if a := c.String("metrics"); a != "" {
+		reg = metrics.New()
+		maddr, err := metrics.Serve(lctx, a, reg.Handler(), log)
+		if err != nil {
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		log.Info("metrics listening", "metrics_url", "http://"+maddr.String()+"/metrics")
+	}
+	if a := c.String("pprof"); a != "" {
+		paddr, err := metrics.Serve(lctx, a, metrics.PprofHandler(), log)
+		if err != nil {
+			return fmt.Errorf("--pprof: %w", err)
+		}
+		log.Info("pprof listening", "pprof_url", "http://"+paddr.String()+"/debug/pprof/")
+	}
 	var (
-		sess    *session.Session
-		cl      *client.Client
-		cleanup = func() {}
+		sess       *session.Session
+		cl         *client.Client
+		cleanup    = func() {}
+		serverName string
 	)
 	if srvURL := c.String("server"); srvURL != "" {
 		sess, err = session.Load(sessionPath(c))
@@ -265,6 +289,7 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 		if err != nil {
 			return err
 		}
+		serverName = "embedded"
 	}
 	defer cleanup()
 
@@ -295,11 +320,14 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 	o := kfs.Options{
 		Client: cl, Session: sess, Cache: store, FsyncRemote: fsyncRemote, Logger: log,
 		AllowOther: mo.allowOther, DefaultPermissions: mo.defaultPerms, ReadOnly: mo.ro,
-		UID: mo.uid, GID: mo.gid, Umask: mo.umask, FsName: "kumo",
+		UID: mo.uid, GID: mo.gid, Umask: mo.umask, FsName: "kumo", ServerName: serverName,
 	}
 	d, err := kfs.Mount(ctx, mnt, o)
 	if err != nil {
 		return err
+	}
+	if reg != nil {
+		d.RegisterMetrics(reg)
 	}
 	// replying counts control connections writing their last answer: the
 	// process must not exit under them.
