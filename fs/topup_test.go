@@ -1,0 +1,244 @@
+package fs
+
+// Bitcoin top-up end to end through a mounted drive, against a real btcd
+// regtest node driven by btcd's integration/rpctest harness (as
+// remote/server's TestTopupBitcoin does). The btcd binary comes from
+// $KUMO_BTCD or is built once into the user cache directory.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image/png"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/btcsuite/btcd/address/v2"
+	"github.com/btcsuite/btcd/btcutil/v2/hdkeychain"
+	"github.com/btcsuite/btcd/chaincfg/v2"
+	"github.com/btcsuite/btcd/integration/rpctest"
+	"github.com/btcsuite/btcd/txscript/v2"
+	"github.com/btcsuite/btcd/wire/v2"
+
+	"kumo/internal/control"
+	"kumo/internal/keys"
+	"kumo/internal/payment"
+	"kumo/remote/server"
+	"kumo/remote/session"
+)
+
+// btcdPath returns a btcd binary: $KUMO_BTCD, or one built once (the version
+// pinned by go.mod) into the user cache, shared with the other packages' tests.
+func btcdPath() (string, error) {
+	if p := os.Getenv("KUMO_BTCD"); p != "" {
+		return p, nil
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	dir := filepath.Join(cache, "kumo-test")
+	out := filepath.Join(dir, "btcd-v0.26.2")
+	if _, err := os.Stat(out); err == nil {
+		return out, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	tmp := fmt.Sprintf("%s.%d", out, os.Getpid())
+	if b, err := exec.Command("go", "build", "-o", tmp, "github.com/btcsuite/btcd").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build btcd: %v: %s", err, b)
+	}
+	return out, os.Rename(tmp, out)
+}
+
+func startBtcd(t *testing.T) *rpctest.Harness {
+	t.Helper()
+	path, err := btcdPath()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("no btcd: %v", err)
+		}
+		t.Skipf("no btcd (set KUMO_BTCD): %v", err)
+	}
+	h, err := rpctest.New(&chaincfg.RegressionNetParams, nil, []string{"--nolisten"}, path)
+	if err != nil {
+		t.Fatalf("rpctest.New: %v", err)
+	}
+	if err := h.SetUp(true, 10); err != nil {
+		h.TearDown()
+		t.Fatalf("btcd harness setup: %v", err)
+	}
+	t.Cleanup(func() { h.TearDown() })
+	return h
+}
+
+// watchOnlyKey returns a fresh BIP84 regtest account xpub (m/84'/1'/0').
+func watchOnlyKey(t *testing.T) string {
+	t.Helper()
+	k, err := hdkeychain.NewMaster(randBytes(32), &chaincfg.RegressionNetParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []uint32{84, 1, 0} {
+		if k, err = k.Derive(hdkeychain.HardenedKeyStart + i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, err := k.Neuter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub.String()
+}
+
+// startPayingCloud is startCloud with Bitcoin payments configured.
+func startPayingCloud(t *testing.T, quota int64, pc *payment.Config) *cloud {
+	t.Helper()
+	dir := t.TempDir()
+	srv, err := server.New(server.Config{DataDir: dir, DefaultQuota: quota, Payments: pc, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	go hs.Serve(ln)
+	c := &cloud{dir: dir, url: "http://" + ln.Addr().String(), srv: srv, http: hs}
+	t.Cleanup(c.stop)
+	s, err := session.Signup(context.Background(), c.client(t), c.url, testEmail, []byte("pw"), keys.TestKDF())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.sess = s
+	return c
+}
+
+// parseBTC turns "0.00100000" into satoshis.
+func parseBTC(t *testing.T, s string) int64 {
+	t.Helper()
+	whole, frac, _ := strings.Cut(s, ".")
+	w, err1 := strconv.ParseInt(whole, 10, 64)
+	frac = (frac + "00000000")[:8]
+	f, err2 := strconv.ParseInt(frac, 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("amount %q", s)
+	}
+	return w*100_000_000 + f
+}
+
+// TestTopupThroughMount: `topup 1GiB` written to .kumo, the invoice read from
+// .kumo.json and .kumo-topup.png, paid from the harness wallet; the state goes
+// New → Processing → Settled in .kumo.json, the quota grows in statfs, and an
+// upload the cloud had refused for quota completes.
+func TestTopupThroughMount(t *testing.T) {
+	needFUSE(t)
+	h := startBtcd(t)
+	rc := h.RPCConfig()
+	pc := &payment.Config{
+		AccountKey: watchOnlyKey(t), Network: "regtest",
+		RPCHost: rc.Host, RPCUser: rc.User, RPCPassword: rc.Pass, RPCTLS: true, RPCCert: rc.Certificates,
+		PriceSatPerGiBMonth: 100_000, Confirmations: 2,
+		InvoiceLifetime: time.Hour, PollInterval: 100 * time.Millisecond,
+	}
+	const base = 64 << 20
+	c := startPayingCloud(t, base, pc)
+	// One poll first, so the scan cursor exists before anything is paid.
+	if err := c.srv.Payments().Poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m := c.mount(t, t.TempDir(), func(o *Options) { o.QuietTime = time.Hour })
+
+	// A queued upload the cloud refuses for quota (the operator shrank it).
+	data := randBytes(2<<20 + 777)
+	f, err := os.Create(m.p("queued"))
+	must(t, err)
+	_, err = f.Write(data)
+	must(t, err)
+	must(t, c.srv.SetQuota(testEmail, 1<<20))
+	must(t, f.Close())
+	waitFor(t, 15*time.Second, func() bool { return m.report().Quota.Full })
+
+	must(t, m.command("topup 1GiB"))
+	s := m.report()
+	if len(s.Invoices) != 1 {
+		t.Fatalf("invoices after topup: %+v", s.Invoices)
+	}
+	inv := s.Invoices[0]
+	if inv.State != "New" || inv.Bytes != 1<<30 || inv.Months != 1 || inv.Address == "" ||
+		!strings.HasPrefix(inv.URI, "bitcoin:"+inv.Address) || inv.Required != 2 || inv.AmountBTC != "0.00100000" {
+		t.Fatalf("invoice in .kumo.json: %+v", inv)
+	}
+	if lc := s.LastCommand; lc == nil || !lc.OK || !strings.Contains(lc.Message, inv.ID) {
+		t.Errorf("last command: %+v", lc)
+	}
+	text, err := os.ReadFile(m.p(".kumo"))
+	must(t, err)
+	if !bytes.Contains(text, []byte(inv.URI)) || !bytes.Contains(text, []byte("quota full")) {
+		t.Errorf(".kumo lacks the invoice or the quota state:\n%s", text)
+	}
+	qr, err := os.ReadFile(m.p(control.FileQR))
+	must(t, err)
+	if img, err := png.Decode(bytes.NewReader(qr)); err != nil || img.Bounds().Dx() < 100 {
+		t.Fatalf("%s is not a QR code image: %v", control.FileQR, err)
+	}
+
+	// Pay it from the harness wallet.
+	addr, err := address.DecodeAddress(inv.Address, &chaincfg.RegressionNetParams)
+	must(t, err)
+	script, err := txscript.PayToAddrScript(addr)
+	must(t, err)
+	if _, err := h.SendOutputs([]*wire.TxOut{wire.NewTxOut(parseBTC(t, inv.AmountBTC), script)}, 10); err != nil {
+		t.Fatalf("pay: %v", err)
+	}
+	state := func() string {
+		for _, i := range m.report().Invoices {
+			if i.ID == inv.ID {
+				return i.State
+			}
+		}
+		return ""
+	}
+	waitFor(t, 30*time.Second, func() bool { return state() == "Processing" })
+	if size, _ := m.statfsSize(); size != 1<<20 {
+		t.Fatalf("quota grew before confirmation: statfs size %d", size)
+	}
+	if !m.report().Quota.Full {
+		t.Fatal("queue unblocked before the payment settled")
+	}
+	if _, err := h.Client.Generate(2); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, 30*time.Second, func() bool { return state() == "Settled" })
+	waitFor(t, 10*time.Second, func() bool { size, _ := m.statfsSize(); return size == 1<<20+1<<30 })
+	t.Logf("settled and quota in statfs %v after mining", time.Since(start).Round(time.Millisecond))
+
+	// The refused upload completes without a remount.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	must(t, m.d.Flush(ctx))
+	t.Logf("queue drained %v after mining", time.Since(start).Round(time.Millisecond))
+	s = m.report()
+	if s.Quota.Full || s.Uploads.Files != 0 || s.Quota.Limit != 1<<20+1<<30 {
+		t.Errorf("after settling: quota %+v uploads %+v", s.Quota, s.Uploads)
+	}
+	if _, err := os.Stat(m.p(control.FileQR)); !os.IsNotExist(err) {
+		// The kernel may keep the entry for its timeout; the open must fail.
+		if _, err := os.ReadFile(m.p(control.FileQR)); !os.IsNotExist(err) {
+			t.Errorf("QR code with no open invoice: %v", err)
+		}
+	}
+	m.unmount()
+	m2 := c.mount(t, t.TempDir(), nil)
+	checkFile(t, m2.p("queued"), data)
+}
