@@ -38,8 +38,8 @@ const (
 const ctlInoBase = uint64(1) << 63
 
 const (
-	invoiceTTL     = time.Second     // how long a fetched invoice list is shown without asking again
-	invoiceFetch   = 3 * time.Second // an Open waits this long at most for the invoice list
+	invoiceTTL     = time.Second             // how long a fetched invoice list is shown without asking again
+	invoiceFetch   = 1500 * time.Millisecond // an Open waits this long at most for the invoice list
 	commandTimeout = 30 * time.Second
 	maxCommandLine = 4096
 	maxInvoices    = 10 // newest shown in the report
@@ -111,8 +111,12 @@ func (d *Drive) invoiceList(ctx context.Context, fetch bool) []api.Invoice {
 	got, err := d.c.Invoices(ctx)
 	if err != nil {
 		d.log.Debug("control file: listing invoices", "err", err)
+		if errors.Is(err, api.ErrUnavailable) {
+			d.noteErr(err) // the report then says offline, even before the workers notice
+		}
 		return invs
 	}
+	d.noteOnline()
 	c.mu.Lock()
 	c.invoices, c.invAt = got, time.Now()
 	c.mu.Unlock()
@@ -132,8 +136,8 @@ func openInvoice(invs []api.Invoice) (api.Invoice, bool) {
 // ControlStatus is the report the control files show. fetch refreshes the
 // invoice list from the cloud if it is older than a second.
 func (d *Drive) ControlStatus(ctx context.Context, fetch bool) control.Status {
+	invs := d.invoiceList(ctx, fetch) // first: a failure to reach the cloud shows in the status
 	s := d.Status()
-	invs := d.invoiceList(ctx, fetch)
 	cs := control.Status{
 		Account: s.Account.Email,
 		Server:  d.o.ServerName,
