@@ -69,6 +69,13 @@ func TestDifferential(t *testing.T) {
 			}
 		}
 		t.Logf("%d ops in %v; ok/failed per kind: %v", nops, time.Since(start).Round(time.Millisecond), stats)
+		ok := 0
+		for _, c := range stats {
+			ok += c[0]
+		}
+		if ok < nops/4 {
+			t.Fatalf("only %d of %d ops succeeded on the reference: the generator exercises too little", ok, nops)
+		}
 		opts := snapOpts{dirNlink: true}
 		want := snapshot(t, ref)
 		t.Logf("final tree: %d names", len(want))
@@ -103,7 +110,8 @@ var diffNames = []string{"a", "b", "c", "d", "e"}
 
 // refresh rescans the reference tree so most operations hit existing names.
 func (g *opGen) refresh(ref string) {
-	g.files, g.dirs, g.all = nil, []string{"."}, nil
+	// The root itself is never an operand: removing or renaming it would end the run.
+	g.files, g.dirs, g.all = nil, nil, nil
 	filepath.WalkDir(ref, func(p string, d os.DirEntry, err error) error {
 		if err != nil || p == ref {
 			return nil
@@ -327,6 +335,9 @@ func (g *opGen) next() diffOp {
 		}}
 	default:
 		p := g.dir()
+		if g.r.IntN(4) == 0 {
+			p = "."
+		}
 		return diffOp{fmt.Sprintf("readdir %q", p), func(root string) ([]byte, error) {
 			es, err := os.ReadDir(filepath.Join(root, p))
 			if err != nil {
