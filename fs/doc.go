@@ -82,7 +82,56 @@
 // # Kernel interface
 //
 // Entry and attribute timeouts are 1 s. File locks (flock, POSIX) are kept by
-// the kernel for this mount. The root names ".kumo", ".kumo.json" and
-// ".kumo-topup.png" are reserved for the control file (create/rename onto them
-// is EPERM; lookup is ENOENT until the control file exists).
+// the kernel for this mount.
+//
+// # Control files (control.go)
+//
+// The root names ".kumo", ".kumo.json" and ".kumo-topup.png" are virtual
+// files: Lookup resolves them (inode numbers with the top bit set, which no
+// node id has), Readdir never lists them (so ls -a, find, rsync and backups
+// never see them), nothing about them reaches the local tree, the journal or
+// the cloud, and a cloud entry of the same name is hidden. Create, rename,
+// unlink, link and setattr onto them are EPERM; the one exception is the size
+// 0 setattr that `echo CMD > .kumo` brings, a no-op. They belong to the
+// mount's owner (0600/0400; others get EACCES) and open with FOPEN_DIRECT_IO:
+// the content is built at open (getattr reports the current length):
+//   - .kumo: control.Text of ControlStatus: Drive.Status plus the account's
+//     invoices (client.Invoices, cached 1 s, dropped on every account
+//     refresh; the fetch also notices an unreachable cloud at once) and the
+//     last command's outcome;
+//   - .kumo.json: the same as control.JSON (schema v1);
+//   - .kumo-topup.png: the QR code of the newest New/Processing invoice's
+//     BIP21 URI; ENOENT (also at lookup) when there is none.
+//
+// Each complete line written to .kumo (a last line without newline runs at
+// close) is a command (control.ParseCommand): topup SIZE [MONTHS] →
+// client.Topup; redeem CODE → client.Redeem (the account it returns is
+// applied at once); sync → every dirty file urgent, uploader and pusher
+// kicked, a quota pause lifted (returns at once); refresh → the account and
+// invoices refetched and the puller woken (while online the long-poll
+// already brings changes as they happen). Errors of the write: EINVAL for a
+// line that does not parse, a topup the server finds invalid, an unknown or
+// used voucher; ENOTSUP for topup on a server without Bitcoin payments (it
+// sells nothing: the operation is not supported there); EAGAIN for too many
+// unpaid invoices; EIO when the cloud cannot be reached. Blank lines are
+// ignored; voucher codes are shown and logged redacted.
+//
+// # Quota (quota.go)
+//
+// statfs: size = the account's quota, used = stored + queued bytes. Growth
+// the known quota cannot hold is EDQUOT at write time (data.go). When the
+// cloud still refuses an upload or batch for quota or read-only, the data
+// stays queued, Status.QuotaBlocked is set (the report: "quota full: top up
+// to continue") and the uploader pauses, trying one round per minute. Every
+// account refresh (the change feed's account changes: top-up settled,
+// voucher, operator quota, usage; the 30 s account poll; a redeem through
+// .kumo) that gives more room lifts the pause and resumes the queue at once,
+// without a remount.
+//
+// # Metrics (metrics.go)
+//
+// RegisterMetrics adds kumo_drive_* gauges (cache bytes/budget/hits/misses,
+// upload queue files/bytes/ops/running, quota used/limit/full, read-only,
+// online) read from Status at scrape time; `kumo mount --metrics ADDR`
+// serves them and `--pprof ADDR` net/http/pprof, both on loopback only.
 package fs
