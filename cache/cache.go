@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -60,6 +61,9 @@ type Store struct {
 	applyMu sync.Mutex
 	lastSeq uint64 // last journal seq assigned (persisted under keySeq)
 	pending int    // journal ops not yet acked
+	// ackedUpto is the highest acked journal seq: scans seek past it instead of
+	// walking the tombstones of every acked op (which made pushing superlinear).
+	ackedUpto atomic.Uint64
 
 	chunks *chunkCache
 	slots  sync.Pool // *[]byte of slotStride bytes, for sealing

@@ -298,7 +298,7 @@ func (s *Store) Pending(max int) ([]JournalOp, error) {
 		o.Prefix = []byte{kindJournal}
 		it := txn.NewIterator(o)
 		defer it.Close()
-		for it.Rewind(); it.Valid() && len(out) < max; it.Next() {
+		for it.Seek(journalKey(s.ackedUpto.Load() + 1)); it.Valid() && len(out) < max; it.Next() {
 			item := it.Item()
 			k := item.Key()
 			if len(k) != 9 {
@@ -342,7 +342,7 @@ func (s *Store) Ack(upto uint64) error {
 			o.PrefetchValues = false
 			it := txn.NewIterator(o)
 			defer it.Close()
-			for it.Rewind(); it.Valid() && len(keys) < 1000; it.Next() {
+			for it.Seek(journalKey(s.ackedUpto.Load() + 1)); it.Valid() && len(keys) < 1000; it.Next() {
 				k := it.Item().KeyCopy(nil)
 				if len(k) == 9 && binary.BigEndian.Uint64(k[1:]) > upto {
 					break
@@ -369,6 +369,9 @@ func (s *Store) Ack(upto uint64) error {
 		})
 		if err != nil {
 			return fmt.Errorf("cache: ack %d: %w", upto, err)
+		}
+		if last := binary.BigEndian.Uint64(keys[len(keys)-1][1:]); last > s.ackedUpto.Load() {
+			s.ackedUpto.Store(last)
 		}
 		s.pending -= len(keys)
 		if s.pending < 0 {
