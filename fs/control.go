@@ -450,6 +450,9 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 		d.ctl.mu.Lock()
 		d.ctl.invoices = append([]api.Invoice{inv}, d.ctl.invoices...)
 		d.ctl.mu.Unlock()
+		// The kernel may remember that the QR code did not exist.
+		// (Safe from a write: the kernel holds no lock on the root here.)
+		d.notifyEntry(api.RootID, control.FileQR)
 		msg = fmt.Sprintf("invoice %s: %s for %d month(s): pay %s BTC to %s (%s; QR code in %s)",
 			inv.ID, size.Format(inv.Bytes), inv.Months, inv.AmountBTC, inv.Address, inv.URI, control.FileQR)
 	case control.CmdRedeem:

@@ -168,6 +168,9 @@ func TestTopupThroughMount(t *testing.T) {
 	must(t, f.Close())
 	waitFor(t, 15*time.Second, func() bool { return m.report().Quota.Full })
 
+	if _, err := os.Stat(m.p(control.FileQR)); !os.IsNotExist(err) {
+		t.Fatalf("QR code before any invoice: %v", err)
+	}
 	must(t, m.command("topup 1GiB"))
 	s := m.report()
 	if len(s.Invoices) != 1 {
