@@ -9,15 +9,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"kumo/internal/control"
 	"kumo/internal/metrics"
@@ -284,6 +281,3 @@ func TestQuotaFullResumes(t *testing.T) {
 	m2 := c.mount(t, t.TempDir(), nil)
 	checkFile(t, m2.p("big"), data)
 }
-
-var _ = unix.EINVAL
-var _ = filepath.Join
