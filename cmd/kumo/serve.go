@@ -19,6 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"kumo/internal/metrics"
+	"kumo/internal/netsim"
 	"kumo/internal/payment"
 	"kumo/internal/size"
 	"kumo/internal/tlspin"
@@ -53,6 +54,9 @@ func serveCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "tls-host", Usage: "host name or IP the self-signed certificate is made for (repeatable; default localhost, loopback, this hostname)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR`/metrics (loopback only, e.g. 127.0.0.1:9100)"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling on `ADDR`/debug/pprof/ (loopback only, e.g. 127.0.0.1:6060)"},
+			// A simulated network for tests and benchmarks (internal/netsim).
+			&cli.DurationFlag{Name: "sim-latency", Usage: "TESTING ONLY: delay every byte between clients and this server by this one-way latency (20ms = 40 ms round trip)"},
+			&cli.StringFlag{Name: "sim-bandwidth", Usage: "TESTING ONLY: cap each connection at this `RATE` per direction (e.g. 200Mbit, 25MB/s)"},
 			// Bitcoin top-ups; off unless --btc-xpub is given.
 			&cli.StringFlag{Name: "btc-xpub", Usage: "watch-only BIP84 account public `KEY` (zpub/xpub; vpub/tpub on test networks) to derive receive addresses from; enables top-ups", EnvVars: []string{"KUMO_BTC_XPUB"}},
 			&cli.StringFlag{Name: "btc-network", Value: "mainnet", Usage: "mainnet, testnet, testnet4, signet, regtest or simnet"},
@@ -189,9 +193,17 @@ func runServe(c *cli.Context) error {
 		log.Info("bitcoin top-ups on", "network", pay.Network, "rpc", pay.RPCHost,
 			"price_sat_per_gib_month", pay.PriceSatPerGiBMonth, "confirmations", pay.Confirmations, "invoice_ttl", pay.InvoiceLifetime)
 	}
+	link, err := simLink(c)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
+	}
+	if link != (netsim.Link{}) {
+		ln = netsim.Listen(ln, link)
+		log.Warn("simulated network on (testing only)", "one_way_latency", link.Latency, "bytes_per_s", link.BytesPerS)
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -267,6 +279,18 @@ func runServe(c *cli.Context) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// simLink is the simulated network of --sim-latency and --sim-bandwidth.
+func simLink(c *cli.Context) (netsim.Link, error) {
+	bw, err := parseBandwidth(c.String("sim-bandwidth"))
+	if err != nil {
+		return netsim.Link{}, fmt.Errorf("--sim-bandwidth: %w", err)
+	}
+	if c.Duration("sim-latency") < 0 {
+		return netsim.Link{}, errors.New("--sim-latency must not be negative")
+	}
+	return netsim.Link{Latency: c.Duration("sim-latency"), BytesPerS: bw}, nil
 }
 
 // endLongPolls cancels the change-feed requests when ctx ends.
