@@ -2,6 +2,12 @@
 // kumo mount (embedded cloud) and optionally on peers (gocryptfs, rclone crypt), in
 // rotation, and prints medians, min–max and kumo's ratio to each. `make bench` runs it.
 //
+// With -net "40ms,200Mbit" it adds a kumo mount on a separate `kumo serve` behind a
+// simulated link (round-trip time, bandwidth cap) and reports cold sequential read
+// against the cap, random-read latency against the round trip, and the HTTP
+// requests a warm `ls -lR` costs. With -scale it runs the scale test instead
+// (scale.go): a big tree, remount from the local tree cache, a huge file.
+//
 // It needs root (loop-mounted journaled ext4 for every target's backing store,
 // drop_caches for cold reads) and fio. Results are printed as Markdown.
 package main
@@ -37,6 +43,14 @@ type config struct {
 	work     string
 	out      string
 	imageGiB int
+	net      string // "RTT,RATE", e.g. "40ms,200Mbit"; empty = no simulated-network target
+	targets  string // comma-separated subset of local,kumo,net,gocryptfs,rclone
+	pprof    string // kumo mounts serve pprof here (loopback)
+
+	scale      bool
+	scaleFiles string // stages of the tree, e.g. "20000,100000"
+	scaleDirs  int
+	bigGiB     int
 }
 
 func main() {
@@ -51,6 +65,13 @@ func main() {
 	flag.StringVar(&c.work, "work", "", "work directory (default: a new dir under /var/tmp)")
 	flag.StringVar(&c.out, "out", "", "also write the Markdown report to this file")
 	flag.IntVar(&c.imageGiB, "image-gib", 0, "size of the ext4 image (default: from -size)")
+	flag.StringVar(&c.net, "net", "", `also run kumo against "kumo serve" behind a simulated link: "RTT,RATE" (e.g. "40ms,200Mbit")`)
+	flag.StringVar(&c.targets, "targets", "", "only these targets (comma-separated: local,kumo,net,gocryptfs,rclone; default all enabled)")
+	flag.StringVar(&c.pprof, "pprof", "", "kumo mounts serve Go profiling on this loopback ADDR (one mount at a time)")
+	flag.BoolVar(&c.scale, "scale", false, "run the scale test (big tree, remount, huge file) instead of the workloads")
+	flag.StringVar(&c.scaleFiles, "scale-files", "20000,100000", "scale: tree sizes measured in turn (the tree grows to each)")
+	flag.IntVar(&c.scaleDirs, "scale-dirs", 1000, "scale: directories of the tree")
+	flag.IntVar(&c.bigGiB, "big-gib", 10, "scale: GiB of the huge file (0 = skip)")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	if err := run(c); err != nil {
@@ -91,11 +112,52 @@ var workloads = []workload{
 	{"ls -lR tree (warm)", "s", false},
 	{"find tree (warm)", "s", false},
 	{"daemon peak RSS", "MiB", false},
+	{"HTTP requests in warm ls -lR", "requests", false},
+}
+
+// selectTargets keeps the targets named in list (keys as in -targets).
+func selectTargets(all []target, list string) ([]target, error) {
+	if list == "" {
+		return all, nil
+	}
+	key := func(t target) string {
+		switch t.(type) {
+		case *localTarget:
+			return "local"
+		case *kumoTarget:
+			return "kumo"
+		case *netKumoTarget:
+			return "net"
+		case *gocryptfsTarget:
+			return "gocryptfs"
+		case *rcloneTarget:
+			return "rclone"
+		}
+		return t.name()
+	}
+	want := map[string]bool{}
+	for _, k := range strings.Split(list, ",") {
+		want[strings.TrimSpace(k)] = true
+	}
+	var out []target
+	for _, t := range all {
+		if want[key(t)] {
+			out = append(out, t)
+			delete(want, key(t))
+		}
+	}
+	if len(want) > 0 || len(out) == 0 {
+		return nil, fmt.Errorf("-targets %q: unknown or not enabled (-net and -peers enable net, gocryptfs, rclone)", list)
+	}
+	return out, nil
 }
 
 func run(c config) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (loop-mounted ext4, drop_caches, FUSE)")
+	}
+	if c.scale {
+		return runScale(c)
 	}
 	if _, err := exec.LookPath("fio"); err != nil {
 		return errors.New("fio not found: apt-get install fio")
@@ -134,9 +196,19 @@ func run(c config) error {
 	}
 	defer os.Remove(src)
 
-	targets := []target{&localTarget{}, &kumoTarget{bin: c.kumo}}
+	targets := []target{&localTarget{}, &kumoTarget{bin: c.kumo, pprof: c.pprof}}
+	if c.net != "" {
+		nt, err := newNetKumo(c.kumo, c.net, c.pprof)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, nt)
+	}
 	if c.peers {
 		targets = append(targets, &gocryptfsTarget{}, &rcloneTarget{})
+	}
+	if targets, err = selectTargets(targets, c.targets); err != nil {
+		return err
 	}
 	var results []result
 	for r := 1; r <= c.rounds; r++ {
@@ -261,11 +333,25 @@ func runTarget(c config, t target, base, src string) (res []result, err error) {
 	add("cp -a source tree", d.Seconds())
 	sampleRSS()
 	sh("ls", "-lR", tree) // warm the caches once
+	rc, counts := t.(requestCounter)
+	var before float64
+	if counts {
+		if before, err = rc.requests(); err != nil {
+			return nil, err
+		}
+	}
 	d, err = timed(func() error { return sh("ls", "-lR", tree) })
 	if err != nil {
 		return nil, err
 	}
 	add("ls -lR tree (warm)", d.Seconds())
+	if counts {
+		after, err := rc.requests()
+		if err != nil {
+			return nil, err
+		}
+		add("HTTP requests in warm ls -lR", after-before)
+	}
 	d, err = timed(func() error { return sh("find", tree) })
 	if err != nil {
 		return nil, err
@@ -290,6 +376,7 @@ func (*localTarget) teardown() error                   { return nil }
 
 type kumoTarget struct {
 	bin, base, mnt string
+	pprof          string
 	gen            int
 	cmd            *exec.Cmd
 }
@@ -305,8 +392,12 @@ func (k *kumoTarget) mount() error {
 	k.gen++
 	os.MkdirAll(k.mnt, 0o755)
 	cache := filepath.Join(k.base, fmt.Sprintf("cache%d", k.gen))
-	k.cmd = exec.Command(k.bin, "mount", "--foreground", "--log-level", "warn",
-		"--cloud-dir", filepath.Join(k.base, "cloud"), "--cache-dir", cache, k.mnt)
+	args := []string{"mount", "--foreground", "--log-level", "warn",
+		"--cloud-dir", filepath.Join(k.base, "cloud"), "--cache-dir", cache}
+	if k.pprof != "" {
+		args = append(args, "--pprof", k.pprof)
+	}
+	k.cmd = exec.Command(k.bin, append(args, k.mnt)...)
 	k.cmd.Stdout, k.cmd.Stderr = os.Stderr, os.Stderr
 	if err := k.cmd.Start(); err != nil {
 		return err
@@ -330,15 +421,7 @@ func (k *kumoTarget) unmount() error {
 	if err := sh(k.bin, "unmount", k.mnt); err != nil {
 		return err
 	}
-	done := make(chan error, 1)
-	go func() { done <- k.cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Minute):
-		k.cmd.Process.Kill()
-		return errors.New("kumo daemon did not exit after unmount")
-	}
-	return nil
+	return waitExit(k.cmd, 10*time.Minute)
 }
 
 func (k *kumoTarget) pid() int {
@@ -675,8 +758,10 @@ func render(c config, targets []target, results []result) string {
 	for _, t := range targets {
 		fmt.Fprintf(&b, " %s |", t.name())
 	}
+	var peers []target
 	for _, t := range targets {
-		if t.name() != "kumo" {
+		if !strings.HasPrefix(t.name(), "kumo") {
+			peers = append(peers, t)
 			fmt.Fprintf(&b, " kumo vs %s |", t.name())
 		}
 	}
@@ -684,7 +769,7 @@ func render(c config, targets []target, results []result) string {
 	for range targets {
 		b.WriteString("---|")
 	}
-	for range targets[1:] {
+	for range peers {
 		b.WriteString("---|")
 	}
 	b.WriteString("\n")
@@ -701,10 +786,7 @@ func render(c config, targets []target, results []result) string {
 			fmt.Fprintf(&b, " %s (%s–%s) |", num(median(v)), num(s[0]), num(s[len(s)-1]))
 		}
 		k := median(values["kumo"][w.name])
-		for _, t := range targets {
-			if t.name() == "kumo" {
-				continue
-			}
+		for _, t := range peers {
 			p := median(values[t.name()][w.name])
 			if p == 0 || k == 0 {
 				b.WriteString(" — |")
@@ -719,6 +801,11 @@ func render(c config, targets []target, results []result) string {
 		b.WriteString("\n")
 	}
 	b.WriteString("\nRatios are \"how many times better kumo is\" (>1 = kumo faster or smaller).\n")
+	for _, t := range targets {
+		if nt, ok := t.(*netKumoTarget); ok {
+			nt.summary(&b, values[t.name()], median)
+		}
+	}
 	return b.String()
 }
 
