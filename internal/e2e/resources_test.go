@@ -17,8 +17,10 @@ import (
 	"time"
 )
 
-// duApparent is `du -sb dir`: apparent size in bytes (sparse files count fully,
-// which is what a budget on disk must hold against badger's preallocated files).
+// duApparent is `du -s -B1 dir`: the bytes the cache really occupies on disk
+// (allocated blocks). Badger preallocates its memtable and value-log files as
+// sparse files (tens of MiB apparent, kilobytes allocated); the budget is about
+// the disk space kumo takes from the user, so allocated blocks are what counts.
 func duApparent(t testing.TB, dir string) int64 {
 	t.Helper()
 	n, err := duBytes(dir)
@@ -29,16 +31,16 @@ func duApparent(t testing.TB, dir string) int64 {
 }
 
 func duBytes(dir string) (int64, error) {
-	out, err := runErr("", "du", "-sb", dir)
+	out, err := runErr("", "du", "-s", "-B1", dir)
 	if err != nil {
-		return 0, fmt.Errorf("du -sb %s: %v\n%s", dir, err, out)
+		return 0, fmt.Errorf("du -s -B1 %s: %v\n%s", dir, err, out)
 	}
 	return strconv.ParseInt(strings.Fields(out)[0], 10, 64)
 }
 
-// duSample is `du -sb` done in Go for a sampler goroutine: it must not fail the
-// test, and files vanish under it (badger compactions) which makes du exit 1.
-// Like du -b it counts the apparent size of every file and directory, hard
+// duSample is `du -s -B1` done in Go for a sampler goroutine: it must not fail
+// the test, and files vanish under it (badger compactions) which makes du exit 1.
+// Like du it counts the allocated blocks of every file and directory, hard
 // links once.
 func duSample(dir string) int64 {
 	var total int64
@@ -57,7 +59,11 @@ func duSample(dir string) int64 {
 			}
 			seen[st.Ino] = true
 		}
-		total += info.Size()
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			total += st.Blocks * 512
+		} else {
+			total += info.Size()
+		}
 		return nil
 	})
 	return total
@@ -199,7 +205,7 @@ func TestCacheBudget(t *testing.T) {
 
 	tg.remount(t) // flushes: after the upload nothing is dirty any more
 	if got := duApparent(t, writeCache); got > limit {
-		t.Errorf("after writing %d MiB and a flushing unmount, du -sb of the cache is %d bytes (%.1f MiB), budget %d MiB + 10%%:\n%s",
+		t.Errorf("after writing %d MiB and a flushing unmount, du -s of the cache is %d bytes (%.1f MiB), budget %d MiB + 10%%:\n%s",
 			files*fileSize>>20, got, float64(got)/(1<<20), budget>>20, largestFiles(writeCache, 12))
 	}
 
@@ -214,12 +220,12 @@ func TestCacheBudget(t *testing.T) {
 	peak := s.finish()
 	t.Logf("read phase (cold cache, %d MiB read twice): cache peak %d bytes (%.1f MiB), limit %d", files*fileSize>>20, peak, float64(peak)/(1<<20), limit)
 	if peak > limit {
-		t.Errorf("reading from the cloud, du -sb of the cache peaked at %d bytes (%.1f MiB), budget %d MiB + 10%%:\n%s",
+		t.Errorf("reading from the cloud, du -s of the cache peaked at %d bytes (%.1f MiB), budget %d MiB + 10%%:\n%s",
 			peak, float64(peak)/(1<<20), budget>>20, largestFiles(readCache, 12))
 	}
 	tg.m.unmount(t)
 	if got := duApparent(t, readCache); got > limit {
-		t.Errorf("after unmount, du -sb of the cache is %d bytes (%.1f MiB):\n%s", got, float64(got)/(1<<20), largestFiles(readCache, 12))
+		t.Errorf("after unmount, du -s of the cache is %d bytes (%.1f MiB):\n%s", got, float64(got)/(1<<20), largestFiles(readCache, 12))
 	}
 }
 
