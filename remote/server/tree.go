@@ -660,20 +660,150 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request, acct string
 		return err
 	}
 	resp := api.BatchResponse{Results: make([]api.BatchResult, len(req.Ops))}
-	for i, op := range req.Ops {
-		node, err := s.batchOp(acct, op)
+	s.runBatch(acct, req.Ops, func(i int, node *api.Node, err error) {
 		if err != nil {
 			var ae *api.Error
 			if !errors.As(err, &ae) {
-				s.log.Error("batch op failed", "req", info(r).id, "account", acct, "op", op.Op, "err", err)
+				s.log.Error("batch op failed", "req", info(r).id, "account", acct, "op", req.Ops[i].Op, "err", err)
 				ae = apiErr(http.StatusInternalServerError, api.CodeInternal, "internal error")
 			}
 			resp.Results[i].Error = &api.Error{Code: ae.Code, Message: ae.Message}
-			continue
+			return
 		}
 		resp.Results[i].Node = node
-	}
+	})
 	return writeJSON(w, http.StatusOK, resp)
+}
+
+// errBatchStop ends a batch transaction at the first op that fails.
+var errBatchStop = errors.New("batch op failed")
+
+// runBatch runs ops in order, reporting each result, committing as many
+// consecutive ops per transaction as it can: a batch of N ops costs one
+// commit (one fsync with SyncWrites), not N. An op that fails ends its
+// transaction without effect; the ops before it are committed again without
+// it (ops are deterministic on the same state), the failing op runs alone so
+// its error is reported exactly as for a single request, and the rest
+// continue after it.
+func (s *Server) runBatch(acct string, ops []api.BatchOp, report func(int, *api.Node, error)) {
+	one := func(i int) {
+		node, err := s.batchOp(acct, ops[i])
+		report(i, node, err)
+	}
+	for i := 0; i < len(ops); {
+		nodes, err := s.batchTxn(acct, ops[i:])
+		if errors.Is(err, errBatchStop) && len(nodes) > 0 {
+			nodes, err = s.batchTxn(acct, ops[i:i+len(nodes)])
+		}
+		switch {
+		case err == nil:
+			for _, n := range nodes {
+				report(i, n, nil)
+				i++
+			}
+		case errors.Is(err, errBatchStop):
+			one(i)
+			i++
+		default:
+			// Not an op's own refusal (a transaction too big, storage
+			// trouble): go op by op, each in its own transaction.
+			for ; i < len(ops); i++ {
+				one(i)
+			}
+		}
+	}
+}
+
+// batchTxn runs ops in one transaction of the account. If an op fails,
+// nothing is committed, the error is errBatchStop and len(nodes) is the
+// index of the failing op.
+func (s *Server) batchTxn(acct string, ops []api.BatchOp) (nodes []*api.Node, err error) {
+	mu := s.locks.get(acct)
+	mu.Lock()
+	defer mu.Unlock()
+	var changed bool
+	for attempt := 0; attempt < 20; attempt++ {
+		nodes = nodes[:0]
+		err = s.db.Update(func(tx *badger.Txn) error {
+			var err error
+			// write=false: the read-only check is per op (unlink is allowed).
+			changed, err = s.mutateTxn(tx, acct, false, func(m *mtx) error {
+				for _, op := range ops {
+					n, err := m.batchOp(op)
+					if err != nil {
+						return errBatchStop
+					}
+					nodes = append(nodes, n)
+				}
+				return nil
+			})
+			return err
+		})
+		if !errors.Is(err, badger.ErrConflict) {
+			break
+		}
+	}
+	if err == nil && changed {
+		s.feed.notify(acct)
+	}
+	if err != nil && !errors.Is(err, errBatchStop) {
+		nodes = nil
+	}
+	return nodes, err
+}
+
+// batchOp is Server.batchOp inside a transaction: the same validation, the
+// same read-only rule (everything but unlink is refused on a read-only
+// account), the same mutation.
+func (m *mtx) batchOp(op api.BatchOp) (*api.Node, error) {
+	set := 0
+	for _, p := range []bool{op.Create != nil, op.Update != nil, op.Rename != nil, op.Link != nil, op.Unlink != nil} {
+		if p {
+			set++
+		}
+	}
+	if set != 1 {
+		return nil, badRequest("exactly one operation per batch entry")
+	}
+	if op.Op != api.OpUnlink && m.acct.readOnly(m.now) {
+		return nil, apiErr(http.StatusForbidden, api.CodeReadOnly, "account is read-only: usage exceeds quota")
+	}
+	switch {
+	case op.Op == api.OpCreate && op.Create != nil:
+		if err := validateCreate(op.Create); err != nil {
+			return nil, err
+		}
+		e, err := m.create(op.Create)
+		if err != nil {
+			return nil, err
+		}
+		return &e.Node, nil
+	case op.Op == api.OpUpdate && op.Update != nil:
+		if err := validateUpdate(op.ID, op.Update); err != nil {
+			return nil, err
+		}
+		return m.update(op.ID, op.Update)
+	case op.Op == api.OpRename && op.Rename != nil:
+		if err := validateRename(op.Rename); err != nil {
+			return nil, err
+		}
+		return nil, m.rename(op.Rename)
+	case op.Op == api.OpLink && op.Link != nil:
+		if err := validateLink(op.Link); err != nil {
+			return nil, err
+		}
+		e, err := m.link(op.Link)
+		if err != nil {
+			return nil, err
+		}
+		return &e.Node, nil
+	case op.Op == api.OpUnlink && op.Unlink != nil:
+		if err := validateUnlink(op.Unlink); err != nil {
+			return nil, err
+		}
+		return nil, m.unlink(op.Unlink)
+	}
+	return nil, badRequest("invalid batch op %q", op.Op)
 }
 
 // batchOp runs one op of a batch; exactly the field named by op.Op must be set.
