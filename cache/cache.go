@@ -71,6 +71,8 @@ type Store struct {
 	segMu   sync.Mutex
 	segOpen map[[2]uint64]*SegmentFile // open segment files, shared by reference count // *[]byte of slotStride bytes, for sealing
 
+	treeSync treeSyncer
+
 	closeOnce sync.Once
 	stop      chan struct{}
 	wg        sync.WaitGroup

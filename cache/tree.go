@@ -147,6 +147,8 @@ type Mutation struct {
 	DeleteEntries []Entry       // only Parent and NameMAC are used
 	Journal       []api.BatchOp // appended to the push journal
 	Cursor        *uint64       // new change-feed cursor, if set
+	PutInline     []InlineSegment
+	DeleteInline  [][2]uint64 // (node, gen)
 }
 
 // ErrTooBig is returned by Apply when a mutation does not fit in one badger
@@ -169,6 +171,20 @@ func (s *Store) Apply(m Mutation) error {
 		}
 		for _, e := range m.DeleteEntries {
 			if err := txn.Delete(entryKey(e.Parent, e.NameMAC)); err != nil {
+				return err
+			}
+		}
+		for _, k := range m.DeleteInline {
+			if err := txn.Delete(inlineKey(k[0], k[1])); err != nil {
+				return err
+			}
+		}
+		for _, in := range m.PutInline {
+			v, err := s.sealInline(in.Node, in.Gen, in.Data)
+			if err != nil {
+				return err
+			}
+			if err := txn.Set(inlineKey(in.Node, in.Gen), v); err != nil {
 				return err
 			}
 		}

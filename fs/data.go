@@ -109,16 +109,25 @@ func (d *Drive) readAt(ctx context.Context, st *nodeState, dest []byte, off int6
 	return int(n), nil
 }
 
-// topLayer returns the layer writes go to, creating it. Caller holds st.dmu.
-func (d *Drive) topLayer(st *nodeState) (*layer, error) {
+// topLayer returns the layer writes go to, creating it: an inline layer
+// while the file stays small (inline), else a segment file. Caller holds st.dmu.
+func (d *Drive) topLayer(st *nodeState, inline bool) (*layer, error) {
 	if n := len(st.layers); n > 0 {
-		if l := st.layers[n-1]; !st.uploading || l.gen > st.frozenUpTo {
+		l := st.layers[n-1]
+		_, isInline := l.f.(*inlineLayer)
+		if (!st.uploading || l.gen > st.frozenUpTo) && (inline || !isInline) {
 			return l, nil
 		}
 	}
-	f, err := d.store.OpenSegmentFile(st.id, st.nextGen)
-	if err != nil {
-		return nil, fmt.Errorf("open segment file: %w", err)
+	var f layerFile
+	if inline {
+		f = newInlineLayer(d.store, st.id, st.nextGen)
+	} else {
+		sf, err := d.store.OpenSegmentFile(st.id, st.nextGen)
+		if err != nil {
+			return nil, fmt.Errorf("open segment file: %w", err)
+		}
+		f = sf
 	}
 	l := &layer{gen: st.nextGen, f: f}
 	st.nextGen++
@@ -146,13 +155,13 @@ func (d *Drive) write(ctx context.Context, st *nodeState, data []byte, off int64
 			return 0, e
 		}
 	}
-	top, err := d.topLayer(st)
+	newSize := max(v.size, end)
+	top, err := d.topLayer(st, newSize <= cache.InlineMax)
 	if err != nil {
 		d.log.Error("write-back store", "node", st.id, "err", err)
 		return 0, syscall.EIO
 	}
 	v.layers = st.layers
-	newSize := max(v.size, end)
 	for pos := uint64(0); pos < uint64(len(data)); {
 		o := uint64(off) + pos
 		j := int64(o / segSize)
@@ -231,7 +240,7 @@ func (d *Drive) waitUpload(st *nodeState) {
 // truncateLocked cuts or extends the data to size. Caller holds st.dmu (write)
 // and no upload runs.
 func (d *Drive) truncateLocked(ctx context.Context, st *nodeState, v dataView, size uint64) syscall.Errno {
-	top, err := d.topLayer(st) // marks the node dirty, even with no data written
+	top, err := d.topLayer(st, size <= cache.InlineMax && v.size <= cache.InlineMax) // marks the node dirty, even with no data written
 	if err != nil {
 		d.log.Error("write-back store", "node", st.id, "err", err)
 		return syscall.EIO
@@ -278,32 +287,67 @@ func (d *Drive) cutLayers(st *nodeState, size uint64) error {
 	return nil
 }
 
-// makeDurable syncs st's written data and saves its local attributes.
+// makeDurable syncs st's written data and saves its local attributes
+// together with its inline layers: one Apply and one (shared) store sync.
 func (d *Drive) makeDurable(st *nodeState, urgent bool) syscall.Errno {
 	st.dmu.RLock()
 	ls := st.layers
 	st.dmu.RUnlock()
 	for _, l := range ls {
+		if _, ok := l.f.(*inlineLayer); ok {
+			continue
+		}
 		if err := l.f.Sync(); err != nil && !isClosed(err) {
 			d.log.Error("syncing write-back data", "node", st.id, "err", err)
 			return syscall.EIO
 		}
 	}
+	type savedInline struct {
+		l   *inlineLayer
+		ver uint64
+		del bool
+	}
+	var saved []savedInline
+	st.dmu.RLock() // the layer list cannot change under us (an upload commit takes it)
 	d.mu.Lock()
-	err := d.persistLocked(st)
+	var err error
+	if !st.deleted {
+		m := cache.Mutation{PutNodes: []api.Node{d.localNode(st)}}
+		for _, l := range st.layers {
+			il, ok := l.f.(*inlineLayer)
+			if !ok {
+				continue
+			}
+			seg, del, changed, ver := il.snapshot()
+			if !changed {
+				continue
+			}
+			if del {
+				m.DeleteInline = append(m.DeleteInline, [2]uint64{seg.Node, seg.Gen})
+			} else {
+				m.PutInline = append(m.PutInline, seg)
+			}
+			saved = append(saved, savedInline{il, ver, del})
+		}
+		err = d.apply(m)
+	}
 	if urgent && len(ls) > 0 {
 		st.urgent = true
 	}
 	d.mu.Unlock()
+	st.dmu.RUnlock()
 	if err != nil {
 		return syscall.EIO
 	}
-	if err := d.store.Sync(); err != nil {
+	if err := d.store.SyncTree(); err != nil {
 		d.log.Error("syncing local store", "err", err)
 		return syscall.EIO
 	}
+	for _, s := range saved {
+		s.l.saved(s.ver, s.del)
+	}
 	if urgent && len(ls) > 0 {
-		kick(d.uploadKick)
+		d.noteClose()
 	}
 	return 0
 }

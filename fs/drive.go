@@ -94,6 +94,7 @@ type Drive struct {
 		quotaBlocked bool
 		uploadedB    int64
 	}
+	up             uploadState
 	uploadsRunning atomic.Int32
 	closed         atomic.Bool
 	done           chan struct{}

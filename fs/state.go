@@ -57,7 +57,7 @@ type nodeState struct {
 // layer is one segment file of written data: a newer layer's segment wins.
 type layer struct {
 	gen uint64
-	f   *cache.SegmentFile
+	f   layerFile
 }
 
 func (st *nodeState) isDir() bool { return st.attrs.Mode&syscall.S_IFMT == syscall.S_IFDIR }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"kumo/cache"
@@ -83,14 +84,39 @@ func (d *Drive) uploadLoop() {
 	}
 }
 
-// uploadCandidates are dirty files ready to go, oldest write first.
+// uploadState coalesces uploads of closed files: they start once closes
+// pause (a writer creating many files is not slowed by uploads competing
+// for the disk after every close) or when many wait.
+type uploadState struct {
+	lastClose atomic.Int64 // unix ns of the last close that left data to upload
+}
+
+// uploadBacklog is how many closed files may wait for closes to pause.
+const uploadBacklog = 512
+
+// noteClose records a close with data to upload and wakes the uploader.
+func (d *Drive) noteClose() {
+	d.up.lastClose.Store(time.Now().UnixNano())
+	kick(d.uploadKick)
+}
+
+// uploadCandidates are dirty files ready to go, oldest write first: files
+// not written for the quiet time; closed (or flushed) files once no close
+// happened for the quiet time, or when the backlog is large.
 func (d *Drive) uploadCandidates() []*nodeState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
+	settled := now.Sub(time.Unix(0, d.up.lastClose.Load())) >= min(d.quiet(), time.Second)
+	urgent := 0
+	for _, st := range d.dirty {
+		if st.urgent {
+			urgent++
+		}
+	}
 	var out []*nodeState
 	for _, st := range d.dirty {
-		if st.urgent || now.Sub(st.lastWrite) >= d.quiet() {
+		if st.urgent && (settled || urgent >= uploadBacklog) || now.Sub(st.lastWrite) >= d.quiet() {
 			out = append(out, st)
 		}
 	}
@@ -156,7 +182,16 @@ func (d *Drive) upload(st *nodeState) error {
 	// The pushed size is what the chunks hold.
 	_ = pushSize
 	op := d.updateOp(st)
-	err = d.apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{op}})
+	m := cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{op}}
+	segFiles := false
+	for _, l := range frozen {
+		if _, ok := l.f.(*inlineLayer); ok {
+			m.DeleteInline = append(m.DeleteInline, [2]uint64{st.id, l.gen})
+		} else {
+			segFiles = true
+		}
+	}
+	err = d.apply(m)
 	if err != nil {
 		d.mu.Unlock()
 		st.uploading = false
@@ -180,12 +215,19 @@ func (d *Drive) upload(st *nodeState) error {
 	close(st.uploadDone)
 	st.dmu.Unlock()
 
-	// The data is now in uploaded chunks plus a durable journal op: the frozen
-	// segment files can go (after the journal op is on disk).
-	if err := d.store.Sync(); err != nil {
-		d.log.Error("syncing local store", "err", err)
+	// The data is now in uploaded chunks plus a journal op: the frozen
+	// segment files can go once the journal op is on disk. Inline layers went
+	// in the same Apply as the op (a crash before it is durable keeps both).
+	if segFiles {
+		if err := d.store.Sync(); err != nil {
+			d.log.Error("syncing local store", "err", err)
+		}
 	}
 	for _, l := range frozen {
+		if il, ok := l.f.(*inlineLayer); ok {
+			il.gone()
+			continue
+		}
 		if err := l.f.Remove(); err != nil {
 			d.log.Warn("removing segment file", "node", st.id, "err", err)
 		}
@@ -341,17 +383,38 @@ func (d *Drive) resumeUploads() error {
 	if err != nil {
 		return fmt.Errorf("fs: list segment files: %w", err)
 	}
-	sort.Slice(files, func(i, j int) bool {
-		if files[i][0] != files[j][0] {
-			return files[i][0] < files[j][0]
-		}
-		return files[i][1] < files[j][1]
-	})
+	inl, err := d.store.InlineSegments()
+	if err != nil {
+		return fmt.Errorf("fs: %w", err)
+	}
+	type found struct {
+		node, gen uint64
+		inline    bool
+	}
+	var all []found
 	for _, nf := range files {
-		node, gen := nf[0], nf[1]
-		f, err := d.store.OpenSegmentFile(node, gen)
-		if err != nil {
-			return fmt.Errorf("fs: open segment file: %w", err)
+		all = append(all, found{nf[0], nf[1], false})
+	}
+	for _, nf := range inl {
+		all = append(all, found{nf[0], nf[1], true})
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].node != all[j].node {
+			return all[i].node < all[j].node
+		}
+		return all[i].gen < all[j].gen
+	})
+	for _, nf := range all {
+		node, gen := nf.node, nf.gen
+		var f layerFile
+		if nf.inline {
+			f = resumedInlineLayer(d.store, node, gen)
+		} else {
+			sf, err := d.store.OpenSegmentFile(node, gen)
+			if err != nil {
+				return fmt.Errorf("fs: open segment file: %w", err)
+			}
+			f = sf
 		}
 		d.mu.Lock()
 		st, err := d.stateLocked(node)

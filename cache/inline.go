@@ -1,0 +1,163 @@
+package cache
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Inline segments: a small file's written-but-not-uploaded data (segment 0
+// of one layer) kept in badger, sealed like a segment file slot, so that
+// close of a small file costs one badger sync instead of creating, syncing
+// and later deleting a segment file plus its directory entry.
+//
+//	'i' node(be64) gen(be64) -> sealed slot (header, ciphertext, tag)
+const kindInline = 'i'
+
+// InlineMax is the largest plaintext an inline segment holds: the sealed
+// record stays below badger's value threshold, so it lives in the LSM and its
+// write-ahead log (one sync for data and attributes).
+const InlineMax = 32<<10 - segHeader - segTag - 64
+
+// InlineSegment is segment 0 of layer Gen of node Node.
+type InlineSegment struct {
+	Node, Gen uint64
+	Data      []byte // plaintext, at most InlineMax bytes
+}
+
+func inlineKey(node, gen uint64) []byte {
+	k := make([]byte, 17)
+	k[0] = kindInline
+	binary.BigEndian.PutUint64(k[1:], node)
+	binary.BigEndian.PutUint64(k[9:], gen)
+	return k
+}
+
+// sealInline seals p as segment 0 of (node, gen) with the segment files' key
+// and format.
+func (s *Store) sealInline(node, gen uint64, p []byte) ([]byte, error) {
+	if len(p) > InlineMax {
+		return nil, fmt.Errorf("cache: inline segment of node %d: %d bytes > %d", node, len(p), InlineMax)
+	}
+	aead, err := segFileAEAD(s.segKey, node, gen)
+	if err != nil {
+		return nil, fmt.Errorf("cache: inline segment: %w", err)
+	}
+	buf := make([]byte, segHeader, segHeader+len(p)+segTag)
+	binary.BigEndian.PutUint32(buf, uint32(len(p)+1))
+	rand.Read(buf[4:segHeader]) // never fails (crypto/rand, Go >= 1.24)
+	ad := segAD(node, gen, 0, len(p))
+	return aead.Seal(buf, buf[4:segHeader], p, ad[:]), nil
+}
+
+// GetInline returns the plaintext of the inline segment of (node, gen),
+// ok=false if there is none.
+func (s *Store) GetInline(node, gen uint64) (p []byte, ok bool, err error) {
+	var sealed []byte
+	err = s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(inlineKey(node, gen))
+		if err != nil {
+			return err
+		}
+		sealed, err = it.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("cache: get inline %d/%d: %w", node, gen, err)
+	}
+	aead, err := segFileAEAD(s.segKey, node, gen)
+	if err != nil {
+		return nil, false, fmt.Errorf("cache: inline segment: %w", err)
+	}
+	p, ok, err = openSlot(nil, aead, node, gen, 0, sealed)
+	if err != nil {
+		return nil, false, fmt.Errorf("cache: inline %d/%d: %w", node, gen, err)
+	}
+	if !ok {
+		p = []byte{}
+	}
+	return p, true, nil
+}
+
+// InlineSegments lists the (node, gen) pairs holding inline segments, for
+// resuming uploads after a restart.
+func (s *Store) InlineSegments() ([][2]uint64, error) {
+	var out [][2]uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = []byte{kindInline}
+		o.PrefetchValues = false
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 17 {
+				return fmt.Errorf("inline key %x: %w", k, ErrCorrupt)
+			}
+			out = append(out, [2]uint64{binary.BigEndian.Uint64(k[1:]), binary.BigEndian.Uint64(k[9:])})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: list inline segments: %w", err)
+	}
+	return out, nil
+}
+
+// treeSyncer merges concurrent SyncTree calls: one badger sync that starts
+// after a caller arrived satisfies that caller, so N concurrent closes cost
+// about two syncs, not N.
+type treeSyncer struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	running bool
+	started uint64 // syncs started
+	done    uint64 // syncs finished
+	err     error  // of the last finished sync
+}
+
+// SyncTree makes everything applied so far durable on local disk (the
+// badger tree, journal and inline segments; not segment files' directory —
+// SegmentFile.Sync covers new files, Sync covers removals). Concurrent calls
+// share syncs.
+func (s *Store) SyncTree() error {
+	t := &s.treeSync
+	t.mu.Lock()
+	if t.cond == nil {
+		t.cond = sync.NewCond(&t.mu)
+	}
+	// A sync that starts after now covers us.
+	need := t.started + 1
+	for t.done < need {
+		if !t.running {
+			t.running = true
+			t.started++
+			n := t.started
+			t.mu.Unlock()
+			err := s.db.Sync()
+			t.mu.Lock()
+			t.running = false
+			t.done = n
+			t.err = err
+			t.cond.Broadcast()
+			if n >= need {
+				break
+			}
+			continue
+		}
+		t.cond.Wait()
+	}
+	err := t.err
+	t.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("cache: sync badger: %w", err)
+	}
+	return nil
+}
