@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,7 +18,8 @@ import (
 
 // requestCounter is a target that can count the HTTP requests its cloud served.
 type requestCounter interface {
-	requests() (float64, error)
+	quiesce() error
+	routes() (map[string]float64, error)
 }
 
 // netKumoTarget is kumo mounted with --server on a separate `kumo serve` whose
@@ -178,12 +180,25 @@ func waitExit(cmd *exec.Cmd, limit time.Duration) error {
 // requests sums kumo_http_requests_total of the server, except the change
 // feed's long poll (it completes on its own schedule, not because of a reader).
 func (n *netKumoTarget) requests() (float64, error) {
-	resp, err := http.Get(n.metrics)
+	routes, err := n.routes()
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
 	var sum float64
+	for _, v := range routes {
+		sum += v
+	}
+	return sum, nil
+}
+
+// routes returns kumo_http_requests_total by route (and code), without the change feed.
+func (n *netKumoTarget) routes() (map[string]float64, error) {
+	resp, err := http.Get(n.metrics)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
@@ -193,11 +208,42 @@ func (n *netKumoTarget) requests() (float64, error) {
 		f := strings.Fields(line)
 		v, err := strconv.ParseFloat(f[len(f)-1], 64)
 		if err != nil {
-			return 0, fmt.Errorf("metrics line %q: %w", line, err)
+			return nil, fmt.Errorf("metrics line %q: %w", line, err)
 		}
-		sum += v
+		out[f[0]] += v
 	}
-	return sum, sc.Err()
+	return out, sc.Err()
+}
+
+// quiesce waits (up to 5 min) until the server has seen no request for 3 s:
+// uploads and pushes of what was just written must not count against a reader.
+func (n *netKumoTarget) quiesce() error {
+	last, stable := -1.0, time.Now()
+	for start := time.Now(); time.Since(start) < 5*time.Minute; time.Sleep(250 * time.Millisecond) {
+		v, err := n.requests()
+		if err != nil {
+			return err
+		}
+		if v != last {
+			last, stable = v, time.Now()
+		}
+		if time.Since(stable) >= 3*time.Second {
+			return nil
+		}
+	}
+	return errors.New("the drive kept talking to the cloud for 5 minutes")
+}
+
+// requestDiff describes which routes got requests between two snapshots.
+func requestDiff(before, after map[string]float64) string {
+	var parts []string
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			parts = append(parts, fmt.Sprintf("%s +%g", k, d))
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
 }
 
 // summary writes the simulated-network targets: cold sequential read against
