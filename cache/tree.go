@@ -308,13 +308,20 @@ func (s *Store) loadJournalState() error {
 
 // Pending returns up to max journal ops in order.
 func (s *Store) Pending(max int) ([]JournalOp, error) {
+	return s.PendingAfter(0, max)
+}
+
+// PendingAfter returns up to n unacknowledged journal ops with Seq > after,
+// in order: a reader that keeps ops it already decoded asks only for the rest.
+func (s *Store) PendingAfter(after uint64, n int) ([]JournalOp, error) {
 	var out []JournalOp
 	err := s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix = []byte{kindJournal}
+		o.PrefetchSize = max(1, min(o.PrefetchSize, n))
 		it := txn.NewIterator(o)
 		defer it.Close()
-		for it.Seek(journalKey(s.ackedUpto.Load() + 1)); it.Valid() && len(out) < max; it.Next() {
+		for it.Seek(journalKey(max(s.ackedUpto.Load(), after) + 1)); it.Valid() && len(out) < n; it.Next() {
 			item := it.Item()
 			k := item.Key()
 			if len(k) != 9 {
@@ -338,6 +345,9 @@ func (s *Store) Pending(max int) ([]JournalOp, error) {
 	}
 	return out, nil
 }
+
+// AckedUpto is the Seq up to which the journal is acknowledged.
+func (s *Store) AckedUpto() uint64 { return s.ackedUpto.Load() }
 
 // PendingCount returns how many journal ops wait.
 func (s *Store) PendingCount() (int, error) {

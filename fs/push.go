@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,18 +20,35 @@ const pushBatch = 300
 func (d *Drive) pushLoop() {
 	defer d.wg.Done()
 	var backoff time.Duration
+	// buf holds journal ops already read and decoded: a batch is often cut
+	// after a few ops (see pushOnce), and reading the same 300 ops again for
+	// every short batch would cost O(batch) per op.
+	var buf []cache.JournalOp
 	for {
 		if d.ctx.Err() != nil {
 			return
 		}
-		ops, err := d.store.Pending(pushBatch)
-		if err != nil {
-			d.log.Error("reading journal", "err", err)
-			if !sleepCtx(d.ctx, time.Second) {
-				return
-			}
-			continue
+		acked := d.store.AckedUpto()
+		for len(buf) > 0 && buf[0].Seq <= acked {
+			buf = buf[1:]
 		}
+		if len(buf) < pushBatch {
+			var after uint64
+			if len(buf) > 0 {
+				after = buf[len(buf)-1].Seq
+			}
+			more, err := d.store.PendingAfter(after, pushBatch-len(buf))
+			if err != nil {
+				buf = nil
+				d.log.Error("reading journal", "err", err)
+				if !sleepCtx(d.ctx, time.Second) {
+					return
+				}
+				continue
+			}
+			buf = append(slices.Clip(buf), more...)
+		}
+		ops := buf
 		if len(ops) == 0 {
 			select {
 			case <-d.ctx.Done():

@@ -30,8 +30,9 @@ func (d *Drive) uploadLoop() {
 	var retryAt time.Time
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
-	var mu sync.Mutex
+	var mu sync.Mutex // guards failed, backoff, busy
 	failed := false
+	busy := map[uint64]bool{} // nodes being uploaded
 	for {
 		select {
 		case <-d.ctx.Done():
@@ -57,16 +58,29 @@ func (d *Drive) uploadLoop() {
 			mu.Unlock()
 			continue
 		}
+		free := cap(sem) - len(sem)
 		mu.Unlock()
-		for _, st := range d.uploadCandidates() {
-			select {
-			case sem <- struct{}{}:
-			default:
-				continue
-			}
+		if free == 0 {
+			continue // a finishing upload kicks again
+		}
+		mu.Lock()
+		cands := d.uploadCandidates(free, busy)
+		for _, st := range cands {
+			busy[st.id] = true
+		}
+		mu.Unlock()
+		for _, st := range cands {
+			sem <- struct{}{} // never blocks: at most free candidates
 			d.uploadsRunning.Add(1)
 			go func() {
-				defer func() { <-sem; d.uploadsRunning.Add(-1); kick(d.uploadKick) }()
+				defer func() {
+					mu.Lock()
+					delete(busy, st.id)
+					mu.Unlock()
+					<-sem
+					d.uploadsRunning.Add(-1)
+					kick(d.uploadKick)
+				}()
 				err := d.upload(st)
 				if err != nil {
 					d.noteErr(err)
@@ -100,27 +114,52 @@ func (d *Drive) noteClose() {
 	kick(d.uploadKick)
 }
 
-// uploadCandidates are dirty files ready to go, oldest write first: files
-// not written for the quiet time; closed (or flushed) files once no close
-// happened for the quiet time, or when the backlog is large.
-func (d *Drive) uploadCandidates() []*nodeState {
+// uploadCandidates are up to max dirty files ready to go, oldest write
+// first, not in busy: files not written for the quiet time; closed (or
+// flushed) files once no close happened for the quiet time, or when the
+// backlog is large. It runs on every wake-up of the uploader, so it is one
+// pass over the dirty files without sorting them all.
+func (d *Drive) uploadCandidates(max int, busy map[uint64]bool) []*nodeState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
-	settled := now.Sub(time.Unix(0, d.up.lastClose.Load())) >= min(d.quiet(), time.Second)
+	quiet := d.quiet()
+	settled := now.Sub(time.Unix(0, d.up.lastClose.Load())) >= min(quiet, time.Second)
+	cutoff := now.Add(-quiet)
 	urgent := 0
+	var oldUrgent, oldQuiet []*nodeState // the max oldest of each kind
 	for _, st := range d.dirty {
 		if st.urgent {
 			urgent++
 		}
-	}
-	var out []*nodeState
-	for _, st := range d.dirty {
-		if st.urgent && (settled || urgent >= uploadBacklog) || now.Sub(st.lastWrite) >= d.quiet() {
-			out = append(out, st)
+		if busy[st.id] {
+			continue
+		}
+		if !st.lastWrite.After(cutoff) {
+			oldQuiet = keepOldest(oldQuiet, st, max)
+		} else if st.urgent {
+			oldUrgent = keepOldest(oldUrgent, st, max)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].lastWrite.Before(out[j].lastWrite) })
+	out := oldQuiet
+	if settled || urgent >= uploadBacklog {
+		for _, st := range oldUrgent {
+			out = keepOldest(out, st, max)
+		}
+	}
+	return out
+}
+
+// keepOldest inserts st into out (sorted by lastWrite, at most max long).
+func keepOldest(out []*nodeState, st *nodeState, max int) []*nodeState {
+	i := sort.Search(len(out), func(i int) bool { return st.lastWrite.Before(out[i].lastWrite) })
+	if i >= max {
+		return out
+	}
+	out = slices.Insert(out, i, st)
+	if len(out) > max {
+		out = out[:max]
+	}
 	return out
 }
 
