@@ -372,12 +372,19 @@ func (d *Drive) buildAndUpload(node uint64, base []meta.ChunkRef, trunc, size ui
 // the sealed segments in the chunk cache so reads stay local.
 func (d *Drive) putChunk(ctx context.Context, id chunk.ID, p []byte) error {
 	hex := id.String()
-	have, err := d.c.HaveChunks(ctx, []string{hex})
-	if err != nil {
-		return fmt.Errorf("have chunks: %w", err)
+	// Asking first saves sending a chunk the cloud has; for a chunk of one
+	// segment the question costs about as much as the upload (PutChunk of a
+	// stored chunk is a no-op), so small files skip it: one request, not two.
+	upload := true
+	if len(p) > segSize {
+		have, err := d.c.HaveChunks(ctx, []string{hex})
+		if err != nil {
+			return fmt.Errorf("have chunks: %w", err)
+		}
+		upload = len(have) != 1 || !have[0]
 	}
 	sealed := d.cipher.Seal(nil, id, p)
-	if len(have) != 1 || !have[0] {
+	if upload {
 		if err := d.c.PutChunk(ctx, hex, sealed); err != nil {
 			if errors.Is(err, api.ErrQuota) || errors.Is(err, api.ErrReadOnly) {
 				d.stat.Lock()
