@@ -8,96 +8,27 @@ package fs
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"image/png"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/btcsuite/btcd/address/v2"
-	"github.com/btcsuite/btcd/btcutil/v2/hdkeychain"
 	"github.com/btcsuite/btcd/chaincfg/v2"
-	"github.com/btcsuite/btcd/integration/rpctest"
 	"github.com/btcsuite/btcd/txscript/v2"
 	"github.com/btcsuite/btcd/wire/v2"
 
 	"kumo/internal/control"
 	"kumo/internal/keys"
 	"kumo/internal/payment"
+	"kumo/internal/payment/paytest"
 	"kumo/remote/server"
 	"kumo/remote/session"
 )
-
-// btcdPath returns a btcd binary: $KUMO_BTCD, or one built once (the version
-// pinned by go.mod) into the user cache, shared with the other packages' tests.
-func btcdPath() (string, error) {
-	if p := os.Getenv("KUMO_BTCD"); p != "" {
-		return p, nil
-	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	dir := filepath.Join(cache, "kumo-test")
-	out := filepath.Join(dir, "btcd-v0.26.2")
-	if _, err := os.Stat(out); err == nil {
-		return out, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	tmp := fmt.Sprintf("%s.%d", out, os.Getpid())
-	if b, err := exec.Command("go", "build", "-o", tmp, "github.com/btcsuite/btcd").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build btcd: %v: %s", err, b)
-	}
-	return out, os.Rename(tmp, out)
-}
-
-func startBtcd(t *testing.T) *rpctest.Harness {
-	t.Helper()
-	path, err := btcdPath()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("no btcd: %v", err)
-		}
-		t.Skipf("no btcd (set KUMO_BTCD): %v", err)
-	}
-	h, err := rpctest.New(&chaincfg.RegressionNetParams, nil, []string{"--nolisten"}, path)
-	if err != nil {
-		t.Fatalf("rpctest.New: %v", err)
-	}
-	if err := h.SetUp(true, 10); err != nil {
-		h.TearDown()
-		t.Fatalf("btcd harness setup: %v", err)
-	}
-	t.Cleanup(func() { h.TearDown() })
-	return h
-}
-
-// watchOnlyKey returns a fresh BIP84 regtest account xpub (m/84'/1'/0').
-func watchOnlyKey(t *testing.T) string {
-	t.Helper()
-	k, err := hdkeychain.NewMaster(randBytes(32), &chaincfg.RegressionNetParams)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, i := range []uint32{84, 1, 0} {
-		if k, err = k.Derive(hdkeychain.HardenedKeyStart + i); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pub, err := k.Neuter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pub.String()
-}
 
 // startPayingCloud is startCloud with Bitcoin payments configured.
 func startPayingCloud(t *testing.T, quota int64, pc *payment.Config) *cloud {
@@ -142,10 +73,10 @@ func parseBTC(t *testing.T, s string) int64 {
 // upload the cloud had refused for quota completes.
 func TestTopupThroughMount(t *testing.T) {
 	needFUSE(t)
-	h := startBtcd(t)
+	h := paytest.StartBtcd(t, 10)
 	rc := h.RPCConfig()
 	pc := &payment.Config{
-		AccountKey: watchOnlyKey(t), Network: "regtest",
+		AccountKey: paytest.WatchOnlyKey(t), Network: "regtest",
 		RPCHost: rc.Host, RPCUser: rc.User, RPCPassword: rc.Pass, RPCTLS: true, RPCCert: rc.Certificates,
 		PriceSatPerGiBMonth: 100_000, Confirmations: 2,
 		InvoiceLifetime: time.Hour, PollInterval: 100 * time.Millisecond,

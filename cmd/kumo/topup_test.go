@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"crypto/rand"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,85 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/btcsuite/btcd/address/v2"
-	"github.com/btcsuite/btcd/btcutil/v2/hdkeychain"
-	"github.com/btcsuite/btcd/chaincfg/v2"
-	"github.com/btcsuite/btcd/integration/rpctest"
-	"github.com/btcsuite/btcd/txscript/v2"
-	"github.com/btcsuite/btcd/wire/v2"
+	"kumo/internal/payment/paytest"
 )
-
-// btcdBinary returns a btcd binary: $KUMO_BTCD (.ci/run builds it), else the
-// one the payment tests cache; "" if neither exists.
-func btcdBinary() string {
-	if p := os.Getenv("KUMO_BTCD"); p != "" {
-		return p
-	}
-	if cache, err := os.UserCacheDir(); err == nil {
-		p := filepath.Join(cache, "kumo-test", "btcd-v0.26.2")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return ""
-}
-
-// regtestNode starts btcd in regtest with a funded harness wallet.
-func regtestNode(t *testing.T) *rpctest.Harness {
-	t.Helper()
-	path := btcdBinary()
-	if path == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no btcd for the top-up test: set KUMO_BTCD")
-		}
-		t.Skip("no btcd (set KUMO_BTCD)")
-	}
-	h, err := rpctest.New(&chaincfg.RegressionNetParams, nil, []string{"--nolisten"}, path)
-	if err != nil {
-		t.Fatalf("rpctest.New: %v", err)
-	}
-	t.Cleanup(func() { h.TearDown() })
-	if err := h.SetUp(true, 60); err != nil {
-		t.Fatalf("harness setup: %v", err)
-	}
-	return h
-}
-
-// watchOnlyKey returns a fresh BIP84 account public key (m/84'/1'/0') for regtest.
-func watchOnlyKey(t *testing.T) string {
-	t.Helper()
-	seed := make([]byte, 32)
-	rand.Read(seed)
-	k, err := hdkeychain.NewMaster(seed, &chaincfg.RegressionNetParams)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, i := range []uint32{84, 1, 0} {
-		if k, err = k.Derive(hdkeychain.HardenedKeyStart + i); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pub, err := k.Neuter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pub.String()
-}
-
-func payTo(t *testing.T, h *rpctest.Harness, addr string, sat int64) {
-	t.Helper()
-	a, err := address.DecodeAddress(addr, &chaincfg.RegressionNetParams)
-	if err != nil {
-		t.Fatalf("invoice address %q: %v", addr, err)
-	}
-	script, err := txscript.PayToAddrScript(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.SendOutputs([]*wire.TxOut{wire.NewTxOut(sat, script)}, 10); err != nil {
-		t.Fatalf("pay: %v", err)
-	}
-}
 
 var (
 	reAddress = regexp.MustCompile(`(?m)^\s+address\s+(\S+)`)
@@ -114,13 +36,13 @@ func parseInvoice(t *testing.T, out string) (addr string, sat int64) {
 }
 
 func TestCLITopup(t *testing.T) {
-	h := regtestNode(t)
+	h := paytest.StartBtcd(t, 60)
 	bin := buildKumo(t)
 	rc := h.RPCConfig()
 	certFile := filepath.Join(t.TempDir(), "rpc.cert")
 	os.WriteFile(certFile, rc.Certificates, 0o644)
 	p := serveAt(t, bin, t.TempDir(), "127.0.0.1:0", "--quota", "100MiB",
-		"--btc-xpub", watchOnlyKey(t), "--btc-network", "regtest",
+		"--btc-xpub", paytest.WatchOnlyKey(t), "--btc-network", "regtest",
 		"--btc-rpc", rc.Host, "--btc-rpc-user", rc.User, "--btc-rpc-pass", rc.Pass,
 		"--btc-rpc-tls", "--btc-rpc-cert", certFile,
 		"--btc-price-sat-per-gib-month", "100000", "--btc-confirmations", "2",
@@ -144,7 +66,7 @@ func TestCLITopup(t *testing.T) {
 	u.fails("bad size", "topup", "lots")
 
 	// Pay it, mine: the invoice settles and the quota grows.
-	payTo(t, h, addr, sat)
+	paytest.Pay(t, h, addr, sat)
 	if _, err := h.Client.Generate(2); err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +115,7 @@ func TestCLITopup(t *testing.T) {
 			fmt.Fprintln(&printed, l)
 			if !paid && strings.Contains(l, "waiting for payment") {
 				a, s := parseInvoice(t, printed.String())
-				payTo(t, h, a, s)
+				paytest.Pay(t, h, a, s)
 				paid = true
 			}
 			if strings.Contains(l, "Processing:") {

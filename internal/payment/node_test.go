@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +28,8 @@ import (
 	"github.com/btcsuite/btcd/txscript/v2"
 	"github.com/btcsuite/btcd/wire/v2"
 	"github.com/dgraph-io/badger/v4"
+
+	"kumo/internal/payment/paytest"
 )
 
 const childEnv = "KUMO_PAYMENT_TEST_CHILD"
@@ -59,36 +60,10 @@ func (n *sharedNode) teardown() {
 	}
 }
 
-// btcdPath returns a btcd binary: $KUMO_BTCD, or one built once (go build
-// github.com/btcsuite/btcd, the version pinned by go.mod) into the user cache.
-func btcdPath() (string, error) {
-	if p := os.Getenv("KUMO_BTCD"); p != "" {
-		return p, nil
-	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	dir := filepath.Join(cache, "kumo-test")
-	out := filepath.Join(dir, "btcd-v0.26.2")
-	if _, err := os.Stat(out); err == nil {
-		return out, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	tmp := fmt.Sprintf("%s.%d", out, os.Getpid())
-	cmd := exec.Command("go", "build", "-o", tmp, "github.com/btcsuite/btcd")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build btcd: %v: %s", err, b)
-	}
-	return out, os.Rename(tmp, out)
-}
-
 func (n *sharedNode) get(t *testing.T) *rpctest.Harness {
 	t.Helper()
 	n.once.Do(func() {
-		path, err := btcdPath()
+		path, err := paytest.BtcdPath()
 		if err != nil {
 			n.skip = err.Error()
 			return
