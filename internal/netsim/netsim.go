@@ -117,13 +117,16 @@ func (k *conn) sender(lim *rate.Limiter) {
 
 func (k *conn) receiver(lim *rate.Limiter) {
 	defer close(k.in)
+	// One read buffer; each packet gets an exact-size copy, so a queue of
+	// small packets does not pin a 32 KiB buffer apiece.
+	buf := make([]byte, 32<<10)
 	for {
-		buf := make([]byte, 32<<10)
 		n, err := k.Conn.Read(buf)
 		if n > 0 {
 			wait(lim, n)
+			data := append([]byte(nil), buf[:n]...)
 			select {
-			case k.in <- packet{data: buf[:n], due: time.Now().Add(k.link.Latency)}:
+			case k.in <- packet{data: data, due: time.Now().Add(k.link.Latency)}:
 			case <-k.done:
 				return
 			}
