@@ -165,30 +165,16 @@ func run(c config) error {
 	if c.tree == "" {
 		c.tree = filepath.Join(runtime.GOROOT(), "src")
 	}
-	if c.work == "" {
-		w, err := os.MkdirTemp("/var/tmp", "kumo-bench-")
-		if err != nil {
-			return err
-		}
-		c.work = w
-		defer os.RemoveAll(w)
-	}
-	kumo, err := filepath.Abs(c.kumo)
-	if err != nil {
-		return err
-	}
-	c.kumo = kumo
-
 	// One journaled ext4 image holds every target's backing store, so all compete on equal terms.
-	disk := filepath.Join(c.work, "disk")
 	gib := c.imageGiB
 	if gib == 0 {
 		gib = 6 + 4*c.sizeMiB/1024
 	}
-	if err := mkExt4(filepath.Join(c.work, "ext4.img"), disk, gib); err != nil {
+	disk, undo, err := prepareDisk(&c, "kumo-bench-", gib)
+	if err != nil {
 		return err
 	}
-	defer exec.Command("umount", "-l", disk).Run()
+	defer undo()
 
 	src := filepath.Join("/dev/shm", fmt.Sprintf("kumo-bench-src-%d", os.Getpid()))
 	if err := randomFile(src, int64(c.sizeMiB)<<20); err != nil {
@@ -693,6 +679,38 @@ func ensureTool(cmd, pkg string) error {
 func dropCaches() error {
 	syscall.Sync()
 	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
+}
+
+// prepareDisk makes the work directory (a new one under /var/tmp unless
+// -work is given) and c.kumo absolute, and loop-mounts a fresh ext4 image of
+// gib GiB at work/disk; undo unmounts it and removes a temporary work dir.
+func prepareDisk(c *config, prefix string, gib int) (disk string, undo func(), err error) {
+	var rm func()
+	if c.work == "" {
+		w, err := os.MkdirTemp("/var/tmp", prefix)
+		if err != nil {
+			return "", nil, err
+		}
+		c.work = w
+		rm = func() { os.RemoveAll(w) }
+	} else {
+		rm = func() {}
+	}
+	kumo, err := filepath.Abs(c.kumo)
+	if err != nil {
+		rm()
+		return "", nil, err
+	}
+	c.kumo = kumo
+	disk = filepath.Join(c.work, "disk")
+	if err := mkExt4(filepath.Join(c.work, "ext4.img"), disk, gib); err != nil {
+		rm()
+		return "", nil, err
+	}
+	return disk, func() {
+		exec.Command("umount", "-l", disk).Run()
+		rm()
+	}, nil
 }
 
 func mkExt4(img, dir string, gib int) error {

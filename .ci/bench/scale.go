@@ -41,29 +41,17 @@ func runScale(c config) error {
 		}
 		stages = append(stages, n)
 	}
-	if c.work == "" {
-		w, err := os.MkdirTemp("/var/tmp", "kumo-scale-")
-		if err != nil {
-			return err
-		}
-		c.work = w
-		defer os.RemoveAll(w)
-	}
-	kumo, err := filepath.Abs(c.kumo)
-	if err != nil {
-		return err
-	}
-	disk := filepath.Join(c.work, "disk")
 	gib := c.imageGiB
 	if gib == 0 {
 		gib = 12 + 2*c.bigGiB
 	}
-	if err := mkExt4(filepath.Join(c.work, "ext4.img"), disk, gib); err != nil {
+	disk, undo, err := prepareDisk(&c, "kumo-scale-", gib)
+	if err != nil {
 		return err
 	}
-	defer exec.Command("umount", "-l", disk).Run()
+	defer undo()
 
-	k := &kumoTarget{bin: kumo, pprof: c.pprof}
+	k := &kumoTarget{bin: c.kumo, pprof: c.pprof}
 	if _, err := k.setup(disk); err != nil {
 		return err
 	}
