@@ -228,7 +228,6 @@ func (n *fnode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttr
 		if e := d.truncate(ctx, st, size); e != 0 {
 			return e
 		}
-		d.notifyContentLocal(n, int64(size))
 	}
 	mode, hasMode := in.GetMode()
 	uid, hasUID := in.GetUID()
@@ -671,7 +670,3 @@ func (d *Drive) notifyContent(id uint64) {
 		n.NotifyContent(0, 0)
 	}
 }
-
-// notifyContentLocal is for a truncate through this mount: the kernel already
-// knows; nothing to do beyond what it does itself.
-func (d *Drive) notifyContentLocal(n *fnode, size int64) {}
