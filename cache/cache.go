@@ -69,7 +69,7 @@ type Store struct {
 	slots  sync.Pool // *[]byte of slotStride bytes, for sealing
 
 	segMu   sync.Mutex
-	segOpen map[[2]uint64]*SegmentFile // open segment files, shared by reference count // *[]byte of slotStride bytes, for sealing
+	segOpen map[[2]uint64]*SegmentFile // open segment files, shared by reference count
 
 	treeSync treeSyncer
 
