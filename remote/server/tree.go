@@ -540,16 +540,22 @@ func (m *mtx) unlink(r *api.UnlinkRequest) error {
 
 var okBody = struct{}{}
 
-func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request, acct string) error {
-	var req api.CreateRequest
+// serveJSON is the shape of the plain JSON endpoints: decode the body into a
+// Req, run do, answer its result.
+func serveJSON[Req, Resp any](w http.ResponseWriter, r *http.Request, do func(*Req) (Resp, error)) error {
+	var req Req
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
-	e, err := s.doCreate(acct, &req)
+	out, err := do(&req)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, e)
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request, acct string) error {
+	return serveJSON(w, r, func(req *api.CreateRequest) (*api.Entry, error) { return s.doCreate(acct, req) })
 }
 
 func (s *Server) doCreate(acct string, req *api.CreateRequest) (*api.Entry, error) {
@@ -611,37 +617,15 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request, acct strin
 }
 
 func (s *Server) handleRename(w http.ResponseWriter, r *http.Request, acct string) error {
-	var req api.RenameRequest
-	if err := readJSON(w, r, &req); err != nil {
-		return err
-	}
-	if err := s.doRename(acct, &req); err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, okBody)
+	return serveJSON(w, r, func(req *api.RenameRequest) (struct{}, error) { return okBody, s.doRename(acct, req) })
 }
 
 func (s *Server) handleLink(w http.ResponseWriter, r *http.Request, acct string) error {
-	var req api.LinkRequest
-	if err := readJSON(w, r, &req); err != nil {
-		return err
-	}
-	e, err := s.doLink(acct, &req)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, e)
+	return serveJSON(w, r, func(req *api.LinkRequest) (*api.Entry, error) { return s.doLink(acct, req) })
 }
 
 func (s *Server) handleUnlink(w http.ResponseWriter, r *http.Request, acct string) error {
-	var req api.UnlinkRequest
-	if err := readJSON(w, r, &req); err != nil {
-		return err
-	}
-	if err := s.doUnlink(acct, &req); err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, okBody)
+	return serveJSON(w, r, func(req *api.UnlinkRequest) (struct{}, error) { return okBody, s.doUnlink(acct, req) })
 }
 
 func validateBatch(req *api.BatchRequest) error {
