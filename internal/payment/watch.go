@@ -57,7 +57,7 @@ func (s *Service) tick() error {
 	changed := map[string]bool{}
 	err = update(s.db, func(txn *badger.Txn) error {
 		clear(changed)
-		return s.evaluateActive(txn, cur.Height, changed)
+		return s.evaluateActive(txn, cur.Height, nil, changed)
 	})
 	if err != nil {
 		return fmt.Errorf("re-evaluate invoices: %w", err)
@@ -217,7 +217,7 @@ func (s *Service) rollback(ctx context.Context, cur cursor, tip int64) (cursor, 
 		if err := putJSON(txn, []byte(keyCursor), &fork); err != nil {
 			return err
 		}
-		return s.evaluateActive(txn, fork.Height, changed)
+		return s.evaluateActive(txn, fork.Height, nil, changed)
 	})
 	if err != nil {
 		return cur, fmt.Errorf("roll back to %d: %w", fork.Height, err)
@@ -280,7 +280,7 @@ func (s *Service) applyBlock(h int64, hash chainhash.Hash, blk *wire.MsgBlock) e
 		if err := putJSON(txn, []byte(keyCursor), &cursor{Height: h, Hash: hash.String()}); err != nil {
 			return err
 		}
-		return s.evaluateActive(txn, h, changed)
+		return s.evaluateActive(txn, h, nil, changed)
 	})
 	if err != nil {
 		return fmt.Errorf("apply block %d %s: %w", h, hash, err)
@@ -393,12 +393,11 @@ func (s *Service) scanMempool(ctx context.Context, tip int64) error {
 				return err
 			}
 		}
+		var pool map[string]bool
 		if markGone {
-			if err := s.markGone(txn, inPool); err != nil {
-				return err
-			}
+			pool = inPool
 		}
-		return s.evaluateActive(txn, tip, changed)
+		return s.evaluateActive(txn, tip, pool, changed)
 	})
 	if err != nil {
 		return fmt.Errorf("record mempool payments: %w", err)
@@ -410,12 +409,19 @@ func (s *Service) scanMempool(ctx context.Context, tip int64) error {
 	return nil
 }
 
-// markGone flags unconfirmed payments of watched invoices whose transaction
+// evaluateActive recomputes every watched invoice at chain height tip and
+// stores the ones that changed; accounts of changed invoices are added to
+// changed. Invoices past their watch window are frozen and unwatched.
+//
+// With inPool non-nil it first flags unconfirmed payments whose transaction
 // is no longer in the mempool (double spent, evicted, or reorged out and not
-// re-accepted), and un-flags those that came back.
-func (s *Service) markGone(txn *badger.Txn, inPool map[string]bool) error {
+// re-accepted), and un-flags those that came back, in the same pass over the
+// payments (it used to be a second scan in markGone).
+func (s *Service) evaluateActive(txn *badger.Txn, tip int64, inPool map[string]bool, changed map[string]bool) error {
+	now := s.cfg.Now().UTC()
 	for _, k := range keysWithPrefix(txn, []byte(prefixActive)) {
 		id := string(k[len(prefixActive):])
+		var pays []paymentRec
 		p := invPmtPrefix(id)
 		for _, pk := range keysWithPrefix(txn, p) {
 			op := string(pk[len(p):])
@@ -424,11 +430,10 @@ func (s *Service) markGone(txn *badger.Txn, inPool map[string]bool) error {
 			if err != nil {
 				return err
 			}
-			if !ok || rec.Height > 0 {
+			if !ok {
 				continue
 			}
-			gone := !inPool[rec.TxID]
-			if gone != rec.Gone {
+			if gone := !inPool[rec.TxID]; inPool != nil && rec.Height == 0 && gone != rec.Gone {
 				rec.Gone = gone
 				if gone {
 					s.log.Warn("payment left the mempool", "invoice", id, "outpoint", op)
@@ -437,18 +442,8 @@ func (s *Service) markGone(txn *badger.Txn, inPool map[string]bool) error {
 					return err
 				}
 			}
+			pays = append(pays, rec)
 		}
-	}
-	return nil
-}
-
-// evaluateActive recomputes every watched invoice at chain height tip and
-// stores the ones that changed; accounts of changed invoices are added to
-// changed. Invoices past their watch window are frozen and unwatched.
-func (s *Service) evaluateActive(txn *badger.Txn, tip int64, changed map[string]bool) error {
-	now := s.cfg.Now().UTC()
-	for _, k := range keysWithPrefix(txn, []byte(prefixActive)) {
-		id := string(k[len(prefixActive):])
 		var inv Invoice
 		ok, err := getJSON(txn, invKey(id), &inv)
 		if err != nil {
@@ -459,16 +454,6 @@ func (s *Service) evaluateActive(txn *badger.Txn, tip int64, changed map[string]
 				return err
 			}
 			continue
-		}
-		var pays []paymentRec
-		p := invPmtPrefix(id)
-		for _, pk := range keysWithPrefix(txn, p) {
-			var rec paymentRec
-			if ok, err := getJSON(txn, pmtKey(string(pk[len(p):])), &rec); err != nil {
-				return err
-			} else if ok {
-				pays = append(pays, rec)
-			}
 		}
 		before, err := jsonMarshal(&inv)
 		if err != nil {
