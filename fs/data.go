@@ -162,19 +162,23 @@ func (d *Drive) write(ctx context.Context, st *nodeState, data []byte, off int64
 		return 0, syscall.EIO
 	}
 	v.layers = st.layers
+	var buf []byte // one segment buffer per call: WriteSegment does not keep it
 	for pos := uint64(0); pos < uint64(len(data)); {
 		o := uint64(off) + pos
 		j := int64(o / segSize)
 		in := o % segSize
 		take := min(segSize-in, uint64(len(data))-pos)
 		segEnd := min(segSize, newSize-uint64(j)*segSize)
-		buf := make([]byte, segEnd)
+		if uint64(cap(buf)) < segEnd {
+			buf = make([]byte, segEnd, segSize)
+		}
+		buf = buf[:segEnd]
 		if in != 0 || take != segEnd {
 			old, err := d.segment(ctx, st, v, j, false)
 			if err != nil {
 				return 0, errno(err)
 			}
-			copy(buf, old)
+			clear(buf[copy(buf, old):])
 		}
 		copy(buf[in:], data[pos:pos+take])
 		if err := top.f.WriteSegment(j, buf); err != nil {
