@@ -25,6 +25,7 @@ import (
 	"kumo/remote/api"
 	"kumo/remote/client"
 	"kumo/remote/server"
+	"kumo/remote/session"
 )
 
 // adminBackend is one of the two ways to administer a server.
@@ -104,7 +105,7 @@ func openHTTPAdmin(c *cli.Context, server string) (*httpAdmin, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := newClient(server, pin, c.Bool("insecure"))
+	cl, err := session.NewClient(server, pin, c.Bool("insecure"))
 	if err != nil {
 		return nil, err
 	}

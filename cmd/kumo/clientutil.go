@@ -57,11 +57,6 @@ func sessionPath(c *cli.Context) string {
 	return session.DefaultPath()
 }
 
-// newClient returns a client of server (see session.NewClient).
-func newClient(server, fingerprint string, insecure bool) (*client.Client, error) {
-	return session.NewClient(server, fingerprint, insecure)
-}
-
 // loadSession returns the saved session, a client using it, and the account's tree.
 func loadSession(c *cli.Context) (*session.Session, *client.Client, *pathops.FS, error) {
 	s, err := session.Load(sessionPath(c))

@@ -24,6 +24,7 @@ import (
 
 	"kumo/internal/tlspin"
 	"kumo/remote/client"
+	"kumo/remote/session"
 )
 
 func fingerprintFlag() cli.Flag {
@@ -50,7 +51,7 @@ func connectNew(c *cli.Context, server string) (*client.Client, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	cl, err := newClient(server, pin, insecure)
+	cl, err := session.NewClient(server, pin, insecure)
 	return cl, pin, err
 }
 

@@ -228,7 +228,7 @@ func TestTOFUPrompt(t *testing.T) {
 		pin string
 		ok  bool
 	}{{want, true}, {strings.Repeat("0", 64), false}} {
-		cl, err := newClient(hs.URL, tc.pin, false)
+		cl, err := session.NewClient(hs.URL, tc.pin, false)
 		if err != nil {
 			t.Fatal(err)
 		}
