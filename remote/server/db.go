@@ -293,7 +293,7 @@ func (m *mtx) accountChange() error {
 	return err
 }
 
-// view reads the account record in a read-only transaction.
+// loadAccount reads the account record in a read-only transaction.
 func (s *Server) loadAccount(id string) (*accountRec, error) {
 	var a accountRec
 	err := s.db.View(func(tx *badger.Txn) error { return getJSON(tx, kAcct(id), &a) })
