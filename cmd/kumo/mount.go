@@ -279,7 +279,6 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 		if cl, err = sess.Client(); err != nil {
 			return err
 		}
-		cl.SetToken(sess.Token)
 	} else {
 		cloudDir := c.String("cloud-dir")
 		if cloudDir == "" {
