@@ -123,14 +123,7 @@ func serveTLS(c *cli.Context) (*tls.Config, string, error) {
 // loopbackListen reports whether a listen address only accepts local clients.
 func loopbackListen(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return err == nil && tlspin.IsLoopback(host)
 }
 
 func runServe(c *cli.Context) error {
