@@ -72,7 +72,7 @@ func (f *FS) PutFile(ctx context.Context, local, p string, prog Progress) (*Node
 		return nil, fmt.Errorf("put %s: %w", local, err)
 	}
 	pr := &progress{fn: prog, total: size}
-	if err := f.uploadChunks(ctx, file, refs, pr); err != nil {
+	if err := f.uploadChunks(ctx, file, size, refs, pr); err != nil {
 		return nil, fmt.Errorf("put %s: %w", local, err)
 	}
 	st2, err := file.Stat()
@@ -180,7 +180,7 @@ func readChunk(file *os.File, buf []byte, i int, size int64) ([]byte, error) {
 }
 
 // uploadChunks sends the chunks of refs the server lacks, Parallel at a time.
-func (f *FS) uploadChunks(ctx context.Context, file *os.File, refs []meta.ChunkRef, pr *progress) error {
+func (f *FS) uploadChunks(ctx context.Context, file *os.File, size int64, refs []meta.ChunkRef, pr *progress) error {
 	// One upload per distinct id; holes are never sent.
 	first := map[chunk.ID]int{}
 	var ids []string
@@ -212,10 +212,6 @@ func (f *FS) uploadChunks(ctx context.Context, file *os.File, refs []meta.ChunkR
 		} else {
 			todo = append(todo, i)
 		}
-	}
-	size := int64(0)
-	for _, r := range refs {
-		size += int64(r.Len)
 	}
 	return f.forEach(ctx, todo, func(ctx context.Context, i int, buf []byte) error {
 		p, err := readChunk(file, buf[:chunk.Size], i, size)
