@@ -20,6 +20,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"kumo/internal/payment"
 	"kumo/internal/size"
 	"kumo/internal/tlspin"
 	"kumo/remote/api"
@@ -339,7 +340,7 @@ func adminCommand() *cli.Command {
 						fmt.Fprintln(tw, "INVOICE\tACCOUNT\tSIZE\tAMOUNT BTC\tPAID BTC\tSTATE\tATTENTION")
 						for _, i := range invs {
 							fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.AccountID, size.Format(i.Bytes), i.AmountBTC,
-								formatBTC(i.PaidSat), i.State, i.Attention)
+								payment.FormatBTC(i.PaidSat), i.State, i.Attention)
 						}
 						return tw.Flush()
 					})

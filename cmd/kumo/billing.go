@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"kumo/internal/control"
+	"kumo/internal/payment"
 	"kumo/internal/size"
 	"kumo/remote/api"
 	"kumo/remote/client"
@@ -121,28 +122,10 @@ func controlInvoice(inv api.Invoice) control.Invoice {
 		Confirmations: inv.Confirmations, Required: inv.Required, Expires: inv.Expires,
 	}
 	if inv.PaidSat > 0 {
-		ci.PaidBTC = formatBTC(inv.PaidSat)
+		ci.PaidBTC = payment.FormatBTC(inv.PaidSat)
 	}
 	return ci
 }
-
-// formatBTC writes satoshis as BTC with 8 decimals.
-func formatBTC(sat int64) string {
-	sign := ""
-	if sat < 0 {
-		sign, sat = "-", -sat
-	}
-	return fmt.Sprintf("%s%d.%08d", sign, sat/100_000_000, sat%100_000_000)
-}
-
-// Invoice states (BTCPay Server's names).
-const (
-	stateNew        = "New"
-	stateProcessing = "Processing"
-	stateSettled    = "Settled"
-	stateExpired    = "Expired"
-	stateInvalid    = "Invalid"
-)
 
 func topupCommand() *cli.Command {
 	return &cli.Command{
@@ -214,7 +197,7 @@ func followInvoice(ctx context.Context, cl *client.Client, s *session.Session, i
 	fmt.Println("waiting for payment (Ctrl-C stops waiting; the invoice stays valid until it expires)")
 	last := ""
 	for {
-		line := fmt.Sprintf("%s: paid %s of %s BTC, %d/%d confirmations", inv.State, formatBTC(inv.PaidSat), inv.AmountBTC, inv.Confirmations, inv.Required)
+		line := fmt.Sprintf("%s: paid %s of %s BTC, %d/%d confirmations", inv.State, payment.FormatBTC(inv.PaidSat), inv.AmountBTC, inv.Confirmations, inv.Required)
 		if len(inv.Flags) > 0 {
 			line += " [" + strings.Join(inv.Flags, ", ") + "]"
 		}
@@ -223,16 +206,16 @@ func followInvoice(ctx context.Context, cl *client.Client, s *session.Session, i
 			last = line
 		}
 		switch inv.State {
-		case stateSettled:
+		case api.InvoiceSettled:
 			if a, err := cl.Account(ctx); err == nil {
 				fmt.Printf("settled: quota now %s of %s\n", size.Format(a.QuotaUsed), size.Format(a.QuotaLimit))
 			} else {
 				fmt.Println("settled")
 			}
 			return nil
-		case stateExpired:
+		case api.InvoiceExpired:
 			return fmt.Errorf("invoice %s expired unpaid; a payment sent now is flagged as late for the operator", inv.ID)
-		case stateInvalid:
+		case api.InvoiceInvalid:
 			return fmt.Errorf("invoice %s is invalid (paid too late or too little); contact the operator with its id", inv.ID)
 		}
 		select {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"kumo/internal/payment/paytest"
+	"kumo/remote/api"
 )
 
 var (
@@ -59,7 +60,7 @@ func TestCLITopup(t *testing.T) {
 		t.Fatalf("no QR code drawn:\n%s", out)
 	}
 	st := statusJSON(t, u)
-	if len(st.Invoices) != 1 || st.Invoices[0].State != stateNew || st.Invoices[0].Address != addr {
+	if len(st.Invoices) != 1 || st.Invoices[0].State != api.InvoiceNew || st.Invoices[0].Address != addr {
 		t.Fatalf("status after topup: %+v", st.Invoices)
 	}
 	u.fails("--months must be", "topup", "1GiB", "--months", "0")
@@ -73,7 +74,7 @@ func TestCLITopup(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st = statusJSON(t, u)
-		if st.Invoices[0].State == stateSettled {
+		if st.Invoices[0].State == api.InvoiceSettled {
 			break
 		}
 		if time.Now().After(deadline) {
