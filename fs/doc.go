@@ -81,7 +81,9 @@
 //
 // # Kernel interface
 //
-// Entry and attribute timeouts are 1 s. File locks (flock, POSIX) are kept by
+// Entry, negative-entry and attribute timeouts are an hour (kernelCacheTTL):
+// the puller notifies the kernel of every change made elsewhere, and the
+// kernel updates its own caches for changes made through it. File locks (flock, POSIX) are kept by
 // the kernel for this mount.
 //
 // # Control files (control.go)

@@ -13,6 +13,10 @@ import (
 	"kumo/remote/api"
 )
 
+// kernelCacheTTL is how long the kernel keeps entries, negative entries and
+// attributes without asking (control files set their own, zero).
+const kernelCacheTTL = time.Hour
+
 // Mount mounts the drive at mountpoint and returns once the kernel serves it.
 func Mount(ctx context.Context, mountpoint string, o Options) (*Drive, error) {
 	d, err := newDrive(o)
@@ -39,9 +43,11 @@ func Mount(ctx context.Context, mountpoint string, o Options) (*Drive, error) {
 	d.root = &fnode{d: d, id: api.RootID}
 	d.inodes[api.RootID] = d.root
 
-	entryTTL := time.Second
-	attrTTL := time.Second
-	negTTL := 500 * time.Millisecond
+	// The local tree is authoritative and every change from elsewhere is
+	// pushed into the kernel by the puller (NotifyEntry/NotifyDelete/
+	// NotifyContent), so the kernel may keep names and attributes for long:
+	// stat, ls -l and find then cost no round trip to the daemon.
+	entryTTL, attrTTL, negTTL := kernelCacheTTL, kernelCacheTTL, kernelCacheTTL
 	name := o.FsName
 	if name == "" {
 		name = "kumo"
