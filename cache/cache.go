@@ -5,7 +5,8 @@
 //
 // Layout under Options.Dir:
 //
-//	meta/    badger: nodes, entries, change-feed cursor, push journal
+//	meta/    badger: nodes, entries, change-feed cursor, push journal;
+//	         redo.log: badger's writes since its last sync (redo.go)
 //	chunks/  one sparse file per cached chunk, sealed segments at fixed slots
 //	dirty/   one encrypted sparse segment file per (node, gen)
 package cache
@@ -71,7 +72,7 @@ type Store struct {
 	segMu   sync.Mutex
 	segOpen map[[2]uint64]*SegmentFile // open segment files, shared by reference count
 
-	treeSync treeSyncer
+	redo *redoLog // cheap durability points; see redo.go
 
 	closeOnce sync.Once
 	stop      chan struct{}
@@ -114,7 +115,16 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: open badger: %w", err)
 	}
+	redo, replayed, err := openRedo(filepath.Join(o.Dir, metaDir), redoSizeFor(budget), db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if replayed > 0 {
+		log.Info("local store: replayed redo log after an unclean stop", "records", replayed)
+	}
 	s := &Store{
+		redo:    redo,
 		dir:     o.Dir,
 		log:     log,
 		db:      db,
@@ -125,11 +135,13 @@ func Open(o Options) (*Store, error) {
 	s.slots.New = func() any { b := make([]byte, slotStride); return &b }
 	if err := s.loadJournalState(); err != nil {
 		db.Close()
+		redo.close()
 		return nil, err
 	}
 	s.chunks, err = openChunkCache(filepath.Join(o.Dir, chunkDir), filepath.Join(o.Dir, metaDir), budget, log)
 	if err != nil {
 		db.Close()
+		redo.close()
 		return nil, err
 	}
 	s.wg.Add(1)
@@ -207,15 +219,19 @@ func (s *Store) Close() error {
 		if err := s.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("cache: close badger: %w", err))
 		}
+		if err := s.redo.close(); err != nil {
+			errs = append(errs, fmt.Errorf("cache: close redo log: %w", err))
+		}
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
 }
 
-// Sync makes everything applied so far durable on local disk (badger and segment files' directory).
+// Sync makes everything applied so far durable on local disk (the tree and
+// segment files' directory).
 func (s *Store) Sync() error {
-	if err := s.db.Sync(); err != nil {
-		return fmt.Errorf("cache: sync badger: %w", err)
+	if err := s.SyncTree(); err != nil {
+		return err
 	}
 	if err := syncDir(filepath.Join(s.dir, dirtyDir)); err != nil {
 		return fmt.Errorf("cache: sync: %w", err)

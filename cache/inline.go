@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -111,53 +110,14 @@ func (s *Store) InlineSegments() ([][2]uint64, error) {
 	return out, nil
 }
 
-// treeSyncer merges concurrent SyncTree calls: one badger sync that starts
-// after a caller arrived satisfies that caller, so N concurrent closes cost
-// about two syncs, not N.
-type treeSyncer struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	running bool
-	started uint64 // syncs started
-	done    uint64 // syncs finished
-	err     error  // of the last finished sync
-}
-
 // SyncTree makes everything applied so far durable on local disk (the
 // badger tree, journal and inline segments; not segment files' directory —
-// SegmentFile.Sync covers new files, Sync covers removals). Concurrent calls
-// share syncs.
+// SegmentFile.Sync covers new files, Sync covers removals): one fdatasync of
+// the redo log. Concurrent calls share syncs, so N concurrent closes cost
+// about two syncs, not N.
 func (s *Store) SyncTree() error {
-	t := &s.treeSync
-	t.mu.Lock()
-	if t.cond == nil {
-		t.cond = sync.NewCond(&t.mu)
-	}
-	// A sync that starts after now covers us.
-	need := t.started + 1
-	for t.done < need {
-		if !t.running {
-			t.running = true
-			t.started++
-			n := t.started
-			t.mu.Unlock()
-			err := s.db.Sync()
-			t.mu.Lock()
-			t.running = false
-			t.done = n
-			t.err = err
-			t.cond.Broadcast()
-			if n >= need {
-				break
-			}
-			continue
-		}
-		t.cond.Wait()
-	}
-	err := t.err
-	t.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("cache: sync badger: %w", err)
+	if err := s.redo.sync.run(); err != nil {
+		return fmt.Errorf("cache: sync redo log: %w", err)
 	}
 	return nil
 }

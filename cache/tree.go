@@ -161,8 +161,10 @@ func (s *Store) Apply(m Mutation) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	seq := s.lastSeq
-	txn := s.db.NewTransaction(true)
-	defer txn.Discard()
+	btxn := s.db.NewTransaction(true)
+	defer btxn.Discard()
+	s.redo.buf = s.redo.buf[:0]
+	txn := redoTxn{btxn, &s.redo.buf}
 	err := func() error {
 		for _, id := range m.DeleteNodes {
 			if err := txn.Delete(nodeKey(id)); err != nil {
@@ -224,7 +226,10 @@ func (s *Store) Apply(m Mutation) error {
 		return nil
 	}()
 	if err == nil {
-		err = txn.Commit()
+		err = btxn.Commit()
+	}
+	if err == nil {
+		err = s.logCommitted()
 	}
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		return fmt.Errorf("cache: apply (%d nodes, %d entries, %d journal ops): %w",
@@ -236,6 +241,21 @@ func (s *Store) Apply(m Mutation) error {
 	s.lastSeq = seq
 	s.pending += len(m.Journal)
 	return nil
+}
+
+// logCommitted appends the writes of the transaction just committed (in
+// s.redo.buf) to the redo log, or checkpoints when they do not fit. Under
+// applyMu. A failure here is reported, but the transaction stands: the next
+// checkpoint makes it durable.
+func (s *Store) logCommitted() error {
+	fits, err := s.redo.append(s.redo.buf)
+	if cap(s.redo.buf) > 1<<20 {
+		s.redo.buf = nil // do not keep a huge buffer after a huge mutation
+	}
+	if err == nil && !fits {
+		err = s.redo.checkpoint(s.db)
+	}
+	return err
 }
 
 func be64(v uint64) []byte {
@@ -385,7 +405,9 @@ func (s *Store) Ack(upto uint64) error {
 		}
 		// Batches of 1000 fit easily in one transaction; a crash between
 		// batches leaves a shorter journal, and Ack is idempotent.
-		err = s.db.Update(func(txn *badger.Txn) error {
+		s.redo.buf = s.redo.buf[:0]
+		err = s.db.Update(func(btxn *badger.Txn) error {
+			txn := redoTxn{btxn, &s.redo.buf}
 			for _, k := range keys {
 				if err := txn.Delete(k); err != nil {
 					return err
@@ -393,6 +415,9 @@ func (s *Store) Ack(upto uint64) error {
 			}
 			return nil
 		})
+		if err == nil {
+			err = s.logCommitted()
+		}
 		if err != nil {
 			return fmt.Errorf("cache: ack %d: %w", upto, err)
 		}
@@ -412,10 +437,20 @@ func (s *Store) Ack(upto uint64) error {
 func (s *Store) Reset() error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(keyCursor) }); err != nil {
+	s.redo.buf = s.redo.buf[:0]
+	err := s.db.Update(func(txn *badger.Txn) error { return redoTxn{txn, &s.redo.buf}.Delete(keyCursor) })
+	if err == nil {
+		err = s.logCommitted()
+	}
+	if err != nil {
 		return fmt.Errorf("cache: reset: %w", err)
 	}
 	if err := s.db.DropPrefix([]byte{kindNode}, []byte{kindEntry}); err != nil {
+		return fmt.Errorf("cache: reset: %w", err)
+	}
+	// DropPrefix is not in the redo log: make it durable, and keep older
+	// records from putting dropped keys back at the next open.
+	if err := s.redo.checkpoint(s.db); err != nil {
 		return fmt.Errorf("cache: reset: %w", err)
 	}
 	return nil

@@ -1,0 +1,384 @@
+package cache
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// The redo log makes the local store's durability points cheap. Every badger
+// write the Store makes (Apply, Ack, Reset's cursor delete) is also appended,
+// as raw key writes, to a preallocated zero-filled file; making everything so
+// far durable is then one fdatasync of that file, which on a file whose
+// blocks are all written changes no metadata and costs one device flush —
+// instead of badger's Sync, which msyncs its memtable WAL and value log and
+// costs a journal commit each (measured on ext4: ~0.25 ms against ~2 ms).
+// Badger itself is synced only at checkpoints: when the log is full, after
+// Reset, and at open. At open, the records of the current epoch are
+// replayed into badger in order (key sets and deletes are idempotent, and
+// badger holds some prefix of the same writes), then badger is synced and
+// the log starts over.
+//
+// File layout (docs/FORMAT.md, "Local redo log"):
+//
+//	header (redoHeader bytes): "KUMOREDO" | version u32 | epoch u64 | crc32c(previous 20 bytes)
+//	records from offset redoHeader: length u32 | crc32c(epoch be64 | payload) u32 | payload
+//	payload: entries, each op u8 (1 set, 2 delete) | uvarint key length | key [| uvarint value length | value]
+//
+// A record of another epoch (left over from before a checkpoint), a torn
+// record and the zeros after the last record all fail the CRC, which ends
+// the replay.
+
+const (
+	redoFile    = "redo.log"
+	redoMaxSize = 16 << 20 // capacity with the default budget: a checkpoint every ~2,500 small-file closes
+	redoHeader  = 4096
+	redoVersion = 1
+	redoMagic   = "KUMOREDO"
+	redoRecHead = 8
+
+	redoSet    = 1
+	redoDelete = 2
+)
+
+var redoCRC = crc32.MakeTable(crc32.Castagnoli)
+
+// redoLog is the file and its write position. Appends and checkpoints are
+// serialised by the Store's applyMu; syncs may run concurrently with them.
+type redoLog struct {
+	f     *os.File
+	size  int64 // capacity (the file's size)
+	epoch uint64
+	off   int64
+	buf   []byte // record being built (under applyMu)
+	sync  groupSync
+}
+
+// redoTxn records the writes it passes to a badger transaction.
+type redoTxn struct {
+	txn *badger.Txn
+	rec *[]byte
+}
+
+func (t redoTxn) Set(k, v []byte) error {
+	*t.rec = appendRedoEntry(*t.rec, redoSet, k, v)
+	return t.txn.Set(k, v)
+}
+
+func (t redoTxn) Delete(k []byte) error {
+	*t.rec = appendRedoEntry(*t.rec, redoDelete, k, nil)
+	return t.txn.Delete(k)
+}
+
+func appendRedoEntry(b []byte, op byte, k, v []byte) []byte {
+	b = append(b, op)
+	b = binary.AppendUvarint(b, uint64(len(k)))
+	b = append(b, k...)
+	if op == redoSet {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	return b
+}
+
+// redoEntry is one key write of a record.
+type redoEntry struct {
+	del  bool
+	k, v []byte
+}
+
+// parseRedoPayload decodes a record's payload. The bytes passed the CRC but
+// are still checked: a bad payload is an error, never a partial replay.
+func parseRedoPayload(p []byte) ([]redoEntry, error) {
+	var out []redoEntry
+	for len(p) > 0 {
+		op := p[0]
+		p = p[1:]
+		if op != redoSet && op != redoDelete {
+			return nil, fmt.Errorf("redo record: unknown op %d", op)
+		}
+		kl, n := binary.Uvarint(p)
+		if n <= 0 || kl == 0 || kl > uint64(len(p)-n) {
+			return nil, errors.New("redo record: bad key length")
+		}
+		p = p[n:]
+		e := redoEntry{del: op == redoDelete, k: p[:kl]}
+		p = p[kl:]
+		if op == redoSet {
+			vl, n := binary.Uvarint(p)
+			if n <= 0 || vl > uint64(len(p)-n) {
+				return nil, errors.New("redo record: bad value length")
+			}
+			p = p[n:]
+			e.v = p[:vl]
+			p = p[vl:]
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// openRedo opens (or creates, zero-filled, size bytes) the log under dir and
+// replays its records into db. It ends with a checkpoint, so the log starts
+// empty.
+func openRedo(dir string, size int64, db *badger.DB) (*redoLog, int, error) {
+	path := filepath.Join(dir, redoFile)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		f, err = createRedo(path, size)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("cache: open redo log: %w", err)
+	}
+	l := &redoLog{f: f}
+	l.sync.do = func() error { return syscall.Fdatasync(int(l.f.Fd())) }
+	n, err := l.replay(db)
+	if err == nil {
+		err = l.checkpoint(db)
+	}
+	if err == nil && l.size != size {
+		// Another budget: replayed and checkpointed, so the old file can go.
+		l.f.Close()
+		l.f, err = createRedo(path, size)
+		if err == nil {
+			l.size = size
+			err = l.checkpoint(db)
+		}
+	}
+	if err != nil {
+		if l.f != nil {
+			l.f.Close()
+		}
+		return nil, 0, err
+	}
+	return l, n, nil
+}
+
+// redoSizeFor is the log's capacity for a cache budget: the log counts
+// against the budget, so small budgets get a small log (more checkpoints).
+func redoSizeFor(budget int64) int64 {
+	return min(max(budget/64, 1<<20), redoMaxSize) &^ (redoHeader - 1)
+}
+
+// createRedo writes a zero-filled log of size bytes (so later overwrites
+// allocate nothing) with an epoch-0 header, durably, under path.
+func createRedo(path string, size int64) (*os.File, error) {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*os.File, error) {
+		f.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	zero := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(zero)) {
+		if _, err := f.Write(zero[:min(int64(len(zero)), size-off)]); err != nil {
+			return fail(err)
+		}
+	}
+	if _, err := f.WriteAt(redoHeaderBytes(0), 0); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fail(err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fail(err)
+	}
+	return f, nil
+}
+
+func redoHeaderBytes(epoch uint64) []byte {
+	h := make([]byte, 24)
+	copy(h, redoMagic)
+	binary.BigEndian.PutUint32(h[8:], redoVersion)
+	binary.BigEndian.PutUint64(h[12:], epoch)
+	binary.BigEndian.PutUint32(h[20:], crc32.Checksum(h[:20], redoCRC))
+	return h
+}
+
+// parseRedoHeader returns the epoch, ok=false for anything but a valid header.
+func parseRedoHeader(h []byte) (uint64, bool) {
+	if len(h) < 24 || string(h[:8]) != redoMagic || binary.BigEndian.Uint32(h[8:]) != redoVersion ||
+		binary.BigEndian.Uint32(h[20:]) != crc32.Checksum(h[:20], redoCRC) {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(h[12:]), true
+}
+
+// replay applies the current epoch's records to db in order, one
+// transaction each (each was one transaction when written), and syncs db.
+func (l *redoLog) replay(db *badger.DB) (int, error) {
+	fi, err := l.f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("cache: redo log: %w", err)
+	}
+	l.size = fi.Size()
+	if l.size < redoHeader || l.size > redoMaxSize {
+		return 0, fmt.Errorf("cache: redo log %s has size %d: not a kumo redo log; move it away to start over (records in it are lost)", l.f.Name(), l.size)
+	}
+	data := make([]byte, l.size)
+	if _, err := io.ReadFull(io.NewSectionReader(l.f, 0, l.size), data); err != nil {
+		return 0, fmt.Errorf("cache: read redo log: %w", err)
+	}
+	epoch, ok := parseRedoHeader(data[:redoHeader])
+	if !ok {
+		// Torn during a checkpoint's header write: badger was synced just
+		// before, so no record here is needed.
+		return 0, nil
+	}
+	l.epoch = epoch
+	recs, err := redoRecords(data, epoch)
+	if err != nil {
+		return 0, err
+	}
+	for i, entries := range recs {
+		err := db.Update(func(txn *badger.Txn) error {
+			for _, e := range entries {
+				var err error
+				if e.del {
+					err = txn.Delete(e.k)
+				} else {
+					err = txn.Set(e.k, e.v)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return i, fmt.Errorf("cache: replay redo record %d: %w", i, err)
+		}
+	}
+	if len(recs) > 0 {
+		if err := db.Sync(); err != nil {
+			return len(recs), fmt.Errorf("cache: sync after replay: %w", err)
+		}
+	}
+	return len(recs), nil
+}
+
+// redoRecords decodes the valid records of epoch in a whole log image. The
+// first record that fails its CRC ends the log; one that passes the CRC but
+// does not parse is corruption (an error: replaying past it could apply
+// later writes without earlier ones).
+func redoRecords(data []byte, epoch uint64) ([][]redoEntry, error) {
+	var recs [][]redoEntry
+	for off := int64(redoHeader); off+redoRecHead <= int64(len(data)); {
+		n := int64(binary.BigEndian.Uint32(data[off:]))
+		sum := binary.BigEndian.Uint32(data[off+4:])
+		if n == 0 || off+redoRecHead+n > int64(len(data)) {
+			break
+		}
+		p := data[off+redoRecHead : off+redoRecHead+n]
+		if redoSum(epoch, p) != sum {
+			break
+		}
+		entries, err := parseRedoPayload(p)
+		if err != nil {
+			return nil, fmt.Errorf("cache: redo log at offset %d: %w", off, err)
+		}
+		recs = append(recs, entries)
+		off += redoRecHead + n
+	}
+	return recs, nil
+}
+
+// redoSum is a record's checksum: it covers the epoch, so records left over
+// from before a checkpoint never pass.
+func redoSum(epoch uint64, payload []byte) uint32 {
+	var ep [8]byte
+	binary.BigEndian.PutUint64(ep[:], epoch)
+	return crc32.Update(crc32.Checksum(ep[:], redoCRC), redoCRC, payload)
+}
+
+// append writes a record of a committed transaction (no sync). It returns
+// false when the record does not fit: the caller checkpoints instead.
+func (l *redoLog) append(payload []byte) (bool, error) {
+	if len(payload) == 0 {
+		return true, nil
+	}
+	need := int64(redoRecHead + len(payload))
+	if l.off+need > l.size {
+		return false, nil
+	}
+	head := make([]byte, redoRecHead, need)
+	binary.BigEndian.PutUint32(head, uint32(len(payload)))
+	binary.BigEndian.PutUint32(head[4:], redoSum(l.epoch, payload))
+	if _, err := l.f.WriteAt(append(head, payload...), l.off); err != nil {
+		return false, fmt.Errorf("cache: write redo log: %w", err)
+	}
+	l.off += need
+	return true, nil
+}
+
+// checkpoint makes badger durable and starts the log over under a new
+// epoch, which invalidates every record written so far.
+func (l *redoLog) checkpoint(db *badger.DB) error {
+	if err := db.Sync(); err != nil {
+		return fmt.Errorf("cache: checkpoint: sync badger: %w", err)
+	}
+	l.epoch++
+	if _, err := l.f.WriteAt(redoHeaderBytes(l.epoch), 0); err != nil {
+		return fmt.Errorf("cache: checkpoint: write redo header: %w", err)
+	}
+	if err := syscall.Fdatasync(int(l.f.Fd())); err != nil {
+		return fmt.Errorf("cache: checkpoint: sync redo log: %w", err)
+	}
+	l.off = redoHeader
+	return nil
+}
+
+func (l *redoLog) close() error { return l.f.Close() }
+
+// groupSync runs do for concurrent callers together: a caller returns after
+// a run of do that started after it called, so its writes are covered.
+type groupSync struct {
+	do      func() error
+	mu      sync.Mutex
+	cond    *sync.Cond
+	running bool
+	started uint64 // runs started
+	done    uint64 // runs finished
+	err     error  // of the last finished run
+}
+
+func (g *groupSync) run() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cond == nil {
+		g.cond = sync.NewCond(&g.mu)
+	}
+	need := g.started + 1 // a run that starts after now covers us
+	for g.done < need {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		g.running = true
+		g.started++
+		n := g.started
+		g.mu.Unlock()
+		err := g.do()
+		g.mu.Lock()
+		g.running = false
+		g.done, g.err = n, err
+		g.cond.Broadcast()
+	}
+	return g.err
+}

@@ -1,0 +1,260 @@
+package cache
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"kumo/remote/api"
+)
+
+// copyTree copies a directory (a snapshot of a closed store).
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		to := filepath.Join(dst, rel)
+		if fi.IsDir() {
+			return os.MkdirAll(to, 0o700)
+		}
+		return copyFileTo(p, to)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyFileTo(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func smallNode(id uint64, fill byte) api.Node {
+	return api.Node{ID: id, Type: api.TypeFile, Version: 1, Nlink: 1, Parent: api.RootID, Attrs: bytes.Repeat([]byte{fill}, 200)}
+}
+
+// TestRedoReplaysAfterPowerLoss simulates a power loss: badger's files are
+// as they were at its last sync (a snapshot of a closed store), while the
+// redo log holds what SyncTree made durable after that. Reopening must bring
+// every synced mutation back, in order (a later delete wins over an earlier
+// put), including the journal and inline data.
+func TestRedoReplaysAfterPowerLoss(t *testing.T) {
+	live := t.TempDir()
+	s := openTest(t, live, 0)
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(100, 1)}}))
+	must(s.Close())
+	snap := t.TempDir()
+	copyTree(t, live, snap) // badger as of its last sync
+
+	s = openTest(t, live, 0)
+	for i := uint64(0); i < 50; i++ {
+		must(s.Apply(Mutation{
+			PutNodes:   []api.Node{smallNode(200+i, byte(i))},
+			PutEntries: []Entry{{Parent: api.RootID, NameMAC: mac(int(i)), Name: []byte{byte(i)}, Child: 200 + i}},
+			Journal:    []api.BatchOp{op(int(i))},
+			PutInline:  []InlineSegment{{Node: 200 + i, Gen: 1, Data: bytes.Repeat([]byte{byte(i)}, 4096)}},
+		}))
+	}
+	must(s.Apply(Mutation{DeleteNodes: []uint64{100, 210}, PutNodes: []api.Node{smallNode(211, 99)}}))
+	must(s.SyncTree())
+	// The power goes: badger's unsynced state is lost, the synced log is not.
+	must(copyFileTo(filepath.Join(live, metaDir, redoFile), filepath.Join(snap, metaDir, redoFile)))
+	s.Close()
+
+	r := openTest(t, snap, 0)
+	defer r.Close()
+	if _, err := r.GetNode(100); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("node 100 deleted after the snapshot: %v", err)
+	}
+	if _, err := r.GetNode(210); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("node 210 deleted by the last mutation: %v", err)
+	}
+	if n, err := r.GetNode(211); err != nil || n.Attrs[0] != 99 {
+		t.Fatalf("node 211 after replay: %v %v", n.Attrs[:1], err)
+	}
+	for i := uint64(0); i < 50; i++ {
+		if i == 10 {
+			continue
+		}
+		if _, err := r.GetNode(200 + i); err != nil && i != 11 {
+			t.Fatalf("node %d lost: %v", 200+i, err)
+		}
+		e, err := r.Lookup(api.RootID, mac(int(i)))
+		if err != nil || e.Child != 200+i {
+			t.Fatalf("entry %d lost: %+v %v", i, e, err)
+		}
+		p, ok, err := r.GetInline(200+i, 1)
+		if err != nil || !ok || !bytes.Equal(p, bytes.Repeat([]byte{byte(i)}, 4096)) {
+			t.Fatalf("inline data of node %d lost: ok=%v err=%v", 200+i, ok, err)
+		}
+	}
+	ops, err := r.Pending(100)
+	if err != nil || len(ops) != 50 {
+		t.Fatalf("journal after replay: %d ops, %v", len(ops), err)
+	}
+	for i, o := range ops {
+		if o.Seq != uint64(i+1) {
+			t.Fatalf("journal op %d has seq %d", i, o.Seq)
+		}
+	}
+	// New ops continue the sequence, never reuse it.
+	must(r.Apply(Mutation{Journal: []api.BatchOp{op(99)}}))
+	ops, _ = r.Pending(100)
+	if last := ops[len(ops)-1].Seq; last != 51 {
+		t.Fatalf("next seq after replay = %d, want 51", last)
+	}
+}
+
+// TestRedoTornTail: a record cut short (the power went during its write) and
+// everything after it are ignored; the records before it are replayed.
+func TestRedoTornTail(t *testing.T) {
+	live := t.TempDir()
+	s := openTest(t, live, 0)
+	must(s.Close())
+	snap := t.TempDir()
+	copyTree(t, live, snap)
+	s = openTest(t, live, 0)
+	for i := uint64(1); i <= 3; i++ {
+		must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(i, byte(i))}}))
+	}
+	must(s.SyncTree())
+	log, err := os.ReadFile(filepath.Join(live, metaDir, redoFile))
+	must(err)
+	s.Close()
+	// Find the third record and corrupt its last byte.
+	off := redoHeader
+	for i := 0; i < 2; i++ {
+		off += redoRecHead + int(binary.BigEndian.Uint32(log[off:]))
+	}
+	end := off + redoRecHead + int(binary.BigEndian.Uint32(log[off:]))
+	log[end-1] ^= 0xff
+	must(os.WriteFile(filepath.Join(snap, metaDir, redoFile), log, 0o600))
+
+	r := openTest(t, snap, 0)
+	defer r.Close()
+	for i := uint64(1); i <= 2; i++ {
+		if _, err := r.GetNode(i); err != nil {
+			t.Fatalf("node %d before the torn record lost: %v", i, err)
+		}
+	}
+	if _, err := r.GetNode(3); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("node 3 of the torn record: %v, want not found", err)
+	}
+}
+
+// TestRedoCheckpointWhenFull: far more writes than the log holds (1 MiB for
+// a small budget) checkpoint as they go; all of it survives a reopen, and
+// the log never grows.
+func TestRedoCheckpointWhenFull(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 24<<20)
+	big := bytes.Repeat([]byte{7}, 20<<10)
+	for i := uint64(1); i <= 200; i++ { // ~4 MiB of records
+		must(s.Apply(Mutation{PutInline: []InlineSegment{{Node: i, Gen: 1, Data: big}}, PutNodes: []api.Node{smallNode(i, 1)}}))
+	}
+	// A mutation bigger than the whole log is applied and made durable by a checkpoint.
+	var m Mutation
+	for i := uint64(1000); i < 1100; i++ {
+		m.PutInline = append(m.PutInline, InlineSegment{Node: i, Gen: 1, Data: big})
+	}
+	must(s.Apply(m))
+	must(s.SyncTree())
+	must(s.Close())
+	fi, err := os.Stat(filepath.Join(dir, metaDir, redoFile))
+	must(err)
+	if fi.Size() != redoSizeFor(24<<20) {
+		t.Fatalf("redo log is %d bytes, want %d", fi.Size(), redoSizeFor(24<<20))
+	}
+	r := openTest(t, dir, 0) // default budget: the log is recreated at its bigger size
+	defer r.Close()
+	for _, i := range []uint64{1, 100, 200, 1000, 1099} {
+		if p, ok, err := r.GetInline(i, 1); err != nil || !ok || !bytes.Equal(p, big) {
+			t.Fatalf("inline %d: ok=%v err=%v", i, ok, err)
+		}
+	}
+	fi, err = os.Stat(filepath.Join(dir, metaDir, redoFile))
+	must(err)
+	if fi.Size() != redoMaxSize {
+		t.Fatalf("redo log is %d bytes after a budget change, want %d", fi.Size(), redoMaxSize)
+	}
+}
+
+// TestRedoForeignFile: a file of the wrong kind where the log belongs is an
+// error that says what to do, and nothing is changed.
+func TestRedoForeignFile(t *testing.T) {
+	dir := t.TempDir()
+	must(os.MkdirAll(filepath.Join(dir, metaDir), 0o700))
+	p := filepath.Join(dir, metaDir, redoFile)
+	must(os.WriteFile(p, []byte("not a log"), 0o600))
+	if s, err := Open(Options{Dir: dir, Key: testKey()}); err == nil {
+		s.Close()
+		t.Fatal("opened a store over a foreign redo log")
+	}
+	if b, _ := os.ReadFile(p); string(b) != "not a log" {
+		t.Fatalf("foreign file changed: %q", b)
+	}
+}
+
+func FuzzRedoRecords(f *testing.F) {
+	payload := appendRedoEntry(appendRedoEntry(nil, redoSet, []byte("k"), []byte("v")), redoDelete, []byte("x"), nil)
+	rec := make([]byte, redoRecHead)
+	binary.BigEndian.PutUint32(rec, uint32(len(payload)))
+	binary.BigEndian.PutUint32(rec[4:], redoSum(0, payload))
+	f.Add(append(rec, payload...))
+	f.Add([]byte{0, 0, 0, 3, 1, 2, 3, 4, 1, 1, 'k'})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		data := append(make([]byte, redoHeader), body...)
+		recs, err := redoRecords(data, 0)
+		if err != nil {
+			return
+		}
+		for _, r := range recs {
+			for _, e := range r {
+				if len(e.k) == 0 {
+					t.Fatal("empty key accepted")
+				}
+			}
+		}
+	})
+}
+
+func FuzzRedoPayload(f *testing.F) {
+	f.Add(appendRedoEntry(nil, redoSet, []byte("key"), []byte("value")))
+	f.Add([]byte{2, 1, 'k'})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		es, err := parseRedoPayload(p)
+		if err != nil {
+			return
+		}
+		var back []byte
+		for _, e := range es {
+			op := byte(redoSet)
+			if e.del {
+				op = redoDelete
+			}
+			back = appendRedoEntry(back, op, e.k, e.v)
+		}
+		if !bytes.Equal(back, p) {
+			t.Fatalf("payload does not round-trip: %x -> %x", p, back)
+		}
+	})
+}
