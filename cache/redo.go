@@ -95,6 +95,13 @@ type redoEntry struct {
 	k, v []byte
 }
 
+// uvarintLen is the length of v's canonical encoding: the parser refuses
+// others, so one payload has one meaning and one encoding.
+func uvarintLen(v uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], v)
+}
+
 // parseRedoPayload decodes a record's payload. The bytes passed the CRC but
 // are still checked: a bad payload is an error, never a partial replay.
 func parseRedoPayload(p []byte) ([]redoEntry, error) {
@@ -106,7 +113,7 @@ func parseRedoPayload(p []byte) ([]redoEntry, error) {
 			return nil, fmt.Errorf("redo record: unknown op %d", op)
 		}
 		kl, n := binary.Uvarint(p)
-		if n <= 0 || kl == 0 || kl > uint64(len(p)-n) {
+		if n <= 0 || n != uvarintLen(kl) || kl == 0 || kl > uint64(len(p)-n) {
 			return nil, errors.New("redo record: bad key length")
 		}
 		p = p[n:]
@@ -114,7 +121,7 @@ func parseRedoPayload(p []byte) ([]redoEntry, error) {
 		p = p[kl:]
 		if op == redoSet {
 			vl, n := binary.Uvarint(p)
-			if n <= 0 || vl > uint64(len(p)-n) {
+			if n <= 0 || n != uvarintLen(vl) || vl > uint64(len(p)-n) {
 				return nil, errors.New("redo record: bad value length")
 			}
 			p = p[n:]
