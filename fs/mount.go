@@ -65,6 +65,10 @@ func Mount(ctx context.Context, mountpoint string, o Options) (*Drive, error) {
 		EnableSymlinkCaching: true,
 		DisableXAttrs:        false,
 		MaxBackground:        64,
+		// The kernel keeps file pages until we say otherwise (the puller's
+		// NotifyContent): no invalidation because an attribute check saw a
+		// new mtime, which for our own writes would only throw pages away.
+		ExplicitDataCacheControl: true,
 	}
 	if o.DefaultPermissions {
 		mo.Options = append(mo.Options, "default_permissions")
