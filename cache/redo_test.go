@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -257,4 +258,18 @@ func FuzzRedoPayload(f *testing.F) {
 			t.Fatalf("payload does not round-trip: %x -> %x", p, back)
 		}
 	})
+}
+
+// TestRedoVector pins the record format of docs/FORMAT.md.
+func TestRedoVector(t *testing.T) {
+	payload := appendRedoEntry(nil, redoSet, []byte("k"), []byte("v"))
+	rec := binary.BigEndian.AppendUint32(nil, uint32(len(payload)))
+	rec = binary.BigEndian.AppendUint32(rec, redoSum(1, payload))
+	rec = append(rec, payload...)
+	if got := fmt.Sprintf("%x", rec); got != "0000000506faa50001016b0176" {
+		t.Fatalf("record = %s", got)
+	}
+	if h := fmt.Sprintf("%x", redoHeaderBytes(1)[:12]); h != "4b554d4f5245444f00000001" {
+		t.Fatalf("header = %s", h)
+	}
 }
