@@ -182,6 +182,16 @@ func TestTwoMounts(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	a := c.mount(t, t.TempDir(), nil)
 	b := c.mount(t, t.TempDir(), nil)
+	names := func(dir string) string {
+		es, err := os.ReadDir(dir)
+		must(t, err)
+		var ns []string
+		for _, e := range es {
+			ns = append(ns, e.Name())
+		}
+		return strings.Join(ns, ",")
+	}
+	names(b.mnt) // the kernel caches b's listing of the root now
 	must(t, os.WriteFile(a.p("from-a"), []byte("one"), 0o644))
 	must(t, os.Mkdir(a.p("dir"), 0o755))
 	must(t, os.WriteFile(a.p("dir/inner"), []byte("inner"), 0o644))
@@ -191,6 +201,10 @@ func TestTwoMounts(t *testing.T) {
 		return err == nil && string(got) == "inner"
 	})
 	checkFile(t, b.p("from-a"), []byte("one"))
+	if got := names(b.mnt); got != "dir,from-a" {
+		t.Fatalf("b lists the root as %q after a's changes: a stale cached listing", got)
+	}
+	names(b.p("dir"))
 	// Change content and delete.
 	must(t, os.WriteFile(a.p("from-a"), []byte("two two"), 0o644))
 	must(t, os.Remove(a.p("dir/inner")))
@@ -200,6 +214,9 @@ func TestTwoMounts(t *testing.T) {
 		_, err2 := os.Stat(b.p("dir/inner"))
 		return err == nil && string(got) == "two two" && errors.Is(err2, os.ErrNotExist)
 	})
+	if got := names(b.p("dir")); got != "" {
+		t.Fatalf("b lists dir as %q after a removed its only file", got)
+	}
 }
 
 // offlineProxy forwards to the cloud unless down (then 503, as a dead link).

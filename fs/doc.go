@@ -83,7 +83,11 @@
 //
 // Entry, negative-entry and attribute timeouts are an hour (kernelCacheTTL):
 // the puller notifies the kernel of every change made elsewhere, and the
-// kernel updates its own caches for changes made through it. File locks (flock, POSIX) are kept by
+// kernel updates its own caches for changes made through it. The kernel also
+// keeps file pages (explicit data cache control: only NotifyContent drops
+// them) and directory listings (FOPEN_CACHE_DIR; listings include "." and
+// "..", so a cached listing is never empty, which the kernel could not drop).
+// Every notification of a changed entry also drops the parent's listing. File locks (flock, POSIX) are kept by
 // the kernel for this mount.
 //
 // # Control files (control.go)

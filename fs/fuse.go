@@ -185,11 +185,76 @@ func (n *fnode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		return nil, e
 	}
 	sort.Slice(es, func(i, j int) bool { return es[i].name < es[j].name })
-	list := make([]fuse.DirEntry, 0, len(es))
+	// "." and ".." as on any file system; they also keep a cached listing
+	// from ever being empty, which the kernel could not invalidate (an empty
+	// readdir cache has no page for NotifyContent to drop).
+	parent := n.id // the root is its own parent
+	if st, e := n.state(); e == 0 {
+		d.mu.Lock()
+		if st.parent != 0 {
+			parent = st.parent
+		}
+		d.mu.Unlock()
+	}
+	list := make([]fuse.DirEntry, 0, len(es)+2)
+	list = append(list, fuse.DirEntry{Name: ".", Ino: n.id, Mode: fuse.S_IFDIR}, fuse.DirEntry{Name: "..", Ino: parent, Mode: fuse.S_IFDIR})
 	for _, e := range es {
 		list = append(list, fuse.DirEntry{Name: e.name, Ino: e.id, Mode: e.mode})
 	}
 	return gofs.NewListDirStream(list), 0
+}
+
+// OpendirHandle lets the kernel keep directory listings (FOPEN_CACHE_DIR):
+// a repeated ls or find costs no round trip. The kernel drops a listing when
+// it changes the directory itself; changes made elsewhere drop it through
+// notifyEntry/notifyDelete.
+func (n *fnode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if _, e := n.state(); e != 0 {
+		return nil, 0, e
+	}
+	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// dirHandle is an open directory; the listing is taken at the first read.
+type dirHandle struct {
+	n  *fnode
+	ds gofs.DirStream
+}
+
+func (h *dirHandle) stream(ctx context.Context) syscall.Errno {
+	if h.ds != nil {
+		return 0
+	}
+	ds, e := h.n.Readdir(ctx)
+	h.ds = ds
+	return e
+}
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if e := h.stream(ctx); e != 0 {
+		return nil, e
+	}
+	if !h.ds.HasNext() {
+		return nil, 0
+	}
+	de, e := h.ds.Next()
+	return &de, e
+}
+
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if e := h.stream(ctx); e != 0 {
+		return e
+	}
+	if sd, ok := h.ds.(gofs.FileSeekdirer); ok {
+		return sd.Seekdir(ctx, off)
+	}
+	return syscall.ENOTSUP
+}
+
+func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {
+	if h.ds != nil {
+		h.ds.Close()
+	}
 }
 
 func (n *fnode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -644,9 +709,12 @@ func (d *Drive) inode(id uint64) *fnode {
 	return d.inodes[id]
 }
 
+// notifyEntry tells the kernel that parent's entry name changed behind its
+// back, and drops parent's cached listing.
 func (d *Drive) notifyEntry(parent uint64, name string) {
 	if p := d.inode(parent); p != nil {
 		p.NotifyEntry(name)
+		p.NotifyContent(0, 0)
 	}
 }
 
@@ -655,6 +723,7 @@ func (d *Drive) notifyDelete(parent uint64, name string, st *nodeState) {
 	if p == nil {
 		return
 	}
+	p.NotifyContent(0, 0) // the cached listing
 	if st != nil {
 		if c := d.inode(st.id); c != nil {
 			if p.NotifyDelete(name, &c.Inode) == 0 {
