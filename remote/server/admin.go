@@ -188,8 +188,9 @@ func (s *Server) AttentionInvoices() ([]api.Invoice, error) {
 }
 
 // Backup writes an online backup of the metadata (badger's backup format:
-// every current key, including payments and vouchers) to w. Blobs are not
-// included: back up the blob store by its own means.
+// every current key, including payments, vouchers and the bytes of small
+// chunks) to w. Blobs are not included: back up the blob store by its own
+// means.
 func (s *Server) Backup(w io.Writer) error {
 	if _, err := s.db.Backup(w, 0); err != nil {
 		return fmt.Errorf("server: backup: %w", err)
@@ -210,7 +211,9 @@ func Restore(dataDir string, backup io.Reader) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("server: restore: %w", err)
 	}
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithSyncWrites(true))
+	// The server's options, so that chunk bytes land in the value log as
+	// they would have been written.
+	db, err := badger.Open(badgerOptions(dir, Config{SyncWrites: true}).WithLogger(nil))
 	if err != nil {
 		return fmt.Errorf("server: restore: open %s: %w", dir, err)
 	}

@@ -21,7 +21,8 @@ type stateSummary struct {
 // every entry names an existing node, file nlink = number of entries, each
 // directory has exactly one entry whose parent is its Parent field, every
 // node but the root is named, chunk refcounts match node chunk lists,
-// zero-ref index matches, and usage = sum of chunk sizes.
+// zero-ref index matches, usage = sum of chunk sizes, and the bytes of a
+// chunk are in the metadata store iff its record says so, with its size.
 func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 	t.Helper()
 	var sum stateSummary
@@ -105,9 +106,21 @@ func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 			if z != (c.Refs == 0) {
 				t.Errorf("chunk %s refs=%d zref=%v", k, c.Refs, z)
 			}
+			data, err := readChunkData(tx, acct, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.InDB != (data != nil) || c.InDB && int64(len(data)) != c.Size {
+				t.Errorf("chunk %s inDB=%v size=%d, but %d bytes (present=%v) in the store", k, c.InDB, c.Size, len(data), data != nil)
+			}
 			delete(refs, k)
 			used += c.Size
 			sum.chunks++
+		})
+		forEach(t, tx, []byte("cdata/"+acct+"/"), func(k string, v []byte) {
+			if ok, err := exists(tx, kChunk(acct, k)); err != nil || !ok {
+				t.Errorf("chunk bytes %s in the store without a record (%v)", k, err)
+			}
 		})
 		for c := range refs {
 			t.Errorf("nodes reference unstored chunk %s", c)

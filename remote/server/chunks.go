@@ -22,8 +22,9 @@ import (
 
 func blobKey(acct, id string) string { return acct + "/" + id }
 
-// chunkLock serializes an upload of a chunk with the GC of the same chunk, so
-// the GC never deletes a blob that an upload is about to record.
+// chunkLock serializes a blob upload of a chunk with the GC of the same
+// chunk, so the GC never deletes a blob that an upload is about to record.
+// (Small chunks need no such lock: see putSmallChunk.)
 func (s *Server) chunkLock(acct, id string) *sync.Mutex {
 	h := fnv.New32a()
 	h.Write([]byte(acct))
@@ -40,6 +41,23 @@ func readChunk(tx *badger.Txn, acct, id string) (*chunkRec, error) {
 		return nil, fmt.Errorf("read chunk: %w", err)
 	}
 	return &c, nil
+}
+
+// readChunkData returns a copy of the bytes of a chunk kept in the metadata
+// store, or nil if they are missing.
+func readChunkData(tx *badger.Txn, acct, id string) ([]byte, error) {
+	it, err := tx.Get(kChunkData(acct, id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read chunk %s/%s: %w", acct, id, err)
+	}
+	b, err := it.ValueCopy(nil)
+	if err != nil { // e.g. a checksum mismatch: corrupted on disk
+		return nil, fmt.Errorf("read chunk %s/%s: %w", acct, id, err)
+	}
+	return b, nil
 }
 
 func (s *Server) handlePutChunk(w http.ResponseWriter, r *http.Request, acct string) error {
@@ -71,12 +89,22 @@ func quotaErr() error {
 	return apiErr(http.StatusInsufficientStorage, api.CodeQuota, "quota exceeded")
 }
 
-// putChunk stores a chunk and its record. The blob is written (durably)
-// before the record commits, so a record always names a stored blob; a
-// pending marker committed before the blob write names the blob until then,
-// so a crash in between leaves nothing the GC cannot find (sweepPending).
+func readOnlyErr() error {
+	return apiErr(http.StatusForbidden, api.CodeReadOnly, "account is read-only: usage exceeds quota")
+}
+
+// putChunk stores a chunk and its record, idempotently and within quota.
+// A small chunk (≤ SmallChunkMax) is written with its record in one
+// transaction (putSmallChunk). A bigger one goes to the blob store, written
+// (durably) before the record commits, so a record always names a stored
+// blob; a pending marker committed before the blob write names the blob
+// until then, so a crash in between leaves nothing the GC cannot find
+// (sweepPending).
 func (s *Server) putChunk(ctx context.Context, acct, id string, data []byte) error {
 	size := int64(len(data))
+	if size <= s.cfg.SmallChunkMax {
+		return s.putSmallChunk(ctx, acct, id, data)
+	}
 	mu := s.chunkLock(acct, id)
 	mu.Lock()
 	defer mu.Unlock()
@@ -99,7 +127,7 @@ func (s *Server) putChunk(ctx context.Context, acct, id string, data []byte) err
 	// Refuse early, before writing the blob; the transaction checks again.
 	now := time.Now()
 	if a.readOnly(now) {
-		return apiErr(http.StatusForbidden, api.CodeReadOnly, "account is read-only: usage exceeds quota")
+		return readOnlyErr()
 	}
 	if a.Used+size > a.limit(now) {
 		return quotaErr()
@@ -113,23 +141,23 @@ func (s *Server) putChunk(ctx context.Context, acct, id string, data []byte) err
 		err = fmt.Errorf("store chunk %s/%s: %w", acct, id, err)
 		s.log.Warn("chunk upload failed", "account", acct, "chunk", id, "err", err)
 	} else {
-		err = s.mutate(acct, true, func(m *mtx) error {
-			if ok, err := exists(m.tx, kChunk(acct, id)); err != nil || ok {
+		var inDB bool
+		err = s.mutate(acct, false, func(m *mtx) error {
+			c, err := readChunk(m.tx, acct, id)
+			if inDB = c != nil && c.InDB; err != nil || inDB {
 				return err
 			}
-			if m.acct.Used+size > m.acct.limit(m.now) {
-				return quotaErr()
-			}
-			m.acct.Used += size
-			rec := chunkRec{Size: size, Created: m.now, Unref: m.now, Sum: hex.EncodeToString(sum[:])}
-			if err := setJSON(m.tx, kChunk(acct, id), rec); err != nil {
+			if err := m.recordChunk(id, chunkRec{Size: size, Sum: hex.EncodeToString(sum[:])}, nil); err != nil {
 				return err
 			}
-			if err := m.tx.Delete(kPend(acct, id)); err != nil {
-				return err
-			}
-			return m.tx.Set(kZref(acct, id), nil)
+			return m.tx.Delete(kPend(acct, id))
 		})
+		if err == nil && inDB {
+			// A small upload of the same id (other bytes: a buggy client)
+			// won meanwhile; it holds no chunk lock. Our blob is not needed.
+			s.dropPending(context.WithoutCancel(ctx), acct, id)
+			return nil
+		}
 	}
 	if err != nil {
 		// No record names the blob (we hold the chunk's lock): drop it, and
@@ -138,6 +166,34 @@ func (s *Server) putChunk(ctx context.Context, acct, id string, data []byte) err
 		return err
 	}
 	return nil
+}
+
+// recordChunk charges and records a new chunk (unreferenced so far), with
+// its bytes when rec.InDB. A chunk already recorded is left alone (uploads
+// are idempotent, also for a read-only account). A refusal (read-only,
+// quota) writes nothing.
+func (m *mtx) recordChunk(id string, rec chunkRec, data []byte) error {
+	acct := m.acct.ID
+	if ok, err := exists(m.tx, kChunk(acct, id)); err != nil || ok {
+		return err
+	}
+	if m.acct.readOnly(m.now) {
+		return readOnlyErr()
+	}
+	if m.acct.Used+rec.Size > m.acct.limit(m.now) {
+		return quotaErr()
+	}
+	m.acct.Used += rec.Size
+	rec.Created, rec.Unref = m.now, m.now
+	if err := setJSON(m.tx, kChunk(acct, id), rec); err != nil {
+		return err
+	}
+	if rec.InDB {
+		if err := m.tx.Set(kChunkData(acct, id), data); err != nil {
+			return err
+		}
+	}
+	return m.tx.Set(kZref(acct, id), nil)
 }
 
 // dropPending deletes an unrecorded blob and then its pending marker; on
@@ -201,21 +257,27 @@ func (s *Server) sweepOne(ctx context.Context, acct, id string) (bool, error) {
 	mu := s.chunkLock(acct, id)
 	mu.Lock()
 	defer mu.Unlock()
-	var pending, recorded bool
+	var pending bool
+	var rec *chunkRec
 	err := s.db.View(func(tx *badger.Txn) error {
 		var err error
 		if pending, err = exists(tx, kPend(acct, id)); err != nil || !pending {
 			return err
 		}
-		recorded, err = exists(tx, kChunk(acct, id))
+		rec, err = readChunk(tx, acct, id)
 		return err
 	})
 	if err != nil || !pending {
 		return false, err
 	}
-	if recorded { // cannot happen (same transaction), but never delete a recorded blob
+	if rec != nil && !rec.InDB {
+		// Cannot happen (the record's transaction deletes the marker), but
+		// never delete a recorded blob.
 		return false, s.db.Update(func(tx *badger.Txn) error { return tx.Delete(kPend(acct, id)) })
 	}
+	// No record, or one whose bytes are in the metadata store (the id was
+	// uploaded again as a small chunk after a failed big upload): the blob
+	// is named by nothing.
 	s.log.Info("gc: deleting unrecorded chunk", "account", acct, "chunk", id)
 	s.dropPending(ctx, acct, id)
 	return true, nil
@@ -227,7 +289,14 @@ func (s *Server) handleGetChunk(w http.ResponseWriter, r *http.Request, acct str
 		return badRequest("invalid chunk id")
 	}
 	var c *chunkRec
-	err := s.db.View(func(tx *badger.Txn) (err error) { c, err = readChunk(tx, acct, id); return err })
+	var inDB []byte // the bytes of a chunk kept in the metadata store
+	err := s.db.View(func(tx *badger.Txn) (err error) {
+		if c, err = readChunk(tx, acct, id); err != nil || c == nil || !c.InDB {
+			return err
+		}
+		inDB, err = readChunkData(tx, acct, id)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -239,8 +308,14 @@ func (s *Server) handleGetChunk(w http.ResponseWriter, r *http.Request, acct str
 		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(c.Size, 10))
 		return err
 	}
-	data, err := s.blobs.Get(r.Context(), blobKey(acct, id), off, length)
-	if err != nil {
+	var data []byte
+	if c.InDB {
+		if inDB == nil {
+			s.log.Error("chunk recorded in the metadata store but its bytes are missing", "req", info(r).id, "account", acct, "chunk", id)
+			return apiErr(http.StatusNotFound, api.CodeNotFound, "chunk lost by the metadata store")
+		}
+		data = inDB[min(off, int64(len(inDB))):min(off+length, int64(len(inDB)))]
+	} else if data, err = s.blobs.Get(r.Context(), blobKey(acct, id), off, length); err != nil {
 		if errors.Is(err, blob.ErrNotFound) {
 			// Lost on the storage backend: say so (the client turns it into
 			// EIO), and tell the operator which chunk.
@@ -255,6 +330,7 @@ func (s *Server) handleGetChunk(w http.ResponseWriter, r *http.Request, acct str
 	} else if !partial && c.Sum != "" {
 		// The server cannot open a chunk, but it can tell that the blob is not
 		// what was uploaded. The bytes still go out: the client's AEAD refuses them.
+		// (Chunks in the metadata store have no Sum: badger checks them.)
 		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != c.Sum {
 			s.log.Error("chunk blob is corrupted (checksum mismatch)", "req", info(r).id, "account", acct, "chunk", id)
 		}
@@ -358,8 +434,9 @@ func (s *Server) handleHave(w http.ResponseWriter, r *http.Request, acct string)
 // RunGC deletes chunks that have had no references for GCGrace: first the
 // record (in a transaction that re-checks the reference count, so an update
 // that referenced the chunk meanwhile wins, and one that comes later fails
-// cleanly with "chunk not stored"), then the blob. It returns the number of
-// chunks and bytes freed. The GC loop calls it every GCInterval.
+// cleanly with "chunk not stored"), with the bytes of a small chunk, then
+// the blob of a big one. It returns the number of chunks and bytes freed.
+// The GC loop calls it every GCInterval.
 func (s *Server) RunGC(ctx context.Context) (int, int64, error) {
 	type cand struct{ acct, id string }
 	var cands []cand
@@ -425,6 +502,7 @@ func (s *Server) collect(ctx context.Context, acct, id string) (int64, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	size := int64(-1)
+	inDB := false
 	cutoff := time.Now().Add(-s.cfg.GCGrace)
 	err := s.mutate(acct, false, func(m *mtx) error {
 		size = -1
@@ -438,8 +516,14 @@ func (s *Server) collect(ctx context.Context, acct, id string) (int64, error) {
 		if c.Refs > 0 || !c.Unref.Before(cutoff) {
 			return nil
 		}
-		size = c.Size
+		size, inDB = c.Size, c.InDB
 		m.acct.Used -= c.Size
+		if c.InDB {
+			// Its value log space comes back with valueLogGC.
+			if err := m.tx.Delete(kChunkData(acct, id)); err != nil {
+				return err
+			}
+		}
 		if err := m.tx.Delete(kChunk(acct, id)); err != nil {
 			return err
 		}
@@ -448,7 +532,7 @@ func (s *Server) collect(ctx context.Context, acct, id string) (int64, error) {
 	if err != nil {
 		return -1, fmt.Errorf("gc %s/%s: %w", acct, id, err)
 	}
-	if size >= 0 {
+	if size >= 0 && !inDB {
 		// The record is gone; a failed delete leaves an orphan blob (no quota
 		// is charged for it, and a new upload of the id overwrites it).
 		if err := s.blobs.Delete(context.WithoutCancel(ctx), blobKey(acct, id)); err != nil {

@@ -28,6 +28,7 @@ import (
 //	node/ACCT/NODEID                  api.Node (JSON)
 //	ent/ACCT/PARENTID/NAMEMAC         entryRec (JSON)
 //	chunk/ACCT/CHUNKID                chunkRec (JSON)
+//	cdata/ACCT/CHUNKID                the sealed bytes of a chunk kept in the metadata store (chunkRec.InDB)
 //	zref/ACCT/CHUNKID                 empty; present while the chunk has no references
 //	feed/ACCT/SEQ                     api.Change (JSON)
 //	pend/ACCT/CHUNKID                 upload time (JSON); blob being written, not yet recorded
@@ -46,6 +47,7 @@ func pEnt(a string, parent uint64) []byte { return fmt.Appendf(nil, "ent/%s/%016
 func pEntAll(a string) []byte             { return []byte("ent/" + a + "/") }
 func kChunk(a, id string) []byte          { return []byte("chunk/" + a + "/" + id) }
 func pChunk(a string) []byte              { return []byte("chunk/" + a + "/") }
+func kChunkData(a, id string) []byte      { return []byte("cdata/" + a + "/" + id) }
 func kZref(a, id string) []byte           { return []byte("zref/" + a + "/" + id) }
 func kFeed(a string, seq uint64) []byte   { return fmt.Appendf(nil, "feed/%s/%016x", a, seq) }
 func kPend(a, id string) []byte           { return []byte("pend/" + a + "/" + id) }
@@ -117,6 +119,11 @@ type chunkRec struct {
 	Created time.Time `json:"created"`
 	Unref   time.Time `json:"unref"`         // when Refs last became 0 (or creation)
 	Sum     string    `json:"sum,omitempty"` // hex SHA-256 of the sealed bytes, to spot corruption in storage
+	// InDB: the bytes are in this store (kChunkData), written in the
+	// record's transaction, not in the blob store. Such chunks have no Sum
+	// and GET does not re-hash them: badger's checksums (verified on every
+	// read, see badgerOptions) and the client's AEAD cover them.
+	InDB bool `json:"db,omitempty"`
 }
 
 func jsonBytes(v any) ([]byte, error) {
@@ -253,7 +260,7 @@ func (s *Server) mutateTxn(tx *badger.Txn, acctID string, write bool, fn func(m 
 	}
 	m := &mtx{s: s, tx: tx, acct: &a, now: time.Now()}
 	if write && a.readOnly(m.now) {
-		return false, apiErr(http.StatusForbidden, api.CodeReadOnly, "account is read-only: usage exceeds quota")
+		return false, readOnlyErr()
 	}
 	if err := fn(m); err != nil {
 		return false, err

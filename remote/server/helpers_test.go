@@ -2,10 +2,12 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +16,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"kumo/remote/api"
 	"kumo/remote/blob"
@@ -37,6 +41,30 @@ func localBlobs(t *testing.T) blob.Store {
 	return l
 }
 
+// allBlobs marks a store (from a suite's newBlobs) to hold every chunk, also
+// the small ones the server would keep in its metadata store
+// (Config.SmallChunkMax < 0), so the blob path is tested with any size.
+type allBlobs struct{ blob.Store }
+
+func allInBlobs(nb func(t *testing.T) blob.Store) func(t *testing.T) blob.Store {
+	return func(t *testing.T) blob.Store { return allBlobs{nb(t)} }
+}
+
+// chunkStored reports whether the bytes of a chunk are stored: in the
+// metadata store or in the blob store.
+func chunkStored(t *testing.T, s *Server, acct, id string) bool {
+	t.Helper()
+	var inDB bool
+	if err := s.db.View(func(tx *badger.Txn) (err error) { inDB, err = exists(tx, kChunkData(acct, id)); return err }); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.blobs.Size(context.Background(), blobKey(acct, id))
+	if err != nil && !errors.Is(err, blob.ErrNotFound) {
+		t.Fatal(err)
+	}
+	return inDB || err == nil
+}
+
 func newEnv(t *testing.T, newBlobs func(t *testing.T) blob.Store, mod func(*Config)) *env {
 	t.Helper()
 	cfg := Config{
@@ -52,6 +80,9 @@ func newEnv(t *testing.T, newBlobs func(t *testing.T) blob.Store, mod func(*Conf
 	}
 	if newBlobs != nil {
 		cfg.Blobs = newBlobs(t)
+		if b, ok := cfg.Blobs.(allBlobs); ok {
+			cfg.Blobs, cfg.SmallChunkMax = b.Store, -1
+		}
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -61,7 +61,7 @@ func (s *Server) routes() http.Handler {
 	a("POST /v1/unlink", s.handleUnlink)
 	a("POST /v1/batch", s.handleBatch)
 
-	a("PUT /v1/chunks/{id}", s.handlePutChunk)
+	mux.Handle("PUT /v1/chunks/{id}", s.wrap(s.countArrival(s.auth(s.handlePutChunk))))
 	a("GET /v1/chunks/{id}", s.handleGetChunk)
 	a("POST /v1/chunks/have", s.handleHave)
 

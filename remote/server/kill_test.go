@@ -88,13 +88,17 @@ func TestKill9(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			size := 20000 // kept in the metadata store
+			if w%2 == 1 {
+				size = 100000 // a blob
+			}
 			for {
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				data := randBytes(20000)
+				data := randBytes(size)
 				ch := randMAC()
 				if !send("PUT", "/v1/chunks/"+ch, data, nil) {
 					return

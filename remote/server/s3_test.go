@@ -19,14 +19,19 @@ import (
 )
 
 // TestServerS3 runs the whole server suite on the S3 blob store, against a
-// real versitygw on loopback (one server; each test gets its own key prefix).
+// real versitygw on loopback (one server; each test gets its own key
+// prefix), with every chunk in the store (none in the metadata store).
 func TestServerS3(t *testing.T) {
 	v := s3test.Start(t)
 	var n atomic.Int64
-	runServerSuite(t, func(t *testing.T) blob.Store {
+	runServerSuite(t, allInBlobs(func(t *testing.T) blob.Store {
 		return openS3(t, v, fmt.Sprintf("suite-%d", n.Add(1)), "")
-	})
+	}))
 }
+
+// blobsOnly keeps every chunk in the blob store: the S3 tests below use
+// small chunks to test the store.
+func blobsOnly(c *Config) { c.SmallChunkMax = -1 }
 
 // openS3 opens a store on v under prefix; extra is appended to the URL query.
 func openS3(t *testing.T, v *s3test.Versity, prefix, extra string) *s3.Store {
@@ -65,7 +70,7 @@ func (l *logBuffer) String() string {
 func TestS3Outage(t *testing.T) {
 	v := s3test.Start(t)
 	store := openS3(t, v, "outage", "&retry_for=60s")
-	e := newEnv(t, func(t *testing.T) blob.Store { return store }, nil)
+	e := newEnv(t, func(t *testing.T) blob.Store { return store }, blobsOnly)
 	u := e.signup("s3@example.com")
 	before := map[string][]byte{}
 	for i := 0; i < 5; i++ {
@@ -139,7 +144,7 @@ func TestS3Outage(t *testing.T) {
 func TestS3OutageShortRetry(t *testing.T) {
 	v := s3test.Start(t)
 	store := openS3(t, v, "short", "&retry_for=1s")
-	e := newEnv(t, func(t *testing.T) blob.Store { return store }, nil)
+	e := newEnv(t, func(t *testing.T) blob.Store { return store }, blobsOnly)
 	u := e.signup("s3b@example.com")
 	v.Stop()
 	id, data := randMAC(), randBytes(100<<10)
@@ -172,6 +177,7 @@ func TestS3LostAndCorrupt(t *testing.T) {
 	store := openS3(t, v, s3test.Prefix, "")
 	logs := &logBuffer{}
 	e := newEnv(t, func(t *testing.T) blob.Store { return store }, func(c *Config) {
+		blobsOnly(c)
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})
 	u := e.signup("s3c@example.com")

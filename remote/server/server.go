@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -13,14 +14,16 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 
+	"kumo/internal/chunk"
 	"kumo/internal/payment"
 	"kumo/remote/blob"
 )
 
 // Config configures a Server.
 type Config struct {
-	DataDir      string        // badger metadata under DataDir/meta, local blobs under DataDir/blobs
+	DataDir      string        // badger metadata (and small chunks) under DataDir/meta, local blobs under DataDir/blobs
 	Blobs        blob.Store    // nil: a local directory store under DataDir/blobs
 	DefaultQuota int64         // bytes for new accounts
 	SessionTTL   time.Duration // 0: 30 days
@@ -38,7 +41,25 @@ type Config struct {
 	// NoBackground starts no background work (GC, orphan sweep, payment
 	// watcher): for offline administration of a stopped server's data dir.
 	NoBackground bool
+	// SmallChunkMax: chunks of at most this many sealed bytes are kept in
+	// the metadata store, recorded and stored in one transaction, instead
+	// of the blob store. 0: DefaultSmallChunkMax; negative: every chunk
+	// goes to the blob store. Changing it affects new uploads only: each
+	// chunk's record says where its bytes are.
+	SmallChunkMax int64
+	// SmallMemory sizes the metadata store for a small footprint (memtables,
+	// caches), for the embedded cloud that shares the drive's process.
+	SmallMemory bool
 }
+
+// DefaultSmallChunkMax is one full sealed segment (a 64 KiB file's only
+// chunk). Small files are where the blob store's fixed cost hurts: a blob is
+// a pending-marker commit, a file fsync, a directory fsync and the record's
+// commit, four device flushes for a few KiB; in the metadata store it is one
+// commit, shared with concurrent ones. Above a segment that fixed cost is
+// small against the transfer, and big chunks would only make the value log's
+// garbage collection rewrite more live data.
+const DefaultSmallChunkMax = chunk.SealedSegmentSize
 
 // Server is a running cloud over one data directory.
 type Server struct {
@@ -50,7 +71,8 @@ type Server struct {
 	pepper []byte
 
 	locks     accountLocks
-	chunkMu   [256]sync.Mutex // striped per (account, chunk): upload vs GC
+	chunkMu   [256]sync.Mutex // striped per (account, chunk): blob upload vs GC
+	small     smallQueues     // small chunk uploads waiting to commit, per account
 	feed      feedNotifier
 	limits    *loginLimiter
 	feedKeep  uint64 // changes kept per account
@@ -87,6 +109,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LoginLimit <= 0 {
 		cfg.LoginLimit = 10
 	}
+	if cfg.SmallChunkMax == 0 {
+		cfg.SmallChunkMax = DefaultSmallChunkMax
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -103,6 +128,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.locks.m = map[string]*sync.Mutex{}
 	s.feed.m = map[string]chan struct{}{}
+	s.small.m = map[string]*smallQueue{}
 	if s.blobs == nil {
 		l, err := blob.NewLocal(filepath.Join(cfg.DataDir, "blobs"))
 		if err != nil {
@@ -110,14 +136,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.blobs = l
 	}
-	opts := badger.DefaultOptions(filepath.Join(cfg.DataDir, "meta")).
-		WithSyncWrites(cfg.SyncWrites).
-		WithLogger(badgerLogger{cfg.Logger}).
-		WithLoggingLevel(badger.WARNING).
-		WithValueLogFileSize(64 << 20).
-		WithBlockCacheSize(32 << 20).
-		WithMemTableSize(32 << 20)
-	db, err := badger.Open(opts)
+	db, err := badger.Open(badgerOptions(filepath.Join(cfg.DataDir, "meta"), cfg))
 	if err != nil {
 		return nil, fmt.Errorf("server: open metadata: %w", err)
 	}
@@ -194,6 +213,40 @@ func (s *Server) Close() error {
 	return err
 }
 
+// badgerOptions are the metadata store's options. Values over 1 KiB (small
+// chunks' bytes, the occasional big node record) go to the value log, so the
+// LSM tree holds keys and small records only and compactions never rewrite
+// chunk bytes. Checksums are verified on every read, of value log entries
+// and of table blocks (so also of chunks under 1 KiB, which stay in the
+// tree): corrupted metadata or chunk bytes are an error, never served.
+func badgerOptions(dir string, cfg Config) badger.Options {
+	o := badger.DefaultOptions(dir).
+		WithSyncWrites(cfg.SyncWrites).
+		WithLogger(badgerLogger{cfg.Logger}).
+		WithLoggingLevel(badger.WARNING).
+		WithValueThreshold(1 << 10).
+		WithVerifyValueChecksum(true).
+		WithChecksumVerificationMode(options.OnBlockRead).
+		WithValueLogFileSize(64 << 20).
+		WithBlockCacheSize(32 << 20).
+		WithMemTableSize(32 << 20)
+	if cfg.SmallMemory {
+		// Memtables are arenas on the heap, up to NumMemtables of them while
+		// flushes run behind: 2 × 16 MiB instead of 5 × 32 MiB at worst. A
+		// 16 MiB memtable still takes transactions of 2.4 MB of keys and
+		// small values. (Value log files are mapped: chunk bytes written
+		// stay in the process's RSS as clean, reclaimable file pages; no
+		// option changes that.)
+		o = o.WithMemTableSize(16 << 20).
+			WithNumMemtables(2).
+			WithBlockCacheSize(8 << 20).
+			WithIndexCacheSize(4 << 20).
+			WithValueLogFileSize(16 << 20).
+			WithNumCompactors(2)
+	}
+	return o
+}
+
 // gcLoop deletes unreferenced chunks every GCInterval until Close.
 func (s *Server) gcLoop() {
 	defer s.wg.Done()
@@ -213,13 +266,30 @@ func (s *Server) gcLoop() {
 				cancel()
 			}()
 			n, freed, err := s.RunGC(ctx)
-			cancel()
 			if err != nil {
 				s.log.Error("gc failed", "err", err)
 			} else if n > 0 {
 				s.log.Info("gc", "chunks", n, "bytes", freed)
 			}
+			s.valueLogGC(ctx)
+			cancel()
 		}
+	}
+}
+
+// valueLogGC gives back the value log space of deleted small chunks and
+// rewritten records: badger rewrites each value log file whose garbage share
+// (known once compactions have dropped the deleted keys) is at least half.
+func (s *Server) valueLogGC(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := s.db.RunValueLogGC(0.5)
+		if err == nil {
+			continue // a file was rewritten: try the next one
+		}
+		if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+			s.log.Warn("value log gc", "err", err)
+		}
+		return
 	}
 }
 
