@@ -373,7 +373,7 @@ func adminCommand() *cli.Command {
 						return err
 					}
 					fmt.Printf("metadata restored into %s\n"+
-						"chunks are not in the backup: copy the old DATA/blobs there (local store) or serve with the same --blob bucket\n",
+						"chunks over 64 KiB are not in the backup: copy the old DATA/blobs there (local store) or serve with the same --blob bucket\n",
 						c.String("data"))
 					return nil
 				},
