@@ -28,13 +28,18 @@ import (
 //
 // A zero length is a never-written slot. The CRC only catches torn writes after
 // a crash (a miss, refetched); authenticity comes from the chunk format. The
-// index (allocated size, access time) is in memory, rebuilt at open from the
-// files; access times are persisted lazily as file mtimes (Sync, Close, and
-// once a minute), so reads never write.
+// index (allocated size, access time, which slots hold data) is in memory,
+// rebuilt at open from the files; access times are persisted lazily as file
+// mtimes (Sync, Close, and once a minute), so reads never write. Which slots
+// hold data is known for chunks written since the open and learnt slot by slot
+// for older ones, so a miss in a known chunk costs no file access.
 const (
 	cacheHeader  = 8
 	maxCachedSeg = slotStride - cacheHeader
 	maxChunkSegs = (chunk.Size + chunk.SegmentSize - 1) / chunk.SegmentSize
+	// maxOpenChunks is how many chunk files stay open between reads and
+	// writes (an open and a close cost as much as reading a cached segment).
+	maxOpenChunks = 128
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -46,6 +51,16 @@ type centry struct {
 	touched bool // atime not yet persisted
 	writers int  // PutSegments in flight: not evictable
 	elem    *list.Element
+	// have says which slots hold data, for the slots whose bit in checked is
+	// set; other slots (of files from before the open) must be read to know.
+	have, checked uint64
+	puts          uint64 // PutSegments started: a slot read older than a put says nothing
+
+	// The chunk's file while open (see file); under chunkCache.mu.
+	f        *os.File
+	fusers   int           // goroutines using f: it is not closed under them
+	openElem *list.Element // in chunkCache.open while f is set
+	gone     bool          // removed from the index: close f once unused
 }
 
 type chunkCache struct {
@@ -57,6 +72,7 @@ type chunkCache struct {
 	mu         sync.Mutex
 	idx        map[string]*centry
 	lru        *list.List // front: most recently used
+	open       *list.List // entries whose file is open, front: most recently used
 	chunkBytes int64
 	metaBytes  int64
 	metaAt     time.Time
@@ -74,7 +90,7 @@ func diskUsage(fi fs.FileInfo) int64 {
 }
 
 func openChunkCache(dir, metaDir string, budget int64, log *slog.Logger) (*chunkCache, error) {
-	c := &chunkCache{dir: dir, metaDir: metaDir, budget: budget, log: log, idx: map[string]*centry{}, lru: list.New()}
+	c := &chunkCache{dir: dir, metaDir: metaDir, budget: budget, log: log, idx: map[string]*centry{}, lru: list.New(), open: list.New()}
 	c.bufs.New = func() any { b := make([]byte, slotStride); return &b }
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -128,24 +144,29 @@ func validSeg(id string, seg int) bool {
 	return api.ValidHexID(id) && seg >= 0 && seg < maxChunkSegs
 }
 
-func (c *chunkCache) get(id string, seg int) ([]byte, bool) {
+// get appends the sealed bytes of segment seg of chunk id to dst.
+func (c *chunkCache) get(dst []byte, id string, seg int) ([]byte, bool) {
 	if !validSeg(id, seg) {
 		c.misses.Add(1)
 		return nil, false
 	}
+	bit := uint64(1) << seg
 	c.mu.Lock()
 	e := c.idx[id]
-	if e != nil {
+	absent := e == nil || e.checked&bit != 0 && e.have&bit == 0
+	var puts uint64
+	if !absent {
 		e.atime = time.Now()
 		e.touched = true
 		c.lru.MoveToFront(e.elem)
+		puts = e.puts
 	}
 	c.mu.Unlock()
-	if e == nil {
+	if absent {
 		c.misses.Add(1)
 		return nil, false
 	}
-	p, ok := c.readSlot(id, seg)
+	p, ok := c.readSlot(dst, e, seg, puts)
 	if !ok {
 		c.misses.Add(1)
 		return nil, false
@@ -154,24 +175,58 @@ func (c *chunkCache) get(id string, seg int) ([]byte, bool) {
 	return p, true
 }
 
-func (c *chunkCache) readSlot(id string, seg int) ([]byte, bool) {
-	f, err := os.Open(c.path(id))
+// has reports whether segment seg of chunk id is cached, reading the slot
+// only if the index does not know yet.
+func (c *chunkCache) has(id string, seg int) bool {
+	if !validSeg(id, seg) {
+		return false
+	}
+	bit := uint64(1) << seg
+	c.mu.Lock()
+	e := c.idx[id]
+	if e == nil || e.checked&bit != 0 {
+		ok := e != nil && e.have&bit != 0
+		c.mu.Unlock()
+		return ok
+	}
+	puts := e.puts
+	c.mu.Unlock()
+	_, ok := c.readSlot(nil, e, seg, puts)
+	return ok
+}
+
+// readSlot appends the data of slot seg of e's file to dst and records in
+// the index whether the slot holds data, unless a put began since puts was
+// taken (the slot may have been filled after it was read).
+func (c *chunkCache) readSlot(dst []byte, e *centry, seg int, puts uint64) ([]byte, bool) {
+	f, err := c.file(e, false)
 	if err != nil {
 		return nil, false // evicted meanwhile
 	}
-	defer f.Close()
+	defer c.release(e)
 	bp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bp)
 	n, err := f.ReadAt(*bp, int64(seg)*slotStride)
 	if err != nil && !errors.Is(err, io.EOF) {
-		c.log.Warn("cache: read cached segment", "chunk", id, "seg", seg, "err", err)
+		c.log.Warn("cache: read cached segment", "chunk", e.id, "seg", seg, "err", err)
 		return nil, false
 	}
 	data, ok := parseCacheSlot((*bp)[:n])
+	c.mu.Lock()
+	if c.idx[e.id] == e && e.puts == puts {
+		bit := uint64(1) << seg
+		e.checked |= bit
+		if ok {
+			e.have |= bit
+		} else {
+			e.have &^= bit
+		}
+	}
+	c.mu.Unlock()
 	if !ok {
 		return nil, false
 	}
-	return append([]byte(nil), data...), true
+	return append(dst, data...), true
 }
 
 // parseCacheSlot returns the data of a chunk cache slot, ok=false if the slot
@@ -209,7 +264,7 @@ func (c *chunkCache) put(id string, first int, sealed [][]byte) error {
 	c.mu.Lock()
 	e := c.idx[id]
 	if e == nil {
-		e = &centry{id: id}
+		e = &centry{id: id, checked: ^uint64(0)} // a new file: every slot is known (empty)
 		e.elem = c.lru.PushFront(e)
 		c.idx[id] = e
 	} else {
@@ -217,9 +272,10 @@ func (c *chunkCache) put(id string, first int, sealed [][]byte) error {
 	}
 	e.atime = time.Now()
 	e.writers++
+	e.puts++
 	c.mu.Unlock()
 
-	size, err := c.writeSlots(id, first, sealed)
+	size, written, err := c.writeSlots(e, first, sealed)
 
 	c.mu.Lock()
 	e.writers--
@@ -227,6 +283,9 @@ func (c *chunkCache) put(id string, first int, sealed [][]byte) error {
 		c.chunkBytes += size - e.size
 		e.size = size
 	}
+	bits := (uint64(1)<<written - 1) << first
+	e.have |= bits
+	e.checked |= bits
 	c.mu.Unlock()
 	if err != nil {
 		return err
@@ -235,16 +294,19 @@ func (c *chunkCache) put(id string, first int, sealed [][]byte) error {
 	return nil
 }
 
-// writeSlots writes the slots and returns the file's allocated size (-1 if unknown).
-func (c *chunkCache) writeSlots(id string, first int, sealed [][]byte) (int64, error) {
-	f, err := os.OpenFile(c.path(id), os.O_WRONLY|os.O_CREATE, 0o600)
+// writeSlots writes the slots and returns the file's allocated size (-1 if
+// unknown) and how many slots from first were written.
+func (c *chunkCache) writeSlots(e *centry, first int, sealed [][]byte) (int64, int, error) {
+	id := e.id
+	f, err := c.file(e, true)
 	if err != nil {
-		return -1, fmt.Errorf("cache: put segments of %s: %w", id, err)
+		return -1, 0, fmt.Errorf("cache: put segments of %s: %w", id, err)
 	}
-	defer f.Close()
+	defer c.release(e)
 	bp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bp)
 	var werr error
+	written := 0
 	for i, p := range sealed {
 		buf := (*bp)[:cacheHeader+len(p)]
 		binary.BigEndian.PutUint32(buf, uint32(len(p)))
@@ -254,12 +316,13 @@ func (c *chunkCache) writeSlots(id string, first int, sealed [][]byte) (int64, e
 			werr = fmt.Errorf("cache: put segment %d of %s: %w", first+i, id, err)
 			break
 		}
+		written++
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		return -1, errors.Join(werr, fmt.Errorf("cache: put segments of %s: %w", id, err))
+		return -1, written, errors.Join(werr, fmt.Errorf("cache: put segments of %s: %w", id, err))
 	}
-	return diskUsage(fi), werr
+	return diskUsage(fi), written, werr
 }
 
 // forget drops a chunk from the cache (e.g. one that failed authentication).
@@ -280,6 +343,8 @@ func (c *chunkCache) removeLocked(e *centry) error {
 	c.lru.Remove(e.elem)
 	delete(c.idx, e.id)
 	c.chunkBytes -= e.size
+	e.gone = true
+	c.closeIdleLocked(e)
 	if err := os.Remove(c.path(e.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("cache: evict %s: %w", e.id, err)
 	}
@@ -317,8 +382,88 @@ func (c *chunkCache) maybeEvict() {
 	}
 }
 
-// persistAccess records access times as file mtimes, so LRU order survives restarts.
+// file returns e's file, opened if need be (created if create) and kept open
+// for the next reads and writes; call release(e) when done with it. Files
+// beyond maxOpenChunks are closed, least recently used first.
+func (c *chunkCache) file(e *centry, create bool) (*os.File, error) {
+	c.mu.Lock()
+	if e.gone {
+		c.mu.Unlock()
+		return nil, os.ErrNotExist
+	}
+	if e.f != nil {
+		e.fusers++
+		c.open.MoveToFront(e.openElem)
+		c.mu.Unlock()
+		return e.f, nil
+	}
+	c.mu.Unlock()
+	flag := os.O_RDWR
+	if create {
+		flag |= os.O_CREATE
+	}
+	f, err := os.OpenFile(c.path(e.id), flag, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case e.gone: // removed while we opened it
+		f.Close()
+		return nil, os.ErrNotExist
+	case e.f != nil: // opened meanwhile by someone else
+		f.Close()
+	default:
+		e.f = f
+		e.openElem = c.open.PushFront(e)
+		for el := c.open.Back(); el != nil && c.open.Len() > maxOpenChunks; {
+			o := el.Value.(*centry)
+			el = el.Prev()
+			c.closeIdleLocked(o)
+		}
+	}
+	e.fusers++
+	return e.f, nil
+}
+
+// release ends a use of e's file.
+func (c *chunkCache) release(e *centry) {
+	c.mu.Lock()
+	e.fusers--
+	if e.gone || c.open.Len() > maxOpenChunks {
+		c.closeIdleLocked(e)
+	}
+	c.mu.Unlock()
+}
+
+// closeIdleLocked closes e's file unless it is in use. Caller holds c.mu.
+func (c *chunkCache) closeIdleLocked(e *centry) {
+	if e.f == nil || e.fusers > 0 {
+		return
+	}
+	e.f.Close()
+	e.f = nil
+	c.open.Remove(e.openElem)
+	e.openElem = nil
+}
+
+// closeFiles closes the chunk files not in use.
+func (c *chunkCache) closeFiles() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for el := c.open.Front(); el != nil; {
+		e := el.Value.(*centry)
+		el = el.Next()
+		c.closeIdleLocked(e)
+	}
+}
+
+// persistAccess records access times as file mtimes, so LRU order survives
+// restarts, and closes the chunk files kept open (it runs every minute and at
+// Close: idle files do not stay open, and none outlives the store).
 func (c *chunkCache) persistAccess() {
+	c.closeFiles()
 	type touch struct {
 		id string
 		t  time.Time
@@ -350,7 +495,18 @@ func (c *chunkCache) stats() CacheStats {
 }
 
 // GetSegment returns the cached sealed bytes of segment seg of chunk id.
-func (s *Store) GetSegment(id string, seg int) ([]byte, bool) { return s.chunks.get(id, seg) }
+func (s *Store) GetSegment(id string, seg int) ([]byte, bool) { return s.chunks.get(nil, id, seg) }
+
+// AppendSegment appends the cached sealed bytes of segment seg of chunk id to
+// dst, so a reader can reuse one buffer.
+func (s *Store) AppendSegment(dst []byte, id string, seg int) ([]byte, bool) {
+	return s.chunks.get(dst, id, seg)
+}
+
+// HasSegment reports whether segment seg of chunk id is cached, without
+// reading it when the index knows (a chunk written since the cache opened).
+// It neither counts as a hit or miss nor as an access.
+func (s *Store) HasSegment(id string, seg int) bool { return s.chunks.has(id, seg) }
 
 // PutSegments caches consecutive sealed segments of chunk id starting at first.
 // Least recently used segments are evicted to keep the cache within budget.

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -181,4 +183,108 @@ func TestChunkCacheConcurrent(t *testing.T) {
 		}(w)
 	}
 	wg.Wait()
+}
+
+// TestChunkCacheIndexKnowsSlots: which slots hold data is known without
+// reading for chunks written since the open, learnt by reading for older
+// ones; AppendSegment appends to the caller's buffer.
+func TestChunkCacheIndexKnowsSlots(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	id := chunkID(1)
+	a := sealedSeg(id, 3, 1000)
+	if err := s.PutSegments(id, 3, [][]byte{a}); err != nil {
+		t.Fatal(err)
+	}
+	if !s.HasSegment(id, 3) || s.HasSegment(id, 4) || s.HasSegment(chunkID(2), 3) || s.HasSegment("../x", 3) {
+		t.Fatal("HasSegment wrong after a put")
+	}
+	// A slot the index knows to be empty is a miss without reading the file:
+	// a valid slot 4 written behind the cache's back is not seen.
+	b := sealedSeg(id, 4, 2000)
+	slot := make([]byte, cacheHeader+len(b))
+	binary.BigEndian.PutUint32(slot, uint32(len(b)))
+	binary.BigEndian.PutUint32(slot[4:], crc32.Checksum(b, castagnoli))
+	copy(slot[cacheHeader:], b)
+	f, err := os.OpenFile(filepath.Join(dir, "chunks", id), os.O_RDWR, 0)
+	must(err)
+	_, err = f.WriteAt(slot, 4*slotStride)
+	must(err)
+	must(f.Close())
+	before := s.Stats().Misses
+	if _, ok := s.GetSegment(id, 4); ok || s.Stats().Misses != before+1 {
+		t.Fatal("slot known empty: read anyway, or miss not counted")
+	}
+	dst := []byte("prefix")
+	p, ok := s.AppendSegment(dst, id, 3)
+	if !ok || string(p[:6]) != "prefix" || !bytes.Equal(p[6:], a) {
+		t.Fatalf("AppendSegment: ok=%v", ok)
+	}
+	must(s.Close())
+
+	// Reopened: the slots are learnt from the file.
+	s = openTest(t, dir, 0)
+	defer s.Close()
+	if !s.HasSegment(id, 3) || !s.HasSegment(id, 4) || s.HasSegment(id, 5) {
+		t.Fatal("HasSegment wrong after reopening")
+	}
+	if p, ok := s.GetSegment(id, 3); !ok || !bytes.Equal(p, a) {
+		t.Fatal("segment lost on reopen")
+	}
+	if p, ok := s.GetSegment(id, 4); !ok || !bytes.Equal(p, b) {
+		t.Fatal("slot written behind the cache's back not found after reopening")
+	}
+	// A torn slot (bad CRC) is learnt as empty.
+	f, err = os.OpenFile(filepath.Join(dir, "chunks", id), os.O_RDWR, 0)
+	must(err)
+	_, err = f.WriteAt([]byte{0xff}, 5*slotStride+cacheHeader+10)
+	must(err)
+	_, err = f.WriteAt([]byte{0, 0, 0, 100}, 5*slotStride)
+	must(err)
+	must(f.Close())
+	if s.HasSegment(id, 5) {
+		t.Fatal("torn slot counted as cached")
+	}
+}
+
+// TestChunkCacheOpenFiles: chunk files stay open between accesses, at most
+// maxOpenChunks of them; removed chunks and Close release them.
+func TestChunkCacheOpenFiles(t *testing.T) {
+	dir := t.TempDir()
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip("no /proc/self/fd")
+		}
+		return len(ents)
+	}
+	base := fds()
+	s := openTest(t, dir, 0)
+	opened := fds() - base // badger's and the redo log's
+	n := maxOpenChunks + 20
+	for i := 0; i < n; i++ {
+		id := chunkID(i)
+		if err := s.PutSegments(id, 0, [][]byte{sealedSeg(id, 0, 100)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := fds() - base - opened; got != maxOpenChunks {
+		t.Fatalf("%d chunk files open, want %d", got, maxOpenChunks)
+	}
+	for i := 0; i < n; i++ {
+		if _, ok := s.GetSegment(chunkID(i), 0); !ok {
+			t.Fatalf("chunk %d: miss", i)
+		}
+	}
+	must(s.ForgetChunk(chunkID(n-1)))
+	if got := fds() - base - opened; got != maxOpenChunks-1 {
+		t.Fatalf("%d chunk files open after a forget, want %d", got, maxOpenChunks-1)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "chunks", chunkID(n-1))); !os.IsNotExist(err) {
+		t.Fatalf("forgotten chunk's file: %v", err)
+	}
+	must(s.Close())
+	if got := fds() - base; got != 0 {
+		t.Fatalf("%d files still open after Close", got)
+	}
 }

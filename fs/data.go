@@ -40,6 +40,12 @@ func (d *Drive) view(st *nodeState) dataView {
 // segment returns the plaintext of segment j (may be shorter than segSize;
 // nil means zeros) from layers newer-first, then base.
 func (d *Drive) segment(ctx context.Context, st *nodeState, v dataView, j int64, seq bool) ([]byte, error) {
+	return d.segmentInto(ctx, st, v, j, seq, nil)
+}
+
+// segmentInto is segment, decrypting base data into dst's spare capacity
+// when it fits (the result then aliases dst).
+func (d *Drive) segmentInto(ctx context.Context, st *nodeState, v dataView, j int64, seq bool, dst []byte) ([]byte, error) {
 	for i := len(v.layers) - 1; i >= 0; i-- {
 		p, ok, err := v.layers[i].f.ReadSegment(j)
 		if err != nil {
@@ -50,11 +56,12 @@ func (d *Drive) segment(ctx context.Context, st *nodeState, v dataView, j int64,
 			return p, nil
 		}
 	}
-	return d.baseSegment(ctx, st.id, v.base, v.trunc, j, seq)
+	return d.baseSegment(ctx, st.id, v.base, v.trunc, j, seq, dst)
 }
 
-// baseSegment reads segment j of the base chunk list, cut at trunc.
-func (d *Drive) baseSegment(ctx context.Context, node uint64, base []meta.ChunkRef, trunc uint64, j int64, seq bool) ([]byte, error) {
+// baseSegment reads segment j of the base chunk list, cut at trunc, into dst
+// (see segmentInto).
+func (d *Drive) baseSegment(ctx context.Context, node uint64, base []meta.ChunkRef, trunc uint64, j int64, seq bool, dst []byte) ([]byte, error) {
 	off := uint64(j) * segSize
 	if off >= trunc {
 		return nil, nil
@@ -68,17 +75,18 @@ func (d *Drive) baseSegment(ctx context.Context, node uint64, base []meta.ChunkR
 	if k >= chunk.Segments(int(ref.Len)) {
 		return nil, nil
 	}
-	p, err := d.fetch.segment(ctx, node, base, ci, k, seq)
+	p, err := d.fetch.segment(ctx, node, base, ci, k, seq, dst)
 	if err != nil {
 		return nil, err
 	}
 	if end := off + uint64(len(p)); end > trunc {
-		p = slices.Clone(p[:trunc-off])
+		p = p[:trunc-off] // ours: decrypted just now
 	}
 	return p, nil
 }
 
-// readAt reads into dest at off.
+// readAt reads into dest at off. A whole segment the read covers is
+// decrypted straight into dest; a partial one into a scratch buffer.
 func (d *Drive) readAt(ctx context.Context, st *nodeState, dest []byte, off int64, seq bool) (int, error) {
 	st.dmu.RLock()
 	defer st.dmu.RUnlock()
@@ -91,19 +99,38 @@ func (d *Drive) readAt(ctx context.Context, st *nodeState, dest []byte, off int6
 	}
 	n := min(uint64(len(dest)), v.size-uint64(off))
 	dest = dest[:n]
-	clear(dest)
+	var scratch *[]byte
+	defer func() {
+		if scratch != nil {
+			d.fetch.bufs.Put(scratch)
+		}
+	}()
 	for pos := uint64(0); pos < n; {
 		o := uint64(off) + pos
 		j := int64(o / segSize)
 		in := o % segSize
 		take := min(segSize-in, n-pos)
-		p, err := d.segment(ctx, st, v, j, seq)
+		out := dest[pos : pos+take]
+		var buf []byte
+		if take == segSize {
+			buf = out[:0:take]
+		} else {
+			if scratch == nil {
+				scratch = d.fetch.buf()
+			}
+			buf = (*scratch)[:0]
+		}
+		p, err := d.segmentInto(ctx, st, v, j, seq, buf)
 		if err != nil {
 			return 0, err
 		}
-		if in < uint64(len(p)) {
-			copy(dest[pos:pos+take], p[in:])
+		got := 0
+		if len(p) > 0 && &p[0] == &out[0] {
+			got = len(p) // decrypted in place
+		} else if in < uint64(len(p)) {
+			got = copy(out, p[in:])
 		}
+		clear(out[got:]) // beyond the data: zeros
 		pos += take
 	}
 	return int(n), nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -13,86 +14,239 @@ import (
 	"kumo/remote/api"
 )
 
-// readAhead is how many chunks after the current one a sequential reader fetches.
-const readAhead = 3
+const (
+	// readAhead is how many chunks after the current one a sequential reader fetches.
+	readAhead = 3
+	// keptChunks is how many whole chunks fetched lately stay in memory
+	// (sealed, 4 MiB each): a sequential reader's current chunk and its
+	// read-ahead, for two readers. Their segments are served from there, not
+	// read back from the chunk cache on disk.
+	keptChunks = 2 * (readAhead + 1)
+	// keptFor is how long a kept chunk stays after its last use.
+	keptFor = 10 * time.Second
+	// maxFetches is how many fetches from the cloud run at once.
+	maxFetches = 8
+	// maxOpeners bounds the per-chunk key cache of reads from the chunk cache.
+	maxOpeners = 64
+)
 
-// fetcher reads base chunk segments: chunk cache first, then the cloud, with
-// concurrent requests for the same data merged.
+// fetcher reads base chunk segments: chunks kept in memory first, then the
+// chunk cache, then the cloud, with concurrent requests for the same data
+// merged. Data fetched from the cloud is handed to the readers first and
+// written to the chunk cache after.
 type fetcher struct {
 	d        *Drive
 	mu       sync.Mutex
-	inflight map[string]*fetchCall // "ID" (whole chunk) or "ID/k" (one segment)
+	inflight map[string]*fetchCall // "ID" (whole chunk) or "ID/k" (one segment); kept until cached
+	kept     []*fetchCall          // whole chunks fetched lately, least recently used first
+	prune    *time.Timer           // drops kept chunks unused for keptFor
+	openers  map[chunk.ID]*chunk.Opener
 	sem      chan struct{}
+	bufs     sync.Pool // *[]byte, capacity chunk.SealedSegmentSize: see buf
 }
 
 type fetchCall struct {
+	id    chunk.ID
+	len   int // plaintext length of the chunk
 	done  chan struct{}
 	first int
 	segs  [][]byte // sealed segments from first
 	err   error
+	op    *chunk.Opener // whole chunks: set before done
+	used  time.Time     // kept chunks: last use, under fetcher.mu
+	bad   bool          // failed authentication: not cached, not kept (under fetcher.mu)
 }
 
-// segment returns the plaintext of segment k of base chunk ci.
-func (f *fetcher) segment(ctx context.Context, node uint64, base []meta.ChunkRef, ci, k int, seq bool) ([]byte, error) {
+// segment appends the plaintext of segment k of base chunk ci to dst.
+func (f *fetcher) segment(ctx context.Context, node uint64, base []meta.ChunkRef, ci, k int, seq bool, dst []byte) ([]byte, error) {
 	ref := base[ci]
 	id := ref.ID.String()
-	if sealed, ok := f.d.store.GetSegment(id, k); ok {
-		p, err := f.d.cipher.OpenSegment(nil, ref.ID, int(ref.Len), k, sealed)
-		if err == nil {
-			if seq && k == 0 {
-				f.readAhead(node, base, ci)
-			}
-			return p, nil
-		}
-		f.d.log.Error("cached chunk segment fails authentication; refetching", "node", node, "chunk", id, "segment", k, "err", err)
-		_ = f.d.store.ForgetChunk(id)
+	if seq && k == 0 {
+		f.readAhead(base, ci)
 	}
-	var sealed []byte
-	var err error
+	if c, sealed := f.inMemory(ref, id, k); c != nil {
+		return f.open(node, c, ref, k, sealed, dst)
+	}
+	if p, ok := f.fromCache(node, ref, id, k, dst); ok {
+		return p, nil
+	}
+	var c *fetchCall
+	lead := false // this reader fetched the segment: it caches it once opened
 	if seq {
-		sealed, err = f.wait(ctx, f.chunk(id, int(ref.Len)), k)
-		f.readAhead(node, base, ci)
+		c = f.chunk(ref)
+		f.readAhead(base, ci)
 	} else {
-		sealed, err = f.wait(ctx, f.seg(id, int(ref.Len), k), k)
+		c, lead = f.seg(ref, k)
 	}
+	sealed, err := f.wait(ctx, c, k)
 	if err != nil {
 		f.d.log.Warn("reading chunk from the cloud failed", "node", node, "chunk", id, "segment", k, "err", err)
 		return nil, syscall.EIO
 	}
-	p, err := f.d.cipher.OpenSegment(nil, ref.ID, int(ref.Len), k, sealed)
+	p, err := f.open(node, c, ref, k, sealed, dst)
+	if lead {
+		go f.cache(c, segKey(id, k)) // not if it failed authentication just now
+	}
+	return p, err
+}
+
+// open authenticates and decrypts a segment fetched from the cloud by c. A
+// failure is EIO, and the chunk is dropped from memory and the chunk cache so
+// that a later read fetches it again.
+func (f *fetcher) open(node uint64, c *fetchCall, ref meta.ChunkRef, k int, sealed, dst []byte) ([]byte, error) {
+	op := c.op
+	var err error
+	if op == nil {
+		op, err = f.opener(ref)
+	}
+	var p []byte
+	if err == nil {
+		p, err = op.OpenSegment(dst, k, sealed)
+	}
 	if err != nil {
+		id := ref.ID.String()
 		f.d.log.Error("chunk fails authentication", "node", node, "chunk", id, "segment", k, "err", err)
+		f.mu.Lock()
+		c.bad = true
+		f.kept = slices.DeleteFunc(f.kept, func(x *fetchCall) bool { return x == c })
+		f.mu.Unlock()
 		_ = f.d.store.ForgetChunk(id)
 		return nil, syscall.EIO
 	}
 	return p, nil
 }
 
-// readAhead starts fetching the chunks after ci that are not cached.
-func (f *fetcher) readAhead(node uint64, base []meta.ChunkRef, ci int) {
+// inMemory returns segment k of chunk ref (hex id) if a finished fetch holds
+// it: a kept chunk, or a fetch whose data is being written to the cache.
+func (f *fetcher) inMemory(ref meta.ChunkRef, id string, k int) (*fetchCall, []byte) {
+	has := func(c *fetchCall) bool {
+		return c != nil && !c.bad && c.len == int(ref.Len) && k >= c.first && k-c.first < len(c.segs)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.kept) - 1; i >= 0; i-- {
+		if c := f.kept[i]; c.id == ref.ID && has(c) {
+			c.used = time.Now()
+			if i != len(f.kept)-1 { // most recently used last
+				f.kept = append(slices.Delete(f.kept, i, i+1), c)
+			}
+			return c, c.segs[k-c.first]
+		}
+	}
+	for _, key := range []string{id, segKey(id, k)} {
+		c := f.inflight[key]
+		if c == nil {
+			continue
+		}
+		select {
+		case <-c.done: // the answer is set and no longer written
+		default:
+			continue
+		}
+		if c.err == nil && has(c) {
+			return c, c.segs[k-c.first]
+		}
+	}
+	return nil, nil
+}
+
+// fromCache reads segment k from the chunk cache into dst. A cached segment
+// that fails authentication is dropped (a miss: the cloud is asked).
+func (f *fetcher) fromCache(node uint64, ref meta.ChunkRef, id string, k int, dst []byte) ([]byte, bool) {
+	bp := f.buf()
+	defer f.bufs.Put(bp)
+	sealed, ok := f.d.store.AppendSegment((*bp)[:0], id, k)
+	if !ok {
+		return nil, false
+	}
+	op, err := f.opener(ref)
+	if err == nil {
+		var p []byte
+		if p, err = op.OpenSegment(dst, k, sealed); err == nil {
+			return p, true
+		}
+	}
+	f.d.log.Error("cached chunk segment fails authentication; refetching", "node", node, "chunk", id, "segment", k, "err", err)
+	_ = f.d.store.ForgetChunk(id)
+	return nil, false
+}
+
+// buf returns a buffer for a sealed or plain segment; give it back to f.bufs.
+func (f *fetcher) buf() *[]byte {
+	if bp, ok := f.bufs.Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, 0, chunk.SealedSegmentSize)
+	return &b
+}
+
+// opener returns the segment opener of ref's chunk, derived once per chunk
+// for a while (sequential reads from the cache open 64 segments per chunk).
+func (f *fetcher) opener(ref meta.ChunkRef) (*chunk.Opener, error) {
+	f.mu.Lock()
+	op := f.openers[ref.ID]
+	f.mu.Unlock()
+	if op != nil {
+		return op, nil
+	}
+	op, err := f.d.cipher.Opener(ref.ID, int(ref.Len))
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	if f.openers == nil || len(f.openers) >= maxOpeners {
+		f.openers = map[chunk.ID]*chunk.Opener{}
+	}
+	f.openers[ref.ID] = op
+	f.mu.Unlock()
+	return op, nil
+}
+
+// readAhead starts fetching the chunks after ci that are neither in memory,
+// nor being fetched, nor cached.
+func (f *fetcher) readAhead(base []meta.ChunkRef, ci int) {
 	for i := ci + 1; i <= ci+readAhead && i < len(base); i++ {
 		r := base[i]
-		if r.ID.IsZero() {
+		if r.ID.IsZero() || r.Len <= 0 {
 			continue
 		}
 		id := r.ID.String()
 		last := chunk.Segments(int(r.Len)) - 1
-		if _, ok := f.d.store.GetSegment(id, last); ok {
+		if f.known(r.ID, id) || f.d.store.HasSegment(id, last) {
 			continue
 		}
-		f.chunk(id, int(r.Len))
+		f.chunk(r)
 	}
 }
 
+// known reports a whole-chunk fetch of chunk cid (hex id) running, done or kept.
+func (f *fetcher) known(cid chunk.ID, id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.inflight[id] != nil {
+		return true
+	}
+	for _, c := range f.kept {
+		if c.id == cid {
+			return true
+		}
+	}
+	return false
+}
+
 func (f *fetcher) wait(ctx context.Context, c *fetchCall, k int) ([]byte, error) {
-	t := time.NewTimer(readTimeout)
-	defer t.Stop()
 	select {
 	case <-c.done:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-t.C:
-		return nil, fmt.Errorf("no answer from the cloud within %s", readTimeout)
+	default:
+		t := time.NewTimer(readTimeout)
+		defer t.Stop()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.C:
+			return nil, fmt.Errorf("no answer from the cloud within %s", readTimeout)
+		}
 	}
 	if c.err != nil {
 		return nil, c.err
@@ -104,8 +258,10 @@ func (f *fetcher) wait(ctx context.Context, c *fetchCall, k int) ([]byte, error)
 }
 
 // chunk starts (or joins) a whole-chunk fetch.
-func (f *fetcher) chunk(id string, plainLen int) *fetchCall {
-	return f.start(id, func(ctx context.Context) (int, [][]byte, error) {
+func (f *fetcher) chunk(ref meta.ChunkRef) *fetchCall {
+	id := ref.ID.String()
+	plainLen := int(ref.Len)
+	return f.start(id, ref, func(ctx context.Context) (int, [][]byte, error) {
 		b, err := f.d.c.GetChunk(ctx, id, 0, -1)
 		if err != nil {
 			return 0, nil, err
@@ -113,7 +269,7 @@ func (f *fetcher) chunk(id string, plainLen int) *fetchCall {
 		if len(b) != chunk.SealedSize(plainLen) {
 			return 0, nil, fmt.Errorf("chunk %s: %d sealed bytes, want %d: %w", id, len(b), chunk.SealedSize(plainLen), chunk.ErrAuth)
 		}
-		var segs [][]byte
+		segs := make([][]byte, 0, chunk.Segments(plainLen))
 		for off := 0; off < len(b); off += chunk.SealedSegmentSize {
 			segs = append(segs, b[off:min(len(b), off+chunk.SealedSegmentSize)])
 		}
@@ -121,64 +277,157 @@ func (f *fetcher) chunk(id string, plainLen int) *fetchCall {
 	})
 }
 
-// seg starts (or joins) a one-segment fetch; a running whole-chunk fetch is joined instead.
-func (f *fetcher) seg(id string, plainLen, k int) *fetchCall {
+// seg runs (or joins) a one-segment fetch; a running whole-chunk fetch is
+// joined instead. A new fetch (lead) runs in the caller's goroutine and is
+// over when seg returns; the caller then calls cache.
+func (f *fetcher) seg(ref meta.ChunkRef, k int) (c *fetchCall, lead bool) {
+	id := ref.ID.String()
 	f.mu.Lock()
 	if c := f.inflight[id]; c != nil {
 		f.mu.Unlock()
-		return c
+		return c, false
 	}
 	f.mu.Unlock()
-	return f.start(fmt.Sprintf("%s/%d", id, k), func(ctx context.Context) (int, [][]byte, error) {
-		off, n := chunk.SegmentRange(plainLen, k)
-		b, err := f.d.c.GetChunk(ctx, id, int64(off), int64(n))
-		if err != nil {
-			return 0, nil, err
-		}
-		return k, [][]byte{b}, nil
-	})
+	key := segKey(id, k)
+	c, lead = f.join(key, ref)
+	if lead {
+		// Run by the reader itself: a random read waits for nothing else,
+		// so a hand-off to another goroutine would only add latency.
+		f.run(c, key, func(ctx context.Context) (int, [][]byte, error) {
+			off, n := chunk.SegmentRange(int(ref.Len), k)
+			b, err := f.d.c.GetChunk(ctx, id, int64(off), int64(n))
+			if err != nil {
+				return 0, nil, err
+			}
+			return k, [][]byte{b}, nil
+		}, readTimeout)
+	}
+	return c, lead
 }
 
-func (f *fetcher) start(key string, fn func(context.Context) (int, [][]byte, error)) *fetchCall {
-	f.mu.Lock()
-	if c := f.inflight[key]; c != nil {
-		f.mu.Unlock()
-		return c
-	}
-	if f.sem == nil {
-		f.sem = make(chan struct{}, 8)
-	}
-	c := &fetchCall{done: make(chan struct{})}
-	f.inflight[key] = c
-	f.mu.Unlock()
-	id := key
-	go func() {
-		f.sem <- struct{}{}
-		ctx, cancel := context.WithTimeout(f.d.ctx, time.Minute)
-		c.first, c.segs, c.err = fn(ctx)
-		cancel()
-		<-f.sem
-		if c.err != nil {
-			if errors.Is(c.err, api.ErrUnavailable) {
-				f.d.noteErr(c.err)
+func segKey(id string, k int) string { return fmt.Sprintf("%s/%d", id, k) }
+
+// start runs fn once per key: the answer goes to every waiter as soon as it
+// is there, then to the chunk cache; until it is cached the call stays in
+// inflight, so readers find it in memory meanwhile. A new call runs in the
+// background.
+func (f *fetcher) start(key string, ref meta.ChunkRef, fn fetchFunc) *fetchCall {
+	c, isNew := f.join(key, ref)
+	if isNew {
+		go func() {
+			if f.run(c, key, fn, time.Minute) {
+				f.cache(c, key)
 			}
-		} else {
-			f.d.noteOnline()
-			if err := f.d.store.PutSegments(chunkIDOf(id), c.first, c.segs); err != nil {
-				f.d.log.Warn("caching chunk", "chunk", id, "err", err)
-			}
-		}
-		f.mu.Lock()
-		delete(f.inflight, key)
-		f.mu.Unlock()
-		close(c.done)
-	}()
+		}()
+	}
 	return c
 }
 
-func chunkIDOf(key string) string {
-	if len(key) > api.HexIDLen {
-		return key[:api.HexIDLen]
+// fetchFunc fetches sealed segments: the first one's index, the segments.
+type fetchFunc func(context.Context) (int, [][]byte, error)
+
+// join returns the call of key, creating it (isNew) if there is none.
+func (f *fetcher) join(key string, ref meta.ChunkRef) (c *fetchCall, isNew bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.inflight[key]; c != nil {
+		return c, false
 	}
-	return key
+	if f.sem == nil {
+		f.sem = make(chan struct{}, maxFetches)
+	}
+	c = &fetchCall{id: ref.ID, len: int(ref.Len), done: make(chan struct{})}
+	f.inflight[key] = c
+	return c, true
+}
+
+// run fetches c within timeout and hands the answer out; then, if ok, cache
+// must be called (the call stays in inflight until then).
+func (f *fetcher) run(c *fetchCall, key string, fn fetchFunc, timeout time.Duration) (ok bool) {
+	f.sem <- struct{}{}
+	ctx, cancel := context.WithTimeout(f.d.ctx, timeout)
+	c.first, c.segs, c.err = fn(ctx)
+	cancel()
+	<-f.sem
+	if c.err != nil {
+		if errors.Is(c.err, api.ErrUnavailable) {
+			f.d.noteErr(c.err)
+		}
+		f.forget(c, key)
+		close(c.done)
+		return false
+	}
+	f.d.noteOnline()
+	if len(key) == api.HexIDLen { // a whole chunk
+		c.op, _ = f.d.cipher.Opener(c.id, c.len) // the length was checked against the answer
+		f.mu.Lock()
+		f.keep(c)
+		f.mu.Unlock()
+	}
+	close(c.done)
+	return true
+}
+
+// cache writes what c fetched to the chunk cache (unless it failed
+// authentication), then forgets the call. It is called after run: a fetch
+// that failed is forgotten already.
+func (f *fetcher) cache(c *fetchCall, key string) {
+	if c.err != nil {
+		return
+	}
+	f.mu.Lock()
+	bad := c.bad
+	f.mu.Unlock()
+	if !bad && f.cacheFetched(len(key) == api.HexIDLen) {
+		if err := f.d.store.PutSegments(key[:api.HexIDLen], c.first, c.segs); err != nil {
+			f.d.log.Warn("caching chunk", "chunk", key, "err", err)
+		}
+	}
+	f.forget(c, key)
+}
+
+// forget removes c from inflight (a newer call of the same key stays).
+func (f *fetcher) forget(c *fetchCall, key string) {
+	f.mu.Lock()
+	if f.inflight[key] == c {
+		delete(f.inflight, key)
+	}
+	f.mu.Unlock()
+}
+
+// cacheFetched says whether data fetched from the cloud goes to the chunk
+// cache: always from a remote cloud. From an in-process one (the embedded
+// cloud, whose chunks are on this machine already) only single segments: a
+// random reader coming back to one finds it with one pread instead of a
+// request (session check, chunk record, blob open and read), while a second
+// copy of whole chunks read sequentially would double the disk traffic of a
+// stream that costs the same from either copy.
+func (f *fetcher) cacheFetched(whole bool) bool { return !whole || !f.d.c.InProcess() }
+
+// keep adds a whole chunk to the kept ones, dropping the least recently used
+// beyond keptChunks. Caller holds f.mu.
+func (f *fetcher) keep(c *fetchCall) {
+	c.used = time.Now()
+	f.kept = slices.DeleteFunc(f.kept, func(x *fetchCall) bool { return x.id == c.id })
+	f.kept = append(f.kept, c)
+	if n := len(f.kept) - keptChunks; n > 0 {
+		clear(f.kept[:n])
+		f.kept = f.kept[n:]
+	}
+	if f.prune == nil {
+		f.prune = time.AfterFunc(keptFor, f.pruneKept)
+	}
+}
+
+// pruneKept drops the kept chunks unused for keptFor, so an idle drive does
+// not hold them.
+func (f *fetcher) pruneKept() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	f.kept = slices.DeleteFunc(f.kept, func(c *fetchCall) bool { return now.Sub(c.used) >= keptFor })
+	f.prune = nil
+	if len(f.kept) > 0 {
+		f.prune = time.AfterFunc(keptFor, f.pruneKept)
+	}
 }

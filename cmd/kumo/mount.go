@@ -376,8 +376,12 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 
 func isDaemonChild() bool { return os.Getenv("KUMO_DAEMON_CHILD") == "1" }
 
-// embeddedCloud runs the cloud in-process on a loopback port and logs in to
-// the local account, creating it (random password kept 0600) on first use.
+// embeddedURL is the base URL of the embedded cloud. It is never dialed: the
+// embedded cloud's client talks to the server in-process.
+const embeddedURL = "http://embedded.kumo.localhost"
+
+// embeddedCloud runs the cloud in-process and logs in to the local account,
+// creating it (random password kept 0600) on first use.
 func embeddedCloud(ctx context.Context, dir string, log *slog.Logger) (*session.Session, *client.Client, func(), error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, nil, err
@@ -391,22 +395,13 @@ func embeddedCloud(ctx context.Context, dir string, log *slog.Logger) (*session.
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("embedded cloud in %s: %w", dir, err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		srv.Close()
-		return nil, nil, nil, err
-	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second}
-	go hs.Serve(ln)
-	url := "http://" + ln.Addr().String()
-	cleanup := func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		hs.Shutdown(sctx)
-		cancel()
-		hs.Close()
-		srv.Close()
-	}
-	cl, err := client.New(client.Options{BaseURL: url, Logger: log})
+	// No socket: the client calls the server's handler directly (see
+	// client.InProcess), which spares every chunk read a loopback TCP round
+	// trip. The URL only names the cloud in requests and the saved session.
+	url := embeddedURL
+	cleanup := func() { srv.Close() }
+	hc := &http.Client{Transport: client.NewInProcess(srv.Handler())}
+	cl, err := client.New(client.Options{BaseURL: url, HTTPClient: hc, Logger: log})
 	if err != nil {
 		cleanup()
 		return nil, nil, nil, err

@@ -208,16 +208,44 @@ func (c *Cipher) Open(dst []byte, id ID, sealed []byte) ([]byte, error) {
 // OpenSegment authenticates and decrypts segment i of the chunk id whose
 // plaintext length is plainLen, given exactly that segment's sealed bytes.
 func (c *Cipher) OpenSegment(dst []byte, id ID, plainLen, i int, seg []byte) ([]byte, error) {
-	if plainLen < 1 || plainLen > Size || i < 0 || i >= Segments(plainLen) {
-		return nil, fmt.Errorf("%w: segment %d of %d bytes", ErrRange, i, plainLen)
-	}
-	if want := segmentPlainLen(plainLen, i) + Overhead; len(seg) != want {
-		return nil, fmt.Errorf("%w: chunk %s segment %d: %d bytes, want %d", ErrAuth, id, i, len(seg), want)
-	}
-	n := segmentNonce(i, i == Segments(plainLen)-1)
-	out, err := c.aead(id).Open(dst, n[:], seg, nil)
+	o, err := c.Opener(id, plainLen)
 	if err != nil {
-		return nil, fmt.Errorf("%w: chunk %s segment %d", ErrAuth, id, i)
+		return nil, err
+	}
+	return o.OpenSegment(dst, i, seg)
+}
+
+// Opener opens the segments of one chunk. It derives the chunk's key once, so
+// a reader going through many segments of a chunk pays for HKDF and the AES
+// key schedule once, not per segment. Safe for concurrent use.
+type Opener struct {
+	id       ID
+	plainLen int
+	g        cipher.AEAD
+}
+
+// Opener returns the segment opener of chunk id whose plaintext length is plainLen.
+func (c *Cipher) Opener(id ID, plainLen int) (*Opener, error) {
+	if plainLen < 1 || plainLen > Size {
+		return nil, fmt.Errorf("%w: chunk of %d bytes", ErrRange, plainLen)
+	}
+	return &Opener{id: id, plainLen: plainLen, g: c.aead(id)}, nil
+}
+
+// OpenSegment authenticates and decrypts segment i, given exactly that
+// segment's sealed bytes, appending the plaintext to dst. With enough spare
+// capacity in dst (not overlapping seg) the plaintext is not allocated.
+func (o *Opener) OpenSegment(dst []byte, i int, seg []byte) ([]byte, error) {
+	if i < 0 || i >= Segments(o.plainLen) {
+		return nil, fmt.Errorf("%w: segment %d of %d bytes", ErrRange, i, o.plainLen)
+	}
+	if want := segmentPlainLen(o.plainLen, i) + Overhead; len(seg) != want {
+		return nil, fmt.Errorf("%w: chunk %s segment %d: %d bytes, want %d", ErrAuth, o.id, i, len(seg), want)
+	}
+	n := segmentNonce(i, i == Segments(o.plainLen)-1)
+	out, err := o.g.Open(dst, n[:], seg, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: chunk %s segment %d", ErrAuth, o.id, i)
 	}
 	return out, nil
 }

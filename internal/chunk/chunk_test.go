@@ -246,6 +246,65 @@ func TestOpenSegmentRange(t *testing.T) {
 	mustFail(t, "short last segment", err)
 }
 
+// TestOpener checks the per-chunk opener: the same plaintext as OpenSegment,
+// decrypted into spare capacity without allocating it, and every
+// tampering (flipped byte, another chunk's or another position's segment,
+// the last-segment flag) still ErrAuth.
+func TestOpener(t *testing.T) {
+	c := testCipher()
+	id, p, s := sealedFixture(c)
+	o, err := c.Opener(id, len(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 0, SegmentSize)
+	for i := 0; i < Segments(len(p)); i++ {
+		off, n := SegmentRange(len(p), i)
+		got, err := o.OpenSegment(buf, i, s[off:off+n])
+		if err != nil {
+			t.Fatalf("segment %d: %v", i, err)
+		}
+		if &got[:1][0] != &buf[:1][0] {
+			t.Errorf("segment %d: not decrypted into dst", i)
+		}
+		if want := p[i*SegmentSize : min(len(p), (i+1)*SegmentSize)]; !bytes.Equal(got, want) {
+			t.Fatalf("segment %d: wrong plaintext", i)
+		}
+		// At most the 12-byte nonce, which escapes through the AEAD interface:
+		// never the 64 KiB of plaintext.
+		if allocs := testing.AllocsPerRun(10, func() { o.OpenSegment(buf, i, s[off:off+n]) }); allocs > 1 {
+			t.Errorf("segment %d: %v allocations per open", i, allocs)
+		}
+	}
+	seg0 := s[:SealedSegmentSize]
+	flipped := bytes.Clone(seg0)
+	flipped[100] ^= 4
+	_, err = o.OpenSegment(nil, 0, flipped)
+	mustFail(t, "flipped byte", err)
+	_, err = o.OpenSegment(nil, 1, seg0)
+	mustFail(t, "segment 0 at position 1", err)
+	other, err := c.Opener(c.ID(p[:len(p)-1]), len(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = other.OpenSegment(nil, 0, seg0)
+	mustFail(t, "segment of another chunk", err)
+	whole, err := c.Opener(id, 3*SegmentSize) // claims the short last segment is a full middle one
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = whole.OpenSegment(nil, 2, s[2*SealedSegmentSize:])
+	mustFail(t, "length claimed longer", err)
+	for _, n := range []int{0, -1, Size + 1} {
+		if _, err := c.Opener(id, n); !errors.Is(err, ErrRange) {
+			t.Errorf("Opener(%d): got %v", n, err)
+		}
+	}
+	if _, err := o.OpenSegment(nil, 3, seg0); !errors.Is(err, ErrRange) {
+		t.Errorf("segment 3 of 3: got %v", err)
+	}
+}
+
 func TestSealPanicsOutOfRange(t *testing.T) {
 	for _, n := range []int{0, Size + 1} {
 		func() {

@@ -107,6 +107,13 @@ func New(o Options) (*Client, error) {
 // BaseURL returns the server address the client talks to.
 func (c *Client) BaseURL() string { return c.base }
 
+// InProcess reports whether the server runs in this process (an InProcess
+// transport, the embedded cloud): its data is on this machine already.
+func (c *Client) InProcess() bool {
+	_, ok := c.hc.Transport.(*InProcess)
+	return ok
+}
+
 func (c *Client) SetToken(tok string) {
 	c.mu.Lock()
 	c.token = tok
@@ -272,7 +279,7 @@ func (c *Client) once(ctx context.Context, cl call) (body []byte, status int, re
 		limit = maxJSONResponse
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+		b, err := readBody(resp, limit)
 		if err != nil {
 			return nil, 0, 0, c.connFailure(cl, err)
 		}
