@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/bits"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -40,12 +42,34 @@ const (
 // (chunk.SegmentSize), for a node's written-but-not-uploaded data. Each write
 // seals the segment with a fresh nonce; a segment never written reads as absent.
 //
+// Writes are write-behind: WriteSegment copies the plaintext into memory and
+// returns; a writer goroutine (one per file, while there is work) seals and
+// writes the segments in order, so the FUSE request that brought the data
+// is answered while its segments are still being sealed, and sealing
+// overlaps with the kernel preparing the next request. At most pendMax
+// segments per file wait in memory (WriteSegment blocks beyond that). Reads
+// see waiting segments; a rewrite of a waiting segment updates it in place.
+// The writer holds back a partial segment while it is the only one waiting:
+// small sequential writes (4 KiB write() calls, or 1 MiB ones not aligned to
+// segments) complete it in memory, and it is sealed and written once, when
+// it is full, when another segment is queued, or at Sync or Close.
+// Sync writes what waits, then fdatasyncs: durability is unchanged, only the
+// point where the bytes reach the page cache moves. While segments are
+// written, the writer also starts the kernel's writeback every
+// writebackEvery bytes (sync_file_range) and an fdatasync every syncEvery
+// of those, in the background, so the device works during a long write
+// instead of all at once at fsync/close. A failed background write
+// keeps its segment in memory and makes writes synchronous until a write
+// succeeds; Sync reports the failure unless its own retry succeeds, so
+// nothing acknowledged by Sync is ever lost.
+//
 // Opening the same (node, gen) again while it is open returns the same
 // SegmentFile (one presence bitmap per file); each OpenSegmentFile must be
 // matched by exactly one Close or Remove.
 type SegmentFile struct {
 	store     *Store
-	refs      int // guarded by store.segMu
+	refs      int  // guarded by store.segMu
+	removed   bool // guarded by store.segMu: the path was unlinked by Remove
 	node, gen uint64
 	path      string
 	dir       string
@@ -54,12 +78,54 @@ type SegmentFile struct {
 
 	mu      sync.RWMutex // exclusive for Drop and Close; shared for reads and writes
 	f       *os.File
-	closed  bool
+	closed  bool        // set under both mu and wmu
 	dirSync atomic.Bool // the file was created: the first Sync also syncs the directory
 
 	bitsMu sync.Mutex
 	bits   []uint64 // presence bitmap
+
+	// Write-behind, guarded by wmu (taken before bitsMu, never after mu).
+	wmu      sync.Mutex
+	wcond    sync.Cond             // on wmu: a segment was written, or the writer stopped
+	pend     map[int64]*pendingSeg // newest plaintext per segment not yet in the file
+	queue    []*pendingSeg         // waiting to be written, in order
+	busy     *pendingSeg           // being sealed and written (its p is read-only meanwhile)
+	dirty    int                   // segments queued or busy
+	seq      uint64                // last enqueued
+	running  bool                  // a writer drains the queue
+	failed   bool                  // the writer stopped on an error (the failed segment heads the queue)
+	flushing int                   // flush calls waiting: nothing is held back
+	wbFrom   int64                 // file range written since the last writeback start
+	wbTo     int64
+	wbBytes  int64 // bytes written since the last writeback start
+	wbCount  int   // writeback starts so far
+
+	// Background fdatasync (startWriteback), serialized with Sync's.
+	syncMu  sync.Mutex
+	syncErr error       // a background fdatasync failed: every later Sync reports it
+	bgSync  atomic.Bool // a background fdatasync runs
 }
+
+// pendingSeg is a segment's plaintext held in memory.
+type pendingSeg struct {
+	i   int64
+	bp  *[]byte // pooled buffer (Store.slots) behind p
+	p   []byte  // cap chunk.SegmentSize
+	seq uint64  // enqueue order
+}
+
+const (
+	// pendMax is how many segments (64 KiB each) a file holds waiting for
+	// its writer: four 1 MiB FUSE writes, enough to keep the writer busy
+	// while the kernel brings the next ones.
+	pendMax = 64
+	// writebackEvery is how many bytes the writer writes before it starts
+	// the kernel's writeback of them.
+	writebackEvery = 8 << 20
+	// syncEvery is how many writeback starts come with a background
+	// fdatasync (every 64 MiB).
+	syncEvery = 8
+)
 
 func segFileName(node, gen uint64) string { return fmt.Sprintf("%016x-%016x.seg", node, gen) }
 
@@ -125,7 +191,9 @@ func (s *Store) OpenSegmentFile(node, gen uint64) (*SegmentFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: open segment file: %w", err)
 	}
-	sf := &SegmentFile{store: s, refs: 1, node: node, gen: gen, path: path, dir: dir, aead: aead, slots: &s.slots, f: f}
+	sf := &SegmentFile{store: s, refs: 1, node: node, gen: gen, path: path, dir: dir, aead: aead, slots: &s.slots, f: f,
+		pend: map[int64]*pendingSeg{}}
+	sf.wcond.L = &sf.wmu
 	sf.dirSync.Store(created)
 	if !created {
 		if err := sf.scan(); err != nil {
@@ -212,6 +280,25 @@ func (f *SegmentFile) AppendSegment(dst []byte, i int64) (p []byte, ok bool, err
 	if err := checkIndex(i); err != nil {
 		return dst, false, err
 	}
+	f.wmu.Lock()
+	if f.closed {
+		f.wmu.Unlock()
+		return dst, false, ErrClosed
+	}
+	if ps := f.pend[i]; ps != nil {
+		if dst == nil {
+			dst = make([]byte, 0, len(ps.p))
+		}
+		dst = append(dst, ps.p...)
+		f.wmu.Unlock()
+		return dst, true, nil
+	}
+	f.wmu.Unlock()
+	return f.readSlot(dst, i)
+}
+
+// readSlot reads and opens segment i from the file.
+func (f *SegmentFile) readSlot(dst []byte, i int64) ([]byte, bool, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.closed {
@@ -227,7 +314,7 @@ func (f *SegmentFile) AppendSegment(dst []byte, i int64) (p []byte, ok bool, err
 	if err != nil && !errors.Is(err, io.EOF) {
 		return dst, false, fmt.Errorf("cache: read %s segment %d: %w", f.path, i, err)
 	}
-	p, ok, err = openSlot(dst, f.aead, f.node, f.gen, i, buf[:n])
+	p, ok, err := openSlot(dst, f.aead, f.node, f.gen, i, buf[:n])
 	if err != nil {
 		return dst, false, fmt.Errorf("cache: read %s segment %d: %w", f.path, i, err)
 	}
@@ -268,7 +355,9 @@ func openSlot(dst []byte, aead cipher.AEAD, node, gen uint64, i int64, slot []by
 }
 
 // WriteSegment stores plaintext p (len <= chunk.SegmentSize) as segment i.
-// The slot is written with one pwrite.
+// p is copied; the segment reaches the file in the background (Sync waits
+// for it). An error of an earlier background write is returned here if
+// writing again fails too.
 func (f *SegmentFile) WriteSegment(i int64, p []byte) error {
 	if err := checkIndex(i); err != nil {
 		return err
@@ -276,6 +365,256 @@ func (f *SegmentFile) WriteSegment(i int64, p []byte) error {
 	if len(p) > chunk.SegmentSize {
 		return fmt.Errorf("cache: write segment %d: %d bytes > segment size", i, len(p))
 	}
+	_, err := f.modify(i, false, func(seg []byte) []byte { return append(seg[:0], p...) })
+	return err
+}
+
+// PatchSegment cuts or zero-extends segment i to n bytes and writes p at
+// off in it (off+len(p) <= n <= chunk.SegmentSize). ok=false, and nothing
+// written, if segment i is absent. A segment still in memory is patched
+// there: no read and decryption of its slot.
+func (f *SegmentFile) PatchSegment(i int64, off int, p []byte, n int) (ok bool, err error) {
+	if err := checkIndex(i); err != nil {
+		return false, err
+	}
+	if off < 0 || off+len(p) > n || n > chunk.SegmentSize {
+		return false, fmt.Errorf("cache: patch segment %d: %d bytes at %d of %d", i, len(p), off, n)
+	}
+	return f.modify(i, true, func(seg []byte) []byte {
+		old := len(seg)
+		seg = seg[:n]
+		if n > old {
+			clear(seg[old:])
+		}
+		copy(seg[off:], p)
+		return seg
+	})
+}
+
+// modify sets segment i to edit(its current content) and queues it for the
+// writer. With mustExist, an absent segment is left alone (ok=false);
+// without, an absent segment is edited from empty. edit gets a slice with
+// capacity chunk.SegmentSize and returns the new content in it.
+func (f *SegmentFile) modify(i int64, mustExist bool, edit func([]byte) []byte) (ok bool, err error) {
+	var fromFile *pendingSeg // segment i read from the file (mustExist, not in memory)
+	var readAt uint64        // f.seq when fromFile was read: a later enqueue may have changed the slot
+	var ps *pendingSeg
+	f.wmu.Lock()
+	for {
+		if f.closed {
+			f.wmu.Unlock()
+			f.release(fromFile)
+			return false, ErrClosed
+		}
+		if f.failed && !f.running && len(f.queue) > 0 {
+			// The writer stopped on an error: write synchronously, and
+			// report it if it persists.
+			f.running = true
+			f.wmu.Unlock()
+			if err := f.drain(true); err != nil {
+				f.release(fromFile)
+				return false, err
+			}
+			f.wmu.Lock()
+			continue
+		}
+		ps = f.pend[i]
+		if ps != nil && ps != f.busy {
+			ps.p = edit(ps.p)                                                  // still queued: the writer will take the new content
+			start := len(ps.p) == chunk.SegmentSize && !f.running && !f.failed // a held segment is now full
+			if start {
+				f.running = true
+			}
+			f.wmu.Unlock()
+			f.release(fromFile)
+			if start {
+				go f.drain(false)
+			}
+			return true, nil
+		}
+		if f.dirty >= pendMax {
+			f.wcond.Wait()
+			continue
+		}
+		if ps == nil && mustExist && (fromFile == nil || readAt != f.seq) {
+			if !f.hasBit(i) {
+				f.wmu.Unlock()
+				f.release(fromFile)
+				return false, nil
+			}
+			readAt = f.seq
+			f.wmu.Unlock()
+			if fromFile == nil {
+				fromFile = f.newSeg(i)
+			}
+			p, _, err := f.readSlot(fromFile.p[:0], i)
+			if err != nil {
+				f.release(fromFile)
+				return false, err
+			}
+			fromFile.p = p
+			f.wmu.Lock()
+			continue // the state may have changed meanwhile
+		}
+		break
+	}
+	switch {
+	case ps != nil: // being written: start from its content
+		n := f.newSeg(i)
+		n.p = append(n.p, ps.p...)
+		ps = n
+	case fromFile != nil:
+		ps, fromFile = fromFile, nil
+	default:
+		ps = f.newSeg(i)
+	}
+	ps.p = edit(ps.p)
+	f.seq++
+	ps.seq = f.seq
+	f.pend[i] = ps
+	f.queue = append(f.queue, ps)
+	f.dirty++
+	f.setBit(i)
+	start := !f.running && !f.failed
+	if start {
+		f.running = true
+	}
+	f.wmu.Unlock()
+	f.release(fromFile)
+	if start {
+		go f.drain(false) // an error stops the writer; the next write or Sync retries and reports it
+	}
+	return true, nil
+}
+
+// newSeg is an empty in-memory segment i with a pooled buffer.
+func (f *SegmentFile) newSeg(i int64) *pendingSeg {
+	bp := f.slots.Get().(*[]byte)
+	return &pendingSeg{i: i, bp: bp, p: (*bp)[:0:chunk.SegmentSize]}
+}
+
+// release returns ps's buffer to the pool (ps may be nil).
+func (f *SegmentFile) release(ps *pendingSeg) {
+	if ps == nil || ps.bp == nil {
+		return
+	}
+	f.slots.Put(ps.bp)
+	ps.bp, ps.p = nil, nil
+}
+
+// drain writes queued segments in order until the queue is empty, or only
+// a partial segment is left (held back unless force or a flush waits), or a
+// write fails (the segment stays queued, first). The caller has set
+// f.running; drain clears it.
+func (f *SegmentFile) drain(force bool) error {
+	f.wmu.Lock()
+	defer func() {
+		f.running = false
+		f.wcond.Broadcast()
+		f.wmu.Unlock()
+	}()
+	for len(f.queue) > 0 {
+		if !force && f.flushing == 0 && len(f.queue) == 1 && len(f.queue[0].p) < chunk.SegmentSize {
+			return nil // the writer is probably still filling it
+		}
+		ps := f.queue[0]
+		f.queue[0] = nil
+		f.queue = f.queue[1:]
+		f.busy = ps
+		f.wmu.Unlock()
+		err := f.writeSlot(ps.i, ps.p)
+		f.wmu.Lock()
+		f.busy = nil
+		current := f.pend[ps.i] == ps // not superseded by a newer write, nor dropped
+		if err != nil {
+			if current {
+				f.queue = slices.Insert(f.queue, 0, ps)
+			} else {
+				f.dirty--
+				f.release(ps)
+			}
+			f.failed = true
+			return err
+		}
+		f.failed = false
+		f.dirty--
+		if current {
+			delete(f.pend, ps.i)
+		}
+		f.release(ps)
+		f.wcond.Broadcast()
+		if from, to, ok := f.noteWrittenLocked(ps.i); ok {
+			f.wbCount++
+			andSync := f.wbCount%syncEvery == 0
+			f.wmu.Unlock()
+			f.startWriteback(from, to, andSync)
+			f.wmu.Lock()
+		}
+	}
+	f.queue = nil
+	return nil
+}
+
+// noteWrittenLocked records slot i as written and returns the file range to
+// start writeback of once writebackEvery bytes have been written since the
+// last start.
+func (f *SegmentFile) noteWrittenLocked(i int64) (from, to int64, ok bool) {
+	off := i * slotStride
+	if f.wbBytes == 0 {
+		f.wbFrom, f.wbTo = off, off+slotStride
+	} else {
+		f.wbFrom, f.wbTo = min(f.wbFrom, off), max(f.wbTo, off+slotStride)
+	}
+	f.wbBytes += slotStride
+	if f.wbBytes < writebackEvery {
+		return 0, 0, false
+	}
+	from, to = f.wbFrom, f.wbTo
+	f.wbBytes = 0
+	return from, to, true
+}
+
+// startWriteback asks the kernel to start writing the range to the device
+// (without waiting for it), so the device works during a long write rather
+// than all at Sync; andSync also starts a background fdatasync (unless one
+// runs). Only a hint: Sync's fdatasync is what makes data durable, so an
+// error of sync_file_range changes nothing (it does not consume the
+// kernel's writeback error either: only waiting for writeback does).
+func (f *SegmentFile) startWriteback(from, to int64, andSync bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return
+	}
+	_ = unix.SyncFileRange(int(f.f.Fd()), from, to-from, unix.SYNC_FILE_RANGE_WRITE)
+	if andSync && f.bgSync.CompareAndSwap(false, true) {
+		go f.backgroundSync()
+	}
+}
+
+// backgroundSync makes what was written so far durable ahead of Sync. Where
+// the device's flush does the real work (a loop device, whose flush writes
+// the backing file; a disk with a large write cache), starting writeback is
+// not enough, and the final Sync would wait for the whole file; with this it
+// waits for the last 64 MiB at most. The kernel reports a writeback error to
+// one fdatasync of the file only, so an error here is kept and reported by
+// every later Sync.
+func (f *SegmentFile) backgroundSync() {
+	defer f.bgSync.Store(false)
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return
+	}
+	f.syncMu.Lock()
+	defer f.syncMu.Unlock()
+	if err := unix.Fdatasync(int(f.f.Fd())); err != nil && f.syncErr == nil {
+		f.syncErr = fmt.Errorf("cache: background fdatasync %s: %w", f.path, err)
+	}
+}
+
+// writeSlot seals plaintext p as segment i and writes its slot with one pwrite.
+func (f *SegmentFile) writeSlot(i int64, p []byte) error {
 	bp := f.slots.Get().(*[]byte)
 	defer f.slots.Put(bp)
 	buf := (*bp)[:segHeader]
@@ -292,8 +631,49 @@ func (f *SegmentFile) WriteSegment(i int64, p []byte) error {
 	if _, err := f.f.WriteAt(buf, i*slotStride); err != nil {
 		return fmt.Errorf("cache: write %s segment %d: %w", f.path, i, err)
 	}
-	f.setBit(i)
 	return nil
+}
+
+// flush waits until every segment queued before the call is in the file,
+// writing it here if the writer is not running (it held a partial segment
+// back, or stopped on an error: then the error is returned if it persists).
+func (f *SegmentFile) flush() error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	target := f.seq
+	f.flushing++
+	defer func() { f.flushing-- }()
+	for {
+		if f.closed {
+			return ErrClosed
+		}
+		if f.oldestLocked() > target {
+			return nil
+		}
+		if !f.running {
+			f.running = true
+			f.wmu.Unlock()
+			err := f.drain(true)
+			f.wmu.Lock()
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		f.wcond.Wait()
+	}
+}
+
+// oldestLocked is the sequence number of the oldest segment not yet in the
+// file (queue order is write order), or MaxUint64.
+func (f *SegmentFile) oldestLocked() uint64 {
+	if f.busy != nil {
+		return f.busy.seq
+	}
+	if len(f.queue) > 0 {
+		return f.queue[0].seq
+	}
+	return math.MaxUint64
 }
 
 // Present lists the indexes of written segments in order.
@@ -319,6 +699,13 @@ func (f *SegmentFile) Drop(from int64) error {
 	if from > maxSegIndex {
 		from = maxSegIndex
 	}
+	f.wmu.Lock()
+	for f.busy != nil && f.busy.i >= from {
+		f.wcond.Wait()
+	}
+	f.queue = f.dropLocked(f.queue, from)
+	f.wmu.Unlock()
+
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -343,16 +730,46 @@ func (f *SegmentFile) Drop(from int64) error {
 	return nil
 }
 
-// Sync makes all written segments durable (fdatasync; the first Sync of a new
-// file also syncs the directory so the file itself survives a power loss).
+// dropLocked forgets the queued segments of list with index >= from and
+// returns the rest.
+func (f *SegmentFile) dropLocked(list []*pendingSeg, from int64) []*pendingSeg {
+	keep := list[:0]
+	for _, ps := range list {
+		if ps.i < from {
+			keep = append(keep, ps)
+			continue
+		}
+		delete(f.pend, ps.i)
+		f.dirty--
+		f.release(ps)
+	}
+	clear(list[len(keep):])
+	return keep
+}
+
+// Sync makes all written segments durable: it waits for the writer, then
+// fdatasyncs (the first Sync of a new file also syncs the directory so the
+// file itself survives a power loss). It fails if a background fdatasync of
+// the file ever failed.
 func (f *SegmentFile) Sync() error {
+	if err := f.flush(); err != nil {
+		return err
+	}
 	f.mu.RLock() // writes may go on meanwhile; they are not part of this Sync
 	defer f.mu.RUnlock()
 	if f.closed {
 		return ErrClosed
 	}
-	if err := unix.Fdatasync(int(f.f.Fd())); err != nil {
-		return fmt.Errorf("cache: fdatasync %s: %w", f.path, err)
+	f.syncMu.Lock()
+	err := unix.Fdatasync(int(f.f.Fd()))
+	if err != nil {
+		err = fmt.Errorf("cache: fdatasync %s: %w", f.path, err)
+	} else {
+		err = f.syncErr // a background fdatasync may have taken the error
+	}
+	f.syncMu.Unlock()
+	if err != nil {
+		return err
 	}
 	if f.dirSync.Load() {
 		if err := syncDir(f.dir); err != nil {
@@ -363,7 +780,9 @@ func (f *SegmentFile) Sync() error {
 	return nil
 }
 
-// Close releases this reference; the file is closed with the last one.
+// Close releases this reference; the file is closed with the last one,
+// after the segments waiting in memory are written (not synced) — or
+// dropped, if the file was removed.
 func (f *SegmentFile) Close() error {
 	st := f.store
 	st.segMu.Lock()
@@ -373,6 +792,7 @@ func (f *SegmentFile) Close() error {
 	}
 	f.refs--
 	last := f.refs == 0
+	removed := f.removed
 	if last {
 		k := [2]uint64{f.node, f.gen}
 		if st.segOpen[k] == f {
@@ -383,11 +803,27 @@ func (f *SegmentFile) Close() error {
 	if !last {
 		return nil
 	}
+	var werr error
+	if !removed {
+		werr = f.flush()
+	}
+	f.wmu.Lock()
+	if removed {
+		f.queue = f.dropLocked(f.queue, 0) // nothing left to write
+	}
+	for f.running {
+		f.wcond.Wait()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closed = true
+	f.queue = f.dropLocked(f.queue, 0)
+	f.wmu.Unlock()
 	if err := f.f.Close(); err != nil {
 		return fmt.Errorf("cache: close %s: %w", f.path, err)
+	}
+	if werr != nil && !errors.Is(werr, ErrClosed) {
+		return fmt.Errorf("cache: close %s: %w", f.path, werr)
 	}
 	return nil
 }
@@ -403,6 +839,7 @@ func (f *SegmentFile) Remove() error {
 	var err error
 	if st.segOpen[k] == f {
 		delete(st.segOpen, k)
+		f.removed = true
 		if err = os.Remove(f.path); errors.Is(err, os.ErrNotExist) {
 			err = nil
 		}
