@@ -189,6 +189,7 @@ func (d *Drive) write(ctx context.Context, st *nodeState, data []byte, off int64
 		return 0, syscall.EIO
 	}
 	v.layers = st.layers
+	sf, _ := top.f.(*cache.SegmentFile)
 	var buf []byte // one segment buffer per call: WriteSegment does not keep it
 	for pos := uint64(0); pos < uint64(len(data)); {
 		o := uint64(off) + pos
@@ -196,23 +197,43 @@ func (d *Drive) write(ctx context.Context, st *nodeState, data []byte, off int64
 		in := o % segSize
 		take := min(segSize-in, uint64(len(data))-pos)
 		segEnd := min(segSize, newSize-uint64(j)*segSize)
+		p := data[pos : pos+take]
+		pos += take
+		if in == 0 && take == segEnd {
+			// The whole segment: written as is (the layer copies it).
+			if err := top.f.WriteSegment(j, p); err != nil {
+				d.log.Error("write-back store", "node", st.id, "err", err)
+				return 0, syscall.EIO
+			}
+			continue
+		}
+		if sf != nil {
+			// A segment the top layer holds is patched there (in memory
+			// while it waits to be written: small appends cost no crypto).
+			ok, err := sf.PatchSegment(j, int(in), p, int(segEnd))
+			if err != nil {
+				d.log.Error("write-back store", "node", st.id, "err", err)
+				return 0, syscall.EIO
+			}
+			if ok {
+				continue
+			}
+		}
+		// Read-modify-write from older layers or the base.
+		old, err := d.segment(ctx, st, v, j, false)
+		if err != nil {
+			return 0, errno(err)
+		}
 		if uint64(cap(buf)) < segEnd {
 			buf = make([]byte, segEnd, segSize)
 		}
 		buf = buf[:segEnd]
-		if in != 0 || take != segEnd {
-			old, err := d.segment(ctx, st, v, j, false)
-			if err != nil {
-				return 0, errno(err)
-			}
-			clear(buf[copy(buf, old):])
-		}
-		copy(buf[in:], data[pos:pos+take])
+		clear(buf[copy(buf, old):])
+		copy(buf[in:], p)
 		if err := top.f.WriteSegment(j, buf); err != nil {
 			d.log.Error("write-back store", "node", st.id, "err", err)
 			return 0, syscall.EIO
 		}
-		pos += take
 	}
 	now := nowNs()
 	d.mu.Lock()
@@ -220,7 +241,7 @@ func (d *Drive) write(ctx context.Context, st *nodeState, data []byte, off int64
 		st.attrs.Size = newSize
 	}
 	st.attrs.Mtime, st.attrs.Ctime = now, now
-	st.queued += int64(len(data))
+	d.addQueuedLocked(st, int64(len(data)))
 	st.lastWrite = time.Now()
 	d.dirty[st.id] = st
 	d.mu.Unlock()
@@ -385,12 +406,18 @@ func (d *Drive) makeDurable(st *nodeState, urgent bool) syscall.Errno {
 
 func isClosed(err error) bool { return errors.Is(err, cache.ErrClosed) }
 
-// checkQuota refuses growth the known quota cannot hold.
+// checkQuota refuses growth the known quota cannot hold. It runs on every
+// growing write, so it reads the running total of queued bytes (O(1)); only
+// when that says no does it recount (the total still counts files deleted
+// before their upload, so it can only be too high).
 func (d *Drive) checkQuota(grow int64) syscall.Errno {
 	d.stat.Lock()
 	a := d.stat.account
 	d.stat.Unlock()
 	if a.QuotaLimit <= 0 {
+		return 0
+	}
+	if a.QuotaUsed+d.up.queued.Load()+grow <= a.QuotaLimit {
 		return 0
 	}
 	if a.QuotaUsed+d.queuedBytes()+grow > a.QuotaLimit {
@@ -399,7 +426,8 @@ func (d *Drive) checkQuota(grow int64) syscall.Errno {
 	return 0
 }
 
-// queuedBytes is the data written but not uploaded yet.
+// queuedBytes is the data written but not uploaded yet, counted over the
+// dirty files; it also resets the running total to that count.
 func (d *Drive) queuedBytes() int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -407,7 +435,15 @@ func (d *Drive) queuedBytes() int64 {
 	for _, st := range d.dirty {
 		n += st.queued
 	}
+	d.up.queued.Store(n)
 	return n
+}
+
+// addQueuedLocked changes st.queued by n, and the running total with it.
+// Under d.mu.
+func (d *Drive) addQueuedLocked(st *nodeState, n int64) {
+	st.queued += n
+	d.up.queued.Add(n)
 }
 
 // fallocate implements mode 0 (extend) and KEEP_SIZE (nothing to reserve).

@@ -103,6 +103,11 @@ func (d *Drive) uploadLoop() {
 // for the disk after every close) or when many wait.
 type uploadState struct {
 	lastClose atomic.Int64 // unix ns of the last close that left data to upload
+	// queued is the running total of nodeState.queued over the dirty files,
+	// for the quota check on every growing write (checkQuota). Changed only
+	// under d.mu (addQueuedLocked); it may still count a file deleted before
+	// its upload until queuedBytes recounts.
+	queued atomic.Int64
 }
 
 // uploadBacklog is how many closed files may wait for closes to pause.
@@ -239,14 +244,11 @@ func (d *Drive) upload(st *nodeState) error {
 		st.dmu.Unlock()
 		return fmt.Errorf("commit upload: %w", err)
 	}
-	st.queued -= queued
-	if st.queued < 0 {
-		st.queued = 0
-	}
+	d.addQueuedLocked(st, -min(queued, st.queued))
 	st.layers = slices.Clone(st.layers[len(frozen):])
 	if len(st.layers) == 0 {
 		delete(d.dirty, st.id)
-		st.queued = 0
+		d.addQueuedLocked(st, -st.queued)
 	}
 	d.mu.Unlock()
 	st.uploading = false
