@@ -276,7 +276,7 @@ func TestChunkCacheOpenFiles(t *testing.T) {
 			t.Fatalf("chunk %d: miss", i)
 		}
 	}
-	must(s.ForgetChunk(chunkID(n-1)))
+	must(s.ForgetChunk(chunkID(n - 1)))
 	if got := fds() - base - opened; got != maxOpenChunks-1 {
 		t.Fatalf("%d chunk files open after a forget, want %d", got, maxOpenChunks-1)
 	}
