@@ -26,8 +26,15 @@ const (
 	keptFor = 10 * time.Second
 	// maxFetches is how many fetches from the cloud run at once.
 	maxFetches = 8
-	// maxOpeners bounds the per-chunk key cache of reads from the chunk cache.
-	maxOpeners = 64
+	// maxOpeners bounds the per-chunk key cache (about 1 KiB each): random
+	// reads over a few GiB find their chunk's key there.
+	maxOpeners = 1024
+	// maxFreeChunkBufs is how many whole-chunk buffers wait for reuse: a
+	// fresh 4 MiB buffer per fetch costs page faults and zeroing.
+	maxFreeChunkBufs = 4
+	// cacheQueue is how many segments fetched by random readers wait to be
+	// written to the chunk cache; beyond, they are not cached.
+	cacheQueue = 64
 )
 
 // fetcher reads base chunk segments: chunks kept in memory first, then the
@@ -40,9 +47,17 @@ type fetcher struct {
 	inflight map[string]*fetchCall // "ID" (whole chunk) or "ID/k" (one segment); kept until cached
 	kept     []*fetchCall          // whole chunks fetched lately, least recently used first
 	prune    *time.Timer           // drops kept chunks unused for keptFor
-	openers  map[chunk.ID]*chunk.Opener
+	openers  map[meta.ChunkRef]*chunk.Opener
 	sem      chan struct{}
 	bufs     sync.Pool // *[]byte, capacity chunk.SealedSegmentSize: see buf
+	free     [][]byte  // whole-chunk buffers for reuse (see fetchCall.buf)
+	toCache  chan cacheJob
+}
+
+// cacheJob is a fetched segment for the cache writer (see cacheLater).
+type cacheJob struct {
+	c   *fetchCall
+	key string
 }
 
 type fetchCall struct {
@@ -55,6 +70,12 @@ type fetchCall struct {
 	op    *chunk.Opener // whole chunks: set before done
 	used  time.Time     // kept chunks: last use, under fetcher.mu
 	bad   bool          // failed authentication: not cached, not kept (under fetcher.mu)
+	// buf is the reusable buffer segs point into, if any. It goes back to
+	// fetcher.free when nothing holds the call any more: refs counts the
+	// inflight entry, the kept list and each reader between getting the call
+	// and opening its segment (under fetcher.mu).
+	buf  []byte
+	refs int
 }
 
 // segment appends the plaintext of segment k of base chunk ci to dst.
@@ -65,6 +86,7 @@ func (f *fetcher) segment(ctx context.Context, node uint64, base []meta.ChunkRef
 		f.readAhead(base, ci)
 	}
 	if c, sealed := f.inMemory(ref, id, k); c != nil {
+		defer f.release(c)
 		return f.open(node, c, ref, k, sealed, dst)
 	}
 	if p, ok := f.fromCache(node, ref, id, k, dst); ok {
@@ -73,11 +95,12 @@ func (f *fetcher) segment(ctx context.Context, node uint64, base []meta.ChunkRef
 	var c *fetchCall
 	lead := false // this reader fetched the segment: it caches it once opened
 	if seq {
-		c = f.chunk(ref)
+		c = f.chunk(ref, true)
 		f.readAhead(base, ci)
 	} else {
 		c, lead = f.seg(ref, k)
 	}
+	defer f.release(c)
 	sealed, err := f.wait(ctx, c, k)
 	if err != nil {
 		f.d.log.Warn("reading chunk from the cloud failed", "node", node, "chunk", id, "segment", k, "err", err)
@@ -85,7 +108,7 @@ func (f *fetcher) segment(ctx context.Context, node uint64, base []meta.ChunkRef
 	}
 	p, err := f.open(node, c, ref, k, sealed, dst)
 	if lead {
-		go f.cache(c, segKey(id, k)) // not if it failed authentication just now
+		f.cacheLater(c, segKey(id, k)) // not if it failed authentication just now
 	}
 	return p, err
 }
@@ -108,7 +131,7 @@ func (f *fetcher) open(node uint64, c *fetchCall, ref meta.ChunkRef, k int, seal
 		f.d.log.Error("chunk fails authentication", "node", node, "chunk", id, "segment", k, "err", err)
 		f.mu.Lock()
 		c.bad = true
-		f.kept = slices.DeleteFunc(f.kept, func(x *fetchCall) bool { return x == c })
+		f.unkeepLocked(func(x *fetchCall) bool { return x == c })
 		f.mu.Unlock()
 		_ = f.d.store.ForgetChunk(id)
 		return nil, syscall.EIO
@@ -130,6 +153,7 @@ func (f *fetcher) inMemory(ref meta.ChunkRef, id string, k int) (*fetchCall, []b
 			if i != len(f.kept)-1 { // most recently used last
 				f.kept = append(slices.Delete(f.kept, i, i+1), c)
 			}
+			c.refs++
 			return c, c.segs[k-c.first]
 		}
 	}
@@ -144,6 +168,7 @@ func (f *fetcher) inMemory(ref meta.ChunkRef, id string, k int) (*fetchCall, []b
 			continue
 		}
 		if c.err == nil && has(c) {
+			c.refs++
 			return c, c.segs[k-c.first]
 		}
 	}
@@ -184,7 +209,7 @@ func (f *fetcher) buf() *[]byte {
 // for a while (sequential reads from the cache open 64 segments per chunk).
 func (f *fetcher) opener(ref meta.ChunkRef) (*chunk.Opener, error) {
 	f.mu.Lock()
-	op := f.openers[ref.ID]
+	op := f.openers[ref]
 	f.mu.Unlock()
 	if op != nil {
 		return op, nil
@@ -194,10 +219,20 @@ func (f *fetcher) opener(ref meta.ChunkRef) (*chunk.Opener, error) {
 		return nil, err
 	}
 	f.mu.Lock()
-	if f.openers == nil || len(f.openers) >= maxOpeners {
-		f.openers = map[chunk.ID]*chunk.Opener{}
+	if f.openers == nil {
+		f.openers = map[meta.ChunkRef]*chunk.Opener{}
 	}
-	f.openers[ref.ID] = op
+	if len(f.openers) >= maxOpeners {
+		// Full: forget a quarter, whichever the map yields first (random).
+		n := maxOpeners / 4
+		for id := range f.openers {
+			if n--; n < 0 {
+				break
+			}
+			delete(f.openers, id)
+		}
+	}
+	f.openers[ref] = op
 	f.mu.Unlock()
 	return op, nil
 }
@@ -215,7 +250,7 @@ func (f *fetcher) readAhead(base []meta.ChunkRef, ci int) {
 		if f.known(r.ID, id) || f.d.store.HasSegment(id, last) {
 			continue
 		}
-		f.chunk(r)
+		f.chunk(r, false)
 	}
 }
 
@@ -257,24 +292,67 @@ func (f *fetcher) wait(ctx context.Context, c *fetchCall, k int) ([]byte, error)
 	return c.segs[k-c.first], nil
 }
 
-// chunk starts (or joins) a whole-chunk fetch.
-func (f *fetcher) chunk(ref meta.ChunkRef) *fetchCall {
+// chunk starts (or joins) a whole-chunk fetch; a reader acquires the call
+// (and releases it once it opened its segment).
+func (f *fetcher) chunk(ref meta.ChunkRef, acquire bool) *fetchCall {
 	id := ref.ID.String()
 	plainLen := int(ref.Len)
-	return f.start(id, ref, func(ctx context.Context) (int, [][]byte, error) {
-		b, err := f.d.c.GetChunk(ctx, id, 0, -1)
+	return f.start(id, ref, acquire, func(ctx context.Context, c *fetchCall) error {
+		buf := f.chunkBuf()
+		b, err := f.d.c.GetChunkInto(ctx, id, 0, -1, buf)
+		if err == nil && len(b) != chunk.SealedSize(plainLen) {
+			err = fmt.Errorf("chunk %s: %d sealed bytes, want %d: %w", id, len(b), chunk.SealedSize(plainLen), chunk.ErrAuth)
+		}
+		if err != nil || len(b) == 0 || &b[0] != &buf[:1][0] {
+			f.mu.Lock()
+			f.recycleLocked(buf)
+			f.mu.Unlock()
+			buf = nil
+		}
 		if err != nil {
-			return 0, nil, err
+			return err
 		}
-		if len(b) != chunk.SealedSize(plainLen) {
-			return 0, nil, fmt.Errorf("chunk %s: %d sealed bytes, want %d: %w", id, len(b), chunk.SealedSize(plainLen), chunk.ErrAuth)
-		}
-		segs := make([][]byte, 0, chunk.Segments(plainLen))
+		c.buf = buf
+		c.segs = make([][]byte, 0, chunk.Segments(plainLen))
 		for off := 0; off < len(b); off += chunk.SealedSegmentSize {
-			segs = append(segs, b[off:min(len(b), off+chunk.SealedSegmentSize)])
+			c.segs = append(c.segs, b[off:min(len(b), off+chunk.SealedSegmentSize)])
 		}
-		return 0, segs, nil
+		return nil
 	})
+}
+
+// chunkBuf returns a buffer for a whole sealed chunk.
+func (f *fetcher) chunkBuf() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n := len(f.free); n > 0 {
+		b := f.free[n-1]
+		f.free = f.free[:n-1]
+		return b
+	}
+	return make([]byte, 0, chunk.MaxSealedSize)
+}
+
+// recycleLocked keeps b for reuse. Caller holds f.mu.
+func (f *fetcher) recycleLocked(b []byte) {
+	if len(f.free) < maxFreeChunkBufs {
+		f.free = append(f.free, b[:0])
+	}
+}
+
+// release ends a hold on c (see fetchCall.buf).
+func (f *fetcher) release(c *fetchCall) {
+	f.mu.Lock()
+	f.releaseLocked(c)
+	f.mu.Unlock()
+}
+
+func (f *fetcher) releaseLocked(c *fetchCall) {
+	c.refs--
+	if c.refs == 0 && c.buf != nil {
+		f.recycleLocked(c.buf)
+		c.buf, c.segs = nil, nil
+	}
 }
 
 // seg runs (or joins) a one-segment fetch; a running whole-chunk fetch is
@@ -284,22 +362,24 @@ func (f *fetcher) seg(ref meta.ChunkRef, k int) (c *fetchCall, lead bool) {
 	id := ref.ID.String()
 	f.mu.Lock()
 	if c := f.inflight[id]; c != nil {
+		c.refs++
 		f.mu.Unlock()
 		return c, false
 	}
 	f.mu.Unlock()
 	key := segKey(id, k)
-	c, lead = f.join(key, ref)
+	c, lead = f.join(key, ref, true)
 	if lead {
 		// Run by the reader itself: a random read waits for nothing else,
 		// so a hand-off to another goroutine would only add latency.
-		f.run(c, key, func(ctx context.Context) (int, [][]byte, error) {
+		f.run(c, key, func(ctx context.Context, c *fetchCall) error {
 			off, n := chunk.SegmentRange(int(ref.Len), k)
 			b, err := f.d.c.GetChunk(ctx, id, int64(off), int64(n))
 			if err != nil {
-				return 0, nil, err
+				return err
 			}
-			return k, [][]byte{b}, nil
+			c.first, c.segs = k, [][]byte{b}
+			return nil
 		}, readTimeout)
 	}
 	return c, lead
@@ -311,8 +391,8 @@ func segKey(id string, k int) string { return fmt.Sprintf("%s/%d", id, k) }
 // is there, then to the chunk cache; until it is cached the call stays in
 // inflight, so readers find it in memory meanwhile. A new call runs in the
 // background.
-func (f *fetcher) start(key string, ref meta.ChunkRef, fn fetchFunc) *fetchCall {
-	c, isNew := f.join(key, ref)
+func (f *fetcher) start(key string, ref meta.ChunkRef, acquire bool, fn fetchFunc) *fetchCall {
+	c, isNew := f.join(key, ref, acquire)
 	if isNew {
 		go func() {
 			if f.run(c, key, fn, time.Minute) {
@@ -323,22 +403,26 @@ func (f *fetcher) start(key string, ref meta.ChunkRef, fn fetchFunc) *fetchCall 
 	return c
 }
 
-// fetchFunc fetches sealed segments: the first one's index, the segments.
-type fetchFunc func(context.Context) (int, [][]byte, error)
+// fetchFunc fetches sealed segments into c: first, segs and buf.
+type fetchFunc func(context.Context, *fetchCall) error
 
-// join returns the call of key, creating it (isNew) if there is none.
-func (f *fetcher) join(key string, ref meta.ChunkRef) (c *fetchCall, isNew bool) {
+// join returns the call of key, creating it (isNew) if there is none; with
+// acquire, held by the caller.
+func (f *fetcher) join(key string, ref meta.ChunkRef, acquire bool) (c *fetchCall, isNew bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c := f.inflight[key]; c != nil {
-		return c, false
+	if c = f.inflight[key]; c == nil {
+		if f.sem == nil {
+			f.sem = make(chan struct{}, maxFetches)
+		}
+		c = &fetchCall{id: ref.ID, len: int(ref.Len), done: make(chan struct{}), refs: 1} // held by inflight
+		f.inflight[key] = c
+		isNew = true
 	}
-	if f.sem == nil {
-		f.sem = make(chan struct{}, maxFetches)
+	if acquire {
+		c.refs++
 	}
-	c = &fetchCall{id: ref.ID, len: int(ref.Len), done: make(chan struct{})}
-	f.inflight[key] = c
-	return c, true
+	return c, isNew
 }
 
 // run fetches c within timeout and hands the answer out; then, if ok, cache
@@ -346,7 +430,7 @@ func (f *fetcher) join(key string, ref meta.ChunkRef) (c *fetchCall, isNew bool)
 func (f *fetcher) run(c *fetchCall, key string, fn fetchFunc, timeout time.Duration) (ok bool) {
 	f.sem <- struct{}{}
 	ctx, cancel := context.WithTimeout(f.d.ctx, timeout)
-	c.first, c.segs, c.err = fn(ctx)
+	c.err = fn(ctx, c)
 	cancel()
 	<-f.sem
 	if c.err != nil {
@@ -386,11 +470,41 @@ func (f *fetcher) cache(c *fetchCall, key string) {
 	f.forget(c, key)
 }
 
+// cacheLater hands c to the cache writer, a goroutine that writes what random
+// readers fetched to the chunk cache after they got it. When it is behind,
+// the segment is not cached.
+func (f *fetcher) cacheLater(c *fetchCall, key string) {
+	f.mu.Lock()
+	if f.toCache == nil {
+		f.toCache = make(chan cacheJob, cacheQueue)
+		go f.cacheWriter(f.toCache)
+	}
+	ch := f.toCache
+	f.mu.Unlock()
+	select {
+	case ch <- cacheJob{c, key}:
+	default:
+		f.forget(c, key)
+	}
+}
+
+func (f *fetcher) cacheWriter(ch chan cacheJob) {
+	for {
+		select {
+		case j := <-ch:
+			f.cache(j.c, j.key)
+		case <-f.d.ctx.Done():
+			return
+		}
+	}
+}
+
 // forget removes c from inflight (a newer call of the same key stays).
 func (f *fetcher) forget(c *fetchCall, key string) {
 	f.mu.Lock()
 	if f.inflight[key] == c {
 		delete(f.inflight, key)
+		f.releaseLocked(c)
 	}
 	f.mu.Unlock()
 }
@@ -408,9 +522,13 @@ func (f *fetcher) cacheFetched(whole bool) bool { return !whole || !f.d.c.InProc
 // beyond keptChunks. Caller holds f.mu.
 func (f *fetcher) keep(c *fetchCall) {
 	c.used = time.Now()
-	f.kept = slices.DeleteFunc(f.kept, func(x *fetchCall) bool { return x.id == c.id })
+	f.unkeepLocked(func(x *fetchCall) bool { return x.id == c.id })
+	c.refs++
 	f.kept = append(f.kept, c)
 	if n := len(f.kept) - keptChunks; n > 0 {
+		for _, x := range f.kept[:n] {
+			f.releaseLocked(x)
+		}
 		clear(f.kept[:n])
 		f.kept = f.kept[n:]
 	}
@@ -425,9 +543,22 @@ func (f *fetcher) pruneKept() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := time.Now()
-	f.kept = slices.DeleteFunc(f.kept, func(c *fetchCall) bool { return now.Sub(c.used) >= keptFor })
+	f.unkeepLocked(func(c *fetchCall) bool { return now.Sub(c.used) >= keptFor })
 	f.prune = nil
 	if len(f.kept) > 0 {
 		f.prune = time.AfterFunc(keptFor, f.pruneKept)
+	} else {
+		f.free = nil // idle: the spare chunk buffers go too
 	}
+}
+
+// unkeepLocked drops the kept chunks drop says. Caller holds f.mu.
+func (f *fetcher) unkeepLocked(drop func(*fetchCall) bool) {
+	f.kept = slices.DeleteFunc(f.kept, func(c *fetchCall) bool {
+		if drop(c) {
+			f.releaseLocked(c)
+			return true
+		}
+		return false
+	})
 }

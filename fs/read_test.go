@@ -188,3 +188,51 @@ func TestReadTamperedInProcess(t *testing.T) {
 		}
 	}
 }
+
+// TestReadManyChunksConcurrently reads a file of more chunks than are kept
+// in memory with sequential and random readers at once, so kept chunks are
+// evicted and their buffers reused while others read: every byte must match.
+func TestReadManyChunksConcurrently(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	m := c.mountInProcess(t, t.TempDir())
+	n := keptChunks + 3
+	data := randBytes(n*chunk.Size - 1000)
+	must(t, os.WriteFile(m.p("f"), data, 0o644))
+	m.flush()
+	m.unmount()
+
+	m = c.mountInProcess(t, t.TempDir())
+	var wg sync.WaitGroup
+	read := func(start, step, size int64) {
+		defer wg.Done()
+		f, err := os.Open(m.p("f"))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		buf := make([]byte, size)
+		for o := start; o < int64(len(data)); o += step {
+			k, err := f.ReadAt(buf, o)
+			if err != nil && !errors.Is(err, io.EOF) {
+				t.Errorf("read at %d: %v", o, err)
+				return
+			}
+			if !bytes.Equal(buf[:k], data[o:o+int64(k)]) {
+				t.Errorf("read at %d: wrong bytes", o)
+				return
+			}
+		}
+	}
+	wg.Add(4)
+	go read(0, 1<<20, 1<<20)
+	go read(3*chunk.Size+4096, 1<<20, 1<<20)
+	go read(5*chunk.Size, 128<<10, 128<<10)
+	go read(100, 3*chunk.Size/7, 8192)
+	wg.Wait()
+	m.d.fetch.mu.Lock()
+	defer m.d.fetch.mu.Unlock()
+	if len(m.d.fetch.kept) > keptChunks || len(m.d.fetch.free) > maxFreeChunkBufs {
+		t.Errorf("%d chunks kept, %d buffers spare", len(m.d.fetch.kept), len(m.d.fetch.free))
+	}
+}

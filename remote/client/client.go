@@ -149,6 +149,7 @@ type call struct {
 	timeout time.Duration // per attempt; 0: attemptTimeout
 	limit   int64         // max response bytes; 0: maxJSONResponse
 	admin   bool          // authenticate with the admin token instead of the session token
+	into    []byte        // a 2xx answer that fits goes into this buffer
 }
 
 func (c *Client) doJSON(ctx context.Context, cl call, in, out any) error {
@@ -240,6 +241,9 @@ func (c *Client) once(ctx context.Context, cl call) (body []byte, status int, re
 	}
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if cl.into != nil {
+		actx = context.WithValue(actx, intoKey{}, cl.into) // for InProcess
+	}
 
 	u := c.base + cl.path
 	if len(cl.query) > 0 {
@@ -279,7 +283,7 @@ func (c *Client) once(ctx context.Context, cl call) (body []byte, status int, re
 		limit = maxJSONResponse
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		b, err := readBody(resp, limit)
+		b, err := readBody(resp, limit, cl.into)
 		if err != nil {
 			return nil, 0, 0, c.connFailure(cl, err)
 		}
@@ -561,6 +565,12 @@ func (c *Client) PutChunk(ctx context.Context, id string, sealed []byte) error {
 
 // GetChunk reads length bytes at off of a sealed chunk (HTTP Range); length < 0 reads all.
 func (c *Client) GetChunk(ctx context.Context, id string, off, length int64) ([]byte, error) {
+	return c.GetChunkInto(ctx, id, off, length, nil)
+}
+
+// GetChunkInto is GetChunk reading the answer into buf when it fits in
+// cap(buf) (the result then aliases buf), so that a caller can reuse buffers.
+func (c *Client) GetChunkInto(ctx context.Context, id string, off, length int64, buf []byte) ([]byte, error) {
 	if !api.ValidHexID(id) {
 		return nil, fmt.Errorf("client: get chunk: %w", api.ErrInvalidID)
 	}
@@ -570,7 +580,7 @@ func (c *Client) GetChunk(ctx context.Context, id string, off, length int64) ([]
 	if length == 0 {
 		return []byte{}, nil
 	}
-	cl := call{method: http.MethodGet, path: pathChunks + "/" + id, policy: retryAll, limit: api.MaxChunkBody}
+	cl := call{method: http.MethodGet, path: pathChunks + "/" + id, policy: retryAll, limit: api.MaxChunkBody, into: buf}
 	if off > 0 || length > 0 {
 		rng := fmt.Sprintf("bytes=%d-", off)
 		if length > 0 {

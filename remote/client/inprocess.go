@@ -45,6 +45,7 @@ func (t *InProcess) RoundTrip(req *http.Request) (resp *http.Response, err error
 		return nil, err
 	}
 	w := &memResponse{header: http.Header{}, declared: -1}
+	w.into, _ = req.Context().Value(intoKey{}).([]byte)
 	defer func() {
 		if p := recover(); p != nil {
 			resp, err = nil, fmt.Errorf("client: in-process handler aborted the answer (%v): %w", p, io.ErrUnexpectedEOF)
@@ -122,7 +123,12 @@ type memResponse struct {
 	wrote    bool
 	declared int64 // Content-Length the handler set, -1 if none
 	body     []byte
+	into     []byte // the caller's buffer for a 2xx answer (Client.GetChunkInto)
 }
+
+// intoKey is the request context key of the buffer a call reads its answer
+// into (call.into), so an in-process answer lands there directly.
+type intoKey struct{}
 
 func (w *memResponse) Header() http.Header { return w.header }
 
@@ -135,7 +141,10 @@ func (w *memResponse) WriteHeader(code int) {
 	if v := w.sent.Get("Content-Length"); v != "" {
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
 			w.declared = n
-			if n <= maxPrealloc {
+			switch {
+			case code >= 200 && code < 300 && n <= int64(cap(w.into)):
+				w.body = w.into[:0]
+			case n <= maxPrealloc:
 				w.body = make([]byte, 0, n)
 			}
 		}
@@ -193,9 +202,9 @@ func (b *memBody) take() []byte {
 }
 
 // readBody reads a whole answer of at most limit bytes: an in-process answer
-// as is, a declared length into one buffer of that size, anything else
-// growing.
-func readBody(resp *http.Response, limit int64) ([]byte, error) {
+// as is, a declared length into into (if it fits) or one buffer of that
+// size, anything else growing.
+func readBody(resp *http.Response, limit int64, into []byte) ([]byte, error) {
 	if mb, ok := resp.Body.(*memBody); ok {
 		b := mb.take()
 		if int64(len(b)) > limit {
@@ -204,7 +213,12 @@ func readBody(resp *http.Response, limit int64) ([]byte, error) {
 		return b, nil
 	}
 	if n := resp.ContentLength; n >= 0 && n <= limit {
-		b := make([]byte, n)
+		var b []byte
+		if n <= int64(cap(into)) {
+			b = into[:n]
+		} else {
+			b = make([]byte, n)
+		}
 		if _, err := io.ReadFull(resp.Body, b); err != nil {
 			return nil, err
 		}
