@@ -61,6 +61,16 @@ func TestInProcessLikeTCP(t *testing.T) {
 		if err != nil || !bytes.Equal(all, sealed) {
 			t.Fatalf("whole chunk: %d bytes, %v", len(all), err)
 		}
+		// Into a buffer that fits: the answer lands there; one too small: a new one.
+		buf := make([]byte, 3, len(sealed)+10)
+		into, err := c.GetChunkInto(tctx(t), id.String(), 0, -1, buf)
+		if err != nil || !bytes.Equal(into, sealed) || &into[0] != &buf[:1][0] {
+			t.Fatalf("whole chunk into a buffer: %d bytes, %v", len(into), err)
+		}
+		small := make([]byte, 0, 100)
+		if into, err := c.GetChunkInto(tctx(t), id.String(), 0, -1, small); err != nil || !bytes.Equal(into, sealed) {
+			t.Fatalf("whole chunk, buffer too small: %d bytes, %v", len(into), err)
+		}
 		off, n := chunk.SegmentRange(len(plain), 1)
 		seg, err := c.GetChunk(tctx(t), id.String(), int64(off), int64(n))
 		if err != nil || !bytes.Equal(seg, sealed[off:off+n]) {
