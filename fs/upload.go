@@ -17,15 +17,24 @@ import (
 )
 
 const (
-	uploadFiles    = 4 // files uploaded at once
+	uploadFiles    = 4 // files of more than one segment uploaded at once
 	uploadParallel = 4 // chunks of one file uploaded at once
+	// uploadSmall is how many files of at most one segment (one small
+	// chunk each) are uploaded at once: the cloud commits concurrent small
+	// uploads together (one sync for many), so many in flight is what makes
+	// thousands of small files cheap, and each holds at most 64 KiB.
+	uploadSmall = 32
 )
+
+// isSmallUpload reports a file whose upload is one small chunk. Under d.mu.
+func isSmallUpload(st *nodeState) bool { return st.attrs.Size <= segSize }
 
 // uploadLoop starts uploads of dirty files: after their quiet time, at once
 // when closed or flushed, and retries failures with backoff.
 func (d *Drive) uploadLoop() {
 	defer d.wg.Done()
 	sem := make(chan struct{}, uploadFiles)
+	semSmall := make(chan struct{}, uploadSmall)
 	backoff := time.Duration(0)
 	var retryAt time.Time
 	t := time.NewTicker(200 * time.Millisecond)
@@ -38,6 +47,9 @@ func (d *Drive) uploadLoop() {
 		case <-d.ctx.Done():
 			for range uploadFiles {
 				sem <- struct{}{}
+			}
+			for range uploadSmall {
+				semSmall <- struct{}{}
 			}
 			return
 		case <-t.C:
@@ -58,26 +70,30 @@ func (d *Drive) uploadLoop() {
 			mu.Unlock()
 			continue
 		}
-		free := cap(sem) - len(sem)
+		free, freeSmall := cap(sem)-len(sem), cap(semSmall)-len(semSmall)
 		mu.Unlock()
-		if free == 0 {
+		if free == 0 && freeSmall == 0 {
 			continue // a finishing upload kicks again
 		}
 		mu.Lock()
-		cands := d.uploadCandidates(free, busy)
-		for _, st := range cands {
-			busy[st.id] = true
+		cands := d.uploadCandidates(free, freeSmall, busy)
+		for _, c := range cands {
+			busy[c.st.id] = true
 		}
 		mu.Unlock()
-		for _, st := range cands {
-			sem <- struct{}{} // never blocks: at most free candidates
+		for _, c := range cands {
+			st, slot := c.st, sem
+			if c.small {
+				slot = semSmall
+			}
+			slot <- struct{}{} // never blocks: at most free candidates of each kind
 			d.uploadsRunning.Add(1)
 			go func() {
 				defer func() {
 					mu.Lock()
 					delete(busy, st.id)
 					mu.Unlock()
-					<-sem
+					<-slot
 					d.uploadsRunning.Add(-1)
 					kick(d.uploadKick)
 				}()
@@ -119,12 +135,19 @@ func (d *Drive) noteClose() {
 	kick(d.uploadKick)
 }
 
-// uploadCandidates are up to max dirty files ready to go, oldest write
-// first, not in busy: files not written for the quiet time; closed (or
-// flushed) files once no close happened for the quiet time, or when the
-// backlog is large. It runs on every wake-up of the uploader, so it is one
-// pass over the dirty files without sorting them all.
-func (d *Drive) uploadCandidates(max int, busy map[uint64]bool) []*nodeState {
+// candidate is a file the uploader may start now; small ones (one small
+// chunk) take a slot of their own kind.
+type candidate struct {
+	st    *nodeState
+	small bool
+}
+
+// uploadCandidates are up to max dirty files (and maxSmall small ones) ready
+// to go, oldest write first, not in busy: files not written for the quiet
+// time; closed (or flushed) files once no close happened for the quiet time,
+// or when the backlog is large. It runs on every wake-up of the uploader, so
+// it is one pass over the dirty files without sorting them all.
+func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []candidate {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
@@ -132,7 +155,9 @@ func (d *Drive) uploadCandidates(max int, busy map[uint64]bool) []*nodeState {
 	settled := now.Sub(time.Unix(0, d.up.lastClose.Load())) >= min(quiet, time.Second)
 	cutoff := now.Add(-quiet)
 	urgent := 0
-	var oldUrgent, oldQuiet []*nodeState // the max oldest of each kind
+	// The oldest of each kind, [0] big and [1] small.
+	var oldUrgent, oldQuiet [2][]*nodeState
+	limit := [2]int{max, maxSmall}
 	for _, st := range d.dirty {
 		if st.urgent {
 			urgent++
@@ -140,16 +165,29 @@ func (d *Drive) uploadCandidates(max int, busy map[uint64]bool) []*nodeState {
 		if busy[st.id] {
 			continue
 		}
+		k := 0
+		if isSmallUpload(st) {
+			k = 1
+		}
+		if limit[k] == 0 {
+			continue
+		}
 		if !st.lastWrite.After(cutoff) {
-			oldQuiet = keepOldest(oldQuiet, st, max)
+			oldQuiet[k] = keepOldest(oldQuiet[k], st, limit[k])
 		} else if st.urgent {
-			oldUrgent = keepOldest(oldUrgent, st, max)
+			oldUrgent[k] = keepOldest(oldUrgent[k], st, limit[k])
 		}
 	}
-	out := oldQuiet
-	if settled || urgent >= uploadBacklog {
-		for _, st := range oldUrgent {
-			out = keepOldest(out, st, max)
+	var out []candidate
+	for k := range 2 {
+		pick := oldQuiet[k]
+		if settled || urgent >= uploadBacklog {
+			for _, st := range oldUrgent[k] {
+				pick = keepOldest(pick, st, limit[k])
+			}
+		}
+		for _, st := range pick {
+			out = append(out, candidate{st, k == 1})
 		}
 	}
 	return out
