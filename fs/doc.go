@@ -22,8 +22,12 @@
 // A file's content is its base chunk list (attrs.Chunks: 4 MiB chunks, zero id
 // = hole) overlaid by write-back layers: encrypted segment files (64 KiB
 // segments) per (node, generation). Per segment, the newest layer holding it
-// wins, else the base (below the watermark), else zeros. Partial-segment
-// writes read-modify-write the segment. A file is dirty iff it has a layer
+// wins, else the base (below the watermark), else zeros. Segment files are
+// write-behind (cache.SegmentFile): a writer goroutine per file seals and
+// writes segments in order, reads see what waits, Sync waits for it.
+// Partial-segment writes patch the segment the top layer holds (in memory
+// while it waits); only a segment from an older layer or the base is
+// read-modify-written. A file is dirty iff it has a layer
 // (truncate creates an empty one so a pure truncate is uploaded too).
 //
 // close (flush) and fsync sync the layers, save the local attributes and sync
