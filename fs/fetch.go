@@ -371,7 +371,8 @@ func (f *fetcher) seg(ref meta.ChunkRef, k int) (c *fetchCall, lead bool) {
 	c, lead = f.join(key, ref, true)
 	if lead {
 		// Run by the reader itself: a random read waits for nothing else,
-		// so a hand-off to another goroutine would only add latency.
+		// so a hand-off to another goroutine would only add latency. It
+		// ends within readTimeout; an interrupted read waits for it too.
 		f.run(c, key, func(ctx context.Context, c *fetchCall) error {
 			off, n := chunk.SegmentRange(int(ref.Len), k)
 			b, err := f.d.c.GetChunk(ctx, id, int64(off), int64(n))
