@@ -89,29 +89,64 @@ func (d *Drive) versionOf(id uint64) uint64 {
 
 // pushOnce pushes a prefix of ops in one batch and acks what is done. retry
 // says the rest must wait (cloud unreachable, quota, ...).
+//
+// An update carries a node's whole state (attributes and chunk list), so an
+// update followed by another update of the same node later in ops is left
+// out, and an update of a node created earlier in the batch is folded into
+// that create: a file that is created, written and chmod'ed costs one op, not
+// three batches (an update's base version is known only from the answer to
+// the op before it, so a batch used to end there).
 func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
-	// Cut the batch before an update whose base version an earlier op of the
-	// same batch changes: its version is known only from that op's answer.
 	d.mu.Lock()
+	rewritten := make([]api.BatchOp, len(ops))
+	lastUpdate := map[uint64]int{} // node -> index in ops of its last update
+	for i, jo := range ops {
+		rewritten[i] = d.rewriteOp(jo.Op)
+		if op := rewritten[i]; op.Op == api.OpUpdate {
+			lastUpdate[op.ID] = i
+		}
+	}
+	// need[i] is the batch index that must succeed before ops[i] may be acked.
+	need := make([]int, 0, len(ops))
+	created := map[uint64]int{} // node -> batch index of its create
 	seen := map[uint64]bool{}
 	var batch []api.BatchOp
-	for _, jo := range ops {
-		op := d.rewriteOp(jo.Op)
+	for i, op := range rewritten {
 		if op.Op == api.OpUpdate {
+			if lastUpdate[op.ID] != i {
+				need = append(need, -1) // superseded: resolved below
+				continue
+			}
+			if b, ok := created[op.ID]; ok {
+				c := *batch[b].Create // a copy: ops are kept by the push loop
+				c.Attrs, c.Chunks = op.Update.Attrs, op.Update.Chunks
+				batch[b].Create = &c
+				need = append(need, b)
+				continue
+			}
 			if seen[op.ID] {
-				break
+				break // cannot happen after the folding above; kept as a guard
 			}
 			u := *op.Update
 			u.Version = d.versionOf(op.ID)
 			op.Update = &u
-		}
-		switch op.Op {
-		case api.OpCreate:
-			seen[op.Create.ID] = true
-		case api.OpUpdate:
 			seen[op.ID] = true
 		}
+		if op.Op == api.OpCreate {
+			created[op.Create.ID] = len(batch)
+			seen[op.Create.ID] = true
+		}
+		need = append(need, len(batch))
 		batch = append(batch, op)
+	}
+	// A superseded update waits for the update that replaces it.
+	for i := range need {
+		if need[i] == -1 {
+			need[i] = len(batch) // its replacement is beyond a cut: not this time
+			if j := lastUpdate[rewritten[i].ID]; j < len(need) {
+				need[i] = need[j]
+			}
+		}
 	}
 	d.mu.Unlock()
 
@@ -125,7 +160,6 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 	if len(resp.Results) != len(batch) {
 		return true, fmt.Errorf("batch: %d results for %d ops", len(resp.Results), len(batch))
 	}
-	var acked uint64
 	done := 0
 	for i, r := range resp.Results {
 		op := batch[i]
@@ -141,15 +175,23 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 		} else {
 			d.noteResult(op, r.Node)
 		}
-		acked = ops[i].Seq
 		done = i + 1
 	}
-	if done > 0 {
-		if aerr := d.store.Ack(acked); aerr != nil {
+	// Ack the longest prefix of ops whose batch entries are all done.
+	n, maxNeed := 0, -1
+	for n < len(need) {
+		maxNeed = max(maxNeed, need[n])
+		if maxNeed >= done {
+			break
+		}
+		n++
+	}
+	if n > 0 {
+		if aerr := d.store.Ack(ops[n-1].Seq); aerr != nil {
 			return true, fmt.Errorf("ack journal: %w", aerr)
 		}
 		d.mu.Lock()
-		for _, op := range batch[:done] {
+		for _, op := range rewritten[:n] {
 			d.donePending(op)
 		}
 		d.mu.Unlock()
