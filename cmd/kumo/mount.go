@@ -391,7 +391,7 @@ func embeddedCloud(ctx context.Context, dir string, log *slog.Logger) (*session.
 	if syscall.Statfs(dir, &sfs) == nil {
 		quota = int64(sfs.Blocks) * sfs.Bsize
 	}
-	srv, err := server.New(server.Config{DataDir: dir, DefaultQuota: quota, SyncWrites: true, SmallMemory: true, Logger: log.With("part", "cloud")})
+	srv, err := server.New(server.Config{DataDir: dir, DefaultQuota: quota, SyncWrites: true, SmallMemory: true, NoReadVerify: true, Logger: log.With("part", "cloud")})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("embedded cloud in %s: %w", dir, err)
 	}

@@ -50,6 +50,11 @@ type Config struct {
 	// SmallMemory sizes the metadata store for a small footprint (memtables,
 	// caches), for the embedded cloud that shares the drive's process.
 	SmallMemory bool
+	// NoReadVerify skips the SHA-256 check of whole blob-store chunks on
+	// every GET (corruption is then caught only by the client's AEAD, as
+	// EIO, and logged there, not here). For the embedded cloud, whose client
+	// is on the same machine: the hash cost as much CPU as the decryption.
+	NoReadVerify bool
 }
 
 // DefaultSmallChunkMax is one full sealed segment (a 64 KiB file's only
