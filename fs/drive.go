@@ -215,6 +215,8 @@ func (d *Drive) Wait() {
 // Flush waits until every dirty file is uploaded and every queued tree
 // operation is pushed, or ctx ends.
 func (d *Drive) Flush(ctx context.Context) error {
+	d.up.flushing.Add(1)
+	defer d.up.flushing.Add(-1)
 	d.mu.Lock()
 	for _, st := range d.dirty {
 		st.urgent = true

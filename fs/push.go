@@ -73,8 +73,20 @@ func (d *Drive) pushLoop() {
 			continue
 		}
 		backoff = 0
+		if len(ops) < pushBatch && time.Since(time.Unix(0, d.up.lastClose.Load())) < pushGather {
+			// Files are being closed: let ops gather instead of sending a
+			// short batch (one cloud commit, one device flush) per close,
+			// which would slow every close waiting for its own flush.
+			if !sleepCtx(d.ctx, pushGather) {
+				return
+			}
+		}
 	}
 }
+
+// pushGather is how long the pusher lets ops gather while files are being
+// closed (see pushLoop).
+const pushGather = 250 * time.Millisecond
 
 // versionOf is the server version updates of node id are based on. Under d.mu.
 func (d *Drive) versionOf(id uint64) uint64 {

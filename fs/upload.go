@@ -119,6 +119,7 @@ func (d *Drive) uploadLoop() {
 // for the disk after every close) or when many wait.
 type uploadState struct {
 	lastClose atomic.Int64 // unix ns of the last close that left data to upload
+	flushing  atomic.Int32 // Flush calls running: upload closed files at once
 	// queued is the running total of nodeState.queued over the dirty files,
 	// for the quota check on every growing write (checkQuota). Changed only
 	// under d.mu (addQueuedLocked); it may still count a file deleted before
@@ -126,13 +127,19 @@ type uploadState struct {
 	queued atomic.Int64
 }
 
-// uploadBacklog is how many closed files may wait for closes to pause.
-const uploadBacklog = 512
+// uploadBacklog is how many closed files may wait for closes to pause:
+// uploads during a burst of closes compete with each close's own flush of
+// the local log (the cloud's commits flush the same disk when the cloud is
+// embedded), and the waiting data is durable locally. A burst bigger than
+// this uploads as it goes.
+const uploadBacklog = 4096
 
-// noteClose records a close with data to upload and wakes the uploader.
+// noteClose records a close with data to upload. It does not wake the
+// uploader: closed files wait for closes to pause (or a big backlog), which
+// the uploader's ticker notices; a wake-up per close would rescan every
+// dirty file per close.
 func (d *Drive) noteClose() {
 	d.up.lastClose.Store(time.Now().UnixNano())
-	kick(d.uploadKick)
 }
 
 // candidate is a file the uploader may start now; small ones (one small
@@ -152,7 +159,7 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 	defer d.mu.Unlock()
 	now := time.Now()
 	quiet := d.quiet()
-	settled := now.Sub(time.Unix(0, d.up.lastClose.Load())) >= min(quiet, time.Second)
+	settled := d.up.flushing.Load() > 0 || now.Sub(time.Unix(0, d.up.lastClose.Load())) >= min(quiet, time.Second)
 	cutoff := now.Add(-quiet)
 	urgent := 0
 	// The oldest of each kind, [0] big and [1] small.
@@ -172,10 +179,13 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 		if limit[k] == 0 {
 			continue
 		}
-		if !st.lastWrite.After(cutoff) {
-			oldQuiet[k] = keepOldest(oldQuiet[k], st, limit[k])
-		} else if st.urgent {
+		// Closed files wait for closes to pause however old they are: a
+		// long burst of closes would otherwise upload its older files
+		// while it runs and compete with every close.
+		if st.urgent {
 			oldUrgent[k] = keepOldest(oldUrgent[k], st, limit[k])
+		} else if !st.lastWrite.After(cutoff) {
+			oldQuiet[k] = keepOldest(oldQuiet[k], st, limit[k])
 		}
 	}
 	var out []candidate
