@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -213,6 +214,10 @@ func runMount(c *cli.Context) error {
 	return err
 }
 
+// daemonMemoryLimit is the daemon's soft Go memory limit unless GOMEMLIMIT
+// says otherwise (the garbage collector works harder near it; it is not a cap).
+const daemonMemoryLimit = 256 << 20
+
 // serveMount is the daemon: mount, serve the control socket, wait.
 func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 	var lv slog.Level
@@ -221,6 +226,12 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 	}
 	logw := &switchWriter{w: os.Stderr}
 	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: lv}))
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A soft limit on the Go heap: without it the garbage collector lets
+		// the heap double between collections, which on a long tree copy put
+		// the daemon's anonymous memory at 340 MiB instead of 175 (measured).
+		debug.SetMemoryLimit(daemonMemoryLimit)
+	}
 	mo, err := parseMountOpts(c.StringSlice("o"))
 	if err != nil {
 		return err
