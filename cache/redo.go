@@ -58,7 +58,7 @@ type redoLog struct {
 	size  int64 // capacity (the file's size)
 	epoch uint64
 	off   int64
-	buf   []byte // record being built (under applyMu)
+	buf   []byte // record being built: header room, then entries (under applyMu)
 	sync  groupSync
 }
 
@@ -314,23 +314,35 @@ func redoSum(epoch uint64, payload []byte) uint32 {
 	return crc32.Update(crc32.Checksum(ep[:], redoCRC), redoCRC, payload)
 }
 
-// append writes a record of a committed transaction (no sync). It returns
-// false when the record does not fit: the caller checkpoints instead.
-func (l *redoLog) append(payload []byte) (bool, error) {
+// begin starts recording the writes of txn: the record is built in l.buf
+// behind room for its header, so appending it is one write with no copy.
+// Under applyMu.
+func (l *redoLog) begin(txn *badger.Txn) redoTxn {
+	l.buf = append(l.buf[:0], make([]byte, redoRecHead)...)
+	return redoTxn{txn, &l.buf}
+}
+
+// appendRecord writes the record begun by begin, once its transaction has
+// committed (no sync). It returns false when the record does not fit: the
+// caller checkpoints instead.
+func (l *redoLog) appendRecord() (bool, error) {
+	rec := l.buf
+	if cap(l.buf) > 1<<20 {
+		l.buf = nil // do not keep a huge buffer after a huge mutation
+	}
+	payload := rec[redoRecHead:]
 	if len(payload) == 0 {
 		return true, nil
 	}
-	need := int64(redoRecHead + len(payload))
-	if l.off+need > l.size {
+	if l.off+int64(len(rec)) > l.size {
 		return false, nil
 	}
-	head := make([]byte, redoRecHead, need)
-	binary.BigEndian.PutUint32(head, uint32(len(payload)))
-	binary.BigEndian.PutUint32(head[4:], redoSum(l.epoch, payload))
-	if _, err := l.f.WriteAt(append(head, payload...), l.off); err != nil {
+	binary.BigEndian.PutUint32(rec, uint32(len(payload)))
+	binary.BigEndian.PutUint32(rec[4:], redoSum(l.epoch, payload))
+	if _, err := l.f.WriteAt(rec, l.off); err != nil {
 		return false, fmt.Errorf("cache: write redo log: %w", err)
 	}
-	l.off += need
+	l.off += int64(len(rec))
 	return true, nil
 }
 

@@ -163,8 +163,7 @@ func (s *Store) Apply(m Mutation) error {
 	seq := s.lastSeq
 	btxn := s.db.NewTransaction(true)
 	defer btxn.Discard()
-	s.redo.buf = s.redo.buf[:0]
-	txn := redoTxn{btxn, &s.redo.buf}
+	txn := s.redo.begin(btxn)
 	err := func() error {
 		for _, id := range m.DeleteNodes {
 			if err := txn.Delete(nodeKey(id)); err != nil {
@@ -243,15 +242,12 @@ func (s *Store) Apply(m Mutation) error {
 	return nil
 }
 
-// logCommitted appends the writes of the transaction just committed (in
-// s.redo.buf) to the redo log, or checkpoints when they do not fit. Under
-// applyMu. A failure here is reported, but the transaction stands: the next
-// checkpoint makes it durable.
+// logCommitted appends the writes of the transaction just committed (begun
+// with s.redo.begin) to the redo log, or checkpoints when they do not fit.
+// Under applyMu. A failure here is reported, but the transaction stands: the
+// next checkpoint makes it durable.
 func (s *Store) logCommitted() error {
-	fits, err := s.redo.append(s.redo.buf)
-	if cap(s.redo.buf) > 1<<20 {
-		s.redo.buf = nil // do not keep a huge buffer after a huge mutation
-	}
+	fits, err := s.redo.appendRecord()
 	if err == nil && !fits {
 		err = s.redo.checkpoint(s.db)
 	}
@@ -405,9 +401,8 @@ func (s *Store) Ack(upto uint64) error {
 		}
 		// Batches of 1000 fit easily in one transaction; a crash between
 		// batches leaves a shorter journal, and Ack is idempotent.
-		s.redo.buf = s.redo.buf[:0]
 		err = s.db.Update(func(btxn *badger.Txn) error {
-			txn := redoTxn{btxn, &s.redo.buf}
+			txn := s.redo.begin(btxn)
 			for _, k := range keys {
 				if err := txn.Delete(k); err != nil {
 					return err
@@ -437,8 +432,7 @@ func (s *Store) Ack(upto uint64) error {
 func (s *Store) Reset() error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	s.redo.buf = s.redo.buf[:0]
-	err := s.db.Update(func(txn *badger.Txn) error { return redoTxn{txn, &s.redo.buf}.Delete(keyCursor) })
+	err := s.db.Update(func(txn *badger.Txn) error { return s.redo.begin(txn).Delete(keyCursor) })
 	if err == nil {
 		err = s.logCommitted()
 	}

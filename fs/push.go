@@ -121,7 +121,6 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 	// need[i] is the batch index that must succeed before ops[i] may be acked.
 	need := make([]int, 0, len(ops))
 	created := map[uint64]int{} // node -> batch index of its create
-	seen := map[uint64]bool{}
 	var batch []api.BatchOp
 	for i, op := range rewritten {
 		if op.Op == api.OpUpdate {
@@ -136,17 +135,15 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 				need = append(need, b)
 				continue
 			}
-			if seen[op.ID] {
-				break // cannot happen after the folding above; kept as a guard
-			}
+			// The only update of this node in the batch (earlier ones are
+			// left out, one after its create is folded), so its base
+			// version is the one the cloud last reported.
 			u := *op.Update
 			u.Version = d.versionOf(op.ID)
 			op.Update = &u
-			seen[op.ID] = true
 		}
 		if op.Op == api.OpCreate {
 			created[op.Create.ID] = len(batch)
-			seen[op.Create.ID] = true
 		}
 		need = append(need, len(batch))
 		batch = append(batch, op)
@@ -154,10 +151,7 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 	// A superseded update waits for the update that replaces it.
 	for i := range need {
 		if need[i] == -1 {
-			need[i] = len(batch) // its replacement is beyond a cut: not this time
-			if j := lastUpdate[rewritten[i].ID]; j < len(need) {
-				need[i] = need[j]
-			}
+			need[i] = need[lastUpdate[rewritten[i].ID]]
 		}
 	}
 	d.mu.Unlock()
