@@ -103,6 +103,26 @@ func TestKill9(t *testing.T) {
 			must(t, os.Rename(filepath.Join(mnt, "f000"), filepath.Join(mnt, "renamed")))
 		}
 	}
+	// Mode and times set while the file is open for writing (as cp -a and
+	// rsync do) are saved by the fsync or close that follows them.
+	stamp := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	for _, name := range []string{"attrs-fsynced", "attrs-closed", "attrs-empty"} {
+		p := filepath.Join(mnt, name)
+		f, err := os.Create(p)
+		must(t, err)
+		if name != "attrs-empty" {
+			_, err = f.Write([]byte(name))
+			must(t, err)
+		}
+		must(t, os.Chtimes(p, stamp, stamp))
+		must(t, f.Chmod(0o640))
+		if name == "attrs-fsynced" {
+			must(t, f.Sync())
+			open = append(open, f)
+		} else {
+			must(t, f.Close())
+		}
+	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	for _, f := range open {
@@ -127,6 +147,15 @@ func TestKill9(t *testing.T) {
 			want := crashData(i)
 			if len(got) < len(want) || !bytes.Equal(got[:len(want)], want) {
 				t.Fatalf("%s: %d bytes, fsync'd part differs (want %d)", name, len(got), len(want))
+			}
+		}
+		for _, name := range []string{"attrs-fsynced", "attrs-closed", "attrs-empty"} {
+			fi, err := os.Stat(m.p(name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != 0o640 || !fi.ModTime().Equal(stamp) {
+				t.Fatalf("%s: mode %v mtime %v, want -rw-r----- and %v", name, fi.Mode(), fi.ModTime(), stamp)
 			}
 		}
 	}

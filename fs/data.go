@@ -365,6 +365,10 @@ func (d *Drive) makeDurable(st *nodeState, urgent bool) syscall.Errno {
 	var err error
 	if !st.deleted {
 		m := cache.Mutation{PutNodes: []api.Node{d.localNode(st)}}
+		attrsSaved := st.unsavedAttrs
+		if attrsSaved {
+			m.Journal = append(m.Journal, d.updateOp(st))
+		}
 		for _, l := range st.layers {
 			il, ok := l.f.(*inlineLayer)
 			if !ok {
@@ -382,6 +386,9 @@ func (d *Drive) makeDurable(st *nodeState, urgent bool) syscall.Errno {
 			saved = append(saved, savedInline{il, ver, del})
 		}
 		err = d.apply(m)
+		if err == nil && attrsSaved {
+			st.unsavedAttrs = false
+		}
 	}
 	if urgent && len(ls) > 0 {
 		st.urgent = true

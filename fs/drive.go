@@ -95,6 +95,7 @@ type Drive struct {
 		uploadedB    int64
 	}
 	up             uploadState
+	lastChange     atomic.Int64 // unix ns of the last local change queued for the cloud
 	uploadsRunning atomic.Int32
 	closed         atomic.Bool
 	done           chan struct{}

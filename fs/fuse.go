@@ -445,10 +445,14 @@ func (n *fnode) Link(ctx context.Context, target gofs.InodeEmbedder, name string
 
 // open makes a handle and counts the open.
 func (d *Drive) open(st *nodeState, flags uint32) *handle {
+	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY
 	d.mu.Lock()
 	st.opens++
+	if write {
+		st.writers++
+	}
 	d.mu.Unlock()
-	return &handle{st: st, write: flags&syscall.O_ACCMODE != syscall.O_RDONLY}
+	return &handle{st: st, write: write}
 }
 
 func (n *fnode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -510,10 +514,19 @@ func (n *fnode) Write(ctx context.Context, f gofs.FileHandle, data []byte, off i
 
 func (n *fnode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
 	h, ok := f.(*handle)
-	if !ok || !h.write || !h.wrote.Swap(false) {
+	if !ok || !h.write {
+		return 0
+	}
+	if !h.wrote.Swap(false) && !n.d.hasUnsavedAttrs(h.st) {
 		return 0
 	}
 	return n.d.makeDurable(h.st, true)
+}
+
+func (d *Drive) hasUnsavedAttrs(st *nodeState) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return st.unsavedAttrs
 }
 
 func (n *fnode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
@@ -542,14 +555,7 @@ func (n *fnode) Release(ctx context.Context, f gofs.FileHandle) syscall.Errno {
 	if !ok {
 		return 0
 	}
-	d := n.d
-	d.mu.Lock()
-	h.st.opens--
-	if h.st.opens == 0 && h.st.deleted {
-		d.afterDropLocked(h.st)
-	}
-	d.mu.Unlock()
-	return 0
+	return n.d.release(h)
 }
 
 func (n *fnode) Allocate(ctx context.Context, f gofs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {

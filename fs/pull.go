@@ -198,7 +198,7 @@ func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 	}
 	d.mu.Lock()
 	st := d.states[id]
-	skip := st != nil && (st.seq >= c.Seq || len(st.layers) > 0)
+	skip := st != nil && (st.seq >= c.Seq || len(st.layers) > 0 || st.unsavedAttrs)
 	d.mu.Unlock()
 	if skip {
 		return nil
@@ -233,7 +233,7 @@ func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 	}
 	st = d.states[id]
 	if st != nil {
-		if len(st.layers) > 0 {
+		if len(st.layers) > 0 || st.unsavedAttrs {
 			d.mu.Unlock()
 			return nil
 		}

@@ -49,6 +49,13 @@ func (d *Drive) pushLoop() {
 			buf = append(slices.Clip(buf), more...)
 		}
 		ops := buf
+		if wait := d.pushHold(len(ops) > 0); wait > 0 {
+			// Local changes are still coming: let them gather (see pushHold).
+			if !sleepCtx(d.ctx, wait) {
+				return
+			}
+			continue
+		}
 		if len(ops) == 0 {
 			select {
 			case <-d.ctx.Done():
@@ -73,20 +80,37 @@ func (d *Drive) pushLoop() {
 			continue
 		}
 		backoff = 0
-		if len(ops) < pushBatch && time.Since(time.Unix(0, d.up.lastClose.Load())) < pushGather {
-			// Files are being closed: let ops gather instead of sending a
-			// short batch (one cloud commit, one device flush) per close,
-			// which would slow every close waiting for its own flush.
-			if !sleepCtx(d.ctx, pushGather) {
-				return
-			}
-		}
 	}
 }
 
-// pushGather is how long the pusher lets ops gather while files are being
-// closed (see pushLoop).
-const pushGather = 250 * time.Millisecond
+// pushQuiet is how long local changes must pause before the pusher sends
+// them, and pushBacklog how many queued ops end that wait (see pushHold).
+const (
+	pushQuiet   = 250 * time.Millisecond
+	pushBacklog = 4096
+)
+
+// pushHold says how long the pusher should still wait before sending queued
+// ops: while files are being created, written, renamed or deleted, each push
+// is a cloud commit with a device flush (on this disk when the cloud is
+// embedded) and competes with the writer's own closes for the CPU and the
+// disk, so ops gather until changes pause for pushQuiet. The queue is durable
+// locally; a long burst still pushes once pushBacklog ops wait, and Flush
+// (unmount, --fsync=remote) does not wait.
+func (d *Drive) pushHold(queued bool) time.Duration {
+	if !queued || d.up.flushing.Load() > 0 {
+		return 0
+	}
+	since := time.Since(time.Unix(0, d.lastChange.Load()))
+	if since >= pushQuiet {
+		return 0
+	}
+	if n, err := d.store.PendingCount(); err != nil || n >= pushBacklog {
+		return 0
+	}
+	// Sleep in short steps so a Flush is not kept waiting.
+	return min(pushQuiet-since, 50*time.Millisecond)
+}
 
 // versionOf is the server version updates of node id are based on. Under d.mu.
 func (d *Drive) versionOf(id uint64) uint64 {

@@ -38,6 +38,11 @@ type nodeState struct {
 	trunc      uint64
 	deleted    bool // last link gone; kept while open
 	opens      int
+	writers    int  // open handles that may write
+	// unsavedAttrs: attrs changed while a writer had the file open, not yet
+	// in the local store or the journal; the writer's next flush (close) or
+	// fsync saves them with its data, in the same commit (see setAttrs).
+	unsavedAttrs bool
 	urgent     bool // upload without waiting for quiet time
 	lastWrite  time.Time
 	queued     int64    // bytes written since the last upload
@@ -182,6 +187,7 @@ func (d *Drive) apply(m cache.Mutation) error {
 		}
 	}
 	if len(m.Journal) > 0 {
+		d.lastChange.Store(time.Now().UnixNano())
 		kick(d.pushKick)
 	}
 	return nil
@@ -705,10 +711,40 @@ func (d *Drive) setAttrs(st *nodeState, fn func(a *meta.Attrs) syscall.Errno) sy
 		st.attrs = old
 		return e
 	}
+	if st.writers > 0 && !st.isDir() {
+		// A writer has it open (cp -a sets times and mode before close):
+		// the close saves these attrs with the data in one commit, so
+		// they are as durable as the data they describe.
+		st.unsavedAttrs = true
+		return 0
+	}
 	m := cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{d.updateOp(st)}}
 	if err := d.apply(m); err != nil {
 		st.attrs = old
 		return syscall.EIO
+	}
+	return 0
+}
+
+// release counts a handle's close and saves attrs its writers left unsaved
+// (every close flushes first, so this is only a safety net).
+func (d *Drive) release(h *handle) syscall.Errno {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := h.st
+	st.opens--
+	if h.write {
+		st.writers--
+	}
+	if st.opens == 0 && st.deleted {
+		d.afterDropLocked(st)
+	}
+	if st.writers == 0 && st.unsavedAttrs && !st.deleted {
+		m := cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{d.updateOp(st)}}
+		if err := d.apply(m); err != nil {
+			return syscall.EIO
+		}
+		st.unsavedAttrs = false
 	}
 	return 0
 }
