@@ -76,6 +76,9 @@ type fetchCall struct {
 	// and opening its segment (under fetcher.mu).
 	buf  []byte
 	refs int
+	// seg is the pooled buffer (fetcher.bufs) a one-segment fetch read its
+	// answer into; it goes back to the pool like buf.
+	seg *[]byte
 }
 
 // segment appends the plaintext of segment k of base chunk ci to dst.
@@ -353,6 +356,10 @@ func (f *fetcher) releaseLocked(c *fetchCall) {
 		f.recycleLocked(c.buf)
 		c.buf, c.segs = nil, nil
 	}
+	if c.refs == 0 && c.seg != nil {
+		f.bufs.Put(c.seg)
+		c.seg, c.segs = nil, nil
+	}
 }
 
 // seg runs (or joins) a one-segment fetch; a running whole-chunk fetch is
@@ -375,11 +382,16 @@ func (f *fetcher) seg(ref meta.ChunkRef, k int) (c *fetchCall, lead bool) {
 		// ends within readTimeout; an interrupted read waits for it too.
 		f.run(c, key, func(ctx context.Context, c *fetchCall) error {
 			off, n := chunk.SegmentRange(int(ref.Len), k)
-			b, err := f.d.c.GetChunk(ctx, id, int64(off), int64(n))
+			bp := f.buf() // the in-process cloud reads its blob straight into it
+			b, err := f.d.c.GetChunkInto(ctx, id, int64(off), int64(n), (*bp)[:0])
+			if err != nil || len(b) == 0 || &b[0] != &(*bp)[:1][0] {
+				f.bufs.Put(bp)
+				bp = nil
+			}
 			if err != nil {
 				return err
 			}
-			c.first, c.segs = k, [][]byte{b}
+			c.first, c.segs, c.seg = k, [][]byte{b}, bp
 			return nil
 		}, readTimeout)
 	}

@@ -6,6 +6,7 @@ package blob
 import (
 	"context"
 	"errors"
+	"io"
 )
 
 // ErrNotFound is returned when a key does not exist.
@@ -23,4 +24,15 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	// Size returns the stored size of a blob, or ErrNotFound.
 	Size(ctx context.Context, key string) (int64, error)
+}
+
+// Ranger is implemented by stores that can hand out a byte range of a blob as
+// a stream, so that the server copies it straight into its answer (for the
+// embedded cloud: into the client's receive buffer, one pread) instead of
+// reading it into a fresh buffer first and copying that.
+type Ranger interface {
+	// OpenRange opens length bytes at off with Get's rules (length < 0: to
+	// the end; past the end: the bytes that exist; an offset beyond the size
+	// is an error; ErrNotFound). The reader delivers n bytes; close it.
+	OpenRange(ctx context.Context, key string, off, length int64) (r io.ReadCloser, n int64, err error)
 }

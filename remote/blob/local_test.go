@@ -1,7 +1,10 @@
 package blob_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,4 +62,53 @@ func FuzzValidKey(f *testing.F) {
 			t.Fatalf("accepted %q", k)
 		}
 	})
+}
+
+// TestLocalOpenRange: a streamed range delivers what Get would, a missing
+// blob is ErrNotFound, an offset past the end is an error, and a file that
+// shrank after it was opened is a read error, not a short answer.
+func TestLocalOpenRange(t *testing.T) {
+	dir := t.TempDir()
+	s, err := blob.NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	k := blobtest.RandomKey()
+	data := make([]byte, 100000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	if err := s.Put(ctx, k, data); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ off, length, want int64 }{{0, -1, 100000}, {1000, 50, 50}, {99990, 100, 10}, {100000, -1, 0}} {
+		r, n, err := s.OpenRange(ctx, k, c.off, c.length)
+		if err != nil || n != c.want {
+			t.Fatalf("OpenRange(%d, %d): n %d, %v", c.off, c.length, n, err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || !bytes.Equal(got, data[c.off:c.off+c.want]) {
+			t.Fatalf("OpenRange(%d, %d): read %d bytes, %v", c.off, c.length, len(got), err)
+		}
+	}
+	if _, _, err := s.OpenRange(ctx, k, 100001, 1); err == nil {
+		t.Fatal("offset past the end accepted")
+	}
+	if _, _, err := s.OpenRange(ctx, blobtest.RandomKey(), 0, -1); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("missing blob: %v", err)
+	}
+	r, _, err := s.OpenRange(ctx, k, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	acct, chunk, _ := strings.Cut(k, "/")
+	if err := os.Truncate(filepath.Join(dir, acct, chunk[:2], chunk), 5000); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(r); err == nil {
+		t.Fatalf("blob shrunk under the reader: %d bytes, no error", len(got))
+	}
 }

@@ -266,3 +266,35 @@ type closeCheck struct {
 }
 
 func (c *closeCheck) Close() error { c.closed = true; return nil }
+
+// TestInProcessReadFrom: a handler streaming its answer (io.Copy into the
+// writer, as the server streams a chunk) fills the caller's buffer directly,
+// is held to its Content-Length, and a short stream fails the request.
+func TestInProcessReadFrom(t *testing.T) {
+	payload := bytes.Repeat([]byte("0123456789"), 1000)
+	var declared, sent int
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(declared))
+		w.WriteHeader(http.StatusOK)
+		if _, ok := w.(io.ReaderFrom); !ok {
+			t.Error("in-process writer has no ReadFrom")
+		}
+		// A reader without WriteTo, so that io.Copy uses ReadFrom.
+		io.Copy(w, struct{ io.Reader }{bytes.NewReader(payload[:sent])})
+	})
+	c := inProcessClient(t, h)
+	buf := make([]byte, 0, len(payload))
+	declared, sent = 5000, 5000
+	got, err := c.GetChunkInto(tctx(t), strings.Repeat("a", 64), 0, -1, buf)
+	if err != nil || !bytes.Equal(got, payload[:5000]) || &got[0] != &buf[:1][0] {
+		t.Fatalf("streamed answer: %d bytes, %v (into the buffer: %v)", len(got), err, len(got) > 0 && &got[0] == &buf[:1][0])
+	}
+	declared, sent = 5000, 6000 // more than declared: cut at the declared length, as Write does
+	if got, err := c.GetChunkInto(tctx(t), strings.Repeat("a", 64), 0, -1, nil); err != nil || !bytes.Equal(got, payload[:5000]) {
+		t.Fatalf("over-long stream: %d bytes, %v", len(got), err)
+	}
+	declared, sent = 5000, 4000
+	if got, err := c.GetChunkInto(tctx(t), strings.Repeat("a", 64), 0, -1, buf); err == nil {
+		t.Fatalf("short stream accepted: %d bytes", len(got))
+	}
+}

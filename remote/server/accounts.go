@@ -282,33 +282,115 @@ func isLowerHex(s string) bool {
 var errNoSession = apiErr(http.StatusUnauthorized, api.CodeUnauthorized, "missing, expired or invalid session token")
 
 // session resolves a token to its account; disabled accounts are refused.
+// A session found once is kept in memory (sessionCache): later requests read
+// only the account record, and decode it only when it changed, instead of
+// reading and decoding the session and the account every time.
 func (s *Server) session(tok string) (string, error) {
-	var acct string
+	h := tokenHash(tok)
+	now := time.Now()
+	sc := &s.limits.sessions
+	cs, epoch, hit := sc.get(h, now)
 	err := s.db.View(func(tx *badger.Txn) error {
-		var se sessionRec
-		if err := getJSON(tx, kSess(tokenHash(tok)), &se); err != nil {
-			if errors.Is(err, badger.ErrKeyNotFound) {
+		if !hit {
+			var se sessionRec
+			if err := getJSON(tx, kSess(h), &se); err != nil {
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					return errNoSession
+				}
+				return err
+			}
+			if !now.Before(se.Expires) {
 				return errNoSession
 			}
-			return err
+			cs = cachedSession{account: se.Account, expires: se.Expires}
 		}
-		if !time.Now().Before(se.Expires) {
+		it, err := tx.Get(kAcct(cs.account))
+		if errors.Is(err, badger.ErrKeyNotFound) {
 			return errNoSession
 		}
-		var a accountRec
-		if err := getJSON(tx, kAcct(se.Account), &a); err != nil {
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return errNoSession
-			}
+		if err != nil {
 			return err
 		}
-		if a.Disabled {
-			return apiErr(http.StatusForbidden, api.CodeForbidden, "account disabled")
+		if v := it.Version(); v != cs.acctVersion {
+			var a accountRec
+			if err := it.Value(func(b []byte) error { return jsonUnmarshal(b, &a) }); err != nil {
+				return err
+			}
+			cs.acctVersion, cs.disabled = v, a.Disabled
 		}
-		acct = a.ID
 		return nil
 	})
-	return acct, err
+	if err != nil {
+		return "", err
+	}
+	sc.put(h, cs, epoch)
+	if cs.disabled {
+		return "", apiErr(http.StatusForbidden, api.CodeForbidden, "account disabled")
+	}
+	return cs.account, nil
+}
+
+// sessionCache keeps sessions resolved lately, by token hash. A session
+// record never changes, it only ends: by expiry (checked on every use), by
+// logout or by a password change (both revoke it here after their commit).
+// The account's disabled flag is cached with the version of the account
+// record it was read from, and the record's version is checked on every
+// request, so disabling an account takes effect with the next request too.
+// An entry is added only if no revocation happened since the lookup began
+// (epoch), so a lookup racing with a logout cannot bring the session back.
+type sessionCache struct {
+	mu    sync.Mutex
+	m     map[string]cachedSession
+	epoch uint64 // bumped by every revocation
+}
+
+type cachedSession struct {
+	account     string
+	expires     time.Time
+	acctVersion uint64 // badger version of the account record disabled was read from
+	disabled    bool
+}
+
+// maxCachedSessions bounds the cache (about 200 bytes an entry); when full,
+// it starts over.
+const maxCachedSessions = 4096
+
+// get returns the cached session of token hash h unless it expired, and the
+// epoch to hand to put.
+func (c *sessionCache) get(h string, now time.Time) (cachedSession, uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cs, ok := c.m[h]
+	if ok && !now.Before(cs.expires) {
+		delete(c.m, h)
+		ok = false
+	}
+	return cs, c.epoch, ok
+}
+
+// put caches a session looked up since epoch, unless a revocation came between.
+func (c *sessionCache) put(h string, cs cachedSession, epoch uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if epoch != c.epoch {
+		return
+	}
+	if c.m == nil || len(c.m) >= maxCachedSessions {
+		c.m = map[string]cachedSession{}
+	}
+	c.m[h] = cs
+}
+
+// revoke forgets the sessions drop says, after their end was committed.
+func (c *sessionCache) revoke(drop func(h string, cs cachedSession) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	for h, cs := range c.m {
+		if drop(h, cs) {
+			delete(c.m, h)
+		}
+	}
 }
 
 func (s *Server) auth(f authedFunc) handlerFunc {
@@ -346,6 +428,7 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) error {
 		}
 		return tx.Delete(kAcctSess(se.Account, h))
 	})
+	s.limits.sessions.revoke(func(x string, _ cachedSession) bool { return x == h })
 	if err != nil {
 		return err
 	}
@@ -405,6 +488,8 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, acct str
 		ended = len(del) / 2
 		return m.accountChange()
 	})
+	// The kept session goes too; its next request reads it again.
+	s.limits.sessions.revoke(func(_ string, cs cachedSession) bool { return cs.account == acct })
 	if err != nil {
 		return err
 	}
@@ -426,6 +511,10 @@ type loginLimiter struct {
 	mu    sync.Mutex
 	limit int
 	m     map[string]*limiterEntry
+	// sessions is the session cache: like the limiter, authentication state
+	// the server keeps in memory for its lifetime (kept here so that it
+	// needs no field of its own in Server).
+	sessions sessionCache
 }
 
 type limiterEntry struct {

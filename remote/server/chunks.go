@@ -1,11 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/fnv"
 	"io"
 	"net/http"
@@ -308,14 +310,35 @@ func (s *Server) handleGetChunk(w http.ResponseWriter, r *http.Request, acct str
 		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(c.Size, 10))
 		return err
 	}
-	var data []byte
 	if c.InDB {
 		if inDB == nil {
 			s.log.Error("chunk recorded in the metadata store but its bytes are missing", "req", info(r).id, "account", acct, "chunk", id)
 			return apiErr(http.StatusNotFound, api.CodeNotFound, "chunk lost by the metadata store")
 		}
-		data = inDB[min(off, int64(len(inDB))):min(off+length, int64(len(inDB)))]
-	} else if data, err = s.blobs.Get(r.Context(), blobKey(acct, id), off, length); err != nil {
+		data := inDB[min(off, int64(len(inDB))):min(off+length, int64(len(inDB)))]
+		if int64(len(data)) != length {
+			s.log.Error("chunk in the metadata store has the wrong size", "req", info(r).id, "account", acct, "chunk", id,
+				"want", length, "got", len(data))
+		}
+		writeChunkHeader(w, off, int64(len(data)), c.Size, partial)
+		w.Write(data)
+		return nil
+	}
+	return s.serveBlob(w, r, acct, id, c, off, length, partial)
+}
+
+// serveBlob streams a range of a blob-store chunk into the answer: no buffer
+// of its own (in-process, the blob is read straight into the client's
+// buffer; over TCP the local store's file goes out with sendfile unless it is
+// hashed). A whole chunk is hashed on the way unless NoReadVerify: the
+// server cannot open a chunk, but it can tell that the blob is not what was
+// uploaded (and log it); the bytes still go out, the client's AEAD refuses
+// them. A read failure after the header was sent cuts the answer, so the
+// client sees a short body (a connection failure, retried), never bytes it
+// could mistake for the chunk.
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, acct, id string, c *chunkRec, off, length int64, partial bool) error {
+	body, n, err := s.openBlob(r.Context(), blobKey(acct, id), off, length)
+	if err != nil {
 		if errors.Is(err, blob.ErrNotFound) {
 			// Lost on the storage backend: say so (the client turns it into
 			// EIO), and tell the operator which chunk.
@@ -324,29 +347,59 @@ func (s *Server) handleGetChunk(w http.ResponseWriter, r *http.Request, acct str
 		}
 		return fmt.Errorf("read chunk %s/%s: %w", acct, id, err)
 	}
-	if int64(len(data)) != length {
+	defer body.Close()
+	var src io.Reader = body
+	var sum hash.Hash
+	if n != length {
 		s.log.Error("chunk blob has the wrong size", "req", info(r).id, "account", acct, "chunk", id,
-			"want", length, "got", len(data))
+			"want", length, "got", n)
 	} else if !partial && c.Sum != "" && !s.cfg.NoReadVerify {
-		// The server cannot open a chunk, but it can tell that the blob is not
-		// what was uploaded. The bytes still go out: the client's AEAD refuses them.
-		// (Chunks in the metadata store have no Sum: badger checks them.)
-		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != c.Sum {
-			s.log.Error("chunk blob is corrupted (checksum mismatch)", "req", info(r).id, "account", acct, "chunk", id)
-		}
+		sum = sha256.New()
+		src = io.TeeReader(body, sum)
 	}
+	writeChunkHeader(w, off, n, c.Size, partial)
+	sent, err := io.Copy(w, src)
+	if err == nil && sent != n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		if r.Context().Err() == nil { // not just a client that went away
+			s.log.Error("reading chunk blob failed mid-answer; answer cut", "req", info(r).id, "account", acct, "chunk", id,
+				"sent", sent, "of", n, "err", err)
+		}
+		panic(http.ErrAbortHandler)
+	}
+	if sum != nil && hex.EncodeToString(sum.Sum(nil)) != c.Sum {
+		s.log.Error("chunk blob is corrupted (checksum mismatch)", "req", info(r).id, "account", acct, "chunk", id)
+	}
+	return nil
+}
+
+// openBlob opens a range of a blob for streaming; a store that cannot stream
+// reads it into memory.
+func (s *Server) openBlob(ctx context.Context, key string, off, length int64) (io.ReadCloser, int64, error) {
+	if rs, ok := s.blobs.(blob.Ranger); ok {
+		return rs.OpenRange(ctx, key, off, length)
+	}
+	data, err := s.blobs.Get(ctx, key, off, length)
+	if err != nil {
+		return nil, 0, err
+	}
+	return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
+}
+
+// writeChunkHeader sends the header of a chunk answer of n bytes at off.
+func writeChunkHeader(w http.ResponseWriter, off, n, size int64, partial bool) {
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Accept-Ranges", "bytes")
-	h.Set("Content-Length", strconv.Itoa(len(data)))
+	h.Set("Content-Length", strconv.FormatInt(n, 10))
 	status := http.StatusOK
 	if partial {
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+int64(len(data))-1, c.Size))
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, size))
 		status = http.StatusPartialContent
 	}
 	w.WriteHeader(status)
-	w.Write(data)
-	return nil
 }
 
 // parseRange parses a single-range header "bytes=a-b", "bytes=a-" or
