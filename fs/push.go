@@ -112,15 +112,17 @@ func (d *Drive) pushHold(queued bool) time.Duration {
 	return min(pushQuiet-since, 50*time.Millisecond)
 }
 
-// versionOf is the server version updates of node id are based on. Under d.mu.
-func (d *Drive) versionOf(id uint64) uint64 {
+// versionOf is the server version updates of node id are based on; ok is
+// false when the node is gone here (deleted since the update was queued).
+// Under d.mu.
+func (d *Drive) versionOf(id uint64) (v uint64, ok bool) {
 	if st := d.states[id]; st != nil {
-		return st.version
+		return st.version, true
 	}
 	if n, err := d.store.GetNode(id); err == nil {
-		return n.Version
+		return n.Version, true
 	}
-	return 0
+	return 0, false
 }
 
 // pushOnce pushes a prefix of ops in one batch and acks what is done. retry
@@ -143,13 +145,14 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 		}
 	}
 	// need[i] is the batch index that must succeed before ops[i] may be acked.
+	const superseded = -2
 	need := make([]int, 0, len(ops))
 	created := map[uint64]int{} // node -> batch index of its create
 	var batch []api.BatchOp
 	for i, op := range rewritten {
 		if op.Op == api.OpUpdate {
 			if lastUpdate[op.ID] != i {
-				need = append(need, -1) // superseded: resolved below
+				need = append(need, superseded) // resolved below
 				continue
 			}
 			if b, ok := created[op.ID]; ok {
@@ -162,8 +165,17 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 			// The only update of this node in the batch (earlier ones are
 			// left out, one after its create is folded), so its base
 			// version is the one the cloud last reported.
+			v, ok := d.versionOf(op.ID)
+			if !ok {
+				// Deleted here after the update was queued (its unlink
+				// follows in the journal): there is nothing to update, and
+				// sending it would turn the deleted file into a conflict
+				// copy. Acked with what precedes it.
+				need = append(need, len(batch)-1)
+				continue
+			}
 			u := *op.Update
-			u.Version = d.versionOf(op.ID)
+			u.Version = v
 			op.Update = &u
 		}
 		if op.Op == api.OpCreate {
@@ -174,7 +186,7 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 	}
 	// A superseded update waits for the update that replaces it.
 	for i := range need {
-		if need[i] == -1 {
+		if need[i] == superseded {
 			need[i] = need[lastUpdate[rewritten[i].ID]]
 		}
 	}
@@ -182,13 +194,16 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 
 	ctx, cancel := context.WithTimeout(d.ctx, 2*time.Minute)
 	defer cancel()
-	resp, err := d.c.Batch(ctx, api.BatchRequest{Ops: batch})
-	if err != nil {
-		return true, fmt.Errorf("batch: %w", err)
-	}
-	d.noteOnline()
-	if len(resp.Results) != len(batch) {
-		return true, fmt.Errorf("batch: %d results for %d ops", len(resp.Results), len(batch))
+	var resp api.BatchResponse
+	if len(batch) > 0 {
+		resp, err = d.c.Batch(ctx, api.BatchRequest{Ops: batch})
+		if err != nil {
+			return true, fmt.Errorf("batch: %w", err)
+		}
+		d.noteOnline()
+		if len(resp.Results) != len(batch) {
+			return true, fmt.Errorf("batch: %d results for %d ops", len(resp.Results), len(batch))
+		}
 	}
 	done := 0
 	for i, r := range resp.Results {
