@@ -30,25 +30,25 @@ type nodeState struct {
 	typ string
 
 	// Under d.mu.
-	version    uint64 // server version the next update is based on
-	seq        uint64 // change-feed seq of the cloud state we reflect
-	nlink      uint32
-	parent     uint64 // directories
-	attrs      meta.Attrs
-	trunc      uint64
-	deleted    bool // last link gone; kept while open
-	opens      int
-	writers    int  // open handles that may write
-	// unsavedAttrs: attrs changed while a writer had the file open, not yet
-	// in the local store or the journal; the writer's next flush (close) or
-	// fsync saves them with its data, in the same commit (see setAttrs).
+	version uint64 // server version the next update is based on
+	seq     uint64 // change-feed seq of the cloud state we reflect
+	nlink   uint32
+	parent  uint64 // directories
+	attrs   meta.Attrs
+	trunc   uint64
+	deleted bool // last link gone; kept while open
+	opens   int
+	writers int // open handles that may write
+	// attrs changed while a writer had the file open, not yet in the local
+	// store or the journal: the writer's next flush (close) or fsync saves
+	// them with its data, in the same commit (see setAttrs).
 	unsavedAttrs bool
-	urgent     bool // upload without waiting for quiet time
-	lastWrite  time.Time
-	queued     int64    // bytes written since the last upload
-	serverCh   []string // chunk ids the server holds for it, if known
-	lastParent uint64   // where it was last seen, for conflict copies
-	lastName   string
+	urgent       bool // upload without waiting for quiet time
+	lastWrite    time.Time
+	queued       int64    // bytes written since the last upload
+	serverCh     []string // chunk ids the server holds for it, if known
+	lastParent   uint64   // where it was last seen, for conflict copies
+	lastName     string
 
 	// dmu guards the data layers; lock order: dmu before d.mu.
 	dmu        sync.RWMutex
