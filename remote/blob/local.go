@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -18,6 +19,7 @@ import (
 // directory is fsynced, so an acknowledged Put survives kill -9 and power loss.
 type Local struct {
 	dir string
+	fds openFiles
 }
 
 // NewLocal opens (creating if needed) a local store rooted at dir.
@@ -29,7 +31,7 @@ func NewLocal(dir string) (*Local, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blob: %w", err)
 	}
-	return &Local{dir: abs}, nil
+	return &Local{dir: abs, fds: openFiles{m: map[string]*openFile{}}}, nil
 }
 
 // MaxAccountLen bounds the account part of a key.
@@ -103,6 +105,7 @@ func (l *Local) Put(ctx context.Context, key string, data []byte) error {
 		return fmt.Errorf("blob: put %s: rename: %w", key, err)
 	}
 	ok = true
+	l.fds.forget(key) // a file kept open is the replaced one
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("blob: put %s: %w", key, err)
 	}
@@ -161,10 +164,11 @@ func (l *Local) Get(ctx context.Context, key string, off, length int64) ([]byte,
 	return buf, nil
 }
 
-// OpenRange opens length bytes at off for streaming (see Ranger). The file is
-// opened without an *os.File: a regular file gains nothing from the runtime
-// poller, and registering it cost a syscall per request (an epoll_ctl that
-// fails) on the random-read path.
+// OpenRange opens length bytes at off for streaming (see Ranger). Blob files
+// stay open between reads (openFiles): a random reader's segment costs one
+// pread, not an open (a path walk), an fstat, a pread and a close. The file
+// is opened without an *os.File: a regular file gains nothing from the
+// runtime poller, and registering it cost a failing epoll_ctl per open.
 func (l *Local) OpenRange(ctx context.Context, key string, off, length int64) (io.ReadCloser, int64, error) {
 	p, err := l.path(key)
 	if err != nil {
@@ -173,27 +177,125 @@ func (l *Local) OpenRange(ctx context.Context, key string, off, length int64) (i
 	if off < 0 {
 		return nil, 0, fmt.Errorf("blob: get %s: negative offset", key)
 	}
-	fd, err := openRead(p)
+	f, err := l.fds.open(key, p)
 	if errors.Is(err, syscall.ENOENT) {
 		return nil, 0, ErrNotFound
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("blob: get %s: %w", key, err)
 	}
-	var st syscall.Stat_t
-	if err := ignoringEINTR(func() error { return syscall.Fstat(fd, &st) }); err != nil {
-		syscall.Close(fd)
-		return nil, 0, fmt.Errorf("blob: get %s: fstat: %w", key, err)
-	}
-	size := st.Size
+	size := f.size
 	if off > size {
-		syscall.Close(fd)
+		l.fds.release(f)
 		return nil, 0, fmt.Errorf("blob: get %s: offset %d beyond size %d", key, off, size)
 	}
 	if length < 0 || off+length > size {
 		length = size - off
 	}
-	return &fileRange{fd: fd, key: key, off: off, end: off + length}, length, nil
+	return &fileRange{fds: &l.fds, f: f, key: key, off: off, end: off + length}, length, nil
+}
+
+// maxOpenBlobs bounds the blob files kept open (a file descriptor each).
+const maxOpenBlobs = 64
+
+// openFiles keeps recently read blob files open. A blob file never changes
+// in place: Put renames a new file over it and Delete removes it, and both
+// forget the key here, so a kept descriptor always reads the current blob.
+// An open that raced with them (began before, ends after) is not kept
+// (gen), so it cannot bring the old file back.
+type openFiles struct {
+	mu    sync.Mutex
+	m     map[string]*openFile
+	gen   uint64 // bumped by every forget
+	clock uint64 // use stamps, for eviction
+}
+
+type openFile struct {
+	fd   int
+	size int64
+	refs int    // readers holding it, plus one while it is kept
+	used uint64 // last use (openFiles.clock)
+}
+
+func (o *openFiles) open(key, p string) (*openFile, error) {
+	o.mu.Lock()
+	if f := o.m[key]; f != nil {
+		f.refs++
+		f.used = tick(o)
+		o.mu.Unlock()
+		return f, nil
+	}
+	gen := o.gen
+	o.mu.Unlock()
+
+	fd, err := openRead(p)
+	if err != nil {
+		return nil, err
+	}
+	var st syscall.Stat_t
+	if err := ignoringEINTR(func() error { return syscall.Fstat(fd, &st) }); err != nil {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("fstat: %w", err)
+	}
+	f := &openFile{fd: fd, size: st.Size, refs: 1}
+
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if gen != o.gen || o.m[key] != nil {
+		return f, nil // not kept: closed when the reader is done
+	}
+	if len(o.m) >= maxOpenBlobs {
+		o.evictLocked()
+	}
+	f.refs++
+	f.used = tick(o)
+	o.m[key] = f
+	return f, nil
+}
+
+// tick returns a new use stamp. Caller holds o.mu.
+func tick(o *openFiles) uint64 {
+	o.clock++
+	return o.clock
+}
+
+// evictLocked drops the least recently used kept file. Caller holds o.mu.
+func (o *openFiles) evictLocked() {
+	var oldest string
+	var at uint64
+	for k, f := range o.m {
+		if oldest == "" || f.used < at {
+			oldest, at = k, f.used
+		}
+	}
+	if f := o.m[oldest]; f != nil {
+		delete(o.m, oldest)
+		o.releaseLocked(f)
+	}
+}
+
+// forget stops keeping key's file open (closed once its readers are done).
+func (o *openFiles) forget(key string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.gen++
+	if f := o.m[key]; f != nil {
+		delete(o.m, key)
+		o.releaseLocked(f)
+	}
+}
+
+func (o *openFiles) release(f *openFile) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.releaseLocked(f)
+}
+
+func (o *openFiles) releaseLocked(f *openFile) {
+	if f.refs--; f.refs == 0 {
+		syscall.Close(f.fd)
+		f.fd = -1
+	}
 }
 
 func openRead(p string) (int, error) {
@@ -215,11 +317,11 @@ func ignoringEINTR(f func() error) error {
 
 // fileRange streams [off, end) of an open blob file with pread, into
 // whatever buffer the writer offers (io.Copy to a writer with ReadFrom: the
-// in-process answer's buffer, so one pread per chunk). A blob file is never
-// written in place (Put renames a new file over it), so its bytes cannot
-// change under the reader; a file shorter than at open is an error.
+// in-process answer's buffer, so one pread per chunk). A file shorter than at
+// open is an error.
 type fileRange struct {
-	fd       int
+	fds      *openFiles
+	f        *openFile // nil once closed
 	key      string
 	off, end int64
 }
@@ -228,10 +330,13 @@ func (r *fileRange) Read(p []byte) (int, error) {
 	if r.off >= r.end {
 		return 0, io.EOF
 	}
+	if r.f == nil {
+		return 0, fmt.Errorf("blob: get %s: %w", r.key, os.ErrClosed)
+	}
 	p = p[:min(int64(len(p)), r.end-r.off)]
 	var n int
 	err := ignoringEINTR(func() (err error) {
-		n, err = syscall.Pread(r.fd, p, r.off)
+		n, err = syscall.Pread(r.f.fd, p, r.off)
 		return err
 	})
 	if err != nil {
@@ -245,12 +350,11 @@ func (r *fileRange) Read(p []byte) (int, error) {
 }
 
 func (r *fileRange) Close() error {
-	if r.fd < 0 {
-		return nil
+	if r.f != nil {
+		r.fds.release(r.f)
+		r.f = nil
 	}
-	err := syscall.Close(r.fd)
-	r.fd = -1
-	return err
+	return nil
 }
 
 // Delete removes a blob. Deleting a missing blob is not an error (deletes are
@@ -260,9 +364,11 @@ func (l *Local) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	l.fds.forget(key)
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("blob: delete %s: %w", key, err)
 	}
+	l.fds.forget(key) // opened again meanwhile
 	return nil
 }
 

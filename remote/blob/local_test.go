@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"kumo/remote/blob"
@@ -110,5 +111,86 @@ func TestLocalOpenRange(t *testing.T) {
 	}
 	if got, err := io.ReadAll(r); err == nil {
 		t.Fatalf("blob shrunk under the reader: %d bytes, no error", len(got))
+	}
+}
+
+// TestLocalOpenFiles: blob files kept open between reads never serve a
+// replaced or deleted blob, also with more blobs than are kept open and with
+// readers racing with replacements.
+func TestLocalOpenFiles(t *testing.T) {
+	s, err := blob.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	keys := make([]string, 100)
+	for i := range keys {
+		keys[i] = blobtest.RandomKey()
+		if err := s.Put(ctx, keys[i], bytes.Repeat([]byte{byte(i)}, 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := range 3 {
+		for i, k := range keys {
+			got, err := s.Get(ctx, k, 0, -1)
+			if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{byte(i)}, 1000)) {
+				t.Fatalf("round %d, blob %d: %v", round, i, err)
+			}
+		}
+	}
+	k := keys[0]
+	if err := s.Put(ctx, k, []byte("replaced")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(ctx, k, 0, -1); err != nil || string(got) != "replaced" {
+		t.Fatalf("after replacing: %q %v", got, err)
+	}
+	r, _, err := s.OpenRange(ctx, k, 0, -1) // a reader open across the delete
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, k, 0, -1); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+	if got, err := io.ReadAll(r); err != nil || string(got) != "replaced" {
+		t.Fatalf("reader open across the delete: %q %v", got, err)
+	}
+	r.Close()
+
+	// Readers racing with replacements see one whole version or the other,
+	// and once the replacements are done, the last one.
+	k = keys[1]
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				got, err := s.Get(ctx, k, 0, -1)
+				if err != nil || len(got) != 1000 || !bytes.Equal(got, bytes.Repeat(got[:1], 1000)) {
+					t.Errorf("racing read: %d bytes, %v", len(got), err)
+					return
+				}
+			}
+		}()
+	}
+	for v := range 50 {
+		if err := s.Put(ctx, k, bytes.Repeat([]byte{byte(200 + v%50)}, 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if got, err := s.Get(ctx, k, 0, 1); err != nil || got[0] != 200+49 {
+		t.Fatalf("after the replacements: %v %v", got, err)
 	}
 }

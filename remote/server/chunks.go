@@ -329,11 +329,10 @@ func (s *Server) handleGetChunk(w http.ResponseWriter, r *http.Request, acct str
 
 // serveBlob streams a range of a blob-store chunk into the answer: no buffer
 // of its own (in-process, the blob is read straight into the client's
-// buffer; over TCP the local store's file goes out with sendfile unless it is
-// hashed). A whole chunk is hashed on the way unless NoReadVerify: the
+// buffer). A whole chunk is hashed on the way unless NoReadVerify: the
 // server cannot open a chunk, but it can tell that the blob is not what was
-// uploaded (and log it); the bytes still go out, the client's AEAD refuses
-// them. A read failure after the header was sent cuts the answer, so the
+// uploaded (and log it, before the answer's last byte goes out); the bytes
+// still go out, the client's AEAD refuses them. A read failure after the header was sent cuts the answer, so the
 // client sees a short body (a connection failure, retried), never bytes it
 // could mistake for the chunk.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, acct, id string, c *chunkRec, off, length int64, partial bool) error {
@@ -358,7 +357,25 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, acct, id stri
 		src = io.TeeReader(body, sum)
 	}
 	writeChunkHeader(w, off, n, c.Size, partial)
-	sent, err := io.Copy(w, src)
+	var sent int64
+	if sum == nil {
+		sent, err = io.Copy(w, src)
+	} else {
+		// Hold back the last byte until the sum is checked, so that the
+		// log names a corrupted chunk before the client has all of it.
+		sent, err = io.CopyN(w, src, max(n-1, 0))
+		var last [1]byte
+		if err == nil && n > 0 {
+			if _, err = io.ReadFull(src, last[:]); err == nil {
+				s.checkSum(r, acct, id, c, sum)
+				var m int
+				m, err = w.Write(last[:])
+				sent += int64(m)
+			}
+		} else if err == nil {
+			s.checkSum(r, acct, id, c, sum)
+		}
+	}
 	if err == nil && sent != n {
 		err = io.ErrUnexpectedEOF
 	}
@@ -369,10 +386,14 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, acct, id stri
 		}
 		panic(http.ErrAbortHandler)
 	}
-	if sum != nil && hex.EncodeToString(sum.Sum(nil)) != c.Sum {
+	return nil
+}
+
+// checkSum logs a chunk whose blob does not hash to its record's sum.
+func (s *Server) checkSum(r *http.Request, acct, id string, c *chunkRec, sum hash.Hash) {
+	if hex.EncodeToString(sum.Sum(nil)) != c.Sum {
 		s.log.Error("chunk blob is corrupted (checksum mismatch)", "req", info(r).id, "account", acct, "chunk", id)
 	}
-	return nil
 }
 
 // openBlob opens a range of a blob for streaming; a store that cannot stream
