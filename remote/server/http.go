@@ -122,9 +122,11 @@ func (s *Server) wrap(f handlerFunc) http.Handler {
 			if sw.status >= 500 {
 				lvl = slog.LevelWarn
 			}
-			s.log.Log(r.Context(), lvl, "request", "req", ri.id, "account", ri.account,
-				"method", r.Method, "path", r.URL.Path, "status", sw.status,
-				"ms", time.Since(start).Milliseconds())
+			if s.log.Enabled(r.Context(), lvl) { // spares building the record on every chunk read
+				s.log.Log(r.Context(), lvl, "request", "req", ri.id, "account", ri.account,
+					"method", r.Method, "path", r.URL.Path, "status", sw.status,
+					"ms", time.Since(start).Milliseconds())
+			}
 		}()
 		err := func() error {
 			s.closeMu.RLock()

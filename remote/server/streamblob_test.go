@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"kumo/remote/blob"
 	"kumo/remote/client"
@@ -133,6 +135,27 @@ func TestStreamedChunkReadError(t *testing.T) {
 		}
 		if !errors.Is(memErr, io.ErrUnexpectedEOF) {
 			t.Fatalf("in-process: %v, want a connection failure", memErr)
+		}
+	}
+}
+
+// TestChunkServeMatchesRecord: chunkServe decodes the fields a GET needs
+// from a stored chunkRec (they share JSON names).
+func TestChunkServeMatchesRecord(t *testing.T) {
+	for _, rec := range []chunkRec{
+		{Size: 4195328, Refs: 3, Created: time.Now(), Unref: time.Now(), Sum: randMAC()},
+		{Size: 4112, InDB: true},
+	} {
+		b, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c chunkServe
+		if err := json.Unmarshal(b, &c); err != nil {
+			t.Fatal(err)
+		}
+		if c != (chunkServe{Size: rec.Size, Sum: rec.Sum, InDB: rec.InDB}) {
+			t.Fatalf("chunkServe %+v from record %s", c, b)
 		}
 	}
 }
