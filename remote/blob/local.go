@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Local is a Store over a directory: each blob is a file at
@@ -204,11 +205,17 @@ const maxOpenBlobs = 64
 // An open that raced with them (began before, ends after) is not kept
 // (gen), so it cannot bring the old file back.
 type openFiles struct {
-	mu    sync.Mutex
-	m     map[string]*openFile
-	gen   uint64 // bumped by every forget
-	clock uint64 // use stamps, for eviction
+	mu     sync.Mutex
+	m      map[string]*openFile
+	gen    uint64      // bumped by every forget
+	clock  uint64      // use stamps, for eviction
+	pruned uint64      // clock at the last prune: files unused since are closed at the next
+	prune  *time.Timer // runs while files are kept
 }
+
+// keepOpenFor is how long an unused blob file stays open (between one and
+// two periods), so an idle server holds no descriptors.
+const keepOpenFor = time.Minute
 
 type openFile struct {
 	fd   int
@@ -250,7 +257,27 @@ func (o *openFiles) open(key, p string) (*openFile, error) {
 	f.refs++
 	f.used = tick(o)
 	o.m[key] = f
+	if o.prune == nil {
+		o.prune = time.AfterFunc(keepOpenFor, o.pruneIdle)
+	}
 	return f, nil
+}
+
+// pruneIdle closes the files unused since the last prune.
+func (o *openFiles) pruneIdle() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for k, f := range o.m {
+		if f.used <= o.pruned {
+			delete(o.m, k)
+			o.releaseLocked(f)
+		}
+	}
+	o.pruned = o.clock
+	o.prune = nil
+	if len(o.m) > 0 {
+		o.prune = time.AfterFunc(keepOpenFor, o.pruneIdle)
+	}
 }
 
 // tick returns a new use stamp. Caller holds o.mu.

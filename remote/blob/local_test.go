@@ -194,3 +194,34 @@ func TestLocalOpenFiles(t *testing.T) {
 		t.Fatalf("after the replacements: %v %v", got, err)
 	}
 }
+
+// TestLocalOpenFilesPrune: kept blob files are closed after two idle prune
+// periods (white-box: the prune is called by hand).
+func TestLocalOpenFilesPrune(t *testing.T) {
+	s, err := blob.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	k := blobtest.RandomKey()
+	if err := s.Put(ctx, k, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, k, 0, -1); err != nil {
+		t.Fatal(err)
+	}
+	if n := blob.KeptOpen(s); n != 1 {
+		t.Fatalf("%d files kept open, want 1", n)
+	}
+	blob.PruneIdle(s) // used since the last prune: kept
+	if n := blob.KeptOpen(s); n != 1 {
+		t.Fatalf("after one prune: %d files kept open, want 1", n)
+	}
+	blob.PruneIdle(s)
+	if n := blob.KeptOpen(s); n != 0 {
+		t.Fatalf("after two idle prunes: %d files kept open, want 0", n)
+	}
+	if got, err := s.Get(ctx, k, 0, -1); err != nil || string(got) != "x" {
+		t.Fatalf("after pruning: %q %v", got, err)
+	}
+}
