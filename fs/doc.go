@@ -51,10 +51,16 @@
 //
 // The pusher sends the journal in order with client.Batch (up to 300 ops),
 // acks what is done, retries with backoff while the cloud is unreachable,
-// refuses quota or read-only (the data stays queued, Status says so). The
-// expected version of an update is filled in at push time from the version
-// the cloud last reported; a batch is cut before a second update of the same
-// node. Refusals are resolved, logged, never by dropping data:
+// refuses quota or read-only (the data stays queued, Status says so). While
+// local changes keep coming it waits for them to pause for 250 ms (or for
+// 4,096 queued ops; Flush does not wait): each batch is a cloud commit that
+// would compete with the writer's own closes. An update carries the node's
+// whole state, so an update superseded by a later one in the batch is left
+// out and one that follows the node's create in the batch is folded into it;
+// the expected version of the update sent is filled in at push time from the
+// version the cloud last reported. An update of a node deleted here since it
+// was queued is dropped (its unlink follows). Refusals are resolved, logged,
+// never by dropping data:
 //   - create, name taken by another client: ours is created under
 //     "NAME (conflict YYYY-MM-DD HHMMSS).EXT", theirs shown under the name;
 //     later queued ops naming our entry are rewritten to follow it;
