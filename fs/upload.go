@@ -292,6 +292,7 @@ func (d *Drive) upload(st *nodeState) error {
 		st.dmu.Unlock()
 		return fmt.Errorf("commit upload: %w", err)
 	}
+	st.unsavedAttrs = false // this commit saved them: the op carries them
 	d.addQueuedLocked(st, -min(queued, st.queued))
 	st.layers = slices.Clone(st.layers[len(frozen):])
 	if len(st.layers) == 0 {
