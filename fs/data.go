@@ -87,7 +87,10 @@ func (d *Drive) baseSegment(ctx context.Context, node uint64, base []meta.ChunkR
 
 // readAt reads into dest at off. A whole segment the read covers is
 // decrypted straight into dest; a partial one into a scratch buffer.
-func (d *Drive) readAt(ctx context.Context, st *nodeState, dest []byte, off int64, seq bool) (int, error) {
+//
+// With spare set, a read within one segment of the base (no local data) that
+// covers it only in part keeps the segment's plaintext there, for storeSpare.
+func (d *Drive) readAt(ctx context.Context, st *nodeState, dest []byte, off int64, seq bool, spare *spareSegment) (int, error) {
 	st.dmu.RLock()
 	defer st.dmu.RUnlock()
 	v := d.view(st)
@@ -123,6 +126,9 @@ func (d *Drive) readAt(ctx context.Context, st *nodeState, dest []byte, off int6
 		p, err := d.segmentInto(ctx, st, v, j, seq, buf)
 		if err != nil {
 			return 0, err
+		}
+		if spare != nil && take == n && take < segSize && len(v.layers) == 0 && v.trunc == noTrunc && len(p) > 0 {
+			keepSpare(spare, v, j, p)
 		}
 		got := 0
 		if len(p) > 0 && &p[0] == &out[0] {
@@ -255,6 +261,8 @@ func (d *Drive) truncate(ctx context.Context, st *nodeState, size uint64) syscal
 	if size > maxFileSize {
 		return syscall.EFBIG
 	}
+	st.cacheMu.Lock() // no page-cache store of the old content in flight (pagecache.go)
+	defer st.cacheMu.Unlock()
 	st.dmu.Lock()
 	defer st.dmu.Unlock()
 	d.waitUpload(st)

@@ -446,6 +446,10 @@ func (n *fnode) Link(ctx context.Context, target gofs.InodeEmbedder, name string
 // open makes a handle and counts the open.
 func (d *Drive) open(st *nodeState, flags uint32) *handle {
 	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	if write {
+		st.cacheMu.Lock() // waits for a page-cache store in flight (pagecache.go)
+		defer st.cacheMu.Unlock()
+	}
 	d.mu.Lock()
 	st.opens++
 	if write {
@@ -492,9 +496,17 @@ func (n *fnode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off in
 	h.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, readTimeout+5*time.Second)
 	defer cancel()
-	got, err := n.d.readAt(ctx, h.st, dest, off, seq || off == 0)
+	var spare *spareSegment
+	if !seq && off != 0 {
+		spare = &spareSegment{}
+	}
+	got, err := n.d.readAt(ctx, h.st, dest, off, seq || off == 0, spare)
 	if err != nil {
 		return nil, errno(err)
+	}
+	if spare != nil && spare.data != nil {
+		// After the answer: the kernel holds this read's pages until then.
+		go n.d.storeSpare(n, h.st, spare, off, len(dest))
 	}
 	return fuse.ReadResultData(dest[:got]), 0
 }
@@ -741,6 +753,13 @@ func (d *Drive) notifyDelete(parent uint64, name string, st *nodeState) {
 }
 
 func (d *Drive) notifyContent(id uint64) {
+	d.mu.Lock()
+	st := d.states[id]
+	d.mu.Unlock()
+	if st != nil {
+		st.cacheMu.Lock() // after a page-cache store in flight (pagecache.go)
+		defer st.cacheMu.Unlock()
+	}
 	if n := d.inode(id); n != nil {
 		n.NotifyContent(0, 0)
 	}

@@ -50,6 +50,10 @@ type nodeState struct {
 	lastParent   uint64   // where it was last seen, for conflict copies
 	lastName     string
 
+	// cacheMu orders page-cache stores against opens for writing, truncates
+	// and invalidations (pagecache.go); lock order: cacheMu, dmu, d.mu.
+	cacheMu sync.Mutex
+
 	// dmu guards the data layers; lock order: dmu before d.mu.
 	dmu        sync.RWMutex
 	layers     []*layer // oldest first; writes go to the last

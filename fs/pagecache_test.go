@@ -1,0 +1,103 @@
+package fs
+
+import (
+	"bytes"
+	"os"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestRandomReadFillsPageCache: a 4 KiB read at random hands the rest of its
+// 64 KiB segment to the kernel, so the next reads in it need no request; and
+// what it stores never goes stale: not after an overwrite, not past a
+// truncate.
+func TestRandomReadFillsPageCache(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	m := c.mountInProcess(t, t.TempDir())
+	const size = 4 << 20
+	data := randBytes(size)
+	p := m.p("big")
+	must(t, os.WriteFile(p, data, 0o644))
+	m.flush()
+	m.unmount()
+	m = c.mountInProcess(t, t.TempDir())
+	p = m.p("big")
+
+	f, err := os.Open(p)
+	must(t, err)
+	defer f.Close()
+	must(t, unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED))
+	buf := make([]byte, 4096)
+	const seg = 64 << 10
+	off := int64(5*seg + 3*4096)
+	_, err = f.ReadAt(buf, off)
+	must(t, err)
+	if !bytes.Equal(buf, data[off:off+4096]) {
+		t.Fatal("random read: wrong data")
+	}
+	// The rest of the segment shows up in the page cache.
+	waitFor(t, 5e9, func() bool { return residentPages(t, f, 5*seg, seg) == seg/4096 })
+	got := make([]byte, seg)
+	_, err = f.ReadAt(got, 5*seg)
+	must(t, err)
+	if !bytes.Equal(got, data[5*seg:6*seg]) {
+		t.Fatal("segment read back from the page cache differs")
+	}
+
+	// Reads at random racing with overwrites and truncates never leave
+	// old data or a wrong size in the kernel's cache.
+	for round := range 40 {
+		off := int64(round%60+2)*seg + 4096
+		_, err := f.ReadAt(buf, off) // stores its segment in the background
+		must(t, err)
+		w, err := os.OpenFile(p, os.O_WRONLY, 0)
+		must(t, err)
+		fresh := bytes.Repeat([]byte{byte(round + 1)}, 4096)
+		_, err = w.WriteAt(fresh, off+4096)
+		must(t, err)
+		must(t, w.Close())
+		copy(data[off+4096:], fresh)
+		_, err = f.ReadAt(buf, off+4096)
+		must(t, err)
+		if !bytes.Equal(buf, fresh) {
+			t.Fatalf("round %d: read after an overwrite returned old data", round)
+		}
+	}
+	m.flush()
+	_, err = f.ReadAt(buf, 40*seg+4096)
+	must(t, err)
+	must(t, os.Truncate(p, 40*seg+100))
+	for range 20 {
+		fi, err := os.Stat(p)
+		must(t, err)
+		if fi.Size() != 40*seg+100 {
+			t.Fatalf("size %d after truncate to %d", fi.Size(), 40*seg+100)
+		}
+	}
+	whole, err := os.ReadFile(p)
+	must(t, err)
+	if !bytes.Equal(whole, data[:40*seg+100]) {
+		t.Fatalf("content after truncate differs (%d bytes)", len(whole))
+	}
+}
+
+// residentPages counts the pages of [off, off+n) of f in the page cache.
+func residentPages(t *testing.T, f *os.File, off, n int64) int {
+	t.Helper()
+	fi, err := f.Stat()
+	must(t, err)
+	mm, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	must(t, err)
+	defer unix.Munmap(mm)
+	vec := make([]byte, (fi.Size()+4095)/4096)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mm[0])), uintptr(len(mm)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
+	}
+	count := 0
+	for _, v := range vec[off/4096 : (off+n)/4096] {
+		count += int(v & 1)
+	}
+	return count
+}
