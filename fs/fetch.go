@@ -475,7 +475,7 @@ func (f *fetcher) cache(c *fetchCall, key string) {
 	f.mu.Lock()
 	bad := c.bad
 	f.mu.Unlock()
-	if !bad && f.cacheFetched(len(key) == api.HexIDLen) {
+	if !bad && f.cacheFetched() {
 		if err := f.d.store.PutSegments(key[:api.HexIDLen], c.first, c.segs); err != nil {
 			f.d.log.Warn("caching chunk", "chunk", key, "err", err)
 		}
@@ -523,13 +523,12 @@ func (f *fetcher) forget(c *fetchCall, key string) {
 }
 
 // cacheFetched says whether data fetched from the cloud goes to the chunk
-// cache: always from a remote cloud. From an in-process one (the embedded
-// cloud, whose chunks are on this machine already) only single segments: a
-// random reader coming back to one finds it with one pread instead of a
-// request (session check, chunk record, blob open and read), while a second
-// copy of whole chunks read sequentially would double the disk traffic of a
-// stream that costs the same from either copy.
-func (f *fetcher) cacheFetched(whole bool) bool { return !whole || !f.d.c.InProcess() }
+// cache: only from a remote cloud. The embedded cloud's chunks are on this
+// machine already, and reading one back from it (in-process, its blob file
+// kept open) costs about what a chunk-cache hit does: a second copy would
+// double the disk writes and space for nothing. Random reads still avoid
+// coming back for a segment: its rest goes to the page cache (pagecache.go).
+func (f *fetcher) cacheFetched() bool { return !f.d.c.InProcess() }
 
 // keep adds a whole chunk to the kept ones, dropping the least recently used
 // beyond keptChunks. Caller holds f.mu.

@@ -82,16 +82,10 @@ func TestReadInProcessCloud(t *testing.T) {
 	if !bytes.Equal(buf, data[off:off+4096]) {
 		t.Fatal("random read: wrong bytes")
 	}
-	// The segment is cached after the answer went out: wait for it.
-	var files []string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		files = cachedChunkFiles(t, cache)
-		if len(files) == 1 && m.d.store.HasSegment(files[0], 5) || time.Now().After(deadline) {
-			break
-		}
-	}
-	if len(files) != 1 || !m.d.store.HasSegment(files[0], 5) || m.d.store.HasSegment(files[0], 4) {
-		t.Fatalf("after one random read: chunk files %v (want the one segment cached)", files)
+	// Nothing is copied from the in-process cloud into the chunk cache.
+	time.Sleep(100 * time.Millisecond) // caching would happen after the answer
+	if files := cachedChunkFiles(t, cache); len(files) != 0 {
+		t.Fatalf("a random read from the in-process cloud cached chunk files %v", files)
 	}
 	m.unmount()
 

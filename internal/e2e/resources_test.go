@@ -196,7 +196,9 @@ func TestCacheBudget(t *testing.T) {
 	const allowance = 0
 	limit := int64(budget+budget/10) + allowance
 
-	tg := newKumoTarget(t, "--cache-size", "64MiB")
+	// A served cloud: from the embedded one nothing is copied into the
+	// chunk cache (its chunks are on this disk already).
+	tg := newServedKumoTarget(t, "--cache-size", "64MiB")
 	sums := make([][32]byte, files)
 	writeCache := tg.m.cache
 	s := startSampler(500*time.Millisecond, func() int64 { return duSample(writeCache) })
@@ -219,10 +221,9 @@ func TestCacheBudget(t *testing.T) {
 		}
 		t.Logf("read pass %d done", pass+1)
 	}
-	// With the embedded cloud, sequential reads keep whole chunks in memory
-	// rather than copying them into the cache; random reads cache the
-	// segments they fetch. One 4 KiB read per 64 KiB segment of every file
-	// is 1.5× the budget of segments: the cache must fill up and evict.
+	// Sequential reads cache whole chunks; random reads the segments they
+	// fetch. One 4 KiB read per 64 KiB segment of every file is 1.5× the
+	// budget of segments: the cache must fill up and evict.
 	buf := make([]byte, 4096)
 	for i := range files {
 		f, err := os.Open(filepath.Join(tg.dir, fmt.Sprintf("big-%d", i)))
