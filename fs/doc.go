@@ -82,8 +82,10 @@
 // # Read
 //
 // Kernel page cache (FOPEN_KEEP_CACHE, invalidated by notify) → layers →
-// chunk cache (sealed segments) → cloud: random reads fetch single segments
-// with a Range request; sequential readers (per handle) fetch whole chunks and
+// chunk cache (sealed segments; only from a remote cloud) → cloud: random
+// reads fetch single segments with a Range request and hand the rest of the
+// decrypted segment to the page cache (pagecache.go); sequential readers
+// (per handle) fetch whole chunks and
 // read ahead the next 3 in parallel; concurrent fetches of the same data are
 // merged. Any authentication failure is EIO plus an error log naming the node
 // and chunk. Uncached reads give up with EIO after 10 s when the cloud is
