@@ -151,6 +151,13 @@ func Open(o Options) (*Store, error) {
 
 // badgerOptions keep badger small on disk and in memory: the tree is small
 // compared to the chunk cache, and its footprint counts against the budget.
+// The memtable size sets most of badger's heap: each memtable is an arena of
+// about that size (the one being filled plus one being flushed), and a flush
+// builds the whole level-0 table in memory (buffers growing by doubling past
+// the memtable's size, kept in a pool for seconds after). It stays at 16 MiB
+// for the transaction limit (mutations of up to 2.4 MB, TestRedoCheckpointWhenFull);
+// the embedded cloud's is 8 MiB. There is no block cache: tables are not
+// compressed or encrypted, so blocks are read in place from the mapped files.
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(false). // the mmap'd memtable WAL survives kill -9; Sync() covers power loss
@@ -164,7 +171,7 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithNumLevelZeroTables(3).
 		WithNumLevelZeroTablesStall(8).
 		WithNumCompactors(2).
-		WithBlockCacheSize(8 << 20).
+		WithBlockCacheSize(0).
 		WithIndexCacheSize(0).
 		WithMetricsEnabled(false).
 		WithCompression(options.None). // values are sealed (incompressible); also keeps grep tests honest

@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ import (
 
 	"kumo/cache"
 	kfs "kumo/fs"
+	"kumo/internal/chunk"
 	"kumo/internal/keys"
 	"kumo/internal/metrics"
 	"kumo/internal/size"
@@ -214,9 +216,35 @@ func runMount(c *cli.Context) error {
 	return err
 }
 
-// daemonMemoryLimit is the daemon's soft Go memory limit unless GOMEMLIMIT
-// says otherwise (the garbage collector works harder near it; it is not a cap).
-const daemonMemoryLimit = 256 << 20
+// daemonMemoryLimit is the floor of the daemon's soft Go memory limit unless
+// GOMEMLIMIT says otherwise (the garbage collector works harder near it; it is
+// not a cap). followLiveHeap raises it with the live heap.
+const daemonMemoryLimit = 160 << 20
+
+// followLiveHeap keeps the soft memory limit at max(floor, 1.5 × live heap)
+// until ctx ends. A fixed limit low enough to keep the daemon small would
+// make the collector run back to back once the live heap nears it (a big
+// tree looked up: ~800 B per inode); following the live heap leaves at least
+// half of it as headroom, like GOGC=50 would, while small heaps stay under
+// the floor.
+func followLiveHeap(ctx context.Context, floor int64) {
+	s := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rtmetrics.Read(s)
+		if s[0].Value.Kind() != rtmetrics.KindUint64 {
+			return
+		}
+		live := int64(s[0].Value.Uint64())
+		debug.SetMemoryLimit(max(floor, live+live/2))
+	}
+}
 
 // serveMount is the daemon: mount, serve the control socket, wait.
 func serveMount(c *cli.Context, mnt string, ready func(error)) error {
@@ -231,6 +259,9 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 		// the heap double between collections, which on a long tree copy put
 		// the daemon's anonymous memory at 340 MiB instead of 175 (measured).
 		debug.SetMemoryLimit(daemonMemoryLimit)
+		gcctx, stopGC := context.WithCancel(context.Background())
+		defer stopGC()
+		go followLiveHeap(gcctx, daemonMemoryLimit)
 	}
 	mo, err := parseMountOpts(c.StringSlice("o"))
 	if err != nil {
@@ -391,8 +422,17 @@ func isDaemonChild() bool { return os.Getenv("KUMO_DAEMON_CHILD") == "1" }
 // embedded cloud's client talks to the server in-process.
 const embeddedURL = "http://embedded.kumo.localhost"
 
+// embeddedSmallChunkMax is one sealed 16 KiB segment (see embeddedCloud).
+const embeddedSmallChunkMax = 16<<10 + chunk.Overhead
+
 // embeddedCloud runs the cloud in-process and logs in to the local account,
 // creating it (random password kept 0600) on first use.
+//
+// The embedded cloud keeps chunks of files up to 16 KiB in its metadata
+// store (the server's default is 64 KiB): badger maps its value log, so
+// every small chunk written stays in the daemon's RSS as a file page until
+// the process ends. Files of 16–64 KiB (a third of the bytes of a source
+// tree) go to the blob store, written with write(), which RSS never counts.
 func embeddedCloud(ctx context.Context, dir string, log *slog.Logger) (*session.Session, *client.Client, func(), error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, nil, err
@@ -402,7 +442,8 @@ func embeddedCloud(ctx context.Context, dir string, log *slog.Logger) (*session.
 	if syscall.Statfs(dir, &sfs) == nil {
 		quota = int64(sfs.Blocks) * sfs.Bsize
 	}
-	srv, err := server.New(server.Config{DataDir: dir, DefaultQuota: quota, SyncWrites: true, SmallMemory: true, NoReadVerify: true, Logger: log.With("part", "cloud")})
+	srv, err := server.New(server.Config{DataDir: dir, DefaultQuota: quota, SyncWrites: true, SmallMemory: true, NoReadVerify: true,
+		SmallChunkMax: embeddedSmallChunkMax, Logger: log.With("part", "cloud")})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("embedded cloud in %s: %w", dir, err)
 	}

@@ -134,6 +134,26 @@ func jsonBytes(v any) ([]byte, error) {
 	return b, nil
 }
 
+// smallMemoryOptions size the metadata store for Config.SmallMemory (the
+// embedded cloud, in the drive's process). Memtables are arenas on the heap,
+// up to NumMemtables of them while flushes run behind: 2 × 8 MiB instead of
+// 5 × 32 MiB at worst; a flush builds its level-0 table in memory (buffers
+// growing by doubling past the memtable's size). An 8 MiB memtable still
+// takes transactions of 1.2 MB of keys and values under 1 KiB (chunk bytes
+// over 1 KiB count as a pointer), twice a 300-op batch. Table indexes stay in
+// the mapped files (no index cache); the block cache holds decompressed
+// blocks and has to exist because tables are compressed. Value log files are
+// mapped: chunk bytes written stay in the process's RSS as clean file pages
+// until it ends; no option changes that (Config.SmallChunkMax does).
+func smallMemoryOptions(o badger.Options) badger.Options {
+	return o.WithMemTableSize(8 << 20).
+		WithNumMemtables(2).
+		WithBlockCacheSize(4 << 20).
+		WithIndexCacheSize(0).
+		WithValueLogFileSize(16 << 20).
+		WithNumCompactors(2)
+}
+
 func getJSON(tx *badger.Txn, key []byte, v any) error {
 	it, err := tx.Get(key)
 	if err != nil {

@@ -236,18 +236,7 @@ func badgerOptions(dir string, cfg Config) badger.Options {
 		WithBlockCacheSize(32 << 20).
 		WithMemTableSize(32 << 20)
 	if cfg.SmallMemory {
-		// Memtables are arenas on the heap, up to NumMemtables of them while
-		// flushes run behind: 2 × 16 MiB instead of 5 × 32 MiB at worst. A
-		// 16 MiB memtable still takes transactions of 2.4 MB of keys and
-		// small values. (Value log files are mapped: chunk bytes written
-		// stay in the process's RSS as clean, reclaimable file pages; no
-		// option changes that.)
-		o = o.WithMemTableSize(16 << 20).
-			WithNumMemtables(2).
-			WithBlockCacheSize(8 << 20).
-			WithIndexCacheSize(4 << 20).
-			WithValueLogFileSize(16 << 20).
-			WithNumCompactors(2)
+		o = smallMemoryOptions(o)
 	}
 	return o
 }
