@@ -323,16 +323,7 @@ func newServedKumoTarget(t testing.TB, extra ...string) *target {
 	t.Helper()
 	bin := needKumo(t)
 	tg := &target{name: "kumo", base: t.TempDir(), extra: extra}
-	srv := &kumoServer{bin: bin, data: filepath.Join(tg.base, "server"), addr: freePort(t)}
-	srv.start(t)
-	env := []string{"KUMO_PASSWORD=correct horse battery staple e2e", "KUMO_CONFIG_DIR=" + filepath.Join(tg.base, "config")}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	signup := exec.CommandContext(ctx, bin, "signup", "--server", srv.url(), "--email", "e2e@kumo.invalid")
-	signup.Env = append(os.Environ(), env...)
-	if out, err := signup.CombinedOutput(); err != nil {
-		t.Fatalf("kumo signup: %v\n%s", err, out)
-	}
+	srv, env := startServedAccount(t, bin, tg.base)
 	tg.dir = filepath.Join(tg.base, "mnt")
 	tg.m = &kumoMount{bin: bin, server: srv.url(), env: env, cache: tg.nextCache(), dir: tg.dir, extra: extra, owner: t}
 	tg.m.start(t)

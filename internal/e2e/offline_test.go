@@ -77,6 +77,23 @@ func (s *kumoServer) stop(t testing.TB) {
 	}
 }
 
+// startServedAccount starts `kumo serve` with its data under base and signs
+// up an account; env (password, config dir) lets kumo commands use it.
+func startServedAccount(t testing.TB, bin, base string) (*kumoServer, []string) {
+	t.Helper()
+	srv := &kumoServer{bin: bin, data: filepath.Join(base, "server"), addr: freePort(t)}
+	srv.start(t)
+	env := []string{"KUMO_PASSWORD=correct horse battery staple e2e", "KUMO_CONFIG_DIR=" + filepath.Join(base, "config")}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	signup := exec.CommandContext(ctx, bin, "signup", "--server", srv.url(), "--email", "e2e@kumo.invalid")
+	signup.Env = append(os.Environ(), env...)
+	if out, err := signup.CombinedOutput(); err != nil {
+		t.Fatalf("kumo signup: %v\n%s", err, out)
+	}
+	return srv, env
+}
+
 // TestOffline stops the server under a mounted drive: cached files still read,
 // new writes are accepted and queued, and they reach the server once it is back.
 func TestOffline(t *testing.T) {
@@ -86,17 +103,7 @@ func TestOffline(t *testing.T) {
 		skipOrFatal(t, "kumo serve not implemented")
 	}
 	base := t.TempDir()
-	srv := &kumoServer{bin: bin, data: filepath.Join(base, "server"), addr: freePort(t)}
-	srv.start(t)
-
-	env := []string{"KUMO_PASSWORD=correct horse battery staple e2e", "KUMO_CONFIG_DIR=" + filepath.Join(base, "config")}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	signup := exec.CommandContext(ctx, bin, "signup", "--server", srv.url(), "--email", "e2e@kumo.invalid")
-	signup.Env = append(os.Environ(), env...)
-	if out, err := signup.CombinedOutput(); err != nil {
-		t.Fatalf("kumo signup: %v\n%s", err, out)
-	}
+	srv, env := startServedAccount(t, bin, base)
 
 	mnt := filepath.Join(base, "mnt")
 	m := &kumoMount{bin: bin, server: srv.url(), env: env, cache: filepath.Join(base, "cache1"), dir: mnt}
