@@ -206,6 +206,7 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 		}
 	}
 	done := 0
+	var results []*api.Node // nodes the batch changed: their records are saved at once
 	for i, r := range resp.Results {
 		op := batch[i]
 		if r.Error != nil {
@@ -217,10 +218,18 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 					break
 				}
 			}
-		} else {
-			d.noteResult(op, r.Node)
+		} else if r.Node != nil {
+			d.mu.Lock()
+			d.noteResultLocked(r.Node)
+			d.mu.Unlock()
+			results = append(results, r.Node)
 		}
 		done = i + 1
+	}
+	if len(results) > 0 {
+		d.mu.Lock()
+		d.saveResultsLocked(results)
+		d.mu.Unlock()
 	}
 	// Ack the longest prefix of ops whose batch entries are all done.
 	n, maxNeed := 0, -1
@@ -251,21 +260,44 @@ func (d *Drive) noteResult(op api.BatchOp, n *api.Node) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := d.states[n.ID]
-	if st != nil {
+	d.noteResultLocked(n)
+	d.saveResultsLocked([]*api.Node{n})
+}
+
+// noteResultLocked records in memory what the cloud reported for a node.
+// Under d.mu.
+func (d *Drive) noteResultLocked(n *api.Node) {
+	if st := d.states[n.ID]; st != nil {
 		if n.Version >= st.version {
 			st.version = n.Version
 		}
 		st.serverCh = n.Chunks
 		st.seq = max(st.seq, n.Seq)
-		if !st.deleted {
-			_ = d.store.Apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}})
-		}
-		return
 	}
-	if ln, err := d.store.GetNode(n.ID); err == nil && ln.Version < n.Version {
-		ln.Version = n.Version
-		_ = d.store.Apply(cache.Mutation{PutNodes: []api.Node{ln}})
+}
+
+// saveResultsLocked saves the local records of nodes the cloud reported
+// changed, in one Apply, from their state now: a node deleted here since is
+// not written back. Under d.mu.
+func (d *Drive) saveResultsLocked(ns []*api.Node) {
+	var m cache.Mutation
+	seen := map[uint64]bool{}
+	for _, n := range ns {
+		if seen[n.ID] {
+			continue
+		}
+		seen[n.ID] = true
+		if st := d.states[n.ID]; st != nil {
+			if !st.deleted {
+				m.PutNodes = append(m.PutNodes, d.localNode(st))
+			}
+		} else if ln, err := d.store.GetNode(n.ID); err == nil && ln.Version < n.Version {
+			ln.Version = n.Version
+			m.PutNodes = append(m.PutNodes, ln)
+		}
+	}
+	if len(m.PutNodes) > 0 {
+		_ = d.store.Apply(m)
 	}
 }
 
