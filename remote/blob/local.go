@@ -35,6 +35,13 @@ func NewLocal(dir string) (*Local, error) {
 	return &Local{dir: abs, fds: openFiles{m: map[string]*openFile{}}}, nil
 }
 
+// Close closes the blob files kept open between reads. The store stays
+// usable (files are opened again as needed); Close is for shutting down.
+func (l *Local) Close() error {
+	l.fds.closeAll()
+	return nil
+}
+
 // MaxAccountLen bounds the account part of a key.
 const MaxAccountLen = 64
 
@@ -298,6 +305,22 @@ func (o *openFiles) evictLocked() {
 	if f := o.m[oldest]; f != nil {
 		delete(o.m, oldest)
 		o.releaseLocked(f)
+	}
+}
+
+// closeAll stops keeping any file open (each closes once its readers are
+// done) and stops the pruning timer.
+func (o *openFiles) closeAll() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.gen++
+	for k, f := range o.m {
+		delete(o.m, k)
+		o.releaseLocked(f)
+	}
+	if o.prune != nil {
+		o.prune.Stop()
+		o.prune = nil
 	}
 }
 

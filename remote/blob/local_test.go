@@ -225,3 +225,30 @@ func TestLocalOpenFilesPrune(t *testing.T) {
 		t.Fatalf("after pruning: %q %v", got, err)
 	}
 }
+
+func TestLocalClose(t *testing.T) {
+	s, err := blob.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	k := blobtest.RandomKey()
+	if err := s.Put(ctx, k, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, k, 0, -1); err != nil {
+		t.Fatal(err)
+	}
+	if n := blob.KeptOpen(s); n != 1 {
+		t.Fatalf("%d files kept open, want 1", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := blob.KeptOpen(s); n != 0 {
+		t.Fatalf("after Close: %d files kept open", n)
+	}
+	if got, err := s.Get(ctx, k, 0, -1); err != nil || string(got) != "x" {
+		t.Fatalf("after Close: %q %v", got, err)
+	}
+}

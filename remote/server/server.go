@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -68,12 +69,14 @@ const DefaultSmallChunkMax = chunk.SealedSegmentSize
 
 // Server is a running cloud over one data directory.
 type Server struct {
-	cfg    Config
-	db     *badger.DB
-	blobs  blob.Store
-	log    *slog.Logger
-	secret []byte // server secret: fake salts and the auth-hash pepper derive from it
-	pepper []byte
+	cfg   Config
+	db    *badger.DB
+	blobs blob.Store
+	// ownBlobs: the server made blobs (a local store) and closes it.
+	ownBlobs bool
+	log      *slog.Logger
+	secret   []byte // server secret: fake salts and the auth-hash pepper derive from it
+	pepper   []byte
 
 	locks     accountLocks
 	chunkMu   [256]sync.Mutex // striped per (account, chunk): blob upload vs GC
@@ -139,7 +142,7 @@ func New(cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
-		s.blobs = l
+		s.blobs, s.ownBlobs = l, true
 	}
 	db, err := badger.Open(badgerOptions(filepath.Join(cfg.DataDir, "meta"), cfg))
 	if err != nil {
@@ -213,6 +216,11 @@ func (s *Server) Close() error {
 		err = s.db.Close()
 		if err != nil {
 			err = fmt.Errorf("server: close metadata: %w", err)
+		}
+		if c, ok := s.blobs.(io.Closer); ok && s.ownBlobs {
+			if cerr := c.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("server: close blob store: %w", cerr)
+			}
 		}
 	})
 	return err
