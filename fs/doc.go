@@ -53,7 +53,7 @@
 // acks what is done, retries with backoff while the cloud is unreachable,
 // refuses quota or read-only (the data stays queued, Status says so). While
 // local changes keep coming it waits for them to pause for 250 ms (or for
-// 4,096 queued ops; Flush does not wait): each batch is a cloud commit that
+// 16,384 queued ops; Flush does not wait): each batch is a cloud commit that
 // would compete with the writer's own closes. An update carries the node's
 // whole state, so an update superseded by a later one in the batch is left
 // out and one that follows the node's create in the batch is folded into it;

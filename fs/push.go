@@ -87,7 +87,7 @@ func (d *Drive) pushLoop() {
 // them, and pushBacklog how many queued ops end that wait (see pushHold).
 const (
 	pushQuiet   = 250 * time.Millisecond
-	pushBacklog = 4096
+	pushBacklog = 16384
 )
 
 // pushHold says how long the pusher should still wait before sending queued

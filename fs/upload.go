@@ -127,12 +127,16 @@ type uploadState struct {
 	queued atomic.Int64
 }
 
-// uploadBacklog is how many closed files may wait for closes to pause:
-// uploads during a burst of closes compete with each close's own flush of
-// the local log (the cloud's commits flush the same disk when the cloud is
-// embedded), and the waiting data is durable locally. A burst bigger than
-// this uploads as it goes.
-const uploadBacklog = 4096
+// uploadBacklog and uploadBacklogBytes bound how much closed data may wait
+// for closes to pause: uploads during a burst of closes compete with each
+// close's own flush of the local log (the cloud's commits flush the same
+// disk when the cloud is embedded), and the waiting data is durable locally.
+// A burst bigger than this (a copy of more than 16,384 files or 256 MiB)
+// uploads as it goes.
+const (
+	uploadBacklog      = 16384
+	uploadBacklogBytes = 256 << 20
+)
 
 // noteClose records a close with data to upload. It does not wake the
 // uploader: closed files wait for closes to pause (or a big backlog), which
@@ -191,7 +195,7 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 	var out []candidate
 	for k := range 2 {
 		pick := oldQuiet[k]
-		if settled || urgent >= uploadBacklog {
+		if settled || urgent >= uploadBacklog || d.up.queued.Load() >= uploadBacklogBytes {
 			for _, st := range oldUrgent[k] {
 				pick = keepOldest(pick, st, limit[k])
 			}
