@@ -54,7 +54,9 @@
 // refuses quota or read-only (the data stays queued, Status says so). While
 // local changes keep coming it waits for them to pause for 250 ms (or for
 // 16,384 queued ops; Flush does not wait): each batch is a cloud commit that
-// would compete with the writer's own closes. An update carries the node's
+// would compete with the writer's own closes. Like the uploads, it also
+// waits while the kernel keeps sending requests, at most 10 s after the last
+// change (foregroundBusy). An update carries the node's
 // whole state, so an update superseded by a later one in the batch is left
 // out and one that follows the node's create in the batch is folded into it;
 // the expected version of the update sent is filled in at push time from the

@@ -96,6 +96,7 @@ type Drive struct {
 	}
 	up             uploadState
 	lastChange     atomic.Int64 // unix ns of the last local change queued for the cloud
+	fgAt           atomic.Int64 // unix ns of the last request from the kernel (noteForeground)
 	uploadsRunning atomic.Int32
 	closed         atomic.Bool
 	done           chan struct{}

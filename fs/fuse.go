@@ -164,6 +164,7 @@ func (d *Drive) entryOut(st *nodeState, out *fuse.EntryOut) {
 }
 
 func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n.d.noteForeground()
 	d := n.d
 	if reserved(n.id, name) {
 		return d.lookupControl(ctx, n, name, out) // control.go
@@ -179,6 +180,7 @@ func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*g
 }
 
 func (n *fnode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	n.d.noteForeground()
 	d := n.d
 	es, e := d.list(n.id)
 	if e != 0 {
@@ -209,6 +211,7 @@ func (n *fnode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 // it changes the directory itself; changes made elsewhere drop it through
 // notifyEntry/notifyDelete.
 func (n *fnode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	n.d.noteForeground()
 	if _, e := n.state(); e != 0 {
 		return nil, 0, e
 	}
@@ -258,6 +261,7 @@ func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 }
 
 func (n *fnode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.d.noteForeground()
 	st, e := n.state()
 	if h, ok := f.(*handle); ok {
 		st, e = h.st, 0
@@ -460,6 +464,7 @@ func (d *Drive) open(st *nodeState, flags uint32) *handle {
 }
 
 func (n *fnode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	n.d.noteForeground()
 	d := n.d
 	st, e := n.state()
 	if e != 0 {
@@ -481,6 +486,7 @@ func (n *fnode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32
 }
 
 func (n *fnode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n.d.noteForeground()
 	h, ok := f.(*handle)
 	if !ok {
 		return nil, syscall.EBADF
@@ -614,6 +620,7 @@ func xattrAllowed(name string) bool {
 }
 
 func (n *fnode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	n.d.noteForeground()
 	st, e := n.state()
 	if e != 0 {
 		return 0, e
@@ -692,6 +699,7 @@ func (n *fnode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 }
 
 func (n *fnode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	n.d.noteForeground()
 	st, e := n.state()
 	if e != 0 {
 		return 0, e

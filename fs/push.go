@@ -102,14 +102,14 @@ func (d *Drive) pushHold(queued bool) time.Duration {
 		return 0
 	}
 	since := time.Since(time.Unix(0, d.lastChange.Load()))
-	if since >= pushQuiet {
+	if since >= pushQuiet && !d.foregroundBusy(since) {
 		return 0
 	}
 	if n, err := d.store.PendingCount(); err != nil || n >= pushBacklog {
 		return 0
 	}
 	// Sleep in short steps so a Flush is not kept waiting.
-	return min(pushQuiet-since, 50*time.Millisecond)
+	return max(min(pushQuiet-since, 50*time.Millisecond), 10*time.Millisecond)
 }
 
 // versionOf is the server version updates of node id are based on; ok is

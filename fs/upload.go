@@ -138,6 +138,25 @@ const (
 	uploadBacklogBytes = 256 << 20
 )
 
+// Background work (uploads, pushes) that waited for closes to pause also
+// waits while the kernel keeps asking for metadata or data (an ls -lR, a
+// build reading sources right after a copy): on two cores it would slow
+// every request down several times. It waits at most foregroundMax after
+// the last change, so a busy reader cannot hold the uploads back for long.
+const (
+	foregroundIdle = 200 * time.Millisecond
+	foregroundMax  = 10 * time.Second
+)
+
+// noteForeground records a request from the kernel (FUSE handlers).
+func (d *Drive) noteForeground() { d.fgAt.Store(time.Now().UnixNano()) }
+
+// foregroundBusy says whether background work should still wait for
+// foreground requests to pause, sinceChange after the last local change.
+func (d *Drive) foregroundBusy(sinceChange time.Duration) bool {
+	return sinceChange < foregroundMax && time.Since(time.Unix(0, d.fgAt.Load())) < foregroundIdle
+}
+
 // noteClose records a close with data to upload. It does not wake the
 // uploader: closed files wait for closes to pause (or a big backlog), which
 // the uploader's ticker notices; a wake-up per close would rescan every
@@ -163,7 +182,8 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 	defer d.mu.Unlock()
 	now := time.Now()
 	quiet := d.quiet()
-	settled := d.up.flushing.Load() > 0 || now.Sub(time.Unix(0, d.up.lastClose.Load())) >= min(quiet, time.Second)
+	sinceClose := now.Sub(time.Unix(0, d.up.lastClose.Load()))
+	settled := d.up.flushing.Load() > 0 || sinceClose >= min(quiet, time.Second) && !d.foregroundBusy(sinceClose)
 	cutoff := now.Add(-quiet)
 	urgent := 0
 	// The oldest of each kind, [0] big and [1] small.
