@@ -131,12 +131,17 @@ type uploadState struct {
 // for closes to pause: uploads during a burst of closes compete with each
 // close's own flush of the local log (the cloud's commits flush the same
 // disk when the cloud is embedded), and the waiting data is durable locally.
-// A burst bigger than this (a copy of more than 16,384 files or 256 MiB)
-// uploads as it goes.
-const (
-	uploadBacklog      = 16384
-	uploadBacklogBytes = 256 << 20
-)
+// A burst bigger than this (a copy of more than 16,384 files, or than a
+// quarter of the cache budget, at most 1 GiB) uploads as it goes.
+const uploadBacklog = 16384
+
+func (d *Drive) uploadBacklogBytes() int64 {
+	budget := d.o.CacheSize
+	if budget <= 0 {
+		budget = cache.DefaultBudget
+	}
+	return min(1<<30, budget/4)
+}
 
 // Background work (uploads, pushes) that waited for closes to pause also
 // waits while the kernel keeps asking for metadata or data (an ls -lR, a
@@ -215,7 +220,7 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 	var out []candidate
 	for k := range 2 {
 		pick := oldQuiet[k]
-		if settled || urgent >= uploadBacklog || d.up.queued.Load() >= uploadBacklogBytes {
+		if settled || urgent >= uploadBacklog || d.up.queued.Load() >= d.uploadBacklogBytes() {
 			for _, st := range oldUrgent[k] {
 				pick = keepOldest(pick, st, limit[k])
 			}
