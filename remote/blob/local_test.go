@@ -197,7 +197,10 @@ func TestLocalOpenFiles(t *testing.T) {
 
 // TestLocalOpenFilesPrune: kept blob files are closed after two idle prune
 // periods (white-box: the prune is called by hand).
-func TestLocalOpenFilesPrune(t *testing.T) {
+// oneKeptOpen returns a local store holding blob k ("x"), read once so its
+// file is kept open.
+func oneKeptOpen(t *testing.T) (*blob.Local, string) {
+	t.Helper()
 	s, err := blob.NewLocal(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -213,6 +216,12 @@ func TestLocalOpenFilesPrune(t *testing.T) {
 	if n := blob.KeptOpen(s); n != 1 {
 		t.Fatalf("%d files kept open, want 1", n)
 	}
+	return s, k
+}
+
+func TestLocalOpenFilesPrune(t *testing.T) {
+	s, k := oneKeptOpen(t)
+	ctx := context.Background()
 	blob.PruneIdle(s) // used since the last prune: kept
 	if n := blob.KeptOpen(s); n != 1 {
 		t.Fatalf("after one prune: %d files kept open, want 1", n)
@@ -227,28 +236,14 @@ func TestLocalOpenFilesPrune(t *testing.T) {
 }
 
 func TestLocalClose(t *testing.T) {
-	s, err := blob.NewLocal(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	k := blobtest.RandomKey()
-	if err := s.Put(ctx, k, []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Get(ctx, k, 0, -1); err != nil {
-		t.Fatal(err)
-	}
-	if n := blob.KeptOpen(s); n != 1 {
-		t.Fatalf("%d files kept open, want 1", n)
-	}
+	s, k := oneKeptOpen(t)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if n := blob.KeptOpen(s); n != 0 {
 		t.Fatalf("after Close: %d files kept open", n)
 	}
-	if got, err := s.Get(ctx, k, 0, -1); err != nil || string(got) != "x" {
+	if got, err := s.Get(context.Background(), k, 0, -1); err != nil || string(got) != "x" {
 		t.Fatalf("after Close: %q %v", got, err)
 	}
 }
