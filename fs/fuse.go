@@ -762,13 +762,13 @@ func (d *Drive) notifyDelete(parent uint64, name string, st *nodeState) {
 
 func (d *Drive) notifyContent(id uint64) {
 	d.mu.Lock()
-	st := d.states[id]
+	st, n := d.states[id], d.inodes[id]
 	d.mu.Unlock()
 	if st != nil {
 		st.cacheMu.Lock() // after a page-cache store in flight (pagecache.go)
 		defer st.cacheMu.Unlock()
 	}
-	if n := d.inode(id); n != nil {
+	if n != nil {
 		n.NotifyContent(0, 0)
 	}
 }

@@ -254,7 +254,7 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 }
 
 // noteResult records the version and chunks the cloud now holds for a node.
-func (d *Drive) noteResult(op api.BatchOp, n *api.Node) {
+func (d *Drive) noteResult(n *api.Node) {
 	if n == nil {
 		return
 	}
@@ -386,7 +386,7 @@ func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.
 	case api.CodeExists:
 		got, err := d.c.Lookup(ctx, c.Parent, c.NameMAC)
 		if err == nil && got.Node.ID == c.ID {
-			d.noteResult(api.BatchOp{}, &got.Node)
+			d.noteResult(&got.Node)
 			return true // an earlier attempt went through
 		}
 		if err != nil {
@@ -402,7 +402,7 @@ func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.
 		// Our id exists: an earlier attempt went through under this name or
 		// the node was created elsewhere; nothing to add.
 		if n, err := d.c.GetNode(ctx, c.ID); err == nil {
-			d.noteResult(api.BatchOp{}, &n)
+			d.noteResult(&n)
 		}
 		return true
 	case api.CodeNotFound, api.CodeNotDir:
@@ -436,7 +436,7 @@ func (d *Drive) recreateAs(ctx context.Context, c *api.CreateRequest, parent uin
 		}
 		d.log.Warn("name taken in the cloud by another client: kept ours under a conflict name",
 			"parent", c.Parent, "name", name, "conflict_name", cname)
-		d.noteResult(api.BatchOp{}, &got.Node)
+		d.noteResult(&got.Node)
 		d.mu.Lock()
 		m := cache.Mutation{
 			DeleteEntries: []cache.Entry{{Parent: c.Parent, NameMAC: c.NameMAC}},
@@ -525,7 +525,7 @@ func (d *Drive) resolveUpdate(ctx context.Context, op api.BatchOp, e *api.Error)
 				d.log.Warn("retrying update failed", "node", op.ID, "err", err)
 				return !errors.Is(err, api.ErrUnavailable)
 			}
-			d.noteResult(op, &n)
+			d.noteResult(&n)
 			return true
 		}
 		return d.keepBoth(ctx, op, remote)
@@ -619,7 +619,7 @@ func (d *Drive) recreateAsCopy(ctx context.Context, c *api.CreateRequest, name s
 			d.log.Warn("creating conflict copy failed; will retry", "err", err)
 			return false
 		}
-		d.noteResult(api.BatchOp{}, &got.Node)
+		d.noteResult(&got.Node)
 		d.mu.Lock()
 		_ = d.store.Apply(cache.Mutation{PutEntries: []cache.Entry{{Parent: req.Parent, NameMAC: req.NameMAC, Name: req.Name, Child: c.ID}}})
 		d.mu.Unlock()

@@ -722,12 +722,20 @@ func (d *Drive) setAttrs(st *nodeState, fn func(a *meta.Attrs) syscall.Errno) sy
 		st.unsavedAttrs = true
 		return 0
 	}
-	m := cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{d.updateOp(st)}}
-	if err := d.apply(m); err != nil {
+	if err := d.saveAttrsLocked(st); err != nil {
 		st.attrs = old
 		return syscall.EIO
 	}
 	return 0
+}
+
+// saveAttrsLocked saves st's local record and journals its update. Under d.mu.
+func (d *Drive) saveAttrsLocked(st *nodeState) error {
+	err := d.apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{d.updateOp(st)}})
+	if err == nil {
+		st.unsavedAttrs = false
+	}
+	return err
 }
 
 // release counts a handle's close and saves attrs its writers left unsaved
@@ -744,11 +752,9 @@ func (d *Drive) release(h *handle) syscall.Errno {
 		d.afterDropLocked(st)
 	}
 	if st.writers == 0 && st.unsavedAttrs && !st.deleted {
-		m := cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{d.updateOp(st)}}
-		if err := d.apply(m); err != nil {
+		if err := d.saveAttrsLocked(st); err != nil {
 			return syscall.EIO
 		}
-		st.unsavedAttrs = false
 	}
 	return 0
 }

@@ -290,6 +290,7 @@ func (s *Server) session(tok string) (string, error) {
 	now := time.Now()
 	sc := &s.limits.sessions
 	cs, epoch, hit := sc.get(h, now)
+	changed := !hit // the cache needs cs (again)
 	err := s.db.View(func(tx *badger.Txn) error {
 		if !hit {
 			var se sessionRec
@@ -317,13 +318,16 @@ func (s *Server) session(tok string) (string, error) {
 				return err
 			}
 			cs.acctVersion, cs.disabled = v, a.Disabled
+			changed = true
 		}
 		return nil
 	})
 	if err != nil {
 		return "", err
 	}
-	sc.put(h, cs, epoch)
+	if changed {
+		sc.put(h, cs, epoch)
+	}
 	if cs.disabled {
 		return "", apiErr(http.StatusForbidden, api.CodeForbidden, "account disabled")
 	}

@@ -34,8 +34,9 @@ func (s *Server) chunkLock(acct, id string) *sync.Mutex {
 	return &s.chunkMu[h.Sum32()%uint32(len(s.chunkMu))]
 }
 
-func readChunk(tx *badger.Txn, acct, id string) (*chunkRec, error) {
-	var c chunkRec
+// readChunkAs reads a chunk record as T (chunkRec, or a part of it), or nil.
+func readChunkAs[T any](tx *badger.Txn, acct, id string) (*T, error) {
+	var c T
 	if err := getJSON(tx, kChunk(acct, id), &c); err != nil {
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil, nil
@@ -43,6 +44,10 @@ func readChunk(tx *badger.Txn, acct, id string) (*chunkRec, error) {
 		return nil, fmt.Errorf("read chunk: %w", err)
 	}
 	return &c, nil
+}
+
+func readChunk(tx *badger.Txn, acct, id string) (*chunkRec, error) {
+	return readChunkAs[chunkRec](tx, acct, id)
 }
 
 // chunkServe is the part of a chunk record (chunkRec, same JSON names) that
@@ -52,18 +57,6 @@ type chunkServe struct {
 	Size int64  `json:"size"`
 	Sum  string `json:"sum,omitempty"`
 	InDB bool   `json:"db,omitempty"`
-}
-
-// readChunkServe reads what a GET needs of a chunk record, or nil.
-func readChunkServe(tx *badger.Txn, acct, id string) (*chunkServe, error) {
-	var c chunkServe
-	if err := getJSON(tx, kChunk(acct, id), &c); err != nil {
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("read chunk: %w", err)
-	}
-	return &c, nil
 }
 
 // readChunkData returns a copy of the bytes of a chunk kept in the metadata
@@ -314,7 +307,7 @@ func (s *Server) handleGetChunk(w http.ResponseWriter, r *http.Request, acct str
 	var c *chunkServe
 	var inDB []byte // the bytes of a chunk kept in the metadata store
 	err := s.db.View(func(tx *badger.Txn) (err error) {
-		if c, err = readChunkServe(tx, acct, id); err != nil || c == nil || !c.InDB {
+		if c, err = readChunkAs[chunkServe](tx, acct, id); err != nil || c == nil || !c.InDB {
 			return err
 		}
 		inDB, err = readChunkData(tx, acct, id)
