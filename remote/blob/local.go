@@ -348,13 +348,12 @@ func (o *openFiles) releaseLocked(f *openFile) {
 	}
 }
 
-func openRead(p string) (int, error) {
-	for {
-		fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-		if err != syscall.EINTR {
-			return fd, err
-		}
-	}
+func openRead(p string) (fd int, err error) {
+	err = ignoringEINTR(func() (err error) {
+		fd, err = syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		return err
+	})
+	return fd, err
 }
 
 func ignoringEINTR(f func() error) error {
