@@ -155,16 +155,20 @@ func Open(o Options) (*Store, error) {
 // about that size (the one being filled plus one being flushed), and a flush
 // builds the whole level-0 table in memory (buffers growing by doubling past
 // the memtable's size, kept in a pool for seconds after). It stays at 16 MiB
-// for the transaction limit (mutations of up to 2.4 MB, TestRedoCheckpointWhenFull);
-// the embedded cloud's is 8 MiB. There is no block cache: tables are not
-// compressed or encrypted, so blocks are read in place from the mapped files.
+// for the transaction limit (2.4 MB of keys and values under the threshold:
+// a pull saves listings in parts of 2,000 nodes and entries); the embedded
+// cloud's is 8 MiB. Values of 1 KiB and more (small files' inline data, big
+// attributes) go to the value log: written once, not through the memtable,
+// its WAL, a level-0 table and each compaction, and not counted against the
+// transaction limit. There is no block cache: tables are not compressed or
+// encrypted, so blocks are read in place from the mapped files.
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(false). // the mmap'd memtable WAL survives kill -9; Sync() covers power loss
 		WithLogger(badgerLogger{log}).
 		WithMemTableSize(16 << 20). // txn limit is 15% of this: 2.4 MB of keys and small values
 		WithNumMemtables(2).
-		WithValueThreshold(32 << 10). // big sealed attrs go to the value log, outside the txn limit
+		WithValueThreshold(1 << 10). // inline data and big attrs go to the value log: written once, outside the txn limit
 		WithValueLogFileSize(16 << 20).
 		WithBaseTableSize(2 << 20).
 		WithBaseLevelSize(8 << 20).

@@ -17,9 +17,11 @@ import (
 //	'i' node(be64) gen(be64) -> sealed slot (header, ciphertext, tag)
 const kindInline = 'i'
 
-// InlineMax is the largest plaintext an inline segment holds: the sealed
-// record stays below badger's value threshold, so it lives in the LSM and its
-// write-ahead log (one sync for data and attributes).
+// InlineMax is the largest plaintext an inline segment holds. The sealed
+// record goes to badger's value log (it is above the 1 KiB value threshold):
+// written once there, where the LSM would copy it into the memtable, its
+// write-ahead log, a level-0 table and every compaction after. The redo log
+// makes it durable with the attributes in one flush either way.
 const InlineMax = 32<<10 - segHeader - segTag - 64
 
 // InlineSegment is segment 0 of layer Gen of node Node.

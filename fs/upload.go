@@ -449,7 +449,8 @@ func (d *Drive) buildAndUpload(node uint64, base []meta.ChunkRef, trunc, size ui
 }
 
 // putChunk uploads plaintext p as chunk id unless the cloud has it, and keeps
-// the sealed segments in the chunk cache so reads stay local.
+// the sealed segments in the chunk cache so reads stay local (a remote cloud
+// only).
 func (d *Drive) putChunk(ctx context.Context, id chunk.ID, p []byte) error {
 	hex := id.String()
 	// Asking first saves sending a chunk the cloud has; for a chunk of one
@@ -478,6 +479,9 @@ func (d *Drive) putChunk(ctx context.Context, id chunk.ID, p []byte) error {
 		d.stat.Unlock()
 	}
 	d.noteOnline()
+	if !d.fetch.cacheFetched() {
+		return nil // the embedded cloud's copy is as near as the cache's (see cacheFetched)
+	}
 	var segs [][]byte
 	for off := 0; off < len(sealed); off += chunk.SealedSegmentSize {
 		segs = append(segs, sealed[off:min(len(sealed), off+chunk.SealedSegmentSize)])
