@@ -83,6 +83,7 @@ type Drive struct {
 	pullKick   chan struct{}
 
 	fetch fetcher
+	ahead dirAheads // directories whose small files were fetched ahead (dirahead.go)
 
 	stat struct {
 		sync.Mutex

@@ -22,6 +22,9 @@ const (
 	// read-ahead, for two readers. Their segments are served from there, not
 	// read back from the chunk cache on disk.
 	keptChunks = 2 * (readAhead + 1)
+	// keptMax bounds the number of kept chunks, mostly small files' chunks
+	// fetched by a directory's read-ahead (dirahead.go).
+	keptMax = keptChunks + dirAheadFiles
 	// keptFor is how long a kept chunk stays after its last use.
 	keptFor = 10 * time.Second
 	// maxFetches is how many fetches from the cloud run at once.
@@ -97,6 +100,9 @@ func (f *fetcher) segment(ctx context.Context, node uint64, base []meta.ChunkRef
 	}
 	var c *fetchCall
 	lead := false // this reader fetched the segment: it caches it once opened
+	if seq && ci == 0 && k == 0 && isSmallBase(base) {
+		go f.d.dirAhead(node)
+	}
 	if seq {
 		c = f.chunk(ref, true)
 		f.readAhead(base, ci)
@@ -301,7 +307,7 @@ func (f *fetcher) chunk(ref meta.ChunkRef, acquire bool) *fetchCall {
 	id := ref.ID.String()
 	plainLen := int(ref.Len)
 	return f.start(id, ref, acquire, func(ctx context.Context, c *fetchCall) error {
-		buf := f.chunkBuf()
+		buf := f.chunkBuf(chunk.SealedSize(plainLen))
 		b, err := f.d.c.GetChunkInto(ctx, id, 0, -1, buf)
 		if err == nil && len(b) != chunk.SealedSize(plainLen) {
 			err = fmt.Errorf("chunk %s: %d sealed bytes, want %d: %w", id, len(b), chunk.SealedSize(plainLen), chunk.ErrAuth)
@@ -324,8 +330,25 @@ func (f *fetcher) chunk(ref meta.ChunkRef, acquire bool) *fetchCall {
 	})
 }
 
-// chunkBuf returns a buffer for a whole sealed chunk.
-func (f *fetcher) chunkBuf() []byte {
+// keptSize is the memory a kept chunk holds: its reusable 4 MiB buffer, or
+// its segments.
+func (c *fetchCall) keptSize() int {
+	if c.buf != nil {
+		return cap(c.buf)
+	}
+	if len(c.segs) > 0 {
+		return cap(c.segs[0]) // the answer's buffer, which every segment shares
+	}
+	return 0
+}
+
+// chunkBuf returns a buffer for a whole sealed chunk of n bytes. A chunk of
+// one segment (a small file) gets a buffer of its size, not a reused 4 MiB
+// one: many of them are kept at once after a directory's read-ahead.
+func (f *fetcher) chunkBuf(n int) []byte {
+	if n <= chunk.SealedSegmentSize {
+		return make([]byte, 0, n)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if n := len(f.free); n > 0 {
@@ -338,7 +361,7 @@ func (f *fetcher) chunkBuf() []byte {
 
 // recycleLocked keeps b for reuse. Caller holds f.mu.
 func (f *fetcher) recycleLocked(b []byte) {
-	if len(f.free) < maxFreeChunkBufs {
+	if cap(b) == chunk.MaxSealedSize && len(f.free) < maxFreeChunkBufs {
 		f.free = append(f.free, b[:0])
 	}
 }
@@ -531,16 +554,23 @@ func (f *fetcher) forget(c *fetchCall, key string) {
 func (f *fetcher) cacheFetched() bool { return !f.d.c.InProcess() }
 
 // keep adds a whole chunk to the kept ones, dropping the least recently used
-// beyond keptChunks. Caller holds f.mu.
+// beyond keptChunks full chunks' worth of memory or keptMax chunks. Caller
+// holds f.mu.
 func (f *fetcher) keep(c *fetchCall) {
 	c.used = time.Now()
 	f.unkeepLocked(func(x *fetchCall) bool { return x.id == c.id })
 	c.refs++
 	f.kept = append(f.kept, c)
-	if n := len(f.kept) - keptChunks; n > 0 {
-		for _, x := range f.kept[:n] {
-			f.releaseLocked(x)
-		}
+	size := 0
+	for _, x := range f.kept {
+		size += x.keptSize()
+	}
+	n := 0
+	for ; len(f.kept)-n > keptMax || size > keptChunks*chunk.MaxSealedSize; n++ {
+		size -= f.kept[n].keptSize()
+		f.releaseLocked(f.kept[n])
+	}
+	if n > 0 {
 		clear(f.kept[:n])
 		f.kept = f.kept[n:]
 	}
