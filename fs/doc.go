@@ -40,7 +40,8 @@
 // generation), rebuilds only the touched chunks (base bytes + layers; all-zero
 // chunks become holes; untouched chunks keep their ids), names them with
 // chunk.Cipher.ID, skips those the cloud has (HaveChunks), seals and uploads
-// up to 4 in parallel, keeps the sealed segments in the chunk cache, and then,
+// up to 4 in parallel, keeps the sealed segments in the chunk cache (a remote
+// cloud only), and then,
 // in one Apply, sets the new base and appends an update op. The frozen segment
 // files are removed right after that Apply is synced: the data is then in
 // acknowledged chunks plus a durable journal op (waiting for the pusher's ack
@@ -88,8 +89,9 @@
 // reads fetch single segments with a Range request and hand the rest of the
 // decrypted segment to the page cache (pagecache.go); sequential readers
 // (per handle) fetch whole chunks and
-// read ahead the next 3 in parallel; concurrent fetches of the same data are
-// merged. Any authentication failure is EIO plus an error log naming the node
+// read ahead the next 3 in parallel; a small file read from the cloud fetches
+// the other small files of its directory (dirahead.go); concurrent fetches of
+// the same data are merged. Any authentication failure is EIO plus an error log naming the node
 // and chunk. Uncached reads give up with EIO after 10 s when the cloud is
 // unreachable.
 //
