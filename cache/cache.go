@@ -227,6 +227,13 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 		s.chunks.persistAccess()
 		var errs []error
+		// A clean stop leaves no record to replay: the next open would
+		// re-apply up to the whole log (16 MiB), one transaction per record.
+		s.applyMu.Lock()
+		if err := s.redo.checkpoint(s.db); err != nil {
+			errs = append(errs, err)
+		}
+		s.applyMu.Unlock()
 		if err := s.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("cache: close badger: %w", err))
 		}
