@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -235,8 +236,7 @@ func (s *Server) Close() error {
 func badgerOptions(dir string, cfg Config) badger.Options {
 	o := badger.DefaultOptions(dir).
 		WithSyncWrites(cfg.SyncWrites).
-		WithLogger(badgerLogger{cfg.Logger}).
-		WithLoggingLevel(badger.WARNING).
+		WithLogger(badgerLogger{cfg.Logger}). // not WithLoggingLevel: it replaces the logger with badger's own
 		WithValueThreshold(1 << 10).
 		WithVerifyValueChecksum(true).
 		WithChecksumVerificationMode(options.OnBlockRead).
@@ -295,10 +295,19 @@ func (s *Server) valueLogGC(ctx context.Context) {
 	}
 }
 
-// badgerLogger sends badger's warnings and errors to slog.
+// badgerLogger sends badger's warnings and errors to slog. Its advice on
+// cache sizes (a hit-ratio heuristic that fires on any scan of a big tree)
+// is not something an operator can act on: it is logged at info level.
 type badgerLogger struct{ l *slog.Logger }
 
-func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error("badger: " + fmt.Sprintf(f, a...)) }
-func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn("badger: " + fmt.Sprintf(f, a...)) }
-func (b badgerLogger) Infof(f string, a ...any)    {}
-func (b badgerLogger) Debugf(f string, a ...any)   {}
+func (b badgerLogger) Errorf(f string, a ...any) { b.l.Error("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Warningf(f string, a ...any) {
+	msg := "badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))
+	if strings.Contains(msg, "might be too small") || strings.Contains(msg, "Cache life expectancy") {
+		b.l.Info(msg)
+		return
+	}
+	b.l.Warn(msg)
+}
+func (b badgerLogger) Infof(f string, a ...any)  {}
+func (b badgerLogger) Debugf(f string, a ...any) {}
