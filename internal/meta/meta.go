@@ -13,7 +13,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"sort"
+	"sync"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
@@ -310,6 +312,10 @@ type Sealer struct {
 	attrs  cipher.AEAD // XChaCha20-Poly1305, Attrs key
 	names  cipher.AEAD // XChaCha20-Poly1305, HKDF(Names, "kumo/v1/name-seal")
 	macKey keys.Key    // Names key
+	// macs keeps HMAC states keyed with macKey for reuse: a directory
+	// listing computes one name MAC per entry, and a fresh HMAC (key
+	// schedule, allocations) was a tenth of a cold find's CPU.
+	macs sync.Pool
 }
 
 // NewSealer returns a Sealer for the given subkeys.
@@ -376,11 +382,20 @@ func (s *Sealer) OpenAttrs(id uint64, sealed []byte) (*Attrs, error) {
 
 // NameMAC returns the hex keyed MAC of name under parent (64 lower-case hex chars).
 func (s *Sealer) NameMAC(parent uint64, name []byte) string {
-	m := hmac.New(sha256.New, s.macKey[:])
+	m, _ := s.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, s.macKey[:])
+	}
+	m.Reset()
 	m.Write([]byte(macPrefix))
-	m.Write(binary.BigEndian.AppendUint64(nil, parent))
+	var p [8]byte
+	binary.BigEndian.PutUint64(p[:], parent)
+	m.Write(p[:])
 	m.Write(name)
-	return hex.EncodeToString(m.Sum(nil))
+	var sum [sha256.Size]byte
+	out := hex.EncodeToString(m.Sum(sum[:0]))
+	s.macs.Put(m)
+	return out
 }
 
 // SealName seals an entry name under parent. Callers check ValidName first.
