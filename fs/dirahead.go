@@ -17,9 +17,9 @@ import (
 // at a time, and their reads find them in memory (from a remote cloud, in the
 // chunk cache too). A directory is read ahead at most once per
 // dirAheadAgain, and not at all if it has more than dirAheadFiles small
-// files: which of them a reader wants next cannot be told from the listing
-// (its order is not the names'), and fetching them all would be a lot of
-// data for one read.
+// files: the local tree lists entries by name MAC, so telling which come
+// next in name order (readdir's, a glob's) would mean opening every name,
+// and fetching them all would be a lot of data for one read.
 const (
 	dirAheadFiles = 256
 	dirAheadAgain = 30 * time.Second
