@@ -84,6 +84,10 @@ type Drive struct {
 
 	fetch fetcher
 	ahead dirAheads // directories whose small files were fetched ahead (dirahead.go)
+	// plainBufs holds 4 MiB buffers for the plaintext of chunks being
+	// uploaded (*[]byte): a fresh one per chunk made the collector run
+	// often while a big file uploads.
+	plainBufs sync.Pool
 
 	stat struct {
 		sync.Mutex
@@ -157,6 +161,7 @@ func newDrive(o Options) (*Drive, error) {
 	d.quota.resume = make(chan struct{}, 1)
 	d.fetch.d = d
 	d.fetch.inflight = map[string]*fetchCall{}
+	d.plainBufs.New = func() any { b := make([]byte, chunk.Size); return &b }
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	if d.store == nil {
 		if o.CacheDir == "" {

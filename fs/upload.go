@@ -465,7 +465,9 @@ func (d *Drive) buildAndUpload(node uint64, base []meta.ChunkRef, trunc, size ui
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			p := make([]byte, need)
+			pb := d.plainBufs.Get().(*[]byte)
+			defer d.plainBufs.Put(pb)
+			p := (*pb)[:need]
 			for k := 0; k < chunk.Segments(int(need)); k++ {
 				j := int64(start/segSize) + int64(k)
 				s, err := d.segment(ctx, st, v, j, true)
