@@ -475,7 +475,10 @@ func (d *Drive) buildAndUpload(node uint64, base []meta.ChunkRef, trunc, size ui
 					fail(fmt.Errorf("read chunk %d of node %d: %w", i, node, err))
 					return
 				}
-				copy(p[k*segSize:], s)
+				// A reused buffer: what the segment does not cover (a
+				// hole, a short last segment) must read as zeros.
+				n := copy(p[k*segSize:], s)
+				clear(p[k*segSize+n : min((k+1)*segSize, len(p))])
 			}
 			if allZero(p) {
 				return // stays a hole
