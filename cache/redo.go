@@ -22,10 +22,10 @@ import (
 // instead of badger's Sync, which msyncs its memtable WAL and value log and
 // costs a journal commit each (measured on ext4: ~0.25 ms against ~2 ms).
 // Badger itself is synced only at checkpoints: when the log is full, after
-// Reset, at open and at a clean close (so a restart replays nothing). At open, the records of the current epoch are
-// replayed into badger in order (key sets and deletes are idempotent, and
-// badger holds some prefix of the same writes), then badger is synced and
-// the log starts over.
+// Reset, at open and at a clean close (so a clean restart replays nothing).
+// At open, the records of the current epoch are replayed into badger in
+// order (key sets and deletes are idempotent, and badger holds some prefix
+// of the same writes), then badger is synced and the log starts over.
 //
 // File layout (docs/FORMAT.md, "Local redo log"):
 //
