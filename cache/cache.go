@@ -26,6 +26,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 
+	"kumo/internal/badgerlog"
 	"kumo/internal/keys"
 )
 
@@ -165,7 +166,7 @@ func Open(o Options) (*Store, error) {
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(false). // the mmap'd memtable WAL survives kill -9; Sync() covers power loss
-		WithLogger(badgerLogger{log}).
+		WithLogger(badgerlog.Logger{L: log}).
 		WithMemTableSize(16 << 20). // txn limit is 15% of this: 2.4 MB of keys and small values
 		WithNumMemtables(2).
 		WithValueThreshold(1 << 10). // inline data and big attrs go to the value log: written once, outside the txn limit
@@ -180,25 +181,6 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithMetricsEnabled(false).
 		WithCompression(options.None). // values are sealed (incompressible); also keeps grep tests honest
 		WithDetectConflicts(false)     // writers are serialised by Store
-}
-
-// badgerLogger routes badger's warnings and errors to slog and drops the chatter.
-type badgerLogger struct{ log *slog.Logger }
-
-func (l badgerLogger) Errorf(f string, a ...any) {
-	l.log.Error("badger: " + trimNL(fmt.Sprintf(f, a...)))
-}
-func (l badgerLogger) Warningf(f string, a ...any) {
-	l.log.Warn("badger: " + trimNL(fmt.Sprintf(f, a...)))
-}
-func (badgerLogger) Infof(string, ...any)  {}
-func (badgerLogger) Debugf(string, ...any) {}
-
-func trimNL(s string) string {
-	for len(s) > 0 && s[len(s)-1] == '\n' {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // background runs badger's value log GC and persists chunk access times now and then.

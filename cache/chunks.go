@@ -526,3 +526,6 @@ type CacheStats struct {
 }
 
 func (s *Store) Stats() CacheStats { return s.chunks.stats() }
+
+// Budget is the cache's size budget in bytes (Options.Budget, or DefaultBudget).
+func (s *Store) Budget() int64 { return s.chunks.budget }

@@ -102,10 +102,7 @@ func (d *Drive) dirAhead(node uint64) {
 		refs = append(refs, ref)
 	}
 	for _, ref := range refs {
-		id := ref.ID.String()
-		if !d.fetch.known(ref.ID, id) && !d.store.HasSegment(id, 0) {
-			d.fetch.chunk(ref, false)
-		}
+		d.fetch.prefetch(ref)
 	}
 }
 

@@ -254,11 +254,15 @@ func (f *fetcher) readAhead(base []meta.ChunkRef, ci int) {
 		if r.ID.IsZero() || r.Len <= 0 {
 			continue
 		}
-		id := r.ID.String()
-		last := chunk.Segments(int(r.Len)) - 1
-		if f.known(r.ID, id) || f.d.store.HasSegment(id, last) {
-			continue
-		}
+		f.prefetch(r)
+	}
+}
+
+// prefetch starts fetching chunk r in the background unless it is in
+// memory, being fetched, or cached (its last segment is).
+func (f *fetcher) prefetch(r meta.ChunkRef) {
+	id := r.ID.String()
+	if !f.known(r.ID, id) && !f.d.store.HasSegment(id, chunk.Segments(int(r.Len))-1) {
 		f.chunk(r, false)
 	}
 }
@@ -498,7 +502,7 @@ func (f *fetcher) cache(c *fetchCall, key string) {
 	f.mu.Lock()
 	bad := c.bad
 	f.mu.Unlock()
-	if !bad && f.cacheFetched() {
+	if !bad && f.d.cachesChunks() {
 		if err := f.d.store.PutSegments(key[:api.HexIDLen], c.first, c.segs); err != nil {
 			f.d.log.Warn("caching chunk", "chunk", key, "err", err)
 		}
@@ -545,13 +549,14 @@ func (f *fetcher) forget(c *fetchCall, key string) {
 	f.mu.Unlock()
 }
 
-// cacheFetched says whether data fetched from the cloud goes to the chunk
-// cache: only from a remote cloud. The embedded cloud's chunks are on this
-// machine already, and reading one back from it (in-process, its blob file
-// kept open) costs about what a chunk-cache hit does: a second copy would
-// double the disk writes and space for nothing. Random reads still avoid
-// coming back for a segment: its rest goes to the page cache (pagecache.go).
-func (f *fetcher) cacheFetched() bool { return !f.d.c.InProcess() }
+// cachesChunks says whether chunk data read from or uploaded to the cloud
+// goes to the chunk cache: only with a remote cloud. The embedded cloud's
+// chunks are on this machine already, and reading one back from it
+// (in-process, its blob file kept open) costs about what a chunk-cache hit
+// does: a second copy would double the disk writes and space for nothing.
+// Random reads still avoid coming back for a segment: its rest goes to the
+// page cache (pagecache.go).
+func (d *Drive) cachesChunks() bool { return !d.c.InProcess() }
 
 // keep adds a whole chunk to the kept ones, dropping the least recently used
 // beyond keptChunks full chunks' worth of memory or keptMax chunks. Caller

@@ -139,13 +139,7 @@ type uploadState struct {
 // quarter of the cache budget, at most 1 GiB) uploads as it goes.
 const uploadBacklog = 16384
 
-func (d *Drive) uploadBacklogBytes() int64 {
-	budget := d.o.CacheSize
-	if budget <= 0 {
-		budget = cache.DefaultBudget
-	}
-	return min(1<<30, budget/4)
-}
+func (d *Drive) uploadBacklogBytes() int64 { return min(1<<30, d.store.Budget()/4) }
 
 // Background work (uploads, pushes) that waited for closes to pause also
 // waits while the kernel keeps asking for metadata or data (an ls -lR, a
@@ -530,8 +524,8 @@ func (d *Drive) putChunk(ctx context.Context, id chunk.ID, p []byte) error {
 		d.stat.Unlock()
 	}
 	d.noteOnline()
-	if !d.fetch.cacheFetched() {
-		return nil // the embedded cloud's copy is as near as the cache's (see cacheFetched)
+	if !d.cachesChunks() {
+		return nil
 	}
 	var segs [][]byte
 	for off := 0; off < len(sealed); off += chunk.SealedSegmentSize {

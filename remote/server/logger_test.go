@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"kumo/internal/badgerlog"
 )
 
 // TestBadgerLogsToSlog: badger's warnings reach the server's structured log
@@ -14,7 +16,7 @@ func TestBadgerLogsToSlog(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	o := badgerOptions(t.TempDir(), Config{Logger: log})
-	if _, ok := o.Logger.(badgerLogger); !ok {
+	if _, ok := o.Logger.(badgerlog.Logger); !ok {
 		t.Fatalf("badger logs through %T, not the server's logger", o.Logger)
 	}
 	o.Logger.Warningf("Block cache might be too small. Metrics: %s\n", "x")

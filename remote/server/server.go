@@ -11,13 +11,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 
+	"kumo/internal/badgerlog"
 	"kumo/internal/chunk"
 	"kumo/internal/payment"
 	"kumo/remote/blob"
@@ -236,7 +236,7 @@ func (s *Server) Close() error {
 func badgerOptions(dir string, cfg Config) badger.Options {
 	o := badger.DefaultOptions(dir).
 		WithSyncWrites(cfg.SyncWrites).
-		WithLogger(badgerLogger{cfg.Logger}). // not WithLoggingLevel: it replaces the logger with badger's own
+		WithLogger(badgerlog.Logger{L: cfg.Logger}).
 		WithValueThreshold(1 << 10).
 		WithVerifyValueChecksum(true).
 		WithChecksumVerificationMode(options.OnBlockRead).
@@ -294,20 +294,3 @@ func (s *Server) valueLogGC(ctx context.Context) {
 		return
 	}
 }
-
-// badgerLogger sends badger's warnings and errors to slog. Its advice on
-// cache sizes (a hit-ratio heuristic that fires on any scan of a big tree)
-// is not something an operator can act on: it is logged at info level.
-type badgerLogger struct{ l *slog.Logger }
-
-func (b badgerLogger) Errorf(f string, a ...any) { b.l.Error("badger: " + fmt.Sprintf(f, a...)) }
-func (b badgerLogger) Warningf(f string, a ...any) {
-	msg := "badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))
-	if strings.Contains(msg, "might be too small") || strings.Contains(msg, "Cache life expectancy") {
-		b.l.Info(msg)
-		return
-	}
-	b.l.Warn(msg)
-}
-func (b badgerLogger) Infof(f string, a ...any)  {}
-func (b badgerLogger) Debugf(f string, a ...any) {}
