@@ -73,7 +73,8 @@ type Store struct {
 	segMu   sync.Mutex
 	segOpen map[[2]uint64]*SegmentFile // open segment files, shared by reference count
 
-	redo *redoLog // cheap durability points; see redo.go
+	redo   *redoLog     // cheap durability points; see redo.go
+	behind *writeBehind // badger applied behind Apply; see behind.go
 
 	closeOnce sync.Once
 	stop      chan struct{}
@@ -132,15 +133,18 @@ func Open(o Options) (*Store, error) {
 		stop:    make(chan struct{}),
 		segOpen: map[[2]uint64]*SegmentFile{},
 	}
+	s.behind = newWriteBehind(db)
 	copy(s.segKey[:], segKey)
 	s.slots.New = func() any { b := make([]byte, slotStride); return &b }
 	if err := s.loadJournalState(); err != nil {
+		s.behind.close()
 		db.Close()
 		redo.close()
 		return nil, err
 	}
 	s.chunks, err = openChunkCache(filepath.Join(o.Dir, chunkDir), filepath.Join(o.Dir, metaDir), budget, log)
 	if err != nil {
+		s.behind.close()
 		db.Close()
 		redo.close()
 		return nil, err
@@ -212,10 +216,13 @@ func (s *Store) Close() error {
 		// A clean stop leaves no record to replay: the next open would
 		// re-apply up to the whole log (16 MiB), one transaction per record.
 		s.applyMu.Lock()
-		if err := s.redo.checkpoint(s.db); err != nil {
+		if err := s.behind.drain(); err != nil {
+			errs = append(errs, err) // the redo log still holds what badger lacks
+		} else if err := s.redo.checkpoint(s.db); err != nil {
 			errs = append(errs, err)
 		}
 		s.applyMu.Unlock()
+		s.behind.close()
 		if err := s.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("cache: close badger: %w", err))
 		}

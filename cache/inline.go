@@ -59,13 +59,9 @@ func (s *Store) sealInline(node, gen uint64, p []byte) ([]byte, error) {
 // ok=false if there is none.
 func (s *Store) GetInline(node, gen uint64) (p []byte, ok bool, err error) {
 	var sealed []byte
-	err = s.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(inlineKey(node, gen))
-		if err != nil {
-			return err
-		}
-		sealed, err = it.ValueCopy(nil)
-		return err
+	err = s.value(inlineKey(node, gen), func(v []byte) error {
+		sealed = append([]byte(nil), v...)
+		return nil
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, false, nil
@@ -90,6 +86,9 @@ func (s *Store) GetInline(node, gen uint64) (p []byte, ok bool, err error) {
 // InlineSegments lists the (node, gen) pairs holding inline segments, for
 // resuming uploads after a restart.
 func (s *Store) InlineSegments() ([][2]uint64, error) {
+	if err := s.behind.drain(); err != nil {
+		return nil, fmt.Errorf("cache: list inline segments: %w", err)
+	}
 	var out [][2]uint64
 	err := s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
@@ -121,5 +120,6 @@ func (s *Store) SyncTree() error {
 	if err := s.redo.sync.run(); err != nil {
 		return fmt.Errorf("cache: sync redo log: %w", err)
 	}
-	return nil
+	// Durable in the log, but the store cannot go on: say so.
+	return s.behind.failed()
 }

@@ -78,6 +78,25 @@ func (t redoTxn) Delete(k []byte) error {
 	return t.txn.Delete(k)
 }
 
+// redoRecorder records writes for the log and for the write-behind queue
+// (behind.go), without a badger transaction.
+type redoRecorder struct {
+	rec     *[]byte
+	entries []redoEntry
+}
+
+func (r *redoRecorder) Set(k, v []byte) error {
+	*r.rec = appendRedoEntry(*r.rec, redoSet, k, v)
+	r.entries = append(r.entries, redoEntry{k: k, v: v})
+	return nil
+}
+
+func (r *redoRecorder) Delete(k []byte) error {
+	*r.rec = appendRedoEntry(*r.rec, redoDelete, k, nil)
+	r.entries = append(r.entries, redoEntry{del: true, k: k})
+	return nil
+}
+
 func appendRedoEntry(b []byte, op byte, k, v []byte) []byte {
 	b = append(b, op)
 	b = binary.AppendUvarint(b, uint64(len(k)))
@@ -254,21 +273,7 @@ func (l *redoLog) replay(db *badger.DB) (int, error) {
 		return 0, err
 	}
 	for i, entries := range recs {
-		err := db.Update(func(txn *badger.Txn) error {
-			for _, e := range entries {
-				var err error
-				if e.del {
-					err = txn.Delete(e.k)
-				} else {
-					err = txn.Set(e.k, e.v)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
+		if err := applyRecords(db, []behindRecord{{entries: entries}}); err != nil {
 			return i, fmt.Errorf("cache: replay redo record %d: %w", i, err)
 		}
 	}
@@ -322,8 +327,17 @@ func (l *redoLog) begin(txn *badger.Txn) redoTxn {
 	return redoTxn{txn, &l.buf}
 }
 
-// appendRecord writes the record begun by begin, once its transaction has
-// committed (no sync). It returns false when the record does not fit: the
+// record starts recording writes without a transaction, like begin.
+func (l *redoLog) record() *redoRecorder {
+	l.buf = append(l.buf[:0], make([]byte, redoRecHead)...)
+	return &redoRecorder{rec: &l.buf}
+}
+
+// payloadSize is the size of the record being built.
+func (l *redoLog) payloadSize() int { return len(l.buf) - redoRecHead }
+
+// appendRecord writes the record begun by begin (once its transaction has
+// committed) or by record (no sync). It returns false when the record does not fit: the
 // caller checkpoints instead.
 func (l *redoLog) appendRecord() (bool, error) {
 	rec := l.buf

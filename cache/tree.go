@@ -59,15 +59,10 @@ type Entry struct {
 // GetNode returns a node of the local tree, or ErrNotFound.
 func (s *Store) GetNode(id uint64) (api.Node, error) {
 	var n api.Node
-	err := s.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(nodeKey(id))
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error {
-			n, err = decodeNode(v)
-			return err
-		})
+	err := s.value(nodeKey(id), func(v []byte) error {
+		var err error
+		n, err = decodeNode(v)
+		return err
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return api.Node{}, ErrNotFound
@@ -84,15 +79,10 @@ func (s *Store) GetNode(id uint64) (api.Node, error) {
 // Lookup returns the entry (parent, nameMAC), or ErrNotFound.
 func (s *Store) Lookup(parent uint64, nameMAC string) (Entry, error) {
 	e := Entry{Parent: parent, NameMAC: nameMAC}
-	err := s.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(entryKey(parent, nameMAC))
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error {
-			e.Child, e.Name, err = decodeEntry(v)
-			return err
-		})
+	err := s.value(entryKey(parent, nameMAC), func(v []byte) error {
+		var err error
+		e.Child, e.Name, err = decodeEntry(v)
+		return err
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Entry{}, ErrNotFound
@@ -103,8 +93,30 @@ func (s *Store) Lookup(parent uint64, nameMAC string) (Entry, error) {
 	return e, nil
 }
 
+// value calls fn with key's current value: its queued write if it has one
+// (behind.go), else badger's. A missing or deleted key is
+// badger.ErrKeyNotFound. fn must not keep or modify the bytes.
+func (s *Store) value(key []byte, fn func([]byte) error) error {
+	if pw, ok := s.behind.get(key); ok {
+		if pw.del {
+			return badger.ErrKeyNotFound
+		}
+		return fn(pw.v)
+	}
+	return s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		return it.Value(fn)
+	})
+}
+
 // List returns the entries of a directory in nameMAC order.
 func (s *Store) List(parent uint64) ([]Entry, error) {
+	if err := s.behind.drain(); err != nil {
+		return nil, fmt.Errorf("cache: list %d: %w", parent, err)
+	}
 	var out []Entry
 	prefix := entryPrefix(parent)
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -155,80 +167,22 @@ type Mutation struct {
 // transaction (millions of entries); nothing of it is applied.
 var ErrTooBig = errors.New("cache: mutation too big for one transaction")
 
-// Apply applies m in one transaction. Deletes are applied before puts, so a
-// mutation may delete and re-put the same key. Nothing is applied on error.
+// Apply applies m atomically: visible to readers at once, recoverable after
+// a crash (its redo record is written before Apply returns; SyncTree makes it
+// durable), applied to badger behind the caller (behind.go) unless it is big.
+// Deletes are applied before puts, so a mutation may delete and re-put the
+// same key. Nothing is applied on error.
 func (s *Store) Apply(m Mutation) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	seq := s.lastSeq
-	btxn := s.db.NewTransaction(true)
-	defer btxn.Discard()
-	txn := s.redo.begin(btxn)
-	err := func() error {
-		for _, id := range m.DeleteNodes {
-			if err := txn.Delete(nodeKey(id)); err != nil {
-				return err
-			}
-		}
-		for _, e := range m.DeleteEntries {
-			if err := txn.Delete(entryKey(e.Parent, e.NameMAC)); err != nil {
-				return err
-			}
-		}
-		for _, k := range m.DeleteInline {
-			if err := txn.Delete(inlineKey(k[0], k[1])); err != nil {
-				return err
-			}
-		}
-		for _, in := range m.PutInline {
-			v, err := s.sealInline(in.Node, in.Gen, in.Data)
-			if err != nil {
-				return err
-			}
-			if err := txn.Set(inlineKey(in.Node, in.Gen), v); err != nil {
-				return err
-			}
-		}
-		for _, n := range m.PutNodes {
-			if err := txn.Set(nodeKey(n.ID), encodeNode(n)); err != nil {
-				return err
-			}
-		}
-		for _, e := range m.PutEntries {
-			if e.NameMAC == "" {
-				return fmt.Errorf("entry under %d with empty name MAC", e.Parent)
-			}
-			if err := txn.Set(entryKey(e.Parent, e.NameMAC), encodeEntry(e.Child, e.Name)); err != nil {
-				return err
-			}
-		}
-		for _, op := range m.Journal {
-			v, err := json.Marshal(op)
-			if err != nil {
-				return fmt.Errorf("encode journal op: %w", err)
-			}
-			seq++
-			if err := txn.Set(journalKey(seq), v); err != nil {
-				return err
-			}
-		}
-		if len(m.Journal) > 0 {
-			if err := txn.Set(keySeq, be64(seq)); err != nil {
-				return err
-			}
-		}
-		if m.Cursor != nil {
-			if err := txn.Set(keyCursor, be64(*m.Cursor)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}()
+	rec := s.redo.record()
+	seq, err := s.writeMutation(rec, m)
 	if err == nil {
-		err = btxn.Commit()
-	}
-	if err == nil {
-		err = s.logCommitted()
+		if len(rec.entries) > behindMaxEntries || s.redo.payloadSize() > behindMaxBytes {
+			err = s.applyNow(rec.entries)
+		} else {
+			err = s.applyBehind(rec.entries, s.redo.payloadSize())
+		}
 	}
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		return fmt.Errorf("cache: apply (%d nodes, %d entries, %d journal ops): %w",
@@ -242,9 +196,96 @@ func (s *Store) Apply(m Mutation) error {
 	return nil
 }
 
+// writeMutation records m's key writes in rec and returns the journal's last
+// seq after it.
+func (s *Store) writeMutation(rec *redoRecorder, m Mutation) (uint64, error) {
+	seq := s.lastSeq
+	for _, id := range m.DeleteNodes {
+		rec.Delete(nodeKey(id))
+	}
+	for _, e := range m.DeleteEntries {
+		rec.Delete(entryKey(e.Parent, e.NameMAC))
+	}
+	for _, k := range m.DeleteInline {
+		rec.Delete(inlineKey(k[0], k[1]))
+	}
+	for _, in := range m.PutInline {
+		v, err := s.sealInline(in.Node, in.Gen, in.Data)
+		if err != nil {
+			return 0, err
+		}
+		rec.Set(inlineKey(in.Node, in.Gen), v)
+	}
+	for _, n := range m.PutNodes {
+		rec.Set(nodeKey(n.ID), encodeNode(n))
+	}
+	for _, e := range m.PutEntries {
+		if e.NameMAC == "" {
+			return 0, fmt.Errorf("entry under %d with empty name MAC", e.Parent)
+		}
+		rec.Set(entryKey(e.Parent, e.NameMAC), encodeEntry(e.Child, e.Name))
+	}
+	for _, op := range m.Journal {
+		v, err := json.Marshal(op)
+		if err != nil {
+			return 0, fmt.Errorf("encode journal op: %w", err)
+		}
+		seq++
+		rec.Set(journalKey(seq), v)
+	}
+	if len(m.Journal) > 0 {
+		rec.Set(keySeq, be64(seq))
+	}
+	if m.Cursor != nil {
+		rec.Set(keyCursor, be64(*m.Cursor))
+	}
+	return seq, nil
+}
+
+// applyNow applies a big mutation to badger in one transaction, after what
+// is queued, then logs it. Under applyMu.
+func (s *Store) applyNow(entries []redoEntry) error {
+	if err := s.behind.drain(); err != nil {
+		return err
+	}
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	for _, e := range entries {
+		if err := applyEntry(txn, e); err != nil {
+			return err
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	return s.logCommitted()
+}
+
+// applyBehind logs a small mutation and queues it for badger. When the log is
+// full, badger gets it now and the log starts over. Under applyMu.
+func (s *Store) applyBehind(entries []redoEntry, size int) error {
+	if err := s.behind.failed(); err != nil {
+		return err
+	}
+	fits, err := s.redo.appendRecord()
+	if err != nil {
+		return err
+	}
+	if fits {
+		return s.behind.add(entries, size)
+	}
+	if err := s.behind.drain(); err != nil {
+		return err
+	}
+	if err := applyRecords(s.db, []behindRecord{{entries: entries}}); err != nil {
+		return err
+	}
+	return s.redo.checkpoint(s.db)
+}
+
 // logCommitted appends the writes of the transaction just committed (begun
 // with s.redo.begin) to the redo log, or checkpoints when they do not fit.
-// Under applyMu. A failure here is reported, but the transaction stands: the
+// Under applyMu, with nothing queued for badger (drained). A failure here is reported, but the transaction stands: the
 // next checkpoint makes it durable.
 func (s *Store) logCommitted() error {
 	fits, err := s.redo.appendRecord()
@@ -282,12 +323,14 @@ func getU64(txn *badger.Txn, key []byte) (uint64, error) {
 // Cursor returns the change-feed sequence number the local tree reflects.
 func (s *Store) Cursor() (uint64, error) {
 	var c uint64
-	err := s.db.View(func(txn *badger.Txn) error {
-		var err error
-		c, err = getU64(txn, keyCursor)
-		return err
+	err := s.value(keyCursor, func(b []byte) error {
+		if len(b) != 8 {
+			return fmt.Errorf("%q holds %d bytes: %w", keyCursor, len(b), ErrCorrupt)
+		}
+		c = binary.BigEndian.Uint64(b)
+		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 		return 0, fmt.Errorf("cache: cursor: %w", err)
 	}
 	return c, nil
@@ -330,6 +373,9 @@ func (s *Store) Pending(max int) ([]JournalOp, error) {
 // PendingAfter returns up to n unacknowledged journal ops with Seq > after,
 // in order: a reader that keeps ops it already decoded asks only for the rest.
 func (s *Store) PendingAfter(after uint64, n int) ([]JournalOp, error) {
+	if err := s.behind.drain(); err != nil {
+		return nil, fmt.Errorf("cache: pending: %w", err)
+	}
 	var out []JournalOp
 	err := s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
@@ -376,6 +422,9 @@ func (s *Store) PendingCount() (int, error) {
 func (s *Store) Ack(upto uint64) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	if err := s.behind.drain(); err != nil {
+		return fmt.Errorf("cache: ack %d: %w", upto, err)
+	}
 	for {
 		var keys [][]byte
 		err := s.db.View(func(txn *badger.Txn) error {
@@ -432,6 +481,9 @@ func (s *Store) Ack(upto uint64) error {
 func (s *Store) Reset() error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	if err := s.behind.drain(); err != nil {
+		return fmt.Errorf("cache: reset: %w", err)
+	}
 	err := s.db.Update(func(txn *badger.Txn) error { return s.redo.begin(txn).Delete(keyCursor) })
 	if err == nil {
 		err = s.logCommitted()

@@ -1,0 +1,213 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Badger is applied behind Apply. A small mutation is recorded in the redo
+// log (which is what makes it recoverable: a restart replays the log into
+// badger), made visible to readers through an in-memory overlay of the keys
+// it writes, and handed to one goroutine that applies queued records to
+// badger in batches. Apply so returns without waiting for badger's writer
+// (two goroutine hand-offs and a memtable insert per commit, about a quarter
+// of a small-file delete's daemon CPU), and a burst of tree operations costs
+// one badger commit per batch instead of one each.
+//
+// Point reads (GetNode, Lookup, GetInline, Cursor) look in the overlay first.
+// Scans (List, the journal, inline segments), journal acks, Reset and
+// checkpoints first wait until everything queued is in badger ("drain"):
+// they are rare on the paths that queue.
+//
+// Badger holds, as before, some prefix of the log's records (batches are
+// applied in order), which is what replay needs.
+
+const (
+	// A mutation bigger than this is applied at once, as one badger
+	// transaction (so a huge one still fails whole with ErrTooBig).
+	behindMaxEntries = 512
+	behindMaxBytes   = 256 << 10
+	// Apply waits (backpressure) while this much is queued.
+	behindQueueBytes   = 16 << 20
+	behindQueueRecords = 8192
+	// A batch: at most this much per badger transaction, far below badger's
+	// limit (15% of the 16 MiB memtable).
+	behindBatchBytes = 1 << 20
+)
+
+// pendingWrite is the latest queued write of a key.
+type pendingWrite struct {
+	v   []byte
+	del bool
+	rec uint64 // number of the record that wrote it
+}
+
+type behindRecord struct {
+	n       uint64
+	entries []redoEntry
+	size    int
+}
+
+// writeBehind is the overlay and the queue of records not yet in badger.
+type writeBehind struct {
+	db *badger.DB
+	// applying is held while a batch is written to badger (tests hold it to
+	// keep records queued).
+	applying sync.Mutex
+
+	mu      sync.Mutex
+	changed *sync.Cond // records queued or applied, or closing
+	over    map[string]pendingWrite
+	queue   []behindRecord
+	queued  uint64 // records queued so far
+	applied uint64 // records applied to badger so far
+	bytes   int    // size of the records in queue and in the batch being applied
+	err     error  // first failure to apply: sticky, the store is unusable
+	closing bool
+	done    chan struct{}
+}
+
+func newWriteBehind(db *badger.DB) *writeBehind {
+	w := &writeBehind{db: db, over: map[string]pendingWrite{}, done: make(chan struct{})}
+	w.changed = sync.NewCond(&w.mu)
+	go w.run()
+	return w
+}
+
+// get returns the queued write of key, if any.
+func (w *writeBehind) get(key []byte) (pendingWrite, bool) {
+	w.mu.Lock()
+	pw, ok := w.over[string(key)]
+	w.mu.Unlock()
+	return pw, ok
+}
+
+// add queues a record (its entries must not be modified afterwards) and makes
+// its writes visible to get. It waits while the queue is full.
+func (w *writeBehind) add(entries []redoEntry, size int) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.err == nil && (w.bytes >= behindQueueBytes || len(w.queue) >= behindQueueRecords) {
+		w.changed.Wait()
+	}
+	if w.err != nil {
+		return w.err
+	}
+	w.queued++
+	for _, e := range entries {
+		w.over[string(e.k)] = pendingWrite{v: e.v, del: e.del, rec: w.queued}
+	}
+	w.queue = append(w.queue, behindRecord{n: w.queued, entries: entries, size: size})
+	w.bytes += size
+	w.changed.Broadcast()
+	return nil
+}
+
+// drain waits until every record queued so far is in badger.
+func (w *writeBehind) drain() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for target := w.queued; w.applied < target && w.err == nil; {
+		w.changed.Wait()
+	}
+	return w.err
+}
+
+// failed returns the sticky apply error, if any.
+func (w *writeBehind) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// close stops the goroutine after it applied what is queued.
+func (w *writeBehind) close() {
+	w.mu.Lock()
+	w.closing = true
+	w.changed.Broadcast()
+	w.mu.Unlock()
+	<-w.done
+}
+
+func (w *writeBehind) run() {
+	defer close(w.done)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		for len(w.queue) == 0 && !w.closing {
+			w.changed.Wait()
+		}
+		if len(w.queue) == 0 || w.err != nil {
+			if w.closing {
+				return
+			}
+			w.changed.Wait()
+			continue
+		}
+		n, size := 0, 0
+		for n < len(w.queue) && (n == 0 || size+w.queue[n].size <= behindBatchBytes) {
+			size += w.queue[n].size
+			n++
+		}
+		batch := w.queue[:n:n]
+		w.mu.Unlock()
+		w.applying.Lock()
+		err := applyRecords(w.db, batch)
+		w.applying.Unlock()
+		w.mu.Lock()
+		if err != nil {
+			w.err = fmt.Errorf("cache: apply to badger: %w", err)
+			w.changed.Broadcast()
+			continue
+		}
+		w.queue = w.queue[n:]
+		if len(w.queue) == 0 {
+			w.queue = nil // let the old array go
+		}
+		last := batch[n-1].n
+		for _, r := range batch {
+			for _, e := range r.entries {
+				if pw, ok := w.over[string(e.k)]; ok && pw.rec <= last {
+					delete(w.over, string(e.k))
+				}
+			}
+		}
+		w.applied = last
+		w.bytes -= size
+		w.changed.Broadcast()
+	}
+}
+
+// applyRecords writes records to db in order: one transaction if they fit,
+// more if not (a record split across transactions is still recoverable: the
+// redo log holds it whole, and replay re-applies the whole epoch in order).
+func applyRecords(db *badger.DB, recs []behindRecord) error {
+	txn := db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	for _, r := range recs {
+		for _, e := range r.entries {
+			err := applyEntry(txn, e)
+			if errors.Is(err, badger.ErrTxnTooBig) {
+				if err := txn.Commit(); err != nil {
+					return err
+				}
+				txn = db.NewTransaction(true)
+				err = applyEntry(txn, e)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return txn.Commit()
+}
+
+func applyEntry(txn *badger.Txn, e redoEntry) error {
+	if e.del {
+		return txn.Delete(e.k)
+	}
+	return txn.Set(e.k, e.v)
+}
