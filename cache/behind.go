@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -36,6 +37,11 @@ const (
 	// A batch: at most this much per badger transaction, far below badger's
 	// limit (15% of the 16 MiB memtable).
 	behindBatchBytes = 1 << 20
+	// The applier lets records gather this long before a batch (unless a
+	// reader waits for it): one wake-up and one commit for a burst, and a
+	// key written several times in it (a new file's node: create, chmod,
+	// utimes, close) goes into badger's memtable once.
+	behindGather = 2 * time.Millisecond
 )
 
 // pendingWrite is the latest queued write of a key.
@@ -68,10 +74,11 @@ type writeBehind struct {
 	err     error  // first failure to apply: sticky, the store is unusable
 	closing bool
 	done    chan struct{}
+	hurry   chan struct{} // someone waits: apply without gathering
 }
 
 func newWriteBehind(db *badger.DB) *writeBehind {
-	w := &writeBehind{db: db, over: map[string]pendingWrite{}, done: make(chan struct{})}
+	w := &writeBehind{db: db, over: map[string]pendingWrite{}, done: make(chan struct{}), hurry: make(chan struct{}, 1)}
 	w.changed = sync.NewCond(&w.mu)
 	go w.run()
 	return w
@@ -91,6 +98,7 @@ func (w *writeBehind) add(entries []redoEntry, size int) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for w.err == nil && (w.bytes >= behindQueueBytes || len(w.queue) >= behindQueueRecords) {
+		w.hurryUp()
 		w.changed.Wait()
 	}
 	if w.err != nil {
@@ -111,9 +119,18 @@ func (w *writeBehind) drain() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for target := w.queued; w.applied < target && w.err == nil; {
+		w.hurryUp()
 		w.changed.Wait()
 	}
 	return w.err
+}
+
+// hurryUp ends the applier's gathering pause, if it is in one.
+func (w *writeBehind) hurryUp() {
+	select {
+	case w.hurry <- struct{}{}:
+	default:
+	}
 }
 
 // failed returns the sticky apply error, if any.
@@ -129,6 +146,7 @@ func (w *writeBehind) close() {
 	w.closing = true
 	w.changed.Broadcast()
 	w.mu.Unlock()
+	w.hurryUp()
 	<-w.done
 }
 
@@ -146,6 +164,16 @@ func (w *writeBehind) run() {
 			}
 			w.changed.Wait()
 			continue
+		}
+		if !w.closing && w.bytes < behindBatchBytes {
+			w.mu.Unlock()
+			t := time.NewTimer(behindGather)
+			select {
+			case <-t.C:
+			case <-w.hurry:
+				t.Stop()
+			}
+			w.mu.Lock()
 		}
 		n, size := 0, 0
 		for n < len(w.queue) && (n == 0 || size+w.queue[n].size <= behindBatchBytes) {
