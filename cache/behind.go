@@ -104,6 +104,9 @@ func (w *writeBehind) add(entries []redoEntry, size int) error {
 	if w.err != nil {
 		return w.err
 	}
+	if w.closing {
+		return ErrClosed
+	}
 	w.queued++
 	for _, e := range entries {
 		w.over[string(e.k)] = pendingWrite{v: e.v, del: e.del, rec: w.queued}
