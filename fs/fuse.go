@@ -303,8 +303,15 @@ func (n *fnode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttr
 	gid, hasGID := in.GetGID()
 	atime, hasA := in.GetATime()
 	mtime, hasM := in.GetMTime()
-	if hasMode || hasUID || hasGID || hasA || hasM {
+	// Truncate or chown by a caller the kernel found unprivileged
+	// (FUSE_HANDLE_KILLPRIV_V2, see killPrivOnWrite).
+	kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0
+	cuid, cgid := caller(ctx)
+	if hasMode || hasUID || hasGID || hasA || hasM || kill {
 		e := d.setAttrs(st, func(a *meta.Attrs) syscall.Errno {
+			if kill { // before a chown's new group
+				a.Mode = killSuidgid(a.Mode, a.GID, cuid, cgid)
+			}
 			if hasMode {
 				a.Mode = a.Mode&syscall.S_IFMT | mode&0o7777
 			}
@@ -526,8 +533,61 @@ func (n *fnode) Write(ctx context.Context, f gofs.FileHandle, data []byte, off i
 		return 0, syscall.EROFS
 	}
 	h.wrote.Store(true)
+	if e := n.d.killPrivOnWrite(ctx, n, h.st); e != 0 {
+		return 0, e
+	}
 	w, e := n.d.write(ctx, h.st, data, off)
 	return uint32(w), e
+}
+
+// xattrCapability holds a file's capabilities (setcap).
+const xattrCapability = "security.capability"
+
+// killPrivOnWrite does what the kernel leaves to the daemon once
+// FUSE_HANDLE_KILLPRIV_V2 is negotiated (fs/mount.go), as Linux does for
+// local files: a write by a caller without CAP_FSETID drops setuid and
+// setgid (see killSuidgid). The daemon cannot see capabilities; it takes
+// root for CAP_FSETID. A write also drops the file's capabilities: the
+// kernel still does that itself before the write comes here, so this only
+// makes sure of it.
+func (d *Drive) killPrivOnWrite(ctx context.Context, n *fnode, st *nodeState) syscall.Errno {
+	uid, gid := caller(ctx)
+	d.mu.Lock()
+	kill := uid != 0 && killSuidgid(st.attrs.Mode, st.attrs.GID, uid, gid) != st.attrs.Mode
+	_, hasCap := st.attrs.Xattrs[xattrCapability]
+	d.mu.Unlock()
+	if !kill && !hasCap {
+		return 0
+	}
+	e := d.setAttrs(st, func(a *meta.Attrs) syscall.Errno {
+		if kill {
+			a.Mode = killSuidgid(a.Mode, a.GID, uid, gid)
+		}
+		delete(a.Xattrs, xattrCapability)
+		a.Ctime = nowNs()
+		return 0
+	})
+	if e == 0 && kill {
+		// The kernel keeps the old mode (setuid!) for the attribute
+		// timeout otherwise. Attributes only (offset -1): no page lock.
+		go n.NotifyContent(-1, 0)
+	}
+	return e
+}
+
+// killSuidgid is mode after a write, truncate or chown by (uid, gid) that
+// drops privileges, decided as Linux does for local files: setuid goes;
+// setgid goes if group execute is set, or if the caller is neither root nor
+// in the file's group (the daemon sees only the caller's primary group).
+func killSuidgid(mode, fileGID, uid, gid uint32) uint32 {
+	if !isReg(mode) {
+		return mode
+	}
+	mode &^= syscall.S_ISUID
+	if mode&syscall.S_IXGRP != 0 || uid != 0 && gid != fileGID {
+		mode &^= syscall.S_ISGID
+	}
+	return mode
 }
 
 func (n *fnode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
