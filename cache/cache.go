@@ -6,7 +6,8 @@
 // Layout under Options.Dir:
 //
 //	meta/    badger: nodes, entries, change-feed cursor, push journal;
-//	         redo.log: badger's writes since its last sync (redo.go)
+//	         redo.log: the store's writes since badger's last sync (redo.go);
+//	         badger is applied behind it (behind.go)
 //	chunks/  one sparse file per cached chunk, sealed segments at fixed slots
 //	dirty/   one encrypted sparse segment file per (node, gen)
 package cache
