@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -59,7 +60,8 @@ type behindRecord struct {
 
 // writeBehind is the overlay and the queue of records not yet in badger.
 type writeBehind struct {
-	db *badger.DB
+	db  *badger.DB
+	log *slog.Logger
 	// applying is held while a batch is written to badger (tests hold it to
 	// keep records queued).
 	applying sync.Mutex
@@ -77,8 +79,8 @@ type writeBehind struct {
 	hurry   chan struct{} // someone waits: apply without gathering
 }
 
-func newWriteBehind(db *badger.DB) *writeBehind {
-	w := &writeBehind{db: db, over: map[string]pendingWrite{}, done: make(chan struct{}), hurry: make(chan struct{}, 1)}
+func newWriteBehind(db *badger.DB, log *slog.Logger) *writeBehind {
+	w := &writeBehind{db: db, log: log, over: map[string]pendingWrite{}, done: make(chan struct{}), hurry: make(chan struct{}, 1)}
 	w.changed = sync.NewCond(&w.mu)
 	go w.run()
 	return w
@@ -191,6 +193,9 @@ func (w *writeBehind) run() {
 		w.mu.Lock()
 		if err != nil {
 			w.err = fmt.Errorf("cache: apply to badger: %w", err)
+			w.log.Error("local store: applying changes to badger failed; every later change and close fails with EIO. "+
+				"Every change made so far is in the redo log: fix the cause (disk full? I/O errors?) and remount to replay it",
+				"err", err)
 			w.changed.Broadcast()
 			continue
 		}

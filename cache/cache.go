@@ -134,7 +134,7 @@ func Open(o Options) (*Store, error) {
 		stop:    make(chan struct{}),
 		segOpen: map[[2]uint64]*SegmentFile{},
 	}
-	s.behind = newWriteBehind(db)
+	s.behind = newWriteBehind(db, log)
 	copy(s.segKey[:], segKey)
 	s.slots.New = func() any { b := make([]byte, slotStride); return &b }
 	if err := s.loadJournalState(); err != nil {
