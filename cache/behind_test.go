@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -102,4 +103,77 @@ func TestWriteBehind(t *testing.T) {
 	}
 	check(s, "applied")
 	must(s.Close())
+}
+
+// TestWriteBehindConcurrent: writers see their own writes at once, from
+// the overlay or from badger, while the applier moves them across and
+// scans drain the queue under them.
+func TestWriteBehindConcurrent(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	defer s.Close()
+	const writers, each = 4, 300
+	errs := make(chan error, writers+1)
+	done := make(chan struct{})
+	go func() { // a scanner, draining now and then
+		for {
+			select {
+			case <-done:
+				errs <- nil
+				return
+			default:
+			}
+			if _, err := s.List(api.RootID); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	for w := 0; w < writers; w++ {
+		go func(w int) {
+			for i := 0; i < each; i++ {
+				id := uint64(1000 + w*each + i)
+				err := s.Apply(Mutation{
+					PutNodes:   []api.Node{smallNode(id, byte(i))},
+					PutEntries: []Entry{{Parent: api.RootID, NameMAC: mac(int(id)), Name: []byte{byte(w)}, Child: id}},
+				})
+				if err == nil && i > 0 { // and drop the previous one again
+					err = s.Apply(Mutation{DeleteNodes: []uint64{id - 1}})
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				if n, err := s.GetNode(id); err != nil || n.Attrs[0] != byte(i) {
+					errs <- fmt.Errorf("writer %d: node %d right after Apply: %v", w, id, err)
+					return
+				}
+				if i > 0 {
+					if _, err := s.GetNode(id - 1); !errors.Is(err, ErrNotFound) {
+						errs <- fmt.Errorf("writer %d: node %d right after its delete: %v", w, id-1, err)
+						return
+					}
+				}
+			}
+			errs <- nil
+		}(w)
+	}
+	for w := 0; w < writers; w++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.List(api.RootID)
+	if err != nil || len(l) != writers*each {
+		t.Fatalf("list: %d entries, %v", len(l), err)
+	}
+	for w := 0; w < writers; w++ {
+		last := uint64(1000 + w*each + each - 1)
+		if _, err := s.GetNode(last); err != nil || !inBadger(t, s, nodeKey(last)) || inBadger(t, s, nodeKey(last-1)) {
+			t.Fatalf("writer %d: after draining, badger is not the overlay's state: %v", w, err)
+		}
+	}
 }
