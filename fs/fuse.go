@@ -307,6 +307,11 @@ func (n *fnode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttr
 	// (FUSE_HANDLE_KILLPRIV_V2, see killPrivOnWrite).
 	kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0
 	cuid, cgid := caller(ctx)
+	if kill { // most files have neither bit: nothing to save then
+		d.mu.Lock()
+		kill = killSuidgid(st.attrs.Mode, st.attrs.GID, cuid, cgid) != st.attrs.Mode
+		d.mu.Unlock()
+	}
 	if hasMode || hasUID || hasGID || hasA || hasM || kill {
 		e := d.setAttrs(st, func(a *meta.Attrs) syscall.Errno {
 			if kill { // before a chown's new group
