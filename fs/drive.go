@@ -84,9 +84,9 @@ type Drive struct {
 
 	fetch fetcher
 	ahead dirAheads // directories whose small files were fetched ahead (dirahead.go)
-	// plainBufs holds 4 MiB buffers for the plaintext of chunks being
+	// plainBufs holds 4 MiB buffers for the plaintext of big chunks being
 	// uploaded (*[]byte): a fresh one per chunk made the collector run
-	// often while a big file uploads.
+	// often while a big file uploads. Small chunks get their own size.
 	plainBufs sync.Pool
 
 	stat struct {
