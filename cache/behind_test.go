@@ -35,13 +35,9 @@ func TestWriteBehind(t *testing.T) {
 
 	s.behind.applying.Lock() // keep what follows queued
 	for i := uint64(0); i < 20; i++ {
-		must(s.Apply(Mutation{
-			PutNodes:   []api.Node{smallNode(200+i, byte(i))},
-			PutEntries: []Entry{{Parent: api.RootID, NameMAC: mac(int(i)), Name: []byte{byte(i)}, Child: 200 + i}},
-			Journal:    []api.BatchOp{op(int(i))},
-			PutInline:  []InlineSegment{{Node: 200 + i, Gen: 1, Data: bytes.Repeat([]byte{byte(i)}, 4096)}},
-			Cursor:     u64p(i + 1),
-		}))
+		m := smallFileMutation(i)
+		m.Cursor = u64p(i + 1)
+		must(s.Apply(m))
 	}
 	must(s.Apply(Mutation{DeleteNodes: []uint64{100}, DeleteEntries: []Entry{{Parent: api.RootID, NameMAC: mac(100)}}}))
 	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(205, 99)}})) // a later write of the same key wins

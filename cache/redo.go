@@ -16,7 +16,8 @@ import (
 
 // The redo log makes the local store's durability points cheap. Every badger
 // write the Store makes (Apply, Ack, Reset's cursor delete) is also appended,
-// as raw key writes, to a preallocated zero-filled file; making everything so
+// as raw key writes (small mutations before badger gets them: behind.go), to
+// a preallocated zero-filled file; making everything so
 // far durable is then one fdatasync of that file, which on a file whose
 // blocks are all written changes no metadata and costs one device flush —
 // instead of badger's Sync, which msyncs its memtable WAL and value log and
@@ -62,39 +63,21 @@ type redoLog struct {
 	sync  groupSync
 }
 
-// redoTxn records the writes it passes to a badger transaction.
-type redoTxn struct {
-	txn *badger.Txn
-	rec *[]byte
-}
-
-func (t redoTxn) Set(k, v []byte) error {
-	*t.rec = appendRedoEntry(*t.rec, redoSet, k, v)
-	return t.txn.Set(k, v)
-}
-
-func (t redoTxn) Delete(k []byte) error {
-	*t.rec = appendRedoEntry(*t.rec, redoDelete, k, nil)
-	return t.txn.Delete(k)
-}
-
 // redoRecorder records writes for the log and for the write-behind queue
-// (behind.go), without a badger transaction.
+// (behind.go), without a badger transaction: nothing here can fail.
 type redoRecorder struct {
 	rec     *[]byte
 	entries []redoEntry
 }
 
-func (r *redoRecorder) Set(k, v []byte) error {
+func (r *redoRecorder) set(k, v []byte) {
 	*r.rec = appendRedoEntry(*r.rec, redoSet, k, v)
 	r.entries = append(r.entries, redoEntry{k: k, v: v})
-	return nil
 }
 
-func (r *redoRecorder) Delete(k []byte) error {
+func (r *redoRecorder) del(k []byte) {
 	*r.rec = appendRedoEntry(*r.rec, redoDelete, k, nil)
 	r.entries = append(r.entries, redoEntry{del: true, k: k})
-	return nil
 }
 
 func appendRedoEntry(b []byte, op byte, k, v []byte) []byte {
@@ -319,15 +302,8 @@ func redoSum(epoch uint64, payload []byte) uint32 {
 	return crc32.Update(crc32.Checksum(ep[:], redoCRC), redoCRC, payload)
 }
 
-// begin starts recording the writes of txn: the record is built in l.buf
-// behind room for its header, so appending it is one write with no copy.
-// Under applyMu.
-func (l *redoLog) begin(txn *badger.Txn) redoTxn {
-	l.buf = append(l.buf[:0], make([]byte, redoRecHead)...)
-	return redoTxn{txn, &l.buf}
-}
-
-// record starts recording writes without a transaction, like begin.
+// record starts recording writes: the record is built in l.buf behind room
+// for its header, so appending it is one write with no copy. Under applyMu.
 func (l *redoLog) record() *redoRecorder {
 	l.buf = append(l.buf[:0], make([]byte, redoRecHead)...)
 	return &redoRecorder{rec: &l.buf}
@@ -336,9 +312,8 @@ func (l *redoLog) record() *redoRecorder {
 // payloadSize is the size of the record being built.
 func (l *redoLog) payloadSize() int { return len(l.buf) - redoRecHead }
 
-// appendRecord writes the record begun by begin (once its transaction has
-// committed) or by record (no sync). It returns false when the record does not fit: the
-// caller checkpoints instead.
+// appendRecord writes the record begun by record (no sync). It returns false when the record does
+// not fit: the caller checkpoints instead.
 func (l *redoLog) appendRecord() (bool, error) {
 	rec := l.buf
 	if cap(l.buf) > 1<<20 {

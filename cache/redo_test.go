@@ -53,6 +53,17 @@ func smallNode(id uint64, fill byte) api.Node {
 	return api.Node{ID: id, Type: api.TypeFile, Version: 1, Nlink: 1, Parent: api.RootID, Attrs: bytes.Repeat([]byte{fill}, 200)}
 }
 
+// smallFileMutation creates file i as the drive would: node 200+i with an
+// entry under the root, a journal op and 4 KiB of inline data (byte i).
+func smallFileMutation(i uint64) Mutation {
+	return Mutation{
+		PutNodes:   []api.Node{smallNode(200+i, byte(i))},
+		PutEntries: []Entry{{Parent: api.RootID, NameMAC: mac(int(i)), Name: []byte{byte(i)}, Child: 200 + i}},
+		Journal:    []api.BatchOp{op(int(i))},
+		PutInline:  []InlineSegment{{Node: 200 + i, Gen: 1, Data: bytes.Repeat([]byte{byte(i)}, 4096)}},
+	}
+}
+
 // TestRedoReplaysAfterPowerLoss simulates a power loss: badger's files are
 // as they were at its last sync (a snapshot of a closed store), while the
 // redo log holds what SyncTree made durable after that. Reopening must bring
@@ -68,12 +79,7 @@ func TestRedoReplaysAfterPowerLoss(t *testing.T) {
 
 	s = openTest(t, live, 0)
 	for i := uint64(0); i < 50; i++ {
-		must(s.Apply(Mutation{
-			PutNodes:   []api.Node{smallNode(200+i, byte(i))},
-			PutEntries: []Entry{{Parent: api.RootID, NameMAC: mac(int(i)), Name: []byte{byte(i)}, Child: 200 + i}},
-			Journal:    []api.BatchOp{op(int(i))},
-			PutInline:  []InlineSegment{{Node: 200 + i, Gen: 1, Data: bytes.Repeat([]byte{byte(i)}, 4096)}},
-		}))
+		must(s.Apply(smallFileMutation(i)))
 	}
 	must(s.Apply(Mutation{DeleteNodes: []uint64{100, 210}, PutNodes: []api.Node{smallNode(211, 99)}}))
 	must(s.SyncTree())

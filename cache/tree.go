@@ -201,29 +201,29 @@ func (s *Store) Apply(m Mutation) error {
 func (s *Store) writeMutation(rec *redoRecorder, m Mutation) (uint64, error) {
 	seq := s.lastSeq
 	for _, id := range m.DeleteNodes {
-		rec.Delete(nodeKey(id))
+		rec.del(nodeKey(id))
 	}
 	for _, e := range m.DeleteEntries {
-		rec.Delete(entryKey(e.Parent, e.NameMAC))
+		rec.del(entryKey(e.Parent, e.NameMAC))
 	}
 	for _, k := range m.DeleteInline {
-		rec.Delete(inlineKey(k[0], k[1]))
+		rec.del(inlineKey(k[0], k[1]))
 	}
 	for _, in := range m.PutInline {
 		v, err := s.sealInline(in.Node, in.Gen, in.Data)
 		if err != nil {
 			return 0, err
 		}
-		rec.Set(inlineKey(in.Node, in.Gen), v)
+		rec.set(inlineKey(in.Node, in.Gen), v)
 	}
 	for _, n := range m.PutNodes {
-		rec.Set(nodeKey(n.ID), encodeNode(n))
+		rec.set(nodeKey(n.ID), encodeNode(n))
 	}
 	for _, e := range m.PutEntries {
 		if e.NameMAC == "" {
 			return 0, fmt.Errorf("entry under %d with empty name MAC", e.Parent)
 		}
-		rec.Set(entryKey(e.Parent, e.NameMAC), encodeEntry(e.Child, e.Name))
+		rec.set(entryKey(e.Parent, e.NameMAC), encodeEntry(e.Child, e.Name))
 	}
 	for _, op := range m.Journal {
 		v, err := json.Marshal(op)
@@ -231,19 +231,21 @@ func (s *Store) writeMutation(rec *redoRecorder, m Mutation) (uint64, error) {
 			return 0, fmt.Errorf("encode journal op: %w", err)
 		}
 		seq++
-		rec.Set(journalKey(seq), v)
+		rec.set(journalKey(seq), v)
 	}
 	if len(m.Journal) > 0 {
-		rec.Set(keySeq, be64(seq))
+		rec.set(keySeq, be64(seq))
 	}
 	if m.Cursor != nil {
-		rec.Set(keyCursor, be64(*m.Cursor))
+		rec.set(keyCursor, be64(*m.Cursor))
 	}
 	return seq, nil
 }
 
-// applyNow applies a big mutation to badger in one transaction, after what
-// is queued, then logs it. Under applyMu.
+// applyNow applies a mutation recorded with s.redo.record to badger in one
+// transaction, after what is queued, then logs it (or checkpoints when it
+// does not fit the log). Under applyMu. A failure to log is reported, but
+// the transaction stands: the next checkpoint makes it durable.
 func (s *Store) applyNow(entries []redoEntry) error {
 	if err := s.behind.drain(); err != nil {
 		return err
@@ -258,7 +260,11 @@ func (s *Store) applyNow(entries []redoEntry) error {
 	if err := txn.Commit(); err != nil {
 		return err
 	}
-	return s.logCommitted()
+	fits, err := s.redo.appendRecord()
+	if err == nil && !fits {
+		err = s.redo.checkpoint(s.db)
+	}
+	return err
 }
 
 // applyBehind logs a small mutation and queues it for badger. When the log is
@@ -283,18 +289,6 @@ func (s *Store) applyBehind(entries []redoEntry, size int) error {
 	return s.redo.checkpoint(s.db)
 }
 
-// logCommitted appends the writes of the transaction just committed (begun
-// with s.redo.begin) to the redo log, or checkpoints when they do not fit.
-// Under applyMu, with nothing queued for badger (drained). A failure here is reported, but the transaction stands: the
-// next checkpoint makes it durable.
-func (s *Store) logCommitted() error {
-	fits, err := s.redo.appendRecord()
-	if err == nil && !fits {
-		err = s.redo.checkpoint(s.db)
-	}
-	return err
-}
-
 func be64(v uint64) []byte {
 	b := make([]byte, 8)
 	binary.BigEndian.PutUint64(b, v)
@@ -310,26 +304,22 @@ func getU64(txn *badger.Txn, key []byte) (uint64, error) {
 		return 0, err
 	}
 	var v uint64
-	err = it.Value(func(b []byte) error {
-		if len(b) != 8 {
-			return fmt.Errorf("%q holds %d bytes: %w", key, len(b), ErrCorrupt)
-		}
-		v = binary.BigEndian.Uint64(b)
-		return nil
-	})
+	err = it.Value(func(b []byte) (err error) { v, err = decodeU64(key, b); return })
 	return v, err
+}
+
+// decodeU64 reads a counter record (the journal seq, the cursor).
+func decodeU64(key, b []byte) (uint64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("%q holds %d bytes: %w", key, len(b), ErrCorrupt)
+	}
+	return binary.BigEndian.Uint64(b), nil
 }
 
 // Cursor returns the change-feed sequence number the local tree reflects.
 func (s *Store) Cursor() (uint64, error) {
 	var c uint64
-	err := s.value(keyCursor, func(b []byte) error {
-		if len(b) != 8 {
-			return fmt.Errorf("%q holds %d bytes: %w", keyCursor, len(b), ErrCorrupt)
-		}
-		c = binary.BigEndian.Uint64(b)
-		return nil
-	})
+	err := s.value(keyCursor, func(b []byte) (err error) { c, err = decodeU64(keyCursor, b); return })
 	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 		return 0, fmt.Errorf("cache: cursor: %w", err)
 	}
@@ -450,18 +440,11 @@ func (s *Store) Ack(upto uint64) error {
 		}
 		// Batches of 1000 fit easily in one transaction; a crash between
 		// batches leaves a shorter journal, and Ack is idempotent.
-		err = s.db.Update(func(btxn *badger.Txn) error {
-			txn := s.redo.begin(btxn)
-			for _, k := range keys {
-				if err := txn.Delete(k); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err == nil {
-			err = s.logCommitted()
+		rec := s.redo.record()
+		for _, k := range keys {
+			rec.del(k)
 		}
+		err = s.applyNow(rec.entries)
 		if err != nil {
 			return fmt.Errorf("cache: ack %d: %w", upto, err)
 		}
@@ -484,10 +467,9 @@ func (s *Store) Reset() error {
 	if err := s.behind.drain(); err != nil {
 		return fmt.Errorf("cache: reset: %w", err)
 	}
-	err := s.db.Update(func(txn *badger.Txn) error { return s.redo.begin(txn).Delete(keyCursor) })
-	if err == nil {
-		err = s.logCommitted()
-	}
+	rec := s.redo.record()
+	rec.del(keyCursor)
+	err := s.applyNow(rec.entries)
 	if err != nil {
 		return fmt.Errorf("cache: reset: %w", err)
 	}
