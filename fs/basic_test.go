@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -183,6 +185,32 @@ func TestXattrAndMmap(t *testing.T) {
 	must(t, unix.Removexattr(p, "user.color"))
 	if _, err := unix.Getxattr(p, "user.color", buf); !errors.Is(err, syscall.ENODATA) {
 		t.Fatalf("after remove: %v", err)
+	}
+
+	// No POSIX ACLs and no per-file SELinux labels: refused as by a file
+	// system without them, so that ls -l, cp -a and rsync stop asking for
+	// the rest of the mount (ENODATA makes ls -l ask twice for every file).
+	for _, name := range []string{"system.posix_acl_access", "system.posix_acl_default", "security.selinux"} {
+		if _, err := unix.Getxattr(p, name, buf); !errors.Is(err, syscall.EOPNOTSUPP) {
+			t.Errorf("getxattr %s: %v, want EOPNOTSUPP", name, err)
+		}
+		if name == "system.posix_acl_default" {
+			continue // the kernel answers for a file: a file has no default ACL to remove
+		}
+		if err := unix.Removexattr(p, name); !errors.Is(err, syscall.EOPNOTSUPP) {
+			t.Errorf("removexattr %s: %v, want EOPNOTSUPP", name, err)
+		}
+	}
+	if err := unix.Setxattr(p, "security.selinux", []byte("system_u:object_r:user_home_t:s0\x00"), 0); !errors.Is(err, syscall.EOPNOTSUPP) {
+		t.Errorf("setxattr security.selinux: %v, want EOPNOTSUPP", err)
+	}
+	must(t, unix.Setxattr(p, "security.kumo-test", []byte("kept"), 0)) // the rest of security.* is stored
+	n, err = unix.Listxattr(p, buf)
+	if err != nil || string(buf[:n]) != "security.kumo-test\x00" {
+		t.Fatalf("listxattr %q %v", buf[:n], err)
+	}
+	if out, err := exec.Command("ls", "-l", p).CombinedOutput(); err != nil || strings.Contains(string(out), "+") {
+		t.Errorf("ls -l: %q, %v; want no error and no ACL mark", out, err)
 	}
 
 	f, err := os.OpenFile(p, os.O_RDWR, 0)

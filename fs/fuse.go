@@ -675,7 +675,17 @@ func (n *fnode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 const xattrMax = 64 << 10
 
+// xattrAllowed reports the names the drive stores: the user, trusted and
+// security namespaces. Not stored, and refused with EOPNOTSUPP like a file
+// system without them: system.* (POSIX ACLs: permissions are the mode bits)
+// and security.selinux (SELinux labels a FUSE mount as a whole, never per
+// file). EOPNOTSUPP rather than ENODATA also tells ls, cp and rsync to stop
+// asking for the rest of the mount, which saves `ls -l` two round trips per
+// file.
 func xattrAllowed(name string) bool {
+	if name == "security.selinux" {
+		return false
+	}
 	for _, p := range []string{"user.", "trusted.", "security."} {
 		if strings.HasPrefix(name, p) && len(name) > len(p) {
 			return true
@@ -691,7 +701,7 @@ func (n *fnode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32,
 		return 0, e
 	}
 	if !xattrAllowed(attr) {
-		return 0, syscall.ENODATA
+		return 0, syscall.EOPNOTSUPP
 	}
 	n.d.mu.Lock()
 	v, ok := st.attrs.Xattrs[attr]
@@ -748,6 +758,9 @@ func (n *fnode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	d := n.d
 	if d.o.ReadOnly {
 		return syscall.EROFS
+	}
+	if !xattrAllowed(attr) {
+		return syscall.EOPNOTSUPP
 	}
 	st, e := n.state()
 	if e != 0 {
