@@ -696,12 +696,12 @@ func xattrAllowed(name string) bool {
 
 func (n *fnode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	n.d.noteForeground()
+	if !xattrAllowed(attr) {
+		return 0, syscall.EOPNOTSUPP // whatever the node: no state lookup
+	}
 	st, e := n.state()
 	if e != 0 {
 		return 0, e
-	}
-	if !xattrAllowed(attr) {
-		return 0, syscall.EOPNOTSUPP
 	}
 	n.d.mu.Lock()
 	v, ok := st.attrs.Xattrs[attr]

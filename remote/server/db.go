@@ -146,7 +146,8 @@ func jsonBytes(v any) ([]byte, error) {
 // builder holds every block twice while it compresses (raw and compressed),
 // which during a compaction after 100,000 small files was about 60 MB of the
 // drive's heap, to save little (keys and sealed records). The small block
-// cache only serves tables written compressed by an earlier version. Value
+// cache keeps parsed, checksum-verified blocks (and decompresses tables
+// written compressed by an earlier version). Value
 // log files are mapped: chunk bytes written stay in the process's RSS as
 // clean file pages until it ends; no option changes that
 // (Config.SmallChunkMax does).
