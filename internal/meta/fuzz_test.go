@@ -27,13 +27,16 @@ func FuzzDecodeAttrs(f *testing.F) {
 func FuzzOpenAttrs(f *testing.F) {
 	s := testSealer(f)
 	var nonce [24]byte
-	sealed := s.sealAttrsWithNonce(5, sampleAttrs(), nonce)
+	sealed := s.sealAttrsWithNonce(5, 77, sampleAttrs(), nonce)
+	v1 := s.sealAttrsV1WithNonce(5, sampleAttrs(), nonce)
 	f.Add(sealed, uint64(5))
 	f.Add(sealed, uint64(6))
+	f.Add(v1, uint64(5))
 	f.Add([]byte{1}, uint64(0))
+	f.Add([]byte{2}, uint64(0))
 	f.Fuzz(func(t *testing.T, b []byte, id uint64) {
 		a, err := s.OpenAttrs(id, b)
-		if err == nil && (id != 5 || !bytes.Equal(b, sealed) || !bytes.Equal(a.Encode(), sampleAttrs().Encode())) {
+		if err == nil && (id != 5 || !(bytes.Equal(b, sealed) || bytes.Equal(b, v1)) || !bytes.Equal(a.Encode(), sampleAttrs().Encode())) {
 			t.Fatalf("forged attrs accepted for node %d", id)
 		}
 	})
@@ -43,14 +46,18 @@ func FuzzOpenName(f *testing.F) {
 	s := testSealer(f)
 	var nonce [24]byte
 	name := []byte("notes.txt")
-	sealed := s.sealNameWithNonce(3, name, nonce)
+	sealed := s.sealNameWithNonce(3, 8, KindFile, name, nonce)
+	v1 := s.sealNameV1WithNonce(3, name, nonce)
 	mac := s.NameMAC(3, name)
-	f.Add(sealed, uint64(3), mac)
-	f.Add(sealed, uint64(4), mac)
-	f.Add([]byte{}, uint64(3), "")
-	f.Fuzz(func(t *testing.T, b []byte, parent uint64, m string) {
-		n, err := s.OpenName(parent, m, b)
-		if err == nil && (parent != 3 || m != mac || !bytes.Equal(b, sealed) || !bytes.Equal(n, name)) {
+	f.Add(sealed, uint64(3), uint64(8), uint8(KindFile), mac)
+	f.Add(sealed, uint64(4), uint64(8), uint8(KindFile), mac)
+	f.Add(sealed, uint64(3), uint64(9), uint8(KindFile), mac)
+	f.Add(v1, uint64(3), uint64(9), uint8(KindDir), mac)
+	f.Add([]byte{}, uint64(3), uint64(0), uint8(0), "")
+	f.Fuzz(func(t *testing.T, b []byte, parent, child uint64, kind uint8, m string) {
+		n, err := s.OpenName(parent, child, Kind(kind), m, b)
+		okV2 := bytes.Equal(b, sealed) && child == 8 && Kind(kind) == KindFile
+		if err == nil && (parent != 3 || m != mac || !(okV2 || bytes.Equal(b, v1)) || !bytes.Equal(n, name)) {
 			t.Fatalf("forged name accepted under %d", parent)
 		}
 	})

@@ -4,23 +4,14 @@ package meta
 
 import (
 	"bytes"
-	"crypto/cipher"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"sort"
-	"sync"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"kumo/internal/chunk"
-	"kumo/internal/keys"
 )
 
 // ErrAuth is returned when sealed data fails authentication (tampered, swapped
@@ -49,8 +40,9 @@ const (
 
 // Format versions (first byte of each encoding; see docs/FORMAT.md).
 const (
-	AttrsVersion  = 0x01 // plaintext attribute encoding
-	SealedVersion = 0x01 // sealed attributes and sealed names
+	AttrsVersion = 0x01 // plaintext attribute encoding (unchanged in v2)
+	SealedV1     = 0x01 // sealed attributes and names bound to their node or parent only
+	SealedV2     = 0x02 // sealed attributes with a revision, names bound to their child; key id in the header
 )
 
 const (
@@ -58,6 +50,8 @@ const (
 	sealOverhead  = 1 + nonceSize + chacha20poly1305.Overhead
 	fixedLen      = 1 + 4*4 + 8*4 // version, mode..rdev, size, times
 	adAttrs       = "kumo/v1/attrs"
+	adAttrsV2     = "kumo/v2/attrs"
+	adNameV2      = "kumo/v2/name"
 	macPrefix     = "kumo/v1/name-mac"
 	infoNameSeal  = "kumo/v1/name-seal"
 	xattrMinLen   = 1 + 1 + 4 // name length, 1-byte name, value length
@@ -305,123 +299,4 @@ func ValidName(name []byte) error {
 		return fmt.Errorf("%w: %q contains '/' or NUL", ErrBadName, name)
 	}
 	return nil
-}
-
-// Sealer seals attributes and names with an account's subkeys. Safe for concurrent use.
-type Sealer struct {
-	attrs  cipher.AEAD // XChaCha20-Poly1305, Attrs key
-	names  cipher.AEAD // XChaCha20-Poly1305, HKDF(Names, "kumo/v1/name-seal")
-	macKey keys.Key    // Names key
-	// macs keeps HMAC states keyed with macKey for reuse: a directory
-	// listing computes one name MAC per entry, and a fresh HMAC (key
-	// schedule, allocations) was a tenth of a cold find's CPU.
-	macs sync.Pool
-}
-
-// NewSealer returns a Sealer for the given subkeys.
-func NewSealer(k keys.Subkeys) *Sealer {
-	seal := keys.HKDF(k.Names, infoNameSeal)
-	return &Sealer{attrs: newX(k.Attrs), names: newX(seal), macKey: k.Names}
-}
-
-func newX(k keys.Key) cipher.AEAD {
-	a, err := chacha20poly1305.NewX(k[:])
-	if err != nil {
-		panic("meta: " + err.Error()) // key size is fixed
-	}
-	return a
-}
-
-func randomNonce() [nonceSize]byte {
-	var n [nonceSize]byte
-	rand.Read(n[:]) // never fails (Go ≥1.24 crashes instead)
-	return n
-}
-
-func attrsAD(id uint64) []byte {
-	return binary.BigEndian.AppendUint64([]byte(adAttrs), id)
-}
-
-// SealAttrs encodes and seals a for node id. It panics if a.Validate fails.
-func (s *Sealer) SealAttrs(id uint64, a *Attrs) []byte {
-	return s.sealAttrsWithNonce(id, a, randomNonce())
-}
-
-func (s *Sealer) sealAttrsWithNonce(id uint64, a *Attrs, nonce [nonceSize]byte) []byte {
-	pt := a.Encode()
-	out := make([]byte, 0, sealOverhead+len(pt))
-	out = append(out, SealedVersion)
-	out = append(out, nonce[:]...)
-	return s.attrs.Seal(out, nonce[:], pt, attrsAD(id))
-}
-
-// open checks the version byte and opens a 0x01 || nonce || ct envelope.
-func open(a cipher.AEAD, sealed, ad []byte) ([]byte, error) {
-	if len(sealed) < sealOverhead || sealed[0] != SealedVersion {
-		return nil, fmt.Errorf("%w: bad length or version", ErrAuth)
-	}
-	pt, err := a.Open(nil, sealed[1:1+nonceSize], sealed[1+nonceSize:], ad)
-	if err != nil {
-		return nil, ErrAuth
-	}
-	return pt, nil
-}
-
-// OpenAttrs authenticates and decodes sealed attributes of node id.
-func (s *Sealer) OpenAttrs(id uint64, sealed []byte) (*Attrs, error) {
-	pt, err := open(s.attrs, sealed, attrsAD(id))
-	if err != nil {
-		return nil, fmt.Errorf("attrs of node %d: %w", id, err)
-	}
-	a, err := DecodeAttrs(pt)
-	if err != nil {
-		return nil, fmt.Errorf("attrs of node %d: %w", id, err)
-	}
-	return a, nil
-}
-
-// NameMAC returns the hex keyed MAC of name under parent (64 lower-case hex chars).
-func (s *Sealer) NameMAC(parent uint64, name []byte) string {
-	m, _ := s.macs.Get().(hash.Hash)
-	if m == nil {
-		m = hmac.New(sha256.New, s.macKey[:])
-	}
-	m.Reset()
-	m.Write([]byte(macPrefix))
-	var p [8]byte
-	binary.BigEndian.PutUint64(p[:], parent)
-	m.Write(p[:])
-	m.Write(name)
-	var sum [sha256.Size]byte
-	out := hex.EncodeToString(m.Sum(sum[:0]))
-	s.macs.Put(m)
-	return out
-}
-
-// SealName seals an entry name under parent. Callers check ValidName first.
-func (s *Sealer) SealName(parent uint64, name []byte) []byte {
-	return s.sealNameWithNonce(parent, name, randomNonce())
-}
-
-func (s *Sealer) sealNameWithNonce(parent uint64, name []byte, nonce [nonceSize]byte) []byte {
-	out := make([]byte, 0, sealOverhead+len(name))
-	out = append(out, SealedVersion)
-	out = append(out, nonce[:]...)
-	return s.names.Seal(out, nonce[:], name, binary.BigEndian.AppendUint64(nil, parent))
-}
-
-// OpenName opens a sealed entry name under parent and checks it against nameMAC.
-func (s *Sealer) OpenName(parent uint64, nameMAC string, sealed []byte) ([]byte, error) {
-	name, err := open(s.names, sealed, binary.BigEndian.AppendUint64(nil, parent))
-	if err != nil {
-		return nil, fmt.Errorf("name under %d: %w", parent, err)
-	}
-	want := s.NameMAC(parent, name)
-	if subtle.ConstantTimeCompare([]byte(want), []byte(nameMAC)) != 1 {
-		return nil, fmt.Errorf("name under %d: %w: name MAC mismatch", parent, ErrAuth)
-	}
-	if err := ValidName(name); err != nil {
-		return nil, fmt.Errorf("name under %d: %w: %v", parent, ErrFormat, err)
-	}
-	return name, nil
 }

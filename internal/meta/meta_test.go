@@ -56,7 +56,7 @@ func TestAttrsRoundTrip(t *testing.T) {
 		if !bytes.Equal(d.Encode(), enc) || !reflect.DeepEqual(d, a) {
 			t.Fatalf("round trip: %+v vs %+v", d, a)
 		}
-		o, err := s.OpenAttrs(42, s.SealAttrs(42, a))
+		o, err := s.OpenAttrs(42, s.SealAttrs(42, 7, a))
 		if err != nil || !reflect.DeepEqual(o, a) {
 			t.Fatalf("seal round trip: %v", err)
 		}
@@ -194,7 +194,7 @@ func mustAuth(t *testing.T, what string, err error) {
 
 func TestAttrsTamper(t *testing.T) {
 	s := testSealer(t)
-	sealed := s.SealAttrs(42, sampleAttrs())
+	sealed := s.SealAttrs(42, 9, sampleAttrs())
 	for i := range sealed {
 		b := bytes.Clone(sealed)
 		b[i] ^= 1 << (i % 8)
@@ -215,9 +215,9 @@ func TestAttrsTamper(t *testing.T) {
 	_, err = other.OpenAttrs(42, sealed)
 	mustAuth(t, "other account", err)
 	// A sealed name is not sealed attributes, even with the right AD shape.
-	_, err = s.OpenAttrs(42, s.SealName(42, []byte("x")))
+	_, err = s.OpenAttrs(42, s.SealName(42, 42, KindFile, []byte("x")))
 	mustAuth(t, "name as attrs", err)
-	if bytes.Equal(s.SealAttrs(42, sampleAttrs()), sealed) {
+	if bytes.Equal(s.SealAttrs(42, 9, sampleAttrs()), sealed) {
 		t.Fatal("nonce reused")
 	}
 }
@@ -232,12 +232,12 @@ func TestNameRoundTrip(t *testing.T) {
 	if NewSealer(keys.Derive(fixedMaster(1))).NameMAC(7, name) == mac {
 		t.Fatal("MAC not keyed")
 	}
-	got, err := s.OpenName(7, mac, s.SealName(7, name))
+	got, err := s.OpenName(7, 9, KindFile, mac, s.SealName(7, 9, KindFile, name))
 	if err != nil || !bytes.Equal(got, name) {
 		t.Fatalf("open: %v", err)
 	}
 	long := bytes.Repeat([]byte("y"), MaxNameLen)
-	if got, err := s.OpenName(7, s.NameMAC(7, long), s.SealName(7, long)); err != nil || !bytes.Equal(got, long) {
+	if got, err := s.OpenName(7, 9, KindDir, s.NameMAC(7, long), s.SealName(7, 9, KindDir, long)); err != nil || !bytes.Equal(got, long) {
 		t.Fatalf("255-byte name: %v", err)
 	}
 }
@@ -246,34 +246,42 @@ func TestNameTamper(t *testing.T) {
 	s := testSealer(t)
 	name := []byte("report.pdf")
 	mac := s.NameMAC(7, name)
-	sealed := s.SealName(7, name)
+	sealed := s.SealName(7, 9, KindFile, name)
 	for i := range sealed {
 		b := bytes.Clone(sealed)
 		b[i] ^= 1 << (i % 8)
-		_, err := s.OpenName(7, mac, b)
+		_, err := s.OpenName(7, 9, KindFile, mac, b)
 		mustAuth(t, "flipped byte", err)
 	}
 	for n := 0; n < len(sealed); n++ {
-		_, err := s.OpenName(7, mac, sealed[:n])
+		_, err := s.OpenName(7, 9, KindFile, mac, sealed[:n])
 		mustAuth(t, "truncated", err)
 	}
 	// Moved to another parent, with or without its MAC recomputed there.
-	_, err := s.OpenName(8, mac, sealed)
+	_, err := s.OpenName(8, 9, KindFile, mac, sealed)
 	mustAuth(t, "moved to another parent", err)
-	_, err = s.OpenName(8, s.NameMAC(8, name), sealed)
+	_, err = s.OpenName(8, 9, KindFile, s.NameMAC(8, name), sealed)
 	mustAuth(t, "moved to another parent with new MAC", err)
 	// Sealed name and MAC of two different entries swapped by the server.
-	_, err = s.OpenName(7, s.NameMAC(7, []byte("other")), sealed)
+	_, err = s.OpenName(7, 9, KindFile, s.NameMAC(7, []byte("other")), sealed)
 	mustAuth(t, "MAC of another name", err)
 	for _, m := range []string{"", strings.ToUpper(mac), mac[:63], mac + "0"} {
-		_, err = s.OpenName(7, m, sealed)
+		_, err = s.OpenName(7, 9, KindFile, m, sealed)
 		mustAuth(t, "bad MAC string", err)
 	}
 	other := NewSealer(keys.Derive(fixedMaster(1)))
-	_, err = other.OpenName(7, mac, sealed)
+	_, err = other.OpenName(7, 9, KindFile, mac, sealed)
 	mustAuth(t, "other account", err)
+	// The same entry pointed at another node, or at the same node as another kind.
+	for _, c := range []struct {
+		child uint64
+		kind  Kind
+	}{{8, KindFile}, {0, KindFile}, {9, KindDir}, {1<<64 - 1, KindFile}} {
+		_, err = s.OpenName(7, c.child, c.kind, mac, sealed)
+		mustAuth(t, "entry pointed at another node or kind", err)
+	}
 	// Attributes sealed for node 7 are not a name under parent 7.
-	_, err = s.OpenName(7, mac, s.SealAttrs(7, &Attrs{}))
+	_, err = s.OpenName(7, 9, KindFile, mac, s.SealAttrs(7, 1, &Attrs{}))
 	mustAuth(t, "attrs as name", err)
 }
 
@@ -296,9 +304,24 @@ type nameVector struct {
 	Sealed string `json:"sealed"`
 }
 
+// v2 vectors add the revision (attrs) and the child and kind (names); the
+// key id in their headers is the home tree's (share 0, generation 0).
+type attrsV2Vector struct {
+	attrsVector
+	Rev uint64 `json:"rev"`
+}
+
+type nameV2Vector struct {
+	nameVector
+	Child uint64 `json:"child"`
+	Kind  Kind   `json:"kind"`
+}
+
 type vectors struct {
-	Attrs []attrsVector `json:"attrs"`
-	Names []nameVector  `json:"names"`
+	Attrs   []attrsVector   `json:"attrs"`
+	Names   []nameVector    `json:"names"`
+	AttrsV2 []attrsV2Vector `json:"attrs_v2"`
+	NamesV2 []nameV2Vector  `json:"names_v2"`
 }
 
 func computeVectors() vectors {
@@ -322,7 +345,7 @@ func computeVectors() vectors {
 		id := uint64(1) << (8 * i)
 		v.Attrs = append(v.Attrs, attrsVector{
 			Master: h(m[:]), NodeID: id, Attrs: a, Encoded: h(a.Encode()),
-			Nonce: h(nonce[:]), Sealed: h(s.sealAttrsWithNonce(id, a, nonce)),
+			Nonce: h(nonce[:]), Sealed: h(s.sealAttrsV1WithNonce(id, a, nonce)),
 		})
 	}
 	for _, n := range []struct {
@@ -332,8 +355,18 @@ func computeVectors() vectors {
 		v.Names = append(v.Names, nameVector{
 			Master: h(m[:]), Parent: n.parent, Name: n.name,
 			MAC: s.NameMAC(n.parent, []byte(n.name)), Nonce: h(nonce[:]),
-			Sealed: h(s.sealNameWithNonce(n.parent, []byte(n.name), nonce)),
+			Sealed: h(s.sealNameV1WithNonce(n.parent, []byte(n.name), nonce)),
 		})
+	}
+	for i, a := range v.Attrs {
+		rev := []uint64{1, 1764955200000000000, 1<<64 - 1}[i]
+		a.Sealed = h(s.sealAttrsWithNonce(a.NodeID, rev, a.Attrs, nonce))
+		v.AttrsV2 = append(v.AttrsV2, attrsV2Vector{attrsVector: a, Rev: rev})
+	}
+	for i, n := range v.Names {
+		child, kind := []uint64{2, 3, 1 << 40}[i], []Kind{KindFile, KindDir, KindFile}[i]
+		n.Sealed = h(s.sealNameWithNonce(n.Parent, child, kind, []byte(n.Name), nonce))
+		v.NamesV2 = append(v.NamesV2, nameV2Vector{nameVector: n, Child: child, Kind: kind})
 	}
 	return v
 }
@@ -370,9 +403,35 @@ func TestVectors(t *testing.T) {
 	}
 	for i, v := range want.Names {
 		b, _ := hex.DecodeString(v.Sealed)
-		n, err := s.OpenName(v.Parent, v.MAC, b)
+		n, err := s.OpenName(v.Parent, 12345, KindFile, v.MAC, b) // v1: bound to the parent only
 		if err != nil || string(n) != v.Name {
 			t.Errorf("name vector %d: %v", i, err)
 		}
+	}
+	for i, v := range want.AttrsV2 {
+		b, _ := hex.DecodeString(v.Sealed)
+		a, err := s.OpenAttrs(v.NodeID, b)
+		if err != nil || !reflect.DeepEqual(a, v.Attrs) || Rev(b) != v.Rev {
+			t.Errorf("v2 attrs vector %d: %v (rev %d)", i, err, Rev(b))
+		}
+		if _, err := s.Strict().OpenAttrs(v.NodeID, b); err != nil {
+			t.Errorf("v2 attrs vector %d refused by a strict sealer: %v", i, err)
+		}
+	}
+	for i, v := range want.NamesV2 {
+		b, _ := hex.DecodeString(v.Sealed)
+		n, err := s.OpenName(v.Parent, v.Child, v.Kind, v.MAC, b)
+		if err != nil || string(n) != v.Name {
+			t.Errorf("v2 name vector %d: %v", i, err)
+		}
+	}
+	// A strict sealer (an account whose tree is all v2) refuses v1 records.
+	b, _ := hex.DecodeString(want.Attrs[0].Sealed)
+	if _, err := s.Strict().OpenAttrs(want.Attrs[0].NodeID, b); !errors.Is(err, ErrAuth) {
+		t.Errorf("strict sealer opened v1 attrs: %v", err)
+	}
+	b, _ = hex.DecodeString(want.Names[0].Sealed)
+	if _, err := s.Strict().OpenName(want.Names[0].Parent, 2, KindFile, want.Names[0].MAC, b); !errors.Is(err, ErrAuth) {
+		t.Errorf("strict sealer opened a v1 name: %v", err)
 	}
 }
