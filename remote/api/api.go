@@ -425,3 +425,63 @@ type AdminVoucherRequest struct {
 type AdminVoucherResponse struct {
 	Codes []string `json:"codes"`
 }
+
+// --- identity keys and recovery key (format v2; see docs/FORMAT.md) ---
+
+// Limits of the identity and recovery records.
+const (
+	PublicKeySize     = 32   // bytes of an X25519 or Ed25519 public key
+	MaxSealedIdentity = 1024 // bytes of a sealed identity
+)
+
+// Identity is an account's identity keys as the server keeps them: the
+// private halves sealed by the client under its master key (with the public
+// halves inside), and the public halves in clear for other accounts.
+// PUT /v1/account/identity publishes them once; GET returns them (all fields
+// empty while the account has none).
+type Identity struct {
+	Sealed     []byte `json:"sealed"`
+	BoxPublic  []byte `json:"box_public"`  // X25519
+	SignPublic []byte `json:"sign_public"` // Ed25519
+}
+
+// PublicKeys answers GET /v1/keys?email=E: another account's public keys.
+type PublicKeys struct {
+	Email      string `json:"email"`
+	BoxPublic  []byte `json:"box_public"`
+	SignPublic []byte `json:"sign_public"`
+}
+
+// RecoverySetRequest registers a recovery key (PUT /v1/account/recovery),
+// replacing any earlier one. AuthKey is the current password's auth key;
+// RecoveryAuthKey is derived from the recovery key (the server stores only a
+// hash of it); WrappedMaster is the master key wrapped under the recovery key.
+type RecoverySetRequest struct {
+	AuthKey         []byte `json:"auth_key"`
+	RecoveryAuthKey []byte `json:"recovery_auth_key"`
+	WrappedMaster   []byte `json:"wrapped_master"`
+}
+
+// RecoveryOpenRequest (POST /v1/recovery/open) asks, with the recovery auth
+// key, for the master key wrapped under the recovery key.
+type RecoveryOpenRequest struct {
+	Email   string `json:"email"`
+	AuthKey []byte `json:"auth_key"` // recovery auth key
+}
+
+type RecoveryOpenResponse struct {
+	WrappedMaster []byte `json:"wrapped_master"`
+}
+
+// RecoveryResetRequest (POST /v1/recovery/reset) sets a new password with the
+// recovery auth key: new salt, parameters, auth key and password wrapping of
+// the master key. Every session of the account ends; the answer is a new one
+// (LoginResponse).
+type RecoveryResetRequest struct {
+	Email            string    `json:"email"`
+	AuthKey          []byte    `json:"auth_key"` // recovery auth key
+	NewSalt          []byte    `json:"new_salt"`
+	NewKDF           KDFParams `json:"new_kdf"`
+	NewAuthKey       []byte    `json:"new_auth_key"`
+	NewWrappedMaster []byte    `json:"new_wrapped_master"`
+}
