@@ -372,11 +372,12 @@ func (d *Drive) makeDurable(st *nodeState, urgent bool) syscall.Errno {
 	d.mu.Lock()
 	var err error
 	if !st.deleted {
-		m := cache.Mutation{PutNodes: []api.Node{d.localNode(st)}}
+		var m cache.Mutation
 		attrsSaved := st.unsavedAttrs
 		if attrsSaved {
-			m.Journal = append(m.Journal, d.updateOp(st))
+			m.Journal = append(m.Journal, d.updateOp(st)) // first: the local node then carries its revision
 		}
+		m.PutNodes = []api.Node{d.localNode(st)}
 		for _, l := range st.layers {
 			il, ok := l.f.(*inlineLayer)
 			if !ok {

@@ -56,6 +56,7 @@ var ReservedNames = []string{".kumo", ".kumo.json", ".kumo-topup.png"}
 type Drive struct {
 	o      Options
 	log    *slog.Logger
+	integ  integrity // records from the cloud refused (forged, swapped, rolled back)
 	c      *client.Client
 	store  *cache.Store
 	owns   bool // store opened by us

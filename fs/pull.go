@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"kumo/cache"
+	"kumo/internal/meta"
 	"kumo/remote/api"
 )
 
@@ -144,20 +145,23 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 	var oldName, newName string
 	var gone *nodeState
 	if lerr == nil && (!found || local.Child != remote.Node.ID) {
-		if n, err := d.sealer.OpenName(parent, mac, local.Name); err == nil {
-			oldName = string(n)
+		st, err := d.stateLocked(local.Child)
+		if err == nil {
+			if n, err := d.sealer.OpenName(parent, local.Child, st.kind(), mac, local.Name); err == nil {
+				oldName = string(n)
+			}
 		}
 		m.DeleteEntries = append(m.DeleteEntries, local)
-		if st, err := d.stateLocked(local.Child); err == nil && d.pending[nodeKey(st.id)] == 0 {
+		if err == nil && d.pending[nodeKey(st.id)] == 0 {
 			d.dropLinkLocked(st, &m, nowNs())
 			gone = st
 		}
 	}
 	if found && (lerr != nil || local.Child != remote.Node.ID) {
-		n, err := d.sealer.OpenName(parent, mac, remote.Name)
+		n, err := d.sealer.OpenName(parent, remote.Node.ID, meta.KindOf(remote.Node.Type == api.TypeDir), mac, remote.Name)
 		if err != nil {
 			d.mu.Unlock()
-			d.log.Error("entry name from the cloud fails authentication", "parent", parent, "err", err)
+			d.authFailure("entry name from the cloud fails authentication", "parent", parent, "child", remote.Node.ID, "err", err)
 			return nil
 		}
 		newName = string(n)
@@ -232,12 +236,20 @@ func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 		return nil
 	}
 	st = d.states[id]
+	known := meta.Rev(local.Attrs)
+	if st != nil {
+		known = max(known, st.rev)
+	}
+	if d.rolledBackLocked(id, known, fresh.rev) {
+		d.mu.Unlock()
+		return nil
+	}
 	if st != nil {
 		if len(st.layers) > 0 || st.unsavedAttrs {
 			d.mu.Unlock()
 			return nil
 		}
-		st.version, st.seq, st.serverCh = remote.Version, remote.Seq, remote.Chunks
+		st.version, st.seq, st.serverCh, st.rev = remote.Version, remote.Seq, remote.Chunks, fresh.rev
 		st.nlink, st.parent, st.attrs, st.trunc = fresh.nlink, fresh.parent, fresh.attrs, noTrunc
 		if st.typ == api.TypeDir {
 			st.nlink = max(local.Nlink, 2)

@@ -379,6 +379,9 @@ func conflictName(name string, n int) string {
 	return stem + tag + ext
 }
 
+// createKind is the kind a create's entry names (bound into its sealed name).
+func createKind(c *api.CreateRequest) meta.Kind { return meta.KindOf(c.Type == api.TypeDir) }
+
 // resolveCreate handles a refused create: a name another client took keeps
 // theirs and puts ours under a conflict name.
 func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.Error) bool {
@@ -392,7 +395,7 @@ func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.
 		if err != nil {
 			return false
 		}
-		name, err := d.sealer.OpenName(c.Parent, c.NameMAC, c.Name)
+		name, err := d.sealer.OpenName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
 		if err != nil {
 			d.log.Error("own entry name fails authentication", "parent", c.Parent, "err", err)
 			return true
@@ -407,7 +410,7 @@ func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.
 		return true
 	case api.CodeNotFound, api.CodeNotDir:
 		// The parent is gone in the cloud: keep ours at the root.
-		name, err := d.sealer.OpenName(c.Parent, c.NameMAC, c.Name)
+		name, err := d.sealer.OpenName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
 		if err != nil {
 			return true
 		}
@@ -423,7 +426,7 @@ func (d *Drive) recreateAs(ctx context.Context, c *api.CreateRequest, parent uin
 	for n := 1; n <= 20; n++ {
 		cname := conflictName(name, n)
 		mac := d.sealer.NameMAC(parent, []byte(cname))
-		sealed := d.sealer.SealName(parent, []byte(cname))
+		sealed := d.sealer.SealName(parent, c.ID, createKind(c), []byte(cname))
 		req := *c
 		req.Parent, req.NameMAC, req.Name = parent, mac, sealed
 		got, err := d.c.Create(ctx, req)
@@ -572,17 +575,17 @@ func (d *Drive) keepBoth(ctx context.Context, op api.BatchOp, remote api.Node) b
 		d.adopt(remote)
 		return true
 	}
-	id := newID()
-	c := &api.CreateRequest{Parent: parent, ID: id, Type: typ, Attrs: d.sealer.SealAttrs(id, a), Chunks: op.Update.Chunks}
+	id, rev := newID(), meta.NextRev(0)
+	c := &api.CreateRequest{Parent: parent, ID: id, Type: typ, Attrs: d.sealer.SealAttrs(id, rev, a), Chunks: op.Update.Chunks}
 	if c.Chunks == nil {
 		c.Chunks = []string{}
 	}
 	d.mu.Lock()
-	cpy := &nodeState{id: id, typ: typ, nlink: 1, attrs: *a, trunc: noTrunc, nextGen: 1}
+	cpy := &nodeState{id: id, typ: typ, rev: rev, nlink: 1, attrs: *a, trunc: noTrunc, nextGen: 1}
 	d.states[id] = cpy
 	d.mu.Unlock()
 	c.NameMAC = d.sealer.NameMAC(parent, []byte(name))
-	c.Name = d.sealer.SealName(parent, []byte(name))
+	c.Name = d.sealer.SealName(parent, c.ID, createKind(c), []byte(name))
 	// recreateAs picks a free conflict name and moves the (non-existent)
 	// local entry: put the copy's node first.
 	d.mu.Lock()
@@ -605,7 +608,7 @@ func (d *Drive) recreateAsCopy(ctx context.Context, c *api.CreateRequest, name s
 		cname := conflictName(name, n)
 		req := *c
 		req.NameMAC = d.sealer.NameMAC(c.Parent, []byte(cname))
-		req.Name = d.sealer.SealName(c.Parent, []byte(cname))
+		req.Name = d.sealer.SealName(c.Parent, c.ID, createKind(c), []byte(cname))
 		got, err := d.c.Create(ctx, req)
 		if errors.Is(err, api.ErrExists) {
 			continue
@@ -640,8 +643,12 @@ func (d *Drive) adopt(remote api.Node) {
 	}
 	d.mu.Lock()
 	st := d.states[remote.ID]
+	if st != nil && d.rolledBackLocked(st.id, st.rev, fresh.rev) {
+		d.mu.Unlock()
+		return
+	}
 	if st != nil {
-		st.version, st.seq, st.serverCh = remote.Version, remote.Seq, remote.Chunks
+		st.version, st.seq, st.serverCh, st.rev = remote.Version, remote.Seq, remote.Chunks, fresh.rev
 		st.nlink = fresh.nlink
 		st.parent = fresh.parent
 		size := st.attrs.Size

@@ -31,6 +31,7 @@ type nodeState struct {
 
 	// Under d.mu.
 	version uint64 // server version the next update is based on
+	rev     uint64 // highest attribute revision seen or sealed (format v2; 0 for v1 records)
 	seq     uint64 // change-feed seq of the cloud state we reflect
 	nlink   uint32
 	parent  uint64 // directories
@@ -70,6 +71,10 @@ type layer struct {
 }
 
 func (st *nodeState) isDir() bool { return st.attrs.Mode&syscall.S_IFMT == syscall.S_IFDIR }
+
+// kind is what an entry naming this node binds into its sealed name: the
+// server's node type, which the server cannot change unseen.
+func (st *nodeState) kind() meta.Kind { return meta.KindOf(st.typ == api.TypeDir) }
 
 // baseSize is the plaintext size the base chunk list describes.
 func baseSize(refs []meta.ChunkRef) uint64 {
@@ -126,10 +131,10 @@ func (d *Drive) stateLocked(id uint64) (*nodeState, error) {
 func (d *Drive) decode(n api.Node) (*nodeState, error) {
 	a, err := d.sealer.OpenAttrs(n.ID, n.Attrs)
 	if err != nil {
-		d.log.Error("node attributes fail authentication", "node", n.ID, "err", err)
+		d.authFailure("node attributes fail authentication", "node", n.ID, "err", err)
 		return nil, fmt.Errorf("node %d: %w", n.ID, err)
 	}
-	st := &nodeState{id: n.ID, typ: n.Type, version: n.Version, nlink: n.Nlink, parent: n.Parent, attrs: *a, trunc: noTrunc, nextGen: 1}
+	st := &nodeState{id: n.ID, typ: n.Type, version: n.Version, rev: meta.Rev(n.Attrs), nlink: n.Nlink, parent: n.Parent, attrs: *a, trunc: noTrunc, nextGen: 1}
 	if v, ok := a.Xattrs[keyTrunc]; ok {
 		if len(v) == 8 {
 			st.trunc = binary.LittleEndian.Uint64(v)
@@ -158,17 +163,21 @@ func (d *Drive) localNode(st *nodeState) api.Node {
 		a.Xattrs[keyTrunc] = binary.LittleEndian.AppendUint64(nil, st.trunc)
 	}
 	return api.Node{ID: st.id, Type: st.typ, Version: st.version, Nlink: st.nlink, Parent: st.parent,
-		Attrs: d.sealer.SealAttrs(st.id, &a), Chunks: chunkHex(st.attrs.Chunks)}
+		Attrs: d.sealer.SealAttrs(st.id, st.rev, &a), Chunks: chunkHex(st.attrs.Chunks)}
 }
 
 // pushAttrs are the attributes the cloud gets: consistent with the chunk list
 // (size = bytes the chunks hold; data not yet uploaded comes with a later update).
+// Each is a new revision: callers that also save the local node call this first,
+// so the local record carries the revision the cloud gets (a replay of any
+// earlier one is then seen as a rollback, even after a restart).
 func (d *Drive) pushAttrs(st *nodeState) ([]byte, []string) {
 	a := st.attrs
 	if st.typ == api.TypeFile && a.Mode&syscall.S_IFMT == syscall.S_IFREG {
 		a.Size = baseSize(a.Chunks)
 	}
-	return d.sealer.SealAttrs(st.id, &a), chunkHex(a.Chunks)
+	st.rev = meta.NextRev(st.rev)
+	return d.sealer.SealAttrs(st.id, st.rev, &a), chunkHex(a.Chunks)
 }
 
 func (d *Drive) updateOp(st *nodeState) api.BatchOp {
@@ -376,7 +385,7 @@ func (d *Drive) create(parent uint64, n newNode) (*nodeState, syscall.Errno) {
 		st.attrs.Size = uint64(len(n.target))
 	}
 	touch(p, now)
-	sealedName := d.sealer.SealName(parent, []byte(n.name))
+	sealedName := d.sealer.SealName(parent, st.id, st.kind(), []byte(n.name))
 	attrs, ch := d.pushAttrs(st)
 	op := api.BatchOp{Op: api.OpCreate, Create: &api.CreateRequest{Parent: parent, NameMAC: mac, Name: sealedName,
 		ID: st.id, Type: st.typ, Attrs: attrs, Chunks: ch}}
@@ -546,7 +555,7 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 		}
 	}
 	now := nowNs()
-	name2 := d.sealer.SealName(p2, []byte(n2))
+	name2 := d.sealer.SealName(p2, src.id, src.kind(), []byte(n2))
 	req := &api.RenameRequest{SrcParent: p1, SrcNameMAC: se.NameMAC, DstParent: p2, DstNameMAC: mac2, Name: name2}
 	var m cache.Mutation
 	switch {
@@ -563,7 +572,7 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 				return syscall.EINVAL
 			}
 		}
-		name1 := d.sealer.SealName(p1, []byte(n1))
+		name1 := d.sealer.SealName(p1, dst.id, dst.kind(), []byte(n1))
 		req.Mode, req.SrcName = api.RenameExchange, name1
 		m.DeleteEntries = []cache.Entry{se, de}
 		m.PutEntries = []cache.Entry{
@@ -689,7 +698,7 @@ func (d *Drive) link(id, parent uint64, name string) (*nodeState, syscall.Errno)
 	st.nlink++
 	st.attrs.Ctime = now
 	touch(p, now)
-	sealed := d.sealer.SealName(parent, []byte(name))
+	sealed := d.sealer.SealName(parent, st.id, st.kind(), []byte(name))
 	m := cache.Mutation{
 		PutNodes:   []api.Node{d.localNode(st), d.localNode(p)},
 		PutEntries: []cache.Entry{{Parent: parent, NameMAC: mac, Name: sealed, Child: id}},
@@ -731,7 +740,8 @@ func (d *Drive) setAttrs(st *nodeState, fn func(a *meta.Attrs) syscall.Errno) sy
 
 // saveAttrsLocked saves st's local record and journals its update. Under d.mu.
 func (d *Drive) saveAttrsLocked(st *nodeState) error {
-	err := d.apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{d.updateOp(st)}})
+	op := d.updateOp(st)
+	err := d.apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{op}})
 	if err == nil {
 		st.unsavedAttrs = false
 	}
@@ -783,16 +793,16 @@ func (d *Drive) list(dir uint64) ([]dirEnt, syscall.Errno) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, e := range es {
-		name, err := d.sealer.OpenName(dir, e.NameMAC, e.Name)
+		st, err := d.stateLocked(e.Child)
 		if err != nil {
-			d.log.Error("entry name fails authentication", "parent", dir, "name_mac", e.NameMAC, "err", err)
+			continue
+		}
+		name, err := d.sealer.OpenName(dir, e.Child, st.kind(), e.NameMAC, e.Name)
+		if err != nil {
+			d.authFailure("entry name fails authentication", "parent", dir, "child", e.Child, "name_mac", e.NameMAC, "err", err)
 			continue
 		}
 		if reserved(dir, string(name)) {
-			continue
-		}
-		st, err := d.stateLocked(e.Child)
-		if err != nil {
 			continue
 		}
 		out = append(out, dirEnt{name: string(name), id: e.Child, mode: st.attrs.Mode})

@@ -104,14 +104,14 @@ func TestTypedErrors(t *testing.T) {
 	if _, err := c.Lookup(tctx(t), api.RootID, mac); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("missing entry: %v", err)
 	}
-	req := api.CreateRequest{Parent: api.RootID, NameMAC: mac, Name: sealer.SealName(api.RootID, []byte("a")), ID: 77, Type: api.TypeFile,
-		Attrs: sealer.SealAttrs(77, &meta.Attrs{Mode: 0o100644})}
+	req := api.CreateRequest{Parent: api.RootID, NameMAC: mac, Name: sealer.SealName(api.RootID, 77, meta.KindFile, []byte("a")), ID: 77, Type: api.TypeFile,
+		Attrs: sealer.SealAttrs(77, 1, &meta.Attrs{Mode: 0o100644})}
 	if _, err := c.Create(tctx(t), req); err != nil {
 		t.Fatal(err)
 	}
 	req2 := req
 	req2.ID = 78
-	req2.Attrs = sealer.SealAttrs(78, &meta.Attrs{Mode: 0o100644})
+	req2.Attrs = sealer.SealAttrs(78, 1, &meta.Attrs{Mode: 0o100644})
 	if _, err := c.Create(tctx(t), req2); !errors.Is(err, api.ErrExists) {
 		t.Fatalf("create over existing name: %v", err)
 	}
@@ -287,8 +287,8 @@ func TestCreateRetryAfterLostAnswer(t *testing.T) {
 	c, s := signup(t, url, purl, "create@example.com")
 	sealer := meta.NewSealer(s.Subkeys())
 	mac := sealer.NameMAC(api.RootID, []byte("f"))
-	req := api.CreateRequest{Parent: api.RootID, NameMAC: mac, Name: sealer.SealName(api.RootID, []byte("f")), ID: 4242, Type: api.TypeFile,
-		Attrs: sealer.SealAttrs(4242, &meta.Attrs{Mode: 0o100644})}
+	req := api.CreateRequest{Parent: api.RootID, NameMAC: mac, Name: sealer.SealName(api.RootID, 4242, meta.KindFile, []byte("f")), ID: 4242, Type: api.TypeFile,
+		Attrs: sealer.SealAttrs(4242, 1, &meta.Attrs{Mode: 0o100644})}
 	e, err := c.Create(tctx(t), req)
 	if err != nil {
 		t.Fatalf("create: %v", err)
@@ -298,7 +298,7 @@ func TestCreateRetryAfterLostAnswer(t *testing.T) {
 	}
 	// Someone else's node under the name is still an error.
 	req.ID = 4343
-	req.Attrs = sealer.SealAttrs(4343, &meta.Attrs{Mode: 0o100644})
+	req.Attrs = sealer.SealAttrs(4343, 1, &meta.Attrs{Mode: 0o100644})
 	f.failed.Store(0)
 	if _, err := c.Create(tctx(t), req); !errors.Is(err, api.ErrExists) {
 		t.Fatalf("create over another node: %v", err)
@@ -380,8 +380,8 @@ func TestChangesLongPoll(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	sealer := meta.NewSealer(s.Subkeys())
 	mac := sealer.NameMAC(api.RootID, []byte("d"))
-	if _, err := c.Create(tctx(t), api.CreateRequest{Parent: api.RootID, NameMAC: mac, Name: sealer.SealName(api.RootID, []byte("d")),
-		ID: 99, Type: api.TypeDir, Attrs: sealer.SealAttrs(99, &meta.Attrs{Mode: 0o40755})}); err != nil {
+	if _, err := c.Create(tctx(t), api.CreateRequest{Parent: api.RootID, NameMAC: mac, Name: sealer.SealName(api.RootID, 99, meta.KindDir, []byte("d")),
+		ID: 99, Type: api.TypeDir, Attrs: sealer.SealAttrs(99, 1, &meta.Attrs{Mode: 0o40755})}); err != nil {
 		t.Fatal(err)
 	}
 	select {

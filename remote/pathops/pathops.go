@@ -195,7 +195,7 @@ func (f *FS) openEntry(dir *Node, p string, e api.Entry) (*Node, error) {
 	if e.Parent != dir.ID() {
 		return nil, fmt.Errorf("%s: entry of directory %d returned for %d: %w", p, e.Parent, dir.ID(), ErrMismatch)
 	}
-	name, err := f.sealer.OpenName(dir.ID(), e.NameMAC, e.Name)
+	name, err := f.sealer.OpenName(dir.ID(), e.Node.ID, meta.KindOf(e.Node.Type == api.TypeDir), e.NameMAC, e.Name)
 	if err != nil {
 		return nil, fmt.Errorf("%s: entry name: %w", dir.Path, err)
 	}
@@ -290,7 +290,7 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, a *meta.Attrs) 
 	if a.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		typ = api.TypeDir
 	}
-	sealed := f.sealer.SealAttrs(id, a)
+	sealed := f.sealer.SealAttrs(id, meta.NextRev(0), a)
 	if len(sealed) > api.MaxAttrsSize {
 		return nil, fmt.Errorf("%s: attributes of %d bytes exceed the server's limit (file too large: %d chunks)", p, len(sealed), len(a.Chunks))
 	}
@@ -298,7 +298,7 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, a *meta.Attrs) 
 	e, err := f.c.Create(ctx, api.CreateRequest{
 		Parent:  dir.ID(),
 		NameMAC: mac,
-		Name:    f.sealer.SealName(dir.ID(), []byte(name)),
+		Name:    f.sealer.SealName(dir.ID(), id, meta.KindOf(typ == api.TypeDir), []byte(name)),
 		ID:      id,
 		Type:    typ,
 		Attrs:   sealed,
@@ -316,7 +316,7 @@ func (f *FS) update(ctx context.Context, n *Node, a *meta.Attrs) (*Node, error) 
 	if err := a.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", n.Path, err)
 	}
-	sealed := f.sealer.SealAttrs(n.ID(), a)
+	sealed := f.sealer.SealAttrs(n.ID(), meta.NextRev(meta.Rev(n.Node.Attrs)), a)
 	if len(sealed) > api.MaxAttrsSize {
 		return nil, fmt.Errorf("%s: attributes of %d bytes exceed the server's limit (file too large: %d chunks)", n.Path, len(sealed), len(a.Chunks))
 	}

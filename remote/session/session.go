@@ -116,7 +116,7 @@ func Signup(ctx context.Context, c *client.Client, server, email string, passwor
 		KDF:           toAPI(kdf),
 		AuthKey:       authKey[:],
 		WrappedMaster: wrapped,
-		RootAttrs:     sealer.SealAttrs(api.RootID, root),
+		RootAttrs:     sealer.SealAttrs(api.RootID, meta.NextRev(0), root),
 	})
 	if err != nil {
 		if errors.Is(err, api.ErrExists) || errors.Is(err, api.ErrConflict) {
