@@ -73,6 +73,11 @@ type accountRec struct {
 	FeedMin       uint64        `json:"feed_min"` // oldest change still on the feed
 	Disabled      bool          `json:"disabled,omitempty"`
 	FeedUsed      int64         `json:"feed_used,omitempty"` // usage last announced on the feed
+	// Format v2 (identity.go): identity keys, published once; the recovery
+	// key's auth hash (SHA-256(pepper || recovery auth key)) and master wrapping.
+	Identity     *api.Identity `json:"identity,omitempty"`
+	RecoveryHash []byte        `json:"recovery_hash,omitempty"`
+	RecoveryWrap []byte        `json:"recovery_wrap,omitempty"`
 }
 
 // limit is the effective quota at now: base plus unexpired grants.

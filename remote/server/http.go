@@ -50,6 +50,12 @@ func (s *Server) routes() http.Handler {
 	h("POST /v1/logout", s.handleLogout)
 	a("POST /v1/password", s.handlePassword)
 	a("GET /v1/account", s.handleAccount)
+	a("GET /v1/account/identity", s.handleGetIdentity) // identity.go
+	a("PUT /v1/account/identity", s.handlePutIdentity)
+	a("GET /v1/keys", s.handlePublicKeys)
+	a("PUT /v1/account/recovery", s.handleSetRecovery)
+	h("POST /v1/recovery/open", s.handleRecoveryOpen)
+	h("POST /v1/recovery/reset", s.handleRecoveryReset)
 
 	a("POST /v1/nodes", s.handleCreate)
 	a("GET /v1/nodes/{id}", s.handleGetNode)
