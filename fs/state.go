@@ -306,6 +306,12 @@ func (d *Drive) lookupLocked(parent uint64, name string) (cache.Entry, *nodeStat
 		}
 		return cache.Entry{}, nil, syscall.EIO
 	}
+	// The entry must be the one sealed for this name and this node: a server
+	// that pointed the name at another node (or kind) is refused here.
+	if err := d.sealer.CheckName(parent, e.Child, st.kind(), []byte(name), e.Name); err != nil {
+		d.authFailure("entry fails authentication", "parent", parent, "child", e.Child, "err", err)
+		return cache.Entry{}, nil, syscall.EIO
+	}
 	st.lastParent, st.lastName = parent, name
 	return e, st, 0
 }

@@ -280,6 +280,14 @@ func TestNameTamper(t *testing.T) {
 		_, err = s.OpenName(7, c.child, c.kind, mac, sealed)
 		mustAuth(t, "entry pointed at another node or kind", err)
 	}
+	// CheckName: the same bindings, and the name must be the one looked up.
+	if err := s.CheckName(7, 9, KindFile, name, sealed); err != nil {
+		t.Fatalf("CheckName: %v", err)
+	}
+	mustAuth(t, "CheckName other child", s.CheckName(7, 10, KindFile, name, sealed))
+	mustAuth(t, "CheckName other kind", s.CheckName(7, 9, KindDir, name, sealed))
+	mustAuth(t, "CheckName other parent", s.CheckName(8, 9, KindFile, name, sealed))
+	mustAuth(t, "CheckName other name", s.CheckName(7, 9, KindFile, []byte("report.pdg"), sealed))
 	// Attributes sealed for node 7 are not a name under parent 7.
 	_, err = s.OpenName(7, 9, KindFile, mac, s.SealAttrs(7, 1, &Attrs{}))
 	mustAuth(t, "attrs as name", err)

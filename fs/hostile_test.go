@@ -1,0 +1,176 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"kumo/internal/meta"
+	"kumo/remote/api"
+)
+
+// swapEntryProxy is a hostile server in front of c: every entry it returns
+// whose name MAC is from gets the node of the entry whose MAC is to (the
+// server pointing one name at another file).
+func swapEntryProxy(t *testing.T, c *cloud, from, to string) string {
+	t.Helper()
+	target, _ := url.Parse(c.url)
+	var toNode *api.Node
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ModifyResponse = func(r *http.Response) error {
+		if r.StatusCode != http.StatusOK || r.Header.Get("Content-Type") != "application/json" {
+			return nil
+		}
+		body, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil {
+			return err
+		}
+		rewrite := func(e *api.Entry) {
+			if e.NameMAC == to {
+				n := e.Node
+				toNode = &n
+			}
+		}
+		swap := func(e *api.Entry) bool {
+			if e.NameMAC == from && toNode != nil {
+				e.Node = *toNode
+				return true
+			}
+			return false
+		}
+		var list []api.Entry
+		var one api.Entry
+		changed := false
+		if json.Unmarshal(body, &list) == nil && len(list) > 0 && list[0].NameMAC != "" {
+			for i := range list {
+				rewrite(&list[i])
+			}
+			for i := range list {
+				changed = swap(&list[i]) || changed
+			}
+			if changed {
+				body, _ = json.Marshal(list)
+			}
+		} else if json.Unmarshal(body, &one) == nil && one.NameMAC != "" && swap(&one) {
+			body, _ = json.Marshal(one)
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		r.Header.Del("Content-Length")
+		return nil
+	}
+	srv := httptest.NewServer(rp)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// A server that points the entry notes.txt at the node of secret.txt must not
+// make the name open the other file: the drive answers EIO and counts it.
+func TestHostileServerEntrySwap(t *testing.T) {
+	needFUSE(t)
+	c := startCloud(t, t.TempDir(), 0)
+	m := c.mount(t, t.TempDir(), nil)
+	if err := os.WriteFile(m.p("notes.txt"), []byte("my notes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(m.p("secret.txt"), []byte("the secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.flush()
+	m.unmount()
+
+	sealer := meta.NewSealer(c.sess.Subkeys())
+	proxy := swapEntryProxy(t, c, sealer.NameMAC(api.RootID, []byte("notes.txt")), sealer.NameMAC(api.RootID, []byte("secret.txt")))
+	hostile := *c
+	hostile.url = proxy
+	// A new device (empty cache) lists the tree through the hostile server.
+	m2 := hostile.mount(t, t.TempDir(), nil)
+	got, err := os.ReadFile(m2.p("notes.txt"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read notes.txt through a server that swapped its node: %q, %v; want EIO", got, err)
+	}
+	if b, err := os.ReadFile(m2.p("secret.txt")); err != nil || string(b) != "the secret\n" {
+		t.Fatalf("secret.txt: %q, %v", b, err)
+	}
+	ents, err := os.ReadDir(m2.mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() == "notes.txt" {
+			t.Fatal("the swapped entry is listed")
+		}
+	}
+	if r := m2.d.Integrity(); r.AuthFailures == 0 {
+		t.Fatalf("integrity report counts no failure: %+v", r)
+	}
+}
+
+// A server that puts back an older record of a node (a replay) is refused by a
+// client that has seen the newer one: it keeps serving the newer content and
+// counts the rollback.
+func TestHostileServerRollback(t *testing.T) {
+	needFUSE(t)
+	c := startCloud(t, t.TempDir(), 0)
+	writer := c.mount(t, t.TempDir(), nil)
+	p := writer.p("notes.txt")
+	if err := os.WriteFile(p, []byte("first version\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writer.flush()
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cl := c.client(t)
+	lookup := func() api.Entry {
+		t.Helper()
+		e, err := cl.Lookup(ctx, api.RootID, meta.NewSealer(c.sess.Subkeys()).NameMAC(api.RootID, []byte("notes.txt")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	old := lookup().Node
+	if err := os.WriteFile(p, []byte("second version, longer\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writer.flush()
+
+	reader := c.mount(t, t.TempDir(), nil)
+	if b, err := os.ReadFile(reader.p("notes.txt")); err != nil || string(b) != "second version, longer\n" {
+		t.Fatalf("reader: %q, %v", b, err)
+	}
+	// The server replays the first record (as if restored from a backup),
+	// which announces a change to every client.
+	cur := lookup().Node
+	if _, err := cl.Update(ctx, cur.ID, api.UpdateRequest{Version: cur.Version, Attrs: old.Attrs, Chunks: old.Chunks}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for reader.d.Integrity().Rollbacks == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the reader did not refuse the replayed record: %+v", reader.d.Integrity())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, m := range []*mounted{reader, writer} {
+		if b, err := os.ReadFile(m.p("notes.txt")); err != nil || string(b) != "second version, longer\n" {
+			t.Fatalf("after the replay: %q, %v; want the newer content", b, err)
+		}
+	}
+	_ = filepath.Join
+}
