@@ -177,6 +177,9 @@ func (d *Drive) ControlStatus(ctx context.Context, fetch bool) control.Status {
 		cs.LastCommand = &c
 	}
 	d.ctl.mu.Unlock()
+	if g := d.Integrity(); g.AuthFailures+g.Rollbacks > 0 {
+		cs.Integrity = control.Integrity{AuthFailures: g.AuthFailures, Rollbacks: g.Rollbacks, Last: g.Last, LastAt: &g.LastAt}
+	}
 	return cs
 }
 

@@ -11,7 +11,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -167,10 +166,13 @@ func TestHostileServerRollback(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	report, err := os.ReadFile(reader.p(".kumo"))
+	if err != nil || !bytes.Contains(report, []byte("integrity   REFUSED")) {
+		t.Fatalf(".kumo does not show the refused rollback: %v\n%s", err, report)
+	}
 	for _, m := range []*mounted{reader, writer} {
 		if b, err := os.ReadFile(m.p("notes.txt")); err != nil || string(b) != "second version, longer\n" {
 			t.Fatalf("after the replay: %q, %v; want the newer content", b, err)
 		}
 	}
-	_ = filepath.Join
 }

@@ -42,6 +42,15 @@ type Status struct {
 	Connection  Connection     `json:"connection"`
 	Invoices    []Invoice      `json:"invoices"`
 	LastCommand *CommandResult `json:"last_command,omitempty"`
+	Integrity   Integrity      `json:"integrity"`
+}
+
+// Integrity counts what the cloud sent that the drive refused since the mount.
+type Integrity struct {
+	AuthFailures int64      `json:"auth_failures"` // records that failed authentication (forged, swapped, corrupted)
+	Rollbacks    int64      `json:"rollbacks"`     // older revisions of a node than one already seen
+	Last         string     `json:"last,omitempty"`
+	LastAt       *time.Time `json:"last_at,omitempty"`
 }
 
 type Quota struct {
@@ -146,6 +155,14 @@ func Text(s Status) []byte {
 		conn += " (" + s.Connection.LastError + ")"
 	}
 	fmt.Fprintf(&b, "connection  %s\n", conn)
+	if g := s.Integrity; g.AuthFailures+g.Rollbacks > 0 {
+		fmt.Fprintf(&b, "integrity   REFUSED from the cloud: %d record(s) failing authentication, %d rollback(s); files affected read as I/O errors or keep their newer local version\n",
+			g.AuthFailures, g.Rollbacks)
+		if g.LastAt != nil {
+			fmt.Fprintf(&b, "            last at %s: %s\n", g.LastAt.UTC().Format(time.RFC3339), g.Last)
+		}
+		fmt.Fprintf(&b, "            the server (or something between it and you) changed data it cannot forge: see the drive's log\n")
+	}
 	if len(s.Invoices) > 0 {
 		fmt.Fprintf(&b, "\ntop-ups\n")
 	}
