@@ -77,7 +77,10 @@ func Mount(ctx context.Context, mountpoint string, o Options) (*Drive, error) {
 		// write after open or a setxattr still asks once.
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 	}
-	if o.DefaultPermissions {
+	// allow_other without default_permissions would let every local user
+	// read, write and chmod every file (the handlers check no modes): other
+	// users get in only through the kernel's permission checks.
+	if o.DefaultPermissions || o.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
 	}
 	if o.ReadOnly {

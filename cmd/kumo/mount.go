@@ -1,19 +1,17 @@
 package main
 
 // kumo mount / kumo unmount, the mount.kumo helper for /etc/fstab, the
-// embedded cloud, daemonizing, and the daemon's control socket.
+// embedded cloud, daemonizing, and the checks on a mount point (the control
+// socket between the daemon and kumo unmount is fs/ctlsock).
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,6 +29,8 @@ import (
 
 	"kumo/cache"
 	kfs "kumo/fs"
+	"kumo/fs/ctlsock"
+	"kumo/fs/mountpoint"
 	"kumo/internal/chunk"
 	"kumo/internal/keys"
 	"kumo/internal/metrics"
@@ -58,7 +58,8 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "cache-size", Value: "4GiB", Usage: "disk budget of the chunk cache"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground (log to stderr)"},
 			&cli.StringFlag{Name: "fsync", Value: "local", Usage: "local: fsync makes data durable on this disk; remote: fsync waits until it is in the cloud"},
-			&cli.StringSliceFlag{Name: "o", Usage: "mount options: allow_other, default_permissions, ro, uid=N, gid=N, umask=OOO (comma-separated)"},
+			&cli.StringSliceFlag{Name: "o", Usage: "mount options: allow_other (lets other users in; implies default_permissions, so the kernel checks file modes for them), " +
+				"default_permissions, ro, uid=N, gid=N, umask=OOO, nonempty (mount over a directory that has files; they stay hidden until unmounted) (comma-separated)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve the drive's Prometheus metrics on `ADDR`/metrics (loopback only, e.g. 127.0.0.1:9101)"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling on `ADDR`/debug/pprof/ (loopback only, e.g. 127.0.0.1:6061)"},
@@ -75,15 +76,19 @@ func unmountCommand() *cli.Command {
 		ArgsUsage: "MOUNTPOINT",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "force", Usage: "unmount without waiting for uploads (they resume at the next mount)"},
-			&cli.DurationFlag{Name: "timeout", Usage: "give up waiting for uploads after this long (0: wait)"},
+			&cli.DurationFlag{Name: "timeout", Value: defaultUnmountTimeout, Usage: "give up waiting for uploads after this long, leaving the drive mounted (0: wait as long as it takes)"},
 		},
 		Action: runUnmount,
 	}
 }
 
+// defaultUnmountTimeout bounds how long `kumo unmount` waits for uploads.
+const defaultUnmountTimeout = 10 * time.Minute
+
 // mountOpts are the parsed -o options.
 type mountOpts struct {
 	allowOther, defaultPerms, ro bool
+	nonempty                     bool // mount over a directory that has files
 	uid, gid, umask              *uint32
 }
 
@@ -107,6 +112,8 @@ func parseMountOpts(list []string) (mountOpts, error) {
 				o.allowOther = true
 			case "default_permissions":
 				o.defaultPerms = true
+			case "nonempty":
+				o.nonempty = true
 			case "ro":
 				o.ro = true
 			case "rw":
@@ -129,6 +136,12 @@ func parseMountOpts(list []string) (mountOpts, error) {
 			}
 		}
 	}
+	// Without default_permissions FUSE checks no modes at all: with
+	// allow_other alone every local user could read, write and chmod every
+	// file. Other users get in only through the kernel's mode checks.
+	if o.allowOther {
+		o.defaultPerms = true
+	}
 	return o, nil
 }
 
@@ -147,22 +160,6 @@ func defaultCloudDir() string {
 	return filepath.Join(xdgDir("XDG_DATA_HOME", ".local/share"), "kumo", "cloud")
 }
 func defaultCacheRoot() string { return filepath.Join(xdgDir("XDG_CACHE_HOME", ".cache"), "kumo") }
-
-// controlSocket is where the daemon of mountpoint listens.
-func controlSocket(mountpoint string) string {
-	abs, err := filepath.Abs(mountpoint)
-	if err == nil {
-		if r, err := filepath.EvalSymlinks(abs); err == nil {
-			abs = r
-		}
-	}
-	sum := sha256.Sum256([]byte(abs))
-	dir := os.Getenv("XDG_RUNTIME_DIR")
-	if dir == "" {
-		dir = os.TempDir()
-	}
-	return filepath.Join(dir, fmt.Sprintf("kumo-%d", os.Getuid()), hex.EncodeToString(sum[:8])+".sock")
-}
 
 // switchWriter is the log destination: stderr first, the log file once known.
 type switchWriter struct {
@@ -186,8 +183,15 @@ func runMount(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return errors.New("usage: kumo mount [flags] MOUNTPOINT")
 	}
-	mnt, err := filepath.Abs(c.Args().First())
+	mnt, err := mountpoint.Resolve(c.Args().First())
 	if err != nil {
+		return err
+	}
+	mo, err := parseMountOpts(c.StringSlice("o"))
+	if err != nil {
+		return err
+	}
+	if err := checkMountpoint(mnt, mo.nonempty); err != nil {
 		return err
 	}
 	if !c.Bool("foreground") {
@@ -279,9 +283,17 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 	if err != nil {
 		return fmt.Errorf("--cache-size: %w", err)
 	}
-	if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
-		return fmt.Errorf("mountpoint %s: not a directory", mnt)
+	// The control socket first: holding it makes this the only daemon of
+	// mnt, and a second mount there fails here, before any work.
+	ctl, err := ctlsock.Listen(mnt, log)
+	if err != nil {
+		var busy *ctlsock.BusyError
+		if errors.As(err, &busy) {
+			return err
+		}
+		return fmt.Errorf("control socket of %s: %w", mnt, err)
 	}
+	defer ctl.Close()
 
 	ctx := context.Background()
 	// Metrics and pprof listen before the mount so a bad address fails the
@@ -370,17 +382,7 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 	if reg != nil {
 		d.RegisterMetrics(reg)
 	}
-	// replying counts control connections writing their last answer: the
-	// process must not exit under them.
-	var replying sync.WaitGroup
-	sock := controlSocket(mnt)
-	ln, err := listenControl(sock)
-	if err != nil {
-		log.Warn("no control socket: kumo unmount will not flush first", "err", err)
-	} else {
-		defer os.Remove(sock)
-		go serveControl(ln, d, log, &replying)
-	}
+	go ctl.Serve(mountedDrive{d, mnt})
 	ready(nil)
 	log.Info("ready", "mountpoint", mnt, "account", a.Email, "cache", cacheDir)
 
@@ -397,21 +399,13 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 			log.Warn("not everything was pushed; it resumes at the next mount", "err", err)
 		}
 		cancel()
-		if err := d.Unmount(); err != nil {
+		if err := (mountedDrive{d, mnt}).Unmount(); err != nil {
 			log.Error("unmount failed; detaching lazily", "err", err)
 			_ = exec.Command("fusermount3", "-uz", mnt).Run()
 		}
 		<-done
 	}
-	if ln != nil {
-		ln.Close()
-	}
-	waitDone := make(chan struct{})
-	go func() { replying.Wait(); close(waitDone) }()
-	select {
-	case <-waitDone:
-	case <-time.After(5 * time.Second):
-	}
+	ctl.Close()
 	log.Info("unmounted", "mountpoint", mnt)
 	return nil
 }
@@ -549,188 +543,249 @@ func daemonize(mnt string) error {
 	return errors.New(strings.TrimPrefix(line, "ERR "))
 }
 
-// --- control socket ---
-
-func listenControl(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
+// checkMountpoint refuses a mount point where the drive would stack on
+// another mount or hide files (unless nonempty).
+func checkMountpoint(mnt string, nonempty bool) error {
+	m, mounted, err := mountpoint.Lookup(mnt)
+	if err != nil {
+		return err
 	}
-	if conn, err := net.Dial("unix", path); err == nil {
-		conn.Close()
-		return nil, fmt.Errorf("another daemon serves %s", path)
-	}
-	os.Remove(path)
-	return net.Listen("unix", path)
-}
-
-// serveControl answers "flush", "unmount", "unmount force" and "status", one per connection.
-func serveControl(ln net.Listener, d *kfs.Drive, log *slog.Logger, replying *sync.WaitGroup) {
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			return
+	if mounted {
+		if !m.IsKumo() {
+			return fmt.Errorf("%s is already a mount point (%s from %s); unmount it or choose another directory", mnt, m.Type, m.Source)
 		}
-		go func() {
-			defer conn.Close()
-			line, err := bufio.NewReader(conn).ReadString('\n')
-			if err != nil {
-				return
-			}
-			cmd := strings.TrimSpace(line)
-			// The peer hanging up cancels a flush.
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			go func() {
-				b := make([]byte, 1)
-				conn.Read(b)
-				cancel()
-			}()
-			switch cmd {
-			case "status":
-				fmt.Fprintln(conn, progressLine(d.Status()))
-			case "flush", "unmount", "unmount force":
-				if cmd != "unmount force" {
-					if err := flushWithProgress(ctx, d, conn); err != nil {
-						fmt.Fprintf(conn, "error %v\n", err)
-						return
-					}
-				}
-				if cmd == "flush" {
-					fmt.Fprintln(conn, "done")
-					return
-				}
-				log.Info("unmount requested", "force", cmd == "unmount force")
-				replying.Add(1)
-				if err := d.Unmount(); err != nil {
-					fmt.Fprintf(conn, "error %v\n", err)
-					replying.Done()
-					return
-				}
-				fmt.Fprintln(conn, "done")
-				replying.Done()
-				// Keep the connection open until the process exits (and has
-				// closed the cache and the embedded cloud): kumo unmount
-				// waits for that before returning.
-				select {}
-			default:
-				fmt.Fprintf(conn, "error unknown command %q\n", cmd)
-			}
-		}()
-	}
-}
-
-func progressLine(s kfs.Status) string {
-	state := "online"
-	if !s.Online {
-		state = "offline since " + s.OfflineSince.Format(time.TimeOnly)
-	}
-	line := fmt.Sprintf("progress files=%d bytes=%d ops=%d uploading=%d state=%q", s.Queue.Files, s.Queue.Bytes, s.Queue.Ops, s.Queue.Uploading, state)
-	if s.QuotaBlocked {
-		line += ` note="quota exceeded: top up to continue"`
-	}
-	if s.LastError != "" && !s.Online {
-		line += fmt.Sprintf(" last_error=%q", s.LastError)
-	}
-	return line
-}
-
-func flushWithProgress(ctx context.Context, d *kfs.Drive, w io.Writer) error {
-	done := make(chan error, 1)
-	go func() { done <- d.Flush(ctx) }()
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case err := <-done:
-			return err
-		case <-t.C:
-			if _, err := fmt.Fprintln(w, progressLine(d.Status())); err != nil {
-				return err
-			}
+		if cl, err := ctlsock.Dial(mnt); err == nil {
+			pid := cl.PID
+			cl.Close()
+			return fmt.Errorf("%s is already a kumo drive (pid %d); unmount it first: kumo unmount %s", mnt, pid, mnt)
 		}
+		return fmt.Errorf("%s is already a kumo drive whose daemon does not answer; unmount it first: kumo unmount %s", mnt, mnt)
+	}
+	st, err := os.Stat(mnt)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("mountpoint %s does not exist: create it first (mkdir -p %s)", mnt, mnt)
+	case err != nil:
+		return fmt.Errorf("mountpoint %s: %w", mnt, err)
+	case !st.IsDir():
+		return fmt.Errorf("mountpoint %s is not a directory", mnt)
+	}
+	if nonempty {
+		return nil
+	}
+	names, err := mountpoint.Entries(mnt, 4)
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %w", mnt, err)
+	}
+	if len(names) > 0 {
+		list := strings.Join(names[:min(len(names), 3)], ", ")
+		if len(names) > 3 {
+			list += ", …"
+		}
+		return fmt.Errorf("mountpoint %s is not empty (%s): the drive would hide those files until it is unmounted; choose an empty directory, or pass -o nonempty to mount over them", mnt, list)
+	}
+	return nil
+}
+
+// mountedDrive is the drive as the control socket drives it: an unmount
+// that fails because the mount is busy names who keeps it busy.
+type mountedDrive struct {
+	*kfs.Drive
+	mnt string
+}
+
+// Unmount retries briefly (the kernel may still be releasing a file closed
+// a moment ago), then names the processes that hold the mount.
+func (m mountedDrive) Unmount() error {
+	if err := m.Drive.Unmount(); err != nil {
+		return busyError(m.mnt, err)
+	}
+	return nil
+}
+
+// busyError names the processes holding mnt, if any, instead of err.
+func busyError(mnt string, err error) error {
+	hs := mountpoint.Holders(mnt)
+	if len(hs) == 0 {
+		return err
+	}
+	names := make([]string, len(hs))
+	for i, h := range hs {
+		names[i] = h.String()
+	}
+	return fmt.Errorf("%s is busy, in use by: %s; close those files or leave that directory, then run kumo unmount %s again",
+		mnt, strings.Join(names, "; "), mnt)
+}
+
+// unmountDirect unmounts a kumo mount whose daemon is gone (fusermount3,
+// then umount(2) for root), retrying for a moment while it is busy.
+func unmountDirect(mnt string, force bool) error {
+	args := []string{"-u", mnt}
+	if force {
+		args = []string{"-uz", mnt}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		out, err := exec.Command("fusermount3", args...).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		msg := strings.TrimSpace(string(out))
+		busy := strings.Contains(msg, "busy")
+		if busy && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if syscall.Unmount(mnt, 0) == nil {
+			return nil
+		}
+		if busy {
+			return busyError(mnt, fmt.Errorf("unmount %s: %s", mnt, msg))
+		}
+		if msg == "" {
+			msg = err.Error()
+		}
+		return fmt.Errorf("unmount %s: %s", mnt, msg)
 	}
 }
 
 func runUnmount(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return errors.New("usage: kumo unmount [--force] MOUNTPOINT")
+		return errors.New("usage: kumo unmount [--force] [--timeout D] MOUNTPOINT")
 	}
-	mnt, err := filepath.Abs(c.Args().First())
+	mnt, err := mountpoint.Resolve(c.Args().First())
 	if err != nil {
 		return err
 	}
 	force := c.Bool("force")
-	conn, err := net.Dial("unix", controlSocket(mnt))
+	m, mounted, err := mountpoint.Lookup(mnt)
 	if err != nil {
-		// No daemon to ask (it died, or another kind of mount): unmount directly.
-		args := []string{"-u", mnt}
-		if force {
-			args = []string{"-uz", mnt}
-		}
-		out, ferr := exec.Command("fusermount3", args...).CombinedOutput()
-		if ferr != nil {
-			if uerr := syscall.Unmount(mnt, 0); uerr == nil {
-				return nil
-			}
-			return fmt.Errorf("unmount %s: %s", mnt, strings.TrimSpace(string(out)))
-		}
-		return nil
-	}
-	defer conn.Close()
-	if t := c.Duration("timeout"); t > 0 {
-		conn.SetDeadline(time.Now().Add(t))
-	}
-	cmd := "unmount"
-	if force {
-		cmd = "unmount force"
-	}
-	if _, err := fmt.Fprintln(conn, cmd); err != nil {
 		return err
 	}
-	tty := isTerminal(os.Stderr)
-	sc := bufio.NewScanner(conn)
-	last := ""
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "done":
-			if tty && last != "" {
-				fmt.Fprintln(os.Stderr)
-			}
-			return waitGone(conn)
-		case strings.HasPrefix(line, "error "):
-			if tty && last != "" {
-				fmt.Fprintln(os.Stderr)
-			}
-			return errors.New(strings.TrimPrefix(line, "error "))
-		case strings.HasPrefix(line, "progress "):
-			if line == last {
-				continue
-			}
-			last = line
-			msg := "kumo: waiting for uploads: " + strings.TrimPrefix(line, "progress ")
-			if tty {
-				fmt.Fprintf(os.Stderr, "\r\033[K%s", msg)
-			} else {
-				fmt.Fprintln(os.Stderr, msg)
-			}
+	if !mounted {
+		if _, err := os.Lstat(mnt); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s does not exist", mnt)
 		}
+		return fmt.Errorf("%s is not mounted", mnt)
 	}
-	if err := sc.Err(); err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return fmt.Errorf("uploads still pending after %v (kumo unmount --force skips them; they resume at the next mount)", c.Duration("timeout"))
-		}
+	if !m.IsKumo() {
+		return fmt.Errorf("%s is not a kumo drive (%s from %s): use umount", mnt, m.Type, m.Source)
+	}
+	cl, err := ctlsock.Dial(mnt)
+	if errors.Is(err, ctlsock.ErrNoDaemon) {
+		// The daemon is gone (killed, crashed): nothing to push from here.
+		fmt.Fprintf(os.Stderr, "kumo: no daemon serves %s; unmounting it (pending uploads resume at the next mount)\n", mnt)
+		return unmountDirect(mnt, force)
+	}
+	if err != nil {
 		return err
 	}
-	return errors.New("the daemon hung up before unmounting")
+	defer cl.Close()
+
+	timeout := c.Duration("timeout")
+	ctx := context.Background()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	pr := newProgressPrinter(os.Stderr, timeout, force)
+	last, err := cl.Unmount(ctx, force, pr.show)
+	pr.end()
+	if errors.Is(err, ctlsock.ErrTimeout) {
+		if last.Pending() {
+			return fmt.Errorf("gave up after %v waiting for %s; the drive is still mounted. "+
+				"Run kumo unmount again to keep waiting (--timeout 0: as long as it takes), or --force to unmount now (uploads resume at the next mount)",
+				timeout, describeProgress(last))
+		}
+		return fmt.Errorf("gave up after %v waiting for the daemon (pid %d) to unmount %s; see kumo.log in its cache dir, or kumo unmount --force", timeout, cl.PID, mnt)
+	}
+	return err
 }
 
-// waitGone waits for the daemon to close the connection (it exits after unmounting).
-func waitGone(conn net.Conn) error {
-	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	io.Copy(io.Discard, conn)
-	return nil
+// describeProgress says what an unmount waits for, in words.
+func describeProgress(p ctlsock.Progress) string {
+	var parts []string
+	if p.Files > 0 || p.Bytes > 0 {
+		parts = append(parts, fmt.Sprintf("%s in %s", size.Format(p.Bytes), plural(p.Files, "file")))
+	}
+	if p.Ops > 0 {
+		parts = append(parts, plural(p.Ops, "tree change"))
+	}
+	s := "the last uploads"
+	if len(parts) > 0 {
+		s = strings.Join(parts, " and ")
+	}
+	s += " to reach the cloud (" + p.State
+	if p.LastError != "" {
+		s += ": " + p.LastError
+	}
+	s += ")"
+	if p.Note != "" {
+		s += "; " + p.Note
+	}
+	return s
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// progressPrinter shows an unmount's progress: a line redrawn in place with a
+// bar on a terminal, a line per change otherwise.
+type progressPrinter struct {
+	w       *os.File
+	tty     bool
+	first   bool
+	last    string
+	total   int64 // most bytes seen pending: the bar's 100 %
+	timeout time.Duration
+	force   bool
+}
+
+func newProgressPrinter(w *os.File, timeout time.Duration, force bool) *progressPrinter {
+	return &progressPrinter{w: w, tty: isTerminal(w), first: true, timeout: timeout, force: force}
+}
+
+func (p *progressPrinter) show(pg ctlsock.Progress) {
+	if !pg.Pending() && p.first {
+		return // nothing to wait for: say nothing
+	}
+	if p.first {
+		p.first = false
+		limit := "no time limit"
+		if p.timeout > 0 {
+			limit = "up to " + p.timeout.String()
+		}
+		fmt.Fprintf(p.w, "kumo: pushing pending uploads before unmounting (%s; --force skips them, they resume at the next mount)\n", limit)
+	}
+	p.total = max(p.total, pg.Bytes)
+	msg := "kumo: waiting for " + describeProgress(pg)
+	if p.tty && p.total > 0 {
+		const width = 20
+		done := int((p.total - pg.Bytes) * width / p.total)
+		msg = fmt.Sprintf("[%s%s] %3d%% %s", strings.Repeat("#", done), strings.Repeat("-", width-done),
+			(p.total-pg.Bytes)*100/p.total, msg)
+	}
+	if msg == p.last {
+		return
+	}
+	p.last = msg
+	if p.tty {
+		fmt.Fprintf(p.w, "\r\033[K%s", msg)
+	} else {
+		fmt.Fprintln(p.w, msg)
+	}
+}
+
+// end finishes the redrawn line.
+func (p *progressPrinter) end() {
+	if p.tty && p.last != "" {
+		fmt.Fprintln(p.w)
+	}
 }
 
 func isTerminal(f *os.File) bool {
