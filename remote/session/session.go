@@ -33,6 +33,9 @@ type Session struct {
 	// Insecure records the user's --insecure at login: plain http to a
 	// non-loopback server is then allowed for this session.
 	Insecure bool `json:"insecure,omitempty"`
+	// Identity is the fingerprint of the account's identity keys once seen
+	// (identity.go): a server that later shows others is caught.
+	Identity string `json:"identity,omitempty"`
 }
 
 // NewClient returns a client of server: plain http only to loopback (unless
@@ -125,7 +128,11 @@ func Signup(ctx context.Context, c *client.Client, server, email string, passwor
 		return nil, fmt.Errorf("signup: %w", err)
 	}
 	c.SetToken(resp.Token)
-	return &Session{Server: serverName(c, server), Email: email, Token: resp.Token, Expires: resp.Expires, Master: master}, nil
+	s := &Session{Server: serverName(c, server), Email: email, Token: resp.Token, Expires: resp.Expires, Master: master}
+	// Identity keys right away. The account exists already, so a failure here
+	// does not fail the signup: the next login or whoami publishes them.
+	_, _, _ = EnsureIdentity(ctx, c, s)
+	return s, nil
 }
 
 // Login derives the keys from the password, logs in and unwraps the master key.
@@ -153,7 +160,12 @@ func Login(ctx context.Context, c *client.Client, server, email string, password
 		return nil, fmt.Errorf("login: %w: %w", ErrWrongPassword, err)
 	}
 	c.SetToken(resp.Token)
-	return &Session{Server: serverName(c, server), Email: email, Token: resp.Token, Expires: resp.Expires, Master: master}, nil
+	s := &Session{Server: serverName(c, server), Email: email, Token: resp.Token, Expires: resp.Expires, Master: master}
+	// Identity keys: made for a v1 account (migration), checked otherwise.
+	if _, _, err := EnsureIdentity(ctx, c, s); err != nil && !errors.Is(err, ErrIdentityUnsupported) {
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	return s, nil
 }
 
 // ChangePassword re-wraps the master key under a new password.
