@@ -222,6 +222,7 @@ const (
 	CodeTooLarge     = "too_large"      // 413
 	CodeRateLimited  = "rate_limited"   // 429
 	CodeQuota        = "quota_exceeded" // 507
+	CodeNodeLimit    = "node_limit"     // 507: the account has as many nodes as the server allows
 	CodeInternal     = "internal"       // 500
 	CodeUnavailable  = "unavailable"    // 503 or no connection (client side only)
 )
@@ -261,6 +262,7 @@ var (
 	ErrTooLarge     = &Error{Code: CodeTooLarge}
 	ErrRateLimited  = &Error{Code: CodeRateLimited}
 	ErrQuota        = &Error{Code: CodeQuota}
+	ErrNodeLimit    = &Error{Code: CodeNodeLimit}
 	ErrInternal     = &Error{Code: CodeInternal}
 	ErrUnavailable  = &Error{Code: CodeUnavailable}
 )
