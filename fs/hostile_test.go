@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
 
 	"kumo/internal/meta"
 	"kumo/remote/api"
@@ -174,5 +177,51 @@ func TestHostileServerRollback(t *testing.T) {
 		if b, err := os.ReadFile(m.p("notes.txt")); err != nil || string(b) != "second version, longer\n" {
 			t.Fatalf("after the replay: %q, %v; want the newer content", b, err)
 		}
+	}
+}
+
+// sealV1Attrs seals a in the v1 envelope (docs/FORMAT.md §2, v1): what a
+// hostile server could replay from before an account's move to v2.
+func sealV1Attrs(t *testing.T, c *cloud, id uint64, a *meta.Attrs) []byte {
+	t.Helper()
+	k := c.sess.Subkeys().Attrs
+	aead, err := chacha20poly1305.NewX(k[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, chacha20poly1305.NonceSizeX)
+	out := append([]byte{meta.SealedV1}, nonce...)
+	return aead.Seal(out, nonce, a.Encode(), binary.BigEndian.AppendUint64([]byte("kumo/v1/attrs"), id))
+}
+
+// A new account is all v2 (its root carries the mark): a v1 record planted by
+// the server, valid under the account's keys but bound to less, is refused
+// even by a new device that never saw the node before.
+func TestHostileServerV1Downgrade(t *testing.T) {
+	needFUSE(t)
+	c := startCloud(t, t.TempDir(), 0)
+	m := c.mount(t, t.TempDir(), nil)
+	if err := os.WriteFile(m.p("notes.txt"), []byte("my notes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.flush()
+	ctx := context.Background()
+	cl := c.client(t)
+	e, err := cl.Lookup(ctx, api.RootID, meta.NewSealer(c.sess.Subkeys()).NameMAC(api.RootID, []byte("notes.txt")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted := sealV1Attrs(t, c, e.Node.ID, &meta.Attrs{Mode: 0o100666, Size: 3})
+	if _, err := cl.Update(ctx, e.Node.ID, api.UpdateRequest{Version: e.Node.Version, Attrs: planted, Chunks: []string{}}); err != nil {
+		t.Fatal(err)
+	}
+	m.unmount()
+	fresh := c.mount(t, t.TempDir(), nil)
+	var st syscall.Stat_t
+	if err := syscall.Stat(fresh.p("notes.txt"), &st); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("stat of a node whose record the server replaced by a v1 one: mode %o size %d, %v; want EIO", st.Mode, st.Size, err)
+	}
+	if fresh.d.Integrity().AuthFailures == 0 {
+		t.Fatal("the refused v1 record is not counted")
 	}
 }

@@ -236,9 +236,11 @@ func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 		return nil
 	}
 	st = d.states[id]
-	known := meta.Rev(local.Attrs)
+	var known uint64
 	if st != nil {
-		known = max(known, st.rev)
+		known = st.seen
+	} else if prev, err := d.decode(local); err == nil {
+		known = prev.seen
 	}
 	if d.rolledBackLocked(id, known, fresh.rev) {
 		d.mu.Unlock()
@@ -249,7 +251,8 @@ func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 			d.mu.Unlock()
 			return nil
 		}
-		st.version, st.seq, st.serverCh, st.rev = remote.Version, remote.Seq, remote.Chunks, fresh.rev
+		st.version, st.seq, st.serverCh = remote.Version, remote.Seq, remote.Chunks
+		st.rev, st.seen = max(st.rev, fresh.rev), fresh.rev
 		st.nlink, st.parent, st.attrs, st.trunc = fresh.nlink, fresh.parent, fresh.attrs, noTrunc
 		if st.typ == api.TypeDir {
 			st.nlink = max(local.Nlink, 2)

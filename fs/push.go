@@ -273,6 +273,7 @@ func (d *Drive) noteResultLocked(n *api.Node) {
 		}
 		st.serverCh = n.Chunks
 		st.seq = max(st.seq, n.Seq)
+		st.seen = max(st.seen, meta.Rev(n.Attrs))
 	}
 }
 
@@ -643,12 +644,13 @@ func (d *Drive) adopt(remote api.Node) {
 	}
 	d.mu.Lock()
 	st := d.states[remote.ID]
-	if st != nil && d.rolledBackLocked(st.id, st.rev, fresh.rev) {
+	if st != nil && d.rolledBackLocked(st.id, st.seen, fresh.rev) {
 		d.mu.Unlock()
 		return
 	}
 	if st != nil {
-		st.version, st.seq, st.serverCh, st.rev = remote.Version, remote.Seq, remote.Chunks, fresh.rev
+		st.version, st.seq, st.serverCh = remote.Version, remote.Seq, remote.Chunks
+		st.rev, st.seen = max(st.rev, fresh.rev), fresh.rev
 		st.nlink = fresh.nlink
 		st.parent = fresh.parent
 		size := st.attrs.Size

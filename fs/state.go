@@ -22,6 +22,10 @@ import (
 // kernel accepts, so no user xattr can collide.
 const keyTrunc = "kumo:trunc" // base bytes at or beyond this offset read as zeros
 
+// keySeen keeps nodeState.seen in the local record when it differs from the
+// record's own revision (local only, never pushed).
+const keySeen = "kumo:seen"
+
 const noTrunc = ^uint64(0)
 
 // nodeState is the decrypted in-memory view of one node.
@@ -31,15 +35,23 @@ type nodeState struct {
 
 	// Under d.mu.
 	version uint64 // server version the next update is based on
-	rev     uint64 // highest attribute revision seen or sealed (format v2; 0 for v1 records)
-	seq     uint64 // change-feed seq of the cloud state we reflect
-	nlink   uint32
-	parent  uint64 // directories
-	attrs   meta.Attrs
-	trunc   uint64
-	deleted bool // last link gone; kept while open
-	opens   int
-	writers int // open handles that may write
+	rev     uint64 // highest attribute revision sealed here or seen (format v2; 0 for v1 records)
+	// seen is the highest revision the cloud has confirmed (a record pulled
+	// from it, or ours it accepted): an older one from the cloud is a
+	// rollback. It can be below rev: ours not pushed yet, or refused in a
+	// conflict whose other side (sealed concurrently, maybe lower) is adopted.
+	seen uint64
+	// formatMark: the root's attributes say the account is all v2
+	// (meta.FormatMark); kept out of the xattrs and sealed back in.
+	formatMark bool
+	seq        uint64 // change-feed seq of the cloud state we reflect
+	nlink      uint32
+	parent     uint64 // directories
+	attrs      meta.Attrs
+	trunc      uint64
+	deleted    bool // last link gone; kept while open
+	opens      int
+	writers    int // open handles that may write
 	// attrs changed while a writer had the file open, not yet in the local
 	// store or the journal: the writer's next flush (close) or fsync saves
 	// them with its data, in the same commit (see setAttrs).
@@ -71,6 +83,18 @@ type layer struct {
 }
 
 func (st *nodeState) isDir() bool { return st.attrs.Mode&syscall.S_IFMT == syscall.S_IFDIR }
+
+// addFormatMark puts the root's all-v2 mark back into attributes about to be sealed.
+func (st *nodeState) addFormatMark(a *meta.Attrs) {
+	if !st.formatMark {
+		return
+	}
+	a.Xattrs = maps.Clone(a.Xattrs)
+	if a.Xattrs == nil {
+		a.Xattrs = map[string][]byte{}
+	}
+	a.Xattrs[meta.FormatMark] = []byte(meta.FormatMarkV2)
+}
 
 // kind is what an entry naming this node binds into its sealed name: the
 // server's node type, which the server cannot change unseen.
@@ -134,13 +158,28 @@ func (d *Drive) decode(n api.Node) (*nodeState, error) {
 		d.authFailure("node attributes fail authentication", "node", n.ID, "err", err)
 		return nil, fmt.Errorf("node %d: %w", n.ID, err)
 	}
-	st := &nodeState{id: n.ID, typ: n.Type, version: n.Version, rev: meta.Rev(n.Attrs), nlink: n.Nlink, parent: n.Parent, attrs: *a, trunc: noTrunc, nextGen: 1}
+	rev := meta.Rev(n.Attrs)
+	st := &nodeState{id: n.ID, typ: n.Type, version: n.Version, rev: rev, seen: rev, nlink: n.Nlink, parent: n.Parent, attrs: *a, trunc: noTrunc, nextGen: 1}
+	if v, ok := a.Xattrs[keySeen]; ok {
+		if len(v) == 8 {
+			st.seen = min(binary.LittleEndian.Uint64(v), rev)
+		}
+		st.attrs.Xattrs = maps.Clone(st.attrs.Xattrs)
+		delete(st.attrs.Xattrs, keySeen)
+	}
 	if v, ok := a.Xattrs[keyTrunc]; ok {
 		if len(v) == 8 {
 			st.trunc = binary.LittleEndian.Uint64(v)
 		}
 		st.attrs.Xattrs = maps.Clone(a.Xattrs)
 		delete(st.attrs.Xattrs, keyTrunc)
+	}
+	if n.ID == api.RootID && meta.HasFormatMarkV2(a) {
+		// From here on a v1 record anywhere in this account is a replay.
+		d.sealer.RequireV2()
+		st.formatMark = true
+		st.attrs.Xattrs = maps.Clone(st.attrs.Xattrs)
+		delete(st.attrs.Xattrs, meta.FormatMark)
 	}
 	if st.typ == api.TypeDir && st.nlink < 2 {
 		st.nlink = 2
@@ -162,6 +201,14 @@ func (d *Drive) localNode(st *nodeState) api.Node {
 		}
 		a.Xattrs[keyTrunc] = binary.LittleEndian.AppendUint64(nil, st.trunc)
 	}
+	if st.seen != st.rev {
+		a.Xattrs = maps.Clone(a.Xattrs)
+		if a.Xattrs == nil {
+			a.Xattrs = map[string][]byte{}
+		}
+		a.Xattrs[keySeen] = binary.LittleEndian.AppendUint64(nil, st.seen)
+	}
+	st.addFormatMark(&a)
 	return api.Node{ID: st.id, Type: st.typ, Version: st.version, Nlink: st.nlink, Parent: st.parent,
 		Attrs: d.sealer.SealAttrs(st.id, st.rev, &a), Chunks: chunkHex(st.attrs.Chunks)}
 }
@@ -176,6 +223,7 @@ func (d *Drive) pushAttrs(st *nodeState) ([]byte, []string) {
 	if st.typ == api.TypeFile && a.Mode&syscall.S_IFMT == syscall.S_IFREG {
 		a.Size = baseSize(a.Chunks)
 	}
+	st.addFormatMark(&a)
 	st.rev = meta.NextRev(st.rev)
 	return d.sealer.SealAttrs(st.id, st.rev, &a), chunkHex(a.Chunks)
 }

@@ -402,6 +402,11 @@ func TestVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := NewSealer(keys.Derive(fixedMaster(0x40)))
+	strict := NewSealer(keys.Derive(fixedMaster(0x40)))
+	strict.RequireV2()
+	if s.RequiresV2() || !strict.RequiresV2() {
+		t.Fatal("RequireV2 leaks into another sealer or does not stick")
+	}
 	for i, v := range want.Attrs {
 		b, _ := hex.DecodeString(v.Sealed)
 		a, err := s.OpenAttrs(v.NodeID, b)
@@ -422,7 +427,7 @@ func TestVectors(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(a, v.Attrs) || Rev(b) != v.Rev {
 			t.Errorf("v2 attrs vector %d: %v (rev %d)", i, err, Rev(b))
 		}
-		if _, err := s.Strict().OpenAttrs(v.NodeID, b); err != nil {
+		if _, err := strict.OpenAttrs(v.NodeID, b); err != nil {
 			t.Errorf("v2 attrs vector %d refused by a strict sealer: %v", i, err)
 		}
 	}
@@ -435,11 +440,11 @@ func TestVectors(t *testing.T) {
 	}
 	// A strict sealer (an account whose tree is all v2) refuses v1 records.
 	b, _ := hex.DecodeString(want.Attrs[0].Sealed)
-	if _, err := s.Strict().OpenAttrs(want.Attrs[0].NodeID, b); !errors.Is(err, ErrAuth) {
+	if _, err := strict.OpenAttrs(want.Attrs[0].NodeID, b); !errors.Is(err, ErrAuth) {
 		t.Errorf("strict sealer opened v1 attrs: %v", err)
 	}
 	b, _ = hex.DecodeString(want.Names[0].Sealed)
-	if _, err := s.Strict().OpenName(want.Names[0].Parent, 2, KindFile, want.Names[0].MAC, b); !errors.Is(err, ErrAuth) {
+	if _, err := strict.OpenName(want.Names[0].Parent, 2, KindFile, want.Names[0].MAC, b); !errors.Is(err, ErrAuth) {
 		t.Errorf("strict sealer opened a v1 name: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -70,8 +71,9 @@ type Sealer struct {
 	home   *keyset
 	shares map[KeyID]*keyset // other share generations this client holds
 	// strict refuses v1 records: set once the account's tree is known to be
-	// all v2, so the server cannot replay a v1 record (bound to less) in its place.
-	strict bool
+	// all v2 (RequireV2), so the server cannot replay a v1 record (bound to
+	// less) in its place. Shared by the copies WithShare makes.
+	strict *atomic.Bool
 	// macs keeps HMAC states keyed with the home MAC key for reuse: a
 	// directory listing computes one name MAC per entry, and a fresh HMAC
 	// (key schedule, allocations) was a tenth of a cold find's CPU.
@@ -81,7 +83,7 @@ type Sealer struct {
 // NewSealer returns a Sealer for the account's subkeys (the home tree).
 func NewSealer(k keys.Subkeys) *Sealer {
 	home := newKeyset(k)
-	return &Sealer{home: home, macs: &sync.Pool{New: func() any { return hmac.New(sha256.New, home.macKey[:]) }}}
+	return &Sealer{home: home, strict: new(atomic.Bool), macs: &sync.Pool{New: func() any { return hmac.New(sha256.New, home.macKey[:]) }}}
 }
 
 // WithShare returns a copy of s that can also open records of share generation id.
@@ -95,12 +97,23 @@ func (s *Sealer) WithShare(id KeyID, k keys.Subkeys) *Sealer {
 	return &c
 }
 
-// Strict returns a copy of s that refuses v1 records (ErrAuth).
-func (s *Sealer) Strict() *Sealer {
-	c := *s
-	c.strict = true
-	return &c
-}
+// FormatMark is the reserved attribute (in the root directory's sealed
+// attributes, never shown as an xattr) that says the account's whole tree is
+// v2: accounts created by v2 clients carry it from the start.
+const (
+	FormatMark   = "kumo:format"
+	FormatMarkV2 = "2"
+)
+
+// HasFormatMarkV2 reports whether a (the root's attributes) marks an all-v2 account.
+func HasFormatMarkV2(a *Attrs) bool { return string(a.Xattrs[FormatMark]) == FormatMarkV2 }
+
+// RequireV2 makes s (and the copies sharing its state) refuse v1 records
+// from now on (ErrAuth). It cannot be undone.
+func (s *Sealer) RequireV2() { s.strict.Store(true) }
+
+// RequiresV2 reports whether RequireV2 was called.
+func (s *Sealer) RequiresV2() bool { return s.strict.Load() }
 
 func (s *Sealer) keyset(id KeyID) (*keyset, error) {
 	if id == Home {
@@ -179,7 +192,7 @@ func (s *Sealer) sealAttrsV1WithNonce(id uint64, a *Attrs, nonce [nonceSize]byte
 
 // openV1 opens a 0x01 || nonce || ct envelope.
 func (s *Sealer) openV1(a cipher.AEAD, sealed, ad []byte) ([]byte, error) {
-	if s.strict {
+	if s.strict.Load() {
 		return nil, fmt.Errorf("%w: a v1 record in an account whose tree is all v2", ErrAuth)
 	}
 	if len(sealed) < sealOverhead {

@@ -131,7 +131,11 @@ func (f *FS) Root(ctx context.Context) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get root: %w", err)
 	}
-	return f.open("/", "", 0, "", n)
+	root, err := f.open("/", "", 0, "", n)
+	if err == nil && meta.HasFormatMarkV2(root.Attrs) {
+		f.sealer.RequireV2() // an all-v2 account: a v1 record is a replay
+	}
+	return root, err
 }
 
 // open authenticates a node's attributes and checks them against what the

@@ -111,6 +111,8 @@ func Signup(ctx context.Context, c *client.Client, server, email string, passwor
 		UID:   uint32(os.Getuid()),
 		GID:   uint32(os.Getgid()),
 		Atime: now, Mtime: now, Ctime: now,
+		// A new account's tree is all v2: its clients refuse any v1 record.
+		Xattrs: map[string][]byte{meta.FormatMark: []byte(meta.FormatMarkV2)},
 	}
 	sealer := meta.NewSealer(keys.Derive(master))
 	resp, err := c.Signup(ctx, api.SignupRequest{
@@ -135,32 +137,47 @@ func Signup(ctx context.Context, c *client.Client, server, email string, passwor
 	return s, nil
 }
 
-// Login derives the keys from the password, logs in and unwraps the master key.
+// Login is LoginWith the default Options: the client's floor, nothing remembered.
 func Login(ctx context.Context, c *client.Client, server, email string, password []byte) (*Session, error) {
+	return LoginWith(ctx, c, server, email, password, Options{})
+}
+
+// LoginWith derives the keys from the password, logs in and unwraps the
+// master key. It refuses, before sending anything derived from the password,
+// parameters below opts' floor or below those remembered for the account
+// (ErrKDFDowngrade), and remembers the parameters once the master key opens.
+// Every failure to authenticate or to open the master key is the same
+// ErrWrongPassword, word for word (no oracle telling them apart).
+func LoginWith(ctx context.Context, c *client.Client, server, email string, password []byte, opts Options) (*Session, error) {
 	email = NormalizeEmail(email)
-	pre, err := c.Prelogin(ctx, email)
+	srv := serverName(c, server)
+	salt, kdf, err := opts.prelogin(ctx, c, srv, email)
 	if err != nil {
 		return nil, fmt.Errorf("login: %w", err)
 	}
-	authKey, kek, err := keys.FromPassword(password, pre.Salt, fromAPI(pre.KDF))
+	authKey, kek, err := keys.FromPassword(password, salt, kdf)
 	if err != nil {
 		return nil, fmt.Errorf("login: derive keys: %w", err)
 	}
+	failed := fmt.Errorf("login: %w", ErrWrongPassword)
 	resp, err := c.Login(ctx, api.LoginRequest{Email: email, AuthKey: authKey[:]})
 	if err != nil {
 		if errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrForbidden) {
-			return nil, fmt.Errorf("login: %w", ErrWrongPassword)
+			return nil, failed
 		}
 		return nil, fmt.Errorf("login: %w", err)
 	}
 	master, err := keys.UnwrapMaster(kek, resp.WrappedMaster)
 	if err != nil {
-		// The server accepted the auth key but the master key does not open:
-		// the server sent something else than what we stored.
-		return nil, fmt.Errorf("login: %w: %w", ErrWrongPassword, err)
+		// The server accepted the auth key but the master key does not open
+		// (tampered wrapping, bad tag): the same error as a wrong password.
+		return nil, failed
+	}
+	if err := opts.Remember(srv, email, kdf); err != nil {
+		return nil, fmt.Errorf("login: %w", err)
 	}
 	c.SetToken(resp.Token)
-	s := &Session{Server: serverName(c, server), Email: email, Token: resp.Token, Expires: resp.Expires, Master: master}
+	s := &Session{Server: srv, Email: email, Token: resp.Token, Expires: resp.Expires, Master: master}
 	// Identity keys: made for a v1 account (migration), checked otherwise.
 	if _, _, err := EnsureIdentity(ctx, c, s); err != nil && !errors.Is(err, ErrIdentityUnsupported) {
 		return nil, fmt.Errorf("login: %w", err)
@@ -168,24 +185,29 @@ func Login(ctx context.Context, c *client.Client, server, email string, password
 	return s, nil
 }
 
-// ChangePassword re-wraps the master key under a new password.
-func ChangePassword(ctx context.Context, c *client.Client, s *Session, oldPassword, newPassword []byte) error {
+// ChangePassword re-wraps the master key under a new password, with the
+// client's own parameters: the strongest of keys.DefaultKDF, opts' floor and
+// those remembered for the account, never what the server suggests. The old
+// password's auth key is derived only with parameters LoginWith would accept.
+func ChangePassword(ctx context.Context, c *client.Client, s *Session, oldPassword, newPassword []byte, opts Options) error {
 	if len(newPassword) == 0 {
 		return errors.New("passwd: empty new password")
 	}
-	pre, err := c.Prelogin(ctx, s.Email)
+	oldSalt, oldKDF, err := opts.prelogin(ctx, c, s.Server, s.Email)
 	if err != nil {
 		return fmt.Errorf("passwd: %w", err)
 	}
 	// The server checks the old password (as its auth key); the master key
 	// itself comes from the session, so only its wrapping changes.
-	oldAuth, _, err := keys.FromPassword(oldPassword, pre.Salt, fromAPI(pre.KDF))
+	oldAuth, _, err := keys.FromPassword(oldPassword, oldSalt, oldKDF)
 	if err != nil {
 		return fmt.Errorf("passwd: derive old keys: %w", err)
 	}
-	kdf := fromAPI(pre.KDF)
-	if kdf.Time == 0 {
-		kdf = keys.DefaultKDF()
+	kdf := keys.MaxKDF(keys.DefaultKDF(), opts.floor())
+	if known, ok, err := opts.Remembered(s.Server, s.Email); err != nil {
+		return fmt.Errorf("passwd: %w", err)
+	} else if ok {
+		kdf = keys.MaxKDF(kdf, known)
 	}
 	salt, err := keys.NewSalt()
 	if err != nil {
@@ -211,6 +233,9 @@ func ChangePassword(ctx context.Context, c *client.Client, s *Session, oldPasswo
 			return fmt.Errorf("passwd: %w (or the session has expired: run kumo login)", ErrWrongPassword)
 		}
 		return fmt.Errorf("passwd: %w", err)
+	}
+	if err := opts.Remember(s.Server, s.Email, kdf); err != nil {
+		return fmt.Errorf("passwd: the password is changed, but: %w", err)
 	}
 	return nil
 }

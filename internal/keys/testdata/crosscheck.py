@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent re-implementation of kumo's v1 formats (docs/FORMAT.md) that
+"""Independent re-implementation of kumo's v1 and v2 formats (docs/FORMAT.md) that
 recomputes the committed Go test vectors with other libraries: pyca/cryptography
 (HKDF, HMAC, AES-GCM) and libsodium via ctypes (Argon2id with one lane,
 XChaCha20-Poly1305). Run from the repository root:
@@ -87,6 +87,27 @@ for i, v in enumerate(mv["names"]):
     check(f"names[{i}].mac", hmac.new(names, b"kumo/v1/name-mac" + parent + name, hashlib.sha256).hexdigest(), v["mac"])
     seal = hkdf(names, b"kumo/v1/name-seal")
     check(f"names[{i}].sealed", (b"\x01" + nonce + xchacha_seal(seal, nonce, name, parent)).hex(), v["sealed"])
+# meta, format v2: key id (share 0, generation 0 = the v1 subkeys) and revision
+# in the attrs header; names bound to parent, child and kind
+for i, v in enumerate(mv["attrs_v2"]):
+    k = hkdf(bytes.fromhex(v["master"]), b"kumo/v1/attrs")  # the home tree's keys are the v1 subkeys
+    nonce, enc = bytes.fromhex(v["nonce"]), bytes.fromhex(v["encoded"])
+    hdr = b"\x02" + struct.pack(">QIQ", 0, 0, v["rev"])
+    ad = b"kumo/v2/attrs" + struct.pack(">Q", v["node_id"]) + hdr
+    check(f"attrs_v2[{i}].sealed", (hdr + nonce + xchacha_seal(k, nonce, enc, ad)).hex(), v["sealed"])
+for i, v in enumerate(mv["names_v2"]):
+    names = hkdf(bytes.fromhex(v["master"]), b"kumo/v1/names")
+    seal = hkdf(names, b"kumo/v1/name-seal")
+    name, nonce = v["name"].encode(), bytes.fromhex(v["nonce"])
+    hdr = b"\x02" + struct.pack(">QI", 0, 0)
+    ad = b"kumo/v2/name" + struct.pack(">QQB", v["parent"], v["child"], v["kind"]) + hdr
+    check(f"names_v2[{i}].mac", hmac.new(names, b"kumo/v1/name-mac" + struct.pack(">Q", v["parent"]) + name, hashlib.sha256).hexdigest(), v["mac"])
+    check(f"names_v2[{i}].sealed", (hdr + nonce + xchacha_seal(seal, nonce, name, ad)).hex(), v["sealed"])
+# share subkeys (internal/keys/share_test.go): secret 6061..7f, share 7, generation 2
+secret = bytes(range(0x60, 0x80))
+for purpose, want in (("attrs", "6c5d95949920714478867df8275da1b496415035b199de5c486de9e3dddf7a31"),
+                      ("names", "3a00e339d0bd03fa33e19d43f8ca27ca688f812593839ab3d4a85f0c85faea53")):
+    check(f"share.{purpose}", hkdf(secret, b"kumo/v2/share/0000000000000007/00000002/" + purpose.encode()).hex(), want)
 
 # chunk
 SEG = 64 << 10
