@@ -128,5 +128,39 @@ for i, v in enumerate(json.load(open("internal/chunk/testdata/vectors.json"))):
     if "sealed" in v:
         check(f"chunk[{i}].sealed", out.hex(), v["sealed"])
 
+# identity keys and recovery key (v2; docs/FORMAT.md §3c, §3d)
+import base64
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+
+def raw_public(k):
+    return k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+for i, v in enumerate(json.load(open("internal/keys/testdata/identity_vectors.json"))):
+    master, email, nonce = bytes.fromhex(v["master"]), v["email"].encode(), bytes.fromhex(v["nonce"])
+    bpriv, seed = bytes.fromhex(v["x25519_private"]), bytes.fromhex(v["ed25519_seed"])
+    bpub = raw_public(X25519PrivateKey.from_private_bytes(bpriv))
+    spub = raw_public(Ed25519PrivateKey.from_private_bytes(seed))
+    check(f"identity[{i}].x25519_public", bpub.hex(), v["x25519_public"])
+    check(f"identity[{i}].ed25519_public", spub.hex(), v["ed25519_public"])
+    k = hkdf(master, b"kumo/v2/identity")
+    check(f"identity[{i}].key", k.hex(), v["identity_key"])
+    sealed = b"\x02" + nonce + xchacha_seal(k, nonce, bpriv + seed + bpub + spub, b"kumo/v2/identity\x00\x02" + email)
+    check(f"identity[{i}].sealed", sealed.hex(), v["sealed"])
+    fp = hashlib.sha256(b"kumo/v2/identity-fingerprint\x00" + bpub + spub).hexdigest()[:32]
+    check(f"identity[{i}].fingerprint", " ".join(fp[j:j + 4] for j in range(0, 32, 4)), v["fingerprint"])
+for i, v in enumerate(json.load(open("internal/keys/testdata/recovery_vectors.json"))):
+    rk, email, nonce = bytes.fromhex(v["recovery_key"]), v["email"].encode(), bytes.fromhex(v["nonce"])
+    text = base64.b32encode(rk + hashlib.sha256(b"kumo/v2/recovery-check\x00" + rk).digest()[:3]).decode()
+    check(f"recovery[{i}].text", "-".join(text[j:j + 4] for j in range(0, len(text), 4)), v["text"])
+    wk, ak = hkdf(rk, b"kumo/v2/recovery-wrap"), hkdf(rk, b"kumo/v2/recovery-auth")
+    check(f"recovery[{i}].wrap_key", wk.hex(), v["wrap_key"])
+    check(f"recovery[{i}].auth_key", ak.hex(), v["auth_key"])
+    wrapped = b"\x02" + nonce + xchacha_seal(wk, nonce, bytes.fromhex(v["master"]), b"kumo/v2/recovery-master\x00\x02" + email)
+    check(f"recovery[{i}].wrapped", wrapped.hex(), v["wrapped"])
+
 print("all vectors match" if ok else "MISMATCHES")
 sys.exit(0 if ok else 1)
