@@ -48,6 +48,8 @@ func runProbeIfAsked() {
 		err = unix.Unlink(path)
 	case "chmod":
 		err = unix.Chmod(path, 0o777)
+	case "ctl-serve", "ctl-send":
+		err = ctlProbe(op, path) // mountcheck_test.go
 	default:
 		err = fmt.Errorf("unknown probe op %q", op)
 	}
