@@ -77,7 +77,8 @@ func startCloud(t testing.TB, dir string, quota int64) *cloud {
 	ctx := context.Background()
 	sp := filepath.Join(dir, "test-session.json")
 	if s, err := session.Load(sp); err == nil {
-		s2, err := session.Login(ctx, cl, c.url, s.Email, []byte("pw"))
+		// The account was made with keys.TestKDF, below the client's floor.
+		s2, err := session.LoginWith(ctx, cl, c.url, s.Email, []byte("pw"), session.Options{Floor: keys.TestKDF()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -41,6 +41,10 @@ func signupCommand() *cli.Command {
 			if err := rememberPin(c, server, pin); err != nil {
 				return err
 			}
+			// A later login refuses weaker parameters than these.
+			if err := kdfOptions(c).Remember(s.Server, s.Email, keys.DefaultKDF()); err != nil {
+				return err
+			}
 			return saveAndGreet(c, s, "signed up")
 		},
 	}
@@ -65,7 +69,7 @@ func loginCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			s, err := session.Login(c.Context, cl, server, email, pw)
+			s, err := session.LoginWith(c.Context, cl, server, email, pw, kdfOptions(c))
 			if err != nil {
 				return explainPin(c, err)
 			}
@@ -134,7 +138,7 @@ func passwdCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := session.ChangePassword(c.Context, cl, s, old, nw); err != nil {
+			if err := session.ChangePassword(c.Context, cl, s, old, nw, kdfOptions(c)); err != nil {
 				return explain(err, s)
 			}
 			fmt.Printf("password of %s changed; other sessions were ended\n", s.Email)
@@ -166,4 +170,10 @@ func saveAndGreet(c *cli.Context, s *session.Session, what string) error {
 	}
 	fmt.Println(msg)
 	return nil
+}
+
+// kdfOptions are the client's password-hashing rules: the default floor, and
+// the accounts' parameters remembered in known_accounts.json next to the session.
+func kdfOptions(c *cli.Context) session.Options {
+	return session.Options{Known: session.KnownPath(sessionPath(c))}
 }

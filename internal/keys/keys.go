@@ -61,8 +61,31 @@ const (
 // recommended option, with 2 lanes): about 0.1-0.3 s on a current core.
 func DefaultKDF() KDFParams { return KDFParams{Time: 3, MemoryKiB: 64 * 1024, Threads: 2} }
 
-// TestKDF returns cheap parameters for tests only.
+// TestKDF returns cheap parameters for tests only. They are below FloorKDF: a
+// client derives with them only when a test lowers its floor explicitly
+// (session.Options.Floor).
 func TestKDF() KDFParams { return KDFParams{Time: 1, MemoryKiB: 64, Threads: 1} }
+
+// FloorKDF returns the weakest parameters a client derives a password's keys
+// with, whatever a server answers: today's DefaultKDF. A server that answers
+// less is trying a downgrade (cheap offline guessing of the password).
+func FloorKDF() KDFParams { return DefaultKDF() }
+
+// Weaker reports whether p costs less than q in any of time, memory or threads.
+func (p KDFParams) Weaker(q KDFParams) bool {
+	return p.Time < q.Time || p.MemoryKiB < q.MemoryKiB || p.Threads < q.Threads
+}
+
+// MaxKDF returns, field by field, the larger of p and q: parameters weaker
+// than neither.
+func MaxKDF(p, q KDFParams) KDFParams {
+	return KDFParams{Time: max(p.Time, q.Time), MemoryKiB: max(p.MemoryKiB, q.MemoryKiB), Threads: max(p.Threads, q.Threads)}
+}
+
+// String is the parameters as "t=3 m=65536KiB p=2".
+func (p KDFParams) String() string {
+	return fmt.Sprintf("t=%d m=%dKiB p=%d", p.Time, p.MemoryKiB, p.Threads)
+}
 
 // ErrBadKDF is returned for parameters outside the accepted range (too weak or absurdly costly).
 var ErrBadKDF = errors.New("keys: KDF parameters out of range")

@@ -47,6 +47,10 @@ func newClient(t *testing.T, url string) *client.Client {
 	return c
 }
 
+// testOpts lowers the client's floor to the cheap test parameters, which the
+// tests' accounts are made with.
+func testOpts() Options { return Options{Floor: keys.TestKDF()} }
+
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -78,25 +82,25 @@ func TestSignupLoginPasswd(t *testing.T) {
 
 	// Login on a "new machine" with e-mail + password only gives the same master key.
 	c2 := newClient(t, url)
-	s2, err := Login(ctx(t), c2, url, "alice@example.com", []byte("pw-one"))
+	s2, err := LoginWith(ctx(t), c2, url, "alice@example.com", []byte("pw-one"), testOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s2.Master != s.Master || s2.Token == s.Token {
 		t.Fatal("login: different master key or same token")
 	}
-	if _, err := Login(ctx(t), newClient(t, url), url, "alice@example.com", []byte("wrong")); !errors.Is(err, ErrWrongPassword) {
+	if _, err := LoginWith(ctx(t), newClient(t, url), url, "alice@example.com", []byte("wrong"), testOpts()); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("wrong password: %v", err)
 	}
-	if _, err := Login(ctx(t), newClient(t, url), url, "nobody@example.com", []byte("pw-one")); !errors.Is(err, ErrWrongPassword) {
+	if _, err := LoginWith(ctx(t), newClient(t, url), url, "nobody@example.com", []byte("pw-one"), testOpts()); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("unknown e-mail: %v", err)
 	}
 
 	// Change the password through the first session.
-	if err := ChangePassword(ctx(t), c, s, []byte("wrong"), []byte("pw-two")); !errors.Is(err, ErrWrongPassword) {
+	if err := ChangePassword(ctx(t), c, s, []byte("wrong"), []byte("pw-two"), testOpts()); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("passwd with wrong old password: %v", err)
 	}
-	if err := ChangePassword(ctx(t), c, s, []byte("pw-one"), []byte("pw-two")); err != nil {
+	if err := ChangePassword(ctx(t), c, s, []byte("pw-one"), []byte("pw-two"), testOpts()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Account(ctx(t)); err != nil {
@@ -105,10 +109,10 @@ func TestSignupLoginPasswd(t *testing.T) {
 	if _, err := c2.Account(ctx(t)); !errors.Is(err, api.ErrUnauthorized) {
 		t.Fatalf("other session still alive after passwd: %v", err)
 	}
-	if _, err := Login(ctx(t), newClient(t, url), url, "alice@example.com", []byte("pw-one")); !errors.Is(err, ErrWrongPassword) {
+	if _, err := LoginWith(ctx(t), newClient(t, url), url, "alice@example.com", []byte("pw-one"), testOpts()); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("old password still works: %v", err)
 	}
-	s3, err := Login(ctx(t), newClient(t, url), url, "alice@example.com", []byte("pw-two"))
+	s3, err := LoginWith(ctx(t), newClient(t, url), url, "alice@example.com", []byte("pw-two"), testOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
