@@ -673,8 +673,9 @@ func runUnmount(c *cli.Context) error {
 	}
 	cl, err := ctlsock.Dial(mnt)
 	if errors.Is(err, ctlsock.ErrNoDaemon) {
-		// The daemon is gone (killed, crashed): nothing to push from here.
-		fmt.Fprintf(os.Stderr, "kumo: no daemon serves %s; unmounting it (pending uploads resume at the next mount)\n", mnt)
+		// The daemon is gone (killed, crashed), or runs as another user:
+		// nothing to push from here.
+		fmt.Fprintf(os.Stderr, "kumo: no daemon serves %s for you (it has exited, or runs as another user); unmounting it directly (pending uploads resume at the next mount)\n", mnt)
 		return unmountDirect(mnt, force)
 	}
 	if err != nil {
