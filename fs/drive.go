@@ -56,7 +56,8 @@ var ReservedNames = []string{".kumo", ".kumo.json", ".kumo-topup.png"}
 type Drive struct {
 	o      Options
 	log    *slog.Logger
-	integ  integrity // records from the cloud refused (forged, swapped, rolled back)
+	integ  integrity  // records from the cloud refused (forged, swapped, rolled back)
+	head   *headState // the account head this device checks and advances
 	c      *client.Client
 	store  *cache.Store
 	owns   bool // store opened by us
@@ -147,6 +148,7 @@ func newDrive(o Options) (*Drive, error) {
 		c:          o.Client,
 		store:      o.Cache,
 		sealer:     meta.NewSealer(sk),
+		head:       newHeadState(o.Session.Master, o.CacheDir),
 		cipher:     chunk.NewCipher(sk.ChunkID, sk.Chunks),
 		states:     map[uint64]*nodeState{},
 		inodes:     map[uint64]*fnode{},
@@ -201,11 +203,12 @@ func (d *Drive) start() error {
 	} else {
 		d.noteErr(err)
 	}
-	d.wg.Add(4)
+	d.wg.Add(5)
 	go d.pushLoop()
 	go d.uploadLoop()
 	go d.pullLoop()
 	go d.accountLoop()
+	go d.headLoop()
 	return nil
 }
 
@@ -247,6 +250,11 @@ func (d *Drive) Flush(ctx context.Context) error {
 			return fmt.Errorf("fs: flush: %w", err)
 		}
 		if nd == 0 && n == 0 && d.uploadsRunning.Load() == 0 {
+			// The head covers what was pushed (a refused head is in the
+			// control file; the data itself is in the cloud).
+			if err := d.advanceHead(ctx); err != nil {
+				d.log.Warn("account head not advanced", "err", err)
+			}
 			return nil
 		}
 		if nd > 0 {

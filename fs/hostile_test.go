@@ -12,12 +12,15 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"kumo/internal/head"
+	"kumo/internal/hostile"
 	"kumo/internal/meta"
 	"kumo/remote/api"
 )
@@ -224,4 +227,78 @@ func TestHostileServerV1Downgrade(t *testing.T) {
 	if fresh.d.Integrity().AuthFailures == 0 {
 		t.Fatal("the refused v1 record is not counted")
 	}
+}
+
+// headTest mounts a drive through a hostile proxy, writes two files (each
+// flush advances the account head) and returns the proxy, the mount and the
+// real server's head log after the first file.
+func headTest(t *testing.T) (*hostile.Proxy, *mounted, api.HeadLog) {
+	t.Helper()
+	needFUSE(t)
+	c := startCloud(t, t.TempDir(), 0)
+	p := hostile.Start(t, c.url)
+	via := *c
+	via.url = p.URL
+	m := via.mount(t, t.TempDir(), nil)
+	if err := os.WriteFile(m.p("a"), []byte("first\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.flush()
+	old, err := c.client(t).Heads(context.Background(), 1)
+	if err != nil || old.Current == 0 {
+		t.Fatalf("no head after a push: %+v, %v", old, err)
+	}
+	if err := os.WriteFile(m.p("b"), []byte("second\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.flush()
+	if m.d.head.Broken() != "" {
+		t.Fatalf("honest server seen as hostile: %s", m.d.head.Broken())
+	}
+	return p, m, old
+}
+
+// headRefused writes one more file (its flush checks the head) and asserts
+// that the drive refused the cloud's history and says so in .kumo.
+func headRefused(t *testing.T, m *mounted, want error) {
+	t.Helper()
+	if err := os.WriteFile(m.p("c"), []byte("third\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.flush()
+	why := m.d.head.Broken()
+	if why == "" || !strings.Contains(why, want.Error()) {
+		t.Fatalf("head refusal %q, want %v", why, want)
+	}
+	report, err := os.ReadFile(m.p(".kumo"))
+	if err != nil || !bytes.Contains(report, []byte("integrity   REFUSED")) || !bytes.Contains(report, []byte("remote changes are no longer applied")) {
+		t.Fatalf(".kumo does not show the refused history: %v\n%s", err, report)
+	}
+}
+
+// A server restored to an older state of the account (its heads too) is
+// caught by a device that saw a newer head.
+func TestHostileServerAccountRollback(t *testing.T) {
+	p, m, old := headTest(t)
+	p.On(http.MethodGet, "/v1/head", hostile.EditJSON(func(l *api.HeadLog) {
+		l.Current, l.Heads = old.Current, [][]byte{}
+	}))
+	headRefused(t, m, head.ErrRollback)
+}
+
+// A server that shows this device another history (a head at its counter
+// written by a device it keeps apart: valid, but not the one seen here) is
+// caught as a fork.
+func TestHostileServerAccountFork(t *testing.T) {
+	p, m, _ := headTest(t)
+	m.d.head.mu.Lock()
+	known := m.d.head.known
+	m.d.head.mu.Unlock()
+	other := head.Head{Counter: known.Counter, Seq: known.Seq + 7, Time: 1}.Encode(m.d.head.key)
+	p.On(http.MethodGet, "/v1/head", hostile.EditJSON(func(l *api.HeadLog) {
+		if len(l.Heads) > 0 {
+			l.Heads[0] = other
+		}
+	}))
+	headRefused(t, m, head.ErrFork)
 }

@@ -55,6 +55,13 @@ func (d *Drive) pullLoop() {
 			}
 			continue
 		}
+		if why := d.head.Broken(); why != "" {
+			// The cloud's history contradicts this device's: apply nothing more from it.
+			if !sleepCtx(d.ctx, 30*time.Second) {
+				return
+			}
+			continue
+		}
 		if err := d.applyChanges(resp.Changes, resp.Seq); err != nil {
 			d.noteErr(err)
 			d.log.Warn("applying remote changes failed; will retry", "err", err)

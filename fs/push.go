@@ -65,6 +65,14 @@ func (d *Drive) pushLoop() {
 			}
 			continue
 		}
+		if d.head.Broken() != "" {
+			// The cloud's history contradicts ours (head.go): keep our
+			// changes queued here rather than push them into it.
+			if !sleepCtx(d.ctx, 30*time.Second) {
+				return
+			}
+			continue
+		}
 		retry, err := d.pushOnce(ops)
 		if err != nil {
 			d.noteErr(err)
@@ -275,6 +283,7 @@ func (d *Drive) noteResultLocked(n *api.Node) {
 		st.seq = max(st.seq, n.Seq)
 		st.seen = max(st.seen, meta.Rev(n.Attrs))
 	}
+	d.head.notePush(n.Seq)
 }
 
 // saveResultsLocked saves the local records of nodes the cloud reported

@@ -487,3 +487,22 @@ type RecoveryResetRequest struct {
 	NewAuthKey       []byte    `json:"new_auth_key"`
 	NewWrappedMaster []byte    `json:"new_wrapped_master"`
 }
+
+// --- account head (format v2; /v1/head) ---
+
+// MaxHeadSize bounds an account head's bytes (the client's format is 89 bytes).
+const MaxHeadSize = 256
+
+// HeadRequest advances the account head: Counter must be the current
+// counter + 1 (CodeConflict otherwise), Head the client's MAC'd record.
+type HeadRequest struct {
+	Counter uint64 `json:"counter"`
+	Head    []byte `json:"head"`
+}
+
+// HeadLog is GET /v1/head?from=N: the heads with counters N, N+1, ... (at most
+// 1000), and the current counter (0: the account has no head yet).
+type HeadLog struct {
+	Current uint64   `json:"current"`
+	Heads   [][]byte `json:"heads"`
+}

@@ -72,6 +72,8 @@ func (s *Server) routes() http.Handler {
 	a("POST /v1/chunks/have", s.handleHave)
 
 	a("GET /v1/changes", s.handleChanges)
+	a("GET /v1/head", s.handleGetHead) // head.go
+	a("PUT /v1/head", s.handlePutHead)
 
 	a("POST /v1/topup", s.handleTopup)
 	a("GET /v1/invoices", s.handleInvoices)
