@@ -55,7 +55,7 @@ func Dial(mountpoint string) (*Client, error) {
 		}
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	uid, err := peerUID(conn)
+	uid, pid, err := peer(conn)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
@@ -65,11 +65,12 @@ func Dial(mountpoint string) (*Client, error) {
 		return nil, fmt.Errorf("the control socket %s is served by uid %d, not by you (uid %d): refusing to trust it (another user may pose as your kumo daemon); remove it", path, uid, os.Geteuid())
 	}
 	c := &Client{conn: conn, r: bufio.NewReader(io.LimitReader(conn, 64<<20))}
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	line, err := c.readLine()
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("control socket %s: no greeting from the daemon: %w", path, err)
+		return nil, fmt.Errorf("the daemon on %s (pid %d) did not say which mount it serves (%v); if it is an older kumo, "+
+			"kill -TERM %d pushes pending uploads for up to 30 s and unmounts", path, pid, err, pid)
 	}
 	if msg, ok := strings.CutPrefix(line, "error "); ok {
 		conn.Close()

@@ -3,6 +3,8 @@ package ctlsock
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -288,5 +290,29 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSilentDaemon: a daemon that does not greet (an older kumo) is named
+// by pid, with how to stop it.
+func TestSilentDaemon(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the 5 s greeting timeout")
+	}
+	dir := privateTemp(t)
+	must(t, os.Mkdir(dir, 0o700))
+	ln, err := net.Listen("unix", Path("/mnt/old"))
+	must(t, err)
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			defer c.Close()
+			time.Sleep(10 * time.Second)
+		}
+	}()
+	_, err = Dial("/mnt/old")
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("(pid %d) did not say which mount it serves", os.Getpid())) {
+		t.Fatalf("Dial of a silent daemon: %v", err)
 	}
 }

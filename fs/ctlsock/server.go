@@ -127,7 +127,7 @@ func (s *Server) Serve(d Daemon) {
 
 func (s *Server) handle(conn *net.UnixConn, d Daemon) {
 	defer conn.Close()
-	uid, err := peerUID(conn)
+	uid, _, err := peer(conn)
 	if err != nil || uid != os.Geteuid() {
 		// Only the user who mounted the drive may drive it.
 		s.log.Warn("control socket: refused a connection from another user", "uid", uid, "err", err)
