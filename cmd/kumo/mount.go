@@ -594,9 +594,16 @@ type mountedDrive struct {
 	mnt string
 }
 
-// Unmount retries briefly (the kernel may still be releasing a file closed
-// a moment ago), then names the processes that hold the mount.
+// Unmount waits up to 2 s for processes seen holding the mount to let go,
+// and names them if they do not; the drive's own unmount then retries for a
+// few seconds more (the kernel may still be releasing a file closed a moment
+// ago, which no process shows).
 func (m mountedDrive) Unmount() error {
+	for deadline := time.Now().Add(2 * time.Second); len(mountpoint.Holders(m.mnt)) > 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return busyError(m.mnt, fmt.Errorf("%s is busy", m.mnt))
+		}
+	}
 	if err := m.Drive.Unmount(); err != nil {
 		return busyError(m.mnt, err)
 	}
