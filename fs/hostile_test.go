@@ -302,3 +302,34 @@ func TestHostileServerAccountFork(t *testing.T) {
 	}))
 	headRefused(t, m, head.ErrFork)
 }
+
+// A server restored from an old backup also restarts its change feed below
+// the device's cursor, which would make the drive relist the tree from it: the
+// head check comes first, and nothing is relisted.
+func TestHostileServerFeedResetAfterRollback(t *testing.T) {
+	p, m, old := headTest(t)
+	lists := p.Count(http.MethodGet, "/v1/nodes/*/entries")
+	p.On(http.MethodGet, "/v1/head", hostile.EditJSON(func(l *api.HeadLog) {
+		l.Current, l.Heads = old.Current, [][]byte{}
+	}))
+	p.On(http.MethodGet, "/v1/changes", hostile.EditJSON(func(r *api.ChangesResponse) {
+		r.Changes, r.Reset, r.Seq = nil, true, 1
+	}))
+	kick(m.d.pullKick)
+	deadline := time.Now().Add(20 * time.Second)
+	for m.d.head.Broken() == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("the rolled-back server's feed reset was not refused")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := p.Count(http.MethodGet, "/v1/nodes/*/entries"); n != lists {
+		t.Fatalf("the drive relisted the tree from a rolled-back server (%d listings)", n-lists)
+	}
+	for _, name := range []string{"a", "b"} {
+		if _, err := os.Stat(m.p(name)); err != nil {
+			t.Fatalf("%s after the refused reset: %v", name, err)
+		}
+	}
+}

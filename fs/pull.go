@@ -391,6 +391,15 @@ func (d *Drive) relist(ctx context.Context) error {
 // resync handles a change-feed reset: once queued local changes are pushed,
 // the local tree is dropped and relisted.
 func (d *Drive) resync() error {
+	// A feed that restarts below our cursor is also what a server restored
+	// from an old backup shows: relist only if the account head says the
+	// cloud still holds the history this device saw.
+	d.head.mu.Lock()
+	err := d.checkHeadLocked(d.ctx)
+	d.head.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("not relisting: %w", err)
+	}
 	for {
 		n, err := d.store.PendingCount()
 		if err != nil {
