@@ -197,3 +197,34 @@ func TestLoginFailuresLookAlike(t *testing.T) {
 		}
 	}
 }
+
+// An unknown e-mail's answer looks like an account made by kumo signup and
+// stays the same: a stable salt with the default parameters, which pass the
+// floor (an unknown e-mail must not be told apart by a downgrade refusal), and
+// the login fails with the wrong-password error, word for word.
+func TestUnknownEmailLooksLikeAnAccount(t *testing.T) {
+	url := startServer(t)
+	if _, err := Signup(ctx(t), newClient(t, url), url, "real@example.com", []byte("pw"), keys.DefaultKDF()); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, url)
+	a, err := c.Prelogin(ctx(t), "ghost@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Prelogin(ctx(t), "Ghost@Example.com ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(a.Salt) != string(b.Salt) || a.KDF != b.KDF {
+		t.Fatalf("unknown e-mail answered %+v then %+v", a, b)
+	}
+	if fromAPI(a.KDF) != keys.DefaultKDF() || fromAPI(a.KDF).Weaker(keys.FloorKDF()) {
+		t.Fatalf("unknown e-mail's parameters %+v: not those of a new account (%v) or below the floor", a.KDF, keys.DefaultKDF())
+	}
+	_, ghost := Login(ctx(t), newClient(t, url), url, "ghost@example.com", []byte("pw"))
+	_, wrong := Login(ctx(t), newClient(t, url), url, "real@example.com", []byte("not-pw"))
+	if !errors.Is(wrong, ErrWrongPassword) || ghost == nil || ghost.Error() != wrong.Error() {
+		t.Fatalf("unknown e-mail: %v; wrong password: %v; want the same error", ghost, wrong)
+	}
+}
