@@ -4,13 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -24,62 +19,6 @@ import (
 	"kumo/internal/meta"
 	"kumo/remote/api"
 )
-
-// swapEntryProxy is a hostile server in front of c: every entry it returns
-// whose name MAC is from gets the node of the entry whose MAC is to (the
-// server pointing one name at another file).
-func swapEntryProxy(t *testing.T, c *cloud, from, to string) string {
-	t.Helper()
-	target, _ := url.Parse(c.url)
-	var toNode *api.Node
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.ModifyResponse = func(r *http.Response) error {
-		if r.StatusCode != http.StatusOK || r.Header.Get("Content-Type") != "application/json" {
-			return nil
-		}
-		body, err := io.ReadAll(r.Body)
-		r.Body.Close()
-		if err != nil {
-			return err
-		}
-		rewrite := func(e *api.Entry) {
-			if e.NameMAC == to {
-				n := e.Node
-				toNode = &n
-			}
-		}
-		swap := func(e *api.Entry) bool {
-			if e.NameMAC == from && toNode != nil {
-				e.Node = *toNode
-				return true
-			}
-			return false
-		}
-		var list []api.Entry
-		var one api.Entry
-		changed := false
-		if json.Unmarshal(body, &list) == nil && len(list) > 0 && list[0].NameMAC != "" {
-			for i := range list {
-				rewrite(&list[i])
-			}
-			for i := range list {
-				changed = swap(&list[i]) || changed
-			}
-			if changed {
-				body, _ = json.Marshal(list)
-			}
-		} else if json.Unmarshal(body, &one) == nil && one.NameMAC != "" && swap(&one) {
-			body, _ = json.Marshal(one)
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.ContentLength = int64(len(body))
-		r.Header.Del("Content-Length")
-		return nil
-	}
-	srv := httptest.NewServer(rp)
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
 
 // A server that points the entry notes.txt at the node of secret.txt must not
 // make the name open the other file: the drive answers EIO and counts it.
@@ -97,11 +36,16 @@ func TestHostileServerEntrySwap(t *testing.T) {
 	m.unmount()
 
 	sealer := meta.NewSealer(c.sess.Subkeys())
-	proxy := swapEntryProxy(t, c, sealer.NameMAC(api.RootID, []byte("notes.txt")), sealer.NameMAC(api.RootID, []byte("secret.txt")))
-	hostile := *c
-	hostile.url = proxy
+	secret, err := c.client(t).Lookup(context.Background(), api.RootID, sealer.NameMAC(api.RootID, []byte("secret.txt")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := hostile.Start(t, c.url)
+	p.PointEntry(sealer.NameMAC(api.RootID, []byte("notes.txt")), secret.Node)
+	via := *c
+	via.url = p.URL
 	// A new device (empty cache) lists the tree through the hostile server.
-	m2 := hostile.mount(t, t.TempDir(), nil)
+	m2 := via.mount(t, t.TempDir(), nil)
 	got, err := os.ReadFile(m2.p("notes.txt"))
 	if !errors.Is(err, syscall.EIO) {
 		t.Fatalf("read notes.txt through a server that swapped its node: %q, %v; want EIO", got, err)

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kumo/internal/chunk"
+	"kumo/internal/hostile"
 	"kumo/internal/keys"
 	"kumo/internal/meta"
 	"kumo/remote/api"
@@ -457,5 +458,41 @@ func TestQuotaExceeded(t *testing.T) {
 	after, _ := c.Account(tctx(t))
 	if after.QuotaUsed > after.QuotaLimit || after.QuotaUsed < before.QuotaUsed {
 		t.Fatalf("usage %d -> %d of %d", before.QuotaUsed, after.QuotaUsed, after.QuotaLimit)
+	}
+}
+
+// The CLI's path walk refuses a name the server pointed at another file: an
+// error, and not a byte of the other file written out.
+func TestEntrySwapRefused(t *testing.T) {
+	e := startServer(t)
+	p := hostile.Start(t, e.url)
+	c, err := client.New(client.Options{BaseURL: p.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := session.Signup(tctx(t), c, p.URL, "swap@example.com", []byte("pw"), keys.TestKDF())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := pathops.New(c, s.Subkeys())
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "notes.txt"), []byte("my notes\n"))
+	writeFile(t, filepath.Join(dir, "secret.txt"), []byte("the secret\n"))
+	notes, err := f.PutFile(tctx(t), filepath.Join(dir, "notes.txt"), "/notes.txt", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := f.PutFile(tctx(t), filepath.Join(dir, "secret.txt"), "/secret.txt", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.PointEntry(notes.NameMAC, secret.Node)
+	out := filepath.Join(dir, "out")
+	err = pathops.New(c, s.Subkeys()).GetFile(tctx(t), "/notes.txt", out, nil)
+	if !errors.Is(err, meta.ErrAuth) {
+		t.Fatalf("get of a swapped entry: %v, want an authentication error", err)
+	}
+	if b, _ := os.ReadFile(out); bytes.Contains(b, []byte("secret")) {
+		t.Fatal("the other file's content was written out")
 	}
 }
