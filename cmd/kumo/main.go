@@ -33,6 +33,10 @@ func main() {
 			topupCommand(),   // billing.go
 			redeemCommand(),  // billing.go
 			adminCommand(),   // admin.go
+			// keys.go: identity keys and the recovery key
+			whoamiCommand(),
+			recoveryKeyCommand(),
+			recoverCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

@@ -1,86 +1,19 @@
 package session
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
-	"strconv"
-	"sync"
 	"testing"
 
+	"kumo/internal/hostile"
 	"kumo/internal/keys"
 	"kumo/remote/api"
 )
 
-// hostile is a proxy in front of a real server that can rewrite the answers
-// of chosen routes, as a server operator (or anyone on the way) could.
-type hostile struct {
-	url string
-	mu  sync.Mutex
-	// rewrite, if set, gets every answer (method, path, status, body) and
-	// returns the status and body to send instead.
-	rewrite func(method, path string, status int, body []byte) (int, []byte)
-}
-
-func startHostile(t *testing.T, target string) *hostile {
-	t.Helper()
-	u, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &hostile{}
-	rp := httputil.NewSingleHostReverseProxy(u)
-	rp.ModifyResponse = func(resp *http.Response) error {
-		h.mu.Lock()
-		f := h.rewrite
-		h.mu.Unlock()
-		if f == nil {
-			return nil
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		st, nb := f(resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, b)
-		resp.StatusCode = st
-		resp.Body = io.NopCloser(bytes.NewReader(nb))
-		resp.ContentLength = int64(len(nb))
-		resp.Header.Set("Content-Length", strconv.Itoa(len(nb)))
-		return nil
-	}
-	hs := httptest.NewServer(rp)
-	t.Cleanup(hs.Close)
-	h.url = hs.URL
-	return h
-}
-
-func (h *hostile) set(f func(method, path string, status int, body []byte) (int, []byte)) {
-	h.mu.Lock()
-	h.rewrite = f
-	h.mu.Unlock()
-}
-
-// rewriteJSON decodes an answer of path into a T, lets f change it, and re-encodes it.
-func rewriteJSON[T any](t *testing.T, path string, f func(*T)) func(string, string, int, []byte) (int, []byte) {
-	return func(method, p string, st int, body []byte) (int, []byte) {
-		if p != path || st != http.StatusOK {
-			return st, body
-		}
-		var v T
-		if err := json.Unmarshal(body, &v); err != nil {
-			t.Errorf("decode %s: %v", p, err)
-			return st, body
-		}
-		f(&v)
-		b, _ := json.Marshal(v)
-		return st, b
-	}
+// notFound is a made-up 404 answer, as a server without the route gives.
+func notFound() *hostile.Response {
+	return &hostile.Response{Status: http.StatusNotFound, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: []byte(`{"error":{"code":"not_found","message":"endpoint not found"}}`)}
 }
 
 func TestIdentityAtSignupAndLogin(t *testing.T) {
@@ -102,7 +35,7 @@ func TestIdentityAtSignupAndLogin(t *testing.T) {
 		t.Fatalf("sealed identity: %v", err)
 	}
 	// A login on another machine finds the same keys; so does another account.
-	s2, err := Login(ctx(t), newClient(t, url), url, "alice@example.com", []byte("pw"))
+	s2, err := LoginWith(ctx(t), newClient(t, url), url, "alice@example.com", []byte("pw"), testOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,15 +64,11 @@ func TestIdentityAtSignupAndLogin(t *testing.T) {
 // at its first login with this code, and keeps them afterwards.
 func TestIdentityMigration(t *testing.T) {
 	url := startServer(t)
-	old := startHostile(t, url)
-	old.set(func(method, path string, st int, body []byte) (int, []byte) {
-		if path == "/v1/account/identity" || path == "/v1/keys" {
-			return http.StatusNotFound, []byte(`{"error":{"code":"not_found","message":"endpoint not found"}}`)
-		}
-		return st, body
-	})
-	c := newClient(t, old.url)
-	s, err := Signup(ctx(t), c, old.url, "v1@example.com", []byte("pw"), keys.TestKDF())
+	old := hostile.Start(t, url)
+	old.On("", "/v1/account/identity", hostile.Reply(notFound()))
+	old.On("", "/v1/keys", hostile.Reply(notFound()))
+	c := newClient(t, old.URL)
+	s, err := Signup(ctx(t), c, old.URL, "v1@example.com", []byte("pw"), keys.TestKDF())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +79,7 @@ func TestIdentityMigration(t *testing.T) {
 		t.Fatalf("old server: %v", err)
 	}
 	// A login through the old server still works (no identity, no failure).
-	if _, err := Login(ctx(t), newClient(t, old.url), old.url, "v1@example.com", []byte("pw")); err != nil {
+	if _, err := LoginWith(ctx(t), newClient(t, old.URL), old.URL, "v1@example.com", []byte("pw"), testOpts()); err != nil {
 		t.Fatalf("login through an old server: %v", err)
 	}
 	direct := newClient(t, url)
@@ -159,7 +88,7 @@ func TestIdentityMigration(t *testing.T) {
 		t.Fatalf("identity before migration: %+v %v", rec, err)
 	}
 
-	s2, err := Login(ctx(t), newClient(t, url), url, "v1@example.com", []byte("pw"))
+	s2, err := LoginWith(ctx(t), newClient(t, url), url, "v1@example.com", []byte("pw"), testOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +102,7 @@ func TestIdentityMigration(t *testing.T) {
 	if id, err := keys.OpenIdentity(s2.Master, s2.Email, rec.Sealed); err != nil || id.Public.Fingerprint() != s2.Identity {
 		t.Fatalf("migrated identity: %v", err)
 	}
-	s3, err := Login(ctx(t), newClient(t, url), url, "v1@example.com", []byte("pw"))
+	s3, err := LoginWith(ctx(t), newClient(t, url), url, "v1@example.com", []byte("pw"), testOpts())
 	if err != nil || s3.Identity != s2.Identity {
 		t.Fatalf("second login: %v, %s vs %s", err, s3.Identity, s2.Identity)
 	}
@@ -185,13 +114,13 @@ func TestIdentityMigration(t *testing.T) {
 // (kumo whoami, login).
 func TestIdentitySwapDetected(t *testing.T) {
 	url := startServer(t)
-	h := startHostile(t, url)
-	c := newClient(t, h.url)
-	s, err := Signup(ctx(t), c, h.url, "alice@example.com", []byte("pw"), keys.TestKDF())
+	h := hostile.Start(t, url)
+	c := newClient(t, h.URL)
+	s, err := Signup(ctx(t), c, h.URL, "alice@example.com", []byte("pw"), keys.TestKDF())
 	if err != nil {
 		t.Fatal(err)
 	}
-	mallory, err := Signup(ctx(t), newClient(t, h.url), h.url, "mallory@example.com", []byte("pw"), keys.TestKDF())
+	mallory, err := Signup(ctx(t), newClient(t, h.URL), h.URL, "mallory@example.com", []byte("pw"), keys.TestKDF())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,41 +132,54 @@ func TestIdentitySwapDetected(t *testing.T) {
 	}
 	evil, _ := keys.NewIdentity()
 
+	type rule struct {
+		method, path string
+		rule         hostile.Rule
+	}
 	cases := []struct {
-		name    string
-		rewrite func(string, string, int, []byte) (int, []byte)
+		name  string
+		rules []rule
 	}{
-		{"keys shown to others swapped", rewriteJSON(t, "/v1/keys", func(p *api.PublicKeys) {
+		{"keys shown to others swapped", []rule{{"GET", "/v1/keys", hostile.EditJSON(func(p *api.PublicKeys) {
 			p.BoxPublic, p.SignPublic = evil.Public.Box[:], evil.Public.Sign[:]
-		})},
-		{"only the signing key swapped", rewriteJSON(t, "/v1/keys", func(p *api.PublicKeys) { p.SignPublic = evil.Public.Sign[:] })},
-		{"keys shown to the owner swapped", rewriteJSON(t, "/v1/account/identity", func(p *api.Identity) {
+		})}}},
+		{"only the signing key swapped", []rule{{"GET", "/v1/keys", hostile.EditJSON(func(p *api.PublicKeys) { p.SignPublic = evil.Public.Sign[:] })}}},
+		{"keys shown to the owner swapped", []rule{{"GET", "/v1/account/identity", hostile.EditJSON(func(p *api.Identity) {
 			p.BoxPublic, p.SignPublic = evil.Public.Box[:], evil.Public.Sign[:]
-		})},
-		{"whole record replaced by another account's", rewriteJSON(t, "/v1/account/identity", func(p *api.Identity) { *p = mrec })},
-		{"sealed blob tampered", rewriteJSON(t, "/v1/account/identity", func(p *api.Identity) { p.Sealed[30] ^= 1 })},
-		{"identity dropped", rewriteJSON(t, "/v1/account/identity", func(p *api.Identity) { *p = api.Identity{} })},
-		{"keys hidden from others", func(m, p string, st int, b []byte) (int, []byte) {
-			if p == "/v1/keys" {
-				return http.StatusNotFound, []byte(`{"error":{"code":"not_found","message":"published keys of this e-mail not found"}}`)
-			}
-			return st, b
-		}},
-		{"keys of another e-mail", rewriteJSON(t, "/v1/keys", func(p *api.PublicKeys) { p.Email = "mallory@example.com" })},
+		})}}},
+		{"whole record replaced by another account's", []rule{{"GET", "/v1/account/identity", hostile.EditJSON(func(p *api.Identity) { *p = mrec })}}},
+		{"sealed blob tampered", []rule{{"GET", "/v1/account/identity", hostile.EditJSON(func(p *api.Identity) { p.Sealed[30] ^= 1 })}}},
+		{"identity dropped", []rule{{"GET", "/v1/account/identity", hostile.EditJSON(func(p *api.Identity) { *p = api.Identity{} })}}},
+		{"keys hidden from others", []rule{{"GET", "/v1/keys", hostile.Reply(notFound())}}},
+		{"keys of another e-mail", []rule{{"GET", "/v1/keys", hostile.EditJSON(func(p *api.PublicKeys) { p.Email = "mallory@example.com" })}}},
 	}
 	for _, tc := range cases {
-		h.set(tc.rewrite)
+		h.Honest()
+		for _, r := range tc.rules {
+			h.On(r.method, r.path, r.rule)
+		}
 		saved := *s
 		if _, _, err := EnsureIdentity(ctx(t), c, &saved); !errors.Is(err, ErrIdentityMismatch) {
 			t.Errorf("%s: whoami got %v, want ErrIdentityMismatch", tc.name, err)
 		}
 		// A login through the hostile server is refused too (no fingerprint
 		// known yet on a new machine: the check stands on the sealed keys).
-		if _, err := Login(ctx(t), newClient(t, h.url), h.url, "alice@example.com", []byte("pw")); !errors.Is(err, ErrIdentityMismatch) {
+		if _, err := LoginWith(ctx(t), newClient(t, h.URL), h.URL, "alice@example.com", []byte("pw"), testOpts()); !errors.Is(err, ErrIdentityMismatch) {
 			t.Errorf("%s: login got %v, want ErrIdentityMismatch", tc.name, err)
 		}
 	}
-	h.set(nil)
+	// A dropped identity made the new device try to publish new keys; the
+	// server refuses to replace published ones: only the two signups' went in.
+	accepted := 0
+	for _, ex := range h.Exchanges("PUT", "/v1/account/identity") {
+		if ex.Upstream != nil && ex.Upstream.Status == http.StatusOK {
+			accepted++
+		}
+	}
+	if accepted != 2 {
+		t.Errorf("%d identity uploads accepted, want 2 (the signups')", accepted)
+	}
+	h.Honest()
 	if _, _, err := EnsureIdentity(ctx(t), c, s); err != nil {
 		t.Fatalf("honest again: %v", err)
 	}

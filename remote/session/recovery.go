@@ -21,14 +21,15 @@ var ErrRecoveryFailed = errors.New("wrong e-mail or recovery key")
 // SetRecoveryKey makes a new recovery key for the account, registers it with
 // the server (replacing any earlier one) and checks that it opens the master
 // key as the server now holds it. The server wants the current password.
-// The caller shows the key to the user once; it is stored nowhere here.
-func SetRecoveryKey(ctx context.Context, c *client.Client, s *Session, password []byte) (keys.RecoveryKey, error) {
-	pre, err := c.Prelogin(ctx, s.Email)
+// The caller shows the key to the user once; it is stored nowhere here. The
+// password's auth key is derived only with parameters LoginWith would accept
+// under opts (no downgrade).
+func SetRecoveryKey(ctx context.Context, c *client.Client, s *Session, password []byte, opts Options) (keys.RecoveryKey, error) {
+	salt, kdf, err := opts.prelogin(ctx, c, s.Server, s.Email)
 	if err != nil {
 		return keys.RecoveryKey{}, fmt.Errorf("recovery key: %w", err)
 	}
-	// Derived exactly as ChangePassword derives the current auth key.
-	auth, _, err := keys.FromPassword(password, pre.Salt, fromAPI(pre.KDF))
+	auth, _, err := keys.FromPassword(password, salt, kdf)
 	if err != nil {
 		return keys.RecoveryKey{}, fmt.Errorf("recovery key: derive keys: %w", err)
 	}
@@ -62,15 +63,21 @@ func SetRecoveryKey(ctx context.Context, c *client.Client, s *Session, password 
 // Recover sets a new password for the account email with its recovery key,
 // without the old password: it authenticates with the recovery auth key,
 // unwraps the master key with the recovery key, wraps it under the new
-// password (fresh salt, the given KDF parameters) and has the server replace
-// the password and end every other session. It returns the new session.
-func Recover(ctx context.Context, c *client.Client, server, email string, rk keys.RecoveryKey, newPassword []byte, kdf keys.KDFParams) (*Session, error) {
+// password (fresh salt; the client's own parameters, as ChangePassword: the
+// strongest of keys.DefaultKDF, opts' floor and those remembered for the
+// account) and has the server replace the password and end every other
+// session. It returns the new session.
+func Recover(ctx context.Context, c *client.Client, server, email string, rk keys.RecoveryKey, newPassword []byte, opts Options) (*Session, error) {
 	email = NormalizeEmail(email)
+	srv := serverName(c, server)
 	if len(newPassword) == 0 {
 		return nil, errors.New("recover: empty new password")
 	}
-	if err := kdf.Validate(); err != nil {
+	kdf := keys.MaxKDF(keys.DefaultKDF(), opts.floor())
+	if known, ok, err := opts.Remembered(srv, email); err != nil {
 		return nil, fmt.Errorf("recover: %w", err)
+	} else if ok {
+		kdf = keys.MaxKDF(kdf, known)
 	}
 	rauth := rk.AuthKey()
 	open, err := c.RecoveryOpen(ctx, api.RecoveryOpenRequest{Email: email, AuthKey: rauth[:]})
@@ -103,8 +110,11 @@ func Recover(ctx context.Context, c *client.Client, server, email string, rk key
 	if m, err := keys.UnwrapMaster(kek, resp.WrappedMaster); err != nil || m != master {
 		return nil, errors.New("recover: the server answered with another wrapped master key than it was sent: log in again to check the new password")
 	}
+	if err := opts.Remember(srv, email, kdf); err != nil {
+		return nil, fmt.Errorf("recover: the new password is set, but: %w", err)
+	}
 	c.SetToken(resp.Token)
-	s := &Session{Server: serverName(c, server), Email: email, Token: resp.Token, Expires: resp.Expires, Master: master}
+	s := &Session{Server: srv, Email: email, Token: resp.Token, Expires: resp.Expires, Master: master}
 	if _, _, err := EnsureIdentity(ctx, c, s); err != nil && !errors.Is(err, ErrIdentityUnsupported) {
 		return nil, fmt.Errorf("recover: the new password is set, but: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"kumo/internal/hostile"
 	"kumo/internal/keys"
 	"kumo/internal/meta"
 	"kumo/remote/api"
@@ -21,10 +22,10 @@ func TestRecoveryKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := SetRecoveryKey(ctx(t), c, s, []byte("not-the-password")); !errors.Is(err, ErrWrongPassword) {
+	if _, err := SetRecoveryKey(ctx(t), c, s, []byte("not-the-password"), testOpts()); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("recovery key with a wrong password: %v", err)
 	}
-	rk, err := SetRecoveryKey(ctx(t), c, s, []byte("old-pw"))
+	rk, err := SetRecoveryKey(ctx(t), c, s, []byte("old-pw"), testOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func TestRecoveryKey(t *testing.T) {
 		{"alice@example.com", wrong},
 		{"nobody@example.com", rk},
 	} {
-		_, err := Recover(ctx(t), newClient(t, url), url, tc.email, tc.rk, []byte("new-pw"), keys.TestKDF())
+		_, err := Recover(ctx(t), newClient(t, url), url, tc.email, tc.rk, []byte("new-pw"), testOpts())
 		if !errors.Is(err, ErrRecoveryFailed) {
 			t.Fatalf("recover %s: %v", tc.email, err)
 		}
@@ -53,7 +54,7 @@ func TestRecoveryKey(t *testing.T) {
 	if _, err := Signup(ctx(t), newClient(t, url), url, "bob@example.com", []byte("pw"), keys.TestKDF()); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Recover(ctx(t), newClient(t, url), url, "bob@example.com", rk, []byte("new-pw"), keys.TestKDF())
+	_, err = Recover(ctx(t), newClient(t, url), url, "bob@example.com", rk, []byte("new-pw"), testOpts())
 	if !errors.Is(err, ErrRecoveryFailed) {
 		t.Fatalf("recover an account without a recovery key: %v", err)
 	}
@@ -66,13 +67,13 @@ func TestRecoveryKey(t *testing.T) {
 	if _, err := c.Account(ctx(t)); err != nil {
 		t.Fatalf("session after refused recoveries: %v", err)
 	}
-	if _, err := Login(ctx(t), newClient(t, url), url, "alice@example.com", []byte("old-pw")); err != nil {
+	if _, err := LoginWith(ctx(t), newClient(t, url), url, "alice@example.com", []byte("old-pw"), testOpts()); err != nil {
 		t.Fatalf("old password after refused recoveries: %v", err)
 	}
 
 	// The right key: new password, same master key and identity, old password and sessions dead.
 	nc := newClient(t, url)
-	rs, err := Recover(ctx(t), nc, url, " Alice@example.com", rk, []byte("new-pw"), keys.TestKDF())
+	rs, err := Recover(ctx(t), nc, url, " Alice@example.com", rk, []byte("new-pw"), testOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,15 +90,15 @@ func TestRecoveryKey(t *testing.T) {
 	if _, err := c.Account(ctx(t)); !errors.Is(err, api.ErrUnauthorized) {
 		t.Fatalf("old session after recovery: %v", err)
 	}
-	if _, err := Login(ctx(t), newClient(t, url), url, "alice@example.com", []byte("old-pw")); !errors.Is(err, ErrWrongPassword) {
+	if _, err := LoginWith(ctx(t), newClient(t, url), url, "alice@example.com", []byte("old-pw"), testOpts()); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("old password after recovery: %v", err)
 	}
-	ls, err := Login(ctx(t), newClient(t, url), url, "alice@example.com", []byte("new-pw"))
+	ls, err := LoginWith(ctx(t), newClient(t, url), url, "alice@example.com", []byte("new-pw"), testOpts())
 	if err != nil || ls.Master != s.Master {
 		t.Fatalf("new password: %v", err)
 	}
 	// The recovery key still works (it wraps the same master key).
-	if _, err := Recover(ctx(t), newClient(t, url), url, "alice@example.com", rk, []byte("third-pw"), keys.TestKDF()); err != nil {
+	if _, err := Recover(ctx(t), newClient(t, url), url, "alice@example.com", rk, []byte("third-pw"), testOpts()); err != nil {
 		t.Fatalf("second recovery: %v", err)
 	}
 	// A new recovery key replaces the old one.
@@ -106,18 +107,18 @@ func TestRecoveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The second recovery ended ls's session: log in with the third password.
-	ls, err = Login(ctx(t), lc, url, "alice@example.com", []byte("third-pw"))
+	ls, err = LoginWith(ctx(t), lc, url, "alice@example.com", []byte("third-pw"), testOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
-	rk3, err := SetRecoveryKey(ctx(t), lc, ls, []byte("third-pw"))
+	rk3, err := SetRecoveryKey(ctx(t), lc, ls, []byte("third-pw"), testOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Recover(ctx(t), newClient(t, url), url, "alice@example.com", rk, []byte("x"), keys.TestKDF()); !errors.Is(err, ErrRecoveryFailed) {
+	if _, err := Recover(ctx(t), newClient(t, url), url, "alice@example.com", rk, []byte("x"), testOpts()); !errors.Is(err, ErrRecoveryFailed) {
 		t.Fatalf("replaced recovery key: %v", err)
 	}
-	if _, err := Recover(ctx(t), newClient(t, url), url, "alice@example.com", rk3, []byte("x"), keys.TestKDF()); err != nil {
+	if _, err := Recover(ctx(t), newClient(t, url), url, "alice@example.com", rk3, []byte("x"), testOpts()); err != nil {
 		t.Fatalf("new recovery key: %v", err)
 	}
 }
@@ -132,28 +133,20 @@ func TestRecoveryHostileWrapping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rk, err := SetRecoveryKey(ctx(t), c, s, []byte("pw"))
+	rk, err := SetRecoveryKey(ctx(t), c, s, []byte("pw"), testOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := startHostile(t, url)
-	h.set(rewriteJSON(t, "/v1/recovery/open", func(r *api.RecoveryOpenResponse) { r.WrappedMaster[40] ^= 1 }))
-	var resets int
-	base := h.rewrite
-	h.set(func(m, p string, st int, b []byte) (int, []byte) {
-		if p == "/v1/recovery/reset" {
-			resets++
-		}
-		return base(m, p, st, b)
-	})
-	_, err = Recover(ctx(t), newClient(t, h.url), h.url, "alice@example.com", rk, []byte("new"), keys.TestKDF())
+	h := hostile.Start(t, url)
+	h.On("POST", "/v1/recovery/open", hostile.EditJSON(func(r *api.RecoveryOpenResponse) { r.WrappedMaster[40] ^= 1 }))
+	_, err = Recover(ctx(t), newClient(t, h.URL), h.URL, "alice@example.com", rk, []byte("new"), testOpts())
 	if !errors.Is(err, ErrRecoveryFailed) {
 		t.Fatalf("tampered wrapping: %v", err)
 	}
-	if resets != 0 {
+	if resets := h.Count("", "/v1/recovery/reset"); resets != 0 {
 		t.Fatal("a reset was sent after a wrapping that does not open")
 	}
-	if _, err := Login(ctx(t), newClient(t, url), url, "alice@example.com", []byte("pw")); err != nil {
+	if _, err := LoginWith(ctx(t), newClient(t, url), url, "alice@example.com", []byte("pw"), testOpts()); err != nil {
 		t.Fatalf("password after a refused recovery: %v", err)
 	}
 }
@@ -174,7 +167,7 @@ func TestRecoveryRateLimit(t *testing.T) {
 	}
 	wrong, _ := keys.NewRecoveryKey()
 	for i := 0; i < 2; i++ {
-		if _, err := Recover(ctx(t), c, hs.URL, "alice@example.com", wrong, []byte("x"), keys.TestKDF()); !errors.Is(err, ErrRecoveryFailed) {
+		if _, err := Recover(ctx(t), c, hs.URL, "alice@example.com", wrong, []byte("x"), testOpts()); !errors.Is(err, ErrRecoveryFailed) {
 			t.Fatalf("guess %d: %v", i, err)
 		}
 	}
@@ -182,7 +175,7 @@ func TestRecoveryRateLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Recover(ctx(t), nr, hs.URL, "alice@example.com", wrong, []byte("x"), keys.TestKDF())
+	_, err = Recover(ctx(t), nr, hs.URL, "alice@example.com", wrong, []byte("x"), testOpts())
 	if !errors.Is(err, api.ErrRateLimited) || errors.Is(err, ErrRecoveryFailed) {
 		t.Fatalf("third guess: %v", err)
 	}
