@@ -15,13 +15,15 @@ type Logger struct{ L *slog.Logger }
 
 func (l Logger) Errorf(f string, a ...any) { l.L.Error(message(f, a)) }
 
-// Warningf logs at warn level, except badger's advice on cache sizes (a
-// hit-ratio heuristic that fires on any scan of a big tree), which no
-// operator can act on: that is info.
+// Warningf logs at warn level, except badger's advice on cache sizes and
+// the cache life-expectancy histogram that follows it (a hit-ratio
+// heuristic that fires every minute on any scan of a big tree): nobody can
+// act on them, so they are debug. Info is kept for what a user or operator
+// acts on.
 func (l Logger) Warningf(f string, a ...any) {
 	msg := message(f, a)
 	if strings.Contains(msg, "might be too small") || strings.Contains(msg, "Cache life expectancy") {
-		l.L.Info(msg)
+		l.L.Debug(msg)
 		return
 	}
 	l.L.Warn(msg)
