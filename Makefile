@@ -4,7 +4,15 @@ BIN     ?= bin/kumo
 MNT     ?= $(HOME)/Kumo
 FUZZTIME ?= 10s
 
-.PHONY: build run test test-short bench fuzz lint clean deps
+.PHONY: build run test test-short bench fuzz lint clean deps test-servers
+
+# The servers the tests run for real, installed once into a cache on the
+# first `make test` (the tests find them there through these variables).
+TESTCACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kumo-test
+VERSITYGW_VERSION := v1.8.0
+BTCD_VERSION := v0.26.2
+export KUMO_VERSITYGW ?= $(TESTCACHE)/bin/versitygw-$(VERSITYGW_VERSION)
+export KUMO_BTCD ?= $(TESTCACHE)/btcd-$(BTCD_VERSION)
 
 build:
 	$(GO) build -o $(BIN) ./cmd/kumo
@@ -21,10 +29,27 @@ deps:
 		echo "installing fuse3"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get install -y fuse3; else sudo apt-get install -y fuse3; fi; }
 
-# The full test suite: real FUSE mounts, real S3 server, real Bitcoin node when present.
-# With CI=true nothing that needs them may skip (.ci/run installs them).
-test: lint
+# The full test suite: real FUSE mounts, real S3 server (versitygw), real
+# Bitcoin node (btcd). The servers are installed first (once); FUSE tests skip
+# without root and /dev/fuse, except with CI=true (.ci/run) where they fail.
+test: lint test-servers
 	$(GO) test -count=1 -timeout 25m ./...
+
+# Install versitygw and build btcd (the version go.mod pins) into
+# $(TESTCACHE), once. A failure stops `make test`: the S3 and payment tests
+# never skip for want of them.
+test-servers:
+	@if [ ! -x "$(KUMO_VERSITYGW)" ]; then \
+		echo "installing versitygw $(VERSITYGW_VERSION) for the S3 tests into $(dir $(KUMO_VERSITYGW)) (once)"; \
+		tmp=$$(mktemp -d) && GOBIN=$$tmp $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION) && \
+		mkdir -p "$(dir $(KUMO_VERSITYGW))" && mv $$tmp/versitygw "$(KUMO_VERSITYGW)" && rmdir $$tmp || \
+		{ echo "could not install versitygw: the S3 tests need it (network access to the Go module proxy)"; exit 1; }; \
+	fi
+	@if [ ! -x "$(KUMO_BTCD)" ]; then \
+		echo "building btcd $(BTCD_VERSION) for the payment tests into $(KUMO_BTCD) (once)"; \
+		mkdir -p "$(dir $(KUMO_BTCD))" && $(GO) build -o "$(KUMO_BTCD).tmp" github.com/btcsuite/btcd && mv "$(KUMO_BTCD).tmp" "$(KUMO_BTCD)" || \
+		{ echo "could not build btcd: the payment tests need it"; exit 1; }; \
+	fi
 
 # Tests that need nothing but Go (no FUSE, no external servers).
 test-short:
@@ -46,6 +71,7 @@ fuzz:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@out=$$($(GO) mod tidy -diff 2>&1) || { echo "go.mod/go.sum are not tidy (run go mod tidy):"; echo "$$out"; exit 1; }
 
 clean:
 	rm -rf bin

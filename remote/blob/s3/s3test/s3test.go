@@ -1,7 +1,9 @@
 // Package s3test runs a real S3 server for tests: versitygw with its posix
-// backend over a temporary directory, on a random loopback port. Install it with
+// backend over a temporary directory, on a random loopback port. `make test`
+// installs it once into the user cache ($KUMO_VERSITYGW); by hand:
 // `go install github.com/versity/versitygw/cmd/versitygw@v1.8.0`. Without it,
-// tests are skipped, except when CI=true, where they fail.
+// tests are skipped, except when CI=true or $KUMO_VERSITYGW is set (make
+// test), where they fail.
 package s3test
 
 import (
@@ -45,8 +47,24 @@ type Versity struct {
 	waitErr chan error
 }
 
-// Binary finds versitygw on PATH or in $(go env GOPATH)/bin; "" if absent.
+// Version is the versitygw release the tests are written against.
+const Version = "v1.8.0"
+
+// Binary finds versitygw: $KUMO_VERSITYGW (set by make test), the user cache
+// where make test installs it, PATH, or $(go env GOPATH)/bin; "" if absent.
 func Binary() string {
+	if p := os.Getenv("KUMO_VERSITYGW"); p != "" {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+		return ""
+	}
+	if c, err := os.UserCacheDir(); err == nil {
+		p := filepath.Join(c, "kumo-test", "bin", "versitygw-"+Version)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+	}
 	if p, err := exec.LookPath("versitygw"); err == nil {
 		return p
 	}
@@ -82,9 +100,12 @@ func Start(t testing.TB) *Versity {
 	t.Helper()
 	bin := Binary()
 	if bin == "" {
-		msg := "versitygw not found on PATH or in $(go env GOPATH)/bin; install it with " +
-			"go install github.com/versity/versitygw/cmd/versitygw@v1.8.0"
-		if os.Getenv("CI") == "true" {
+		msg := "versitygw not found (make test installs it into ~/.cache/kumo-test/bin; by hand: " +
+			"go install github.com/versity/versitygw/cmd/versitygw@" + Version + ")"
+		if p := os.Getenv("KUMO_VERSITYGW"); p != "" {
+			msg = "versitygw not found at $KUMO_VERSITYGW=" + p + " (make test-servers installs it)"
+		}
+		if os.Getenv("CI") == "true" || os.Getenv("KUMO_VERSITYGW") != "" {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)
