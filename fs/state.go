@@ -610,7 +610,7 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 	}
 	now := nowNs()
 	name2 := d.sealer.SealName(p2, src.id, src.kind(), []byte(n2))
-	req := &api.RenameRequest{SrcParent: p1, SrcNameMAC: se.NameMAC, DstParent: p2, DstNameMAC: mac2, Name: name2}
+	req := &api.RenameRequest{SrcParent: p1, SrcNameMAC: se.NameMAC, DstParent: p2, DstNameMAC: mac2, Name: name2, Node: src.id}
 	var m cache.Mutation
 	switch {
 	case flags&renameExchange != 0:
@@ -627,7 +627,7 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 			}
 		}
 		name1 := d.sealer.SealName(p1, dst.id, dst.kind(), []byte(n1))
-		req.Mode, req.SrcName = api.RenameExchange, name1
+		req.Mode, req.SrcName, req.DstNode = api.RenameExchange, name1, dst.id
 		m.DeleteEntries = []cache.Entry{se, de}
 		m.PutEntries = []cache.Entry{
 			{Parent: p2, NameMAC: mac2, Name: name2, Child: src.id},

@@ -156,6 +156,14 @@ type RenameRequest struct {
 	Name       []byte `json:"name"`
 	SrcName    []byte `json:"src_name,omitempty"`
 	Mode       string `json:"mode,omitempty"`
+	// Node and DstNode, when not 0, are the nodes the client believes the
+	// source and (for an exchange) destination entries name: v2 names are
+	// sealed for their node, so the server refuses (CodeConflict) to move an
+	// entry that names another node now, rather than give it a name that
+	// cannot open. A rename of an entry onto itself with a new Name replaces
+	// its sealed name (format migration).
+	Node    uint64 `json:"node,omitempty"`
+	DstNode uint64 `json:"dst_node,omitempty"`
 }
 
 // LinkRequest adds a hard link to a file node.

@@ -65,7 +65,7 @@ func testAdmin(t *testing.T, nb func(t *testing.T) blob.Store) {
 		t.Fatalf("accounts: %+v", accts)
 	}
 	for _, a := range accts {
-		if a.Email == u.email && (a.QuotaUsed != 5000 || a.QuotaLimit != 1<<30 || a.ID != u.id || a.Created.IsZero()) {
+		if a.Email == u.email && (a.QuotaUsed != 5000+u.metaUsed() || a.QuotaLimit != 1<<30 || a.ID != u.id || a.Created.IsZero()) {
 			t.Fatalf("account view: %+v", a)
 		}
 	}
@@ -335,7 +335,7 @@ func testUsageFeed(t *testing.T, nb func(t *testing.T) blob.Store) {
 	if !hasAccountChange(ch.Changes) {
 		t.Fatalf("gc did not announce usage: %+v", ch)
 	}
-	if a := u.account(); a.QuotaUsed != 0 {
+	if a := u.chunkAccount(); a.QuotaUsed != 0 {
 		t.Fatalf("usage after gc: %d", a.QuotaUsed)
 	}
 }
@@ -381,7 +381,7 @@ func testOrphanSweep(t *testing.T, nb func(t *testing.T) blob.Store) {
 	}
 	// Normal uploads leave no marker.
 	e.s.db.View(func(tx *badger.Txn) error { pend, _ = exists(tx, kPend(u.id, kept)); return nil })
-	if pend || u.account().QuotaUsed != 1000 {
+	if pend || u.chunkAccount().QuotaUsed != 1000 {
 		t.Fatalf("marker after upload %v, usage %d", pend, u.account().QuotaUsed)
 	}
 }

@@ -21,7 +21,8 @@ type stateSummary struct {
 // every entry names an existing node, file nlink = number of entries, each
 // directory has exactly one entry whose parent is its Parent field, every
 // node but the root is named, chunk refcounts match node chunk lists,
-// zero-ref index matches, usage = sum of chunk sizes, and the bytes of a
+// zero-ref index matches, usage = sum of chunk sizes, sealed attributes,
+// sealed names and name MACs, the node count is right, and the bytes of a
 // chunk are in the metadata store iff its record says so, with its size.
 func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 	t.Helper()
@@ -125,8 +126,23 @@ func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 		for c := range refs {
 			t.Errorf("nodes reference unstored chunk %s", c)
 		}
-		if used != a.Used {
-			t.Errorf("usage %d, sum of chunk sizes %d", a.Used, used)
+		var meta int64
+		for _, n := range nodes {
+			meta += int64(len(n.Attrs))
+		}
+		forEach(t, tx, pEntAll(acct), func(k string, v []byte) {
+			var e entryRec
+			if err := jsonUnmarshal(v, &e); err != nil {
+				t.Fatal(err)
+			}
+			meta += int64(len(e.Name) + len(k[strings.IndexByte(k, '/')+1:])/2)
+		})
+		// An account not mutated since signup is recounted at its first mutation.
+		if a.UsageV == usageVersion && used+meta != a.Used {
+			t.Errorf("usage %d, sum of chunk sizes %d + sealed attributes and names %d = %d", a.Used, used, meta, used+meta)
+		}
+		if a.UsageV == usageVersion && a.Nodes != int64(len(nodes)) {
+			t.Errorf("node count %d, %d nodes", a.Nodes, len(nodes))
 		}
 		return nil
 	})

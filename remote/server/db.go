@@ -73,6 +73,10 @@ type accountRec struct {
 	FeedMin       uint64        `json:"feed_min"` // oldest change still on the feed
 	Disabled      bool          `json:"disabled,omitempty"`
 	FeedUsed      int64         `json:"feed_used,omitempty"` // usage last announced on the feed
+	// Nodes counts the account's nodes (Config.MaxNodes caps it); UsageV is
+	// the accounting Used and Nodes follow (usage.go).
+	Nodes  int64 `json:"nodes,omitempty"`
+	UsageV int   `json:"usage_v,omitempty"`
 	// Format v2 (identity.go): identity keys, published once; the recovery
 	// key's auth hash (SHA-256(pepper || recovery auth key)) and master wrapping.
 	Identity     *api.Identity `json:"identity,omitempty"`
@@ -291,6 +295,11 @@ func (s *Server) mutateTxn(tx *badger.Txn, acctID string, write bool, fn func(m 
 		return false, fmt.Errorf("load account: %w", err)
 	}
 	m := &mtx{s: s, tx: tx, acct: &a, now: time.Now()}
+	if a.UsageV < usageVersion {
+		if err := m.recount(); err != nil {
+			return false, err
+		}
+	}
 	if write && a.readOnly(m.now) {
 		return false, readOnlyErr()
 	}

@@ -259,3 +259,28 @@ func expect(t *testing.T, what string, gotStatus int, gotCode string, wantStatus
 func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// metaUsed is what the account's sealed attributes and names cost
+// (usage.go), counted from its records.
+func (u *user) metaUsed() int64 {
+	u.e.t.Helper()
+	var c usageCount
+	if err := u.e.s.db.View(func(tx *badger.Txn) (err error) { c, err = countUsage(tx, u.id); return err }); err != nil {
+		u.e.t.Fatal(err)
+	}
+	return c.attrs + c.names
+}
+
+// chunkAccount is the account with QuotaUsed counting chunk bytes only.
+func (u *user) chunkAccount() api.Account {
+	u.e.t.Helper()
+	a := u.account()
+	var rec accountRec
+	if err := u.e.s.db.View(func(tx *badger.Txn) error { return getJSON(tx, kAcct(u.id), &rec) }); err != nil {
+		u.e.t.Fatal(err)
+	}
+	if rec.UsageV == usageVersion { // not yet recounted: metadata not charged yet
+		a.QuotaUsed -= u.metaUsed()
+	}
+	return a
+}

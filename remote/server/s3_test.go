@@ -132,7 +132,7 @@ func TestS3Outage(t *testing.T) {
 			}
 		}
 	}
-	if a := u.account(); a.QuotaUsed != 5*(64<<10)+4*(256<<10) {
+	if a := u.chunkAccount(); a.QuotaUsed != 5*(64<<10)+4*(256<<10) {
 		t.Fatalf("usage %d", a.QuotaUsed)
 	}
 	checkConsistent(t, e.s, u.id)
@@ -153,7 +153,7 @@ func TestS3OutageShortRetry(t *testing.T) {
 		t.Fatalf("upload with S3 down: %d %s, want a retryable 5xx", st, code)
 	}
 	v.Restart()
-	if a := u.account(); a.QuotaUsed != 0 {
+	if a := u.chunkAccount(); a.QuotaUsed != 0 {
 		t.Fatalf("failed upload charged %d bytes", a.QuotaUsed)
 	}
 	var have api.HaveResponse

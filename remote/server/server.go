@@ -57,6 +57,8 @@ type Config struct {
 	// EIO, and logged there, not here). For the embedded cloud, whose client
 	// is on the same machine: the hash cost as much CPU as the decryption.
 	NoReadVerify bool
+	// MaxNodes caps the files and directories of one account; 0: DefaultMaxNodes.
+	MaxNodes int64
 }
 
 // DefaultSmallChunkMax is one full sealed segment (a 64 KiB file's only
@@ -155,6 +157,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if s.adminToken, err = loadAdminToken(cfg.DataDir); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.migrateUsage(); err != nil {
 		db.Close()
 		return nil, err
 	}

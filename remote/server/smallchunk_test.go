@@ -67,7 +67,7 @@ func TestSmallChunks(t *testing.T) {
 	if pend {
 		t.Fatal("small chunk left a pending marker")
 	}
-	if a := u.account(); a.QuotaUsed != int64(len(small)) {
+	if a := u.chunkAccount(); a.QuotaUsed != int64(len(small)) {
 		t.Fatalf("usage %d, want %d", a.QuotaUsed, len(small))
 	}
 
@@ -125,7 +125,7 @@ func TestSmallChunks(t *testing.T) {
 		t.Fatalf("big chunk's blob: %d %v", n, err)
 	}
 	total := int64(len(small) + len(atData) + len(overData))
-	if a := u.account(); a.QuotaUsed != total {
+	if a := u.chunkAccount(); a.QuotaUsed != total {
 		t.Fatalf("usage %d, want %d", a.QuotaUsed, total)
 	}
 
@@ -154,7 +154,7 @@ func TestSmallChunks(t *testing.T) {
 	if err != nil || n != 3 || freed != total {
 		t.Fatalf("gc: %d chunks, %d bytes, %v; want 3, %d", n, freed, err, total)
 	}
-	if a := u.account(); a.QuotaUsed != 0 {
+	if a := u.chunkAccount(); a.QuotaUsed != 0 {
 		t.Fatalf("usage after gc %d", a.QuotaUsed)
 	}
 	for _, cid := range []string{id, at, over} {
@@ -184,7 +184,7 @@ func TestSmallChunkQuota(t *testing.T) {
 	if after := checkConsistent(t, e.s, u.id); after != before {
 		t.Fatalf("refusal changed state: %+v -> %+v", before, after)
 	}
-	u.putChunk(4000)
+	u.putChunk(4000 - int(u.metaUsed())) // the root's attributes count too
 	if a := u.account(); a.QuotaUsed != 10000 {
 		t.Fatalf("usage %d", a.QuotaUsed)
 	}
@@ -315,7 +315,7 @@ func TestSmallChunkConcurrent(t *testing.T) {
 			t.Fatalf("refused chunk %s stored", id)
 		}
 	}
-	if a := u.account(); a.QuotaUsed != used || used > quota {
+	if a := u.chunkAccount(); a.QuotaUsed != used || used > quota {
 		t.Fatalf("usage %d, acked chunks %d bytes, quota %d", a.QuotaUsed, used, quota)
 	}
 	checkConsistent(t, e.s, u.id)

@@ -307,7 +307,7 @@ func testReadOnly(t *testing.T, nb func(t *testing.T) blob.Store) {
 	if _, _, err := e.s.RunGC(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if a = u.account(); a.ReadOnly || a.QuotaUsed != 0 {
+	if a = u.chunkAccount(); a.ReadOnly || a.QuotaUsed != 0 {
 		t.Fatalf("after cleanup: %+v", a)
 	}
 	u.create(api.RootID, api.TypeDir)

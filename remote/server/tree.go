@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -175,26 +176,43 @@ func (m *mtx) putNode(n *api.Node) error {
 	return setJSON(m.tx, kNode(m.acct.ID, n.ID), n)
 }
 
-// deleteNode removes n and its chunk references.
+// deleteNode removes n and its chunk references, and credits its attributes.
 func (m *mtx) deleteNode(n *api.Node) error {
 	if err := m.setRefs(n.Chunks, nil); err != nil {
 		return err
 	}
+	if err := m.charge(-attrsCharge(n.Attrs)); err != nil {
+		return err
+	}
+	m.acct.Nodes--
 	if _, err := m.change(api.Change{Kind: api.ChangeNode, Node: n.ID, Deleted: true}); err != nil {
 		return err
 	}
 	return m.tx.Delete(kNode(m.acct.ID, n.ID))
 }
 
-func (m *mtx) putEntry(parent uint64, mac string, e entryRec) error {
+// putEntry writes entry e at (parent, mac) over old (nil: none), charging
+// the difference of their names.
+func (m *mtx) putEntry(parent uint64, mac string, old *entryRec, e entryRec) error {
+	delta := entryCharge(mac, e.Name)
+	if old != nil {
+		delta -= entryCharge(mac, old.Name)
+	}
+	if err := m.charge(delta); err != nil {
+		return err
+	}
 	if _, err := m.change(api.Change{Kind: api.ChangeEntry, Parent: parent, NameMAC: mac, Node: e.ID}); err != nil {
 		return err
 	}
 	return setJSON(m.tx, kEnt(m.acct.ID, parent, mac), e)
 }
 
-func (m *mtx) deleteEntry(parent uint64, mac string, id uint64) error {
-	if _, err := m.change(api.Change{Kind: api.ChangeEntry, Parent: parent, NameMAC: mac, Node: id, Deleted: true}); err != nil {
+// deleteEntry removes entry e at (parent, mac) and credits its name.
+func (m *mtx) deleteEntry(parent uint64, mac string, e *entryRec) error {
+	if err := m.charge(-entryCharge(mac, e.Name)); err != nil {
+		return err
+	}
+	if _, err := m.change(api.Change{Kind: api.ChangeEntry, Parent: parent, NameMAC: mac, Node: e.ID, Deleted: true}); err != nil {
 		return err
 	}
 	return m.tx.Delete(kEnt(m.acct.ID, parent, mac))
@@ -299,6 +317,12 @@ func (m *mtx) create(r *api.CreateRequest) (*api.Entry, error) {
 		}
 		return nil, err
 	}
+	if err := m.addNode(); err != nil {
+		return nil, err
+	}
+	if err := m.charge(attrsCharge(r.Attrs)); err != nil {
+		return nil, err
+	}
 	if err := m.setRefs(nil, r.Chunks); err != nil {
 		return nil, err
 	}
@@ -306,7 +330,7 @@ func (m *mtx) create(r *api.CreateRequest) (*api.Entry, error) {
 	if r.Type == api.TypeDir {
 		n.Parent = r.Parent
 	}
-	if err := m.putEntry(r.Parent, r.NameMAC, entryRec{ID: r.ID, Name: r.Name}); err != nil {
+	if err := m.putEntry(r.Parent, r.NameMAC, nil, entryRec{ID: r.ID, Name: r.Name}); err != nil {
 		return nil, err
 	}
 	if err := m.putNode(&n); err != nil {
@@ -324,6 +348,9 @@ func (m *mtx) update(id uint64, r *api.UpdateRequest) (*api.Node, error) {
 		return nil, conflict(api.CodeConflict, fmt.Sprintf("node is at version %d", n.Version))
 	}
 	if err := validChunks(n.Type, r.Chunks); err != nil {
+		return nil, err
+	}
+	if err := m.charge(attrsCharge(r.Attrs) - attrsCharge(n.Attrs)); err != nil {
 		return nil, err
 	}
 	if err := m.setRefs(n.Chunks, r.Chunks); err != nil {
@@ -356,9 +383,16 @@ func (m *mtx) rename(r *api.RenameRequest) error {
 	if err != nil {
 		return err
 	}
+	if r.Node != 0 && se.ID != r.Node {
+		return conflict(api.CodeConflict, "the source entry names another node now")
+	}
 	if r.SrcParent == r.DstParent && r.SrcNameMAC == r.DstNameMAC {
 		if r.Mode == api.RenameNoReplace {
 			return conflict(api.CodeExists, "target exists")
+		}
+		if r.Mode == "" && r.Node != 0 && len(r.Name) > 0 && !bytes.Equal(r.Name, se.Name) {
+			// The client re-seals the name in place (format migration).
+			return m.putEntry(r.DstParent, r.DstNameMAC, se, entryRec{ID: se.ID, Name: r.Name})
 		}
 		return nil // rename(2) of a name onto itself does nothing
 	}
@@ -379,6 +413,9 @@ func (m *mtx) rename(r *api.RenameRequest) error {
 		if de == nil {
 			return notFound("target entry")
 		}
+		if r.DstNode != 0 && de.ID != r.DstNode {
+			return conflict(api.CodeConflict, "the target entry names another node now")
+		}
 		dn, err := readNode(m.tx, a, de.ID)
 		if err != nil {
 			return err
@@ -391,10 +428,10 @@ func (m *mtx) rename(r *api.RenameRequest) error {
 				return err
 			}
 		}
-		if err := m.putEntry(r.SrcParent, r.SrcNameMAC, entryRec{ID: dn.ID, Name: r.SrcName}); err != nil {
+		if err := m.putEntry(r.SrcParent, r.SrcNameMAC, se, entryRec{ID: dn.ID, Name: r.SrcName}); err != nil {
 			return err
 		}
-		if err := m.putEntry(r.DstParent, r.DstNameMAC, entryRec{ID: sn.ID, Name: r.Name}); err != nil {
+		if err := m.putEntry(r.DstParent, r.DstNameMAC, de, entryRec{ID: sn.ID, Name: r.Name}); err != nil {
 			return err
 		}
 		if r.SrcParent != r.DstParent {
@@ -444,10 +481,10 @@ func (m *mtx) rename(r *api.RenameRequest) error {
 			}
 		}
 	}
-	if err := m.deleteEntry(r.SrcParent, r.SrcNameMAC, sn.ID); err != nil {
+	if err := m.deleteEntry(r.SrcParent, r.SrcNameMAC, se); err != nil {
 		return err
 	}
-	if err := m.putEntry(r.DstParent, r.DstNameMAC, entryRec{ID: sn.ID, Name: r.Name}); err != nil {
+	if err := m.putEntry(r.DstParent, r.DstNameMAC, de, entryRec{ID: sn.ID, Name: r.Name}); err != nil {
 		return err
 	}
 	if sn.Type == api.TypeDir && sn.Parent != r.DstParent {
@@ -488,7 +525,7 @@ func (m *mtx) link(r *api.LinkRequest) (*api.Entry, error) {
 		return nil, badRequest("too many links")
 	}
 	n.Nlink++
-	if err := m.putEntry(r.Parent, r.NameMAC, entryRec{ID: n.ID, Name: r.Name}); err != nil {
+	if err := m.putEntry(r.Parent, r.NameMAC, nil, entryRec{ID: n.ID, Name: r.Name}); err != nil {
 		return nil, err
 	}
 	if err := m.putNode(n); err != nil {
@@ -513,7 +550,7 @@ func (m *mtx) unlink(r *api.UnlinkRequest) error {
 	if err != nil {
 		if ae, ok := err.(*api.Error); ok && ae.Code == api.CodeNotFound {
 			m.s.log.Warn("dangling entry removed", "account", a, "node", e.ID)
-			return m.deleteEntry(r.Parent, r.NameMAC, e.ID)
+			return m.deleteEntry(r.Parent, r.NameMAC, e)
 		}
 		return err
 	}
@@ -527,7 +564,7 @@ func (m *mtx) unlink(r *api.UnlinkRequest) error {
 	} else if n.Type == api.TypeDir {
 		return conflict(api.CodeIsDir, "is a directory")
 	}
-	if err := m.deleteEntry(r.Parent, r.NameMAC, n.ID); err != nil {
+	if err := m.deleteEntry(r.Parent, r.NameMAC, e); err != nil {
 		return err
 	}
 	if n.Type == api.TypeDir {
