@@ -2,12 +2,16 @@ package session
 
 import (
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
 	"testing"
 
 	"kumo/internal/hostile"
 	"kumo/internal/keys"
 	"kumo/remote/api"
+	"kumo/remote/client"
+	"kumo/remote/server"
 )
 
 // notFound is a made-up 404 answer, as a server without the route gives.
@@ -189,5 +193,31 @@ func TestIdentitySwapDetected(t *testing.T) {
 	rec, _ := dc.Identity(ctx(t))
 	if id, err := keys.OpenIdentity(s.Master, s.Email, rec.Sealed); err != nil || id.Public.Fingerprint() != s.Identity {
 		t.Fatalf("stored identity changed: %v", err)
+	}
+}
+
+// TestIdentityInProcess: the embedded cloud (no socket, client.InProcess)
+// serves the identity routes too, query string included.
+func TestIdentityInProcess(t *testing.T) {
+	srv, err := server.New(server.Config{DataDir: t.TempDir(), DefaultQuota: 1 << 30,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LoginLimit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	c, err := client.New(client.Options{BaseURL: "http://embedded.invalid",
+		HTTPClient: &http.Client{Transport: client.NewInProcess(srv.Handler())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Signup(ctx(t), c, "", "local@example.com", []byte("pw"), keys.TestKDF())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Identity == "" {
+		t.Fatal("no identity keys in the embedded cloud")
+	}
+	if _, fp, err := PeerKeys(ctx(t), c, "local@example.com"); err != nil || fp != s.Identity {
+		t.Fatalf("peer keys in process: %s %v", fp, err)
 	}
 }
