@@ -375,7 +375,7 @@ func (n *ctlNode) Write(ctx context.Context, f gofs.FileHandle, data []byte, off
 	}
 	if len(h.buf) > maxCommandLine {
 		h.buf = nil
-		n.d.badCommand("(a line of more than 4096 bytes)", errors.New("command line too long"))
+		n.d.badCommand("", "(a line of more than 4096 bytes)", errors.New("command line too long"))
 		return 0, syscall.EINVAL
 	}
 	return uint32(len(data)), 0
@@ -401,25 +401,55 @@ func (n *ctlNode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sy
 
 // --- commands ---
 
-// redact hides all but the start of a voucher code: it is a bearer secret.
+// redact hides all but the first 4 characters of what may be a voucher code
+// (a bearer secret), also in lines that do not parse: everything after a
+// redeem, however many words, and the whole of a line that is no command (a
+// code pasted alone, a typo of "redeem"). topup, sync and refresh lines are
+// shown as they are.
 func redact(line string) string {
 	f := strings.Fields(line)
-	if len(f) == 2 && f[0] == control.CmdRedeem {
-		code := f[1]
-		if len(code) > 4 {
-			code = code[:4] + strings.Repeat("*", len(code)-4)
-		}
-		return f[0] + " " + code
+	var s string
+	switch {
+	case len(f) == 0:
+	case f[0] == control.CmdTopup || f[0] == control.CmdSync || f[0] == control.CmdRefresh:
+		s = strings.Join(f, " ")
+	case f[0] == control.CmdRedeem:
+		s = strings.TrimSpace(f[0] + " " + redactMask(strings.Join(f[1:], " ")))
+	default:
+		s = redactMask(strings.Join(f, " "))
 	}
-	if len(line) > 200 {
-		return line[:200] + "..."
+	if len(s) > 200 {
+		s = s[:200] + "..."
 	}
-	return strings.TrimSpace(line)
+	return s
 }
 
-func (d *Drive) badCommand(shown string, err error) {
-	d.log.Warn("control file: bad command", "command", shown, "err", err)
-	d.ctl.record(shown, false, err.Error())
+func redactMask(w string) string {
+	if len(w) <= 4 {
+		return w
+	}
+	return w[:4] + strings.Repeat("*", len(w)-4)
+}
+
+// redactErr is the message of err about line, with the words redact hides
+// hidden: the parser's message may quote them.
+func redactErr(line string, err error) string {
+	msg := err.Error()
+	if f := strings.Fields(line); len(f) > 0 && redact(line) != strings.Join(f, " ") {
+		for _, w := range f {
+			if w != control.CmdRedeem {
+				msg = strings.ReplaceAll(msg, w, redactMask(w))
+			}
+		}
+	}
+	return msg
+}
+
+// badCommand logs and records a line that does not parse.
+func (d *Drive) badCommand(line, shown string, err error) {
+	msg := redactErr(line, err)
+	d.log.Warn("control file: bad command", "command", shown, "err", msg)
+	d.ctl.record(shown, false, msg)
 }
 
 // runCommand runs one line written to .kumo. Errors:
@@ -438,7 +468,7 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 	shown := redact(line)
 	cmd, err := control.ParseCommand(line)
 	if err != nil {
-		d.badCommand(shown, err)
+		d.badCommand(line, shown, err)
 		return syscall.EINVAL
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, commandTimeout)

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -131,7 +132,7 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 		return nil // a directory we do not have
 	}
 	local, lerr := d.store.Lookup(parent, mac)
-	if !c.Deleted && lerr == nil && local.Child == c.Node {
+	if !c.Deleted && lerr == nil && local.Child == c.Node && !v1Name(local.Name) {
 		return nil // already so (often our own change coming back)
 	}
 	if c.Deleted && errors.Is(lerr, cache.ErrNotFound) {
@@ -164,7 +165,7 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 			gone = st
 		}
 	}
-	if found && (lerr != nil || local.Child != remote.Node.ID) {
+	if found && (lerr != nil || local.Child != remote.Node.ID || !bytes.Equal(local.Name, remote.Name)) {
 		n, err := d.sealer.OpenName(parent, remote.Node.ID, meta.KindOf(remote.Node.Type == api.TypeDir), mac, remote.Name)
 		if err != nil {
 			d.mu.Unlock()
@@ -201,6 +202,10 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 	}
 	return nil
 }
+
+// v1Name reports whether a sealed name is in format v1: such an entry may be
+// re-sealed in place (kumo migrate) without another change to it.
+func v1Name(sealed []byte) bool { return len(sealed) > 0 && sealed[0] == meta.SealedV1 }
 
 // pullNode refetches a node changed elsewhere.
 func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {

@@ -18,8 +18,9 @@ func signupCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "signup",
 		Usage:     "create an account on a kumo server and log in",
-		UsageText: "kumo signup --server URL --email E [--password-file F] [--fingerprint HEX] [--insecure]",
-		Flags:     []cli.Flag{serverFlag(), emailFlag(), passwordFileFlag(), fingerprintFlag(), insecureFlag(), configFlag()},
+		UsageText: "kumo signup --server URL --email E [--voucher CODE] [--password-file F] [--fingerprint HEX] [--insecure]",
+		Flags: []cli.Flag{serverFlag(), emailFlag(), passwordFileFlag(), fingerprintFlag(), insecureFlag(), configFlag(),
+			&cli.StringFlag{Name: "voucher", Usage: "invitation voucher `CODE`, spent on the new account (servers run with --signup voucher need one)", EnvVars: []string{"KUMO_VOUCHER"}}},
 		Action: func(c *cli.Context) error {
 			server, email, err := serverAndEmail(c, "signup")
 			if err != nil {
@@ -33,6 +34,7 @@ func signupCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			cl.SetSignupVoucher(c.String("voucher"))
 			s, err := session.Signup(c.Context, cl, server, email, pw, keys.DefaultKDF())
 			if err != nil {
 				return explainPin(c, err)

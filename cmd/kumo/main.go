@@ -37,6 +37,7 @@ func main() {
 			whoamiCommand(),
 			recoveryKeyCommand(),
 			recoverCommand(),
+			migrateCommand(), // migrate.go
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

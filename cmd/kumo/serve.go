@@ -45,6 +45,9 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "gc-grace", Value: time.Hour, Usage: "unreferenced chunks older than this are deleted"},
 			&cli.DurationFlag{Name: "session-ttl", Value: 30 * 24 * time.Hour, Usage: "lifetime of login sessions"},
 			&cli.IntFlag{Name: "login-limit", Value: 10, Usage: "login attempts per account and per client address per minute"},
+			&cli.StringFlag{Name: "signup", Value: "open", Usage: "who may create an account: open (anyone), voucher (with an unused voucher code, spent on the new account: invitation by prepaid code) or closed", EnvVars: []string{"KUMO_SIGNUP"}},
+			&cli.IntFlag{Name: "signup-limit", Value: 10, Usage: "signups per client address (IPv6: per /64) per hour"},
+			&cli.Int64Flag{Name: "max-nodes", Value: server.DefaultMaxNodes, Usage: "files and directories one account may hold"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 			&cli.BoolFlag{Name: "insecure", Usage: "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)"},
@@ -149,6 +152,13 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	signup, err := server.ParseSignupMode(c.String("signup"))
+	if err != nil {
+		return fmt.Errorf("--signup: %w", err)
+	}
+	if c.Int("signup-limit") < 1 {
+		return fmt.Errorf("--signup-limit %d: want at least 1 (use --signup closed to take no signups)", c.Int("signup-limit"))
+	}
 	var blobs blob.Store
 	if u := c.String("blob"); u != "" {
 		if !strings.HasPrefix(u, "s3://") {
@@ -172,6 +182,9 @@ func runServe(c *cli.Context) error {
 		SyncWrites:   c.Bool("sync-writes"),
 		Logger:       log,
 		LoginLimit:   c.Int("login-limit"),
+		MaxNodes:     c.Int64("max-nodes"),
+		Signup:       signup,
+		SignupLimit:  c.Int("signup-limit"),
 	})
 	if err != nil {
 		return err

@@ -64,33 +64,52 @@ func (r *Registry) CounterFunc(name, help string, f func() float64) {
 	r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
 }
 
-// Route reduces a request path to a low-cardinality label: ids and name MACs
-// become placeholders ("/v1/nodes/{id}/entries/{mac}").
-func Route(path string) string {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	if len(parts) > 5 {
-		return "other"
+// routeKey carries, in a request's context, where the served handler writes
+// its route (SetRoute).
+type routeKey struct{}
+
+// SetRoute tells Instrument which route served the request: the pattern of
+// the mux entry it matched ("GET /v1/nodes/{id}"). A server whose handlers
+// sit below wrappers that copy the request calls it from inside the mux.
+func SetRoute(ctx context.Context, pattern string) {
+	if p, ok := ctx.Value(routeKey{}).(*string); ok {
+		*p = pattern
 	}
-	for i, p := range parts {
-		if i == 0 {
-			continue
-		}
-		if _, err := strconv.ParseUint(p, 10, 64); err == nil {
-			parts[i] = "{id}"
-		} else if len(p) == 64 {
-			parts[i] = "{hex}"
-		}
-	}
-	return "/" + strings.Join(parts, "/")
 }
 
-// Instrument wraps an HTTP handler with request, latency and byte metrics.
+// Unmatched labels requests no route took (unknown paths, path tricks,
+// wrong methods).
+const Unmatched = "unmatched"
+
+// routeLabel is the label of a mux pattern: its path, without the method,
+// so that a route's label is the same whatever method a request used. Only
+// patterns are labels, never request paths, so what clients send cannot
+// make new series.
+func routeLabel(pattern string) string {
+	if _, p, ok := strings.Cut(pattern, " "); ok {
+		pattern = p
+	}
+	if pattern == "" {
+		return Unmatched
+	}
+	return pattern
+}
+
+// Instrument wraps an HTTP handler with request, latency and byte metrics,
+// labeled by route: the pattern given to SetRoute, else the pattern of a
+// ServeMux that h is or hands the request to unchanged (Request.Pattern),
+// else Unmatched.
 func (r *Registry) Instrument(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		route := Route(req.URL.Path)
+		var pattern string
+		req = req.WithContext(context.WithValue(req.Context(), routeKey{}, &pattern))
 		rw := &recorder{ResponseWriter: w, code: http.StatusOK}
 		start := time.Now()
 		h.ServeHTTP(rw, req)
+		if pattern == "" {
+			pattern = req.Pattern
+		}
+		route := routeLabel(pattern)
 		r.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		r.requests.WithLabelValues(route, strconv.Itoa(rw.code)).Inc()
 		if req.ContentLength > 0 {

@@ -9,17 +9,16 @@ import (
 	"testing"
 )
 
-func TestRoute(t *testing.T) {
-	mac := strings.Repeat("ab", 32)
+func TestRouteLabel(t *testing.T) {
 	for in, want := range map[string]string{
-		"/v1/nodes/123":                "/v1/nodes/{id}",
-		"/v1/nodes/123/entries/" + mac: "/v1/nodes/{id}/entries/{hex}",
-		"/v1/chunks/" + mac:            "/v1/chunks/{hex}",
-		"/v1/account":                  "/v1/account",
-		"/a/b/c/d/e/f/g":               "other",
+		"GET /v1/nodes/{id}":             "/v1/nodes/{id}",
+		"/v1/nodes/{id}/entries/{mac}":   "/v1/nodes/{id}/entries/{mac}",
+		"PUT example.com/v1/chunks/{id}": "example.com/v1/chunks/{id}",
+		"":                               Unmatched,
+		"GET /":                          "/",
 	} {
-		if got := Route(in); got != want {
-			t.Errorf("Route(%q) = %q, want %q", in, got, want)
+		if got := routeLabel(in); got != want {
+			t.Errorf("routeLabel(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -28,10 +27,12 @@ func TestRoute(t *testing.T) {
 func TestScrape(t *testing.T) {
 	r := New()
 	r.GaugeFunc("kumo_test_gauge", "a test gauge", func() float64 { return 42 })
-	app := r.Instrument(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	routes := http.NewServeMux()
+	routes.HandleFunc("GET /v1/nodes/{id}", func(w http.ResponseWriter, req *http.Request) {
 		w.WriteHeader(http.StatusTeapot)
 		io.WriteString(w, "hello")
-	}))
+	})
+	app := r.Instrument(routes)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", r.Handler())
 	mux.Handle("/", app)
@@ -41,8 +42,8 @@ func TestScrape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 3; i++ {
-		resp, err := http.Get("http://" + addr.String() + "/v1/nodes/7")
+	for _, p := range []string{"/v1/nodes/7", "/v1/nodes/8", "/v1/nodes/9", "/no/such/path", "/other"} {
+		resp, err := http.Get("http://" + addr.String() + p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,6 +58,7 @@ func TestScrape(t *testing.T) {
 	for _, want := range []string{
 		`kumo_http_requests_total{code="418",route="/v1/nodes/{id}"} 3`,
 		`kumo_http_response_bytes_total{route="/v1/nodes/{id}"} 15`,
+		`kumo_http_requests_total{code="404",route="unmatched"} 2`,
 		"kumo_test_gauge 42",
 		"go_goroutines",
 	} {

@@ -60,6 +60,21 @@ type SignupRequest struct {
 	AuthKey       []byte    `json:"auth_key"`       // 32 bytes
 	WrappedMaster []byte    `json:"wrapped_master"` // master key sealed with the key-encryption key
 	RootAttrs     []byte    `json:"root_attrs"`
+	// Token is the session token the client will use if the account is
+	// created (64 lower-case hex characters of fresh random bytes): the
+	// answer is the same whether or not the e-mail had an account, so the
+	// session cannot be in it. Voucher is an invitation code, spent by the
+	// signup (required when the server takes signups by voucher only).
+	Token   string `json:"token"`
+	Voucher string `json:"voucher,omitempty"`
+}
+
+// SignupResponse is the answer to every accepted signup (202), whether the
+// account was created or the e-mail had one already: no account enumeration.
+// The client learns which with its first request on Token (401: the e-mail
+// had an account, and the caller must log in with its password).
+type SignupResponse struct {
+	Expires time.Time `json:"expires"` // of Token, if the account was created
 }
 
 type LoginRequest struct {

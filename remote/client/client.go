@@ -6,6 +6,8 @@ package client
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,6 +56,8 @@ type Client struct {
 	mu         sync.RWMutex
 	token      string
 	adminToken string
+	// signupVoucher goes with Signup (SetSignupVoucher).
+	signupVoucher string
 }
 
 // NewHTTPClient returns the tuned default HTTP client: keep-alive with many idle
@@ -149,6 +153,7 @@ type call struct {
 	timeout time.Duration // per attempt; 0: attemptTimeout
 	limit   int64         // max response bytes; 0: maxJSONResponse
 	admin   bool          // authenticate with the admin token instead of the session token
+	token   string        // authenticate with this session token instead of the client's
 	into    []byte        // a 2xx answer that fits goes into this buffer
 }
 
@@ -268,7 +273,11 @@ func (c *Client) once(ctx context.Context, cl call) (body []byte, status int, re
 		}
 	}
 	req.Header.Set("Accept", "application/json")
-	c.authorize(req, cl.admin)
+	if cl.token != "" {
+		req.Header.Set("Authorization", "Bearer "+cl.token)
+	} else {
+		c.authorize(req, cl.admin)
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, 0, 0, c.connFailure(cl, err)
@@ -409,12 +418,49 @@ func (c *Client) Prelogin(ctx context.Context, email string) (api.PreloginRespon
 	return r, err
 }
 
-// Signup is not repeated after a failure mid-request: a repeat would answer
-// "exists" for the account the first attempt created.
+// Signup creates an account and returns its session, like Login. The server
+// answers a signup the same way whether or not the e-mail had an account
+// (202, no session: no account enumeration), so the session token is chosen
+// here (unless r has one), sent with the signup, and tried: a 401 means the
+// e-mail had an account already and nothing was made (an error matching
+// api.ErrExists). The voucher of SetSignupVoucher goes with it unless r has
+// one. A repeat is safe (the first attempt's account and token answer it),
+// so the signup is retried like any idempotent call.
 func (c *Client) Signup(ctx context.Context, r api.SignupRequest) (api.LoginResponse, error) {
-	var resp api.LoginResponse
-	err := c.doJSON(ctx, call{method: http.MethodPost, path: pathSignup, policy: retryNotSent}, r, &resp)
-	return resp, err
+	if r.Token == "" {
+		b := make([]byte, 32)
+		if _, err := crand.Read(b); err != nil {
+			return api.LoginResponse{}, fmt.Errorf("signup: session token: %w", err)
+		}
+		r.Token = hex.EncodeToString(b)
+	}
+	c.mu.RLock()
+	if r.Voucher == "" {
+		r.Voucher = c.signupVoucher
+	}
+	c.mu.RUnlock()
+	var resp api.SignupResponse
+	if err := c.doJSON(ctx, call{method: http.MethodPost, path: pathSignup, policy: retryAll}, r, &resp); err != nil {
+		return api.LoginResponse{}, err
+	}
+	var a api.Account
+	err := c.doJSON(ctx, call{method: http.MethodGet, path: pathAccount, policy: retryAll, token: r.Token}, nil, &a)
+	if errors.Is(err, api.ErrUnauthorized) {
+		return api.LoginResponse{}, &api.Error{Code: api.CodeExists,
+			Message: "no account was made: this e-mail has one already (log in with its password)"}
+	}
+	if err != nil {
+		return api.LoginResponse{}, fmt.Errorf("signup: try the new session: %w", err)
+	}
+	return api.LoginResponse{Token: r.Token, Expires: resp.Expires, WrappedMaster: r.WrappedMaster, Account: a}, nil
+}
+
+// SetSignupVoucher sets the invitation voucher Signup sends (servers that
+// take signups by voucher only need one).
+func (c *Client) SetSignupVoucher(code string) {
+	c.mu.Lock()
+	c.signupVoucher = code
+	c.mu.Unlock()
 }
 
 // Login is safe to repeat: at worst the server holds one more session token.

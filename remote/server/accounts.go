@@ -18,6 +18,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/time/rate"
 
+	"kumo/internal/payment"
 	"kumo/remote/api"
 )
 
@@ -127,6 +128,24 @@ func (s *Server) accountByEmail(tx *badger.Txn, email string) (*accountRec, erro
 	return &a, nil
 }
 
+// SignupMode says who may create an account (kumo serve --signup).
+type SignupMode string
+
+const (
+	SignupOpen    SignupMode = "open"    // anyone (the default)
+	SignupVoucher SignupMode = "voucher" // by invitation: a signup spends an unused voucher code
+	SignupClosed  SignupMode = "closed"  // nobody; existing accounts work as before
+)
+
+// ParseSignupMode parses the value of --signup.
+func ParseSignupMode(s string) (SignupMode, error) {
+	switch m := SignupMode(s); m {
+	case SignupOpen, SignupVoucher, SignupClosed:
+		return m, nil
+	}
+	return "", fmt.Errorf("signup mode %q: want open, voucher or closed", s)
+}
+
 func validateSignup(req *api.SignupRequest) (string, error) {
 	email, err := normalizeEmail(req.Email)
 	if err != nil {
@@ -141,17 +160,40 @@ func validateSignup(req *api.SignupRequest) (string, error) {
 		return "", badRequest("invalid wrapped master key size")
 	case len(req.RootAttrs) == 0 || len(req.RootAttrs) > api.MaxAttrsSize:
 		return "", badRequest("invalid root attributes size")
+	case len(req.Token) != 2*tokenBytes || !isLowerHex(req.Token):
+		return "", badRequest("session token must be %d lower-case hex characters", 2*tokenBytes)
+	case len(req.Voucher) > 100:
+		return "", apiErr(http.StatusBadRequest, api.CodeBadVoucher, payment.ErrVoucherMalformed.Error())
 	}
 	return email, validKDF(req.KDF)
 }
 
+// handleSignup creates an account, and answers a known e-mail exactly as a
+// new one (202, the same body): a 409 would undo prelogin's fake salts. For a
+// known e-mail nothing is created and the client's token opens no session,
+// which its first request on it shows (401); the client then tells its user
+// to log in with that account's password. Learning that still costs a
+// signup, which is limited per client address (and a voucher where signups
+// need one).
 func (s *Server) handleSignup(w http.ResponseWriter, r *http.Request) error {
 	var req api.SignupRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
+	if s.cfg.Signup == SignupClosed {
+		return apiErr(http.StatusForbidden, api.CodeForbidden, "this server takes no new accounts (signups are closed); ask its operator")
+	}
 	email, err := validateSignup(&req)
 	if err != nil {
+		return err
+	}
+	if s.cfg.Signup == SignupVoucher && req.Voucher == "" {
+		return apiErr(http.StatusForbidden, api.CodeForbidden,
+			"this server takes new accounts by invitation only: sign up with a voucher code (kumo signup --voucher CODE)")
+	}
+	// Every attempt counts, and before the voucher or the e-mail is looked at.
+	if err := s.limits.signups.allow(w, "signup:"+clientNet(r)); err != nil {
+		s.log.Warn("signup rate limited", "req", info(r).id, "ip", clientIP(r))
 		return err
 	}
 	now := time.Now()
@@ -161,16 +203,33 @@ func (s *Server) handleSignup(w http.ResponseWriter, r *http.Request) error {
 		Created: now, Quota: s.cfg.DefaultQuota, Seq: 1, FeedMin: 1,
 	}
 	root := api.Node{ID: api.RootID, Type: api.TypeDir, Version: 1, Nlink: 1, Attrs: req.RootAttrs, Seq: 1}
-	tok := randHex(tokenBytes)
 	expires := now.Add(s.cfg.SessionTTL)
-	// Signups of one e-mail are serialized by the e-mail's lock name.
+	// Signups of one e-mail are serialized by the e-mail's lock name, and
+	// only signups make accounts: whether it has one holds until the unlock.
 	mu := s.locks.get("email:" + email)
 	mu.Lock()
 	defer mu.Unlock()
-	err = s.db.Update(func(tx *badger.Txn) error {
+	var existing string
+	err = s.db.View(func(tx *badger.Txn) error {
+		old, err := s.accountByEmail(tx, email)
+		if old != nil {
+			existing = old.ID
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	create := func(tx *badger.Txn) error {
 		if ok, err := exists(tx, kEmail(email)); err != nil || ok {
 			if ok {
-				return conflict(api.CodeExists, "an account with this e-mail exists")
+				return fmt.Errorf("signup of %s: the e-mail got an account under its lock", a.ID)
+			}
+			return err
+		}
+		if ok, err := exists(tx, kSess(tokenHash(req.Token))); err != nil || ok {
+			if ok {
+				return conflict(api.CodeConflict, "this session token is in use: sign up again with a fresh one")
 			}
 			return err
 		}
@@ -186,16 +245,57 @@ func (s *Server) handleSignup(w http.ResponseWriter, r *http.Request) error {
 		if err := setJSON(tx, kFeed(a.ID, 1), api.Change{Seq: 1, Kind: api.ChangeNode, Node: api.RootID}); err != nil {
 			return err
 		}
-		return s.addSession(tx, a.ID, tok, expires)
-	})
+		return s.addSession(tx, a.ID, req.Token, expires)
+	}
+	var bytes int64
+	var days int
+	switch {
+	case existing != "" && req.Voucher == "":
+	case existing != "":
+		// The voucher is spent on the account the e-mail has: its holder
+		// loses nothing, and a voucher that stayed valid would tell that
+		// the e-mail had an account.
+		bytes, days, err = s.redeem(existing, req.Voucher)
+	case req.Voucher == "":
+		err = s.db.Update(create)
+	default:
+		// The account is made in the transaction that spends the voucher.
+		v := payment.NewVouchers(s.db, func(tx *badger.Txn, id string, b int64, d int) error {
+			if err := create(tx); err != nil {
+				return err
+			}
+			return s.creditVoucher(tx, id, b, d)
+		})
+		bytes, days, err = v.Redeem(a.ID, req.Voucher)
+	}
 	if err != nil {
+		if e := voucherErr(err); e != err {
+			s.log.Warn("signup: voucher refused", "req", info(r).id, "ip", clientIP(r), "err", err)
+			return e
+		}
 		return err
 	}
-	info(r).account = a.ID
-	s.log.Info("signup", "req", info(r).id, "account", a.ID)
-	return writeJSON(w, http.StatusOK, api.LoginResponse{
-		Token: tok, Expires: expires, WrappedMaster: a.WrappedMaster, Account: a.view(now),
-	})
+	if existing != "" {
+		info(r).account = existing
+		s.log.Info("signup for an e-mail that has an account: nothing created", "req", info(r).id,
+			"account", existing, "voucher_bytes", bytes, "voucher_days", days)
+	} else {
+		info(r).account = a.ID
+		s.log.Info("signup", "req", info(r).id, "account", a.ID, "voucher_bytes", bytes, "voucher_days", days)
+	}
+	return writeJSON(w, http.StatusAccepted, api.SignupResponse{Expires: expires})
+}
+
+// voucherErr maps the voucher store's refusals to API errors; other errors
+// are returned as they are.
+func voucherErr(err error) error {
+	switch {
+	case errors.Is(err, payment.ErrVoucherMalformed), errors.Is(err, payment.ErrVoucherUnknown):
+		return apiErr(http.StatusBadRequest, api.CodeBadVoucher, err.Error())
+	case errors.Is(err, payment.ErrVoucherUsed):
+		return apiErr(http.StatusConflict, api.CodeUsedVoucher, err.Error())
+	}
+	return err
 }
 
 func (s *Server) addSession(tx *badger.Txn, acct, tok string, expires time.Time) error {
@@ -223,7 +323,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if len(req.AuthKey) != authKeySize {
 		return badRequest("auth key must be %d bytes", authKeySize)
 	}
-	if err := s.limits.allow(w, "ip:"+clientIP(r), "email:"+email); err != nil {
+	if err := s.limits.allow(w, "ip:"+clientNet(r), "email:"+email); err != nil {
 		s.log.Warn("login rate limited", "req", info(r).id, "ip", clientIP(r))
 		return err
 	}
@@ -459,7 +559,7 @@ func (s *Server) handlePassword(w http.ResponseWriter, r *http.Request, acct str
 	if err := validatePassword(&req); err != nil {
 		return err
 	}
-	if err := s.limits.allow(w, "ip:"+clientIP(r), "acct:"+acct); err != nil {
+	if err := s.limits.allow(w, "ip:"+clientNet(r), "acct:"+acct); err != nil {
 		return err
 	}
 	tok, _ := bearer(r)
@@ -509,61 +609,145 @@ func (s *Server) handleAccount(w http.ResponseWriter, r *http.Request, acct stri
 	return writeJSON(w, http.StatusOK, a.view(time.Now()))
 }
 
-// loginLimiter is a token bucket per key (client address, account), refilling
-// limit tokens per minute. Idle buckets are forgotten.
+// loginLimiter holds the server's guessing and abuse limits and its session
+// cache: authentication state kept in memory for the server's lifetime (kept
+// together so that it needs one field in Server).
 type loginLimiter struct {
-	mu    sync.Mutex
-	limit int
-	m     map[string]*limiterEntry
-	// sessions is the session cache: like the limiter, authentication state
-	// the server keeps in memory for its lifetime (kept here so that it
-	// needs no field of its own in Server).
+	// rateBuckets limits logins, password checks, recovery, voucher and
+	// admin-token guesses: LoginLimit a minute per client address and per
+	// account or e-mail.
+	rateBuckets
+	// signups limits account creation per client address: SignupLimit an hour.
+	signups rateBuckets
+	// sessions is the session cache.
 	sessions sessionCache
 }
 
-type limiterEntry struct {
-	l    *rate.Limiter
-	seen time.Time
+func newLoginLimiter(perMinute, signupsPerHour int) *loginLimiter {
+	return &loginLimiter{
+		rateBuckets: newRateBuckets(perMinute, time.Minute),
+		signups:     newRateBuckets(signupsPerHour, time.Hour),
+	}
 }
 
-func newLoginLimiter(perMinute int) *loginLimiter {
-	return &loginLimiter{limit: perMinute, m: map[string]*limiterEntry{}}
+// rateBuckets is a token bucket per key (client address, e-mail, account):
+// burst tokens, refilled over per. A bucket that has refilled is the same as
+// no bucket and may be forgotten; the map holds at most maxBuckets.
+type rateBuckets struct {
+	mu        sync.Mutex
+	every     time.Duration // one token per every
+	burst     int
+	max       int // maxBuckets; a field so tests can make it small
+	m         map[string]*rate.Limiter
+	lastSweep time.Time
+}
+
+// maxBuckets bounds a limiter's map (a bucket is about 150 bytes). When it is
+// full of buckets that have not refilled, requests that would need a new
+// bucket are refused (429) until some refill: failing open would let whoever
+// filled it guess without limit.
+const maxBuckets = 1 << 16
+
+// sweepEvery spaces the scans for refilled buckets of a full map, so that a
+// full map does not cost a scan per request.
+const sweepEvery = time.Second
+
+func newRateBuckets(burst int, per time.Duration) rateBuckets {
+	return rateBuckets{every: per / time.Duration(burst), burst: burst, max: maxBuckets, m: map[string]*rate.Limiter{}}
+}
+
+// buckets returns the buckets of keys, or the wait before a retry when one of
+// them is empty. Existing buckets are looked at first and new ones are made
+// only when none of those is empty, so a limited client (its address is the
+// first key) cannot grow the map with new e-mails. Called with mu held.
+func (b *rateBuckets) buckets(now time.Time, keys []string) ([]*rate.Limiter, time.Duration) {
+	ls := make([]*rate.Limiter, len(keys))
+	missing := 0
+	var wait time.Duration
+	for i, k := range keys {
+		l := b.m[k]
+		if l == nil {
+			missing++
+			continue
+		}
+		ls[i] = l
+		if t := l.TokensAt(now); t < 1 {
+			wait = max(wait, time.Duration((1-t)*float64(b.every)))
+		}
+	}
+	if wait > 0 {
+		return nil, wait
+	}
+	if missing > 0 && len(b.m)+missing > b.max {
+		if now.Sub(b.lastSweep) >= sweepEvery {
+			b.lastSweep = now
+			for k, l := range b.m {
+				if l.TokensAt(now) >= float64(b.burst) {
+					delete(b.m, k)
+				}
+			}
+		}
+		if len(b.m)+missing > b.max {
+			return nil, max(b.every, sweepEvery)
+		}
+	}
+	for i, k := range keys {
+		if ls[i] == nil {
+			ls[i] = rate.NewLimiter(rate.Every(b.every), b.burst)
+			b.m[k] = ls[i]
+		}
+	}
+	return ls, 0
 }
 
 // allow takes one token from each key's bucket, or none (and a 429 with
-// Retry-After) if any bucket is empty.
-func (l *loginLimiter) allow(w http.ResponseWriter, keys ...string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// Retry-After) if any bucket is empty. Put the client's address first.
+func (b *rateBuckets) allow(w http.ResponseWriter, keys ...string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	now := time.Now()
-	if len(l.m) > 100000 {
-		for k, e := range l.m {
-			if now.Sub(e.seen) > 2*time.Minute {
-				delete(l.m, k)
-			}
-		}
+	ls, wait := b.buckets(now, keys)
+	if wait > 0 {
+		return tooMany(w, wait)
 	}
-	var rs []*rate.Reservation
-	var wait time.Duration
-	for _, k := range keys {
-		e := l.m[k]
-		if e == nil {
-			e = &limiterEntry{l: rate.NewLimiter(rate.Every(time.Minute/time.Duration(l.limit)), l.limit)}
-			l.m[k] = e
-		}
-		e.seen = now
-		r := e.l.ReserveN(now, 1)
-		rs = append(rs, r)
-		if d := r.DelayFrom(now); d > wait {
-			wait = d
-		}
+	for _, l := range ls {
+		l.AllowN(now, 1)
 	}
-	if wait == 0 {
-		return nil
+	return nil
+}
+
+// check answers 429 if any key's bucket is empty, and takes nothing. It is
+// consulted before a secret (voucher code, admin token) is compared, so that
+// once failures have emptied a bucket even the right secret is refused;
+// failures are then charged with charge.
+func (b *rateBuckets) check(w http.ResponseWriter, keys ...string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, wait := b.buckets(time.Now(), keys); wait > 0 {
+		return tooMany(w, wait)
 	}
-	for _, r := range rs {
-		r.CancelAt(now)
+	return nil
+}
+
+// charge takes one token from each key's bucket after a failed attempt.
+func (b *rateBuckets) charge(keys ...string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	ls, _ := b.buckets(now, keys)
+	for _, l := range ls {
+		l.AllowN(now, 1)
 	}
+}
+
+// size is the number of buckets held (tests).
+func (b *rateBuckets) size() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.m)
+}
+
+func tooMany(w http.ResponseWriter, wait time.Duration) error {
 	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-	return apiErr(http.StatusTooManyRequests, api.CodeRateLimited, "too many login attempts; retry later")
+	return apiErr(http.StatusTooManyRequests, api.CodeRateLimited, "too many attempts from this address or for this account; retry later")
 }

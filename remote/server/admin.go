@@ -89,11 +89,19 @@ func (s *Server) accountID(email string) (string, error) {
 	return id, nil
 }
 
-// SetQuota sets the base quota of an account (grants from purchases add to it).
+// MaxQuota is the largest quota an account can have (1 EiB): a larger base
+// quota is stored as MaxQuota, and the sum of base and grants stops there
+// (accountRec.limit), so that no sum of int64 byte counts can wrap negative
+// and make an account read-only.
+const MaxQuota int64 = 1 << 60
+
+// SetQuota sets the base quota of an account (grants from purchases add to
+// it); more than MaxQuota is stored as MaxQuota.
 func (s *Server) SetQuota(email string, limit int64) error {
 	if limit < 0 {
 		return fmt.Errorf("server: negative quota")
 	}
+	limit = min(limit, MaxQuota)
 	id, err := s.accountID(email)
 	if err != nil {
 		return err
@@ -120,7 +128,7 @@ func (m *mtx) addGrant(bytes int64, until time.Time) error {
 			kept = append(kept, g)
 		}
 	}
-	m.acct.Grants = append(kept, grant{Bytes: bytes, Until: until.UTC()})
+	m.acct.Grants = append(kept, grant{Bytes: min(bytes, MaxQuota), Until: until.UTC()})
 	return m.accountChange()
 }
 
@@ -257,18 +265,24 @@ func loadAdminToken(dataDir string) (string, error) {
 
 // admin guards the /v1/admin endpoints: the bearer must be the admin token
 // (compared in constant time). Wrong tokens are rate-limited per client
-// address like logins.
+// address like logins, and the limit is consulted before the token is
+// compared: once an address has used up its guesses, the right token is
+// refused too (otherwise a 429 would not stop guessing, only slow the answers
+// to wrong guesses).
 func (s *Server) admin(f handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		key := "admin-ip:" + clientNet(r)
+		if err := s.limits.check(w, key); err != nil {
+			s.log.Warn("admin: rate limited", "req", info(r).id, "ip", clientIP(r))
+			return err
+		}
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if subtle.ConstantTimeCompare([]byte(tok), []byte(s.adminToken)) == 1 {
 			info(r).account = "admin"
 			return f(w, r)
 		}
 		s.log.Warn("admin: wrong token", "req", info(r).id, "ip", clientIP(r))
-		if err := s.limits.allow(w, "admin-ip:"+clientIP(r)); err != nil {
-			return err
-		}
+		s.limits.charge(key)
 		return apiErr(http.StatusUnauthorized, api.CodeUnauthorized, "missing or wrong admin token")
 	}
 }
@@ -304,7 +318,7 @@ func (s *Server) handleAdminQuota(w http.ResponseWriter, r *http.Request) error 
 	if err := adminResult(s.SetQuota(req.Email, req.Limit)); err != nil {
 		return err
 	}
-	s.log.Info("admin: quota set", "req", info(r).id, "email", req.Email, "limit", req.Limit)
+	s.log.Info("admin: quota set", "req", info(r).id, "email", req.Email, "limit", min(req.Limit, MaxQuota))
 	return writeJSON(w, http.StatusOK, okBody)
 }
 

@@ -84,12 +84,13 @@ type accountRec struct {
 	RecoveryWrap []byte        `json:"recovery_wrap,omitempty"`
 }
 
-// limit is the effective quota at now: base plus unexpired grants.
+// limit is the effective quota at now: base plus unexpired grants, at most
+// MaxQuota (each term is at most MaxQuota too, so a sum never wraps).
 func (a *accountRec) limit(now time.Time) int64 {
-	l := a.Quota
+	l := min(a.Quota, MaxQuota)
 	for _, g := range a.Grants {
 		if g.Until.After(now) {
-			l += g.Bytes
+			l = min(l+min(g.Bytes, MaxQuota), MaxQuota)
 		}
 	}
 	return l

@@ -55,7 +55,7 @@ func FuzzDecodeRequests(f *testing.F) {
 		api.LinkRequest{ID: 9, Parent: 1, NameMAC: mac, Name: []byte("n")},
 		api.UnlinkRequest{Parent: 1, NameMAC: mac, Dir: true},
 		api.HaveRequest{IDs: []string{mac}},
-		api.SignupRequest{Email: "a@b.c", Salt: make([]byte, 16), KDF: defaultKDF, AuthKey: make([]byte, 32), WrappedMaster: make([]byte, 73), RootAttrs: []byte("r")},
+		api.SignupRequest{Email: "a@b.c", Salt: make([]byte, 16), KDF: defaultKDF, AuthKey: make([]byte, 32), WrappedMaster: make([]byte, 73), RootAttrs: []byte("r"), Token: strings.Repeat("a", 64), Voucher: "ABCD-EFGH"},
 		api.BatchRequest{Ops: []api.BatchOp{{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: 1, NameMAC: mac}}}},
 		api.TopupRequest{Bytes: 1 << 30, Months: 3},
 		api.RedeemRequest{Code: "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF"},

@@ -197,14 +197,20 @@ type user struct {
 func (e *env) signup(email string) *user {
 	e.t.Helper()
 	u := &user{e: e, email: email, authKey: randBytes(32)}
-	req := api.SignupRequest{Email: email, Salt: randBytes(16), KDF: defaultKDF, AuthKey: u.authKey,
-		WrappedMaster: randBytes(73), RootAttrs: randBytes(40)}
-	var resp api.LoginResponse
-	if st, code := e.call("POST", "/v1/signup", "", req, &resp); code != "" {
+	req := signupReq(email)
+	req.AuthKey = u.authKey
+	if st, code := e.call("POST", "/v1/signup", "", req, nil); code != "" {
 		e.t.Fatalf("signup %s: %d %s", email, st, code)
 	}
-	u.token, u.id = resp.Token, resp.Account.ID
+	u.token = req.Token
+	u.id = u.account().ID
 	return u
+}
+
+// signupReq is a valid signup of email with fresh keys and session token.
+func signupReq(email string) api.SignupRequest {
+	return api.SignupRequest{Email: email, Salt: randBytes(16), KDF: defaultKDF, AuthKey: randBytes(32),
+		WrappedMaster: randBytes(73), RootAttrs: randBytes(40), Token: hex.EncodeToString(randBytes(32))}
 }
 
 func (u *user) call(method, path string, body, out any) (int, string) {

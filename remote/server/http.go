@@ -10,11 +10,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"path"
 	"strconv"
 	"strings"
 	"time"
 
+	"kumo/internal/metrics"
 	"kumo/remote/api"
 )
 
@@ -112,6 +114,8 @@ func (s *Server) guard(next http.Handler) http.Handler {
 func (s *Server) wrap(f handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		// The route's pattern, never the path, labels the request's metrics.
+		metrics.SetRoute(r.Context(), r.Pattern)
 		ri := &reqInfo{id: randHex(8)}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri))
 		w.Header().Set("X-Request-Id", ri.id)
@@ -305,4 +309,20 @@ func clientIP(r *http.Request) string {
 		host = host[:i]
 	}
 	return strings.Trim(host, "[]")
+}
+
+// clientNet is the client address the rate limits count by: the address, or
+// for IPv6 its /64, which one subscriber usually holds whole (counting by
+// address would give them 2^64 budgets).
+func clientNet(r *http.Request) string {
+	ip := clientIP(r)
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Unmap().Is4() {
+		return ip
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
 }

@@ -125,7 +125,7 @@ func (s *Server) handleSetRecovery(w http.ResponseWriter, r *http.Request, acct 
 	if err := validRecoverySet(&req); err != nil {
 		return err
 	}
-	if err := s.limits.allow(w, "ip:"+clientIP(r), "acct:"+acct); err != nil {
+	if err := s.limits.allow(w, "ip:"+clientNet(r), "acct:"+acct); err != nil {
 		return err
 	}
 	err := s.mutate(acct, false, func(m *mtx) error {
@@ -163,7 +163,7 @@ func (s *Server) recoveryCheck(a *accountRec, authKey []byte) error {
 // recoveryLimit takes a token from the same buckets as login: recovery
 // attempts and password guesses share the per-address and per-e-mail budget.
 func (s *Server) recoveryLimit(w http.ResponseWriter, r *http.Request, email string) error {
-	if err := s.limits.allow(w, "ip:"+clientIP(r), "email:"+email); err != nil {
+	if err := s.limits.allow(w, "ip:"+clientNet(r), "email:"+email); err != nil {
 		s.log.Warn("recovery rate limited", "req", info(r).id, "ip", clientIP(r))
 		return err
 	}

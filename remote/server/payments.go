@@ -161,14 +161,19 @@ func (s *Server) handleRedeem(w http.ResponseWriter, r *http.Request, acct strin
 		return apiErr(http.StatusBadRequest, api.CodeBadVoucher, payment.ErrVoucherMalformed.Error())
 	}
 	// Guessing codes is as hopeless as guessing passwords (96 random bits),
-	// but failed attempts are still limited like logins.
+	// but failed attempts are still limited like logins. The limit is
+	// consulted before the code is looked at: after 429s a valid code is
+	// refused too, or the 429s would not stop a guesser.
+	keys := []string{"ip:" + clientNet(r), "acct:" + acct}
+	if err := s.limits.check(w, keys...); err != nil {
+		s.log.Warn("redeem: rate limited", "req", info(r).id, "account", acct, "ip", clientIP(r))
+		return err
+	}
 	bytes, days, err := s.redeem(acct, req.Code)
 	switch {
 	case errors.Is(err, payment.ErrVoucherMalformed), errors.Is(err, payment.ErrVoucherUnknown):
 		s.log.Warn("redeem: bad voucher", "req", info(r).id, "account", acct, "ip", clientIP(r))
-		if lerr := s.limits.allow(w, "ip:"+clientIP(r), "acct:"+acct); lerr != nil {
-			return lerr
-		}
+		s.limits.charge(keys...)
 		return apiErr(http.StatusBadRequest, api.CodeBadVoucher, err.Error())
 	case errors.Is(err, payment.ErrVoucherUsed):
 		return apiErr(http.StatusConflict, api.CodeUsedVoucher, err.Error())

@@ -35,6 +35,11 @@ type Config struct {
 	Logger       *slog.Logger
 	// LoginLimit caps login attempts per account and per client address per minute; 0: 10.
 	LoginLimit int
+	// Signup says who may create an account: SignupOpen ("" too), SignupVoucher
+	// (with an unused voucher code, spent on the new account) or SignupClosed.
+	Signup SignupMode
+	// SignupLimit caps signups per client address per hour; 0: 10.
+	SignupLimit int
 	// Payments configures Bitcoin top-ups (internal/payment); nil turns them
 	// off (POST /v1/topup answers 501 payments_disabled). Its OnChange and
 	// VoucherCredit are set by the server (a given OnChange is still called).
@@ -120,6 +125,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LoginLimit <= 0 {
 		cfg.LoginLimit = 10
 	}
+	if cfg.SignupLimit <= 0 {
+		cfg.SignupLimit = 10
+	}
+	if cfg.Signup == "" {
+		cfg.Signup = SignupOpen
+	}
+	if _, err := ParseSignupMode(string(cfg.Signup)); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	if cfg.SmallChunkMax == 0 {
 		cfg.SmallChunkMax = DefaultSmallChunkMax
 	}
@@ -133,7 +147,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		blobs:    cfg.Blobs,
 		log:      cfg.Logger,
-		limits:   newLoginLimiter(cfg.LoginLimit),
+		limits:   newLoginLimiter(cfg.LoginLimit, cfg.SignupLimit),
 		feedKeep: defaultFeedKeep,
 		closing:  make(chan struct{}),
 	}
