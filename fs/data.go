@@ -430,16 +430,11 @@ func (d *Drive) checkQuota(grow int64) syscall.Errno {
 	d.stat.Lock()
 	a := d.stat.account
 	d.stat.Unlock()
-	if a.QuotaLimit <= 0 {
-		return 0
-	}
-	if a.QuotaUsed+d.up.queued.Load()+grow <= a.QuotaLimit {
-		return 0
-	}
-	if a.QuotaUsed+d.queuedBytes()+grow > a.QuotaLimit {
+	if a.QuotaLimit > 0 && a.QuotaUsed+d.up.queued.Load()+grow > a.QuotaLimit &&
+		a.QuotaUsed+d.queuedBytes()+grow > a.QuotaLimit {
 		return syscall.EDQUOT
 	}
-	return 0
+	return d.checkDisk(grow) // disk.go: the embedded cloud's disk
 }
 
 // queuedBytes is the data written but not uploaded yet, counted over the

@@ -43,6 +43,13 @@ type Options struct {
 	// ServerName is the server the control file reports (default: the
 	// client's URL; "embedded" for the in-process cloud).
 	ServerName string
+	// DiskRoom, for the embedded cloud, is the room left on the disk
+	// holding its data (see DiskRoom): df and writes follow it. Nil for a
+	// remote cloud.
+	DiskRoom DiskRoomFunc
+	// EmbeddedDir is the embedded cloud's data directory, for messages
+	// ("" for a remote cloud).
+	EmbeddedDir string
 
 	// Tuning (zero: defaults). Tests shorten them.
 	QuietTime time.Duration // upload a file this long after its last write (default 1s)
@@ -110,6 +117,7 @@ type Drive struct {
 
 	ctl   *controlState // the control files (control.go)
 	quota quotaState    // uploads paused for quota (quota.go)
+	disk  diskState     // room on the embedded cloud's disk (disk.go)
 }
 
 type nameRewrite struct {

@@ -660,7 +660,7 @@ func (n *fnode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 		limit = 1 << 50
 	}
 	used := a.QuotaUsed + d.queuedBytes()
-	free := max(limit-used, 0)
+	limit, free := d.spaceLimit(limit, used)
 	out.Bsize, out.Frsize = bsize, bsize
 	out.Blocks = uint64(limit) / bsize
 	out.Bfree = uint64(free) / bsize

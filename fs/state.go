@@ -404,6 +404,9 @@ func (d *Drive) create(parent uint64, n newNode) (*nodeState, syscall.Errno) {
 	if reserved(parent, n.name) {
 		return nil, syscall.EPERM
 	}
+	if e := d.checkDisk(nodeDiskCost); e != 0 {
+		return nil, e // the embedded cloud's disk is full (disk.go)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	p, err := d.stateLocked(parent)
