@@ -38,6 +38,7 @@ func main() {
 			recoveryKeyCommand(),
 			recoverCommand(),
 			migrateCommand(), // migrate.go
+			migrateCommand(), // migrate.go
 		},
 	}
 	if err := app.Run(os.Args); err != nil {
