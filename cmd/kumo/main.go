@@ -38,7 +38,6 @@ func main() {
 			recoveryKeyCommand(),
 			recoverCommand(),
 			migrateCommand(), // migrate.go
-			migrateCommand(), // migrate.go
 		},
 	}
 	if err := app.Run(os.Args); err != nil {
