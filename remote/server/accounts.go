@@ -18,13 +18,19 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/time/rate"
 
+	"kumo/internal/keys"
 	"kumo/internal/payment"
 	"kumo/remote/api"
 )
 
-// defaultKDF is what prelogin returns for unknown e-mails. It equals the
-// client's default (internal/keys.DefaultKDF) so fake answers look like real ones.
-var defaultKDF = api.KDFParams{Time: 3, MemoryKiB: 64 * 1024, Threads: 2}
+// defaultKDF is what prelogin returns for unknown e-mails: the client's
+// default, taken from internal/keys, so fake answers look like real ones and
+// stay at or above the client's floor if that is ever raised (a fake answer
+// below it would be refused differently from a wrong password: an oracle).
+var defaultKDF = func() api.KDFParams {
+	k := keys.DefaultKDF()
+	return api.KDFParams{Time: k.Time, MemoryKiB: k.MemoryKiB, Threads: k.Threads}
+}()
 
 const (
 	saltSize        = 16
