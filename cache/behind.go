@@ -56,6 +56,7 @@ type behindRecord struct {
 	n       uint64
 	entries []redoEntry
 	size    int
+	pos     redoPos // badger's redo position once it holds this record (zero: none to write)
 }
 
 // writeBehind is the overlay and the queue of records not yet in badger.
@@ -96,7 +97,7 @@ func (w *writeBehind) get(key []byte) (pendingWrite, bool) {
 
 // add queues a record (its entries must not be modified afterwards) and makes
 // its writes visible to get. It waits while the queue is full.
-func (w *writeBehind) add(entries []redoEntry, size int) error {
+func (w *writeBehind) add(entries []redoEntry, size int, pos redoPos) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for w.err == nil && (w.bytes >= behindQueueBytes || len(w.queue) >= behindQueueRecords) {
@@ -113,7 +114,7 @@ func (w *writeBehind) add(entries []redoEntry, size int) error {
 	for _, e := range entries {
 		w.over[string(e.k)] = pendingWrite{v: e.v, del: e.del, rec: w.queued}
 	}
-	w.queue = append(w.queue, behindRecord{n: w.queued, entries: entries, size: size})
+	w.queue = append(w.queue, behindRecord{n: w.queued, entries: entries, size: size, pos: pos})
 	w.bytes += size
 	w.changed.Broadcast()
 	return nil
@@ -217,25 +218,39 @@ func (w *writeBehind) run() {
 	}
 }
 
-// applyRecords writes records to db in order: one transaction if they fit,
-// more if not (a record split across transactions is still recoverable: the
-// redo log holds it whole, and replay re-applies the whole epoch in order).
+// applyRecords writes records to db in order, in one transaction that also
+// sets badger's redo position (redo.go) to the last record's. If they do not
+// fit one transaction, each record gets its own (a record alone always fits:
+// bigger mutations are applied at once, not queued), so every commit ends at
+// a record boundary and carries its position: whatever badger keeps after a
+// crash is a whole prefix of the records, and says which.
 func applyRecords(db *badger.DB, recs []behindRecord) error {
+	err := applyTxn(db, recs)
+	if !errors.Is(err, badger.ErrTxnTooBig) || len(recs) == 1 {
+		return err
+	}
+	for i := range recs {
+		if err := applyTxn(db, recs[i:i+1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyTxn writes recs and their position in one transaction.
+func applyTxn(db *badger.DB, recs []behindRecord) error {
 	txn := db.NewTransaction(true)
-	defer func() { txn.Discard() }()
+	defer txn.Discard()
 	for _, r := range recs {
 		for _, e := range r.entries {
-			err := applyEntry(txn, e)
-			if errors.Is(err, badger.ErrTxnTooBig) {
-				if err := txn.Commit(); err != nil {
-					return err
-				}
-				txn = db.NewTransaction(true)
-				err = applyEntry(txn, e)
-			}
-			if err != nil {
+			if err := applyEntry(txn, e); err != nil {
 				return err
 			}
+		}
+	}
+	if pos := recs[len(recs)-1].pos; pos.epoch != 0 {
+		if err := txn.Set(keyRedoPos, pos.encode()); err != nil {
+			return err
 		}
 	}
 	return txn.Commit()

@@ -26,6 +26,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"golang.org/x/sys/unix"
 
 	"kumo/internal/badgerlog"
 	"kumo/internal/keys"
@@ -77,6 +78,12 @@ type Store struct {
 	redo   *redoLog     // cheap durability points; see redo.go
 	behind *writeBehind // badger applied behind Apply; see behind.go
 
+	// Segment files written since their last fdatasync (SyncAll syncs them).
+	unsyncMu sync.Mutex
+	unsynced map[*SegmentFile]struct{}
+	flushes  atomic.Int64 // fdatasync/fsync calls made (Flushes)
+	synced   atomic.Int64 // redo log offset covered by the last sync of everything (commit)
+
 	closeOnce sync.Once
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -127,12 +134,21 @@ func Open(o Options) (*Store, error) {
 		log.Info("local store: replayed redo log after an unclean stop", "records", replayed)
 	}
 	s := &Store{
-		redo:    redo,
-		dir:     o.Dir,
-		log:     log,
-		db:      db,
-		stop:    make(chan struct{}),
-		segOpen: map[[2]uint64]*SegmentFile{},
+		redo:     redo,
+		dir:      o.Dir,
+		log:      log,
+		db:       db,
+		stop:     make(chan struct{}),
+		segOpen:  map[[2]uint64]*SegmentFile{},
+		unsynced: map[*SegmentFile]struct{}{},
+	}
+	redo.sync.do = func() error {
+		off := redo.offNow.Load()
+		if err := s.fdatasync(redo.f); err != nil {
+			return err
+		}
+		redo.durable.Store(off)
+		return nil
 	}
 	s.behind = newWriteBehind(db, log)
 	copy(s.segKey[:], segKey)
@@ -150,9 +166,90 @@ func Open(o Options) (*Store, error) {
 		redo.close()
 		return nil, err
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.background()
+	go s.commitLoop()
 	return s, nil
+}
+
+// commitInterval is how often written data and tree changes nobody synced
+// are made durable anyway, like ext4's journal commit (5 s by default): a
+// power loss then loses at most the last few seconds of closed files even
+// where no program calls fsync (sync(2) does not reach a FUSE daemon).
+const commitInterval = 5 * time.Second
+
+// commitLoop runs SyncAll every commitInterval while something is unsynced.
+func (s *Store) commitLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(commitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if !s.needsCommit() {
+				continue
+			}
+			if err := s.SyncAll(); err != nil && !errors.Is(err, ErrClosed) {
+				s.log.Error("local store: periodic sync failed", "err", err)
+			}
+		}
+	}
+}
+
+// needsCommit reports writes since the last SyncAll.
+func (s *Store) needsCommit() bool {
+	s.unsyncMu.Lock()
+	n := len(s.unsynced)
+	s.unsyncMu.Unlock()
+	return n > 0 || s.redo.offset() != s.synced.Load()
+}
+
+// SyncAll makes everything written so far durable on local disk: the data
+// of every segment file (closed files' data included: close only writes it
+// to the kernel), the segment files' directory, then the tree (the redo
+// log). Data is synced before the log that describes it. This is what
+// sync/syncfs would mean, and what the periodic commit runs.
+func (s *Store) SyncAll() error {
+	off := s.redo.offset()
+	s.unsyncMu.Lock()
+	files := make([]*SegmentFile, 0, len(s.unsynced))
+	for f := range s.unsynced {
+		files = append(files, f)
+	}
+	s.unsyncMu.Unlock()
+	var errs []error
+	for _, f := range files {
+		if err := f.Sync(); err != nil && !errors.Is(err, ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if err := s.syncDir(filepath.Join(s.dir, dirtyDir)); err != nil {
+		errs = append(errs, fmt.Errorf("cache: sync: %w", err))
+	}
+	if err := s.SyncTree(); err != nil {
+		errs = append(errs, err)
+	} else {
+		s.synced.Store(off)
+	}
+	return errors.Join(errs...)
+}
+
+// Flushes is how many fdatasync/fsync calls (device flushes) the store has
+// made since it opened: tests use it to check which operations flush.
+func (s *Store) Flushes() int64 { return s.flushes.Load() }
+
+// fdatasync syncs f's data, counted.
+func (s *Store) fdatasync(f *os.File) error {
+	s.flushes.Add(1)
+	return unix.Fdatasync(int(f.Fd()))
+}
+
+// syncDir fsyncs a directory, counted.
+func (s *Store) syncDir(dir string) error {
+	s.flushes.Add(1)
+	return syncDir(dir)
 }
 
 // badgerOptions keep badger small on disk and in memory: the tree is small
@@ -241,7 +338,7 @@ func (s *Store) Sync() error {
 	if err := s.SyncTree(); err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Join(s.dir, dirtyDir)); err != nil {
+	if err := s.syncDir(filepath.Join(s.dir, dirtyDir)); err != nil {
 		return fmt.Errorf("cache: sync: %w", err)
 	}
 	s.chunks.persistAccess()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
@@ -59,8 +60,67 @@ type redoLog struct {
 	size  int64 // capacity (the file's size)
 	epoch uint64
 	off   int64
+	count uint64 // records appended in this epoch
 	buf   []byte // record being built: header room, then entries (under applyMu)
 	sync  groupSync
+	// appended counts every byte ever appended (never reset): a cheap "was
+	// anything logged since" for the periodic commit, read without applyMu.
+	appended atomic.Int64
+	// durable is the offset (in this epoch's file) up to which the log is
+	// known synced; CrashImage drops what follows.
+	durable atomic.Int64
+	offNow  atomic.Int64 // off, readable without applyMu
+}
+
+// keyRedoPos is badger's position in the redo log: be64 epoch | be64 number
+// of that epoch's records badger holds. It is written in the same badger
+// transaction as the records it counts (behind.go, applyNow), so whatever
+// state of badger survives a crash says which records it holds.
+//
+// Why: badger's files are not synced between checkpoints, but the kernel
+// writes them back when it likes (memtable flushes even sync them), so after
+// a power loss badger may hold *more* records than the synced log. Replaying
+// the log over such a state would roll back only the keys the older records
+// wrote, and keep the newer records' other keys: a mix of two states (a
+// rename could leave both names). With the position, replay applies only
+// the records badger lacks, and applies none when badger is ahead: the store
+// is then the longer of the two prefixes, always one consistent state.
+var keyRedoPos = []byte("r")
+
+// redoPos is a position: count records of epoch.
+type redoPos struct{ epoch, count uint64 }
+
+func (p redoPos) encode() []byte {
+	b := make([]byte, 16)
+	binary.BigEndian.PutUint64(b, p.epoch)
+	binary.BigEndian.PutUint64(b[8:], p.count)
+	return b
+}
+
+// readRedoPos reads badger's position (zero if none: a store from before
+// positions were kept replays its whole log, as it did then).
+func readRedoPos(db *badger.DB) (redoPos, error) {
+	var p redoPos
+	err := db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(keyRedoPos)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			if len(v) != 16 {
+				return fmt.Errorf("redo position of %d bytes: %w", len(v), ErrCorrupt)
+			}
+			p = redoPos{binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])}
+			return nil
+		})
+	})
+	if err != nil {
+		return p, fmt.Errorf("cache: read redo position: %w", err)
+	}
+	return p, nil
 }
 
 // redoRecorder records writes for the log and for the write-behind queue
@@ -255,6 +315,15 @@ func (l *redoLog) replay(db *badger.DB) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	pos, err := readRedoPos(db)
+	if err != nil {
+		return 0, err
+	}
+	if pos.epoch == epoch {
+		// Badger holds the first pos.count records (all of them, or more
+		// than survived here: then it is ahead and nothing is replayed).
+		recs = recs[min(uint64(len(recs)), pos.count):]
+	}
 	for i, entries := range recs {
 		if err := applyRecords(db, []behindRecord{{entries: entries}}); err != nil {
 			return i, fmt.Errorf("cache: replay redo record %d: %w", i, err)
@@ -312,6 +381,19 @@ func (l *redoLog) record() *redoRecorder {
 // payloadSize is the size of the record being built.
 func (l *redoLog) payloadSize() int { return len(l.buf) - redoRecHead }
 
+// next is the position after the record being built, once appended: what
+// badger's position key says when it holds that record. (An empty record is
+// not appended.) Under applyMu.
+func (l *redoLog) next() redoPos {
+	if l.payloadSize() == 0 {
+		return redoPos{l.epoch, l.count}
+	}
+	return redoPos{l.epoch, l.count + 1}
+}
+
+// offset counts the bytes appended since open (not reset by checkpoints).
+func (l *redoLog) offset() int64 { return l.appended.Load() }
+
 // appendRecord writes the record begun by record (no sync). It returns false when the record does
 // not fit: the caller checkpoints instead.
 func (l *redoLog) appendRecord() (bool, error) {
@@ -332,6 +414,9 @@ func (l *redoLog) appendRecord() (bool, error) {
 		return false, fmt.Errorf("cache: write redo log: %w", err)
 	}
 	l.off += int64(len(rec))
+	l.offNow.Store(l.off)
+	l.count++
+	l.appended.Add(int64(len(rec)))
 	return true, nil
 }
 
@@ -349,6 +434,9 @@ func (l *redoLog) checkpoint(db *badger.DB) error {
 		return fmt.Errorf("cache: checkpoint: sync redo log: %w", err)
 	}
 	l.off = redoHeader
+	l.offNow.Store(l.off)
+	l.durable.Store(l.off)
+	l.count = 0
 	return nil
 }
 

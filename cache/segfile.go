@@ -76,10 +76,14 @@ type SegmentFile struct {
 	aead      cipher.AEAD
 	slots     *sync.Pool
 
-	mu      sync.RWMutex // exclusive for Drop and Close; shared for reads and writes
-	f       *os.File
-	closed  bool        // set under both mu and wmu
-	dirSync atomic.Bool // the file was created: the first Sync also syncs the directory
+	mu       sync.RWMutex // exclusive for Drop and Close; shared for reads and writes
+	f        *os.File
+	closed   bool        // set under both mu and wmu
+	dirSync  atomic.Bool // the file was created: the first Sync also syncs the directory
+	unsynced atomic.Bool // written since its last fdatasync: in store.unsynced (SyncAll syncs it)
+
+	sinceMu sync.Mutex
+	since   map[int64]bool // slots written (or a truncation, -1) since the last fdatasync: what CrashImage drops
 
 	bitsMu sync.Mutex
 	bits   []uint64 // presence bitmap
@@ -537,6 +541,7 @@ func (f *SegmentFile) drain(force bool) error {
 			return err
 		}
 		f.failed = false
+		f.noteWritten(ps.i)
 		f.dirty--
 		if current {
 			delete(f.pend, ps.i)
@@ -608,7 +613,7 @@ func (f *SegmentFile) backgroundSync() {
 	}
 	f.syncMu.Lock()
 	defer f.syncMu.Unlock()
-	if err := unix.Fdatasync(int(f.f.Fd())); err != nil && f.syncErr == nil {
+	if err := f.store.fdatasync(f.f); err != nil && f.syncErr == nil {
 		f.syncErr = fmt.Errorf("cache: background fdatasync %s: %w", f.path, err)
 	}
 }
@@ -676,6 +681,51 @@ func (f *SegmentFile) oldestLocked() uint64 {
 	return math.MaxUint64
 }
 
+// Flush writes every segment queued before the call to the file, without
+// syncing it: the data is then in the kernel (a kill -9 of the process loses
+// none of it), and SyncAll or Sync make it durable. This is close's
+// durability point (a power loss may still lose it, as on ext4).
+func (f *SegmentFile) Flush() error { return f.flush() }
+
+// noteWritten records slot i (or -1: a truncation) as written since the
+// last fdatasync.
+func (f *SegmentFile) noteWritten(i int64) {
+	f.sinceMu.Lock()
+	if f.since == nil {
+		f.since = map[int64]bool{}
+	}
+	f.since[i] = true
+	f.sinceMu.Unlock()
+	f.noteUnsynced()
+}
+
+// noteUnsynced records that the file holds writes not yet fdatasync'd, so
+// the store's SyncAll finds it. The flag only changes under unsyncMu, so it
+// always says whether the file is in the set.
+func (f *SegmentFile) noteUnsynced() {
+	if f.unsynced.Load() {
+		return
+	}
+	f.store.unsyncMu.Lock()
+	if !f.unsynced.Load() {
+		f.unsynced.Store(true)
+		f.store.unsynced[f] = struct{}{}
+	}
+	f.store.unsyncMu.Unlock()
+}
+
+// clearUnsynced takes f out of the store's set of files to sync: called
+// before an fdatasync (writes after it mark the file again) or when the
+// file goes away.
+func (f *SegmentFile) clearUnsynced() {
+	f.store.unsyncMu.Lock()
+	if f.unsynced.Load() {
+		f.unsynced.Store(false)
+		delete(f.store.unsynced, f)
+	}
+	f.store.unsyncMu.Unlock()
+}
+
 // Present lists the indexes of written segments in order.
 func (f *SegmentFile) Present() ([]int64, error) {
 	f.bitsMu.Lock()
@@ -719,6 +769,7 @@ func (f *SegmentFile) Drop(from int64) error {
 		if err := f.f.Truncate(from * slotStride); err != nil {
 			return fmt.Errorf("cache: drop %s: %w", f.path, err)
 		}
+		f.noteWritten(-1)
 	}
 	f.bitsMu.Lock()
 	w := int(from / 64)
@@ -761,7 +812,13 @@ func (f *SegmentFile) Sync() error {
 		return ErrClosed
 	}
 	f.syncMu.Lock()
-	err := unix.Fdatasync(int(f.f.Fd()))
+	// Writes from now on are not covered: they mark the file again.
+	f.clearUnsynced()
+	f.sinceMu.Lock()
+	since := f.since
+	f.since = nil
+	f.sinceMu.Unlock()
+	err := f.store.fdatasync(f.f)
 	if err != nil {
 		err = fmt.Errorf("cache: fdatasync %s: %w", f.path, err)
 	} else {
@@ -769,10 +826,19 @@ func (f *SegmentFile) Sync() error {
 	}
 	f.syncMu.Unlock()
 	if err != nil {
+		f.sinceMu.Lock()
+		for i := range since {
+			if f.since == nil {
+				f.since = map[int64]bool{}
+			}
+			f.since[i] = true
+		}
+		f.sinceMu.Unlock()
+		f.noteUnsynced()
 		return err
 	}
 	if f.dirSync.Load() {
-		if err := syncDir(f.dir); err != nil {
+		if err := f.store.syncDir(f.dir); err != nil {
 			return fmt.Errorf("cache: sync segment file: %w", err)
 		}
 		f.dirSync.Store(false)
@@ -806,7 +872,13 @@ func (f *SegmentFile) Close() error {
 	var werr error
 	if !removed {
 		werr = f.flush()
+		if werr == nil && f.unsynced.Load() {
+			// Closed before anyone synced it: SyncAll could not reach it
+			// any more (rare: layers close after upload or at shutdown).
+			werr = f.Sync()
+		}
 	}
+	f.clearUnsynced()
 	f.wmu.Lock()
 	if removed {
 		f.queue = f.dropLocked(f.queue, 0) // nothing left to write

@@ -250,14 +250,9 @@ func (s *Store) applyNow(entries []redoEntry) error {
 	if err := s.behind.drain(); err != nil {
 		return err
 	}
-	txn := s.db.NewTransaction(true)
-	defer txn.Discard()
-	for _, e := range entries {
-		if err := applyEntry(txn, e); err != nil {
-			return err
-		}
-	}
-	if err := txn.Commit(); err != nil {
+	// Badger first, with the position the record will have (if it does not
+	// fit the log, the checkpoint below starts a new epoch anyway).
+	if err := applyTxn(s.db, []behindRecord{{entries: entries, pos: s.redo.next()}}); err != nil {
 		return err
 	}
 	fits, err := s.redo.appendRecord()
@@ -273,12 +268,13 @@ func (s *Store) applyBehind(entries []redoEntry, size int) error {
 	if err := s.behind.failed(); err != nil {
 		return err
 	}
+	pos := s.redo.next()
 	fits, err := s.redo.appendRecord()
 	if err != nil {
 		return err
 	}
 	if fits {
-		return s.behind.add(entries, size)
+		return s.behind.add(entries, size, pos)
 	}
 	if err := s.behind.drain(); err != nil {
 		return err
