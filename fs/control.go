@@ -66,7 +66,23 @@ type controlState struct {
 	qrURI    string        // the URI qrPNG encodes
 	qrPNG    []byte
 
+	refusedN int64               // changes the cloud refused for good since the mount
+	refused  []control.RefusedOp // the newest maxRefused of them, oldest first
+
 	fetchMu sync.Mutex // one invoice fetch at a time
+}
+
+// maxRefused is how many refused changes the report lists.
+const maxRefused = 20
+
+func (c *controlState) addRefused(r control.RefusedOp) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refusedN++
+	if len(c.refused) == maxRefused {
+		c.refused = append(c.refused[:0], c.refused[1:]...)
+	}
+	c.refused = append(c.refused, r)
 }
 
 func (c *controlState) staleInvoices() {
@@ -176,6 +192,8 @@ func (d *Drive) ControlStatus(ctx context.Context, fetch bool) control.Status {
 		c := *l
 		cs.LastCommand = &c
 	}
+	cs.Uploads.Refused = d.ctl.refusedN
+	cs.Uploads.RefusedOps = append([]control.RefusedOp(nil), d.ctl.refused...)
 	d.ctl.mu.Unlock()
 	if g := d.Integrity(); g.AuthFailures+g.Rollbacks > 0 {
 		cs.Integrity = control.Integrity{AuthFailures: g.AuthFailures, Rollbacks: g.Rollbacks, Last: g.Last, LastAt: &g.LastAt}

@@ -736,6 +736,9 @@ func (n *fnode) Setxattr(ctx context.Context, attr string, data []byte, flags ui
 	if e != 0 {
 		return e
 	}
+	if e := d.checkXattrQuota(st, attr, data); e != 0 {
+		return e
+	}
 	const xCreate, xReplace = 1, 2
 	return d.setAttrs(st, func(a *meta.Attrs) syscall.Errno {
 		_, ok := a.Xattrs[attr]

@@ -10,11 +10,71 @@ import (
 	"time"
 
 	"kumo/cache"
+	"kumo/internal/control"
 	"kumo/internal/meta"
+	"kumo/internal/size"
 	"kumo/remote/api"
 )
 
 const pushBatch = 300
+
+// maxBatchBytes bounds the encoded size of one /v1/batch request: under
+// the server's api.MaxJSONBody, with room to spare for the estimate
+// (opBytes). A 413 answer halves the bound for the rest of the mount (a
+// proxy in front of the cloud may take less), down to minBatchBytes.
+const (
+	maxBatchBytes = api.MaxJSONBody * 3 / 4
+	minBatchBytes = 64 << 10
+)
+
+// opBytes is an upper bound of op's size in a JSON batch request: byte
+// fields go out as base64, ids and MACs as hex strings.
+func opBytes(op api.BatchOp) int {
+	b64 := func(b []byte) int { return (len(b) + 2) / 3 * 4 }
+	ids := func(s []string) (n int) {
+		for _, id := range s {
+			n += len(id) + 3
+		}
+		return n
+	}
+	n := 256 // field names, numbers, punctuation
+	if c := op.Create; c != nil {
+		n += b64(c.Attrs) + b64(c.Name) + len(c.NameMAC) + ids(c.Chunks)
+	}
+	if u := op.Update; u != nil {
+		n += b64(u.Attrs) + ids(u.Chunks)
+	}
+	if r := op.Rename; r != nil {
+		n += b64(r.Name) + b64(r.SrcName) + len(r.SrcNameMAC) + len(r.DstNameMAC)
+	}
+	if l := op.Link; l != nil {
+		n += b64(l.Name) + len(l.NameMAC)
+	}
+	if u := op.Unlink; u != nil {
+		n += len(u.NameMAC)
+	}
+	return n
+}
+
+// batchCut is how many ops of batch go in one request of at most limit
+// bytes: at least one.
+func batchCut(batch []api.BatchOp, limit int) int {
+	size := 0
+	for i, op := range batch {
+		size += opBytes(op)
+		if size > limit && i > 0 {
+			return i
+		}
+	}
+	return len(batch)
+}
+
+func batchBytes(batch []api.BatchOp) (n int) {
+	for _, op := range batch {
+		n += opBytes(op)
+	}
+	return n
+}
 
 // pushLoop sends the journal to the cloud in order.
 func (d *Drive) pushLoop() {
@@ -24,6 +84,7 @@ func (d *Drive) pushLoop() {
 	// after a few ops (see pushOnce), and reading the same 300 ops again for
 	// every short batch would cost O(batch) per op.
 	var buf []cache.JournalOp
+	limit := maxBatchBytes
 	for {
 		if d.ctx.Err() != nil {
 			return
@@ -73,7 +134,7 @@ func (d *Drive) pushLoop() {
 			}
 			continue
 		}
-		retry, err := d.pushOnce(ops)
+		retry, err := d.pushOnce(ops, &limit)
 		if err != nil {
 			d.noteErr(err)
 			if !errors.Is(err, api.ErrUnavailable) {
@@ -136,13 +197,19 @@ func (d *Drive) versionOf(id uint64) (v uint64, ok bool) {
 // pushOnce pushes a prefix of ops in one batch and acks what is done. retry
 // says the rest must wait (cloud unreachable, quota, ...).
 //
+// A batch holds at most *limit bytes (batchCut). One the cloud refuses as
+// too large (413) is halved and sent again, and *limit with it, down to a
+// single op; a single op still too large can never be accepted: it is
+// refused for good like any op the cloud refuses (resolve), reported in
+// .kumo, and the ops behind it go on.
+//
 // An update carries a node's whole state (attributes and chunk list), so an
 // update followed by another update of the same node later in ops is left
 // out, and an update of a node created earlier in the batch is folded into
 // that create: a file that is created, written and chmod'ed costs one op, not
 // three batches (an update's base version is known only from the answer to
 // the op before it, so a batch used to end there).
-func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
+func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err error) {
 	d.mu.Lock()
 	rewritten := make([]api.BatchOp, len(ops))
 	lastUpdate := map[uint64]int{} // node -> index in ops of its last update
@@ -204,13 +271,30 @@ func (d *Drive) pushOnce(ops []cache.JournalOp) (retry bool, err error) {
 	defer cancel()
 	var resp api.BatchResponse
 	if len(batch) > 0 {
-		resp, err = d.c.Batch(ctx, api.BatchRequest{Ops: batch})
+		cut := batchCut(batch, *limit)
+		for {
+			resp, err = d.c.Batch(ctx, api.BatchRequest{Ops: batch[:cut]})
+			if !errors.Is(err, api.ErrTooLarge) {
+				break
+			}
+			sz := batchBytes(batch[:cut])
+			if cut == 1 {
+				// No request can carry this op: the cloud refuses it for good.
+				d.noteOnline()
+				resp, err = api.BatchResponse{Results: []api.BatchResult{{Error: &api.Error{Code: api.CodeTooLarge,
+					Message: fmt.Sprintf("one change of about %s is over the cloud's request size limit", size.Format(int64(sz)))}}}}, nil
+				break
+			}
+			*limit = max(minBatchBytes, min(*limit, sz/2))
+			cut = min(cut/2, batchCut(batch, *limit))
+			d.log.Info("cloud refused a batch as too large: sending smaller ones", "ops", cut, "bound_bytes", *limit)
+		}
 		if err != nil {
 			return true, fmt.Errorf("batch: %w", err)
 		}
 		d.noteOnline()
-		if len(resp.Results) != len(batch) {
-			return true, fmt.Errorf("batch: %d results for %d ops", len(resp.Results), len(batch))
+		if len(resp.Results) != cut {
+			return true, fmt.Errorf("batch: %d results for %d ops", len(resp.Results), cut)
 		}
 	}
 	done := 0
@@ -341,9 +425,85 @@ func (d *Drive) resolve(ctx context.Context, op api.BatchOp, e *api.Error) (ok, 
 			return true, true
 		}
 	}
-	d.log.Warn("cloud refused a tree change; local view will follow the cloud", "op", op.Op, "err", e)
+	d.noteRefused(op, e, keptUndone)
 	d.refreshLater(op)
 	return true, true
+}
+
+// What became, on this machine, of a change the cloud refused for good.
+const (
+	keptLocal  = "kept on this machine only, not in the cloud; a later change of it that the cloud accepts sends it whole"
+	keptUndone = "undone here: the local view follows the cloud"
+)
+
+// noteRefused reports a change the cloud refused for good: in .kumo and
+// .kumo.json (with its path when the drive knows it) and in the log. The op
+// leaves the queue so the changes behind it go on; kept says what became of
+// it here.
+func (d *Drive) noteRefused(op api.BatchOp, e *api.Error, kept string) {
+	r := control.RefusedOp{At: time.Now().UTC(), Op: op.Op, Reason: e.Error(), Kept: kept}
+	var name []byte
+	if c := op.Create; c != nil {
+		name, _ = d.sealer.OpenName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
+	}
+	d.mu.Lock()
+	switch {
+	case op.Create != nil:
+		r.Node = op.Create.ID
+		if r.Path = d.pathLocked(r.Node); r.Path == "" && name != nil {
+			if dir := d.pathLocked(op.Create.Parent); dir != "" {
+				r.Path = path.Join(dir, string(name))
+			}
+		}
+	case op.Update != nil:
+		r.Node, r.Path = op.ID, d.pathLocked(op.ID)
+	case op.Link != nil:
+		r.Node, r.Path = op.Link.ID, d.pathLocked(op.Link.ID)
+	case op.Rename != nil: // the names are sealed to their nodes: the directory it was in
+		r.Path = d.pathLocked(op.Rename.SrcParent)
+	case op.Unlink != nil:
+		r.Path = d.pathLocked(op.Unlink.Parent)
+	}
+	d.mu.Unlock()
+	d.log.Error("cloud refused a change for good; the changes queued behind it go on",
+		"op", r.Op, "node", r.Node, "path", r.Path, "err", e, "kept", kept)
+	d.ctl.addRefused(r)
+}
+
+// refusedForGood says whether err is a refusal of the request itself that
+// no retry changes: malformed or over the server's limits.
+func refusedForGood(err error) (*api.Error, bool) {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		return nil, false
+	}
+	switch ae.Code {
+	case api.CodeBadRequest, api.CodeTooLarge, api.CodeNodeLimit:
+		return ae, true
+	}
+	return nil, false
+}
+
+// pathLocked is node id's path in the mount from what the drive has seen
+// of it, or "" if some step is unknown. Under d.mu.
+func (d *Drive) pathLocked(id uint64) string {
+	var parts []string
+	for range 4096 {
+		if id == api.RootID {
+			slices.Reverse(parts)
+			return "/" + strings.Join(parts, "/")
+		}
+		st := d.states[id]
+		if st == nil || st.lastName == "" {
+			return ""
+		}
+		parts = append(parts, st.lastName)
+		id = st.lastParent
+		if st.isDir() && st.parent != 0 {
+			id = st.parent
+		}
+	}
+	return ""
 }
 
 // refreshLater relists the directories an op touched so the local tree
@@ -426,7 +586,7 @@ func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.
 		}
 		return d.recreateAs(ctx, c, api.RootID, string(name), nil)
 	}
-	d.log.Error("cloud refused a create; the local copy stays but is not in the cloud", "node", c.ID, "err", e)
+	d.noteRefused(api.BatchOp{Op: api.OpCreate, Create: c}, e, keptLocal)
 	return true
 }
 
@@ -442,6 +602,10 @@ func (d *Drive) recreateAs(ctx context.Context, c *api.CreateRequest, parent uin
 		got, err := d.c.Create(ctx, req)
 		if errors.Is(err, api.ErrExists) {
 			continue
+		}
+		if ae, ok := refusedForGood(err); ok {
+			d.noteRefused(api.BatchOp{Op: api.OpCreate, Create: &req}, ae, keptLocal)
+			return true
 		}
 		if err != nil {
 			d.log.Warn("creating conflict copy failed; will retry", "node", c.ID, "err", err)
@@ -535,6 +699,10 @@ func (d *Drive) resolveUpdate(ctx context.Context, op api.BatchOp, e *api.Error)
 				if errors.Is(err, api.ErrConflict) {
 					return false // raced again: retry later
 				}
+				if ae, ok := refusedForGood(err); ok {
+					d.noteRefused(op, ae, keptLocal)
+					return true
+				}
 				d.log.Warn("retrying update failed", "node", op.ID, "err", err)
 				return !errors.Is(err, api.ErrUnavailable)
 			}
@@ -546,7 +714,7 @@ func (d *Drive) resolveUpdate(ctx context.Context, op api.BatchOp, e *api.Error)
 		d.log.Warn("a file changed here was deleted in the cloud; keeping ours as a conflict copy", "node", op.ID)
 		return d.keepBoth(ctx, op, api.Node{})
 	}
-	d.log.Error("cloud refused an update", "node", op.ID, "err", e)
+	d.noteRefused(op, e, keptLocal)
 	return true
 }
 
@@ -627,6 +795,10 @@ func (d *Drive) recreateAsCopy(ctx context.Context, c *api.CreateRequest, name s
 			c.Parent = api.RootID
 			n = 0
 			continue
+		}
+		if ae, ok := refusedForGood(err); ok {
+			d.noteRefused(api.BatchOp{Op: api.OpCreate, Create: &req}, ae, keptLocal)
+			return true
 		}
 		if err != nil {
 			d.log.Warn("creating conflict copy failed; will retry", "err", err)

@@ -9,6 +9,8 @@ package fs
 
 import (
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"kumo/remote/api"
@@ -23,6 +25,34 @@ type quotaState struct {
 	mu      sync.Mutex
 	seen    bool      // the uploader has seen the current block
 	triedAt time.Time // last round let through while blocked
+
+	// metaQueued is what xattr writes added to sealed attributes since the
+	// cloud last reported usage with nothing left to push: the cloud
+	// charges attribute bytes once they are pushed.
+	metaQueued atomic.Int64
+}
+
+// checkXattrQuota refuses with EDQUOT an xattr write whose growth of the
+// node's sealed attributes the known quota cannot hold, as checkQuota does
+// for data; growth it lets through counts as queued until the cloud's
+// usage includes it. The growth is exact: an xattr costs its name, its
+// value and 5 bytes in the encoding (meta.Attrs.Encode).
+func (d *Drive) checkXattrQuota(st *nodeState, name string, value []byte) syscall.Errno {
+	d.mu.Lock()
+	old, ok := st.attrs.Xattrs[name]
+	d.mu.Unlock()
+	grow := int64(len(value) - len(old))
+	if !ok {
+		grow += int64(1 + len(name) + 4)
+	}
+	if grow <= 0 {
+		return 0
+	}
+	if e := d.checkQuota(d.quota.metaQueued.Load() + grow); e != 0 {
+		return e
+	}
+	d.quota.metaQueued.Add(grow)
+	return 0
 }
 
 // uploadPaused reports whether the uploader should hold its work because the
@@ -67,6 +97,9 @@ func (d *Drive) resumeQueue() {
 // may have moved, and a queue blocked for quota resumes once there is room.
 func (d *Drive) accountChanged(old, a api.Account) {
 	d.ctl.staleInvoices()
+	if n, err := d.store.PendingCount(); err == nil && n == 0 {
+		d.quota.metaQueued.Store(0) // pushed: the cloud's usage has it
+	}
 	d.stat.Lock()
 	blocked := d.stat.quotaBlocked
 	d.stat.Unlock()

@@ -75,6 +75,22 @@ type Uploads struct {
 	Ops       int       `json:"ops"` // metadata operations not yet pushed
 	Oldest    time.Time `json:"oldest,omitempty"`
 	LastError string    `json:"last_error,omitempty"`
+	// Refused counts the changes the cloud refused for good since the
+	// mount (a change too big for a request, attributes over the server's
+	// limit, the account's node cap); RefusedOps lists the newest. Each is
+	// out of the queue: the ones behind it went on.
+	Refused    int64       `json:"refused,omitempty"`
+	RefusedOps []RefusedOp `json:"refused_ops,omitempty"`
+}
+
+// RefusedOp is a change the cloud will never accept, as the report shows it.
+type RefusedOp struct {
+	At     time.Time `json:"at"`
+	Op     string    `json:"op"`             // create, update, rename, link, unlink
+	Node   uint64    `json:"node,omitempty"` // the node it changed, if known
+	Path   string    `json:"path,omitempty"` // where it is in the mount, if known
+	Reason string    `json:"reason"`         // the cloud's answer
+	Kept   string    `json:"kept"`           // what became of the change on this machine
 }
 
 type Connection struct {
@@ -146,6 +162,16 @@ func Text(s Status) []byte {
 	fmt.Fprintf(&b, "uploads     %s\n", up)
 	if s.Uploads.LastError != "" {
 		fmt.Fprintf(&b, "            last error: %s\n", s.Uploads.LastError)
+	}
+	if s.Uploads.Refused > 0 {
+		fmt.Fprintf(&b, "refused     %d change(s) the cloud will never accept (the changes behind them went on):\n", s.Uploads.Refused)
+		for _, r := range s.Uploads.RefusedOps {
+			where := r.Path
+			if where == "" {
+				where = fmt.Sprintf("node %d", r.Node)
+			}
+			fmt.Fprintf(&b, "            %s %s %s: %s; %s\n", r.At.UTC().Format(time.RFC3339), r.Op, where, r.Reason, r.Kept)
+		}
 	}
 	conn := s.Connection.State
 	if !s.Connection.OfflineSince.IsZero() && s.Connection.State != "online" {

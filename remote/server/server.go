@@ -113,6 +113,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, fmt.Errorf("server: no data directory")
 	}
+	if cfg.MaxNodes < 0 {
+		return nil, fmt.Errorf("server: the node cap (--max-nodes) must be 1 or more (0: the default), not %d", cfg.MaxNodes)
+	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 30 * 24 * time.Hour
 	}
