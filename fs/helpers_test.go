@@ -62,17 +62,7 @@ func startCloud(t testing.TB, dir string, quota int64) *cloud {
 	if quota == 0 {
 		quota = 1 << 40
 	}
-	srv, err := server.New(server.Config{DataDir: dir, DefaultQuota: quota, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv.Handler()}
-	go hs.Serve(ln)
-	c := &cloud{dir: dir, url: "http://" + ln.Addr().String(), srv: srv, http: hs}
+	c := serveCloud(t, server.Config{DataDir: dir, DefaultQuota: quota})
 	cl := c.client(t)
 	ctx := context.Background()
 	sp := filepath.Join(dir, "test-session.json")
@@ -93,6 +83,25 @@ func startCloud(t testing.TB, dir string, quota int64) *cloud {
 		}
 		c.sess = s
 	}
+	return c
+}
+
+// serveCloud runs a server with cfg (its logger set here) on a loopback port
+// until the test ends; no account yet.
+func serveCloud(t testing.TB, cfg server.Config) *cloud {
+	t.Helper()
+	cfg.Logger = testLogger(t)
+	srv, err := server.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	go hs.Serve(ln)
+	c := &cloud{dir: cfg.DataDir, url: "http://" + ln.Addr().String(), srv: srv, http: hs}
 	t.Cleanup(c.stop)
 	return c
 }

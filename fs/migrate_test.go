@@ -2,8 +2,6 @@ package fs
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,18 +24,7 @@ func v1Cloud(t *testing.T) *cloud {
 		t.Fatalf("untar the v1 account: %v\n%s", err, out)
 	}
 	dir := filepath.Join(root, "cloud")
-	srv, err := server.New(server.Config{DataDir: dir, DefaultQuota: 1 << 40, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv.Handler()}
-	go hs.Serve(ln)
-	c := &cloud{dir: dir, url: "http://" + ln.Addr().String(), srv: srv, http: hs}
-	t.Cleanup(c.stop)
+	c := serveCloud(t, server.Config{DataDir: dir, DefaultQuota: 1 << 40})
 	pw, err := os.ReadFile(filepath.Join(dir, "local-password"))
 	if err != nil {
 		t.Fatal(err)

@@ -9,8 +9,6 @@ import (
 	"bytes"
 	"context"
 	"image/png"
-	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -33,19 +31,7 @@ import (
 // startPayingCloud is startCloud with Bitcoin payments configured.
 func startPayingCloud(t *testing.T, quota int64, pc *payment.Config) *cloud {
 	t.Helper()
-	dir := t.TempDir()
-	srv, err := server.New(server.Config{DataDir: dir, DefaultQuota: quota, Payments: pc, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv.Handler()}
-	go hs.Serve(ln)
-	c := &cloud{dir: dir, url: "http://" + ln.Addr().String(), srv: srv, http: hs}
-	t.Cleanup(c.stop)
+	c := serveCloud(t, server.Config{DataDir: t.TempDir(), DefaultQuota: quota, Payments: pc})
 	s, err := session.Signup(context.Background(), c.client(t), c.url, testEmail, []byte("pw"), keys.TestKDF())
 	if err != nil {
 		t.Fatal(err)
