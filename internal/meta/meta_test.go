@@ -448,3 +448,23 @@ func TestVectors(t *testing.T) {
 		t.Errorf("strict sealer opened a v1 name: %v", err)
 	}
 }
+
+// What a lookup pays for format v2's check of the entry (CheckName) on top of
+// the name MAC it already computed.
+func BenchmarkLookupName(b *testing.B) {
+	s := testSealer(b)
+	name := []byte("a-typical-file-name.go")
+	sealed := s.SealName(7, 9, KindFile, name)
+	b.Run("NameMAC", func(b *testing.B) {
+		for b.Loop() {
+			s.NameMAC(7, name)
+		}
+	})
+	b.Run("CheckName", func(b *testing.B) {
+		for b.Loop() {
+			if err := s.CheckName(7, 9, KindFile, name, sealed); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
