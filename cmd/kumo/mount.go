@@ -6,13 +6,10 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -32,11 +29,9 @@ import (
 	"kumo/fs/ctlsock"
 	"kumo/fs/mountpoint"
 	"kumo/internal/chunk"
-	"kumo/internal/keys"
 	"kumo/internal/metrics"
 	"kumo/internal/size"
 	"kumo/remote/client"
-	"kumo/remote/server"
 	"kumo/remote/session"
 )
 
@@ -53,11 +48,13 @@ func mountCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "server", Usage: "cloud URL; uses the session saved by `kumo login`", EnvVars: []string{"KUMO_SERVER"}},
 			configFlag(),
-			&cli.StringFlag{Name: "cloud-dir", Usage: "data directory of the embedded cloud (default $XDG_DATA_HOME/kumo/cloud)"},
+			&cli.StringFlag{Name: "cloud-dir", Usage: "data directory of the embedded cloud (default $XDG_DATA_HOME/kumo/cloud); its keys stay in the config dir"},
+			&cli.StringFlag{Name: "password-file", Usage: "embedded cloud: protect its account with the password on the first line of `FILE` (else $KUMO_PASSWORD; without either, a random password kept in the config dir)"},
 			&cli.StringFlag{Name: "cache-dir", Usage: "local cache and write-back store (default $XDG_CACHE_HOME/kumo/ACCOUNT)"},
 			&cli.StringFlag{Name: "cache-size", Value: "4GiB", Usage: "disk budget of the chunk cache"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground (log to stderr)"},
 			&cli.StringFlag{Name: "fsync", Value: "local", Usage: "local: fsync makes data durable on this disk; remote: fsync waits until it is in the cloud"},
+			&cli.BoolFlag{Name: "durable-close", Usage: "close also makes the file's data durable on this disk, as fsync does (slower; default: close hands the data to the kernel, like ext4, and fsync or the 5 s commit makes it durable)"},
 			&cli.StringSliceFlag{Name: "o", Usage: "mount options: allow_other (lets other users in; implies default_permissions, so the kernel checks file modes for them), " +
 				"default_permissions, ro, uid=N, gid=N, umask=OOO, nonempty (mount over a directory that has files; they stay hidden until unmounted) (comma-separated)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
@@ -197,26 +194,26 @@ func runMount(c *cli.Context) error {
 	if !c.Bool("foreground") {
 		return daemonize(mnt)
 	}
-	ready := func(err error) {}
+	ready := func(uses string, err error) {}
 	if fd := os.Getenv(envDaemonFD); fd != "" {
 		n, _ := strconv.Atoi(fd)
 		pipe := os.NewFile(uintptr(n), "ready")
 		os.Unsetenv(envDaemonFD)
-		ready = func(err error) {
+		ready = func(uses string, err error) {
 			if pipe == nil {
 				return
 			}
 			if err != nil {
 				fmt.Fprintf(pipe, "ERR %v\n", err)
 			} else {
-				fmt.Fprintln(pipe, "OK")
+				fmt.Fprintf(pipe, "OK %s\n", uses)
 			}
 			pipe.Close()
 			pipe = nil
 		}
 	}
 	err = serveMount(c, mnt, ready)
-	ready(err)
+	ready("", err)
 	return err
 }
 
@@ -251,7 +248,7 @@ func followLiveHeap(ctx context.Context, floor int64) {
 }
 
 // serveMount is the daemon: mount, serve the control socket, wait.
-func serveMount(c *cli.Context, mnt string, ready func(error)) error {
+func serveMount(c *cli.Context, mnt string, ready func(uses string, err error)) error {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
@@ -317,15 +314,19 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 		log.Info("pprof listening", "pprof_url", "http://"+paddr.String()+"/debug/pprof/")
 	}
 	var (
-		sess       *session.Session
-		cl         *client.Client
-		cleanup    = func() {}
-		serverName string
+		sess        *session.Session
+		cl          *client.Client
+		cleanup     = func() {}
+		serverName  string
+		cloudDir    string
+		cloudWhat   string // what the ready message says the drive uses
+		diskRoom    kfs.DiskRoomFunc
+		releaseMark = func() {}
 	)
 	if srvURL := c.String("server"); srvURL != "" {
 		sess, err = session.Load(sessionPath(c))
 		if err != nil {
-			return fmt.Errorf("no saved session (%w): run kumo login --server %s --email E", err, srvURL)
+			return fmt.Errorf("no saved session for %s: run kumo login --server %s --email E (%w)", srvURL, srvURL, err)
 		}
 		if strings.TrimRight(sess.Server, "/") != strings.TrimRight(srvURL, "/") {
 			return fmt.Errorf("the saved session is for %s, not %s: run kumo login --server %s", sess.Server, srvURL, srvURL)
@@ -333,18 +334,31 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 		if cl, err = sess.Client(); err != nil {
 			return err
 		}
+		cloudWhat = "server " + sess.Server
 	} else {
-		cloudDir := c.String("cloud-dir")
+		cloudDir = c.String("cloud-dir")
 		if cloudDir == "" {
 			cloudDir = defaultCloudDir()
 		}
-		sess, cl, cleanup, err = embeddedCloud(ctx, cloudDir, log)
+		if cloudDir, err = filepath.Abs(cloudDir); err != nil {
+			return err
+		}
+		pw, err := optionalPassword(c)
 		if err != nil {
 			return err
 		}
+		e, err := openEmbedded(ctx, cloudDir, configDir(c), pw, log)
+		if err != nil {
+			return err
+		}
+		sess, cl, cleanup = e.sess, e.cl, e.close
+		releaseMark = markInUse(cloudDir, mnt)
 		serverName = "embedded"
+		cloudWhat = "embedded cloud in " + cloudDir
+		diskRoom = kfs.DiskRoom(cloudDir, embeddedReserve)
 	}
 	defer cleanup()
+	defer func() { releaseMark() }()
 
 	a, err := cl.Account(ctx)
 	if err != nil {
@@ -366,14 +380,19 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 	}
 	store, err := cache.Open(cache.Options{Dir: cacheDir, Key: sess.Subkeys().Cache, Budget: budget, Logger: log})
 	if err != nil {
+		if strings.Contains(err.Error(), "acquire directory lock") {
+			return inUseError("the cache dir "+cacheDir+" (account "+a.Email+")", cacheDir)
+		}
 		return fmt.Errorf("cache %s: %w", cacheDir, err)
 	}
 	defer store.Close()
+	defer markInUse(cacheDir, mnt)()
 
 	o := kfs.Options{
-		Client: cl, Session: sess, Cache: store, FsyncRemote: fsyncRemote, Logger: log,
+		Client: cl, Session: sess, Cache: store, FsyncRemote: fsyncRemote, DurableClose: c.Bool("durable-close"), Logger: log,
 		AllowOther: mo.allowOther, DefaultPermissions: mo.defaultPerms, ReadOnly: mo.ro,
 		UID: mo.uid, GID: mo.gid, Umask: mo.umask, FsName: "kumo", ServerName: serverName,
+		DiskRoom: diskRoom, EmbeddedDir: cloudDir,
 	}
 	d, err := kfs.Mount(ctx, mnt, o)
 	if err != nil {
@@ -383,8 +402,8 @@ func serveMount(c *cli.Context, mnt string, ready func(error)) error {
 		d.RegisterMetrics(reg)
 	}
 	go ctl.Serve(mountedDrive{d, mnt})
-	ready(nil)
-	log.Info("ready", "mountpoint", mnt, "account", a.Email, "cache", cacheDir)
+	ready(cloudWhat, nil)
+	log.Info("ready", "mountpoint", mnt, "account", a.Email, "cloud", cloudWhat, "cache", cacheDir)
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -416,88 +435,8 @@ func isDaemonChild() bool { return os.Getenv("KUMO_DAEMON_CHILD") == "1" }
 // embedded cloud's client talks to the server in-process.
 const embeddedURL = "http://embedded.kumo.localhost"
 
-// embeddedSmallChunkMax is one sealed 16 KiB segment (see embeddedCloud).
+// embeddedSmallChunkMax is one sealed 16 KiB segment (see openEmbedded).
 const embeddedSmallChunkMax = 16<<10 + chunk.Overhead
-
-// embeddedCloud runs the cloud in-process and logs in to the local account,
-// creating it (random password kept 0600) on first use.
-//
-// The embedded cloud keeps chunks of files up to 16 KiB in its metadata
-// store (the server's default is 64 KiB): badger maps its value log, so
-// every small chunk written stays in the daemon's RSS as a file page until
-// the process ends. Files of 16–64 KiB (a third of the bytes of a source
-// tree) go to the blob store, written with write(), which RSS never counts.
-func embeddedCloud(ctx context.Context, dir string, log *slog.Logger) (*session.Session, *client.Client, func(), error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, nil, nil, err
-	}
-	var quota int64 = 1 << 40
-	var sfs syscall.Statfs_t
-	if syscall.Statfs(dir, &sfs) == nil {
-		quota = int64(sfs.Blocks) * sfs.Bsize
-	}
-	srv, err := server.New(server.Config{DataDir: dir, DefaultQuota: quota, SyncWrites: true, SmallMemory: true, NoReadVerify: true,
-		SmallChunkMax: embeddedSmallChunkMax, Logger: log.With("part", "cloud")})
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("embedded cloud in %s: %w", dir, err)
-	}
-	// No socket: the client calls the server's handler directly (see
-	// client.InProcess), which spares every chunk read a loopback TCP round
-	// trip. The URL only names the cloud in requests and the saved session.
-	url := embeddedURL
-	cleanup := func() { srv.Close() }
-	hc := &http.Client{Transport: client.NewInProcess(srv.Handler())}
-	cl, err := client.New(client.Options{BaseURL: url, HTTPClient: hc, Logger: log})
-	if err != nil {
-		cleanup()
-		return nil, nil, nil, err
-	}
-	const email = "local@kumo.localhost"
-	pwPath := filepath.Join(dir, "local-password")
-	sessPath := filepath.Join(dir, "local-session.json")
-	pw, err := os.ReadFile(pwPath)
-	var s *session.Session
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		b := make([]byte, 24)
-		rand.Read(b)
-		pw = []byte(hex.EncodeToString(b))
-		if err := os.WriteFile(pwPath, pw, 0o600); err != nil {
-			cleanup()
-			return nil, nil, nil, err
-		}
-		s, err = session.Signup(ctx, cl, url, email, pw, keys.DefaultKDF())
-		if err != nil {
-			cleanup()
-			return nil, nil, nil, fmt.Errorf("create the local account: %w", err)
-		}
-		log.Info("created the local account of the embedded cloud", "dir", dir)
-	case err != nil:
-		cleanup()
-		return nil, nil, nil, err
-	default:
-		pw = []byte(strings.TrimSpace(string(pw)))
-		if old, err := session.Load(sessPath); err == nil && (old.Expires.IsZero() || time.Until(old.Expires) > 24*time.Hour) {
-			cl.SetToken(old.Token)
-			if _, err := cl.Account(ctx); err == nil {
-				old.Server = url
-				s = old
-			}
-		}
-		if s == nil {
-			s, err = session.Login(ctx, cl, url, email, pw)
-			if err != nil {
-				cleanup()
-				return nil, nil, nil, fmt.Errorf("log in to the embedded cloud: %w", err)
-			}
-		}
-	}
-	if err := s.Save(sessPath); err != nil {
-		log.Warn("saving the embedded cloud session", "err", err)
-	}
-	cl.SetToken(s.Token)
-	return s, cl, cleanup, nil
-}
 
 // daemonize re-executes kumo in the foreground in a new session and waits
 // until the child reports the mount ready (or failed).
@@ -531,8 +470,11 @@ func daemonize(mnt string) error {
 	msg, _ := io.ReadAll(r)
 	r.Close()
 	line := strings.TrimSpace(string(msg))
-	if line == "OK" {
-		fmt.Fprintf(os.Stderr, "kumo: mounted at %s (daemon pid %d)\n", mnt, cmd.Process.Pid)
+	if uses, ok := strings.CutPrefix(line, "OK"); ok {
+		if uses = strings.TrimSpace(uses); uses != "" {
+			uses += ", "
+		}
+		fmt.Fprintf(os.Stderr, "kumo: mounted at %s (%sdaemon pid %d)\n", mnt, uses, cmd.Process.Pid)
 		_ = cmd.Process.Release()
 		return nil
 	}

@@ -16,3 +16,17 @@ func TestParseMountOpts(t *testing.T) {
 		t.Fatal("an unknown option was accepted")
 	}
 }
+
+// TestEmbeddedReserve: the room kept free under the embedded cloud is 5 % of
+// the disk, at least 64 MiB and at most 1 GiB (as the README says).
+func TestEmbeddedReserve(t *testing.T) {
+	for _, c := range []struct{ disk, want int64 }{
+		{512 << 20, 64 << 20},
+		{4 << 30, 4 << 30 / 20},
+		{2 << 40, 1 << 30},
+	} {
+		if got := embeddedReserve(c.disk); got != c.want {
+			t.Errorf("embeddedReserve(%d) = %d, want %d", c.disk, got, c.want)
+		}
+	}
+}

@@ -27,6 +27,11 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	buildDir = d
+	// The embedded clouds' keys go to the config dir: a private one, not
+	// the user's, unless a test names its own.
+	if os.Getenv("KUMO_CONFIG_DIR") == "" {
+		os.Setenv("KUMO_CONFIG_DIR", filepath.Join(d, "config"))
+	}
 	code := m.Run()
 	os.RemoveAll(d)
 	os.Exit(code)
