@@ -50,8 +50,9 @@
 //
 // # Push
 //
-// The pusher sends the journal in order with client.Batch (up to 300 ops),
-// acks what is done, retries with backoff while the cloud is unreachable,
+// The pusher sends the journal in order with client.Batch (up to 300 ops and
+// 3 MiB of JSON, under the cloud's 4 MiB; a 413 halves the batch and the
+// bound, down to one op), acks what is done, retries with backoff while the cloud is unreachable,
 // refuses quota or read-only (the data stays queued, Status says so). While
 // local changes keep coming it waits for them to pause for 250 ms (or for
 // 16,384 queued ops; Flush does not wait): each batch is a cloud commit that
@@ -71,6 +72,10 @@
 //   - update, stale version: if only we changed the data (the cloud's chunk
 //     list is what we last pushed), retried on the new version; otherwise ours
 //     becomes a new node under a conflict name and the local node adopts theirs;
+//   - refused for good (one op still 413, attributes over the cloud's limit,
+//     the node cap, a malformed op): the op leaves the queue so the ones behind
+//     it go on, a create or update stays on this machine only, and it is
+//     listed in .kumo / .kumo.json (uploads.refused_ops) and logged;
 //   - other refusals: the affected directories are relisted from the cloud.
 //
 // # Pull
@@ -141,7 +146,8 @@
 // # Quota (quota.go)
 //
 // statfs: size = the account's quota, used = stored + queued bytes. Growth
-// the known quota cannot hold is EDQUOT at write time (data.go). When the
+// the known quota cannot hold is EDQUOT at write time (data.go), and so is
+// an xattr the known quota cannot hold, at setxattr (quota.go). When the
 // cloud still refuses an upload or batch for quota or read-only, the data
 // stays queued, Status.QuotaBlocked is set (the report: "quota full: top up
 // to continue") and the uploader pauses, trying one round per minute. Every
