@@ -904,8 +904,18 @@ func (f *SegmentFile) Close() error {
 // working on the unlinked file until closed, like POSIX; a later
 // OpenSegmentFile of the same (node, gen) starts a new, empty file. The
 // deletion is durable after Store.Sync.
+//
+// The records that make the file unneeded (an unlink, an upload's commit)
+// were applied before Remove: they are synced first if they are not yet, or
+// a power loss could keep the deletion of the data and lose the record (a
+// file deleted after its fsync would come back with its data gone).
 func (f *SegmentFile) Remove() error {
 	st := f.store
+	if st.redo.offNow.Load() > st.redo.durable.Load() {
+		if err := st.SyncTree(); err != nil {
+			return fmt.Errorf("cache: remove segment file: %w", err)
+		}
+	}
 	st.segMu.Lock()
 	k := [2]uint64{f.node, f.gen}
 	var err error

@@ -347,9 +347,15 @@ func (d *Drive) cutLayers(st *nodeState, size uint64) error {
 	return nil
 }
 
-// makeDurable syncs st's written data and saves its local attributes
-// together with its inline layers: one Apply and one (shared) store sync.
-func (d *Drive) makeDurable(st *nodeState, urgent bool) syscall.Errno {
+// makeDurable saves st's written data and its local attributes together
+// with its inline layers (one Apply). With sync (fsync, or close with
+// DurableClose) the layers are fdatasynced and the store synced (one shared
+// sync): durable on local disk. Without (close): the layers' waiting
+// segments are written to their files and the Apply's record to the redo
+// log, so the kernel holds everything (kill -9 loses nothing) and no device
+// flush is waited for; the next fsync, SyncAll (the store's periodic
+// commit) or unmount makes it durable.
+func (d *Drive) makeDurable(st *nodeState, urgent, sync bool) syscall.Errno {
 	st.dmu.RLock()
 	ls := st.layers
 	st.dmu.RUnlock()
@@ -357,7 +363,11 @@ func (d *Drive) makeDurable(st *nodeState, urgent bool) syscall.Errno {
 		if _, ok := l.f.(*inlineLayer); ok {
 			continue
 		}
-		if err := l.f.Sync(); err != nil && !isClosed(err) {
+		save := l.f.Flush
+		if sync {
+			save = l.f.Sync
+		}
+		if err := save(); err != nil && !isClosed(err) {
 			d.log.Error("syncing write-back data", "node", st.id, "err", err)
 			return syscall.EIO
 		}
@@ -407,9 +417,11 @@ func (d *Drive) makeDurable(st *nodeState, urgent bool) syscall.Errno {
 	if err != nil {
 		return syscall.EIO
 	}
-	if err := d.store.SyncTree(); err != nil {
-		d.log.Error("syncing local store", "err", err)
-		return syscall.EIO
+	if sync {
+		if err := d.store.SyncTree(); err != nil {
+			d.log.Error("syncing local store", "err", err)
+			return syscall.EIO
+		}
 	}
 	for _, s := range saved {
 		s.l.saved(s.ver, s.del)

@@ -30,7 +30,13 @@ type Options struct {
 	// FsyncRemote makes fsync wait until the file's data and all queued tree
 	// operations are pushed to the cloud.
 	FsyncRemote bool
-	Logger      *slog.Logger
+	// DurableClose makes close (flush) also a durability point on local
+	// disk, as fsync is (the behaviour before 2026-12-05). Off: close writes
+	// the data to the store's files (the kernel has it: a kill -9 of the
+	// daemon loses nothing), and fsync, the periodic commit or unmount make
+	// it durable, as on ext4.
+	DurableClose bool
+	Logger       *slog.Logger
 
 	// Mount options.
 	AllowOther         bool

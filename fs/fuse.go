@@ -603,7 +603,9 @@ func (n *fnode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
 	if !h.wrote.Swap(false) && !n.d.hasUnsavedAttrs(h.st) {
 		return 0
 	}
-	return n.d.makeDurable(h.st, true)
+	// close is not a disk flush (unless --durable-close): the data and
+	// attributes reach the store's files, and fsync makes them durable.
+	return n.d.makeDurable(h.st, true, n.d.o.DurableClose)
 }
 
 func (d *Drive) hasUnsavedAttrs(st *nodeState) bool {
@@ -621,7 +623,7 @@ func (n *fnode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sysc
 	if e != 0 {
 		return e
 	}
-	if e := d.makeDurable(st, d.o.FsyncRemote); e != 0 {
+	if e := d.makeDurable(st, d.o.FsyncRemote, true); e != 0 {
 		return e
 	}
 	if d.o.FsyncRemote {

@@ -15,6 +15,7 @@ type layerFile interface {
 	Present() ([]int64, error)
 	Drop(from int64) error
 	Sync() error
+	Flush() error // to the kernel, no device flush (close)
 	Close() error
 	Remove() error
 }
@@ -148,6 +149,7 @@ func (l *inlineLayer) gone() {
 
 // Sync: inline data becomes durable with the node (makeDurable).
 func (l *inlineLayer) Sync() error  { return nil }
+func (l *inlineLayer) Flush() error { return nil }
 func (l *inlineLayer) Close() error { return nil }
 
 // Remove deletes the stored record (a deleted node); uploads delete it in
