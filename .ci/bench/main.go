@@ -51,6 +51,9 @@ type config struct {
 	scaleFiles string // stages of the tree, e.g. "20000,100000"
 	scaleDirs  int
 	bigGiB     int
+
+	smoke   bool   // a tiny run of every workload, to check they work (not a measurement)
+	tarball string // the tree as a tar archive (made by run)
 }
 
 func main() {
@@ -72,6 +75,7 @@ func main() {
 	flag.StringVar(&c.scaleFiles, "scale-files", "20000,100000", "scale: tree sizes measured in turn (the tree grows to each)")
 	flag.IntVar(&c.scaleDirs, "scale-dirs", 1000, "scale: directories of the tree")
 	flag.IntVar(&c.bigGiB, "big-gib", 10, "scale: GiB of the huge file (0 = skip)")
+	flag.BoolVar(&c.smoke, "smoke", false, "one tiny round of every workload (16 MiB file, 200 files, a small tree): checks they run, measures nothing")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	if err := run(c); err != nil {
@@ -111,6 +115,11 @@ var workloads = []workload{
 	{"cp -a source tree", "s", false},
 	{"ls -lR tree (warm)", "s", false},
 	{"find tree (warm)", "s", false},
+	{"tar -xf source tree", "s", false},
+	{"git init + add -A + commit", "s", false},
+	{"grep -r (cold, uploads draining)", "s", false},
+	{"rm -rf tree", "s", false},
+	{"sqlite 200 txns × 100 inserts", "s", false},
 	{"daemon peak RSS", "MiB", false},
 	{"HTTP requests in warm ls -lR", "requests", false},
 }
@@ -162,9 +171,25 @@ func run(c config) error {
 	if _, err := exec.LookPath("fio"); err != nil {
 		return errors.New("fio not found: apt-get install fio")
 	}
+	if c.smoke {
+		c.rounds, c.sizeMiB, c.files, c.fioSecs = 1, 16, 200, 1
+		if c.tree == "" {
+			c.tree = filepath.Join(runtime.GOROOT(), "src", "net", "http")
+		}
+	}
 	if c.tree == "" {
 		c.tree = filepath.Join(runtime.GOROOT(), "src")
 	}
+	for _, tool := range []string{"tar", "git", "grep", "sqlite3"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found: apt-get install %s", tool, tool)
+		}
+	}
+	c.tarball = filepath.Join("/dev/shm", fmt.Sprintf("kumo-bench-tree-%d.tar", os.Getpid()))
+	if err := sh("tar", "-cf", c.tarball, "-C", filepath.Dir(c.tree), filepath.Base(c.tree)); err != nil {
+		return err
+	}
+	defer os.Remove(c.tarball)
 	// One journaled ext4 image holds every target's backing store, so all compete on equal terms.
 	gib := c.imageGiB
 	if gib == 0 {
@@ -362,10 +387,75 @@ func runTarget(c config, t target, base, src string) (res []result, err error) {
 	}
 	add("find tree (warm)", d.Seconds())
 	sampleRSS()
+	if err := treeWorkloads(dir, c.tarball, add); err != nil {
+		return nil, err
+	}
+	sampleRSS()
 	if peak > 0 {
 		add("daemon peak RSS", float64(peak)/1024)
 	}
 	return res, nil
+}
+
+// treeWorkloads are everyday work on many small files right after writing
+// them, while the uploads of what was just written run (issue 16): unpack a
+// source tree, commit it to git (automatic gc off, so no background gc runs
+// into the next step), grep it after dropping the page cache (no remount:
+// the uploads keep draining), remove it, and sqlite transactions.
+func treeWorkloads(dir, tarball string, add func(string, float64)) error {
+	work := filepath.Join(dir, "work")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return err
+	}
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"tar -xf source tree", func() error { return sh("tar", "-xf", tarball, "-C", work) }},
+		{"git init + add -A + commit", func() error {
+			return sh("sh", "-c", `cd "$1" && git init -q && git -c gc.auto=0 add -A && `+
+				`git -c gc.auto=0 -c user.name=bench -c user.email=bench@example.com commit -q -m tree`, "sh", work)
+		}},
+		{"grep -r (cold, uploads draining)", func() error {
+			if err := dropCaches(); err != nil {
+				return err
+			}
+			// No match expected: grep reads every file; status 1 is "none found".
+			return sh("sh", "-c", `grep -r -e kumo-bench-no-such-text "$1" >/dev/null; test $? -le 1`, "sh", work)
+		}},
+		{"rm -rf tree", func() error { return sh("rm", "-rf", work) }},
+		{"sqlite 200 txns × 100 inserts", func() error { return sqliteTxns(filepath.Join(dir, "bench.db"), 200, 100) }},
+	}
+	for _, s := range steps {
+		d, err := timed(s.run)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		add(s.name, d.Seconds())
+	}
+	return os.Remove(filepath.Join(dir, "bench.db"))
+}
+
+// sqliteTxns runs txns transactions of rows inserts each in one sqlite3
+// process (default journal mode and synchronous=FULL: each commit fsyncs).
+func sqliteTxns(db string, txns, rows int) error {
+	var b strings.Builder
+	b.WriteString("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);\n")
+	for i := 0; i < txns; i++ {
+		b.WriteString("BEGIN;\n")
+		for j := 0; j < rows; j++ {
+			fmt.Fprintf(&b, "INSERT INTO t (v) VALUES ('row %d of transaction %d, some text to make it a real row');\n", j, i)
+		}
+		b.WriteString("COMMIT;\n")
+	}
+	cmd := exec.Command("sqlite3", db)
+	cmd.Stdin = strings.NewReader(b.String())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("sqlite3: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
 }
 
 // --- targets ---
