@@ -549,7 +549,10 @@ func (d *Drive) commandFailed(shown string, err error) syscall.Errno {
 	switch {
 	case errors.Is(err, api.ErrPaymentsOff):
 		e = syscall.ENOTSUP
-		msg += " (this server does not take Bitcoin; ask its operator for a voucher: redeem CODE)"
+		msg = "this server does not take Bitcoin (" + api.CodePaymentsOff + "): ask its operator for a voucher, then echo 'redeem CODE' > " + control.FileText
+		if d.o.EmbeddedDir != "" {
+			msg = control.EmbeddedTopupHelp(d.o.EmbeddedDir, d.mnt)
+		}
 	case errors.Is(err, api.ErrBadVoucher), errors.Is(err, api.ErrUsedVoucher), errors.Is(err, api.ErrBadRequest):
 		e = syscall.EINVAL
 	case errors.Is(err, api.ErrRateLimited):

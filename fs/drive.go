@@ -124,6 +124,7 @@ type Drive struct {
 	ctl   *controlState // the control files (control.go)
 	quota quotaState    // uploads paused for quota (quota.go)
 	disk  diskState     // room on the embedded cloud's disk (disk.go)
+	mnt   string        // the mount point, for messages
 }
 
 type nameRewrite struct {

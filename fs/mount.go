@@ -95,6 +95,7 @@ func Mount(ctx context.Context, mountpoint string, o Options) (*Drive, error) {
 		RootStableAttr:  &gofs.StableAttr{Ino: api.RootID, Mode: fuse.S_IFDIR},
 		Logger:          log.New(slogWriter{d}, "", 0),
 	}
+	d.mnt = mountpoint
 	srv, err := gofs.Mount(mountpoint, d.root, opts)
 	if err != nil {
 		return fail(fmt.Errorf("fs: mount %s: %w", mountpoint, err))

@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+)
 
 func TestParseBandwidth(t *testing.T) {
 	good := map[string]int64{
@@ -38,4 +43,18 @@ func FuzzParseBandwidth(f *testing.F) {
 			t.Fatalf("parseBandwidth(%q) = %d", s, n)
 		}
 	})
+}
+
+// TestSimBandwidthHelp: the help says what the code does, one cap shared by
+// every connection (netsim), not a cap per connection.
+func TestSimBandwidthHelp(t *testing.T) {
+	for _, f := range serveCommand().Flags {
+		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == "sim-bandwidth" {
+			if !strings.Contains(sf.Usage, "shared by all connections") || strings.Contains(sf.Usage, "each connection") {
+				t.Fatalf("--sim-bandwidth help: %q", sf.Usage)
+			}
+			return
+		}
+	}
+	t.Fatal("no --sim-bandwidth flag")
 }

@@ -32,16 +32,17 @@ func defaultMountpoint() string {
 }
 
 func statusCommand() *cli.Command {
-	return &cli.Command{
+	return embeddedOK(&cli.Command{
 		Name:      "status",
 		Usage:     "show quota, plan, top-up invoices (and, for a mounted drive, cache, uploads and connection)",
 		UsageText: "kumo status [MOUNTPOINT] [--json]\n\nWith a mounted drive (MOUNTPOINT, default ~/Kumo) it prints the drive's .kumo report;\nwithout one it asks the server of the saved session.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print the .kumo.json schema instead of the text report"},
 			configFlag(),
+			cloudDirFlag(),
 		},
 		Action: runStatus,
-	}
+	})
 }
 
 func runStatus(c *cli.Context) error {
@@ -96,9 +97,13 @@ func apiStatus(ctx context.Context, s *session.Session, cl *client.Client) (cont
 	if err != nil {
 		return control.Status{}, err
 	}
+	server := s.Server
+	if cl.InProcess() {
+		server = "embedded"
+	}
 	st := control.Status{
 		Account:    a.Email,
-		Server:     s.Server,
+		Server:     server,
 		Quota:      control.Quota{Used: a.QuotaUsed, Limit: a.QuotaLimit, PlanExpires: a.PlanExpires, ReadOnly: a.ReadOnly},
 		Connection: control.Connection{State: "online"},
 	}
@@ -128,7 +133,7 @@ func controlInvoice(inv api.Invoice) control.Invoice {
 }
 
 func topupCommand() *cli.Command {
-	return &cli.Command{
+	return embeddedOK(&cli.Command{
 		Name:      "topup",
 		Usage:     "buy quota with Bitcoin: prints an invoice (amount, address, BIP21 URI, QR code) and follows it until it settles",
 		UsageText: "kumo topup SIZE [--months N] [--no-wait]   e.g. kumo topup 100GiB --months 3",
@@ -138,9 +143,10 @@ func topupCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-qr", Usage: "do not draw the QR code"},
 			&cli.DurationFlag{Name: "interval", Value: 5 * time.Second, Usage: "how often to check the invoice's state"},
 			configFlag(),
+			cloudDirFlag(),
 		},
 		Action: runTopup,
-	}
+	})
 }
 
 func runTopup(c *cli.Context) error {
@@ -166,7 +172,10 @@ func runTopup(c *cli.Context) error {
 	inv, err := cl.Topup(c.Context, api.TopupRequest{Bytes: n, Months: months})
 	if err != nil {
 		if errors.Is(err, api.ErrPaymentsOff) {
-			return fmt.Errorf("%w\nthis server does not take Bitcoin; ask its operator for a voucher (kumo redeem CODE)", err)
+			if cl.InProcess() {
+				return errors.New(control.EmbeddedTopupHelp(embeddedDirOf(c), ""))
+			}
+			return fmt.Errorf("this server does not take Bitcoin: ask its operator for a voucher, then kumo redeem CODE (%v)", err)
 		}
 		return explain(err, s)
 	}
@@ -246,11 +255,11 @@ func followInvoice(ctx context.Context, cl *client.Client, s *session.Session, i
 }
 
 func redeemCommand() *cli.Command {
-	return &cli.Command{
+	return embeddedOK(&cli.Command{
 		Name:      "redeem",
 		Usage:     "add quota with a single-use voucher code",
 		UsageText: "kumo redeem CODE",
-		Flags:     []cli.Flag{configFlag()},
+		Flags:     []cli.Flag{configFlag(), cloudDirFlag()},
 		Action: func(c *cli.Context) error {
 			args, err := positional(c)
 			if err != nil {
@@ -276,5 +285,5 @@ func redeemCommand() *cli.Command {
 				size.Format(r.Account.QuotaUsed), size.Format(r.Account.QuotaLimit))
 			return nil
 		},
-	}
+	})
 }

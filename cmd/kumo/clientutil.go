@@ -61,7 +61,12 @@ func sessionPath(c *cli.Context) string {
 func loadSession(c *cli.Context) (*session.Session, *client.Client, *pathops.FS, error) {
 	s, err := session.Load(sessionPath(c))
 	if errors.Is(err, session.ErrNoSession) {
-		return nil, nil, nil, errors.New("not logged in: run kumo login --server URL --email E")
+		// No server: the embedded cloud of this machine, in-process.
+		s, cl, err := notLoggedIn(c)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return s, cl, pathops.New(cl, s.Subkeys()), nil
 	}
 	if err != nil {
 		return nil, nil, nil, err

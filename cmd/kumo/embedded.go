@@ -157,17 +157,18 @@ type embedded struct {
 var errEmbeddedNeedsPassword = errors.New("the embedded cloud's account is protected by a password: give it with $KUMO_PASSWORD or --password-file")
 
 // openEmbedded runs the cloud over dir in-process and logs in to its
-// account, creating it on first use. password, when given, protects the
-// account: a new one is made with it, and one protected by a stored random
-// password is switched to it (the stored one is deleted). Without it, a new
-// account gets a random password kept in the config dir.
+// account, creating it on first use. password, when given, logs in without
+// a saved session and, with protect (kumo mount), protects the account: a
+// new one is made with it, and one protected by a stored random password is
+// switched to it (the stored one is deleted). Without it, a new account gets
+// a random password kept in the config dir.
 //
 // The embedded cloud keeps chunks of files up to 16 KiB in its metadata
 // store (the server's default is 64 KiB): badger maps its value log, so
 // every small chunk written stays in the daemon's RSS as a file page until
 // the process ends. Files of 16–64 KiB (a third of the bytes of a source
 // tree) go to the blob store, written with write(), which RSS never counts.
-func openEmbedded(ctx context.Context, dir, cfgDir string, password []byte, log *slog.Logger) (*embedded, error) {
+func openEmbedded(ctx context.Context, dir, cfgDir string, password []byte, protect bool, log *slog.Logger) (*embedded, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -187,14 +188,14 @@ func openEmbedded(ctx context.Context, dir, cfgDir string, password []byte, log 
 		return nil, fmt.Errorf("embedded cloud in %s: %w", dir, err)
 	}
 	e := &embedded{dir: dir, srv: srv, close: func() { srv.Close() }}
-	if err := e.login(ctx, cfgDir, fresh, password, log); err != nil {
+	if err := e.login(ctx, cfgDir, fresh, password, protect, log); err != nil {
 		e.close()
 		return nil, err
 	}
 	return e, nil
 }
 
-func (e *embedded) login(ctx context.Context, cfgDir string, fresh bool, password []byte, log *slog.Logger) error {
+func (e *embedded) login(ctx context.Context, cfgDir string, fresh bool, password []byte, protect bool, log *slog.Logger) error {
 	k, err := embeddedKeysFor(cfgDir, e.dir, log)
 	if err != nil {
 		return err
@@ -259,7 +260,7 @@ func (e *embedded) login(ctx context.Context, cfgDir string, fresh bool, passwor
 		}
 	}
 	cl.SetToken(s.Token)
-	if password != nil && stored != nil {
+	if protect && password != nil && stored != nil {
 		// The user's password now protects the account: the random one goes.
 		if err := session.ChangePassword(ctx, cl, s, stored, password, session.Options{}); err != nil {
 			return fmt.Errorf("protect the embedded cloud with your password: %w", err)
@@ -309,13 +310,100 @@ func markInUse(dir, mnt string) func() {
 	return func() { os.Remove(p) }
 }
 
+// inUseErr is a cloud or cache dir that another kumo process holds.
+type inUseErr struct {
+	what, dir string
+	by        inUse // PID 0: unknown
+}
+
 // inUseError says which mount holds dir (what: "the embedded cloud in DIR").
-func inUseError(what, dir string) error {
+func inUseError(what, dir string) *inUseErr {
+	e := &inUseErr{what: what, dir: dir}
 	var u inUse
 	b, err := os.ReadFile(filepath.Join(dir, inUseFile))
 	if err == nil && json.Unmarshal(b, &u) == nil && u.PID > 0 && syscall.Kill(u.PID, 0) != syscall.ESRCH {
-		return fmt.Errorf("%s is already mounted at %s (pid %d): unmount it first (kumo unmount %s), or use another directory",
-			what, u.Mountpoint, u.PID, u.Mountpoint)
+		e.by = u
 	}
-	return fmt.Errorf("%s is in use by another kumo process (a drive mounting it, or kumo admin): stop it first, or use another directory", what)
+	return e
+}
+
+func (e *inUseErr) Error() string {
+	if e.by.PID > 0 {
+		return fmt.Sprintf("%s is already mounted at %s (pid %d): unmount it first (kumo unmount %s), or use another directory",
+			e.what, e.by.Mountpoint, e.by.PID, e.by.Mountpoint)
+	}
+	return fmt.Sprintf("%s is in use by another kumo process (a drive mounting it, or kumo admin): stop it first, or use another directory", e.what)
+}
+
+// cleanups are what a command opened in-process (the embedded cloud), closed
+// when it returns.
+type cleanups struct{ fns []func() }
+
+type cleanupsKey struct{}
+
+// withCleanups lets loadSession open the embedded cloud for action, and
+// closes it when action returns.
+func withCleanups(action cli.ActionFunc) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		cs := &cleanups{}
+		c.Context = context.WithValue(c.Context, cleanupsKey{}, cs)
+		defer func() {
+			for i := len(cs.fns) - 1; i >= 0; i-- {
+				cs.fns[i]()
+			}
+		}()
+		return action(c)
+	}
+}
+
+// embeddedOK makes cmd work on the embedded cloud when no server is logged
+// in (withCleanups).
+func embeddedOK(cmd *cli.Command) *cli.Command {
+	cmd.Action = withCleanups(cmd.Action)
+	return cmd
+}
+
+// cloudDirFlag names the embedded cloud the account commands use when no
+// server is logged in.
+func cloudDirFlag() cli.Flag {
+	return &cli.StringFlag{Name: "cloud-dir", Usage: "without a `kumo login`: the embedded cloud's data directory (default $XDG_DATA_HOME/kumo/cloud)"}
+}
+
+// embeddedDirOf is the embedded cloud dir the command names or the default.
+func embeddedDirOf(c *cli.Context) string {
+	if d := c.String("cloud-dir"); d != "" {
+		return d
+	}
+	return defaultCloudDir()
+}
+
+// notLoggedIn is loadSession's answer without a saved session: the embedded
+// cloud of this machine, opened in-process, if there is one and the command
+// can use it (withCleanups); else what to do.
+func notLoggedIn(c *cli.Context) (*session.Session, *client.Client, error) {
+	dir := embeddedDirOf(c)
+	login := "not logged in: run kumo login --server URL --email E"
+	if _, err := os.Stat(filepath.Join(dir, "meta")); err != nil {
+		return nil, nil, fmt.Errorf("%s (or kumo mount DIR to use an embedded cloud on this machine)", login)
+	}
+	cs, ok := c.Context.Value(cleanupsKey{}).(*cleanups)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s; this command does not work on the embedded cloud in %s: mount it (kumo mount DIR)", login, dir)
+	}
+	pw, err := optionalPassword(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	e, err := openEmbedded(c.Context, dir, configDir(c), pw, false, log)
+	var busy *inUseErr
+	switch {
+	case errors.As(err, &busy) && busy.by.PID > 0:
+		return nil, nil, fmt.Errorf("no server is logged in, and the embedded cloud in %s is mounted at %s (pid %d): use the files there (ls, cp), kumo status %s, or unmount it to use this command",
+			dir, busy.by.Mountpoint, busy.by.PID, busy.by.Mountpoint)
+	case err != nil:
+		return nil, nil, fmt.Errorf("no server is logged in; the embedded cloud: %w", err)
+	}
+	cs.fns = append(cs.fns, e.close)
+	return e.sess, e.cl, nil
 }

@@ -18,13 +18,14 @@ import (
 )
 
 func lsCommand() *cli.Command {
-	return &cli.Command{
+	return embeddedOK(&cli.Command{
 		Name:      "ls",
 		Usage:     "list a remote directory like ls -l (mode, size, modification time, name)",
 		UsageText: "kumo ls [-H] [REMOTE]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "human", Aliases: []string{"H"}, Usage: "sizes as KiB, MiB, GiB"},
 			configFlag(),
+			cloudDirFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 1 {
@@ -42,7 +43,7 @@ func lsCommand() *cli.Command {
 			}
 			return printLong(os.Stdout, nodes, c.Bool("human"), time.Now())
 		},
-	}
+	})
 }
 
 // printLong writes nodes like ls -l.
@@ -71,7 +72,7 @@ func printLong(w io.Writer, nodes []*pathops.Node, human bool, now time.Time) er
 }
 
 func putCommand() *cli.Command {
-	return &cli.Command{
+	return embeddedOK(&cli.Command{
 		Name:      "put",
 		Usage:     "upload a local file (or with -r a directory tree) to the account",
 		UsageText: "kumo put [-r] LOCAL [REMOTE]",
@@ -81,6 +82,7 @@ func putCommand() *cli.Command {
 			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Usage: "upload a directory tree (symlinks kept as symlinks)"},
 			&cli.IntFlag{Name: "parallel", Value: pathops.DefaultParallel, Usage: "chunks uploaded at once"},
 			configFlag(),
+			cloudDirFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 1 || c.NArg() > 2 {
@@ -108,11 +110,11 @@ func putCommand() *cli.Command {
 			}
 			return explain(err, s)
 		},
-	}
+	})
 }
 
 func getCommand() *cli.Command {
-	return &cli.Command{
+	return embeddedOK(&cli.Command{
 		Name:      "get",
 		Usage:     "download a remote file (or with -r a directory tree), verifying every byte",
 		UsageText: "kumo get [-r] REMOTE [LOCAL]",
@@ -122,6 +124,7 @@ func getCommand() *cli.Command {
 			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Usage: "download a directory tree"},
 			&cli.IntFlag{Name: "parallel", Value: pathops.DefaultParallel, Usage: "chunks downloaded at once"},
 			configFlag(),
+			cloudDirFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 1 || c.NArg() > 2 {
@@ -147,5 +150,5 @@ func getCommand() *cli.Command {
 			}
 			return explain(err, s)
 		},
-	}
+	})
 }

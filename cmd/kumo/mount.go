@@ -325,8 +325,11 @@ func serveMount(c *cli.Context, mnt string, ready func(uses string, err error)) 
 	)
 	if srvURL := c.String("server"); srvURL != "" {
 		sess, err = session.Load(sessionPath(c))
+		if errors.Is(err, session.ErrNoSession) {
+			return fmt.Errorf("not logged in to %s: no session saved in %s; run kumo login --server %s --email E first", srvURL, sessionPath(c), srvURL)
+		}
 		if err != nil {
-			return fmt.Errorf("no saved session for %s: run kumo login --server %s --email E (%w)", srvURL, srvURL, err)
+			return fmt.Errorf("%w; run kumo login --server %s --email E again", err, srvURL)
 		}
 		if strings.TrimRight(sess.Server, "/") != strings.TrimRight(srvURL, "/") {
 			return fmt.Errorf("the saved session is for %s, not %s: run kumo login --server %s", sess.Server, srvURL, srvURL)
@@ -347,7 +350,7 @@ func serveMount(c *cli.Context, mnt string, ready func(uses string, err error)) 
 		if err != nil {
 			return err
 		}
-		e, err := openEmbedded(ctx, cloudDir, configDir(c), pw, log)
+		e, err := openEmbedded(ctx, cloudDir, configDir(c), pw, true, log)
 		if err != nil {
 			return err
 		}

@@ -59,7 +59,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling on `ADDR`/debug/pprof/ (loopback only, e.g. 127.0.0.1:6060)"},
 			// A simulated network for tests and benchmarks (internal/netsim).
 			&cli.DurationFlag{Name: "sim-latency", Usage: "TESTING ONLY: delay every byte between clients and this server by this one-way latency (20ms = 40 ms round trip)"},
-			&cli.StringFlag{Name: "sim-bandwidth", Usage: "TESTING ONLY: cap each connection at this `RATE` per direction (e.g. 200Mbit, 25MB/s)"},
+			&cli.StringFlag{Name: "sim-bandwidth", Usage: "TESTING ONLY: cap the link at this `RATE` per direction, one cap shared by all connections like one access link (e.g. 200Mbit, 25MB/s)"},
 			// Bitcoin top-ups; off unless --btc-xpub is given.
 			&cli.StringFlag{Name: "btc-xpub", Usage: "watch-only BIP84 account public `KEY` (zpub/xpub; vpub/tpub on test networks) to derive receive addresses from; enables top-ups", EnvVars: []string{"KUMO_BTC_XPUB"}},
 			&cli.StringFlag{Name: "btc-network", Value: "mainnet", Usage: "mainnet, testnet, testnet4, signet, regtest or simnet"},

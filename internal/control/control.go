@@ -289,6 +289,21 @@ func ParseCommand(line string) (Command, error) {
 	return Command{}, fmt.Errorf("%w: unknown command %q; try 'topup 10GiB', 'redeem CODE', 'sync' or 'refresh'", ErrCommand, f[0])
 }
 
+// EmbeddedTopupHelp is the answer to a top-up on the embedded cloud in
+// dir, mounted at mnt ("" if not mounted): it takes no payments, and its
+// user is its operator.
+func EmbeddedTopupHelp(dir, mnt string) string {
+	redeem := "kumo redeem CODE"
+	if mnt != "" {
+		redeem = fmt.Sprintf("echo 'redeem CODE' > %s/%s", mnt, FileText)
+	}
+	return fmt.Sprintf("the embedded cloud takes no payments, and you are its operator: its room is this disk's free space (df shows it). "+
+		"To give it more quota, unmount the drive and run kumo admin --data %s voucher create --quota 50GiB --days 365, mount again and %s "+
+		"(or set it: kumo admin --data %s quota --email local@kumo.localhost --limit SIZE). "+
+		"To take Bitcoin, run it as a server instead: kumo serve --data %s --btc-xpub XPUB, then kumo login and kumo mount --server URL",
+		dir, redeem, dir, dir)
+}
+
 // QRPNG renders a BIP21 URI as a PNG QR code a phone wallet can scan.
 func QRPNG(uri string) ([]byte, error) {
 	return qrcode.Encode(uri, qrcode.Medium, 320)
