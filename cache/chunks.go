@@ -491,7 +491,7 @@ func (c *chunkCache) stats() CacheStats {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return CacheStats{Bytes: c.chunkBytes + c.metaBytes, Budget: c.budget, Hits: c.hits.Load(), Misses: c.misses.Load()}
+	return CacheStats{Bytes: c.chunkBytes + c.metaBytes, Chunks: c.chunkBytes, Tree: c.metaBytes, Budget: c.budget, Hits: c.hits.Load(), Misses: c.misses.Load()}
 }
 
 // GetSegment returns the cached sealed bytes of segment seg of chunk id.
@@ -522,6 +522,7 @@ func (s *Store) ForgetChunk(id string) error { return s.chunks.forget(id) }
 // CacheStats reports the chunk cache's use.
 type CacheStats struct {
 	Bytes, Budget int64 // Bytes: chunk files plus badger's directory, as allocated on disk
+	Chunks, Tree  int64 // the two parts of Bytes: cached chunks, the local tree's store (with its preallocated logs)
 	Hits, Misses  uint64
 }
 

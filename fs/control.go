@@ -157,11 +157,11 @@ func (d *Drive) ControlStatus(ctx context.Context, fetch bool) control.Status {
 	cs := control.Status{
 		Account: s.Account.Email,
 		Server:  d.o.ServerName,
-		Quota: control.Quota{Used: s.QuotaUsed, Limit: s.QuotaLimit, PlanExpires: s.Account.PlanExpires,
+		Quota: control.Quota{Used: s.QuotaUsed, Limit: s.QuotaLimit, PlanExpires: control.At(s.Account.PlanExpires),
 			ReadOnly: s.Account.ReadOnly, Full: s.QuotaBlocked},
-		Cache: control.Cache{Bytes: s.Cache.Bytes, Budget: s.Cache.Budget, Hits: s.Cache.Hits, Misses: s.Cache.Misses},
-		Uploads: control.Uploads{Files: s.Queue.Files, Bytes: s.Queue.Bytes, Ops: s.Queue.Ops, Oldest: s.Queue.Oldest,
-			LastError: s.Queue.LastError},
+		Cache: control.Cache{Bytes: s.Cache.Chunks, TreeBytes: s.Cache.Tree, Budget: s.Cache.Budget,
+			Hits: s.Cache.Hits, Misses: s.Cache.Misses},
+		Uploads: control.Uploads{Files: s.Queue.Files, Bytes: s.Queue.Bytes, Ops: s.Queue.Ops, Oldest: control.At(s.Queue.Oldest)},
 	}
 	if cs.Server == "" {
 		cs.Server = s.Server
@@ -173,11 +173,16 @@ func (d *Drive) ControlStatus(ctx context.Context, fetch bool) control.Status {
 		cs.Cache.HitRate = float64(s.Cache.Hits) / float64(n)
 	}
 	busy := s.Queue.Files > 0 || s.Queue.Ops > 0
+	if busy && s.LastError != "" {
+		// Only while something waits: an error nothing waits on is over.
+		cs.Uploads.LastError, cs.Uploads.LastErrorAt = s.LastError, control.At(s.LastErrorAt)
+	}
 	switch {
 	case !s.Online:
-		cs.Connection = control.Connection{State: "offline", OfflineSince: s.OfflineSince, LastError: s.LastError}
+		cs.Connection = control.Connection{State: "offline", OfflineSince: control.At(s.OfflineSince),
+			LastError: s.LastError, LastErrorAt: control.At(s.LastErrorAt)}
 	case busy && !s.QuotaBlocked && !s.LastErrorAt.IsZero() && time.Since(s.LastErrorAt) < time.Minute:
-		cs.Connection = control.Connection{State: "retrying", LastError: s.LastError}
+		cs.Connection = control.Connection{State: "retrying", LastError: s.LastError, LastErrorAt: control.At(s.LastErrorAt)}
 	default:
 		cs.Connection = control.Connection{State: "online"}
 	}

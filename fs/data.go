@@ -53,6 +53,7 @@ func (d *Drive) segmentInto(ctx context.Context, st *nodeState, v dataView, j in
 			return nil, syscall.EIO
 		}
 		if ok {
+			d.reads.hits.Add(1) // write-back data
 			return p, nil
 		}
 	}

@@ -125,6 +125,7 @@ type Drive struct {
 	quota quotaState    // uploads paused for quota (quota.go)
 	disk  diskState     // room on the embedded cloud's disk (disk.go)
 	mnt   string        // the mount point, for messages
+	reads readCounts    // reads served here or by the cloud (readstats.go)
 }
 
 type nameRewrite struct {
@@ -356,6 +357,8 @@ func (d *Drive) noteOnline() {
 	if !d.stat.online {
 		d.log.Info("cloud reachable again", "offline_for", time.Since(d.stat.offlineSince).Round(time.Second))
 		d.stat.online = true
+		// Resolved: the offline period's error no longer describes anything.
+		d.stat.lastErr, d.stat.lastErrAt = "", time.Time{}
 	}
 }
 

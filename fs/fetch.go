@@ -92,12 +92,15 @@ func (f *fetcher) segment(ctx context.Context, node uint64, base []meta.ChunkRef
 		f.readAhead(base, ci)
 	}
 	if c, sealed := f.inMemory(ref, id, k); c != nil {
+		f.d.reads.hits.Add(1)
 		defer f.release(c)
 		return f.open(node, c, ref, k, sealed, dst)
 	}
 	if p, ok := f.fromCache(node, ref, id, k, dst); ok {
+		f.d.reads.hits.Add(1)
 		return p, nil
 	}
+	f.d.reads.misses.Add(1)
 	var c *fetchCall
 	lead := false // this reader fetched the segment: it caches it once opened
 	if seq && ci == 0 && k == 0 && isSmallBase(base) {

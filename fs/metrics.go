@@ -35,8 +35,8 @@ func (d *Drive) RegisterMetrics(r *metrics.Registry) {
 	}
 	g("kumo_drive_cache_bytes", "Bytes the local chunk cache uses on disk.", func(s Status) float64 { return float64(s.Cache.Bytes) })
 	g("kumo_drive_cache_budget_bytes", "Disk budget of the chunk cache (--cache-size).", func(s Status) float64 { return float64(s.Cache.Budget) })
-	r.CounterFunc("kumo_drive_cache_hits_total", "Chunk reads answered by the local cache.", func() float64 { return float64(snap().Cache.Hits) })
-	r.CounterFunc("kumo_drive_cache_misses_total", "Chunk reads that went to the cloud.", func() float64 { return float64(snap().Cache.Misses) })
+	r.CounterFunc("kumo_drive_cache_hits_total", "Segment reads served on this machine: data not uploaded yet, chunks in memory, the chunk cache (page-cache reads are not counted).", func() float64 { return float64(snap().Cache.Hits) })
+	r.CounterFunc("kumo_drive_cache_misses_total", "Segment reads that asked the cloud.", func() float64 { return float64(snap().Cache.Misses) })
 	g("kumo_drive_upload_queue_files", "Files with data not uploaded yet.", func(s Status) float64 { return float64(s.Queue.Files) })
 	g("kumo_drive_upload_queue_bytes", "Bytes written and not uploaded yet.", func(s Status) float64 { return float64(s.Queue.Bytes) })
 	g("kumo_drive_upload_queue_ops", "Tree operations not pushed to the cloud yet.", func(s Status) float64 { return float64(s.Queue.Ops) })

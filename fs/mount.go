@@ -160,6 +160,8 @@ func (d *Drive) Status() Status {
 		s.Queue.Ops = n
 	}
 	s.Cache = d.store.Stats()
+	// Counted where reads are served, not in the chunk cache alone.
+	s.Cache.Hits, s.Cache.Misses = d.reads.hits.Load(), d.reads.misses.Load()
 	d.stat.Lock()
 	s.Account = d.stat.account
 	s.QuotaLimit = d.stat.account.QuotaLimit

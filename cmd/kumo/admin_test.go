@@ -93,7 +93,7 @@ func TestCLIVouchersAdminBackup(t *testing.T) {
 		t.Fatalf("redeem: %q", out)
 	}
 	want := int64(100<<20 + 1<<30)
-	if st := statusJSON(t, u); st.Quota.Limit != want || st.Quota.PlanExpires.IsZero() {
+	if st := statusJSON(t, u); st.Quota.Limit != want || st.Quota.PlanExpires == nil {
 		t.Fatalf("quota after redeem: %+v", st.Quota)
 	}
 	u.fails("already redeemed", "redeem", codes[0])

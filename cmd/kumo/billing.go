@@ -104,7 +104,7 @@ func apiStatus(ctx context.Context, s *session.Session, cl *client.Client) (cont
 	st := control.Status{
 		Account:    a.Email,
 		Server:     server,
-		Quota:      control.Quota{Used: a.QuotaUsed, Limit: a.QuotaLimit, PlanExpires: a.PlanExpires, ReadOnly: a.ReadOnly},
+		Quota:      control.Quota{Used: a.QuotaUsed, Limit: a.QuotaLimit, PlanExpires: control.At(a.PlanExpires), ReadOnly: a.ReadOnly},
 		Connection: control.Connection{State: "online"},
 	}
 	invs, err := cl.Invoices(ctx)

@@ -54,27 +54,35 @@ type Integrity struct {
 }
 
 type Quota struct {
-	Used        int64     `json:"used"`  // bytes stored in the cloud plus queued uploads
-	Limit       int64     `json:"limit"` // bytes
-	PlanExpires time.Time `json:"plan_expires,omitempty"`
-	ReadOnly    bool      `json:"read_only"` // plan expired while over quota
-	Full        bool      `json:"full"`      // the server refused an upload for quota
+	Used        int64      `json:"used"`         // bytes stored in the cloud plus queued uploads
+	Limit       int64      `json:"limit"`        // bytes
+	PlanExpires *time.Time `json:"plan_expires"` // null: no plan
+	ReadOnly    bool       `json:"read_only"`    // plan expired while over quota
+	Full        bool       `json:"full"`         // the server refused an upload for quota
 }
 
+// Cache is the drive's local store. Hits and misses count the reads that
+// reach the drive, per 64 KiB segment: a hit is served on this machine
+// (data not uploaded yet, a chunk still in memory, the chunk cache), a miss
+// asks the cloud. Reads the kernel's page cache answers are not counted.
 type Cache struct {
-	Bytes   int64   `json:"bytes"`
-	Budget  int64   `json:"budget"`
-	Hits    uint64  `json:"hits"`
-	Misses  uint64  `json:"misses"`
-	HitRate float64 `json:"hit_rate"` // 0..1
+	Bytes     int64   `json:"bytes"`      // cached chunk data
+	TreeBytes int64   `json:"tree_bytes"` // the local tree's store (with its preallocated logs); the budget covers both
+	Budget    int64   `json:"budget"`
+	Hits      uint64  `json:"hits"`
+	Misses    uint64  `json:"misses"`
+	HitRate   float64 `json:"hit_rate"` // 0..1
 }
 
 type Uploads struct {
-	Files     int       `json:"files"`
-	Bytes     int64     `json:"bytes"`
-	Ops       int       `json:"ops"` // metadata operations not yet pushed
-	Oldest    time.Time `json:"oldest,omitempty"`
-	LastError string    `json:"last_error,omitempty"`
+	Files  int        `json:"files"`
+	Bytes  int64      `json:"bytes"`
+	Ops    int        `json:"ops"`    // metadata operations not yet pushed
+	Oldest *time.Time `json:"oldest"` // null: nothing queued
+	// LastError is the last failure to reach the cloud while something is
+	// queued, and LastErrorAt when it happened.
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
 	// Refused counts the changes the cloud refused for good since the
 	// mount (a change too big for a request, attributes over the server's
 	// limit, the account's node cap); RefusedOps lists the newest. Each is
@@ -93,10 +101,21 @@ type RefusedOp struct {
 	Kept   string    `json:"kept"`           // what became of the change on this machine
 }
 
+// Connection is the link to the cloud. An error is cleared once the cloud
+// answers again after being unreachable.
 type Connection struct {
-	State        string    `json:"state"` // "online", "offline", "retrying"
-	OfflineSince time.Time `json:"offline_since,omitempty"`
-	LastError    string    `json:"last_error,omitempty"`
+	State        string     `json:"state"`         // "online", "offline", "retrying"
+	OfflineSince *time.Time `json:"offline_since"` // null while online
+	LastError    string     `json:"last_error,omitempty"`
+	LastErrorAt  *time.Time `json:"last_error_at,omitempty"`
+}
+
+// At is t for the report: nil (null in JSON) when unset.
+func At(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 // Invoice is a Bitcoin top-up as the drive shows it.
@@ -141,7 +160,7 @@ func Text(s Status) []byte {
 	fmt.Fprintf(&b, "server      %s\n", s.Server)
 	fmt.Fprintf(&b, "quota       %s %s of %s (%s)\n", bar(s.Quota.Used, s.Quota.Limit, 20),
 		size.Format(s.Quota.Used), size.Format(s.Quota.Limit), percent(s.Quota.Used, s.Quota.Limit))
-	if !s.Quota.PlanExpires.IsZero() {
+	if s.Quota.PlanExpires != nil {
 		fmt.Fprintf(&b, "plan until  %s\n", s.Quota.PlanExpires.UTC().Format("2006-01-02"))
 	}
 	switch {
@@ -150,18 +169,21 @@ func Text(s Status) []byte {
 	case s.Quota.Full:
 		fmt.Fprintf(&b, "            quota full: top up to continue (uploads are kept queued)\n")
 	}
-	hit := "n/a"
-	if s.Cache.Hits+s.Cache.Misses > 0 {
-		hit = fmt.Sprintf("%.0f%%", 100*s.Cache.HitRate)
+	fmt.Fprintf(&b, "cache       %s of chunks, local tree %s (budget %s for both)\n",
+		size.Format(s.Cache.Bytes), size.Format(s.Cache.TreeBytes), size.Format(s.Cache.Budget))
+	if n := s.Cache.Hits + s.Cache.Misses; n > 0 {
+		fmt.Fprintf(&b, "            hit rate %.0f%%: %d of %d reads served on this machine (data not uploaded yet, chunks in memory or cached), %d from the cloud; the page cache's are not counted\n",
+			100*s.Cache.HitRate, s.Cache.Hits, n, s.Cache.Misses)
+	} else {
+		fmt.Fprintf(&b, "            hit rate n/a: no read has reached the drive yet (the page cache's are not counted)\n")
 	}
-	fmt.Fprintf(&b, "cache       %s of %s, hit rate %s\n", size.Format(s.Cache.Bytes), size.Format(s.Cache.Budget), hit)
 	up := fmt.Sprintf("%d files, %s, %d metadata ops", s.Uploads.Files, size.Format(s.Uploads.Bytes), s.Uploads.Ops)
-	if !s.Uploads.Oldest.IsZero() {
+	if s.Uploads.Oldest != nil {
 		up += ", oldest " + s.Uploads.Oldest.UTC().Format(time.RFC3339)
 	}
 	fmt.Fprintf(&b, "uploads     %s\n", up)
 	if s.Uploads.LastError != "" {
-		fmt.Fprintf(&b, "            last error: %s\n", s.Uploads.LastError)
+		fmt.Fprintf(&b, "            last error%s: %s\n", at(s.Uploads.LastErrorAt), s.Uploads.LastError)
 	}
 	if s.Uploads.Refused > 0 {
 		fmt.Fprintf(&b, "refused     %d change(s) the cloud will never accept (the changes behind them went on):\n", s.Uploads.Refused)
@@ -174,11 +196,11 @@ func Text(s Status) []byte {
 		}
 	}
 	conn := s.Connection.State
-	if !s.Connection.OfflineSince.IsZero() && s.Connection.State != "online" {
+	if s.Connection.OfflineSince != nil && s.Connection.State != "online" {
 		conn += " since " + s.Connection.OfflineSince.UTC().Format(time.RFC3339)
 	}
 	if s.Connection.LastError != "" {
-		conn += " (" + s.Connection.LastError + ")"
+		conn += " (last error" + at(s.Connection.LastErrorAt) + ": " + s.Connection.LastError + ")"
 	}
 	fmt.Fprintf(&b, "connection  %s\n", conn)
 	if g := s.Integrity; g.AuthFailures+g.Rollbacks > 0 {
@@ -212,6 +234,14 @@ func Text(s Status) []byte {
 	}
 	fmt.Fprintf(&b, "\ncommands: echo 'topup 10GiB [MONTHS]' | 'redeem CODE' | 'sync' | 'refresh' > %s\n", FileText)
 	return []byte(b.String())
+}
+
+// at is " at TIME" for a set time.
+func at(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return " at " + t.UTC().Format(time.RFC3339)
 }
 
 func percent(used, limit int64) string {

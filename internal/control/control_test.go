@@ -102,3 +102,27 @@ func FuzzParseCommand(f *testing.F) {
 		}
 	})
 }
+
+// TestJSONUnsetTimesNull: a time that is not set (no plan, nothing queued,
+// online) is null in .kumo.json, not 0001-01-01T00:00:00Z; a set one keeps
+// its RFC 3339 form, and an older report with zero times still decodes.
+func TestJSONUnsetTimesNull(t *testing.T) {
+	js := string(JSON(sample()))
+	if strings.Contains(js, "0001-01-01") {
+		t.Fatalf("unset times written as year 1:\n%s", js)
+	}
+	for _, k := range []string{`"plan_expires": null`, `"oldest": null`, `"offline_since": null`} {
+		if !strings.Contains(js, k) {
+			t.Errorf("JSON lacks %s:\n%s", k, js)
+		}
+	}
+	s := sample()
+	s.Quota.PlanExpires = At(time.Date(2031, 2, 3, 4, 5, 6, 0, time.UTC))
+	if js := string(JSON(s)); !strings.Contains(js, `"plan_expires": "2031-02-03T04:05:06Z"`) {
+		t.Errorf("a set time:\n%s", js)
+	}
+	var old Status
+	if err := json.Unmarshal([]byte(`{"quota":{"plan_expires":"0001-01-01T00:00:00Z"},"uploads":{"oldest":"0001-01-01T00:00:00Z"}}`), &old); err != nil {
+		t.Fatalf("older report: %v", err)
+	}
+}
