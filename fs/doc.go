@@ -145,7 +145,10 @@
 //
 // # Quota (quota.go)
 //
-// statfs: size = the account's quota, used = stored + queued bytes. Growth
+// statfs: size = the account's quota, used = stored + queued bytes; on the
+// embedded cloud size and room are cut to what the disk under it can still
+// take (Options.DiskRoom, disk.go), and a write or create it cannot take is
+// ENOSPC at the call. Growth
 // the known quota cannot hold is EDQUOT at write time (data.go), and so is
 // an xattr the known quota cannot hold, at setxattr (quota.go). When the
 // cloud still refuses an upload or batch for quota or read-only, the data
