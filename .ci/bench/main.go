@@ -492,6 +492,8 @@ func (k *kumoTarget) mount() error {
 		args = append(args, "--pprof", k.pprof)
 	}
 	k.cmd = exec.Command(k.bin, append(args, k.mnt)...)
+	// The embedded cloud's keys go to the config dir: the run's own.
+	k.cmd.Env = append(os.Environ(), "KUMO_CONFIG_DIR="+filepath.Join(k.base, "config"))
 	k.cmd.Stdout, k.cmd.Stderr = os.Stderr, os.Stderr
 	if err := k.cmd.Start(); err != nil {
 		return err
