@@ -148,7 +148,9 @@ func (r *runner) run(args ...string) (string, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.bin, args...)
-	cmd.Env = append(os.Environ(), r.env...)
+	// Never this machine's embedded cloud (commands fall back to it without
+	// a login): a test names its own with XDG_DATA_HOME or --cloud-dir.
+	cmd.Env = append(append(os.Environ(), "XDG_DATA_HOME="+r.t.TempDir()), r.env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
