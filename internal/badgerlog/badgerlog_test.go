@@ -8,7 +8,7 @@ import (
 )
 
 // TestLevels: warnings and errors reach slog at their level, without
-// badger's trailing newlines; the cache-size advice is only info.
+// badger's trailing newlines; the cache-size advice is only debug.
 func TestLevels(t *testing.T) {
 	var buf bytes.Buffer
 	l := Logger{slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))}
