@@ -255,7 +255,13 @@ func (d *Drive) write(ctx context.Context, st *nodeState, data []byte, off int64
 	return len(data), 0
 }
 
-const maxFileSize = 1 << 50
+// maxFileSize is the largest file kumo supports (README): 32768 chunks of
+// 4 MiB. A file's whole chunk list travels in one request (its sealed
+// attributes, 36 bytes a chunk, base64 in JSON, and a 64-hex id a data
+// chunk), and the cloud takes at most api.MaxJSONBody (4 MiB) a request:
+// 128 GiB of data needs about 3.6 MiB, leaving room for the name and
+// xattrs (TestMaxFileSizeFits). Beyond it: EFBIG, as at any file system's limit.
+const maxFileSize = 128 << 30
 
 // truncate sets the size. Caller must not hold st.dmu.
 func (d *Drive) truncate(ctx context.Context, st *nodeState, size uint64) syscall.Errno {
@@ -470,26 +476,5 @@ func (d *Drive) addQueuedLocked(st *nodeState, n int64) {
 	d.up.queued.Add(n)
 }
 
-// fallocate implements mode 0 (extend) and KEEP_SIZE (nothing to reserve).
-func (d *Drive) fallocate(ctx context.Context, st *nodeState, off, length uint64, mode uint32) syscall.Errno {
-	const keepSize = 1
-	if mode&^keepSize != 0 {
-		return syscall.EOPNOTSUPP
-	}
-	end := off + length
-	d.mu.Lock()
-	size := st.attrs.Size
-	d.mu.Unlock()
-	if mode&keepSize != 0 || end <= size {
-		if e := d.checkQuota(0); e != 0 {
-			return e
-		}
-		return 0
-	}
-	return d.truncate(ctx, st, end)
-}
-
 // nodeIsFile reports a regular file (symlinks, fifos: no data).
 func isReg(mode uint32) bool { return mode&syscall.S_IFMT == syscall.S_IFREG }
-
-var _ = api.RootID

@@ -13,8 +13,10 @@
 //   - Decrypted attributes live in memory per node (nodeState, opened with
 //     meta.Sealer); everything on disk is sealed. The local copy of a node
 //     differs from what the cloud gets in two ways: its size is the logical size
-//     (including data not uploaded yet), and an internal attribute "kumo:trunc"
-//     records a truncation watermark (base bytes at or beyond it read as zeros).
+//     (including data not uploaded yet), an internal attribute "kumo:trunc"
+//     records a truncation watermark (base bytes at or beyond it read as zeros),
+//     and "kumo:prealloc" what fallocate preallocated (counted in st_blocks;
+//     fallocate.go).
 //     The cloud always gets attributes consistent with the chunk list.
 //
 // # Data

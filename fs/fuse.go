@@ -106,8 +106,8 @@ func (d *Drive) fill(st *nodeState, out *fuse.Attr) {
 	out.Blocks = d.blocks(st)
 }
 
-// blocks estimates allocated 512-byte blocks: data chunks plus written data.
-// Under d.mu.
+// blocks estimates allocated 512-byte blocks: data chunks plus written data,
+// plus what fallocate preallocated (up to its end or the size). Under d.mu.
 func (d *Drive) blocks(st *nodeState) uint64 {
 	if st.isDir() {
 		return 8
@@ -125,6 +125,9 @@ func (d *Drive) blocks(st *nodeState) uint64 {
 	}
 	n += uint64(st.queued)
 	n = min(n, (st.attrs.Size+4095)&^4095)
+	if p := st.prealloc; !p.empty() {
+		n = min(n+p.bytes(), (max(st.attrs.Size, p.end)+4095)&^4095)
+	}
 	return (n + 511) / 512
 }
 
@@ -294,9 +297,21 @@ func (n *fnode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttr
 		if !isReg(st.attrs.Mode) {
 			return syscall.EINVAL
 		}
+		d.mu.Lock()
+		old := st.attrs.Size
+		d.mu.Unlock()
 		if e := d.truncate(ctx, st, size); e != 0 {
 			return e
 		}
+		d.mu.Lock()
+		if p := st.prealloc; size < old && !p.empty() {
+			st.prealloc = p.cut(size) // as ext4: a cut frees what lies past the new end
+			if err := d.persistLocked(st); err != nil {
+				d.mu.Unlock()
+				return syscall.EIO
+			}
+		}
+		d.mu.Unlock()
 	}
 	mode, hasMode := in.GetMode()
 	uid, hasUID := in.GetUID()
@@ -338,9 +353,8 @@ func (n *fnode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttr
 		if e != 0 {
 			return e
 		}
-	} else if _, ok := in.GetSize(); ok {
-		// Size alone: saved by truncate; the upload pushes it.
 	}
+	// A size alone was saved by truncate; the upload pushes it.
 	d.mu.Lock()
 	d.fill(st, &out.Attr)
 	d.mu.Unlock()
@@ -584,8 +598,10 @@ func (d *Drive) killPrivOnWrite(ctx context.Context, n *fnode, st *nodeState) sy
 // drops privileges, decided as Linux does for local files: setuid goes;
 // setgid goes if group execute is set, or if the caller is neither root nor
 // in the file's group (the daemon sees only the caller's primary group).
+// Every non-directory, as in Linux's chown: fifos, sockets and device nodes
+// too (only a chown reaches them here).
 func killSuidgid(mode, fileGID, uid, gid uint32) uint32 {
-	if !isReg(mode) {
+	if mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return mode
 	}
 	mode &^= syscall.S_ISUID

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,4 +103,77 @@ func modeBits(m uint32) os.FileMode {
 		fm |= os.ModeSetgid
 	}
 	return fm
+}
+
+// TestKillPrivOnChownSpecial: a chown clears setuid and setgid on every
+// non-directory, as Linux does: fifos, sockets and device nodes too, not
+// only regular files. Each case runs on a local directory and on the drive.
+func TestKillPrivOnChownSpecial(t *testing.T) {
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root (mknod, a chown by another user)")
+		}
+		t.Skip("needs root")
+	}
+	c := startCloud(t, t.TempDir(), 0)
+	m := c.mount(t, t.TempDir(), func(o *Options) { o.AllowOther = true })
+	local := t.TempDir()
+	for _, d := range []string{m.mnt, local, filepath.Dir(m.mnt), filepath.Dir(local)} {
+		must(t, os.Chmod(d, 0o755))
+	}
+	const nobody = 65534
+	chown := func(t *testing.T, p string, asNobody bool) {
+		t.Helper()
+		cmd := exec.Command("chown", "65534:65534", p)
+		if asNobody {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("chown %s (as nobody: %v): %v %s", p, asNobody, err, out)
+		}
+	}
+	kinds := []struct {
+		name string
+		typ  uint32
+		dev  int
+	}{
+		{"fifo", syscall.S_IFIFO, 0},
+		{"socket", syscall.S_IFSOCK, 0},
+		{"character device", syscall.S_IFCHR, int(unix.Mkdev(1, 3))},
+		{"block device", syscall.S_IFBLK, int(unix.Mkdev(7, 0))},
+	}
+	modes := []struct {
+		name     string
+		mode     uint32
+		asNobody bool
+		want     uint32
+	}{
+		{"by its owner", 0o6775, true, 0o775},
+		{"by its owner, setgid without group execute stays", 0o6765, true, 0o2765},
+		{"by root", 0o6775, false, 0o775},
+	}
+	i := 0
+	for _, k := range kinds {
+		for _, md := range modes {
+			i++
+			t.Run(k.name+" "+md.name, func(t *testing.T) {
+				for _, dir := range []string{local, m.mnt} {
+					p := filepath.Join(dir, fmt.Sprintf("n%d", i))
+					must(t, unix.Mknod(p, k.typ|0o600, k.dev))
+					must(t, os.Chown(p, nobody, nobody)) // before the bits: a chown by root clears them
+					must(t, syscall.Chmod(p, md.mode))
+					var st syscall.Stat_t
+					must(t, syscall.Lstat(p, &st))
+					if st.Mode&0o7777 != md.mode {
+						t.Fatalf("%s: mode %o after chmod, want %o", p, st.Mode&0o7777, md.mode)
+					}
+					chown(t, p, md.asNobody)
+					must(t, syscall.Lstat(p, &st))
+					if st.Mode&syscall.S_IFMT != k.typ || st.Mode&0o7777 != md.want {
+						t.Errorf("%s: mode %o after chown, want %o", p, st.Mode, k.typ|md.want)
+					}
+				}
+			})
+		}
+	}
 }

@@ -26,6 +26,11 @@ const keyTrunc = "kumo:trunc" // base bytes at or beyond this offset read as zer
 // record's own revision (local only, never pushed).
 const keySeen = "kumo:seen"
 
+// keyPrealloc keeps nodeState.prealloc (fallocate) in the local record:
+// start and end, little-endian. Preallocation is this device's, as a
+// local disk's is.
+const keyPrealloc = "kumo:prealloc"
+
 const noTrunc = ^uint64(0)
 
 // nodeState is the decrypted in-memory view of one node.
@@ -62,6 +67,7 @@ type nodeState struct {
 	serverCh     []string // chunk ids the server holds for it, if known
 	lastParent   uint64   // where it was last seen, for conflict copies
 	lastName     string
+	prealloc     extent // preallocated by fallocate: counts in st_blocks
 
 	// cacheMu orders page-cache stores against opens for writing, truncates
 	// and invalidations (pagecache.go); lock order: cacheMu, dmu, d.mu.
@@ -174,6 +180,13 @@ func (d *Drive) decode(n api.Node) (*nodeState, error) {
 		st.attrs.Xattrs = maps.Clone(a.Xattrs)
 		delete(st.attrs.Xattrs, keyTrunc)
 	}
+	if v, ok := a.Xattrs[keyPrealloc]; ok {
+		if len(v) == 16 {
+			st.prealloc = extent{binary.LittleEndian.Uint64(v), binary.LittleEndian.Uint64(v[8:])}
+		}
+		st.attrs.Xattrs = maps.Clone(st.attrs.Xattrs)
+		delete(st.attrs.Xattrs, keyPrealloc)
+	}
 	if n.ID == api.RootID && meta.HasFormatMarkV2(a) {
 		// From here on a v1 record anywhere in this account is a replay.
 		d.sealer.RequireV2()
@@ -207,6 +220,13 @@ func (d *Drive) localNode(st *nodeState) api.Node {
 			a.Xattrs = map[string][]byte{}
 		}
 		a.Xattrs[keySeen] = binary.LittleEndian.AppendUint64(nil, st.seen)
+	}
+	if !st.prealloc.empty() {
+		a.Xattrs = maps.Clone(a.Xattrs)
+		if a.Xattrs == nil {
+			a.Xattrs = map[string][]byte{}
+		}
+		a.Xattrs[keyPrealloc] = binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, st.prealloc.start), st.prealloc.end)
 	}
 	st.addFormatMark(&a)
 	return api.Node{ID: st.id, Type: st.typ, Version: st.version, Nlink: st.nlink, Parent: st.parent,
