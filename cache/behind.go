@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -43,6 +44,11 @@ const (
 	// key written several times in it (a new file's node: create, chmod,
 	// utimes, close) goes into badger's memtable once.
 	behindGather = 2 * time.Millisecond
+	// When queued records wait for their data to be synced (AfterData),
+	// the applier lets them gather this long (unless a reader waits), so
+	// one round of fdatasyncs covers the closes of that while. Reads meanwhile
+	// see the records (overlay); only scans wait.
+	behindDataWait = 100 * time.Millisecond
 )
 
 // pendingWrite is the latest queued write of a key.
@@ -57,12 +63,19 @@ type behindRecord struct {
 	entries []redoEntry
 	size    int
 	pos     redoPos // badger's redo position once it holds this record (zero: none to write)
+	fence   uint64  // an AfterData record's number (Store.fenced): badger gets it once syncData covered it
 }
 
 // writeBehind is the overlay and the queue of records not yet in badger.
 type writeBehind struct {
 	db  *badger.DB
 	log *slog.Logger
+	// dataBefore makes the data of AfterData records up to fence durable
+	// (Store.syncDataUpTo) before badger gets them: badger's files reach
+	// the disk when the kernel likes, so badger must not hold a file's new
+	// size before the disk holds its bytes.
+	dataBefore func(fence uint64) error
+	dataSynced *atomic.Uint64 // Store.dataSynced
 	// applying is held while a batch is written to badger (tests hold it to
 	// keep records queued).
 	applying sync.Mutex
@@ -76,12 +89,13 @@ type writeBehind struct {
 	bytes   int    // size of the records in queue and in the batch being applied
 	err     error  // first failure to apply: sticky, the store is unusable
 	closing bool
+	fence   uint64 // highest AfterData number queued so far
 	done    chan struct{}
 	hurry   chan struct{} // someone waits: apply without gathering
 }
 
-func newWriteBehind(db *badger.DB, log *slog.Logger) *writeBehind {
-	w := &writeBehind{db: db, log: log, over: map[string]pendingWrite{}, done: make(chan struct{}), hurry: make(chan struct{}, 1)}
+func newWriteBehind(db *badger.DB, log *slog.Logger, dataBefore func(uint64) error, dataSynced *atomic.Uint64) *writeBehind {
+	w := &writeBehind{db: db, log: log, dataBefore: dataBefore, dataSynced: dataSynced, over: map[string]pendingWrite{}, done: make(chan struct{}), hurry: make(chan struct{}, 1)}
 	w.changed = sync.NewCond(&w.mu)
 	go w.run()
 	return w
@@ -97,7 +111,7 @@ func (w *writeBehind) get(key []byte) (pendingWrite, bool) {
 
 // add queues a record (its entries must not be modified afterwards) and makes
 // its writes visible to get. It waits while the queue is full.
-func (w *writeBehind) add(entries []redoEntry, size int, pos redoPos) error {
+func (w *writeBehind) add(entries []redoEntry, size int, pos redoPos, fence uint64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for w.err == nil && (w.bytes >= behindQueueBytes || len(w.queue) >= behindQueueRecords) {
@@ -111,10 +125,11 @@ func (w *writeBehind) add(entries []redoEntry, size int, pos redoPos) error {
 		return ErrClosed
 	}
 	w.queued++
+	w.fence = max(w.fence, fence)
 	for _, e := range entries {
 		w.over[string(e.k)] = pendingWrite{v: e.v, del: e.del, rec: w.queued}
 	}
-	w.queue = append(w.queue, behindRecord{n: w.queued, entries: entries, size: size, pos: pos})
+	w.queue = append(w.queue, behindRecord{n: w.queued, entries: entries, size: size, pos: pos, fence: fence})
 	w.bytes += size
 	w.changed.Broadcast()
 	return nil
@@ -172,8 +187,12 @@ func (w *writeBehind) run() {
 			continue
 		}
 		if !w.closing && w.bytes < behindBatchBytes {
+			wait := behindGather
+			if w.dataSynced != nil && w.fence > w.dataSynced.Load() {
+				wait = behindDataWait // one data sync for the closes of this while
+			}
 			w.mu.Unlock()
-			t := time.NewTimer(behindGather)
+			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
 			case <-w.hurry:
@@ -187,9 +206,19 @@ func (w *writeBehind) run() {
 			n++
 		}
 		batch := w.queue[:n:n]
+		var fence uint64
+		for _, r := range batch {
+			fence = max(fence, r.fence)
+		}
 		w.mu.Unlock()
+		var err error
+		if fence > 0 && w.dataBefore != nil {
+			err = w.dataBefore(fence)
+		}
 		w.applying.Lock()
-		err := applyRecords(w.db, batch)
+		if err == nil {
+			err = applyRecords(w.db, batch)
+		}
 		w.applying.Unlock()
 		w.mu.Lock()
 		if err != nil {

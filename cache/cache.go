@@ -82,7 +82,18 @@ type Store struct {
 	unsyncMu sync.Mutex
 	unsynced map[*SegmentFile]struct{}
 	flushes  atomic.Int64 // fdatasync/fsync calls made (Flushes)
-	synced   atomic.Int64 // redo log offset covered by the last sync of everything (commit)
+
+	// Data before the records that describe it (Mutation.AfterData).
+	// fenced counts AfterData records; dataSynced is the count whose data
+	// a syncData made durable. dataOrder is held (shared) by whoever
+	// flushes data and applies its AfterData record, and exclusively by a
+	// redo log sync from its data sync to its fdatasync, so no AfterData
+	// record lands in the log between the two.
+	fenced     atomic.Uint64
+	dataSynced atomic.Uint64
+	dataMu     sync.Mutex // one syncData at a time
+	dataOrder  sync.RWMutex
+	synced     atomic.Int64 // redo log offset covered by the last sync of everything (commit)
 
 	closeOnce sync.Once
 	stop      chan struct{}
@@ -143,6 +154,13 @@ func Open(o Options) (*Store, error) {
 		unsynced: map[*SegmentFile]struct{}{},
 	}
 	redo.sync.do = func() error {
+		s.dataOrder.Lock()
+		defer s.dataOrder.Unlock()
+		if s.fenced.Load() > s.dataSynced.Load() {
+			if err := s.syncData(); err != nil {
+				return err
+			}
+		}
 		off := redo.offNow.Load()
 		if err := s.fdatasync(redo.f); err != nil {
 			return err
@@ -150,7 +168,7 @@ func Open(o Options) (*Store, error) {
 		redo.durable.Store(off)
 		return nil
 	}
-	s.behind = newWriteBehind(db, log)
+	s.behind = newWriteBehind(db, log, s.syncDataUpTo, &s.dataSynced)
 	copy(s.segKey[:], segKey)
 	s.slots.New = func() any { b := make([]byte, slotStride); return &b }
 	if err := s.loadJournalState(); err != nil {
@@ -206,13 +224,21 @@ func (s *Store) needsCommit() bool {
 	return n > 0 || s.redo.offset() != s.synced.Load()
 }
 
-// SyncAll makes everything written so far durable on local disk: the data
-// of every segment file (closed files' data included: close only writes it
-// to the kernel), the segment files' directory, then the tree (the redo
-// log). Data is synced before the log that describes it. This is what
-// sync/syncfs would mean, and what the periodic commit runs.
-func (s *Store) SyncAll() error {
-	off := s.redo.offset()
+// DataOrder holds back the redo log's syncs while the caller writes a
+// file's data to the kernel (SegmentFile.Flush) and applies the
+// AfterData mutation that describes it; call the returned func after.
+func (s *Store) DataOrder() (release func()) {
+	s.dataOrder.RLock()
+	return s.dataOrder.RUnlock
+}
+
+// syncData makes the data of every segment file written so far durable
+// (fdatasync of each, and their directory): what the AfterData records
+// applied so far describe.
+func (s *Store) syncData() error {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
+	fence := s.fenced.Load() // records up to here flushed their data before they were counted
 	s.unsyncMu.Lock()
 	files := make([]*SegmentFile, 0, len(s.unsynced))
 	for f := range s.unsynced {
@@ -228,12 +254,42 @@ func (s *Store) SyncAll() error {
 	if err := s.syncDir(filepath.Join(s.dir, dirtyDir)); err != nil {
 		errs = append(errs, fmt.Errorf("cache: sync: %w", err))
 	}
-	if err := s.SyncTree(); err != nil {
-		errs = append(errs, err)
-	} else {
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for {
+		old := s.dataSynced.Load()
+		if old >= fence || s.dataSynced.CompareAndSwap(old, fence) {
+			return nil
+		}
+	}
+}
+
+// syncDataUpTo runs syncData unless one already covered AfterData record
+// fence; the write-behind applier calls it, after letting such records
+// gather for behindDataWait (one data sync for many closes).
+func (s *Store) syncDataUpTo(fence uint64) error {
+	if s.dataSynced.Load() >= fence {
+		return nil
+	}
+	return s.syncData()
+}
+
+// SyncAll makes everything written so far durable on local disk: the data
+// of every segment file (closed files' data included: close only writes it
+// to the kernel), the segment files' directory, then the tree (the redo
+// log). Data is synced before the log that describes it. This is what
+// sync/syncfs would mean, and what the periodic commit runs.
+func (s *Store) SyncAll() error {
+	off := s.redo.offset()
+	err := s.syncData()
+	if err == nil {
+		err = s.SyncTree()
+	}
+	if err == nil {
 		s.synced.Store(off)
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // Flushes is how many fdatasync/fsync calls (device flushes) the store has

@@ -153,3 +153,49 @@ func TestPowerLossAfterSync(t *testing.T) {
 		t.Fatalf("journal after the power loss: %d ops, want at least the 20 synced", len(ops))
 	}
 }
+
+// TestAfterDataOrder: a mutation that describes unsynced segment data (a
+// close's new size) reaches neither badger nor a synced redo log before
+// that data is on disk. Badger's files reach the disk whenever the kernel
+// writes them back, so badger holding the record first could, after a power
+// loss, show the new size over bytes that never got there (zeros).
+func TestAfterDataOrder(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	defer s.Close()
+	f, err := s.OpenSegmentFile(9, 1)
+	must(err)
+	defer f.Close()
+	must(f.WriteSegment(0, segPattern(9, 0, chunk.SegmentSize)))
+	must(f.Flush())
+	release := s.DataOrder()
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(9, 1)}, AfterData: true}))
+	release()
+	if n, err := s.GetNode(9); err != nil || n.Attrs[0] != 1 {
+		t.Fatalf("the record is not visible at once: %v", err)
+	}
+	if inBadger(t, s, nodeKey(9)) {
+		t.Fatal("badger holds the record before its data was synced")
+	}
+	flushes := s.Flushes()
+	must(s.behind.drain()) // a reader waits: the applier syncs the data, then applies
+	if !inBadger(t, s, nodeKey(9)) {
+		t.Fatal("the record did not reach badger after the drain")
+	}
+	if s.Flushes() == flushes || f.unsynced.Load() {
+		t.Fatal("badger got the record without the data being synced first")
+	}
+
+	// The redo log: a sync (another file's fsync) syncs the data first.
+	must(f.WriteSegment(1, segPattern(9, 1, 10)))
+	must(f.Flush())
+	release = s.DataOrder()
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(9, 2)}, AfterData: true}))
+	release()
+	if !f.unsynced.Load() {
+		t.Fatal("test premise: the segment file should hold unsynced data")
+	}
+	must(s.SyncTree())
+	if f.unsynced.Load() {
+		t.Fatal("the redo log was synced with a record whose data was not")
+	}
+}

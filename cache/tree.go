@@ -161,6 +161,12 @@ type Mutation struct {
 	Cursor        *uint64       // new change-feed cursor, if set
 	PutInline     []InlineSegment
 	DeleteInline  [][2]uint64 // (node, gen)
+	// AfterData marks a mutation that describes segment-file data written
+	// (SegmentFile.Flush) but not synced, such as a file's new size at
+	// close. Neither the redo log nor badger makes it durable before that
+	// data: a power loss must not keep the size and lose the bytes (the
+	// file would read as zeros). Apply it while holding DataOrder.
+	AfterData bool
 }
 
 // ErrTooBig is returned by Apply when a mutation does not fit in one badger
@@ -179,9 +185,14 @@ func (s *Store) Apply(m Mutation) error {
 	seq, err := s.writeMutation(rec, m)
 	if err == nil {
 		if len(rec.entries) > behindMaxEntries || s.redo.payloadSize() > behindMaxBytes {
-			err = s.applyNow(rec.entries)
+			if m.AfterData {
+				err = s.syncData() // badger gets it now
+			}
+			if err == nil {
+				err = s.applyNow(rec.entries)
+			}
 		} else {
-			err = s.applyBehind(rec.entries, s.redo.payloadSize())
+			err = s.applyBehind(rec.entries, s.redo.payloadSize(), m.AfterData)
 		}
 	}
 	if errors.Is(err, badger.ErrTxnTooBig) {
@@ -264,7 +275,7 @@ func (s *Store) applyNow(entries []redoEntry) error {
 
 // applyBehind logs a small mutation and queues it for badger. When the log is
 // full, badger gets it now and the log starts over. Under applyMu.
-func (s *Store) applyBehind(entries []redoEntry, size int) error {
+func (s *Store) applyBehind(entries []redoEntry, size int, afterData bool) error {
 	if err := s.behind.failed(); err != nil {
 		return err
 	}
@@ -273,11 +284,20 @@ func (s *Store) applyBehind(entries []redoEntry, size int) error {
 	if err != nil {
 		return err
 	}
+	var fence uint64
+	if afterData {
+		fence = s.fenced.Add(1) // its data was written (Flush) before: the next syncData covers it
+	}
 	if fits {
-		return s.behind.add(entries, size, pos)
+		return s.behind.add(entries, size, pos, fence)
 	}
 	if err := s.behind.drain(); err != nil {
 		return err
+	}
+	if afterData {
+		if err := s.syncData(); err != nil { // badger gets it now, and a checkpoint syncs badger
+			return err
+		}
 	}
 	if err := applyRecords(s.db, []behindRecord{{entries: entries}}); err != nil {
 		return err
