@@ -32,10 +32,23 @@
 // read-modify-written. A file is dirty iff it has a layer
 // (truncate creates an empty one so a pure truncate is uploaded too).
 //
-// close (flush) and fsync sync the layers, save the local attributes and sync
-// the store: after that, kill -9 or power loss loses nothing. At the next
-// mount, segment files are found (Store.SegmentFiles) and uploaded; layer data
-// beyond the saved size (never fsync'd) is cut so it cannot reappear.
+// close (flush) writes the layers' waiting segments to their files and saves
+// the local attributes (one Apply: a redo-log record), without a device
+// flush: after that, kill -9 of the daemon loses nothing (the kernel has
+// it), as on ext4. fsync (and close with Options.DurableClose, kumo mount
+// --durable-close) also fdatasyncs the layers and syncs the store: after
+// that, a power loss loses nothing either. A close's record is marked
+// cache.Mutation.AfterData: the store syncs the segment data before the
+// redo log or badger can hold the record (Store.DataOrder keeps a log sync
+// from slipping between the data and its record), so a power loss never
+// keeps a new size without its bytes; the store also commits everything
+// every 5 s (Store.SyncAll). A truncate that cuts unuploaded segment data
+// saves and syncs the new size first, and a segment file is removed only
+// once the records that make it unneeded are synced. sync(2) and syncfs(2)
+// do not reach the daemon: Linux sends FUSE_SYNCFS only to virtiofs (checked
+// on 6.18; go-fuse has no handler for it either). At the next mount, segment
+// files are found (Store.SegmentFiles) and uploaded; layer data beyond the
+// saved size (never fsync'd) is cut so it cannot reappear.
 //
 // The uploader takes a dirty file after 1 s without writes (at once after
 // close or Flush): it freezes the current layers (new writes go to a new

@@ -11,10 +11,14 @@ import (
 
 // crashWorkload writes files in a loop, each made durable with fsync before it
 // is counted as completed. Every fifth file uses the atomic-save pattern (write a
-// temp file, fsync, rename into place, fsync the directory).
+// temp file, fsync, rename into place, fsync the directory). With closeOnly,
+// a file counts once close returned (no fsync anywhere): what a kill -9 of
+// the daemon must not lose either, since close hands the data to it (a power
+// loss may; that is tested with a simulated one in fs.TestPowerLossAfterFsync).
 type crashWorkload struct {
-	dir   string
-	round int
+	dir       string
+	round     int
+	closeOnly bool
 
 	mu        sync.Mutex
 	completed []int
@@ -31,7 +35,11 @@ func crashFileData(round, i int) []byte {
 }
 
 func startCrashWorkload(dir string, round int) *crashWorkload {
-	w := &crashWorkload{dir: dir, round: round, stop: make(chan struct{}), done: make(chan struct{})}
+	return startWorkload(&crashWorkload{dir: dir, round: round})
+}
+
+func startWorkload(w *crashWorkload) *crashWorkload {
+	w.stop, w.done = make(chan struct{}), make(chan struct{})
 	go w.loop()
 	return w
 }
@@ -59,6 +67,15 @@ func (w *crashWorkload) loop() {
 func (w *crashWorkload) writeOne(i int) error {
 	final := filepath.Join(w.dir, crashFileName(w.round, i))
 	data := crashFileData(w.round, i)
+	if w.closeOnly {
+		if i%5 != 4 {
+			return os.WriteFile(final, data, 0o644)
+		}
+		if err := os.WriteFile(final+".tmp", data, 0o644); err != nil {
+			return err
+		}
+		return os.Rename(final+".tmp", final)
+	}
 	if i%5 != 4 {
 		return writeFileSync(final, data, 0o644)
 	}
@@ -112,7 +129,7 @@ func (w *crashWorkload) halt() []int {
 	return append([]int(nil), w.completed...)
 }
 
-// verifyCrashFiles checks every completed file of the rounds has its exact bytes.
+// verifyCrashFiles checks every completed (fsync'd or closed) file of the rounds has its exact bytes.
 func verifyCrashFiles(t *testing.T, dir string, completed map[int][]int) {
 	t.Helper()
 	n := 0
@@ -121,20 +138,22 @@ func verifyCrashFiles(t *testing.T, dir string, completed map[int][]int) {
 			p := filepath.Join(dir, crashFileName(round, i))
 			got, err := os.ReadFile(p)
 			if err != nil {
-				t.Fatalf("fsync'd file %s: %v", filepath.Base(p), err)
+				t.Fatalf("completed file %s: %v", filepath.Base(p), err)
 			}
 			if want := crashFileData(round, i); string(got) != string(want) {
-				t.Fatalf("fsync'd file %s: %d bytes, want %d (first difference at %d)", filepath.Base(p), len(got), len(want), firstDiff(got, want))
+				t.Fatalf("completed file %s: %d bytes, want %d (first difference at %d)", filepath.Base(p), len(got), len(want), firstDiff(got, want))
 			}
 			n++
 		}
 	}
-	t.Logf("verified %d fsync'd files", n)
+	t.Logf("verified %d completed files", n)
 }
 
-// TestCrashKill9 kills the daemon with SIGKILL twice: in the middle of a
-// write+fsync workload, and again right after the restart while uploads resume.
-// Every file whose fsync returned must survive both, and then reach the cloud.
+// TestCrashKill9 kills the daemon with SIGKILL three times: in the middle of a
+// write+fsync workload, again right after the restart while uploads resume,
+// and in the middle of a workload that only closes its files. Every file
+// whose fsync (or, in the last round, close) returned must survive, and then
+// reach the cloud.
 func TestCrashKill9(t *testing.T) {
 	t.Run("local", func(t *testing.T) {
 		// No daemon to kill: this checks the workload and its checker.
@@ -169,6 +188,16 @@ func TestCrashKill9(t *testing.T) {
 		t.Logf("round 2: killed after %d completed files", len(completed[2]))
 
 		// Restart on the same cache: everything fsync'd is there.
+		tg.m = tg.m.again(t, cache)
+		verifyCrashFiles(t, dir, completed)
+
+		// Round 3: files only closed (no fsync), kill at once: close handed
+		// them to the daemon's store files, so none is lost.
+		w = startWorkload(&crashWorkload{dir: dir, round: 3, closeOnly: true})
+		w.waitFor(t, 40, 500*time.Millisecond)
+		tg.m.kill9(t)
+		completed[3] = w.halt()
+		t.Logf("round 3: killed after %d closed files", len(completed[3]))
 		tg.m = tg.m.again(t, cache)
 		verifyCrashFiles(t, dir, completed)
 
