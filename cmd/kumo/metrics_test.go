@@ -54,7 +54,7 @@ func TestServeMetrics(t *testing.T) {
 	r.fails("not_found", "ls", "/missing")
 
 	m := scrape(t, p.metricsURL)
-	if v := metricValue(t, m, `kumo_http_requests_total{code="200",route="/v1/signup"}`); v != 1 {
+	if v := metricValue(t, m, `kumo_http_requests_total{code="202",route="/v1/signup"}`); v != 1 {
 		t.Errorf("signup requests: %v", v)
 	}
 	if v := metricValue(t, m, `kumo_http_requests_total{code="404",route="/v1/nodes/{id}/entries/{hex}"}`); v < 1 {
