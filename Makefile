@@ -13,6 +13,10 @@ VERSITYGW_VERSION := v1.8.0
 BTCD_VERSION := v0.26.2
 export KUMO_VERSITYGW ?= $(TESTCACHE)/bin/versitygw-$(VERSITYGW_VERSION)
 export KUMO_BTCD ?= $(TESTCACHE)/btcd-$(BTCD_VERSION)
+# make lint's staticcheck, installed there once too (per Go version: it must
+# be built with the Go it analyses for).
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK ?= $(TESTCACHE)/bin/staticcheck-$(STATICCHECK_VERSION)-$(shell $(GO) env GOVERSION)
 
 build:
 	$(GO) build -o $(BIN) ./cmd/kumo
@@ -72,6 +76,13 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	@out=$$($(GO) mod tidy -diff 2>&1) || { echo "go.mod/go.sum are not tidy (run go mod tidy):"; echo "$$out"; exit 1; }
+	@if [ ! -x "$(STATICCHECK)" ]; then \
+		echo "installing staticcheck $(STATICCHECK_VERSION) into $(STATICCHECK) (once)"; \
+		tmp=$$(mktemp -d) && GOBIN=$$tmp $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) && \
+		mkdir -p "$(dir $(STATICCHECK))" && mv $$tmp/staticcheck "$(STATICCHECK)" && rmdir $$tmp || \
+		{ echo "could not install staticcheck: make lint needs it (network access to the Go module proxy)"; exit 1; }; \
+	fi
+	$(STATICCHECK) ./...
 
 clean:
 	rm -rf bin

@@ -48,19 +48,6 @@ func resumedInlineLayer(s *cache.Store, node, gen uint64) *inlineLayer {
 	return &inlineLayer{store: s, node: node, gen: gen, has: true, stored: true}
 }
 
-// load reads the stored data into memory. Under l.mu.
-func (l *inlineLayer) load() error {
-	if l.loaded {
-		return nil
-	}
-	p, ok, err := l.store.GetInline(l.node, l.gen)
-	if err != nil {
-		return err
-	}
-	l.data, l.has, l.loaded = p, ok, true
-	return nil
-}
-
 func (l *inlineLayer) ReadSegment(i int64) ([]byte, bool, error) {
 	if i != 0 {
 		return nil, false, nil

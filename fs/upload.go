@@ -339,10 +339,7 @@ func (d *Drive) upload(st *nodeState) error {
 	}
 	st.attrs.Chunks = refs
 	st.trunc = noTrunc
-	pushSize := size
-	// The pushed size is what the chunks hold.
-	_ = pushSize
-	op := d.updateOp(st)
+	op := d.updateOp(st) // the pushed size is what the chunks hold (pushAttrs)
 	m := cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{op}}
 	segFiles := false
 	for _, l := range frozen {
@@ -395,13 +392,6 @@ func (d *Drive) upload(st *nodeState) error {
 	d.stat.uploadedB += int64(size)
 	d.stat.Unlock()
 	return nil
-}
-
-// built is one chunk to upload.
-type built struct {
-	idx int
-	id  chunk.ID
-	p   []byte
 }
 
 // buildAndUpload returns the new chunk list for size bytes: untouched chunks

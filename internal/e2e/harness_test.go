@@ -292,8 +292,6 @@ type target struct {
 	gen   int
 }
 
-func (tg *target) isKumo() bool { return tg.m != nil }
-
 // remount makes the next reads come from storage: for kumo, unmount (which
 // flushes uploads) and mount again with a fresh, empty cache dir on the same
 // cloud. The local target has nothing to do.

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -61,7 +60,11 @@ func makeSourceTree(t *testing.T) string {
 	if err := os.Mkdir(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	goroot := runtime.GOROOT()
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatalf("go env GOROOT (the tree copies Go's own sources): %v", err)
+	}
+	goroot := strings.TrimSpace(string(out))
 	for _, d := range []string{"src/cmd/go", "src/net"} {
 		run(t, "", "cp", "-a", filepath.Join(goroot, d), src)
 	}

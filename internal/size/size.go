@@ -9,7 +9,6 @@ package size
 import (
 	"errors"
 	"fmt"
-	"math"
 	"math/big"
 	"strings"
 )
@@ -50,7 +49,7 @@ func Parse(s string) (int64, error) {
 	}
 	r.Mul(r, new(big.Rat).SetInt64(mult))
 	n := new(big.Int).Quo(r.Num(), r.Denom())
-	if !n.IsInt64() || n.Int64() > math.MaxInt64 {
+	if !n.IsInt64() {
 		return 0, fmt.Errorf("%w %q: too large", ErrSyntax, s)
 	}
 	return n.Int64(), nil

@@ -124,12 +124,6 @@ func (c *Client) SetToken(tok string) {
 	c.mu.Unlock()
 }
 
-func (c *Client) getToken() string {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.token
-}
-
 // retryPolicy says which failures a request may be repeated after.
 type retryPolicy int
 
@@ -346,34 +340,7 @@ func decodeError(status int, b []byte) *api.Error {
 	if msg == "" {
 		msg = http.StatusText(status)
 	}
-	return &api.Error{Status: status, Code: codeForStatus(status), Message: msg}
-}
-
-func codeForStatus(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return api.CodeBadRequest
-	case http.StatusUnauthorized:
-		return api.CodeUnauthorized
-	case http.StatusForbidden:
-		return api.CodeForbidden
-	case http.StatusNotFound:
-		return api.CodeNotFound
-	case http.StatusConflict:
-		return api.CodeConflict
-	case http.StatusRequestEntityTooLarge:
-		return api.CodeTooLarge
-	case http.StatusTooManyRequests:
-		return api.CodeRateLimited
-	case http.StatusInsufficientStorage:
-		return api.CodeQuota
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return api.CodeUnavailable
-	}
-	if status >= 500 {
-		return api.CodeInternal
-	}
-	return api.CodeBadRequest
+	return &api.Error{Status: status, Code: api.CodeForStatus(status), Message: msg}
 }
 
 // parseRetryAfter reads seconds or an HTTP date; 0 if absent or unparsable.

@@ -377,9 +377,7 @@ func TestCanaryNeverOnServerDisk(t *testing.T) {
 	// Flush everything to disk and scan every file the server wrote.
 	e.stop()
 	needles := canaryForms(canary)
-	for _, s := range []string{fileName, "dir-" + canary} {
-		needles = append(needles, s)
-	}
+	needles = append(needles, fileName, "dir-"+canary)
 	scanned, emailSeen := 0, false
 	err = filepath.WalkDir(e.data, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {

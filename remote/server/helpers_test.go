@@ -25,12 +25,11 @@ import (
 
 // env is a real server on a loopback port over a temp data directory.
 type env struct {
-	t     *testing.T
-	cfg   Config
-	s     *Server
-	hs    *httptest.Server
-	url   string
-	blobs blob.Store
+	t   *testing.T
+	cfg Config
+	s   *Server
+	hs  *httptest.Server
+	url string
 }
 
 func localBlobs(t *testing.T) blob.Store {

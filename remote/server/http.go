@@ -24,7 +24,6 @@ import (
 type reqInfo struct {
 	id      string
 	account string
-	status  int
 }
 
 type ctxKey struct{}
@@ -213,39 +212,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 func writeError(w http.ResponseWriter, e *api.Error) {
 	status := e.Status
 	if status == 0 {
-		status = statusOf(e.Code)
+		status = api.HTTPStatus(e.Code)
 	}
 	if status == http.StatusTooManyRequests && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", "60")
 	}
 	writeJSON(w, status, api.ErrorResponse{Error: api.Error{Code: e.Code, Message: e.Message}})
-}
-
-// statusOf is the HTTP status of an error code (see api.go).
-func statusOf(code string) int {
-	switch code {
-	case api.CodeBadRequest, api.CodeInvalidMove, api.CodeBadVoucher:
-		return http.StatusBadRequest
-	case api.CodeUnauthorized:
-		return http.StatusUnauthorized
-	case api.CodeForbidden, api.CodeReadOnly:
-		return http.StatusForbidden
-	case api.CodeNotFound:
-		return http.StatusNotFound
-	case api.CodeConflict, api.CodeUsedVoucher, api.CodeExists, api.CodeNotEmpty, api.CodeNotDir, api.CodeIsDir:
-		return http.StatusConflict
-	case api.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case api.CodeRateLimited:
-		return http.StatusTooManyRequests
-	case api.CodeQuota:
-		return http.StatusInsufficientStorage
-	case api.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	case api.CodePaymentsOff:
-		return http.StatusNotImplemented
-	}
-	return http.StatusInternalServerError
 }
 
 // readJSON decodes a bounded JSON body into v strictly: unknown fields,

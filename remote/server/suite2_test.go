@@ -196,7 +196,6 @@ func testChangeFeed(t *testing.T, nb func(t *testing.T) blob.Store) {
 		got <- r
 	}()
 	time.Sleep(200 * time.Millisecond)
-	start = time.Now()
 	if err := e.s.Close(); err != nil {
 		t.Fatal(err)
 	}
