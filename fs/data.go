@@ -307,12 +307,11 @@ func (d *Drive) waitUpload(st *nodeState) {
 // truncateLocked cuts or extends the data to size. Caller holds st.dmu (write)
 // and no upload runs.
 func (d *Drive) truncateLocked(ctx context.Context, st *nodeState, v dataView, size uint64) syscall.Errno {
-	top, err := d.topLayer(st, size <= cache.InlineMax && v.size <= cache.InlineMax) // marks the node dirty, even with no data written
-	if err != nil {
+	// topLayer marks the node dirty, even with no data written.
+	if _, err := d.topLayer(st, size <= cache.InlineMax && v.size <= cache.InlineMax); err != nil {
 		d.log.Error("write-back store", "node", st.id, "err", err)
 		return syscall.EIO
 	}
-	_ = top
 	d.mu.Lock()
 	if size < v.size && size < st.trunc {
 		st.trunc = size
