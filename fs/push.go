@@ -302,13 +302,10 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 	for i, r := range resp.Results {
 		op := batch[i]
 		if r.Error != nil {
-			ok, keep := d.resolve(ctx, op, r.Error)
-			if keep {
-				if !ok {
-					retry = true
-					err = fmt.Errorf("%s refused: %w", op.Op, r.Error)
-					break
-				}
+			if !d.resolve(ctx, op, r.Error) {
+				retry = true
+				err = fmt.Errorf("%s refused: %w", op.Op, r.Error)
+				break
 			}
 		} else if r.Node != nil {
 			d.mu.Lock()
@@ -391,13 +388,16 @@ func (d *Drive) saveResultsLocked(ns []*api.Node) {
 		}
 	}
 	if len(m.PutNodes) > 0 {
-		_ = d.store.Apply(m)
+		if err := d.store.Apply(m); err != nil {
+			// The cloud has them; the local records catch up at the next change.
+			d.log.Error("saving the cloud's answer for pushed nodes locally failed", "nodes", len(m.PutNodes), "err", err)
+		}
 	}
 }
 
-// resolve handles an op the cloud refused. ok: handled (ack it); keep=true
-// with ok=false: leave it queued and retry later.
-func (d *Drive) resolve(ctx context.Context, op api.BatchOp, e *api.Error) (ok, keep bool) {
+// resolve handles an op the cloud refused: true when it is handled (ack it),
+// false to leave it queued and retry later.
+func (d *Drive) resolve(ctx context.Context, op api.BatchOp, e *api.Error) bool {
 	switch e.Code {
 	case api.CodeUnavailable, api.CodeInternal, api.CodeRateLimited, api.CodeQuota, api.CodeReadOnly, api.CodeUnauthorized:
 		if e.Code == api.CodeQuota || e.Code == api.CodeReadOnly {
@@ -405,29 +405,29 @@ func (d *Drive) resolve(ctx context.Context, op api.BatchOp, e *api.Error) (ok, 
 			d.stat.quotaBlocked = true
 			d.stat.Unlock()
 		}
-		return false, true
+		return false
 	}
 	switch op.Op {
 	case api.OpCreate:
-		return d.resolveCreate(ctx, op.Create, e), true
+		return d.resolveCreate(ctx, op.Create, e)
 	case api.OpUpdate:
-		return d.resolveUpdate(ctx, op, e), true
+		return d.resolveUpdate(ctx, op, e)
 	case api.OpLink:
 		if e.Code == api.CodeExists {
 			if got, err := d.c.Lookup(ctx, op.Link.Parent, op.Link.NameMAC); err == nil && got.Node.ID == op.Link.ID {
-				return true, true // an earlier attempt went through
+				return true // an earlier attempt went through
 			}
 		}
 	case api.OpUnlink, api.OpRename:
 		if e.Code == api.CodeNotFound {
 			d.log.Info("cloud refused a tree change: already gone there", "op", op.Op, "err", e)
 			d.refreshLater(op)
-			return true, true
+			return true
 		}
 	}
 	d.noteRefused(op, e, keptUndone)
 	d.refreshLater(op)
-	return true, true
+	return true
 }
 
 // What became, on this machine, of a change the cloud refused for good.
@@ -767,8 +767,17 @@ func (d *Drive) keepBoth(ctx context.Context, op api.BatchOp, remote api.Node) b
 	// recreateAs picks a free conflict name and moves the (non-existent)
 	// local entry: put the copy's node first.
 	d.mu.Lock()
-	_ = d.store.Apply(cache.Mutation{PutNodes: []api.Node{d.localNode(cpy)}})
+	err = d.store.Apply(cache.Mutation{PutNodes: []api.Node{d.localNode(cpy)}})
+	if err != nil {
+		delete(d.states, id)
+	}
 	d.mu.Unlock()
+	if err != nil {
+		// Without its local record the copy would exist only in the cloud:
+		// keep our update queued and try again.
+		d.log.Error("saving a conflict copy locally failed; will retry", "node", op.ID, "err", err)
+		return false
+	}
 	if !d.recreateAsCopy(ctx, c, name) {
 		return false
 	}
@@ -806,8 +815,12 @@ func (d *Drive) recreateAsCopy(ctx context.Context, c *api.CreateRequest, name s
 		}
 		d.noteResult(&got.Node)
 		d.mu.Lock()
-		_ = d.store.Apply(cache.Mutation{PutEntries: []cache.Entry{{Parent: req.Parent, NameMAC: req.NameMAC, Name: req.Name, Child: c.ID}}})
+		err = d.store.Apply(cache.Mutation{PutEntries: []cache.Entry{{Parent: req.Parent, NameMAC: req.NameMAC, Name: req.Name, Child: c.ID}}})
 		d.mu.Unlock()
+		if err != nil {
+			// In the cloud already: the entry arrives with the change feed.
+			d.log.Error("saving a conflict copy's entry locally failed", "name", cname, "err", err)
+		}
 		d.notifyEntry(req.Parent, cname)
 		return true
 	}
@@ -840,12 +853,15 @@ func (d *Drive) adopt(remote api.Node) {
 		if len(st.layers) > 0 && size > st.attrs.Size {
 			st.attrs.Size = size
 		}
-		_ = d.store.Apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}})
+		err = d.store.Apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}})
 	} else {
-		_ = d.store.Apply(cache.Mutation{PutNodes: []api.Node{remote}})
+		err = d.store.Apply(cache.Mutation{PutNodes: []api.Node{remote}})
+	}
+	if err != nil {
+		// Memory has their version; the local record follows at its next save.
+		d.log.Error("saving the cloud's version of a node locally failed", "node", remote.ID, "err", err)
 	}
 	d.mu.Unlock()
 	d.notifyContent(remote.ID)
 }
 
-var _ = meta.ErrAuth
