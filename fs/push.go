@@ -18,64 +18,6 @@ import (
 
 const pushBatch = 300
 
-// maxBatchBytes bounds the encoded size of one /v1/batch request: under
-// the server's api.MaxJSONBody, with room to spare for the estimate
-// (opBytes). A 413 answer halves the bound for the rest of the mount (a
-// proxy in front of the cloud may take less), down to minBatchBytes.
-const (
-	maxBatchBytes = api.MaxJSONBody * 3 / 4
-	minBatchBytes = 64 << 10
-)
-
-// opBytes is an upper bound of op's size in a JSON batch request: byte
-// fields go out as base64, ids and MACs as hex strings.
-func opBytes(op api.BatchOp) int {
-	b64 := func(b []byte) int { return (len(b) + 2) / 3 * 4 }
-	ids := func(s []string) (n int) {
-		for _, id := range s {
-			n += len(id) + 3
-		}
-		return n
-	}
-	n := 256 // field names, numbers, punctuation
-	if c := op.Create; c != nil {
-		n += b64(c.Attrs) + b64(c.Name) + len(c.NameMAC) + ids(c.Chunks)
-	}
-	if u := op.Update; u != nil {
-		n += b64(u.Attrs) + ids(u.Chunks)
-	}
-	if r := op.Rename; r != nil {
-		n += b64(r.Name) + b64(r.SrcName) + len(r.SrcNameMAC) + len(r.DstNameMAC)
-	}
-	if l := op.Link; l != nil {
-		n += b64(l.Name) + len(l.NameMAC)
-	}
-	if u := op.Unlink; u != nil {
-		n += len(u.NameMAC)
-	}
-	return n
-}
-
-// batchCut is how many ops of batch go in one request of at most limit
-// bytes: at least one.
-func batchCut(batch []api.BatchOp, limit int) int {
-	size := 0
-	for i, op := range batch {
-		size += opBytes(op)
-		if size > limit && i > 0 {
-			return i
-		}
-	}
-	return len(batch)
-}
-
-func batchBytes(batch []api.BatchOp) (n int) {
-	for _, op := range batch {
-		n += opBytes(op)
-	}
-	return n
-}
-
 // pushLoop sends the journal to the cloud in order.
 func (d *Drive) pushLoop() {
 	defer d.wg.Done()
@@ -208,63 +150,15 @@ func (d *Drive) versionOf(id uint64) (v uint64, ok bool) {
 // out, and an update of a node created earlier in the batch is folded into
 // that create: a file that is created, written and chmod'ed costs one op, not
 // three batches (an update's base version is known only from the answer to
-// the op before it, so a batch used to end there).
+// the op before it, so a batch used to end there). The planning is pure
+// (batchplan.go); this function does the locking, the requests and the acks.
 func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err error) {
 	d.mu.Lock()
 	rewritten := make([]api.BatchOp, len(ops))
-	lastUpdate := map[uint64]int{} // node -> index in ops of its last update
 	for i, jo := range ops {
 		rewritten[i] = d.rewriteOp(jo.Op)
-		if op := rewritten[i]; op.Op == api.OpUpdate {
-			lastUpdate[op.ID] = i
-		}
 	}
-	// need[i] is the batch index that must succeed before ops[i] may be acked.
-	const superseded = -2
-	need := make([]int, 0, len(ops))
-	created := map[uint64]int{} // node -> batch index of its create
-	var batch []api.BatchOp
-	for i, op := range rewritten {
-		if op.Op == api.OpUpdate {
-			if lastUpdate[op.ID] != i {
-				need = append(need, superseded) // resolved below
-				continue
-			}
-			if b, ok := created[op.ID]; ok {
-				c := *batch[b].Create // a copy: ops are kept by the push loop
-				c.Attrs, c.Chunks = op.Update.Attrs, op.Update.Chunks
-				batch[b].Create = &c
-				need = append(need, b)
-				continue
-			}
-			// The only update of this node in the batch (earlier ones are
-			// left out, one after its create is folded), so its base
-			// version is the one the cloud last reported.
-			v, ok := d.versionOf(op.ID)
-			if !ok {
-				// Deleted here after the update was queued (its unlink
-				// follows in the journal): there is nothing to update, and
-				// sending it would turn the deleted file into a conflict
-				// copy. Acked with what precedes it.
-				need = append(need, len(batch)-1)
-				continue
-			}
-			u := *op.Update
-			u.Version = v
-			op.Update = &u
-		}
-		if op.Op == api.OpCreate {
-			created[op.Create.ID] = len(batch)
-		}
-		need = append(need, len(batch))
-		batch = append(batch, op)
-	}
-	// A superseded update waits for the update that replaces it.
-	for i := range need {
-		if need[i] == superseded {
-			need[i] = need[lastUpdate[rewritten[i].ID]]
-		}
-	}
+	batch, need := planBatch(rewritten, d.versionOf)
 	d.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(d.ctx, 2*time.Minute)
@@ -277,16 +171,16 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 			if !errors.Is(err, api.ErrTooLarge) {
 				break
 			}
-			sz := batchBytes(batch[:cut])
-			if cut == 1 {
+			next, nextLimit, ok := shrinkBatch(batch, cut, *limit)
+			if !ok {
 				// No request can carry this op: the cloud refuses it for good.
 				d.noteOnline()
+				sz := batchBytes(batch[:cut])
 				resp, err = api.BatchResponse{Results: []api.BatchResult{{Error: &api.Error{Code: api.CodeTooLarge,
 					Message: fmt.Sprintf("one change of about %s is over the cloud's request size limit", size.Format(int64(sz)))}}}}, nil
 				break
 			}
-			*limit = max(minBatchBytes, min(*limit, sz/2))
-			cut = min(cut/2, batchCut(batch, *limit))
+			cut, *limit = next, nextLimit
 			d.log.Info("cloud refused a batch as too large: sending smaller ones", "ops", cut, "bound_bytes", *limit)
 		}
 		if err != nil {
@@ -321,14 +215,7 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 		d.mu.Unlock()
 	}
 	// Ack the longest prefix of ops whose batch entries are all done.
-	n, maxNeed := 0, -1
-	for n < len(need) {
-		maxNeed = max(maxNeed, need[n])
-		if maxNeed >= done {
-			break
-		}
-		n++
-	}
+	n := ackedPrefix(need, done)
 	if n > 0 {
 		if aerr := d.store.Ack(ops[n-1].Seq); aerr != nil {
 			return true, fmt.Errorf("ack journal: %w", aerr)
@@ -864,4 +751,3 @@ func (d *Drive) adopt(remote api.Node) {
 	d.mu.Unlock()
 	d.notifyContent(remote.ID)
 }
-
