@@ -518,3 +518,54 @@ func waitFor(t *testing.T, d time.Duration, ok func() bool) {
 }
 
 var _ = keys.TestKDF
+
+// TestTruncateWhileClosing: a truncate that cuts unuploaded segment data
+// syncs the store while it holds the file, and a close of the same file
+// holds the store's data order while it saves: they must not wait for each
+// other (lock order: the file, then the data order). Many rounds of both at
+// once must finish.
+func TestTruncateWhileClosing(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	m := c.mount(t, t.TempDir(), func(o *Options) { o.QuietTime = time.Hour })
+	p := m.p("f")
+	must(t, os.WriteFile(p, nil, 0o644))
+	data := bytes.Repeat([]byte{'y'}, 300<<10) // segment file, not inline
+	done := make(chan error, 2)
+	const rounds = 150
+	go func() {
+		for range rounds {
+			if err := os.WriteFile(p, data, 0o644); err != nil { // O_TRUNC, write, close
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	go func() {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		for i := range rounds {
+			if _, err := f.WriteAt(data[:100<<10], 0); err != nil {
+				done <- err
+				return
+			}
+			if err := f.Truncate(int64(i % 7 * 1000)); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for range 2 {
+		select {
+		case err := <-done:
+			must(t, err)
+		case <-time.After(60 * time.Second):
+			t.Fatal("truncate and close of one file are stuck waiting for each other")
+		}
+	}
+}

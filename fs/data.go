@@ -400,9 +400,14 @@ func (d *Drive) cutLayers(st *nodeState, size uint64) error {
 // unsynced data (AfterData), so the store makes that data durable before
 // the record: a power loss never keeps the new size without the bytes.
 func (d *Drive) makeDurable(st *nodeState, urgent, sync bool) syscall.Errno {
+	// With sync, st.dmu is not held across the fdatasyncs (writes go on
+	// meanwhile). Without, it is held from the flush to the Apply: lock
+	// order st.dmu, then DataOrder (a truncate syncs the log under st.dmu).
 	st.dmu.RLock()
 	ls := st.layers
-	st.dmu.RUnlock()
+	if sync {
+		st.dmu.RUnlock()
+	}
 	afterData := false
 	release := func() {}
 	for _, l := range ls {
@@ -419,6 +424,9 @@ func (d *Drive) makeDurable(st *nodeState, urgent, sync bool) syscall.Errno {
 		}
 		if err := save(); err != nil && !isClosed(err) {
 			release()
+			if !sync {
+				st.dmu.RUnlock()
+			}
 			d.log.Error("syncing write-back data", "node", st.id, "err", err)
 			return syscall.EIO
 		}
@@ -429,7 +437,9 @@ func (d *Drive) makeDurable(st *nodeState, urgent, sync bool) syscall.Errno {
 		del bool
 	}
 	var saved []savedInline
-	st.dmu.RLock() // the layer list cannot change under us (an upload commit takes it)
+	if sync {
+		st.dmu.RLock() // the layer list cannot change under us (an upload commit takes it)
+	}
 	d.mu.Lock()
 	var err error
 	if !st.deleted {
