@@ -202,10 +202,20 @@ func TestCloseDoesNotFlush(t *testing.T) {
 		return m.d.store.Flushes() - before
 	}
 	for i, n := range sizes {
-		if got := flushesOf(m, fmt.Sprintf("c%d", i), n, false); got != 0 {
-			t.Errorf("close of a %d-byte file made %d device flushes, want 0", n, got)
+		// A background sync (the first listing's, the 5 s commit) may land
+		// in the window: the least of three tries must be 0.
+		least := int64(-1)
+		for try := range 3 {
+			name := fmt.Sprintf("c%d-%d", i, try)
+			got := flushesOf(m, name, n, false)
+			if least < 0 || got < least {
+				least = got
+			}
+			checkFile(t, m.p(name), bytes.Repeat([]byte{'x'}, n))
 		}
-		checkFile(t, m.p(fmt.Sprintf("c%d", i)), bytes.Repeat([]byte{'x'}, n))
+		if least != 0 {
+			t.Errorf("close of a %d-byte file made %d device flushes (least of 3 tries), want 0", n, least)
+		}
 	}
 	for i, n := range sizes {
 		if got := flushesOf(m, fmt.Sprintf("s%d", i), n, true); got == 0 {
