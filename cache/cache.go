@@ -272,7 +272,10 @@ func (s *Store) syncDataUpTo(fence uint64) error {
 	if s.dataSynced.Load() >= fence {
 		return nil
 	}
-	return s.syncData()
+	if err := s.syncData(); err != nil {
+		return fmt.Errorf("syncing closed files' data before badger gets their records: %w", err)
+	}
+	return nil
 }
 
 // SyncAll makes everything written so far durable on local disk: the data
