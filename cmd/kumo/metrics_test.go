@@ -57,7 +57,7 @@ func TestServeMetrics(t *testing.T) {
 	if v := metricValue(t, m, `kumo_http_requests_total{code="202",route="/v1/signup"}`); v != 1 {
 		t.Errorf("signup requests: %v", v)
 	}
-	if v := metricValue(t, m, `kumo_http_requests_total{code="404",route="/v1/nodes/{id}/entries/{hex}"}`); v < 1 {
+	if v := metricValue(t, m, `kumo_http_requests_total{code="404",route="/v1/nodes/{id}/entries/{mac}"}`); v < 1 {
 		t.Errorf("404 lookups: %v", v)
 	}
 	if v := metricValue(t, m, `kumo_http_request_duration_seconds_count{route="/v1/nodes/{id}/entries"}`); v < 2 {
