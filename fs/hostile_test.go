@@ -202,14 +202,21 @@ func headTest(t *testing.T) (*hostile.Proxy, *mounted, api.HeadLog) {
 	return p, m, old
 }
 
-// headRefused writes one more file (its flush checks the head) and asserts
-// that the drive refused the cloud's history and says so in .kumo.
+// headRefused writes one more file (its push makes the drive check the head
+// before advancing it) and asserts that the drive refused the cloud's history
+// and says so in .kumo. It does not wait for the push: once the history is
+// refused, the drive keeps that change queued rather than push it there.
 func headRefused(t *testing.T, m *mounted, want error) {
 	t.Helper()
 	if err := os.WriteFile(m.p("c"), []byte("third\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m.flush()
+	kick(m.d.pushKick)
+	deadline := time.Now().Add(20 * time.Second)
+	for m.d.head.Broken() == "" && time.Now().Before(deadline) {
+		kick(m.d.head.kick)
+		time.Sleep(50 * time.Millisecond)
+	}
 	why := m.d.head.Broken()
 	if why == "" || !strings.Contains(why, want.Error()) {
 		t.Fatalf("head refusal %q, want %v", why, want)
