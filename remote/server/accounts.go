@@ -209,7 +209,9 @@ func (s *Server) handleSignup(w http.ResponseWriter, r *http.Request) error {
 		Created: now, Quota: s.cfg.DefaultQuota, Seq: 1, FeedMin: 1,
 	}
 	root := api.Node{ID: api.RootID, Type: api.TypeDir, Version: 1, Nlink: 1, Attrs: req.RootAttrs, Seq: 1}
-	expires := now.Add(s.cfg.SessionTTL)
+	// Whole seconds, UTC: every signup answer then has the same length, new
+	// e-mail or known (RFC 3339 drops trailing zeros of the nanoseconds).
+	expires := now.Add(s.cfg.SessionTTL).UTC().Truncate(time.Second)
 	// Signups of one e-mail are serialized by the e-mail's lock name, and
 	// only signups make accounts: whether it has one holds until the unlock.
 	mu := s.locks.get("email:" + email)
