@@ -27,6 +27,14 @@ import (
 // Badger keeps working meanwhile; the write-behind applier is held so that
 // badger's files do not change under the copy because of it.
 func (s *Store) CrashImage(dst string) error {
+	// One instant, as a power cut is: no sync may run while the files are
+	// copied, or the image could hold a redo log synced after a segment file
+	// was copied unsynced — a state the store never leaves on disk (it syncs
+	// data before the log that describes it).
+	s.dataOrder.Lock() // no redo-log sync
+	defer s.dataOrder.Unlock()
+	s.dataMu.Lock() // no data sync
+	defer s.dataMu.Unlock()
 	s.behind.applying.Lock()
 	defer s.behind.applying.Unlock()
 	err := filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {

@@ -238,12 +238,6 @@ func TestCloseDoesNotFlush(t *testing.T) {
 // fsync'd before are all there, byte for byte, and reach the cloud; a file
 // only closed may be lost or partly zero, but the tree opens as one state:
 // every name stats and reads without an error.
-//
-// It runs with DurableClose, kumo mount's default. Without it (close hands
-// the data to the kernel only), this test fails in about one run of three: a
-// small file rewritten in place (O_TRUNC) and closed, not fsync'd, comes back
-// as zeros of its new length. Until that ordering bug is found and fixed,
-// --durable-close=false is experimental and off by default (README).
 func TestPowerLossAfterFsync(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	px := newOfflineProxy(t, c.url)
@@ -252,7 +246,6 @@ func TestPowerLossAfterFsync(t *testing.T) {
 		must(t, err)
 		o.Client = cl
 		o.QuietTime = time.Hour
-		o.DurableClose = true
 	})
 	px.down.Store(true) // nothing reaches the cloud: the cache alone must hold it
 	must(t, os.Mkdir(m.p("dir"), 0o755))

@@ -338,6 +338,9 @@ func (d *Drive) truncateLocked(ctx context.Context, st *nodeState, v dataView, s
 				d.log.Error("saving the size before a truncate", "node", st.id, "err", err)
 				return syscall.EIO
 			}
+			d.mu.Lock()
+			st.syncOnClose = true
+			d.mu.Unlock()
 		}
 		if err := d.cutLayers(st, size); err != nil {
 			d.log.Error("write-back store", "node", st.id, "err", err)
@@ -400,6 +403,10 @@ func (d *Drive) cutLayers(st *nodeState, size uint64) error {
 // unsynced data (AfterData), so the store makes that data durable before
 // the record: a power loss never keeps the new size without the bytes.
 func (d *Drive) makeDurable(st *nodeState, urgent, sync bool) syscall.Errno {
+	d.mu.Lock()
+	sync = sync || st.syncOnClose
+	st.syncOnClose = false
+	d.mu.Unlock()
 	// With sync, st.dmu is not held across the fdatasyncs (writes go on
 	// meanwhile). Without, it is held from the flush to the Apply: lock
 	// order st.dmu, then DataOrder (a truncate syncs the log under st.dmu).

@@ -35,12 +35,11 @@
 // close (flush) writes the layers' waiting segments to their files and saves
 // the local attributes (one Apply: a redo-log record), without a device
 // flush: after that, kill -9 of the daemon loses nothing (the kernel has
-// it), as on ext4. fsync (and close with Options.DurableClose, which kumo
-// mount sets by default: --durable-close) also fdatasyncs the layers and
-// syncs the store: after that, a power loss loses nothing either. Without
-// DurableClose the power-loss test (TestPowerLossAfterFsync) finds a small
-// file rewritten in place and only closed coming back as zeros now and then:
-// a known bug, which is why the CLI keeps DurableClose on. A close's record is marked
+// it), as on ext4. fsync (and close with Options.DurableClose, kumo mount
+// --durable-close) also fdatasyncs the layers and syncs the store: after
+// that, a power loss loses nothing either. So does the close after a
+// truncate that cut data the disk held (nodeState.syncOnClose: ext4's
+// auto_da_alloc), so a file rewritten with O_TRUNC comes back old or new. A close's record is marked
 // cache.Mutation.AfterData: the store syncs the segment data before the
 // redo log or badger can hold the record (Store.DataOrder keeps a log sync
 // from slipping between the data and its record), so a power loss never

@@ -61,13 +61,18 @@ type nodeState struct {
 	// store or the journal: the writer's next flush (close) or fsync saves
 	// them with its data, in the same commit (see setAttrs).
 	unsavedAttrs bool
-	urgent       bool // upload without waiting for quiet time
-	lastWrite    time.Time
-	queued       int64    // bytes written since the last upload
-	serverCh     []string // chunk ids the server holds for it, if known
-	lastParent   uint64   // where it was last seen, for conflict copies
-	lastName     string
-	prealloc     extent // preallocated by fallocate: counts in st_blocks
+	// syncOnClose: a truncate cut data the disk held (and synced the new
+	// size first), so the next close is a durability point, as ext4's
+	// auto_da_alloc makes it for a file rewritten with O_TRUNC: a power loss
+	// then keeps the new content, not an empty file.
+	syncOnClose bool
+	urgent      bool // upload without waiting for quiet time
+	lastWrite   time.Time
+	queued      int64    // bytes written since the last upload
+	serverCh    []string // chunk ids the server holds for it, if known
+	lastParent  uint64   // where it was last seen, for conflict copies
+	lastName    string
+	prealloc    extent // preallocated by fallocate: counts in st_blocks
 
 	// cacheMu orders page-cache stores against opens for writing, truncates
 	// and invalidations (pagecache.go); lock order: cacheMu, dmu, d.mu.

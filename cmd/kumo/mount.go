@@ -54,7 +54,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "cache-size", Value: "4GiB", Usage: "disk budget of the chunk cache"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground (log to stderr)"},
 			&cli.StringFlag{Name: "fsync", Value: "local", Usage: "local: fsync makes data durable on this disk; remote: fsync waits until it is in the cloud"},
-			&cli.BoolFlag{Name: "durable-close", Value: true, Usage: "close also makes the file's data durable on this disk, as fsync does; --durable-close=false: close hands the data to the kernel, like ext4, and fsync or the 5 s commit makes it durable (faster, experimental: see README)"},
+			&cli.BoolFlag{Name: "durable-close", Usage: "close also makes the file's data durable on this disk, as fsync does (slower; default: close hands the data to the kernel, like ext4, and fsync or the 5 s commit makes it durable)"},
 			&cli.StringSliceFlag{Name: "o", Usage: "mount options: allow_other (lets other users in; implies default_permissions, so the kernel checks file modes for them), " +
 				"default_permissions, ro, uid=N, gid=N, umask=OOO, nonempty (mount over a directory that has files; they stay hidden until unmounted) (comma-separated)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
