@@ -319,20 +319,32 @@ func (s *Server) addSession(tx *badger.Txn, acct, tok string, expires time.Time)
 	return tx.SetEntry(badger.NewEntry(kAcctSess(acct, h), nil).WithTTL(ttl))
 }
 
+// guess checks the shape of a request that tries a secret for an e-mail (a
+// login, a recovery), then consults the login limiter per client address and
+// per e-mail, before the caller compares the secret. It returns the
+// normalized e-mail.
+func (s *Server) guess(w http.ResponseWriter, r *http.Request, what, email string, authKey []byte) (string, error) {
+	email, err := normalizeEmail(email)
+	if err != nil {
+		return "", err
+	}
+	if len(authKey) != authKeySize {
+		return "", badRequest("auth key must be %d bytes", authKeySize)
+	}
+	if err := s.limits.allow(w, "ip:"+clientNet(r), "email:"+email); err != nil {
+		s.log.Warn(what+" rate limited", "req", info(r).id, "ip", clientIP(r))
+		return "", err
+	}
+	return email, nil
+}
+
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	var req api.LoginRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
-	email, err := normalizeEmail(req.Email)
+	email, err := s.guess(w, r, "login", req.Email, req.AuthKey)
 	if err != nil {
-		return err
-	}
-	if len(req.AuthKey) != authKeySize {
-		return badRequest("auth key must be %d bytes", authKeySize)
-	}
-	if err := s.limits.allow(w, "ip:"+clientNet(r), "email:"+email); err != nil {
-		s.log.Warn("login rate limited", "req", info(r).id, "ip", clientIP(r))
 		return err
 	}
 	now := time.Now()

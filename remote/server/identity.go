@@ -160,29 +160,13 @@ func (s *Server) recoveryCheck(a *accountRec, authKey []byte) error {
 	return nil
 }
 
-// recoveryLimit takes a token from the same buckets as login: recovery
-// attempts and password guesses share the per-address and per-e-mail budget.
-func (s *Server) recoveryLimit(w http.ResponseWriter, r *http.Request, email string) error {
-	if err := s.limits.allow(w, "ip:"+clientNet(r), "email:"+email); err != nil {
-		s.log.Warn("recovery rate limited", "req", info(r).id, "ip", clientIP(r))
-		return err
-	}
-	return nil
-}
-
 func (s *Server) handleRecoveryOpen(w http.ResponseWriter, r *http.Request) error {
 	var req api.RecoveryOpenRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
-	email, err := normalizeEmail(req.Email)
+	email, err := s.guess(w, r, "recovery", req.Email, req.AuthKey)
 	if err != nil {
-		return err
-	}
-	if len(req.AuthKey) != authKeySize {
-		return badRequest("auth key must be %d bytes", authKeySize)
-	}
-	if err := s.recoveryLimit(w, r, email); err != nil {
 		return err
 	}
 	var resp api.RecoveryOpenResponse
@@ -236,7 +220,7 @@ func (s *Server) handleRecoveryReset(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	if err := s.recoveryLimit(w, r, email); err != nil {
+	if _, err := s.guess(w, r, "recovery", email, req.AuthKey); err != nil {
 		return err
 	}
 	var acctID string
