@@ -1,24 +1,29 @@
 package hostile
 
 import (
+	"encoding/json"
 	"net/http"
-
-	"kumo/remote/api"
 )
 
 // PointEntry makes the proxy answer every lookup and listing with the entry
-// whose name MAC is mac naming node to instead: the server pointing a name at
-// another file.
-func (p *Proxy) PointEntry(mac string, to api.Node) {
-	point := func(e *api.Entry) {
-		if e.NameMAC == mac {
-			e.Node = to
+// whose name MAC is mac naming node to (any value that encodes as the API's
+// node, e.g. an api.Node) instead: the server pointing a name at another
+// file. It edits the JSON as it is, so this package needs no API types.
+func (p *Proxy) PointEntry(mac string, to any) {
+	node, err := json.Marshal(to)
+	if err != nil {
+		panic("hostile: PointEntry: " + err.Error())
+	}
+	point := func(e map[string]json.RawMessage) {
+		var m string
+		if json.Unmarshal(e["name_mac"], &m) == nil && m == mac {
+			e["node"] = node
 		}
 	}
-	p.On(http.MethodGet, "/v1/nodes/*/entries/*", EditJSON(point))
-	p.On(http.MethodGet, "/v1/nodes/*/entries", EditJSON(func(es *[]api.Entry) {
-		for i := range *es {
-			point(&(*es)[i])
+	p.On(http.MethodGet, "/v1/nodes/*/entries/*", EditJSON(func(e *map[string]json.RawMessage) { point(*e) }))
+	p.On(http.MethodGet, "/v1/nodes/*/entries", EditJSON(func(es *[]map[string]json.RawMessage) {
+		for _, e := range *es {
+			point(e)
 		}
 	}))
 }
