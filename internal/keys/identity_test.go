@@ -183,8 +183,9 @@ func TestIdentityVectors(t *testing.T) {
 	}
 }
 
-// checkVectorFile compares got with testdata/name (rewritten with -update).
-func checkVectorFile[V comparable](t *testing.T, name string, got []V) {
+// checkVectorFile compares got with testdata/name (rewritten with -update)
+// and returns the committed vectors.
+func checkVectorFile[V comparable](t *testing.T, name string, got []V) []V {
 	t.Helper()
 	path := filepath.Join("testdata", name)
 	if *update {
@@ -209,4 +210,5 @@ func checkVectorFile[V comparable](t *testing.T, name string, got []V) {
 			t.Errorf("vector %d:\n got %+v\nwant %+v", i, got[i], want[i])
 		}
 	}
+	return want
 }
