@@ -16,24 +16,33 @@ import (
 // CAP_NET_BIND_SERVICE permitted), as setcap writes it.
 var vfsCapV2 = []byte{0, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
-// TestKillPrivOnWrite: the drive negotiates FUSE_HANDLE_KILLPRIV_V2, so it
-// must clear setuid/setgid and capabilities on write and truncate itself.
-// Each case runs on a local directory and on the drive; the drive must end
-// where the kernel's own file system does, and stat must show it at once.
-func TestKillPrivOnWrite(t *testing.T) {
+// killPrivDirs mounts a drive that other users reach (allow_other) and makes
+// a local directory beside it, both open to an unprivileged user, for tests
+// that compare the drive with the kernel's own file system as root does
+// something as another user (why: what needs root).
+func killPrivDirs(t *testing.T, why string) (*mounted, string) {
+	t.Helper()
 	if os.Getuid() != 0 {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (a write by another user)")
+			t.Fatalf("needs root (%s)", why)
 		}
 		t.Skip("needs root")
 	}
 	c := startCloud(t, t.TempDir(), 0)
 	m := c.mount(t, t.TempDir(), func(o *Options) { o.AllowOther = true })
 	local := t.TempDir()
-	// Let the unprivileged writer reach both directories.
 	for _, d := range []string{m.mnt, local, filepath.Dir(m.mnt), filepath.Dir(local)} {
 		must(t, os.Chmod(d, 0o755))
 	}
+	return m, local
+}
+
+// TestKillPrivOnWrite: the drive negotiates FUSE_HANDLE_KILLPRIV_V2, so it
+// must clear setuid/setgid and capabilities on write and truncate itself.
+// Each case runs on a local directory and on the drive; the drive must end
+// where the kernel's own file system does, and stat must show it at once.
+func TestKillPrivOnWrite(t *testing.T) {
+	m, local := killPrivDirs(t, "a write by another user")
 
 	nobody := func(t *testing.T, script, p string) {
 		t.Helper()
@@ -109,18 +118,7 @@ func modeBits(m uint32) os.FileMode {
 // non-directory, as Linux does: fifos, sockets and device nodes too, not
 // only regular files. Each case runs on a local directory and on the drive.
 func TestKillPrivOnChownSpecial(t *testing.T) {
-	if os.Getuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (mknod, a chown by another user)")
-		}
-		t.Skip("needs root")
-	}
-	c := startCloud(t, t.TempDir(), 0)
-	m := c.mount(t, t.TempDir(), func(o *Options) { o.AllowOther = true })
-	local := t.TempDir()
-	for _, d := range []string{m.mnt, local, filepath.Dir(m.mnt), filepath.Dir(local)} {
-		must(t, os.Chmod(d, 0o755))
-	}
+	m, local := killPrivDirs(t, "mknod, a chown by another user")
 	const nobody = 65534
 	chown := func(t *testing.T, p string, asNobody bool) {
 		t.Helper()
