@@ -41,6 +41,23 @@ var requestTypes = []struct {
 	}},
 	{"admin disable", func() any { return &api.AdminDisableRequest{} }, func(v any) error { return nil }},
 	{"admin vouchers", func() any { return &api.AdminVoucherRequest{} }, func(v any) error { return nil }},
+	// Format v2: identity keys and the recovery key (identity.go).
+	{"identity", func() any { return &api.Identity{} }, func(v any) error { return validIdentity(v.(*api.Identity)) }},
+	{"recovery set", func() any { return &api.RecoverySetRequest{} }, func(v any) error { return validRecoverySet(v.(*api.RecoverySetRequest)) }},
+	{"recovery open", func() any { return &api.RecoveryOpenRequest{} }, func(v any) error {
+		r := v.(*api.RecoveryOpenRequest)
+		if _, err := normalizeEmail(r.Email); err != nil {
+			return err
+		}
+		if len(r.AuthKey) != authKeySize {
+			return badRequest("auth key size")
+		}
+		return nil
+	}},
+	{"recovery reset", func() any { return &api.RecoveryResetRequest{} }, func(v any) error {
+		_, err := validRecoveryReset(v.(*api.RecoveryResetRequest))
+		return err
+	}},
 }
 
 // FuzzDecodeRequests feeds arbitrary bytes to the strict decoder and the
@@ -61,12 +78,18 @@ func FuzzDecodeRequests(f *testing.F) {
 		api.RedeemRequest{Code: "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF"},
 		api.AdminQuotaRequest{Email: "a@b.c", Limit: 5},
 		api.AdminVoucherRequest{Bytes: 1, Days: 2, Count: 3},
+		api.Identity{Sealed: make([]byte, 169), BoxPublic: make([]byte, 32), SignPublic: make([]byte, 32)},
+		api.RecoverySetRequest{AuthKey: make([]byte, 32), RecoveryAuthKey: make([]byte, 32), WrappedMaster: make([]byte, 73)},
+		api.RecoveryOpenRequest{Email: "a@b.c", AuthKey: make([]byte, 32)},
+		api.RecoveryResetRequest{Email: "a@b.c", AuthKey: make([]byte, 32), NewSalt: make([]byte, 16), NewKDF: defaultKDF,
+			NewAuthKey: make([]byte, 32), NewWrappedMaster: make([]byte, 73)},
 	}
 	for _, s := range seeds {
 		b, _ := json.Marshal(s)
 		f.Add(b)
 	}
 	f.Add([]byte(`{"parent":1}{}`))
+	f.Add([]byte(`{"sealed":"AA=="}{}`))
 	f.Add([]byte(`{"parent":-1,"x":2}`))
 	f.Add([]byte("\xff\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
