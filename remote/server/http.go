@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"kumo/internal/linkpage"
 	"kumo/internal/metrics"
 	"kumo/remote/api"
 )
@@ -89,6 +90,13 @@ func (s *Server) routes() http.Handler {
 	ad("GET /v1/admin/invoices/attention", s.handleAdminAttention)
 
 	h("GET /healthz", s.handleHealth)
+
+	// The page that opens a link in a browser (public: the secret stays in
+	// the URL fragment, which browsers never send).
+	lp := linkpage.Handler()
+	for _, p := range linkpage.Routes() {
+		h(p, func(w http.ResponseWriter, r *http.Request) error { lp.ServeHTTP(w, r); return nil })
+	}
 
 	h("/", func(w http.ResponseWriter, r *http.Request) error { return notFound("endpoint") })
 	return s.guard(mux)
