@@ -118,8 +118,10 @@ func (c *Cipher) ID(p []byte) ID {
 
 // aead returns the AES-256-GCM instance of chunk id: its key is
 // HKDF-SHA256(Chunks key, salt nil, "kumo/v1/chunk-key" || id), unique per plaintext.
-func (c *Cipher) aead(id ID) cipher.AEAD {
-	key := c.chunkKey(id)
+func (c *Cipher) aead(id ID) cipher.AEAD { return keyAEAD(c.chunkKey(id)) }
+
+// keyAEAD is the AES-256-GCM instance of a chunk's content key.
+func keyAEAD(key [32]byte) cipher.AEAD {
 	block, err := aes.NewCipher(key[:])
 	if err != nil {
 		panic("chunk: " + err.Error())
@@ -130,6 +132,11 @@ func (c *Cipher) aead(id ID) cipher.AEAD {
 	}
 	return g
 }
+
+// ContentKey is the content key of chunk id: what a read-only link hands
+// out per chunk, so its holder opens exactly the chunks the link names
+// (OpenWithKey, NewKeyOpener) and learns nothing of the account's keys.
+func (c *Cipher) ContentKey(id ID) [32]byte { return c.chunkKey(id) }
 
 // chunkKey is the content key of chunk id.
 func (c *Cipher) chunkKey(id ID) [32]byte {
@@ -173,6 +180,33 @@ func (c *Cipher) Seal(dst []byte, id ID, p []byte) []byte {
 // Open authenticates and decrypts a whole sealed chunk, appending to dst. It also
 // checks that the plaintext hashes to id.
 func (c *Cipher) Open(dst []byte, id ID, sealed []byte) ([]byte, error) {
+	h := c.mac() // hashed segment by segment, while the plaintext is in cache
+	start := len(dst)
+	dst, err := openChunk(dst, c.aead(id), id.String(), sealed, h)
+	if err != nil {
+		return nil, err
+	}
+	var got ID
+	h.Sum(got[:0])
+	if subtle.ConstantTimeCompare(got[:], id[:]) != 1 {
+		clear(dst[start:])
+		return nil, fmt.Errorf("%w: chunk %s: plaintext does not match id", ErrAuth, id)
+	}
+	return dst, nil
+}
+
+// OpenWithKey authenticates and decrypts a whole sealed chunk given only its
+// content key (a link holder's view), appending to dst. Without the ChunkID
+// key the id cannot be checked; the AEAD under the per-chunk key
+// authenticates the bytes.
+func OpenWithKey(dst []byte, key [32]byte, sealed []byte) ([]byte, error) {
+	return openChunk(dst, keyAEAD(key), "(by key)", sealed, nil)
+}
+
+// openChunk opens every segment of a sealed chunk with g, appending the
+// plaintext to dst and, with h, hashing it on the way. name names the chunk
+// in errors.
+func openChunk(dst []byte, g cipher.AEAD, name string, sealed []byte, h hash.Hash) ([]byte, error) {
 	if len(sealed) <= Overhead || len(sealed) > MaxSealedSize {
 		return nil, fmt.Errorf("%w: sealed length %d", ErrAuth, len(sealed))
 	}
@@ -181,26 +215,20 @@ func (c *Cipher) Open(dst []byte, id ID, sealed []byte) ([]byte, error) {
 		// A final segment with no plaintext is never produced.
 		return nil, fmt.Errorf("%w: sealed length %d", ErrAuth, len(sealed))
 	}
-	g := c.aead(id)
 	start := len(dst)
 	dst = slices.Grow(dst, len(sealed)-segs*Overhead)
-	h := c.mac() // hashed segment by segment, while the plaintext is in cache
 	for i := 0; i < segs; i++ {
 		n := segmentNonce(i, i == segs-1)
 		end := min(len(sealed), (i+1)*SealedSegmentSize)
 		out, err := g.Open(dst, n[:], sealed[i*SealedSegmentSize:end], nil)
 		if err != nil {
 			clear(dst[start:]) // plaintext of earlier segments
-			return nil, fmt.Errorf("%w: chunk %s segment %d", ErrAuth, id, i)
+			return nil, fmt.Errorf("%w: chunk %s segment %d", ErrAuth, name, i)
 		}
-		h.Write(out[len(dst):])
+		if h != nil {
+			h.Write(out[len(dst):])
+		}
 		dst = out
-	}
-	var got ID
-	h.Sum(got[:0])
-	if subtle.ConstantTimeCompare(got[:], id[:]) != 1 {
-		clear(dst[start:])
-		return nil, fmt.Errorf("%w: chunk %s: plaintext does not match id", ErrAuth, id)
 	}
 	return dst, nil
 }
@@ -230,6 +258,15 @@ func (c *Cipher) Opener(id ID, plainLen int) (*Opener, error) {
 		return nil, fmt.Errorf("%w: chunk of %d bytes", ErrRange, plainLen)
 	}
 	return &Opener{id: id, plainLen: plainLen, g: c.aead(id)}, nil
+}
+
+// NewKeyOpener returns the segment opener of a chunk of plainLen plaintext
+// bytes given only its content key (a link holder's view).
+func NewKeyOpener(key [32]byte, plainLen int) (*Opener, error) {
+	if plainLen < 1 || plainLen > Size {
+		return nil, fmt.Errorf("%w: chunk of %d bytes", ErrRange, plainLen)
+	}
+	return &Opener{plainLen: plainLen, g: keyAEAD(key)}, nil
 }
 
 // OpenSegment authenticates and decrypts segment i, given exactly that
