@@ -110,6 +110,15 @@ type Account struct {
 	PlanExpires time.Time `json:"plan_expires,omitempty"`
 	ReadOnly    bool      `json:"read_only"` // plan expired while over quota
 	Seq         uint64    `json:"seq"`       // newest change sequence number
+	// History (server side of snapshots, trash and versions): bytes kept only
+	// for history (part of QuotaUsed), the retention window, and the oldest
+	// moment a snapshot can show (zero: history off).
+	HistoryUsed      int64     `json:"history_used,omitempty"`
+	HistoryRetention Duration  `json:"history_retention,omitempty"`
+	HistoryFrom      time.Time `json:"history_from,omitempty"`
+	// HistoryFreed is when history was last cut short to make room for a write
+	// on a full quota (zero: never).
+	HistoryFreed time.Time `json:"history_freed,omitempty"`
 }
 
 // Node is one inode of the tree. Attrs are sealed by the client and bound to ID.
@@ -124,6 +133,9 @@ type Node struct {
 	Attrs   []byte   `json:"attrs"`
 	Chunks  []string `json:"chunks,omitempty"`
 	Seq     uint64   `json:"seq"` // change sequence number of its last change
+	// Since is when this version became current (server clock, Unix ns; 0:
+	// before history was kept). Snapshots at T show versions with Since <= T.
+	Since int64 `json:"since,omitempty"`
 }
 
 // Entry is one directory entry, with the node it names (readdirplus).
@@ -246,6 +258,7 @@ const (
 	CodeRateLimited  = "rate_limited"   // 429
 	CodeQuota        = "quota_exceeded" // 507
 	CodeNodeLimit    = "node_limit"     // 507: the account has as many nodes as the server allows
+	CodeHistoryGone  = "history_gone"   // 410: a moment older than the history the account keeps
 	CodeInternal     = "internal"       // 500
 	CodeUnavailable  = "unavailable"    // 503 or no connection (client side only)
 )
@@ -286,6 +299,7 @@ var (
 	ErrRateLimited  = &Error{Code: CodeRateLimited}
 	ErrQuota        = &Error{Code: CodeQuota}
 	ErrNodeLimit    = &Error{Code: CodeNodeLimit}
+	ErrHistoryGone  = &Error{Code: CodeHistoryGone}
 	ErrInternal     = &Error{Code: CodeInternal}
 	ErrUnavailable  = &Error{Code: CodeUnavailable}
 )
@@ -528,4 +542,160 @@ type HeadRequest struct {
 type HeadLog struct {
 	Current uint64   `json:"current"`
 	Heads   [][]byte `json:"heads"`
+}
+
+// Duration is a time.Duration that travels as whole seconds.
+type Duration int64
+
+func (d Duration) D() time.Duration { return time.Duration(d) * time.Second }
+
+// History (server-kept versions; see docs/API.md "History"). Times travel as
+// Unix nanoseconds of the server's clock; a snapshot at T is the tree after
+// every change at or before T.
+
+// HistoryListResponse answers GET /v1/history/entries?parent=ID&at=T: the
+// entries of directory ID at T, each with its node as it was at T.
+type HistoryListResponse struct {
+	At      int64   `json:"at"`
+	Entries []Entry `json:"entries"`
+}
+
+// Version is one version of a node: current from Since until Until (0: it is
+// the current version).
+type Version struct {
+	Until int64 `json:"until,omitempty"`
+	Node  Node  `json:"node"`
+}
+
+// VersionsResponse answers GET /v1/history/versions/{id}, newest first.
+type VersionsResponse struct {
+	Versions []Version `json:"versions"`
+}
+
+// TrashItem is a node deleted within the retention window, with the entry
+// that named it last.
+type TrashItem struct {
+	Deleted int64  `json:"deleted"`
+	Parent  uint64 `json:"parent"`
+	NameMAC string `json:"name_mac"`
+	Name    []byte `json:"name"` // sealed name
+	Node    Node   `json:"node"` // its last version
+}
+
+// TrashResponse answers GET /v1/history/trash?after=T (deleted after T),
+// oldest first, at most MaxTrashPage items; Cursor (if set) asks for the next
+// page (?cursor=).
+type TrashResponse struct {
+	Items  []TrashItem `json:"items"`
+	Cursor string      `json:"cursor,omitempty"`
+}
+
+// MaxTrashPage is the most items one trash answer holds.
+const MaxTrashPage = 5000
+
+// HistoryTimesResponse answers GET /v1/history/times: the hours (Unix ns of
+// the hour's start) in which the tree changed, oldest first, within the window.
+type HistoryTimesResponse struct {
+	From  int64   `json:"from"` // oldest moment a snapshot can show
+	Hours []int64 `json:"hours"`
+}
+
+// PurgeRequest frees history early: versions that ended before Before (0:
+// now), of every node or, with Node set, of that node and everything that
+// was below it.
+type PurgeRequest struct {
+	Before int64  `json:"before,omitempty"`
+	Node   uint64 `json:"node,omitempty"`
+}
+
+// PurgeResponse says how much was freed.
+type PurgeResponse struct {
+	Versions int   `json:"versions"`
+	Bytes    int64 `json:"bytes"` // attributes and names freed now; chunks follow at the next GC
+}
+
+// RetentionRequest sets the account's retention window (at most the
+// server's maximum; 0 turns history off for the account).
+type RetentionRequest struct {
+	Retention Duration `json:"retention"`
+}
+
+// --- read-only links (/v1/links, /v1/s/{id}; docs/API.md "Links") ---
+
+// Limits of links, and their error codes.
+const (
+	MaxLinkBlob   = 16 << 20 // bytes of a link's sealed manifest
+	MaxLinkChunks = 100000   // chunks one link pins
+	MaxLinkBody   = 32 << 20 // bytes of a POST /v1/links body (base64 blob and chunk ids)
+
+	CodeLinkNotFound  = "link_not_found" // 404: unknown or revoked link
+	CodeLinkExpired   = "link_expired"   // 410
+	CodeWrongPassword = "wrong_password" // 403: the link's password auth key does not match
+)
+
+var (
+	ErrLinkNotFound  = &Error{Code: CodeLinkNotFound}
+	ErrLinkExpired   = &Error{Code: CodeLinkExpired}
+	ErrWrongPassword = &Error{Code: CodeWrongPassword}
+)
+
+// LinkPassword is a link password's Argon2id salt and parameters, and (only
+// when a link is created) SHA-256 of the auth key derived from it.
+type LinkPassword struct {
+	Salt     []byte    `json:"salt"`
+	KDF      KDFParams `json:"kdf"`
+	AuthHash []byte    `json:"auth_hash,omitempty"`
+}
+
+// LinkCreateRequest makes a link: ID (22 base64url characters, chosen by the
+// client), its sealed manifest, the chunks it pins, an optional expiry and
+// password.
+type LinkCreateRequest struct {
+	ID       string        `json:"id"`
+	Blob     []byte        `json:"blob"`
+	Chunks   []string      `json:"chunks"`
+	Expires  *time.Time    `json:"expires,omitempty"`
+	Password *LinkPassword `json:"password,omitempty"`
+}
+
+// LinkCreateResponse is the answer to POST /v1/links.
+type LinkCreateResponse struct {
+	ID      string     `json:"id"`
+	Created time.Time  `json:"created"`
+	Expires *time.Time `json:"expires,omitempty"`
+}
+
+// LinkInfo is one of an account's links in GET /v1/links: Chunks pinned
+// and their sealed Bytes.
+type LinkInfo struct {
+	ID          string     `json:"id"`
+	Created     time.Time  `json:"created"`
+	Expires     *time.Time `json:"expires,omitempty"`
+	HasPassword bool       `json:"has_password"`
+	Chunks      int        `json:"chunks"`
+	Bytes       int64      `json:"bytes"`
+}
+
+// LinksResponse is GET /v1/links.
+type LinksResponse struct {
+	Links []LinkInfo `json:"links"`
+}
+
+// LinkPublic is GET /v1/s/{id}: the blob, or for a password-protected link
+// the password's salt and parameters (the blob then comes from POST
+// /v1/s/{id}/open).
+type LinkPublic struct {
+	Blob     []byte        `json:"blob,omitempty"`
+	Password *LinkPassword `json:"password,omitempty"`
+	Expires  *time.Time    `json:"expires,omitempty"`
+}
+
+// LinkOpenRequest is POST /v1/s/{id}/open: the auth key derived from the password.
+type LinkOpenRequest struct {
+	Auth []byte `json:"auth"`
+}
+
+// LinkOpenResponse is the answer to a right password.
+type LinkOpenResponse struct {
+	Blob []byte `json:"blob"`
 }

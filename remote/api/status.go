@@ -14,7 +14,7 @@ type codeStatus struct {
 // server answers each code with its status (HTTPStatus), and a client
 // reading an answer that is not ours (a proxy's) takes its status's generic
 // code (CodeForStatus). A new code goes here.
-func statusTable() [19]codeStatus {
+func statusTable() [23]codeStatus {
 	return [...]codeStatus{
 		{CodeBadRequest, http.StatusBadRequest, true},
 		{CodeInvalidMove, http.StatusBadRequest, false},
@@ -33,8 +33,12 @@ func statusTable() [19]codeStatus {
 		{CodeRateLimited, http.StatusTooManyRequests, true},
 		{CodeQuota, http.StatusInsufficientStorage, true},
 		{CodeNodeLimit, http.StatusInsufficientStorage, false},
+		{CodeHistoryGone, http.StatusGone, false},
 		{CodeUnavailable, http.StatusServiceUnavailable, true},
 		{CodePaymentsOff, http.StatusNotImplemented, false},
+		{CodeLinkNotFound, http.StatusNotFound, false},
+		{CodeLinkExpired, http.StatusGone, true},
+		{CodeWrongPassword, http.StatusForbidden, false},
 	}
 }
 

@@ -15,6 +15,7 @@ func TestStatusTable(t *testing.T) {
 		CodeIsDir: 409, CodeInvalidMove: 400, CodeTooLarge: 413, CodeRateLimited: 429,
 		CodeQuota: 507, CodeNodeLimit: 507, CodeInternal: 500, CodeUnavailable: 503,
 		CodePaymentsOff: 501, CodeBadVoucher: 400, CodeUsedVoucher: 409,
+		CodeLinkNotFound: 404, CodeLinkExpired: 410, CodeWrongPassword: 403, CodeHistoryGone: 410,
 		"no_such_code": 500,
 	}
 	seen := map[string]bool{}

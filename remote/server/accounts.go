@@ -367,7 +367,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 			return apiErr(http.StatusForbidden, api.CodeForbidden, "account disabled")
 		}
 		info(r).account = a.ID
-		resp = api.LoginResponse{Token: tok, Expires: expires, WrappedMaster: a.WrappedMaster, Account: a.view(now)}
+		resp = api.LoginResponse{Token: tok, Expires: expires, WrappedMaster: a.WrappedMaster, Account: s.view(a, now)}
 		return s.addSession(tx, a.ID, tok, expires)
 	})
 	if err != nil {
@@ -626,7 +626,7 @@ func (s *Server) handleAccount(w http.ResponseWriter, r *http.Request, acct stri
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, a.view(time.Now()))
+	return writeJSON(w, http.StatusOK, s.view(a, time.Now()))
 }
 
 // loginLimiter holds the server's guessing and abuse limits and its session

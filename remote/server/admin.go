@@ -31,7 +31,7 @@ const AdminTokenFile = "admin-token"
 func (s *Server) Accounts() ([]api.Account, error) {
 	var out []api.Account
 	now := time.Now()
-	err := s.eachAccount(func(a *accountRec) { out = append(out, a.view(now)) })
+	err := s.eachAccount(func(a *accountRec) { out = append(out, s.view(a, now)) })
 	return out, err
 }
 

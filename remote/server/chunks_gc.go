@@ -96,7 +96,12 @@ func (s *Server) sweepOne(ctx context.Context, acct, id string) (bool, error) {
 func (s *Server) RunGC(ctx context.Context) (int, int64, error) {
 	type cand struct{ acct, id string }
 	var cands []cand
-	cutoff := time.Now().Add(-s.cfg.GCGrace)
+	now := time.Now()
+	cutoff := now.Add(-s.cfg.GCGrace)
+	if err := s.expireHistory(ctx); err != nil {
+		return 0, 0, err
+	}
+	histCut := map[string]int64{} // per account: kept chunks unreferenced before this may go
 	err := s.db.View(func(tx *badger.Txn) error {
 		prefix := []byte("zref/")
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
@@ -109,6 +114,20 @@ func (s *Server) RunGC(ctx context.Context) (int, int64, error) {
 			c, err := readChunk(tx, acct, id)
 			if err != nil {
 				return err
+			}
+			if c != nil && c.Hist {
+				hc, ok := histCut[acct]
+				if !ok {
+					var a accountRec
+					if err := getJSON(tx, kAcct(acct), &a); err != nil {
+						return fmt.Errorf("gc: account %s: %w", acct, err)
+					}
+					hc = s.histCutoff(&a, now)
+					histCut[acct] = hc
+				}
+				if c.Unref.UnixNano() >= hc {
+					continue
+				}
 			}
 			if c == nil || (c.Refs == 0 && c.Unref.Before(cutoff)) {
 				cands = append(cands, cand{acct, id})
@@ -152,8 +171,19 @@ func (s *Server) RunGC(ctx context.Context) (int, int64, error) {
 	return n, freed, nil
 }
 
-// collect deletes one unreferenced chunk; it returns -1 if the chunk was kept.
+// collect deletes one unreferenced chunk that neither the grace period nor
+// history keeps; it returns -1 if the chunk was kept.
 func (s *Server) collect(ctx context.Context, acct, id string) (int64, error) {
+	return s.collectIf(ctx, acct, id, false)
+}
+
+// collectNow deletes one unreferenced chunk now, whatever its age: history
+// that needed it was just freed.
+func (s *Server) collectNow(ctx context.Context, acct, id string) (int64, error) {
+	return s.collectIf(ctx, acct, id, true)
+}
+
+func (s *Server) collectIf(ctx context.Context, acct, id string, now bool) (int64, error) {
 	mu := s.chunkLock(acct, id)
 	mu.Lock()
 	defer mu.Unlock()
@@ -169,10 +199,16 @@ func (s *Server) collect(ctx context.Context, acct, id string) (int64, error) {
 		if c == nil {
 			return m.tx.Delete(kZref(acct, id))
 		}
-		if c.Refs > 0 || !c.Unref.Before(cutoff) {
+		if c.Refs > 0 {
+			return nil
+		}
+		if !now && (!c.Unref.Before(cutoff) || (c.Hist && c.Unref.UnixNano() >= s.histCutoff(m.acct, m.now))) {
 			return nil
 		}
 		size, inDB = c.Size, c.InDB
+		if err := m.chunkReferenced(id, c); err != nil { // leaves history usage and index
+			return err
+		}
 		m.acct.Used -= c.Size
 		if c.InDB {
 			// Its value log space comes back with valueLogGC.

@@ -117,7 +117,7 @@ func (s *Server) putChunk(ctx context.Context, acct, id string, data []byte) err
 	if a.readOnly(now) {
 		return readOnlyErr()
 	}
-	if a.Used+size > a.limit(now) {
+	if a.live()+size > a.limit(now) {
 		return quotaErr()
 	}
 	if err := s.db.Update(func(tx *badger.Txn) error { return setJSON(tx, kPend(acct, id), now) }); err != nil {
@@ -168,10 +168,9 @@ func (m *mtx) recordChunk(id string, rec chunkRec, data []byte) error {
 	if m.acct.readOnly(m.now) {
 		return readOnlyErr()
 	}
-	if m.acct.Used+rec.Size > m.acct.limit(m.now) {
-		return quotaErr()
+	if err := m.charge(rec.Size); err != nil {
+		return err
 	}
-	m.acct.Used += rec.Size
 	rec.Created, rec.Unref = m.now, m.now
 	if err := setJSON(m.tx, kChunk(acct, id), rec); err != nil {
 		return err

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -33,6 +34,7 @@ import (
 //	zref/ACCT/CHUNKID                 empty; present while the chunk has no references
 //	feed/ACCT/SEQ                     api.Change (JSON)
 //	pend/ACCT/CHUNKID                 upload time (JSON); blob being written, not yet recorded
+//	hn/, he/, ht/, hx/, hc/, hh/      history (history.go)
 func kSecret() []byte                  { return []byte("sys/secret") }
 func kEmail(email string) []byte       { return []byte("email/" + email) }
 func kAcct(id string) []byte           { return []byte("acct/" + id) }
@@ -82,6 +84,18 @@ type accountRec struct {
 	Identity     *api.Identity `json:"identity,omitempty"`
 	RecoveryHash []byte        `json:"recovery_hash,omitempty"`
 	RecoveryWrap []byte        `json:"recovery_wrap,omitempty"`
+	// History (history.go): the account's retention window in seconds (nil:
+	// the server's default), bytes kept only for history (part of Used), the
+	// floor below which history was freed early, when it was last freed to
+	// make room, when history began, and the last change time and hour
+	// (Unix ns) that keep change times increasing and index the hours.
+	Retention *int64    `json:"retention,omitempty"`
+	HistUsed  int64     `json:"hist_used,omitempty"`
+	HistFloor int64     `json:"hist_floor,omitempty"`
+	HistFreed time.Time `json:"hist_freed,omitempty"`
+	HistStart int64     `json:"hist_start,omitempty"`
+	LastT     int64     `json:"last_t,omitempty"`
+	LastHour  int64     `json:"last_hour,omitempty"`
 }
 
 // limit is the effective quota at now: base plus unexpired grants, at most
@@ -96,7 +110,10 @@ func (a *accountRec) limit(now time.Time) int64 {
 	return l
 }
 
-func (a *accountRec) readOnly(now time.Time) bool { return a.Used > a.limit(now) }
+// live is the usage of what the tree holds now: history gives way to it.
+func (a *accountRec) live() int64 { return a.Used - a.HistUsed }
+
+func (a *accountRec) readOnly(now time.Time) bool { return a.live() > a.limit(now) }
 
 func (a *accountRec) view(now time.Time) api.Account {
 	v := api.Account{
@@ -120,8 +137,9 @@ type sessionRec struct {
 }
 
 type entryRec struct {
-	ID   uint64 `json:"id"`
-	Name []byte `json:"name"`
+	ID    uint64 `json:"id"`
+	Name  []byte `json:"name"`
+	Since int64  `json:"since,omitempty"` // when this version became current (history.go)
 }
 
 type chunkRec struct {
@@ -135,6 +153,9 @@ type chunkRec struct {
 	// and GET does not re-hash them: badger's checksums (verified on every
 	// read, see badgerOptions) and the client's AEAD cover them.
 	InDB bool `json:"db,omitempty"`
+	// Hist: unreferenced but kept for history (counted in accountRec.HistUsed,
+	// indexed under hc/ by Unref).
+	Hist bool `json:"hist,omitempty"`
 }
 
 func jsonBytes(v any) ([]byte, error) {
@@ -244,6 +265,11 @@ type mtx struct {
 	acct    *accountRec
 	now     time.Time
 	changes int
+	t       int64 // change time of this mutation (when), 0 until needed
+	err     error // a failed write of a helper that cannot return one (when)
+	// room is what live data took beyond the quota that history held:
+	// history is freed by that much after the commit (freeRoom).
+	room int64
 }
 
 // change appends c to the account's feed and returns its sequence number.
@@ -263,23 +289,42 @@ func (m *mtx) change(c api.Change) (uint64, error) {
 func (s *Server) mutate(acctID string, write bool, fn func(m *mtx) error) error {
 	mu := s.locks.get(acctID)
 	mu.Lock()
-	defer mu.Unlock()
 	var changed bool
 	var err error
+	var room int64
 	for attempt := 0; attempt < 20; attempt++ {
 		err = s.db.Update(func(tx *badger.Txn) error {
 			var err error
-			changed, err = s.mutateTxn(tx, acctID, write, fn)
+			changed, err = s.mutateTxn(tx, acctID, write, func(m *mtx) error {
+				err := fn(m)
+				room = m.room
+				return err
+			})
 			return err
 		})
 		if !errors.Is(err, badger.ErrConflict) {
 			break
 		}
 	}
+	mu.Unlock()
 	if err == nil && changed {
 		s.feed.notify(acctID)
 	}
+	if err == nil {
+		s.makeRoom(acctID, room)
+	}
 	return err
+}
+
+// makeRoom frees history after a commit in which live data took room that
+// history held (mtx.room). A failure is logged: the write itself succeeded.
+func (s *Server) makeRoom(acct string, room int64) {
+	if room <= 0 {
+		return
+	}
+	if _, err := s.freeRoom(context.Background(), acct, room); err != nil {
+		s.log.Warn("history: could not free room", "account", acct, "err", err)
+	}
 }
 
 // mutateTxn is the body of mutate inside a given transaction (the payment
@@ -306,6 +351,9 @@ func (s *Server) mutateTxn(tx *badger.Txn, acctID string, write bool, fn func(m 
 	}
 	if err := fn(m); err != nil {
 		return false, err
+	}
+	if m.err != nil {
+		return false, m.err
 	}
 	if err := m.announceUsage(false); err != nil {
 		return false, err

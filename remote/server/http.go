@@ -73,6 +73,14 @@ func (s *Server) routes() http.Handler {
 	a("GET /v1/chunks/{id}", s.handleGetChunk)
 	a("POST /v1/chunks/have", s.handleHave)
 
+	a("GET /v1/history/entries", s.handleHistoryEntries) // history_http.go
+	a("GET /v1/history/nodes/{id}", s.handleHistoryNode)
+	a("GET /v1/history/versions/{id}", s.handleVersions)
+	a("GET /v1/history/trash", s.handleTrash)
+	a("GET /v1/history/times", s.handleHistoryTimes)
+	a("POST /v1/history/purge", s.handlePurge)
+	a("PUT /v1/account/retention", s.handleRetention)
+
 	a("GET /v1/changes", s.handleChanges)
 	a("GET /v1/head", s.handleGetHead) // head.go
 	a("PUT /v1/head", s.handlePutHead)

@@ -272,7 +272,7 @@ func (s *Server) handleRecoveryReset(w http.ResponseWriter, r *http.Request) err
 		if err := s.addSession(m.tx, acctID, tok, expires); err != nil {
 			return err
 		}
-		resp = api.LoginResponse{Token: tok, Expires: expires, WrappedMaster: m.acct.WrappedMaster, Account: m.acct.view(now)}
+		resp = api.LoginResponse{Token: tok, Expires: expires, WrappedMaster: m.acct.WrappedMaster, Account: s.view(m.acct, now)}
 		return m.accountChange()
 	})
 	s.limits.sessions.revoke(func(_ string, cs cachedSession) bool { return cs.account == acctID })

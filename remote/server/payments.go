@@ -185,7 +185,7 @@ func (s *Server) handleRedeem(w http.ResponseWriter, r *http.Request, acct strin
 		return err
 	}
 	s.log.Info("voucher redeemed", "req", info(r).id, "account", acct, "bytes", bytes, "days", days)
-	return writeJSON(w, http.StatusOK, api.RedeemResponse{Bytes: bytes, Days: days, Account: a.view(time.Now())})
+	return writeJSON(w, http.StatusOK, api.RedeemResponse{Bytes: bytes, Days: days, Account: s.view(a, time.Now())})
 }
 
 // redeem spends a voucher for acct. It holds the account's mutation lock so

@@ -31,8 +31,13 @@ type Config struct {
 	SessionTTL   time.Duration // 0: 30 days
 	GCGrace      time.Duration // unreferenced chunks older than this are deleted; 0: 1 hour
 	GCInterval   time.Duration // 0: 10 minutes
-	SyncWrites   bool          // fsync badger on every commit (survives power loss, not just kill -9)
-	Logger       *slog.Logger
+	// HistoryDefault is how long every version of the tree and the chunks it
+	// needs are kept (history.go), for accounts that set no window of their
+	// own; 0: no history. HistoryMax caps what an account may set (0: no cap).
+	HistoryDefault time.Duration
+	HistoryMax     time.Duration
+	SyncWrites     bool // fsync badger on every commit (survives power loss, not just kill -9)
+	Logger         *slog.Logger
 	// LoginLimit caps login attempts per account and per client address per minute; 0: 10.
 	LoginLimit int
 	// Signup says who may create an account: SignupOpen ("" too), SignupVoucher

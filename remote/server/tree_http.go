@@ -171,14 +171,15 @@ func (s *Server) runBatch(acct string, ops []api.BatchOp, report func(int, *api.
 func (s *Server) batchTxn(acct string, ops []api.BatchOp) (nodes []*api.Node, err error) {
 	mu := s.locks.get(acct)
 	mu.Lock()
-	defer mu.Unlock()
 	var changed bool
+	var room int64
 	for attempt := 0; attempt < 20; attempt++ {
 		nodes = nodes[:0]
 		err = s.db.Update(func(tx *badger.Txn) error {
 			var err error
 			// write=false: the read-only check is per op (unlink is allowed).
 			changed, err = s.mutateTxn(tx, acct, false, func(m *mtx) error {
+				defer func() { room = m.room }()
 				for _, op := range ops {
 					n, err := m.batchOp(op)
 					if err != nil {
@@ -194,8 +195,12 @@ func (s *Server) batchTxn(acct string, ops []api.BatchOp) (nodes []*api.Node, er
 			break
 		}
 	}
+	mu.Unlock()
 	if err == nil && changed {
 		s.feed.notify(acct)
+	}
+	if err == nil {
+		s.makeRoom(acct, room)
 	}
 	if err != nil && !errors.Is(err, errBatchStop) {
 		nodes = nil

@@ -57,18 +57,41 @@ func dirEmpty(tx *badger.Txn, acct string, id uint64) bool {
 	return !it.Valid()
 }
 
-// putNode saves n with a new change sequence number.
+// putNode saves n, an existing node, with a new change sequence number;
+// the stored version goes to history.
 func (m *mtx) putNode(n *api.Node) error {
+	if m.history() {
+		old, err := readNode(m.tx, m.acct.ID, n.ID)
+		if err != nil {
+			return err
+		}
+		if err := m.archiveNode(old); err != nil {
+			return err
+		}
+	}
+	return m.putNewNode(n)
+}
+
+// putNewNode saves n with a new change sequence number, current from now.
+func (m *mtx) putNewNode(n *api.Node) error {
 	seq, err := m.change(api.Change{Kind: api.ChangeNode, Node: n.ID})
 	if err != nil {
 		return err
 	}
-	n.Seq = seq
+	n.Seq, n.Since = seq, m.when()
 	return setJSON(m.tx, kNode(m.acct.ID, n.ID), n)
 }
 
-// deleteNode removes n and its chunk references, and credits its attributes.
-func (m *mtx) deleteNode(n *api.Node) error {
+// deleteNode removes n and its chunk references, and credits its
+// attributes; with history, n is kept as its last version and put in the
+// trash under its last name (parent, mac, name).
+func (m *mtx) deleteNode(n *api.Node, parent uint64, mac string, name []byte) error {
+	if err := m.archiveNode(n); err != nil {
+		return err
+	}
+	if err := m.trash(n, parent, mac, name); err != nil {
+		return err
+	}
 	if err := m.setRefs(n.Chunks, nil); err != nil {
 		return err
 	}
@@ -88,7 +111,11 @@ func (m *mtx) putEntry(parent uint64, mac string, old *entryRec, e entryRec) err
 	delta := entryCharge(mac, e.Name)
 	if old != nil {
 		delta -= entryCharge(mac, old.Name)
+		if err := m.archiveEntry(parent, mac, old); err != nil {
+			return err
+		}
 	}
+	e.Since = m.when()
 	if err := m.charge(delta); err != nil {
 		return err
 	}
@@ -101,6 +128,9 @@ func (m *mtx) putEntry(parent uint64, mac string, old *entryRec, e entryRec) err
 // deleteEntry removes entry e at (parent, mac) and credits its name.
 func (m *mtx) deleteEntry(parent uint64, mac string, e *entryRec) error {
 	if err := m.charge(-entryCharge(mac, e.Name)); err != nil {
+		return err
+	}
+	if err := m.archiveEntry(parent, mac, e); err != nil {
 		return err
 	}
 	if _, err := m.change(api.Change{Kind: api.ChangeEntry, Parent: parent, NameMAC: mac, Node: e.ID, Deleted: true}); err != nil {
@@ -138,6 +168,9 @@ func (m *mtx) setRefs(old, new []string) error {
 			if err := m.tx.Delete(kZref(m.acct.ID, id)); err != nil {
 				return err
 			}
+			if err := m.chunkReferenced(id, &c); err != nil {
+				return err
+			}
 		}
 		c.Refs++
 		if err := setJSON(m.tx, kChunk(m.acct.ID, id), &c); err != nil {
@@ -159,8 +192,14 @@ func (m *mtx) setRefs(old, new []string) error {
 		c.Refs--
 		if c.Refs <= 0 {
 			c.Refs = 0
+			if err := m.chunkReferenced(id, &c); err != nil { // re-index by the new Unref
+				return err
+			}
 			c.Unref = m.now
 			if err := m.tx.Set(kZref(m.acct.ID, id), nil); err != nil {
+				return err
+			}
+			if err := m.chunkUnreferenced(id, &c); err != nil {
 				return err
 			}
 		}
@@ -222,7 +261,7 @@ func (m *mtx) create(r *api.CreateRequest) (*api.Entry, error) {
 	if err := m.putEntry(r.Parent, r.NameMAC, nil, entryRec{ID: r.ID, Name: r.Name}); err != nil {
 		return nil, err
 	}
-	if err := m.putNode(&n); err != nil {
+	if err := m.putNewNode(&n); err != nil {
 		return nil, err
 	}
 	return &api.Entry{Parent: r.Parent, NameMAC: r.NameMAC, Name: r.Name, Node: n}, nil
@@ -360,11 +399,11 @@ func (m *mtx) rename(r *api.RenameRequest) error {
 				if !dirEmpty(m.tx, a, dn.ID) {
 					return conflict(api.CodeNotEmpty, "target directory not empty")
 				}
-				if err := m.deleteNode(dn); err != nil {
+				if err := m.deleteNode(dn, r.DstParent, r.DstNameMAC, de.Name); err != nil {
 					return err
 				}
 			default:
-				if err := m.dropLink(dn); err != nil {
+				if err := m.dropLink(dn, r.DstParent, r.DstNameMAC, de.Name); err != nil {
 					return err
 				}
 			}
@@ -384,9 +423,9 @@ func (m *mtx) rename(r *api.RenameRequest) error {
 }
 
 // dropLink removes one link of a file node, deleting it with the last.
-func (m *mtx) dropLink(n *api.Node) error {
+func (m *mtx) dropLink(n *api.Node, parent uint64, mac string, name []byte) error {
 	if n.Nlink <= 1 {
-		return m.deleteNode(n)
+		return m.deleteNode(n, parent, mac, name)
 	}
 	n.Nlink--
 	return m.putNode(n)
@@ -457,9 +496,9 @@ func (m *mtx) unlink(r *api.UnlinkRequest) error {
 		return err
 	}
 	if n.Type == api.TypeDir {
-		return m.deleteNode(n)
+		return m.deleteNode(n, r.Parent, r.NameMAC, e.Name)
 	}
-	return m.dropLink(n)
+	return m.dropLink(n, r.Parent, r.NameMAC, e.Name)
 }
 
 // batchOp is Server.batchOp inside a transaction: the same validation, the

@@ -41,11 +41,18 @@ func entryCharge(mac string, name []byte) int64 { return int64(len(name) + len(m
 // charge adds delta bytes to the account's usage; growth the quota cannot
 // hold is refused with the quota error (the caller's transaction is then
 // discarded, so nothing changes). Shrinking is always allowed.
+//
+// History gives way: only live data (accountRec.live) must fit; what it
+// takes beyond the quota from history is freed after the commit (m.room).
 func (m *mtx) charge(delta int64) error {
-	if delta > 0 && m.acct.Used+delta > m.acct.limit(m.now) {
+	limit := m.acct.limit(m.now)
+	if delta > 0 && m.acct.live()+delta > limit {
 		return quotaErr()
 	}
 	m.acct.Used += delta
+	if delta > 0 && m.acct.Used > limit {
+		m.room = max(m.room, m.acct.Used-limit)
+	}
 	return nil
 }
 
@@ -70,9 +77,12 @@ func (s *Server) maxNodes() int64 {
 type usageCount struct {
 	chunks, attrs, names int64
 	nodes                int64
+	// hist: bytes kept only for history (kept records and unreferenced
+	// chunks kept for history), part of the sums above and of history.
+	hist, histRecords int64
 }
 
-func (u usageCount) used() int64 { return u.chunks + u.attrs + u.names }
+func (u usageCount) used() int64 { return u.chunks + u.attrs + u.names + u.histRecords }
 
 // countUsage sums an account's chunk, attribute and name bytes and counts
 // its nodes from the records in tx.
@@ -92,11 +102,15 @@ func countUsage(tx *badger.Txn, acct string) (usageCount, error) {
 	err := each(pChunk(acct), func(_, v []byte) error {
 		var c struct {
 			Size int64 `json:"size"`
+			Hist bool  `json:"hist"`
 		}
 		if err := jsonUnmarshal(v, &c); err != nil {
 			return err
 		}
 		u.chunks += c.Size
+		if c.Hist {
+			u.hist += c.Size
+		}
 		return nil
 	})
 	if err != nil {
@@ -129,6 +143,31 @@ func countUsage(tx *badger.Txn, acct string) (usageCount, error) {
 	if err != nil {
 		return u, fmt.Errorf("count entries: %w", err)
 	}
+	err = each([]byte("hn/"+acct+"/"), func(_, v []byte) error {
+		var h histNode
+		if err := jsonUnmarshal(v, &h); err != nil {
+			return err
+		}
+		u.histRecords += attrsCharge(h.Node.Attrs)
+		return nil
+	})
+	if err != nil {
+		return u, fmt.Errorf("count kept versions: %w", err)
+	}
+	err = each([]byte("he/"+acct+"/"), func(k, v []byte) error {
+		var h histEntry
+		if err := jsonUnmarshal(v, &h); err != nil {
+			return err
+		}
+		// The key is PARENTID/NAMEMAC/UNTIL.
+		parts := strings.Split(string(k), "/")
+		u.histRecords += entryCharge(parts[1], h.Entry.Name)
+		return nil
+	})
+	if err != nil {
+		return u, fmt.Errorf("count kept entries: %w", err)
+	}
+	u.hist += u.histRecords
 	return u, nil
 }
 
@@ -146,7 +185,7 @@ func (m *mtx) recount() error {
 			"used_before", m.acct.Used, "used", u.used(), "chunk_bytes", u.chunks,
 			"attr_bytes", u.attrs, "name_bytes", u.names, "nodes", u.nodes)
 	}
-	m.acct.Used, m.acct.Nodes, m.acct.UsageV = u.used(), u.nodes, usageVersion
+	m.acct.Used, m.acct.Nodes, m.acct.UsageV, m.acct.HistUsed = u.used(), u.nodes, usageVersion, u.hist
 	return nil
 }
 

@@ -1,0 +1,762 @@
+package server
+
+// History: every version of every node record and directory entry, and
+// every chunk a version references, is kept for the account's retention
+// window, so a client can show the tree as it was at any moment of it,
+// list and restore what was deleted, and read old versions of a file.
+//
+// Versions are stamped with the server's clock (Unix ns), made strictly
+// increasing per account, so one transaction's changes share one time and
+// "the tree at T" is the state after every change at or before T. A current
+// record carries Since (when it became current); when it is replaced or
+// deleted, it moves to a history record keyed by its end time (Until). A
+// version that began and ended in one transaction was never visible and is
+// not kept.
+//
+// Chunks need no per-version reference counts: a chunk is referenced by
+// some current record through the whole life of every version that names
+// it, so every such version ended no later than the chunk's last loss of
+// references (chunkRec.Unref). Keeping an unreferenced chunk for the
+// retention window after Unref therefore keeps every chunk a retained
+// version needs; freeing history before T frees exactly the unreferenced
+// chunks with Unref < T.
+//
+// Quota: history counts against the account's quota (Used), shown apart as
+// HistUsed, but never refuses a write: when live data needs room, the oldest
+// history is freed first (freeRoom).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"kumo/remote/api"
+)
+
+// Badger keys of history (see docs/API.md "Storage layout"):
+//
+//	hn/ACCT/NODEID/UNTIL        histNode: a node version that ended at UNTIL
+//	he/ACCT/PARENT/MAC/UNTIL    histEntry: an entry version that ended at UNTIL
+//	ht/ACCT/UNTIL/NODEID        trashRec: a node deleted at UNTIL, with its last entry
+//	hx/ACCT/UNTIL/REF           empty; expiry index, REF = n/NODEID, e/PARENT/MAC or t/NODEID
+//	hc/ACCT/UNREF/CHUNKID       empty; a chunk kept only for history, by when it lost its last reference
+//	hh/ACCT/HOUR                empty; an hour (Unix ns of its start) in which the tree changed
+//
+// Times are 16 hex digits (Unix ns), so keys sort by time.
+func kHNode(a string, id uint64, until int64) []byte {
+	return fmt.Appendf(nil, "hn/%s/%016x/%016x", a, id, until)
+}
+func pHNode(a string, id uint64) []byte { return fmt.Appendf(nil, "hn/%s/%016x/", a, id) }
+func kHEnt(a string, parent uint64, mac string, until int64) []byte {
+	return fmt.Appendf(nil, "he/%s/%016x/%s/%016x", a, parent, mac, until)
+}
+func pHEnt(a string, parent uint64) []byte { return fmt.Appendf(nil, "he/%s/%016x/", a, parent) }
+func kTrash(a string, until int64, id uint64) []byte {
+	return fmt.Appendf(nil, "ht/%s/%016x/%016x", a, until, id)
+}
+func pTrash(a string) []byte { return []byte("ht/" + a + "/") }
+func kHIdx(a string, until int64, ref string) []byte {
+	return fmt.Appendf(nil, "hx/%s/%016x/%s", a, until, ref)
+}
+func pHIdx(a string) []byte { return []byte("hx/" + a + "/") }
+func kHChunk(a string, unref int64, id string) []byte {
+	return fmt.Appendf(nil, "hc/%s/%016x/%s", a, unref, id)
+}
+func pHChunk(a string) []byte           { return []byte("hc/" + a + "/") }
+func kHour(a string, hour int64) []byte { return fmt.Appendf(nil, "hh/%s/%016x", a, hour) }
+func pHour(a string) []byte             { return []byte("hh/" + a + "/") }
+
+func hexTime(t int64) string { return fmt.Sprintf("%016x", t) }
+
+type histNode struct {
+	Node  api.Node `json:"node"`
+	Until int64    `json:"until"`
+}
+
+type histEntry struct {
+	Entry entryRec `json:"entry"`
+	Until int64    `json:"until"`
+}
+
+type trashRec struct {
+	Node    uint64 `json:"node"`
+	Parent  uint64 `json:"parent"`
+	NameMAC string `json:"name_mac"`
+	Name    []byte `json:"name"`
+}
+
+// DefaultHistoryRetention is the retention window of `kumo serve` when the
+// operator sets none.
+const DefaultHistoryRetention = 30 * 24 * time.Hour
+
+// retention is the account's effective retention window (0: no history).
+func (s *Server) retention(a *accountRec) time.Duration {
+	r := s.cfg.HistoryDefault
+	if a.Retention != nil {
+		r = time.Duration(*a.Retention) * time.Second
+	}
+	if s.cfg.HistoryMax > 0 && r > s.cfg.HistoryMax {
+		r = s.cfg.HistoryMax
+	}
+	return max(r, 0)
+}
+
+// histCutoff is the oldest moment a snapshot of account a can show at now
+// (Unix ns): versions that ended before it may be gone.
+func (s *Server) histCutoff(a *accountRec, now time.Time) int64 {
+	r := s.retention(a)
+	if r == 0 {
+		return now.UnixNano() + 1
+	}
+	return max(now.Add(-r).UnixNano(), a.HistFloor, a.HistStart)
+}
+
+func (m *mtx) history() bool { return m.s.retention(m.acct) > 0 }
+
+// when is this mutation's change time: the server's clock, but after every
+// earlier change of the account.
+func (m *mtx) when() int64 {
+	if m.t != 0 {
+		return m.t
+	}
+	t := m.now.UnixNano()
+	if t <= m.acct.LastT {
+		t = m.acct.LastT + 1
+	}
+	m.acct.LastT, m.t = t, t
+	if m.history() {
+		if m.acct.HistStart == 0 {
+			m.acct.HistStart = t
+		}
+		if hour := t - t%int64(time.Hour); hour != m.acct.LastHour {
+			m.acct.LastHour = hour
+			if err := m.tx.Set(kHour(m.acct.ID, hour), nil); err != nil {
+				m.err = err
+			}
+		}
+	}
+	return t
+}
+
+// keepRecord adds bytes of a retained record to the account's usage (and
+// history usage). It never refuses: history gives way to live data later.
+func (m *mtx) keepRecord(n int64) {
+	m.acct.Used += n
+	m.acct.HistUsed += n
+}
+
+// archiveNode keeps the stored version old of a node, which ends now.
+func (m *mtx) archiveNode(old *api.Node) error {
+	t := m.when()
+	if !m.history() || old.Since >= t {
+		return nil
+	}
+	m.keepRecord(attrsCharge(old.Attrs))
+	if err := setJSON(m.tx, kHNode(m.acct.ID, old.ID, t), histNode{Node: *old, Until: t}); err != nil {
+		return err
+	}
+	return m.tx.Set(kHIdx(m.acct.ID, t, fmt.Sprintf("n/%016x", old.ID)), nil)
+}
+
+// archiveEntry keeps the stored version old of entry (parent, mac), which ends now.
+func (m *mtx) archiveEntry(parent uint64, mac string, old *entryRec) error {
+	t := m.when()
+	if !m.history() || old.Since >= t {
+		return nil
+	}
+	m.keepRecord(entryCharge(mac, old.Name))
+	if err := setJSON(m.tx, kHEnt(m.acct.ID, parent, mac, t), histEntry{Entry: *old, Until: t}); err != nil {
+		return err
+	}
+	return m.tx.Set(kHIdx(m.acct.ID, t, fmt.Sprintf("e/%016x/%s", parent, mac)), nil)
+}
+
+// trash records that node n, last named by (parent, mac, name), was deleted now.
+func (m *mtx) trash(n *api.Node, parent uint64, mac string, name []byte) error {
+	t := m.when()
+	if !m.history() || n.Since >= t {
+		return nil
+	}
+	if err := setJSON(m.tx, kTrash(m.acct.ID, t, n.ID), trashRec{Node: n.ID, Parent: parent, NameMAC: mac, Name: name}); err != nil {
+		return err
+	}
+	return m.tx.Set(kHIdx(m.acct.ID, t, fmt.Sprintf("t/%016x", n.ID)), nil)
+}
+
+// chunkUnreferenced notes that chunk c (of id) lost its last reference now:
+// with history on, it is kept for the window and counts as history.
+func (m *mtx) chunkUnreferenced(id string, c *chunkRec) error {
+	if !m.history() || c.Hist {
+		return nil
+	}
+	c.Hist = true
+	m.acct.HistUsed += c.Size
+	return m.tx.Set(kHChunk(m.acct.ID, c.Unref.UnixNano(), id), nil)
+}
+
+// chunkReferenced undoes chunkUnreferenced when a chunk is referenced again
+// (or collected).
+func (m *mtx) chunkReferenced(id string, c *chunkRec) error {
+	if !c.Hist {
+		return nil
+	}
+	c.Hist = false
+	m.acct.HistUsed -= c.Size
+	return m.tx.Delete(kHChunk(m.acct.ID, c.Unref.UnixNano(), id))
+}
+
+// Reads at a moment.
+
+func errBeforeHistory() error {
+	return apiErr(http.StatusGone, api.CodeHistoryGone, "that moment is older than the history this account keeps")
+}
+
+// nodeAt returns node id as it was at t, or nil if it did not exist then.
+func nodeAt(tx *badger.Txn, acct string, id uint64, t int64) (*api.Node, error) {
+	cur, err := readNode(tx, acct, id)
+	if err != nil && !isNotFound(err) {
+		return nil, err
+	}
+	if cur != nil && cur.Since <= t {
+		return cur, nil
+	}
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: pHNode(acct, id), PrefetchValues: false})
+	defer it.Close()
+	it.Seek(kHNode(acct, id, t+1)) // the first version that ended after t
+	if !it.Valid() {
+		return nil, nil
+	}
+	var h histNode
+	if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &h) }); err != nil {
+		return nil, err
+	}
+	if h.Node.Since > t {
+		return nil, nil
+	}
+	return &h.Node, nil
+}
+
+func isNotFound(err error) bool {
+	var ae *api.Error
+	return errors.As(err, &ae) && ae.Code == api.CodeNotFound
+}
+
+// entriesAt lists directory dir as it was at t, each entry with its node then.
+func (s *Server) entriesAt(tx *badger.Txn, acct string, dir uint64, t int64) ([]api.Entry, error) {
+	out := []api.Entry{}
+	add := func(mac string, e entryRec) error {
+		n, err := nodeAt(tx, acct, e.ID, t)
+		if err != nil {
+			return err
+		}
+		if n == nil {
+			s.log.Warn("history: entry without node version", "account", acct, "node", e.ID, "at", t)
+			return nil
+		}
+		out = append(out, api.Entry{Parent: dir, NameMAC: mac, Name: e.Name, Node: *n})
+		return nil
+	}
+	prefix := pEnt(acct, dir)
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+	for it.Rewind(); it.Valid(); it.Next() {
+		var e entryRec
+		if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &e) }); err != nil {
+			it.Close()
+			return nil, err
+		}
+		if e.Since <= t {
+			if err := add(string(it.Item().Key()[len(prefix):]), e); err != nil {
+				it.Close()
+				return nil, err
+			}
+		}
+	}
+	it.Close()
+	prefix = pHEnt(acct, dir)
+	it = tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		mac, until, ok := strings.Cut(string(it.Item().Key()[len(prefix):]), "/")
+		if !ok || until <= hexTime(t) {
+			continue
+		}
+		var h histEntry
+		if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &h) }); err != nil {
+			return nil, err
+		}
+		if h.Entry.Since <= t {
+			if err := add(mac, h.Entry); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// versions lists node id's versions, newest first.
+func versions(tx *badger.Txn, acct string, id uint64) ([]api.Version, error) {
+	var out []api.Version
+	cur, err := readNode(tx, acct, id)
+	if err != nil && !isNotFound(err) {
+		return nil, err
+	}
+	if cur != nil {
+		out = append(out, api.Version{Node: *cur})
+	}
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: pHNode(acct, id), PrefetchValues: true, Reverse: true})
+	defer it.Close()
+	seek := append(pHNode(acct, id), 0xff)
+	for it.Seek(seek); it.ValidForPrefix(pHNode(acct, id)); it.Next() {
+		var h histNode
+		if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &h) }); err != nil {
+			return nil, err
+		}
+		out = append(out, api.Version{Until: h.Until, Node: h.Node})
+	}
+	return out, nil
+}
+
+// Freeing history.
+
+// purgeBefore drops every version that ended before t (and the trash
+// records of nodes deleted before t), a bounded number per transaction, and
+// raises the account's history floor to t so the GC frees the chunks only
+// those versions needed. It returns the versions dropped and the record
+// bytes freed.
+func (s *Server) purgeBefore(acct string, t int64) (int, int64, error) {
+	var total int
+	var freed int64
+	for {
+		var n int
+		err := s.mutate(acct, false, func(m *mtx) error {
+			n = 0
+			if t > m.acct.HistFloor {
+				m.acct.HistFloor = t
+			}
+			prefix := pHIdx(acct)
+			it := m.tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+			var keys [][]byte
+			for it.Rewind(); it.Valid() && len(keys) < 2000; it.Next() {
+				k := it.Item().KeyCopy(nil)
+				if string(k[len(prefix):len(prefix)+16]) >= hexTime(t) {
+					break
+				}
+				keys = append(keys, k)
+			}
+			it.Close()
+			for _, k := range keys {
+				b, err := m.dropVersion(string(k[len(prefix):]))
+				if err != nil {
+					return err
+				}
+				freed += b
+				if err := m.tx.Delete(k); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return total, freed, fmt.Errorf("purge history of %s: %w", acct, err)
+		}
+		total += n
+		if n == 0 {
+			return total, freed, nil
+		}
+	}
+}
+
+// dropVersion deletes the record an expiry index key names (UNTIL/REF) and
+// credits its bytes; a record already gone (a path purge) is skipped.
+func (m *mtx) dropVersion(ref string) (int64, error) {
+	a := m.acct.ID
+	untilHex, rest, _ := strings.Cut(ref, "/")
+	var until int64
+	if _, err := fmt.Sscanf(untilHex, "%016x", &until); err != nil {
+		return 0, fmt.Errorf("bad history index %q", ref)
+	}
+	kind, rest, _ := strings.Cut(rest, "/")
+	var id uint64
+	switch kind {
+	case "n":
+		if _, err := fmt.Sscanf(rest, "%016x", &id); err != nil {
+			return 0, fmt.Errorf("bad history index %q", ref)
+		}
+		var h histNode
+		k := kHNode(a, id, until)
+		if err := getJSON(m.tx, k, &h); err != nil {
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return 0, nil
+			}
+			return 0, err
+		}
+		b := attrsCharge(h.Node.Attrs)
+		m.keepRecord(-b)
+		return b, m.tx.Delete(k)
+	case "e":
+		parentHex, mac, _ := strings.Cut(rest, "/")
+		if _, err := fmt.Sscanf(parentHex, "%016x", &id); err != nil {
+			return 0, fmt.Errorf("bad history index %q", ref)
+		}
+		var h histEntry
+		k := kHEnt(a, id, mac, until)
+		if err := getJSON(m.tx, k, &h); err != nil {
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return 0, nil
+			}
+			return 0, err
+		}
+		b := entryCharge(mac, h.Entry.Name)
+		m.keepRecord(-b)
+		return b, m.tx.Delete(k)
+	case "t":
+		if _, err := fmt.Sscanf(rest, "%016x", &id); err != nil {
+			return 0, fmt.Errorf("bad history index %q", ref)
+		}
+		return 0, m.tx.Delete(kTrash(a, until, id))
+	}
+	return 0, fmt.Errorf("bad history index %q", ref)
+}
+
+// purgeNode drops every version of node id and of everything that ever was
+// below it (the history of a path), and frees at once the chunks no other
+// kept version names.
+func (s *Server) purgeNode(ctx context.Context, acct string, id uint64) (int, int64, error) {
+	var ids []uint64
+	var dirs []uint64
+	err := s.db.View(func(tx *badger.Txn) error {
+		seen := map[uint64]bool{id: true}
+		queue := []uint64{id}
+		for len(queue) > 0 {
+			n := queue[0]
+			queue = queue[1:]
+			ids = append(ids, n)
+			if !wasDir(tx, acct, n) {
+				continue
+			}
+			dirs = append(dirs, n)
+			for _, p := range [][]byte{pEnt(acct, n), pHEnt(acct, n)} {
+				it := tx.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
+				for it.Rewind(); it.Valid(); it.Next() {
+					var child uint64
+					err := it.Item().Value(func(b []byte) error {
+						var e struct {
+							ID    uint64   `json:"id"`
+							Entry entryRec `json:"entry"`
+						}
+						if err := jsonUnmarshal(b, &e); err != nil {
+							return err
+						}
+						child = max(e.ID, e.Entry.ID)
+						return nil
+					})
+					if err != nil {
+						it.Close()
+						return err
+					}
+					if child != 0 && !seen[child] {
+						seen[child] = true
+						queue = append(queue, child)
+					}
+				}
+				it.Close()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("purge history: walk: %w", err)
+	}
+	var total int
+	var freed int64
+	chunks := map[string]bool{}
+	// One transaction per node or directory keeps each one small.
+	drop := func(prefix []byte, f func(m *mtx, key []byte, val []byte) (int64, error)) error {
+		return s.mutate(acct, false, func(m *mtx) error {
+			it := m.tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				k := it.Item().KeyCopy(nil)
+				v, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				b, err := f(m, k, v)
+				if err != nil {
+					return err
+				}
+				freed += b
+				total++
+				if err := m.tx.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	for _, n := range ids {
+		err := drop(pHNode(acct, n), func(m *mtx, _, v []byte) (int64, error) {
+			var h histNode
+			if err := jsonUnmarshal(v, &h); err != nil {
+				return 0, err
+			}
+			for _, c := range h.Node.Chunks {
+				chunks[c] = true
+			}
+			b := attrsCharge(h.Node.Attrs)
+			m.keepRecord(-b)
+			return b, nil
+		})
+		if err != nil {
+			return total, freed, fmt.Errorf("purge history of node %d: %w", n, err)
+		}
+	}
+	for _, d := range dirs {
+		err := drop(pHEnt(acct, d), func(m *mtx, k, v []byte) (int64, error) {
+			var h histEntry
+			if err := jsonUnmarshal(v, &h); err != nil {
+				return 0, err
+			}
+			parts := strings.Split(string(k), "/")
+			b := entryCharge(parts[len(parts)-2], h.Entry.Name)
+			m.keepRecord(-b)
+			return b, nil
+		})
+		if err != nil {
+			return total, freed, fmt.Errorf("purge history of directory %d: %w", d, err)
+		}
+	}
+	// Trash records of the purged nodes.
+	purged := map[uint64]bool{}
+	for _, n := range ids {
+		purged[n] = true
+	}
+	err = s.mutate(acct, false, func(m *mtx) error {
+		it := m.tx.NewIterator(badger.IteratorOptions{Prefix: pTrash(acct), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var r trashRec
+			if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &r) }); err != nil {
+				return err
+			}
+			if purged[r.Node] {
+				if err := m.tx.Delete(it.Item().KeyCopy(nil)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return total, freed, fmt.Errorf("purge trash records: %w", err)
+	}
+	return total, freed, s.freeUnneeded(ctx, acct, chunks)
+}
+
+// wasDir reports whether node id is or was a directory.
+func wasDir(tx *badger.Txn, acct string, id uint64) bool {
+	if id == api.RootID {
+		return true
+	}
+	if n, err := readNode(tx, acct, id); err == nil {
+		return n.Type == api.TypeDir
+	}
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: pHNode(acct, id), PrefetchValues: true})
+	defer it.Close()
+	it.Rewind()
+	if !it.Valid() {
+		return false
+	}
+	var h histNode
+	if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &h) }); err != nil {
+		return false
+	}
+	return h.Node.Type == api.TypeDir
+}
+
+// freeUnneeded collects now the chunks among cands that no current record
+// and no kept version names any more.
+func (s *Server) freeUnneeded(ctx context.Context, acct string, cands map[string]bool) error {
+	if len(cands) == 0 {
+		return nil
+	}
+	err := s.db.View(func(tx *badger.Txn) error {
+		for id := range cands {
+			c, err := readChunk(tx, acct, id)
+			if err != nil {
+				return err
+			}
+			if c == nil || c.Refs > 0 {
+				delete(cands, id)
+			}
+		}
+		if len(cands) == 0 {
+			return nil
+		}
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte("hn/" + acct + "/"), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(cands) > 0; it.Next() {
+			var h histNode
+			if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &h) }); err != nil {
+				return err
+			}
+			for _, c := range h.Node.Chunks {
+				delete(cands, c)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("find unneeded chunks: %w", err)
+	}
+	for id := range cands {
+		if _, err := s.collectNow(ctx, acct, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// freeRoom frees the oldest history of acct until need bytes are free, when
+// live data needs room that history holds. It returns the bytes freed.
+func (s *Server) freeRoom(ctx context.Context, acct string, need int64) (int64, error) {
+	if need <= 0 {
+		return 0, nil
+	}
+	// Find the moment T such that the kept chunks unreferenced before T
+	// (plus the records that ended before T) free at least need.
+	var t int64
+	err := s.db.View(func(tx *badger.Txn) error {
+		var sum int64
+		type ev struct {
+			t    int64
+			size int64
+		}
+		var evs []ev
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: pHChunk(acct), PrefetchValues: false})
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := string(it.Item().Key()[len(pHChunk(acct)):])
+			tHex, id, _ := strings.Cut(k, "/")
+			var ct int64
+			fmt.Sscanf(tHex, "%016x", &ct)
+			c, err := readChunk(tx, acct, id)
+			if err != nil {
+				it.Close()
+				return err
+			}
+			if c != nil {
+				evs = append(evs, ev{ct, c.Size})
+			}
+		}
+		it.Close()
+		sort.Slice(evs, func(i, j int) bool { return evs[i].t < evs[j].t })
+		for _, e := range evs {
+			sum += e.size
+			t = e.t + 1
+			if sum >= need {
+				return nil
+			}
+		}
+		// Not enough in chunks: free every version.
+		t = time.Now().UnixNano()
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("free history for room: %w", err)
+	}
+	s.log.Info("history: freeing the oldest history to make room", "account", acct, "need", need, "before", time.Unix(0, t).UTC())
+	if _, _, err := s.purgeBefore(acct, t); err != nil {
+		return 0, err
+	}
+	err = s.mutate(acct, false, func(m *mtx) error {
+		m.acct.HistFreed = m.now
+		return m.accountChange()
+	})
+	if err != nil {
+		return 0, err
+	}
+	return s.collectHistoryBefore(ctx, acct, t)
+}
+
+// collectHistoryBefore collects the kept chunks of acct that lost their last
+// reference before t.
+func (s *Server) collectHistoryBefore(ctx context.Context, acct string, t int64) (int64, error) {
+	var ids []string
+	err := s.db.View(func(tx *badger.Txn) error {
+		p := pHChunk(acct)
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := string(it.Item().Key()[len(p):])
+			tHex, id, _ := strings.Cut(k, "/")
+			if tHex >= hexTime(t) {
+				break
+			}
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	var freed int64
+	for _, id := range ids {
+		n, err := s.collectNow(ctx, acct, id)
+		if err != nil {
+			return freed, err
+		}
+		freed += max(n, 0)
+	}
+	return freed, nil
+}
+
+// expireHistory drops, for every account, the history older than its window.
+func (s *Server) expireHistory(ctx context.Context) error {
+	type acctCut struct {
+		id  string
+		cut int64
+	}
+	var accts []acctCut
+	now := time.Now()
+	err := s.db.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte("acct/"), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var a accountRec
+			if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &a) }); err != nil {
+				return err
+			}
+			if a.HistStart != 0 || a.HistUsed != 0 {
+				cut := now.UnixNano()
+				if r := s.retention(&a); r > 0 {
+					cut = now.Add(-r).UnixNano()
+				}
+				accts = append(accts, acctCut{a.ID, cut})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("history expiry: %w", err)
+	}
+	for _, a := range accts {
+		if ctx.Err() != nil {
+			return nil
+		}
+		n, _, err := s.purgeBefore(a.id, a.cut)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			s.log.Info("history: expired versions dropped", "account", a.id, "versions", n)
+		}
+	}
+	return nil
+}
