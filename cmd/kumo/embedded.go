@@ -180,7 +180,8 @@ func openEmbedded(ctx context.Context, dir, cfgDir string, password []byte, prot
 		quota = int64(sfs.Blocks) * sfs.Bsize
 	}
 	srv, err := server.New(server.Config{DataDir: dir, DefaultQuota: quota, SyncWrites: true, SmallMemory: true, NoReadVerify: true,
-		SmallChunkMax: embeddedSmallChunkMax, SessionTTL: embeddedSessionTTL, Logger: log.With("part", "cloud")})
+		HistoryDefault: server.DefaultHistoryRetention,
+		SmallChunkMax:  embeddedSmallChunkMax, SessionTTL: embeddedSessionTTL, Logger: log.With("part", "cloud")})
 	if err != nil {
 		if strings.Contains(err.Error(), "acquire directory lock") {
 			return nil, inUseError("the embedded cloud in "+dir, dir)

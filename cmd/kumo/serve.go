@@ -43,6 +43,8 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "quota", Value: "10GiB", Usage: "storage quota of new accounts (e.g. 500MB, 10GiB, 1T)"},
 			&cli.BoolFlag{Name: "sync-writes", Usage: "fsync metadata on every commit (survives power loss, slower)"},
 			&cli.DurationFlag{Name: "gc-grace", Value: time.Hour, Usage: "unreferenced chunks older than this are deleted"},
+			&cli.StringFlag{Name: "history", Value: "30d", Usage: "how long every version of every file, and what was deleted, is kept (the default window of each account; 0: no history)"},
+			&cli.StringFlag{Name: "history-max", Value: "365d", Usage: "the longest window an account may set (kumo history retention)"},
 			&cli.DurationFlag{Name: "session-ttl", Value: 30 * 24 * time.Hour, Usage: "lifetime of login sessions"},
 			&cli.IntFlag{Name: "login-limit", Value: 10, Usage: "login attempts per account and per client address per minute"},
 			&cli.StringFlag{Name: "signup", Value: "open", Usage: "who may create an account: open (anyone), voucher (with an unused voucher code, spent on the new account: invitation by prepaid code) or closed", EnvVars: []string{"KUMO_SIGNUP"}},
@@ -172,19 +174,32 @@ func runServe(c *cli.Context) error {
 		}
 		blobs = st
 	}
+	history, err := parseSpan(c.String("history"))
+	if err != nil {
+		return fmt.Errorf("--history: %w", err)
+	}
+	historyMax, err := parseSpan(c.String("history-max"))
+	if err != nil {
+		return fmt.Errorf("--history-max: %w", err)
+	}
+	if historyMax > 0 && history > historyMax {
+		return fmt.Errorf("--history %s is longer than --history-max %s", c.String("history"), c.String("history-max"))
+	}
 	srv, err := server.New(server.Config{
-		Blobs:        blobs,
-		Payments:     pay,
-		DataDir:      c.String("data"),
-		DefaultQuota: quota,
-		SessionTTL:   c.Duration("session-ttl"),
-		GCGrace:      c.Duration("gc-grace"),
-		SyncWrites:   c.Bool("sync-writes"),
-		Logger:       log,
-		LoginLimit:   c.Int("login-limit"),
-		MaxNodes:     c.Int64("max-nodes"),
-		Signup:       signup,
-		SignupLimit:  c.Int("signup-limit"),
+		HistoryDefault: history,
+		HistoryMax:     historyMax,
+		Blobs:          blobs,
+		Payments:       pay,
+		DataDir:        c.String("data"),
+		DefaultQuota:   quota,
+		SessionTTL:     c.Duration("session-ttl"),
+		GCGrace:        c.Duration("gc-grace"),
+		SyncWrites:     c.Bool("sync-writes"),
+		Logger:         log,
+		LoginLimit:     c.Int("login-limit"),
+		MaxNodes:       c.Int64("max-nodes"),
+		Signup:         signup,
+		SignupLimit:    c.Int("signup-limit"),
 	})
 	if err != nil {
 		return err
