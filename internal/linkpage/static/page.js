@@ -326,10 +326,13 @@
     const src = pieces(linkID, e, progress);
     try {
       if (typeof window.showSaveFilePicker === 'function') {
+        document.body.dataset.saver = 'picker';
         await saveWithPicker(name, src);
       } else if ('serviceWorker' in navigator && navigator.serviceWorker && window.isSecureContext) {
+        document.body.dataset.saver = 'worker';
         await saveWithWorker(name, e.size, src);
       } else {
+        document.body.dataset.saver = 'blob';
         await saveAsBlob(name, src);
       }
       p.textContent = 'Saved ' + name + ' (' + human(e.size) + ', every byte decrypted and authenticated).';

@@ -1,0 +1,228 @@
+package linkpage_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"kumo/internal/chunk"
+	"kumo/internal/link"
+	"kumo/internal/linkpage"
+	"kumo/internal/linkpage/browsertest"
+)
+
+// goLink is a link sealed by the Go code (internal/link, internal/chunk),
+// answered by a minimal stand-in of the public link API, so the page's
+// JavaScript is checked byte for byte against the Go reader's format, with
+// damage the real server would never serve. The real server, CLI and page
+// together are tested in cmd/kumo (TestLinkPageInBrowser).
+type goLink struct {
+	id     link.ID
+	secret link.Secret
+	blob   []byte
+	chunks map[string][]byte
+	files  map[string][]byte
+	status int // answer for the link, 0: 200
+}
+
+func newGoLink(t *testing.T, files map[string][]byte, dirs ...string) *goLink {
+	t.Helper()
+	var idKey, contentKey [32]byte
+	rand.Read(idKey[:])
+	rand.Read(contentKey[:])
+	c := chunk.NewCipher(idKey, contentKey)
+	gl := &goLink{chunks: map[string][]byte{}, files: files}
+	var err error
+	if gl.id, err = link.NewID(); err != nil {
+		t.Fatal(err)
+	}
+	if gl.secret, err = link.NewSecret(); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	m := &link.Manifest{V: 1, Kind: "dir", Name: "shared", Created: now}
+	for _, d := range dirs {
+		m.Entries = append(m.Entries, link.Entry{Path: d, Type: "dir", Mode: 0o755, Mtime: now})
+	}
+	for _, p := range sortedKeys(files) {
+		data := files[p]
+		e := link.Entry{Path: p, Type: "file", Mode: 0o644, Mtime: now, Size: int64(len(data))}
+		for off := 0; off < len(data); off += chunk.Size {
+			piece := data[off:min(off+chunk.Size, len(data))]
+			if bytes.Count(piece, []byte{0}) == len(piece) {
+				e.Chunks = append(e.Chunks, link.Chunk{N: len(piece)}) // a hole
+				continue
+			}
+			id := c.ID(piece)
+			key := c.ContentKey(id)
+			gl.chunks[id.String()] = c.Seal(nil, id, piece)
+			e.Chunks = append(e.Chunks, link.Chunk{ID: id.String(), Key: hex.EncodeToString(key[:]), N: len(piece)})
+		}
+		m.Entries = append(m.Entries, e)
+	}
+	if gl.blob, err = link.Seal(link.KeyNoPassword(gl.id, gl.secret), gl.id, m); err != nil {
+		t.Fatal(err)
+	}
+	return gl
+}
+
+func sortedKeys(m map[string][]byte) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	for i := range ks { // few keys: insertion sort keeps the test free of helpers
+		for j := i; j > 0 && ks[j] < ks[j-1]; j-- {
+			ks[j], ks[j-1] = ks[j-1], ks[j]
+		}
+	}
+	return ks
+}
+
+func (gl *goLink) serve(t *testing.T) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/s/", linkpage.Handler())
+	apiErr := func(w http.ResponseWriter) bool {
+		if gl.status == 0 {
+			return false
+		}
+		code := map[int]string{404: "link_not_found", 410: "link_expired"}[gl.status]
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(gl.status)
+		json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": code}})
+		return true
+	}
+	mux.HandleFunc("GET /v1/s/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("id") != gl.id.String() {
+			http.NotFound(w, r)
+			return
+		}
+		if !apiErr(w) {
+			json.NewEncoder(w).Encode(map[string]any{"blob": gl.blob})
+		}
+	})
+	mux.HandleFunc("GET /v1/s/{id}/chunks/{chunk}", func(w http.ResponseWriter, r *http.Request) {
+		b, ok := gl.chunks[r.PathValue("chunk")]
+		if r.PathValue("id") != gl.id.String() || !ok {
+			http.NotFound(w, r)
+			return
+		}
+		if !apiErr(w) {
+			w.Write(b)
+		}
+	})
+	hs := httptest.NewServer(mux)
+	t.Cleanup(hs.Close)
+	return hs
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// TestPageAgainstGoSealer opens Go-sealed links in chromium: the folder is
+// listed, a multi-chunk file with a hole downloads byte-exact through the
+// service worker and through the Blob fallback, and a damaged chunk, a wrong,
+// missing or malformed secret and an expired or revoked link each show
+// their message.
+func TestPageAgainstGoSealer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	big := randBytes(2*chunk.Size + 12345)
+	clear(big[chunk.Size : 2*chunk.Size]) // the middle chunk is a hole
+	files := map[string][]byte{"a.txt": []byte("hello\n"), "sub/big.bin": big}
+	gl := newGoLink(t, files, "sub")
+	hs := gl.serve(t)
+	b := browsertest.Start(t)
+	url := hs.URL + "/s/" + gl.id.String() + "#" + gl.secret.String()
+	// Headless chromium has no save dialog to drive: hide the picker so the
+	// page streams through its service worker.
+	noPicker := `delete Window.prototype.showSaveFilePicker; delete window.showSaveFilePicker;`
+
+	p := b.Open(url, noPicker)
+	if st := p.WaitState(20 * time.Second); st != "ready" {
+		t.Fatalf("page state %q: %s", st, p.Text("#error"))
+	}
+	var rows [][2]string
+	p.Eval(`Array.from(document.querySelectorAll('#files tbody tr')).map(tr => [tr.dataset.path, tr.cells[1].dataset.bytes || ''])`, &rows)
+	want := [][2]string{{"sub", ""}, {"a.txt", "6"}, {"sub/big.bin", "8400953"}}
+	if len(rows) != len(want) {
+		t.Fatalf("listed %v, want %v", rows, want)
+	}
+	for i := range want {
+		if rows[i] != want[i] {
+			t.Fatalf("listed %v, want %v", rows, want)
+		}
+	}
+	for _, saver := range []string{"worker", "blob"} {
+		scripts := []string{noPicker}
+		if saver == "blob" {
+			scripts = append(scripts, `Object.defineProperty(Navigator.prototype, 'serviceWorker', {get() { return undefined; }});`)
+		}
+		p := b.Open(url, scripts...)
+		if st := p.WaitState(20 * time.Second); st != "ready" {
+			t.Fatalf("%s: page state %q: %s", saver, st, p.Text("#error"))
+		}
+		path, name := p.Download(`tr[data-path="sub/big.bin"] button`, 60*time.Second)
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sha256.Sum256(got) != sha256.Sum256(big) || name != "big.bin" {
+			t.Fatalf("%s: downloaded %q, %d bytes, sha256 differs: %v", saver, name, len(got), sha256.Sum256(got) != sha256.Sum256(big))
+		}
+		var used string
+		p.Eval(`document.body.dataset.saver`, &used)
+		if st := p.WaitState(10 * time.Second); used != saver || st != "saved" {
+			t.Fatalf("saved with %q (state %q), want %q", used, st, saver)
+		}
+	}
+
+	// Messages, not a blank page.
+	wrong, _ := link.NewSecret()
+	for _, tc := range []struct{ name, url, want string }{
+		{"wrong secret", hs.URL + "/s/" + gl.id.String() + "#" + wrong.String(), "Wrong secret"},
+		{"no secret", hs.URL + "/s/" + gl.id.String(), "has no secret"},
+		{"malformed secret", hs.URL + "/s/" + gl.id.String() + "#abc!", "malformed"},
+		{"unknown link", hs.URL + "/s/AAAAAAAAAAAAAAAAAAAAAA#" + gl.secret.String(), "does not exist or was revoked"},
+	} {
+		p := b.Open(tc.url)
+		if st := p.WaitState(20 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), tc.want) {
+			t.Errorf("%s: state %q, message %q, want %q", tc.name, st, p.Text("#error"), tc.want)
+		}
+	}
+	gl.status = 410
+	p = b.Open(url)
+	if st := p.WaitState(20 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), "expired") {
+		t.Errorf("expired: state %q, message %q", st, p.Text("#error"))
+	}
+	gl.status = 0
+
+	// A damaged chunk: the download stops with a message, never a wrong file.
+	for id, sealed := range gl.chunks {
+		if len(sealed) > 1000 {
+			sealed[len(sealed)/2] ^= 1
+			gl.chunks[id] = sealed
+			break
+		}
+	}
+	p = b.Open(url, noPicker)
+	if st := p.WaitState(20 * time.Second); st != "ready" {
+		t.Fatalf("page state %q: %s", st, p.Text("#error"))
+	}
+	p.Eval(`document.querySelector('tr[data-path="sub/big.bin"] button').click(), true`, new(bool))
+	if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), "failed to decrypt") {
+		t.Errorf("damaged chunk: state %q, message %q", st, p.Text("#error"))
+	}
+}

@@ -1,0 +1,187 @@
+// Package browsertest drives Debian's headless chromium over the DevTools
+// protocol (github.com/chromedp/chromedp) for the link page's tests: open a
+// page, wait for its state, click, and collect downloads into a directory.
+// Without chromium the tests skip, except with CI=true where they fail.
+package browsertest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+)
+
+// Browser is one headless chromium, with downloads saved into Dir.
+type Browser struct {
+	t   testing.TB
+	ctx context.Context // the browser's first tab; new tabs derive from it
+	Dir string
+}
+
+// chromium finds the browser: $KUMO_CHROMIUM, else chromium on PATH.
+func chromium(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("KUMO_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("chromium is not installed: the link page's browser tests need it (apt-get install chromium; .ci/run and make test install it)")
+	}
+	t.Skip("chromium is not installed (apt-get install chromium): skipping the browser test")
+	return ""
+}
+
+// Start launches headless chromium for the test's duration, saving
+// downloads into b.Dir under their download guid.
+func Start(t testing.TB) *Browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.NoSandbox, // tests run as root, where chromium's sandbox refuses to start
+		chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	b := &Browser{t: t, ctx: ctx, Dir: t.TempDir()}
+	events := true
+	if _, err := chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+		Behavior: browser.SetDownloadBehaviorBehaviorAllowAndName, DownloadPath: b.Dir, EventsEnabled: &events,
+	}); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return b
+}
+
+// Page is one tab.
+type Page struct {
+	b   *Browser
+	t   testing.TB
+	ctx context.Context
+}
+
+// Open opens url in a new tab, after running each of scripts at the start of
+// every document it loads (to hide an API from the page, say).
+func (b *Browser) Open(url string, scripts ...string) *Page {
+	b.t.Helper()
+	ctx, cancel := chromedp.NewContext(b.ctx)
+	b.t.Cleanup(cancel)
+	p := &Page{b: b, t: b.t, ctx: ctx}
+	// Attach to the new tab before navigating: the evaluations after the
+	// navigation hang otherwise (the tab's runtime events are missed).
+	if err := chromedp.Do(ctx); err != nil {
+		b.t.Fatalf("open a tab: %v", err)
+	}
+	for _, s := range scripts {
+		if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: s}); err != nil {
+			b.t.Fatalf("add script: %v", err)
+		}
+	}
+	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer tcancel()
+	if err := chromedp.Do(tctx, chromedp.Navigate(url)); err != nil {
+		b.t.Fatalf("open %s: %v", url, err)
+	}
+	return p
+}
+
+// Eval evaluates a JavaScript expression and decodes its JSON value into out.
+func (p *Page) Eval(js string, out any) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](js))
+	if err == nil {
+		err = json.Unmarshal(raw, out)
+	}
+	if err != nil {
+		p.t.Fatalf("evaluate %s: %v", js, err)
+	}
+}
+
+// WaitState waits until the page's state (document.body.dataset.state) is
+// one of the settled ones (ready, saved, error) and returns it.
+func (p *Page) WaitState(timeout time.Duration) string {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var s string
+		p.Eval(`document.body ? (document.body.dataset.state || '') : ''`, &s)
+		if s == "ready" || s == "saved" || s == "error" || time.Now().After(deadline) {
+			return s
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Text is the text content of the element sel (a CSS selector).
+func (p *Page) Text(sel string) string {
+	p.t.Helper()
+	var s string
+	p.Eval(fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ''`, sel), &s)
+	return s
+}
+
+// Download clicks sel and waits for the download it starts; it returns the
+// saved file's path (named by the download's guid) and the name the page
+// suggested.
+func (p *Page) Download(sel string, timeout time.Duration) (path, name string) {
+	p.t.Helper()
+	type result struct{ guid, state string }
+	names := make(chan string, 1)
+	done := make(chan result, 1)
+	lctx, stop := context.WithCancel(p.b.ctx)
+	defer stop()
+	err := chromedp.ListenBrowser(lctx, func(ev any) {
+		switch e := ev.(type) {
+		case *browser.EventDownloadWillBegin:
+			select {
+			case names <- e.SuggestedFilename:
+			default:
+			}
+		case *browser.EventDownloadProgress:
+			if e.State == browser.DownloadProgressStateCompleted || e.State == browser.DownloadProgressStateCanceled {
+				select {
+				case done <- result{e.GUID, string(e.State)}:
+				default:
+				}
+			}
+		}
+	})
+	if err != nil {
+		p.t.Fatalf("listen for downloads: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel))); err != nil {
+		p.t.Fatalf("click %s: %v", sel, err)
+	}
+	select {
+	case r := <-done:
+		if r.state != string(browser.DownloadProgressStateCompleted) {
+			p.t.Fatalf("download from %s: %s (page says %q)", sel, r.state, p.Text("#error")+p.Text("#progress"))
+		}
+		select {
+		case name = <-names:
+		default:
+		}
+		return filepath.Join(p.b.Dir, r.guid), name
+	case <-time.After(timeout):
+		p.t.Fatalf("download from %s: not done after %v (page says %q)", sel, timeout, p.Text("#error")+p.Text("#progress"))
+	}
+	return "", ""
+}
