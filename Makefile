@@ -40,8 +40,9 @@ test: lint test-servers
 	$(GO) test -count=1 -timeout 25m ./...
 
 # Install versitygw and build btcd (the version go.mod pins) into
-# $(TESTCACHE), once. A failure stops `make test`: the S3 and payment tests
-# never skip for want of them.
+# $(TESTCACHE), once, and Debian's chromium (the link page's browser tests).
+# A failure stops `make test`: the S3, payment and browser tests never skip
+# for want of them.
 test-servers:
 	@if [ ! -x "$(KUMO_VERSITYGW)" ]; then \
 		echo "installing versitygw $(VERSITYGW_VERSION) for the S3 tests into $(dir $(KUMO_VERSITYGW)) (once)"; \
@@ -54,6 +55,10 @@ test-servers:
 		mkdir -p "$(dir $(KUMO_BTCD))" && $(GO) build -o "$(KUMO_BTCD).tmp" github.com/btcsuite/btcd && mv "$(KUMO_BTCD).tmp" "$(KUMO_BTCD)" || \
 		{ echo "could not build btcd: the payment tests need it"; exit 1; }; \
 	fi
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium for the link page's browser tests (Debian package, once)"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium; else sudo apt-get install -y chromium; fi || \
+		{ echo "could not install chromium: the browser tests need it (apt-get install chromium)"; exit 1; }; }
 
 # Tests that need nothing but Go (no FUSE, no external servers).
 test-short:
