@@ -62,8 +62,9 @@ type Options struct {
 	PollWait  time.Duration // change-feed long-poll wait (default 25s)
 }
 
-// ReservedNames are the virtual control files at the root of the mount.
-var ReservedNames = []string{".kumo", ".kumo.json", ".kumo-topup.png"}
+// ReservedNames are the virtual control files and the history view at the
+// root of the mount.
+var ReservedNames = []string{".kumo", ".kumo.json", ".kumo-topup.png", HistoryDirName}
 
 // Drive is a mounted kumo drive.
 type Drive struct {

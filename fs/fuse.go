@@ -170,6 +170,9 @@ func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*g
 	n.d.noteForeground()
 	d := n.d
 	if reserved(n.id, name) {
+		if name == HistoryDirName {
+			return d.lookupHistory(ctx, n, out) // history.go
+		}
 		return d.lookupControl(ctx, n, name, out) // control.go
 	}
 	d.mu.Lock()

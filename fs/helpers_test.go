@@ -62,7 +62,14 @@ func startCloud(t testing.TB, dir string, quota int64) *cloud {
 	if quota == 0 {
 		quota = 1 << 40
 	}
-	c := serveCloud(t, server.Config{DataDir: dir, DefaultQuota: quota})
+	return startCloudConfig(t, server.Config{DataDir: dir, DefaultQuota: quota})
+}
+
+// startCloudConfig is startCloud with the server configured by cfg.
+func startCloudConfig(t testing.TB, cfg server.Config) *cloud {
+	t.Helper()
+	dir := cfg.DataDir
+	c := serveCloud(t, cfg)
 	cl := c.client(t)
 	ctx := context.Background()
 	sp := filepath.Join(dir, "test-session.json")

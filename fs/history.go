@@ -1,0 +1,405 @@
+package fs
+
+// The history view: MNT/.kumo-history/TIME/ is the whole tree as it was at
+// TIME, read-only, from the versions the cloud keeps (remote/server
+// history.go). It is reachable by name and never listed in the root, like
+// the control files, so find, rsync and backup tools never walk it. Listing
+// .kumo-history shows one entry per hour that had changes in the last 7 days
+// and one per day before, named by its start: the tree just before those
+// changes. Any RFC 3339 time of the retention window works by name.
+//
+// Snapshot nodes live apart from the drive's tree state: they never enter
+// d.states, so a snapshot read of an old version is not mistaken for a
+// rollback of the live tree. Every name and record is authenticated as in
+// the live tree; chunks go through the same fetcher and chunk cache.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"hash/fnv"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"kumo/internal/meta"
+	"kumo/remote/api"
+)
+
+// HistoryDirName is the root name of the history view.
+const HistoryDirName = ".kumo-history"
+
+// historyHourly is how far back the listing of HistoryDirName has one entry
+// per changed hour; before that, one per changed day.
+const historyHourly = 7 * 24 * time.Hour
+
+// histIno is the inode number of node id in the snapshot at at: stable, so
+// hard links in a snapshot share one (cp -a, rsync -H), with the top bit set
+// so it never meets a live node id (63-bit).
+func histIno(at int64, id uint64) uint64 {
+	h := fnv.New64a()
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], uint64(at))
+	binary.LittleEndian.PutUint64(b[8:], id)
+	h.Write(b[:])
+	return h.Sum64() | ctlInoBase
+}
+
+// histRoot is MNT/.kumo-history.
+type histRoot struct {
+	gofs.Inode
+	d *Drive
+}
+
+var (
+	_ gofs.NodeLookuper  = (*histRoot)(nil)
+	_ gofs.NodeReaddirer = (*histRoot)(nil)
+	_ gofs.NodeGetattrer = (*histRoot)(nil)
+)
+
+func (d *Drive) lookupHistory(ctx context.Context, root *fnode, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	d.histAttr(&out.Attr)
+	out.SetEntryTimeout(time.Second)
+	out.SetAttrTimeout(time.Second)
+	return root.NewInode(ctx, &histRoot{d: d}, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ctlInoBase - 1}), 0
+}
+
+func (d *Drive) histAttr(out *fuse.Attr) {
+	uid, gid := d.owner()
+	out.Mode = syscall.S_IFDIR | 0o555
+	out.Nlink = 2
+	out.Ino = ctlInoBase - 1
+	out.Uid, out.Gid = uid, gid
+}
+
+func (h *histRoot) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	h.d.histAttr(&out.Attr)
+	return 0
+}
+
+// parseMoment reads a snapshot name: an RFC 3339 time, UTC or with an offset.
+func parseMoment(name string) (time.Time, bool) {
+	t, err := time.Parse(time.RFC3339Nano, name)
+	return t, err == nil
+}
+
+func (h *histRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t, ok := parseMoment(name)
+	if !ok || t.After(time.Now()) {
+		return nil, syscall.ENOENT
+	}
+	at := t.UnixNano()
+	n, err := h.d.c.NodeAt(ctx, api.RootID, at)
+	if err != nil {
+		return nil, h.d.histErr("snapshot root", err)
+	}
+	sn, e := h.d.snapNode(n, at)
+	if e != 0 {
+		return nil, e
+	}
+	sn.fill(&out.Attr)
+	sn.timeouts(out)
+	return h.NewInode(ctx, sn, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: histIno(at, api.RootID)}), 0
+}
+
+func (h *histRoot) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	r, err := h.d.c.HistoryTimes(ctx)
+	if err != nil {
+		return nil, h.d.histErr("history times", err)
+	}
+	now := time.Now()
+	var names []string
+	seen := map[string]bool{}
+	for _, hour := range r.Hours {
+		// The tree just before that hour's (or day's) changes; no earlier
+		// than history goes back.
+		start := time.Unix(0, hour).UTC()
+		if now.Sub(start) > historyHourly {
+			start = start.Truncate(24 * time.Hour)
+		}
+		if start.UnixNano() < r.From {
+			start = time.Unix(0, r.From).UTC()
+		}
+		name := start.Format(time.RFC3339Nano)
+		if !seen[name] {
+			seen[name] = true
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	list := []fuse.DirEntry{{Name: ".", Mode: fuse.S_IFDIR}, {Name: "..", Mode: fuse.S_IFDIR}}
+	for _, n := range names {
+		list = append(list, fuse.DirEntry{Name: n, Mode: fuse.S_IFDIR})
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+// histErr maps a failed history read to an errno: a moment older than the
+// window or a missing node is ENOENT, the rest EIO (logged).
+func (d *Drive) histErr(what string, err error) syscall.Errno {
+	if errors.Is(err, api.ErrHistoryGone) || errors.Is(err, api.ErrNotFound) {
+		return syscall.ENOENT
+	}
+	d.log.Warn("history: read failed", "what", what, "err", err)
+	return syscall.EIO
+}
+
+// snapNode is a node of a snapshot: a directory, file or symlink as it was at at.
+type snapNode struct {
+	gofs.Inode
+	d  *Drive
+	at int64
+	st *nodeState // decoded attributes; never in d.states
+
+	mu      sync.Mutex
+	entries map[string]*snapNode // directories: the listing at at, by name, once read
+	order   []string
+}
+
+var (
+	_ gofs.NodeLookuper      = (*snapNode)(nil)
+	_ gofs.NodeReaddirer     = (*snapNode)(nil)
+	_ gofs.NodeGetattrer     = (*snapNode)(nil)
+	_ gofs.NodeSetattrer     = (*snapNode)(nil)
+	_ gofs.NodeOpener        = (*snapNode)(nil)
+	_ gofs.NodeReader        = (*snapNode)(nil)
+	_ gofs.NodeReadlinker    = (*snapNode)(nil)
+	_ gofs.NodeGetxattrer    = (*snapNode)(nil)
+	_ gofs.NodeListxattrer   = (*snapNode)(nil)
+	_ gofs.NodeCreater       = (*snapNode)(nil)
+	_ gofs.NodeMkdirer       = (*snapNode)(nil)
+	_ gofs.NodeMknoder       = (*snapNode)(nil)
+	_ gofs.NodeSymlinker     = (*snapNode)(nil)
+	_ gofs.NodeLinker        = (*snapNode)(nil)
+	_ gofs.NodeUnlinker      = (*snapNode)(nil)
+	_ gofs.NodeRmdirer       = (*snapNode)(nil)
+	_ gofs.NodeRenamer       = (*snapNode)(nil)
+	_ gofs.NodeSetxattrer    = (*snapNode)(nil)
+	_ gofs.NodeRemovexattrer = (*snapNode)(nil)
+)
+
+// snapNode decodes (authenticates) node n as it was at at.
+func (d *Drive) snapNode(n api.Node, at int64) (*snapNode, syscall.Errno) {
+	st, err := d.decode(n)
+	if err != nil {
+		return nil, syscall.EIO // decode logged and counted the failure
+	}
+	return &snapNode{d: d, at: at, st: st}, 0
+}
+
+func (s *snapNode) fill(out *fuse.Attr) {
+	a := &s.st.attrs
+	out.Ino = histIno(s.at, s.st.id)
+	out.Mode = a.Mode
+	out.Size = a.Size
+	out.Blocks = (a.Size + 511) / 512
+	out.Nlink = max(s.st.nlink, 1)
+	if s.st.typ == api.TypeDir {
+		out.Nlink = 2
+	}
+	out.Uid, out.Gid, out.Rdev = a.UID, a.GID, a.Rdev
+	out.SetTimes(ts(a.Atime), ts(a.Mtime), ts(a.Ctime))
+	out.Blksize = segSize
+}
+
+func ts(ns int64) *time.Time {
+	t := time.Unix(0, ns)
+	return &t
+}
+
+// timeouts: a snapshot of the past does not change; one of a moment within
+// the last minutes might still gain a change committed at that time.
+func (s *snapNode) timeouts(out *fuse.EntryOut) {
+	d := time.Second
+	if time.Since(time.Unix(0, s.at)) > time.Minute {
+		d = time.Hour
+	}
+	out.SetEntryTimeout(d)
+	out.SetAttrTimeout(d)
+}
+
+func (s *snapNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	s.fill(&out.Attr)
+	return 0
+}
+
+// list reads the directory's entries at s.at once, authenticating each name.
+func (s *snapNode) list(ctx context.Context) (map[string]*snapNode, []string, syscall.Errno) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.entries != nil {
+		return s.entries, s.order, 0
+	}
+	if s.st.typ != api.TypeDir {
+		return nil, nil, syscall.ENOTDIR
+	}
+	es, err := s.d.c.ListAt(ctx, s.st.id, s.at)
+	if err != nil {
+		return nil, nil, s.d.histErr("snapshot listing", err)
+	}
+	m := make(map[string]*snapNode, len(es))
+	order := make([]string, 0, len(es))
+	for _, e := range es {
+		kind := meta.KindOf(e.Node.Type == api.TypeDir)
+		name, err := s.d.sealer.OpenName(s.st.id, e.Node.ID, kind, e.NameMAC, e.Name)
+		if err != nil {
+			s.d.authFailure("snapshot entry name fails authentication", "parent", s.st.id, "child", e.Node.ID, "at", s.at, "err", err)
+			continue
+		}
+		if s.st.id == api.RootID && reserved(api.RootID, string(name)) {
+			continue
+		}
+		if _, dup := m[string(name)]; dup {
+			s.d.authFailure("snapshot lists a name twice", "parent", s.st.id, "at", s.at)
+			continue
+		}
+		child, errno := s.d.snapNode(e.Node, s.at)
+		if errno != 0 {
+			continue // logged and counted by decode
+		}
+		m[string(name)] = child
+		order = append(order, string(name))
+	}
+	sort.Strings(order)
+	s.entries, s.order = m, order
+	return m, order, 0
+}
+
+func (s *snapNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	m, _, e := s.list(ctx)
+	if e != 0 {
+		return nil, e
+	}
+	c, ok := m[name]
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	child := &snapNode{d: s.d, at: s.at, st: c.st} // a fresh inode each lookup; go-fuse keeps one per Ino
+	child.fill(&out.Attr)
+	child.timeouts(out)
+	return s.NewInode(ctx, child, gofs.StableAttr{Mode: child.st.attrs.Mode & syscall.S_IFMT, Ino: histIno(s.at, child.st.id)}), 0
+}
+
+func (s *snapNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	m, order, e := s.list(ctx)
+	if e != 0 {
+		return nil, e
+	}
+	list := make([]fuse.DirEntry, 0, len(order)+2)
+	list = append(list, fuse.DirEntry{Name: ".", Mode: fuse.S_IFDIR}, fuse.DirEntry{Name: "..", Mode: fuse.S_IFDIR})
+	for _, name := range order {
+		c := m[name]
+		list = append(list, fuse.DirEntry{Name: name, Mode: c.st.attrs.Mode & syscall.S_IFMT, Ino: histIno(s.at, c.st.id)})
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+func (s *snapNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	if s.st.typ == api.TypeDir {
+		return nil, 0, syscall.EISDIR
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (s *snapNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := s.d.readAt(ctx, s.st, dest, off, true, nil)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (s *snapNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	if s.st.attrs.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+		return nil, syscall.EINVAL
+	}
+	return s.st.attrs.Target, 0
+}
+
+func (s *snapNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, ok := s.st.attrs.Xattrs[attr]
+	if !ok || !xattrAllowed(attr) {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (s *snapNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	var b []byte
+	names := make([]string, 0, len(s.st.attrs.Xattrs))
+	for k := range s.st.attrs.Xattrs {
+		if xattrAllowed(k) {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		b = append(append(b, k...), 0)
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
+
+// A snapshot is read-only.
+
+func (s *snapNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+func (s *snapNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, syscall.EROFS
+}
+func (s *snapNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (s *snapNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (s *snapNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (s *snapNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (s *snapNode) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
+func (s *snapNode) Rmdir(ctx context.Context, name string) syscall.Errno  { return syscall.EROFS }
+func (s *snapNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	return syscall.EROFS
+}
+func (s *snapNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return syscall.EROFS
+}
+func (s *snapNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return syscall.EROFS
+}
+
+var (
+	_ gofs.NodeMkdirer   = (*histRoot)(nil)
+	_ gofs.NodeCreater   = (*histRoot)(nil)
+	_ gofs.NodeUnlinker  = (*histRoot)(nil)
+	_ gofs.NodeRmdirer   = (*histRoot)(nil)
+	_ gofs.NodeSetattrer = (*histRoot)(nil)
+)
+
+func (h *histRoot) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (h *histRoot) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, syscall.EROFS
+}
+func (h *histRoot) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
+func (h *histRoot) Rmdir(ctx context.Context, name string) syscall.Errno  { return syscall.EROFS }
+func (h *histRoot) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
