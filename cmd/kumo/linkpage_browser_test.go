@@ -1,0 +1,180 @@
+package main
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"kumo/internal/linkpage/browsertest"
+)
+
+var linkURL = regexp.MustCompile(`https?://[^\s]+/s/[A-Za-z0-9_-]{22}#[A-Za-z0-9_-]{43}`)
+
+// makeLink runs `kumo link args...` and returns the URL it prints.
+func makeLink(t *testing.T, r *runner, args ...string) string {
+	t.Helper()
+	out := r.ok(append([]string{"link"}, args...)...)
+	u := linkURL.FindString(out)
+	if u == "" {
+		t.Fatalf("kumo link %s printed no link URL:\n%s", strings.Join(args, " "), out)
+	}
+	return u
+}
+
+// noPicker hides the File System Access API: headless chromium has no save
+// dialog to drive, so the page streams through its service worker instead.
+const noPicker = `delete Window.prototype.showSaveFilePicker; delete window.showSaveFilePicker;`
+
+// TestLinkPageInBrowser is the link page end to end with the built binary:
+// `kumo serve`, an account, files put, a folder link made by `kumo link`;
+// chromium opens the page, lists the files and downloads one byte-exact; a
+// wrong secret, a revoked link and an expired link each show their message.
+func TestLinkPageInBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a browser")
+	}
+	b := browsertest.Start(t)
+	bin := buildKumo(t)
+	url, _ := startServe(t, bin, "--quota", "200MiB")
+	r := &runner{t: t, bin: bin, env: []string{"KUMO_CONFIG_DIR=" + t.TempDir(), "KUMO_PASSWORD=correct horse"}}
+	r.ok("signup", "--server", url, "--email", "page@example.com")
+
+	src := filepath.Join(t.TempDir(), "share")
+	os.Mkdir(src, 0o755)
+	big := make([]byte, 9<<20+4321)
+	rand.Read(big)
+	os.WriteFile(filepath.Join(src, "big.bin"), big, 0o644)
+	os.WriteFile(filepath.Join(src, "note.txt"), []byte("hello from a link\n"), 0o644)
+	os.Mkdir(filepath.Join(src, "sub"), 0o755)
+	os.WriteFile(filepath.Join(src, "sub", "deep.txt"), []byte("deep"), 0o644)
+	r.ok("put", "-r", src, "/") // the folder itself, as /share
+	root := "/share"
+	u := makeLink(t, r, root)
+
+	p := b.Open(u, noPicker)
+	if st := p.WaitState(30 * time.Second); st != "ready" {
+		t.Fatalf("link page state %q: %s", st, p.Text("#error"))
+	}
+	var rows [][2]string
+	p.Eval(`Array.from(document.querySelectorAll('#files tbody tr')).map(tr => [tr.dataset.path, tr.cells[1].dataset.bytes || ''])`, &rows)
+	slices.SortFunc(rows, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+	want := [][2]string{{"big.bin", fmt.Sprint(len(big))}, {"note.txt", "18"}, {"sub", ""}, {"sub/deep.txt", "4"}}
+	if !slices.Equal(rows, want) {
+		t.Fatalf("the page lists %v, want %v", rows, want)
+	}
+	path, name := p.Download(`tr[data-path="big.bin"] button`, 2*time.Minute)
+	if got := fileSHA(t, path); got != sha256.Sum256(big) || name != "big.bin" {
+		t.Fatalf("downloaded %q with another sha256 than the file put", name)
+	}
+
+	// A wrong secret: the same id, another 43-character secret.
+	wrong := u[:len(u)-43] + strings.Repeat("A", 43)
+	p = b.Open(wrong)
+	if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), "Wrong secret") {
+		t.Errorf("wrong secret: state %q, message %q", st, p.Text("#error"))
+	}
+
+	// Revoked.
+	id := u[strings.LastIndex(u, "/s/")+3 : strings.IndexByte(u, '#')]
+	r.ok("link", "rm", id)
+	p = b.Open(u)
+	if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), "revoked") {
+		t.Errorf("revoked link: state %q, message %q", st, p.Text("#error"))
+	}
+
+	// Expired.
+	short := makeLink(t, r, "--expires", "2s", root+"/note.txt")
+	time.Sleep(3 * time.Second)
+	p = b.Open(short)
+	if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), "expired") {
+		t.Errorf("expired link: state %q, message %q", st, p.Text("#error"))
+	}
+}
+
+func fileSHA(t *testing.T, path string) [32]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	var s [32]byte
+	h.Sum(s[:0])
+	return s
+}
+
+// TestLinkPageSpeed measures a 1 GiB file link downloaded in chromium against
+// `kumo get URL` of the same link, 3 times each, and logs the medians
+// (docs/BENCH.md, "Links in a browser"). Not part of make test:
+// KUMO_LINK_BENCH=1 go test -run TestLinkPageSpeed -v -timeout 30m ./cmd/kumo
+func TestLinkPageSpeed(t *testing.T) {
+	if os.Getenv("KUMO_LINK_BENCH") == "" {
+		t.Skip("set KUMO_LINK_BENCH=1 to measure the link page against kumo get (1 GiB, several minutes)")
+	}
+	size := 1 << 30
+	b := browsertest.Start(t)
+	bin := buildKumo(t)
+	url, _ := startServe(t, bin, "--quota", "4GiB")
+	r := &runner{t: t, bin: bin, env: []string{"KUMO_CONFIG_DIR=" + t.TempDir(), "KUMO_PASSWORD=correct horse"}}
+	r.ok("signup", "--server", url, "--email", "speed@example.com")
+	src := filepath.Join(t.TempDir(), "big.bin")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	if _, err := io.CopyN(io.MultiWriter(f, h), rand.Reader, int64(size)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var want [32]byte
+	h.Sum(want[:0])
+	r.ok("put", src, "/big.bin")
+	u := makeLink(t, r, "/big.bin")
+
+	median := func(d []time.Duration) time.Duration { slices.Sort(d); return d[len(d)/2] }
+	mibs := func(d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }
+	var cli, page []time.Duration
+	for i := range 3 {
+		dst := filepath.Join(t.TempDir(), "got.bin")
+		start := time.Now()
+		r.ok("get", u, dst)
+		cli = append(cli, time.Since(start))
+		if fileSHA(t, dst) != want {
+			t.Fatal("kumo get: sha256 differs")
+		}
+		os.Remove(dst)
+
+		p := b.Open(u, noPicker)
+		if st := p.WaitState(60 * time.Second); st != "ready" {
+			t.Fatalf("page state %q: %s", st, p.Text("#error"))
+		}
+		start = time.Now()
+		path, _ := p.Download(`button.dl`, 10*time.Minute)
+		page = append(page, time.Since(start))
+		if fileSHA(t, path) != want {
+			t.Fatal("browser: sha256 differs")
+		}
+		os.Remove(path)
+		t.Logf("run %d: kumo get %.2fs (%.0f MiB/s), browser %.2fs (%.0f MiB/s)", i+1,
+			cli[i].Seconds(), mibs(cli[i]), page[i].Seconds(), mibs(page[i]))
+	}
+	mc, mp := median(cli), median(page)
+	t.Logf("median of 3, 1 GiB: kumo get %.2fs (%.0f MiB/s), browser %.2fs (%.0f MiB/s), browser/get = %.2fx",
+		mc.Seconds(), mibs(mc), mp.Seconds(), mibs(mp), mp.Seconds()/mc.Seconds())
+	if mp > 2*mc {
+		t.Errorf("the browser took %.2fx kumo get's time; the target is within 2x", mp.Seconds()/mc.Seconds())
+	}
+}
