@@ -81,6 +81,13 @@ func (s *Server) routes() http.Handler {
 	a("POST /v1/history/purge", s.handlePurge)
 	a("PUT /v1/account/retention", s.handleRetention)
 
+	a("POST /v1/links", s.handleLinkCreate) // links.go
+	a("GET /v1/links", s.handleLinkList)
+	a("DELETE /v1/links/{id}", s.handleLinkDelete)
+	h("GET /v1/s/{id}", s.handleLinkGet) // public: anyone with the link's id
+	h("POST /v1/s/{id}/open", s.handleLinkOpen)
+	h("GET /v1/s/{id}/chunks/{chunkid}", s.handleLinkChunk)
+
 	a("GET /v1/changes", s.handleChanges)
 	a("GET /v1/head", s.handleGetHead) // head.go
 	a("PUT /v1/head", s.handlePutHead)

@@ -295,6 +295,11 @@ func (s *Server) gcLoop() {
 				}
 				cancel()
 			}()
+			if n, err := s.sweepLinks(ctx); err != nil { // links.go; unpins before the GC looks
+				s.log.Error("link sweep failed", "err", err)
+			} else if n > 0 {
+				s.log.Info("expired links deleted", "links", n)
+			}
 			n, freed, err := s.RunGC(ctx)
 			if err != nil {
 				s.log.Error("gc failed", "err", err)

@@ -1,0 +1,283 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"kumo/remote/api"
+)
+
+func newLinkID() string { return base64.RawURLEncoding.EncodeToString(randBytes(16)) }
+
+// linkGet is a public GET (no session) of path; it returns status, code and body.
+func (e *env) publicGet(path, rng string) (int, string, []byte) {
+	e.t.Helper()
+	req, _ := http.NewRequest("GET", e.url+path, nil)
+	if rng != "" {
+		req.Header.Set("Range", rng)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		st, code := resp.StatusCode, ""
+		var er api.ErrorResponse
+		if jsonDecode(bytes.NewReader(b), &er) == nil {
+			code = er.Error.Code
+		}
+		return st, code, nil
+	}
+	return resp.StatusCode, "", b
+}
+
+func TestLinkCreateListRevoke(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	u := e.signup("links@example.com")
+	c1, c2, c3 := randMAC(), randMAC(), randMAC()
+	data1 := randBytes(5000)
+	u.must("PUT", "/v1/chunks/"+c1, data1, nil)
+	u.must("PUT", "/v1/chunks/"+c2, randBytes(100), nil)
+	u.must("PUT", "/v1/chunks/"+c3, randBytes(100), nil)
+	id := newLinkID()
+	blob := randBytes(300)
+	var cr api.LinkCreateResponse
+	st, code := u.call("POST", "/v1/links", api.LinkCreateRequest{ID: id, Blob: blob, Chunks: []string{c1, c2}}, &cr)
+	expect(t, "create", st, code, 201, "")
+	if cr.ID != id || cr.Created.IsZero() || cr.Expires != nil {
+		t.Fatalf("create answer %+v", cr)
+	}
+	st, code = u.call("POST", "/v1/links", api.LinkCreateRequest{ID: id, Blob: blob, Chunks: []string{c3}}, nil)
+	expect(t, "same id again", st, code, 409, api.CodeExists)
+
+	var ls api.LinksResponse
+	u.must("GET", "/v1/links", nil, &ls)
+	if len(ls.Links) != 1 || ls.Links[0].ID != id || ls.Links[0].Chunks != 2 || ls.Links[0].Bytes != 5100 || ls.Links[0].HasPassword {
+		t.Fatalf("list: %+v", ls)
+	}
+
+	// Public reads, no session.
+	var pub api.LinkPublic
+	st, code, b := e.publicGet("/v1/s/"+id, "")
+	expect(t, "public get", st, code, 200, "")
+	if err := jsonDecode(bytes.NewReader(b), &pub); err != nil || !bytes.Equal(pub.Blob, blob) || pub.Password != nil {
+		t.Fatalf("public get: %v %+v", err, pub)
+	}
+	st, code, b = e.publicGet("/v1/s/"+id+"/chunks/"+c1, "")
+	if st != 200 || !bytes.Equal(b, data1) {
+		t.Fatalf("chunk through the link: %d %s %d bytes", st, code, len(b))
+	}
+	st, _, b = e.publicGet("/v1/s/"+id+"/chunks/"+c1, "bytes=10-19")
+	if st != 206 || !bytes.Equal(b, data1[10:20]) {
+		t.Fatalf("range through the link: %d %d bytes", st, len(b))
+	}
+	st, code, _ = e.publicGet("/v1/s/"+id+"/chunks/"+c3, "")
+	expect(t, "chunk not in the link", st, code, 404, api.CodeNotFound)
+	st, code, _ = e.publicGet("/v1/s/"+newLinkID(), "")
+	expect(t, "unknown link", st, code, 404, api.CodeLinkNotFound)
+	st, code, _ = e.publicGet("/v1/s/"+newLinkID()+"/chunks/"+c1, "")
+	expect(t, "chunk of an unknown link", st, code, 404, api.CodeLinkNotFound)
+	st, code, _ = e.publicGet("/v1/s/short", "")
+	expect(t, "malformed id", st, code, 404, api.CodeLinkNotFound)
+
+	// Another account can neither revoke it nor pin this account's chunks.
+	v := e.signup("other@example.com")
+	st, code = v.call("DELETE", "/v1/links/"+id, nil, nil)
+	expect(t, "other account revokes", st, code, 404, api.CodeLinkNotFound)
+	st, code = v.call("POST", "/v1/links", api.LinkCreateRequest{ID: newLinkID(), Blob: blob, Chunks: []string{c1}}, nil)
+	expect(t, "other account's chunk", st, code, 400, api.CodeBadRequest)
+	var vls api.LinksResponse
+	v.must("GET", "/v1/links", nil, &vls)
+	if len(vls.Links) != 0 {
+		t.Fatalf("other account lists %+v", vls)
+	}
+	st, code = e.call("GET", "/v1/links", "", nil, nil)
+	expect(t, "list without a session", st, code, 401, api.CodeUnauthorized)
+
+	st, code = u.call("DELETE", "/v1/links/"+id, nil, nil)
+	expect(t, "revoke", st, code, 204, "")
+	st, code, _ = e.publicGet("/v1/s/"+id, "")
+	expect(t, "revoked", st, code, 404, api.CodeLinkNotFound)
+	st, code, _ = e.publicGet("/v1/s/"+id+"/chunks/"+c1, "")
+	expect(t, "chunk of a revoked link", st, code, 404, api.CodeLinkNotFound)
+	st, code = u.call("DELETE", "/v1/links/"+id, nil, nil)
+	expect(t, "revoke twice", st, code, 404, api.CodeLinkNotFound)
+	u.must("GET", "/v1/links", nil, &ls)
+	if len(ls.Links) != 0 {
+		t.Fatalf("list after revoke: %+v", ls)
+	}
+}
+
+func TestLinkBadRequests(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	u := e.signup("bad@example.com")
+	c := u.putChunk(10)
+	past := time.Now().Add(-time.Minute)
+	for name, r := range map[string]api.LinkCreateRequest{
+		"short id":        {ID: "abc", Blob: []byte{1}},
+		"non-canonical":   {ID: strings.Repeat("A", 21) + "B", Blob: []byte{1}},
+		"no blob":         {ID: newLinkID()},
+		"big blob":        {ID: newLinkID(), Blob: make([]byte, api.MaxLinkBlob+1)},
+		"chunk twice":     {ID: newLinkID(), Blob: []byte{1}, Chunks: []string{c, c}},
+		"bad chunk id":    {ID: newLinkID(), Blob: []byte{1}, Chunks: []string{"XY"}},
+		"chunk not there": {ID: newLinkID(), Blob: []byte{1}, Chunks: []string{randMAC()}},
+		"past expiry":     {ID: newLinkID(), Blob: []byte{1}, Expires: &past},
+		"bad password":    {ID: newLinkID(), Blob: []byte{1}, Password: &api.LinkPassword{Salt: randBytes(3), KDF: defaultKDF, AuthHash: randBytes(32)}},
+		"bad kdf":         {ID: newLinkID(), Blob: []byte{1}, Password: &api.LinkPassword{Salt: randBytes(16), KDF: api.KDFParams{}, AuthHash: randBytes(32)}},
+	} {
+		st, code := u.call("POST", "/v1/links", r, nil)
+		expect(t, name, st, code, 400, api.CodeBadRequest)
+	}
+	// Nothing was pinned by the refusals: the chunk is still unreferenced.
+	var rec *chunkRec
+	e.s.db.View(func(tx *badger.Txn) (err error) { rec, err = readChunk(tx, u.id, c); return err })
+	if rec == nil || rec.Refs != 0 {
+		t.Fatalf("chunk after refused links: %+v", rec)
+	}
+	var ls api.LinksResponse
+	u.must("GET", "/v1/links", nil, &ls)
+	if len(ls.Links) != 0 {
+		t.Fatalf("refused links listed: %+v", ls)
+	}
+	// A blob of the maximum size is taken (the body limit is above the JSON one).
+	u.must("POST", "/v1/links", api.LinkCreateRequest{ID: newLinkID(), Blob: make([]byte, api.MaxLinkBlob), Chunks: []string{c}}, nil)
+}
+
+func TestLinkPassword(t *testing.T) {
+	e := newEnv(t, nil, func(c *Config) { c.LoginLimit = 3 })
+	u := e.signup("pw@example.com")
+	auth := randBytes(32)
+	h := sha256.Sum256(auth)
+	salt := randBytes(16)
+	id, blob := newLinkID(), randBytes(64)
+	u.must("POST", "/v1/links", api.LinkCreateRequest{ID: id, Blob: blob,
+		Password: &api.LinkPassword{Salt: salt, KDF: defaultKDF, AuthHash: h[:]}}, nil)
+	var pub api.LinkPublic
+	st, code, b := e.publicGet("/v1/s/"+id, "")
+	expect(t, "get", st, code, 200, "")
+	jsonDecode(bytes.NewReader(b), &pub)
+	if pub.Blob != nil || pub.Password == nil || !bytes.Equal(pub.Password.Salt, salt) || pub.Password.KDF != defaultKDF || pub.Password.AuthHash != nil {
+		t.Fatalf("public view of a password link: %+v", pub)
+	}
+	var open api.LinkOpenResponse
+	st, code = e.call("POST", "/v1/s/"+id+"/open", "", api.LinkOpenRequest{Auth: auth}, &open)
+	expect(t, "right password", st, code, 200, "")
+	if !bytes.Equal(open.Blob, blob) {
+		t.Fatal("open: wrong blob")
+	}
+	st, code = e.call("POST", "/v1/s/"+id+"/open", "", api.LinkOpenRequest{Auth: randBytes(32)}, nil)
+	expect(t, "wrong password", st, code, 403, api.CodeWrongPassword)
+	st, code = e.call("POST", "/v1/s/"+id+"/open", "", api.LinkOpenRequest{Auth: randBytes(32)}, nil)
+	expect(t, "wrong password 2", st, code, 403, api.CodeWrongPassword)
+	// The limit is 3 a minute: the fourth attempt, even the right one, waits.
+	req, _ := http.NewRequest("POST", e.url+"/v1/s/"+id+"/open", strings.NewReader(`{"auth":"`+base64.StdEncoding.EncodeToString(auth)+`"}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("after 3 attempts: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	st, code = e.call("POST", "/v1/s/"+id+"/open", "", api.LinkOpenRequest{Auth: []byte{1}}, nil)
+	expect(t, "short auth", st, code, 400, api.CodeBadRequest)
+}
+
+func TestLinkExpiry(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	u := e.signup("exp@example.com")
+	c := u.putChunk(100)
+	id := newLinkID()
+	exp := time.Now().Add(1200 * time.Millisecond)
+	var cr api.LinkCreateResponse
+	u.must("POST", "/v1/links", api.LinkCreateRequest{ID: id, Blob: randBytes(10), Chunks: []string{c}, Expires: &exp}, &cr)
+	if cr.Expires == nil || !cr.Expires.Equal(exp) {
+		t.Fatalf("expires %v, want %v", cr.Expires, exp)
+	}
+	if n, err := e.s.sweepLinks(context.Background()); err != nil || n != 0 {
+		t.Fatalf("sweep before expiry: %d %v", n, err)
+	}
+	st, code, _ := e.publicGet("/v1/s/"+id, "")
+	expect(t, "before expiry", st, code, 200, "")
+	time.Sleep(time.Until(exp) + 50*time.Millisecond)
+	st, code, _ = e.publicGet("/v1/s/"+id, "")
+	expect(t, "expired", st, code, 410, api.CodeLinkExpired)
+	st, code, _ = e.publicGet("/v1/s/"+id+"/chunks/"+c, "")
+	expect(t, "chunk of an expired link", st, code, 410, api.CodeLinkExpired)
+	st, code = e.call("POST", "/v1/s/"+id+"/open", "", api.LinkOpenRequest{Auth: randBytes(32)}, nil)
+	expect(t, "open expired", st, code, 410, api.CodeLinkExpired)
+	if n, err := e.s.sweepLinks(context.Background()); err != nil || n != 1 {
+		t.Fatalf("sweep: %d %v", n, err)
+	}
+	st, code, _ = e.publicGet("/v1/s/"+id, "")
+	expect(t, "swept", st, code, 404, api.CodeLinkNotFound)
+	var rec *chunkRec
+	e.s.db.View(func(tx *badger.Txn) (err error) { rec, err = readChunk(tx, u.id, c); return err })
+	if rec == nil || rec.Refs != 0 {
+		t.Fatalf("chunk after the sweep: %+v", rec)
+	}
+}
+
+// TestLinkPinsAgainstGC: a link's chunks survive the GC after the file that
+// held them is gone, and are freed once the link is revoked.
+func TestLinkPinsAgainstGC(t *testing.T) {
+	e := newEnv(t, nil, func(c *Config) { c.GCGrace = time.Millisecond })
+	u := e.signup("gc@example.com")
+	c := u.putChunk(3000)
+	f := u.create(api.RootID, api.TypeFile, c)
+	id := newLinkID()
+	u.must("POST", "/v1/links", api.LinkCreateRequest{ID: id, Blob: randBytes(10), Chunks: []string{c}}, nil)
+	u.must("POST", "/v1/unlink", api.UnlinkRequest{Parent: api.RootID, NameMAC: f.NameMAC}, nil)
+	time.Sleep(5 * time.Millisecond)
+	if _, _, err := e.s.RunGC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !chunkStored(t, e.s, u.id, c) {
+		t.Fatal("GC freed a chunk a link pins")
+	}
+	st, _, b := e.publicGet("/v1/s/"+id+"/chunks/"+c, "")
+	if st != 200 || len(b) != 3000 {
+		t.Fatalf("pinned chunk through the link: %d", st)
+	}
+	u.must("DELETE", "/v1/links/"+id, nil, nil)
+	time.Sleep(5 * time.Millisecond)
+	if n, _, err := e.s.RunGC(context.Background()); err != nil || n != 1 {
+		t.Fatalf("GC after revoke: %d %v", n, err)
+	}
+	if chunkStored(t, e.s, u.id, c) {
+		t.Fatal("chunk kept after its link was revoked")
+	}
+}
+
+// FuzzDecodeLinkRequests: the link requests' strict decoding and checks
+// never panic, and what they accept is within the limits.
+func FuzzDecodeLinkRequests(f *testing.F) {
+	f.Add([]byte(`{"id":"AAAAAAAAAAAAAAAAAAAAAA","blob":"AQ==","chunks":[]}`), false)
+	f.Add([]byte(`{"id":"AAAAAAAAAAAAAAAAAAAAAA","blob":"AQ==","chunks":["`+strings.Repeat("a", 64)+`"],"expires":"2999-01-01T00:00:00Z","password":{"salt":"AAAAAAAAAAAAAAAAAAAAAA==","kdf":{"time":3,"memory_kib":65536,"threads":2},"auth_hash":"`+base64.StdEncoding.EncodeToString(make([]byte, 32))+`"}}`), false)
+	f.Add([]byte(`{"auth":"AAAA"}`), true)
+	f.Fuzz(func(t *testing.T, b []byte, open bool) {
+		if open {
+			var r api.LinkOpenRequest
+			decodeJSON(bytes.NewReader(b), &r)
+			return
+		}
+		var r api.LinkCreateRequest
+		if decodeJSON(bytes.NewReader(b), &r) != nil || validateLinkCreate(&r, time.Now()) != nil {
+			return
+		}
+		if !validLinkID(r.ID) || len(r.Blob) == 0 || len(r.Blob) > api.MaxLinkBlob || len(r.Chunks) > api.MaxLinkChunks {
+			t.Fatalf("accepted %+v", r)
+		}
+	})
+}
