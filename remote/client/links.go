@@ -1,0 +1,91 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"kumo/remote/api"
+)
+
+// Routes of read-only links (docs/API.md "Links").
+const (
+	pathLinks  = "/v1/links"
+	pathPublic = "/v1/s/"
+)
+
+// CreateLink stores a link (sealed manifest, pinned chunks). Not repeated
+// after a failure mid-request: a repeat would answer 409 for a link made.
+func (c *Client) CreateLink(ctx context.Context, r api.LinkCreateRequest) (api.LinkCreateResponse, error) {
+	var resp api.LinkCreateResponse
+	err := c.doJSON(ctx, call{method: http.MethodPost, path: pathLinks, policy: retryNotSent}, r, &resp)
+	return resp, err
+}
+
+// Links lists the account's links.
+func (c *Client) Links(ctx context.Context) ([]api.LinkInfo, error) {
+	var resp api.LinksResponse
+	if err := c.doJSON(ctx, call{method: http.MethodGet, path: pathLinks, policy: retryAll}, nil, &resp); err != nil {
+		return nil, err
+	}
+	return resp.Links, nil
+}
+
+// DeleteLink revokes a link and unpins its chunks.
+func (c *Client) DeleteLink(ctx context.Context, id string) error {
+	if !validLinkID(id) {
+		return fmt.Errorf("client: delete link: invalid link id %q", id)
+	}
+	_, _, err := c.do(ctx, call{method: http.MethodDelete, path: pathLinks + "/" + id, policy: retryAll})
+	return err
+}
+
+// The public calls below need no session: a Client made with no token
+// (New with Options.Token empty) reads a link.
+
+// PublicLink reads a link's blob, or its password parameters.
+func (c *Client) PublicLink(ctx context.Context, id string) (api.LinkPublic, error) {
+	var resp api.LinkPublic
+	if !validLinkID(id) {
+		return resp, fmt.Errorf("client: invalid link id %q", id)
+	}
+	err := c.doJSON(ctx, call{method: http.MethodGet, path: pathPublic + id, policy: retryAll}, nil, &resp)
+	return resp, err
+}
+
+// OpenLink gets a password-protected link's blob against the auth key
+// derived from the password. Not repeated after a failure mid-request: each
+// attempt counts against the rate limit.
+func (c *Client) OpenLink(ctx context.Context, id string, auth []byte) ([]byte, error) {
+	if !validLinkID(id) {
+		return nil, fmt.Errorf("client: invalid link id %q", id)
+	}
+	var resp api.LinkOpenResponse
+	err := c.doJSON(ctx, call{method: http.MethodPost, path: pathPublic + id + "/open", policy: retryNotSent},
+		api.LinkOpenRequest{Auth: auth}, &resp)
+	return resp.Blob, err
+}
+
+// LinkChunk reads a sealed chunk through a link.
+func (c *Client) LinkChunk(ctx context.Context, id, chunkID string, buf []byte) ([]byte, error) {
+	if !validLinkID(id) || !api.ValidHexID(chunkID) {
+		return nil, fmt.Errorf("client: link chunk: %w", api.ErrInvalidID)
+	}
+	b, _, err := c.do(ctx, call{method: http.MethodGet, path: pathPublic + id + "/chunks/" + chunkID, policy: retryAll,
+		limit: api.MaxChunkBody, into: buf})
+	return b, err
+}
+
+// validLinkID: 22 base64url characters, so the id is a single path element.
+func validLinkID(id string) bool {
+	if len(id) != 22 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
