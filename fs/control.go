@@ -162,6 +162,8 @@ func (d *Drive) ControlStatus(ctx context.Context, fetch bool) control.Status {
 		Cache: control.Cache{Bytes: s.Cache.Chunks, TreeBytes: s.Cache.Tree, Budget: s.Cache.Budget,
 			Hits: s.Cache.Hits, Misses: s.Cache.Misses},
 		Uploads: control.Uploads{Files: s.Queue.Files, Bytes: s.Queue.Bytes, Ops: s.Queue.Ops, Oldest: control.At(s.Queue.Oldest)},
+		History: control.History{Used: s.Account.HistoryUsed, RetentionDays: s.Account.HistoryRetention.D().Hours() / 24,
+			From: control.At(s.Account.HistoryFrom), Freed: control.At(s.Account.HistoryFreed)},
 	}
 	if cs.Server == "" {
 		cs.Server = s.Server

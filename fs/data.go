@@ -511,8 +511,8 @@ func (d *Drive) checkQuota(grow int64) syscall.Errno {
 	d.stat.Lock()
 	a := d.stat.account
 	d.stat.Unlock()
-	if a.QuotaLimit > 0 && a.QuotaUsed+d.up.queued.Load()+grow > a.QuotaLimit &&
-		a.QuotaUsed+d.queuedBytes()+grow > a.QuotaLimit {
+	if a.QuotaLimit > 0 && a.LiveUsed()+d.up.queued.Load()+grow > a.QuotaLimit &&
+		a.LiveUsed()+d.queuedBytes()+grow > a.QuotaLimit {
 		return syscall.EDQUOT
 	}
 	return d.checkDisk(grow) // disk.go: the embedded cloud's disk

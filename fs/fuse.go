@@ -680,7 +680,7 @@ func (n *fnode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	if limit <= 0 {
 		limit = 1 << 50
 	}
-	used := a.QuotaUsed + d.queuedBytes()
+	used := a.LiveUsed() + d.queuedBytes() // history gives way: its room is free
 	limit, free := d.spaceLimit(limit, used)
 	out.Bsize, out.Frsize = bsize, bsize
 	out.Blocks = uint64(limit) / bsize

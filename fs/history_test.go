@@ -106,6 +106,11 @@ func TestHistoryView(t *testing.T) {
 			t.Errorf("%s: %v, want ENOENT", name, err)
 		}
 	}
+	// The control file tells what history keeps.
+	ctl, err := os.ReadFile(m.p(".kumo"))
+	if err != nil || !strings.Contains(string(ctl), "kept for 1 days, back to") {
+		t.Errorf(".kumo does not show history: %v\n%s", err, ctl)
+	}
 	// A name in the root cannot take the view's place.
 	if err := os.Mkdir(m.p(HistoryDirName+"/../"+HistoryDirName), 0o755); err == nil {
 		t.Error("mkdir of the reserved name succeeded")

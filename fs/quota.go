@@ -106,7 +106,7 @@ func (d *Drive) accountChanged(old, a api.Account) {
 	if !blocked {
 		return
 	}
-	room := func(x api.Account) int64 { return x.QuotaLimit - x.QuotaUsed }
+	room := func(x api.Account) int64 { return x.QuotaLimit - x.LiveUsed() }
 	if room(a) > room(old) || a.QuotaLimit > old.QuotaLimit || old.ReadOnly && !a.ReadOnly {
 		d.log.Info("account has more room: resuming uploads", "used", a.QuotaUsed, "limit", a.QuotaLimit)
 		d.resumeQueue()

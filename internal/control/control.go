@@ -43,6 +43,16 @@ type Status struct {
 	Invoices    []Invoice      `json:"invoices"`
 	LastCommand *CommandResult `json:"last_command,omitempty"`
 	Integrity   Integrity      `json:"integrity"`
+	History     History        `json:"history"`
+}
+
+// History is what the cloud keeps of the past (MNT/.kumo-history, kumo
+// restore, kumo trash). Zero RetentionDays: history is off.
+type History struct {
+	Used          int64      `json:"used"` // bytes kept only for history, part of quota.used
+	RetentionDays float64    `json:"retention_days"`
+	From          *time.Time `json:"from"`  // the oldest moment a snapshot can show
+	Freed         *time.Time `json:"freed"` // when the oldest history last gave way to new data on a full quota
 }
 
 // Integrity counts what the cloud sent that the drive refused since the mount.
@@ -168,6 +178,14 @@ func Text(s Status) []byte {
 		fmt.Fprintf(&b, "            READ-ONLY: plan expired while over quota; top up to write again\n")
 	case s.Quota.Full:
 		fmt.Fprintf(&b, "            quota full: top up to continue (uploads are kept queued)\n")
+	}
+	if h := s.History; h.RetentionDays > 0 {
+		fmt.Fprintf(&b, "history     %s kept for %g days, back to %s (see .kumo-history)\n", size.Format(h.Used), h.RetentionDays, at(h.From))
+		if h.Freed != nil {
+			fmt.Fprintf(&b, "            oldest history freed at %s to make room for new data (quota full)\n", at(h.Freed))
+		}
+	} else {
+		fmt.Fprintf(&b, "history     off: deleted and overwritten data cannot be brought back\n")
 	}
 	fmt.Fprintf(&b, "cache       %s of chunks, local tree %s (budget %s for both)\n",
 		size.Format(s.Cache.Bytes), size.Format(s.Cache.TreeBytes), size.Format(s.Cache.Budget))

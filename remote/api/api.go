@@ -544,6 +544,10 @@ type HeadLog struct {
 	Heads   [][]byte `json:"heads"`
 }
 
+// LiveUsed is the usage of what the tree holds now: history (part of
+// QuotaUsed) gives way to new data when the quota is full.
+func (a Account) LiveUsed() int64 { return a.QuotaUsed - a.HistoryUsed }
+
 // Duration is a time.Duration that travels as whole seconds.
 type Duration int64
 
