@@ -248,6 +248,11 @@ func (f *FS) ListNode(ctx context.Context, dir *Node) ([]*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", dir.Path, err)
 	}
+	return f.openEntries(dir, es)
+}
+
+// openEntries authenticates the entries of directory dir, sorted by name.
+func (f *FS) openEntries(dir *Node, es []api.Entry) ([]*Node, error) {
 	out := make([]*Node, 0, len(es))
 	for _, e := range es {
 		n, err := f.openEntry(dir, "", e)
@@ -286,9 +291,23 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, a *meta.Attrs) 
 	if err := a.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
-	id, err := NewNodeID()
+	req, err := f.createRequest(dir.ID(), name, a, p)
 	if err != nil {
 		return nil, err
+	}
+	e, err := f.c.Create(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", p, err)
+	}
+	return f.openEntry(dir, p, e)
+}
+
+// createRequest seals a new node (random id) named name in directory dir
+// with attributes a; p names it in errors.
+func (f *FS) createRequest(dir uint64, name string, a *meta.Attrs, p string) (api.CreateRequest, error) {
+	id, err := NewNodeID()
+	if err != nil {
+		return api.CreateRequest{}, err
 	}
 	typ := api.TypeFile
 	if a.Mode&syscall.S_IFMT == syscall.S_IFDIR {
@@ -296,22 +315,17 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, a *meta.Attrs) 
 	}
 	sealed := f.sealer.SealAttrs(id, meta.NextRev(0), a)
 	if len(sealed) > api.MaxAttrsSize {
-		return nil, fmt.Errorf("%s: attributes of %d bytes exceed the server's limit (file too large: %d chunks)", p, len(sealed), len(a.Chunks))
+		return api.CreateRequest{}, fmt.Errorf("%s: attributes of %d bytes exceed the server's limit (file too large: %d chunks)", p, len(sealed), len(a.Chunks))
 	}
-	mac := f.sealer.NameMAC(dir.ID(), []byte(name))
-	e, err := f.c.Create(ctx, api.CreateRequest{
-		Parent:  dir.ID(),
-		NameMAC: mac,
-		Name:    f.sealer.SealName(dir.ID(), id, meta.KindOf(typ == api.TypeDir), []byte(name)),
+	return api.CreateRequest{
+		Parent:  dir,
+		NameMAC: f.sealer.NameMAC(dir, []byte(name)),
+		Name:    f.sealer.SealName(dir, id, meta.KindOf(typ == api.TypeDir), []byte(name)),
 		ID:      id,
 		Type:    typ,
 		Attrs:   sealed,
 		Chunks:  chunkIDs(a.Chunks),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", p, err)
-	}
-	return f.openEntry(dir, p, e)
+	}, nil
 }
 
 // update replaces n's attributes, retrying on a version conflict (the last
@@ -320,13 +334,12 @@ func (f *FS) update(ctx context.Context, n *Node, a *meta.Attrs) (*Node, error) 
 	if err := a.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", n.Path, err)
 	}
-	sealed := f.sealer.SealAttrs(n.ID(), meta.NextRev(meta.Rev(n.Node.Attrs)), a)
-	if len(sealed) > api.MaxAttrsSize {
-		return nil, fmt.Errorf("%s: attributes of %d bytes exceed the server's limit (file too large: %d chunks)", n.Path, len(sealed), len(a.Chunks))
+	req, err := f.updateRequest(n, a)
+	if err != nil {
+		return nil, err
 	}
-	version := n.Node.Version
 	for attempt := 0; ; attempt++ {
-		got, err := f.c.Update(ctx, n.ID(), api.UpdateRequest{Version: version, Attrs: sealed, Chunks: chunkIDs(a.Chunks)})
+		got, err := f.c.Update(ctx, n.ID(), req)
 		if err == nil {
 			return f.open(n.Path, n.Name, n.Parent, n.NameMAC, got)
 		}
@@ -337,8 +350,17 @@ func (f *FS) update(ctx context.Context, n *Node, a *meta.Attrs) (*Node, error) 
 		if gerr != nil {
 			return nil, fmt.Errorf("update %s: %w", n.Path, gerr)
 		}
-		version = cur.Version
+		req.Version = cur.Version
 	}
+}
+
+// updateRequest seals a as n's next attributes (for n's node id, at n's version).
+func (f *FS) updateRequest(n *Node, a *meta.Attrs) (api.UpdateRequest, error) {
+	sealed := f.sealer.SealAttrs(n.ID(), meta.NextRev(meta.Rev(n.Node.Attrs)), a)
+	if len(sealed) > api.MaxAttrsSize {
+		return api.UpdateRequest{}, fmt.Errorf("%s: attributes of %d bytes exceed the server's limit (file too large: %d chunks)", n.Path, len(sealed), len(a.Chunks))
+	}
+	return api.UpdateRequest{Version: n.Node.Version, Attrs: sealed, Chunks: chunkIDs(a.Chunks)}, nil
 }
 
 // dirAttrs returns fresh attributes of a directory.
