@@ -117,12 +117,14 @@ func getCommand() *cli.Command {
 	return embeddedOK(&cli.Command{
 		Name:      "get",
 		Usage:     "download a remote file (or with -r a directory tree), verifying every byte",
-		UsageText: "kumo get [-r] REMOTE [LOCAL]",
+		UsageText: "kumo get [-r] REMOTE [LOCAL]\nkumo get https://SERVER/s/ID#SECRET [LOCAL]",
 		Description: "LOCAL defaults to the current directory. A file is written to a temporary name and renamed\n" +
-			"into place only when complete and verified.",
+			"into place only when complete and verified. A link URL (kumo link) downloads the linked file or\n" +
+			"folder with no account.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Usage: "download a directory tree"},
 			&cli.IntFlag{Name: "parallel", Value: pathops.DefaultParallel, Usage: "chunks downloaded at once"},
+			linkPasswordFileFlag(),
 			configFlag(),
 			cloudDirFlag(),
 		},
@@ -133,6 +135,9 @@ func getCommand() *cli.Command {
 			remote, local := c.Args().Get(0), c.Args().Get(1)
 			if local == "" {
 				local = "."
+			}
+			if isLinkURL(remote) {
+				return getLink(c, remote, local) // link.go: no account needed
 			}
 			s, _, fsys, err := loadSession(c)
 			if err != nil {

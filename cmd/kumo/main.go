@@ -27,6 +27,7 @@ func main() {
 			lsCommand(),      // files.go
 			putCommand(),     // files.go
 			getCommand(),     // files.go
+			linkCommand(),    // link.go
 			mountCommand(),   // mount.go
 			unmountCommand(), // mount.go
 			statusCommand(),  // billing.go
