@@ -91,7 +91,8 @@ func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 			}
 		}
 		sum.nodes = len(nodes)
-		var used int64
+		var used, histChunks int64
+		stored := map[string]bool{}
 		forEach(t, tx, pChunk(acct), func(k string, v []byte) {
 			var c chunkRec
 			if err := jsonUnmarshal(v, &c); err != nil {
@@ -114,10 +115,53 @@ func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 			if c.InDB != (data != nil) || c.InDB && int64(len(data)) != c.Size {
 				t.Errorf("chunk %s inDB=%v size=%d, but %d bytes (present=%v) in the store", k, c.InDB, c.Size, len(data), data != nil)
 			}
+			if c.Hist {
+				histChunks += c.Size
+				if c.Refs != 0 {
+					t.Errorf("chunk %s is referenced (%d) but counted as history", k, c.Refs)
+				}
+				if ok, err := exists(tx, kHChunk(acct, c.Unref.UnixNano(), k)); err != nil || !ok {
+					t.Errorf("history chunk %s not indexed by its unref time (%v)", k, err)
+				}
+			}
+			stored[k] = true
 			delete(refs, k)
 			used += c.Size
 			sum.chunks++
 		})
+		// History: every chunk a kept version names is stored; kept record
+		// bytes count in usage and history usage.
+		var histRecords int64
+		forEach(t, tx, []byte("hn/"+acct+"/"), func(k string, v []byte) {
+			var h histNode
+			if err := jsonUnmarshal(v, &h); err != nil {
+				t.Fatal(err)
+			}
+			histRecords += int64(len(h.Node.Attrs))
+			for _, c := range h.Node.Chunks {
+				if !stored[c] {
+					t.Errorf("kept version %s names chunk %s, which is gone", k, c)
+				}
+			}
+		})
+		forEach(t, tx, []byte("he/"+acct+"/"), func(k string, v []byte) {
+			var h histEntry
+			if err := jsonUnmarshal(v, &h); err != nil {
+				t.Fatal(err)
+			}
+			parts := strings.Split(k, "/")
+			histRecords += int64(len(h.Entry.Name) + len(parts[1])/2)
+		})
+		forEach(t, tx, pHChunk(acct), func(k string, v []byte) {
+			id := k[strings.IndexByte(k, '/')+1:]
+			var c chunkRec
+			if err := getJSON(tx, kChunk(acct, id), &c); err != nil || !c.Hist {
+				t.Errorf("history index %s names a chunk not kept for history (%v)", k, err)
+			}
+		})
+		if a.UsageV == usageVersion && a.HistUsed != histChunks+histRecords {
+			t.Errorf("history usage %d, kept chunks %d + kept records %d", a.HistUsed, histChunks, histRecords)
+		}
 		forEach(t, tx, []byte("cdata/"+acct+"/"), func(k string, v []byte) {
 			if ok, err := exists(tx, kChunk(acct, k)); err != nil || !ok {
 				t.Errorf("chunk bytes %s in the store without a record (%v)", k, err)
@@ -138,8 +182,8 @@ func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 			meta += int64(len(e.Name) + len(k[strings.IndexByte(k, '/')+1:])/2)
 		})
 		// An account not mutated since signup is recounted at its first mutation.
-		if a.UsageV == usageVersion && used+meta != a.Used {
-			t.Errorf("usage %d, sum of chunk sizes %d + sealed attributes and names %d = %d", a.Used, used, meta, used+meta)
+		if a.UsageV == usageVersion && used+meta+histRecords != a.Used {
+			t.Errorf("usage %d, sum of chunk sizes %d + sealed attributes and names %d + kept records %d = %d", a.Used, used, meta, histRecords, used+meta+histRecords)
 		}
 		if a.UsageV == usageVersion && a.Nodes != int64(len(nodes)) {
 			t.Errorf("node count %d, %d nodes", a.Nodes, len(nodes))

@@ -89,6 +89,7 @@ func TestHistorySnapshotsVersionsTrash(t *testing.T) {
 	if len(tr.Items) != 1 || tr.Items[0].Node.ID != f.Node.ID || tr.Items[0].NameMAC != f.NameMAC || tr.Items[0].Parent != api.RootID {
 		t.Fatalf("trash: %+v", tr)
 	}
+	checkConsistent(t, e.s, u.id)
 	var hours api.HistoryTimesResponse
 	u.must("GET", "/v1/history/times", nil, &hours)
 	if len(hours.Hours) == 0 {
@@ -117,6 +118,7 @@ func TestHistorySnapshotsVersionsTrash(t *testing.T) {
 	if len(tr.Items) != 0 {
 		t.Fatalf("trash after purge: %+v", tr)
 	}
+	checkConsistent(t, e.s, u.id)
 }
 
 // A snapshot is consistent across a rename: at any moment a moved file is
@@ -168,6 +170,7 @@ func TestHistoryGivesWayOnFullQuota(t *testing.T) {
 	if a.QuotaUsed > a.QuotaLimit {
 		t.Fatalf("over quota after freeing: %+v", a)
 	}
+	checkConsistent(t, e.s, u.id)
 	// Live data alone is still limited.
 	if st, code := u.call("PUT", "/v1/chunks/"+randMAC(), randBytes(40_000), nil); code != api.CodeQuota {
 		t.Fatalf("over live quota: %d %s", st, code)
@@ -202,6 +205,7 @@ func TestHistoryExpires(t *testing.T) {
 	if a := u.account(); a.HistoryUsed != 0 {
 		t.Fatalf("history used after the window: %+v", a)
 	}
+	checkConsistent(t, e.s, u.id)
 	if st, code := u.call("PUT", "/v1/account/retention", api.RetentionRequest{Retention: -1}, nil); st != 400 {
 		t.Fatalf("negative retention: %d %s", st, code)
 	}
@@ -222,4 +226,35 @@ func TestHistoryRecount(t *testing.T) {
 	if u2.used() != before.QuotaUsed || u2.hist != before.HistoryUsed {
 		t.Fatalf("recount %+v, running %+v", u2, before)
 	}
+}
+
+// Purging one path frees its versions and the chunks only they named, and
+// keeps the history of everything else.
+func TestHistoryPurgePath(t *testing.T) {
+	e, u := historyEnv(t, nil)
+	d := u.create(api.RootID, api.TypeDir)
+	c1, c2, other := u.putChunk(5000), u.putChunk(6000), u.putChunk(7000)
+	f := u.create(d.Node.ID, api.TypeFile, c1)
+	u.update(f.Node, c2)
+	g := u.create(api.RootID, api.TypeFile, other)
+	u.update(g.Node)
+	u.must("POST", "/v1/unlink", api.UnlinkRequest{Parent: d.Node.ID, NameMAC: f.NameMAC}, nil)
+	var pr api.PurgeResponse
+	u.must("POST", "/v1/history/purge", api.PurgeRequest{Node: d.Node.ID}, &pr)
+	if pr.Versions == 0 {
+		t.Fatalf("path purge dropped nothing: %+v", pr)
+	}
+	gc(t, e.s)
+	if chunkStored(t, e.s, u.id, c1) || chunkStored(t, e.s, u.id, c2) {
+		t.Fatal("chunks of the purged path kept")
+	}
+	if !chunkStored(t, e.s, u.id, other) {
+		t.Fatal("a chunk of another path was freed")
+	}
+	var vs api.VersionsResponse
+	u.must("GET", fmt.Sprintf("/v1/history/versions/%d", g.Node.ID), nil, &vs)
+	if len(vs.Versions) != 2 {
+		t.Fatalf("another path's versions: %+v", vs)
+	}
+	checkConsistent(t, e.s, u.id)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,7 +19,10 @@ import (
 	"kumo/remote/api"
 )
 
-const killChildEnv = "KUMO_SERVER_KILL_CHILD"
+const (
+	killChildEnv   = "KUMO_SERVER_KILL_CHILD"
+	killHistoryEnv = "KUMO_SERVER_KILL_HISTORY"
+)
 
 // TestKill9 runs the server in a child process (this test binary re-executed),
 // kills it with SIGKILL in the middle of a workload, reopens the data
@@ -29,33 +33,7 @@ func TestKill9(t *testing.T) {
 		return
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestKill9$")
-	cmd.Env = append(os.Environ(), killChildEnv+"="+dir)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	sc := bufio.NewScanner(out)
-	var addr string
-	for sc.Scan() {
-		if a, ok := strings.CutPrefix(sc.Text(), "ADDR "); ok {
-			addr = a
-			break
-		}
-	}
-	if addr == "" {
-		t.Fatal("child did not report its address")
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
-	e := &env{t: t, url: "http://" + addr}
+	cmd, e := startKillChild(t, "TestKill9", dir, false)
 	u := e.signup("k@example.com")
 
 	type acked struct {
@@ -147,8 +125,50 @@ func TestKill9(t *testing.T) {
 	t.Logf("%d acknowledged creates survived kill -9; state %+v", len(done), sum)
 }
 
+// startKillChild runs the server of dir in a child process (this test
+// binary re-executed as test name), with history and a busy GC if asked.
+func startKillChild(t *testing.T, name, dir string, history bool) (*exec.Cmd, *env) {
+	cmd := exec.Command(os.Args[0], "-test.run=^"+name+"$")
+	cmd.Env = append(os.Environ(), killChildEnv+"="+dir)
+	if history {
+		cmd.Env = append(cmd.Env, killHistoryEnv+"=1")
+	}
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	sc := bufio.NewScanner(out)
+	var addr string
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "ADDR "); ok {
+			addr = a
+			break
+		}
+	}
+	if addr == "" {
+		t.Fatal("child did not report its address")
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	return cmd, &env{t: t, url: "http://" + addr}
+}
+
 func runKillChild(dir string) {
-	s, err := New(Config{DataDir: dir, DefaultQuota: 1 << 40, Logger: slog.New(slog.DiscardHandler)})
+	cfg := Config{DataDir: dir, DefaultQuota: 1 << 40, Logger: slog.New(slog.DiscardHandler)}
+	if os.Getenv(killHistoryEnv) != "" {
+		// History on, and a GC that runs all the time and would free an
+		// unreferenced chunk 300 ms after its upload or last use if history
+		// did not keep it.
+		cfg.HistoryDefault, cfg.GCGrace, cfg.GCInterval = 24*time.Hour, 300*time.Millisecond, 5*time.Millisecond
+	}
+	s, err := New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -170,4 +190,119 @@ func newEnvAt(t *testing.T, dir string) *env {
 	e.start()
 	t.Cleanup(e.stop)
 	return e
+}
+
+// TestKill9DuringHistoryGC kills the server while a GC runs every few
+// milliseconds next to a workload that turns chunks into history (updates
+// and deletes): after the restart nothing history keeps is gone, and the
+// store is consistent.
+func TestKill9DuringHistoryGC(t *testing.T) {
+	if dir := os.Getenv(killChildEnv); dir != "" {
+		runKillChild(dir)
+		return
+	}
+	dir := t.TempDir()
+	cmd, e := startKillChild(t, "TestKill9DuringHistoryGC", dir, true)
+	u := e.signup("kh@example.com")
+	type acked struct {
+		chunk string
+		data  []byte
+	}
+	var mu sync.Mutex
+	var done []acked
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 5 * time.Second}
+	send := func(method, path string, in, out any) bool {
+		var body []byte
+		if b, ok := in.([]byte); ok {
+			body = b
+		} else {
+			body, _ = jsonMarshal(in)
+		}
+		req, _ := http.NewRequest(method, e.url+path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+u.token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			b, _ := io.ReadAll(resp.Body)
+			t.Logf("%s %s: %d %s", method, path, resp.StatusCode, b)
+			return false
+		}
+		return out == nil || jsonDecode(resp.Body, out) == nil
+	}
+	put := func(size int) (string, []byte, bool) {
+		data, id := randBytes(size), randMAC()
+		return id, data, send("PUT", "/v1/chunks/"+id, data, nil)
+	}
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			size := 20000 + w*40000 // metadata store and blobs
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c1, d1, ok := put(size)
+				if !ok {
+					return
+				}
+				var ent api.Entry
+				if !send("POST", "/v1/nodes", api.CreateRequest{Parent: api.RootID, NameMAC: randMAC(), Name: randBytes(8), ID: randID(),
+					Type: api.TypeFile, Attrs: randBytes(30), Chunks: []string{c1}}, &ent) {
+					return
+				}
+				c2, d2, ok := put(size)
+				if !ok {
+					return
+				}
+				var n api.Node
+				if !send("PUT", fmt.Sprintf("/v1/nodes/%d", ent.Node.ID), api.UpdateRequest{Version: ent.Node.Version, Attrs: randBytes(30), Chunks: []string{c2}}, &n) {
+					return
+				}
+				mu.Lock()
+				done = append(done, acked{c1, d1}) // history keeps c1 from here on
+				mu.Unlock()
+				if !send("POST", "/v1/unlink", api.UnlinkRequest{Parent: api.RootID, NameMAC: ent.NameMAC}, nil) {
+					return
+				}
+				mu.Lock()
+				done = append(done, acked{c2, d2})
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(3 * time.Second) // many history chunks pass the GC's grace
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	close(stop)
+	wg.Wait()
+	if len(done) < 10 {
+		t.Fatalf("only %d operations acknowledged before the kill", len(done))
+	}
+	e2 := newEnvAt(t, dir)
+	e2.cfg.HistoryDefault = 24 * time.Hour
+	e2.reopen()
+	u.e = e2
+	checkConsistent(t, e2.s, u.id)
+	if _, _, err := e2.s.RunGC(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range done {
+		var data []byte
+		u.must("GET", "/v1/chunks/"+a.chunk, nil, &data)
+		if !bytes.Equal(data, a.data) {
+			t.Fatalf("kept chunk %s differs", a.chunk)
+		}
+	}
+	checkConsistent(t, e2.s, u.id)
+	t.Logf("%d chunks kept by history survived kill -9 during GC", len(done))
 }
