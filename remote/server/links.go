@@ -373,6 +373,16 @@ func publicLink(tx *badger.Txn, id string, now time.Time) (*linkRec, error) {
 	if l.expired(now) {
 		return nil, apiErr(http.StatusGone, api.CodeLinkExpired, "the link expired on "+l.Expires.Format(time.RFC3339))
 	}
+	// The operator's disabling of an account stops its links too.
+	var a struct {
+		Disabled bool `json:"disabled"`
+	}
+	if err := getJSON(tx, kAcct(l.Account), &a); err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("read link owner: %w", err)
+	}
+	if a.Disabled {
+		return nil, apiErr(http.StatusForbidden, api.CodeForbidden, "the link's owner account is disabled")
+	}
 	return &l, nil
 }
 

@@ -281,3 +281,25 @@ func FuzzDecodeLinkRequests(f *testing.F) {
 		}
 	})
 }
+
+// TestLinkOwnerDisabled: disabling an account stops its links; enabling it
+// again brings them back.
+func TestLinkOwnerDisabled(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	u := e.signup("dis@example.com")
+	c := u.putChunk(100)
+	id := newLinkID()
+	u.must("POST", "/v1/links", api.LinkCreateRequest{ID: id, Blob: randBytes(10), Chunks: []string{c}}, nil)
+	if err := e.s.SetDisabled(u.email, true); err != nil {
+		t.Fatal(err)
+	}
+	st, code, _ := e.publicGet("/v1/s/"+id, "")
+	expect(t, "disabled owner", st, code, 403, api.CodeForbidden)
+	st, code, _ = e.publicGet("/v1/s/"+id+"/chunks/"+c, "")
+	expect(t, "chunk of a disabled owner", st, code, 403, api.CodeForbidden)
+	if err := e.s.SetDisabled(u.email, false); err != nil {
+		t.Fatal(err)
+	}
+	st, code, _ = e.publicGet("/v1/s/"+id+"/chunks/"+c, "")
+	expect(t, "enabled again", st, code, 200, "")
+}
