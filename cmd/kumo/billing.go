@@ -86,6 +86,9 @@ func runStatus(c *cli.Context) error {
 		_, err = os.Stdout.Write(control.JSON(st))
 	} else {
 		_, err = os.Stdout.Write(control.Text(st))
+		if a, aerr := cl.Account(c.Context); err == nil && aerr == nil {
+			_, err = fmt.Fprint(os.Stdout, historyLine(a))
+		}
 	}
 	return err
 }

@@ -39,6 +39,10 @@ func main() {
 			recoveryKeyCommand(),
 			recoverCommand(),
 			migrateCommand(), // migrate.go
+			// history.go: versions, restore, trash
+			historyCommand(),
+			restoreCommand(),
+			trashCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

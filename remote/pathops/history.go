@@ -30,7 +30,8 @@ func (f *FS) historyErr(ctx context.Context, at int64, err error) error {
 	if !errors.Is(err, api.ErrHistoryGone) {
 		return err
 	}
-	when := time.Unix(0, at).UTC().Format(time.RFC3339)
+	const ms = "2006-01-02T15:04:05.000Z07:00"
+	when := time.Unix(0, at).UTC().Format(ms)
 	a, aerr := f.c.Account(ctx)
 	switch {
 	case aerr != nil:
@@ -39,7 +40,7 @@ func (f *FS) historyErr(ctx context.Context, at int64, err error) error {
 		return fmt.Errorf("this account keeps no history (turn it on with kumo history retention 30d): %w", err)
 	}
 	return fmt.Errorf("%s is older than the history this account keeps: it goes back to %s (kept %s): %w",
-		when, a.HistoryFrom.UTC().Format(time.RFC3339), FormatSpan(a.HistoryRetention.D()), err)
+		when, a.HistoryFrom.UTC().Format(ms), FormatSpan(a.HistoryRetention.D()), err)
 }
 
 // FormatSpan writes a retention window as days when it is whole days ("30d"),
@@ -55,7 +56,7 @@ func FormatSpan(d time.Duration) string {
 func (f *FS) RootAt(ctx context.Context, at int64) (*Node, error) {
 	n, err := f.c.NodeAt(ctx, api.RootID, at)
 	if err != nil {
-		return nil, f.historyErr(ctx, at, fmt.Errorf("root at %d: %w", at, err))
+		return nil, f.historyErr(ctx, at, fmt.Errorf("root: %w", err))
 	}
 	return f.open("/", "", 0, "", n)
 }
@@ -68,7 +69,7 @@ func (f *FS) ListNodeAt(ctx context.Context, dir *Node, at int64) ([]*Node, erro
 	}
 	es, err := f.c.ListAt(ctx, dir.ID(), at)
 	if err != nil {
-		return nil, f.historyErr(ctx, at, fmt.Errorf("list %s at %d: %w", dir.Path, at, err))
+		return nil, f.historyErr(ctx, at, fmt.Errorf("list %s: %w", dir.Path, err))
 	}
 	return f.openEntries(dir, es)
 }
@@ -89,7 +90,7 @@ func (f *FS) ResolveAt(ctx context.Context, p string, at int64) (*Node, error) {
 		}
 		es, err := f.c.ListAt(ctx, n.ID(), at)
 		if err != nil {
-			return nil, f.historyErr(ctx, at, fmt.Errorf("list %s at %d: %w", n.Path, at, err))
+			return nil, f.historyErr(ctx, at, fmt.Errorf("list %s: %w", n.Path, err))
 		}
 		mac := f.sealer.NameMAC(n.ID(), []byte(name))
 		i := slices.IndexFunc(es, func(e api.Entry) bool { return e.NameMAC == mac })
