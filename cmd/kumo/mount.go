@@ -222,6 +222,11 @@ func runMount(c *cli.Context) error {
 // not a cap). followLiveHeap raises it with the live heap.
 const daemonMemoryLimit = 160 << 20
 
+// mappedFilesBudget is how much of the daemon's RSS the pages of its
+// executable and of badger's mapped files may take before badger's are
+// handed back to the page cache (cache.KeepMappedUnder).
+const mappedFilesBudget = 64 << 20
+
 // followLiveHeap keeps the soft memory limit at max(floor, 1.5 × live heap)
 // until ctx ends. A fixed limit low enough to keep the daemon small would
 // make the collector run back to back once the live heap nears it (a big
@@ -264,6 +269,11 @@ func serveMount(c *cli.Context, mnt string, ready func(uses string, err error)) 
 		defer stopGC()
 		go followLiveHeap(gcctx, daemonMemoryLimit)
 	}
+	// Badger's mapped files would otherwise keep every page it touched
+	// resident (cache/mapped.go).
+	mapctx, stopMapped := context.WithCancel(context.Background())
+	defer stopMapped()
+	go cache.KeepMappedUnder(mapctx, mappedFilesBudget, time.Second, log)
 	mo, err := parseMountOpts(c.StringSlice("o"))
 	if err != nil {
 		return err
