@@ -3,9 +3,12 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"kumo/remote/api"
 )
@@ -41,6 +44,10 @@ var requestTypes = []struct {
 	}},
 	{"admin disable", func() any { return &api.AdminDisableRequest{} }, func(v any) error { return nil }},
 	{"admin vouchers", func() any { return &api.AdminVoucherRequest{} }, func(v any) error { return nil }},
+	{"purge", func() any { return &api.PurgeRequest{} }, func(v any) error { return validatePurge(v.(*api.PurgeRequest)) }},
+	{"retention", func() any { return &api.RetentionRequest{} }, func(v any) error {
+		return validateRetention(v.(*api.RetentionRequest), 365*24*time.Hour)
+	}},
 	// Format v2: identity keys and the recovery key (identity.go).
 	{"identity", func() any { return &api.Identity{} }, func(v any) error { return validIdentity(v.(*api.Identity)) }},
 	{"recovery set", func() any { return &api.RecoverySetRequest{} }, func(v any) error { return validRecoverySet(v.(*api.RecoverySetRequest)) }},
@@ -81,6 +88,8 @@ func FuzzDecodeRequests(f *testing.F) {
 		api.Identity{Sealed: make([]byte, 169), BoxPublic: make([]byte, 32), SignPublic: make([]byte, 32)},
 		api.RecoverySetRequest{AuthKey: make([]byte, 32), RecoveryAuthKey: make([]byte, 32), WrappedMaster: make([]byte, 73)},
 		api.RecoveryOpenRequest{Email: "a@b.c", AuthKey: make([]byte, 32)},
+		api.PurgeRequest{Before: 5, Node: 9},
+		api.RetentionRequest{Retention: 86400},
 		api.RecoveryResetRequest{Email: "a@b.c", AuthKey: make([]byte, 32), NewSalt: make([]byte, 16), NewKDF: defaultKDF,
 			NewAuthKey: make([]byte, 32), NewWrappedMaster: make([]byte, 73)},
 	}
@@ -162,6 +171,23 @@ func FuzzPathAndQuery(f *testing.F) {
 			if e2, err := normalizeEmail(e); err != nil || e2 != e || len(e) > api.MaxEmailLen || strings.Count(e, "@") != 1 {
 				t.Fatalf("normalized %q -> %q not stable", email, e)
 			}
+		}
+	})
+}
+
+// FuzzHistoryQuery feeds arbitrary query values to the history endpoints'
+// parsers: no panics, and what they accept is canonical.
+func FuzzHistoryQuery(f *testing.F) {
+	for _, s := range []string{"0", "1733400000000000000", "-1", "01", "0000000000000001/00000000000000ab", "x", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		r := httptest.NewRequest("GET", "/v1/history/trash?after="+url.QueryEscape(q), nil)
+		if v, err := parseTime(r, "after", -7); err == nil && q != "" && strconv.FormatInt(v, 10) != q {
+			t.Fatalf("parseTime accepted %q as %d", q, v)
+		}
+		if validCursor(q) && (len(q) != 33 || strings.ToLower(q) != q) {
+			t.Fatalf("validCursor accepted %q", q)
 		}
 	})
 }

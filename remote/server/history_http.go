@@ -231,6 +231,9 @@ func (s *Server) handleHistoryTimes(w http.ResponseWriter, r *http.Request, acct
 func (s *Server) handlePurge(w http.ResponseWriter, r *http.Request, acct string) error {
 	return serveJSON(w, r, func(req *api.PurgeRequest) (api.PurgeResponse, error) {
 		var out api.PurgeResponse
+		if err := validatePurge(req); err != nil {
+			return out, err
+		}
 		var err error
 		ctx := context.WithoutCancel(r.Context())
 		if req.Node != 0 {
@@ -252,11 +255,8 @@ func (s *Server) handlePurge(w http.ResponseWriter, r *http.Request, acct string
 
 func (s *Server) handleRetention(w http.ResponseWriter, r *http.Request, acct string) error {
 	return serveJSON(w, r, func(req *api.RetentionRequest) (api.Account, error) {
-		if req.Retention < 0 {
-			return api.Account{}, badRequest("retention must not be negative")
-		}
-		if s.cfg.HistoryMax > 0 && req.Retention.D() > s.cfg.HistoryMax {
-			return api.Account{}, badRequest("retention is at most %v on this server", s.cfg.HistoryMax)
+		if err := validateRetention(req, s.cfg.HistoryMax); err != nil {
+			return api.Account{}, err
 		}
 		var out api.Account
 		err := s.mutate(acct, false, func(m *mtx) error {
@@ -267,4 +267,24 @@ func (s *Server) handleRetention(w http.ResponseWriter, r *http.Request, acct st
 		})
 		return out, err
 	})
+}
+
+func validateRetention(r *api.RetentionRequest, max time.Duration) error {
+	if r.Retention < 0 {
+		return badRequest("retention must not be negative")
+	}
+	if max > 0 && r.Retention.D() > max {
+		return badRequest("retention is at most %v on this server", max)
+	}
+	return nil
+}
+
+func validatePurge(r *api.PurgeRequest) error {
+	if r.Before < 0 {
+		return badRequest("before must not be negative")
+	}
+	if r.Node == 1 {
+		return badRequest("purge the root's history with a time, not a node")
+	}
+	return nil
 }
