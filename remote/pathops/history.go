@@ -301,12 +301,16 @@ func (r *restorer) reconcile(ctx context.Context, s *snapNode, parent *Node, nam
 	}
 	// A newer entry is kept; the restored one gets a conflict-copy name,
 	// unless a conflict copy of the name already holds it (a resumed restore).
-	if !s.n.IsDir() {
-		for cname, c := range siblings {
-			if !c.IsDir() && meta.IsConflictOf(cname, name) && sameContent(c.Attrs, s.n.Attrs) {
-				r.skip(s.n)
-				return nil
-			}
+	for cname, c := range siblings {
+		if !meta.IsConflictOf(cname, name) || c.Node.ID == 0 {
+			continue // not a copy, or one planned in this run
+		}
+		switch {
+		case s.n.IsDir() && c.IsDir():
+			return r.reconcileDir(ctx, s, c)
+		case !s.n.IsDir() && !c.IsDir() && sameContent(c.Attrs, s.n.Attrs):
+			r.skip(s.n)
+			return nil
 		}
 	}
 	if r.now.IsZero() {

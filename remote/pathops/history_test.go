@@ -271,7 +271,6 @@ func TestRestoreKeepsNewer(t *testing.T) {
 	putTree(t, a, "/docs", map[string][]byte{"a.txt": v1, "gone.txt": gone, "same.txt": []byte("same")})
 	before := time.Now().UnixNano()
 	v2 := randBytes(t, 4000)
-	putTree(t, a, "/docs", map[string][]byte{}) // no-op: /docs exists
 	lp := filepath.Join(t.TempDir(), "v2")
 	writeFile(t, lp, v2)
 	if _, err := a.f.PutFile(tctx(t), lp, "/docs/a.txt", nil); err != nil {
@@ -317,6 +316,19 @@ func TestRestoreKeepsNewer(t *testing.T) {
 	got = remoteSums(t, a, "/copy/of/docs")
 	if len(got) != 3 || got["/copy/of/docs/a.txt"] != sha256.Sum256(v1) {
 		t.Fatalf("restore --to: %v", got)
+	}
+
+	// The whole account, forced: exactly the tree at the moment.
+	st, err = a.f.Restore(tctx(t), "/", before, "", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = remoteSums(t, a, "/")
+	if len(got) != 3 || got["/docs/a.txt"] != sha256.Sum256(v1) || got["/docs/gone.txt"] != sha256.Sum256(gone) {
+		t.Fatalf("restore of /: %+v\n%v", st, got)
+	}
+	if _, err := a.f.Resolve(tctx(t), "/copy"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("/copy after restoring / to before it existed: %v", err)
 	}
 }
 
@@ -550,6 +562,38 @@ func TestRestoreBigTreeFast(t *testing.T) {
 	for p, sum := range remoteSums(t, a, "/big/d07") {
 		if want[p] != sum {
 			t.Fatalf("%s differs", p)
+		}
+	}
+}
+
+// TestRestoreDirOverFile: a directory whose name is now a file comes back
+// as a conflict copy, once: running the restore again finds that copy.
+func TestRestoreDirOverFile(t *testing.T) {
+	a := startHistory(t)
+	putTree(t, a, "/d", map[string][]byte{"x/y.txt": []byte("why")})
+	before := time.Now().UnixNano()
+	a.rmrf(t, "/d/x")
+	lp := filepath.Join(t.TempDir(), "x")
+	writeFile(t, lp, []byte("a file now"))
+	if _, err := a.f.PutFile(tctx(t), lp, "/d/x", nil); err != nil {
+		t.Fatal(err)
+	}
+	for run := range 2 {
+		st, err := a.f.Restore(tctx(t), "/d", before, "", false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if run == 0 && (st.Created != 2 || st.Conflicts != 1) || run == 1 && (st.Created != 0 || st.Skipped != st.Entries) {
+			t.Fatalf("run %d: %+v", run, st)
+		}
+	}
+	got := remoteSums(t, a, "/d")
+	if len(got) != 2 || got["/d/x"] != sha256.Sum256([]byte("a file now")) {
+		t.Fatalf("after restore: %v", got)
+	}
+	for p, sum := range got {
+		if p != "/d/x" && (!meta.IsConflictOf(path.Base(path.Dir(p)), "x") || sum != sha256.Sum256([]byte("why"))) {
+			t.Fatalf("unexpected %s", p)
 		}
 	}
 }
