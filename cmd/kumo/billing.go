@@ -86,9 +86,6 @@ func runStatus(c *cli.Context) error {
 		_, err = os.Stdout.Write(control.JSON(st))
 	} else {
 		_, err = os.Stdout.Write(control.Text(st))
-		if a, aerr := cl.Account(c.Context); err == nil && aerr == nil {
-			_, err = fmt.Fprint(os.Stdout, historyLine(a))
-		}
 	}
 	return err
 }
@@ -109,6 +106,8 @@ func apiStatus(ctx context.Context, s *session.Session, cl *client.Client) (cont
 		Server:     server,
 		Quota:      control.Quota{Used: a.QuotaUsed, Limit: a.QuotaLimit, PlanExpires: control.At(a.PlanExpires), ReadOnly: a.ReadOnly},
 		Connection: control.Connection{State: "online"},
+		History: control.History{Used: a.HistoryUsed, RetentionDays: a.HistoryRetention.D().Hours() / 24,
+			From: control.At(a.HistoryFrom), Freed: control.At(a.HistoryFreed)},
 	}
 	invs, err := cl.Invoices(ctx)
 	switch {

@@ -168,7 +168,7 @@ func TestCLIRestoreTrash(t *testing.T) {
 	if out := r.ok("history", "retention", "12h"); !strings.Contains(out, "kept 12h0m0s") {
 		t.Fatalf("retention 12h: %s", out)
 	}
-	if out := r.ok("status"); !strings.Contains(out, "history     ") || !strings.Contains(out, "kept 12h0m0s") {
+	if out := r.ok("status"); !strings.Contains(out, "history     ") || !strings.Contains(out, "kept for 0.5 days") {
 		t.Fatalf("status: %s", out)
 	}
 	if out := r.ok("history", "purge", "/docs/a.bin"); !strings.Contains(out, "purged 2 versions") {
