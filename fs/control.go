@@ -23,6 +23,7 @@ import (
 	"kumo/internal/control"
 	"kumo/internal/size"
 	"kumo/remote/api"
+	"kumo/remote/pathops"
 )
 
 type ctlKind uint64
@@ -94,6 +95,13 @@ func (c *controlState) staleInvoices() {
 func (c *controlState) record(cmd string, ok bool, msg string) {
 	c.mu.Lock()
 	c.last = &control.CommandResult{Command: cmd, OK: ok, Message: msg, At: time.Now().UTC()}
+	c.mu.Unlock()
+}
+
+// running records the progress of a command still at work.
+func (c *controlState) running(cmd, msg string) {
+	c.mu.Lock()
+	c.last = &control.CommandResult{Command: cmd, Running: true, OK: true, Message: msg, At: time.Now().UTC()}
 	c.mu.Unlock()
 }
 
@@ -436,7 +444,7 @@ func redact(line string) string {
 	var s string
 	switch {
 	case len(f) == 0:
-	case f[0] == control.CmdTopup || f[0] == control.CmdSync || f[0] == control.CmdRefresh:
+	case f[0] == control.CmdTopup || f[0] == control.CmdSync || f[0] == control.CmdRefresh || f[0] == control.CmdRestore || f[0] == control.CmdLink:
 		s = strings.Join(f, " ")
 	case f[0] == control.CmdRedeem:
 		s = strings.TrimSpace(f[0] + " " + redactMask(strings.Join(f[1:], " ")))
@@ -532,6 +540,21 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 		d.resumeQueue()
 		kick(d.pullKick)
 		msg = fmt.Sprintf("sync started: %d files and %d tree operations queued", files, ops)
+	case control.CmdRestore:
+		if !d.restoring.CompareAndSwap(false, true) {
+			return d.commandFailed(shown, errors.New("a restore is running: wait for it (see last command in "+control.FileText+")"))
+		}
+		go d.restore(cmd, shown) // history.go: minutes for a big tree; progress in .kumo
+		return 0
+	case control.CmdLink:
+		if err := d.Flush(ctx); err != nil { // the link names what the cloud has
+			return d.commandFailed(shown, err)
+		}
+		url, err := d.pathFS().CreateLink(ctx, d.drivePath(cmd.Path), pathops.LinkOptions{}, nil)
+		if err != nil {
+			return d.commandFailed(shown, err)
+		}
+		msg = "link (read-only, a snapshot of " + cmd.Path + " as it is now): " + url
 	case control.CmdRefresh:
 		kick(d.pullKick)
 		a, err := d.c.Account(ctx)

@@ -126,7 +126,9 @@ type Drive struct {
 	quota quotaState    // uploads paused for quota (quota.go)
 	disk  diskState     // room on the embedded cloud's disk (disk.go)
 	mnt   string        // the mount point, for messages
-	reads readCounts    // reads served here or by the cloud (readstats.go)
+	// restoring is set while a restore asked through the control file runs.
+	restoring atomic.Bool
+	reads     readCounts // reads served here or by the cloud (readstats.go)
 }
 
 type nameRewrite struct {

@@ -17,8 +17,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -26,8 +28,11 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"kumo/internal/control"
 	"kumo/internal/meta"
+	"kumo/internal/size"
 	"kumo/remote/api"
+	"kumo/remote/pathops"
 )
 
 // HistoryDirName is the root name of the history view.
@@ -402,4 +407,54 @@ func (h *histRoot) Unlink(ctx context.Context, name string) syscall.Errno { retu
 func (h *histRoot) Rmdir(ctx context.Context, name string) syscall.Errno  { return syscall.EROFS }
 func (h *histRoot) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	return syscall.EROFS
+}
+
+// pathFS is the path-level view of the drive's account (remote/pathops),
+// for the control file's restore and link: they work on the cloud's tree,
+// after the drive's own changes are uploaded.
+func (d *Drive) pathFS() *pathops.FS { return pathops.New(d.c, d.o.Session.Subkeys()) }
+
+// drivePath turns a path given in a control command into a path in the
+// drive: relative to the root, or absolute under the mount point.
+func (d *Drive) drivePath(p string) string {
+	if d.mnt != "" {
+		if rest, ok := strings.CutPrefix(p, strings.TrimSuffix(d.mnt, "/")+"/"); ok {
+			return "/" + rest
+		}
+		if p == d.mnt {
+			return "/"
+		}
+	}
+	return "/" + strings.TrimPrefix(p, "/")
+}
+
+// restore runs `restore PATH TIME [force]` from the control file: it waits
+// for the drive's pending uploads (a restore works on the cloud's tree),
+// restores, shows progress in .kumo as it goes, and pulls the result.
+func (d *Drive) restore(cmd control.Command, shown string) {
+	defer d.restoring.Store(false)
+	ctx := d.ctx
+	p := d.drivePath(cmd.Path)
+	d.ctl.running(shown, "waiting for pending uploads")
+	if err := d.Flush(ctx); err != nil {
+		d.commandFailed(shown, fmt.Errorf("restore: pending uploads: %w", err))
+		return
+	}
+	d.log.Info("control file: restore started", "path", p, "at", cmd.At, "force", cmd.Force)
+	last := time.Now()
+	st, err := d.pathFS().Restore(ctx, p, cmd.At.UnixNano(), p, cmd.Force, func(s pathops.RestoreStats) {
+		if time.Since(last) > 200*time.Millisecond {
+			last = time.Now()
+			d.ctl.running(shown, fmt.Sprintf("%d of %d entries, %s of %s", s.Done, s.Entries, size.Format(s.DoneBytes), size.Format(s.Bytes)))
+		}
+	})
+	kick(d.pullKick)
+	if err != nil {
+		d.commandFailed(shown, fmt.Errorf("restore: %w (run it again to resume)", err))
+		return
+	}
+	msg := fmt.Sprintf("restored %s as at %s: %d created, %d updated, %d already so, %d conflict copies, %d removed",
+		p, cmd.At.UTC().Format(time.RFC3339), st.Created, st.Updated, st.Skipped, st.Conflicts, st.Removed)
+	d.log.Info("control file: command done", "command", shown, "result", msg)
+	d.ctl.record(shown, true, msg)
 }

@@ -418,23 +418,9 @@ func (d *Drive) refreshLater(op api.BatchOp) {
 	kick(d.pullKick)
 }
 
-// conflictName returns "NAME (conflict YYYY-MM-DD HHMMSS).EXT".
-func conflictName(name string, n int) string {
-	ext := path.Ext(name)
-	if ext == name || len(ext) > 16 {
-		ext = ""
-	}
-	stem := strings.TrimSuffix(name, ext)
-	tag := " (conflict " + time.Now().Format("2006-01-02 150405")
-	if n > 1 {
-		tag += fmt.Sprintf(" %d", n)
-	}
-	tag += ")"
-	if over := len(stem) + len(tag) + len(ext) - 255; over > 0 {
-		stem = stem[:max(0, len(stem)-over)]
-	}
-	return stem + tag + ext
-}
+// conflictName returns "NAME (conflict YYYY-MM-DD HHMMSS).EXT" (the name
+// the CLI's restore gives conflict copies too).
+func conflictName(name string, n int) string { return meta.ConflictName(name, n, time.Now()) }
 
 // createKind is the kind a create's entry names (bound into its sealed name).
 func createKind(c *api.CreateRequest) meta.Kind { return meta.KindOf(c.Type == api.TypeDir) }

@@ -147,6 +147,7 @@ type Invoice struct {
 // CommandResult is the outcome of the last command written to .kumo.
 type CommandResult struct {
 	Command string    `json:"command"`
+	Running bool      `json:"running,omitempty"` // still at work (restore): Message says how far
 	OK      bool      `json:"ok"`
 	Message string    `json:"message"`
 	At      time.Time `json:"at"`
@@ -245,12 +246,15 @@ func Text(s Status) []byte {
 	}
 	if c := s.LastCommand; c != nil {
 		res := "ok"
-		if !c.OK {
+		switch {
+		case c.Running:
+			res = "RUNNING"
+		case !c.OK:
 			res = "FAILED"
 		}
 		fmt.Fprintf(&b, "\nlast command  %q %s: %s\n", c.Command, res, c.Message)
 	}
-	fmt.Fprintf(&b, "\ncommands: echo 'topup 10GiB [MONTHS]' | 'redeem CODE' | 'sync' | 'refresh' > %s\n", FileText)
+	fmt.Fprintf(&b, "\ncommands: echo 'topup 10GiB [MONTHS]' | 'redeem CODE' | 'sync' | 'refresh' | 'restore PATH TIME [force]' | 'link PATH' > %s\n", FileText)
 	return []byte(b.String())
 }
 
@@ -284,14 +288,19 @@ const (
 	CmdRedeem  = "redeem"
 	CmdSync    = "sync"
 	CmdRefresh = "refresh"
+	CmdRestore = "restore" // restore PATH TIME [force]
+	CmdLink    = "link"    // link PATH
 )
 
 // Command is one parsed line written to .kumo.
 type Command struct {
 	Kind   string
-	Bytes  int64  // topup
-	Months int    // topup, default 1
-	Code   string // redeem
+	Bytes  int64     // topup
+	Months int       // topup, default 1
+	Code   string    // redeem
+	Path   string    // restore, link: a path in the drive ("/" or "" is the root)
+	At     time.Time // restore
+	Force  bool      // restore: make PATH exactly as at At
 }
 
 // ErrCommand wraps every parse failure; the drive answers EINVAL.
@@ -304,9 +313,29 @@ const MaxTopupMonths = 36
 func ParseCommand(line string) (Command, error) {
 	f := strings.Fields(line)
 	if len(f) == 0 {
-		return Command{}, fmt.Errorf("%w: empty; try 'topup 10GiB', 'redeem CODE', 'sync' or 'refresh'", ErrCommand)
+		return Command{}, fmt.Errorf("%w: empty; try 'topup 10GiB', 'redeem CODE', 'sync', 'refresh', 'restore PATH TIME' or 'link PATH'", ErrCommand)
 	}
 	switch f[0] {
+	case CmdRestore:
+		// PATH may hold spaces: TIME (and "force") are the last fields.
+		rest := f[1:]
+		force := len(rest) > 0 && rest[len(rest)-1] == "force"
+		if force {
+			rest = rest[:len(rest)-1]
+		}
+		if len(rest) < 2 {
+			return Command{}, fmt.Errorf("%w: usage: restore PATH TIME [force], e.g. restore /docs 2026-12-05T10:00:00Z", ErrCommand)
+		}
+		t, err := time.Parse(time.RFC3339Nano, rest[len(rest)-1])
+		if err != nil {
+			return Command{}, fmt.Errorf("%w: restore: TIME must be RFC 3339, e.g. 2026-12-05T10:00:00Z or 2026-12-05T11:00:00+01:00", ErrCommand)
+		}
+		return Command{Kind: CmdRestore, Path: strings.Join(rest[:len(rest)-1], " "), At: t, Force: force}, nil
+	case CmdLink:
+		if len(f) < 2 {
+			return Command{}, fmt.Errorf("%w: usage: link PATH", ErrCommand)
+		}
+		return Command{Kind: CmdLink, Path: strings.Join(f[1:], " ")}, nil
 	case CmdSync, CmdRefresh:
 		if len(f) != 1 {
 			return Command{}, fmt.Errorf("%w: %s takes no arguments", ErrCommand, f[0])
@@ -334,7 +363,7 @@ func ParseCommand(line string) (Command, error) {
 		}
 		return Command{Kind: CmdTopup, Bytes: n, Months: months}, nil
 	}
-	return Command{}, fmt.Errorf("%w: unknown command %q; try 'topup 10GiB', 'redeem CODE', 'sync' or 'refresh'", ErrCommand, f[0])
+	return Command{}, fmt.Errorf("%w: unknown command %q; try 'topup 10GiB', 'redeem CODE', 'sync', 'refresh', 'restore PATH TIME' or 'link PATH'", ErrCommand, f[0])
 }
 
 // EmbeddedTopupHelp is the answer to a top-up on the embedded cloud in
