@@ -278,7 +278,16 @@ func TestKill9DuringHistoryGC(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(3 * time.Second) // many history chunks pass the GC's grace
+	// Many history chunks pass the GC's grace: at least 3 s and 30
+	// acknowledged operations (a loaded machine is slow), at most 30 s.
+	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(100 * time.Millisecond) {
+		mu.Lock()
+		n := len(done)
+		mu.Unlock()
+		if n >= 30 && time.Since(start) > 3*time.Second {
+			break
+		}
+	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
