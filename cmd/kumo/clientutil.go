@@ -231,6 +231,19 @@ func newBar(w io.Writer, label string) (pathops.Progress, func()) {
 
 // interruptible returns the command's context, cancelled by SIGINT/SIGTERM so
 // transfers stop cleanly and remove their temporary files.
+// withFiles runs do on the account's files (the session's cloud, or this
+// machine's embedded cloud) under a context Ctrl-C cancels, and explains
+// what the cloud answered.
+func withFiles(c *cli.Context, do func(ctx context.Context, fsys *pathops.FS) error) error {
+	s, _, fsys, err := loadSession(c)
+	if err != nil {
+		return err
+	}
+	ctx, stop := interruptible(c)
+	defer stop()
+	return explain(do(ctx, fsys), s)
+}
+
 func interruptible(c *cli.Context) (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 }

@@ -5,6 +5,7 @@ package main
 // (remote/pathops/history.go does the work; docs/API.md "History").
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -95,17 +96,13 @@ func runVersions(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return errors.New("usage: kumo history PATH (or kumo history purge|retention)")
 	}
-	s, _, fsys, err := loadSession(c)
-	if err != nil {
-		return err
-	}
-	ctx, stop := interruptible(c)
-	defer stop()
-	vs, err := fsys.Versions(ctx, c.Args().First())
-	if err != nil {
-		return explain(err, s)
-	}
-	return printVersions(os.Stdout, vs)
+	return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error {
+		vs, err := fsys.Versions(ctx, c.Args().First())
+		if err != nil {
+			return err
+		}
+		return printVersions(os.Stdout, vs)
+	})
 }
 
 // printVersions writes one line per version: since, until, size, mode.
@@ -133,57 +130,50 @@ func runPurge(c *cli.Context) error {
 	if len(args) > 1 || len(args) == 1 && c.String("before") != "" {
 		return errors.New("usage: kumo history purge [--before TIME] | kumo history purge PATH")
 	}
-	s, _, fsys, err := loadSession(c)
-	if err != nil {
-		return err
-	}
-	ctx, stop := interruptible(c)
-	defer stop()
-	var r api.PurgeResponse
-	if len(args) == 1 {
-		r, err = fsys.PurgePath(ctx, args[0])
-	} else {
-		var before int64
-		if b := c.String("before"); b != "" {
-			if before, err = parseWhen(b, time.Now()); err != nil {
-				return err
+	return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error {
+		var r api.PurgeResponse
+		if len(args) == 1 {
+			r, err = fsys.PurgePath(ctx, args[0])
+		} else {
+			var before int64
+			if b := c.String("before"); b != "" {
+				if before, err = parseWhen(b, time.Now()); err != nil {
+					return err
+				}
 			}
+			r, err = fsys.PurgeBefore(ctx, before)
 		}
-		r, err = fsys.PurgeBefore(ctx, before)
-	}
-	if err != nil {
-		return explain(err, s)
-	}
-	fmt.Printf("purged %d versions (%s of names and attributes now; their data is freed at the server's next collection)\n",
-		r.Versions, size.Format(r.Bytes))
-	return nil
+		if err != nil {
+			return err
+		}
+		fmt.Printf("purged %d versions (%s of names and attributes now; their data is freed at the server's next collection)\n",
+			r.Versions, size.Format(r.Bytes))
+		return nil
+	})
 }
 
 func runRetention(c *cli.Context) error {
 	if c.NArg() > 1 {
 		return errors.New("usage: kumo history retention [DURATION]")
 	}
-	s, _, fsys, err := loadSession(c)
-	if err != nil {
-		return err
-	}
-	ctx, stop := interruptible(c)
-	defer stop()
-	var a api.Account
-	if c.NArg() == 1 {
-		d, perr := parseSpan(c.Args().First())
-		if perr != nil {
-			return fmt.Errorf("retention %w", perr)
+	return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error {
+		var a api.Account
+		var err error
+		if c.NArg() == 1 {
+			d, perr := parseSpan(c.Args().First())
+			if perr != nil {
+				return fmt.Errorf("retention %w", perr)
+			}
+			a, err = fsys.SetRetention(ctx, d)
+		} else {
+			a, err = fsys.Account(ctx)
 		}
-		a, err = fsys.SetRetention(ctx, d)
-	} else {
-		a, err = fsys.Account(ctx)
-	}
-	if err != nil {
-		return explain(err, s)
-	}
-	fmt.Print(historyLine(a))
-	return nil
+		if err != nil {
+			return err
+		}
+		fmt.Print(historyLine(a))
+		return nil
+	})
 }
 
 func restoreCommand() *cli.Command {
@@ -219,24 +209,20 @@ func restoreCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			s, _, fsys, err := loadSession(c)
-			if err != nil {
-				return err
-			}
-			ctx, stop := interruptible(c)
-			defer stop()
-			prog, end := restoreProgress()
-			st, err := fsys.Restore(ctx, args[0], at, c.String("to"), c.Bool("force"), prog)
-			end()
-			if err != nil {
-				return explain(err, s)
-			}
-			dst := c.String("to")
-			if dst == "" {
-				dst = args[0]
-			}
-			fmt.Printf("restored %s as at %s to %s: %s\n", args[0], fmtTime(at), dst, restoreSummary(st))
-			return nil
+			return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error {
+				prog, end := restoreProgress()
+				st, err := fsys.Restore(ctx, args[0], at, c.String("to"), c.Bool("force"), prog)
+				end()
+				if err != nil {
+					return err
+				}
+				dst := c.String("to")
+				if dst == "" {
+					dst = args[0]
+				}
+				fmt.Printf("restored %s as at %s to %s: %s\n", args[0], fmtTime(at), dst, restoreSummary(st))
+				return nil
+			})
 		},
 	})
 }
@@ -284,20 +270,16 @@ func trashCommand() *cli.Command {
 					if c.NArg() != 1 {
 						return errors.New("usage: kumo trash restore PATH")
 					}
-					s, _, fsys, err := loadSession(c)
-					if err != nil {
-						return err
-					}
-					ctx, stop := interruptible(c)
-					defer stop()
-					prog, end := restoreProgress()
-					p, st, err := fsys.TrashRestore(ctx, c.Args().First(), prog)
-					end()
-					if err != nil {
-						return explain(err, s)
-					}
-					fmt.Printf("restored %s: %s\n", p, restoreSummary(st))
-					return nil
+					return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error {
+						prog, end := restoreProgress()
+						p, st, err := fsys.TrashRestore(ctx, c.Args().First(), prog)
+						end()
+						if err != nil {
+							return err
+						}
+						fmt.Printf("restored %s: %s\n", p, restoreSummary(st))
+						return nil
+					})
 				},
 			}),
 		},
@@ -305,17 +287,13 @@ func trashCommand() *cli.Command {
 			if c.NArg() != 0 {
 				return errors.New("usage: kumo trash | kumo trash restore PATH")
 			}
-			s, _, fsys, err := loadSession(c)
-			if err != nil {
-				return err
-			}
-			ctx, stop := interruptible(c)
-			defer stop()
-			items, err := fsys.Trash(ctx)
-			if err != nil {
-				return explain(err, s)
-			}
-			return printTrash(os.Stdout, items)
+			return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error {
+				items, err := fsys.Trash(ctx)
+				if err != nil {
+					return err
+				}
+				return printTrash(os.Stdout, items)
+			})
 		},
 	})
 }
