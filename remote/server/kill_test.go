@@ -45,23 +45,7 @@ func TestKill9(t *testing.T) {
 	var done []acked
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	client := &http.Client{Timeout: 5 * time.Second}
-	send := func(method, path string, body []byte, out *api.Entry) bool {
-		req, _ := http.NewRequest(method, e.url+path, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+u.token)
-		resp, err := client.Do(req)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return false
-		}
-		if out != nil {
-			return jsonDecode(resp.Body, out) == nil
-		}
-		return true
-	}
+	send := killSender(t, e, u)
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
 		go func() {
@@ -83,9 +67,8 @@ func TestKill9(t *testing.T) {
 				}
 				cr := api.CreateRequest{Parent: api.RootID, NameMAC: randMAC(), Name: randBytes(8), ID: randID(),
 					Type: api.TypeFile, Attrs: randBytes(30), Chunks: []string{ch}}
-				b, _ := jsonMarshal(cr)
 				var ent api.Entry
-				if !send("POST", "/v1/nodes", b, &ent) {
+				if !send("POST", "/v1/nodes", cr, &ent) {
 					return
 				}
 				mu.Lock()
@@ -123,6 +106,32 @@ func TestKill9(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged creates survived kill -9; state %+v", len(done), sum)
+}
+
+// killSender sends u's requests to the server that is about to be killed:
+// JSON (or raw []byte) in, JSON out; false for any failure (a refused or
+// lost request is simply not acknowledged).
+func killSender(t *testing.T, e *env, u *user) func(method, path string, in, out any) bool {
+	client := &http.Client{Timeout: 5 * time.Second}
+	return func(method, path string, in, out any) bool {
+		body, ok := in.([]byte)
+		if !ok {
+			body, _ = jsonMarshal(in)
+		}
+		req, _ := http.NewRequest(method, e.url+path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+u.token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			b, _ := io.ReadAll(resp.Body)
+			t.Logf("%s %s: %d %s", method, path, resp.StatusCode, b)
+			return false
+		}
+		return out == nil || jsonDecode(resp.Body, out) == nil
+	}
 }
 
 // startKillChild runs the server of dir in a child process (this test
@@ -212,28 +221,7 @@ func TestKill9DuringHistoryGC(t *testing.T) {
 	var done []acked
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	client := &http.Client{Timeout: 5 * time.Second}
-	send := func(method, path string, in, out any) bool {
-		var body []byte
-		if b, ok := in.([]byte); ok {
-			body = b
-		} else {
-			body, _ = jsonMarshal(in)
-		}
-		req, _ := http.NewRequest(method, e.url+path, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+u.token)
-		resp, err := client.Do(req)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode >= 300 {
-			b, _ := io.ReadAll(resp.Body)
-			t.Logf("%s %s: %d %s", method, path, resp.StatusCode, b)
-			return false
-		}
-		return out == nil || jsonDecode(resp.Body, out) == nil
-	}
+	send := killSender(t, e, u)
 	put := func(size int) (string, []byte, bool) {
 		data, id := randBytes(size), randMAC()
 		return id, data, send("PUT", "/v1/chunks/"+id, data, nil)
