@@ -28,6 +28,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"kumo/fs/rofs"
 	"kumo/internal/control"
 	"kumo/internal/meta"
 	"kumo/internal/size"
@@ -57,6 +58,7 @@ func histIno(at int64, id uint64) uint64 {
 // histRoot is MNT/.kumo-history.
 type histRoot struct {
 	gofs.Inode
+	rofs.ReadOnly
 	d *Drive
 }
 
@@ -156,6 +158,7 @@ func (d *Drive) histErr(what string, err error) syscall.Errno {
 // snapNode is a node of a snapshot: a directory, file or symlink as it was at at.
 type snapNode struct {
 	gofs.Inode
+	rofs.ReadOnly
 	d  *Drive
 	at int64
 	st *nodeState // decoded attributes; never in d.states
@@ -166,25 +169,16 @@ type snapNode struct {
 }
 
 var (
-	_ gofs.NodeLookuper      = (*snapNode)(nil)
-	_ gofs.NodeReaddirer     = (*snapNode)(nil)
-	_ gofs.NodeGetattrer     = (*snapNode)(nil)
-	_ gofs.NodeSetattrer     = (*snapNode)(nil)
-	_ gofs.NodeOpener        = (*snapNode)(nil)
-	_ gofs.NodeReader        = (*snapNode)(nil)
-	_ gofs.NodeReadlinker    = (*snapNode)(nil)
-	_ gofs.NodeGetxattrer    = (*snapNode)(nil)
-	_ gofs.NodeListxattrer   = (*snapNode)(nil)
-	_ gofs.NodeCreater       = (*snapNode)(nil)
-	_ gofs.NodeMkdirer       = (*snapNode)(nil)
-	_ gofs.NodeMknoder       = (*snapNode)(nil)
-	_ gofs.NodeSymlinker     = (*snapNode)(nil)
-	_ gofs.NodeLinker        = (*snapNode)(nil)
-	_ gofs.NodeUnlinker      = (*snapNode)(nil)
-	_ gofs.NodeRmdirer       = (*snapNode)(nil)
-	_ gofs.NodeRenamer       = (*snapNode)(nil)
-	_ gofs.NodeSetxattrer    = (*snapNode)(nil)
-	_ gofs.NodeRemovexattrer = (*snapNode)(nil)
+	_ gofs.NodeLookuper    = (*snapNode)(nil)
+	_ gofs.NodeReaddirer   = (*snapNode)(nil)
+	_ gofs.NodeGetattrer   = (*snapNode)(nil)
+	_ gofs.NodeOpener      = (*snapNode)(nil)
+	_ gofs.NodeReader      = (*snapNode)(nil)
+	_ gofs.NodeReadlinker  = (*snapNode)(nil)
+	_ gofs.NodeGetxattrer  = (*snapNode)(nil)
+	_ gofs.NodeListxattrer = (*snapNode)(nil)
+	_ gofs.NodeRenamer     = (*snapNode)(nil) // every write: EROFS (rofs.ReadOnly)
+	_ gofs.NodeMkdirer     = (*histRoot)(nil)
 )
 
 // snapNode decodes (authenticates) node n as it was at at.
@@ -355,58 +349,6 @@ func (s *snapNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 		return uint32(len(b)), syscall.ERANGE
 	}
 	return uint32(copy(dest, b)), 0
-}
-
-// A snapshot is read-only.
-
-func (s *snapNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	return syscall.EROFS
-}
-func (s *snapNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	return nil, nil, 0, syscall.EROFS
-}
-func (s *snapNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
-}
-func (s *snapNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
-}
-func (s *snapNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
-}
-func (s *snapNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
-}
-func (s *snapNode) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
-func (s *snapNode) Rmdir(ctx context.Context, name string) syscall.Errno  { return syscall.EROFS }
-func (s *snapNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	return syscall.EROFS
-}
-func (s *snapNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	return syscall.EROFS
-}
-func (s *snapNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return syscall.EROFS
-}
-
-var (
-	_ gofs.NodeMkdirer   = (*histRoot)(nil)
-	_ gofs.NodeCreater   = (*histRoot)(nil)
-	_ gofs.NodeUnlinker  = (*histRoot)(nil)
-	_ gofs.NodeRmdirer   = (*histRoot)(nil)
-	_ gofs.NodeSetattrer = (*histRoot)(nil)
-)
-
-func (h *histRoot) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
-}
-func (h *histRoot) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	return nil, nil, 0, syscall.EROFS
-}
-func (h *histRoot) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
-func (h *histRoot) Rmdir(ctx context.Context, name string) syscall.Errno  { return syscall.EROFS }
-func (h *histRoot) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	return syscall.EROFS
 }
 
 // pathFS is the path-level view of the drive's account (remote/pathops),
