@@ -55,10 +55,58 @@ func MappedRSS() (int64, error) {
 	return 0, fmt.Errorf("no RssFile in /proc/self/status (Linux 4.5 or later needed)")
 }
 
-// PageOutShared asks the kernel to take the pages of every shared file
-// mapping of the process (badger's files: nothing else here maps files
-// shared) out of its resident set. It returns how many mappings it advised.
-func PageOutShared() (int, error) {
+// PageOutShared asks the kernel to take the pages of the process's shared
+// file mappings (badger's files: nothing else here maps files shared) out of
+// its resident set: first of every file but badger's tables (.sst), then, if
+// the process still has more than budget bytes of file-backed memory, of the
+// tables too, which are read again into the page cache right away (without
+// mapping them) because every lookup reads them: MADV_PAGEOUT drops clean
+// pages from the page cache as well. It returns how many mappings it advised.
+func PageOutShared(budget int64) (int, error) {
+	n, err := pageOut(func(path []byte) bool { return !bytes.HasSuffix(path, []byte(".sst")) })
+	if err != nil {
+		return n, err
+	}
+	if rss, err := MappedRSS(); err != nil || rss <= budget {
+		return n, err
+	}
+	tables := map[string]bool{}
+	m, err := pageOut(func(path []byte) bool {
+		if bytes.HasSuffix(path, []byte(".sst")) {
+			tables[string(path)] = true
+			return true
+		}
+		return false
+	})
+	for p := range tables {
+		readAgain(p)
+	}
+	return n + m, err
+}
+
+// readAgain starts reading file p into the page cache. The kernel reads
+// ahead at most its read-ahead window per call, so it is asked per 128 KiB.
+func readAgain(p string) {
+	f, err := os.Open(p)
+	if err != nil {
+		return // a table deleted meanwhile
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return
+	}
+	const step = 128 << 10
+	for off := int64(0); off < st.Size(); off += step {
+		if unix.Fadvise(int(f.Fd()), off, step, unix.FADV_WILLNEED) != nil {
+			return
+		}
+	}
+}
+
+// pageOut advises MADV_PAGEOUT on the shared file mappings whose path
+// pick chooses.
+func pageOut(pick func(path []byte) bool) (int, error) {
 	f, err := os.Open("/proc/self/maps")
 	if err != nil {
 		return 0, fmt.Errorf("reading the process's mappings: %w", err)
@@ -67,8 +115,8 @@ func PageOutShared() (int, error) {
 	n := 0
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		start, end, ok := sharedFileMapping(sc.Bytes())
-		if !ok {
+		start, end, path, ok := sharedFileMapping(sc.Bytes())
+		if !ok || !pick(path) {
 			continue
 		}
 		_, _, errno := unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_PAGEOUT)
@@ -86,22 +134,23 @@ func PageOutShared() (int, error) {
 }
 
 // sharedFileMapping parses a line of /proc/PID/maps ("start-end perms offset
-// dev inode path") and reports the range of a shared mapping of a file.
-func sharedFileMapping(line []byte) (start, end uintptr, ok bool) {
+// dev inode path") and reports the range and path of a shared mapping of a
+// file (a deleted file's path ends in " (deleted)").
+func sharedFileMapping(line []byte) (start, end uintptr, path []byte, ok bool) {
 	f := bytes.Fields(line)
 	if len(f) < 6 || len(f[1]) != 4 || f[1][3] != 's' || string(f[4]) == "0" {
-		return 0, 0, false
+		return 0, 0, nil, false
 	}
 	lo, hi, found := bytes.Cut(f[0], []byte("-"))
 	if !found {
-		return 0, 0, false
+		return 0, 0, nil, false
 	}
 	a, err1 := strconv.ParseUint(string(lo), 16, 64)
 	b, err2 := strconv.ParseUint(string(hi), 16, 64)
 	if err1 != nil || err2 != nil || b <= a {
-		return 0, 0, false
+		return 0, 0, nil, false
 	}
-	return uintptr(a), uintptr(b), true
+	return uintptr(a), uintptr(b), bytes.Join(f[5:], []byte(" ")), true
 }
 
 // KeepMappedUnder checks the process's resident file-backed memory every
@@ -124,7 +173,7 @@ func KeepMappedUnder(ctx context.Context, budget int64, every time.Duration, log
 		if before <= budget {
 			continue
 		}
-		n, err := PageOutShared()
+		n, err := PageOutShared(budget)
 		if err != nil {
 			log.Warn("not bounding the memory of mapped files", "err", err)
 			return

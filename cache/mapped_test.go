@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,59 +18,91 @@ func TestSharedFileMapping(t *testing.T) {
 	for _, c := range []struct {
 		line       string
 		start, end uintptr
+		path       string
 		ok         bool
 	}{
-		{"7f48d5000000-7f48d7000000 rw-s 00000000 07:00 131916                     /x/meta/00006.mem", 0x7f48d5000000, 0x7f48d7000000, true},
-		{"7f48d4000000-7f48d4e3c000 r--s 00000000 07:00 131917 /x/meta/000015.sst (deleted)", 0x7f48d4000000, 0x7f48d4e3c000, true},
-		{"00400000-01400000 r-xp 00000000 fd:01 123 /usr/bin/kumo", 0, 0, false},             // private: the executable
-		{"7f0000000000-7f0000100000 rw-s 00000000 00:01 0 /dev/zero (deleted)", 0, 0, false}, // not a file (inode 0)
-		{"7f0000000000-7f0000100000 rw-p 00000000 00:00 0", 0, 0, false},
-		{"c000000000-c004000000 rw-p 00000000 00:00 0 ", 0, 0, false},
-		{"zz-7f0000100000 rw-s 00000000 07:00 5 /f", 0, 0, false},
-		{"7f0000100000-7f0000000000 rw-s 00000000 07:00 5 /f", 0, 0, false}, // end before start
-		{"", 0, 0, false},
+		{"7f48d5000000-7f48d7000000 rw-s 00000000 07:00 131916                     /x/meta/00006.mem", 0x7f48d5000000, 0x7f48d7000000, "/x/meta/00006.mem", true},
+		{"7f48d4000000-7f48d4e3c000 r--s 00000000 07:00 131917 /x/meta/000015.sst (deleted)", 0x7f48d4000000, 0x7f48d4e3c000, "/x/meta/000015.sst (deleted)", true},
+		{"00400000-01400000 r-xp 00000000 fd:01 123 /usr/bin/kumo", 0, 0, "", false},             // private: the executable
+		{"7f0000000000-7f0000100000 rw-s 00000000 00:01 0 /dev/zero (deleted)", 0, 0, "", false}, // not a file (inode 0)
+		{"7f0000000000-7f0000100000 rw-p 00000000 00:00 0", 0, 0, "", false},
+		{"c000000000-c004000000 rw-p 00000000 00:00 0 ", 0, 0, "", false},
+		{"zz-7f0000100000 rw-s 00000000 07:00 5 /f", 0, 0, "", false},
+		{"7f0000100000-7f0000000000 rw-s 00000000 07:00 5 /f", 0, 0, "", false}, // end before start
+		{"", 0, 0, "", false},
 	} {
-		s, e, ok := sharedFileMapping([]byte(c.line))
-		if s != c.start || e != c.end || ok != c.ok {
-			t.Errorf("%q: got %#x-%#x %v, want %#x-%#x %v", c.line, s, e, ok, c.start, c.end, c.ok)
+		s, e, p, ok := sharedFileMapping([]byte(c.line))
+		if s != c.start || e != c.end || string(p) != c.path || ok != c.ok {
+			t.Errorf("%q: got %#x-%#x %q %v, want %#x-%#x %q %v", c.line, s, e, p, ok, c.start, c.end, c.path, c.ok)
 		}
 	}
 }
 
-// TestKeepMappedUnder maps a file shared, as badger maps its files, touches
-// every page, and checks the pages leave the resident set once over budget
-// while the file keeps what was written through the mapping.
+// TestKeepMappedUnder maps two files shared, as badger maps its files: a
+// value log written through its mapping and a table written and synced
+// before it is mapped and read. Once over budget both leave the resident set,
+// nothing written through the mapping is lost, and the table's pages are back
+// in the page cache (read again, not mapped), since lookups read them.
 func TestKeepMappedUnder(t *testing.T) {
-	const size = 64 << 20
-	p := filepath.Join(t.TempDir(), "000001.vlog")
-	f, err := os.Create(p)
+	const size = 32 << 20
+	dir := t.TempDir()
+	base, err := MappedRSS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+
+	vf, err := os.Create(filepath.Join(dir, "000001.vlog"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Munmap(m)
+	defer vf.Close()
+	if err := vf.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	vlog, err := unix.Mmap(int(vf.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(vlog)
 	for i := 0; i < size; i += 4096 {
-		m[i] = byte(i>>12) | 1
+		vlog[i] = byte(i>>12) | 1
 	}
+
+	tp := filepath.Join(dir, "000002.sst")
+	if err := os.WriteFile(tp, bytes.Repeat([]byte{7}, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tf, err := os.Open(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tf.Close()
+	if err := tf.Sync(); err != nil { // clean pages: MADV_PAGEOUT drops them from the page cache
+		t.Fatal(err)
+	}
+	table, err := unix.Mmap(int(tf.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(table)
+	sum := 0
+	for i := 0; i < size; i += 4096 {
+		sum += int(table[i])
+	}
+
 	before, err := MappedRSS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if before < size {
-		t.Fatalf("RssFile %d MiB after touching a %d MiB shared mapping: the test does not measure what it should", before>>20, size>>20)
+	if before < base+2*size-size/4 {
+		t.Fatalf("RssFile %d MiB after touching two %d MiB shared mappings (%d MiB before): the test does not measure what it should", before>>20, size>>20, base>>20)
 	}
+	budget := base + size/4
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		KeepMappedUnder(ctx, size/2, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		KeepMappedUnder(ctx, budget, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	var after int64
@@ -76,26 +110,52 @@ func TestKeepMappedUnder(t *testing.T) {
 		if after, err = MappedRSS(); err != nil {
 			t.Fatal(err)
 		}
-		if after < before-size/2 || time.Now().After(deadline) {
+		if after <= budget || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancel()
 	<-done
-	if after >= before-size/2 {
-		t.Fatalf("RssFile %d MiB before, %d MiB after: the mapped file's pages stayed resident", before>>20, after>>20)
+	t.Logf("RssFile %d MiB → %d MiB (budget %d MiB)", before>>20, after>>20, budget>>20)
+	if after > budget {
+		t.Fatalf("RssFile %d MiB before, %d MiB after, budget %d MiB: the mapped files' pages stayed resident", before>>20, after>>20, budget>>20)
 	}
-	// Nothing written through the mapping is lost: the pages are read back
-	// from the page cache (or the disk) when touched again.
+
+	// The table's pages are read back into the page cache (mincore reports
+	// the page cache for a file mapping) without being mapped again.
+	vec := make([]byte, size/4096)
+	cached := 0
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&table[0])), uintptr(len(table)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+			t.Fatal(errno)
+		}
+		cached = 0
+		for _, v := range vec {
+			cached += int(v & 1)
+		}
+		if cached > len(vec)*3/4 {
+			break
+		}
+	}
+	if cached <= len(vec)*3/4 {
+		t.Errorf("%d of the table's %d pages in the page cache after the page-out: it was not read again", cached, len(vec))
+	}
+	if now, _ := MappedRSS(); now > budget {
+		t.Errorf("RssFile %d MiB after reading the table again: the read mapped it", now>>20)
+	}
+
+	// Nothing written through the mapping is lost.
 	for i := 0; i < size; i += 4096 {
-		if want := byte(i>>12) | 1; m[i] != want {
-			t.Fatalf("byte %d of the mapping is %d after the page-out, want %d", i, m[i], want)
+		if want := byte(i>>12) | 1; vlog[i] != want {
+			t.Fatalf("byte %d of the value log mapping is %d after the page-out, want %d", i, vlog[i], want)
 		}
 	}
 	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, 4096*7); err != nil || b[0] != 7|1 {
-		t.Fatalf("file byte %d: %v %v, want %d", 4096*7, b, err, 7|1)
+	if _, err := vf.ReadAt(b, 4096*7); err != nil || b[0] != 7|1 {
+		t.Fatalf("value log byte %d: %v %v, want %d", 4096*7, b, err, 7|1)
 	}
-	t.Logf("RssFile %d MiB → %d MiB", before>>20, after>>20)
+	if sum != 7*size/4096 {
+		t.Fatalf("table sum %d", sum)
+	}
 }
