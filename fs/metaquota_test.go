@@ -103,17 +103,20 @@ func TestPushOversized(t *testing.T) {
 	m.flush()
 
 	// The refusal is reported, with the path and the reason.
+	// On a loaded machine the pusher may also have sent (and had refused)
+	// the file's update while the setxattr loop was past 4 MiB but not done.
 	r := m.report()
-	if r.Uploads.Refused != 1 || len(r.Uploads.RefusedOps) != 1 {
-		t.Fatalf("refused changes in .kumo.json: %d %+v, want 1", r.Uploads.Refused, r.Uploads.RefusedOps)
+	if r.Uploads.Refused < 1 || len(r.Uploads.RefusedOps) != int(r.Uploads.Refused) {
+		t.Fatalf("refused changes in .kumo.json: %d %+v, want 1 or 2", r.Uploads.Refused, r.Uploads.RefusedOps)
 	}
-	op := r.Uploads.RefusedOps[0]
-	if op.Op != api.OpUpdate || op.Path != "/huge" || !strings.Contains(op.Reason, api.CodeTooLarge) || op.Kept == "" {
-		t.Fatalf("refused change: %+v", op)
+	for _, op := range r.Uploads.RefusedOps {
+		if op.Op != api.OpUpdate || op.Path != "/huge" || !strings.Contains(op.Reason, api.CodeTooLarge) || op.Kept == "" {
+			t.Fatalf("refused change: %+v", op)
+		}
 	}
 	text, err := os.ReadFile(m.p(".kumo"))
 	must(t, err)
-	if !strings.Contains(string(text), "refused     1 change") || !strings.Contains(string(text), "update /huge: too_large") {
+	if !strings.Contains(string(text), fmt.Sprintf("refused     %d change", r.Uploads.Refused)) || !strings.Contains(string(text), "update /huge: too_large") {
 		t.Fatalf(".kumo does not show the refused change:\n%s", text)
 	}
 	// Kept here.
