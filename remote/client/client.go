@@ -593,7 +593,13 @@ func (c *Client) GetChunkInto(ctx context.Context, id string, off, length int64,
 	if length == 0 {
 		return []byte{}, nil
 	}
-	cl := call{method: http.MethodGet, path: pathChunks + "/" + id, policy: retryAll, limit: api.MaxChunkBody, into: buf}
+	return c.getRange(ctx, pathChunks+"/"+id, id, off, length, buf)
+}
+
+// getRange reads length bytes at off (length < 0: to the end) of the
+// sealed chunk at path with HTTP Range, into buf when it fits.
+func (c *Client) getRange(ctx context.Context, path, id string, off, length int64, buf []byte) ([]byte, error) {
+	cl := call{method: http.MethodGet, path: path, policy: retryAll, limit: api.MaxChunkBody, into: buf}
 	if off > 0 || length > 0 {
 		rng := fmt.Sprintf("bytes=%d-", off)
 		if length > 0 {

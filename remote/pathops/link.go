@@ -182,7 +182,7 @@ func GetLink(ctx context.Context, c *client.Client, rawURL, dest string, o GetLi
 	if err != nil {
 		return err
 	}
-	m, err := openLink(ctx, c, id, secret, o.Password)
+	m, err := OpenLink(ctx, c, id, secret, o.Password)
 	if err != nil {
 		return err
 	}
@@ -295,8 +295,10 @@ func GetLink(ctx context.Context, c *client.Client, rawURL, dest string, o GetLi
 	return nil
 }
 
-// openLink reads and opens a link's manifest.
-func openLink(ctx context.Context, c *client.Client, id link.ID, secret link.Secret, password func() ([]byte, error)) (*link.Manifest, error) {
+// OpenLink reads and opens a link's manifest (what GetLink downloads and
+// kumo mount URL shows), asking password for a password-protected link. The
+// client c needs no session.
+func OpenLink(ctx context.Context, c *client.Client, id link.ID, secret link.Secret, password func() ([]byte, error)) (*link.Manifest, error) {
 	pub, err := c.PublicLink(ctx, id.String())
 	if err != nil {
 		return nil, linkErr(err)
