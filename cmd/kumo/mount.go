@@ -41,15 +41,16 @@ const envDaemonFD = "KUMO_DAEMON_READY_FD"
 func mountCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "mount",
-		Usage:     "mount the drive (the account of `kumo login`, or an embedded cloud on this machine)",
-		ArgsUsage: "MOUNTPOINT",
+		Usage:     "mount the drive (the account of `kumo login`, or an embedded cloud on this machine), or a read-only link",
+		ArgsUsage: "MOUNTPOINT | URL MOUNTPOINT",
 		Description: "Without --server, kumo runs an embedded cloud in-process over --cloud-dir " +
-			"(an account is created on first use). It daemonizes once the mount is ready unless --foreground.",
+			"(an account is created on first use). It daemonizes once the mount is ready unless --foreground.\n" +
+			"kumo mount https://SERVER/s/ID#SECRET MOUNTPOINT mounts a link's file or folder read-only, no account needed.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "server", Usage: "cloud URL; uses the session saved by `kumo login`", EnvVars: []string{"KUMO_SERVER"}},
 			configFlag(),
 			&cli.StringFlag{Name: "cloud-dir", Usage: "data directory of the embedded cloud (default $XDG_DATA_HOME/kumo/cloud); its keys stay in the config dir"},
-			&cli.StringFlag{Name: "password-file", Usage: "embedded cloud: protect its account with the password on the first line of `FILE` (else $KUMO_PASSWORD; without either, a random password kept in the config dir)"},
+			&cli.StringFlag{Name: "password-file", Usage: "embedded cloud: protect its account with the password on the first line of `FILE` (else $KUMO_PASSWORD; without either, a random password kept in the config dir); a link: its password (else $" + linkPasswordEnv + ", else a prompt)"},
 			&cli.StringFlag{Name: "cache-dir", Usage: "local cache and write-back store (default $XDG_CACHE_HOME/kumo/ACCOUNT)"},
 			&cli.StringFlag{Name: "cache-size", Value: "4GiB", Usage: "disk budget of the chunk cache"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground (log to stderr)"},
@@ -177,10 +178,18 @@ func (s *switchWriter) set(w io.Writer) {
 }
 
 func runMount(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return errors.New("usage: kumo mount [flags] MOUNTPOINT")
+	args, err := positional(c) // flags may follow: kumo mount URL MNT --password-file F
+	if err != nil {
+		return err
 	}
-	mnt, err := mountpoint.Resolve(c.Args().First())
+	var linkURL string // kumo mount URL MOUNTPOINT: a read-only link (linkmount.go)
+	if len(args) == 2 && isLinkURL(args[0]) {
+		linkURL, args = args[0], args[1:]
+	}
+	if len(args) != 1 {
+		return errors.New("usage: kumo mount [flags] MOUNTPOINT, or kumo mount [flags] URL MOUNTPOINT for a link")
+	}
+	mnt, err := mountpoint.Resolve(args[0])
 	if err != nil {
 		return err
 	}
@@ -192,6 +201,11 @@ func runMount(c *cli.Context) error {
 		return err
 	}
 	if !c.Bool("foreground") {
+		if linkURL != "" {
+			if err := askLinkPassword(c, linkURL); err != nil {
+				return err
+			}
+		}
 		return daemonize(mnt)
 	}
 	ready := func(uses string, err error) {}
@@ -212,7 +226,11 @@ func runMount(c *cli.Context) error {
 			pipe = nil
 		}
 	}
-	err = serveMount(c, mnt, ready)
+	if linkURL != "" {
+		err = serveLinkMount(c, linkURL, mnt, ready)
+	} else {
+		err = serveMount(c, mnt, ready)
+	}
 	ready("", err)
 	return err
 }
@@ -223,16 +241,22 @@ func runMount(c *cli.Context) error {
 const daemonMemoryLimit = 160 << 20
 
 // mappedFilesBudget is how much of the daemon's RSS the pages of its
-// executable and of badger's mapped files may take before badger's are
-// handed back to the page cache (cache.KeepMappedUnder).
-const mappedFilesBudget = 64 << 20
+// executable (about 20 MiB) and of badger's mapped files may take before
+// badger's are handed back to the page cache (cache.KeepMappedUnder, checked
+// every mappedFilesEvery).
+const (
+	mappedFilesBudget = 48 << 20
+	mappedFilesEvery  = 500 * time.Millisecond
+)
 
-// followLiveHeap keeps the soft memory limit at max(floor, 1.5 × live heap)
+// followLiveHeap keeps the soft memory limit at max(floor, 1.25 × live heap)
 // until ctx ends. A fixed limit low enough to keep the daemon small would
 // make the collector run back to back once the live heap nears it (a big
-// tree looked up: ~800 B per inode); following the live heap leaves at least
-// half of it as headroom, like GOGC=50 would, while small heaps stay under
-// the floor.
+// tree looked up: ~800 B per inode); following the live heap leaves a
+// quarter of it as headroom, like GOGC=25 would, while small heaps stay under
+// the floor. (Half of it, as before 2026-12-05, put the anonymous peak of
+// unpacking and committing a source tree at 230–240 MiB, most of it live
+// badger table builders.)
 func followLiveHeap(ctx context.Context, floor int64) {
 	s := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	t := time.NewTicker(2 * time.Second)
@@ -248,7 +272,7 @@ func followLiveHeap(ctx context.Context, floor int64) {
 			return
 		}
 		live := int64(s[0].Value.Uint64())
-		debug.SetMemoryLimit(max(floor, live+live/2))
+		debug.SetMemoryLimit(max(floor, live+live/4))
 	}
 }
 
@@ -273,7 +297,7 @@ func serveMount(c *cli.Context, mnt string, ready func(uses string, err error)) 
 	// resident (cache/mapped.go).
 	mapctx, stopMapped := context.WithCancel(context.Background())
 	defer stopMapped()
-	go cache.KeepMappedUnder(mapctx, mappedFilesBudget, time.Second, log)
+	go cache.KeepMappedUnder(mapctx, mappedFilesBudget, mappedFilesEvery, log)
 	mo, err := parseMountOpts(c.StringSlice("o"))
 	if err != nil {
 		return err
