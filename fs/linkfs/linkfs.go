@@ -28,6 +28,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"kumo/fs/rofs"
 	"kumo/internal/chunk"
 	"kumo/internal/link"
 	"kumo/remote/api"
@@ -199,8 +200,9 @@ func (w debugWriter) Write(p []byte) (int, error) {
 // node is the root or one manifest entry.
 type node struct {
 	gofs.Inode
-	f   *FS
-	idx int
+	rofs.ReadOnly // every write is EROFS
+	f             *FS
+	idx           int
 
 	// next is where the last read of this file ended: a read starting there
 	// is sequential and fetches ahead.
@@ -211,24 +213,14 @@ type node struct {
 }
 
 var (
-	_ gofs.NodeLookuper      = (*node)(nil)
-	_ gofs.NodeReaddirer     = (*node)(nil)
-	_ gofs.NodeGetattrer     = (*node)(nil)
-	_ gofs.NodeOpener        = (*node)(nil)
-	_ gofs.NodeReader        = (*node)(nil)
-	_ gofs.NodeReadlinker    = (*node)(nil)
-	_ gofs.NodeStatfser      = (*node)(nil)
-	_ gofs.NodeSetattrer     = (*node)(nil)
-	_ gofs.NodeCreater       = (*node)(nil)
-	_ gofs.NodeMkdirer       = (*node)(nil)
-	_ gofs.NodeMknoder       = (*node)(nil)
-	_ gofs.NodeSymlinker     = (*node)(nil)
-	_ gofs.NodeLinker        = (*node)(nil)
-	_ gofs.NodeUnlinker      = (*node)(nil)
-	_ gofs.NodeRmdirer       = (*node)(nil)
-	_ gofs.NodeRenamer       = (*node)(nil)
-	_ gofs.NodeSetxattrer    = (*node)(nil)
-	_ gofs.NodeRemovexattrer = (*node)(nil)
+	_ gofs.NodeLookuper   = (*node)(nil)
+	_ gofs.NodeReaddirer  = (*node)(nil)
+	_ gofs.NodeGetattrer  = (*node)(nil)
+	_ gofs.NodeOpener     = (*node)(nil)
+	_ gofs.NodeReader     = (*node)(nil)
+	_ gofs.NodeReadlinker = (*node)(nil)
+	_ gofs.NodeStatfser   = (*node)(nil)
+	_ gofs.NodeRenamer    = (*node)(nil) // and the other writes, from rofs
 )
 
 // entry is the node's manifest entry; nil for the root.
@@ -508,36 +500,6 @@ func (f *FS) readErr(e *link.Entry, ci, si int, err error) error {
 	}
 	return err
 }
-
-// A link is read-only.
-
-func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	return syscall.EROFS
-}
-func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	return nil, nil, 0, syscall.EROFS
-}
-func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
-}
-func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
-}
-func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
-}
-func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
-}
-func (n *node) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
-func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno  { return syscall.EROFS }
-func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	return syscall.EROFS
-}
-func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	return syscall.EROFS
-}
-func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno { return syscall.EROFS }
 
 // Owner is the owner a mount shows by default: the user who mounts it.
 func Owner() (uid, gid uint32) { return uint32(os.Getuid()), uint32(os.Getgid()) }
