@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -19,7 +18,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	kfs "kumo/fs"
-	"kumo/fs/ctlsock"
 	"kumo/fs/linkfs"
 	"kumo/fs/mountpoint"
 	"kumo/internal/link"
@@ -84,13 +82,9 @@ func serveLinkMount(c *cli.Context, rawURL, mnt string, ready func(uses string, 
 	if err != nil {
 		return err
 	}
-	ctl, err := ctlsock.Listen(mnt, log)
+	ctl, err := listenControl(mnt, log)
 	if err != nil {
-		var busy *ctlsock.BusyError
-		if errors.As(err, &busy) {
-			return err
-		}
-		return fmt.Errorf("control socket of %s: %w", mnt, err)
+		return err
 	}
 	defer ctl.Close()
 

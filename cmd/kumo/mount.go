@@ -316,13 +316,9 @@ func serveMount(c *cli.Context, mnt string, ready func(uses string, err error)) 
 	}
 	// The control socket first: holding it makes this the only daemon of
 	// mnt, and a second mount there fails here, before any work.
-	ctl, err := ctlsock.Listen(mnt, log)
+	ctl, err := listenControl(mnt, log)
 	if err != nil {
-		var busy *ctlsock.BusyError
-		if errors.As(err, &busy) {
-			return err
-		}
-		return fmt.Errorf("control socket of %s: %w", mnt, err)
+		return err
 	}
 	defer ctl.Close()
 
@@ -835,4 +831,18 @@ func mountHelperMain(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// listenControl opens the mount's control socket; holding it makes this the
+// only daemon of mnt (a second one gets ctlsock's BusyError as it is).
+func listenControl(mnt string, log *slog.Logger) (*ctlsock.Server, error) {
+	ctl, err := ctlsock.Listen(mnt, log)
+	if err != nil {
+		var busy *ctlsock.BusyError
+		if errors.As(err, &busy) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("control socket of %s: %w", mnt, err)
+	}
+	return ctl, nil
 }
