@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"kumo/internal/control"
+	"kumo/remote/pathops"
 	"kumo/remote/server"
 )
 
@@ -271,5 +273,55 @@ func waitCommand(t *testing.T, m *mounted, kind string, limit time.Duration) {
 			t.Fatalf("%s still not done after %v: %s", kind, limit, b)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestTrashRestoreRmRf: rm -rf of a 10,000-file tree in the mount, then the
+// trash brings every file back where it was, byte-exact, into the mount.
+func TestTrashRestoreRmRf(t *testing.T) {
+	c := startCloudConfig(t, server.Config{DataDir: t.TempDir(), DefaultQuota: 1 << 40, HistoryDefault: 24 * time.Hour})
+	m := c.mount(t, t.TempDir(), nil)
+	want := map[string][32]byte{}
+	for i := range 100 {
+		dir := filepath.Join("project", fmt.Sprintf("d%02d", i))
+		if err := os.MkdirAll(m.p(dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for j := range 100 {
+			name := filepath.Join(dir, fmt.Sprintf("f%03d", j))
+			data := randomBytes(t, 100+(i+j)%500)
+			if err := os.WriteFile(m.p(name), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			want[name] = sha256.Sum256(data)
+		}
+	}
+	m.flush()
+	if err := os.RemoveAll(m.p("project")); err != nil {
+		t.Fatal(err)
+	}
+	m.flush()
+
+	fsys := pathops.New(c.client(t), c.sess.Subkeys())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	items, err := fsys.Trash(ctx)
+	if err != nil || len(items) != 1 || items[0].Node.Path != "/project" {
+		t.Fatalf("trash: %v %+v", err, items)
+	}
+	start := time.Now()
+	p, st, err := fsys.TrashRestore(ctx, "/project", nil)
+	if err != nil || p != "/project" {
+		t.Fatalf("trash restore: %q %+v %v", p, st, err)
+	}
+	t.Logf("trash restore of %d entries: %v", st.Entries, time.Since(start).Round(time.Millisecond))
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(300 * time.Millisecond) {
+		got := treeSums(t, m.mnt)
+		if sameSums(got, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mount after the trash restore: %s", diffSums(got, want))
+		}
 	}
 }
