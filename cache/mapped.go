@@ -58,30 +58,31 @@ func MappedRSS() (int64, error) {
 // PageOutShared asks the kernel to take the pages of the process's shared
 // file mappings (badger's files: nothing else here maps files shared) out of
 // its resident set: first of every file but badger's tables (.sst), then, if
-// the process still has more than budget bytes of file-backed memory, of the
-// tables too, which are read again into the page cache right away (without
-// mapping them) because every lookup reads them: MADV_PAGEOUT drops clean
-// pages from the page cache as well. It returns how many mappings it advised.
-func PageOutShared(budget int64) (int, error) {
-	n, err := pageOut(func(path []byte) bool { return !bytes.HasSuffix(path, []byte(".sst")) })
-	if err != nil {
-		return n, err
+// tables is set and the process still has more than budget bytes of
+// file-backed memory, of the tables too, which are read again into the page
+// cache right away (without mapping them) because every lookup reads them:
+// MADV_PAGEOUT drops clean pages from the page cache as well. It returns how
+// many mappings it advised and whether the tables were among them.
+func PageOutShared(budget int64, tables bool) (n int, tablesOut bool, err error) {
+	n, err = pageOut(func(path []byte) bool { return !bytes.HasSuffix(path, []byte(".sst")) })
+	if err != nil || !tables {
+		return n, false, err
 	}
 	if rss, err := MappedRSS(); err != nil || rss <= budget {
-		return n, err
+		return n, false, err
 	}
-	tables := map[string]bool{}
+	paths := map[string]bool{}
 	m, err := pageOut(func(path []byte) bool {
 		if bytes.HasSuffix(path, []byte(".sst")) {
-			tables[string(path)] = true
+			paths[string(path)] = true
 			return true
 		}
 		return false
 	})
-	for p := range tables {
+	for p := range paths {
 		readAgain(p)
 	}
-	return n + m, err
+	return n + m, true, err
 }
 
 // readAgain starts reading file p into the page cache. The kernel reads
@@ -153,12 +154,18 @@ func sharedFileMapping(line []byte) (start, end uintptr, path []byte, ok bool) {
 	return uintptr(a), uintptr(b), bytes.Join(f[5:], []byte(" ")), true
 }
 
+// tablesEvery is how often at most KeepMappedUnder pages out badger's
+// tables (and reads them back into the page cache): when they alone are over
+// the budget (a big tree), each time costs reading them all again.
+const tablesEvery = 10 * time.Second
+
 // KeepMappedUnder checks the process's resident file-backed memory every
 // interval until ctx ends and pages out badger's mapped files whenever it is
 // over budget (see the comment at the top of this file).
 func KeepMappedUnder(ctx context.Context, budget int64, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var lastTables time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -173,12 +180,15 @@ func KeepMappedUnder(ctx context.Context, budget int64, every time.Duration, log
 		if before <= budget {
 			continue
 		}
-		n, err := PageOutShared(budget)
+		n, tables, err := PageOutShared(budget, time.Since(lastTables) >= tablesEvery)
 		if err != nil {
 			log.Warn("not bounding the memory of mapped files", "err", err)
 			return
 		}
+		if tables {
+			lastTables = time.Now()
+		}
 		after, _ := MappedRSS()
-		log.Debug("paged out mapped files", "mappings", n, "rss_file_before", before, "rss_file_after", after)
+		log.Debug("paged out mapped files", "mappings", n, "tables", tables, "rss_file_before", before, "rss_file_after", after)
 	}
 }

@@ -159,3 +159,49 @@ func TestKeepMappedUnder(t *testing.T) {
 		t.Fatalf("table sum %d", sum)
 	}
 }
+
+// TestPageOutSharedTables: the tables are left mapped unless asked for
+// (KeepMappedUnder asks at most every tablesEvery: each time reads them all
+// again), and paged out when asked.
+func TestPageOutSharedTables(t *testing.T) {
+	const size = 16 << 20
+	p := filepath.Join(t.TempDir(), "000003.sst")
+	if err := os.WriteFile(p, bytes.Repeat([]byte{3}, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	sum := 0
+	for i := 0; i < size; i += 4096 {
+		sum += int(m[i])
+	}
+	before, err := MappedRSS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, tables, err := PageOutShared(0, false); err != nil || tables {
+		t.Fatalf("PageOutShared(0, false) = %v, %v", tables, err)
+	}
+	kept, _ := MappedRSS()
+	if kept < before-size/4 {
+		t.Errorf("RssFile %d MiB → %d MiB: the table was paged out without being asked", before>>20, kept>>20)
+	}
+	if _, tables, err := PageOutShared(0, true); err != nil || !tables {
+		t.Fatalf("PageOutShared(0, true) = %v, %v", tables, err)
+	}
+	after, _ := MappedRSS()
+	if after > before-size/2 {
+		t.Errorf("RssFile %d MiB → %d MiB: the table stayed resident", before>>20, after>>20)
+	}
+	if sum != 3*size/4096 {
+		t.Fatalf("table sum %d", sum)
+	}
+}
