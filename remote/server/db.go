@@ -265,8 +265,9 @@ type mtx struct {
 	acct    *accountRec
 	now     time.Time
 	changes int
-	t       int64 // change time of this mutation (when), 0 until needed
-	err     error // a failed write of a helper that cannot return one (when)
+	t       int64    // change time of this mutation (when), 0 until needed
+	err     error    // a failed write of a helper that cannot return one (when)
+	hrefs   []string // versions this mutation ended, for the expiry index (history.go)
 	// room is what live data took beyond the quota that history held:
 	// history is freed by that much after the commit (freeRoom).
 	room int64
@@ -354,6 +355,9 @@ func (s *Server) mutateTxn(tx *badger.Txn, acctID string, write bool, fn func(m 
 	}
 	if m.err != nil {
 		return false, m.err
+	}
+	if err := m.writeIndex(); err != nil {
+		return false, err
 	}
 	if err := m.announceUsage(false); err != nil {
 		return false, err

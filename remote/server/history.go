@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,10 +42,13 @@ import (
 
 // Badger keys of history (see docs/API.md "Storage layout"):
 //
-//	hn/ACCT/NODEID/UNTIL        histNode: a node version that ended at UNTIL
+//	hn/ACCT/NODEID/UNTIL        histNode: a node version that ended at UNTIL (a deleted
+//	                            node's last version names its last entry: the trash)
 //	he/ACCT/PARENT/MAC/UNTIL    histEntry: an entry version that ended at UNTIL
-//	ht/ACCT/UNTIL/NODEID        trashRec: a node deleted at UNTIL, with its last entry
-//	hx/ACCT/UNTIL/REF           empty; expiry index, REF = n/NODEID, e/PARENT/MAC or t/NODEID
+//	ht/ACCT/UNTIL/NODEID        empty; the trash by time: node NODEID was deleted at UNTIL
+//	hx/ACCT/UNTIL               expiry index: the versions the change at UNTIL ended, one
+//	                            REF a line (n/NODEID or e/PARENT/MAC); one key per change
+//	                            keeps what history writes per operation small
 //	hc/ACCT/UNREF/CHUNKID       empty; a chunk kept only for history, by when it lost its last reference
 //	hh/ACCT/HOUR                empty; an hour (Unix ns of its start) in which the tree changed
 //
@@ -60,11 +64,9 @@ func pHEnt(a string, parent uint64) []byte { return fmt.Appendf(nil, "he/%s/%016
 func kTrash(a string, until int64, id uint64) []byte {
 	return fmt.Appendf(nil, "ht/%s/%016x/%016x", a, until, id)
 }
-func pTrash(a string) []byte { return []byte("ht/" + a + "/") }
-func kHIdx(a string, until int64, ref string) []byte {
-	return fmt.Appendf(nil, "hx/%s/%016x/%s", a, until, ref)
-}
-func pHIdx(a string) []byte { return []byte("hx/" + a + "/") }
+func pTrash(a string) []byte             { return []byte("ht/" + a + "/") }
+func kHIdx(a string, until int64) []byte { return fmt.Appendf(nil, "hx/%s/%016x", a, until) }
+func pHIdx(a string) []byte              { return []byte("hx/" + a + "/") }
 func kHChunk(a string, unref int64, id string) []byte {
 	return fmt.Appendf(nil, "hc/%s/%016x/%s", a, unref, id)
 }
@@ -75,8 +77,9 @@ func pHour(a string) []byte             { return []byte("hh/" + a + "/") }
 func hexTime(t int64) string { return fmt.Sprintf("%016x", t) }
 
 type histNode struct {
-	Node  api.Node `json:"node"`
-	Until int64    `json:"until"`
+	Node  api.Node  `json:"node"`
+	Until int64     `json:"until"`
+	Trash *trashRec `json:"trash,omitempty"` // deleted at Until, last named so
 }
 
 type histEntry struct {
@@ -85,7 +88,6 @@ type histEntry struct {
 }
 
 type trashRec struct {
-	Node    uint64 `json:"node"`
 	Parent  uint64 `json:"parent"`
 	NameMAC string `json:"name_mac"`
 	Name    []byte `json:"name"`
@@ -151,17 +153,24 @@ func (m *mtx) keepRecord(n int64) {
 	m.acct.HistUsed += n
 }
 
-// archiveNode keeps the stored version old of a node, which ends now.
-func (m *mtx) archiveNode(old *api.Node) error {
+// archiveNode keeps the stored version old of a node, which ends now; trash
+// (deletions) names the entry that named it last.
+func (m *mtx) archiveNode(old *api.Node, trash *trashRec) error {
 	t := m.when()
 	if !m.history() || old.Since >= t {
 		return nil
 	}
 	m.keepRecord(attrsCharge(old.Attrs))
-	if err := setJSON(m.tx, kHNode(m.acct.ID, old.ID, t), histNode{Node: *old, Until: t}); err != nil {
+	if err := setJSON(m.tx, kHNode(m.acct.ID, old.ID, t), histNode{Node: *old, Until: t, Trash: trash}); err != nil {
 		return err
 	}
-	return m.tx.Set(kHIdx(m.acct.ID, t, fmt.Sprintf("n/%016x", old.ID)), nil)
+	if trash != nil {
+		if err := m.tx.Set(kTrash(m.acct.ID, t, old.ID), nil); err != nil {
+			return err
+		}
+	}
+	m.hrefs = append(m.hrefs, fmt.Sprintf("n/%016x", old.ID))
+	return nil
 }
 
 // archiveEntry keeps the stored version old of entry (parent, mac), which ends now.
@@ -174,19 +183,17 @@ func (m *mtx) archiveEntry(parent uint64, mac string, old *entryRec) error {
 	if err := setJSON(m.tx, kHEnt(m.acct.ID, parent, mac, t), histEntry{Entry: *old, Until: t}); err != nil {
 		return err
 	}
-	return m.tx.Set(kHIdx(m.acct.ID, t, fmt.Sprintf("e/%016x/%s", parent, mac)), nil)
+	m.hrefs = append(m.hrefs, fmt.Sprintf("e/%016x/%s", parent, mac))
+	return nil
 }
 
-// trash records that node n, last named by (parent, mac, name), was deleted now.
-func (m *mtx) trash(n *api.Node, parent uint64, mac string, name []byte) error {
-	t := m.when()
-	if !m.history() || n.Since >= t {
+// writeIndex writes the expiry index of the versions this mutation ended
+// (mutateTxn calls it last).
+func (m *mtx) writeIndex() error {
+	if len(m.hrefs) == 0 {
 		return nil
 	}
-	if err := setJSON(m.tx, kTrash(m.acct.ID, t, n.ID), trashRec{Node: n.ID, Parent: parent, NameMAC: mac, Name: name}); err != nil {
-		return err
-	}
-	return m.tx.Set(kHIdx(m.acct.ID, t, fmt.Sprintf("t/%016x", n.ID)), nil)
+	return m.tx.Set(kHIdx(m.acct.ID, m.t), []byte(strings.Join(m.hrefs, "\n")))
 }
 
 // chunkUnreferenced notes that chunk c (of id) lost its last reference now:
@@ -340,26 +347,44 @@ func (s *Server) purgeBefore(acct string, t int64) (int, int64, error) {
 				m.acct.HistFloor = t
 			}
 			prefix := pHIdx(acct)
-			it := m.tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
-			var keys [][]byte
-			for it.Rewind(); it.Valid() && len(keys) < 2000; it.Next() {
+			it := m.tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+			type change struct {
+				key  []byte
+				refs []string
+			}
+			var changes []change
+			refs := 0
+			for it.Rewind(); it.Valid() && refs < 4000; it.Next() {
 				k := it.Item().KeyCopy(nil)
-				if string(k[len(prefix):len(prefix)+16]) >= hexTime(t) {
+				if string(k[len(prefix):]) >= hexTime(t) {
 					break
 				}
-				keys = append(keys, k)
+				v, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					it.Close()
+					return err
+				}
+				c := change{key: k, refs: strings.Split(string(v), "\n")}
+				changes = append(changes, c)
+				refs += len(c.refs)
 			}
 			it.Close()
-			for _, k := range keys {
-				b, err := m.dropVersion(string(k[len(prefix):]))
+			for _, c := range changes {
+				until, err := strconv.ParseInt(string(c.key[len(prefix):]), 16, 64)
 				if err != nil {
+					return fmt.Errorf("bad history index %q", c.key)
+				}
+				for _, ref := range c.refs {
+					b, err := m.dropVersion(until, ref)
+					if err != nil {
+						return err
+					}
+					freed += b
+					n++
+				}
+				if err := m.tx.Delete(c.key); err != nil {
 					return err
 				}
-				freed += b
-				if err := m.tx.Delete(k); err != nil {
-					return err
-				}
-				n++
 			}
 			return nil
 		})
@@ -373,16 +398,11 @@ func (s *Server) purgeBefore(acct string, t int64) (int, int64, error) {
 	}
 }
 
-// dropVersion deletes the record an expiry index key names (UNTIL/REF) and
-// credits its bytes; a record already gone (a path purge) is skipped.
-func (m *mtx) dropVersion(ref string) (int64, error) {
+// dropVersion deletes the version ref (of the expiry index) that ended at
+// until and credits its bytes; a record already gone (a path purge) is skipped.
+func (m *mtx) dropVersion(until int64, ref string) (int64, error) {
 	a := m.acct.ID
-	untilHex, rest, _ := strings.Cut(ref, "/")
-	var until int64
-	if _, err := fmt.Sscanf(untilHex, "%016x", &until); err != nil {
-		return 0, fmt.Errorf("bad history index %q", ref)
-	}
-	kind, rest, _ := strings.Cut(rest, "/")
+	kind, rest, _ := strings.Cut(ref, "/")
 	var id uint64
 	switch kind {
 	case "n":
@@ -399,6 +419,11 @@ func (m *mtx) dropVersion(ref string) (int64, error) {
 		}
 		b := attrsCharge(h.Node.Attrs)
 		m.keepRecord(-b)
+		if h.Trash != nil {
+			if err := m.tx.Delete(kTrash(a, until, id)); err != nil {
+				return 0, err
+			}
+		}
 		return b, m.tx.Delete(k)
 	case "e":
 		parentHex, mac, _ := strings.Cut(rest, "/")
@@ -416,11 +441,6 @@ func (m *mtx) dropVersion(ref string) (int64, error) {
 		b := entryCharge(mac, h.Entry.Name)
 		m.keepRecord(-b)
 		return b, m.tx.Delete(k)
-	case "t":
-		if _, err := fmt.Sscanf(rest, "%016x", &id); err != nil {
-			return 0, fmt.Errorf("bad history index %q", ref)
-		}
-		return 0, m.tx.Delete(kTrash(a, until, id))
 	}
 	return 0, fmt.Errorf("bad history index %q", ref)
 }
@@ -507,6 +527,11 @@ func (s *Server) purgeNode(ctx context.Context, acct string, id uint64) (int, in
 			if err := jsonUnmarshal(v, &h); err != nil {
 				return 0, err
 			}
+			if h.Trash != nil {
+				if err := m.tx.Delete(kTrash(acct, h.Until, h.Node.ID)); err != nil {
+					return 0, err
+				}
+			}
 			for _, c := range h.Node.Chunks {
 				chunks[c] = true
 			}
@@ -532,30 +557,6 @@ func (s *Server) purgeNode(ctx context.Context, acct string, id uint64) (int, in
 		if err != nil {
 			return total, freed, fmt.Errorf("purge history of directory %d: %w", d, err)
 		}
-	}
-	// Trash records of the purged nodes.
-	purged := map[uint64]bool{}
-	for _, n := range ids {
-		purged[n] = true
-	}
-	err = s.mutate(acct, false, func(m *mtx) error {
-		it := m.tx.NewIterator(badger.IteratorOptions{Prefix: pTrash(acct), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var r trashRec
-			if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &r) }); err != nil {
-				return err
-			}
-			if purged[r.Node] {
-				if err := m.tx.Delete(it.Item().KeyCopy(nil)); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return total, freed, fmt.Errorf("purge trash records: %w", err)
 	}
 	return total, freed, s.freeUnneeded(ctx, acct, chunks)
 }

@@ -166,15 +166,15 @@ func (s *Server) handleTrash(w http.ResponseWriter, r *http.Request, acct string
 			if err != nil {
 				return fmt.Errorf("bad trash key %q", k)
 			}
-			var t trashRec
-			if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &t) }); err != nil {
-				return err
+			id, err := strconv.ParseUint(k[17:], 16, 64)
+			if err != nil {
+				return fmt.Errorf("bad trash key %q", k)
 			}
 			var h histNode
-			if err := getJSON(tx, kHNode(acct, t.Node, until), &h); err != nil {
+			if err := getJSON(tx, kHNode(acct, id, until), &h); err != nil || h.Trash == nil {
 				continue // purged meanwhile
 			}
-			out.Items = append(out.Items, api.TrashItem{Deleted: until, Parent: t.Parent, NameMAC: t.NameMAC, Name: t.Name, Node: h.Node})
+			out.Items = append(out.Items, api.TrashItem{Deleted: until, Parent: h.Trash.Parent, NameMAC: h.Trash.NameMAC, Name: h.Trash.Name, Node: h.Node})
 			last = k
 		}
 		return nil

@@ -65,7 +65,7 @@ func (m *mtx) putNode(n *api.Node) error {
 		if err != nil {
 			return err
 		}
-		if err := m.archiveNode(old); err != nil {
+		if err := m.archiveNode(old, nil); err != nil {
 			return err
 		}
 	}
@@ -86,10 +86,7 @@ func (m *mtx) putNewNode(n *api.Node) error {
 // attributes; with history, n is kept as its last version and put in the
 // trash under its last name (parent, mac, name).
 func (m *mtx) deleteNode(n *api.Node, parent uint64, mac string, name []byte) error {
-	if err := m.archiveNode(n); err != nil {
-		return err
-	}
-	if err := m.trash(n, parent, mac, name); err != nil {
+	if err := m.archiveNode(n, &trashRec{Parent: parent, NameMAC: mac, Name: name}); err != nil {
 		return err
 	}
 	if err := m.setRefs(n.Chunks, nil); err != nil {
