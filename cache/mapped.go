@@ -157,7 +157,7 @@ func sharedFileMapping(line []byte) (start, end uintptr, path []byte, ok bool) {
 // tablesEvery is how often at most KeepMappedUnder pages out badger's
 // tables (and reads them back into the page cache): when they alone are over
 // the budget (a big tree), each time costs reading them all again.
-const tablesEvery = 10 * time.Second
+const tablesEvery = 2 * time.Second
 
 // KeepMappedUnder checks the process's resident file-backed memory every
 // interval until ctx ends and pages out badger's mapped files whenever it is
