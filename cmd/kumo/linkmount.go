@@ -13,13 +13,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
 	kfs "kumo/fs"
 	"kumo/fs/linkfs"
-	"kumo/fs/mountpoint"
 	"kumo/internal/link"
 	"kumo/remote/client"
 	"kumo/remote/pathops"
@@ -156,14 +154,4 @@ func (m mountedLink) Status() kfs.Status              { return kfs.Status{Server
 func (m mountedLink) Flush(ctx context.Context) error { return nil }
 
 // Unmount waits up to 2 s for processes holding the mount, as the drive's does.
-func (m mountedLink) Unmount() error {
-	for deadline := time.Now().Add(2 * time.Second); len(mountpoint.Holders(m.mnt)) > 0; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return busyError(m.mnt, fmt.Errorf("%s is busy", m.mnt))
-		}
-	}
-	if err := m.FS.Unmount(); err != nil {
-		return busyError(m.mnt, err)
-	}
-	return nil
-}
+func (m mountedLink) Unmount() error { return unmountWhenFree(m.mnt, m.FS.Unmount) }

@@ -569,18 +569,21 @@ type mountedDrive struct {
 	mnt string
 }
 
-// Unmount waits up to 2 s for processes seen holding the mount to let go,
-// and names them if they do not; the drive's own unmount then retries for a
+// Unmount: see unmountWhenFree; the drive's own unmount then retries for a
 // few seconds more (the kernel may still be releasing a file closed a moment
 // ago, which no process shows).
-func (m mountedDrive) Unmount() error {
-	for deadline := time.Now().Add(2 * time.Second); len(mountpoint.Holders(m.mnt)) > 0; time.Sleep(100 * time.Millisecond) {
+func (m mountedDrive) Unmount() error { return unmountWhenFree(m.mnt, m.Drive.Unmount) }
+
+// unmountWhenFree waits up to 2 s for processes seen holding mnt to let go,
+// and names them if they do not; then it unmounts.
+func unmountWhenFree(mnt string, unmount func() error) error {
+	for deadline := time.Now().Add(2 * time.Second); len(mountpoint.Holders(mnt)) > 0; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			return busyError(m.mnt, fmt.Errorf("%s is busy", m.mnt))
+			return busyError(mnt, fmt.Errorf("%s is busy", mnt))
 		}
 	}
-	if err := m.Drive.Unmount(); err != nil {
-		return busyError(m.mnt, err)
+	if err := unmount(); err != nil {
+		return busyError(mnt, err)
 	}
 	return nil
 }
