@@ -74,7 +74,6 @@ type env struct {
 	owner *pathops.FS
 	oc    *client.Client // the owner's
 	anon  *client.Client
-	src   string
 }
 
 func tctx(t *testing.T) context.Context {

@@ -209,7 +209,7 @@ func (e *Entry) validate() error {
 func validName(n string) error {
 	switch {
 	case n == "" || n == "." || n == "..":
-		return errors.New("empty, . or ..")
+		return errors.New(`empty, "." or ".."`)
 	case len(n) > maxName:
 		return fmt.Errorf("longer than %d bytes", maxName)
 	case strings.ContainsAny(n, "/\x00"):
