@@ -57,7 +57,7 @@ test-servers:
 	fi
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing chromium for the link page's browser tests (Debian package, once)"; \
-		if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium; else sudo apt-get install -y chromium; fi || \
+		if [ "$$(id -u)" = 0 ]; then { apt-get update -qq || true; apt-get install -y chromium; }; else { sudo apt-get update -qq || true; sudo apt-get install -y chromium; }; fi || \
 		{ echo "could not install chromium: the browser tests need it (apt-get install chromium)"; exit 1; }; }
 
 # Tests that need nothing but Go (no FUSE, no external servers).
