@@ -134,7 +134,7 @@ func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 		var histRecords int64
 		forEach(t, tx, []byte("hn/"+acct+"/"), func(k string, v []byte) {
 			var h histNode
-			if err := jsonUnmarshal(v, &h); err != nil {
+			if err := h.decode(v); err != nil {
 				t.Fatal(err)
 			}
 			histRecords += int64(len(h.Node.Attrs))
@@ -146,7 +146,7 @@ func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 		})
 		forEach(t, tx, []byte("he/"+acct+"/"), func(k string, v []byte) {
 			var h histEntry
-			if err := jsonUnmarshal(v, &h); err != nil {
+			if err := h.decode(v); err != nil {
 				t.Fatal(err)
 			}
 			parts := strings.Split(k, "/")

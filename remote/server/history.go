@@ -76,15 +76,16 @@ func pHour(a string) []byte             { return []byte("hh/" + a + "/") }
 
 func hexTime(t int64) string { return fmt.Sprintf("%016x", t) }
 
+// histNode and histEntry are kept versions (encoded by history_codec.go).
 type histNode struct {
-	Node  api.Node  `json:"node"`
-	Until int64     `json:"until"`
-	Trash *trashRec `json:"trash,omitempty"` // deleted at Until, last named so
+	Node  api.Node
+	Until int64
+	Trash *trashRec // deleted at Until, last named so
 }
 
 type histEntry struct {
-	Entry entryRec `json:"entry"`
-	Until int64    `json:"until"`
+	Entry entryRec
+	Until int64
 }
 
 type trashRec struct {
@@ -161,7 +162,7 @@ func (m *mtx) archiveNode(old *api.Node, trash *trashRec) error {
 		return nil
 	}
 	m.keepRecord(attrsCharge(old.Attrs))
-	if err := setJSON(m.tx, kHNode(m.acct.ID, old.ID, t), histNode{Node: *old, Until: t, Trash: trash}); err != nil {
+	if err := m.tx.Set(kHNode(m.acct.ID, old.ID, t), histNode{Node: *old, Until: t, Trash: trash}.encode()); err != nil {
 		return err
 	}
 	if trash != nil {
@@ -180,7 +181,7 @@ func (m *mtx) archiveEntry(parent uint64, mac string, old *entryRec) error {
 		return nil
 	}
 	m.keepRecord(entryCharge(mac, old.Name))
-	if err := setJSON(m.tx, kHEnt(m.acct.ID, parent, mac, t), histEntry{Entry: *old, Until: t}); err != nil {
+	if err := m.tx.Set(kHEnt(m.acct.ID, parent, mac, t), histEntry{Entry: *old, Until: t}.encode()); err != nil {
 		return err
 	}
 	m.hrefs = append(m.hrefs, fmt.Sprintf("e/%016x/%s", parent, mac))
@@ -240,7 +241,7 @@ func nodeAt(tx *badger.Txn, acct string, id uint64, t int64) (*api.Node, error) 
 		return nil, nil
 	}
 	var h histNode
-	if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &h) }); err != nil {
+	if err := it.Item().Value(h.decode); err != nil {
 		return nil, err
 	}
 	if h.Node.Since > t {
@@ -294,7 +295,7 @@ func (s *Server) entriesAt(tx *badger.Txn, acct string, dir uint64, t int64) ([]
 			continue
 		}
 		var h histEntry
-		if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &h) }); err != nil {
+		if err := it.Item().Value(h.decode); err != nil {
 			return nil, err
 		}
 		if h.Entry.Since <= t {
@@ -321,7 +322,7 @@ func versions(tx *badger.Txn, acct string, id uint64) ([]api.Version, error) {
 	seek := append(pHNode(acct, id), 0xff)
 	for it.Seek(seek); it.ValidForPrefix(pHNode(acct, id)); it.Next() {
 		var h histNode
-		if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &h) }); err != nil {
+		if err := it.Item().Value(h.decode); err != nil {
 			return nil, err
 		}
 		out = append(out, api.Version{Until: h.Until, Node: h.Node})
@@ -411,7 +412,7 @@ func (m *mtx) dropVersion(until int64, ref string) (int64, error) {
 		}
 		var h histNode
 		k := kHNode(a, id, until)
-		if err := getJSON(m.tx, k, &h); err != nil {
+		if err := getRec(m.tx, k, &h); err != nil {
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				return 0, nil
 			}
@@ -432,7 +433,7 @@ func (m *mtx) dropVersion(until int64, ref string) (int64, error) {
 		}
 		var h histEntry
 		k := kHEnt(a, id, mac, until)
-		if err := getJSON(m.tx, k, &h); err != nil {
+		if err := getRec(m.tx, k, &h); err != nil {
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				return 0, nil
 			}
@@ -462,20 +463,21 @@ func (s *Server) purgeNode(ctx context.Context, acct string, id uint64) (int, in
 				continue
 			}
 			dirs = append(dirs, n)
-			for _, p := range [][]byte{pEnt(acct, n), pHEnt(acct, n)} {
+			for i, p := range [][]byte{pEnt(acct, n), pHEnt(acct, n)} {
 				it := tx.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
 				for it.Rewind(); it.Valid(); it.Next() {
 					var child uint64
 					err := it.Item().Value(func(b []byte) error {
-						var e struct {
-							ID    uint64   `json:"id"`
-							Entry entryRec `json:"entry"`
-						}
-						if err := jsonUnmarshal(b, &e); err != nil {
+						if i == 0 { // a current entry
+							var e entryRec
+							err := jsonUnmarshal(b, &e)
+							child = e.ID
 							return err
 						}
-						child = max(e.ID, e.Entry.ID)
-						return nil
+						var h histEntry
+						err := h.decode(b)
+						child = h.Entry.ID
+						return err
 					})
 					if err != nil {
 						it.Close()
@@ -524,7 +526,7 @@ func (s *Server) purgeNode(ctx context.Context, acct string, id uint64) (int, in
 	for _, n := range ids {
 		err := drop(pHNode(acct, n), func(m *mtx, _, v []byte) (int64, error) {
 			var h histNode
-			if err := jsonUnmarshal(v, &h); err != nil {
+			if err := h.decode(v); err != nil {
 				return 0, err
 			}
 			if h.Trash != nil {
@@ -546,7 +548,7 @@ func (s *Server) purgeNode(ctx context.Context, acct string, id uint64) (int, in
 	for _, d := range dirs {
 		err := drop(pHEnt(acct, d), func(m *mtx, k, v []byte) (int64, error) {
 			var h histEntry
-			if err := jsonUnmarshal(v, &h); err != nil {
+			if err := h.decode(v); err != nil {
 				return 0, err
 			}
 			parts := strings.Split(string(k), "/")
@@ -576,7 +578,7 @@ func wasDir(tx *badger.Txn, acct string, id uint64) bool {
 		return false
 	}
 	var h histNode
-	if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &h) }); err != nil {
+	if err := it.Item().Value(h.decode); err != nil {
 		return false
 	}
 	return h.Node.Type == api.TypeDir
@@ -605,7 +607,7 @@ func (s *Server) freeUnneeded(ctx context.Context, acct string, cands map[string
 		defer it.Close()
 		for it.Rewind(); it.Valid() && len(cands) > 0; it.Next() {
 			var h histNode
-			if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &h) }); err != nil {
+			if err := it.Item().Value(h.decode); err != nil {
 				return err
 			}
 			for _, c := range h.Node.Chunks {

@@ -171,7 +171,7 @@ func (s *Server) handleTrash(w http.ResponseWriter, r *http.Request, acct string
 				return fmt.Errorf("bad trash key %q", k)
 			}
 			var h histNode
-			if err := getJSON(tx, kHNode(acct, id, until), &h); err != nil || h.Trash == nil {
+			if err := getRec(tx, kHNode(acct, id, until), &h); err != nil || h.Trash == nil {
 				continue // purged meanwhile
 			}
 			out.Items = append(out.Items, api.TrashItem{Deleted: until, Parent: h.Trash.Parent, NameMAC: h.Trash.NameMAC, Name: h.Trash.Name, Node: h.Node})

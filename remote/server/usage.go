@@ -145,7 +145,7 @@ func countUsage(tx *badger.Txn, acct string) (usageCount, error) {
 	}
 	err = each([]byte("hn/"+acct+"/"), func(_, v []byte) error {
 		var h histNode
-		if err := jsonUnmarshal(v, &h); err != nil {
+		if err := h.decode(v); err != nil {
 			return err
 		}
 		u.histRecords += attrsCharge(h.Node.Attrs)
@@ -156,7 +156,7 @@ func countUsage(tx *badger.Txn, acct string) (usageCount, error) {
 	}
 	err = each([]byte("he/"+acct+"/"), func(k, v []byte) error {
 		var h histEntry
-		if err := jsonUnmarshal(v, &h); err != nil {
+		if err := h.decode(v); err != nil {
 			return err
 		}
 		// The key is PARENTID/NAMEMAC/UNTIL.
