@@ -166,6 +166,7 @@ type snapNode struct {
 	mu      sync.Mutex
 	entries map[string]*snapNode // directories: the listing at at, by name, once read
 	order   []string
+	bad     map[string]bool // name MACs of entries that failed authentication: EIO by name
 }
 
 var (
@@ -242,11 +243,13 @@ func (s *snapNode) list(ctx context.Context) (map[string]*snapNode, []string, sy
 	}
 	m := make(map[string]*snapNode, len(es))
 	order := make([]string, 0, len(es))
+	bad := map[string]bool{}
 	for _, e := range es {
 		kind := meta.KindOf(e.Node.Type == api.TypeDir)
 		name, err := s.d.sealer.OpenName(s.st.id, e.Node.ID, kind, e.NameMAC, e.Name)
 		if err != nil {
 			s.d.authFailure("snapshot entry name fails authentication", "parent", s.st.id, "child", e.Node.ID, "at", s.at, "err", err)
+			bad[e.NameMAC] = true
 			continue
 		}
 		if s.st.id == api.RootID && reserved(api.RootID, string(name)) {
@@ -258,13 +261,14 @@ func (s *snapNode) list(ctx context.Context) (map[string]*snapNode, []string, sy
 		}
 		child, errno := s.d.snapNode(e.Node, s.at)
 		if errno != 0 {
-			continue // logged and counted by decode
+			bad[e.NameMAC] = true // logged and counted by decode
+			continue
 		}
 		m[string(name)] = child
 		order = append(order, string(name))
 	}
 	sort.Strings(order)
-	s.entries, s.order = m, order
+	s.entries, s.order, s.bad = m, order, bad
 	return m, order, 0
 }
 
@@ -275,6 +279,9 @@ func (s *snapNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	}
 	c, ok := m[name]
 	if !ok {
+		if s.bad[s.d.sealer.NameMAC(s.st.id, []byte(name))] {
+			return nil, syscall.EIO // the cloud's answer for this name failed authentication
+		}
 		return nil, syscall.ENOENT
 	}
 	child := &snapNode{d: s.d, at: s.at, st: c.st} // a fresh inode each lookup; go-fuse keeps one per Ino

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -17,6 +18,9 @@ import (
 	"time"
 
 	"kumo/internal/control"
+	"kumo/internal/hostile"
+	"kumo/internal/meta"
+	"kumo/remote/api"
 	"kumo/remote/pathops"
 	"kumo/remote/server"
 )
@@ -323,5 +327,69 @@ func TestTrashRestoreRmRf(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the mount after the trash restore: %s", diffSums(got, want))
 		}
+	}
+}
+
+// TestHostileServerHistory: history is read from the server like the live
+// tree, and a server that forges it is refused. In a snapshot, an entry it
+// points at another file and a record it alters read as EIO (never other
+// bytes) and are counted; a restore through it fails and changes nothing.
+func TestHostileServerHistory(t *testing.T) {
+	c := startCloudConfig(t, server.Config{DataDir: t.TempDir(), DefaultQuota: 1 << 40, HistoryDefault: 24 * time.Hour})
+	m := c.mount(t, t.TempDir(), nil)
+	must(t, os.WriteFile(m.p("notes.txt"), []byte("my notes\n"), 0o644))
+	must(t, os.WriteFile(m.p("secret.txt"), []byte("the secret\n"), 0o600))
+	must(t, os.WriteFile(m.p("plain.txt"), []byte("plain\n"), 0o644))
+	m.flush()
+	then := time.Now()
+	time.Sleep(10 * time.Millisecond)
+	must(t, os.WriteFile(m.p("notes.txt"), []byte("newer notes\n"), 0o644))
+	m.flush()
+	m.unmount()
+
+	sealer := meta.NewSealer(c.sess.Subkeys())
+	macOf := func(name string) string { return sealer.NameMAC(api.RootID, []byte(name)) }
+	secret, err := c.client(t).Lookup(context.Background(), api.RootID, macOf("secret.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := hostile.Start(t, c.url)
+	p.On(http.MethodGet, "/v1/history/entries", hostile.EditJSON(func(r *api.HistoryListResponse) {
+		for i := range r.Entries {
+			switch r.Entries[i].NameMAC {
+			case macOf("notes.txt"):
+				r.Entries[i].Node = secret.Node // a name pointed at another file
+			case macOf("plain.txt"):
+				r.Entries[i].Node.Attrs[len(r.Entries[i].Node.Attrs)-1] ^= 1 // an altered record
+			}
+		}
+	}))
+	via := *c
+	via.url = p.URL
+	m2 := via.mount(t, t.TempDir(), nil)
+	snap := filepath.Join(m2.p(HistoryDirName), moment(then))
+	for _, name := range []string{"notes.txt", "plain.txt"} {
+		if got, err := os.ReadFile(filepath.Join(snap, name)); !errors.Is(err, syscall.EIO) {
+			t.Errorf("%s in a forged snapshot: %q, %v; want EIO", name, got, err)
+		}
+	}
+	if got, err := os.ReadFile(filepath.Join(snap, "secret.txt")); err != nil || string(got) != "the secret\n" {
+		t.Errorf("secret.txt in the snapshot: %q %v", got, err)
+	}
+	names, err := os.ReadDir(snap)
+	if err != nil || len(names) != 1 {
+		t.Errorf("forged entries listed: %v %v", names, err)
+	}
+	if r := m2.d.Integrity(); r.AuthFailures == 0 {
+		t.Errorf("integrity report counts no failure: %+v", r)
+	}
+
+	// A restore through the same server refuses and leaves the tree alone.
+	fsys := pathops.New(via.client(t), c.sess.Subkeys())
+	if _, err := fsys.Restore(context.Background(), "/", then.UnixNano(), "/", true, nil); err == nil {
+		t.Fatal("a restore from a forged snapshot succeeded")
+	}
+	if got, err := os.ReadFile(m2.p("notes.txt")); err != nil || string(got) != "newer notes\n" {
+		t.Fatalf("the live file after a refused restore: %q %v", got, err)
 	}
 }
