@@ -120,9 +120,6 @@ func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 				if c.Refs != 0 {
 					t.Errorf("chunk %s is referenced (%d) but counted as history", k, c.Refs)
 				}
-				if ok, err := exists(tx, kHChunk(acct, c.Unref.UnixNano(), k)); err != nil || !ok {
-					t.Errorf("history chunk %s not indexed by its unref time (%v)", k, err)
-				}
 			}
 			stored[k] = true
 			delete(refs, k)
@@ -151,13 +148,6 @@ func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 			}
 			parts := strings.Split(k, "/")
 			histRecords += int64(len(h.Entry.Name) + len(parts[1])/2)
-		})
-		forEach(t, tx, pHChunk(acct), func(k string, v []byte) {
-			id := k[strings.IndexByte(k, '/')+1:]
-			var c chunkRec
-			if err := getJSON(tx, kChunk(acct, id), &c); err != nil || !c.Hist {
-				t.Errorf("history index %s names a chunk not kept for history (%v)", k, err)
-			}
 		})
 		if a.UsageV == usageVersion && a.HistUsed != histChunks+histRecords {
 			t.Errorf("history usage %d, kept chunks %d + kept records %d", a.HistUsed, histChunks, histRecords)

@@ -34,7 +34,7 @@ import (
 //	zref/ACCT/CHUNKID                 empty; present while the chunk has no references
 //	feed/ACCT/SEQ                     api.Change (JSON)
 //	pend/ACCT/CHUNKID                 upload time (JSON); blob being written, not yet recorded
-//	hn/, he/, ht/, hx/, hc/, hh/      history (history.go)
+//	hn/, he/, ht/, hx/, hh/           history (history.go)
 func kSecret() []byte                  { return []byte("sys/secret") }
 func kEmail(email string) []byte       { return []byte("email/" + email) }
 func kAcct(id string) []byte           { return []byte("acct/" + id) }
@@ -154,7 +154,7 @@ type chunkRec struct {
 	// read, see badgerOptions) and the client's AEAD cover them.
 	InDB bool `json:"db,omitempty"`
 	// Hist: unreferenced but kept for history (counted in accountRec.HistUsed,
-	// indexed under hc/ by Unref).
+	// found through zref/, like every unreferenced chunk).
 	Hist bool `json:"hist,omitempty"`
 }
 

@@ -49,7 +49,6 @@ import (
 //	hx/ACCT/UNTIL               expiry index: the versions the change at UNTIL ended, one
 //	                            REF a line (n/NODEID or e/PARENT/MAC); one key per change
 //	                            keeps what history writes per operation small
-//	hc/ACCT/UNREF/CHUNKID       empty; a chunk kept only for history, by when it lost its last reference
 //	hh/ACCT/HOUR                empty; an hour (Unix ns of its start) in which the tree changed
 //
 // Times are 16 hex digits (Unix ns), so keys sort by time.
@@ -67,12 +66,8 @@ func kTrash(a string, until int64, id uint64) []byte {
 func pTrash(a string) []byte             { return []byte("ht/" + a + "/") }
 func kHIdx(a string, until int64) []byte { return fmt.Appendf(nil, "hx/%s/%016x", a, until) }
 func pHIdx(a string) []byte              { return []byte("hx/" + a + "/") }
-func kHChunk(a string, unref int64, id string) []byte {
-	return fmt.Appendf(nil, "hc/%s/%016x/%s", a, unref, id)
-}
-func pHChunk(a string) []byte           { return []byte("hc/" + a + "/") }
-func kHour(a string, hour int64) []byte { return fmt.Appendf(nil, "hh/%s/%016x", a, hour) }
-func pHour(a string) []byte             { return []byte("hh/" + a + "/") }
+func kHour(a string, hour int64) []byte  { return fmt.Appendf(nil, "hh/%s/%016x", a, hour) }
+func pHour(a string) []byte              { return []byte("hh/" + a + "/") }
 
 func hexTime(t int64) string { return fmt.Sprintf("%016x", t) }
 
@@ -205,7 +200,7 @@ func (m *mtx) chunkUnreferenced(id string, c *chunkRec) error {
 	}
 	c.Hist = true
 	m.acct.HistUsed += c.Size
-	return m.tx.Set(kHChunk(m.acct.ID, c.Unref.UnixNano(), id), nil)
+	return nil
 }
 
 // chunkReferenced undoes chunkUnreferenced when a chunk is referenced again
@@ -216,7 +211,38 @@ func (m *mtx) chunkReferenced(id string, c *chunkRec) error {
 	}
 	c.Hist = false
 	m.acct.HistUsed -= c.Size
-	return m.tx.Delete(kHChunk(m.acct.ID, c.Unref.UnixNano(), id))
+	return nil
+}
+
+// keptChunk is a chunk kept only for history.
+type keptChunk struct {
+	id    string
+	unref int64
+	size  int64
+}
+
+// keptChunks lists acct's chunks kept only for history, oldest loss of the
+// last reference first. They are among the zero-reference chunks the
+// collector indexes anyway (zref/), so history keeps no index of its own:
+// that would be one more write in every delete, and this is read only to
+// free history early.
+func keptChunks(tx *badger.Txn, acct string) ([]keptChunk, error) {
+	var out []keptChunk
+	p := []byte("zref/" + acct + "/")
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		id := string(it.Item().Key()[len(p):])
+		c, err := readChunk(tx, acct, id)
+		if err != nil {
+			return nil, err
+		}
+		if c != nil && c.Hist {
+			out = append(out, keptChunk{id, c.Unref.UnixNano(), c.Size})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].unref < out[j].unref })
+	return out, nil
 }
 
 // Reads at a moment.
@@ -638,31 +664,13 @@ func (s *Server) freeRoom(ctx context.Context, acct string, need int64) (int64, 
 	var t int64
 	err := s.db.View(func(tx *badger.Txn) error {
 		var sum int64
-		type ev struct {
-			t    int64
-			size int64
+		kept, err := keptChunks(tx, acct)
+		if err != nil {
+			return err
 		}
-		var evs []ev
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: pHChunk(acct), PrefetchValues: false})
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := string(it.Item().Key()[len(pHChunk(acct)):])
-			tHex, id, _ := strings.Cut(k, "/")
-			var ct int64
-			fmt.Sscanf(tHex, "%016x", &ct)
-			c, err := readChunk(tx, acct, id)
-			if err != nil {
-				it.Close()
-				return err
-			}
-			if c != nil {
-				evs = append(evs, ev{ct, c.Size})
-			}
-		}
-		it.Close()
-		sort.Slice(evs, func(i, j int) bool { return evs[i].t < evs[j].t })
-		for _, e := range evs {
-			sum += e.size
-			t = e.t + 1
+		for _, c := range kept {
+			sum += c.size
+			t = c.unref + 1
 			if sum >= need {
 				return nil
 			}
@@ -693,18 +701,13 @@ func (s *Server) freeRoom(ctx context.Context, acct string, need int64) (int64, 
 func (s *Server) collectHistoryBefore(ctx context.Context, acct string, t int64) (int64, error) {
 	var ids []string
 	err := s.db.View(func(tx *badger.Txn) error {
-		p := pHChunk(acct)
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := string(it.Item().Key()[len(p):])
-			tHex, id, _ := strings.Cut(k, "/")
-			if tHex >= hexTime(t) {
-				break
+		kept, err := keptChunks(tx, acct)
+		for _, c := range kept {
+			if c.unref < t {
+				ids = append(ids, c.id)
 			}
-			ids = append(ids, id)
 		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return 0, err
