@@ -57,17 +57,14 @@ func dirEmpty(tx *badger.Txn, acct string, id uint64) bool {
 	return !it.Valid()
 }
 
-// putNode saves n, an existing node, with a new change sequence number;
-// the stored version goes to history.
-func (m *mtx) putNode(n *api.Node) error {
-	if m.history() {
-		old, err := readNode(m.tx, m.acct.ID, n.ID)
-		if err != nil {
-			return err
-		}
-		if err := m.archiveNode(old, nil); err != nil {
-			return err
-		}
+// changeNode applies change to n, an existing node as read in this
+// transaction, and saves it with a new change sequence number; the version
+// it had goes to history (a copy taken here, so no second read).
+func (m *mtx) changeNode(n *api.Node, change func(n *api.Node)) error {
+	old := *n
+	change(n)
+	if err := m.archiveNode(&old, nil); err != nil {
+		return err
 	}
 	return m.putNewNode(n)
 }
@@ -281,9 +278,11 @@ func (m *mtx) update(id uint64, r *api.UpdateRequest) (*api.Node, error) {
 	if err := m.setRefs(n.Chunks, r.Chunks); err != nil {
 		return nil, err
 	}
-	n.Attrs, n.Chunks = r.Attrs, r.Chunks
-	n.Version++
-	if err := m.putNode(n); err != nil {
+	err = m.changeNode(n, func(n *api.Node) {
+		n.Attrs, n.Chunks = r.Attrs, r.Chunks
+		n.Version++
+	})
+	if err != nil {
 		return nil, err
 	}
 	return n, nil
@@ -361,14 +360,12 @@ func (m *mtx) rename(r *api.RenameRequest) error {
 		}
 		if r.SrcParent != r.DstParent {
 			if sn.Type == api.TypeDir {
-				sn.Parent = r.DstParent
-				if err := m.putNode(sn); err != nil {
+				if err := m.changeNode(sn, func(n *api.Node) { n.Parent = r.DstParent }); err != nil {
 					return err
 				}
 			}
 			if dn.Type == api.TypeDir {
-				dn.Parent = r.SrcParent
-				if err := m.putNode(dn); err != nil {
+				if err := m.changeNode(dn, func(n *api.Node) { n.Parent = r.SrcParent }); err != nil {
 					return err
 				}
 			}
@@ -413,8 +410,7 @@ func (m *mtx) rename(r *api.RenameRequest) error {
 		return err
 	}
 	if sn.Type == api.TypeDir && sn.Parent != r.DstParent {
-		sn.Parent = r.DstParent
-		return m.putNode(sn)
+		return m.changeNode(sn, func(n *api.Node) { n.Parent = r.DstParent })
 	}
 	return nil
 }
@@ -424,8 +420,7 @@ func (m *mtx) dropLink(n *api.Node, parent uint64, mac string, name []byte) erro
 	if n.Nlink <= 1 {
 		return m.deleteNode(n, parent, mac, name)
 	}
-	n.Nlink--
-	return m.putNode(n)
+	return m.changeNode(n, func(n *api.Node) { n.Nlink-- })
 }
 
 func (m *mtx) link(r *api.LinkRequest) (*api.Entry, error) {
@@ -449,11 +444,10 @@ func (m *mtx) link(r *api.LinkRequest) (*api.Entry, error) {
 	if n.Nlink >= 1<<31 {
 		return nil, badRequest("too many links")
 	}
-	n.Nlink++
 	if err := m.putEntry(r.Parent, r.NameMAC, nil, entryRec{ID: n.ID, Name: r.Name}); err != nil {
 		return nil, err
 	}
-	if err := m.putNode(n); err != nil {
+	if err := m.changeNode(n, func(n *api.Node) { n.Nlink++ }); err != nil {
 		return nil, err
 	}
 	return &api.Entry{Parent: r.Parent, NameMAC: r.NameMAC, Name: r.Name, Node: *n}, nil
