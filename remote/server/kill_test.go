@@ -78,12 +78,7 @@ func TestKill9(t *testing.T) {
 		}()
 	}
 	time.Sleep(1500 * time.Millisecond)
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
-	close(stop)
-	wg.Wait()
+	kill9(t, cmd, stop, &wg)
 	if len(done) < 10 {
 		t.Fatalf("only %d operations acknowledged before the kill", len(done))
 	}
@@ -106,6 +101,18 @@ func TestKill9(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged creates survived kill -9; state %+v", len(done), sum)
+}
+
+// kill9 kills the child server, then stops the workload's goroutines (their
+// requests now fail) and waits for them.
+func kill9(t *testing.T, cmd *exec.Cmd, stop chan struct{}, wg *sync.WaitGroup) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	close(stop)
+	wg.Wait()
 }
 
 // killSender sends u's requests to the server that is about to be killed:
@@ -276,12 +283,7 @@ func TestKill9DuringHistoryGC(t *testing.T) {
 			break
 		}
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
-	close(stop)
-	wg.Wait()
+	kill9(t, cmd, stop, &wg)
 	if len(done) < 10 {
 		t.Fatalf("only %d operations acknowledged before the kill", len(done))
 	}
