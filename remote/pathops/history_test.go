@@ -152,19 +152,7 @@ func (a *histAccount) rmrf(t *testing.T, p string) {
 		t.Fatal(err)
 	}
 	walk(n)
-	for len(ops) > 0 {
-		k := min(len(ops), api.MaxBatchOps)
-		resp, err := a.c.Batch(tctx(t), api.BatchRequest{Ops: ops[:k]})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, r := range resp.Results {
-			if r.Error != nil {
-				t.Fatalf("rm -rf op %d: %v", i, r.Error)
-			}
-		}
-		ops = ops[k:]
-	}
+	a.batch(t, "rm -rf", ops)
 }
 
 // TestRestoreRansomware: every file of a tree overwritten with random bytes
@@ -503,19 +491,7 @@ func TestRestoreBigTreeFast(t *testing.T) {
 			wantNode[fmt.Sprintf("/big/d%02d/%s", d, name)] = s
 		}
 	}
-	for len(ops) > 0 {
-		k := min(len(ops), api.MaxBatchOps)
-		resp, err := a.c.Batch(tctx(t), api.BatchRequest{Ops: ops[:k]})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, r := range resp.Results {
-			if r.Error != nil {
-				t.Fatalf("create op %d: %v", i, r.Error)
-			}
-		}
-		ops = ops[k:]
-	}
+	a.batch(t, "create", ops)
 	before := time.Now().UnixNano()
 	a.rmrf(t, "/big")
 	if _, err := a.f.MkdirAll(tctx(t), "/big"); err != nil {
@@ -595,5 +571,24 @@ func TestRestoreDirOverFile(t *testing.T) {
 		if p != "/d/x" && (!meta.IsConflictOf(path.Base(path.Dir(p)), "x") || sum != sha256.Sum256([]byte("why"))) {
 			t.Fatalf("unexpected %s", p)
 		}
+	}
+}
+
+// batch sends ops in batches of the most one request takes; any refused op
+// (what it was for, its index) fails the test.
+func (a *histAccount) batch(t *testing.T, what string, ops []api.BatchOp) {
+	t.Helper()
+	for len(ops) > 0 {
+		k := min(len(ops), api.MaxBatchOps)
+		resp, err := a.c.Batch(tctx(t), api.BatchRequest{Ops: ops[:k]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range resp.Results {
+			if r.Error != nil {
+				t.Fatalf("%s op %d: %v", what, i, r.Error)
+			}
+		}
+		ops = ops[k:]
 	}
 }
