@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -135,20 +134,9 @@ func linkCommand() *cli.Command {
 	}
 }
 
-// parseExpiry reads a duration with an optional day unit: 7d, 36h, 90m.
+// parseExpiry reads a positive span: 7d, 36h, 90m (parseSpan).
 func parseExpiry(v string) (time.Duration, error) {
-	var d time.Duration
-	var err error
-	if n, ok := strings.CutSuffix(v, "d"); ok {
-		var days int
-		days, err = strconv.Atoi(n)
-		d = time.Duration(days) * 24 * time.Hour
-		if days > 100*365 {
-			err = fmt.Errorf("too long")
-		}
-	} else {
-		d, err = time.ParseDuration(v)
-	}
+	d, err := parseSpan(v)
 	if err != nil || d <= 0 {
 		return 0, fmt.Errorf("--expires %q: want a positive duration such as 7d, 12h or 30m", v)
 	}
