@@ -105,13 +105,19 @@ func decodeExact(dst []byte, s string, n int) error {
 	return nil
 }
 
-// NewID returns a fresh random link id.
+// NewID returns a fresh random link id. It never starts with '-' (the first
+// six bits 62), so that `kumo link rm ID` is not taken for a flag; that costs
+// 0.02 of the id's 128 bits.
 func NewID() (ID, error) {
-	var id ID
-	if _, err := rand.Read(id[:]); err != nil {
-		return ID{}, fmt.Errorf("link: random id: %w", err)
+	for {
+		var id ID
+		if _, err := rand.Read(id[:]); err != nil {
+			return ID{}, fmt.Errorf("link: random id: %w", err)
+		}
+		if id[0]>>2 != 62 {
+			return id, nil
+		}
 	}
-	return id, nil
 }
 
 // NewSecret returns a fresh random link secret.

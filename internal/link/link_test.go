@@ -384,3 +384,17 @@ func FuzzParseURL(f *testing.F) {
 		}
 	})
 }
+
+// A link id is typed on command lines (`kumo link rm ID`), where a leading '-'
+// reads as a flag; one random id in 64 would start with it.
+func TestNewIDNeverLooksLikeAFlag(t *testing.T) {
+	for i := 0; i < 5000; i++ {
+		id, err := NewID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := id.String(); strings.HasPrefix(s, "-") {
+			t.Fatalf("NewID gave %q", s)
+		}
+	}
+}
