@@ -528,6 +528,9 @@ func (s *Server) auth(f authedFunc) handlerFunc {
 			return err
 		}
 		info(r).account = acct
+		if _, ok := r.Header[api.ShareHeader]; ok { // a request on a share (shares_access.go)
+			return s.serveShared(w, r, acct)
+		}
 		return f(w, r, acct)
 	}
 }

@@ -88,6 +88,14 @@ func (s *Server) routes() http.Handler {
 	h("POST /v1/s/{id}/open", s.handleLinkOpen)
 	h("GET /v1/s/{id}/chunks/{chunkid}", s.handleLinkChunk)
 
+	a("POST /v1/shares", s.handleShareCreate) // shares.go
+	a("GET /v1/shares", s.handleShareList)
+	a("POST /v1/shares/{share}/members", s.handleShareMember)
+	a("POST /v1/shares/{share}/rotate", s.handleShareRotate)
+	a("DELETE /v1/shares/{share}", s.handleShareDelete)
+	a("POST /v1/shares/accept", s.handleShareAccept)
+	a("POST /v1/shares/leave", s.handleShareLeave)
+
 	a("GET /v1/changes", s.handleChanges)
 	a("GET /v1/head", s.handleGetHead) // head.go
 	a("PUT /v1/head", s.handlePutHead)
