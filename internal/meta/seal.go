@@ -169,16 +169,21 @@ func (s *Sealer) SealAttrs(id, rev uint64, a *Attrs) []byte {
 }
 
 func (s *Sealer) sealAttrsWithNonce(id, rev uint64, a *Attrs, nonce [nonceSize]byte) []byte {
+	return sealAttrs(s.home, Home, id, rev, a, nonce)
+}
+
+// sealAttrs seals under key set ks, whose key id kid goes in the header.
+func sealAttrs(ks *keyset, kid KeyID, id, rev uint64, a *Attrs, nonce [nonceSize]byte) []byte {
 	pt := a.Encode()
 	out := make([]byte, 0, attrsHeaderV2+nonceSize+len(pt)+chacha20poly1305.Overhead)
 	out = append(out, SealedV2)
-	out = binary.BigEndian.AppendUint64(out, Home.Share)
-	out = binary.BigEndian.AppendUint32(out, Home.Gen)
+	out = binary.BigEndian.AppendUint64(out, kid.Share)
+	out = binary.BigEndian.AppendUint32(out, kid.Gen)
 	out = binary.BigEndian.AppendUint64(out, rev)
 	ad := binary.BigEndian.AppendUint64([]byte(adAttrsV2), id)
 	ad = append(ad, out...)
 	out = append(out, nonce[:]...)
-	return s.home.attrs.Seal(out, nonce[:], pt, ad)
+	return ks.attrs.Seal(out, nonce[:], pt, ad)
 }
 
 // sealAttrsV1WithNonce produces the v1 envelope (test vectors and fixtures only).
@@ -284,13 +289,18 @@ func (s *Sealer) SealName(parent, child uint64, kind Kind, name []byte) []byte {
 }
 
 func (s *Sealer) sealNameWithNonce(parent, child uint64, kind Kind, name []byte, nonce [nonceSize]byte) []byte {
+	return sealName(s.home, Home, parent, child, kind, name, nonce)
+}
+
+// sealName seals under key set ks, whose key id kid goes in the header.
+func sealName(ks *keyset, kid KeyID, parent, child uint64, kind Kind, name []byte, nonce [nonceSize]byte) []byte {
 	out := make([]byte, 0, nameHeaderV2+nonceSize+len(name)+chacha20poly1305.Overhead)
 	out = append(out, SealedV2)
-	out = binary.BigEndian.AppendUint64(out, Home.Share)
-	out = binary.BigEndian.AppendUint32(out, Home.Gen)
+	out = binary.BigEndian.AppendUint64(out, kid.Share)
+	out = binary.BigEndian.AppendUint32(out, kid.Gen)
 	ad := nameADV2(parent, child, kind, out)
 	out = append(out, nonce[:]...)
-	return s.home.names.Seal(out, nonce[:], name, ad)
+	return ks.names.Seal(out, nonce[:], name, ad)
 }
 
 // sealNameV1WithNonce produces the v1 envelope (test vectors and fixtures only).
