@@ -117,7 +117,7 @@ func getCommand() *cli.Command {
 	return embeddedOK(&cli.Command{
 		Name:      "get",
 		Usage:     "download a remote file (or with -r a directory tree), verifying every byte",
-		UsageText: "kumo get [-r] REMOTE [LOCAL]\nkumo get https://SERVER/s/ID#SECRET [LOCAL]",
+		UsageText: "kumo get [-r] REMOTE [LOCAL]\nkumo get [--fingerprint HEX] https://SERVER/s/ID#SECRET [LOCAL]",
 		Description: "LOCAL defaults to the current directory. A file is written to a temporary name and renamed\n" +
 			"into place only when complete and verified. A link URL (kumo link) downloads the linked file or\n" +
 			"folder with no account.",
@@ -125,6 +125,7 @@ func getCommand() *cli.Command {
 			&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Usage: "download a directory tree"},
 			&cli.IntFlag{Name: "parallel", Value: pathops.DefaultParallel, Usage: "chunks downloaded at once"},
 			linkPasswordFileFlag(),
+			fingerprintFlag(), // a link's server: link.go's linkClient
 			configFlag(),
 			cloudDirFlag(),
 		},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -11,6 +12,7 @@ import (
 
 	"kumo/internal/link"
 	"kumo/internal/size"
+	"kumo/internal/tlspin"
 	"kumo/remote/client"
 	"kumo/remote/pathops"
 )
@@ -171,7 +173,7 @@ func getLink(c *cli.Context, rawURL, dest string) error {
 	if err != nil {
 		return err
 	}
-	cl, err := client.New(client.Options{BaseURL: base})
+	cl, err := linkClient(c, base)
 	if err != nil {
 		return err
 	}
@@ -186,5 +188,19 @@ func getLink(c *cli.Context, rawURL, dest string) error {
 			return readPassword(c, "link-password-file", linkPasswordEnv, "Link password: ", false)
 		},
 	})
-	return explain(err, nil)
+	return explainPin(c, err) // a certificate other than --fingerprint's: said so
+}
+
+// linkClient is a client of a link's server with no account. An https server
+// is checked as login checks it (resolvePin): --fingerprint pins its
+// certificate (a self-signed one, say), else a pin kept by an earlier login or
+// get, else the system CAs, else the fingerprint is asked on a terminal.
+func linkClient(c *cli.Context, base string) (*client.Client, error) {
+	pin, err := resolvePin(c.Context, base, c.String("fingerprint"), pinsPath(c), terminalPrompt)
+	if err != nil {
+		return nil, err
+	}
+	hc := client.NewHTTPClient()
+	hc.Transport.(*http.Transport).TLSClientConfig = tlspin.ClientConfig(pin)
+	return client.New(client.Options{BaseURL: base, HTTPClient: hc})
 }
