@@ -58,6 +58,8 @@ type Client struct {
 	adminToken string
 	// signupVoucher goes with Signup (SetSignupVoucher).
 	signupVoucher string
+	// shareScope, when set (ForShare), goes in the Kumo-Share header of every request.
+	shareScope string
 }
 
 // NewHTTPClient returns the tuned default HTTP client: keep-alive with many idle
@@ -267,6 +269,9 @@ func (c *Client) once(ctx context.Context, cl call) (body []byte, status int, re
 		}
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.shareScope != "" {
+		req.Header.Set(api.ShareHeader, c.shareScope)
+	}
 	if cl.token != "" {
 		req.Header.Set("Authorization", "Bearer "+cl.token)
 	} else {

@@ -42,6 +42,12 @@ type FS struct {
 	cipher *chunk.Cipher
 	// Parallel is how many chunks are uploaded or downloaded at once; 0: DefaultParallel.
 	Parallel int
+	// Shared folders (share.go): the shares whose records this FS opens,
+	// the identity that signs its writes in one, and for a view of one
+	// share (rooted at its root, writing under its current generation), which.
+	shares map[uint64]*Share
+	me     *keys.Identity
+	scope  *Share
 }
 
 // New returns an FS over the client with the account's subkeys.
@@ -127,12 +133,15 @@ func Split(p string) ([]string, error) {
 
 // Root returns the authenticated root directory.
 func (f *FS) Root(ctx context.Context) (*Node, error) {
-	n, err := f.c.GetNode(ctx, api.RootID)
+	n, err := f.c.GetNode(ctx, f.rootID())
 	if err != nil {
 		return nil, fmt.Errorf("get root: %w", err)
 	}
+	if err := f.checkRoot(n); err != nil {
+		return nil, err
+	}
 	root, err := f.open("/", "", 0, "", n)
-	if err == nil && meta.HasFormatMarkV2(root.Attrs) {
+	if err == nil && f.scope == nil && meta.HasFormatMarkV2(root.Attrs) {
 		f.sealer.RequireV2() // an all-v2 account: a v1 record is a replay
 	}
 	return root, err
@@ -141,7 +150,7 @@ func (f *FS) Root(ctx context.Context) (*Node, error) {
 // open authenticates a node's attributes and checks them against what the
 // server says about the node.
 func (f *FS) open(p, name string, parent uint64, mac string, n api.Node) (*Node, error) {
-	a, err := f.sealer.OpenAttrs(n.ID, n.Attrs)
+	a, err := f.openAttrs(n)
 	if err != nil {
 		return nil, fmt.Errorf("%s: attributes of node %d: %w", p, n.ID, err)
 	}
@@ -185,8 +194,7 @@ func (f *FS) child(ctx context.Context, dir *Node, name string) (*Node, error) {
 	if !dir.IsDir() {
 		return nil, fmt.Errorf("%s: %w", dir.Path, api.ErrNotDir)
 	}
-	mac := f.sealer.NameMAC(dir.ID(), []byte(name))
-	e, err := f.c.Lookup(ctx, dir.ID(), mac)
+	e, err := f.lookup(ctx, dir, name)
 	p := path.Join(dir.Path, name)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
@@ -199,7 +207,7 @@ func (f *FS) openEntry(dir *Node, p string, e api.Entry) (*Node, error) {
 	if e.Parent != dir.ID() {
 		return nil, fmt.Errorf("%s: entry of directory %d returned for %d: %w", p, e.Parent, dir.ID(), ErrMismatch)
 	}
-	name, err := f.sealer.OpenName(dir.ID(), e.Node.ID, meta.KindOf(e.Node.Type == api.TypeDir), e.NameMAC, e.Name)
+	name, err := f.openName(dir, e)
 	if err != nil {
 		return nil, fmt.Errorf("%s: entry name: %w", dir.Path, err)
 	}
@@ -291,6 +299,9 @@ func (f *FS) Create(ctx context.Context, dir *Node, name string, a *meta.Attrs) 
 	if err := a.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
+	if err := f.canWrite(dir); err != nil {
+		return nil, err
+	}
 	req, err := f.createRequest(dir.ID(), name, a, p)
 	if err != nil {
 		return nil, err
@@ -313,14 +324,21 @@ func (f *FS) createRequest(dir uint64, name string, a *meta.Attrs, p string) (ap
 	if a.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		typ = api.TypeDir
 	}
-	sealed := f.sealer.SealAttrs(id, meta.NextRev(0), a)
+	sealed, err := f.sealAttrs(id, meta.NextRev(0), a)
+	if err != nil {
+		return api.CreateRequest{}, fmt.Errorf("%s: %w", p, err)
+	}
 	if len(sealed) > api.MaxAttrsSize {
 		return api.CreateRequest{}, fmt.Errorf("%s: attributes of %d bytes exceed the server's limit (file too large: %d chunks)", p, len(sealed), len(a.Chunks))
 	}
+	mac, sealedName, err := f.sealName(dir, id, meta.KindOf(typ == api.TypeDir), name)
+	if err != nil {
+		return api.CreateRequest{}, fmt.Errorf("%s: %w", p, err)
+	}
 	return api.CreateRequest{
 		Parent:  dir,
-		NameMAC: f.sealer.NameMAC(dir, []byte(name)),
-		Name:    f.sealer.SealName(dir, id, meta.KindOf(typ == api.TypeDir), []byte(name)),
+		NameMAC: mac,
+		Name:    sealedName,
 		ID:      id,
 		Type:    typ,
 		Attrs:   sealed,
@@ -333,6 +351,9 @@ func (f *FS) createRequest(dir uint64, name string, a *meta.Attrs, p string) (ap
 func (f *FS) update(ctx context.Context, n *Node, a *meta.Attrs) (*Node, error) {
 	if err := a.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", n.Path, err)
+	}
+	if err := f.canWrite(n); err != nil {
+		return nil, err
 	}
 	req, err := f.updateRequest(n, a)
 	if err != nil {
@@ -356,7 +377,10 @@ func (f *FS) update(ctx context.Context, n *Node, a *meta.Attrs) (*Node, error) 
 
 // updateRequest seals a as n's next attributes (for n's node id, at n's version).
 func (f *FS) updateRequest(n *Node, a *meta.Attrs) (api.UpdateRequest, error) {
-	sealed := f.sealer.SealAttrs(n.ID(), meta.NextRev(meta.Rev(n.Node.Attrs)), a)
+	sealed, err := f.sealAttrs(n.ID(), meta.NextRev(meta.Rev(n.Node.Attrs)), a)
+	if err != nil {
+		return api.UpdateRequest{}, fmt.Errorf("%s: %w", n.Path, err)
+	}
 	if len(sealed) > api.MaxAttrsSize {
 		return api.UpdateRequest{}, fmt.Errorf("%s: attributes of %d bytes exceed the server's limit (file too large: %d chunks)", n.Path, len(sealed), len(a.Chunks))
 	}

@@ -406,7 +406,7 @@ func (f *FS) getNode(ctx context.Context, n *Node, local string, prog Progress) 
 		if err != nil {
 			return fmt.Errorf("download chunk %d: %w", i, err)
 		}
-		plain, err := f.cipher.Open(buf[:0], r.ID, sealed)
+		plain, err := f.chunkCipher(n).Open(buf[:0], r.ID, sealed)
 		if err != nil {
 			return fmt.Errorf("chunk %d: %w", i, err)
 		}

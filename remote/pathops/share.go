@@ -1,0 +1,816 @@
+package pathops
+
+// Shared folders (docs/FORMAT.md §3g): a directory subtree of the owner's
+// tree whose records are sealed under the share's own key generations and
+// signed by their writer. This file holds the FS hooks that open, check and
+// seal such records, and the owner's and members' operations.
+//
+// Sharing an existing folder re-seals its subtree: every node's attributes
+// and every entry's name under the share's key id, and every file's chunks
+// re-encrypted with the share's chunk keys (a chunk's keys are those of the
+// key id of the attributes naming it, FORMAT §2, so a member could not open a
+// chunk sealed under the owner's home keys). The owner's share secrets derive
+// from its master key, so an interrupted share is resumed by running it again.
+//
+// Revoking a member rotates the share to a new generation (lazy rotation,
+// as Keybase does): records written from then on are sealed under it; older
+// records stay under the generation they were written in, readable by
+// whoever held that generation's secret (what a member already downloaded
+// cannot be recalled anyway). Lookups try the name MAC of every generation
+// this client holds, newest first.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"kumo/internal/chunk"
+	"kumo/internal/keys"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+	"kumo/remote/client"
+)
+
+// ErrShare is the error of a shared-folder record this client must refuse:
+// outside the share it claims, of a share this client does not hold, or not
+// signed by a writer of the share. Reads return it instead of data.
+var ErrShare = errors.New("shared folder record refused")
+
+// ErrNotInShare is returned for a write this FS may not make there: into a
+// shared folder through the home tree, or outside the share of a share view.
+var ErrNotInShare = errors.New("write outside the tree this view writes to")
+
+// Share is one shared folder as this client knows it: its owner-signed
+// roster (verified against the owner's pinned keys) and the secrets of the
+// key generations this client holds.
+type Share struct {
+	ID         uint64
+	OwnerID    string // the owner's account id
+	OwnerEmail string
+	Root       uint64 // the share root's node id in the owner's tree
+	Folder     string // the root's name in the owner's tree
+	Owned      bool
+	Role       keys.Role // this account's role (RoleWriter for the owner)
+	Roster     *keys.Roster
+	Secrets    map[uint32]keys.Key // by generation
+
+	ciphers map[uint32]*chunk.Cipher
+}
+
+// Gen is the share's current key generation.
+func (s *Share) Gen() uint32 { return s.Roster.Gen }
+
+// Name is how the CLI names a share: OWNER_EMAIL/FOLDER.
+func (s *Share) Name() string { return s.OwnerEmail + "/" + s.Folder }
+
+// gens returns the generations this client holds, newest first.
+func (s *Share) gens() []uint32 {
+	out := make([]uint32, 0, len(s.Secrets))
+	for g := range s.Secrets {
+		out = append(out, g)
+	}
+	slices.Sort(out)
+	slices.Reverse(out)
+	return out
+}
+
+func (s *Share) kid(gen uint32) meta.KeyID { return meta.KeyID{Share: s.ID, Gen: gen} }
+
+// WithShares returns a copy of f that opens (and checks the signatures of)
+// records of the given shares, and signs its writes in them with me.
+func (f *FS) WithShares(me *keys.Identity, shares ...*Share) *FS {
+	c := *f
+	c.me = me
+	c.shares = make(map[uint64]*Share, len(f.shares)+len(shares))
+	for id, s := range f.shares {
+		c.shares[id] = s
+	}
+	for _, s := range shares {
+		if s.ciphers == nil {
+			s.ciphers = map[uint32]*chunk.Cipher{}
+			for g, secret := range s.Secrets {
+				k := keys.ShareSubkeys(secret, s.ID, g)
+				c.sealer = c.sealer.WithShare(s.kid(g), k)
+				s.ciphers[g] = chunk.NewCipher(k.ChunkID, k.Chunks)
+			}
+		} else {
+			for g, secret := range s.Secrets {
+				c.sealer = c.sealer.WithShare(s.kid(g), keys.ShareSubkeys(secret, s.ID, g))
+			}
+		}
+		c.shares[s.ID] = s
+	}
+	return &c
+}
+
+// View returns an FS of share s alone, as a member (or its owner) sees it:
+// rooted at the share root, its requests scoped to the share on the owner's
+// account (the Kumo-Share header), its writes sealed under the share's
+// current generation and signed with this account's identity.
+func (f *FS) View(s *Share) (*FS, error) {
+	if f.me == nil || f.shares[s.ID] != s {
+		return nil, fmt.Errorf("share %016x: not loaded in this client (WithShares)", s.ID)
+	}
+	c := *f
+	c.c = f.c.ForShare(s.OwnerID, s.ID)
+	c.scope = s
+	c.cipher = s.ciphers[s.Gen()]
+	if c.cipher == nil {
+		return nil, fmt.Errorf("share %016x: this client lacks the current generation %d's secret", s.ID, s.Gen())
+	}
+	return &c, nil
+}
+
+// Scope returns the share a View is of (nil for the home tree).
+func (f *FS) Scope() *Share { return f.scope }
+
+func (f *FS) rootID() uint64 {
+	if f.scope != nil {
+		return f.scope.Root
+	}
+	return api.RootID
+}
+
+// checkRoot requires a view's root to be sealed under its share.
+func (f *FS) checkRoot(n api.Node) error {
+	if f.scope == nil {
+		return nil
+	}
+	if kid, _ := meta.RecordKeyID(n.Attrs); kid.Share != f.scope.ID || n.Type != api.TypeDir {
+		return fmt.Errorf("share %s: root node %d is not a directory of the share: %w", f.scope.Name(), n.ID, ErrShare)
+	}
+	return nil
+}
+
+// verified checks the signature of a share record and returns the sealed
+// record without it; a home record is returned as it is.
+func (f *FS) verified(kind keys.RecordKind, id uint64, nameMAC string, b []byte) ([]byte, error) {
+	kid, ok := meta.RecordKeyID(b)
+	if !ok || kid.Share == 0 {
+		return b, nil // home tree (or too short: the opener says so)
+	}
+	s := f.shares[kid.Share]
+	if s == nil {
+		return nil, fmt.Errorf("%w: sealed for shared folder %016x, which this client has not joined", ErrShare, kid.Share)
+	}
+	sealed, signer, sig, err := keys.SplitRecord(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrShare, s.Name(), err)
+	}
+	pub, ok := s.Roster.Signer(signer, kid.Gen)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s: signed by %x, not a writer of generation %d (roster version %d): %w",
+			ErrShare, s.Name(), signer[:4], kid.Gen, s.Roster.Version, keys.ErrRecordSig)
+	}
+	var mac []byte
+	if kind == keys.RecordName {
+		if mac, err = hex.DecodeString(nameMAC); err != nil || len(mac) != keys.NameMACSize {
+			return nil, fmt.Errorf("%w: %s: malformed name MAC", ErrShare, s.Name())
+		}
+	}
+	if err := keys.VerifyRecord(pub, kind, id, mac, sealed, sig); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrShare, s.Name(), err)
+	}
+	return sealed, nil
+}
+
+// openAttrs authenticates a node's attributes, checking a share record's signature.
+func (f *FS) openAttrs(n api.Node) (*meta.Attrs, error) {
+	sealed, err := f.verified(keys.RecordAttrs, n.ID, "", n.Attrs)
+	if err != nil {
+		return nil, err
+	}
+	return f.sealer.OpenAttrs(n.ID, sealed)
+}
+
+// openName authenticates the name of entry e of dir. Besides the signature,
+// it checks that the entry stays in dir's tree: in a share, the name and the
+// node's attributes are the share's; in the home tree, the name is home and
+// a node of a share must be that share's root.
+func (f *FS) openName(dir *Node, e api.Entry) ([]byte, error) {
+	dk, _ := meta.RecordKeyID(dir.Node.Attrs)
+	nk, _ := meta.RecordKeyID(e.Name)
+	ck, _ := meta.RecordKeyID(e.Node.Attrs)
+	want := dk.Share
+	if f.scope != nil {
+		want = f.scope.ID
+	}
+	switch {
+	case want != 0 && (nk.Share != want || ck.Share != want):
+		return nil, fmt.Errorf("%w: entry of node %d in a shared folder is sealed for share %016x/%016x, not %016x", ErrShare, e.Node.ID, nk.Share, ck.Share, want)
+	case want == 0 && nk.Share != 0:
+		return nil, fmt.Errorf("%w: entry of node %d in the home tree is sealed for share %016x", ErrShare, e.Node.ID, nk.Share)
+	case want == 0 && ck.Share != 0 && (f.shares[ck.Share] == nil || f.shares[ck.Share].Root != e.Node.ID):
+		return nil, fmt.Errorf("%w: node %d in the home tree is sealed for share %016x but is not its root", ErrShare, e.Node.ID, ck.Share)
+	}
+	sealed, err := f.verified(keys.RecordName, dir.ID(), e.NameMAC, e.Name)
+	if err != nil {
+		return nil, err
+	}
+	return f.sealer.OpenName(dir.ID(), e.Node.ID, meta.KindOf(e.Node.Type == api.TypeDir), e.NameMAC, sealed)
+}
+
+// lookup finds name in dir: in a share, under the name MAC of each
+// generation this client holds, newest first.
+func (f *FS) lookup(ctx context.Context, dir *Node, name string) (api.Entry, error) {
+	dk, _ := meta.RecordKeyID(dir.Node.Attrs)
+	s := f.shares[dk.Share]
+	if dk.Share == 0 || s == nil {
+		return f.c.Lookup(ctx, dir.ID(), f.sealer.NameMAC(dir.ID(), []byte(name)))
+	}
+	err := error(api.ErrNotFound)
+	for _, g := range s.gens() {
+		mac, merr := f.sealer.NameMACAs(s.kid(g), dir.ID(), []byte(name))
+		if merr != nil {
+			return api.Entry{}, merr
+		}
+		var e api.Entry
+		if e, err = f.c.Lookup(ctx, dir.ID(), mac); err == nil || !errors.Is(err, api.ErrNotFound) {
+			return e, err
+		}
+	}
+	return api.Entry{}, err
+}
+
+// writeKID is the key id this FS seals new records with.
+func (f *FS) writeKID() meta.KeyID {
+	if f.scope != nil {
+		return f.scope.kid(f.scope.Gen())
+	}
+	return meta.Home
+}
+
+// canWrite refuses a write into (or of) n outside the tree this FS writes:
+// the home tree's FS does not write into a shared folder (its chunks would
+// be sealed with the wrong keys), a share view writes only in its share.
+func (f *FS) canWrite(n *Node) error {
+	k, _ := meta.RecordKeyID(n.Node.Attrs)
+	if k.Share == f.writeKID().Share {
+		return nil
+	}
+	if f.scope != nil {
+		return fmt.Errorf("%s: node %d is not in shared folder %s: %w", n.Path, n.ID(), f.scope.Name(), ErrNotInShare)
+	}
+	return fmt.Errorf("%s is in a shared folder: write to it through the share (kumo share views): %w", n.Path, ErrNotInShare)
+}
+
+// sealAttrs seals a node's attributes under the write key id, signed in a share.
+func (f *FS) sealAttrs(id, rev uint64, a *meta.Attrs) ([]byte, error) {
+	kid := f.writeKID()
+	if kid == meta.Home {
+		return f.sealer.SealAttrs(id, rev, a), nil
+	}
+	sealed, err := f.sealer.SealAttrsAs(kid, id, rev, a)
+	if err != nil {
+		return nil, err
+	}
+	return keys.SignRecord(f.me, keys.RecordAttrs, id, nil, sealed)
+}
+
+// sealName returns the name MAC and the sealed (in a share: signed) name of
+// an entry under dir naming child.
+func (f *FS) sealName(dir, child uint64, kind meta.Kind, name string) (string, []byte, error) {
+	kid := f.writeKID()
+	if kid == meta.Home {
+		return f.sealer.NameMAC(dir, []byte(name)), f.sealer.SealName(dir, child, kind, []byte(name)), nil
+	}
+	return f.sealNameAs(kid, dir, child, kind, name)
+}
+
+func (f *FS) sealNameAs(kid meta.KeyID, dir, child uint64, kind meta.Kind, name string) (string, []byte, error) {
+	mac, err := f.sealer.NameMACAs(kid, dir, []byte(name))
+	if err != nil {
+		return "", nil, err
+	}
+	sealed, err := f.sealer.SealNameAs(kid, dir, child, kind, []byte(name))
+	if err != nil {
+		return "", nil, err
+	}
+	raw, _ := hex.DecodeString(mac)
+	signed, err := keys.SignRecord(f.me, keys.RecordName, dir, raw, sealed)
+	return mac, signed, err
+}
+
+// chunkCipher returns the chunk keys of n's attributes' key id.
+func (f *FS) chunkCipher(n *Node) *chunk.Cipher {
+	k, _ := meta.RecordKeyID(n.Node.Attrs)
+	if s := f.shares[k.Share]; k.Share != 0 && s != nil && s.ciphers[k.Gen] != nil {
+		return s.ciphers[k.Gen]
+	}
+	return f.cipher
+}
+
+// Account is the logged-in account as sharing needs it.
+type Account struct {
+	ID       string // account id (api.Account.ID)
+	Email    string // normalized
+	Master   keys.Key
+	Identity *keys.Identity
+	Contacts *Contacts
+}
+
+// Invitation is a share this account was invited to, checked: the roster
+// is signed by the key the owner shows, and the wrapped secret opens.
+type Invitation struct {
+	Share       *Share
+	Fingerprint string // of the owner's identity keys, for the user to compare
+	// Changed is set when the owner's keys differ from those pinned: the
+	// invitation cannot be accepted until `kumo contacts verify`.
+	Changed error
+}
+
+// Shares is what LoadShares finds.
+type Shares struct {
+	Owned, Joined []*Share
+	Invitations   []*Invitation
+}
+
+// All returns the owned and joined shares, for WithShares.
+func (s *Shares) All() []*Share { return append(slices.Clone(s.Owned), s.Joined...) }
+
+// Find returns the owned or joined share named OWNER_EMAIL/FOLDER or by its
+// id (16 hex digits).
+func (s *Shares) Find(which string) (*Share, error) {
+	return findShare(s.All(), which)
+}
+
+func findShare(list []*Share, which string) (*Share, error) {
+	id, _ := api.ParseShareID(strings.ToLower(which))
+	var found *Share
+	for _, sh := range list {
+		if sh.ID == id || strings.EqualFold(sh.Name(), which) {
+			if found != nil && found != sh {
+				return nil, fmt.Errorf("share %q: more than one share has this name; use its id", which)
+			}
+			found = sh
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("share %q: %w", which, api.ErrNotFound)
+	}
+	return found, nil
+}
+
+// LoadShares lists the account's shares and checks each: the roster's
+// signature by the owner's pinned keys and its version, this account's place
+// in it, and (for members) every wrapped secret. A share that fails a check
+// is an error: the caller sees no data of a share it cannot trust.
+func LoadShares(ctx context.Context, c *client.Client, acct Account) (*Shares, error) {
+	resp, err := c.Shares(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list shares: %w", err)
+	}
+	out := &Shares{}
+	for _, o := range resp.Owned {
+		r, err := checkRoster(acct, acct.ID, o.Share, o.Roster, acct.Identity.Public)
+		if err != nil {
+			return nil, err
+		}
+		sh := &Share{ID: o.Share, OwnerID: acct.ID, OwnerEmail: acct.Email, Root: o.Root, Owned: true, Role: keys.RoleWriter,
+			Roster: r, Secrets: map[uint32]keys.Key{}}
+		for g := uint32(1); g <= r.Gen; g++ {
+			sh.Secrets[g] = keys.OwnerShareSecret(acct.Master, o.Share, g)
+		}
+		sh.Folder = fmt.Sprintf("%016x", o.Share) // the name is in the owner's tree; ShareInfo fills it
+		out.Owned = append(out.Owned, sh)
+	}
+	for _, j := range resp.Joined {
+		sh, err := memberShare(acct, j.OwnerID, j.OwnerEmail, j.Share, j.Root, j.Roster, j.Wrapped)
+		if err != nil {
+			return nil, err
+		}
+		out.Joined = append(out.Joined, sh)
+	}
+	for _, inv := range resp.Invitations {
+		pub, fp, err := ownerKeys(ctx, c, acct, inv.OwnerEmail)
+		it := &Invitation{Fingerprint: fp, Changed: err}
+		if err != nil && !errors.Is(err, ErrContactChanged) {
+			return nil, err
+		}
+		sh, serr := memberShareWith(acct, pub, inv.OwnerID, inv.OwnerEmail, inv.Share, inv.Root, inv.Roster, inv.Wrapped, false)
+		if serr != nil {
+			return nil, serr
+		}
+		it.Share = sh
+		out.Invitations = append(out.Invitations, it)
+	}
+	return out, nil
+}
+
+// ownerKeys returns the keys the server shows for owner, checked against the
+// pinned ones (pinning them on first use), and their fingerprint. On
+// ErrContactChanged it returns the keys shown, for display only.
+func ownerKeys(ctx context.Context, c *client.Client, acct Account, email string) (keys.PublicIdentity, string, error) {
+	pk, err := c.PublicKeys(ctx, email)
+	if err != nil {
+		return keys.PublicIdentity{}, "", fmt.Errorf("public keys of %s: %w", email, err)
+	}
+	if !strings.EqualFold(strings.TrimSpace(pk.Email), email) {
+		return keys.PublicIdentity{}, "", fmt.Errorf("public keys of %s: the server answered for %q", email, pk.Email)
+	}
+	pub, err := keys.PublicFromBytes(pk.BoxPublic, pk.SignPublic)
+	if err != nil {
+		return keys.PublicIdentity{}, "", fmt.Errorf("public keys of %s: %w", email, err)
+	}
+	return pub, pub.Fingerprint(), acct.Contacts.Check(email, pub)
+}
+
+// checkRoster opens a roster, requires it to be signed by owner for share,
+// and pins its version.
+func checkRoster(acct Account, ownerID string, share uint64, b []byte, owner keys.PublicIdentity) (*keys.Roster, error) {
+	r, err := keys.OpenRoster(b)
+	if err != nil {
+		return nil, fmt.Errorf("share %016x: %w", share, err)
+	}
+	if r.Share != share {
+		return nil, fmt.Errorf("share %016x: the server gave the roster of share %016x: %w", share, r.Share, ErrShare)
+	}
+	if !r.Owner.Equal(owner) {
+		return nil, fmt.Errorf("share %016x: roster signed by %s, the owner's pinned keys are %s: %w", share, r.Owner.Fingerprint(), owner.Fingerprint(), ErrContactChanged)
+	}
+	if err := acct.Contacts.SeeRoster(ownerID, share, r.Version); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// memberShare checks a joined share against the owner's pinned keys.
+func memberShare(acct Account, ownerID, ownerEmail string, share, root uint64, roster []byte, wrapped []api.ShareWrapped) (*Share, error) {
+	pub, ok := acct.Contacts.Pinned(ownerEmail)
+	if !ok {
+		return nil, fmt.Errorf("share %016x of %s: no pinned keys for the owner (accept the share on this device, or run kumo contacts verify): %w", share, ownerEmail, ErrContactChanged)
+	}
+	return memberShareWith(acct, pub, ownerID, ownerEmail, share, root, roster, wrapped, true)
+}
+
+func memberShareWith(acct Account, owner keys.PublicIdentity, ownerID, ownerEmail string, share, root uint64, roster []byte, wrapped []api.ShareWrapped, pin bool) (*Share, error) {
+	var r *keys.Roster
+	var err error
+	if pin {
+		r, err = checkRoster(acct, ownerID, share, roster, owner)
+	} else if r, err = keys.OpenRoster(roster); err == nil && (r.Share != share || !r.Owner.Equal(owner)) {
+		err = fmt.Errorf("share %016x: roster not of this share or not signed by the keys %s shows: %w", share, ownerEmail, ErrShare)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if r.OwnerEmail != ownerEmail {
+		return nil, fmt.Errorf("share %016x: roster of %s, the server says the owner is %s: %w", share, r.OwnerEmail, ownerEmail, ErrShare)
+	}
+	m, ok := r.Member(acct.Email)
+	if !ok || m.Role == keys.RoleRemoved || !m.Keys.Equal(acct.Identity.Public) {
+		return nil, fmt.Errorf("share %016x of %s: this account (with these keys) is not a member in its roster: %w", share, ownerEmail, ErrShare)
+	}
+	sh := &Share{ID: share, OwnerID: ownerID, OwnerEmail: ownerEmail, Root: root, Role: m.Role, Roster: r, Secrets: map[uint32]keys.Key{}}
+	for _, w := range wrapped {
+		inv, err := keys.OpenInvite(acct.Identity, acct.Email, owner.Sign, w.Blob)
+		if err != nil {
+			return nil, fmt.Errorf("share %016x of %s, generation %d: %w", share, ownerEmail, w.Generation, err)
+		}
+		if inv.Share != share || inv.Gen != w.Generation || inv.Root != root || inv.OwnerEmail != ownerEmail || inv.Gen > r.Gen {
+			return nil, fmt.Errorf("share %016x of %s: the wrapped secret is for share %016x generation %d root %d of %s: %w",
+				share, ownerEmail, inv.Share, inv.Gen, inv.Root, inv.OwnerEmail, ErrShare)
+		}
+		sh.Secrets[inv.Gen] = inv.Secret
+		sh.Folder = inv.Folder
+	}
+	if _, ok := sh.Secrets[r.Gen]; !ok {
+		return nil, fmt.Errorf("share %016x of %s: no wrapped secret of the current generation %d", share, ownerEmail, r.Gen)
+	}
+	return sh, nil
+}
+
+// AcceptShare accepts the invitation named OWNER_EMAIL/FOLDER or by share
+// id, after checking it (owner keys pinned on first use).
+func AcceptShare(ctx context.Context, c *client.Client, acct Account, which string) (*Share, error) {
+	all, err := LoadShares(ctx, c, acct)
+	if err != nil {
+		return nil, err
+	}
+	var list []*Share
+	byShare := map[*Share]*Invitation{}
+	for _, it := range all.Invitations {
+		list = append(list, it.Share)
+		byShare[it.Share] = it
+	}
+	sh, err := findShare(list, which)
+	if err != nil {
+		return nil, fmt.Errorf("accept: no such invitation: %w", err)
+	}
+	if it := byShare[sh]; it.Changed != nil {
+		return nil, fmt.Errorf("accept %s: %w", sh.Name(), it.Changed)
+	}
+	if err := acct.Contacts.SeeRoster(sh.OwnerID, sh.ID, sh.Roster.Version); err != nil {
+		return nil, err
+	}
+	if err := c.AcceptShare(ctx, sh.OwnerID, sh.ID); err != nil {
+		return nil, fmt.Errorf("accept %s: %w", sh.Name(), err)
+	}
+	return sh, nil
+}
+
+// newShareID returns a random share id (never 0).
+func newShareID() (uint64, error) {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("share id: %w", err)
+		}
+		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
+			return id, nil
+		}
+	}
+}
+
+// ShareFolder shares the directory p of the owner's home tree with the
+// account email in role: the first time, it makes p a share (re-sealing
+// its subtree, see the file comment); later, it adds the member or changes
+// its role. f must be the home FS WithShares of the owned shares.
+func (f *FS) ShareFolder(ctx context.Context, acct Account, p, email string, role keys.Role) (*Share, error) {
+	if f.scope != nil {
+		return nil, fmt.Errorf("share %s: use the home tree's FS", p)
+	}
+	email = strings.ToLower(strings.TrimSpace(email))
+	if email == acct.Email {
+		return nil, fmt.Errorf("share %s: you own it already", p)
+	}
+	n, err := f.Resolve(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if !n.IsDir() || n.ID() == api.RootID {
+		return nil, fmt.Errorf("share %s: only a directory other than the root can be shared", p)
+	}
+	pk, err := f.c.PublicKeys(ctx, email)
+	if err != nil {
+		return nil, fmt.Errorf("share %s with %s: their public keys: %w (they must have logged in with a client that makes identity keys)", p, email, err)
+	}
+	pub, err := keys.PublicFromBytes(pk.BoxPublic, pk.SignPublic)
+	if err != nil {
+		return nil, fmt.Errorf("share %s with %s: %w", p, email, err)
+	}
+	if err := acct.Contacts.Check(email, pub); err != nil {
+		return nil, fmt.Errorf("share %s: %w", p, err)
+	}
+	sh, err := f.ownedShareAt(ctx, acct, n)
+	if err != nil {
+		return nil, err
+	}
+	sh.Folder = n.Name
+	r := *sh.Roster
+	r.Members = slices.Clone(r.Members)
+	r.Version++
+	m := keys.RosterMember{Email: email, Keys: pub, Role: role}
+	if i := slices.IndexFunc(r.Members, func(m keys.RosterMember) bool { return m.Email == email }); i >= 0 {
+		m.WroteUntil = r.Members[i].WroteUntil
+		if r.Members[i].Role == keys.RoleWriter && role != keys.RoleWriter {
+			m.WroteUntil = r.Gen
+		}
+		r.Members[i] = m
+	} else {
+		r.Members = append(r.Members, m)
+	}
+	r.SortMembers()
+	signed, err := r.Sign(f.me)
+	if err != nil {
+		return nil, err
+	}
+	var wrapped []api.ShareWrapped
+	for g := uint32(1); g <= r.Gen; g++ {
+		blob, err := keys.SealInvite(f.me, email, pub, keys.Invite{Share: sh.ID, Gen: g, Secret: sh.Secrets[g], Root: sh.Root, OwnerEmail: acct.Email, Folder: sh.Folder})
+		if err != nil {
+			return nil, err
+		}
+		wrapped = append(wrapped, api.ShareWrapped{Generation: g, Blob: blob})
+	}
+	req := api.ShareMemberRequest{Email: email, Role: role.String(), Wrapped: wrapped, Roster: signed}
+	if err := f.c.ShareMember(ctx, sh.ID, req); err != nil {
+		return nil, fmt.Errorf("share %s with %s: %w", p, email, err)
+	}
+	if err := acct.Contacts.SeeRoster(acct.ID, sh.ID, r.Version); err != nil {
+		return nil, err
+	}
+	sh.Roster = &r
+	return sh, nil
+}
+
+// ownedShareAt returns the owned share rooted at n, making n one (re-sealing
+// its subtree, creating the share on the server) if it is not yet.
+func (f *FS) ownedShareAt(ctx context.Context, acct Account, n *Node) (*Share, error) {
+	if k, _ := meta.RecordKeyID(n.Node.Attrs); k.Share != 0 {
+		if s := f.shares[k.Share]; s != nil && s.Owned && s.Root == n.ID() {
+			return s, nil
+		}
+		return nil, fmt.Errorf("share %s: it is inside a shared folder; share the shared folder itself: %w", n.Path, ErrShare)
+	}
+	id, err := newShareID()
+	if err != nil {
+		return nil, err
+	}
+	r := &keys.Roster{Share: id, Gen: 1, Version: 1, OwnerEmail: acct.Email, Owner: acct.Identity.Public}
+	sh := &Share{ID: id, OwnerID: acct.ID, OwnerEmail: acct.Email, Root: n.ID(), Folder: n.Name, Owned: true,
+		Role: keys.RoleWriter, Roster: r, Secrets: map[uint32]keys.Key{1: keys.OwnerShareSecret(acct.Master, id, 1)}}
+	wf := f.WithShares(acct.Identity, sh)
+	view := *wf
+	view.scope = sh
+	view.cipher = sh.ciphers[1]
+	if err := view.reseal(ctx, f, n); err != nil {
+		return nil, fmt.Errorf("share %s: re-sealing the folder under the share's keys (run the command again to resume): %w", n.Path, err)
+	}
+	signed, err := r.Sign(acct.Identity)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.c.CreateShare(ctx, api.CreateShareRequest{Share: id, Root: n.ID(), Generation: 1, Roster: signed}); err != nil {
+		return nil, fmt.Errorf("share %s: %w", n.Path, err)
+	}
+	if err := acct.Contacts.SeeRoster(acct.ID, id, r.Version); err != nil {
+		return nil, err
+	}
+	return sh, nil
+}
+
+// reseal re-seals the subtree at n (read through home, the home FS) under
+// v's write key id, top-down: a directory's attributes, then its entries'
+// names, then its children. Files' chunks are re-encrypted with v's chunk
+// keys. Requests go to the owner's home tree (v.c has no share scope yet:
+// the share does not exist on the server until its root is sealed).
+func (v *FS) reseal(ctx context.Context, home *FS, n *Node) error {
+	kid := v.writeKID()
+	if k, _ := meta.RecordKeyID(n.Node.Attrs); k != kid {
+		a := n.Attrs
+		if !n.IsDir() && len(a.Chunks) > 0 {
+			var err error
+			if a, err = v.recrypt(ctx, home, n); err != nil {
+				return err
+			}
+		}
+		req, err := v.updateRequest(n, a)
+		if err != nil {
+			return err
+		}
+		got, err := v.c.Update(ctx, n.ID(), req)
+		if err != nil {
+			return fmt.Errorf("%s: %w", n.Path, err)
+		}
+		n.Node = got
+	}
+	if !n.IsDir() {
+		return nil
+	}
+	es, err := v.c.List(ctx, n.ID())
+	if err != nil {
+		return fmt.Errorf("list %s: %w", n.Path, err)
+	}
+	for _, e := range es {
+		if k, _ := meta.RecordKeyID(e.Name); k != kid {
+			// Opened with the home rules (the entry is still home-sealed).
+			name, err := home.sealer.OpenName(n.ID(), e.Node.ID, meta.KindOf(e.Node.Type == api.TypeDir), e.NameMAC, e.Name)
+			if err != nil {
+				return fmt.Errorf("%s: entry name: %w", n.Path, err)
+			}
+			mac, sealed, err := v.sealNameAs(kid, n.ID(), e.Node.ID, meta.KindOf(e.Node.Type == api.TypeDir), string(name))
+			if err != nil {
+				return err
+			}
+			err = v.c.Rename(ctx, api.RenameRequest{SrcParent: n.ID(), SrcNameMAC: e.NameMAC, DstParent: n.ID(), DstNameMAC: mac,
+				Name: sealed, Mode: api.RenameNoReplace, Node: e.Node.ID})
+			if err != nil {
+				return fmt.Errorf("%s/%s: re-seal name: %w", n.Path, name, err)
+			}
+			e.NameMAC, e.Name = mac, sealed
+		}
+		var child *Node
+		if k, _ := meta.RecordKeyID(e.Node.Attrs); k == kid {
+			child, err = v.openEntry(n, "", e)
+		} else { // not yet re-sealed (home attributes): open them as home
+			child, err = home.openEntryHomeAttrs(v, n, e)
+		}
+		if err != nil {
+			return err
+		}
+		if err := v.reseal(ctx, home, child); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openEntryHomeAttrs opens an entry whose name v already re-sealed but whose
+// node still has home attributes (an interrupted or ongoing re-seal).
+func (home *FS) openEntryHomeAttrs(v *FS, dir *Node, e api.Entry) (*Node, error) {
+	sealed, err := v.verified(keys.RecordName, dir.ID(), e.NameMAC, e.Name)
+	if err != nil {
+		return nil, err
+	}
+	name, err := v.sealer.OpenName(dir.ID(), e.Node.ID, meta.KindOf(e.Node.Type == api.TypeDir), e.NameMAC, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%s: entry name: %w", dir.Path, err)
+	}
+	return home.open(dir.Path+"/"+string(name), string(name), dir.ID(), e.NameMAC, e.Node)
+}
+
+// recrypt downloads n's chunks (home keys), re-encrypts them with v's chunk
+// keys, uploads them, and returns n's attributes naming the new chunks.
+func (v *FS) recrypt(ctx context.Context, home *FS, n *Node) (*meta.Attrs, error) {
+	a := *n.Attrs
+	a.Chunks = slices.Clone(n.Attrs.Chunks)
+	from := home.chunkCipher(n)
+	for i, r := range a.Chunks {
+		if r.ID.IsZero() {
+			continue
+		}
+		sealed, err := v.c.GetChunk(ctx, r.ID.String(), 0, -1)
+		if err != nil {
+			return nil, fmt.Errorf("%s: chunk %d: %w", n.Path, i, err)
+		}
+		plain, err := from.Open(nil, r.ID, sealed)
+		if err != nil {
+			return nil, fmt.Errorf("%s: chunk %d: %w", n.Path, i, err)
+		}
+		id := v.cipher.ID(plain)
+		if err := v.c.PutChunk(ctx, id.String(), v.cipher.Seal(nil, id, plain)); err != nil {
+			return nil, fmt.Errorf("%s: upload re-encrypted chunk %d: %w", n.Path, i, err)
+		}
+		a.Chunks[i].ID = id
+	}
+	return &a, nil
+}
+
+// RemoveMember removes email from the share rooted at p and rotates the
+// share to a new key generation: what is written from then on is sealed
+// under a secret the removed member never gets. f is the home FS WithShares
+// of the owned shares.
+func (f *FS) RemoveMember(ctx context.Context, acct Account, p, email string) (*Share, error) {
+	email = strings.ToLower(strings.TrimSpace(email))
+	n, err := f.Resolve(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	k, _ := meta.RecordKeyID(n.Node.Attrs)
+	sh := f.shares[k.Share]
+	if k.Share == 0 || sh == nil || !sh.Owned || sh.Root != n.ID() {
+		return nil, fmt.Errorf("share rm %s: not a folder you share", p)
+	}
+	r := *sh.Roster
+	r.Members = slices.Clone(r.Members)
+	i := slices.IndexFunc(r.Members, func(m keys.RosterMember) bool { return m.Email == email && m.Role != keys.RoleRemoved })
+	if i < 0 {
+		return nil, fmt.Errorf("share rm %s: %s is not a member", p, email)
+	}
+	if r.Members[i].Role == keys.RoleWriter {
+		r.Members[i].WroteUntil = r.Gen
+	}
+	r.Members[i].Role = keys.RoleRemoved
+	r.Gen++
+	r.Version++
+	secret := keys.OwnerShareSecret(acct.Master, sh.ID, r.Gen)
+	signed, err := r.Sign(f.me)
+	if err != nil {
+		return nil, err
+	}
+	wrapped := map[string][]api.ShareWrapped{}
+	for _, m := range r.Members {
+		if m.Role == keys.RoleRemoved {
+			continue
+		}
+		blob, err := keys.SealInvite(f.me, m.Email, m.Keys, keys.Invite{Share: sh.ID, Gen: r.Gen, Secret: secret, Root: sh.Root, OwnerEmail: acct.Email, Folder: n.Name})
+		if err != nil {
+			return nil, err
+		}
+		wrapped[m.Email] = []api.ShareWrapped{{Generation: r.Gen, Blob: blob}}
+	}
+	if err := f.c.RotateShare(ctx, sh.ID, api.ShareRotateRequest{Generation: r.Gen, Roster: signed, Remove: []string{email}, Wrapped: wrapped}); err != nil {
+		return nil, fmt.Errorf("share rm %s: %w", p, err)
+	}
+	if err := acct.Contacts.SeeRoster(acct.ID, sh.ID, r.Version); err != nil {
+		return nil, err
+	}
+	out := *sh
+	out.Roster = &r
+	out.Secrets = maps.Clone(sh.Secrets)
+	out.Secrets[r.Gen] = secret
+	out.ciphers = nil
+	return &out, nil
+}
+
+// VerifyContact pins the keys the server shows for email after the user
+// confirmed their fingerprint out of band (`kumo contacts verify`).
+func VerifyContact(ctx context.Context, c *client.Client, contacts *Contacts, email, fingerprint string) (keys.PublicIdentity, error) {
+	email = strings.ToLower(strings.TrimSpace(email))
+	pk, err := c.PublicKeys(ctx, email)
+	if err != nil {
+		return keys.PublicIdentity{}, fmt.Errorf("public keys of %s: %w", email, err)
+	}
+	pub, err := keys.PublicFromBytes(pk.BoxPublic, pk.SignPublic)
+	if err != nil {
+		return keys.PublicIdentity{}, fmt.Errorf("public keys of %s: %w", email, err)
+	}
+	return pub, contacts.Verify(email, fingerprint, pub)
+}
