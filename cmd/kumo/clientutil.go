@@ -79,7 +79,8 @@ func loadSession(c *cli.Context) (*session.Session, *client.Client, *pathops.FS,
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return s, cl, pathops.New(cl, s.Subkeys()), nil
+	fsys, err := withOwnedShares(c, s, cl, pathops.New(cl, s.Subkeys())) // share.go
+	return s, cl, fsys, err
 }
 
 // explain adds what to do next to the errors a user can act on.

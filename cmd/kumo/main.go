@@ -43,6 +43,7 @@ func main() {
 			historyCommand(),
 			restoreCommand(),
 			trashCommand(),
+			shareCommand(), sharesCommand(), contactsCommand(), // share.go: shared folders
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

@@ -366,20 +366,11 @@ func LoadShares(ctx context.Context, c *client.Client, acct Account) (*Shares, e
 	if err != nil {
 		return nil, fmt.Errorf("list shares: %w", err)
 	}
-	out := &Shares{}
-	for _, o := range resp.Owned {
-		r, err := checkRoster(acct, acct.ID, o.Share, o.Roster, acct.Identity.Public)
-		if err != nil {
-			return nil, err
-		}
-		sh := &Share{ID: o.Share, OwnerID: acct.ID, OwnerEmail: acct.Email, Root: o.Root, Owned: true, Role: keys.RoleWriter,
-			Roster: r, Secrets: map[uint32]keys.Key{}}
-		for g := uint32(1); g <= r.Gen; g++ {
-			sh.Secrets[g] = keys.OwnerShareSecret(acct.Master, o.Share, g)
-		}
-		sh.Folder = fmt.Sprintf("%016x", o.Share) // the name is in the owner's tree; ShareInfo fills it
-		out.Owned = append(out.Owned, sh)
+	owned, err := OwnedShares(acct, resp.Owned)
+	if err != nil {
+		return nil, err
 	}
+	out := &Shares{Owned: owned}
 	for _, j := range resp.Joined {
 		sh, err := memberShare(acct, j.OwnerID, j.OwnerEmail, j.Share, j.Root, j.Roster, j.Wrapped)
 		if err != nil {
@@ -399,6 +390,27 @@ func LoadShares(ctx context.Context, c *client.Client, acct Account) (*Shares, e
 		}
 		it.Share = sh
 		out.Invitations = append(out.Invitations, it)
+	}
+	return out, nil
+}
+
+// OwnedShares checks the shares the account owns (their rosters signed by
+// its own identity, versions not rolled back) and derives their secrets.
+func OwnedShares(acct Account, owned []api.OwnedShare) ([]*Share, error) {
+	var out []*Share
+	for _, o := range owned {
+		r, err := checkRoster(acct, acct.ID, o.Share, o.Roster, acct.Identity.Public)
+		if err != nil {
+			return nil, err
+		}
+		sh := &Share{ID: o.Share, OwnerID: acct.ID, OwnerEmail: acct.Email, Root: o.Root, Owned: true, Role: keys.RoleWriter,
+			Roster: r, Secrets: map[uint32]keys.Key{}}
+		for g := uint32(1); g <= r.Gen; g++ {
+			sh.Secrets[g] = keys.OwnerShareSecret(acct.Master, o.Share, g)
+		}
+		// The folder's name is in the owner's tree, not in the share's records.
+		sh.Folder = api.FormatShareID(o.Share)
+		out = append(out, sh)
 	}
 	return out, nil
 }
