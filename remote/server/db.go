@@ -34,7 +34,7 @@ import (
 //	zref/ACCT/CHUNKID                 empty; present while the chunk has no references
 //	feed/ACCT/SEQ                     api.Change (JSON)
 //	pend/ACCT/CHUNKID                 upload time (JSON); blob being written, not yet recorded
-//	hn/, he/, ht/, hx/, hh/           history (history.go)
+//	hn/, he/, hx/, hh/                history (history.go)
 func kSecret() []byte                  { return []byte("sys/secret") }
 func kEmail(email string) []byte       { return []byte("email/" + email) }
 func kAcct(id string) []byte           { return []byte("acct/" + id) }
@@ -265,9 +265,11 @@ type mtx struct {
 	acct    *accountRec
 	now     time.Time
 	changes int
-	t       int64    // change time of this mutation (when), 0 until needed
-	err     error    // a failed write of a helper that cannot return one (when)
-	hrefs   []string // versions this mutation ended, for the expiry index (history.go)
+	t       int64  // change time of this mutation (when), 0 until needed
+	err     error  // a failed write of a helper that cannot return one (when)
+	hidx    []byte // versions this mutation ended: the expiry index (history_codec.go)
+	// lastEntry is the entry version kept last, if nothing was kept after it.
+	lastEntry *histRef
 	// room is what live data took beyond the quota that history held:
 	// history is freed by that much after the commit (freeRoom).
 	room int64

@@ -45,10 +45,10 @@ import (
 //	hn/ACCT/NODEID/UNTIL        histNode: a node version that ended at UNTIL (a deleted
 //	                            node's last version names its last entry: the trash)
 //	he/ACCT/PARENT/MAC/UNTIL    histEntry: an entry version that ended at UNTIL
-//	ht/ACCT/UNTIL/NODEID        empty; the trash by time: node NODEID was deleted at UNTIL
-//	hx/ACCT/UNTIL               expiry index: the versions the change at UNTIL ended, one
-//	                            REF a line (n/NODEID or e/PARENT/MAC); one key per change
-//	                            keeps what history writes per operation small
+//	hx/ACCT/UNTIL               expiry index: the versions the change at UNTIL ended
+//	                            (binary refs, history_codec.go), deleted nodes marked: it
+//	                            is also the trash by time. One key per change, and no
+//	                            trash key of its own, keep what a delete writes small
 //	hh/ACCT/HOUR                empty; an hour (Unix ns of its start) in which the tree changed
 //
 // Times are 16 hex digits (Unix ns), so keys sort by time.
@@ -60,14 +60,10 @@ func kHEnt(a string, parent uint64, mac string, until int64) []byte {
 	return fmt.Appendf(nil, "he/%s/%016x/%s/%016x", a, parent, mac, until)
 }
 func pHEnt(a string, parent uint64) []byte { return fmt.Appendf(nil, "he/%s/%016x/", a, parent) }
-func kTrash(a string, until int64, id uint64) []byte {
-	return fmt.Appendf(nil, "ht/%s/%016x/%016x", a, until, id)
-}
-func pTrash(a string) []byte             { return []byte("ht/" + a + "/") }
-func kHIdx(a string, until int64) []byte { return fmt.Appendf(nil, "hx/%s/%016x", a, until) }
-func pHIdx(a string) []byte              { return []byte("hx/" + a + "/") }
-func kHour(a string, hour int64) []byte  { return fmt.Appendf(nil, "hh/%s/%016x", a, hour) }
-func pHour(a string) []byte              { return []byte("hh/" + a + "/") }
+func kHIdx(a string, until int64) []byte   { return fmt.Appendf(nil, "hx/%s/%016x", a, until) }
+func pHIdx(a string) []byte                { return []byte("hx/" + a + "/") }
+func kHour(a string, hour int64) []byte    { return fmt.Appendf(nil, "hh/%s/%016x", a, hour) }
+func pHour(a string) []byte                { return []byte("hh/" + a + "/") }
 
 func hexTime(t int64) string { return fmt.Sprintf("%016x", t) }
 
@@ -84,9 +80,12 @@ type histEntry struct {
 }
 
 type trashRec struct {
-	Parent  uint64 `json:"parent"`
-	NameMAC string `json:"name_mac"`
-	Name    []byte `json:"name"`
+	Parent  uint64
+	NameMAC string
+	Name    []byte
+	// NameInEntry: Name is not stored here but in the entry version
+	// (Parent, NameMAC) that ended at the same time (readTrashName).
+	NameInEntry bool
 }
 
 // DefaultHistoryRetention is the retention window of `kumo serve` when the
@@ -157,16 +156,27 @@ func (m *mtx) archiveNode(old *api.Node, trash *trashRec) error {
 		return nil
 	}
 	m.keepRecord(attrsCharge(old.Attrs))
+	ref := histRef{kind: refNode, id: old.ID}
+	if trash != nil {
+		ref.kind = refTrash
+		if m.keptEntry(trash.Parent, trash.NameMAC) {
+			t := *trash
+			t.Name, t.NameInEntry = nil, true
+			trash = &t
+		}
+	}
 	if err := m.tx.Set(kHNode(m.acct.ID, old.ID, t), histNode{Node: *old, Until: t, Trash: trash}.encode()); err != nil {
 		return err
 	}
-	if trash != nil {
-		if err := m.tx.Set(kTrash(m.acct.ID, t, old.ID), nil); err != nil {
-			return err
-		}
-	}
-	m.hrefs = append(m.hrefs, fmt.Sprintf("n/%016x", old.ID))
+	m.hidx, m.lastEntry = appendRef(m.hidx, ref), nil
 	return nil
+}
+
+// keptEntry reports whether the version this mutation kept last is that of
+// entry (parent, mac), ended now: an unlink keeps the entry just before the
+// node, so the trash record can leave the name there.
+func (m *mtx) keptEntry(parent uint64, mac string) bool {
+	return m.lastEntry != nil && m.lastEntry.id == parent && m.lastEntry.mac == mac
 }
 
 // archiveEntry keeps the stored version old of entry (parent, mac), which ends now.
@@ -179,17 +189,18 @@ func (m *mtx) archiveEntry(parent uint64, mac string, old *entryRec) error {
 	if err := m.tx.Set(kHEnt(m.acct.ID, parent, mac, t), histEntry{Entry: *old, Until: t}.encode()); err != nil {
 		return err
 	}
-	m.hrefs = append(m.hrefs, fmt.Sprintf("e/%016x/%s", parent, mac))
+	ref := histRef{kind: refEntry, id: parent, mac: mac}
+	m.hidx, m.lastEntry = appendRef(m.hidx, ref), &ref
 	return nil
 }
 
 // writeIndex writes the expiry index of the versions this mutation ended
 // (mutateTxn calls it last).
 func (m *mtx) writeIndex() error {
-	if len(m.hrefs) == 0 {
+	if len(m.hidx) == 0 {
 		return nil
 	}
-	return m.tx.Set(kHIdx(m.acct.ID, m.t), []byte(strings.Join(m.hrefs, "\n")))
+	return m.tx.Set(kHIdx(m.acct.ID, m.t), m.hidx)
 }
 
 // chunkUnreferenced notes that chunk c (of id) lost its last reference now:
@@ -377,7 +388,7 @@ func (s *Server) purgeBefore(acct string, t int64) (int, int64, error) {
 			it := m.tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
 			type change struct {
 				key  []byte
-				refs []string
+				refs []histRef
 			}
 			var changes []change
 			refs := 0
@@ -391,7 +402,11 @@ func (s *Server) purgeBefore(acct string, t int64) (int, int64, error) {
 					it.Close()
 					return err
 				}
-				c := change{key: k, refs: strings.Split(string(v), "\n")}
+				c := change{key: k}
+				if c.refs, err = parseRefs(v); err != nil {
+					it.Close()
+					return fmt.Errorf("history index %q: %w", k, err)
+				}
 				changes = append(changes, c)
 				refs += len(c.refs)
 			}
@@ -427,49 +442,32 @@ func (s *Server) purgeBefore(acct string, t int64) (int, int64, error) {
 
 // dropVersion deletes the version ref (of the expiry index) that ended at
 // until and credits its bytes; a record already gone (a path purge) is skipped.
-func (m *mtx) dropVersion(until int64, ref string) (int64, error) {
+func (m *mtx) dropVersion(until int64, ref histRef) (int64, error) {
 	a := m.acct.ID
-	kind, rest, _ := strings.Cut(ref, "/")
-	var id uint64
-	switch kind {
-	case "n":
-		if _, err := fmt.Sscanf(rest, "%016x", &id); err != nil {
-			return 0, fmt.Errorf("bad history index %q", ref)
-		}
-		var h histNode
-		k := kHNode(a, id, until)
-		if err := getRec(m.tx, k, &h); err != nil {
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return 0, nil
-			}
-			return 0, err
-		}
-		b := attrsCharge(h.Node.Attrs)
-		m.keepRecord(-b)
-		if h.Trash != nil {
-			if err := m.tx.Delete(kTrash(a, until, id)); err != nil {
-				return 0, err
-			}
-		}
-		return b, m.tx.Delete(k)
-	case "e":
-		parentHex, mac, _ := strings.Cut(rest, "/")
-		if _, err := fmt.Sscanf(parentHex, "%016x", &id); err != nil {
-			return 0, fmt.Errorf("bad history index %q", ref)
-		}
+	if ref.kind == refEntry {
 		var h histEntry
-		k := kHEnt(a, id, mac, until)
+		k := kHEnt(a, ref.id, ref.mac, until)
 		if err := getRec(m.tx, k, &h); err != nil {
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				return 0, nil
 			}
 			return 0, err
 		}
-		b := entryCharge(mac, h.Entry.Name)
+		b := entryCharge(ref.mac, h.Entry.Name)
 		m.keepRecord(-b)
 		return b, m.tx.Delete(k)
 	}
-	return 0, fmt.Errorf("bad history index %q", ref)
+	var h histNode
+	k := kHNode(a, ref.id, until)
+	if err := getRec(m.tx, k, &h); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	b := attrsCharge(h.Node.Attrs)
+	m.keepRecord(-b)
+	return b, m.tx.Delete(k)
 }
 
 // purgeNode drops every version of node id and of everything that ever was
@@ -554,11 +552,6 @@ func (s *Server) purgeNode(ctx context.Context, acct string, id uint64) (int, in
 			var h histNode
 			if err := h.decode(v); err != nil {
 				return 0, err
-			}
-			if h.Trash != nil {
-				if err := m.tx.Delete(kTrash(acct, h.Until, h.Node.ID)); err != nil {
-					return 0, err
-				}
 			}
 			for _, c := range h.Node.Chunks {
 				chunks[c] = true

@@ -7,8 +7,13 @@ package server
 //
 //	histNode:  0x01 | u64 id | type (0 file, 1 dir) | uv version | uv nlink | uv parent |
 //	           uv len | attrs | uv n | n × 32-byte chunk id | uv seq | v since | v until |
-//	           0x00, or 0x01 | uv parent | 32-byte name MAC | uv len | sealed name  (trash)
+//	           0x00, or 0x01 | uv parent | 32-byte name MAC | uv len | sealed name  (trash),
+//	           or 0x02 | uv parent | 32-byte name MAC  (trash whose name is the entry
+//	           version (parent, MAC) kept at the same until: not stored twice)
 //	histEntry: 0x01 | uv id | uv len | sealed name | v since | v until
+//	expiry index (hx/): the versions one change ended, back to back:
+//	           'n' | u64be node id  (a node version),  't' | u64be node id  (a deleted
+//	           node's last version: the trash),  'e' | u64be parent | 32-byte name MAC
 //
 // (u64: 8 bytes little-endian; uv/v: unsigned/signed varint.)
 
@@ -57,14 +62,26 @@ func (h histNode) encode() []byte {
 	if h.Trash == nil {
 		return append(b, 0)
 	}
-	b = append(b, 1)
-	b = binary.AppendUvarint(b, h.Trash.Parent)
-	mac, _ := hex.DecodeString(h.Trash.NameMAC)
-	if len(mac) != 32 {
-		mac = make([]byte, 32)
+	flag := byte(1)
+	if h.Trash.NameInEntry {
+		flag = 2
 	}
-	b = append(b, mac...)
+	b = append(b, flag)
+	b = binary.AppendUvarint(b, h.Trash.Parent)
+	b = append(b, rawMAC(h.Trash.NameMAC)...)
+	if h.Trash.NameInEntry {
+		return b
+	}
 	return appendBytes(b, h.Trash.Name)
+}
+
+// rawMAC is a name MAC's 32 bytes (hex on the API, validated on the way in).
+func rawMAC(mac string) []byte {
+	raw, err := hex.DecodeString(mac)
+	if err != nil || len(raw) != 32 {
+		return make([]byte, 32) // never: name MACs are validated on the way in
+	}
+	return raw
 }
 
 // reader reads the fields of an encoded record; the first failure sticks.
@@ -135,10 +152,17 @@ func (h *histNode) decode(b []byte) error {
 	n.Seq = r.uvarint()
 	n.Since = r.varint()
 	h.Until = r.varint()
-	if t := r.take(1); !r.bad && t[0] == 1 {
+	if t := r.take(1); !r.bad && t[0] != 0 {
+		if t[0] > 2 {
+			return fmt.Errorf("%w: trash flag %d", errHistRecord, t[0])
+		}
 		h.Trash = &trashRec{Parent: r.uvarint()}
 		h.Trash.NameMAC = hex.EncodeToString(r.take(32))
-		h.Trash.Name = r.bytes()
+		if t[0] == 1 {
+			h.Trash.Name = r.bytes()
+		} else {
+			h.Trash.NameInEntry = true
+		}
 	}
 	if r.bad || len(r.b) != 0 {
 		return errHistRecord
@@ -178,4 +202,49 @@ func getRec(tx *badger.Txn, key []byte, r interface{ decode([]byte) error }) err
 		return err
 	}
 	return it.Value(r.decode)
+}
+
+// histRef names one version in the expiry index.
+type histRef struct {
+	kind byte   // refNode, refTrash or refEntry
+	id   uint64 // the node, or the entry's parent
+	mac  string // the entry's name MAC (hex)
+}
+
+const (
+	refNode  = 'n'
+	refTrash = 't'
+	refEntry = 'e'
+)
+
+func appendRef(b []byte, r histRef) []byte {
+	b = append(b, r.kind)
+	b = binary.BigEndian.AppendUint64(b, r.id)
+	if r.kind == refEntry {
+		b = append(b, rawMAC(r.mac)...)
+	}
+	return b
+}
+
+// parseRefs decodes an expiry index value.
+func parseRefs(b []byte) ([]histRef, error) {
+	var out []histRef
+	for len(b) > 0 {
+		n := 9
+		if b[0] == refEntry {
+			n += 32
+		} else if b[0] != refNode && b[0] != refTrash {
+			return nil, fmt.Errorf("%w: index ref kind %q", errHistRecord, b[0])
+		}
+		if len(b) < n {
+			return nil, fmt.Errorf("%w: short index ref", errHistRecord)
+		}
+		r := histRef{kind: b[0], id: binary.BigEndian.Uint64(b[1:9])}
+		if r.kind == refEntry {
+			r.mac = hex.EncodeToString(b[9:41])
+		}
+		out = append(out, r)
+		b = b[n:]
+	}
+	return out, nil
 }

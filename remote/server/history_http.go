@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -148,34 +149,59 @@ func (s *Server) handleTrash(w http.ResponseWriter, r *http.Request, acct string
 	}
 	out := api.TrashResponse{Items: []api.TrashItem{}}
 	err = s.db.View(func(tx *badger.Txn) error {
-		p := pTrash(acct)
+		// The expiry index is the trash by time: its refTrash refs are the
+		// deleted nodes.
+		p := pHIdx(acct)
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
 		defer it.Close()
 		start := append(p, hexTime(after+1)...)
+		var skipTo uint64 // resuming in the change at the cursor: after this node
 		if cursor != "" {
-			start = append(append(p, cursor...), 0)
+			start = append(p, cursor[:16]...)
+			skipTo, _ = strconv.ParseUint(cursor[17:], 16, 64)
 		}
-		var last string
 		for it.Seek(start); it.Valid(); it.Next() {
 			k := string(it.Item().Key()[len(p):])
-			if len(out.Items) == api.MaxTrashPage {
-				out.Cursor = last
-				break
-			}
-			until, err := strconv.ParseInt(k[:16], 16, 64)
+			until, err := strconv.ParseInt(k, 16, 64)
 			if err != nil {
-				return fmt.Errorf("bad trash key %q", k)
+				return fmt.Errorf("bad history index key %q", k)
 			}
-			id, err := strconv.ParseUint(k[17:], 16, 64)
+			v, err := it.Item().ValueCopy(nil)
 			if err != nil {
-				return fmt.Errorf("bad trash key %q", k)
+				return err
 			}
-			var h histNode
-			if err := getRec(tx, kHNode(acct, id, until), &h); err != nil || h.Trash == nil {
-				continue // purged meanwhile
+			refs, err := parseRefs(v)
+			if err != nil {
+				return fmt.Errorf("history index %q: %w", k, err)
 			}
-			out.Items = append(out.Items, api.TrashItem{Deleted: until, Parent: h.Trash.Parent, NameMAC: h.Trash.NameMAC, Name: h.Trash.Name, Node: h.Node})
-			last = k
+			if cursor == "" || k != cursor[:16] {
+				skipTo = 0
+			}
+			for _, ref := range refs {
+				if ref.kind != refTrash {
+					continue
+				}
+				if skipTo != 0 {
+					if ref.id == skipTo {
+						skipTo = 0
+					}
+					continue
+				}
+				if len(out.Items) == api.MaxTrashPage {
+					last := out.Items[len(out.Items)-1]
+					out.Cursor = hexTime(last.Deleted) + "/" + fmt.Sprintf("%016x", last.Node.ID)
+					return nil
+				}
+				var h histNode
+				if err := getRec(tx, kHNode(acct, ref.id, until), &h); err != nil || h.Trash == nil {
+					continue // purged meanwhile
+				}
+				name, err := trashName(tx, acct, &h)
+				if err != nil {
+					return err
+				}
+				out.Items = append(out.Items, api.TrashItem{Deleted: until, Parent: h.Trash.Parent, NameMAC: h.Trash.NameMAC, Name: name, Node: h.Node})
+			}
 		}
 		return nil
 	})
@@ -183,6 +209,23 @@ func (s *Server) handleTrash(w http.ResponseWriter, r *http.Request, acct string
 		return err
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// trashName is the sealed name a deleted node h had last: in its trash
+// record, or in the entry version that ended with it.
+func trashName(tx *badger.Txn, acct string, h *histNode) ([]byte, error) {
+	if !h.Trash.NameInEntry {
+		return h.Trash.Name, nil
+	}
+	var e histEntry
+	err := getRec(tx, kHEnt(acct, h.Trash.Parent, h.Trash.NameMAC, h.Until), &e)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil // purged with its directory's history
+	}
+	if err != nil {
+		return nil, err
+	}
+	return e.Entry.Name, nil
 }
 
 // validCursor: a trash cursor is UNTIL/NODEID, 16 hex digits each.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"github.com/dgraph-io/badger/v4"
 
 	"context"
@@ -257,4 +258,55 @@ func TestHistoryPurgePath(t *testing.T) {
 		t.Fatalf("another path's versions: %+v", vs)
 	}
 	checkConsistent(t, e.s, u.id)
+}
+
+// The trash pages through the expiry index: every deleted node once, in
+// deletion order, with the sealed name it had last (stored once, in the
+// entry's kept version), across pages and across changes that delete many.
+func TestTrashPagesWithNames(t *testing.T) {
+	_, u := historyEnv(t, nil)
+	const n = api.MaxTrashPage + 7
+	names := map[uint64][]byte{}
+	var creates, unlinks []api.BatchOp
+	for range n {
+		c := &api.CreateRequest{Parent: api.RootID, NameMAC: randMAC(), Name: randBytes(20), ID: randID(), Type: api.TypeFile, Attrs: randBytes(30)}
+		names[c.ID] = c.Name
+		creates = append(creates, api.BatchOp{Op: api.OpCreate, Create: c})
+		unlinks = append(unlinks, api.BatchOp{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: api.RootID, NameMAC: c.NameMAC}})
+	}
+	for i := 0; i < n; i += 1000 {
+		u.must("POST", "/v1/batch", api.BatchRequest{Ops: creates[i:min(i+1000, n)]}, nil)
+	}
+	// Deleted in changes of 700, 700, ...: page ends fall inside a change.
+	for i := 0; i < n; i += 700 {
+		u.must("POST", "/v1/batch", api.BatchRequest{Ops: unlinks[i:min(i+700, n)]}, nil)
+	}
+	seen := map[uint64]bool{}
+	var last int64
+	cursor, pages := "", 0
+	for {
+		var tr api.TrashResponse
+		u.must("GET", "/v1/history/trash?cursor="+cursor, nil, &tr)
+		pages++
+		for _, it := range tr.Items {
+			if seen[it.Node.ID] {
+				t.Fatalf("node %d listed twice", it.Node.ID)
+			}
+			seen[it.Node.ID] = true
+			if !bytes.Equal(it.Name, names[it.Node.ID]) {
+				t.Fatalf("node %d: name %x, want %x", it.Node.ID, it.Name, names[it.Node.ID])
+			}
+			if it.Deleted < last {
+				t.Fatalf("trash out of order")
+			}
+			last = it.Deleted
+		}
+		if tr.Cursor == "" {
+			break
+		}
+		cursor = tr.Cursor
+	}
+	if len(seen) != n || pages != 2 {
+		t.Fatalf("trash listed %d of %d in %d pages", len(seen), n, pages)
+	}
 }
