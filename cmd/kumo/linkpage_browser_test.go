@@ -178,3 +178,70 @@ func TestLinkPageSpeed(t *testing.T) {
 		t.Errorf("the browser took %.2fx kumo get's time; the target is within 2x", mp.Seconds()/mc.Seconds())
 	}
 }
+
+// TestLinkPagePassword: a link made with `kumo link --password` opens in
+// the page. The page asks for the password and derives its keys in the
+// browser (Go's Argon2id compiled to WebAssembly, in a worker); a wrong
+// password says so and the form stays; the right one lists the file and it
+// downloads byte-exact; the server's rate limit (--login-limit) applies to
+// the page's attempts and the page says to wait.
+func TestLinkPagePassword(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a browser")
+	}
+	b := browsertest.Start(t)
+	bin := buildKumo(t)
+	url, _ := startServe(t, bin, "--quota", "100MiB", "--login-limit", "4")
+	r := &runner{t: t, bin: bin, env: []string{"KUMO_CONFIG_DIR=" + t.TempDir(), "KUMO_PASSWORD=correct horse",
+		"KUMO_LINK_PASSWORD=open sesame ü"}}
+	r.ok("signup", "--server", url, "--email", "pwpage@example.com")
+	src := filepath.Join(t.TempDir(), "secret.bin")
+	data := make([]byte, 5<<20+77)
+	rand.Read(data)
+	os.WriteFile(src, data, 0o644)
+	r.ok("put", src, "/secret.bin")
+	u := makeLink(t, r, "--password", "/secret.bin")
+
+	p := b.Open(u, noPicker)
+	if st := p.WaitState(30 * time.Second); st != "password" {
+		t.Fatalf("password link: state %q, want the password form (error %q)", st, p.Text("#error"))
+	}
+	try := func(pw string) string {
+		t.Helper()
+		var ok bool
+		p.Eval(fmt.Sprintf(`(() => { document.getElementById('pw').value = %q; document.getElementById('pwform').requestSubmit(); return true; })()`, pw), &ok)
+		time.Sleep(100 * time.Millisecond) // the state leaves "password" at once
+		return p.WaitState(60 * time.Second)
+	}
+	if st := try("open sesame"); st != "password" || !strings.Contains(p.Text("#pwmsg"), "Wrong password") {
+		t.Fatalf("wrong password: state %q, message %q %q", st, p.Text("#pwmsg"), p.Text("#error"))
+	}
+	if st := try("open sesame ü"); st != "ready" {
+		t.Fatalf("right password: state %q, message %q %q", st, p.Text("#pwmsg"), p.Text("#error"))
+	}
+	path, name := p.Download(`button.dl`, 2*time.Minute)
+	if fileSHA(t, path) != sha256.Sum256(data) || name != "secret.bin" {
+		t.Fatalf("downloaded %q with another sha256 than the file put", name)
+	}
+
+	// Wrong guesses until the server's limit (4 a minute per address and
+	// per link) refuses: the page says to wait, not "wrong password".
+	p = b.Open(u, noPicker)
+	if st := p.WaitState(30 * time.Second); st != "password" {
+		t.Fatalf("reopened: state %q", st)
+	}
+	limited := false
+	for i := 0; i < 6 && !limited; i++ {
+		st := try(fmt.Sprintf("guess %d", i))
+		msg := p.Text("#pwmsg")
+		switch {
+		case st == "password" && strings.Contains(msg, "Too many password attempts"):
+			limited = true
+		case st != "password" || !strings.Contains(msg, "Wrong password"):
+			t.Fatalf("guess %d: state %q, message %q %q", i, st, msg, p.Text("#error"))
+		}
+	}
+	if !limited {
+		t.Fatal("six wrong passwords in a row and the page never said the server is limiting attempts")
+	}
+}

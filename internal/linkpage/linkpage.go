@@ -9,7 +9,10 @@
 package linkpage
 
 import (
+	"bytes"
+	"compress/gzip"
 	"embed"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,6 +20,12 @@ import (
 
 //go:embed static
 var static embed.FS
+
+// The password step is Go compiled to WebAssembly (./pwwasm), kept built and
+// gzipped in static/ with the loader of the Go release that built it;
+// TestWasmUpToDate fails when they are stale. After changing ./pwwasm,
+// internal/link or internal/keys, or the Go version: go generate ./internal/linkpage
+//go:generate sh -c "GOOS=js GOARCH=wasm go build -trimpath -buildvcs=false -ldflags=-s -o static/pw.wasm ./pwwasm && gzip -9nf static/pw.wasm && cp \"$(go env GOROOT)/lib/wasm/wasm_exec.js\" static/"
 
 // Asset paths live under /s/_/: "_" is never a link id (ids are 22 base64url
 // characters), so one prefix serves every page's code.
@@ -33,10 +42,23 @@ const csp = "default-src 'none'; script-src 'self'; connect-src 'self'; style-sr
 // downloads from memory it is handed, and fetches nothing.
 const swCSP = "default-src 'none'"
 
+// pwCSP is the password worker's policy: it loads Go's wasm loader and
+// compiles the password code ('wasm-unsafe-eval' allows WebAssembly only, no
+// JavaScript eval), and only this worker has it.
+const pwCSP = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'"
+
+// chunksCSP is the chunk workers' policy: they fetch chunks from this
+// server and load nothing else.
+const chunksCSP = "default-src 'none'; connect-src 'self'"
+
 var assets = map[string]struct{ file, ctype string }{
-	"page.js":  {"static/page.js", "text/javascript; charset=utf-8"},
-	"page.css": {"static/page.css", "text/css; charset=utf-8"},
-	"sw.js":    {"static/sw.js", "text/javascript; charset=utf-8"},
+	"page.js":      {"static/page.js", "text/javascript; charset=utf-8"},
+	"page.css":     {"static/page.css", "text/css; charset=utf-8"},
+	"sw.js":        {"static/sw.js", "text/javascript; charset=utf-8"},
+	"chunks.js":    {"static/chunks.js", "text/javascript; charset=utf-8"},
+	"pw.js":        {"static/pw.js", "text/javascript; charset=utf-8"},
+	"wasm_exec.js": {"static/wasm_exec.js", "text/javascript; charset=utf-8"},
+	"pw.wasm":      {"static/pw.wasm.gz", "application/wasm"},
 }
 
 // Routes lists the patterns Handler answers, for the server's mux.
@@ -101,6 +123,15 @@ func serveAsset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	policy := csp
+	switch name {
+	case "chunks.js":
+		policy = chunksCSP
+	case "pw.js":
+		policy = pwCSP
+	case "pw.wasm":
+		serveGzipped(w, r, b, a.ctype)
+		return
+	}
 	if name == "sw.js" {
 		policy = swCSP
 		// The worker lives at /s/_/ and controls only /s/_/dl/ (its
@@ -108,6 +139,27 @@ func serveAsset(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Service-Worker-Allowed", assetPrefix+"dl/")
 	}
 	write(w, b, a.ctype, policy)
+}
+
+// serveGzipped serves gz, a gzipped asset, as is to a browser that takes
+// gzip (all do), else unpacked.
+func serveGzipped(w http.ResponseWriter, r *http.Request, gz []byte, ctype string) {
+	setHeaders(w.Header(), ctype, swCSP)
+	w.Header().Add("Vary", "Accept-Encoding")
+	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("Content-Length", strconv.Itoa(len(gz)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(gz)
+		return
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil { // embedded at build time: cannot happen
+		http.Error(w, "link page asset damaged in the build", http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	io.Copy(w, zr)
 }
 
 func write(w http.ResponseWriter, b []byte, ctype, policy string) {

@@ -1,9 +1,14 @@
 package linkpage
 
 import (
+	"bytes"
+	"compress/gzip"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -27,12 +32,18 @@ func TestHeaders(t *testing.T) {
 		{"/s/_/page.js", "text/javascript; charset=utf-8", "crypto.subtle"},
 		{"/s/_/page.css", "text/css; charset=utf-8", "body"},
 		{"/s/_/sw.js", "text/javascript; charset=utf-8", "respondWith"},
+		{"/s/_/chunks.js", "text/javascript; charset=utf-8", "crypto.subtle.decrypt"},
+		{"/s/_/pw.js", "text/javascript; charset=utf-8", "kumoLinkKeys"},
+		{"/s/_/wasm_exec.js", "text/javascript; charset=utf-8", "globalThis.Go = class"},
 	} {
 		res, body := get(t, h, tc.path)
 		if res.StatusCode != 200 || res.Header.Get("Content-Type") != tc.ctype || !strings.Contains(body, tc.body) {
 			t.Errorf("%s: %d %q, body has %q: %v", tc.path, res.StatusCode, res.Header.Get("Content-Type"), tc.body, strings.Contains(body, tc.body))
 		}
 		csp := res.Header.Get("Content-Security-Policy")
+		if tc.path == "/s/_/pw.js" { // the one place WebAssembly may compile
+			csp = strings.Replace(csp, " 'wasm-unsafe-eval'", "", 1)
+		}
 		if !strings.HasPrefix(csp, "default-src 'none'") || strings.Contains(csp, "unsafe") || strings.Contains(csp, "http") {
 			t.Errorf("%s: CSP %q", tc.path, csp)
 		}
@@ -62,7 +73,7 @@ func TestNoInlineCode(t *testing.T) {
 		t.Errorf("index.html has inline code or style: %q", inline.Find(b))
 	}
 	url := regexp.MustCompile(`(https?:)?//[a-zA-Z0-9.-]+`)
-	for _, f := range []string{"static/index.html", "static/page.js", "static/sw.js", "static/page.css"} {
+	for _, f := range []string{"static/index.html", "static/page.js", "static/sw.js", "static/page.css", "static/chunks.js", "static/pw.js"} {
 		b, _ := static.ReadFile(f)
 		for _, m := range url.FindAll(b, -1) {
 			if string(m) != "https://SERVER" {
@@ -78,5 +89,77 @@ func TestNotFound(t *testing.T) {
 		if res, _ := get(t, h, p); res.StatusCode != 404 || res.Header.Get("X-Content-Type-Options") != "nosniff" {
 			t.Errorf("%s: %d", p, res.StatusCode)
 		}
+	}
+}
+
+// TestPasswordWasm: the password code is served gzipped to browsers (all
+// take gzip) and unpacked to anything else, a WebAssembly module either way.
+func TestPasswordWasm(t *testing.T) {
+	h := Handler()
+	req := httptest.NewRequest("GET", "/s/_/pw.wasm", nil)
+	req.Header.Set("Accept-Encoding", "gzip, deflate, br")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	gz := rec.Result()
+	if gz.StatusCode != 200 || gz.Header.Get("Content-Encoding") != "gzip" || gz.Header.Get("Content-Type") != "application/wasm" {
+		t.Fatalf("gzip: %d %q %q", gz.StatusCode, gz.Header.Get("Content-Encoding"), gz.Header.Get("Content-Type"))
+	}
+	zr, err := gzip.NewReader(gz.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpacked, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, plain := get(t, h, "/s/_/pw.wasm")
+	if res.Header.Get("Content-Encoding") != "" || plain != string(unpacked) || !strings.HasPrefix(plain, "\x00asm") {
+		t.Fatalf("plain: encoding %q, %d bytes (gzip: %d), starts %q", res.Header.Get("Content-Encoding"), len(plain), len(unpacked), plain[:min(4, len(plain))])
+	}
+}
+
+// TestWasmUpToDate rebuilds the password code (go generate's command) and
+// compares it and Go's loader with what is embedded: a change to ./pwwasm,
+// internal/link or internal/keys, or another Go release, needs
+// go generate ./internal/linkpage, or the page would derive with stale code.
+func TestWasmUpToDate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the WebAssembly module")
+	}
+	out := filepath.Join(t.TempDir(), "pw.wasm")
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s", "-o", out, "./pwwasm")
+	cmd.Env = append(os.Environ(), "GOOS=js", "GOARCH=wasm")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build ./pwwasm: %v\n%s", err, b)
+	}
+	built, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz, err := static.ReadFile("static/pw.wasm.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	embedded, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(built, embedded) {
+		t.Errorf("static/pw.wasm.gz is stale (%d bytes built, %d embedded): run go generate ./internal/linkpage", len(built), len(embedded))
+	}
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loader, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(goroot)), "lib", "wasm", "wasm_exec.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ours, _ := static.ReadFile("static/wasm_exec.js"); !bytes.Equal(ours, loader) {
+		t.Error("static/wasm_exec.js is not this Go release's loader: run go generate ./internal/linkpage")
 	}
 }

@@ -123,14 +123,15 @@ func (p *Page) Eval(js string, out any) {
 }
 
 // WaitState waits until the page's state (document.body.dataset.state) is
-// one of the settled ones (ready, saved, error) and returns it.
+// one of the settled ones (ready, saved, error, password: asking for one)
+// and returns it.
 func (p *Page) WaitState(timeout time.Duration) string {
 	p.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		var s string
 		p.Eval(`document.body ? (document.body.dataset.state || '') : ''`, &s)
-		if s == "ready" || s == "saved" || s == "error" || time.Now().After(deadline) {
+		if s == "ready" || s == "saved" || s == "error" || s == "password" || time.Now().After(deadline) {
 			return s
 		}
 		time.Sleep(50 * time.Millisecond)

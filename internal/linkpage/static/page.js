@@ -7,7 +7,8 @@
   const CHUNK = 4194304; // plaintext bytes of a full chunk
   const SEG = 65536; // plaintext bytes of a STREAM segment
   const TAG = 16; // AES-GCM tag
-  const AHEAD = 4; // chunks fetched and opened ahead of the one being saved
+  const AHEAD = 6; // chunks fetched and opened ahead of the one being saved
+  const WORKERS = 3; // chunk workers, at most (fewer on a machine with fewer cores)
   const enc = new TextEncoder();
   const $ = (id) => document.getElementById(id);
 
@@ -43,12 +44,6 @@
 
   const HEX64 = /^[0-9a-f]{64}$/;
 
-  function hexDecode(s) {
-    const out = new Uint8Array(s.length / 2);
-    for (let i = 0; i < out.length; i++) out[i] = parseInt(s.substr(2 * i, 2), 16);
-    return out;
-  }
-
   function human(n) {
     const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
     let u = 0;
@@ -57,35 +52,146 @@
     return u === 0 ? n + ' bytes' : v.toFixed(v < 10 ? 1 : 0) + ' ' + units[u];
   }
 
-  // fetchOK fetches a same-origin URL and turns the link API's refusals
-  // into messages: 404 unknown or revoked, 410 expired.
-  async function fetchOK(path, signal) {
-    let r;
-    try {
-      r = await fetch(path, { credentials: 'omit', cache: 'no-store', referrerPolicy: 'no-referrer', signal });
-    } catch (err) {
-      if (err && err.name === 'AbortError') throw err;
-      throw new LinkError('Could not reach the server (' + err.message + '). Check your connection and reload the page.');
+  // refusal turns the link API's refusals into messages: 404 unknown or
+  // revoked, 410 expired.
+  function refusal(status, code, message) {
+    if (status === 410 || code === 'link_expired') {
+      return new LinkError('This link has expired. Ask the person who shared it for a new link.');
     }
-    if (r.ok) return r;
-    let code = '';
-    let message = '';
+    if (status === 404) {
+      return new LinkError('This link does not exist or was revoked by its owner. Check that the whole address was copied, or ask for a new link.');
+    }
+    if (status === 429) {
+      return new LinkError('The server is limiting requests for this link; wait a minute and reload.');
+    }
+    return new LinkError('The server refused the request (HTTP ' + status + (code ? ', ' + code : '') +
+      (message ? ': ' + message : '') + '). Try again later.');
+  }
+
+  async function errorOf(r) {
     try {
       const j = await r.json();
-      code = (j.error && j.error.code) || '';
-      message = (j.error && j.error.message) || '';
+      return { code: (j.error && j.error.code) || '', message: (j.error && j.error.message) || '' };
     } catch { /* not JSON: the status says enough */ }
-    if (r.status === 410 || code === 'link_expired') {
-      throw new LinkError('This link has expired. Ask the person who shared it for a new link.');
+    return { code: '', message: '' };
+  }
+
+  function unreachable(err) {
+    return new LinkError('Could not reach the server (' + err.message + '). Check your connection and reload the page.');
+  }
+
+  // fetchOK fetches a same-origin URL; a refusal is a LinkError.
+  async function fetchOK(path, init) {
+    let r;
+    try {
+      r = await fetch(path, { credentials: 'omit', cache: 'no-store', referrerPolicy: 'no-referrer', ...init });
+    } catch (err) {
+      throw unreachable(err);
     }
-    if (r.status === 404) {
-      throw new LinkError('This link does not exist or was revoked by its owner. Check that the whole address was copied, or ask for a new link.');
+    if (r.ok) return r;
+    const { code, message } = await errorOf(r);
+    throw refusal(r.status, code, message);
+  }
+
+  function b64Encode(b) {
+    let s = '';
+    for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]);
+    return btoa(s);
+  }
+
+  // passwordKeys derives a password link's keys in the password worker
+  // (pw.js: the Go code of kumo get, compiled to WebAssembly): {key, auth},
+  // 32 bytes each, or a LinkError.
+  let pwWorker = null;
+  function passwordKeys(req) {
+    if (!pwWorker) pwWorker = new Worker('/s/_/pw.js');
+    return new Promise((resolve, reject) => {
+      pwWorker.onmessage = (ev) => {
+        if (ev.data.error) reject(new LinkError('This link\'s password settings cannot be used (' + ev.data.error + '). Try kumo get URL.'));
+        else resolve(ev.data);
+      };
+      pwWorker.onerror = (ev) => {
+        ev.preventDefault();
+        pwWorker = null;
+        reject(new LinkError('This browser could not run the password step (WebAssembly: ' + (ev.message || 'failed to start') +
+          '). Use kumo get URL, which asks for the password too.'));
+      };
+      pwWorker.postMessage(req, [req.password.buffer]);
+    });
+  }
+
+  // askPassword shows the password form until the server accepts a
+  // password (POST /v1/s/ID/open with the auth key derived from it) and
+  // returns the manifest key and the sealed manifest. A wrong password or
+  // the server's rate limit is said under the form, which stays.
+  function askPassword(id, secret, pw) {
+    let salt = null;
+    try { salt = b64Decode(pw.salt); } catch { /* reported below */ }
+    const kdf = pw.kdf || {};
+    if (!salt || ![kdf.time, kdf.memory_kib, kdf.threads].every(Number.isSafeInteger)) {
+      return Promise.reject(new LinkError('The server sent malformed password settings for this link. Try kumo get URL.'));
     }
-    if (r.status === 429) {
-      throw new LinkError('The server is limiting requests for this link; wait a minute and reload.');
-    }
-    throw new LinkError('The server refused the request (HTTP ' + r.status + (code ? ', ' + code : '') +
-      (message ? ': ' + message : '') + '). Try again later.');
+    const form = $('pwform');
+    const msg = $('pwmsg');
+    const btn = $('pwbtn');
+    $('status').hidden = true;
+    form.hidden = false;
+    setState('password');
+    $('pw').focus();
+    return new Promise((resolve, reject) => {
+      const say = (text, wrong) => {
+        msg.textContent = text;
+        msg.classList.toggle('wrong', wrong);
+        btn.disabled = false;
+        setState('password');
+      };
+      form.addEventListener('submit', async (ev) => {
+        ev.preventDefault();
+        if (btn.disabled) return;
+        btn.disabled = true;
+        setState('checking');
+        msg.classList.remove('wrong');
+        msg.textContent = 'Checking the password (deriving its key takes a few seconds)…';
+        try {
+          const k = await passwordKeys({ id, secret: secret.slice(), password: enc.encode($('pw').value), salt,
+            time: kdf.time, memory: kdf.memory_kib, threads: kdf.threads });
+          let r;
+          try {
+            r = await fetch('/v1/s/' + id + '/open', {
+              method: 'POST', credentials: 'omit', cache: 'no-store', referrerPolicy: 'no-referrer',
+              headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ auth: b64Encode(k.auth) }),
+            });
+          } catch (err) {
+            throw unreachable(err);
+          }
+          if (r.status === 403 || r.status === 429) {
+            const { code } = await errorOf(r);
+            if (r.status === 403 && code === 'wrong_password') {
+              say('Wrong password: the server refused it. Check it and try again.', true);
+              return;
+            }
+            if (r.status === 429) {
+              const wait = parseInt(r.headers.get('Retry-After') || '', 10);
+              say('Too many password attempts for this link: the server refuses more for now. Wait ' +
+                (wait > 0 ? wait + ' seconds' : 'a minute') + ', then try again.', true);
+              return;
+            }
+          }
+          if (!r.ok) {
+            const { code, message } = await errorOf(r);
+            throw refusal(r.status, code, message);
+          }
+          const j = await r.json();
+          if (typeof j.blob !== 'string') throw new LinkError('The server answered without the link\'s sealed data. Try kumo get URL.');
+          const key = await crypto.subtle.importKey('raw', k.key, 'AES-GCM', false, ['decrypt']);
+          form.hidden = true;
+          resolve({ key, blob: b64Decode(j.blob) });
+        } catch (err) {
+          form.hidden = true;
+          reject(err);
+        }
+      });
+    });
   }
 
   async function deriveKey(secret, id) {
@@ -155,50 +261,72 @@
     }
   }
 
-  function segNonce(i, final) {
-    const iv = new Uint8Array(12);
-    let v = i;
-    for (let b = 10; b >= 0 && v > 0; b--) { iv[b] = v % 256; v = Math.floor(v / 256); }
-    iv[11] = final ? 1 : 0;
-    return iv;
-  }
-
-  // openChunk fetches one sealed chunk and opens its STREAM segments;
-  // the result is the chunk's plaintext as a list of buffers.
-  async function openChunk(linkID, c, signal) {
-    if (c.id === '') return [new Uint8Array(c.n)]; // a hole
-    const segs = Math.ceil(c.n / SEG);
-    const key = await crypto.subtle.importKey('raw', hexDecode(c.key), 'AES-GCM', false, ['decrypt']);
-    const r = await fetchOK('/v1/s/' + linkID + '/chunks/' + c.id, signal);
-    const sealed = new Uint8Array(await r.arrayBuffer());
-    if (sealed.length !== c.n + TAG * segs) {
-      throw new LinkError('The server sent a chunk of the wrong size (' + sealed.length + ' bytes for ' + c.n +
+  // chunkError is the message for a chunk worker's failure (chunks.js).
+  function chunkError(f, c) {
+    switch (f.kind) {
+      case 'network': return unreachable(new Error(f.detail));
+      case 'http': return refusal(f.status, f.code, f.message);
+      case 'size': return new LinkError('The server sent a chunk of the wrong size (' + f.got + ' bytes or more for ' + c.n +
         '); the download stopped and nothing more was saved. Try again, or use kumo get URL.');
-    }
-    const ops = [];
-    for (let i = 0; i < segs; i++) {
-      const off = i * (SEG + TAG);
-      const end = Math.min(off + SEG + TAG, sealed.length);
-      ops.push(crypto.subtle.decrypt({ name: 'AES-GCM', iv: segNonce(i, i === segs - 1), tagLength: 128 }, key, sealed.subarray(off, end)));
-    }
-    try {
-      return (await Promise.all(ops)).map((b) => new Uint8Array(b));
-    } catch {
-      throw new LinkError('Part of this file failed to decrypt: the data was altered or damaged on the way. ' +
+      case 'auth': return new LinkError('Part of this file failed to decrypt: the data was altered or damaged on the way. ' +
         'The download stopped; discard what was saved.');
     }
+    return new Error(f.detail || 'the chunk worker failed');
   }
 
-  // pieces yields a file's plaintext chunk by chunk, with AHEAD chunks in
-  // flight so the network and the decryption overlap; at most about
-  // (AHEAD+1) chunks are in memory whatever the file's size.
+  // chunkWorkers starts the workers that fetch and open chunks (chunks.js):
+  // a few, so fetching and WebCrypto's copies run on more than one core and
+  // the page's own thread only passes buffers along. They live as long as
+  // the page.
+  let pool = null;
+  function chunkWorkers() {
+    if (pool) return pool;
+    const n = Math.min(WORKERS, Math.max(2, navigator.hardwareConcurrency || 2));
+    const waiting = new Map(); // job -> {resolve, reject, chunk}
+    let broken = null;
+    const fail = (err) => { broken = err; for (const w of waiting.values()) w.reject(err); waiting.clear(); };
+    const workers = Array.from({ length: n }, () => {
+      const w = new Worker('/s/_/chunks.js');
+      w.onmessage = (ev) => {
+        const m = ev.data;
+        const job = waiting.get(m.job);
+        if (!job) return;
+        waiting.delete(m.job);
+        if (m.error) job.reject(chunkError(m.error, job.chunk));
+        else job.resolve(m.bufs.map((b) => new Uint8Array(b)));
+      };
+      w.onerror = (ev) => { ev.preventDefault(); fail(new Error('the download helper (chunk worker) failed: ' + (ev.message || 'no reason given'))); };
+      return w;
+    });
+    let jobs = 0;
+    pool = {
+      open(linkID, c) {
+        const job = ++jobs;
+        return new Promise((resolve, reject) => {
+          if (broken) throw broken;
+          waiting.set(job, { resolve, reject, chunk: c });
+          workers[job % n].postMessage({ type: 'chunk', job, link: linkID, chunk: { id: c.id, key: c.key, n: c.n } });
+        });
+      },
+      abort() {
+        for (const w of workers) w.postMessage({ type: 'abort' });
+        waiting.clear();
+      },
+    };
+    return pool;
+  }
+
+  // pieces yields a file's plaintext chunk by chunk (a list of buffers per
+  // chunk), with AHEAD chunks being fetched and opened by the workers while
+  // one is saved: at most about AHEAD+1 chunks are in memory whatever the
+  // file's size.
   async function* pieces(linkID, e, progress) {
-    const ctl = new AbortController();
     const cs = e.chunks || [];
     const queue = [];
     let next = 0;
     const start = () => {
-      const p = openChunk(linkID, cs[next++], ctl.signal);
+      const c = cs[next++];
+      const p = c.id === '' ? Promise.resolve([new Uint8Array(c.n)]) : chunkWorkers().open(linkID, c); // a hole: zeros
       p.catch(() => {}); // awaited in order below
       queue.push(p);
     };
@@ -211,7 +339,7 @@
         yield bufs;
       }
     } finally {
-      ctl.abort();
+      if (queue.length && pool) pool.abort();
     }
   }
 
@@ -410,12 +538,16 @@
       throw new LinkError('This browser cannot decrypt here: WebCrypto needs a secure (https) page. Use kumo get URL.');
     }
     const info = await (await fetchOK('/v1/s/' + id)).json();
+    let key;
+    let blob;
     if (info.password) {
-      throw new LinkError('This link is password-protected: open it with kumo get URL (this page cannot open password links yet).');
+      ({ key, blob } = await askPassword(id, secret, info.password));
+    } else {
+      if (typeof info.blob !== 'string') throw new LinkError('The server answered without the link\'s sealed data. Try kumo get URL.');
+      key = await deriveKey(secret, id);
+      blob = b64Decode(info.blob);
     }
-    if (typeof info.blob !== 'string') throw new LinkError('The server answered without the link\'s sealed data. Try kumo get URL.');
-    const key = await deriveKey(secret, id);
-    const m = await openBlob(key, id, b64Decode(info.blob));
+    const m = await openBlob(key, id, blob);
     validate(m);
     render(id, m, info.expires);
   }
