@@ -206,8 +206,10 @@ func (f *FS) openName(dir *Node, e api.Entry) ([]byte, error) {
 		return nil, fmt.Errorf("%w: entry of node %d in a shared folder is sealed for share %016x/%016x, not %016x", ErrShare, e.Node.ID, nk.Share, ck.Share, want)
 	case want == 0 && nk.Share != 0:
 		return nil, fmt.Errorf("%w: entry of node %d in the home tree is sealed for share %016x", ErrShare, e.Node.ID, nk.Share)
-	case want == 0 && ck.Share != 0 && (f.shares[ck.Share] == nil || f.shares[ck.Share].Root != e.Node.ID):
-		return nil, fmt.Errorf("%w: node %d in the home tree is sealed for share %016x but is not its root", ErrShare, e.Node.ID, ck.Share)
+	case want == 0 && ck.Share != 0 && (f.shares[ck.Share] == nil || !f.shares[ck.Share].Owned || f.shares[ck.Share].Root != e.Node.ID):
+		// Only the account's own share roots are in its home tree: a joined
+		// share's records copied there by the server are refused.
+		return nil, fmt.Errorf("%w: node %d in the home tree is sealed for share %016x but is not the root of a share this account owns", ErrShare, e.Node.ID, ck.Share)
 	}
 	sealed, err := f.verified(keys.RecordName, dir.ID(), e.NameMAC, e.Name)
 	if err != nil {

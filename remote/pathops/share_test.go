@@ -3,12 +3,14 @@ package pathops_test
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"kumo/internal/hostile"
 	"kumo/internal/keys"
 	"kumo/internal/meta"
 	"kumo/remote/api"
@@ -24,13 +26,16 @@ type sharer struct {
 	acct pathops.Account
 }
 
-func newSharer(t *testing.T, e *env, email string) *sharer {
+func newSharer(t *testing.T, e *env, email string) *sharer { return newSharerAt(t, e.url, email) }
+
+// newSharerAt signs up through the server (or proxy) at url.
+func newSharerAt(t *testing.T, url, email string) *sharer {
 	t.Helper()
-	c, err := client.New(client.Options{BaseURL: e.url})
+	c, err := client.New(client.Options{BaseURL: url})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := session.Signup(tctx(t), c, e.url, email, []byte("pw"), keys.TestKDF())
+	s, err := session.Signup(tctx(t), c, url, email, []byte("pw"), keys.TestKDF())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,3 +349,67 @@ func TestShareOwnerKeyChanged(t *testing.T) {
 }
 
 func hexDecode(s string) ([]byte, error) { return hex.DecodeString(s) }
+
+// TestShareRosterRollback: after the owner removes a writer, a server that
+// answers a member with the older roster (in which the removed account still
+// writes) is refused, and so is a roster signed by anyone but the owner.
+func TestShareRosterRollback(t *testing.T) {
+	e := startServer(t)
+	p := hostile.Start(t, e.url)
+	alice, bob, carol := newSharer(t, e, "alice@example.com"), newSharer(t, e, "bob@example.com"), newSharerAt(t, p.URL, "carol@example.com")
+	if err := putBytes(t, alice.home, "/Docs/a.txt", []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	af, _ := alice.load(t)
+	if _, err := af.ShareFolder(tctx(t), alice.acct, "/Docs", "bob@example.com", keys.RoleWriter); err != nil {
+		t.Fatal(err)
+	}
+	af, _ = alice.load(t)
+	if _, err := af.ShareFolder(tctx(t), alice.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	bob.accept(t, "alice@example.com/Docs")
+	carol.accept(t, "alice@example.com/Docs")
+	carol.view(t) // carol pins this roster's version
+	old := p.Exchanges("GET", "/v1/shares")
+	oldBody := old[len(old)-1].Upstream.Body
+	af, _ = alice.load(t)
+	if _, err := af.RemoveMember(tctx(t), alice.acct, "/Docs", "bob@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	carol.view(t) // and now the newer one
+
+	p.On("GET", "/v1/shares", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		r := next(req)
+		r.Body = oldBody
+		return r
+	})
+	if _, err := pathops.LoadShares(tctx(t), carol.c, carol.acct); !errors.Is(err, pathops.ErrRosterRollback) {
+		t.Fatalf("replayed roster: %v, want ErrRosterRollback", err)
+	}
+
+	// Bob signs a roster of his own for the share (making himself owner).
+	p.Honest()
+	_, cs := carol.load(t)
+	forged := *cs.Joined[0].Roster
+	forged.Version += 10
+	forged.Owner = bob.acct.Identity.Public
+	forgedBytes, err := forged.Sign(bob.acct.Identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.On("GET", "/v1/shares", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		r := next(req)
+		var resp api.SharesResponse
+		if err := json.Unmarshal(r.Body, &resp); err != nil || len(resp.Joined) != 1 {
+			t.Errorf("shares answer: %v", err)
+			return r
+		}
+		resp.Joined[0].Roster = forgedBytes
+		r.Body, _ = json.Marshal(resp)
+		return r
+	})
+	if _, err := pathops.LoadShares(tctx(t), carol.c, carol.acct); !errors.Is(err, pathops.ErrContactChanged) {
+		t.Fatalf("roster signed by a member: %v, want refused", err)
+	}
+}
