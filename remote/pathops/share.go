@@ -61,6 +61,9 @@ type Share struct {
 	Secrets    map[uint32]keys.Key // by generation
 
 	ciphers map[uint32]*chunk.Cipher
+	// pending marks a share whose folder this account began to re-seal
+	// but which the server does not know yet (kumo share was interrupted).
+	pending bool
 }
 
 // Gen is the share's current key generation.
@@ -157,7 +160,7 @@ func (f *FS) verified(kind keys.RecordKind, id uint64, nameMAC string, b []byte)
 	}
 	s := f.shares[kid.Share]
 	if s == nil {
-		return nil, fmt.Errorf("%w: sealed for shared folder %016x, which this client has not joined", ErrShare, kid.Share)
+		return nil, fmt.Errorf("%w: sealed for shared folder %016x, which this client has not joined (if you were sharing this folder when kumo share was interrupted, run it again)", ErrShare, kid.Share)
 	}
 	sealed, signer, sig, err := keys.SplitRecord(b)
 	if err != nil {
@@ -555,6 +558,14 @@ func (f *FS) ShareFolder(ctx context.Context, acct Account, p, email string, rol
 		return nil, fmt.Errorf("share %s: you own it already", p)
 	}
 	n, err := f.Resolve(ctx, p)
+	if errors.Is(err, ErrShare) {
+		// Maybe a folder whose sharing was interrupted: resume it.
+		var pending *Share
+		if pending, err = f.pendingShare(ctx, acct, p); err == nil {
+			f = f.WithShares(acct.Identity, pending)
+			n, err = f.Resolve(ctx, p)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -614,18 +625,52 @@ func (f *FS) ShareFolder(ctx context.Context, acct Account, p, email string, rol
 	return sh, nil
 }
 
+// pendingShare returns the share of the folder at p if its root is sealed
+// under a share id the server does not list but whose generation-1 secret
+// this account derives and whose root record it signed: a share that was
+// being made when kumo share was interrupted. Anything else is ErrShare.
+func (f *FS) pendingShare(ctx context.Context, acct Account, p string) (*Share, error) {
+	names, err := Split(p)
+	if err != nil || len(names) == 0 {
+		return nil, fmt.Errorf("share %s: %w", p, ErrShare)
+	}
+	dir, err := f.Resolve(ctx, "/"+strings.Join(names[:len(names)-1], "/"))
+	if err != nil {
+		return nil, err
+	}
+	e, err := f.lookup(ctx, dir, names[len(names)-1])
+	if err != nil {
+		return nil, err
+	}
+	k, _ := meta.RecordKeyID(e.Node.Attrs)
+	if k.Share == 0 || k.Gen != 1 || f.shares[k.Share] != nil || e.Node.Type != api.TypeDir {
+		return nil, fmt.Errorf("share %s: the folder is sealed for share %016x generation %d: %w", p, k.Share, k.Gen, ErrShare)
+	}
+	r := &keys.Roster{Share: k.Share, Gen: 1, Version: 1, OwnerEmail: acct.Email, Owner: acct.Identity.Public}
+	sh := &Share{ID: k.Share, OwnerID: acct.ID, OwnerEmail: acct.Email, Root: e.Node.ID, Folder: names[len(names)-1], Owned: true,
+		Role: keys.RoleWriter, Roster: r, Secrets: map[uint32]keys.Key{1: keys.OwnerShareSecret(acct.Master, k.Share, 1)}, pending: true}
+	// Only our own derived key and signature open it; the caller's Resolve checks that.
+	return sh, nil
+}
+
 // ownedShareAt returns the owned share rooted at n, making n one (re-sealing
 // its subtree, creating the share on the server) if it is not yet.
 func (f *FS) ownedShareAt(ctx context.Context, acct Account, n *Node) (*Share, error) {
+	var id uint64
 	if k, _ := meta.RecordKeyID(n.Node.Attrs); k.Share != 0 {
-		if s := f.shares[k.Share]; s != nil && s.Owned && s.Root == n.ID() {
+		s := f.shares[k.Share]
+		if s == nil || !s.Owned || s.Root != n.ID() {
+			return nil, fmt.Errorf("share %s: it is inside a shared folder; share the shared folder itself: %w", n.Path, ErrShare)
+		}
+		if !s.pending {
 			return s, nil
 		}
-		return nil, fmt.Errorf("share %s: it is inside a shared folder; share the shared folder itself: %w", n.Path, ErrShare)
-	}
-	id, err := newShareID()
-	if err != nil {
-		return nil, err
+		id = s.ID // an interrupted share: finish re-sealing, then create it
+	} else {
+		var err error
+		if id, err = newShareID(); err != nil {
+			return nil, err
+		}
 	}
 	r := &keys.Roster{Share: id, Gen: 1, Version: 1, OwnerEmail: acct.Email, Owner: acct.Identity.Public}
 	sh := &Share{ID: id, OwnerID: acct.ID, OwnerEmail: acct.Email, Root: n.ID(), Folder: n.Name, Owned: true,

@@ -413,3 +413,48 @@ func TestShareRosterRollback(t *testing.T) {
 		t.Fatalf("roster signed by a member: %v, want refused", err)
 	}
 }
+
+// TestShareResume: sharing a folder that is interrupted mid-way (the server
+// fails a request while the folder is being re-sealed) is finished by running
+// it again, and the folder then reads byte for byte for owner and member.
+func TestShareResume(t *testing.T) {
+	e := startServer(t)
+	p := hostile.Start(t, e.url)
+	alice, bob := newSharerAt(t, p.URL, "alice@example.com"), newSharer(t, e, "bob@example.com")
+	files := map[string][]byte{"/Docs/a.txt": []byte("a"), "/Docs/b/c.bin": randBytes(t, 5<<20), "/Docs/b/d/e.txt": []byte("e"), "/Docs/z.txt": []byte("z")}
+	for p, b := range files {
+		if err := putBytes(t, alice.home, p, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	renames := 0
+	p.On("POST", "/v1/rename", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		if renames++; renames == 3 {
+			return &hostile.Response{Status: 500, Body: []byte(`{"code":"internal","message":"injected"}`)}
+		}
+		return next(req)
+	})
+	af, _ := alice.load(t)
+	if _, err := af.ShareFolder(tctx(t), alice.acct, "/Docs", "bob@example.com", keys.RoleReader); err == nil {
+		t.Fatal("share went through despite the failed rename")
+	}
+	if n := p.Count("POST", "/v1/shares"); n != 0 {
+		t.Fatalf("share created on the server before its folder was re-sealed (%d)", n)
+	}
+	p.Honest()
+	af, _ = alice.load(t)
+	if _, err := af.ShareFolder(tctx(t), alice.acct, "/Docs", "bob@example.com", keys.RoleReader); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	bob.accept(t, "alice@example.com/Docs")
+	af, _ = alice.load(t)
+	bv := bob.view(t)
+	for p, want := range files {
+		if got, err := getBytes(t, af, p); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("owner reads %s: %v", p, err)
+		}
+		if got, err := getBytes(t, bv, strings.TrimPrefix(p, "/Docs")); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("member reads %s: %v", p, err)
+		}
+	}
+}
