@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"kumo/remote/api"
 )
@@ -505,4 +508,52 @@ func TestShareBadRequests(t *testing.T) {
 	w.must("POST", "/v1/shares/leave", api.ShareAcceptRequest{OwnerID: a.id, Share: fx.share}, nil)
 	st, code = w.scoped(fx.scope, "GET", path, nil, nil)
 	expect(t, "after leaving", st, code, 403, api.CodeForbidden)
+}
+
+// TestShareRemovedInFlight: a write that passed the header check before a
+// rotation removed its member, and reaches its transaction after it, is
+// refused: the transaction reads the membership again.
+func TestShareRemovedInFlight(t *testing.T) {
+	fx := newShareFixture(t, nil)
+	a, w := fx.a, fx.w
+	fx.accept(w)
+	var sc *shareScope
+	if err := fx.e.s.db.View(func(tx *badger.Txn) (err error) { sc, err = loadScope(tx, w.id, a.id, fx.share); return err }); err != nil {
+		t.Fatal(err)
+	}
+	req := fx.createReq(fx.d.Node.ID, api.TypeFile, 1)
+	a.must("POST", "/v1/shares/"+api.FormatShareID(fx.share)+"/rotate", api.ShareRotateRequest{Generation: 2, Roster: []byte("r2"),
+		Remove: []string{w.email}}, nil)
+	_, err := fx.e.s.shareOp(sc, api.BatchOp{Op: api.OpCreate, Create: &req})
+	if !errors.Is(err, api.ErrForbidden) {
+		t.Fatalf("in-flight create of a removed writer: %v, want forbidden", err)
+	}
+	if es := a.list(fx.d.Node.ID); len(es) != 1 {
+		t.Fatalf("the share root holds %d entries, want F only", len(es))
+	}
+}
+
+// TestShareFeedSkips: a long poll on the share is answered with the share's
+// change even when more than one answer's worth of the owner's other
+// changes came first.
+func TestShareFeedSkips(t *testing.T) {
+	fx := newShareFixture(t, nil)
+	a, w := fx.a, fx.w
+	fx.accept(w)
+	var from api.ChangesResponse
+	w.scopedMustJSON(fx.scope, "GET", "/v1/changes?after=0", nil, &from)
+	ops := make([]api.BatchOp, api.MaxBatchOps)
+	for i := range ops {
+		ops[i] = api.BatchOp{Op: api.OpCreate, Create: &api.CreateRequest{Parent: api.RootID, NameMAC: randMAC(),
+			Name: randBytes(20), ID: randID(), Type: api.TypeFile, Attrs: randBytes(30)}}
+	}
+	a.must("POST", "/v1/batch", api.BatchRequest{Ops: ops}, nil) // 2,000 changes outside the share
+	var g api.Entry
+	w.scopedMustJSON(fx.scope, "POST", "/v1/nodes", fx.createReq(fx.d.Node.ID, api.TypeFile, 1), &g)
+	start := time.Now()
+	var got api.ChangesResponse
+	w.scopedMustJSON(fx.scope, "GET", fmt.Sprintf("/v1/changes?after=%d&wait=10", from.Seq), nil, &got)
+	if len(got.Changes) != 2 || got.Changes[1].Node != g.Node.ID || time.Since(start) > 5*time.Second {
+		t.Fatalf("long poll after 2,000 other changes: %+v in %v", got, time.Since(start))
+	}
 }
