@@ -162,5 +162,62 @@ for i, v in enumerate(json.load(open("internal/keys/testdata/recovery_vectors.js
     wrapped = b"\x02" + nonce + xchacha_seal(wk, nonce, bytes.fromhex(v["master"]), b"kumo/v2/recovery-master\x00\x02" + email)
     check(f"recovery[{i}].wrapped", wrapped.hex(), v["wrapped"])
 
+# shared folders (docs/FORMAT.md §3g): roster and record signatures with
+# pyca's Ed25519, the owner's secret with HKDF, and the invitation opened with
+# RFC 9180 HPKE written out here (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+# ChaCha20-Poly1305, base mode) over pyca's X25519 and ChaCha20-Poly1305.
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+
+def hkdf_extract(salt, ikm):
+    return hmac.new(salt, ikm, hashlib.sha256).digest()
+
+
+def hkdf_expand(prk, info, n):
+    out, t, i = b"", b"", 1
+    while len(out) < n:
+        t = hmac.new(prk, t + info + bytes([i]), hashlib.sha256).digest()
+        out, i = out + t, i + 1
+    return out[:n]
+
+
+def hpke_open(sk_bytes, enc, info, aad, ct):
+    sk = X25519PrivateKey.from_private_bytes(sk_bytes)
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+    dh = sk.exchange(X25519PublicKey.from_public_bytes(enc))
+    kem = b"KEM" + struct.pack(">H", 0x0020)
+    lx = lambda sid, salt, label, ikm: hkdf_extract(salt, b"HPKE-v1" + sid + label + ikm)
+    le = lambda sid, prk, label, inf, n: hkdf_expand(prk, struct.pack(">H", n) + b"HPKE-v1" + sid + label + inf, n)
+    shared = le(kem, lx(kem, b"", b"eae_prk", dh), b"shared_secret", enc + raw_public(sk), 32)
+    suite = b"HPKE" + struct.pack(">HHH", 0x0020, 0x0001, 0x0003)
+    ctx = b"\x00" + lx(suite, b"", b"psk_id_hash", b"") + lx(suite, b"", b"info_hash", info)
+    secret = lx(suite, shared, b"secret", b"")
+    key, nonce = le(suite, secret, b"key", ctx, 32), le(suite, secret, b"base_nonce", ctx, 12)
+    return ChaCha20Poly1305(key).decrypt(nonce, ct, aad)
+
+
+sv = json.load(open("internal/keys/testdata/sharing_vectors.json"))
+ids = {}
+for who, a, b in (("alice", 1, 2), ("bob", 3, 4), ("carol", 5, 6)):
+    bpriv, seed = bytes(range(a, a + 32)), bytes(range(b, b + 32))
+    ids[who] = (bpriv, Ed25519PrivateKey.from_private_bytes(seed), raw_public(X25519PrivateKey.from_private_bytes(bpriv)),
+                raw_public(Ed25519PrivateKey.from_private_bytes(seed)))
+em = lambda e: bytes([len(e)]) + e
+body = b"\x02" + struct.pack(">QIQ", 7, 2, 5) + em(b"alice@example.com") + ids["alice"][2] + ids["alice"][3] + struct.pack(">H", 2)
+body += em(b"bob@example.com") + ids["bob"][2] + ids["bob"][3] + b"\x02" + struct.pack(">I", 0)
+body += em(b"carol@example.com") + ids["carol"][2] + ids["carol"][3] + b"\x01" + struct.pack(">I", 1)
+roster = body + ids["alice"][1].sign(b"kumo/v2/share-roster\x00" + body)
+check("sharing.roster", roster.hex(), sv["Roster"])
+sealed, mac = bytes.fromhex(sv["RecordSealed"]), bytes.fromhex(sv["RecordMAC"])
+rec = sealed + hashlib.sha256(ids["bob"][3]).digest()[:16] + ids["bob"][1].sign(b"kumo/v2/share-record\x00\x02" + struct.pack(">Q", 42) + mac + sealed)
+check("sharing.record", rec.hex(), sv["RecordSigned"])
+check("sharing.owner_secret", hkdf(bytes.fromhex(sv["OwnerSecretMaster"]), b"kumo/v2/share-secret/0000000000000007/00000002").hex(), sv["OwnerSecret"])
+blob = bytes.fromhex(sv["Invite"])
+sig, enc, ct = blob[1:65], blob[65:97], blob[97:]
+ids["alice"][1].public_key().verify(sig, b"kumo/v2/share-invite-sig\x00" + em(b"bob@example.com") + ids["bob"][2] + enc + ct)
+pt = hpke_open(ids["bob"][0], enc, b"kumo/v2/share-invite", b"kumo/v2/share-invite\x00bob@example.com", ct)
+want = struct.pack(">QI", 7, 2) + bytes.fromhex(sv["InviteSecret"]) + struct.pack(">Q", 99) + em(b"alice@example.com") + em(b"Photos")
+check("sharing.invite", pt.hex(), want.hex())
+
 print("all vectors match" if ok else "MISMATCHES")
 sys.exit(0 if ok else 1)
