@@ -347,8 +347,15 @@ func TestShareQuota(t *testing.T) {
 	// A file of the share referencing it: the owner's chunk.
 	req := fx.createReq(fx.d.Node.ID, api.TypeFile, 1)
 	req.Chunks = []string{id}
+	aUsed := a.account().QuotaUsed
 	if st, code := w.scoped(fx.scope, "POST", "/v1/nodes", req, nil); code != "" {
 		t.Fatalf("writer creates a file of the chunk: %d %s", st, code)
+	}
+	if got := a.account().QuotaUsed; got <= aUsed { // the sealed attributes and name
+		t.Fatalf("owner's usage %d after the writer's create, was %d", got, aUsed)
+	}
+	if got := w.account().QuotaUsed; got != wBefore {
+		t.Fatalf("writer's own usage moved with its create in the share: %d -> %d", wBefore, got)
 	}
 	var got []byte
 	if st, code := w.scopedRaw(fx.scope, "/v1/chunks/"+id, &got); code != "" || len(got) != 600<<10 {
