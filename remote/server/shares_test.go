@@ -309,6 +309,12 @@ func TestShareRotate(t *testing.T) {
 		t.Fatalf("writer creates under the new generation: %d %s", st, code)
 	}
 
+	// Demoted to reader: its next write is refused, reads go on.
+	a.must("POST", "/v1/shares/"+sid+"/members", api.ShareMemberRequest{Email: w.email, Role: api.RoleReader, Roster: []byte("r3")}, nil)
+	st, code = w.scoped(fx.scope, "POST", "/v1/nodes", fx.createReq(fx.d.Node.ID, api.TypeFile, 2), nil)
+	expect(t, "demoted writer creates", st, code, 403, api.CodeForbidden)
+	w.scopedMust(fx.scope, "GET", path)
+
 	a.must("DELETE", "/v1/shares/"+sid, nil, nil)
 	st, code = w.scoped(fx.scope, "GET", path, nil, nil)
 	expect(t, "writer after the share was deleted", st, code, 403, api.CodeForbidden)
