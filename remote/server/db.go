@@ -35,6 +35,7 @@ import (
 //	feed/ACCT/SEQ                     api.Change (JSON)
 //	pend/ACCT/CHUNKID                 upload time (JSON); blob being written, not yet recorded
 //	hn/, he/, hx/, hh/                history (history.go)
+//	share/, sroot/, smem/, sjoin/     shared folders (shares.go)
 func kSecret() []byte                  { return []byte("sys/secret") }
 func kEmail(email string) []byte       { return []byte("email/" + email) }
 func kAcct(id string) []byte           { return []byte("acct/" + id) }
