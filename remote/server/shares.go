@@ -16,6 +16,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -156,16 +157,7 @@ func (s *Server) handleShareCreate(w http.ResponseWriter, r *http.Request, acct 
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
-	if req.Share == 0 {
-		return badRequest("share id 0 is the home tree")
-	}
-	if req.Root <= api.RootID {
-		return badRequest("the account's root cannot be shared: share a directory in it")
-	}
-	if req.Generation == 0 {
-		return badRequest("key generations start at 1")
-	}
-	if err := validRoster(req.Roster); err != nil {
+	if err := validateShareCreate(&req); err != nil {
 		return err
 	}
 	err := s.dbUpdate(func(tx *badger.Txn) error {
@@ -196,6 +188,19 @@ func (s *Server) handleShareCreate(w http.ResponseWriter, r *http.Request, acct 
 	}
 	s.log.Info("share created", "req", info(r).id, "account", acct, "share", api.FormatShareID(req.Share))
 	return writeJSON(w, http.StatusCreated, okBody)
+}
+
+func validateShareCreate(req *api.CreateShareRequest) error {
+	if req.Share == 0 {
+		return badRequest("share id 0 is the home tree")
+	}
+	if req.Root <= api.RootID {
+		return badRequest("the account's root cannot be shared: share a directory in it")
+	}
+	if req.Generation == 0 {
+		return badRequest("key generations start at 1")
+	}
+	return validRoster(req.Roster)
 }
 
 func (s *Server) handleShareList(w http.ResponseWriter, r *http.Request, acct string) error {
@@ -299,14 +304,8 @@ func (s *Server) handleShareMember(w http.ResponseWriter, r *http.Request, acct 
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
-	email, err := normalizeEmail(req.Email)
+	email, err := validateShareMember(&req)
 	if err != nil {
-		return err
-	}
-	if err := validRole(req.Role); err != nil {
-		return err
-	}
-	if err := validRoster(req.Roster); err != nil {
 		return err
 	}
 	err = s.dbUpdate(func(tx *badger.Txn) error {
@@ -360,6 +359,22 @@ func (s *Server) handleShareMember(w http.ResponseWriter, r *http.Request, acct 
 	return writeJSON(w, http.StatusOK, okBody)
 }
 
+// validateShareMember checks what it can without the share (the wrapped
+// secrets' generations are checked against it) and returns the e-mail.
+func validateShareMember(req *api.ShareMemberRequest) (string, error) {
+	email, err := normalizeEmail(req.Email)
+	if err != nil {
+		return "", err
+	}
+	if err := validRole(req.Role); err != nil {
+		return "", err
+	}
+	if err := validWrapped(req.Wrapped, math.MaxUint32); err != nil {
+		return "", err
+	}
+	return email, validRoster(req.Roster)
+}
+
 func hasGen(ws []api.ShareWrapped, gen uint32) bool {
 	for _, w := range ws {
 		if w.Generation == gen {
@@ -382,27 +397,9 @@ func (s *Server) handleShareRotate(w http.ResponseWriter, r *http.Request, acct 
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
-	if err := validRoster(req.Roster); err != nil {
+	remove, wrapped, err := validateShareRotate(&req)
+	if err != nil {
 		return err
-	}
-	remove := map[string]bool{}
-	for _, e := range req.Remove {
-		email, err := normalizeEmail(e)
-		if err != nil {
-			return err
-		}
-		remove[email] = true
-	}
-	wrapped := map[string][]api.ShareWrapped{}
-	for e, ws := range req.Wrapped {
-		email, err := normalizeEmail(e)
-		if err != nil {
-			return err
-		}
-		if remove[email] {
-			return badRequest("%s is both removed and given the new secret", email)
-		}
-		wrapped[email] = ws
 	}
 	err = s.dbUpdate(func(tx *badger.Txn) error {
 		sh, err := readShare(tx, acct, share)
@@ -437,9 +434,6 @@ func (s *Server) handleShareRotate(w http.ResponseWriter, r *http.Request, acct 
 			}
 			if ws, ok := wrapped[mb.m.Email]; ok {
 				given++
-				if err := validWrapped(ws, req.Generation); err != nil {
-					return err
-				}
 				mb.m.Wrapped = mergeWrapped(mb.m.Wrapped, ws)
 				if err := setJSON(tx, kShareMember(acct, share, mb.id), mb.m); err != nil {
 					return err
@@ -458,6 +452,46 @@ func (s *Server) handleShareRotate(w http.ResponseWriter, r *http.Request, acct 
 	s.log.Info("share rotated", "req", info(r).id, "account", acct, "share", api.FormatShareID(share),
 		"generation", req.Generation, "removed", len(remove))
 	return writeJSON(w, http.StatusOK, okBody)
+}
+
+// validateShareRotate checks a rotation and returns the e-mails to remove
+// and the new secrets by e-mail, normalized.
+func validateShareRotate(req *api.ShareRotateRequest) (map[string]bool, map[string][]api.ShareWrapped, error) {
+	if req.Generation < 2 {
+		return nil, nil, badRequest("a rotation moves to generation 2 or later")
+	}
+	if err := validRoster(req.Roster); err != nil {
+		return nil, nil, err
+	}
+	if len(req.Remove) > api.MaxShareMembers || len(req.Wrapped) > api.MaxShareMembers {
+		return nil, nil, badRequest("a share has at most %d members", api.MaxShareMembers)
+	}
+	remove := map[string]bool{}
+	for _, e := range req.Remove {
+		email, err := normalizeEmail(e)
+		if err != nil {
+			return nil, nil, err
+		}
+		remove[email] = true
+	}
+	wrapped := map[string][]api.ShareWrapped{}
+	for e, ws := range req.Wrapped {
+		email, err := normalizeEmail(e)
+		if err != nil {
+			return nil, nil, err
+		}
+		if remove[email] {
+			return nil, nil, badRequest("%s is both removed and given the new secret", email)
+		}
+		if _, dup := wrapped[email]; dup {
+			return nil, nil, badRequest("%s is given the new secret twice", email)
+		}
+		if err := validWrapped(ws, req.Generation); err != nil {
+			return nil, nil, err
+		}
+		wrapped[email] = ws
+	}
+	return remove, wrapped, nil
 }
 
 // handleShareDelete: DELETE /v1/shares/{share} stops sharing; the records
@@ -511,11 +545,8 @@ func (s *Server) shareJoin(w http.ResponseWriter, r *http.Request, acct string, 
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
-	if req.Share == 0 {
-		return badRequest("share id 0 is the home tree")
-	}
-	if _, _, err := api.ParseShareScope(api.FormatShareScope(req.OwnerID, req.Share)); err != nil {
-		return badRequest("invalid owner_id: an account id is 32 lower-case hex characters")
+	if err := validateShareJoin(&req); err != nil {
+		return err
 	}
 	err := s.dbUpdate(func(tx *badger.Txn) error {
 		m, err := readMember(tx, req.OwnerID, req.Share, acct)
@@ -538,4 +569,14 @@ func (s *Server) shareJoin(w http.ResponseWriter, r *http.Request, acct string, 
 		return err
 	}
 	return writeJSON(w, http.StatusOK, okBody)
+}
+
+func validateShareJoin(req *api.ShareAcceptRequest) error {
+	if req.Share == 0 {
+		return badRequest("share id 0 is the home tree")
+	}
+	if _, _, err := api.ParseShareScope(api.FormatShareScope(req.OwnerID, req.Share)); err != nil {
+		return badRequest("invalid owner_id: an account id is 32 lower-case hex characters")
+	}
+	return nil
 }
