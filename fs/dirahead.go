@@ -124,7 +124,7 @@ func (d *Drive) smallBaseOf(node uint64) (meta.ChunkRef, bool) {
 	if err != nil || n.Type != api.TypeFile {
 		return meta.ChunkRef{}, false
 	}
-	a, err := d.sealer.OpenAttrs(n.ID, n.Attrs)
+	a, _, err := d.openAttrs(n.ID, n.Attrs)
 	if err != nil || !isSmallBase(a.Chunks) {
 		return meta.ChunkRef{}, false
 	}

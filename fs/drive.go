@@ -13,9 +13,11 @@ import (
 
 	"kumo/cache"
 	"kumo/internal/chunk"
+	"kumo/internal/keys"
 	"kumo/internal/meta"
 	"kumo/remote/api"
 	"kumo/remote/client"
+	"kumo/remote/pathops"
 	"kumo/remote/session"
 )
 
@@ -56,6 +58,13 @@ type Options struct {
 	// EmbeddedDir is the embedded cloud's data directory, for messages
 	// ("" for a remote cloud).
 	EmbeddedDir string
+
+	// Shared folders (share.go). Shares loads the shares the account owns
+	// and has joined, their rosters checked (pathops.LoadShares): the drive
+	// opens their records, checking every signature, and seals and signs
+	// its writes in them with Identity. Nil: records of a share are EIO.
+	Shares   func(ctx context.Context) ([]*pathops.Share, error)
+	Identity *keys.Identity
 
 	// Tuning (zero: defaults). Tests shorten them.
 	QuietTime time.Duration // upload a file this long after its last write (default 1s)
@@ -128,7 +137,8 @@ type Drive struct {
 	mnt   string        // the mount point, for messages
 	// restoring is set while a restore asked through the control file runs.
 	restoring atomic.Bool
-	reads     readCounts // reads served here or by the cloud (readstats.go)
+	reads     readCounts  // reads served here or by the cloud (readstats.go)
+	sh        driveShares // shared folders' keys and rosters (share.go)
 }
 
 type nameRewrite struct {
@@ -203,6 +213,11 @@ func newDrive(o Options) (*Drive, error) {
 // start loads the local tree (relisting from the cloud if the cache is new),
 // resumes interrupted uploads and starts the background workers.
 func (d *Drive) start() error {
+	if err := d.loadShares(d.ctx, true); err != nil {
+		// Offline, say: the shared folders' records read as EIO until a
+		// record of one makes the drive ask again.
+		d.log.Warn("shared folders not loaded: their contents read as EIO for now", "err", err)
+	}
 	if _, err := d.store.GetNode(api.RootID); errors.Is(err, cache.ErrNotFound) {
 		d.log.Info("local tree is empty: listing the cloud")
 		if err := d.relist(d.ctx); err != nil {

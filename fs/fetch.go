@@ -226,7 +226,7 @@ func (f *fetcher) opener(ref meta.ChunkRef) (*chunk.Opener, error) {
 	if op != nil {
 		return op, nil
 	}
-	op, err := f.d.cipher.Opener(ref.ID, int(ref.Len))
+	op, err := f.d.chunkCipher(ref.ID).Opener(ref.ID, int(ref.Len))
 	if err != nil {
 		return nil, err
 	}
@@ -486,7 +486,7 @@ func (f *fetcher) run(c *fetchCall, key string, fn fetchFunc, timeout time.Durat
 	}
 	f.d.noteOnline()
 	if len(key) == api.HexIDLen { // a whole chunk
-		c.op, _ = f.d.cipher.Opener(c.id, c.len) // the length was checked against the answer
+		c.op, _ = f.d.chunkCipher(c.id).Opener(c.id, c.len) // the length was checked against the answer
 		f.mu.Lock()
 		f.keep(c)
 		f.mu.Unlock()

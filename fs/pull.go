@@ -155,7 +155,7 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 	if lerr == nil && (!found || local.Child != remote.Node.ID) {
 		st, err := d.stateLocked(local.Child)
 		if err == nil {
-			if n, err := d.sealer.OpenName(parent, local.Child, st.kind(), mac, local.Name); err == nil {
+			if n, err := d.openName(parent, local.Child, st.kind(), mac, local.Name); err == nil {
 				oldName = string(n)
 			}
 		}
@@ -166,7 +166,14 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 		}
 	}
 	if found && (lerr != nil || local.Child != remote.Node.ID || !bytes.Equal(local.Name, remote.Name)) {
-		n, err := d.sealer.OpenName(parent, remote.Node.ID, meta.KindOf(remote.Node.Type == api.TypeDir), mac, remote.Name)
+		n, err := d.openName(parent, remote.Node.ID, meta.KindOf(remote.Node.Type == api.TypeDir), mac, remote.Name)
+		if err == nil {
+			var pst *nodeState
+			if pst, err = d.stateLocked(parent); err == nil {
+				ck, _ := meta.RecordKeyID(remote.Node.Attrs)
+				err = d.checkPlacement(pst.kid, remote.Name, remote.Node.ID, ck)
+			}
+		}
 		if err != nil {
 			d.mu.Unlock()
 			d.authFailure("entry name from the cloud fails authentication", "parent", parent, "child", remote.Node.ID, "err", err)

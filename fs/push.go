@@ -331,7 +331,7 @@ func (d *Drive) noteRefused(op api.BatchOp, e *api.Error, kept string) {
 	r := control.RefusedOp{At: time.Now().UTC(), Op: op.Op, Reason: e.Error(), Kept: kept}
 	var name []byte
 	if c := op.Create; c != nil {
-		name, _ = d.sealer.OpenName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
+		name, _ = d.openName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
 	}
 	d.mu.Lock()
 	switch {
@@ -438,7 +438,7 @@ func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.
 		if err != nil {
 			return false
 		}
-		name, err := d.sealer.OpenName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
+		name, err := d.openName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
 		if err != nil {
 			d.log.Error("own entry name fails authentication", "parent", c.Parent, "err", err)
 			return true
@@ -453,7 +453,7 @@ func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.
 		return true
 	case api.CodeNotFound, api.CodeNotDir:
 		// The parent is gone in the cloud: keep ours at the root.
-		name, err := d.sealer.OpenName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
+		name, err := d.openName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
 		if err != nil {
 			return true
 		}
@@ -468,8 +468,7 @@ func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.
 func (d *Drive) recreateAs(ctx context.Context, c *api.CreateRequest, parent uint64, name string, theirs *api.Entry) bool {
 	for n := 1; n <= 20; n++ {
 		cname := conflictName(name, n)
-		mac := d.sealer.NameMAC(parent, []byte(cname))
-		sealed := d.sealer.SealName(parent, c.ID, createKind(c), []byte(cname))
+		mac, sealed := d.sealName(d.writeKID(d.dirKID(parent)), parent, c.ID, createKind(c), cname)
 		req := *c
 		req.Parent, req.NameMAC, req.Name = parent, mac, sealed
 		got, err := d.c.Create(ctx, req)
@@ -606,7 +605,7 @@ func sameChunks(a, b []string) bool {
 // keepBoth saves our version of a node as a new node under a conflict name
 // and adopts theirs (remote.ID == 0: theirs was deleted).
 func (d *Drive) keepBoth(ctx context.Context, op api.BatchOp, remote api.Node) bool {
-	a, err := d.sealer.OpenAttrs(op.ID, op.Update.Attrs)
+	a, kid, err := d.openAttrs(op.ID, op.Update.Attrs)
 	if err != nil {
 		d.log.Error("own attributes fail authentication", "node", op.ID, "err", err)
 		return true
@@ -627,16 +626,15 @@ func (d *Drive) keepBoth(ctx context.Context, op api.BatchOp, remote api.Node) b
 		return true
 	}
 	id, rev := newID(), meta.NextRev(0)
-	c := &api.CreateRequest{Parent: parent, ID: id, Type: typ, Attrs: d.sealer.SealAttrs(id, rev, a), Chunks: op.Update.Chunks}
+	c := &api.CreateRequest{Parent: parent, ID: id, Type: typ, Attrs: d.sealAttrs(kid, id, rev, a), Chunks: op.Update.Chunks}
 	if c.Chunks == nil {
 		c.Chunks = []string{}
 	}
 	d.mu.Lock()
-	cpy := &nodeState{id: id, typ: typ, rev: rev, nlink: 1, attrs: *a, trunc: noTrunc, nextGen: 1}
+	cpy := &nodeState{id: id, kid: kid, typ: typ, rev: rev, nlink: 1, attrs: *a, trunc: noTrunc, nextGen: 1}
 	d.states[id] = cpy
 	d.mu.Unlock()
-	c.NameMAC = d.sealer.NameMAC(parent, []byte(name))
-	c.Name = d.sealer.SealName(parent, c.ID, createKind(c), []byte(name))
+	c.NameMAC, c.Name = d.sealName(d.writeKID(d.dirKID(parent)), parent, c.ID, createKind(c), name)
 	// recreateAs picks a free conflict name and moves the (non-existent)
 	// local entry: put the copy's node first.
 	d.mu.Lock()
@@ -667,8 +665,7 @@ func (d *Drive) recreateAsCopy(ctx context.Context, c *api.CreateRequest, name s
 	for n := 1; n <= 20; n++ {
 		cname := conflictName(name, n)
 		req := *c
-		req.NameMAC = d.sealer.NameMAC(c.Parent, []byte(cname))
-		req.Name = d.sealer.SealName(c.Parent, c.ID, createKind(c), []byte(cname))
+		req.NameMAC, req.Name = d.sealName(d.writeKID(d.dirKID(c.Parent)), c.Parent, c.ID, createKind(c), cname)
 		got, err := d.c.Create(ctx, req)
 		if errors.Is(err, api.ErrExists) {
 			continue

@@ -74,6 +74,10 @@ type nodeState struct {
 	lastName    string
 	prealloc    extent // preallocated by fallocate: counts in st_blocks
 
+	// kid is the key id of the node's attributes (home, or a shared
+	// folder's generation: share.go); its chunks use that key id's keys.
+	kid meta.KeyID
+
 	// cacheMu orders page-cache stores against opens for writing, truncates
 	// and invalidations (pagecache.go); lock order: cacheMu, dmu, d.mu.
 	cacheMu sync.Mutex
@@ -164,13 +168,13 @@ func (d *Drive) stateLocked(id uint64) (*nodeState, error) {
 
 // decode turns a node of the local tree into a state.
 func (d *Drive) decode(n api.Node) (*nodeState, error) {
-	a, err := d.sealer.OpenAttrs(n.ID, n.Attrs)
+	a, kid, err := d.openAttrs(n.ID, n.Attrs)
 	if err != nil {
 		d.authFailure("node attributes fail authentication", "node", n.ID, "err", err)
 		return nil, fmt.Errorf("node %d: %w", n.ID, err)
 	}
 	rev := meta.Rev(n.Attrs)
-	st := &nodeState{id: n.ID, typ: n.Type, version: n.Version, rev: rev, seen: rev, nlink: n.Nlink, parent: n.Parent, attrs: *a, trunc: noTrunc, nextGen: 1}
+	st := &nodeState{id: n.ID, kid: kid, typ: n.Type, version: n.Version, rev: rev, seen: rev, nlink: n.Nlink, parent: n.Parent, attrs: *a, trunc: noTrunc, nextGen: 1}
 	if v, ok := a.Xattrs[keySeen]; ok {
 		if len(v) == 8 {
 			st.seen = min(binary.LittleEndian.Uint64(v), rev)
@@ -235,7 +239,7 @@ func (d *Drive) localNode(st *nodeState) api.Node {
 	}
 	st.addFormatMark(&a)
 	return api.Node{ID: st.id, Type: st.typ, Version: st.version, Nlink: st.nlink, Parent: st.parent,
-		Attrs: d.sealer.SealAttrs(st.id, st.rev, &a), Chunks: chunkHex(st.attrs.Chunks)}
+		Attrs: d.sealAttrs(st.kid, st.id, st.rev, &a), Chunks: chunkHex(st.attrs.Chunks)}
 }
 
 // pushAttrs are the attributes the cloud gets: consistent with the chunk list
@@ -250,7 +254,7 @@ func (d *Drive) pushAttrs(st *nodeState) ([]byte, []string) {
 	}
 	st.addFormatMark(&a)
 	st.rev = meta.NextRev(st.rev)
-	return d.sealer.SealAttrs(st.id, st.rev, &a), chunkHex(a.Chunks)
+	return d.sealAttrs(st.kid, st.id, st.rev, &a), chunkHex(a.Chunks)
 }
 
 func (d *Drive) updateOp(st *nodeState) api.BatchOp {
@@ -363,8 +367,11 @@ func (d *Drive) lookupLocked(parent uint64, name string) (cache.Entry, *nodeStat
 	if e := validName(name); e != 0 {
 		return cache.Entry{}, nil, e
 	}
-	mac := d.sealer.NameMAC(parent, []byte(name))
-	e, err := d.store.Lookup(parent, mac)
+	p, err := d.stateLocked(parent)
+	if err != nil {
+		return cache.Entry{}, nil, errno(err)
+	}
+	e, err := d.findEntryLocked(p, name)
 	if errors.Is(err, cache.ErrNotFound) {
 		return cache.Entry{}, nil, syscall.ENOENT
 	}
@@ -381,7 +388,11 @@ func (d *Drive) lookupLocked(parent uint64, name string) (cache.Entry, *nodeStat
 	}
 	// The entry must be the one sealed for this name and this node: a server
 	// that pointed the name at another node (or kind) is refused here.
-	if err := d.sealer.CheckName(parent, e.Child, st.kind(), []byte(name), e.Name); err != nil {
+	err = d.checkName(parent, e.Child, st.kind(), e.NameMAC, name, e.Name)
+	if err == nil {
+		err = d.checkPlacement(p.kid, e.Name, st.id, st.kid)
+	}
+	if err != nil {
 		d.authFailure("entry fails authentication", "parent", parent, "child", e.Child, "err", err)
 		return cache.Entry{}, nil, syscall.EIO
 	}
@@ -441,8 +452,7 @@ func (d *Drive) create(parent uint64, n newNode) (*nodeState, syscall.Errno) {
 	if !p.isDir() || p.deleted {
 		return nil, syscall.ENOENT
 	}
-	mac := d.sealer.NameMAC(parent, []byte(n.name))
-	if _, err := d.store.Lookup(parent, mac); err == nil {
+	if _, err := d.findEntryLocked(p, n.name); err == nil {
 		return nil, syscall.EEXIST
 	} else if !errors.Is(err, cache.ErrNotFound) {
 		return nil, syscall.EIO
@@ -456,7 +466,7 @@ func (d *Drive) create(parent uint64, n newNode) (*nodeState, syscall.Errno) {
 			mode |= syscall.S_ISGID
 		}
 	}
-	st := &nodeState{id: newID(), typ: api.TypeFile, nlink: 1, trunc: noTrunc, nextGen: 1,
+	st := &nodeState{id: newID(), kid: d.writeKID(p.kid), typ: api.TypeFile, nlink: 1, trunc: noTrunc, nextGen: 1,
 		attrs:      meta.Attrs{Mode: mode, UID: n.uid, GID: gid, Rdev: n.rdev, Atime: now, Mtime: now, Ctime: now, Target: n.target},
 		lastParent: parent, lastName: n.name}
 	if mode&syscall.S_IFMT == syscall.S_IFDIR {
@@ -467,7 +477,7 @@ func (d *Drive) create(parent uint64, n newNode) (*nodeState, syscall.Errno) {
 		st.attrs.Size = uint64(len(n.target))
 	}
 	touch(p, now)
-	sealedName := d.sealer.SealName(parent, st.id, st.kind(), []byte(n.name))
+	mac, sealedName := d.sealName(st.kid, parent, st.id, st.kind(), n.name)
 	attrs, ch := d.pushAttrs(st)
 	op := api.BatchOp{Op: api.OpCreate, Create: &api.CreateRequest{Parent: parent, NameMAC: mac, Name: sealedName,
 		ID: st.id, Type: st.typ, Attrs: attrs, Chunks: ch}}
@@ -611,9 +621,18 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 	if !dp.isDir() || dp.deleted {
 		return syscall.ENOENT
 	}
-	mac2 := d.sealer.NameMAC(p2, []byte(n2))
-	de, derr := d.store.Lookup(p2, mac2)
+	if e := crossShare(sp.kid, dp.kid); e != 0 {
+		return e
+	}
+	de, derr := d.findEntryLocked(dp, n2)
 	exists := derr == nil
+	// The new name is sealed under the key id of the entry it replaces (so
+	// its MAC is that entry's), else under the directory's write key id.
+	kid2 := d.writeKID(dp.kid)
+	if exists {
+		kid2, _ = meta.RecordKeyID(de.Name)
+	}
+	mac2, name2 := d.sealName(kid2, p2, src.id, src.kind(), n2)
 	if derr != nil && !errors.Is(derr, cache.ErrNotFound) {
 		return syscall.EIO
 	}
@@ -637,7 +656,6 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 		}
 	}
 	now := nowNs()
-	name2 := d.sealer.SealName(p2, src.id, src.kind(), []byte(n2))
 	req := &api.RenameRequest{SrcParent: p1, SrcNameMAC: se.NameMAC, DstParent: p2, DstNameMAC: mac2, Name: name2, Node: src.id}
 	var m cache.Mutation
 	switch {
@@ -654,7 +672,8 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 				return syscall.EINVAL
 			}
 		}
-		name1 := d.sealer.SealName(p1, dst.id, dst.kind(), []byte(n1))
+		kid1, _ := meta.RecordKeyID(se.Name)
+		_, name1 := d.sealName(kid1, p1, dst.id, dst.kind(), n1)
 		req.Mode, req.SrcName, req.DstNode = api.RenameExchange, name1, dst.id
 		m.DeleteEntries = []cache.Entry{se, de}
 		m.PutEntries = []cache.Entry{
@@ -772,15 +791,17 @@ func (d *Drive) link(id, parent uint64, name string) (*nodeState, syscall.Errno)
 	if err != nil {
 		return nil, errno(err)
 	}
-	mac := d.sealer.NameMAC(parent, []byte(name))
-	if _, err := d.store.Lookup(parent, mac); err == nil {
+	if e := crossShare(st.kid, p.kid); e != 0 {
+		return nil, e
+	}
+	if _, err := d.findEntryLocked(p, name); err == nil {
 		return nil, syscall.EEXIST
 	}
 	now := nowNs()
 	st.nlink++
 	st.attrs.Ctime = now
 	touch(p, now)
-	sealed := d.sealer.SealName(parent, st.id, st.kind(), []byte(name))
+	mac, sealed := d.sealName(d.writeKID(p.kid), parent, st.id, st.kind(), name)
 	m := cache.Mutation{
 		PutNodes:   []api.Node{d.localNode(st), d.localNode(p)},
 		PutEntries: []cache.Entry{{Parent: parent, NameMAC: mac, Name: sealed, Child: id}},
@@ -874,12 +895,19 @@ func (d *Drive) list(dir uint64) ([]dirEnt, syscall.Errno) {
 	out := make([]dirEnt, 0, len(es))
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	dst, err := d.stateLocked(dir)
+	if err != nil {
+		return nil, errno(err)
+	}
 	for _, e := range es {
 		st, err := d.stateLocked(e.Child)
 		if err != nil {
 			continue
 		}
-		name, err := d.sealer.OpenName(dir, e.Child, st.kind(), e.NameMAC, e.Name)
+		name, err := d.openName(dir, e.Child, st.kind(), e.NameMAC, e.Name)
+		if err == nil {
+			err = d.checkPlacement(dst.kid, e.Name, st.id, st.kid)
+		}
 		if err != nil {
 			d.authFailure("entry name fails authentication", "parent", dir, "child", e.Child, "name_mac", e.NameMAC, "err", err)
 			continue

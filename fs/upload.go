@@ -308,6 +308,7 @@ func (d *Drive) upload(st *nodeState) error {
 	size := st.attrs.Size
 	base := st.attrs.Chunks
 	trunc := st.trunc
+	kid := st.kid
 	queued := st.queued
 	st.urgent = false
 	d.mu.Unlock()
@@ -320,7 +321,7 @@ func (d *Drive) upload(st *nodeState) error {
 		close(st.uploadDone)
 		st.dmu.Unlock()
 	}
-	refs, err := d.buildAndUpload(st.id, base, trunc, size, frozen)
+	refs, err := d.buildAndUpload(st.id, kid, base, trunc, size, frozen)
 	if err != nil {
 		finish()
 		return err
@@ -396,8 +397,8 @@ func (d *Drive) upload(st *nodeState) error {
 
 // buildAndUpload returns the new chunk list for size bytes: untouched chunks
 // keep their ids; touched ones are rebuilt from base + frozen layers, named,
-// and uploaded unless the cloud has them.
-func (d *Drive) buildAndUpload(node uint64, base []meta.ChunkRef, trunc, size uint64, frozen []*layer) ([]meta.ChunkRef, error) {
+// and uploaded unless the cloud has them, with the chunk keys of key id kid.
+func (d *Drive) buildAndUpload(node uint64, kid meta.KeyID, base []meta.ChunkRef, trunc, size uint64, frozen []*layer) ([]meta.ChunkRef, error) {
 	touched := map[int]bool{}
 	for _, l := range frozen {
 		segs, err := l.f.Present()
@@ -475,7 +476,8 @@ func (d *Drive) buildAndUpload(node uint64, base []meta.ChunkRef, trunc, size ui
 			if allZero(p) {
 				return // stays a hole
 			}
-			id := d.cipher.ID(p)
+			id := d.cipherOf(kid).ID(p)
+			d.noteChunkKeys(kid, id)
 			mu.Lock()
 			refs[i].ID = id
 			mu.Unlock()
@@ -507,7 +509,7 @@ func (d *Drive) putChunk(ctx context.Context, id chunk.ID, p []byte) error {
 		}
 		upload = len(have) != 1 || !have[0]
 	}
-	sealed := d.cipher.Seal(nil, id, p)
+	sealed := d.chunkCipher(id).Seal(nil, id, p)
 	if upload {
 		if err := d.c.PutChunk(ctx, hex, sealed); err != nil {
 			if errors.Is(err, api.ErrQuota) || errors.Is(err, api.ErrReadOnly) {

@@ -162,6 +162,18 @@ func (f *FS) verified(kind keys.RecordKind, id uint64, nameMAC string, b []byte)
 	if s == nil {
 		return nil, fmt.Errorf("%w: sealed for shared folder %016x, which this client has not joined (if you were sharing this folder when kumo share was interrupted, run it again)", ErrShare, kid.Share)
 	}
+	return s.Verify(kind, id, nameMAC, b)
+}
+
+// Verify checks the signature of b, a record of share s (attributes of node
+// id, or the name under parent id whose MAC is nameMAC), against the
+// roster: signed by the owner or a writer allowed to sign its generation.
+// It returns the sealed record without the signature. The drive uses it too.
+func (s *Share) Verify(kind keys.RecordKind, id uint64, nameMAC string, b []byte) ([]byte, error) {
+	kid, ok := meta.RecordKeyID(b)
+	if !ok || kid.Share != s.ID {
+		return nil, fmt.Errorf("%w: %s: record sealed for share %016x", ErrShare, s.Name(), kid.Share)
+	}
 	sealed, signer, sig, err := keys.SplitRecord(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrShare, s.Name(), err)

@@ -1,0 +1,327 @@
+package fs
+
+// Shared folders in the owner's drive (docs/FORMAT.md §3g). A folder the
+// account shares stays in its tree, but every record under its root (the
+// root's attributes, every node's attributes and every entry's name under
+// it) is sealed under the share's key id (share, generation) and signed by
+// its writer. The drive opens such records with the share's keys after
+// checking the signature against the owner-signed roster (pathops.Share,
+// loaded through Options.Shares): a missing or bad signature, a signer who
+// may not write that generation, or a record outside the tree it claims is
+// EIO, never data. What the drive writes under a share root is sealed under
+// the share's key id and signed with Options.Identity; a rename or a hard
+// link across a share's boundary is EXDEV (the chunks and names would need
+// other keys).
+//
+// A node's chunks are encrypted with the chunk keys of the key id of the
+// attributes that name them (a chunk has no key id of its own), so each
+// nodeState keeps its key id (kid), and updates of an existing node stay
+// under it. New nodes get the share's current generation.
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"kumo/cache"
+	"kumo/internal/chunk"
+	"kumo/internal/keys"
+	"kumo/internal/meta"
+	"kumo/remote/pathops"
+)
+
+// errShareRecord is a record of a share the drive must refuse.
+var errShareRecord = errors.New("shared folder record refused")
+
+// shareSet is one immutable snapshot of the shares the drive holds.
+type shareSet struct {
+	sealer  *meta.Sealer // the home keys and every share generation held
+	byID    map[uint64]*pathops.Share
+	ciphers map[meta.KeyID]*chunk.Cipher
+}
+
+// driveShares is the drive's share state; the snapshot is replaced whole
+// when the shares are loaded again.
+type driveShares struct {
+	cur      atomic.Pointer[shareSet]
+	loading  sync.Mutex
+	lastLoad time.Time // under loading
+	// chunkKeys maps the id of a chunk named by a share record to the
+	// chunk keys of that record's key id (*chunk.Cipher): the fetcher and
+	// the cache know chunks by id only. Ids are keyed hashes, so an id
+	// made under one key set never names a chunk of another.
+	chunkKeys sync.Map
+}
+
+// shares returns the current snapshot (only the home keys before the first load).
+func (d *Drive) shares() *shareSet {
+	if s := d.sh.cur.Load(); s != nil {
+		return s
+	}
+	return &shareSet{sealer: d.sealer}
+}
+
+// loadShares (re)loads the account's shares through Options.Shares. It does
+// nothing without that option, and at most every 10 s unless force.
+func (d *Drive) loadShares(ctx context.Context, force bool) error {
+	if d.o.Shares == nil {
+		return nil
+	}
+	d.sh.loading.Lock()
+	defer d.sh.loading.Unlock()
+	if !force && time.Since(d.sh.lastLoad) < 10*time.Second {
+		return nil
+	}
+	d.sh.lastLoad = time.Now()
+	list, err := d.o.Shares(ctx)
+	if err != nil {
+		return fmt.Errorf("shared folders: %w", err)
+	}
+	if len(list) > 0 && d.o.Identity == nil {
+		return errors.New("shared folders: no identity keys to sign writes with (kumo whoami makes them)")
+	}
+	s := &shareSet{sealer: d.sealer, byID: map[uint64]*pathops.Share{}, ciphers: map[meta.KeyID]*chunk.Cipher{}}
+	for _, sh := range list {
+		s.byID[sh.ID] = sh
+		for g, secret := range sh.Secrets {
+			k := keys.ShareSubkeys(secret, sh.ID, g)
+			kid := meta.KeyID{Share: sh.ID, Gen: g}
+			s.sealer = s.sealer.WithShare(kid, k)
+			s.ciphers[kid] = chunk.NewCipher(k.ChunkID, k.Chunks)
+		}
+	}
+	d.sh.cur.Store(s)
+	if len(list) > 0 {
+		d.log.Info("shared folders loaded", "shares", len(list))
+	}
+	return nil
+}
+
+// unknownShare asks for the shares again in the background: a record of a
+// share this drive does not know arrived (shared since the mount, say).
+func (d *Drive) unknownShare(id uint64) {
+	if d.o.Shares == nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+		defer cancel()
+		if err := d.loadShares(ctx, false); err != nil {
+			d.log.Warn("loading shared folders failed", "share", fmt.Sprintf("%016x", id), "err", err)
+		}
+	}()
+}
+
+// verifyRecord checks a share record's signature and returns the sealed
+// record without it; a home record comes back as it is.
+func (d *Drive) verifyRecord(s *shareSet, kind keys.RecordKind, id uint64, nameMAC string, b []byte) ([]byte, error) {
+	kid, ok := meta.RecordKeyID(b)
+	if !ok || kid.Share == 0 {
+		return b, nil // the opener refuses what is too short
+	}
+	sh := s.byID[kid.Share]
+	if sh == nil {
+		d.unknownShare(kid.Share)
+		return nil, fmt.Errorf("%w: sealed for shared folder %016x, which this drive does not hold", errShareRecord, kid.Share)
+	}
+	return sh.Verify(kind, id, nameMAC, b)
+}
+
+// openAttrs checks and opens the attributes of node id; it returns their key id.
+func (d *Drive) openAttrs(id uint64, b []byte) (*meta.Attrs, meta.KeyID, error) {
+	s := d.shares()
+	sealed, err := d.verifyRecord(s, keys.RecordAttrs, id, "", b)
+	if err != nil {
+		return nil, meta.KeyID{}, err
+	}
+	a, err := s.sealer.OpenAttrs(id, sealed)
+	if err != nil {
+		return nil, meta.KeyID{}, err
+	}
+	kid, _ := meta.RecordKeyID(sealed)
+	if kid != meta.Home {
+		if c := s.ciphers[kid]; c != nil {
+			for _, r := range a.Chunks {
+				if !r.ID.IsZero() {
+					d.sh.chunkKeys.Store(r.ID, c)
+				}
+			}
+		}
+	}
+	return a, kid, nil
+}
+
+// sealAttrs seals attributes of node id under kid, signed if kid is a share's.
+func (d *Drive) sealAttrs(kid meta.KeyID, id, rev uint64, a *meta.Attrs) []byte {
+	if kid == meta.Home {
+		return d.sealer.SealAttrs(id, rev, a)
+	}
+	sealed, err := d.shares().sealer.SealAttrsAs(kid, id, rev, a)
+	if err == nil {
+		sealed, err = keys.SignRecord(d.o.Identity, keys.RecordAttrs, id, nil, sealed)
+	}
+	if err != nil {
+		// Not reached: a node gets a share key id only from a record this
+		// drive opened or from its parent, so it holds the keys.
+		d.log.Error("sealing attributes in a shared folder failed", "node", id, "err", err)
+		return nil
+	}
+	return sealed
+}
+
+// writeKID is the key id new records under a directory of key id dir get:
+// the share's current generation, or home.
+func (d *Drive) writeKID(dir meta.KeyID) meta.KeyID {
+	if dir.Share == 0 {
+		return meta.Home
+	}
+	if sh := d.shares().byID[dir.Share]; sh != nil {
+		return meta.KeyID{Share: dir.Share, Gen: sh.Gen()}
+	}
+	return dir
+}
+
+// nameMACs returns the MACs name may have under parent (of key id dir):
+// one per generation held, newest first, in a share.
+func (d *Drive) nameMACs(dir meta.KeyID, parent uint64, name string) []string {
+	if dir.Share == 0 {
+		return []string{d.sealer.NameMAC(parent, []byte(name))}
+	}
+	s := d.shares()
+	sh := s.byID[dir.Share]
+	if sh == nil {
+		return nil
+	}
+	var out []string
+	for g := sh.Gen(); g > 0; g-- {
+		if mac, err := s.sealer.NameMACAs(meta.KeyID{Share: sh.ID, Gen: g}, parent, []byte(name)); err == nil {
+			out = append(out, mac)
+		}
+	}
+	return out
+}
+
+// sealName returns the MAC and the sealed (in a share: signed) name of an
+// entry under parent naming child, under key id kid.
+func (d *Drive) sealName(kid meta.KeyID, parent, child uint64, kind meta.Kind, name string) (string, []byte) {
+	if kid == meta.Home {
+		return d.sealer.NameMAC(parent, []byte(name)), d.sealer.SealName(parent, child, kind, []byte(name))
+	}
+	s := d.shares()
+	mac, err := s.sealer.NameMACAs(kid, parent, []byte(name))
+	var sealed []byte
+	if err == nil {
+		sealed, err = s.sealer.SealNameAs(kid, parent, child, kind, []byte(name))
+	}
+	if err == nil {
+		raw, _ := hex.DecodeString(mac)
+		sealed, err = keys.SignRecord(d.o.Identity, keys.RecordName, parent, raw, sealed)
+	}
+	if err != nil {
+		d.log.Error("sealing a name in a shared folder failed", "parent", parent, "err", err)
+		return mac, nil
+	}
+	return mac, sealed
+}
+
+// openName checks and opens an entry's name.
+func (d *Drive) openName(parent, child uint64, kind meta.Kind, nameMAC string, b []byte) ([]byte, error) {
+	s := d.shares()
+	sealed, err := d.verifyRecord(s, keys.RecordName, parent, nameMAC, b)
+	if err != nil {
+		return nil, err
+	}
+	return s.sealer.OpenName(parent, child, kind, nameMAC, sealed)
+}
+
+// checkName checks an entry's name found by the MAC of name (a lookup).
+func (d *Drive) checkName(parent, child uint64, kind meta.Kind, nameMAC string, name string, b []byte) error {
+	s := d.shares()
+	sealed, err := d.verifyRecord(s, keys.RecordName, parent, nameMAC, b)
+	if err != nil {
+		return err
+	}
+	return s.sealer.CheckName(parent, child, kind, []byte(name), sealed)
+}
+
+// checkPlacement refuses an entry that leaves the tree it is in: under a
+// directory of a share, the name and the child's attributes must be that
+// share's; under a home directory, the name must be home and a child of a
+// share must be the root of a share this account owns.
+func (d *Drive) checkPlacement(dir meta.KeyID, name []byte, child uint64, ck meta.KeyID) error {
+	nk, _ := meta.RecordKeyID(name)
+	switch {
+	case dir.Share != 0 && (nk.Share != dir.Share || ck.Share != dir.Share):
+		return fmt.Errorf("%w: entry of node %d under a directory of share %016x is sealed for %016x/%016x", errShareRecord, child, dir.Share, nk.Share, ck.Share)
+	case dir.Share == 0 && nk.Share != 0:
+		return fmt.Errorf("%w: entry of node %d in the home tree is sealed for share %016x", errShareRecord, child, nk.Share)
+	case dir.Share == 0 && ck.Share != 0:
+		if sh := d.shares().byID[ck.Share]; sh == nil || !sh.Owned || sh.Root != child {
+			return fmt.Errorf("%w: node %d in the home tree is sealed for share %016x but is not the root of a share this account owns", errShareRecord, child, ck.Share)
+		}
+	}
+	return nil
+}
+
+// findEntryLocked finds name in directory p of the local tree: in a share,
+// under the name MAC of each generation held, newest first. Under d.mu.
+func (d *Drive) findEntryLocked(p *nodeState, name string) (cache.Entry, error) {
+	err := cache.ErrNotFound
+	for _, mac := range d.nameMACs(p.kid, p.id, name) {
+		var e cache.Entry
+		if e, err = d.store.Lookup(p.id, mac); !errors.Is(err, cache.ErrNotFound) {
+			return e, err
+		}
+	}
+	return cache.Entry{}, err
+}
+
+// dirKID returns the key id of directory id's attributes (home if unknown).
+func (d *Drive) dirKID(id uint64) meta.KeyID {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if st, err := d.stateLocked(id); err == nil {
+		return st.kid
+	}
+	return meta.Home
+}
+
+// crossShare says whether moving or linking a node from a directory of key
+// id from into one of key id to crosses a share's boundary (EXDEV).
+func crossShare(from, to meta.KeyID) syscall.Errno {
+	if from.Share != to.Share {
+		return syscall.EXDEV
+	}
+	return 0
+}
+
+// cipherOf returns the chunk keys of key id kid (the home keys for home).
+func (d *Drive) cipherOf(kid meta.KeyID) *chunk.Cipher {
+	if kid != meta.Home {
+		if c := d.shares().ciphers[kid]; c != nil {
+			return c
+		}
+	}
+	return d.cipher
+}
+
+// chunkCipher returns the chunk keys of chunk id: those of the share record
+// that named it, else the home keys.
+func (d *Drive) chunkCipher(id chunk.ID) *chunk.Cipher {
+	if c, ok := d.sh.chunkKeys.Load(id); ok {
+		return c.(*chunk.Cipher)
+	}
+	return d.cipher
+}
+
+// noteChunkKeys records that chunk id is encrypted with kid's chunk keys.
+func (d *Drive) noteChunkKeys(kid meta.KeyID, id chunk.ID) {
+	if kid != meta.Home && !id.IsZero() {
+		d.sh.chunkKeys.Store(id, d.cipherOf(kid))
+	}
+}

@@ -1,0 +1,371 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"kumo/internal/keys"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+	"kumo/remote/client"
+	"kumo/remote/pathops"
+	"kumo/remote/session"
+)
+
+// shareAcct is an account of the test cloud with identity keys, as the CLI
+// has it for sharing.
+type shareAcct struct {
+	sess *session.Session
+	c    *client.Client
+	acct pathops.Account
+	home *pathops.FS
+}
+
+func newShareAcct(t *testing.T, c *cloud, s *session.Session) *shareAcct {
+	t.Helper()
+	ctx := context.Background()
+	cl := c.client(t)
+	cl.SetToken(s.Token)
+	id, _, err := session.EnsureIdentity(ctx, cl, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := cl.Account(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	contacts, err := pathops.LoadContacts("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &shareAcct{sess: s, c: cl, home: pathops.New(cl, s.Subkeys()),
+		acct: pathops.Account{ID: a.ID, Email: s.Email, Master: s.Master, Identity: id, Contacts: contacts}}
+}
+
+func signupShareAcct(t *testing.T, c *cloud, email string) *shareAcct {
+	t.Helper()
+	s, err := session.Signup(context.Background(), c.client(t), c.url, email, []byte("pw"), keys.TestKDF())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newShareAcct(t, c, s)
+}
+
+// load returns the home FS opening the account's shares, and the shares.
+func (a *shareAcct) load(t *testing.T) (*pathops.FS, *pathops.Shares) {
+	t.Helper()
+	sh, err := pathops.LoadShares(context.Background(), a.c, a.acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.home.WithShares(a.acct.Identity, sh.All()...), sh
+}
+
+// view returns the FS of the account's only share.
+func (a *shareAcct) view(t *testing.T) *pathops.FS {
+	t.Helper()
+	f, sh := a.load(t)
+	if len(sh.All()) != 1 {
+		t.Fatalf("%s: %d shares, want 1", a.acct.Email, len(sh.All()))
+	}
+	v, err := f.View(sh.All()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func (a *shareAcct) put(t *testing.T, f *pathops.FS, p string, b []byte) {
+	t.Helper()
+	local := filepath.Join(t.TempDir(), "in")
+	if err := os.WriteFile(local, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.PutFile(context.Background(), local, p, nil); err != nil {
+		t.Fatalf("put %s: %v", p, err)
+	}
+}
+
+func shareGet(t *testing.T, f *pathops.FS, p string) ([]byte, error) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out")
+	if err := f.GetFile(context.Background(), p, out, nil); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(out)
+}
+
+// driveShareOptions makes a drive of a open and write a's shares.
+func driveShareOptions(a *shareAcct) func(*Options) {
+	return func(o *Options) {
+		o.Identity = a.acct.Identity
+		o.Shares = func(ctx context.Context) ([]*pathops.Share, error) {
+			sh, err := pathops.LoadShares(ctx, a.c, a.acct)
+			if err != nil {
+				return nil, err
+			}
+			return sh.All(), nil
+		}
+	}
+}
+
+func coreDriveWith(t *testing.T, c *cloud, mod func(*Options)) *Drive {
+	t.Helper()
+	o := Options{Client: c.client(t), Session: c.sess, CacheDir: t.TempDir(), Logger: testLogger(t),
+		QuietTime: 50 * time.Millisecond, PollWait: time.Second}
+	if mod != nil {
+		mod(&o)
+	}
+	d, err := newDrive(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.shutdown)
+	return d
+}
+
+// sharedDocs makes the owner's /Docs (a.txt, sub/b.txt) and /out.txt and
+// shares /Docs with bob as a writer, as `kumo share` does.
+func sharedDocs(t *testing.T, c *cloud) (owner, bob *shareAcct) {
+	t.Helper()
+	owner = newShareAcct(t, c, c.sess)
+	bob = signupShareAcct(t, c, "bob@example.com")
+	owner.put(t, owner.home, "/Docs/a.txt", []byte("shared a\n"))
+	owner.put(t, owner.home, "/Docs/sub/b.txt", []byte("shared b\n"))
+	owner.put(t, owner.home, "/out.txt", []byte("not shared\n"))
+	f, _ := owner.load(t)
+	if _, err := f.ShareFolder(context.Background(), owner.acct, "/Docs", "bob@example.com", keys.RoleWriter); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathops.AcceptShare(context.Background(), bob.c, bob.acct, owner.acct.Email+"/Docs"); err != nil {
+		t.Fatal(err)
+	}
+	return owner, bob
+}
+
+func lookupDir(t *testing.T, d *Drive, parent uint64, name string) *nodeState {
+	t.Helper()
+	st, e := d.lookupForTest(parent, name)
+	if e != 0 {
+		t.Fatalf("lookup %s: %v", name, e)
+	}
+	return st
+}
+
+func flushDrive(t *testing.T, d *Drive) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestShareOwnerDrive: the owner's drive reads a folder it shares (records
+// re-sealed under the share's key id and signed), writes into it records
+// sealed under the share's key id and signed by the account's identity (the
+// writer member reads them through its share view, which checks both),
+// refuses renames and hard links across the share's boundary (EXDEV), and
+// reads a record of the share the server altered as EIO: unsigned, signed
+// by a key not in the roster, or with a bad signature.
+func TestShareOwnerDrive(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	owner, bob := sharedDocs(t, c)
+	d := coreDriveWith(t, c, driveShareOptions(owner))
+
+	docs := lookupDir(t, d, api.RootID, "Docs")
+	if got := coreRead(t, d, docs.id, "a.txt"); got != "shared a\n" {
+		t.Fatalf("owner's drive reads a.txt: %q", got)
+	}
+	sub := lookupDir(t, d, docs.id, "sub")
+	if got := coreRead(t, d, sub.id, "b.txt"); got != "shared b\n" {
+		t.Fatalf("owner's drive reads sub/b.txt: %q", got)
+	}
+	if ls, e := d.list(docs.id); e != 0 || len(ls) != 2 {
+		t.Fatalf("list Docs: %v %v", ls, e)
+	}
+
+	// Writes inside the share: a new file, a new directory with a file, a
+	// changed file, a chmod.
+	coreFile(t, d, docs.id, "new.txt", "from the owner's drive\n")
+	made, e := d.create(docs.id, newNode{name: "made", mode: syscall.S_IFDIR | 0o755})
+	if e != 0 {
+		t.Fatal(e)
+	}
+	coreFile(t, d, made.id, "deep.txt", "deep\n")
+	a := lookupDir(t, d, docs.id, "a.txt")
+	if _, e := d.write(context.Background(), a, []byte("SHARED"), 0); e != 0 {
+		t.Fatal(e)
+	}
+	if e := d.makeDurable(a, true, false); e != 0 {
+		t.Fatal(e)
+	}
+	if e := d.setAttrs(sub, func(at *meta.Attrs) syscall.Errno { at.Mode = at.Mode&^0o777 | 0o750; return 0 }); e != 0 {
+		t.Fatal(e)
+	}
+	coreFile(t, d, api.RootID, "home.txt", "home\n")
+	flushDrive(t, d)
+
+	// The writer member reads them through its view of the share, which
+	// refuses records not sealed for the share or not signed by a writer.
+	bv := bob.view(t)
+	for p, want := range map[string]string{"/new.txt": "from the owner's drive\n", "/made/deep.txt": "deep\n", "/a.txt": "SHARED a\n", "/sub/b.txt": "shared b\n"} {
+		if got, err := shareGet(t, bv, p); err != nil || string(got) != want {
+			t.Fatalf("member reads %s: %q, %v; want %q", p, got, err, want)
+		}
+	}
+	if n, err := bv.Resolve(context.Background(), "/sub"); err != nil || n.Attrs.Mode&0o777 != 0o750 {
+		t.Fatalf("member sees sub's mode: %v", err)
+	}
+	// The owner's home tree outside the share stays home-sealed and unsigned.
+	hf, _ := owner.load(t)
+	if got, err := shareGet(t, hf, "/home.txt"); err != nil || string(got) != "home\n" {
+		t.Fatalf("owner reads home.txt: %q %v", got, err)
+	}
+	if n, err := hf.Resolve(context.Background(), "/home.txt"); err != nil {
+		t.Fatal(err)
+	} else if k, _ := meta.RecordKeyID(n.Node.Attrs); k != meta.Home {
+		t.Fatalf("home.txt sealed under %+v", k)
+	}
+
+	// Nothing leaves or enters the share by a rename or a hard link.
+	out := lookupDir(t, d, api.RootID, "out.txt")
+	if e := d.rename(docs.id, "new.txt", api.RootID, "new.txt", 0); e != syscall.EXDEV {
+		t.Fatalf("rename out of the share: %v, want EXDEV", e)
+	}
+	if e := d.rename(api.RootID, "out.txt", docs.id, "out.txt", 0); e != syscall.EXDEV {
+		t.Fatalf("rename into the share: %v, want EXDEV", e)
+	}
+	if e := d.rename(api.RootID, "out.txt", docs.id, "new.txt", renameExchange); e != syscall.EXDEV {
+		t.Fatalf("exchange across the share: %v, want EXDEV", e)
+	}
+	if _, e := d.link(out.id, docs.id, "out-link"); e != syscall.EXDEV {
+		t.Fatalf("hard link into the share: %v, want EXDEV", e)
+	}
+	nw := lookupDir(t, d, docs.id, "new.txt")
+	if _, e := d.link(nw.id, api.RootID, "new-link"); e != syscall.EXDEV {
+		t.Fatalf("hard link out of the share: %v, want EXDEV", e)
+	}
+	// Inside the share, and the share root itself within the home tree, move.
+	if e := d.rename(docs.id, "new.txt", made.id, "moved.txt", 0); e != 0 {
+		t.Fatalf("rename inside the share: %v", e)
+	}
+	coreFile(t, d, docs.id, "new-home.txt", "")
+	if e := d.rename(api.RootID, "Docs", api.RootID, "Docs2", 0); e != 0 {
+		t.Fatalf("rename the share root: %v", e)
+	}
+	flushDrive(t, d)
+	if got, err := shareGet(t, bv, "/made/moved.txt"); err != nil || string(got) != "from the owner's drive\n" {
+		t.Fatalf("member reads the moved file: %q %v", got, err)
+	}
+
+	// The server alters records of the share. The drive that has the good
+	// records keeps them (the altered ones are counted, never used); a drive
+	// with a fresh cache reads each altered file as EIO.
+	before := d.Integrity().AuthFailures
+	plantShareAttrs(t, owner, "/Docs2/a.txt", "unsigned")
+	plantShareAttrs(t, owner, "/Docs2/sub/b.txt", "stranger")
+	plantShareAttrs(t, owner, "/Docs2/made/moved.txt", "badsig")
+	waitFor(t, 20*time.Second, func() bool { return d.Integrity().AuthFailures >= before+3 })
+	if got := coreRead(t, d, docs.id, "a.txt"); got != "SHARED a\n" {
+		t.Fatalf("after the server altered a.txt the drive reads %q", got)
+	}
+	if st := lookupDir(t, d, docs.id, "a.txt"); st.attrs.Mode&0o777 == 0o600 {
+		t.Fatal("the drive adopted the altered attributes")
+	}
+	fresh := coreDriveWith(t, c, driveShareOptions(owner))
+	docs2 := lookupDir(t, fresh, api.RootID, "Docs2")
+	if got := coreRead(t, fresh, docs2.id, "new-home.txt"); got != "" {
+		t.Fatalf("fresh drive reads new-home.txt: %q", got)
+	}
+	for _, p := range []struct{ dir, name string }{{"", "a.txt"}, {"sub", "b.txt"}, {"made", "moved.txt"}} {
+		dir := docs2
+		if p.dir != "" {
+			dir = lookupDir(t, fresh, docs2.id, p.dir)
+		}
+		if _, e := fresh.lookupForTest(dir.id, p.name); e != syscall.EIO {
+			t.Fatalf("fresh drive: altered %s/%s: %v, want EIO", p.dir, p.name, e)
+		}
+	}
+}
+
+// plantShareAttrs replaces, as a hostile server could, the attributes of
+// the file at p (in the owner's shared folder) with a record sealed under
+// the share's key (which a reader holds) but: not signed ("unsigned"),
+// signed by a key not in the roster ("stranger"), or with the owner's
+// signature spoiled ("badsig"). A higher revision, so it is no rollback.
+func plantShareAttrs(t *testing.T, owner *shareAcct, p, how string) {
+	t.Helper()
+	ctx := context.Background()
+	f, sh := owner.load(t)
+	n, err := f.Resolve(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sh.Owned[0]
+	kid := meta.KeyID{Share: s.ID, Gen: s.Gen()}
+	sealer := meta.NewSealer(owner.sess.Subkeys()).WithShare(kid, keys.ShareSubkeys(s.Secrets[kid.Gen], s.ID, kid.Gen))
+	a := *n.Attrs
+	a.Mode = a.Mode&^0o777 | 0o600
+	sealed, err := sealer.SealAttrsAs(kid, n.ID(), meta.Rev(n.Node.Attrs)+100, &a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := sealed
+	switch how {
+	case "stranger":
+		id, err := keys.NewIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err = keys.SignRecord(id, keys.RecordAttrs, n.ID(), nil, sealed)
+		if err != nil {
+			t.Fatal(err)
+		}
+	case "badsig":
+		rec, err = keys.SignRecord(owner.acct.Identity, keys.RecordAttrs, n.ID(), nil, sealed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec[len(rec)-1] ^= 1
+	}
+	if _, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: n.Node.Version, Attrs: rec, Chunks: n.Node.Chunks}); err != nil {
+		t.Fatalf("plant %s: %v", p, err)
+	}
+}
+
+// TestShareOwnerMount: the same through a real mount: the owner's drive
+// reads the shared folder, a file written into it reads byte exact for the
+// writer member, and mv across the share's boundary is EXDEV.
+func TestShareOwnerMount(t *testing.T) {
+	needFUSE(t)
+	c := startCloud(t, t.TempDir(), 0)
+	owner, bob := sharedDocs(t, c)
+	m := c.mount(t, t.TempDir(), driveShareOptions(owner))
+	if got, err := os.ReadFile(m.p("Docs/sub/b.txt")); err != nil || string(got) != "shared b\n" {
+		t.Fatalf("read through the mount: %q %v", got, err)
+	}
+	data := bytes.Repeat([]byte("0123456789abcdef"), 300<<10/16)
+	if err := os.WriteFile(m.p("Docs/sub/w.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(m.p("Docs/sub/w.bin"), m.p("w.bin")); !errors.Is(err, syscall.EXDEV) {
+		t.Fatalf("mv out of the share: %v, want EXDEV", err)
+	}
+	if err := os.Link(m.p("out.txt"), m.p("Docs/out.txt")); !errors.Is(err, syscall.EXDEV) {
+		t.Fatalf("ln into the share: %v, want EXDEV", err)
+	}
+	m.flush()
+	if got, err := shareGet(t, bob.view(t), "/sub/w.bin"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("member reads the file written through the owner's mount: %d bytes, %v", len(got), err)
+	}
+}
