@@ -281,12 +281,21 @@ func (s *Server) checkOp(tx *badger.Txn, sc *shareScope, op api.BatchOp) error {
 	return nil // a malformed op: mtx.batchOp refuses it
 }
 
-// shareOp runs one tree change on the share, in its own transaction of the
+func (s *Server) shareGuard(sc *shareScope) opGuard {
+	return func(tx *badger.Txn, op api.BatchOp) error { return s.checkOp(tx, sc, op) }
+}
+
+// shareOp runs one tree change on the share, in a transaction of the
 // owner's account (owner's quota, node cap and feed).
 func (s *Server) shareOp(sc *shareScope, op api.BatchOp) (*api.Node, error) {
+	return s.guardedOp(sc.owner, s.shareGuard(sc), op)
+}
+
+// guardedOp runs one op in its own transaction of acct after guard.
+func (s *Server) guardedOp(acct string, guard opGuard, op api.BatchOp) (*api.Node, error) {
 	var n *api.Node
-	err := s.mutate(sc.owner, false, func(m *mtx) (err error) {
-		if err := s.checkOp(m.tx, sc, op); err != nil {
+	err := s.mutate(acct, false, func(m *mtx) (err error) {
+		if err := guard(m.tx, op); err != nil {
 			return err
 		}
 		n, err = m.batchOp(op)
@@ -339,32 +348,10 @@ func (s *Server) shareUnlink(w http.ResponseWriter, r *http.Request, sc *shareSc
 	})
 }
 
-// shareBatch runs a batch on the share op by op, each in its own
-// transaction (the home tree's batch commits runs of ops together; a share's
-// batches are rarer and smaller).
+// shareBatch runs a batch on the share as the home tree's runs (runs of
+// ops committed together), each op checked in its transaction.
 func (s *Server) shareBatch(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
-	var req api.BatchRequest
-	if err := readJSON(w, r, &req); err != nil {
-		return err
-	}
-	if err := validateBatch(&req); err != nil {
-		return err
-	}
-	resp := api.BatchResponse{Results: make([]api.BatchResult, len(req.Ops))}
-	for i, op := range req.Ops {
-		n, err := s.shareOp(sc, op)
-		if err != nil {
-			var ae *api.Error
-			if !errors.As(err, &ae) {
-				s.log.Error("share batch op failed", "req", info(r).id, "account", sc.owner, "op", op.Op, "err", err)
-				ae = apiErr(http.StatusInternalServerError, api.CodeInternal, "internal error")
-			}
-			resp.Results[i].Error = &api.Error{Code: ae.Code, Message: ae.Message}
-			continue
-		}
-		resp.Results[i].Node = n
-	}
-	return writeJSON(w, http.StatusOK, resp)
+	return s.serveBatch(w, r, sc.owner, s.shareGuard(sc))
 }
 
 func (s *Server) shareGetNode(w http.ResponseWriter, r *http.Request, sc *shareScope) error {

@@ -630,3 +630,45 @@ func FuzzShareRequests(f *testing.F) {
 		}
 	})
 }
+
+// TestShareBatch: a writer's batch on the share reports each op as alone:
+// the ops in the share are done, those outside it refused with their own
+// errors, and the ops after a refused one still run.
+func TestShareBatch(t *testing.T) {
+	fx := newShareFixture(t, nil)
+	a, w := fx.a, fx.w
+	fx.accept(w)
+	c1, c2, out := fx.createReq(fx.d.Node.ID, api.TypeFile, 1), fx.createReq(fx.d.Node.ID, api.TypeDir, 1), fx.createReq(api.RootID, api.TypeFile, 1)
+	ops := []api.BatchOp{
+		{Op: api.OpCreate, Create: &c1},
+		{Op: api.OpCreate, Create: &out},
+		{Op: api.OpUpdate, ID: fx.f.Node.ID, Update: &api.UpdateRequest{Version: fx.f.Node.Version, Attrs: sealedFor(fx.share, 1, 70)}},
+		{Op: api.OpRename, Rename: &api.RenameRequest{SrcParent: fx.d.Node.ID, SrcNameMAC: fx.f.NameMAC, DstParent: api.RootID,
+			DstNameMAC: randMAC(), Name: sealedFor(fx.share, 1, 20)}},
+		{Op: api.OpUpdate, ID: fx.h.Node.ID, Update: &api.UpdateRequest{Version: fx.h.Node.Version, Attrs: sealedFor(fx.share, 1, 70)}},
+		{Op: api.OpCreate, Create: &c2},
+	}
+	var br api.BatchResponse
+	w.scopedMustJSON(fx.scope, "POST", "/v1/batch", api.BatchRequest{Ops: ops}, &br)
+	want := []string{"", api.CodeNotFound, "", api.CodeCrossShare, api.CodeNotFound, ""}
+	for i, r := range br.Results {
+		got := ""
+		if r.Error != nil {
+			got = r.Error.Code
+		}
+		if got != want[i] {
+			t.Errorf("op %d (%s): %q, want %q", i, ops[i].Op, got, want[i])
+		}
+	}
+	if es := a.list(fx.d.Node.ID); len(es) != 3 {
+		t.Fatalf("the share root holds %d entries, want F and the two created", len(es))
+	}
+	if es := a.list(api.RootID); len(es) != 3 {
+		t.Fatalf("the owner's root holds %d entries, want H, H2 and the share root", len(es))
+	}
+	var hn api.Node
+	a.must("GET", fmt.Sprintf("/v1/nodes/%d", fx.h.Node.ID), nil, &hn)
+	if hn.Version != fx.h.Node.Version {
+		t.Fatalf("owner's home file updated by the writer's batch")
+	}
+}

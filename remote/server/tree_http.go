@@ -103,6 +103,14 @@ func (s *Server) handleUnlink(w http.ResponseWriter, r *http.Request, acct strin
 }
 
 func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request, acct string) error {
+	return s.serveBatch(w, r, acct, nil)
+}
+
+// opGuard checks one op inside its transaction before it runs (a share's
+// access checks, shares_access.go); nil: none.
+type opGuard func(tx *badger.Txn, op api.BatchOp) error
+
+func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, acct string, guard opGuard) error {
 	var req api.BatchRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
@@ -111,7 +119,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request, acct string
 		return err
 	}
 	resp := api.BatchResponse{Results: make([]api.BatchResult, len(req.Ops))}
-	s.runBatch(acct, req.Ops, func(i int, node *api.Node, err error) {
+	s.runBatch(acct, req.Ops, guard, func(i int, node *api.Node, err error) {
 		if err != nil {
 			var ae *api.Error
 			if !errors.As(err, &ae) {
@@ -136,15 +144,21 @@ var errBatchStop = errors.New("batch op failed")
 // it (ops are deterministic on the same state), the failing op runs alone so
 // its error is reported exactly as for a single request, and the rest
 // continue after it.
-func (s *Server) runBatch(acct string, ops []api.BatchOp, report func(int, *api.Node, error)) {
+func (s *Server) runBatch(acct string, ops []api.BatchOp, guard opGuard, report func(int, *api.Node, error)) {
 	one := func(i int) {
-		node, err := s.batchOp(acct, ops[i])
+		var node *api.Node
+		var err error
+		if guard == nil {
+			node, err = s.batchOp(acct, ops[i])
+		} else {
+			node, err = s.guardedOp(acct, guard, ops[i])
+		}
 		report(i, node, err)
 	}
 	for i := 0; i < len(ops); {
-		nodes, err := s.batchTxn(acct, ops[i:])
+		nodes, err := s.batchTxn(acct, ops[i:], guard)
 		if errors.Is(err, errBatchStop) && len(nodes) > 0 {
-			nodes, err = s.batchTxn(acct, ops[i:i+len(nodes)])
+			nodes, err = s.batchTxn(acct, ops[i:i+len(nodes)], guard)
 		}
 		switch {
 		case err == nil:
@@ -168,7 +182,7 @@ func (s *Server) runBatch(acct string, ops []api.BatchOp, report func(int, *api.
 // batchTxn runs ops in one transaction of the account. If an op fails,
 // nothing is committed, the error is errBatchStop and len(nodes) is the
 // index of the failing op.
-func (s *Server) batchTxn(acct string, ops []api.BatchOp) (nodes []*api.Node, err error) {
+func (s *Server) batchTxn(acct string, ops []api.BatchOp, guard opGuard) (nodes []*api.Node, err error) {
 	mu := s.locks.get(acct)
 	mu.Lock()
 	var changed bool
@@ -181,6 +195,9 @@ func (s *Server) batchTxn(acct string, ops []api.BatchOp) (nodes []*api.Node, er
 			changed, err = s.mutateTxn(tx, acct, false, func(m *mtx) error {
 				defer func() { room = m.room }()
 				for _, op := range ops {
+					if guard != nil && guard(m.tx, op) != nil {
+						return errBatchStop
+					}
 					n, err := m.batchOp(op)
 					if err != nil {
 						return errBatchStop
