@@ -3,8 +3,10 @@
 // served by `kumo serve` with a strict Content-Security-Policy. The page reads
 // the secret from the URL fragment (never sent to the server), fetches the
 // sealed manifest and chunks from the public link API (/v1/s/{id}...), opens
-// them with WebCrypto (HKDF-SHA256, AES-256-GCM) and saves files to disk.
-// Nothing external is loaded. The format is docs/FORMAT.md (links) and
+// them with WebCrypto (HKDF-SHA256, AES-256-GCM) in a few workers and saves
+// files to disk. A password link's keys come from the Go code of kumo get
+// compiled to WebAssembly (./pwwasm), run in a worker. Nothing external is
+// loaded. The format is docs/FORMAT.md (links) and
 // internal/link; the page is a second, independent reader of it.
 package linkpage
 
@@ -38,24 +40,24 @@ const assetPrefix = "/s/_/"
 const csp = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; " +
 	"frame-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-// swCSP is the service worker's own policy: it only answers the page's
-// downloads from memory it is handed, and fetches nothing.
-const swCSP = "default-src 'none'"
+// plainCSP is for what is not a document or script: nothing may load.
+const plainCSP = "default-src 'none'"
 
 // pwCSP is the password worker's policy: it loads Go's wasm loader and
 // compiles the password code ('wasm-unsafe-eval' allows WebAssembly only, no
 // JavaScript eval), and only this worker has it.
 const pwCSP = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'"
 
-// chunksCSP is the chunk workers' policy: they fetch chunks from this
-// server and load nothing else.
-const chunksCSP = "default-src 'none'; connect-src 'self'"
+// workerCSP is the policy of the service worker and the chunk workers:
+// they load open.js and fetch chunks from this server, nothing else.
+const workerCSP = "default-src 'none'; script-src 'self'; connect-src 'self'"
 
 var assets = map[string]struct{ file, ctype string }{
 	"page.js":      {"static/page.js", "text/javascript; charset=utf-8"},
 	"page.css":     {"static/page.css", "text/css; charset=utf-8"},
 	"sw.js":        {"static/sw.js", "text/javascript; charset=utf-8"},
 	"chunks.js":    {"static/chunks.js", "text/javascript; charset=utf-8"},
+	"open.js":      {"static/open.js", "text/javascript; charset=utf-8"},
 	"pw.js":        {"static/pw.js", "text/javascript; charset=utf-8"},
 	"wasm_exec.js": {"static/wasm_exec.js", "text/javascript; charset=utf-8"},
 	"pw.wasm":      {"static/pw.wasm.gz", "application/wasm"},
@@ -124,8 +126,8 @@ func serveAsset(w http.ResponseWriter, r *http.Request) {
 	}
 	policy := csp
 	switch name {
-	case "chunks.js":
-		policy = chunksCSP
+	case "chunks.js", "sw.js":
+		policy = workerCSP
 	case "pw.js":
 		policy = pwCSP
 	case "pw.wasm":
@@ -133,7 +135,6 @@ func serveAsset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if name == "sw.js" {
-		policy = swCSP
 		// The worker lives at /s/_/ and controls only /s/_/dl/ (its
 		// download URLs), never the pages or the API.
 		w.Header().Set("Service-Worker-Allowed", assetPrefix+"dl/")
@@ -144,7 +145,7 @@ func serveAsset(w http.ResponseWriter, r *http.Request) {
 // serveGzipped serves gz, a gzipped asset, as is to a browser that takes
 // gzip (all do), else unpacked.
 func serveGzipped(w http.ResponseWriter, r *http.Request, gz []byte, ctype string) {
-	setHeaders(w.Header(), ctype, swCSP)
+	setHeaders(w.Header(), ctype, plainCSP)
 	w.Header().Add("Vary", "Accept-Encoding")
 	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 		w.Header().Set("Content-Encoding", "gzip")
@@ -170,7 +171,7 @@ func write(w http.ResponseWriter, b []byte, ctype, policy string) {
 }
 
 func notFound(w http.ResponseWriter, msg string) {
-	setHeaders(w.Header(), "text/plain; charset=utf-8", swCSP)
+	setHeaders(w.Header(), "text/plain; charset=utf-8", plainCSP)
 	w.WriteHeader(http.StatusNotFound)
 	w.Write([]byte(strings.TrimSpace(msg) + "\n"))
 }

@@ -32,7 +32,8 @@ func TestHeaders(t *testing.T) {
 		{"/s/_/page.js", "text/javascript; charset=utf-8", "crypto.subtle"},
 		{"/s/_/page.css", "text/css; charset=utf-8", "body"},
 		{"/s/_/sw.js", "text/javascript; charset=utf-8", "respondWith"},
-		{"/s/_/chunks.js", "text/javascript; charset=utf-8", "crypto.subtle.decrypt"},
+		{"/s/_/chunks.js", "text/javascript; charset=utf-8", "open.js"},
+		{"/s/_/open.js", "text/javascript; charset=utf-8", "crypto.subtle.decrypt"},
 		{"/s/_/pw.js", "text/javascript; charset=utf-8", "kumoLinkKeys"},
 		{"/s/_/wasm_exec.js", "text/javascript; charset=utf-8", "globalThis.Go = class"},
 	} {
@@ -73,7 +74,7 @@ func TestNoInlineCode(t *testing.T) {
 		t.Errorf("index.html has inline code or style: %q", inline.Find(b))
 	}
 	url := regexp.MustCompile(`(https?:)?//[a-zA-Z0-9.-]+`)
-	for _, f := range []string{"static/index.html", "static/page.js", "static/sw.js", "static/page.css", "static/chunks.js", "static/pw.js"} {
+	for _, f := range []string{"static/index.html", "static/page.js", "static/sw.js", "static/page.css", "static/chunks.js", "static/open.js", "static/pw.js"} {
 		b, _ := static.ReadFile(f)
 		for _, m := range url.FindAll(b, -1) {
 			if string(m) != "https://SERVER" {

@@ -266,7 +266,7 @@
     switch (f.kind) {
       case 'network': return unreachable(new Error(f.detail));
       case 'http': return refusal(f.status, f.code, f.message);
-      case 'size': return new LinkError('The server sent a chunk of the wrong size (' + f.got + ' bytes or more for ' + c.n +
+      case 'size': return new LinkError('The server sent a chunk of the wrong size (' + f.got + ' bytes or more for ' + (f.n || c.n) +
         '); the download stopped and nothing more was saved. Try again, or use kumo get URL.');
       case 'auth': return new LinkError('Part of this file failed to decrypt: the data was altered or damaged on the way. ' +
         'The download stopped; discard what was saved.');
@@ -371,49 +371,42 @@
   }
 
   // saveWithWorker streams the file to the browser's download manager: the
-  // service worker answers a download URL with a stream it pulls from this
-  // page through a MessageChannel, one chunk per pull (backpressure).
-  async function saveWithWorker(name, size, src) {
+  // service worker answers a download URL with a stream of the plaintext,
+  // fetching and opening the chunks itself (sw.js says why), and tells this
+  // page what it saved, or why it stopped.
+  async function saveWithWorker(linkID, e, name, progress) {
     const sw = await activeWorker();
     const idb = crypto.getRandomValues(new Uint8Array(16));
     const dl = Array.from(idb, (b) => b.toString(16).padStart(2, '0')).join('');
     const ch = new MessageChannel();
     const port = ch.port1;
+    const chunks = (e.chunks || []).map((c) => ({ id: c.id, key: c.key, n: c.n }));
     await new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new Error('the download helper (service worker) did not answer')), 15000);
-      port.onmessage = (ev) => { if (ev.data === 'ready') { clearTimeout(t); resolve(); } };
-      sw.postMessage({ type: 'download', id: dl, name, size }, [ch.port2]);
+      port.onmessage = (ev) => {
+        if (ev.data === 'ready') { clearTimeout(t); resolve(); }
+        if (ev.data && ev.data.error) { clearTimeout(t); reject(chunkError(ev.data.error, {})); }
+      };
+      sw.postMessage({ type: 'download', id: dl, name, size: e.size, link: linkID, chunks }, [ch.port2]);
     });
     const ping = setInterval(() => sw.postMessage({ type: 'ping' }), 5000); // keeps the worker alive
     const frame = document.createElement('iframe');
     frame.hidden = true;
     try {
       await new Promise((resolve, reject) => {
-        port.onmessage = async (ev) => {
-          if (ev.data === 'cancel') {
-            src.return().catch(() => {});
-            reject(new LinkError('The download was cancelled.'));
-            return;
-          }
-          if (ev.data !== 'pull') return;
-          try {
-            const { value, done } = await src.next();
-            if (done) {
-              port.postMessage({ done: true });
-              resolve();
-            } else {
-              port.postMessage({ bufs: value.map((b) => b.buffer) }, value.map((b) => b.buffer));
-            }
-          } catch (err) {
-            port.postMessage({ error: err.message });
-            reject(err);
-          }
+        port.onmessage = (ev) => {
+          const m = ev.data;
+          if (m === 'cancel') reject(new LinkError('The download was cancelled.'));
+          else if (m && m.saved) progress(m.saved);
+          else if (m && m.done) resolve();
+          else if (m && m.error) reject(chunkError(m.error, { n: m.n }));
         };
         frame.src = '/s/_/dl/' + dl;
         document.body.appendChild(frame);
       });
     } finally {
       clearInterval(ping);
+      port.close();
       setTimeout(() => frame.remove(), 60000);
     }
   }
@@ -451,17 +444,16 @@
       p.textContent = 'Saving ' + name + ': ' + human(done) + ' of ' + human(e.size) +
         (s > 0.5 ? ' (' + human(Math.round(done / s)) + '/s)' : '');
     };
-    const src = pieces(linkID, e, progress);
     try {
       if (typeof window.showSaveFilePicker === 'function') {
         document.body.dataset.saver = 'picker';
-        await saveWithPicker(name, src);
+        await saveWithPicker(name, pieces(linkID, e, progress));
       } else if ('serviceWorker' in navigator && navigator.serviceWorker && window.isSecureContext) {
         document.body.dataset.saver = 'worker';
-        await saveWithWorker(name, e.size, src);
+        await saveWithWorker(linkID, e, name, progress);
       } else {
         document.body.dataset.saver = 'blob';
-        await saveAsBlob(name, src);
+        await saveAsBlob(name, pieces(linkID, e, progress));
       }
       p.textContent = 'Saved ' + name + ' (' + human(e.size) + ', every byte decrypted and authenticated).';
       setState('saved');

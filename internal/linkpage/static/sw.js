@@ -1,25 +1,83 @@
-// The link page's download helper: a service worker whose only job is to
-// answer /s/_/dl/{id} with a stream of plaintext the link page hands it, so
-// the browser saves a big file to disk without holding it in memory. It
-// fetches nothing and sees no key.
+// The link page's download helper: a service worker that answers
+// /s/_/dl/{id} with a stream of a file's plaintext, so the browser saves a
+// big file to disk without holding it in memory. It fetches and opens the
+// file's chunks itself (open.js), from the list the page hands it (the link
+// id, and each chunk's id, content key and length): the bytes go from the
+// network to the download in this one thread. Handing them over from the
+// page instead cost a copy between processes whenever the worker ran in
+// another tab's process (a 1 GiB download went from 26 s to 95 s). It sees
+// only the keys of the file it saves, as the page does.
 'use strict';
+importScripts('/s/_/open.js');
 
-const pending = new Map(); // download id -> {port, name, size}
+const AHEAD = 6; // chunks fetched and opened ahead of the one being saved
+const pending = new Map(); // download id -> {port, name, size, link, chunks}
 
 self.addEventListener('install', () => self.skipWaiting());
+
+function validChunks(cs) {
+  return Array.isArray(cs) && cs.every((c) => c && Number.isSafeInteger(c.n) && c.n > 0 && c.n <= 4194304 &&
+    (c.id === '' || (/^[0-9a-f]{64}$/.test(c.id) && /^[0-9a-f]{64}$/.test(c.key))));
+}
 
 self.addEventListener('message', (e) => {
   const m = e.data;
   if (!m || m.type !== 'download') return; // pings only keep the worker awake
   const port = e.ports[0];
   if (!port || typeof m.id !== 'string' || !/^[0-9a-f]{32}$/.test(m.id)) return;
-  pending.set(m.id, { port, name: String(m.name), size: m.size });
+  if (typeof m.link !== 'string' || !/^[A-Za-z0-9_-]{22}$/.test(m.link) || !validChunks(m.chunks)) {
+    port.postMessage({ error: { kind: 'bug', detail: 'the download helper was handed a malformed file list' } });
+    return;
+  }
+  pending.set(m.id, { port, name: String(m.name), size: m.size, link: m.link, chunks: m.chunks });
   port.postMessage('ready');
 });
 
 // rfc5987 encodes a file name for Content-Disposition's filename*.
 function rfc5987(s) {
   return encodeURIComponent(s).replace(/['()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase());
+}
+
+// plaintext is the file's stream: AHEAD chunks in flight, saved in order,
+// each reported to the page (progress), a failure reported and the stream
+// errored (the browser marks the download failed).
+function plaintext(d) {
+  const ctl = new AbortController();
+  const queue = [];
+  let next = 0;
+  const start = () => {
+    const c = d.chunks[next++];
+    const p = c.id === '' ? Promise.resolve([new Uint8Array(c.n).buffer]) : openChunk(d.link, c, ctl.signal); // a hole: zeros
+    p.catch(() => {}); // awaited in order below
+    queue.push({ p, c });
+  };
+  return new ReadableStream({
+    start() {
+      while (next < d.chunks.length && queue.length < AHEAD) start();
+    },
+    async pull(ctrl) {
+      if (!queue.length) {
+        ctrl.close();
+        d.port.postMessage({ done: true });
+        return;
+      }
+      const { p, c } = queue.shift();
+      try {
+        const bufs = await p;
+        if (next < d.chunks.length) start();
+        for (const b of bufs) ctrl.enqueue(new Uint8Array(b));
+        d.port.postMessage({ saved: c.n });
+      } catch (err) {
+        ctl.abort();
+        d.port.postMessage({ error: failureData(err), n: c.n });
+        ctrl.error(err);
+      }
+    },
+    cancel() {
+      ctl.abort();
+      d.port.postMessage('cancel');
+    },
+  });
 }
 
 self.addEventListener('fetch', (e) => {
@@ -32,21 +90,6 @@ self.addEventListener('fetch', (e) => {
     return;
   }
   pending.delete(mm[1]);
-  const stream = new ReadableStream({
-    pull(ctrl) {
-      return new Promise((resolve) => {
-        d.port.onmessage = (ev) => {
-          const r = ev.data || {};
-          if (r.error) ctrl.error(new Error(r.error));
-          else if (r.done) ctrl.close();
-          else for (const b of r.bufs) ctrl.enqueue(new Uint8Array(b));
-          resolve();
-        };
-        d.port.postMessage('pull');
-      });
-    },
-    cancel() { d.port.postMessage('cancel'); },
-  });
   const headers = {
     'Content-Type': 'application/octet-stream',
     'Content-Disposition': "attachment; filename*=UTF-8''" + rfc5987(d.name),
@@ -54,5 +97,5 @@ self.addEventListener('fetch', (e) => {
     'X-Content-Type-Options': 'nosniff',
   };
   if (Number.isSafeInteger(d.size)) headers['Content-Length'] = String(d.size);
-  e.respondWith(new Response(stream, { headers }));
+  e.respondWith(new Response(plaintext(d), { headers }));
 });
