@@ -308,6 +308,13 @@ func (s *Server) handleShareMember(w http.ResponseWriter, r *http.Request, acct 
 	if err != nil {
 		return err
 	}
+	// An unknown e-mail is told apart (404), as by GET /v1/keys: such
+	// answers draw on the same bucket, checked before the lookup, so that
+	// this is no cheaper way to list the server's accounts.
+	if err := s.limits.check(w, "keys:"+acct); err != nil {
+		return err
+	}
+	unknown := false
 	err = s.dbUpdate(func(tx *badger.Txn) error {
 		sh, err := readShare(tx, acct, share)
 		if err != nil {
@@ -320,7 +327,7 @@ func (s *Server) handleShareMember(w http.ResponseWriter, r *http.Request, acct 
 		if err != nil {
 			return err
 		}
-		if who == nil {
+		if unknown = who == nil; unknown {
 			return notFound("account with that e-mail")
 		}
 		if who.ID == acct {
@@ -353,6 +360,9 @@ func (s *Server) handleShareMember(w http.ResponseWriter, r *http.Request, acct 
 		}
 		return setJSON(tx, kShareMember(acct, share, who.ID), m)
 	})
+	if unknown {
+		s.limits.charge("keys:" + acct)
+	}
 	if err != nil {
 		return err
 	}

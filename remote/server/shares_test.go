@@ -672,3 +672,29 @@ func TestShareBatch(t *testing.T) {
 		t.Fatalf("owner's home file updated by the writer's batch")
 	}
 }
+
+// TestShareInviteLimited: inviting unknown e-mails draws on the bucket of
+// GET /v1/keys (--login-limit a minute), so it is no cheaper way to probe
+// for accounts; once it is empty every invitation waits, known or not.
+func TestShareInviteLimited(t *testing.T) {
+	fx := newShareFixture(t, func(c *Config) { c.LoginLimit = 3 })
+	a := fx.a
+	path := "/v1/shares/" + api.FormatShareID(fx.share) + "/members"
+	invite := func(email string) (int, string) {
+		return a.call("POST", path, api.ShareMemberRequest{Email: email, Role: api.RoleReader,
+			Wrapped: []api.ShareWrapped{{Generation: 1, Blob: []byte("b")}}, Roster: []byte("r")}, nil)
+	}
+	// Known e-mails are not charged (each makes an invitation its owner sees).
+	for range 5 {
+		st, code := invite(fx.x.email)
+		expect(t, "invite a known e-mail", st, code, 200, "")
+	}
+	for i := range 3 {
+		st, code := invite(fmt.Sprintf("nobody%d@example.com", i))
+		expect(t, "invite an unknown e-mail", st, code, 404, api.CodeNotFound)
+	}
+	st, code := invite("nobody9@example.com")
+	expect(t, "unknown e-mail past the limit", st, code, 429, api.CodeRateLimited)
+	st, code = invite(fx.x.email)
+	expect(t, "known e-mail past the limit", st, code, 429, api.CodeRateLimited)
+}
