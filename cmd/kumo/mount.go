@@ -427,6 +427,7 @@ func serveMount(c *cli.Context, mnt string, ready func(uses string, err error)) 
 		UID: mo.uid, GID: mo.gid, Umask: mo.umask, FsName: "kumo", ServerName: serverName,
 		DiskRoom: diskRoom, EmbeddedDir: cloudDir,
 	}
+	mountShares(ctx, c, cl, sess, c.String("server") != "", a, &o, log) // shared folders (fs/share.go)
 	d, err := kfs.Mount(ctx, mnt, o)
 	if err != nil {
 		return err
