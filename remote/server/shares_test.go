@@ -73,12 +73,11 @@ func (u *user) scoped(scope, method, path string, body, out any) (int, string) {
 // shared directory D (share S, generation 1) holding file F; W is an
 // accepted writer, R an accepted reader, X an outsider.
 type shareFixture struct {
-	e            *env
-	a, w, rd, x  *user
-	share        uint64
-	scope        string
-	d, f, h, h2  api.Entry
-	chunkOfOwner string
+	e           *env
+	a, w, rd, x *user
+	share       uint64
+	scope       string
+	d, f, h, h2 api.Entry
 }
 
 func newShareFixture(t *testing.T, mod func(*Config)) *shareFixture {
