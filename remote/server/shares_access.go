@@ -10,6 +10,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -103,6 +104,13 @@ func loadScope(tx *badger.Txn, caller, owner string, share uint64) (*shareScope,
 	sc := &shareScope{caller: caller, owner: owner, share: share, gen: sh.Generation, role: api.RoleWriter}
 	if caller == owner {
 		return sc, nil
+	}
+	var o accountRec
+	if err := getJSON(tx, kAcct(owner), &o); err != nil {
+		return nil, fmt.Errorf("owner of share %016x: %w", share, err)
+	}
+	if o.Disabled { // as its links: the operator stopped the account
+		return nil, forbidden("the share's owner account is disabled")
 	}
 	m, err := readMember(tx, owner, share, caller)
 	if err != nil {

@@ -314,6 +314,17 @@ func TestShareRotate(t *testing.T) {
 	expect(t, "demoted writer creates", st, code, 403, api.CodeForbidden)
 	w.scopedMust(fx.scope, "GET", path)
 
+	// The operator disables the owner: its members are refused too.
+	if err := fx.e.s.SetDisabled(a.email, true); err != nil {
+		t.Fatal(err)
+	}
+	st, code = w.scoped(fx.scope, "GET", path, nil, nil)
+	expect(t, "writer of a disabled owner", st, code, 403, api.CodeForbidden)
+	if err := fx.e.s.SetDisabled(a.email, false); err != nil {
+		t.Fatal(err)
+	}
+	w.scopedMust(fx.scope, "GET", path)
+
 	a.must("DELETE", "/v1/shares/"+sid, nil, nil)
 	st, code = w.scoped(fx.scope, "GET", path, nil, nil)
 	expect(t, "writer after the share was deleted", st, code, 403, api.CodeForbidden)
