@@ -400,6 +400,13 @@ func (d *Drive) accountLoop() {
 		}
 		ctx, cancel := context.WithTimeout(d.ctx, 20*time.Second)
 		a, err := d.c.Account(ctx)
+		if err == nil {
+			// A share rotated (a member removed) or joined elsewhere: new
+			// writes in it must use its new generation (share.go).
+			if serr := d.loadShares(ctx, false); serr != nil {
+				d.log.Warn("reloading shared folders failed", "err", serr)
+			}
+		}
 		cancel()
 		if err != nil {
 			d.noteErr(err)

@@ -272,7 +272,7 @@ func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 		}
 		st.version, st.seq, st.serverCh = remote.Version, remote.Seq, remote.Chunks
 		st.rev, st.seen = max(st.rev, fresh.rev), fresh.rev
-		st.nlink, st.parent, st.attrs, st.trunc = fresh.nlink, fresh.parent, fresh.attrs, noTrunc
+		st.nlink, st.parent, st.attrs, st.trunc, st.kid = fresh.nlink, fresh.parent, fresh.attrs, noTrunc, fresh.kid
 		if st.typ == api.TypeDir {
 			st.nlink = max(local.Nlink, 2)
 		}

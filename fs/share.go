@@ -51,9 +51,9 @@ type driveShares struct {
 	cur      atomic.Pointer[shareSet]
 	loading  sync.Mutex
 	lastLoad time.Time // under loading
-	// chunkKeys maps the id of a chunk named by a share record to the
-	// chunk keys of that record's key id (*chunk.Cipher): the fetcher and
-	// the cache know chunks by id only. Ids are keyed hashes, so an id
+	// chunkKeys maps the id of a chunk named by a share record to that
+	// record's key id (meta.KeyID), whose chunk keys open it: the fetcher
+	// and the cache know chunks by id only. Ids are keyed hashes, so an id
 	// made under one key set never names a chunk of another.
 	chunkKeys sync.Map
 }
@@ -129,6 +129,9 @@ func (d *Drive) verifyRecord(s *shareSet, kind keys.RecordKind, id uint64, nameM
 		d.unknownShare(kid.Share)
 		return nil, fmt.Errorf("%w: sealed for shared folder %016x, which this drive does not hold", errShareRecord, kid.Share)
 	}
+	if kid.Gen > sh.Gen() {
+		d.unknownShare(kid.Share) // rotated since the drive loaded it
+	}
 	return sh.Verify(kind, id, nameMAC, b)
 }
 
@@ -144,14 +147,8 @@ func (d *Drive) openAttrs(id uint64, b []byte) (*meta.Attrs, meta.KeyID, error) 
 		return nil, meta.KeyID{}, err
 	}
 	kid, _ := meta.RecordKeyID(sealed)
-	if kid != meta.Home {
-		if c := s.ciphers[kid]; c != nil {
-			for _, r := range a.Chunks {
-				if !r.ID.IsZero() {
-					d.sh.chunkKeys.Store(r.ID, c)
-				}
-			}
-		}
+	for _, r := range a.Chunks {
+		d.noteChunkKeys(kid, r.ID)
 	}
 	return a, kid, nil
 }
@@ -310,18 +307,21 @@ func (d *Drive) cipherOf(kid meta.KeyID) *chunk.Cipher {
 	return d.cipher
 }
 
-// chunkCipher returns the chunk keys of chunk id: those of the share record
-// that named it, else the home keys.
-func (d *Drive) chunkCipher(id chunk.ID) *chunk.Cipher {
-	if c, ok := d.sh.chunkKeys.Load(id); ok {
-		return c.(*chunk.Cipher)
+// chunkKID returns the key id whose chunk keys open chunk id: that of the
+// share record that named it, else home.
+func (d *Drive) chunkKID(id chunk.ID) meta.KeyID {
+	if k, ok := d.sh.chunkKeys.Load(id); ok {
+		return k.(meta.KeyID)
 	}
-	return d.cipher
+	return meta.Home
 }
+
+// chunkCipher returns the chunk keys of chunk id (see chunkKID).
+func (d *Drive) chunkCipher(id chunk.ID) *chunk.Cipher { return d.cipherOf(d.chunkKID(id)) }
 
 // noteChunkKeys records that chunk id is encrypted with kid's chunk keys.
 func (d *Drive) noteChunkKeys(kid meta.KeyID, id chunk.ID) {
 	if kid != meta.Home && !id.IsZero() {
-		d.sh.chunkKeys.Store(id, d.cipherOf(kid))
+		d.sh.chunkKeys.Store(id, kid)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"kumo/internal/chunk"
 	"kumo/internal/keys"
 	"kumo/internal/meta"
 	"kumo/remote/api"
@@ -367,5 +368,89 @@ func TestShareOwnerMount(t *testing.T) {
 	m.flush()
 	if got, err := shareGet(t, bob.view(t), "/sub/w.bin"); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("member reads the file written through the owner's mount: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestShareOwnerDriveRotate: after the owner removes a member (the share
+// moves to generation 2), what the owner's drive writes — a new file, new
+// data in a file of generation 1 — is sealed under generation 2, chunks
+// included, so the removed member's generation-1 secret opens none of it;
+// the new records are what the drive and a remaining member read.
+func TestShareOwnerDriveRotate(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	owner, bob := sharedDocs(t, c)
+	carol := signupShareAcct(t, c, "carol@example.com")
+	f, _ := owner.load(t)
+	if _, err := f.ShareFolder(context.Background(), owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathops.AcceptShare(context.Background(), carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
+		t.Fatal(err)
+	}
+	_, bs := bob.load(t)
+	bobGen1 := bs.Joined[0].Secrets[1]
+	d := coreDriveWith(t, c, driveShareOptions(owner))
+	docs := lookupDir(t, d, api.RootID, "Docs")
+	coreRead(t, d, docs.id, "a.txt")
+
+	f, _ = owner.load(t)
+	if _, err := f.RemoveMember(context.Background(), owner.acct, "/Docs", "bob@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	// The drive reloads its shares every 30 s (accountLoop); at once here.
+	if err := d.loadShares(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	coreFile(t, d, docs.id, "after.txt", "written after bob was removed\n")
+	a := lookupDir(t, d, docs.id, "a.txt")
+	if _, e := d.write(context.Background(), a, []byte(" and more\n"), int64(len("shared a\n"))); e != 0 {
+		t.Fatal(e)
+	}
+	if e := d.makeDurable(a, true, false); e != 0 {
+		t.Fatal(e)
+	}
+	flushDrive(t, d)
+
+	sh := meta.KeyID{}
+	_, owned := owner.load(t)
+	sh.Share = owned.Owned[0].ID
+	old := keys.ShareSubkeys(bobGen1, sh.Share, 1)
+	oldSealer := meta.NewSealer(bob.sess.Subkeys()).WithShare(meta.KeyID{Share: sh.Share, Gen: 1}, old)
+	oldChunks := chunk.NewCipher(old.ChunkID, old.Chunks)
+	cv := carol.view(t)
+	for name, want := range map[string]string{"/after.txt": "written after bob was removed\n", "/a.txt": "shared a\n and more\n"} {
+		if got, err := shareGet(t, cv, name); err != nil || string(got) != want {
+			t.Fatalf("remaining member reads %s: %q %v", name, got, err)
+		}
+		n, err := cv.Resolve(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k, _ := meta.RecordKeyID(n.Node.Attrs); k.Gen != 2 {
+			t.Fatalf("%s: attributes sealed under generation %d, want 2", name, k.Gen)
+		}
+		sealed, _, _, err := keys.SplitRecord(n.Node.Attrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := oldSealer.OpenAttrs(n.ID(), sealed); err == nil {
+			t.Fatalf("%s: the removed member's generation-1 keys open the new attributes", name)
+		}
+		for _, ch := range n.Node.Chunks {
+			b, err := owner.c.GetChunk(context.Background(), ch, 0, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, err := chunk.ParseID(ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := oldChunks.Open(nil, id, b); err == nil {
+				t.Fatalf("%s: the removed member's generation-1 keys open chunk %s", name, ch)
+			}
+		}
+	}
+	if got := coreRead(t, d, docs.id, "a.txt"); got != "shared a\n and more\n" {
+		t.Fatalf("owner's drive reads a.txt: %q", got)
 	}
 }

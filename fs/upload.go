@@ -308,7 +308,10 @@ func (d *Drive) upload(st *nodeState) error {
 	size := st.attrs.Size
 	base := st.attrs.Chunks
 	trunc := st.trunc
-	kid := st.kid
+	// New data in a shared folder goes under the share's current key
+	// generation (a member removed since cannot open it): chunks under
+	// another key id are re-encrypted (buildAndUpload).
+	kid := d.writeKID(st.kid)
 	queued := st.queued
 	st.urgent = false
 	d.mu.Unlock()
@@ -339,6 +342,7 @@ func (d *Drive) upload(st *nodeState) error {
 		return nil
 	}
 	st.attrs.Chunks = refs
+	st.kid = kid
 	st.trunc = noTrunc
 	op := d.updateOp(st) // the pushed size is what the chunks hold (pushAttrs)
 	m := cache.Mutation{PutNodes: []api.Node{d.localNode(st)}, Journal: []api.BatchOp{op}}
@@ -437,7 +441,7 @@ func (d *Drive) buildAndUpload(node uint64, kid meta.KeyID, base []meta.ChunkRef
 		if i < len(base) {
 			b = base[i]
 		}
-		clean := !touched[i] && i < len(base) && uint64(b.Len) == need && (b.ID.IsZero() || start+need <= trunc)
+		clean := !touched[i] && i < len(base) && uint64(b.Len) == need && (b.ID.IsZero() || start+need <= trunc && d.chunkKID(b.ID) == kid)
 		if clean {
 			refs[i] = b
 			continue
