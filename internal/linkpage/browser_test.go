@@ -146,8 +146,7 @@ func TestPageAgainstGoSealer(t *testing.T) {
 	hs := gl.serve(t)
 	b := browsertest.Start(t)
 	url := hs.URL + "/s/" + gl.id.String() + "#" + gl.secret.String()
-	// Headless chromium has no save dialog to drive: hide the picker so the
-	// page streams through its service worker.
+	// Headless chromium has no save dialog to drive: hide the picker.
 	noPicker := `delete Window.prototype.showSaveFilePicker; delete window.showSaveFilePicker;`
 
 	p := b.Open(url, noPicker)
@@ -165,8 +164,15 @@ func TestPageAgainstGoSealer(t *testing.T) {
 			t.Fatalf("listed %v, want %v", rows, want)
 		}
 	}
-	for _, saver := range []string{"worker", "blob"} {
+	// The page saves through a temporary file of the origin's private file
+	// system where it can; hide it to test the service worker, and that
+	// too for the Blob.
+	noTempFile := `delete StorageManager.prototype.getDirectory;`
+	for _, saver := range []string{"tempfile", "worker", "blob"} {
 		scripts := []string{noPicker}
+		if saver != "tempfile" {
+			scripts = append(scripts, noTempFile)
+		}
 		if saver == "blob" {
 			scripts = append(scripts, `Object.defineProperty(Navigator.prototype, 'serviceWorker', {get() { return undefined; }});`)
 		}
@@ -217,12 +223,27 @@ func TestPageAgainstGoSealer(t *testing.T) {
 			break
 		}
 	}
-	p = b.Open(url, noPicker)
-	if st := p.WaitState(20 * time.Second); st != "ready" {
-		t.Fatalf("page state %q: %s", st, p.Text("#error"))
+	temps := func(p *browsertest.Page) (names []string) {
+		p.Eval(`(async () => { const n = []; for await (const k of (await navigator.storage.getDirectory()).keys()) n.push(k); return n; })()`, &names)
+		return names
 	}
-	p.Eval(`document.querySelector('tr[data-path="sub/big.bin"] button').click(), true`, new(bool))
-	if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), "failed to decrypt") {
-		t.Errorf("damaged chunk: state %q, message %q", st, p.Text("#error"))
+	for _, scripts := range [][]string{{noPicker}, {noPicker, noTempFile}} {
+		p = b.Open(url, scripts...)
+		if st := p.WaitState(20 * time.Second); st != "ready" {
+			t.Fatalf("page state %q: %s", st, p.Text("#error"))
+		}
+		var kept []string
+		if len(scripts) == 1 {
+			kept = temps(p) // the good save's temporary file, kept for the browser's copy
+		}
+		p.Eval(`document.querySelector('tr[data-path="sub/big.bin"] button').click(), true`, new(bool))
+		if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), "failed to decrypt") {
+			t.Errorf("damaged chunk (%d scripts): state %q, message %q", len(scripts), st, p.Text("#error"))
+		}
+		if len(scripts) == 1 {
+			if left := temps(p); len(left) != 1 || len(kept) != 1 {
+				t.Errorf("temporary files %v before the failed save, %v after; want the good save's one, both times", kept, left)
+			}
+		}
 	}
 }

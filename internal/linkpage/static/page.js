@@ -343,6 +343,81 @@
     }
   }
 
+  const TEMP = 'kumo-download-'; // OPFS names: TEMP + time + '-' + random
+  const TEMP_KEEP = 30 * 60 * 1000; // how long the browser has to copy one into its downloads
+
+  // cleanTemp removes what earlier saves left in the origin's private file
+  // system once the browser had time to copy it.
+  async function cleanTemp() {
+    if (!navigator.storage || typeof navigator.storage.getDirectory !== 'function') return;
+    const root = await navigator.storage.getDirectory();
+    for await (const name of root.keys()) {
+      const t = name.startsWith(TEMP) ? parseInt(name.slice(TEMP.length), 10) : NaN;
+      if (t > 0 && Date.now() - t > TEMP_KEEP) await root.removeEntry(name).catch(() => {});
+    }
+  }
+
+  class NoRoom extends Error {}
+
+  // saveWithTempFile writes the plaintext into a file of the origin's
+  // private file system (a worker writes it with a synchronous handle, at
+  // disk speed), then hands that file to the browser's downloads. Through
+  // the service worker instead, the stream to the download cost about twice
+  // kumo get's whole time on our test machine before any decryption.
+  // The file is removed TEMP_KEEP later (or by a later page, cleanTemp).
+  // NoRoom when the origin's storage cannot hold the file: the caller
+  // falls back to another way.
+  async function saveWithTempFile(name, size, src) {
+    const est = await navigator.storage.estimate();
+    if (!(est.quota - est.usage > size + (64 << 20))) throw new NoRoom();
+    const tmp = TEMP + Date.now() + '-' + Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, '0')).join('');
+    const w = new Worker('/s/_/chunks.js');
+    let replies = 0;
+    const waiting = new Map();
+    w.onmessage = (ev) => {
+      const r = waiting.get(ev.data.reply);
+      waiting.delete(ev.data.reply);
+      if (r) (ev.data.error ? r.reject(new Error(ev.data.error)) : r.resolve());
+    };
+    w.onerror = (ev) => { ev.preventDefault(); for (const r of waiting.values()) r.reject(new Error('the file writer failed')); waiting.clear(); };
+    const ask = (m, transfer) => new Promise((resolve, reject) => {
+      m.reply = ++replies;
+      waiting.set(m.reply, { resolve, reject });
+      w.postMessage(m, transfer || []);
+    });
+    const root = await navigator.storage.getDirectory();
+    try {
+      try {
+        await ask({ type: 'file-open', name: tmp });
+      } catch {
+        throw new NoRoom(); // no synchronous handles here
+      }
+      let at = 0;
+      for await (const bufs of src) {
+        const n = bufs.reduce((s, b) => s + b.length, 0);
+        await ask({ type: 'file-write', at, bufs: bufs.map((b) => b.buffer) }, bufs.map((b) => b.buffer));
+        at += n;
+      }
+      await ask({ type: 'file-close' });
+    } catch (err) {
+      await ask({ type: 'file-close' }).catch(() => {});
+      w.terminate();
+      await root.removeEntry(tmp).catch(() => {});
+      if (err instanceof NoRoom) src.return().catch(() => {});
+      throw err;
+    }
+    w.terminate();
+    const f = await (await root.getFileHandle(tmp)).getFile();
+    const url = URL.createObjectURL(f);
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = name;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => { URL.revokeObjectURL(url); root.removeEntry(tmp).catch(() => {}); }, TEMP_KEEP);
+  }
+
   async function saveWithPicker(name, src) {
     const handle = await window.showSaveFilePicker({ suggestedName: name });
     const w = await handle.createWritable();
@@ -445,7 +520,19 @@
         (s > 0.5 ? ' (' + human(Math.round(done / s)) + '/s)' : '');
     };
     try {
-      if (typeof window.showSaveFilePicker === 'function') {
+      let saved = false;
+      if (navigator.storage && typeof navigator.storage.getDirectory === 'function') {
+        document.body.dataset.saver = 'tempfile';
+        try {
+          await saveWithTempFile(name, e.size, pieces(linkID, e, progress));
+          saved = true;
+        } catch (err) {
+          if (!(err instanceof NoRoom)) throw err;
+        }
+      }
+      if (saved) {
+        // saved to the temporary file and handed to the browser's downloads
+      } else if (typeof window.showSaveFilePicker === 'function') {
         document.body.dataset.saver = 'picker';
         await saveWithPicker(name, pieces(linkID, e, progress));
       } else if ('serviceWorker' in navigator && navigator.serviceWorker && window.isSecureContext) {
@@ -545,5 +632,6 @@
   }
 
   window.addEventListener('hashchange', () => location.reload());
+  cleanTemp().catch(() => {});
   document.addEventListener('DOMContentLoaded', () => { setState('opening'); main().catch(showError); });
 })();
