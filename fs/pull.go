@@ -143,6 +143,10 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 		return fmt.Errorf("lookup: %w", err)
 	}
 	found := err == nil
+	if found { // a share or generation new to this drive: its keys first (share.go)
+		d.ensureShareKeys(ctx, remote.Name)
+		d.ensureShareKeys(ctx, remote.Node.Attrs)
+	}
 	d.mu.Lock()
 	if d.pending[entryKey(parent, mac)] > 0 {
 		d.mu.Unlock()
@@ -175,6 +179,14 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 			}
 		}
 		if err != nil {
+			if errors.Is(err, errShareRecord) {
+				// Maybe a folder being shared right now (its names re-sealed
+				// before its nodes' attributes): look again after this batch.
+				if d.refresh == nil {
+					d.refresh = map[uint64]bool{}
+				}
+				d.refresh[parent] = true
+			}
 			d.mu.Unlock()
 			d.authFailure("entry name from the cloud fails authentication", "parent", parent, "child", remote.Node.ID, "err", err)
 			return nil
@@ -237,6 +249,7 @@ func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 	if err != nil {
 		return fmt.Errorf("get node: %w", err)
 	}
+	d.ensureShareKeys(ctx, remote.Attrs)
 	if remote.Version == local.Version && remote.Nlink == local.Nlink && remote.Parent == local.Parent {
 		d.mu.Lock()
 		if st := d.states[id]; st != nil {
@@ -325,15 +338,20 @@ func (d *Drive) refreshDir(id uint64) {
 	seen := map[string]bool{}
 	for _, e := range remote {
 		seen[e.NameMAC] = true
-		if l, ok := have[e.NameMAC]; ok && l.Child == e.Node.ID {
-			continue
-		}
-		_ = d.pullEntry(ctx, id, e.NameMAC, api.Change{Kind: api.ChangeEntry, Parent: id, NameMAC: e.NameMAC, Node: e.Node.ID})
 	}
+	// Removals first, as the feed orders a rename: a node renamed within
+	// the directory (a folder being shared re-seals every name) would
+	// otherwise lose its last link after its new entry came in.
 	for _, e := range local {
 		if !seen[e.NameMAC] {
 			_ = d.pullEntry(ctx, id, e.NameMAC, api.Change{Kind: api.ChangeEntry, Parent: id, NameMAC: e.NameMAC, Node: e.Child, Deleted: true})
 		}
+	}
+	for _, e := range remote {
+		if l, ok := have[e.NameMAC]; ok && l.Child == e.Node.ID {
+			continue
+		}
+		_ = d.pullEntry(ctx, id, e.NameMAC, api.Change{Kind: api.ChangeEntry, Parent: id, NameMAC: e.NameMAC, Node: e.Node.ID})
 	}
 }
 

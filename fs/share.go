@@ -23,6 +23,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -43,14 +44,44 @@ type shareSet struct {
 	sealer  *meta.Sealer // the home keys and every share generation held
 	byID    map[uint64]*pathops.Share
 	ciphers map[meta.KeyID]*chunk.Cipher
+	// provisional are shares of this account the server does not list
+	// (yet): kumo share re-seals a folder before it creates the share, and
+	// this drive sees the records meanwhile. The owner derives their keys
+	// (FORMAT §3g) and their roster has the owner alone, so only records
+	// the account signed itself open.
+	provisional map[uint64]bool
+}
+
+// with returns a copy of s holding sh (replacing a share of its id).
+func (s *shareSet) with(sh *pathops.Share, provisional bool) *shareSet {
+	c := &shareSet{sealer: s.sealer, byID: maps.Clone(s.byID), ciphers: maps.Clone(s.ciphers), provisional: maps.Clone(s.provisional)}
+	if c.byID == nil {
+		c.byID = map[uint64]*pathops.Share{}
+	}
+	if c.ciphers == nil {
+		c.ciphers = map[meta.KeyID]*chunk.Cipher{}
+	}
+	if c.provisional == nil {
+		c.provisional = map[uint64]bool{}
+	}
+	c.byID[sh.ID] = sh
+	c.provisional[sh.ID] = provisional
+	for g, secret := range sh.Secrets {
+		k := keys.ShareSubkeys(secret, sh.ID, g)
+		kid := meta.KeyID{Share: sh.ID, Gen: g}
+		c.sealer = c.sealer.WithShare(kid, k)
+		c.ciphers[kid] = chunk.NewCipher(k.ChunkID, k.Chunks)
+	}
+	return c
 }
 
 // driveShares is the drive's share state; the snapshot is replaced whole
 // when the shares are loaded again.
 type driveShares struct {
 	cur      atomic.Pointer[shareSet]
-	loading  sync.Mutex
-	lastLoad time.Time // under loading
+	swap     sync.Mutex // held to replace cur; never across a request
+	loading  sync.Mutex // one load at a time
+	lastLoad time.Time  // under loading
 	// chunkKeys maps the id of a chunk named by a share record to that
 	// record's key id (meta.KeyID), whose chunk keys open it: the fetcher
 	// and the cache know chunks by id only. Ids are keyed hashes, so an id
@@ -67,14 +98,14 @@ func (d *Drive) shares() *shareSet {
 }
 
 // loadShares (re)loads the account's shares through Options.Shares. It does
-// nothing without that option, and at most every 10 s unless force.
-func (d *Drive) loadShares(ctx context.Context, force bool) error {
+// nothing without that option, nor if the last load is younger than minAge.
+func (d *Drive) loadShares(ctx context.Context, minAge time.Duration) error {
 	if d.o.Shares == nil {
 		return nil
 	}
 	d.sh.loading.Lock()
 	defer d.sh.loading.Unlock()
-	if !force && time.Since(d.sh.lastLoad) < 10*time.Second {
+	if time.Since(d.sh.lastLoad) < minAge {
 		return nil
 	}
 	d.sh.lastLoad = time.Now()
@@ -85,14 +116,17 @@ func (d *Drive) loadShares(ctx context.Context, force bool) error {
 	if len(list) > 0 && d.o.Identity == nil {
 		return errors.New("shared folders: no identity keys to sign writes with (kumo whoami makes them)")
 	}
-	s := &shareSet{sealer: d.sealer, byID: map[uint64]*pathops.Share{}, ciphers: map[meta.KeyID]*chunk.Cipher{}}
+	s := &shareSet{sealer: d.sealer}
 	for _, sh := range list {
-		s.byID[sh.ID] = sh
-		for g, secret := range sh.Secrets {
-			k := keys.ShareSubkeys(secret, sh.ID, g)
-			kid := meta.KeyID{Share: sh.ID, Gen: g}
-			s.sealer = s.sealer.WithShare(kid, k)
-			s.ciphers[kid] = chunk.NewCipher(k.ChunkID, k.Chunks)
+		s = s.with(sh, false)
+	}
+	// Keep the provisional shares the server does not list yet.
+	d.sh.swap.Lock()
+	defer d.sh.swap.Unlock()
+	old := d.shares()
+	for id, p := range old.provisional {
+		if p && s.byID[id] == nil {
+			s = s.with(old.byID[id], true)
 		}
 	}
 	d.sh.cur.Store(s)
@@ -111,34 +145,80 @@ func (d *Drive) unknownShare(id uint64) {
 	go func() {
 		ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
 		defer cancel()
-		if err := d.loadShares(ctx, false); err != nil {
+		if err := d.loadShares(ctx, 10*time.Second); err != nil {
 			d.log.Warn("loading shared folders failed", "share", fmt.Sprintf("%016x", id), "err", err)
 		}
 	}()
 }
 
+// provisionalShare returns a share of this account with key id kid that
+// the server does not list, its keys derived from the master key (see
+// shareSet.provisional); nil without identity keys.
+func (d *Drive) provisionalShare(kid meta.KeyID) *pathops.Share {
+	if d.o.Identity == nil || kid.Share == 0 || kid.Gen == 0 || kid.Gen > 1<<10 {
+		return nil
+	}
+	d.sh.swap.Lock()
+	defer d.sh.swap.Unlock()
+	s := d.shares()
+	if sh := s.byID[kid.Share]; sh != nil && (!s.provisional[kid.Share] || sh.Gen() >= kid.Gen) {
+		return sh
+	}
+	r := &keys.Roster{Share: kid.Share, Gen: kid.Gen, OwnerEmail: d.o.Session.Email, Owner: d.o.Identity.Public}
+	sh := &pathops.Share{ID: kid.Share, OwnerEmail: d.o.Session.Email, Folder: fmt.Sprintf("%016x", kid.Share), Owned: true,
+		Role: keys.RoleWriter, Roster: r, Secrets: map[uint32]keys.Key{}}
+	for g := uint32(1); g <= kid.Gen; g++ {
+		sh.Secrets[g] = keys.OwnerShareSecret(d.o.Session.Master, kid.Share, g)
+	}
+	d.sh.cur.Store(s.with(sh, true))
+	return sh
+}
+
+// ensureShareKeys loads the shares again, at once, if record b is of a
+// share or a generation this drive does not hold: the puller calls it
+// before applying a record, which it would skip otherwise.
+func (d *Drive) ensureShareKeys(ctx context.Context, b []byte) {
+	kid, ok := meta.RecordKeyID(b)
+	if !ok || kid.Share == 0 || d.o.Shares == nil {
+		return
+	}
+	s := d.shares()
+	if sh := s.byID[kid.Share]; sh != nil && !s.provisional[kid.Share] && sh.Gen() >= kid.Gen {
+		return
+	}
+	if err := d.loadShares(ctx, time.Second); err != nil {
+		d.log.Warn("loading shared folders failed", "err", err)
+	}
+}
+
 // verifyRecord checks a share record's signature and returns the sealed
-// record without it; a home record comes back as it is.
-func (d *Drive) verifyRecord(s *shareSet, kind keys.RecordKind, id uint64, nameMAC string, b []byte) ([]byte, error) {
+// record without it (a home record as it is), and the snapshot to open it with.
+func (d *Drive) verifyRecord(kind keys.RecordKind, id uint64, nameMAC string, b []byte) ([]byte, *shareSet, error) {
+	s := d.shares()
 	kid, ok := meta.RecordKeyID(b)
 	if !ok || kid.Share == 0 {
-		return b, nil // the opener refuses what is too short
+		return b, s, nil // the opener refuses what is too short
 	}
 	sh := s.byID[kid.Share]
-	if sh == nil {
+	if sh == nil || s.provisional[kid.Share] && kid.Gen > sh.Gen() {
 		d.unknownShare(kid.Share)
-		return nil, fmt.Errorf("%w: sealed for shared folder %016x, which this drive does not hold", errShareRecord, kid.Share)
+		// Maybe a folder this account is sharing right now: its own
+		// records open with keys it derives (provisionalShare).
+		if sh = d.provisionalShare(kid); sh == nil {
+			return nil, nil, fmt.Errorf("%w: sealed for shared folder %016x, which this drive does not hold", errShareRecord, kid.Share)
+		}
+		s = d.shares()
 	}
 	if kid.Gen > sh.Gen() {
 		d.unknownShare(kid.Share) // rotated since the drive loaded it
 	}
-	return sh.Verify(kind, id, nameMAC, b)
+	sealed, err := sh.Verify(kind, id, nameMAC, b)
+	return sealed, s, err
 }
 
 // openAttrs checks and opens the attributes of node id; it returns their key id.
 func (d *Drive) openAttrs(id uint64, b []byte) (*meta.Attrs, meta.KeyID, error) {
-	s := d.shares()
-	sealed, err := d.verifyRecord(s, keys.RecordAttrs, id, "", b)
+	sealed, s, err := d.verifyRecord(keys.RecordAttrs, id, "", b)
 	if err != nil {
 		return nil, meta.KeyID{}, err
 	}
@@ -228,8 +308,7 @@ func (d *Drive) sealName(kid meta.KeyID, parent, child uint64, kind meta.Kind, n
 
 // openName checks and opens an entry's name.
 func (d *Drive) openName(parent, child uint64, kind meta.Kind, nameMAC string, b []byte) ([]byte, error) {
-	s := d.shares()
-	sealed, err := d.verifyRecord(s, keys.RecordName, parent, nameMAC, b)
+	sealed, s, err := d.verifyRecord(keys.RecordName, parent, nameMAC, b)
 	if err != nil {
 		return nil, err
 	}
@@ -238,8 +317,7 @@ func (d *Drive) openName(parent, child uint64, kind meta.Kind, nameMAC string, b
 
 // checkName checks an entry's name found by the MAC of name (a lookup).
 func (d *Drive) checkName(parent, child uint64, kind meta.Kind, nameMAC string, name string, b []byte) error {
-	s := d.shares()
-	sealed, err := d.verifyRecord(s, keys.RecordName, parent, nameMAC, b)
+	sealed, s, err := d.verifyRecord(keys.RecordName, parent, nameMAC, b)
 	if err != nil {
 		return err
 	}
@@ -258,7 +336,10 @@ func (d *Drive) checkPlacement(dir meta.KeyID, name []byte, child uint64, ck met
 	case dir.Share == 0 && nk.Share != 0:
 		return fmt.Errorf("%w: entry of node %d in the home tree is sealed for share %016x", errShareRecord, child, nk.Share)
 	case dir.Share == 0 && ck.Share != 0:
-		if sh := d.shares().byID[ck.Share]; sh == nil || !sh.Owned || sh.Root != child {
+		// A provisional share's root is not known yet; the name sealed
+		// for this parent and child (by this account) places it anyway.
+		s := d.shares()
+		if sh := s.byID[ck.Share]; sh == nil || !sh.Owned || sh.Root != child && !s.provisional[ck.Share] {
 			return fmt.Errorf("%w: node %d in the home tree is sealed for share %016x but is not the root of a share this account owns", errShareRecord, child, ck.Share)
 		}
 	}

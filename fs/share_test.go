@@ -398,7 +398,7 @@ func TestShareOwnerDriveRotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The drive reloads its shares every 30 s (accountLoop); at once here.
-	if err := d.loadShares(context.Background(), true); err != nil {
+	if err := d.loadShares(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
 	coreFile(t, d, docs.id, "after.txt", "written after bob was removed\n")
@@ -452,5 +452,72 @@ func TestShareOwnerDriveRotate(t *testing.T) {
 	}
 	if got := coreRead(t, d, docs.id, "a.txt"); got != "shared a\n and more\n" {
 		t.Fatalf("owner's drive reads a.txt: %q", got)
+	}
+}
+
+// TestShareWhileMounted: the owner shares a folder (kumo share) while its
+// drive runs: the drive follows the re-sealed records through the change
+// feed (the share's keys derived before the server lists it, then loaded)
+// and goes on reading the folder and writing into it, signed, under the
+// share's key id. With a drive that cannot open them, the folder's files
+// read as EIO or vanish.
+func TestShareWhileMounted(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	owner := newShareAcct(t, c, c.sess)
+	bob := signupShareAcct(t, c, "bob@example.com")
+	d := coreDriveWith(t, c, driveShareOptions(owner))
+	docs, e := d.create(api.RootID, newNode{name: "Docs", mode: syscall.S_IFDIR | 0o755})
+	if e != 0 {
+		t.Fatal(e)
+	}
+	coreFile(t, d, docs.id, "a.txt", "written before sharing\n")
+	sub, e := d.create(docs.id, newNode{name: "sub", mode: syscall.S_IFDIR | 0o755})
+	if e != 0 {
+		t.Fatal(e)
+	}
+	coreFile(t, d, sub.id, "b.txt", "b before sharing\n")
+	flushDrive(t, d)
+
+	f, _ := owner.load(t)
+	if _, err := f.ShareFolder(context.Background(), owner.acct, "/Docs", "bob@example.com", keys.RoleWriter); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathops.AcceptShare(context.Background(), bob.c, bob.acct, owner.acct.Email+"/Docs"); err != nil {
+		t.Fatal(err)
+	}
+	// The drive sees the re-sealed records through the feed.
+	t.Log("waiting for Docs")
+	waitFor(t, 20*time.Second, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		st, err := d.stateLocked(docs.id)
+		return err == nil && st.kid.Share != 0
+	})
+	for _, p := range []struct {
+		dir  uint64
+		name string
+	}{{docs.id, "a.txt"}, {docs.id, "sub"}, {sub.id, "b.txt"}} {
+		t.Log("waiting for", p.name)
+		waitFor(t, 20*time.Second, func() bool {
+			st, e := d.lookupForTest(p.dir, p.name)
+			return e == 0 && st.kid.Share != 0
+		})
+	}
+	if got := coreRead(t, d, docs.id, "a.txt"); got != "written before sharing\n" {
+		t.Fatalf("a.txt after sharing: %q", got)
+	}
+	if got := coreRead(t, d, sub.id, "b.txt"); got != "b before sharing\n" {
+		t.Fatalf("sub/b.txt after sharing: %q", got)
+	}
+	if ls, e := d.list(docs.id); e != 0 || len(ls) != 2 {
+		t.Fatalf("list Docs after sharing: %v %v", ls, e)
+	}
+	coreFile(t, d, sub.id, "c.txt", "written after sharing\n")
+	flushDrive(t, d)
+	bv := bob.view(t)
+	for p, want := range map[string]string{"/sub/c.txt": "written after sharing\n", "/a.txt": "written before sharing\n"} {
+		if got, err := shareGet(t, bv, p); err != nil || string(got) != want {
+			t.Fatalf("member reads %s: %q %v", p, got, err)
+		}
 	}
 }
