@@ -168,8 +168,10 @@ func TestLinkPageSpeed(t *testing.T) {
 			t.Fatal("browser: sha256 differs")
 		}
 		os.Remove(path)
-		t.Logf("run %d: kumo get %.2fs (%.0f MiB/s), browser %.2fs (%.0f MiB/s)", i+1,
-			cli[i].Seconds(), mibs(cli[i]), page[i].Seconds(), mibs(page[i]))
+		var saver string
+		p.Eval(`document.body.dataset.saver`, &saver)
+		t.Logf("run %d: kumo get %.2fs (%.0f MiB/s), browser %.2fs (%.0f MiB/s, saved through %s)", i+1,
+			cli[i].Seconds(), mibs(cli[i]), page[i].Seconds(), mibs(page[i]), saver)
 	}
 	mc, mp := median(cli), median(page)
 	t.Logf("median of 3, 1 GiB: kumo get %.2fs (%.0f MiB/s), browser %.2fs (%.0f MiB/s), browser/get = %.2fx",
