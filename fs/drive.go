@@ -213,7 +213,7 @@ func newDrive(o Options) (*Drive, error) {
 // start loads the local tree (relisting from the cloud if the cache is new),
 // resumes interrupted uploads and starts the background workers.
 func (d *Drive) start() error {
-	if err := d.loadShares(d.ctx, true); err != nil {
+	if err := d.loadShares(d.ctx, 0); err != nil {
 		// Offline, say: the shared folders' records read as EIO until a
 		// record of one makes the drive ask again.
 		d.log.Warn("shared folders not loaded: their contents read as EIO for now", "err", err)
@@ -403,7 +403,7 @@ func (d *Drive) accountLoop() {
 		if err == nil {
 			// A share rotated (a member removed) or joined elsewhere: new
 			// writes in it must use its new generation (share.go).
-			if serr := d.loadShares(ctx, false); serr != nil {
+			if serr := d.loadShares(ctx, 10*time.Second); serr != nil {
 				d.log.Warn("reloading shared folders failed", "err", serr)
 			}
 		}

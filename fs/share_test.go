@@ -227,6 +227,23 @@ func TestShareOwnerDrive(t *testing.T) {
 	if n, err := bv.Resolve(context.Background(), "/sub"); err != nil || n.Attrs.Mode&0o777 != 0o750 {
 		t.Fatalf("member sees sub's mode: %v", err)
 	}
+	// What the writer member writes reaches the owner's drive through its
+	// change feed, signed by the member: the drive reads it.
+	fromBob := bytes.Repeat([]byte("from bob "), 20000)
+	bob.put(t, bv, "/sub/from-bob.txt", fromBob)
+	waitFor(t, 20*time.Second, func() bool {
+		_, e := d.lookupForTest(sub.id, "from-bob.txt")
+		return e == 0
+	})
+	if st := lookupDir(t, d, sub.id, "from-bob.txt"); st.attrs.Size != uint64(len(fromBob)) {
+		t.Fatalf("the member's file in the owner's drive: size %d", st.attrs.Size)
+	} else {
+		buf := make([]byte, len(fromBob)+10)
+		n, err := d.readAt(context.Background(), st, buf, 0, false, nil)
+		if err != nil || !bytes.Equal(buf[:n], fromBob) {
+			t.Fatalf("owner's drive reads the member's file: %d bytes, %v", n, err)
+		}
+	}
 	// The owner's home tree outside the share stays home-sealed and unsigned.
 	hf, _ := owner.load(t)
 	if got, err := shareGet(t, hf, "/home.txt"); err != nil || string(got) != "home\n" {
