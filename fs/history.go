@@ -246,7 +246,11 @@ func (s *snapNode) list(ctx context.Context) (map[string]*snapNode, []string, sy
 	bad := map[string]bool{}
 	for _, e := range es {
 		kind := meta.KindOf(e.Node.Type == api.TypeDir)
-		name, err := s.d.sealer.OpenName(s.st.id, e.Node.ID, kind, e.NameMAC, e.Name)
+		name, err := s.d.openName(s.st.id, e.Node.ID, kind, e.NameMAC, e.Name) // signature checked in a shared folder
+		if err == nil {
+			ck, _ := meta.RecordKeyID(e.Node.Attrs)
+			err = s.d.checkPlacement(s.st.kid, e.Name, e.Node.ID, ck)
+		}
 		if err != nil {
 			s.d.authFailure("snapshot entry name fails authentication", "parent", s.st.id, "child", e.Node.ID, "at", s.at, "err", err)
 			bad[e.NameMAC] = true
@@ -279,8 +283,10 @@ func (s *snapNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	}
 	c, ok := m[name]
 	if !ok {
-		if s.bad[s.d.sealer.NameMAC(s.st.id, []byte(name))] {
-			return nil, syscall.EIO // the cloud's answer for this name failed authentication
+		for _, mac := range s.d.nameMACs(s.st.kid, s.st.id, name) {
+			if s.bad[mac] {
+				return nil, syscall.EIO // the cloud's answer for this name failed authentication
+			}
 		}
 		return nil, syscall.ENOENT
 	}

@@ -16,6 +16,7 @@ import (
 	"kumo/remote/api"
 	"kumo/remote/client"
 	"kumo/remote/pathops"
+	"kumo/remote/server"
 	"kumo/remote/session"
 )
 
@@ -363,10 +364,11 @@ func plantShareAttrs(t *testing.T, owner *shareAcct, p, how string) {
 
 // TestShareOwnerMount: the same through a real mount: the owner's drive
 // reads the shared folder, a file written into it reads byte exact for the
-// writer member, and mv across the share's boundary is EXDEV.
+// writer member, mv across the share's boundary is EXDEV, and the history
+// view (.kumo-history) reads the shared folder.
 func TestShareOwnerMount(t *testing.T) {
 	needFUSE(t)
-	c := startCloud(t, t.TempDir(), 0)
+	c := startCloudConfig(t, server.Config{DataDir: t.TempDir(), DefaultQuota: 1 << 40, HistoryDefault: time.Hour})
 	owner, bob := sharedDocs(t, c)
 	m := c.mount(t, t.TempDir(), driveShareOptions(owner))
 	if got, err := os.ReadFile(m.p("Docs/sub/b.txt")); err != nil || string(got) != "shared b\n" {
@@ -385,6 +387,15 @@ func TestShareOwnerMount(t *testing.T) {
 	m.flush()
 	if got, err := shareGet(t, bob.view(t), "/sub/w.bin"); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("member reads the file written through the owner's mount: %d bytes, %v", len(got), err)
+	}
+	// The history view reads the shared folder too (signatures checked).
+	time.Sleep(20 * time.Millisecond)
+	snap := filepath.Join(m.p(HistoryDirName), moment(time.Now()))
+	if got, err := os.ReadFile(filepath.Join(snap, "Docs", "sub", "w.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read the shared folder in .kumo-history: %d bytes, %v", len(got), err)
+	}
+	if got, err := os.ReadFile(filepath.Join(snap, "Docs", "a.txt")); err != nil || string(got) != "shared a\n" {
+		t.Fatalf("read a.txt in .kumo-history: %q %v", got, err)
 	}
 }
 
