@@ -379,8 +379,15 @@
       waiting.delete(ev.data.reply);
       if (r) (ev.data.error ? r.reject(new Error(ev.data.error)) : r.resolve());
     };
-    w.onerror = (ev) => { ev.preventDefault(); for (const r of waiting.values()) r.reject(new Error('the file writer failed')); waiting.clear(); };
+    let dead = null;
+    w.onerror = (ev) => {
+      ev.preventDefault();
+      dead = new Error('the file writer (worker) failed: ' + (ev.message || 'no reason given'));
+      for (const r of waiting.values()) r.reject(dead);
+      waiting.clear();
+    };
     const ask = (m, transfer) => new Promise((resolve, reject) => {
+      if (dead) throw dead; // it would never answer
       m.reply = ++replies;
       waiting.set(m.reply, { resolve, reject });
       w.postMessage(m, transfer || []);
