@@ -457,7 +457,7 @@ func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.
 		if err != nil {
 			return true
 		}
-		return d.recreateAs(ctx, c, api.RootID, string(name), nil)
+		return d.recreateAs(ctx, c, d.orphanParent(c.Attrs, c.Parent), string(name), nil)
 	}
 	d.noteRefused(api.BatchOp{Op: api.OpCreate, Create: c}, e, keptLocal)
 	return true
@@ -671,7 +671,7 @@ func (d *Drive) recreateAsCopy(ctx context.Context, c *api.CreateRequest, name s
 			continue
 		}
 		if errors.Is(err, api.ErrNotFound) && req.Parent != api.RootID {
-			c.Parent = api.RootID
+			c.Parent = d.orphanParent(c.Attrs, req.Parent)
 			n = 0
 			continue
 		}

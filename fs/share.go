@@ -33,6 +33,7 @@ import (
 	"kumo/internal/chunk"
 	"kumo/internal/keys"
 	"kumo/internal/meta"
+	"kumo/remote/api"
 	"kumo/remote/pathops"
 )
 
@@ -376,6 +377,17 @@ func crossShare(from, to meta.KeyID) syscall.Errno {
 		return syscall.EXDEV
 	}
 	return 0
+}
+
+// orphanParent is where a node whose directory (from) is gone in the cloud
+// is kept: the root of the shared folder its attributes are sealed for (it
+// would not open anywhere else), else the account's root.
+func (d *Drive) orphanParent(attrs []byte, from uint64) uint64 {
+	kid, _ := meta.RecordKeyID(attrs)
+	if sh := d.shares().byID[kid.Share]; kid.Share != 0 && sh != nil && sh.Owned && sh.Root != 0 && sh.Root != from {
+		return sh.Root
+	}
+	return api.RootID
 }
 
 // cipherOf returns the chunk keys of key id kid (the home keys for home).

@@ -549,3 +549,34 @@ func TestShareWhileMounted(t *testing.T) {
 		}
 	}
 }
+
+// TestShareOrphanCreate: a file created in the owner's drive inside a
+// shared folder whose directory is gone in the cloud is kept at the shared
+// folder's root (a conflict name), where its records open — not at the
+// account's root, where a share-sealed node is refused.
+func TestShareOrphanCreate(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	owner, bob := sharedDocs(t, c)
+	d := coreDriveWith(t, c, driveShareOptions(owner))
+	docs := lookupDir(t, d, api.RootID, "Docs")
+	kid := d.writeKID(docs.kid)
+	gone, id, rev := newID(), newID(), meta.NextRev(0)
+	now := nowNs()
+	a := meta.Attrs{Mode: syscall.S_IFREG | 0o644, Atime: now, Mtime: now, Ctime: now}
+	req := &api.CreateRequest{Parent: gone, ID: id, Type: api.TypeFile, Attrs: d.sealAttrs(kid, id, rev, &a), Chunks: []string{}}
+	req.NameMAC, req.Name = d.sealName(kid, gone, id, meta.KindFile, "lost.txt")
+	if !d.resolveCreate(context.Background(), req, &api.Error{Code: api.CodeNotFound}) {
+		t.Fatal("resolveCreate asks to retry")
+	}
+	ls, err := bob.view(t).List(context.Background(), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, n := range ls {
+		found = found || n.ID() == id
+	}
+	if !found {
+		t.Fatalf("the orphaned file is not at the shared folder's root: %v", ls)
+	}
+}
