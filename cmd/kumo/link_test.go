@@ -176,8 +176,11 @@ func TestCLILinks(t *testing.T) {
 	wrongSecret := folderURL[:strings.Index(folderURL, "#")+1] + other.String()
 	reader.fails("does not open with its secret", "get", wrongSecret, empty)
 	reader.fails("no #SECRET part", "get", folderURL[:strings.Index(folderURL, "#")], empty)
-	expURL := strings.TrimSpace(owner.ok("link", "/folder/big.bin", "--expires", "1s"))
-	time.Sleep(1100 * time.Millisecond)
+	// Long enough that a loaded machine makes the link before it expires
+	// (1 s failed once in CI: "the expiry is in the past").
+	made := time.Now()
+	expURL := strings.TrimSpace(owner.ok("link", "/folder/big.bin", "--expires", "5s"))
+	time.Sleep(time.Until(made.Add(5100 * time.Millisecond)))
 	reader.fails("expired", "get", expURL, empty)
 	owner.ok("link", "rm", folderURL)
 	reader.fails("revoked", "get", folderURL, empty)
