@@ -32,6 +32,18 @@ type shareSession struct {
 	shares *pathops.Shares
 }
 
+// withShares runs a share command: an interruptible context, the share
+// session, and the command's error explained as every client command's is.
+func withShares(c *cli.Context, do func(ctx context.Context, ss *shareSession) error) error {
+	ctx, stop := interruptible(c)
+	defer stop()
+	ss, err := loadShareSession(ctx, c)
+	if err != nil {
+		return err
+	}
+	return explain(do(ctx, ss), ss.s)
+}
+
 func loadShareSession(ctx context.Context, c *cli.Context) (*shareSession, error) {
 	s, cl, home, err := loadSession(c)
 	if err != nil {
@@ -111,21 +123,17 @@ func shareCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			ctx, stop := interruptible(c)
-			defer stop()
-			ss, err := loadShareSession(ctx, c)
-			if err != nil {
-				return err
-			}
-			sh, err := ss.home.ShareFolder(ctx, ss.acct, args[0], c.String("with"), role)
-			if err != nil {
-				return explain(err, ss.s)
-			}
-			pub, _ := ss.acct.Contacts.Pinned(session.NormalizeEmail(c.String("with")))
-			fmt.Printf("shared %s with %s as %s (share %016x, key generation %d)\n", args[0], session.NormalizeEmail(c.String("with")), role, sh.ID, sh.Gen())
-			fmt.Printf("their fingerprint: %s (compare with what kumo whoami prints for them)\n", pub.Fingerprint())
-			fmt.Printf("your fingerprint:  %s\n", ss.acct.Identity.Public.Fingerprint())
-			return nil
+			return withShares(c, func(ctx context.Context, ss *shareSession) error {
+				sh, err := ss.home.ShareFolder(ctx, ss.acct, args[0], c.String("with"), role)
+				if err != nil {
+					return err
+				}
+				pub, _ := ss.acct.Contacts.Pinned(session.NormalizeEmail(c.String("with")))
+				fmt.Printf("shared %s with %s as %s (share %016x, key generation %d)\n", args[0], session.NormalizeEmail(c.String("with")), role, sh.ID, sh.Gen())
+				fmt.Printf("their fingerprint: %s (compare with what kumo whoami prints for them)\n", pub.Fingerprint())
+				fmt.Printf("your fingerprint:  %s\n", ss.acct.Identity.Public.Fingerprint())
+				return nil
+			})
 		},
 		Subcommands: []*cli.Command{
 			{
@@ -137,18 +145,14 @@ func shareCommand() *cli.Command {
 					if c.NArg() != 1 {
 						return errors.New("usage: kumo share accept OWNER_EMAIL/NAME|ID")
 					}
-					ctx, stop := interruptible(c)
-					defer stop()
-					ss, err := loadShareSession(ctx, c)
-					if err != nil {
-						return err
-					}
-					sh, err := pathops.AcceptShare(ctx, ss.cl, ss.acct, c.Args().First())
-					if err != nil {
-						return explain(err, ss.s)
-					}
-					fmt.Printf("joined %s as %s; its files: kumo share ls %s\n", sh.Name(), sh.Role, sh.Name())
-					return nil
+					return withShares(c, func(ctx context.Context, ss *shareSession) error {
+						sh, err := pathops.AcceptShare(ctx, ss.cl, ss.acct, c.Args().First())
+						if err != nil {
+							return err
+						}
+						fmt.Printf("joined %s as %s; its files: kumo share ls %s\n", sh.Name(), sh.Role, sh.Name())
+						return nil
+					})
 				},
 			},
 			{
@@ -166,18 +170,14 @@ func shareCommand() *cli.Command {
 					if len(args) != 1 || c.String("with") == "" {
 						return errors.New("usage: kumo share rm PATH --with EMAIL")
 					}
-					ctx, stop := interruptible(c)
-					defer stop()
-					ss, err := loadShareSession(ctx, c)
-					if err != nil {
-						return err
-					}
-					sh, err := ss.home.RemoveMember(ctx, ss.acct, args[0], c.String("with"))
-					if err != nil {
-						return explain(err, ss.s)
-					}
-					fmt.Printf("removed %s from %s; new writes use key generation %d\n", session.NormalizeEmail(c.String("with")), args[0], sh.Gen())
-					return nil
+					return withShares(c, func(ctx context.Context, ss *shareSession) error {
+						sh, err := ss.home.RemoveMember(ctx, ss.acct, args[0], c.String("with"))
+						if err != nil {
+							return err
+						}
+						fmt.Printf("removed %s from %s; new writes use key generation %d\n", session.NormalizeEmail(c.String("with")), args[0], sh.Gen())
+						return nil
+					})
 				},
 			},
 			{
@@ -189,24 +189,20 @@ func shareCommand() *cli.Command {
 					if c.NArg() != 1 {
 						return errors.New("usage: kumo share ls OWNER_EMAIL/NAME[/PATH]")
 					}
-					ctx, stop := interruptible(c)
-					defer stop()
-					ss, err := loadShareSession(ctx, c)
-					if err != nil {
-						return err
-					}
-					v, p, err := ss.view(c.Args().First())
-					if err != nil {
-						return err
-					}
-					ns, err := v.List(ctx, p)
-					if err != nil {
-						return explain(err, ss.s)
-					}
-					for _, n := range ns {
-						fmt.Printf("%s %12d %s %s\n", n.Mode(), n.Size(), n.ModTime().Format("2006-01-02 15:04"), n.Name)
-					}
-					return nil
+					return withShares(c, func(ctx context.Context, ss *shareSession) error {
+						v, p, err := ss.view(c.Args().First())
+						if err != nil {
+							return err
+						}
+						ns, err := v.List(ctx, p)
+						if err != nil {
+							return err
+						}
+						for _, n := range ns {
+							fmt.Printf("%s %12d %s %s\n", n.Mode(), n.Size(), n.ModTime().Format("2006-01-02 15:04"), n.Name)
+						}
+						return nil
+					})
 				},
 			},
 			{
@@ -218,19 +214,15 @@ func shareCommand() *cli.Command {
 					if c.NArg() != 2 {
 						return errors.New("usage: kumo share get OWNER_EMAIL/NAME/PATH LOCAL")
 					}
-					ctx, stop := interruptible(c)
-					defer stop()
-					ss, err := loadShareSession(ctx, c)
-					if err != nil {
-						return err
-					}
-					v, p, err := ss.view(c.Args().Get(0))
-					if err != nil {
-						return err
-					}
-					prog, done := progressBar("get " + p)
-					defer done()
-					return explain(v.GetFile(ctx, p, c.Args().Get(1), prog), ss.s)
+					return withShares(c, func(ctx context.Context, ss *shareSession) error {
+						v, p, err := ss.view(c.Args().Get(0))
+						if err != nil {
+							return err
+						}
+						prog, done := progressBar("get " + p)
+						defer done()
+						return v.GetFile(ctx, p, c.Args().Get(1), prog)
+					})
 				},
 			},
 			{
@@ -242,20 +234,16 @@ func shareCommand() *cli.Command {
 					if c.NArg() != 2 {
 						return errors.New("usage: kumo share put LOCAL OWNER_EMAIL/NAME/PATH")
 					}
-					ctx, stop := interruptible(c)
-					defer stop()
-					ss, err := loadShareSession(ctx, c)
-					if err != nil {
+					return withShares(c, func(ctx context.Context, ss *shareSession) error {
+						v, p, err := ss.view(c.Args().Get(1))
+						if err != nil {
+							return err
+						}
+						prog, done := progressBar("put " + p)
+						defer done()
+						_, err = v.PutFile(ctx, c.Args().Get(0), p, prog)
 						return err
-					}
-					v, p, err := ss.view(c.Args().Get(1))
-					if err != nil {
-						return err
-					}
-					prog, done := progressBar("put " + p)
-					defer done()
-					_, err = v.PutFile(ctx, c.Args().Get(0), p, prog)
-					return explain(err, ss.s)
+					})
 				},
 			},
 		},
@@ -268,41 +256,37 @@ func sharesCommand() *cli.Command {
 		Usage: "list the folders you share, the ones shared with you, and invitations",
 		Flags: []cli.Flag{configFlag()},
 		Action: func(c *cli.Context) error {
-			ctx, stop := interruptible(c)
-			defer stop()
-			ss, err := loadShareSession(ctx, c)
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KIND\tSHARE\tNAME\tROLE\tGEN\tMEMBERS / OWNER FINGERPRINT")
-			for _, sh := range ss.shares.Owned {
-				var ms []string
-				for _, m := range sh.Roster.Members {
-					if m.Role != keys.RoleRemoved {
-						ms = append(ms, m.Email+" ("+m.Role.String()+")")
+			return withShares(c, func(ctx context.Context, ss *shareSession) error {
+				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "KIND\tSHARE\tNAME\tROLE\tGEN\tMEMBERS / OWNER FINGERPRINT")
+				for _, sh := range ss.shares.Owned {
+					var ms []string
+					for _, m := range sh.Roster.Members {
+						if m.Role != keys.RoleRemoved {
+							ms = append(ms, m.Email+" ("+m.Role.String()+")")
+						}
 					}
+					fmt.Fprintf(tw, "owned\t%016x\troot node %d\towner\t%d\t%s\n", sh.ID, sh.Root, sh.Gen(), strings.Join(ms, ", "))
 				}
-				fmt.Fprintf(tw, "owned\t%016x\troot node %d\towner\t%d\t%s\n", sh.ID, sh.Root, sh.Gen(), strings.Join(ms, ", "))
-			}
-			for _, sh := range ss.shares.Joined {
-				pub, _ := ss.acct.Contacts.Pinned(sh.OwnerEmail)
-				fmt.Fprintf(tw, "joined\t%016x\t%s\t%s\t%d\t%s\n", sh.ID, sh.Name(), sh.Role, sh.Gen(), pub.Fingerprint())
-			}
-			for _, it := range ss.shares.Invitations {
-				fp := it.Fingerprint
-				if it.Changed != nil {
-					fp += " (CHANGED since first seen: compare it with them, then kumo contacts verify " + it.Share.OwnerEmail + " FINGERPRINT)"
+				for _, sh := range ss.shares.Joined {
+					pub, _ := ss.acct.Contacts.Pinned(sh.OwnerEmail)
+					fmt.Fprintf(tw, "joined\t%016x\t%s\t%s\t%d\t%s\n", sh.ID, sh.Name(), sh.Role, sh.Gen(), pub.Fingerprint())
 				}
-				fmt.Fprintf(tw, "invited\t%016x\t%s\t%s\t%d\t%s\n", it.Share.ID, it.Share.Name(), it.Share.Role, it.Share.Gen(), fp)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if len(ss.shares.Invitations) > 0 {
-				fmt.Println("accept with: kumo share accept OWNER_EMAIL/NAME (compare the fingerprint with the owner's kumo whoami first)")
-			}
-			return nil
+				for _, it := range ss.shares.Invitations {
+					fp := it.Fingerprint
+					if it.Changed != nil {
+						fp += " (CHANGED since first seen: compare it with them, then kumo contacts verify " + it.Share.OwnerEmail + " FINGERPRINT)"
+					}
+					fmt.Fprintf(tw, "invited\t%016x\t%s\t%s\t%d\t%s\n", it.Share.ID, it.Share.Name(), it.Share.Role, it.Share.Gen(), fp)
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				if len(ss.shares.Invitations) > 0 {
+					fmt.Println("accept with: kumo share accept OWNER_EMAIL/NAME (compare the fingerprint with the owner's kumo whoami first)")
+				}
+				return nil
+			})
 		},
 	}
 }
