@@ -99,6 +99,13 @@ func (s *Server) readChanges(acct string, after uint64) (api.ChangesResponse, er
 }
 
 func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request, acct string) error {
+	return s.serveChanges(w, r, acct, nil)
+}
+
+// serveChanges answers GET /v1/changes from acct's feed: at once when there
+// are changes, else after up to ?wait= seconds of long-polling. filter, if
+// set, narrows each read (a share's view); reads it empties are skipped.
+func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request, acct string, filter func(api.ChangesResponse) (api.ChangesResponse, error)) error {
 	after, wait, err := parseChangesQuery(r.URL.Query())
 	if err != nil {
 		return err
@@ -116,8 +123,17 @@ func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request, acct stri
 		if err != nil {
 			return err
 		}
+		if filter != nil {
+			if resp, err = filter(resp); err != nil {
+				return err
+			}
+		}
 		if len(resp.Changes) > 0 || resp.Reset || timeout == nil {
 			return writeJSON(w, http.StatusOK, resp)
+		}
+		if resp.Seq > after {
+			after = resp.Seq // nothing left by the filter in there: look further on
+			continue
 		}
 		select {
 		case <-wake:

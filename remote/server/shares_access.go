@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -381,27 +380,13 @@ func (s *Server) shareList(w http.ResponseWriter, r *http.Request, sc *shareScop
 	if err != nil {
 		return err
 	}
-	entries := []api.Entry{}
+	var entries []api.Entry
 	err = s.db.View(func(tx *badger.Txn) error {
 		if _, err := sc.dir(tx, id); err != nil {
 			return err
 		}
-		prefix := pEnt(sc.owner, id)
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			mac := string(it.Item().Key()[len(prefix):])
-			var e entryRec
-			if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &e) }); err != nil {
-				return err
-			}
-			n, err := readNode(tx, sc.owner, e.ID)
-			if err != nil || !inShare(n, sc.share) {
-				continue
-			}
-			entries = append(entries, api.Entry{Parent: id, NameMAC: mac, Name: e.Name, Node: *n})
-		}
-		return nil
+		entries, err = s.listDir(tx, sc.owner, id, func(n *api.Node) bool { return inShare(n, sc.share) })
+		return err
 	})
 	if err != nil {
 		return err
@@ -457,42 +442,9 @@ func (s *Server) sharePutChunk(w http.ResponseWriter, r *http.Request, sc *share
 // deletion is not on it (the node is gone, so it cannot be placed): the
 // removal of its entry is. Changes of the account (quota) are the owner's.
 func (s *Server) shareChanges(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
-	after, wait, err := parseChangesQuery(r.URL.Query())
-	if err != nil {
-		return err
-	}
-	var timeout <-chan time.Time
-	if wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		timeout = t.C
-	}
-	for {
-		wake := s.feed.wait(sc.owner)
-		resp, err := s.readChanges(sc.owner, after)
-		if err != nil {
-			return err
-		}
-		if resp, err = s.filterChanges(sc, resp); err != nil {
-			return err
-		}
-		if len(resp.Changes) > 0 || resp.Reset || timeout == nil {
-			return writeJSON(w, http.StatusOK, resp)
-		}
-		if resp.Seq > after {
-			after = resp.Seq // nothing of the share in there: look further on
-			continue
-		}
-		select {
-		case <-wake:
-		case <-timeout:
-			timeout = nil
-		case <-s.closing:
-			timeout = nil
-		case <-r.Context().Done():
-			return nil
-		}
-	}
+	return s.serveChanges(w, r, sc.owner, func(resp api.ChangesResponse) (api.ChangesResponse, error) {
+		return s.filterChanges(sc, resp)
+	})
 }
 
 func (s *Server) filterChanges(sc *shareScope, resp api.ChangesResponse) (api.ChangesResponse, error) {

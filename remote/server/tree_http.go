@@ -277,33 +277,44 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, acct string)
 	if err != nil {
 		return err
 	}
-	entries := []api.Entry{}
+	var entries []api.Entry
 	err = s.db.View(func(tx *badger.Txn) error {
 		if _, err := readDir(tx, acct, id); err != nil {
 			return err
 		}
-		prefix := pEnt(acct, id)
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			mac := string(it.Item().Key()[len(prefix):])
-			var e entryRec
-			if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &e) }); err != nil {
-				return err
-			}
-			n, err := readNode(tx, acct, e.ID)
-			if err != nil {
-				s.log.Warn("entry without node", "account", acct, "node", e.ID, "err", err)
-				continue
-			}
-			entries = append(entries, api.Entry{Parent: id, NameMAC: mac, Name: e.Name, Node: *n})
-		}
-		return nil
+		entries, err = s.listDir(tx, acct, id, nil)
+		return err
 	})
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, entries)
+}
+
+// listDir lists directory id of acct, each entry with its node (readdirplus);
+// keep, if set, leaves out the entries whose node it refuses.
+func (s *Server) listDir(tx *badger.Txn, acct string, id uint64, keep func(*api.Node) bool) ([]api.Entry, error) {
+	entries := []api.Entry{}
+	prefix := pEnt(acct, id)
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		mac := string(it.Item().Key()[len(prefix):])
+		var e entryRec
+		if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &e) }); err != nil {
+			return nil, err
+		}
+		n, err := readNode(tx, acct, e.ID)
+		if err != nil {
+			s.log.Warn("entry without node", "account", acct, "node", e.ID, "err", err)
+			continue
+		}
+		if keep != nil && !keep(n) {
+			continue
+		}
+		entries = append(entries, api.Entry{Parent: id, NameMAC: mac, Name: e.Name, Node: *n})
+	}
+	return entries, nil
 }
 
 func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request, acct string) error {
