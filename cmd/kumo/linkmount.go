@@ -19,7 +19,6 @@ import (
 	kfs "kumo/fs"
 	"kumo/fs/linkfs"
 	"kumo/internal/link"
-	"kumo/remote/client"
 	"kumo/remote/pathops"
 )
 
@@ -29,24 +28,27 @@ func linkMountPassword(c *cli.Context) ([]byte, error) {
 	return readPassword(c, "password-file", linkPasswordEnv, "Link password: ", false)
 }
 
-// askLinkPassword runs before daemonizing, where there is still a terminal:
-// when the link has a password that neither --password-file nor the
-// environment gives, it is asked for here and handed to the daemon in its
-// environment (readable only by this user and root).
+// askLinkPassword runs before daemonizing, where there is still a terminal.
+// It settles the server's certificate as kumo get does (linkClient:
+// --fingerprint, a kept pin, the system CAs, else the trust-on-first-use
+// question, whose answer the pin file keeps for the daemon). When the link
+// has a password that neither --password-file nor the environment gives, it
+// is asked for here and handed to the daemon in its environment (readable
+// only by this user and root).
 func askLinkPassword(c *cli.Context, rawURL string) error {
+	base, id, _, err := link.ParseURL(rawURL)
+	if err != nil {
+		return err
+	}
+	cl, err := linkClient(c, base)
+	if err != nil {
+		return err
+	}
 	if c.String("password-file") != "" {
 		return nil
 	}
 	if _, ok := os.LookupEnv(linkPasswordEnv); ok {
 		return nil
-	}
-	base, id, _, err := link.ParseURL(rawURL)
-	if err != nil {
-		return err
-	}
-	cl, err := client.New(client.Options{BaseURL: base})
-	if err != nil {
-		return err
 	}
 	pub, err := cl.PublicLink(c.Context, id.String())
 	if err != nil || pub.Password == nil {
@@ -76,7 +78,7 @@ func serveLinkMount(c *cli.Context, rawURL, mnt string, ready func(uses string, 
 	if err != nil {
 		return err
 	}
-	cl, err := client.New(client.Options{BaseURL: base})
+	cl, err := linkClient(c, base) // pinned TLS as kumo get's (--fingerprint)
 	if err != nil {
 		return err
 	}
@@ -89,7 +91,7 @@ func serveLinkMount(c *cli.Context, rawURL, mnt string, ready func(uses string, 
 	ctx := context.Background()
 	m, err := pathops.OpenLink(ctx, cl, id, secret, func() ([]byte, error) { return linkMountPassword(c) })
 	if err != nil {
-		return explain(err, nil)
+		return explainPin(c, err) // a certificate other than --fingerprint's: said so
 	}
 	if !c.Bool("foreground") || os.Getenv("KUMO_LOG_FILE") != "" || isDaemonChild() {
 		// The log of a link's mount: the cache dir if given, else

@@ -45,7 +45,7 @@ func mountCommand() *cli.Command {
 		ArgsUsage: "MOUNTPOINT | URL MOUNTPOINT",
 		Description: "Without --server, kumo runs an embedded cloud in-process over --cloud-dir " +
 			"(an account is created on first use). It daemonizes once the mount is ready unless --foreground.\n" +
-			"kumo mount https://SERVER/s/ID#SECRET MOUNTPOINT mounts a link's file or folder read-only, no account needed.",
+			"kumo mount [--fingerprint HEX] https://SERVER/s/ID#SECRET MOUNTPOINT mounts a link's file or folder read-only, no account needed.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "server", Usage: "cloud URL; uses the session saved by `kumo login`", EnvVars: []string{"KUMO_SERVER"}},
 			configFlag(),
@@ -61,6 +61,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve the drive's Prometheus metrics on `ADDR`/metrics (loopback only, e.g. 127.0.0.1:9101)"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiling on `ADDR`/debug/pprof/ (loopback only, e.g. 127.0.0.1:6061)"},
+			fingerprintFlag(), // a link's server, as kumo get URL (linkmount.go); the drive uses the pin of kumo login
 		},
 		Action: runMount,
 	}
