@@ -213,6 +213,7 @@ func (d *Drive) ControlStatus(ctx context.Context, fetch bool) control.Status {
 	if g := d.Integrity(); g.AuthFailures+g.Rollbacks > 0 {
 		cs.Integrity = control.Integrity{AuthFailures: g.AuthFailures, Rollbacks: g.Rollbacks, Last: g.Last, LastAt: &g.LastAt}
 	}
+	cs.Shares = d.controlShares(ctx, fetch) // sharemember.go
 	return cs
 }
 

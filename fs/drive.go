@@ -65,6 +65,16 @@ type Options struct {
 	// its writes in them with Identity. Nil: records of a share are EIO.
 	Shares   func(ctx context.Context) ([]*pathops.Share, error)
 	Identity *keys.Identity
+	// SharedDir names the directory at the root where the shares this
+	// account joined appear, one folder each (sharemember.go); "": not
+	// shown. Their trees and caches live in SharedCacheDir (default
+	// CacheDir/shares), SharedCacheSize each (0: the cache's default).
+	SharedDir       string
+	SharedCacheDir  string
+	SharedCacheSize int64
+	// Invitations returns the invitations found by the last load of
+	// Shares, for the control file (nil: none shown).
+	Invitations func() []*pathops.Invitation
 
 	// Tuning (zero: defaults). Tests shorten them.
 	QuietTime time.Duration // upload a file this long after its last write (default 1s)
@@ -139,6 +149,7 @@ type Drive struct {
 	restoring atomic.Bool
 	reads     readCounts  // reads served here or by the cloud (readstats.go)
 	sh        driveShares // shared folders' keys and rosters (share.go)
+	mem       memberState // shares joined from other accounts (sharemember.go)
 }
 
 type nameRewrite struct {
@@ -261,6 +272,9 @@ func (d *Drive) Wait() {
 // Flush waits until every dirty file is uploaded and every queued tree
 // operation is pushed, or ctx ends.
 func (d *Drive) Flush(ctx context.Context) error {
+	if err := d.flushMembers(ctx); err != nil {
+		return err
+	}
 	d.up.flushing.Add(1)
 	defer d.up.flushing.Add(-1)
 	d.mu.Lock()
@@ -284,6 +298,9 @@ func (d *Drive) Flush(ctx context.Context) error {
 			return fmt.Errorf("fs: flush: %w", err)
 		}
 		if nd == 0 && n == 0 && d.uploadsRunning.Load() == 0 {
+			if d.isMember() {
+				return nil // the account head is the owner's to advance
+			}
 			// The head covers what was pushed (a refused head is in the
 			// control file; the data itself is in the cloud).
 			if err := d.advanceHead(ctx); err != nil {
@@ -331,6 +348,7 @@ func (d *Drive) shutdown() {
 	if d.closed.Swap(true) {
 		return
 	}
+	d.stopMembers()
 	d.cancel()
 	d.wg.Wait()
 	d.mu.Lock()

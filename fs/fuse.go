@@ -175,6 +175,9 @@ func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*g
 		}
 		return d.lookupControl(ctx, n, name, out) // control.go
 	}
+	if d.sharedName(n.id, name) {
+		return d.lookupSharedDir(ctx, n, out) // sharemember.go
+	}
 	d.mu.Lock()
 	_, st, e := d.lookupLocked(n.id, name)
 	d.mu.Unlock()
@@ -208,6 +211,9 @@ func (n *fnode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	list = append(list, fuse.DirEntry{Name: ".", Ino: n.id, Mode: fuse.S_IFDIR}, fuse.DirEntry{Name: "..", Ino: parent, Mode: fuse.S_IFDIR})
 	for _, e := range es {
 		list = append(list, fuse.DirEntry{Name: e.name, Ino: e.id, Mode: e.mode})
+	}
+	if n.id == api.RootID {
+		list = d.withSharedDir(list) // sharemember.go
 	}
 	return gofs.NewListDirStream(list), 0
 }
@@ -376,6 +382,9 @@ func (n *fnode) mk(ctx context.Context, nn newNode, out *fuse.EntryOut) (*gofs.I
 	if d.o.ReadOnly {
 		return nil, nil, syscall.EROFS
 	}
+	if d.sharedName(n.id, nn.name) {
+		return nil, nil, syscall.EEXIST
+	}
 	nn.uid, nn.gid = caller(ctx)
 	st, e := d.create(n.id, nn)
 	if e != 0 {
@@ -438,12 +447,18 @@ func (n *fnode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if n.d.o.ReadOnly {
 		return syscall.EROFS
 	}
+	if n.d.sharedName(n.id, name) {
+		return syscall.EPERM
+	}
 	return n.d.unlink(n.id, name, false)
 }
 
 func (n *fnode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if n.d.o.ReadOnly {
 		return syscall.EROFS
+	}
+	if n.d.sharedName(n.id, name) {
+		return syscall.EPERM
 	}
 	return n.d.unlink(n.id, name, true)
 }
@@ -453,8 +468,11 @@ func (n *fnode) Rename(ctx context.Context, name string, newParent gofs.InodeEmb
 		return syscall.EROFS
 	}
 	np, ok := newParent.(*fnode)
-	if !ok {
+	if !ok || np.d != n.d { // another tree: a shared folder joined (sharemember.go)
 		return syscall.EXDEV
+	}
+	if n.d.sharedName(n.id, name) || n.d.sharedName(np.id, newName) {
+		return syscall.EPERM
 	}
 	return n.d.rename(n.id, name, np.id, newName, flags)
 }
@@ -465,8 +483,11 @@ func (n *fnode) Link(ctx context.Context, target gofs.InodeEmbedder, name string
 		return nil, syscall.EROFS
 	}
 	t, ok := target.(*fnode)
-	if !ok {
+	if !ok || t.d != d {
 		return nil, syscall.EXDEV
+	}
+	if d.sharedName(n.id, name) {
+		return nil, syscall.EEXIST
 	}
 	st, e := d.link(t.id, n.id, name)
 	if e != 0 {

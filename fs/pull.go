@@ -358,16 +358,16 @@ func (d *Drive) refreshDir(id uint64) {
 // relist copies the whole tree from the cloud into an empty local tree. The
 // root node goes in last: its presence marks a complete tree.
 func (d *Drive) relist(ctx context.Context) error {
-	acct, err := d.c.Account(ctx)
+	seq, err := d.feedStart(ctx) // the account's (sharemember.go: or a joined share's)
 	if err != nil {
-		return fmt.Errorf("account: %w", err)
+		return err
 	}
-	d.setAccount(acct)
-	root, err := d.c.GetNode(ctx, api.RootID)
+	rootID := d.rootID()
+	root, err := d.c.GetNode(ctx, rootID)
 	if err != nil {
 		return fmt.Errorf("root: %w", err)
 	}
-	queue := []uint64{api.RootID}
+	queue := []uint64{rootID}
 	nlink := map[uint64]uint32{}
 	var pendingNodes []api.Node
 	for len(queue) > 0 {
@@ -410,8 +410,7 @@ func (d *Drive) relist(ctx context.Context) error {
 			return fmt.Errorf("save listing: %w", err)
 		}
 	}
-	root.Nlink = nlink[api.RootID]
-	seq := acct.Seq
+	root.Nlink = nlink[rootID]
 	if err := d.store.Apply(cache.Mutation{PutNodes: []api.Node{root}, Cursor: &seq}); err != nil {
 		return fmt.Errorf("save listing: %w", err)
 	}
@@ -424,11 +423,13 @@ func (d *Drive) resync() error {
 	// A feed that restarts below our cursor is also what a server restored
 	// from an old backup shows: relist only if the account head says the
 	// cloud still holds the history this device saw.
-	d.head.mu.Lock()
-	err := d.checkHeadLocked(d.ctx)
-	d.head.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("not relisting: %w", err)
+	if !d.isMember() { // a joined share's drive has no head of its own: the owner's account has
+		d.head.mu.Lock()
+		err := d.checkHeadLocked(d.ctx)
+		d.head.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("not relisting: %w", err)
+		}
 	}
 	for {
 		n, err := d.store.PendingCount()

@@ -33,7 +33,6 @@ import (
 	"kumo/internal/chunk"
 	"kumo/internal/keys"
 	"kumo/internal/meta"
-	"kumo/remote/api"
 	"kumo/remote/pathops"
 )
 
@@ -134,6 +133,7 @@ func (d *Drive) loadShares(ctx context.Context, minAge time.Duration) error {
 	if len(list) > 0 {
 		d.log.Info("shared folders loaded", "shares", len(list))
 	}
+	d.syncMembers(list) // joined shares in MNT/<SharedDir> (sharemember.go)
 	return nil
 }
 
@@ -387,7 +387,7 @@ func (d *Drive) orphanParent(attrs []byte, from uint64) uint64 {
 	if sh := d.shares().byID[kid.Share]; kid.Share != 0 && sh != nil && sh.Owned && sh.Root != 0 && sh.Root != from {
 		return sh.Root
 	}
-	return api.RootID
+	return d.rootID() // a member drive: the share's root
 }
 
 // cipherOf returns the chunk keys of key id kid (the home keys for home).

@@ -53,6 +53,7 @@ func mountCommand() *cli.Command {
 			&cli.StringFlag{Name: "password-file", Usage: "embedded cloud: protect its account with the password on the first line of `FILE` (else $KUMO_PASSWORD; without either, a random password kept in the config dir); a link: its password (else $" + linkPasswordEnv + ", else a prompt)"},
 			&cli.StringFlag{Name: "cache-dir", Usage: "local cache and write-back store (default $XDG_CACHE_HOME/kumo/ACCOUNT)"},
 			&cli.StringFlag{Name: "cache-size", Value: "4GiB", Usage: "disk budget of the chunk cache"},
+			&cli.StringFlag{Name: "shared-dir", Value: "Shared", Usage: "the folders other accounts shared with you (and you accepted) appear in MOUNTPOINT/`NAME`/FOLDER; \"\" to not show them"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground (log to stderr)"},
 			&cli.StringFlag{Name: "fsync", Value: "local", Usage: "local: fsync makes data durable on this disk; remote: fsync waits until it is in the cloud"},
 			&cli.BoolFlag{Name: "durable-close", Usage: "close also makes the file's data durable on this disk, as fsync does (slower; default: close hands the data to the kernel, like ext4, and fsync or the 5 s commit makes it durable)"},
@@ -429,6 +430,7 @@ func serveMount(c *cli.Context, mnt string, ready func(uses string, err error)) 
 		DiskRoom: diskRoom, EmbeddedDir: cloudDir,
 	}
 	mountShares(ctx, c, cl, sess, c.String("server") != "", a, &o, log) // shared folders (fs/share.go)
+	o.SharedCacheDir, o.SharedCacheSize = filepath.Join(cacheDir, "shares"), budget/4
 	d, err := kfs.Mount(ctx, mnt, o)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -20,7 +21,10 @@ import (
 // loaded by the drive. Without identity keys the drive mounts anyway and
 // shared folders read as EIO; the log says why.
 // saved says the session is the one saved by kumo login (not the embedded
-// cloud's), which then keeps the identity fingerprint.
+// cloud's), which then keeps the identity fingerprint. The shares other
+// accounts shared with this one (and it accepted) appear in the drive under
+// --shared-dir, one folder each (fs/sharemember.go); the invitations are
+// listed in .kumo.
 func mountShares(ctx context.Context, c *cli.Context, cl *client.Client, sess *session.Session, saved bool, a api.Account, o *kfs.Options, log *slog.Logger) {
 	id, _, err := session.EnsureIdentity(ctx, cl, sess)
 	if err != nil {
@@ -39,11 +43,32 @@ func mountShares(ctx context.Context, c *cli.Context, cl *client.Client, sess *s
 	}
 	acct := pathops.Account{ID: a.ID, Email: sess.Email, Master: sess.Master, Identity: id, Contacts: contacts}
 	o.Identity = id
+	// The invitations of the last load, for the control file (.kumo).
+	var mu sync.Mutex
+	var invitations []*pathops.Invitation
 	o.Shares = func(ctx context.Context) ([]*pathops.Share, error) {
-		sh, err := pathops.LoadShares(ctx, cl, acct)
+		// Read again each time: kumo share accept (or kumo contacts
+		// verify) pins an owner's keys in the file while the drive runs.
+		pinned, err := pathops.LoadContacts(pathops.ContactsPath(sessionPath(c)))
 		if err != nil {
 			return nil, err
 		}
+		a := acct
+		a.Contacts = pinned
+		sh, err := pathops.LoadShares(ctx, cl, a)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		invitations = sh.Invitations
+		mu.Unlock()
 		return sh.All(), nil
 	}
+	o.Invitations = func() []*pathops.Invitation {
+		mu.Lock()
+		defer mu.Unlock()
+		return invitations
+	}
+	// Shares joined from other accounts appear in MNT/<--shared-dir>/NAME.
+	o.SharedDir = c.String("shared-dir")
 }

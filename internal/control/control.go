@@ -44,6 +44,30 @@ type Status struct {
 	LastCommand *CommandResult `json:"last_command,omitempty"`
 	Integrity   Integrity      `json:"integrity"`
 	History     History        `json:"history"`
+	Shares      *Shares        `json:"shares,omitempty"` // folders of other accounts shared with this one
+}
+
+// Shares are the folders other accounts shared with this one: those joined
+// (shown in the drive under Dir) and the invitations not accepted yet.
+type Shares struct {
+	Dir         string            `json:"dir"` // e.g. "Shared": MNT/Shared/NAME
+	Joined      []JoinedShare     `json:"joined"`
+	Invitations []ShareInvitation `json:"invitations"`
+}
+
+type JoinedShare struct {
+	Name  string `json:"name"` // OWNER_EMAIL/FOLDER
+	Path  string `json:"path"` // where it is in the drive ("" while not shown)
+	Role  string `json:"role"`
+	Share string `json:"share"` // 16 hex digits
+}
+
+type ShareInvitation struct {
+	Name        string `json:"name"` // OWNER_EMAIL/FOLDER: kumo share accept NAME
+	Share       string `json:"share"`
+	Role        string `json:"role"`
+	Fingerprint string `json:"fingerprint"` // of the owner's identity keys: compare with their kumo whoami
+	KeyChanged  string `json:"key_changed,omitempty"`
 }
 
 // History is what the cloud keeps of the past (MNT/.kumo-history, kumo
@@ -242,6 +266,21 @@ func Text(s Status) []byte {
 		fmt.Fprintf(&b, "      address %s\n      pay     %s\n      expires %s\n", inv.Address, inv.URI, inv.Expires.UTC().Format(time.RFC3339))
 		if inv.PaidBTC != "" {
 			fmt.Fprintf(&b, "      paid    %s BTC\n", inv.PaidBTC)
+		}
+	}
+	if sh := s.Shares; sh != nil && len(sh.Joined)+len(sh.Invitations) > 0 {
+		fmt.Fprintf(&b, "\nshared with you\n")
+		for _, j := range sh.Joined {
+			fmt.Fprintf(&b, "  %s  %s (%s)  in %s\n", j.Share, j.Name, j.Role, j.Path)
+		}
+		for _, in := range sh.Invitations {
+			fmt.Fprintf(&b, "  %s  %s (%s)  INVITATION, owner's key fingerprint %s\n", in.Share, in.Name, in.Role, in.Fingerprint)
+			if in.KeyChanged != "" {
+				fmt.Fprintf(&b, "      the owner's keys CHANGED since first seen: %s\n", in.KeyChanged)
+			}
+		}
+		if len(sh.Invitations) > 0 {
+			fmt.Fprintf(&b, "  accept with kumo share accept NAME (compare the fingerprint with the owner's kumo whoami first)\n")
 		}
 	}
 	if c := s.LastCommand; c != nil {

@@ -1,0 +1,178 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"kumo/internal/keys"
+	"kumo/remote/pathops"
+)
+
+// memberMount mounts a's drive showing the shares it joined in MNT/Shared.
+func memberMount(t *testing.T, c *cloud, a *shareAcct) *mounted {
+	t.Helper()
+	return c.mount(t, t.TempDir(), func(o *Options) {
+		driveShareOptions(a)(o)
+		o.Session, o.Client, o.SharedDir = a.sess, a.c, "Shared"
+	})
+}
+
+// waitUntil polls f for up to d.
+func waitUntil(t *testing.T, d time.Duration, what string, f func() error) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%s: not within %s: %v", what, d, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func fileIs(p string, want []byte) func() error {
+	return func() error {
+		got, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, want) {
+			return fmt.Errorf("%s: %d bytes, want %d", p, len(got), len(want))
+		}
+		return nil
+	}
+}
+
+// TestShareMemberMount: the writer member's drive shows the share it
+// joined at Shared/Docs: it reads the owner's files, a file the owner adds
+// appears through the share's change feed, what it writes (a directory, a
+// file) the owner reads through its share view (which checks the member's
+// signatures), a record the server planted before the listing is EIO, a
+// rename out of the share is EXDEV, and the name Shared cannot be made in
+// the account's own tree while it shows shares. With the old drive there
+// was no Shared directory.
+func TestShareMemberMount(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	owner, bob := sharedDocs(t, c)
+	owner.put(t, owner.view(t), "/planted.txt", []byte("to be forged\n"))
+	plantShareAttrs(t, owner, "/Docs/planted.txt", "stranger")
+	bob.put(t, bob.home, "/mine.txt", []byte("bob's own\n"))
+
+	m := memberMount(t, c, bob)
+	if err := fileIs(m.p("Shared/Docs/sub/b.txt"), []byte("shared b\n"))(); err != nil {
+		t.Fatalf("member reads the joined share: %v", err)
+	}
+	if err := fileIs(m.p("mine.txt"), []byte("bob's own\n"))(); err != nil {
+		t.Fatalf("member's own tree: %v", err)
+	}
+	if _, err := os.ReadFile(m.p("Shared/Docs/planted.txt")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("a planted record in the joined share: %v, want EIO", err)
+	}
+	ents, err := os.ReadDir(m.p("Shared"))
+	if err != nil || len(ents) != 1 || ents[0].Name() != "Docs" {
+		t.Fatalf("ls Shared: %v %v", ents, err)
+	}
+
+	// The owner's change arrives through the share's feed.
+	owner.put(t, owner.view(t), "/sub/new.txt", []byte("from the owner\n"))
+	waitUntil(t, 10*time.Second, "the owner's new file in the member's drive", fileIs(m.p("Shared/Docs/sub/new.txt"), []byte("from the owner\n")))
+
+	// The member writes: sealed under the share, signed by bob.
+	data := bytes.Repeat([]byte("member data "), 100<<10)
+	must(t, os.Mkdir(m.p("Shared/Docs/made"), 0o755))
+	must(t, os.WriteFile(m.p("Shared/Docs/made/w.bin"), data, 0o644))
+	if err := os.Rename(m.p("Shared/Docs/made/w.bin"), m.p("w.bin")); !errors.Is(err, syscall.EXDEV) {
+		t.Fatalf("mv out of the joined share: %v, want EXDEV", err)
+	}
+	if err := os.Mkdir(m.p("Shared"), 0o755); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("mkdir Shared in the member's tree: %v, want EEXIST", err)
+	}
+	m.flush()
+	if got, err := shareGet(t, owner.view(t), "/made/w.bin"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("owner reads what the member's drive wrote: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestShareMemberReaderAndRevoke: a reader's joined share is read-only
+// (EROFS, nothing reaches the cloud); after the owner removes the member,
+// the share leaves its drive at the next load and what the owner writes
+// afterwards never shows there.
+func TestShareMemberReaderAndRevoke(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	owner, bob := sharedDocs(t, c)
+	carol := signupShareAcct(t, c, "carol@example.com")
+	f, _ := owner.load(t)
+	if _, err := f.ShareFolder(context.Background(), owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathops.AcceptShare(context.Background(), carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
+		t.Fatal(err)
+	}
+	m := memberMount(t, c, carol)
+	if err := fileIs(m.p("Shared/Docs/a.txt"), []byte("shared a\n"))(); err != nil {
+		t.Fatalf("reader reads the joined share: %v", err)
+	}
+	for what, err := range map[string]error{
+		"create": os.WriteFile(m.p("Shared/Docs/x.txt"), []byte("x"), 0o644),
+		"write":  os.WriteFile(m.p("Shared/Docs/a.txt"), []byte("x"), 0o644),
+		"unlink": os.Remove(m.p("Shared/Docs/a.txt")),
+		"mkdir":  os.Mkdir(m.p("Shared/Docs/d"), 0o755),
+		"chmod":  os.Chmod(m.p("Shared/Docs/a.txt"), 0o600),
+	} {
+		if !errors.Is(err, syscall.EROFS) {
+			t.Errorf("reader's %s: %v, want EROFS", what, err)
+		}
+	}
+	_ = bob
+
+	// Revoke: the share leaves carol's drive once it loads the shares again.
+	f, _ = owner.load(t)
+	if _, err := f.RemoveMember(context.Background(), owner.acct, "/Docs", "carol@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	owner.put(t, owner.view(t), "/after.txt", []byte("after the revoke\n"))
+	if err := m.d.loadShares(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "the share leaves the removed reader's drive", func() error {
+		if _, err := os.Stat(m.p("Shared/Docs")); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("Shared/Docs: %v", err)
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(m.p("Shared/Docs"), "after.txt")); err == nil {
+		t.Fatal("the removed member sees a file written after the revoke")
+	}
+}
+
+// TestMemberName: a joined share's name under Shared is its folder's name,
+// made unique with the owner's e-mail, then the share id; a name that
+// cannot be a file name is the share id.
+func TestMemberName(t *testing.T) {
+	taken := map[string]bool{}
+	a := &pathops.Share{ID: 0xa, OwnerEmail: "x@example.com", Folder: "Docs"}
+	b := &pathops.Share{ID: 0xb, OwnerEmail: "y@example.com", Folder: "Docs"}
+	b2 := &pathops.Share{ID: 0xc, OwnerEmail: "y@example.com", Folder: "Docs"}
+	bad := &pathops.Share{ID: 0xd, OwnerEmail: "y@example.com", Folder: ".."}
+	for _, c := range []struct {
+		sh   *pathops.Share
+		want string
+	}{
+		{a, "Docs"}, {b, "Docs (y@example.com)"}, {b2, "Docs (y@example.com, 000000000000000c)"}, {bad, "000000000000000d"},
+	} {
+		if got := memberName(c.sh, taken); got != c.want {
+			t.Errorf("share %x: %q, want %q", c.sh.ID, got, c.want)
+		}
+		taken[c.want] = true
+	}
+}
