@@ -438,14 +438,15 @@ func (n *ctlNode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sy
 // redact hides all but the first 4 characters of what may be a voucher code
 // (a bearer secret), also in lines that do not parse: everything after a
 // redeem, however many words, and the whole of a line that is no command (a
-// code pasted alone, a typo of "redeem"). topup, sync and refresh lines are
-// shown as they are.
+// code pasted alone, a typo of "redeem"). topup, sync, refresh, restore,
+// link and share accept lines are shown as they are.
 func redact(line string) string {
 	f := strings.Fields(line)
 	var s string
 	switch {
 	case len(f) == 0:
-	case f[0] == control.CmdTopup || f[0] == control.CmdSync || f[0] == control.CmdRefresh || f[0] == control.CmdRestore || f[0] == control.CmdLink:
+	case f[0] == control.CmdTopup || f[0] == control.CmdSync || f[0] == control.CmdRefresh || f[0] == control.CmdRestore || f[0] == control.CmdLink ||
+		len(f) > 1 && f[0]+" "+f[1] == control.CmdShareAccept:
 		s = strings.Join(f, " ")
 	case f[0] == control.CmdRedeem:
 		s = strings.TrimSpace(f[0] + " " + redactMask(strings.Join(f[1:], " ")))
@@ -556,6 +557,10 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 			return d.commandFailed(shown, err)
 		}
 		msg = "link (read-only, a snapshot of " + cmd.Path + " as it is now): " + url
+	case control.CmdShareAccept:
+		if msg, err = d.acceptShare(ctx, cmd.Share); err != nil { // sharemember.go
+			return d.commandFailed(shown, err)
+		}
 	case control.CmdRefresh:
 		kick(d.pullKick)
 		a, err := d.c.Account(ctx)

@@ -75,6 +75,8 @@ type Options struct {
 	// Invitations returns the invitations found by the last load of
 	// Shares, for the control file (nil: none shown).
 	Invitations func() []*pathops.Invitation
+	// AcceptShare accepts an invitation (share accept in .kumo; nil: refused).
+	AcceptShare func(ctx context.Context, which string) (*pathops.Share, error)
 
 	// Tuning (zero: defaults). Tests shorten them.
 	QuietTime time.Duration // upload a file this long after its last write (default 1s)

@@ -559,3 +559,25 @@ func (d *Drive) controlShares(ctx context.Context, fetch bool) *control.Shares {
 	}
 	return out
 }
+
+// acceptShare accepts an invitation (share accept NAME in .kumo) and shows
+// the share at once.
+func (d *Drive) acceptShare(ctx context.Context, which string) (string, error) {
+	if d.o.AcceptShare == nil || d.isMember() {
+		return "", errors.New("this drive does not load shared folders (no identity keys: see its log); use kumo share accept")
+	}
+	sh, err := d.o.AcceptShare(ctx, which)
+	if err != nil {
+		return "", err
+	}
+	if err := d.loadShares(ctx, 0); err != nil {
+		return "", fmt.Errorf("accepted %s, but loading the shared folders failed (the drive tries again within 30 s): %w", sh.Name(), err)
+	}
+	msg := "accepted " + sh.Name()
+	d.mem.mu.Lock()
+	if md := d.mem.drives[sh.ID]; md != nil {
+		msg += ": in /" + d.o.SharedDir + "/" + md.name
+	}
+	d.mem.mu.Unlock()
+	return msg, nil
+}

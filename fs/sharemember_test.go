@@ -21,6 +21,17 @@ func memberMount(t *testing.T, c *cloud, a *shareAcct) *mounted {
 	return c.mount(t, t.TempDir(), func(o *Options) {
 		driveShareOptions(a)(o)
 		o.Session, o.Client, o.SharedDir = a.sess, a.c, "Shared"
+		o.AcceptShare = func(ctx context.Context, which string) (*pathops.Share, error) {
+			return pathops.AcceptShare(ctx, a.c, a.acct, which)
+		}
+		o.Invitations = func() []*pathops.Invitation {
+			sh, err := pathops.LoadShares(context.Background(), a.c, a.acct)
+			if err != nil {
+				t.Error(err)
+				return nil
+			}
+			return sh.Invitations
+		}
 	})
 }
 
@@ -103,7 +114,8 @@ func TestShareMemberMount(t *testing.T) {
 	}
 }
 
-// TestShareMemberReaderAndRevoke: a reader's joined share is read-only
+// TestShareMemberReaderAndRevoke: the invitation shows in .kumo with the
+// owner's key fingerprint and is accepted there; a reader's joined share is read-only
 // (EROFS, nothing reaches the cloud); after the owner removes the member,
 // the share leaves its drive at the next load and what the owner writes
 // afterwards never shows there.
@@ -115,10 +127,20 @@ func TestShareMemberReaderAndRevoke(t *testing.T) {
 	if _, err := f.ShareFolder(context.Background(), owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pathops.AcceptShare(context.Background(), carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
-		t.Fatal(err)
-	}
 	m := memberMount(t, c, carol)
+	// The invitation is in .kumo with the owner's fingerprint; accepting
+	// it there shows the folder at once.
+	fp := owner.acct.Identity.Public.Fingerprint()
+	if r := m.report(); r.Shares == nil || len(r.Shares.Invitations) != 1 || r.Shares.Invitations[0].Fingerprint != fp ||
+		r.Shares.Invitations[0].Name != owner.acct.Email+"/Docs" || r.Shares.Invitations[0].Role != "reader" {
+		t.Fatalf(".kumo.json shares: %+v, want the invitation with fingerprint %s", r.Shares, fp)
+	}
+	if err := m.command("share accept " + owner.acct.Email + "/Docs"); err != nil {
+		t.Fatalf("share accept in .kumo: %v", err)
+	}
+	if r := m.report(); r.Shares == nil || len(r.Shares.Joined) != 1 || r.Shares.Joined[0].Path != "/Shared/Docs" || len(r.Shares.Invitations) != 0 {
+		t.Fatalf(".kumo.json shares after accepting: %+v", r.Shares)
+	}
 	if err := fileIs(m.p("Shared/Docs/a.txt"), []byte("shared a\n"))(); err != nil {
 		t.Fatalf("reader reads the joined share: %v", err)
 	}

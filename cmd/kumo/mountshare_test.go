@@ -83,8 +83,9 @@ func TestMountOwnerShare(t *testing.T) {
 // TestMountMemberShares: two accounts, two mounts of the built binary (two
 // daemons, one kumo serve). alice shares /Docs with bob as a writer, bob
 // shares /Pics with alice as a reader; each sees the invitation (with the
-// owner's key fingerprint) in .kumo, accepts it with kumo share accept, and
-// the folder appears in its mount at Shared/NAME. Live, each direction:
+// owner's key fingerprint) in .kumo, accepts it (bob with kumo share accept,
+// alice with share accept in .kumo), and the folder appears in its mount at
+// Shared/NAME. Live, each direction:
 // the owner's new file shows in the member's mount, the writer member's
 // file in the owner's; the reader's writes are EROFS before any request; a
 // record planted on the server (signed by a key not in the roster) is EIO
@@ -144,7 +145,13 @@ func TestMountMemberShares(t *testing.T) {
 		t.Fatalf(".kumo does not list the invitation with fingerprint %s:\n%s", fp[1], r)
 	}
 	bob.ok("share", "accept", "alice@example.com/Docs")
-	alice.ok("share", "accept", "bob@example.com/Pics")
+	// alice accepts through her drive's control file.
+	if err := os.WriteFile(filepath.Join(amnt, ".kumo"), []byte("share accept bob@example.com/Pics\n"), 0); err != nil {
+		t.Fatalf("share accept through .kumo: %v", err)
+	}
+	if r := report(amnt); !strings.Contains(r, `"share accept bob@example.com/Pics" ok: accepted bob@example.com/Pics: in /Shared/Pics`) {
+		t.Fatalf(".kumo does not report the accept:\n%s", r)
+	}
 
 	// eventually polls f until it returns nil, for up to d.
 	eventually := func(d time.Duration, what string, f func() error) {

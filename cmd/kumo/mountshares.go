@@ -46,15 +46,19 @@ func mountShares(ctx context.Context, c *cli.Context, cl *client.Client, sess *s
 	// The invitations of the last load, for the control file (.kumo).
 	var mu sync.Mutex
 	var invitations []*pathops.Invitation
-	o.Shares = func(ctx context.Context) ([]*pathops.Share, error) {
-		// Read again each time: kumo share accept (or kumo contacts
-		// verify) pins an owner's keys in the file while the drive runs.
+	// The contacts are read again at each use: kumo share accept (or kumo
+	// contacts verify) pins an owner's keys in the file while the drive runs.
+	current := func() (pathops.Account, error) {
 		pinned, err := pathops.LoadContacts(pathops.ContactsPath(sessionPath(c)))
+		a := acct
+		a.Contacts = pinned
+		return a, err
+	}
+	o.Shares = func(ctx context.Context) ([]*pathops.Share, error) {
+		a, err := current()
 		if err != nil {
 			return nil, err
 		}
-		a := acct
-		a.Contacts = pinned
 		sh, err := pathops.LoadShares(ctx, cl, a)
 		if err != nil {
 			return nil, err
@@ -68,6 +72,14 @@ func mountShares(ctx context.Context, c *cli.Context, cl *client.Client, sess *s
 		mu.Lock()
 		defer mu.Unlock()
 		return invitations
+	}
+	// echo 'share accept NAME' > MNT/.kumo does what kumo share accept does.
+	o.AcceptShare = func(ctx context.Context, which string) (*pathops.Share, error) {
+		a, err := current()
+		if err != nil {
+			return nil, err
+		}
+		return pathops.AcceptShare(ctx, cl, a, which)
 	}
 	// Shares joined from other accounts appear in MNT/<--shared-dir>/NAME.
 	o.SharedDir = c.String("shared-dir")

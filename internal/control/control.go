@@ -293,7 +293,7 @@ func Text(s Status) []byte {
 		}
 		fmt.Fprintf(&b, "\nlast command  %q %s: %s\n", c.Command, res, c.Message)
 	}
-	fmt.Fprintf(&b, "\ncommands: echo 'topup 10GiB [MONTHS]' | 'redeem CODE' | 'sync' | 'refresh' | 'restore PATH TIME [force]' | 'link PATH' > %s\n", FileText)
+	fmt.Fprintf(&b, "\ncommands: echo 'topup 10GiB [MONTHS]' | 'redeem CODE' | 'sync' | 'refresh' | 'restore PATH TIME [force]' | 'link PATH' | 'share accept NAME' > %s\n", FileText)
 	return []byte(b.String())
 }
 
@@ -329,6 +329,9 @@ const (
 	CmdRefresh = "refresh"
 	CmdRestore = "restore" // restore PATH TIME [force]
 	CmdLink    = "link"    // link PATH
+	// CmdShareAccept accepts an invitation to a shared folder:
+	// "share accept NAME" (NAME: OWNER_EMAIL/FOLDER or the share's id).
+	CmdShareAccept = "share accept"
 )
 
 // Command is one parsed line written to .kumo.
@@ -340,6 +343,7 @@ type Command struct {
 	Path   string    // restore, link: a path in the drive ("/" or "" is the root)
 	At     time.Time // restore
 	Force  bool      // restore: make PATH exactly as at At
+	Share  string    // share accept: OWNER_EMAIL/FOLDER or 16 hex digits
 }
 
 // ErrCommand wraps every parse failure; the drive answers EINVAL.
@@ -375,6 +379,11 @@ func ParseCommand(line string) (Command, error) {
 			return Command{}, fmt.Errorf("%w: usage: link PATH", ErrCommand)
 		}
 		return Command{Kind: CmdLink, Path: strings.Join(f[1:], " ")}, nil
+	case "share":
+		if len(f) < 3 || f[1] != "accept" {
+			return Command{}, fmt.Errorf("%w: usage: share accept OWNER_EMAIL/FOLDER (see the invitations above)", ErrCommand)
+		}
+		return Command{Kind: CmdShareAccept, Share: strings.Join(f[2:], " ")}, nil
 	case CmdSync, CmdRefresh:
 		if len(f) != 1 {
 			return Command{}, fmt.Errorf("%w: %s takes no arguments", ErrCommand, f[0])

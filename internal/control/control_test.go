@@ -20,6 +20,7 @@ func TestParseCommand(t *testing.T) {
 		{"redeem ABCD-EFGH", Command{Kind: CmdRedeem, Code: "ABCD-EFGH"}},
 		{"  sync ", Command{Kind: CmdSync}},
 		{"refresh", Command{Kind: CmdRefresh}},
+		{"share accept alice@example.com/My Docs", Command{Kind: CmdShareAccept, Share: "alice@example.com/My Docs"}},
 	}
 	for _, c := range good {
 		got, err := ParseCommand(c.in)
@@ -28,7 +29,7 @@ func TestParseCommand(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"", "topup", "topup -1GiB", "topup 1GiB 0", "topup 1GiB 99", "topup lots",
-		"redeem", "redeem a b", "sync now", "rm -rf /", "topup 1GiB 2 3"} {
+		"redeem", "redeem a b", "sync now", "rm -rf /", "topup 1GiB 2 3", "share", "share accept", "share rm x"} {
 		if _, err := ParseCommand(in); !errors.Is(err, ErrCommand) {
 			t.Errorf("ParseCommand(%q) accepted or wrong error: %v", in, err)
 		}
