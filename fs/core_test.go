@@ -17,10 +17,26 @@ import (
 // test ends.
 func coreDrive(t testing.TB, c *cloud) *Drive {
 	t.Helper()
-	d, err := newDrive(Options{Client: c.client(t), Session: c.sess, CacheDir: t.TempDir(), Logger: testLogger(t),
-		QuietTime: 50 * time.Millisecond, PollWait: time.Second})
+	return coreDriveAt(t, c, t.TempDir(), nil, nil)
+}
+
+// coreDriveAt is coreDrive over the cache in cacheDir (a second drive on
+// the same directory is a remount, once the first is shut down), with its
+// options changed by mod and, if chunks is set, its chunk traffic going
+// through what chunks makes of the client's (a fault-injecting cloud).
+func coreDriveAt(t testing.TB, c *cloud, cacheDir string, mod func(*Options), chunks func(chunkCloud) chunkCloud) *Drive {
+	t.Helper()
+	o := Options{Client: c.client(t), Session: c.sess, CacheDir: cacheDir, Logger: testLogger(t),
+		QuietTime: 50 * time.Millisecond, PollWait: time.Second}
+	if mod != nil {
+		mod(&o)
+	}
+	d, err := newDrive(o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if chunks != nil {
+		d.chunks = chunks(d.chunks)
 	}
 	if err := d.start(); err != nil {
 		t.Fatal(err)

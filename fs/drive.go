@@ -94,6 +94,7 @@ type Drive struct {
 	integ  integrity  // records from the cloud refused (forged, swapped, rolled back)
 	head   *headState // the account head this device checks and advances
 	c      *client.Client
+	chunks chunkCloud // what the fetcher and the uploader use of c (tests wrap it)
 	store  *cache.Store
 	owns   bool // store opened by us
 	sealer *meta.Sealer
@@ -188,6 +189,7 @@ func newDrive(o Options) (*Drive, error) {
 		o:          o,
 		log:        log,
 		c:          o.Client,
+		chunks:     o.Client,
 		store:      o.Cache,
 		sealer:     meta.NewSealer(sk),
 		head:       newHeadState(o.Session.Master, o.CacheDir),

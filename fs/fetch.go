@@ -127,7 +127,8 @@ func (f *fetcher) segment(ctx context.Context, node uint64, base []meta.ChunkRef
 
 // open authenticates and decrypts a segment fetched from the cloud by c. A
 // failure is EIO, and the chunk is dropped from memory and the chunk cache so
-// that a later read fetches it again.
+// that a later read fetches it again: c leaves inflight now, not once its
+// cache step is over, or a read right after would join it and fail again.
 func (f *fetcher) open(node uint64, c *fetchCall, ref meta.ChunkRef, k int, sealed, dst []byte) ([]byte, error) {
 	op := c.op
 	var err error
@@ -144,6 +145,12 @@ func (f *fetcher) open(node uint64, c *fetchCall, ref meta.ChunkRef, k int, seal
 		f.mu.Lock()
 		c.bad = true
 		f.unkeepLocked(func(x *fetchCall) bool { return x == c })
+		for _, key := range []string{id, segKey(id, c.first)} {
+			if f.inflight[key] == c {
+				delete(f.inflight, key)
+				f.releaseLocked(c)
+			}
+		}
 		f.mu.Unlock()
 		_ = f.d.store.ForgetChunk(id)
 		return nil, syscall.EIO
@@ -315,7 +322,7 @@ func (f *fetcher) chunk(ref meta.ChunkRef, acquire bool) *fetchCall {
 	plainLen := int(ref.Len)
 	return f.start(id, ref, acquire, func(ctx context.Context, c *fetchCall) error {
 		buf := f.chunkBuf(chunk.SealedSize(plainLen))
-		b, err := f.d.c.GetChunkInto(ctx, id, 0, -1, buf)
+		b, err := f.d.chunks.GetChunkInto(ctx, id, 0, -1, buf)
 		if err == nil && len(b) != chunk.SealedSize(plainLen) {
 			err = fmt.Errorf("chunk %s: %d sealed bytes, want %d: %w", id, len(b), chunk.SealedSize(plainLen), chunk.ErrAuth)
 		}
@@ -413,7 +420,7 @@ func (f *fetcher) seg(ref meta.ChunkRef, k int) (c *fetchCall, lead bool) {
 		f.run(c, key, func(ctx context.Context, c *fetchCall) error {
 			off, n := chunk.SegmentRange(int(ref.Len), k)
 			bp := f.buf() // the in-process cloud reads its blob straight into it
-			b, err := f.d.c.GetChunkInto(ctx, id, int64(off), int64(n), (*bp)[:0])
+			b, err := f.d.chunks.GetChunkInto(ctx, id, int64(off), int64(n), (*bp)[:0])
 			if err != nil || len(b) == 0 || &b[0] != &(*bp)[:1][0] {
 				f.bufs.Put(bp)
 				bp = nil
@@ -504,11 +511,17 @@ func (f *fetcher) cache(c *fetchCall, key string) {
 	}
 	f.mu.Lock()
 	bad := c.bad
+	if !bad {
+		c.refs++ // segs stay valid while written, even if a reader drops c meanwhile (open)
+	}
 	f.mu.Unlock()
 	if !bad && f.d.cachesChunks() {
 		if err := f.d.store.PutSegments(key[:api.HexIDLen], c.first, c.segs); err != nil {
 			f.d.log.Warn("caching chunk", "chunk", key, "err", err)
 		}
+	}
+	if !bad {
+		f.release(c)
 	}
 	f.forget(c, key)
 }
@@ -559,7 +572,7 @@ func (f *fetcher) forget(c *fetchCall, key string) {
 // does: a second copy would double the disk writes and space for nothing.
 // Random reads still avoid coming back for a segment: its rest goes to the
 // page cache (pagecache.go).
-func (d *Drive) cachesChunks() bool { return !d.c.InProcess() }
+func (d *Drive) cachesChunks() bool { return !d.chunks.InProcess() }
 
 // keep adds a whole chunk to the kept ones, dropping the least recently used
 // beyond keptChunks full chunks' worth of memory or keptMax chunks. Caller

@@ -507,7 +507,7 @@ func (d *Drive) putChunk(ctx context.Context, id chunk.ID, p []byte) error {
 	// stored chunk is a no-op), so small files skip it: one request, not two.
 	upload := true
 	if len(p) > segSize {
-		have, err := d.c.HaveChunks(ctx, []string{hex})
+		have, err := d.chunks.HaveChunks(ctx, []string{hex})
 		if err != nil {
 			return fmt.Errorf("have chunks: %w", err)
 		}
@@ -515,7 +515,7 @@ func (d *Drive) putChunk(ctx context.Context, id chunk.ID, p []byte) error {
 	}
 	sealed := d.chunkCipher(id).Seal(nil, id, p)
 	if upload {
-		if err := d.c.PutChunk(ctx, hex, sealed); err != nil {
+		if err := d.chunks.PutChunk(ctx, hex, sealed); err != nil {
 			if errors.Is(err, api.ErrQuota) || errors.Is(err, api.ErrReadOnly) {
 				d.stat.Lock()
 				d.stat.quotaBlocked = true
