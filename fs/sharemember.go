@@ -71,6 +71,7 @@ type memberState struct {
 	drives map[uint64]*memberDrive // current joined shares by share id
 	gone   []*memberDrive          // left or removed since the mount: closed at unmount
 	dir    *sharedDir              // the kernel's inode of the directory, once looked up
+	synced bool                    // the shares were loaded once (stale caches removed)
 }
 
 // memberDrive is one joined share of the account's drive.
@@ -157,6 +158,13 @@ func (d *Drive) syncMembers(list []*pathops.Share) {
 		if !sh.Owned && sh.Root != 0 && sh.Root != api.RootID {
 			want[sh.ID] = sh
 		}
+	}
+	d.mem.mu.Lock()
+	first := !d.mem.synced
+	d.mem.synced = true
+	d.mem.mu.Unlock()
+	if first {
+		d.cleanMemberDirs(want)
 	}
 	var start, stop []*memberDrive
 	var changed []string
@@ -279,20 +287,70 @@ func (d *Drive) startMember(md *memberDrive) {
 	}
 }
 
-// memberCacheDir is where the drive of share sh keeps its tree and cache.
-func (d *Drive) memberCacheDir(sh *pathops.Share) (string, error) {
-	base := d.o.SharedCacheDir
-	if base == "" && d.o.CacheDir != "" {
-		base = filepath.Join(d.o.CacheDir, "shares")
+// memberBase is the directory of the member drives' caches ("" if none).
+func (d *Drive) memberBase() string {
+	if d.o.SharedCacheDir != "" {
+		return d.o.SharedCacheDir
 	}
+	if d.o.CacheDir != "" {
+		return filepath.Join(d.o.CacheDir, "shares")
+	}
+	return ""
+}
+
+// memberDirName is the name of share sh's cache directory in memberBase.
+func memberDirName(sh *pathops.Share) string {
+	return sanitizeID(sh.OwnerID) + "-" + api.FormatShareID(sh.ID)
+}
+
+// memberCacheDir is where the drive of share sh keeps its tree and cache:
+// memberBase/OWNER-SHARE, or, while a stopped drive of the same share
+// still holds that one (left and joined again since the mount), a fresh
+// one beside it.
+func (d *Drive) memberCacheDir(sh *pathops.Share) (string, error) {
+	base := d.memberBase()
 	if base == "" {
 		return "", errors.New("no cache directory for shared folders (Options.SharedCacheDir)")
 	}
-	dir := filepath.Join(base, sanitizeID(sh.OwnerID)+"-"+api.FormatShareID(sh.ID))
+	dir := filepath.Join(base, memberDirName(sh))
+	d.mem.mu.Lock()
+	inUse := map[string]bool{}
+	for _, md := range d.mem.gone {
+		inUse[md.d.o.CacheDir] = true
+	}
+	d.mem.mu.Unlock()
+	for n := 2; inUse[dir]; n++ {
+		dir = filepath.Join(base, fmt.Sprintf("%s.%d", memberDirName(sh), n))
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
 	return dir, nil
+}
+
+// cleanMemberDirs removes the caches of shares no longer joined (left or
+// removed while not mounted), once per mount, after the first load.
+func (d *Drive) cleanMemberDirs(want map[uint64]*pathops.Share) {
+	base := d.memberBase()
+	if base == "" {
+		return
+	}
+	keep := map[string]bool{}
+	for _, sh := range want {
+		keep[memberDirName(sh)] = true
+	}
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		return // none yet
+	}
+	for _, e := range ents {
+		if !keep[e.Name()] && e.IsDir() { // also OWNER-SHARE.N: left over, no drive runs yet
+			d.log.Info("removing the cache of a shared folder no longer joined", "dir", filepath.Join(base, e.Name()))
+			if err := os.RemoveAll(filepath.Join(base, e.Name())); err != nil {
+				d.log.Warn("removing the cache of a shared folder no longer joined", "err", err)
+			}
+		}
+	}
 }
 
 // sanitizeID keeps an account id usable as part of a file name.
@@ -380,7 +438,7 @@ func (m *Drive) startJoined() error {
 
 // flushMembers flushes every member drive (Flush of the account's drive).
 func (d *Drive) flushMembers(ctx context.Context) error {
-	for _, m := range d.memberDrives(false) {
+	for _, m := range d.memberDrives() {
 		if err := m.Flush(ctx); err != nil {
 			return fmt.Errorf("shared folder: %w", err)
 		}
@@ -388,9 +446,8 @@ func (d *Drive) flushMembers(ctx context.Context) error {
 	return nil
 }
 
-// memberDrives returns the running member drives (with gone: also those
-// stopped since the mount).
-func (d *Drive) memberDrives(gone bool) []*Drive {
+// memberDrives returns the running member drives.
+func (d *Drive) memberDrives() []*Drive {
 	d.mem.mu.Lock()
 	defer d.mem.mu.Unlock()
 	var out []*Drive
@@ -401,11 +458,6 @@ func (d *Drive) memberDrives(gone bool) []*Drive {
 				out = append(out, md.d)
 			}
 		default:
-		}
-	}
-	if gone {
-		for _, md := range d.mem.gone {
-			out = append(out, md.d)
 		}
 	}
 	return out
@@ -423,8 +475,19 @@ func (d *Drive) stopMembers() {
 	for _, ch := range starting {
 		<-ch
 	}
-	for _, m := range d.memberDrives(true) {
+	for _, m := range d.memberDrives() {
 		m.shutdown()
+	}
+	// The caches of shares left or removed since the mount go: nothing
+	// in them will be pushed or shown again.
+	d.mem.mu.Lock()
+	gone := d.mem.gone
+	d.mem.mu.Unlock()
+	for _, md := range gone {
+		md.d.shutdown()
+		if err := os.RemoveAll(md.d.o.CacheDir); err != nil {
+			d.log.Warn("removing the cache of a shared folder no longer joined", "err", err)
+		}
 	}
 }
 
@@ -541,12 +604,35 @@ func (d *Drive) controlShares(ctx context.Context, fetch bool) *control.Shares {
 		cancel()
 	}
 	out := &control.Shares{Dir: d.o.SharedDir, Joined: []control.JoinedShare{}, Invitations: []control.ShareInvitation{}}
+	type joined struct {
+		j control.JoinedShare
+		m *Drive
+	}
+	var list []joined
 	d.mem.mu.Lock()
 	for _, md := range d.mem.drives {
-		out.Joined = append(out.Joined, control.JoinedShare{Name: md.sh.Name(), Path: "/" + d.o.SharedDir + "/" + md.name,
-			Role: md.sh.Role.String(), Share: api.FormatShareID(md.sh.ID)})
+		j := control.JoinedShare{Name: md.sh.Name(), Path: "/" + d.o.SharedDir + "/" + md.name,
+			Role: md.sh.Role.String(), Share: api.FormatShareID(md.sh.ID)}
+		select {
+		case <-md.ready:
+			if md.err != nil {
+				j.Error = md.err.Error() + " (tried again within 30 s)"
+			}
+		default:
+			j.Error = "opening"
+		}
+		list = append(list, joined{j, md.d})
 	}
 	d.mem.mu.Unlock()
+	for _, x := range list {
+		if x.m != nil { // outside d.mem.mu: Status takes the member drive's locks
+			st := x.m.Status()
+			x.j.Queued, x.j.QuotaFull = st.Queue.Files+st.Queue.Ops, st.QuotaBlocked
+			g := x.m.Integrity()
+			x.j.Refused = g.AuthFailures + g.Rollbacks
+		}
+		out.Joined = append(out.Joined, x.j)
+	}
 	sort.Slice(out.Joined, func(i, j int) bool { return out.Joined[i].Path < out.Joined[j].Path })
 	if d.o.Invitations != nil {
 		for _, it := range d.o.Invitations() {

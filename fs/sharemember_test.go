@@ -89,6 +89,9 @@ func TestShareMemberMount(t *testing.T) {
 	if _, err := os.ReadFile(m.p("Shared/Docs/planted.txt")); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("a planted record in the joined share: %v, want EIO", err)
 	}
+	if r := m.report(); r.Shares == nil || len(r.Shares.Joined) != 1 || r.Shares.Joined[0].Refused == 0 {
+		t.Fatalf(".kumo.json does not count the refused record: %+v", r.Shares)
+	}
 	ents, err := os.ReadDir(m.p("Shared"))
 	if err != nil || len(ents) != 1 || ents[0].Name() != "Docs" {
 		t.Fatalf("ls Shared: %v %v", ents, err)
@@ -174,6 +177,26 @@ func TestShareMemberReaderAndRevoke(t *testing.T) {
 	})
 	if _, err := os.Stat(filepath.Join(m.p("Shared/Docs"), "after.txt")); err == nil {
 		t.Fatal("the removed member sees a file written after the revoke")
+	}
+
+	// Invited again and accepted while the stopped drive of the share
+	// still holds its cache: the share opens again, with the new keys.
+	f, _ = owner.load(t)
+	if _, err := f.ShareFolder(context.Background(), owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.command("share accept " + owner.acct.Email + "/Docs"); err != nil {
+		t.Fatalf("share accept again: %v (%+v)", err, m.report().LastCommand)
+	}
+	waitUntil(t, 10*time.Second, "the share, joined again, reads the file written meanwhile", fileIs(m.p("Shared/Docs/after.txt"), []byte("after the revoke\n")))
+	caches := filepath.Join(m.d.o.CacheDir, "shares")
+	dirs, err := os.ReadDir(caches)
+	if err != nil || len(dirs) != 2 {
+		t.Fatalf("member caches: %v %v, want the stopped drive's and the new one's", dirs, err)
+	}
+	m.unmount()
+	if dirs, err := os.ReadDir(caches); err != nil || len(dirs) != 1 {
+		t.Fatalf("member caches after unmount: %v %v, want the current share's only", dirs, err)
 	}
 }
 

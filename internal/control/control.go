@@ -57,9 +57,16 @@ type Shares struct {
 
 type JoinedShare struct {
 	Name  string `json:"name"` // OWNER_EMAIL/FOLDER
-	Path  string `json:"path"` // where it is in the drive ("" while not shown)
+	Path  string `json:"path"` // where it is in the drive
 	Role  string `json:"role"`
 	Share string `json:"share"` // 16 hex digits
+	// Its drive: changes not pushed yet (files and tree operations), the
+	// owner's quota refused uploads, records refused from the cloud
+	// (failing authentication: EIO), and why it did not open ("" if it did).
+	Queued    int    `json:"queued"`
+	QuotaFull bool   `json:"quota_full"`
+	Refused   int64  `json:"refused"`
+	Error     string `json:"error,omitempty"`
 }
 
 type ShareInvitation struct {
@@ -271,7 +278,20 @@ func Text(s Status) []byte {
 	if sh := s.Shares; sh != nil && len(sh.Joined)+len(sh.Invitations) > 0 {
 		fmt.Fprintf(&b, "\nshared with you\n")
 		for _, j := range sh.Joined {
-			fmt.Fprintf(&b, "  %s  %s (%s)  in %s\n", j.Share, j.Name, j.Role, j.Path)
+			fmt.Fprintf(&b, "  %s  %s (%s)  in %s", j.Share, j.Name, j.Role, j.Path)
+			if j.Queued > 0 {
+				fmt.Fprintf(&b, ", %d change(s) not pushed yet", j.Queued)
+			}
+			if j.QuotaFull {
+				fmt.Fprintf(&b, ", the OWNER's quota is full: uploads wait")
+			}
+			if j.Refused > 0 {
+				fmt.Fprintf(&b, ", %d record(s) from the cloud REFUSED (failing authentication: I/O errors)", j.Refused)
+			}
+			if j.Error != "" {
+				fmt.Fprintf(&b, ", NOT OPEN: %s", j.Error)
+			}
+			fmt.Fprintf(&b, "\n")
 		}
 		for _, in := range sh.Invitations {
 			fmt.Fprintf(&b, "  %s  %s (%s)  INVITATION, owner's key fingerprint %s\n", in.Share, in.Name, in.Role, in.Fingerprint)
