@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"kumo/internal/keys"
 	"kumo/remote/client"
 	"kumo/remote/session"
 )
@@ -444,77 +443,6 @@ func newOfflineProxy(t *testing.T, target string) *offlineProxy {
 	return p
 }
 
-// TestConflictAndOffline: a mount that was offline creates and changes what
-// another mount changed meanwhile: nothing is lost, theirs keeps the name.
-func TestConflictAndOffline(t *testing.T) {
-	c := startCloud(t, t.TempDir(), 0)
-	px := newOfflineProxy(t, c.url)
-	b := c.mount(t, t.TempDir(), nil)
-	must(t, os.WriteFile(b.p("edited"), []byte("base"), 0o644))
-	b.flush()
-	a := c.mount(t, t.TempDir(), func(o *Options) {
-		cl, err := client.New(client.Options{BaseURL: px.url, Token: c.sess.Token, MaxRetries: -1})
-		must(t, err)
-		o.Client = cl
-	})
-	checkFile(t, a.p("edited"), []byte("base"))
-	px.down.Store(true)
-	// Offline: writes queue, cached reads work.
-	must(t, os.WriteFile(a.p("same"), []byte("from a"), 0o644))
-	must(t, os.WriteFile(a.p("edited"), []byte("a's edit"), 0o644))
-	checkFile(t, a.p("edited"), []byte("a's edit"))
-	time.Sleep(500 * time.Millisecond)
-	if a.d.Status().Online {
-		t.Errorf("status says online while the cloud is unreachable")
-	}
-	// Meanwhile b creates the same name and edits the same file.
-	must(t, os.WriteFile(b.p("same"), []byte("from b"), 0o644))
-	must(t, os.WriteFile(b.p("edited"), []byte("b's edit"), 0o644))
-	b.flush()
-	px.down.Store(false)
-	a.flush()
-	var names []string
-	waitFor(t, 10*time.Second, func() bool {
-		names = readDirNames(t, a.mnt)
-		return len(names) == 4
-	})
-	checkFile(t, a.p("same"), []byte("from b"))
-	checkFile(t, a.p("edited"), []byte("b's edit"))
-	var sameCopy, editCopy string
-	for _, n := range names {
-		if strings.HasPrefix(n, "same (conflict ") {
-			sameCopy = n
-		}
-		if strings.HasPrefix(n, "edited (conflict ") {
-			editCopy = n
-		}
-	}
-	if sameCopy == "" || editCopy == "" {
-		t.Fatalf("conflict copies missing: %v", names)
-	}
-	checkFile(t, a.p(sameCopy), []byte("from a"))
-	checkFile(t, a.p(editCopy), []byte("a's edit"))
-	// And b sees the same.
-	waitFor(t, 10*time.Second, func() bool { return len(readDirNames(t, b.mnt)) == 4 })
-	checkFile(t, b.p(editCopy), []byte("a's edit"))
-}
-
-// TestQuota: growth the quota cannot hold fails with EDQUOT.
-func TestQuota(t *testing.T) {
-	c := startCloud(t, t.TempDir(), 4<<20)
-	m := c.mount(t, t.TempDir(), nil)
-	must(t, os.WriteFile(m.p("ok"), randBytes(1<<20), 0o644))
-	err := os.WriteFile(m.p("big"), randBytes(8<<20), 0o644)
-	if !errors.Is(err, syscall.EDQUOT) {
-		t.Fatalf("over quota: %v, want EDQUOT", err)
-	}
-	var st syscall.Statfs_t
-	must(t, syscall.Statfs(m.mnt, &st))
-	if got := int64(st.Blocks) * st.Bsize; got != 4<<20 {
-		t.Errorf("statfs size %d, want %d", got, 4<<20)
-	}
-}
-
 func waitFor(t *testing.T, d time.Duration, ok func() bool) {
 	t.Helper()
 	end := time.Now().Add(d)
@@ -526,8 +454,6 @@ func waitFor(t *testing.T, d time.Duration, ok func() bool) {
 	}
 	t.Fatalf("condition not met within %v", d)
 }
-
-var _ = keys.TestKDF
 
 // TestTruncateWhileClosing: a truncate that cuts unuploaded segment data
 // syncs the store while it holds the file, and a close of the same file

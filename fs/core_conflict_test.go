@@ -1,0 +1,97 @@
+package fs
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"kumo/remote/api"
+	"kumo/remote/client"
+)
+
+// coreRewrite replaces name's content (open with O_TRUNC, write, close).
+func coreRewrite(t *testing.T, d *Drive, name, content string) {
+	t.Helper()
+	st := coreFileState(t, d, name)
+	if e := d.truncate(context.Background(), st, 0); e != 0 {
+		t.Fatal(e)
+	}
+	coreWriteAt(t, d, st, []byte(content), 0)
+	if e := d.makeDurable(st, true, false); e != 0 {
+		t.Fatal(e)
+	}
+}
+
+// A device offline (the cloud unreachable: every request fails) reads what
+// it has, and its writes queue, also across a restart while still offline.
+// Meanwhile another device creates the same name and edits the same file.
+// Back online, nothing is lost: theirs keeps the names, ours are conflict
+// copies, on both devices.
+func TestCoreConflictAndOffline(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	px := newOfflineProxy(t, c.url)
+	b := coreDrive(t, c)
+	coreFile(t, b, api.RootID, "edited", "base")
+	coreFlush(t, b)
+	viaProxy := func(o *Options) {
+		cl, err := client.New(client.Options{BaseURL: px.url, Token: c.sess.Token, MaxRetries: -1})
+		must(t, err)
+		o.Client = cl
+	}
+	cacheA := t.TempDir()
+	a := coreDriveAt(t, c, cacheA, viaProxy, nil)
+	if got := coreRead(t, a, api.RootID, "edited"); got != "base" {
+		t.Fatalf("a reads %q", got)
+	}
+	px.down.Store(true)
+	coreFile(t, a, api.RootID, "same", "from a")
+	coreRewrite(t, a, "edited", "a's edit")
+	if got := coreRead(t, a, api.RootID, "edited"); got != "a's edit" {
+		t.Fatalf("a reads its offline edit as %q", got)
+	}
+	waitFor(t, 5*time.Second, func() bool { return !a.Status().Online })
+
+	// A restart while offline: the queue is resumed from the local store.
+	a.shutdown()
+	a = coreDriveAt(t, c, cacheA, viaProxy, nil)
+	if got := coreRead(t, a, api.RootID, "edited"); got != "a's edit" {
+		t.Fatalf("after a restart offline a reads %q", got)
+	}
+	if s := a.Status(); s.Queue.Files+s.Queue.Ops == 0 {
+		t.Fatalf("nothing queued after a restart offline: %+v", s.Queue)
+	}
+
+	coreFile(t, b, api.RootID, "same", "from b")
+	coreRewrite(t, b, "edited", "b's edit")
+	coreFlush(t, b)
+	px.down.Store(false)
+	coreFlush(t, a)
+	var names []string
+	waitFor(t, 10*time.Second, func() bool {
+		names = coreNames(t, a, api.RootID)
+		return len(names) == 4
+	})
+	var sameCopy, editCopy string
+	for _, n := range names {
+		if strings.HasPrefix(n, "same (conflict ") {
+			sameCopy = n
+		}
+		if strings.HasPrefix(n, "edited (conflict ") {
+			editCopy = n
+		}
+	}
+	if sameCopy == "" || editCopy == "" {
+		t.Fatalf("conflict copies missing: %q", names)
+	}
+	want := map[string]string{"same": "from b", "edited": "b's edit", sameCopy: "from a", editCopy: "a's edit"}
+	waitFor(t, 10*time.Second, func() bool { return coreRead(t, a, api.RootID, "edited") == "b's edit" })
+	for _, d := range []*Drive{a, b} {
+		waitFor(t, 10*time.Second, func() bool { return len(coreNames(t, d, api.RootID)) == 4 })
+		for name, content := range want {
+			if got := coreRead(t, d, api.RootID, name); got != content {
+				t.Fatalf("%s reads %q, want %q", name, got, content)
+			}
+		}
+	}
+}
