@@ -139,7 +139,9 @@ func (d *Drive) newInode(ctx context.Context, parent *gofs.Inode, st *nodeState)
 	}
 	d.mu.Unlock()
 	fn := &fnode{d: d, id: st.id}
-	ino := parent.NewInode(ctx, fn, gofs.StableAttr{Mode: st.attrs.Mode & syscall.S_IFMT, Ino: st.id})
+	// Gen: a share's drive started again (sharemember.go) gets new kernel
+	// inodes, not those of its stopped predecessor, for the same node ids.
+	ino := parent.NewInode(ctx, fn, gofs.StableAttr{Mode: st.attrs.Mode & syscall.S_IFMT, Ino: st.id, Gen: d.mem.gen})
 	d.mu.Lock()
 	if got, ok := ino.Operations().(*fnode); ok {
 		d.inodes[st.id] = got

@@ -26,9 +26,9 @@ package fs
 // an unknown generation arrives): a share joined since appears, a share this
 // account was removed from (or left) disappears, its drive stopped (the
 // server refuses it at once anyway, and what the owner writes afterwards is
-// sealed under a generation it never gets). A role changed while mounted
-// takes effect in the mount at the next mount; the server enforces it at
-// once.
+// sealed under a generation it never gets). A role changed starts the
+// share's drive again (changes a demoted writer had not pushed are dropped:
+// the server would refuse them).
 
 import (
 	"context"
@@ -66,6 +66,8 @@ const memberStartWait = 20 * time.Second
 type memberState struct {
 	root  uint64 // a member drive's root: the share root in the owner's tree (0: the account's drive)
 	share uint64
+	gen   uint64 // a member drive's kernel inode generation: one per drive started (0: the account's drive)
+	gens  uint64 // the account's drive: member drives started
 
 	mu     sync.Mutex
 	drives map[uint64]*memberDrive // current joined shares by share id
@@ -77,6 +79,7 @@ type memberState struct {
 // memberDrive is one joined share of the account's drive.
 type memberDrive struct {
 	sh    *pathops.Share // newest loaded (under memberState.mu)
+	role  keys.Role      // the role its drive was started with
 	name  string         // its name under the shared directory
 	ready chan struct{}  // closed once d or err is set
 	d     *Drive
@@ -181,7 +184,10 @@ func (d *Drive) syncMembers(list []*pathops.Share) {
 			failed = md.d == nil
 		default:
 		}
-		if sh != nil && !failed {
+		// A changed role starts the share's drive again: read-only or
+		// not is fixed in a drive (and a demoted writer's queued changes
+		// would only be refused).
+		if sh != nil && !failed && sh.Role == md.role {
 			md.sh = sh
 			if md.d != nil {
 				md.d.setMemberShare(sh)
@@ -206,7 +212,7 @@ func (d *Drive) syncMembers(list []*pathops.Share) {
 	}
 	sort.Slice(fresh, func(i, j int) bool { return fresh[i].ID < fresh[j].ID })
 	for _, sh := range fresh {
-		md := &memberDrive{sh: sh, name: memberName(sh, taken), ready: make(chan struct{})}
+		md := &memberDrive{sh: sh, role: sh.Role, name: memberName(sh, taken), ready: make(chan struct{})}
 		taken[md.name] = true
 		d.mem.drives[sh.ID] = md
 		start = append(start, md)
@@ -221,7 +227,7 @@ func (d *Drive) syncMembers(list []*pathops.Share) {
 		go d.startMember(md)
 	}
 	for _, md := range stop {
-		d.log.Info("shared folder no longer joined (left, or removed by its owner): its drive stopped", "share", md.sh.Name(), "path", d.o.SharedDir+"/"+md.name)
+		d.log.Info("shared folder no longer joined (left, removed by its owner, or its role changed): its drive stopped", "share", md.sh.Name(), "path", d.o.SharedDir+"/"+md.name)
 		md.d.cancel() // the workers stop; the store closes at unmount
 	}
 	// The kernel may keep (negative) entries: it drops them here. Not
@@ -391,6 +397,10 @@ func (d *Drive) newMember(sh *pathops.Share) (*Drive, error) {
 		return nil, fmt.Errorf("shared folder %s: %w", sh.Name(), err)
 	}
 	m.mem.root, m.mem.share = sh.Root, sh.ID
+	d.mem.mu.Lock()
+	d.mem.gens++
+	m.mem.gen = d.mem.gens
+	d.mem.mu.Unlock()
 	m.setMemberShare(sh)
 	m.sh.lastLoad = time.Now()
 	if err := m.startJoined(); err != nil {

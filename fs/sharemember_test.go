@@ -121,7 +121,9 @@ func TestShareMemberMount(t *testing.T) {
 // owner's key fingerprint and is accepted there; a reader's joined share is read-only
 // (EROFS, nothing reaches the cloud); after the owner removes the member,
 // the share leaves its drive at the next load and what the owner writes
-// afterwards never shows there.
+// afterwards never shows there; invited again, the share opens again (with
+// the new keys); promoted to writer, its drive is writable; at unmount only
+// the current share's cache is kept.
 func TestShareMemberReaderAndRevoke(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
@@ -189,11 +191,23 @@ func TestShareMemberReaderAndRevoke(t *testing.T) {
 		t.Fatalf("share accept again: %v (%+v)", err, m.report().LastCommand)
 	}
 	waitUntil(t, 10*time.Second, "the share, joined again, reads the file written meanwhile", fileIs(m.p("Shared/Docs/after.txt"), []byte("after the revoke\n")))
-	caches := filepath.Join(m.d.o.CacheDir, "shares")
-	dirs, err := os.ReadDir(caches)
-	if err != nil || len(dirs) != 2 {
-		t.Fatalf("member caches: %v %v, want the stopped drive's and the new one's", dirs, err)
+
+	// Promoted to writer while mounted: the share's drive starts again, writable.
+	f, _ = owner.load(t)
+	if _, err := f.ShareFolder(context.Background(), owner.acct, "/Docs", "carol@example.com", keys.RoleWriter); err != nil {
+		t.Fatal(err)
 	}
+	if err := m.d.loadShares(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the promoted member writes", func() error {
+		return os.WriteFile(m.p("Shared/Docs/by-carol.txt"), []byte("carol, writer now\n"), 0o644)
+	})
+	m.flush()
+	if got, err := shareGet(t, owner.view(t), "/by-carol.txt"); err != nil || string(got) != "carol, writer now\n" {
+		t.Fatalf("owner reads what the promoted member wrote: %q %v", got, err)
+	}
+	caches := filepath.Join(m.d.o.CacheDir, "shares")
 	m.unmount()
 	if dirs, err := os.ReadDir(caches); err != nil || len(dirs) != 1 {
 		t.Fatalf("member caches after unmount: %v %v, want the current share's only", dirs, err)
