@@ -27,6 +27,7 @@ func (d *Drive) pushLoop() {
 	// every short batch would cost O(batch) per op.
 	var buf []cache.JournalOp
 	limit := maxBatchBytes
+	var lastPush time.Time
 	for {
 		if d.ctx.Err() != nil {
 			return
@@ -52,7 +53,7 @@ func (d *Drive) pushLoop() {
 			buf = append(slices.Clip(buf), more...)
 		}
 		ops := buf
-		if wait := d.pushHold(len(ops) > 0); wait > 0 {
+		if wait := max(d.pushHold(len(ops) > 0), d.gatherHold(len(ops), lastPush)); wait > 0 {
 			// Local changes are still coming: let them gather (see pushHold).
 			if !sleepCtx(d.ctx, wait) {
 				return
@@ -76,6 +77,7 @@ func (d *Drive) pushLoop() {
 			}
 			continue
 		}
+		lastPush = time.Now()
 		retry, err := d.pushOnce(ops, &limit)
 		if err != nil {
 			d.noteErr(err)
@@ -121,6 +123,29 @@ func (d *Drive) pushHold(queued bool) time.Duration {
 	}
 	// Sleep in short steps so a Flush is not kept waiting.
 	return max(min(pushQuiet-since, 50*time.Millisecond), 10*time.Millisecond)
+}
+
+// pushGather is how long the pusher lets ops gather while uploads run
+// (gatherHold).
+const pushGather = 500 * time.Millisecond
+
+// gatherHold says how long the pusher should wait for more ops before
+// sending n, lastPush being when it last sent: while uploads run, each
+// upload's commit queues its file's update, one file at a time, and a push
+// per handful of ops is a cloud commit (a device flush, serialized with the
+// uploads' own commits on the account) per handful of files. So ops gather
+// up to a full batch, for at most pushGather after the last push. Nothing
+// waits on that: a Flush waits for the uploads first, and once none runs
+// the ops go at once.
+func (d *Drive) gatherHold(n int, lastPush time.Time) time.Duration {
+	if n == 0 || n >= pushBatch || d.uploadsRunning.Load() == 0 {
+		return 0
+	}
+	left := pushGather - time.Since(lastPush)
+	if left <= 0 {
+		return 0
+	}
+	return min(left, 20*time.Millisecond)
 }
 
 // versionOf is the server version updates of node id are based on; ok is

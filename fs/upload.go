@@ -22,8 +22,12 @@ const (
 	// uploadSmall is how many files of at most one segment (one small
 	// chunk each) are uploaded at once: the cloud commits concurrent small
 	// uploads together (one sync for many), so many in flight is what makes
-	// thousands of small files cheap, and each holds at most 64 KiB.
-	uploadSmall = 32
+	// thousands of small files cheap, and each holds at most 64 KiB. Each
+	// upload also does local work between its requests, so only part of
+	// them wait on the cloud's commit at a time: with 32, the Go tree's
+	// 10,174 small chunks took 721 commits (14 a commit); with 128 (and the
+	// cloud's batch at 128), 177.
+	uploadSmall = 128
 )
 
 // isSmallUpload reports a file whose upload is one small chunk. Under d.mu.

@@ -30,10 +30,10 @@ import (
 // badger's conflict detection, and two uploads of the same id in one batch
 // see each other (the second finds the record and is a no-op).
 
-// maxSmallBatch bounds the chunks of one transaction: at most 4 MiB of
+// maxSmallBatch bounds the chunks of one transaction: at most 8 MiB of
 // values, far below badger's transaction limits (values over 1 KiB go to
 // the value log and count there as pointers).
-const maxSmallBatch = 64
+const maxSmallBatch = 128
 
 // smallGatherMax bounds how long a committer waits for arriving uploads.
 const smallGatherMax = time.Millisecond
