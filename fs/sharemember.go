@@ -379,6 +379,15 @@ func (d *Drive) newMember(sh *pathops.Share) (*Drive, error) {
 	o.Client = d.c.ForShare(sh.OwnerID, sh.ID)
 	o.Cache, o.CacheDir, o.CacheSize = nil, dir, d.o.SharedCacheSize
 	o.ReadOnly = d.o.ReadOnly || sh.Role != keys.RoleWriter
+	// The owner's user ids mean nothing here: the folder shows as the
+	// mount's owner's (as the control files do), unless uid=/gid= say.
+	uid, gid := d.owner()
+	if o.UID == nil {
+		o.UID = &uid
+	}
+	if o.GID == nil {
+		o.GID = &gid
+	}
 	o.SharedDir, o.SharedCacheDir = "", ""
 	o.Logger = d.log.With("share", sh.Name())
 	id := sh.ID
@@ -449,7 +458,14 @@ func (m *Drive) startJoined() error {
 // flushMembers flushes every member drive (Flush of the account's drive).
 func (d *Drive) flushMembers(ctx context.Context) error {
 	for _, m := range d.memberDrives() {
-		if err := m.Flush(ctx); err != nil {
+		// A drive stopped meanwhile (the share left or revoked) will
+		// push nothing more: not waited for.
+		fctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(m.ctx, cancel)
+		err := m.Flush(fctx)
+		stop()
+		cancel()
+		if err != nil && m.ctx.Err() == nil {
 			return fmt.Errorf("shared folder: %w", err)
 		}
 	}

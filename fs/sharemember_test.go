@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"kumo/internal/keys"
+	"kumo/internal/meta"
+	"kumo/remote/api"
 	"kumo/remote/pathops"
 )
 
@@ -78,6 +80,8 @@ func TestShareMemberMount(t *testing.T) {
 	owner.put(t, owner.view(t), "/planted.txt", []byte("to be forged\n"))
 	plantShareAttrs(t, owner, "/Docs/planted.txt", "stranger")
 	bob.put(t, bob.home, "/mine.txt", []byte("bob's own\n"))
+	owner.put(t, owner.view(t), "/foreign.txt", []byte("the owner's user\n"))
+	reownShareFile(t, owner, "/Docs/foreign.txt", 4242)
 
 	m := memberMount(t, c, bob)
 	if err := fileIs(m.p("Shared/Docs/sub/b.txt"), []byte("shared b\n"))(); err != nil {
@@ -91,6 +95,11 @@ func TestShareMemberMount(t *testing.T) {
 	}
 	if r := m.report(); r.Shares == nil || len(r.Shares.Joined) != 1 || r.Shares.Joined[0].Refused == 0 {
 		t.Fatalf(".kumo.json does not count the refused record: %+v", r.Shares)
+	}
+	var st syscall.Stat_t
+	must(t, syscall.Stat(m.p("Shared/Docs/foreign.txt"), &st))
+	if st.Uid != uint32(os.Getuid()) || st.Gid != uint32(os.Getgid()) {
+		t.Fatalf("a joined share's file of the owner's user 4242 shows as %d:%d, want the mount's owner %d:%d", st.Uid, st.Gid, os.Getuid(), os.Getgid())
 	}
 	ents, err := os.ReadDir(m.p("Shared"))
 	if err != nil || len(ents) != 1 || ents[0].Name() != "Docs" {
@@ -233,5 +242,33 @@ func TestMemberName(t *testing.T) {
 			t.Errorf("share %x: %q, want %q", c.sh.ID, got, c.want)
 		}
 		taken[c.want] = true
+	}
+}
+
+// reownShareFile gives the file at p (in the owner's shared folder) the
+// owner and group uid, as the owner's devices may (records signed by the owner).
+func reownShareFile(t *testing.T, owner *shareAcct, p string, uid uint32) {
+	t.Helper()
+	ctx := context.Background()
+	f, sh := owner.load(t)
+	n, err := f.Resolve(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sh.Owned[0]
+	kid := meta.KeyID{Share: s.ID, Gen: s.Gen()}
+	sealer := meta.NewSealer(owner.sess.Subkeys()).WithShare(kid, keys.ShareSubkeys(s.Secrets[kid.Gen], s.ID, kid.Gen))
+	a := *n.Attrs
+	a.UID, a.GID = uid, uid
+	sealed, err := sealer.SealAttrsAs(kid, n.ID(), meta.Rev(n.Node.Attrs)+1, &a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := keys.SignRecord(owner.acct.Identity, keys.RecordAttrs, n.ID(), nil, sealed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: n.Node.Version, Attrs: rec, Chunks: n.Node.Chunks}); err != nil {
+		t.Fatalf("chown %s: %v", p, err)
 	}
 }
