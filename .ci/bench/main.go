@@ -53,6 +53,7 @@ type config struct {
 	bigGiB     int
 
 	smoke   bool   // a tiny run of every workload, to check they work (not a measurement)
+	only    string // "tree": only the everyday tree workloads (tar, git, grep, rm, sqlite)
 	tarball string // the tree as a tar archive (made by run)
 }
 
@@ -75,6 +76,7 @@ func main() {
 	flag.StringVar(&c.scaleFiles, "scale-files", "20000,100000", "scale: tree sizes measured in turn (the tree grows to each)")
 	flag.IntVar(&c.scaleDirs, "scale-dirs", 1000, "scale: directories of the tree")
 	flag.IntVar(&c.bigGiB, "big-gib", 10, "scale: GiB of the huge file (0 = skip)")
+	flag.StringVar(&c.only, "only", "", `"tree": run only the everyday tree workloads (tar, git, grep, rm -rf, sqlite) and the daemon's peak RSS`)
 	flag.BoolVar(&c.smoke, "smoke", false, "one tiny round of every workload (16 MiB file, 200 files, a small tree): checks they run, measures nothing")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
@@ -167,6 +169,9 @@ func run(c config) error {
 	}
 	if c.scale {
 		return runScale(c)
+	}
+	if c.only != "" && c.only != "tree" {
+		return fmt.Errorf("-only %q: the only subset is \"tree\"", c.only)
 	}
 	if _, err := exec.LookPath("fio"); err != nil {
 		return errors.New("fio not found: apt-get install fio")
@@ -266,6 +271,14 @@ func runTarget(c config, t target, base, src string) (res []result, err error) {
 				peak = kb
 			}
 		}
+	}
+	if c.only == "tree" {
+		err := treeWorkloads(dir, c.tarball, add)
+		sampleRSS()
+		if peak > 0 {
+			add("daemon peak RSS", float64(peak)/1024)
+		}
+		return res, err
 	}
 	size := float64(c.sizeMiB)
 	big := filepath.Join(dir, "big")
@@ -902,6 +915,13 @@ func render(c config, targets []target, results []result) string {
 	}
 	b.WriteString("\n")
 	for _, w := range workloads {
+		measured := false
+		for _, t := range targets {
+			measured = measured || len(values[t.name()][w.name]) > 0
+		}
+		if !measured {
+			continue // not run (-only)
+		}
 		fmt.Fprintf(&b, "| %s | %s |", w.name, w.unit)
 		for _, t := range targets {
 			v := values[t.name()][w.name]
