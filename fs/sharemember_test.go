@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -271,4 +272,45 @@ func reownShareFile(t *testing.T, owner *shareAcct, p string, uid uint32) {
 	if _, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: n.Node.Version, Attrs: rec, Chunks: n.Node.Chunks}); err != nil {
 		t.Fatalf("chown %s: %v", p, err)
 	}
+}
+
+// TestShareMemberConflict: the writer member's drive and the owner change
+// the same file of the share; the member's change, pushed after the
+// owner's, keeps both versions as between two devices: the owner's under
+// the name, the member's as a conflict copy in the same folder (sealed and
+// signed for the share: the owner's share view reads it).
+func TestShareMemberConflict(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	owner, bob := sharedDocs(t, c)
+	m := c.mount(t, t.TempDir(), func(o *Options) {
+		driveShareOptions(bob)(o)
+		o.Session, o.Client, o.SharedDir = bob.sess, bob.c, "Shared"
+		o.QuietTime = time.Hour // bob's change waits for the flush
+	})
+	must(t, os.WriteFile(m.p("Shared/Docs/a.txt"), []byte("bob's version\n"), 0o644))
+	owner.put(t, owner.view(t), "/a.txt", []byte("owner's version\n"))
+	time.Sleep(500 * time.Millisecond) // the feed brings the owner's change (bob's local one wins here meanwhile)
+	m.flush()
+	waitUntil(t, 10*time.Second, "the owner's version under the name in the member's drive", fileIs(m.p("Shared/Docs/a.txt"), []byte("owner's version\n")))
+	v := owner.view(t)
+	nodes, err := v.List(context.Background(), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var copyName string
+	for _, n := range nodes {
+		if strings.HasPrefix(n.Name, "a (conflict ") {
+			copyName = n.Name
+		}
+	}
+	if copyName == "" {
+		t.Fatalf("no conflict copy in the share: %v", nodes)
+	}
+	if got, err := shareGet(t, v, "/"+copyName); err != nil || string(got) != "bob's version\n" {
+		t.Fatalf("owner reads the conflict copy: %q %v", got, err)
+	}
+	if got, err := shareGet(t, v, "/a.txt"); err != nil || string(got) != "owner's version\n" {
+		t.Fatalf("owner reads a.txt: %q %v", got, err)
+	}
+	waitUntil(t, 10*time.Second, "the conflict copy in the member's drive", fileIs(m.p("Shared/Docs/"+copyName), []byte("bob's version\n")))
 }
