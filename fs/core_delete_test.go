@@ -1,0 +1,76 @@
+package fs
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kumo/internal/meta"
+	"kumo/remote/api"
+)
+
+// Files whose upload is committed locally but whose update is still queued
+// for the cloud are deleted: the update must be dropped, not turned into a
+// "recovered" conflict copy of a file the user deleted.
+func TestCoreDeleteWhileUpdateQueued(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	d := coreDrive(t, c)
+	const n = 40
+	for i := range n {
+		coreFile(t, d, api.RootID, fmt.Sprintf("f%02d", i), "first")
+	}
+	coreFlush(t, d)
+	for i := range n {
+		coreRewrite(t, d, fmt.Sprintf("f%02d", i), fmt.Sprintf("second %d", i))
+	}
+	// Keep changing another file so the pusher holds its queue while the
+	// uploads commit (each queues an update) and the files are deleted.
+	keep := coreFile(t, d, api.RootID, "keep", "")
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+			d.setAttrs(keep, func(a *meta.Attrs) syscall.Errno {
+				a.Mode = a.Mode&^0o777 | uint32(0o600|i%2*0o44)
+				return 0
+			})
+		}
+	}()
+	waitFor(t, 20*time.Second, func() bool { return d.Status().Queue.Files == 0 })
+	// More ops than one batch holds, so the deletes reach the cloud in a
+	// later batch than the updates.
+	for i := range pushBatch + 20 {
+		coreMkdir(t, d, api.RootID, fmt.Sprintf("dir%03d", i))
+	}
+	// Deleted with no open handle, the nodes' state goes at once: the
+	// queued updates then name nodes the drive no longer has.
+	for i := range n {
+		if e := d.unlink(api.RootID, fmt.Sprintf("f%02d", i), false); e != 0 {
+			t.Fatal(e)
+		}
+	}
+	close(stop)
+	<-stopped
+	coreFlush(t, d)
+	check := func(d *Drive) {
+		t.Helper()
+		var left []string
+		for _, name := range coreNames(t, d, api.RootID) {
+			if name != "keep" && !strings.HasPrefix(name, "dir") {
+				left = append(left, name)
+			}
+		}
+		if len(left) > 0 {
+			t.Fatalf("deleted files came back: %d names, first %q", len(left), left[0])
+		}
+	}
+	check(d)
+	check(coreDrive(t, c))
+}
