@@ -339,46 +339,6 @@ func TestPowerLossAfterFsync(t *testing.T) {
 	}
 }
 
-// TestTamperedChunk flips a byte of a stored chunk: reading gives EIO, not
-// wrong bytes.
-func TestTamperedChunk(t *testing.T) {
-	dir := t.TempDir()
-	c := startCloud(t, dir, 0)
-	m := c.mount(t, t.TempDir(), nil)
-	data := randBytes(300000)
-	must(t, os.WriteFile(m.p("f"), data, 0o644))
-	m.flush()
-	m.unmount()
-	var blobs []string
-	filepath.WalkDir(filepath.Join(dir, "blobs"), func(p string, e fs.DirEntry, err error) error {
-		if err == nil && !e.IsDir() {
-			blobs = append(blobs, p)
-		}
-		return nil
-	})
-	if len(blobs) != 1 {
-		t.Fatalf("want 1 blob, found %d", len(blobs))
-	}
-	b, err := os.ReadFile(blobs[0])
-	must(t, err)
-	b[100] ^= 1
-	must(t, os.WriteFile(blobs[0], b, 0o644))
-
-	m2 := c.mount(t, t.TempDir(), nil)
-	_, err = os.ReadFile(m2.p("f"))
-	if !errors.Is(err, syscall.EIO) {
-		t.Fatalf("read of a tampered chunk: %v, want EIO", err)
-	}
-	// A random read of an untouched segment still works.
-	f, err := os.Open(m2.p("f"))
-	must(t, err)
-	defer f.Close()
-	buf := make([]byte, 100)
-	if _, err := f.ReadAt(buf, 200000); err != nil || !bytes.Equal(buf, data[200000:200100]) {
-		t.Fatalf("untouched segment: %v", err)
-	}
-}
-
 // TestTwoMounts: changes of one mount show up in another within seconds.
 func TestTwoMounts(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
