@@ -64,10 +64,9 @@ const memberStartWait = 20 * time.Second
 // memberState is, in a member drive, which share it is of; in the
 // account's drive, its member drives.
 type memberState struct {
-	root  uint64 // a member drive's root: the share root in the owner's tree (0: the account's drive)
-	share uint64
-	gen   uint64 // a member drive's kernel inode generation: one per drive started (0: the account's drive)
-	gens  uint64 // the account's drive: member drives started
+	root uint64 // a member drive's root: the share root in the owner's tree (0: the account's drive)
+	gen  uint64 // a member drive's kernel inode generation: one per drive started (0: the account's drive)
+	gens uint64 // the account's drive: member drives started
 
 	mu     sync.Mutex
 	drives map[uint64]*memberDrive // current joined shares by share id
@@ -405,7 +404,7 @@ func (d *Drive) newMember(sh *pathops.Share) (*Drive, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shared folder %s: %w", sh.Name(), err)
 	}
-	m.mem.root, m.mem.share = sh.Root, sh.ID
+	m.mem.root = sh.Root
 	d.mem.mu.Lock()
 	d.mem.gens++
 	m.mem.gen = d.mem.gens
