@@ -2,7 +2,13 @@ package fs
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,5 +99,59 @@ func TestCoreConflictAndOffline(t *testing.T) {
 				t.Fatalf("%s reads %q, want %q", name, got, content)
 			}
 		}
+	}
+}
+
+// A conflict copy is made only once its local record is saved: when that
+// fails (here the local store is gone just as the pusher resolves the
+// conflict), the copy is not created in the cloud, where it would exist
+// without this device knowing it (before, the failed save was ignored and
+// the copy created anyway). Our update stays queued for a later try.
+func TestCoreConflictCopyNeedsLocalRecord(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	b := coreDrive(t, c)
+	coreFile(t, b, api.RootID, "edited", "base")
+	coreFlush(t, b)
+	id := coreFileState(t, b, "edited").id
+
+	target, err := url.Parse(c.url)
+	must(t, err)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	var down, fired atomic.Bool
+	var a atomic.Pointer[Drive]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "offline", http.StatusServiceUnavailable)
+			return
+		}
+		// The pusher asks for the cloud's version of the node it conflicts on.
+		if r.Method == http.MethodGet && r.URL.Path == fmt.Sprintf("/v1/nodes/%d", id) && !fired.Swap(true) {
+			a.Load().store.Close()
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	d := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
+		cl, err := client.New(client.Options{BaseURL: srv.URL, Token: c.sess.Token, MaxRetries: -1})
+		must(t, err)
+		o.Client = cl
+	}, nil)
+	a.Store(d)
+	if got := coreRead(t, d, api.RootID, "edited"); got != "base" {
+		t.Fatalf("a reads %q", got)
+	}
+	down.Store(true)
+	coreRewrite(t, d, "edited", "a's edit")
+	coreRewrite(t, b, "edited", "b's edit")
+	coreFlush(t, b)
+	down.Store(false)
+	kick(d.uploadKick)
+	kick(d.pushKick)
+	waitFor(t, 20*time.Second, fired.Load)
+	time.Sleep(time.Second) // the pusher's resolution runs on
+	es, err := c.client(t).List(context.Background(), api.RootID)
+	must(t, err)
+	if len(es) != 1 {
+		t.Fatalf("the cloud's root has %d entries, want 1: a conflict copy was created without its local record", len(es))
 	}
 }
