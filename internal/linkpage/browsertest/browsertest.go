@@ -5,12 +5,15 @@
 package browsertest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,9 +26,10 @@ import (
 
 // Browser is one headless chromium, with downloads saved into Dir.
 type Browser struct {
-	t   testing.TB
-	ctx context.Context // the browser's first tab; new tabs derive from it
-	Dir string
+	t       testing.TB
+	ctx     context.Context // the browser's first tab; new tabs derive from it
+	Dir     string
+	profile string // chromium's user data directory: names its processes
 }
 
 // chromium finds the browser: $KUMO_CHROMIUM, else chromium on PATH.
@@ -50,16 +54,17 @@ func chromium(t testing.TB) string {
 // downloads into b.Dir under their download guid.
 func Start(t testing.TB) *Browser {
 	t.Helper()
+	profile := t.TempDir()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium(t)),
 		chromedp.NoSandbox, // tests run as root, where chromium's sandbox refuses to start
 		chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profile),
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })
-	b := &Browser{t: t, ctx: ctx, Dir: t.TempDir()}
+	b := &Browser{t: t, ctx: ctx, Dir: t.TempDir(), profile: profile}
 	events := true
 	if _, err := chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
 		Behavior: browser.SetDownloadBehaviorBehaviorAllowAndName, DownloadPath: b.Dir, EventsEnabled: &events,
@@ -194,4 +199,41 @@ func (p *Page) Download(sel string, timeout time.Duration) (path, name string) {
 		p.t.Fatalf("download from %s: not done after %v (page says %q)", sel, timeout, p.Text("#error")+p.Text("#progress"))
 	}
 	return "", ""
+}
+
+// CPU is the processor time (user and system) chromium's processes have
+// used so far, all of them (browser, network service, renderers, ...): the
+// speed test compares it with kumo get's. Processes that ended are not
+// counted, so take differences over a span where none ends.
+func (b *Browser) CPU() time.Duration {
+	var sum time.Duration
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cl, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if strings.Contains(string(cl), b.profile) { // its children name it too
+			sum += ProcCPU(pid)
+		}
+	}
+	return sum
+}
+
+// ProcCPU is the processor time (user and system) process pid has used so
+// far, from /proc (0 where there is none, or it ended).
+func ProcCPU(pid int) time.Duration {
+	st, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	i := bytes.LastIndexByte(st, ')')
+	if err != nil || i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(st[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ, 100 on Linux
 }
