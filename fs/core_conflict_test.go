@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,6 +41,9 @@ func TestCoreConflictAndOffline(t *testing.T) {
 	px := newOfflineProxy(t, c.url)
 	b := coreDrive(t, c)
 	coreFile(t, b, api.RootID, "edited", "base")
+	cachedData, uncachedData := randBytes(300<<10), randBytes(300<<10)
+	coreWriteFile(t, b, "cached", cachedData)
+	coreWriteFile(t, b, "uncached", uncachedData)
 	coreFlush(t, b)
 	viaProxy := func(o *Options) {
 		cl, err := client.New(client.Options{BaseURL: px.url, Token: c.sess.Token, MaxRetries: -1})
@@ -50,7 +55,14 @@ func TestCoreConflictAndOffline(t *testing.T) {
 	if got := coreRead(t, a, api.RootID, "edited"); got != "base" {
 		t.Fatalf("a reads %q", got)
 	}
+	coreCheckFile(t, a, coreFileState(t, a, "cached"), cachedData) // now in a's chunk cache
 	px.down.Store(true)
+	// Offline: what a read is served from its chunk cache; what it never
+	// read is EIO at once (the cloud answers 503), not wrong bytes or a hang.
+	coreCheckFile(t, a, coreFileState(t, a, "cached"), cachedData)
+	if _, err := coreReadFile(a, coreFileState(t, a, "uncached")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("offline read of data never fetched: %v, want EIO", err)
+	}
 	coreFile(t, a, api.RootID, "same", "from a")
 	coreRewrite(t, a, "edited", "a's edit")
 	if got := coreRead(t, a, api.RootID, "edited"); got != "a's edit" {
@@ -64,6 +76,7 @@ func TestCoreConflictAndOffline(t *testing.T) {
 	if got := coreRead(t, a, api.RootID, "edited"); got != "a's edit" {
 		t.Fatalf("after a restart offline a reads %q", got)
 	}
+	coreCheckFile(t, a, coreFileState(t, a, "cached"), cachedData) // from the chunk cache on disk
 	if s := a.Status(); s.Queue.Files+s.Queue.Ops == 0 {
 		t.Fatalf("nothing queued after a restart offline: %+v", s.Queue)
 	}
@@ -76,7 +89,7 @@ func TestCoreConflictAndOffline(t *testing.T) {
 	var names []string
 	waitFor(t, 10*time.Second, func() bool {
 		names = coreNames(t, a, api.RootID)
-		return len(names) == 4
+		return len(names) == 6
 	})
 	var sameCopy, editCopy string
 	for _, n := range names {
@@ -93,7 +106,7 @@ func TestCoreConflictAndOffline(t *testing.T) {
 	want := map[string]string{"same": "from b", "edited": "b's edit", sameCopy: "from a", editCopy: "a's edit"}
 	waitFor(t, 10*time.Second, func() bool { return coreRead(t, a, api.RootID, "edited") == "b's edit" })
 	for _, d := range []*Drive{a, b} {
-		waitFor(t, 10*time.Second, func() bool { return len(coreNames(t, d, api.RootID)) == 4 })
+		waitFor(t, 10*time.Second, func() bool { return len(coreNames(t, d, api.RootID)) == 6 })
 		for name, content := range want {
 			if got := coreRead(t, d, api.RootID, name); got != content {
 				t.Fatalf("%s reads %q, want %q", name, got, content)
