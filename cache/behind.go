@@ -234,7 +234,13 @@ func (w *writeBehind) run() {
 			w.queue = nil // let the old array go
 		}
 		last := batch[n-1].n
-		for _, r := range batch {
+		for i, r := range batch {
+			if i%32 == 31 {
+				// A batch may hold thousands of keys: let readers (every
+				// lookup goes through get) in between.
+				w.mu.Unlock()
+				w.mu.Lock()
+			}
 			for _, e := range r.entries {
 				if pw, ok := w.over[string(e.k)]; ok && pw.rec <= last {
 					delete(w.over, string(e.k))

@@ -75,8 +75,9 @@ type Store struct {
 	segMu   sync.Mutex
 	segOpen map[[2]uint64]*SegmentFile // open segment files, shared by reference count
 
-	redo   *redoLog     // cheap durability points; see redo.go
-	behind *writeBehind // badger applied behind Apply; see behind.go
+	newDirs newDirs      // names of directories made in this session; see newdirs.go
+	redo    *redoLog     // cheap durability points; see redo.go
+	behind  *writeBehind // badger applied behind Apply; see behind.go
 
 	// Segment files written since their last fdatasync (SyncAll syncs them).
 	unsyncMu sync.Mutex

@@ -78,6 +78,9 @@ func (s *Store) GetNode(id uint64) (api.Node, error) {
 
 // Lookup returns the entry (parent, nameMAC), or ErrNotFound.
 func (s *Store) Lookup(parent uint64, nameMAC string) (Entry, error) {
+	if s.newDirs.absent(parent, nameMAC) {
+		return Entry{}, ErrNotFound
+	}
 	e := Entry{Parent: parent, NameMAC: nameMAC}
 	err := s.value(entryKey(parent, nameMAC), func(v []byte) error {
 		var err error
@@ -161,6 +164,9 @@ type Mutation struct {
 	Cursor        *uint64       // new change-feed cursor, if set
 	PutInline     []InlineSegment
 	DeleteInline  [][2]uint64 // (node, gen)
+	// NewDirs are directories created by this mutation, empty: the store
+	// then answers lookups of names they lack from memory (newdirs.go).
+	NewDirs []uint64
 	// AfterData marks a mutation that describes segment-file data written
 	// (SegmentFile.Flush) but not synced, such as a file's new size at
 	// close. Neither the redo log nor badger makes it durable before that
@@ -181,6 +187,7 @@ var ErrTooBig = errors.New("cache: mutation too big for one transaction")
 func (s *Store) Apply(m Mutation) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	s.newDirs.adding(&m)
 	rec := s.redo.record()
 	seq, err := s.writeMutation(rec, m)
 	if err == nil {
@@ -202,6 +209,7 @@ func (s *Store) Apply(m Mutation) error {
 	if err != nil {
 		return fmt.Errorf("cache: apply: %w", err)
 	}
+	s.newDirs.applied(&m)
 	s.lastSeq = seq
 	s.pending += len(m.Journal)
 	return nil
@@ -354,14 +362,23 @@ func (s *Store) loadJournalState() error {
 		o.PrefetchValues = false
 		it := txn.NewIterator(o)
 		defer it.Close()
+		first := uint64(0)
 		for it.Rewind(); it.Valid(); it.Next() {
 			s.pending++
 			if k := it.Item().Key(); len(k) == 9 {
-				// Never reuse a seq, even if the counter record were missing.
-				if seq := binary.BigEndian.Uint64(k[1:]); seq > s.lastSeq {
-					s.lastSeq = seq
+				seq := binary.BigEndian.Uint64(k[1:])
+				if first == 0 {
+					first = seq
 				}
+				// Never reuse a seq, even if the counter record were missing.
+				s.lastSeq = max(s.lastSeq, seq)
 			}
+		}
+		// Everything before the first pending op is acked (Ack relies on it).
+		if first > 0 {
+			s.ackedUpto.Store(first - 1)
+		} else {
+			s.ackedUpto.Store(s.lastSeq)
 		}
 		return nil
 	})
@@ -424,55 +441,36 @@ func (s *Store) PendingCount() (int, error) {
 	return s.pending, nil
 }
 
-// Ack removes journal ops with Seq <= upto.
+// Ack removes journal ops with Seq <= upto. The pending ops are the
+// consecutive seqs after AckedUpto (Apply numbers them one by one, and only
+// prefixes are acked), so their keys are known without reading badger: the
+// deletes go through the write-behind like any small mutation. Draining it
+// and scanning badger here, under applyMu, stalled every Apply (every
+// create, close and chmod) for as long as the queued records and their data
+// syncs took, once per push.
 func (s *Store) Ack(upto uint64) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	if err := s.behind.drain(); err != nil {
-		return fmt.Errorf("cache: ack %d: %w", upto, err)
-	}
-	for {
-		var keys [][]byte
-		err := s.db.View(func(txn *badger.Txn) error {
-			o := badger.DefaultIteratorOptions
-			o.Prefix = []byte{kindJournal}
-			o.PrefetchValues = false
-			it := txn.NewIterator(o)
-			defer it.Close()
-			for it.Seek(journalKey(s.ackedUpto.Load() + 1)); it.Valid() && len(keys) < 1000; it.Next() {
-				k := it.Item().KeyCopy(nil)
-				if len(k) == 9 && binary.BigEndian.Uint64(k[1:]) > upto {
-					break
-				}
-				keys = append(keys, k)
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("cache: ack %d: %w", upto, err)
-		}
-		if len(keys) == 0 {
-			return nil
-		}
-		// Batches of 1000 fit easily in one transaction; a crash between
-		// batches leaves a shorter journal, and Ack is idempotent.
+	upto = min(upto, s.lastSeq)
+	for lo := s.ackedUpto.Load() + 1; lo <= upto; {
+		hi := min(upto, lo+ackBatch-1)
 		rec := s.redo.record()
-		for _, k := range keys {
-			rec.del(k)
+		for seq := lo; seq <= hi; seq++ {
+			rec.del(journalKey(seq))
 		}
-		err = s.applyNow(rec.entries)
-		if err != nil {
+		if err := s.applyBehind(rec.entries, s.redo.payloadSize(), false); err != nil {
 			return fmt.Errorf("cache: ack %d: %w", upto, err)
 		}
-		if last := binary.BigEndian.Uint64(keys[len(keys)-1][1:]); last > s.ackedUpto.Load() {
-			s.ackedUpto.Store(last)
-		}
-		s.pending -= len(keys)
-		if s.pending < 0 {
-			s.pending = 0
-		}
+		s.ackedUpto.Store(hi)
+		s.pending = max(0, s.pending-int(hi-lo+1))
+		lo = hi + 1
 	}
+	return nil
 }
+
+// ackBatch is how many journal ops one record of Ack deletes: within
+// behindMaxEntries, so it queues like a small mutation.
+const ackBatch = 500
 
 // Reset drops the whole local tree (not the journal or segment files), for a
 // relist. The cursor is reset to 0 first, so a crash during Reset leaves a tree
@@ -483,6 +481,7 @@ func (s *Store) Reset() error {
 	if err := s.behind.drain(); err != nil {
 		return fmt.Errorf("cache: reset: %w", err)
 	}
+	s.newDirs.reset()
 	rec := s.redo.record()
 	rec.del(keyCursor)
 	err := s.applyNow(rec.entries)

@@ -232,7 +232,9 @@ func (d *Drive) write(ctx context.Context, st *nodeState, data []byte, off int64
 			return 0, errno(err)
 		}
 		if uint64(cap(buf)) < segEnd {
-			buf = make([]byte, segEnd, segSize)
+			// Sized to this segment: a small file's append would
+			// otherwise allocate and clear a whole 64 KiB per write.
+			buf = make([]byte, segEnd)
 		}
 		buf = buf[:segEnd]
 		clear(buf[copy(buf, old):])

@@ -486,6 +486,9 @@ func (d *Drive) create(parent uint64, n newNode) (*nodeState, syscall.Errno) {
 		PutEntries: []cache.Entry{{Parent: parent, NameMAC: mac, Name: sealedName, Child: st.id}},
 		Journal:    []api.BatchOp{op},
 	}
+	if st.isDir() {
+		m.NewDirs = []uint64{st.id}
+	}
 	if err := d.apply(m); err != nil {
 		return nil, syscall.EIO
 	}
