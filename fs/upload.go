@@ -28,6 +28,9 @@ const (
 	// 10,174 small chunks took 721 commits (14 a commit); with 128 (and the
 	// cloud's batch at 128), 177.
 	uploadSmall = 128
+	// While foreground requests keep coming, at most this many run.
+	uploadFilesBusy = 1
+	uploadSmallBusy = 8
 )
 
 // isSmallUpload reports a file whose upload is one small chunk. Under d.mu.
@@ -76,12 +79,18 @@ func (d *Drive) uploadLoop() {
 			continue
 		}
 		free, freeSmall := cap(sem)-len(sem), cap(semSmall)-len(semSmall)
+		if d.up.flushing.Load() == 0 && time.Since(time.Unix(0, d.fgAt.Load())) < foregroundIdle {
+			// The kernel is asking for things (a grep, an rm -rf): uploads
+			// go on, fewer at once, so they do not take both cores from it.
+			free = max(0, min(free, uploadFilesBusy-len(sem)))
+			freeSmall = max(0, min(freeSmall, uploadSmallBusy-len(semSmall)))
+		}
 		mu.Unlock()
 		if free == 0 && freeSmall == 0 {
 			continue // a finishing upload kicks again
 		}
 		mu.Lock()
-		if !ready.fresh(d) {
+		if !ready.fresh(d) && (ready.mayScan() || d.up.flushing.Load() > 0 && len(ready.cands) == 0) {
 			ready.scan(d, busy)
 		}
 		cands := ready.take(free, freeSmall)
@@ -240,6 +249,7 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 // close happened since the scan, for at most a second.
 type readyList struct {
 	at    time.Time
+	took  time.Duration // how long the last scan took
 	cands []candidate
 }
 
@@ -250,9 +260,27 @@ func (r *readyList) fresh(d *Drive) bool {
 	return len(r.cands) > 0 && time.Since(r.at) < time.Second && d.up.lastClose.Load() < r.at.UnixNano()
 }
 
+// readyRescan is the least time between two scans, and at least
+// readyScanShare times the last scan's own time. Each finished upload wakes
+// the loop, and while files keep closing (a git add writing objects) no
+// list stays fresh: without a floor, every finished upload rescanned every
+// dirty file under d.mu, holding up the kernel's requests (24 % of the
+// daemon's CPU during git add of the Go tree).
+const (
+	readyRescan    = 50 * time.Millisecond
+	readyScanShare = 20
+)
+
+// mayScan says whether a scan may run now; when not, the ticker or the next
+// finished upload comes back.
+func (r *readyList) mayScan() bool {
+	return time.Since(r.at) >= max(readyRescan, readyScanShare*r.took)
+}
+
 func (r *readyList) scan(d *Drive, busy map[uint64]bool) {
 	r.at = time.Now()
 	r.cands = d.uploadCandidates(readySpare*uploadFiles, readySpare*uploadSmall, busy)
+	r.took = time.Since(r.at)
 }
 
 // take removes and returns up to free candidates of more than one segment
