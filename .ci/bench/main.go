@@ -892,8 +892,12 @@ func render(c config, targets []target, results []result) string {
 	host, _ := os.Hostname()
 	kver, _ := exec.Command("uname", "-r").Output()
 	var b strings.Builder
-	fmt.Fprintf(&b, "# kumo benchmark\n\n%s on %s (%d CPUs, kernel %s), %s, %d rounds in rotation, %d MiB file, %d small files, fio %d s.\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), strings.TrimSpace(string(kver)), runtime.Version(), c.rounds, c.sizeMiB, c.files, c.fioSecs)
+	sizes := fmt.Sprintf("%d MiB file, %d small files, fio %d s", c.sizeMiB, c.files, c.fioSecs)
+	if c.only == "tree" {
+		sizes = "the tree workloads only"
+	}
+	fmt.Fprintf(&b, "# kumo benchmark\n\n%s on %s (%d CPUs, kernel %s), %s, %d rounds in rotation, %s.\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), strings.TrimSpace(string(kver)), runtime.Version(), c.rounds, sizes)
 	fmt.Fprintf(&b, "All backing stores on one fresh journaled ext4 loop image. Median (min–max).\n\n")
 	fmt.Fprintf(&b, "| workload | unit |")
 	for _, t := range targets {
