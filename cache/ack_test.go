@@ -18,7 +18,7 @@ func TestAckQueuesBehind(t *testing.T) {
 	}
 	must(s.behind.drain())
 
-	s.behind.applying.Lock() // the applier is busy: Ack must not wait for it
+	s.behind.applying.Lock()            // the applier is busy: Ack must not wait for it
 	must(s.Apply(smallFileMutation(4))) // queued behind it
 	done := make(chan error, 1)
 	go func() { done <- s.Ack(3) }()
