@@ -325,21 +325,9 @@ func TestShareOwnerDrive(t *testing.T) {
 func plantShareAttrs(t *testing.T, owner *shareAcct, p, how string) {
 	t.Helper()
 	ctx := context.Background()
-	f, sh := owner.load(t)
-	n, err := f.Resolve(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := sh.Owned[0]
-	kid := meta.KeyID{Share: s.ID, Gen: s.Gen()}
-	sealer := meta.NewSealer(owner.sess.Subkeys()).WithShare(kid, keys.ShareSubkeys(s.Secrets[kid.Gen], s.ID, kid.Gen))
-	a := *n.Attrs
-	a.Mode = a.Mode&^0o777 | 0o600
-	sealed, err := sealer.SealAttrsAs(kid, n.ID(), meta.Rev(n.Node.Attrs)+100, &a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, sealed := sealShareAttrs(t, owner, p, 100, func(a *meta.Attrs) { a.Mode = a.Mode&^0o777 | 0o600 })
 	rec := sealed
+	var err error
 	switch how {
 	case "stranger":
 		id, err := keys.NewIdentity()
@@ -360,6 +348,28 @@ func plantShareAttrs(t *testing.T, owner *shareAcct, p, how string) {
 	if _, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: n.Node.Version, Attrs: rec, Chunks: n.Node.Chunks}); err != nil {
 		t.Fatalf("plant %s: %v", p, err)
 	}
+}
+
+// sealShareAttrs resolves the file at p in the owner's shared folder and
+// seals its attributes, changed by change, under the share's current
+// generation at a revision bump higher (unsigned: callers sign or not).
+func sealShareAttrs(t *testing.T, owner *shareAcct, p string, bump uint64, change func(*meta.Attrs)) (*pathops.Node, []byte) {
+	t.Helper()
+	f, sh := owner.load(t)
+	n, err := f.Resolve(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sh.Owned[0]
+	kid := meta.KeyID{Share: s.ID, Gen: s.Gen()}
+	sealer := meta.NewSealer(owner.sess.Subkeys()).WithShare(kid, keys.ShareSubkeys(s.Secrets[kid.Gen], s.ID, kid.Gen))
+	a := *n.Attrs
+	change(&a)
+	sealed, err := sealer.SealAttrsAs(kid, n.ID(), meta.Rev(n.Node.Attrs)+bump, &a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, sealed
 }
 
 // TestShareOwnerMount: the same through a real mount: the owner's drive

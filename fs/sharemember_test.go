@@ -251,20 +251,7 @@ func TestMemberName(t *testing.T) {
 func reownShareFile(t *testing.T, owner *shareAcct, p string, uid uint32) {
 	t.Helper()
 	ctx := context.Background()
-	f, sh := owner.load(t)
-	n, err := f.Resolve(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := sh.Owned[0]
-	kid := meta.KeyID{Share: s.ID, Gen: s.Gen()}
-	sealer := meta.NewSealer(owner.sess.Subkeys()).WithShare(kid, keys.ShareSubkeys(s.Secrets[kid.Gen], s.ID, kid.Gen))
-	a := *n.Attrs
-	a.UID, a.GID = uid, uid
-	sealed, err := sealer.SealAttrsAs(kid, n.ID(), meta.Rev(n.Node.Attrs)+1, &a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, sealed := sealShareAttrs(t, owner, p, 1, func(a *meta.Attrs) { a.UID, a.GID = uid, uid })
 	rec, err := keys.SignRecord(owner.acct.Identity, keys.RecordAttrs, n.ID(), nil, sealed)
 	if err != nil {
 		t.Fatal(err)

@@ -47,22 +47,13 @@ func TestCLIMountLink(t *testing.T) {
 	owner.ok("link", "rm", goneURL)
 
 	needFUSE(t)
-	home := t.TempDir()
-	reader := &runner{t: t, bin: bin, env: []string{"KUMO_CONFIG_DIR=" + t.TempDir(), "HOME=" + home, "XDG_CACHE_HOME=" + filepath.Join(home, "cache")}}
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	os.Mkdir(mnt, 0o755)
-	mounted := false
-	t.Cleanup(func() {
-		if mounted {
-			reader.run("unmount", "--force", mnt)
-		}
-	})
+	reader, mnt, mounted := linkReader(t, bin)
 
 	_, errs, err := reader.run("mount", folderURL, mnt)
 	if err != nil || !strings.Contains(errs, "mounted at "+mnt) || !strings.Contains(errs, "read-only link") {
 		t.Fatalf("kumo mount URL: %v\n%s", err, errs)
 	}
-	mounted = true
+	*mounted = true
 	if m, ok, _ := mountpoint.Lookup(mnt); !ok || !m.IsKumo() {
 		t.Fatalf("%s: %+v mounted=%v", mnt, m, ok)
 	}
@@ -74,7 +65,7 @@ func TestCLIMountLink(t *testing.T) {
 	}
 	reader.fails("already a kumo drive", "mount", folderURL, mnt)
 	reader.ok("unmount", mnt)
-	mounted = false
+	*mounted = false
 	if _, ok, _ := mountpoint.Lookup(mnt); ok {
 		t.Fatal("still mounted after kumo unmount")
 	}
@@ -87,12 +78,12 @@ func TestCLIMountLink(t *testing.T) {
 		t.Fatal("mounted with a wrong password")
 	}
 	reader.ok("mount", pwURL, mnt, "--password-file", pwFile)
-	mounted = true
+	*mounted = true
 	if b, err := os.ReadFile(filepath.Join(mnt, "big.bin")); err != nil || len(b) != len(big) || string(b) != string(big) {
 		t.Fatalf("big.bin through the password link: %d bytes, %v", len(b), err)
 	}
 	reader.ok("unmount", mnt)
-	mounted = false
+	*mounted = false
 
 	reader.fails("revoked", "mount", goneURL, mnt)
 	reader.fails("does not open with its secret", "mount", folderURL[:len(folderURL)-2]+"AA", mnt)
@@ -117,7 +108,7 @@ func TestCLIMountLink(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	mounted = true
+	*mounted = true
 	if b, err := os.ReadFile(filepath.Join(mnt, "d0", "f05")); err != nil || len(b) != 5*131 {
 		t.Fatalf("d0/f05: %d bytes, %v", len(b), err)
 	}
@@ -128,7 +119,7 @@ func TestCLIMountLink(t *testing.T) {
 	if _, ok, _ := mountpoint.Lookup(mnt); ok {
 		t.Fatal("still mounted after SIGTERM")
 	}
-	mounted = false
+	*mounted = false
 }
 
 // TestCLIMountLinkSelfSigned: kumo mount URL MNT of a link on a server with
@@ -153,16 +144,7 @@ func TestCLIMountLinkSelfSigned(t *testing.T) {
 	u := makeLink(t, owner, "/pinned")
 
 	needFUSE(t)
-	home := t.TempDir()
-	reader := &runner{t: t, bin: bin, env: []string{"KUMO_CONFIG_DIR=" + t.TempDir(), "HOME=" + home, "XDG_CACHE_HOME=" + filepath.Join(home, "cache")}}
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	os.Mkdir(mnt, 0o755)
-	mounted := false
-	t.Cleanup(func() {
-		if mounted {
-			reader.run("unmount", "--force", mnt)
-		}
-	})
+	reader, mnt, mounted := linkReader(t, bin)
 	reader.fails("--fingerprint", "mount", u, mnt)
 	reader.fails("does not match --fingerprint", "mount", "--fingerprint", strings.Repeat("ab", 32), u, mnt)
 	reader.fails("does not match --fingerprint", "mount", "--foreground", "--fingerprint", strings.Repeat("ab", 32), u, mnt)
@@ -170,10 +152,27 @@ func TestCLIMountLinkSelfSigned(t *testing.T) {
 		t.Fatal("mounted with no pin or a wrong one")
 	}
 	reader.ok("mount", u, mnt, "--fingerprint", colons(p.fingerprint))
-	mounted = true
+	*mounted = true
 	if got, err := os.ReadFile(filepath.Join(mnt, "f.bin")); err != nil || string(got) != string(want) {
 		t.Fatalf("f.bin through the pinned mount: %d bytes, %v; want the %d bytes put", len(got), err, len(want))
 	}
 	reader.ok("unmount", mnt)
-	mounted = false
+	*mounted = false
+}
+
+// linkReader is a user with no account of its own and an empty mountpoint
+// for a link; the mount is forced off when the test ends while *mounted.
+func linkReader(t *testing.T, bin string) (reader *runner, mnt string, mounted *bool) {
+	t.Helper()
+	home := t.TempDir()
+	reader = &runner{t: t, bin: bin, env: []string{"KUMO_CONFIG_DIR=" + t.TempDir(), "HOME=" + home, "XDG_CACHE_HOME=" + filepath.Join(home, "cache")}}
+	mnt = filepath.Join(t.TempDir(), "mnt")
+	os.Mkdir(mnt, 0o755)
+	mounted = new(bool)
+	t.Cleanup(func() {
+		if *mounted {
+			reader.run("unmount", "--force", mnt)
+		}
+	})
+	return reader, mnt, mounted
 }
