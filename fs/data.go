@@ -517,7 +517,21 @@ func (d *Drive) checkQuota(grow int64) syscall.Errno {
 		a.LiveUsed()+d.queuedBytes()+grow > a.QuotaLimit {
 		return syscall.EDQUOT
 	}
+	if grow > 0 && d.isMember() && d.quotaRefused() {
+		// A shared folder's data counts against its owner's quota, which a
+		// member's drive does not know: once the cloud refused an upload
+		// for it, growing writes fail until an upload goes through again.
+		return syscall.EDQUOT
+	}
 	return d.checkDisk(grow) // disk.go: the embedded cloud's disk
+}
+
+// quotaRefused says whether the cloud's last answer to an upload was a
+// refusal for quota.
+func (d *Drive) quotaRefused() bool {
+	d.stat.Lock()
+	defer d.stat.Unlock()
+	return d.stat.quotaBlocked
 }
 
 // queuedBytes is the data written but not uploaded yet, counted over the

@@ -301,3 +301,48 @@ func TestShareMemberConflict(t *testing.T) {
 	}
 	waitUntil(t, 10*time.Second, "the conflict copy in the member's drive", fileIs(m.p("Shared/Docs/"+copyName), []byte("bob's version\n")))
 }
+
+// TestShareMemberOwnerQuota: a writer member fills the owner's quota. The
+// cloud refuses the upload (a shared folder's data counts against its
+// owner), and from then on the member's growing writes in the share fail
+// with EDQUOT, as at the account's own quota, instead of queueing without
+// end; what was written stays readable, and a write that does not grow a
+// file still works. With the old drive every write succeeded.
+func TestShareMemberOwnerQuota(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	owner, bob := sharedDocs(t, c)
+	m := memberMount(t, c, bob)
+	docs := m.p("Shared/Docs")
+	waitUntil(t, 20*time.Second, "the share in the member's mount", fileIs(filepath.Join(docs, "a.txt"), []byte("shared a\n")))
+	if err := c.srv.SetQuota(owner.acct.Email, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("over the owner's quota "), 100_000) // 2.3 MB
+	if err := os.WriteFile(filepath.Join(docs, "big.bin"), big, 0o644); err != nil {
+		t.Fatalf("the first write (the quota is unknown to the member until the cloud refuses): %v", err)
+	}
+	// Polled slowly: uploads wait while the kernel keeps asking.
+	for end := time.Now().Add(30 * time.Second); ; {
+		time.Sleep(time.Second)
+		err := os.WriteFile(filepath.Join(docs, "more.bin"), []byte("more"), 0o644)
+		if errors.Is(err, syscall.EDQUOT) {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("a growing write after the cloud refused the owner's quota: %v, want EDQUOT", err)
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(docs, "a.txt"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("SHARED"), 0); err != nil {
+		t.Fatalf("a write that does not grow the file: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(docs, "big.bin")); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("the refused file reads %d bytes, %v", len(got), err)
+	}
+}
