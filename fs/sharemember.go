@@ -211,7 +211,7 @@ func (d *Drive) syncMembers(list []*pathops.Share) {
 	}
 	sort.Slice(fresh, func(i, j int) bool { return fresh[i].ID < fresh[j].ID })
 	for _, sh := range fresh {
-		md := &memberDrive{sh: sh, role: sh.Role, name: memberName(sh, taken), ready: make(chan struct{})}
+		md := &memberDrive{sh: sh, role: sh.Role, name: sh.DirName(taken), ready: make(chan struct{})}
 		taken[md.name] = true
 		d.mem.drives[sh.ID] = md
 		start = append(start, md)
@@ -244,21 +244,6 @@ func (d *Drive) syncMembers(list []*pathops.Share) {
 			}
 		}()
 	}
-}
-
-// memberName is the name a joined share gets under the shared directory:
-// its folder's name, made unique with the owner's e-mail, then the share id.
-func memberName(sh *pathops.Share, taken map[string]bool) string {
-	name := sh.Folder
-	if validName(name) != 0 || name == "." || name == ".." || strings.ContainsAny(name, "\x00/") {
-		name = api.FormatShareID(sh.ID)
-	}
-	for _, n := range []string{name, name + " (" + sh.OwnerEmail + ")", name + " (" + sh.OwnerEmail + ", " + api.FormatShareID(sh.ID) + ")"} {
-		if !taken[n] && len(n) <= 255 && !strings.Contains(n, "/") {
-			return n
-		}
-	}
-	return api.FormatShareID(sh.ID)
 }
 
 // startMember starts the drive of a joined share.

@@ -239,7 +239,7 @@ func TestMemberName(t *testing.T) {
 	}{
 		{a, "Docs"}, {b, "Docs (y@example.com)"}, {b2, "Docs (y@example.com, 000000000000000c)"}, {bad, "000000000000000d"},
 	} {
-		if got := memberName(c.sh, taken); got != c.want {
+		if got := c.sh.DirName(taken); got != c.want {
 			t.Errorf("share %x: %q, want %q", c.sh.ID, got, c.want)
 		}
 		taken[c.want] = true

@@ -3,10 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -31,6 +34,9 @@ func lsCommand() *cli.Command {
 			if c.NArg() > 1 {
 				return fmt.Errorf("ls takes one remote path, got %d", c.NArg())
 			}
+			if shown, err := lsShared(c, c.Args().First(), c.Bool("human")); shown || err != nil {
+				return err
+			}
 			s, _, fsys, err := loadSession(c)
 			if err != nil {
 				return err
@@ -47,6 +53,61 @@ func lsCommand() *cli.Command {
 }
 
 // printLong writes nodes like ls -l.
+// sharedDirName is where the folders other accounts shared show, as in a
+// mount (kumo mount --shared-dir's default).
+const sharedDirName = "Shared"
+
+// lsShared lists /Shared (the joined shares, named as a mount names them)
+// or a path in one of them. shown is false when p is not under /Shared or
+// the account joined no share: then p is a path of the account's own tree
+// (a mount hides a real /Shared only while it shows shares, too).
+func lsShared(c *cli.Context, p string, human bool) (shown bool, err error) {
+	clean := path.Clean("/" + p)
+	rest, ok := strings.CutPrefix(clean, "/"+sharedDirName)
+	if !ok || rest != "" && rest[0] != '/' {
+		return false, nil
+	}
+	ctx, stop := interruptible(c)
+	defer stop()
+	ss, err := loadShareSession(ctx, c)
+	if err != nil {
+		return true, err
+	}
+	byName := ss.shares.JoinedByDirName()
+	if len(byName) == 0 {
+		return false, nil
+	}
+	var nodes []*pathops.Node
+	if rest == "" {
+		for _, name := range slices.Sorted(maps.Keys(byName)) {
+			v, err := ss.home.View(byName[name])
+			if err != nil {
+				return true, explain(err, ss.s)
+			}
+			root, err := v.Resolve(ctx, "/")
+			if err != nil {
+				return true, explain(err, ss.s)
+			}
+			root.Name, root.Path = name, "/"+sharedDirName+"/"+name
+			nodes = append(nodes, root)
+		}
+	} else {
+		name, sub, _ := strings.Cut(rest[1:], "/")
+		sh := byName[name]
+		if sh == nil {
+			return true, fmt.Errorf("/%s/%s: no folder of that name is shared with you (kumo shares lists them)", sharedDirName, name)
+		}
+		v, err := ss.home.View(sh)
+		if err != nil {
+			return true, explain(err, ss.s)
+		}
+		if nodes, err = v.List(ctx, "/"+sub); err != nil {
+			return true, explain(err, ss.s)
+		}
+	}
+	return true, printLong(os.Stdout, nodes, human, time.Now())
+}
+
 func printLong(w io.Writer, nodes []*pathops.Node, human bool, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 0, ' ', tabwriter.AlignRight)
 	for _, n := range nodes {

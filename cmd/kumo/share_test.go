@@ -53,6 +53,14 @@ func TestCLIShare(t *testing.T) {
 	if ls := bob.ok("share", "ls", "alice@example.com/Docs"); !strings.Contains(ls, "b.txt") || !strings.Contains(ls, "big.bin") {
 		t.Fatalf("member's ls: %q", ls)
 	}
+	// kumo ls shows the joined folder where a mount shows it.
+	if ls := bob.ok("ls", "/Shared"); !strings.Contains(ls, " Docs") || !strings.HasPrefix(ls, "d") {
+		t.Fatalf("member's kumo ls /Shared: %q", ls)
+	}
+	if ls := bob.ok("ls", "/Shared/Docs"); !strings.Contains(ls, "b.txt") || !strings.Contains(ls, "big.bin") {
+		t.Fatalf("member's kumo ls /Shared/Docs: %q", ls)
+	}
+	bob.fails("no folder of that name", "ls", "/Shared/Nope")
 	// The owner's home tree does not write into the share.
 	alice.fails("shared folder", "put", filepath.Join(src, "b.txt"), "/Docs/c.txt")
 
@@ -63,4 +71,7 @@ func TestCLIShare(t *testing.T) {
 
 	alice.ok("share", "rm", "/Docs", "--with", "bob@example.com")
 	bob.fails("alice@example.com/Docs", "share", "ls", "alice@example.com/Docs")
+	if _, _, err := bob.run("ls", "/Shared"); err == nil {
+		t.Fatal("kumo ls /Shared lists a share bob was removed from")
+	}
 }

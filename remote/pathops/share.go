@@ -20,6 +20,7 @@ package pathops
 // this client holds, newest first.
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -346,6 +347,37 @@ type Invitation struct {
 type Shares struct {
 	Owned, Joined []*Share
 	Invitations   []*Invitation
+}
+
+// DirName is the name a joined share gets in a drive's shared directory
+// (MNT/Shared/NAME, and kumo ls /Shared): its folder's name, made unique
+// with the owner's e-mail, then the share id, against the names taken.
+func (sh *Share) DirName(taken map[string]bool) string {
+	name := sh.Folder
+	if name == "" || len(name) > 255 || name == "." || name == ".." || strings.ContainsAny(name, "\x00/") {
+		name = api.FormatShareID(sh.ID)
+	}
+	for _, n := range []string{name, name + " (" + sh.OwnerEmail + ")", name + " (" + sh.OwnerEmail + ", " + api.FormatShareID(sh.ID) + ")"} {
+		if !taken[n] && len(n) <= 255 && !strings.Contains(n, "/") {
+			return n
+		}
+	}
+	return api.FormatShareID(sh.ID)
+}
+
+// JoinedByDirName names the joined shares as a drive mounted now shows
+// them (DirName, in share id order).
+func (s *Shares) JoinedByDirName() map[string]*Share {
+	joined := slices.Clone(s.Joined)
+	slices.SortFunc(joined, func(a, b *Share) int { return cmp.Compare(a.ID, b.ID) })
+	out := map[string]*Share{}
+	taken := map[string]bool{}
+	for _, sh := range joined {
+		n := sh.DirName(taken)
+		taken[n] = true
+		out[n] = sh
+	}
+	return out
 }
 
 // All returns the owned and joined shares, for WithShares.
