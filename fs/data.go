@@ -526,14 +526,6 @@ func (d *Drive) checkQuota(grow int64) syscall.Errno {
 	return d.checkDisk(grow) // disk.go: the embedded cloud's disk
 }
 
-// quotaRefused says whether the cloud's last answer to an upload was a
-// refusal for quota.
-func (d *Drive) quotaRefused() bool {
-	d.stat.Lock()
-	defer d.stat.Unlock()
-	return d.stat.quotaBlocked
-}
-
 // queuedBytes is the data written but not uploaded yet, counted over the
 // dirty files; it also resets the running total to that count.
 func (d *Drive) queuedBytes() int64 {

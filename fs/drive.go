@@ -226,14 +226,19 @@ func newDrive(o Options) (*Drive, error) {
 }
 
 // start loads the local tree (relisting from the cloud if the cache is new),
-// resumes interrupted uploads and starts the background workers.
+// resumes interrupted uploads and starts the background workers. A member
+// drive (a joined share, sharemember.go) was given its share and has no
+// account, quota or head of its own: it runs the pusher, uploader and
+// puller only.
 func (d *Drive) start() error {
-	if err := d.loadShares(d.ctx, 0); err != nil {
-		// Offline, say: the shared folders' records read as EIO until a
-		// record of one makes the drive ask again.
-		d.log.Warn("shared folders not loaded: their contents read as EIO for now", "err", err)
+	if !d.isMember() {
+		if err := d.loadShares(d.ctx, 0); err != nil {
+			// Offline, say: the shared folders' records read as EIO until a
+			// record of one makes the drive ask again.
+			d.log.Warn("shared folders not loaded: their contents read as EIO for now", "err", err)
+		}
 	}
-	if _, err := d.store.GetNode(api.RootID); errors.Is(err, cache.ErrNotFound) {
+	if _, err := d.store.GetNode(d.rootID()); errors.Is(err, cache.ErrNotFound) {
 		d.log.Info("local tree is empty: listing the cloud")
 		if err := d.relist(d.ctx); err != nil {
 			return fmt.Errorf("fs: initial listing: %w", err)
@@ -247,18 +252,33 @@ func (d *Drive) start() error {
 	if err := d.resumeUploads(); err != nil {
 		return err
 	}
+	d.wg.Add(3)
+	go d.pushLoop()
+	go d.uploadLoop()
+	go d.pullLoop()
+	if d.isMember() {
+		return nil
+	}
 	if a, err := d.c.Account(d.ctx); err == nil {
 		d.setAccount(a)
 	} else {
 		d.noteErr(err)
 	}
-	d.wg.Add(5)
-	go d.pushLoop()
-	go d.uploadLoop()
-	go d.pullLoop()
+	d.wg.Add(2)
 	go d.accountLoop()
 	go d.headLoop()
 	return nil
+}
+
+// abandon stops a drive whose start or mount failed: its joined shares'
+// drives, its workers, and the store it opened.
+func (d *Drive) abandon() {
+	d.stopMembers()
+	d.cancel()
+	d.wg.Wait()
+	if d.owns {
+		_ = d.store.Close()
+	}
 }
 
 func kick(ch chan struct{}) {

@@ -24,12 +24,7 @@ func Mount(ctx context.Context, mountpoint string, o Options) (*Drive, error) {
 		return nil, err
 	}
 	fail := func(err error) (*Drive, error) {
-		d.stopMembers() // shares joined, started by start (sharemember.go)
-		d.cancel()
-		d.wg.Wait()
-		if d.owns {
-			_ = d.store.Close()
-		}
+		d.abandon()
 		return nil, err
 	}
 	if err := d.start(); err != nil {

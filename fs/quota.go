@@ -55,12 +55,18 @@ func (d *Drive) checkXattrQuota(st *nodeState, name string, value []byte) syscal
 	return 0
 }
 
+// quotaRefused says whether the cloud's last answer to an upload was a
+// refusal for quota.
+func (d *Drive) quotaRefused() bool {
+	d.stat.Lock()
+	defer d.stat.Unlock()
+	return d.stat.quotaBlocked
+}
+
 // uploadPaused reports whether the uploader should hold its work because the
 // cloud refused it for quota; one round goes through every quotaRetry.
 func (d *Drive) uploadPaused() bool {
-	d.stat.Lock()
-	blocked := d.stat.quotaBlocked
-	d.stat.Unlock()
+	blocked := d.quotaRefused()
 	q := &d.quota
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -100,9 +106,7 @@ func (d *Drive) accountChanged(old, a api.Account) {
 	if n, err := d.store.PendingCount(); err == nil && n == 0 {
 		d.quota.metaQueued.Store(0) // pushed: the cloud's usage has it
 	}
-	d.stat.Lock()
-	blocked := d.stat.quotaBlocked
-	d.stat.Unlock()
+	blocked := d.quotaRefused()
 	if !blocked {
 		return
 	}

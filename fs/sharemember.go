@@ -46,7 +46,6 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"kumo/cache"
 	"kumo/internal/control"
 	"kumo/internal/keys"
 	"kumo/remote/api"
@@ -396,12 +395,8 @@ func (d *Drive) newMember(sh *pathops.Share) (*Drive, error) {
 	d.mem.mu.Unlock()
 	m.setMemberShare(sh)
 	m.sh.lastLoad = time.Now()
-	if err := m.startJoined(); err != nil {
-		m.cancel()
-		m.wg.Wait()
-		if m.owns {
-			_ = m.store.Close()
-		}
+	if err := m.start(); err != nil {
+		m.abandon()
 		return nil, fmt.Errorf("shared folder %s: %w", sh.Name(), err)
 	}
 	return m, nil
@@ -412,31 +407,6 @@ func (d *Drive) setMemberShare(sh *pathops.Share) {
 	d.sh.swap.Lock()
 	defer d.sh.swap.Unlock()
 	d.sh.cur.Store((&shareSet{sealer: d.sealer}).with(sh, false))
-}
-
-// startJoined is start for a member drive: the share's tree (listed from
-// the cloud if the cache is new), interrupted work resumed, and the
-// pusher, uploader and puller; no account, quota or head of its own.
-func (m *Drive) startJoined() error {
-	if _, err := m.store.GetNode(m.rootID()); errors.Is(err, cache.ErrNotFound) {
-		m.log.Info("shared folder's local tree is empty: listing it")
-		if err := m.relist(m.ctx); err != nil {
-			return fmt.Errorf("initial listing: %w", err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("read local tree: %w", err)
-	}
-	if err := m.loadPending(); err != nil {
-		return err
-	}
-	if err := m.resumeUploads(); err != nil {
-		return err
-	}
-	m.wg.Add(3)
-	go m.pushLoop()
-	go m.uploadLoop()
-	go m.pullLoop()
-	return nil
 }
 
 // flushMembers flushes every member drive (Flush of the account's drive).

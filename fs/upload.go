@@ -79,7 +79,7 @@ func (d *Drive) uploadLoop() {
 			continue
 		}
 		free, freeSmall := cap(sem)-len(sem), cap(semSmall)-len(semSmall)
-		if d.up.flushing.Load() == 0 && time.Since(time.Unix(0, d.fgAt.Load())) < foregroundIdle {
+		if d.up.flushing.Load() == 0 && d.foregroundActive() {
 			// The kernel is asking for things (a grep, an rm -rf): uploads
 			// go on, fewer at once, so they do not take both cores from it.
 			free = max(0, min(free, uploadFilesBusy-len(sem)))
@@ -170,7 +170,13 @@ func (d *Drive) noteForeground() { d.fgAt.Store(time.Now().UnixNano()) }
 // foregroundBusy says whether background work should still wait for
 // foreground requests to pause, sinceChange after the last local change.
 func (d *Drive) foregroundBusy(sinceChange time.Duration) bool {
-	return sinceChange < foregroundMax && time.Since(time.Unix(0, d.fgAt.Load())) < foregroundIdle
+	return sinceChange < foregroundMax && d.foregroundActive()
+}
+
+// foregroundActive says whether the kernel asked for something within
+// foregroundIdle.
+func (d *Drive) foregroundActive() bool {
+	return time.Since(time.Unix(0, d.fgAt.Load())) < foregroundIdle
 }
 
 // noteClose records a close with data to upload. It does not wake the
