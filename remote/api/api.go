@@ -632,6 +632,10 @@ const (
 	MaxLinkChunks = 100000   // chunks one link pins
 	MaxLinkBody   = 32 << 20 // bytes of a POST /v1/links body (base64 blob and chunk ids)
 
+	// GET /v1/s/{id}/chunks?ids=...: chunks and sealed bytes one answer holds.
+	MaxLinkBatchChunks = 16
+	MaxLinkBatchBytes  = 64 << 20
+
 	CodeLinkNotFound  = "link_not_found" // 404: unknown or revoked link
 	CodeLinkExpired   = "link_expired"   // 410
 	CodeWrongPassword = "wrong_password" // 403: the link's password auth key does not match

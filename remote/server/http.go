@@ -87,6 +87,7 @@ func (s *Server) routes() http.Handler {
 	h("GET /v1/s/{id}", s.handleLinkGet) // public: anyone with the link's id
 	h("POST /v1/s/{id}/open", s.handleLinkOpen)
 	h("GET /v1/s/{id}/chunks/{chunkid}", s.handleLinkChunk)
+	h("GET /v1/s/{id}/chunks", s.handleLinkChunks) // several chunks in one answer
 
 	a("POST /v1/shares", s.handleShareCreate) // shares.go
 	a("GET /v1/shares", s.handleShareList)

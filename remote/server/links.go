@@ -12,10 +12,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -486,4 +491,150 @@ func (s *Server) handleLinkChunk(w http.ResponseWriter, r *http.Request) error {
 	}
 	r.SetPathValue("id", cid)
 	return s.handleGetChunk(w, r, owner)
+}
+
+// parseLinkChunkIDs reads the query of GET /v1/s/{id}/chunks: one "ids"
+// parameter, 1..MaxLinkBatchChunks distinct chunk ids separated by commas.
+// Nothing else is accepted, so an answer's frames map one to one, in order,
+// onto the ids asked for.
+func parseLinkChunkIDs(rawQuery string) ([]string, error) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, badRequest("malformed query: %v", err)
+	}
+	if len(q) != 1 || len(q["ids"]) != 1 {
+		return nil, badRequest("want exactly one parameter, ids=ID,ID,... (chunk ids of the link, comma-separated)")
+	}
+	s := q["ids"][0]
+	if n := strings.Count(s, ",") + 1; n > api.MaxLinkBatchChunks {
+		return nil, badRequest("%d chunk ids asked for, at most %d an answer: ask for fewer at a time", n, api.MaxLinkBatchChunks)
+	}
+	ids := strings.Split(s, ",")
+	seen := make(map[string]bool, len(ids))
+	for _, c := range ids {
+		if !api.ValidHexID(c) {
+			return nil, badRequest("invalid chunk id %.70q (want %d lowercase hex digits)", c, api.HexIDLen)
+		}
+		if seen[c] {
+			return nil, badRequest("chunk %s asked for twice", c)
+		}
+		seen[c] = true
+	}
+	return ids, nil
+}
+
+// linkBatchFrame is the length prefix of each chunk in a batch answer.
+const linkBatchFrame = 4
+
+// handleLinkChunks serves several chunks the link pins in one answer
+// (docs/API.md "Links"): for each id asked for, in order, its sealed length
+// (4 bytes, big-endian) and its bytes. Fewer, larger requests are what a
+// browser needs: each response costs chromium's page about as much CPU as
+// its bytes (docs/BENCH.md). Every id is checked before the answer starts;
+// the blobs are streamed one after another, none held whole. A blob that
+// fails or has another size than recorded once the answer has started cuts
+// it (the client sees a short body, never a frame it could misread).
+func (s *Server) handleLinkChunks(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	ids, err := parseLinkChunkIDs(r.URL.RawQuery)
+	if err != nil {
+		return err
+	}
+	var owner string
+	recs := make([]*chunkServe, len(ids))
+	inDB := make([][]byte, len(ids)) // small chunks kept in the metadata store
+	var total int64
+	err = s.db.View(func(tx *badger.Txn) error {
+		l, err := publicLink(tx, id, time.Now())
+		if err != nil {
+			return err
+		}
+		owner = l.Account
+		for i, c := range ids {
+			ok, err := exists(tx, kLinkChunk(id, c))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return apiErr(http.StatusNotFound, api.CodeNotFound, "chunk "+c+" is not in this link")
+			}
+			if recs[i], err = readChunkAs[chunkServe](tx, owner, c); err != nil {
+				return err
+			}
+			if recs[i] == nil {
+				return apiErr(http.StatusNotFound, api.CodeNotFound, "chunk "+c+" of this link is not stored")
+			}
+			total += recs[i].Size
+			if total > api.MaxLinkBatchBytes {
+				return badRequest("the chunks asked for hold more than %d bytes: ask for fewer at a time", api.MaxLinkBatchBytes)
+			}
+			if recs[i].InDB {
+				if inDB[i], err = readChunkData(tx, owner, c); err != nil {
+					return err
+				}
+				if int64(len(inDB[i])) != recs[i].Size {
+					s.log.Error("chunk in the metadata store is missing or has the wrong size", "req", info(r).id, "account", owner, "chunk", c,
+						"want", recs[i].Size, "got", len(inDB[i]))
+					return apiErr(http.StatusNotFound, api.CodeNotFound, "chunk "+c+" lost by the metadata store")
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Length", strconv.FormatInt(total+int64(linkBatchFrame*len(ids)), 10))
+	w.WriteHeader(http.StatusOK)
+	for i, c := range ids {
+		var frame [linkBatchFrame]byte
+		binary.BigEndian.PutUint32(frame[:], uint32(recs[i].Size))
+		if _, err := w.Write(frame[:]); err != nil {
+			panic(http.ErrAbortHandler) // the client went away
+		}
+		if inDB[i] != nil {
+			if _, err := w.Write(inDB[i]); err != nil {
+				panic(http.ErrAbortHandler)
+			}
+			continue
+		}
+		if err := s.copyLinkBlob(w, r, owner, c, recs[i]); err != nil {
+			if r.Context().Err() == nil { // not just a client that went away
+				s.log.Error("reading a link's chunk blob failed mid-answer; answer cut", "req", info(r).id, "account", owner, "chunk", c, "err", err)
+			}
+			panic(http.ErrAbortHandler)
+		}
+	}
+	return nil
+}
+
+// copyLinkBlob streams chunk c's whole blob into a batch answer, checking
+// its sum on the way unless NoReadVerify (as serveBlob does: the server
+// cannot open a chunk but logs one whose blob is not what was uploaded; the
+// client's AEAD refuses its bytes).
+func (s *Server) copyLinkBlob(w io.Writer, r *http.Request, owner, c string, rec *chunkServe) error {
+	body, n, err := s.openBlob(r.Context(), blobKey(owner, c), 0, rec.Size)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	if n != rec.Size {
+		return fmt.Errorf("blob of %d bytes, recorded %d", n, rec.Size)
+	}
+	var src io.Reader = body
+	var sum hash.Hash
+	if rec.Sum != "" && !s.cfg.NoReadVerify {
+		sum = sha256.New()
+		src = io.TeeReader(body, sum)
+	}
+	sent, err := io.Copy(w, io.LimitReader(src, n))
+	if err == nil && sent != n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil && sum != nil {
+		s.checkSum(r, owner, c, rec, sum)
+	}
+	return err
 }

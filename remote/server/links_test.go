@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -302,4 +304,165 @@ func TestLinkOwnerDisabled(t *testing.T) {
 	}
 	st, code, _ = e.publicGet("/v1/s/"+id+"/chunks/"+c, "")
 	expect(t, "enabled again", st, code, 200, "")
+}
+
+// batchBody is what GET /v1/s/{id}/chunks answers for chunks data, in order:
+// each one's length (4 bytes, big-endian) and bytes.
+func batchBody(data ...[]byte) []byte {
+	var b []byte
+	for _, d := range data {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(d)))
+		b = append(b, d...)
+	}
+	return b
+}
+
+// TestLinkChunksBatch: GET /v1/s/{id}/chunks?ids=... answers the chunks the
+// link pins back to back, framed, in the order asked for, from the blob
+// store and the metadata store alike; a password link's chunks as its
+// single-chunk reads (no auth); bad input is a 400 (or 404 for a chunk the
+// link does not pin) and nothing else.
+func TestLinkChunksBatch(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	u := e.signup("batch@example.com")
+	big, small, other := randBytes(200<<10), randBytes(100), randBytes(300<<10)
+	cBig, cSmall, cOther := randMAC(), randMAC(), randMAC()
+	u.must("PUT", "/v1/chunks/"+cBig, big, nil)
+	u.must("PUT", "/v1/chunks/"+cSmall, small, nil) // kept in the metadata store
+	u.must("PUT", "/v1/chunks/"+cOther, other, nil) // stored, not in the link
+	id := newLinkID()
+	u.must("POST", "/v1/links", api.LinkCreateRequest{ID: id, Blob: randBytes(50), Chunks: []string{cBig, cSmall}}, nil)
+
+	get := func(query string) (*http.Response, []byte) {
+		t.Helper()
+		resp, err := http.Get(e.url + "/v1/s/" + id + "/chunks?" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	for _, tc := range []struct {
+		ids  []string
+		want []byte
+	}{
+		{[]string{cBig, cSmall}, batchBody(big, small)},
+		{[]string{cSmall, cBig}, batchBody(small, big)},
+		{[]string{cSmall}, batchBody(small)},
+	} {
+		resp, b := get("ids=" + strings.Join(tc.ids, ","))
+		if resp.StatusCode != 200 || !bytes.Equal(b, tc.want) || resp.ContentLength != int64(len(tc.want)) {
+			t.Fatalf("batch %d ids: %d, %d bytes (Content-Length %d), want %d", len(tc.ids), resp.StatusCode, len(b), resp.ContentLength, len(tc.want))
+		}
+	}
+
+	pathOf := func(q string) string { return "/v1/s/" + id + "/chunks?" + q }
+	many := make([]string, api.MaxLinkBatchChunks+1)
+	for i := range many {
+		many[i] = randMAC()
+	}
+	for _, tc := range []struct {
+		name, path string
+		status     int
+		code       string
+	}{
+		{"no query", pathOf(""), 400, api.CodeBadRequest},
+		{"empty ids", pathOf("ids="), 400, api.CodeBadRequest},
+		{"trailing comma", pathOf("ids=" + cBig + ","), 400, api.CodeBadRequest},
+		{"duplicate", pathOf("ids=" + cBig + "," + cSmall + "," + cBig), 400, api.CodeBadRequest},
+		{"too many", pathOf("ids=" + strings.Join(many, ",")), 400, api.CodeBadRequest},
+		{"uppercase id", pathOf("ids=" + strings.ToUpper(cBig)), 400, api.CodeBadRequest},
+		{"short id", pathOf("ids=abc"), 400, api.CodeBadRequest},
+		{"ids twice", pathOf("ids=" + cBig + "&ids=" + cSmall), 400, api.CodeBadRequest},
+		{"other parameter", pathOf("ids=" + cBig + "&x=1"), 400, api.CodeBadRequest},
+		{"bad escape", pathOf("ids=%zz"), 400, api.CodeBadRequest},
+		{"not in the link", pathOf("ids=" + cBig + "," + cOther), 404, api.CodeNotFound},
+		{"unknown chunk", pathOf("ids=" + randMAC()), 404, api.CodeNotFound},
+		{"unknown link", "/v1/s/" + newLinkID() + "/chunks?ids=" + cBig, 404, api.CodeLinkNotFound},
+	} {
+		st, code, b := e.publicGet(tc.path, "")
+		expect(t, tc.name, st, code, tc.status, tc.code)
+		if b != nil {
+			t.Errorf("%s: answered %d bytes", tc.name, len(b))
+		}
+	}
+
+	// A password link: its chunks are read as through /chunks/{chunkid}.
+	pid := newLinkID()
+	u.must("POST", "/v1/links", api.LinkCreateRequest{ID: pid, Blob: randBytes(50), Chunks: []string{cOther},
+		Password: &api.LinkPassword{Salt: randBytes(16), KDF: defaultKDF, AuthHash: randBytes(32)}}, nil)
+	st, _, b := e.publicGet("/v1/s/"+pid+"/chunks?ids="+cOther, "")
+	if st != 200 || !bytes.Equal(b, batchBody(other)) {
+		t.Fatalf("password link batch: %d, %d bytes", st, len(b))
+	}
+
+	// A blob lost from the store after the answer started: the answer is
+	// cut short, never a whole-looking answer.
+	if err := e.s.blobs.Delete(context.Background(), blobKey(u.id, cBig)); err != nil {
+		t.Fatal(err)
+	}
+	// (The first frame may not even have left the server's buffer.)
+	resp, err := http.Get(e.url + pathOf("ids="+cSmall+","+cBig))
+	if err == nil {
+		b, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil || len(b) >= len(batchBody(small, big)) {
+			t.Fatalf("lost blob in a batch: %d, read %d bytes, err %v; want a cut answer", resp.StatusCode, len(b), err)
+		}
+	}
+
+	// Revoked: the link's chunks are gone with it.
+	u.must("DELETE", "/v1/links/"+id, nil, nil)
+	st, code, _ := e.publicGet(pathOf("ids="+cSmall), "")
+	expect(t, "revoked", st, code, 404, api.CodeLinkNotFound)
+}
+
+// TestLinkChunksBatchBytes: an answer holds at most MaxLinkBatchBytes of
+// sealed chunks; more is a 400 before any byte is sent.
+func TestLinkChunksBatchBytes(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	u := e.signup("batchbytes@example.com")
+	var ids []string
+	for total := 0; total <= api.MaxLinkBatchBytes; total += api.MaxChunkBody {
+		ids = append(ids, u.putChunk(api.MaxChunkBody))
+	}
+	id := newLinkID()
+	u.must("POST", "/v1/links", api.LinkCreateRequest{ID: id, Blob: randBytes(50), Chunks: ids}, nil)
+	st, code, _ := e.publicGet("/v1/s/"+id+"/chunks?ids="+strings.Join(ids, ","), "")
+	expect(t, "over the bytes", st, code, 400, api.CodeBadRequest)
+	st, _, b := e.publicGet("/v1/s/"+id+"/chunks?ids="+strings.Join(ids[1:], ","), "")
+	if st != 200 || len(b) != len(ids[1:])*(4+api.MaxChunkBody) {
+		t.Fatalf("at the bytes: %d, %d bytes", st, len(b))
+	}
+}
+
+// FuzzParseLinkChunkIDs: whatever the query, the parser either refuses it
+// with a 400 or returns 1..MaxLinkBatchChunks distinct valid chunk ids.
+func FuzzParseLinkChunkIDs(f *testing.F) {
+	a, b := strings.Repeat("a", 64), strings.Repeat("0", 63)+"1"
+	for _, s := range []string{"ids=" + a, "ids=" + a + "," + b, "ids=" + a + "," + a, "ids=", "", "ids=" + a + "&ids=" + b,
+		"ids=%zz", "ids=" + a + ",", strings.Repeat("ids="+a+",", 20)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		ids, err := parseLinkChunkIDs(q)
+		if err != nil {
+			var ae *api.Error
+			if !errors.As(err, &ae) || ae.Status != 400 || ids != nil {
+				t.Fatalf("%q: error %v (%T), ids %v", q, err, err, ids)
+			}
+			return
+		}
+		if len(ids) == 0 || len(ids) > api.MaxLinkBatchChunks {
+			t.Fatalf("%q: %d ids", q, len(ids))
+		}
+		seen := map[string]bool{}
+		for _, c := range ids {
+			if !api.ValidHexID(c) || seen[c] {
+				t.Fatalf("%q: id %q invalid or twice", q, c)
+			}
+			seen[c] = true
+		}
+	})
 }
