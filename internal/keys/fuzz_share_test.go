@@ -14,10 +14,16 @@ func FuzzOpenRoster(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	goodMin, err := testRosterMinGen(owner, w, r).Sign(owner)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(good)
+	f.Add(goodMin)
 	f.Add([]byte{})
 	f.Add(good[:len(good)-1])
 	f.Add(append([]byte{RosterVersion}, make([]byte, 200)...))
+	f.Add(append([]byte{RosterVersionMinGen}, make([]byte, 200)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, err := OpenRoster(b)
 		if err != nil {
@@ -26,7 +32,7 @@ func FuzzOpenRoster(f *testing.F) {
 			}
 			return
 		}
-		if !bytes.Equal(b, good) && got.Owner.Equal(owner.Public) {
+		if !bytes.Equal(b, good) && !bytes.Equal(b, goodMin) && got.Owner.Equal(owner.Public) {
 			t.Fatalf("forged roster accepted: %x", b)
 		}
 		if !bytes.Equal(append(got.body(), b[len(b)-64:]...), b) {

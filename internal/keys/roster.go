@@ -4,7 +4,10 @@ package keys
 // the owner. Clients verify every record of a share against it (a record is
 // valid only if signed by the owner or a writer), and pin the highest
 // version they have seen, so the server can neither add a writer nor roll
-// the list back. Byte layout: docs/FORMAT.md §3g.
+// the list back. A roster also names the lowest key generation whose
+// records are accepted (MinGen): once the owner has re-sealed a folder after
+// removing or demoting a writer, nothing signed in an older generation, by
+// anyone, is data. Byte layout: docs/FORMAT.md §3g.
 
 import (
 	"bytes"
@@ -52,8 +55,13 @@ func ParseRole(s string) (Role, error) {
 }
 
 const (
-	// RosterVersion is the first byte of an encoded roster.
+	// RosterVersion is the first byte of an encoded roster with no lowest
+	// accepted generation (MinGen 0 or 1: every generation is accepted).
 	RosterVersion = 0x02
+	// RosterVersionMinGen is the first byte of an encoded roster with a
+	// lowest accepted generation of 2 or more, which follows the
+	// generation. A roster has one encoding: MinGen <= 1 is always 0x02.
+	RosterVersionMinGen = 0x03
 	// MaxEmailSize bounds the e-mails in rosters and invitations.
 	MaxEmailSize = 254
 	// MaxRosterMembers bounds a roster's member count.
@@ -80,8 +88,13 @@ type RosterMember struct {
 
 // Roster is a share's owner-signed member list at one version.
 type Roster struct {
-	Share      uint64
-	Gen        uint32 // the share's current key generation
+	Share uint64
+	Gen   uint32 // the share's current key generation
+	// MinGen is the lowest generation whose records are accepted (0 or 1:
+	// all). The owner raises it to Gen once every record of the share is
+	// re-sealed under Gen, after a writer was removed or demoted
+	// (NeedsReseal): the former writer's old signatures stop counting.
+	MinGen     uint32
 	Version    uint64 // +1 on every change; clients refuse a lower one
 	OwnerEmail string
 	Owner      PublicIdentity
@@ -92,6 +105,9 @@ type Roster struct {
 func (r *Roster) canonical() error {
 	if r.Share == 0 || r.Gen == 0 {
 		return fmt.Errorf("share id and generation must not be 0")
+	}
+	if r.MinGen > r.Gen {
+		return fmt.Errorf("lowest accepted generation %d is after the current %d", r.MinGen, r.Gen)
 	}
 	if err := checkEmail(r.OwnerEmail); err != nil {
 		return fmt.Errorf("owner: %w", err)
@@ -143,8 +159,14 @@ func (r *Roster) SortMembers() {
 
 func (r *Roster) body() []byte {
 	b := []byte{RosterVersion}
+	if r.MinGen > 1 {
+		b[0] = RosterVersionMinGen
+	}
 	b = binary.BigEndian.AppendUint64(b, r.Share)
 	b = binary.BigEndian.AppendUint32(b, r.Gen)
+	if r.MinGen > 1 {
+		b = binary.BigEndian.AppendUint32(b, r.MinGen)
+	}
 	b = binary.BigEndian.AppendUint64(b, r.Version)
 	b = append(b, byte(len(r.OwnerEmail)))
 	b = append(b, r.OwnerEmail...)
@@ -214,7 +236,7 @@ func (d *rosterReader) key() (k [PublicKeySize]byte) { copy(k[:], d.take(PublicK
 func (d *rosterReader) str() string                  { return string(d.take(int(d.take(1)[0]))) }
 
 func decodeRoster(b []byte) (*Roster, []byte, []byte, error) {
-	if len(b) < 1+ed25519.SignatureSize || b[0] != RosterVersion {
+	if len(b) < 1+ed25519.SignatureSize || b[0] != RosterVersion && b[0] != RosterVersionMinGen {
 		return nil, nil, nil, fmt.Errorf("unknown version or too short")
 	}
 	body, sig := b[:len(b)-ed25519.SignatureSize], b[len(b)-ed25519.SignatureSize:]
@@ -222,6 +244,10 @@ func decodeRoster(b []byte) (*Roster, []byte, []byte, error) {
 	r := &Roster{}
 	r.Share = binary.BigEndian.Uint64(d.take(8))
 	r.Gen = binary.BigEndian.Uint32(d.take(4))
+	if b[0] == RosterVersionMinGen {
+		// 0 or 1 here re-encodes as 0x02: refused below as not canonical.
+		r.MinGen = binary.BigEndian.Uint32(d.take(4))
+	}
 	r.Version = binary.BigEndian.Uint64(d.take(8))
 	r.OwnerEmail = d.str()
 	r.Owner.Box = d.key()
@@ -264,9 +290,10 @@ func (r *Roster) Member(email string) (RosterMember, bool) {
 
 // Signer returns the public key of signer if it may sign records of key
 // generation gen: the owner; a current writer (any generation up to the
-// roster's); a member who was a writer up to WroteUntil >= gen.
+// roster's); a member who was a writer up to WroteUntil >= gen. Nobody
+// signs a generation below MinGen.
 func (r *Roster) Signer(signer SignerID, gen uint32) ([PublicKeySize]byte, bool) {
-	if gen == 0 || gen > r.Gen {
+	if gen == 0 || gen > r.Gen || gen < r.MinGen {
 		return [PublicKeySize]byte{}, false
 	}
 	if SignerOf(r.Owner.Sign) == signer {
@@ -282,4 +309,31 @@ func (r *Roster) Signer(signer SignerID, gen uint32) ([PublicKeySize]byte, bool)
 		return [PublicKeySize]byte{}, false
 	}
 	return [PublicKeySize]byte{}, false
+}
+
+// NeedsReseal says whether a former writer (removed, or demoted to reader)
+// may still sign records of an accepted generation: the owner then re-seals
+// the folder under the current generation and raises MinGen to it. If the
+// former writer wrote in the current generation itself (a demotion not yet
+// rotated), the share must first move to a new generation (NeedsRotation).
+func (r *Roster) NeedsReseal() bool {
+	floor := max(r.MinGen, 1)
+	for _, m := range r.Members {
+		if m.Role != RoleWriter && m.WroteUntil >= floor {
+			return true
+		}
+	}
+	return false
+}
+
+// NeedsRotation says whether a former writer wrote in the current
+// generation: it keeps that generation's secret, so the re-seal must go to
+// the next one.
+func (r *Roster) NeedsRotation() bool {
+	for _, m := range r.Members {
+		if m.Role != RoleWriter && m.WroteUntil >= r.Gen {
+			return true
+		}
+	}
+	return false
 }

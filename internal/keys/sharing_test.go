@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,78 @@ func testRoster(owner, w, r *Identity) *Roster {
 			{Email: "bob@example.com", Keys: w.Public, Role: RoleWriter},
 			{Email: "carol@example.com", Keys: r.Public, Role: RoleReader, WroteUntil: 1},
 		}}
+}
+
+// testRosterMinGen is testRoster after a re-seal: generation 3, records of
+// generations below 2 refused (encoded with version 0x03).
+func testRosterMinGen(owner, w, r *Identity) *Roster {
+	ro := testRoster(owner, w, r)
+	ro.Gen, ro.MinGen, ro.Version = 3, 2, 6
+	return ro
+}
+
+// TestRosterMinGen: a roster's lowest accepted generation is signed, has one
+// encoding (0x02 when it is 0 or 1, 0x03 with the field otherwise), and no
+// signer at all, not even the owner, may sign below it; NeedsReseal and
+// NeedsRotation say when a former writer's signatures still count.
+func TestRosterMinGen(t *testing.T) {
+	owner, w, r := testIdentity(t, 1, 2), testIdentity(t, 3, 4), testIdentity(t, 5, 6)
+	ro := testRosterMinGen(owner, w, r)
+	b, err := ro.Sign(owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[0] != RosterVersionMinGen {
+		t.Fatalf("roster with MinGen 2 encoded as version %#x", b[0])
+	}
+	got, err := OpenRoster(b)
+	if err != nil || got.MinGen != 2 || got.Gen != 3 {
+		t.Fatalf("open: %v %+v", err, got)
+	}
+	for _, c := range []struct {
+		id   *Identity
+		gen  uint32
+		want bool
+	}{{owner, 1, false}, {w, 1, false}, {r, 1, false}, {owner, 2, true}, {w, 2, true}, {w, 3, true}, {r, 2, false}} {
+		if _, ok := got.Signer(SignerOf(c.id.Public.Sign), c.gen); ok != c.want {
+			t.Errorf("signer %x gen %d: %v, want %v", c.id.Public.Sign[:2], c.gen, ok, c.want)
+		}
+	}
+	// MinGen 0 and 1 encode as version 0x02, alike.
+	for _, m := range []uint32{0, 1} {
+		ro := testRoster(owner, w, r)
+		ro.MinGen = m
+		b1, err := ro.Sign(owner)
+		if err != nil || b1[0] != RosterVersion {
+			t.Fatalf("MinGen %d: %v, version %#x", m, err, b1[0])
+		}
+	}
+	// A 0x03 roster whose MinGen is 1 is not canonical, even if signed.
+	low := testRoster(owner, w, r)
+	body := low.body()
+	body = append(append([]byte{RosterVersionMinGen}, body[1:13]...), append([]byte{0, 0, 0, 1}, body[13:]...)...)
+	forged := append(body, ed25519.Sign(owner.sign, rosterMessage(body))...)
+	if _, err := OpenRoster(forged); !errors.Is(err, ErrRoster) {
+		t.Fatalf("0x03 roster with MinGen 1: %v, want ErrRoster", err)
+	}
+	bad := testRosterMinGen(owner, w, r)
+	bad.MinGen = 4
+	if _, err := bad.Sign(owner); err == nil {
+		t.Fatal("MinGen after the current generation signed")
+	}
+
+	// carol wrote until 1: with MinGen 2 her signatures are gone.
+	if got.NeedsReseal() || got.NeedsRotation() {
+		t.Fatal("re-sealed roster still needs a re-seal")
+	}
+	old := testRoster(owner, w, r) // gen 2, carol wrote until 1, no floor
+	if !old.NeedsReseal() || old.NeedsRotation() {
+		t.Fatal("a former writer's generation-1 signatures count: a re-seal is needed, no rotation")
+	}
+	old.Members[0].Role, old.Members[0].WroteUntil = RoleReader, 2 // bob demoted in generation 2
+	if !old.NeedsRotation() {
+		t.Fatal("bob wrote in the current generation: a rotation is needed")
+	}
 }
 
 func TestRecordSignature(t *testing.T) {
@@ -140,6 +213,7 @@ type sharingVectors struct {
 	OwnerBoxPrivate, OwnerSignSeed   string
 	MemberBoxPrivate, MemberSignSeed string
 	Roster                           string // hex, signed
+	RosterMinGen                     string // hex, signed: testRosterMinGen (version 0x03)
 	RecordSealed                     string // hex
 	RecordMAC                        string
 	RecordSigned                     string // name record of parent 42
@@ -155,6 +229,10 @@ type sharingVectors struct {
 func TestSharingVectors(t *testing.T) {
 	owner, w, r := testIdentity(t, 1, 2), testIdentity(t, 3, 4), testIdentity(t, 5, 6)
 	roster, err := testRoster(owner, w, r).Sign(owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rosterMin, err := testRosterMinGen(owner, w, r).Sign(owner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +252,7 @@ func TestSharingVectors(t *testing.T) {
 			t.Fatal(err)
 		}
 		v := sharingVectors{hex.EncodeToString(seq(32, 1)), hex.EncodeToString(seq(32, 2)), hex.EncodeToString(seq(32, 3)), hex.EncodeToString(seq(32, 4)),
-			hex.EncodeToString(roster), hex.EncodeToString(sealed), hex.EncodeToString(mac), hex.EncodeToString(signed),
+			hex.EncodeToString(roster), hex.EncodeToString(rosterMin), hex.EncodeToString(sealed), hex.EncodeToString(mac), hex.EncodeToString(signed),
 			hex.EncodeToString(blob), hex.EncodeToString(inv.Secret[:]), hex.EncodeToString(master[:]),
 			hex.EncodeToString(func() []byte { k := OwnerShareSecret(master, 7, 2); return k[:] }())}
 		b, _ := json.MarshalIndent(v, "", "  ")
@@ -192,6 +270,9 @@ func TestSharingVectors(t *testing.T) {
 	}
 	if v.Roster != hex.EncodeToString(roster) {
 		t.Errorf("roster encoding or signature differs from the vector")
+	}
+	if v.RosterMinGen != hex.EncodeToString(rosterMin) {
+		t.Errorf("roster (version 0x03, MinGen) encoding or signature differs from the vector")
 	}
 	if v.RecordSigned != hex.EncodeToString(signed) {
 		t.Errorf("record signature differs from the vector")

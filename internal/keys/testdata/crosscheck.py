@@ -208,6 +208,11 @@ body += em(b"bob@example.com") + ids["bob"][2] + ids["bob"][3] + b"\x02" + struc
 body += em(b"carol@example.com") + ids["carol"][2] + ids["carol"][3] + b"\x01" + struct.pack(">I", 1)
 roster = body + ids["alice"][1].sign(b"kumo/v2/share-roster\x00" + body)
 check("sharing.roster", roster.hex(), sv["Roster"])
+# version 0x03: the lowest accepted generation (2) follows the generation (3); version 6
+members = body[body.index(struct.pack(">H", 2) + em(b"bob@example.com")):]
+body3 = b"\x03" + struct.pack(">QIIQ", 7, 3, 2, 6) + em(b"alice@example.com") + ids["alice"][2] + ids["alice"][3] + members
+roster3 = body3 + ids["alice"][1].sign(b"kumo/v2/share-roster\x00" + body3)
+check("sharing.roster_min_gen", roster3.hex(), sv["RosterMinGen"])
 sealed, mac = bytes.fromhex(sv["RecordSealed"]), bytes.fromhex(sv["RecordMAC"])
 rec = sealed + hashlib.sha256(ids["bob"][3]).digest()[:16] + ids["bob"][1].sign(b"kumo/v2/share-record\x00\x02" + struct.pack(">Q", 42) + mac + sealed)
 check("sharing.record", rec.hex(), sv["RecordSigned"])
