@@ -185,6 +185,13 @@ var ErrTooBig = errors.New("cache: mutation too big for one transaction")
 // Deletes are applied before puts, so a mutation may delete and re-put the
 // same key. Nothing is applied on error.
 func (s *Store) Apply(m Mutation) error {
+	_, err := s.ApplySeq(m)
+	return err
+}
+
+// ApplySeq is Apply, and returns the journal seq of m's last journal op (or
+// of the journal's last op when m adds none).
+func (s *Store) ApplySeq(m Mutation) (uint64, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.newDirs.adding(&m)
@@ -203,16 +210,16 @@ func (s *Store) Apply(m Mutation) error {
 		}
 	}
 	if errors.Is(err, badger.ErrTxnTooBig) {
-		return fmt.Errorf("cache: apply (%d nodes, %d entries, %d journal ops): %w",
+		return 0, fmt.Errorf("cache: apply (%d nodes, %d entries, %d journal ops): %w",
 			len(m.PutNodes)+len(m.DeleteNodes), len(m.PutEntries)+len(m.DeleteEntries), len(m.Journal), ErrTooBig)
 	}
 	if err != nil {
-		return fmt.Errorf("cache: apply: %w", err)
+		return 0, fmt.Errorf("cache: apply: %w", err)
 	}
 	s.newDirs.applied(&m)
 	s.lastSeq = seq
 	s.pending += len(m.Journal)
-	return nil
+	return seq, nil
 }
 
 // writeMutation records m's key writes in rec and returns the journal's last

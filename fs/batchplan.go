@@ -78,6 +78,10 @@ func shrinkBatch(batch []api.BatchOp, cut, limit int) (newCut, newLimit int, ok 
 	return min(cut/2, batchCut(batch, newLimit)), newLimit, true
 }
 
+// opCancelled stands, in the ops planBatch gets, for a journal op the cloud
+// never needs (unsent.go): it is left out and acked with what precedes it.
+const opCancelled = "cancelled"
+
 // planBatch turns the journal ops ops (in order, conflict renames already
 // applied) into the ops of one batch request. need[i] is the index of the
 // batch entry that must succeed before ops[i] may be acked (-1: nothing).
@@ -102,6 +106,10 @@ func planBatch(ops []api.BatchOp, versionOf func(id uint64) (v uint64, ok bool))
 	need = make([]int, 0, len(ops))
 	created := map[uint64]int{} // node -> batch index of its create
 	for i, op := range ops {
+		if op.Op == opCancelled {
+			need = append(need, len(batch)-1) // acked with what precedes it
+			continue
+		}
 		if op.Op == api.OpUpdate {
 			if lastUpdate[op.ID] != i {
 				need = append(need, superseded) // resolved below

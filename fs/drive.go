@@ -114,6 +114,7 @@ type Drive struct {
 	dirty   map[uint64]*nodeState // files with data not yet uploaded
 	pending map[string]int        // pending journal ops per node ("n/ID") and entry ("e/PARENT/MAC")
 	rewrite map[string]nameRewrite
+	unsent  unsentTree      // queued ops of files removed before they were sent (unsent.go)
 	refresh map[uint64]bool // directories to relist from the cloud
 
 	pushKick   chan struct{}
@@ -199,6 +200,7 @@ func newDrive(o Options) (*Drive, error) {
 		dirty:      map[uint64]*nodeState{},
 		pending:    map[string]int{},
 		rewrite:    map[string]nameRewrite{},
+		unsent:     newUnsentTree(),
 		pushKick:   make(chan struct{}, 1),
 		uploadKick: make(chan struct{}, 1),
 		pullKick:   make(chan struct{}, 1),

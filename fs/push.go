@@ -181,8 +181,13 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 	d.mu.Lock()
 	rewritten := make([]api.BatchOp, len(ops))
 	for i, jo := range ops {
+		if d.unsent.isCancelled(jo.Seq) {
+			rewritten[i] = api.BatchOp{Op: opCancelled}
+			continue
+		}
 		rewritten[i] = d.rewriteOp(jo.Op)
 	}
+	d.unsent.planning(ops[len(ops)-1].Seq)
 	batch, need := planBatch(rewritten, d.versionOf)
 	d.mu.Unlock()
 
@@ -246,9 +251,15 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 			return true, fmt.Errorf("ack journal: %w", aerr)
 		}
 		d.mu.Lock()
-		for _, op := range rewritten[:n] {
+		orig, seqs := make([]api.BatchOp, n), make([]uint64, n)
+		for i, op := range rewritten[:n] {
+			if op.Op == opCancelled {
+				op = ops[i].Op // its keys were counted as queued
+			}
 			d.donePending(op)
+			orig[i], seqs[i] = ops[i].Op, ops[i].Seq
 		}
+		d.unsent.acked(orig, seqs)
 		d.mu.Unlock()
 	}
 	return retry, err

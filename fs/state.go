@@ -267,20 +267,29 @@ func (d *Drive) updateOp(st *nodeState) api.BatchOp {
 
 // apply applies m locally and counts its journal ops as pending. Under d.mu.
 func (d *Drive) apply(m cache.Mutation) error {
-	if err := d.store.Apply(m); err != nil {
+	_, err := d.applySeq(m)
+	return err
+}
+
+// applySeq is apply, and returns the journal seq of m's last op.
+func (d *Drive) applySeq(m cache.Mutation) (uint64, error) {
+	last, err := d.store.ApplySeq(m)
+	if err != nil {
 		d.log.Error("local tree update failed", "err", err)
-		return err
+		return 0, err
 	}
-	for _, op := range m.Journal {
+	first := last + 1 - uint64(len(m.Journal))
+	for i, op := range m.Journal {
 		for _, k := range opKeys(op) {
 			d.pending[k]++
 		}
+		d.unsent.queued(first+uint64(i), op)
 	}
 	if len(m.Journal) > 0 {
 		d.lastChange.Store(time.Now().UnixNano())
 		kick(d.pushKick)
 	}
-	return nil
+	return last, nil
 }
 
 func nodeKey(id uint64) string                  { return fmt.Sprintf("n/%d", id) }
@@ -537,8 +546,12 @@ func (d *Drive) unlink(parent uint64, name string, dir bool) syscall.Errno {
 	}
 	d.dropLinkLocked(st, &m, now)
 	m.PutNodes = append(m.PutNodes, d.localNode(p))
-	if err := d.apply(m); err != nil {
+	seq, err := d.applySeq(m)
+	if err != nil {
 		return syscall.EIO
+	}
+	if st.deleted {
+		d.unsent.removed(st.id, seq)
 	}
 	d.afterDropLocked(st)
 	return 0
