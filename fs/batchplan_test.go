@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"kumo/remote/api"
 )
@@ -200,5 +201,26 @@ func TestAckedPrefix(t *testing.T) {
 		if got := ackedPrefix(tc.need, tc.done); got != tc.n {
 			t.Errorf("ackedPrefix(%v, %d) = %d, want %d", tc.need, tc.done, got, tc.n)
 		}
+	}
+}
+
+// The pusher rests twice as long as a push took while the kernel keeps
+// asking, up to pushRestMax, and not at all when the drive is idle or a
+// flush waits.
+func TestPushRest(t *testing.T) {
+	d := &Drive{}
+	if r := d.pushRest(300 * time.Millisecond); r != 0 {
+		t.Fatalf("idle drive rests %v", r)
+	}
+	d.noteForeground()
+	if r := d.pushRest(300 * time.Millisecond); r != 600*time.Millisecond {
+		t.Fatalf("busy drive rests %v after a 300 ms push, want 600 ms", r)
+	}
+	if r := d.pushRest(5 * time.Second); r != pushRestMax {
+		t.Fatalf("busy drive rests %v after a 5 s push, want %v", r, pushRestMax)
+	}
+	d.up.flushing.Add(1)
+	if r := d.pushRest(300 * time.Millisecond); r != 0 {
+		t.Fatalf("rest %v while a flush waits", r)
 	}
 }
