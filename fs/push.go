@@ -205,11 +205,17 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 	d.mu.Lock()
 	rewritten := make([]api.BatchOp, len(ops))
 	for i, jo := range ops {
+		op := jo.Op
 		if d.unsent.isCancelled(jo.Seq) {
 			rewritten[i] = api.BatchOp{Op: opCancelled}
 			continue
 		}
-		rewritten[i] = d.rewriteOp(jo.Op)
+		if at, ok := d.unsent.sentAs(jo.Seq); ok && op.Create != nil {
+			c := *op.Create
+			c.Parent, c.NameMAC, c.Name = at.parent, at.mac, at.name
+			op.Create = &c
+		}
+		rewritten[i] = d.rewriteOp(op)
 	}
 	d.unsent.planning(ops[len(ops)-1].Seq)
 	batch, need := planBatch(rewritten, d.versionOf)
@@ -277,7 +283,7 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 		d.mu.Lock()
 		orig, seqs := make([]api.BatchOp, n), make([]uint64, n)
 		for i, op := range rewritten[:n] {
-			if op.Op == opCancelled {
+			if _, moved := d.unsent.sentAs(ops[i].Seq); moved || op.Op == opCancelled {
 				op = ops[i].Op // its keys were counted as queued
 			}
 			d.donePending(op)

@@ -552,6 +552,8 @@ func (d *Drive) unlink(parent uint64, name string, dir bool) syscall.Errno {
 	}
 	if st.deleted {
 		d.unsent.removed(st.id, seq)
+	} else {
+		d.unsent.unlinked(st.id, seq, parent, e.NameMAC)
 	}
 	d.afterDropLocked(st)
 	return 0
@@ -762,9 +764,11 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 		m.PutNodes = append(m.PutNodes, d.localNode(dp))
 	}
 	m.Journal = []api.BatchOp{{Op: api.OpRename, Rename: req}}
-	if err := d.apply(m); err != nil {
+	seq, err := d.applySeq(m)
+	if err != nil {
 		return syscall.EIO
 	}
+	d.unsent.renamed(seq, req, exists)
 	return 0
 }
 

@@ -2,57 +2,84 @@ package fs
 
 import "kumo/remote/api"
 
-// unsentTree finds journal ops the cloud never needs to see: a file or empty
-// directory created here and removed again before the pusher sent its
-// create. Its create, its updates and its unlink would only make the cloud
-// create and delete it (a commit, a change-feed entry and history for a few
-// seconds of life); after an untar, a build or a checkout that is most of the
-// queue an `rm -rf` finds. Such ops are cancelled in memory, not deleted from
-// the journal: the pusher skips them and acks them with the ops around them.
-// A crash forgets the cancellation and the journal replays every op as
-// written, which gives the same tree in the cloud.
+// unsentTree finds journal ops the cloud never needs to see, among those of
+// nodes created here whose create the pusher has not sent yet:
 //
-// Only nodes whose ops are their own can go: a node that was renamed or
-// hard-linked, or a directory that still has ops of its children queued, is
-// sent as usual. Under d.mu.
+//   - a file or empty directory removed again: its create, its updates and
+//     its unlink would only make the cloud create and delete it (a commit, a
+//     change-feed entry and history for a few seconds of life); after an
+//     untar, a build or a checkout that is much of the queue an `rm -rf`
+//     finds. They are cancelled.
+//   - a file written under a temporary name and then renamed, or linked
+//     under its final name and unlinked from the temporary one (rsync and
+//     editors rename; git links each object): the create is sent under the
+//     final name and the rename, or the link and the unlink, are cancelled.
+//
+// Cancelled ops stay in the journal: the pusher skips them and acks them
+// with the ops around them, and sends a folded create under its new name. A
+// crash forgets all this and the journal replays every op as written, which
+// gives the same tree in the cloud.
+//
+// Only a node whose ops are its own qualifies: one renamed over another
+// entry, exchanged, linked twice, or a directory with ops of other nodes
+// naming it queued, is sent as usual. A create moves to a new directory only
+// if that directory's own create comes before it in the journal. Under d.mu.
 type unsentTree struct {
 	nodes     map[uint64]*unsentNode
-	cancelled map[uint64]struct{} // journal seqs the pusher skips
-	// sentFrom is the first seq not yet planned into a request: ops at or
-	// before it may be on their way to the cloud, so they are never cancelled.
+	cancelled map[uint64]struct{}   // journal seqs the pusher skips
+	moved     map[uint64]entryPlace // create seq -> the entry it is sent as
+	// sentFrom is the first seq not yet planned into a request: ops before
+	// it may be on their way to the cloud, so they are never changed.
 	sentFrom uint64
+}
+
+// entryPlace is where a create puts its entry.
+type entryPlace struct {
+	parent uint64
+	mac    string
+	name   []byte
 }
 
 // unsentNode is a node whose create is queued and not yet sent.
 type unsentNode struct {
-	parent uint64
-	create uint64   // seq of its create
-	own    []uint64 // seqs of its create and updates
-	refs   int      // queued ops of others that name it (children's creates and unlinks, renames, links)
-	pinned bool     // renamed or linked: its entry's ops are not its alone
+	at     entryPlace // its create's entry, as it will be sent
+	create uint64     // seq of its create
+	own    []uint64   // seqs of its create and updates
+	refs   int        // queued ops of others that name it (children's creates and unlinks, renames, links)
+	pinned bool       // its entries' ops are not its alone: sent as they are
+	link   *unsentLink
+}
+
+// unsentLink is the one queued link of an unsent node.
+type unsentLink struct {
+	seq uint64
+	at  entryPlace
 }
 
 func newUnsentTree() unsentTree {
-	return unsentTree{nodes: map[uint64]*unsentNode{}, cancelled: map[uint64]struct{}{}}
+	return unsentTree{nodes: map[uint64]*unsentNode{}, cancelled: map[uint64]struct{}{}, moved: map[uint64]entryPlace{}}
 }
 
-// queued notes journal op op at seq.
+func (u *unsentTree) ref(id uint64, by int) {
+	if n := u.nodes[id]; n != nil {
+		n.refs += by
+	}
+}
+
+func (u *unsentTree) pin(id uint64) {
+	if n := u.nodes[id]; n != nil {
+		n.pinned = true
+	}
+}
+
+// queued notes journal op op at seq. Renames are noted by renamed, which
+// knows whether the rename replaced an entry.
 func (u *unsentTree) queued(seq uint64, op api.BatchOp) {
-	ref := func(id uint64) {
-		if n := u.nodes[id]; n != nil {
-			n.refs++
-		}
-	}
-	pin := func(id uint64) {
-		if n := u.nodes[id]; n != nil {
-			n.pinned = true
-		}
-	}
 	switch op.Op {
 	case api.OpCreate:
 		if c := op.Create; c != nil {
-			ref(c.Parent)
-			u.nodes[c.ID] = &unsentNode{parent: c.Parent, create: seq, own: []uint64{seq}}
+			u.ref(c.Parent, 1)
+			u.nodes[c.ID] = &unsentNode{at: entryPlace{c.Parent, c.NameMAC, c.Name}, create: seq, own: []uint64{seq}}
 		}
 	case api.OpUpdate:
 		if n := u.nodes[op.ID]; n != nil {
@@ -60,21 +87,83 @@ func (u *unsentTree) queued(seq uint64, op api.BatchOp) {
 		}
 	case api.OpLink:
 		if l := op.Link; l != nil {
-			pin(l.ID)
-			ref(l.Parent)
-		}
-	case api.OpRename:
-		if r := op.Rename; r != nil {
-			pin(r.Node)
-			pin(r.DstNode)
-			ref(r.SrcParent)
-			ref(r.DstParent)
+			u.ref(l.Parent, 1)
+			if n := u.nodes[l.ID]; n != nil && n.link == nil && !n.pinned {
+				n.link = &unsentLink{seq: seq, at: entryPlace{l.Parent, l.NameMAC, l.Name}}
+			} else {
+				u.pin(l.ID)
+			}
 		}
 	case api.OpUnlink:
 		if ul := op.Unlink; ul != nil {
-			ref(ul.Parent)
+			u.ref(ul.Parent, 1)
 		}
 	}
+}
+
+// mayMove says whether node n's create may be sent as an entry in dir:
+// nothing of it sent yet, and dir, if unsent too, created before it.
+func (u *unsentTree) mayMove(n *unsentNode, dir uint64) bool {
+	if n.pinned || n.create < u.sentFrom {
+		return false
+	}
+	p := u.nodes[dir]
+	return p == nil || p.create < n.create
+}
+
+// moveCreate makes node n's create put its entry at to.
+func (u *unsentTree) moveCreate(n *unsentNode, to entryPlace) {
+	u.ref(n.at.parent, -1)
+	u.ref(to.parent, 1)
+	n.at = to
+	u.moved[n.create] = to
+}
+
+// renamed notes the rename r queued at seq; replaced says it replaced
+// another entry. A rename of an unsent node to a free name is folded into
+// its create.
+func (u *unsentTree) renamed(seq uint64, r *api.RenameRequest, replaced bool) {
+	n := u.nodes[r.Node]
+	if n != nil && !replaced && r.Mode != api.RenameExchange && n.link == nil &&
+		n.at.parent == r.SrcParent && n.at.mac == r.SrcNameMAC && u.mayMove(n, r.DstParent) {
+		u.moveCreate(n, entryPlace{r.DstParent, r.DstNameMAC, r.Name})
+		u.cancelled[seq] = struct{}{}
+		return
+	}
+	u.ref(r.SrcParent, 1)
+	u.ref(r.DstParent, 1)
+	u.pin(r.Node)
+	u.pin(r.DstNode)
+}
+
+// unlinked notes the unlink at seq of node id's entry (parent, mac), the
+// node keeping another link. An unlink of the entry an unsent node was
+// created as, after a link of it, is folded: the create is sent as the
+// link's entry. An unlink of the link's entry cancels the link.
+func (u *unsentTree) unlinked(id, seq, parent uint64, mac string) {
+	n := u.nodes[id]
+	if n == nil {
+		return
+	}
+	l := n.link
+	switch {
+	case l == nil || n.pinned || n.create < u.sentFrom:
+	case n.at.parent == parent && n.at.mac == mac && u.mayMove(n, l.at.parent):
+		u.ref(l.at.parent, -1) // the link's name moves to the create
+		u.moveCreate(n, l.at)
+		u.ref(parent, -1) // the unlink
+		u.cancelled[l.seq] = struct{}{}
+		u.cancelled[seq] = struct{}{}
+		n.link = nil
+		return
+	case l.at.parent == parent && l.at.mac == mac:
+		u.ref(parent, -2) // the link and the unlink
+		u.cancelled[l.seq] = struct{}{}
+		u.cancelled[seq] = struct{}{}
+		n.link = nil
+		return
+	}
+	n.pinned = true
 }
 
 // removed is called once the unlink at seq removed node id's last link. It
@@ -86,17 +175,22 @@ func (u *unsentTree) removed(id, seq uint64) bool {
 		return false
 	}
 	delete(u.nodes, id) // gone here: it cannot be created or removed again
-	if n.pinned || n.refs > 0 || n.create < u.sentFrom {
+	if n.pinned || n.link != nil || n.refs > 0 || n.create < u.sentFrom {
 		return false
 	}
 	for _, s := range n.own {
 		u.cancelled[s] = struct{}{}
 	}
 	u.cancelled[seq] = struct{}{}
-	if p := u.nodes[n.parent]; p != nil {
-		p.refs -= 2 // the create and the unlink named it
-	}
+	delete(u.moved, n.create)
+	u.ref(n.at.parent, -2) // the create and the unlink named it
 	return true
+}
+
+// sentAs is the entry the create at seq is sent as, if not its own.
+func (u *unsentTree) sentAs(seq uint64) (entryPlace, bool) {
+	p, ok := u.moved[seq]
+	return p, ok
 }
 
 // isCancelled says whether the pusher skips the op at seq.
@@ -112,6 +206,7 @@ func (u *unsentTree) planning(seq uint64) { u.sentFrom = max(u.sentFrom, seq+1) 
 func (u *unsentTree) acked(ops []api.BatchOp, seqs []uint64) {
 	for i, op := range ops {
 		delete(u.cancelled, seqs[i])
+		delete(u.moved, seqs[i])
 		if op.Op == api.OpCreate && op.Create != nil {
 			delete(u.nodes, op.Create.ID)
 		}

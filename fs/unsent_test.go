@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"fmt"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -11,69 +12,103 @@ import (
 	"kumo/remote/api"
 )
 
-// The rules of unsentTree on its own: which removals cancel which seqs.
+// The rules of unsentTree on its own: which ops a sequence of queued ops,
+// renames, unlinks and removals cancels, and where creates are sent.
 func TestUnsentTreeRules(t *testing.T) {
-	create := func(id, parent uint64) api.BatchOp {
-		return api.BatchOp{Op: api.OpCreate, Create: &api.CreateRequest{ID: id, Parent: parent}}
+	at := func(parent uint64, name string) entryPlace {
+		return entryPlace{parent, name, []byte(name)}
 	}
-	update := func(id uint64) api.BatchOp { return api.BatchOp{Op: api.OpUpdate, ID: id} }
-	unlink := func(parent uint64) api.BatchOp {
-		return api.BatchOp{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: parent}}
+	// Each step queues one journal op (seqs 1, 2, ...) and tells the tree
+	// what the drive would.
+	type step func(u *unsentTree, seq uint64)
+	create := func(id uint64, e entryPlace) step {
+		return func(u *unsentTree, seq uint64) {
+			u.queued(seq, api.BatchOp{Op: api.OpCreate, Create: &api.CreateRequest{ID: id, Parent: e.parent, NameMAC: e.mac, Name: e.name}})
+		}
 	}
-	rename := func(id, from, to uint64) api.BatchOp {
-		return api.BatchOp{Op: api.OpRename, Rename: &api.RenameRequest{Node: id, SrcParent: from, DstParent: to}}
+	update := func(id uint64) step {
+		return func(u *unsentTree, seq uint64) { u.queued(seq, api.BatchOp{Op: api.OpUpdate, ID: id}) }
 	}
-	link := func(id, parent uint64) api.BatchOp {
-		return api.BatchOp{Op: api.OpLink, Link: &api.LinkRequest{ID: id, Parent: parent}}
+	link := func(id uint64, e entryPlace) step {
+		return func(u *unsentTree, seq uint64) {
+			u.queued(seq, api.BatchOp{Op: api.OpLink, Link: &api.LinkRequest{ID: id, Parent: e.parent, NameMAC: e.mac, Name: e.name}})
+		}
 	}
-	type removal struct {
-		id, seq uint64
-		want    bool
+	rename := func(id uint64, from, to entryPlace, replaced bool) step {
+		return func(u *unsentTree, seq uint64) {
+			r := &api.RenameRequest{Node: id, SrcParent: from.parent, SrcNameMAC: from.mac, DstParent: to.parent, DstNameMAC: to.mac, Name: to.name}
+			u.queued(seq, api.BatchOp{Op: api.OpRename, Rename: r})
+			u.renamed(seq, r, replaced)
+		}
 	}
+	unlink := func(id uint64, e entryPlace, last bool) step { // last: the node's last link
+		return func(u *unsentTree, seq uint64) {
+			u.queued(seq, api.BatchOp{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: e.parent, NameMAC: e.mac}})
+			if last {
+				u.removed(id, seq)
+			} else {
+				u.unlinked(id, seq, e.parent, e.mac)
+			}
+		}
+	}
+	sent := func(u *unsentTree, seq uint64) { // an update of another node; it and what came before are on their way
+		u.queued(seq, api.BatchOp{Op: api.OpUpdate, ID: 999})
+		u.planning(seq)
+	}
+	root, tmp, fin := uint64(1), at(1, "tmp"), at(1, "final")
 	cases := []struct {
 		name      string
-		ops       []api.BatchOp // seqs 1, 2, ...
-		sentFrom  uint64
-		removals  []removal
+		steps     []step
 		cancelled []uint64
+		moved     map[uint64]entryPlace // create seq -> entry sent
 	}{
-		{"file created, written and removed", []api.BatchOp{create(10, 1), update(10), update(10), unlink(1)}, 0,
-			[]removal{{10, 4, true}}, []uint64{1, 2, 3, 4}},
-		{"create already on its way", []api.BatchOp{create(10, 1), update(10), unlink(1)}, 1,
-			[]removal{{10, 3, false}}, nil},
-		{"renamed file goes as usual", []api.BatchOp{create(10, 1), rename(10, 1, 1), unlink(1)}, 0,
-			[]removal{{10, 3, false}}, nil},
-		{"hard-linked file goes as usual", []api.BatchOp{create(10, 1), link(10, 1), unlink(1), unlink(1)}, 0,
-			[]removal{{10, 4, false}}, nil},
-		{"directory emptied of unsent files", []api.BatchOp{create(20, 1), create(21, 20), create(22, 20), unlink(20), unlink(20), unlink(1)}, 0,
-			[]removal{{21, 4, true}, {22, 5, true}, {20, 6, true}}, []uint64{1, 2, 3, 4, 5, 6}},
-		{"directory with a sent child's unlink", []api.BatchOp{create(20, 1), create(21, 20), unlink(20), unlink(1)}, 0,
-			// 21 was renamed away from the drive's view of the journal: not tracked here
-			[]removal{{99, 3, false}, {20, 4, false}}, nil},
-		{"directory a file was renamed out of", []api.BatchOp{create(20, 1), create(21, 20), rename(21, 20, 1), unlink(1)}, 0,
-			[]removal{{20, 4, false}}, nil},
+		{"file created, written and removed",
+			[]step{create(10, tmp), update(10), update(10), unlink(10, tmp, true)}, []uint64{1, 2, 3, 4}, nil},
+		{"create already on its way",
+			[]step{create(10, tmp), sent, update(10), unlink(10, tmp, true)}, nil, nil},
+		{"renamed to a free name: sent under it",
+			[]step{create(10, tmp), update(10), rename(10, tmp, fin, false)}, []uint64{3}, map[uint64]entryPlace{1: fin}},
+		{"renamed and removed: nothing sent",
+			[]step{create(10, tmp), rename(10, tmp, fin, false), unlink(10, fin, true)}, []uint64{1, 2, 3}, nil},
+		{"renamed over another entry: sent as it is",
+			[]step{create(10, tmp), rename(10, tmp, fin, true), unlink(10, fin, true)}, nil, nil},
+		{"linked, then the first name unlinked: sent under the link's name",
+			[]step{create(10, tmp), update(10), link(10, fin), unlink(10, tmp, false)}, []uint64{3, 4}, map[uint64]entryPlace{1: fin}},
+		{"linked, then the link unlinked",
+			[]step{create(10, tmp), link(10, fin), unlink(10, fin, false)}, []uint64{2, 3}, nil},
+		{"linked twice: sent as it is",
+			[]step{create(10, tmp), link(10, fin), link(10, at(1, "other")), unlink(10, tmp, false), unlink(10, fin, false), unlink(10, at(1, "other"), true)}, nil, nil},
+		{"moved into a directory created after it: sent as it is",
+			[]step{create(10, tmp), create(20, at(root, "dir")), rename(10, tmp, at(20, "f"), false)}, nil, nil},
+		{"moved into a directory created before it",
+			[]step{create(20, at(root, "dir")), create(10, tmp), rename(10, tmp, at(20, "f"), false)}, []uint64{3}, map[uint64]entryPlace{2: at(20, "f")}},
+		{"directory emptied of unsent files",
+			[]step{create(20, at(root, "d")), create(21, at(20, "a")), create(22, at(20, "b")), unlink(21, at(20, "a"), true), unlink(22, at(20, "b"), true), unlink(20, at(root, "d"), true)},
+			[]uint64{1, 2, 3, 4, 5, 6}, nil},
+		{"directory whose file moved out to a later directory: kept",
+			[]step{create(20, at(root, "d")), create(21, at(20, "a")), create(30, at(root, "e")), rename(21, at(20, "a"), at(30, "a"), false), unlink(20, at(root, "d"), true)}, nil, nil},
+		{"directory whose file moved out to an earlier one: removed",
+			[]step{create(30, at(root, "e")), create(20, at(root, "d")), create(21, at(20, "a")), rename(21, at(20, "a"), at(30, "a"), false), unlink(20, at(root, "d"), true)},
+			[]uint64{2, 4, 5}, map[uint64]entryPlace{3: at(30, "a")}},
+		{"directory with a sent child's unlink",
+			[]step{create(20, at(root, "d")), create(21, at(20, "a")), sent, unlink(21, at(20, "a"), true), unlink(20, at(root, "d"), true)}, nil, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			u := newUnsentTree()
-			for i, op := range tc.ops {
-				u.queued(uint64(i+1), op)
+			seq := uint64(0)
+			for _, s := range tc.steps {
+				seq++
+				s(&u, seq)
 			}
-			if tc.sentFrom > 0 {
-				u.planning(tc.sentFrom)
-			}
-			for _, r := range tc.removals {
-				if got := u.removed(r.id, r.seq); got != r.want {
-					t.Fatalf("removed(%d) = %v, want %v", r.id, got, r.want)
+			for q := uint64(1); q <= seq; q++ {
+				want := slices.Contains(tc.cancelled, q)
+				if u.isCancelled(q) != want {
+					t.Errorf("seq %d cancelled = %v, want %v", q, !want, want)
 				}
-			}
-			for seq := uint64(1); seq <= uint64(len(tc.ops)); seq++ {
-				want := false
-				for _, c := range tc.cancelled {
-					want = want || c == seq
-				}
-				if u.isCancelled(seq) != want {
-					t.Errorf("seq %d cancelled = %v, want %v", seq, !want, want)
+				got, ok := u.sentAs(q)
+				if want, wok := tc.moved[q]; ok != wok || ok && (got.parent != want.parent || got.mac != want.mac) {
+					t.Errorf("seq %d sent as %+v (%v), want %+v (%v)", q, got, ok, want, wok)
 				}
 			}
 		})
@@ -87,10 +122,64 @@ func TestUnsentTreeRules(t *testing.T) {
 func TestCoreUnsentRemovedNeverSent(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	d := coreDrive(t, c)
+	coreFile(t, d, api.RootID, "victim", "replaced")
 	coreFlush(t, d)
-	// Keep changing a file so the pusher holds its queue (pushHold) while
-	// the tree below is made and removed.
-	keep := coreFile(t, d, api.RootID, "keep", "kept")
+	keep, release := holdPusher(t, d)
+	tmp := coreMkdir(t, d, api.RootID, "tmp")
+	var gone []uint64
+	for i := range 30 {
+		gone = append(gone, coreFile(t, d, tmp.id, fmt.Sprintf("f%02d", i), fmt.Sprintf("data %d", i)).id)
+	}
+	gone = append(gone, tmp.id)
+	moved := coreFile(t, d, api.RootID, "draft", "draft")
+	if e := d.rename(api.RootID, "draft", api.RootID, "victim", 0); e != 0 { // over an entry: sent as it is
+		t.Fatal(e)
+	}
+	for i := range 30 {
+		if e := d.unlink(tmp.id, fmt.Sprintf("f%02d", i), false); e != 0 {
+			t.Fatal(e)
+		}
+	}
+	if e := d.unlink(api.RootID, "tmp", true); e != 0 {
+		t.Fatal(e)
+	}
+	if e := d.unlink(api.RootID, "victim", false); e != 0 {
+		t.Fatal(e)
+	}
+	release()
+	coreFlush(t, d)
+	if q := d.Status().Queue; q.Ops != 0 {
+		t.Fatalf("queue after the flush: %+v", q)
+	}
+
+	seen := map[uint64]bool{}
+	for _, ch := range cloudFeed(t, c) {
+		seen[ch.Node] = true
+	}
+	for _, id := range gone {
+		if seen[id] {
+			t.Errorf("node %d, created and removed before it was sent, reached the cloud", id)
+		}
+	}
+	if !seen[moved.id] || !seen[keep.id] {
+		t.Errorf("the renamed file (%v) or the kept one (%v) is missing from the cloud's feed", seen[moved.id], seen[keep.id])
+	}
+	other := coreDrive(t, c)
+	if got := coreRead(t, other, api.RootID, "keep"); got != "kept" {
+		t.Fatalf("second device reads keep = %q", got)
+	}
+	for _, name := range []string{"tmp", "victim", "draft"} {
+		if _, e := other.lookupForTest(api.RootID, name); e != syscall.ENOENT {
+			t.Errorf("second device finds %s: %v", name, e)
+		}
+	}
+}
+
+// holdPusher keeps changing a file of d's (returned) so the pusher holds
+// its queue (pushHold) until release is called.
+func holdPusher(t *testing.T, d *Drive) (keep *nodeState, release func()) {
+	t.Helper()
+	keep = coreFile(t, d, api.RootID, "keep", "kept")
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -106,64 +195,83 @@ func TestCoreUnsentRemovedNeverSent(t *testing.T) {
 			})
 		}
 	}()
-	tmp := coreMkdir(t, d, api.RootID, "tmp")
-	var gone []uint64
-	for i := range 30 {
-		gone = append(gone, coreFile(t, d, tmp.id, fmt.Sprintf("f%02d", i), fmt.Sprintf("data %d", i)).id)
-	}
-	gone = append(gone, tmp.id)
-	moved := coreFile(t, d, api.RootID, "draft", "draft")
-	if e := d.rename(api.RootID, "draft", api.RootID, "final", 0); e != 0 {
-		t.Fatal(e)
-	}
-	for i := range 30 {
-		if e := d.unlink(tmp.id, fmt.Sprintf("f%02d", i), false); e != 0 {
-			t.Fatal(e)
-		}
-	}
-	if e := d.unlink(api.RootID, "tmp", true); e != 0 {
-		t.Fatal(e)
-	}
-	if e := d.unlink(api.RootID, "final", false); e != 0 {
-		t.Fatal(e)
-	}
-	close(stop)
-	<-stopped
-	coreFlush(t, d)
-	if q := d.Status().Queue; q.Ops != 0 {
-		t.Fatalf("queue after the flush: %+v", q)
-	}
+	return keep, func() { close(stop); <-stopped }
+}
 
-	ctx := context.Background()
-	seen := map[uint64]bool{}
+// cloudFeed is the whole change feed of c's account.
+func cloudFeed(t *testing.T, c *cloud) []api.Change {
+	t.Helper()
+	var all []api.Change
 	for after := uint64(0); ; {
-		r, err := c.client(t).Changes(ctx, after, 0)
+		r, err := c.client(t).Changes(context.Background(), after, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, ch := range r.Changes {
-			seen[ch.Node] = true
-		}
+		all = append(all, r.Changes...)
 		if len(r.Changes) == 0 || r.Seq == after {
-			break
+			return all
 		}
 		after = r.Seq
 	}
-	for _, id := range gone {
-		if seen[id] {
-			t.Errorf("node %d, created and removed before it was sent, reached the cloud", id)
+}
+
+// Files written under a temporary name and renamed (as rsync and editors
+// do), or linked under their final name and unlinked from the temporary
+// one (as git does for each object), before the pusher sent them, reach
+// the cloud under their final names only: no temporary name is ever in
+// its change feed, and a second device reads every file.
+func TestCoreUnsentTemporaryNames(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	d := coreDrive(t, c)
+	objects := coreMkdir(t, d, api.RootID, "objects")
+	coreFlush(t, d)
+	_, release := holdPusher(t, d)
+	var tmpNames [][2]any // parent, name
+	for i := range 10 {
+		tmp := fmt.Sprintf(".f%d.XXXXXX", i)
+		coreFile(t, d, api.RootID, tmp, fmt.Sprintf("rsynced %d", i))
+		if e := d.rename(api.RootID, tmp, api.RootID, fmt.Sprintf("f%d", i), 0); e != 0 {
+			t.Fatal(e)
+		}
+		tmpNames = append(tmpNames, [2]any{api.RootID, tmp})
+
+		obj := fmt.Sprintf("tmp_obj_%d", i)
+		st := coreFile(t, d, objects.id, obj, fmt.Sprintf("object %d", i))
+		if _, e := d.link(st.id, objects.id, fmt.Sprintf("o%d", i)); e != 0 {
+			t.Fatal(e)
+		}
+		if e := d.unlink(objects.id, obj, false); e != 0 {
+			t.Fatal(e)
+		}
+		tmpNames = append(tmpNames, [2]any{objects.id, obj})
+	}
+	release()
+	coreFlush(t, d)
+
+	sealer := meta.NewSealer(c.sess.Subkeys())
+	macs := map[string]bool{}
+	for _, ch := range cloudFeed(t, c) {
+		macs[ch.NameMAC] = true
+	}
+	for _, tn := range tmpNames {
+		if macs[sealer.NameMAC(tn[0].(uint64), []byte(tn[1].(string)))] {
+			t.Errorf("temporary name %s reached the cloud", tn[1])
 		}
 	}
-	if !seen[moved.id] || !seen[keep.id] {
-		t.Errorf("the renamed file (%v) or the kept one (%v) is missing from the cloud's feed", seen[moved.id], seen[keep.id])
-	}
 	other := coreDrive(t, c)
-	if got := coreRead(t, other, api.RootID, "keep"); got != "kept" {
-		t.Fatalf("second device reads keep = %q", got)
+	otherObjects, e := other.lookupForTest(api.RootID, "objects")
+	if e != 0 {
+		t.Fatal(e)
 	}
-	for _, name := range []string{"tmp", "final", "draft"} {
-		if _, e := other.lookupForTest(api.RootID, name); e != syscall.ENOENT {
-			t.Errorf("second device finds %s: %v", name, e)
+	for i := range 10 {
+		if got := coreRead(t, other, api.RootID, fmt.Sprintf("f%d", i)); got != fmt.Sprintf("rsynced %d", i) {
+			t.Errorf("second device reads f%d = %q", i, got)
+		}
+		if got := coreRead(t, other, otherObjects.id, fmt.Sprintf("o%d", i)); got != fmt.Sprintf("object %d", i) {
+			t.Errorf("second device reads o%d = %q", i, got)
+		}
+		if _, e := other.lookupForTest(objects.id, fmt.Sprintf("tmp_obj_%d", i)); e != syscall.ENOENT {
+			t.Errorf("second device finds tmp_obj_%d: %v", i, e)
 		}
 	}
 }
