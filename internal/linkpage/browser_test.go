@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +34,11 @@ type goLink struct {
 	chunks map[string][]byte
 	files  map[string][]byte
 	status int // answer for the link, 0: 200
+
+	mu     sync.Mutex
+	single int                          // requests of one chunk
+	batch  int                          // requests of several (GET /v1/s/{id}/chunks?ids=...)
+	tamper func(frames [][]byte) []byte // a hostile server's batch answer, from the true frames
 }
 
 func newGoLink(t *testing.T, files map[string][]byte, dirs ...string) *goLink {
@@ -116,8 +124,37 @@ func (gl *goLink) serve(t *testing.T) *httptest.Server {
 			return
 		}
 		if !apiErr(w) {
+			gl.mu.Lock()
+			gl.single++
+			gl.mu.Unlock()
 			w.Write(b)
 		}
+	})
+	// Several chunks in one answer, as remote/server frames them: each
+	// chunk's length (4 bytes, big-endian), then its bytes.
+	mux.HandleFunc("GET /v1/s/{id}/chunks", func(w http.ResponseWriter, r *http.Request) {
+		var frames [][]byte
+		for _, c := range strings.Split(r.URL.Query().Get("ids"), ",") {
+			b, ok := gl.chunks[c]
+			if r.PathValue("id") != gl.id.String() || !ok {
+				http.NotFound(w, r)
+				return
+			}
+			frames = append(frames, binary.BigEndian.AppendUint32(nil, uint32(len(b))), b)
+		}
+		if apiErr(w) {
+			return
+		}
+		gl.mu.Lock()
+		gl.batch++
+		tamper := gl.tamper
+		gl.mu.Unlock()
+		body := bytes.Join(frames, nil)
+		if tamper != nil {
+			body = tamper(frames)
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body)
 	})
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
@@ -244,6 +281,80 @@ func TestPageAgainstGoSealer(t *testing.T) {
 			if left := temps(p); len(left) != 1 || len(kept) != 1 {
 				t.Errorf("temporary files %v before the failed save, %v after; want the good save's one, both times", kept, left)
 			}
+		}
+	}
+}
+
+// TestPageBatchTampering: the page fetches a file's chunks several a request
+// (GET /v1/s/{id}/chunks?ids=...), and whatever a hostile server does to
+// such an answer (chunks swapped, an answer cut short or too long, a frame's
+// length wrong) the download stops with the page's message and leaves no
+// file behind, never wrong bytes.
+func TestPageBatchTampering(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	data := randBytes(3*chunk.Size + 777) // 4 distinct chunks, one request
+	gl := newGoLink(t, map[string][]byte{"f.bin": data})
+	hs := gl.serve(t)
+	b := browsertest.Start(t)
+	url := hs.URL + "/s/" + gl.id.String() + "#" + gl.secret.String()
+	noPicker := `delete Window.prototype.showSaveFilePicker; delete window.showSaveFilePicker;`
+
+	p := b.Open(url, noPicker)
+	if st := p.WaitState(20 * time.Second); st != "ready" {
+		t.Fatalf("page state %q: %s", st, p.Text("#error"))
+	}
+	path, _ := p.Download(`tr[data-path="f.bin"] button`, 60*time.Second)
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("downloaded %d bytes (%v), not the file's", len(got), err)
+	}
+	gl.mu.Lock()
+	single, batch := gl.single, gl.batch
+	gl.mu.Unlock()
+	if single != 0 || batch != 1 {
+		t.Fatalf("the page made %d one-chunk and %d batch requests for 4 chunks, want 0 and 1", single, batch)
+	}
+	os.Remove(path)
+
+	temps := func(p *browsertest.Page) (names []string) {
+		p.Eval(`(async () => { const n = []; for await (const k of (await navigator.storage.getDirectory()).keys()) n.push(k); return n; })()`, &names)
+		return names
+	}
+	kept := temps(p) // the good save's temporary file, kept for the browser's copy
+	for _, tc := range []struct {
+		name, want string
+		tamper     func(f [][]byte) []byte
+	}{
+		{"swapped chunks", "failed to decrypt", func(f [][]byte) []byte { // same lengths, each other's bytes
+			f[1], f[3] = f[3], f[1]
+			return bytes.Join(f, nil)
+		}},
+		{"a chunk's bytes in another's frame", "failed to decrypt", func(f [][]byte) []byte {
+			f[3] = f[1]
+			return bytes.Join(f, nil)
+		}},
+		{"cut short", "wrong size", func(f [][]byte) []byte { b := bytes.Join(f, nil); return b[:len(b)-1000] }},
+		{"cut at a frame", "wrong size", func(f [][]byte) []byte { return bytes.Join(f[:6], nil) }},
+		{"a byte too many", "wrong size", func(f [][]byte) []byte { return append(bytes.Join(f, nil), 0) }},
+		{"a frame's length", "wrong size", func(f [][]byte) []byte {
+			f[2] = binary.BigEndian.AppendUint32(nil, binary.BigEndian.Uint32(f[2])-16)
+			return bytes.Join(f, nil)
+		}},
+	} {
+		gl.mu.Lock()
+		gl.tamper = tc.tamper
+		gl.mu.Unlock()
+		p := b.Open(url, noPicker)
+		if st := p.WaitState(20 * time.Second); st != "ready" {
+			t.Fatalf("%s: page state %q: %s", tc.name, st, p.Text("#error"))
+		}
+		p.Eval(`document.querySelector('tr[data-path="f.bin"] button').click(), true`, new(bool))
+		if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), tc.want) {
+			t.Errorf("%s: state %q, message %q, want %q", tc.name, st, p.Text("#error"), tc.want)
+		}
+		if left := temps(p); len(left) != len(kept) {
+			t.Errorf("%s: temporary files %v, want only the good save's %v", tc.name, left, kept)
 		}
 	}
 }

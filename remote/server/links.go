@@ -587,6 +587,7 @@ func (s *Server) handleLinkChunks(w http.ResponseWriter, r *http.Request) error 
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Length", strconv.FormatInt(total+int64(linkBatchFrame*len(ids)), 10))
+	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	for i, c := range ids {
 		var frame [linkBatchFrame]byte

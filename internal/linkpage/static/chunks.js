@@ -1,9 +1,10 @@
-// The link page's chunk worker: fetches sealed chunks of the link and opens
-// them (open.js) off the page's main thread, for the saves that go through
-// the page (the save dialog, a Blob); the page runs a few, so fetching and
-// the copies in and out of WebCrypto use more than one core. It gets, from
-// the page only, the link id and each chunk's id and content key, and
-// answers the plaintext segments, transferred (not copied).
+// The link page's chunk worker: fetches sealed chunks of the link, several
+// a request, and opens them (open.js) off the page's main thread, for the
+// saves that go through the page (a temporary file, the save dialog, a
+// Blob); the page runs a few, so fetching and the copies in and out of
+// WebCrypto use more than one core. It gets, from the page only, the link id
+// and each chunk's id and content key, and answers each chunk's plaintext
+// segments, transferred (not copied).
 'use strict';
 importScripts('/s/_/open.js');
 
@@ -57,12 +58,14 @@ self.addEventListener('message', async (e) => {
     aborts.clear();
     return;
   }
-  if (m.type !== 'chunk') return;
+  if (m.type !== 'batch') return;
   const ctl = new AbortController();
   aborts.set(m.job, ctl);
   try {
-    const bufs = await openChunk(m.link, m.chunk, ctl.signal);
-    self.postMessage({ job: m.job, bufs }, bufs);
+    // Each chunk's plaintext goes to the page as soon as it is open.
+    await openBatch(m.link, m.chunks, ctl.signal, (i, bufs) => {
+      if (!ctl.signal.aborted) self.postMessage({ job: m.job, i, bufs }, bufs);
+    });
   } catch (err) {
     if (err && err.name === 'AbortError') return;
     self.postMessage({ job: m.job, error: failureData(err) });

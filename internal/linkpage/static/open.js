@@ -32,76 +32,130 @@ class Failure extends Error {
 const spare = [];
 const BUF = 4194304 + TAG * 64; // a full chunk, sealed
 
-// readAll reads a response body of exactly want bytes into a spare buffer,
-// straight into it where the browser can (a BYOB reader), else by copying
-// each piece.
-async function readAll(body, want, n) {
-  let buf = spare.pop() || new ArrayBuffer(BUF);
-  let got = 0;
-  let rd = null;
-  try { rd = body.getReader({ mode: 'byob' }); } catch { /* not a byte stream here */ }
-  if (rd) {
-    while (got < want) {
-      const { done, value } = await rd.read(new Uint8Array(buf, got, want - got));
-      if (done) { if (value) buf = value.buffer; break; }
-      buf = value.buffer;
-      got += value.byteLength;
-    }
-    if (got === want) {
-      const { done, value } = await rd.read(new Uint8Array(buf, 0, 1)); // must be the end
-      if (value) buf = value.buffer;
-      if (!done) { rd.cancel().catch(() => {}); spare.push(buf); throw new Failure('size', { got: got + 1, n }); }
-    }
-  } else {
-    rd = body.getReader();
-    const view = new Uint8Array(buf);
-    for (;;) {
-      const { done, value } = await rd.read();
-      if (done) break;
-      if (got + value.length > want) { rd.cancel().catch(() => {}); spare.push(buf); throw new Failure('size', { got: got + value.length, n }); }
-      view.set(value, got);
-      got += value.length;
+// BodyReader reads a response body piece by piece into the caller's
+// buffers: straight into them where the browser can (a BYOB reader), else
+// by copying what the default reader hands out. A failed read is a network
+// failure (a connection cut mid-answer).
+class BodyReader {
+  constructor(body) {
+    try { this.byob = body.getReader({ mode: 'byob' }); } catch { /* not a byte stream here */ }
+    if (!this.byob) this.rd = body.getReader();
+    this.left = null; // the default reader's bytes not yet taken
+  }
+
+  async read(view) {
+    try {
+      return await (this.byob ? this.byob.read(view) : this.rd.read());
+    } catch (err) {
+      if (err && err.name === 'AbortError') throw err;
+      throw new Failure('network', { detail: 'the answer was cut: ' + String(err && err.message) });
     }
   }
-  if (got !== want) { spare.push(buf); throw new Failure('size', { got, n }); }
-  return buf;
+
+  // fill reads up to len bytes into buf at off, fewer only at the body's
+  // end; it answers the buffer (a BYOB read hands it back transferred) and
+  // the bytes read.
+  async fill(buf, off, len) {
+    let got = 0;
+    if (this.byob) {
+      while (got < len) {
+        const { done, value } = await this.read(new Uint8Array(buf, off + got, len - got));
+        if (value) buf = value.buffer;
+        if (done) break;
+        got += value.byteLength;
+      }
+      return { buf, got };
+    }
+    const view = new Uint8Array(buf);
+    while (got < len) {
+      if (!this.left || !this.left.length) {
+        const { done, value } = await this.read();
+        if (done) break;
+        this.left = value;
+      }
+      const k = Math.min(this.left.length, len - got);
+      view.set(this.left.subarray(0, k), off + got);
+      this.left = this.left.subarray(k);
+      got += k;
+    }
+    return { buf, got };
+  }
+
+  // atEnd reports whether the body has no more bytes.
+  async atEnd() {
+    if (this.left && this.left.length) return false;
+    const { got } = await this.fill(new ArrayBuffer(1), 0, 1);
+    return got === 0;
+  }
+
+  cancel() { (this.byob || this.rd).cancel().catch(() => {}); }
 }
 
-// openChunk fetches chunk c of the link and opens its segments.
-async function openChunk(linkID, c, signal) {
-  const key = await crypto.subtle.importKey('raw', hexDecode(c.key), 'AES-GCM', false, ['decrypt']);
+// openBatch fetches chunks cs of the link (distinct ids, at most 16 and
+// 64 MiB sealed) in one request, GET /v1/s/ID/chunks?ids=A,B,... (docs/API.md:
+// each chunk's sealed length, 4 bytes big-endian, then its bytes, in the
+// order asked for), and opens each as it arrives: got(i, plaintext buffers)
+// for chunk i, in order of decryption. Every frame must have exactly the
+// length chunk i has sealed and the answer end after the last: a frame of
+// another length, a short answer or bytes after the last frame are a size
+// failure, bytes that do not open an auth failure; either stops the batch.
+// Fewer, larger requests cost chromium's workers less per byte
+// (docs/BENCH.md).
+async function openBatch(linkID, cs, signal, got) {
+  const keys = cs.map((c) => crypto.subtle.importKey('raw', hexDecode(c.key), 'AES-GCM', false, ['decrypt']));
   let r;
   try {
-    r = await fetch('/v1/s/' + linkID + '/chunks/' + c.id, { credentials: 'omit', cache: 'no-store', referrerPolicy: 'no-referrer', signal });
+    r = await fetch('/v1/s/' + linkID + '/chunks?ids=' + cs.map((c) => c.id).join(','),
+      { credentials: 'omit', cache: 'no-store', referrerPolicy: 'no-referrer', signal });
   } catch (err) {
     if (err && err.name === 'AbortError') throw err;
     throw new Failure('network', { detail: String(err && err.message) });
   }
-  if (!r.ok) {
-    let code = '';
-    let message = '';
-    try {
-      const j = await r.json();
-      code = (j.error && j.error.code) || '';
-      message = (j.error && j.error.message) || '';
-    } catch { /* not JSON: the status says enough */ }
-    throw new Failure('http', { status: r.status, code, message });
-  }
-  const segs = Math.ceil(c.n / SEG);
-  const sealedLen = c.n + TAG * segs;
-  const sealed = await readAll(r.body, sealedLen, c.n);
-  const ops = [];
-  for (let i = 0; i < segs; i++) {
-    const off = i * (SEG + TAG);
-    ops.push(crypto.subtle.decrypt({ name: 'AES-GCM', iv: segNonce(i, i === segs - 1), tagLength: 128 }, key,
-      new Uint8Array(sealed, off, Math.min(SEG + TAG, sealedLen - off))));
-  }
-  spare.push(sealed); // WebCrypto copied its inputs: the buffer is free again
+  if (!r.ok) throw await httpFailure(r);
+  const body = new BodyReader(r.body);
+  const opened = [];
   try {
-    return await Promise.all(ops);
-  } catch {
-    throw new Failure('auth');
+    for (let i = 0; i < cs.length; i++) {
+      const c = cs[i];
+      const segs = Math.ceil(c.n / SEG);
+      const sealedLen = c.n + TAG * segs;
+      let { buf, got: h } = await body.fill(spare.pop() || new ArrayBuffer(BUF), 0, 4);
+      if (h !== 4) { spare.push(buf); throw new Failure('size', { got: 0, n: c.n }); }
+      const frame = new DataView(buf, 0, 4).getUint32(0);
+      if (frame !== sealedLen) { spare.push(buf); throw new Failure('size', { got: frame, n: c.n }); }
+      ({ buf, got: h } = await body.fill(buf, 0, sealedLen));
+      if (h !== sealedLen) { spare.push(buf); throw new Failure('size', { got: h, n: c.n }); }
+      // Before the last chunk goes out, the answer must end: bytes after it
+      // are a broken answer too.
+      if (i === cs.length - 1 && !(await body.atEnd())) { spare.push(buf); throw new Failure('size', { got: sealedLen + 1, n: c.n }); }
+      const key = await keys[i];
+      const ops = [];
+      for (let j = 0; j < segs; j++) {
+        const off = j * (SEG + TAG);
+        ops.push(crypto.subtle.decrypt({ name: 'AES-GCM', iv: segNonce(j, j === segs - 1), tagLength: 128 }, key,
+          new Uint8Array(buf, off, Math.min(SEG + TAG, sealedLen - off))));
+      }
+      spare.push(buf); // WebCrypto copied its inputs: the buffer is free again
+      const p = Promise.all(ops).then((bufs) => got(i, bufs), () => { throw new Failure('auth'); });
+      p.catch(() => {}); // awaited below
+      opened.push(p);
+    }
+  } catch (err) {
+    body.cancel();
+    throw err;
   }
+  await Promise.all(opened);
+}
+
+async function httpFailure(r) {
+  let code = '';
+  let message = '';
+  try {
+    const j = await r.json();
+    code = (j.error && j.error.code) || '';
+    message = (j.error && j.error.message) || '';
+  } catch { /* not JSON: the status says enough */ }
+  return new Failure('http', { status: r.status, code, message });
 }
 
 function failureData(err) {

@@ -7,7 +7,8 @@
   const CHUNK = 4194304; // plaintext bytes of a full chunk
   const SEG = 65536; // plaintext bytes of a STREAM segment
   const TAG = 16; // AES-GCM tag
-  const AHEAD = 6; // chunks fetched and opened ahead of the one being saved
+  const AHEAD = 24; // chunks fetched and opened ahead of the one being saved
+  const BATCH = 8; // chunks a request (32 MiB): each response costs chromium's workers CPU of its own (docs/BENCH.md)
   const WORKERS = 3; // chunk workers, at most (fewer on a machine with fewer cores)
   const enc = new TextEncoder();
   const $ = (id) => document.getElementById(id);
@@ -282,31 +283,42 @@
   function chunkWorkers() {
     if (pool) return pool;
     const n = Math.min(WORKERS, Math.max(2, navigator.hardwareConcurrency || 2));
-    const waiting = new Map(); // job -> {resolve, reject, chunk}
+    const waiting = new Map(); // job -> {slots: [{resolve, reject, chunk}] (one per chunk of the request), left}
     let broken = null;
-    const fail = (err) => { broken = err; for (const w of waiting.values()) w.reject(err); waiting.clear(); };
+    const rejectAll = (job, err) => { for (const sl of job.slots) sl.reject(err); };
+    const fail = (err) => { broken = err; for (const job of waiting.values()) rejectAll(job, err); waiting.clear(); };
     const workers = Array.from({ length: n }, () => {
       const w = new Worker('/s/_/chunks.js');
       w.onmessage = (ev) => {
         const m = ev.data;
         const job = waiting.get(m.job);
         if (!job) return;
-        waiting.delete(m.job);
-        if (m.error) job.reject(chunkError(m.error, job.chunk));
-        else job.resolve(m.bufs.map((b) => new Uint8Array(b)));
+        if (m.error) {
+          waiting.delete(m.job);
+          rejectAll(job, chunkError(m.error, job.slots[0].chunk));
+          return;
+        }
+        job.slots[m.i].resolve(m.bufs.map((b) => new Uint8Array(b)));
+        if (--job.left === 0) waiting.delete(m.job);
       };
       w.onerror = (ev) => { ev.preventDefault(); fail(new Error('the download helper (chunk worker) failed: ' + (ev.message || 'no reason given'))); };
       return w;
     });
     let jobs = 0;
     pool = {
-      open(linkID, c) {
+      // openBatch asks a worker for chunks cs (distinct ids) in one
+      // request; it answers a promise of each chunk's plaintext.
+      openBatch(linkID, cs) {
         const job = ++jobs;
-        return new Promise((resolve, reject) => {
-          if (broken) throw broken;
-          waiting.set(job, { resolve, reject, chunk: c });
-          workers[job % n].postMessage({ type: 'chunk', job, link: linkID, chunk: { id: c.id, key: c.key, n: c.n } });
-        });
+        const slots = [];
+        const ps = cs.map((c) => new Promise((resolve, reject) => slots.push({ resolve, reject, chunk: c })));
+        if (broken) {
+          rejectAll({ slots }, broken);
+          return ps;
+        }
+        waiting.set(job, { slots, left: cs.length });
+        workers[job % n].postMessage({ type: 'batch', job, link: linkID, chunks: cs.map((c) => ({ id: c.id, key: c.key, n: c.n })) });
+        return ps;
       },
       abort() {
         for (const w of workers) w.postMessage({ type: 'abort' });
@@ -317,24 +329,44 @@
   }
 
   // pieces yields a file's plaintext chunk by chunk (a list of buffers per
-  // chunk), with AHEAD chunks being fetched and opened by the workers while
-  // one is saved: at most about AHEAD+1 chunks are in memory whatever the
-  // file's size.
+  // chunk), with AHEAD chunks being fetched, BATCH a request, and opened by
+  // the workers while one is saved: at most about AHEAD+1 chunks are in
+  // memory whatever the file's size.
   async function* pieces(linkID, e, progress) {
     const cs = e.chunks || [];
     const queue = [];
     let next = 0;
-    const start = () => {
-      const c = cs[next++];
-      const p = c.id === '' ? Promise.resolve([new Uint8Array(c.n)]) : chunkWorkers().open(linkID, c); // a hole: zeros
-      p.catch(() => {}); // awaited in order below
-      queue.push(p);
+    // more queues the next chunks: holes as zeros, the others asked for in
+    // one request of at most BATCH distinct chunks (a chunk repeated in the
+    // file goes to the next request).
+    const more = () => {
+      const order = []; // per chunk: a hole's promise, or its index in batch
+      const batch = [];
+      const ids = new Set();
+      while (next < cs.length && queue.length + order.length < AHEAD && batch.length < BATCH) {
+        const c = cs[next];
+        if (c.id !== '' && ids.has(c.id)) break;
+        next++;
+        if (c.id === '') {
+          order.push(Promise.resolve([new Uint8Array(c.n)])); // a hole: zeros
+          continue;
+        }
+        ids.add(c.id);
+        order.push(batch.length);
+        batch.push(c);
+      }
+      const ps = batch.length ? chunkWorkers().openBatch(linkID, batch) : [];
+      for (const o of order) {
+        const p = typeof o === 'number' ? ps[o] : o;
+        p.catch(() => {}); // awaited in order below
+        queue.push(p);
+      }
     };
     try {
-      while (next < cs.length && queue.length < AHEAD) start();
+      while (next < cs.length && queue.length < AHEAD) more();
       while (queue.length) {
         const bufs = await queue.shift();
-        if (next < cs.length) start();
+        if (next < cs.length && queue.length <= AHEAD - BATCH) more();
         progress(bufs.reduce((s, b) => s + b.length, 0));
         yield bufs;
       }

@@ -10,7 +10,8 @@
 'use strict';
 importScripts('/s/_/open.js');
 
-const AHEAD = 6; // chunks fetched and opened ahead of the one being saved
+const AHEAD = 16; // chunks fetched and opened ahead of the one being saved
+const BATCH = 8; // chunks a request (GET /v1/s/ID/chunks?ids=...)
 const pending = new Map(); // download id -> {port, name, size, link, chunks}
 
 self.addEventListener('install', () => self.skipWaiting());
@@ -38,22 +39,41 @@ function rfc5987(s) {
   return encodeURIComponent(s).replace(/['()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase());
 }
 
-// plaintext is the file's stream: AHEAD chunks in flight, saved in order,
-// each reported to the page (progress), a failure reported and the stream
-// errored (the browser marks the download failed).
+// plaintext is the file's stream: AHEAD chunks in flight, BATCH a request,
+// saved in order, each reported to the page (progress), a failure reported
+// and the stream errored (the browser marks the download failed).
 function plaintext(d) {
   const ctl = new AbortController();
   const queue = [];
   let next = 0;
-  const start = () => {
-    const c = d.chunks[next++];
-    const p = c.id === '' ? Promise.resolve([new Uint8Array(c.n).buffer]) : openChunk(d.link, c, ctl.signal); // a hole: zeros
-    p.catch(() => {}); // awaited in order below
-    queue.push({ p, c });
+  // more queues the next chunks: holes as zeros, the others asked for in
+  // one request of at most BATCH distinct chunks.
+  const more = () => {
+    const batch = [];
+    const slots = [];
+    const ids = new Set();
+    while (next < d.chunks.length && queue.length < AHEAD && batch.length < BATCH) {
+      const c = d.chunks[next];
+      if (c.id !== '' && ids.has(c.id)) break;
+      next++;
+      if (c.id === '') {
+        queue.push({ p: Promise.resolve([new Uint8Array(c.n).buffer]), c }); // a hole: zeros
+        continue;
+      }
+      ids.add(c.id);
+      const p = new Promise((resolve, reject) => slots.push({ resolve, reject }));
+      p.catch(() => {}); // awaited in order below
+      batch.push(c);
+      queue.push({ p, c });
+    }
+    if (batch.length) {
+      openBatch(d.link, batch, ctl.signal, (i, bufs) => slots[i].resolve(bufs))
+        .catch((err) => { for (const sl of slots) sl.reject(err); });
+    }
   };
   return new ReadableStream({
     start() {
-      while (next < d.chunks.length && queue.length < AHEAD) start();
+      while (next < d.chunks.length && queue.length < AHEAD) more();
     },
     async pull(ctrl) {
       if (!queue.length) {
@@ -64,7 +84,7 @@ function plaintext(d) {
       const { p, c } = queue.shift();
       try {
         const bufs = await p;
-        if (next < d.chunks.length) start();
+        if (next < d.chunks.length && queue.length <= AHEAD - BATCH) more();
         for (const b of bufs) ctrl.enqueue(new Uint8Array(b));
         d.port.postMessage({ saved: c.n });
       } catch (err) {
