@@ -398,6 +398,8 @@ func hasGen(ws []api.ShareWrapped, gen uint32) bool {
 // next key generation and removes members, in one transaction: the next
 // request of a removed member is refused, and a write in flight is retried
 // against the new state (shareTxn reads the member in its transaction).
+// With the current generation, no removal and no secret, it replaces the
+// roster only (the owner's re-seal raising its lowest accepted generation).
 func (s *Server) handleShareRotate(w http.ResponseWriter, r *http.Request, acct string) error {
 	share, err := shareFromPath(r)
 	if err != nil {
@@ -416,7 +418,11 @@ func (s *Server) handleShareRotate(w http.ResponseWriter, r *http.Request, acct 
 		if err != nil {
 			return err
 		}
-		if req.Generation != sh.Generation+1 {
+		// The current generation with nobody removed and no secret given
+		// replaces the roster alone: the owner raising the lowest accepted
+		// generation once it re-sealed the folder (FORMAT §3g).
+		rosterOnly := req.Generation == sh.Generation && len(remove) == 0 && len(wrapped) == 0
+		if req.Generation != sh.Generation+1 && !rosterOnly {
 			return conflict(api.CodeConflict, fmt.Sprintf("the share is at generation %d: rotate to %d", sh.Generation, sh.Generation+1))
 		}
 		type member struct {

@@ -302,6 +302,18 @@ func TestShareRotate(t *testing.T) {
 		t.Fatalf("writer's share after rotation: %+v", sr)
 	}
 
+	// The current generation with nobody removed replaces the roster only
+	// (the owner's re-seal raising the lowest accepted generation); with a
+	// removal it is a rotation that skips no generation: 409.
+	st, code = a.call("POST", "/v1/shares/"+sid+"/rotate", api.ShareRotateRequest{Generation: 2, Roster: []byte("r2b"),
+		Remove: []string{w.email}}, nil)
+	expect(t, "rotate to the current generation removing a member", st, code, 409, api.CodeConflict)
+	a.must("POST", "/v1/shares/"+sid+"/rotate", api.ShareRotateRequest{Generation: 2, Roster: []byte("r2b")}, nil)
+	w.must("GET", "/v1/shares", nil, &sr)
+	if len(sr.Joined) != 1 || sr.Joined[0].Generation != 2 || string(sr.Joined[0].Roster) != "r2b" || len(sr.Joined[0].Wrapped) != 2 {
+		t.Fatalf("writer's share after the roster update: %+v", sr)
+	}
+
 	st, code = w.scoped(fx.scope, "POST", "/v1/nodes", fx.createReq(fx.d.Node.ID, api.TypeFile, 1), nil)
 	expect(t, "writer creates under the old generation", st, code, 403, api.CodeForbidden)
 	if st, code := w.scoped(fx.scope, "POST", "/v1/nodes", fx.createReq(fx.d.Node.ID, api.TypeFile, 2), nil); code != "" {
