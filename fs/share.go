@@ -82,6 +82,12 @@ type driveShares struct {
 	swap     sync.Mutex // held to replace cur; never across a request
 	loading  sync.Mutex // one load at a time
 	lastLoad time.Time  // under loading
+	// lastNeed is the key id ensureShareKeys last loaded at once for
+	// (under loading): the first record of a generation newer than the
+	// drive holds reloads even right after a load, which may have been
+	// just before the rotation (a re-seal then sends the new generation's
+	// records within the second); the next ones wait the usual second.
+	lastNeed meta.KeyID
 	// chunkKeys maps the id of a chunk named by a share record to that
 	// record's key id (meta.KeyID), whose chunk keys open it: the fetcher
 	// and the cache know chunks by id only. Ids are keyed hashes, so an id
@@ -187,7 +193,13 @@ func (d *Drive) ensureShareKeys(ctx context.Context, b []byte) {
 	if sh := s.byID[kid.Share]; sh != nil && !s.provisional[kid.Share] && sh.Gen() >= kid.Gen {
 		return
 	}
-	if err := d.loadShares(ctx, time.Second); err != nil {
+	minAge := time.Second
+	d.sh.loading.Lock()
+	if d.sh.lastNeed != kid {
+		d.sh.lastNeed, minAge = kid, 0
+	}
+	d.sh.loading.Unlock()
+	if err := d.loadShares(ctx, minAge); err != nil {
 		d.log.Warn("loading shared folders failed", "err", err)
 	}
 }

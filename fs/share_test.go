@@ -355,6 +355,13 @@ func plantShareAttrs(t *testing.T, owner *shareAcct, p, how string) {
 // generation at a revision bump higher (unsigned: callers sign or not).
 func sealShareAttrs(t *testing.T, owner *shareAcct, p string, bump uint64, change func(*meta.Attrs)) (*pathops.Node, []byte) {
 	t.Helper()
+	return sealShareAttrsAt(t, owner, p, bump, 0, keys.Key{}, change)
+}
+
+// sealShareAttrsAt is sealShareAttrs under generation gen with secret
+// (gen 0: the current one, with the owner's secret).
+func sealShareAttrsAt(t *testing.T, owner *shareAcct, p string, bump uint64, gen uint32, secret keys.Key, change func(*meta.Attrs)) (*pathops.Node, []byte) {
+	t.Helper()
 	f, sh := owner.load(t)
 	n, err := f.Resolve(context.Background(), p)
 	if err != nil {
@@ -362,7 +369,12 @@ func sealShareAttrs(t *testing.T, owner *shareAcct, p string, bump uint64, chang
 	}
 	s := sh.Owned[0]
 	kid := meta.KeyID{Share: s.ID, Gen: s.Gen()}
-	sealer := meta.NewSealer(owner.sess.Subkeys()).WithShare(kid, keys.ShareSubkeys(s.Secrets[kid.Gen], s.ID, kid.Gen))
+	if gen != 0 {
+		kid.Gen = gen
+	} else {
+		secret = s.Secrets[kid.Gen]
+	}
+	sealer := meta.NewSealer(owner.sess.Subkeys()).WithShare(kid, keys.ShareSubkeys(secret, s.ID, kid.Gen))
 	a := *n.Attrs
 	change(&a)
 	sealed, err := sealer.SealAttrsAs(kid, n.ID(), meta.Rev(n.Node.Attrs)+bump, &a)
@@ -436,9 +448,16 @@ func TestShareOwnerDriveRotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The drive reloads its shares every 30 s (accountLoop); at once here.
+	// Bob was a writer: the folder was re-sealed under generation 2, and
+	// records the drive has not pulled yet are of a generation the new
+	// roster refuses: wait for the change feed to bring them.
 	if err := d.loadShares(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, 20*time.Second, func() bool {
+		st, e := d.lookupForTest(docs.id, "a.txt")
+		return e == 0 && st.kid.Gen == 2
+	})
 	coreFile(t, d, docs.id, "after.txt", "written after bob was removed\n")
 	a := lookupDir(t, d, docs.id, "a.txt")
 	if _, e := d.write(context.Background(), a, []byte(" and more\n"), int64(len("shared a\n"))); e != 0 {
@@ -588,5 +607,93 @@ func TestShareOrphanCreate(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("the orphaned file is not at the shared folder's root: %v", ls)
+	}
+}
+
+// TestShareRevokeWriterDrives: after the owner removes a writer (the
+// folder re-sealed under generation 2, the roster's lowest accepted
+// generation raised to 2), a record the removed writer signs in generation
+// 1 (which it wrote in, and whose secret it kept) and a hostile server
+// plants is refused: the owner's running drive keeps its good record and
+// counts the refusal, and a fresh owner's drive and a remaining reader's
+// drive of the joined share read the file as EIO. Every other file reads.
+// With the old lazy rotation all three took the planted record.
+func TestShareRevokeWriterDrives(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, bob := sharedDocs(t, c)
+	carol := signupShareAcct(t, c, "carol@example.com")
+	f, _ := owner.load(t)
+	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
+		t.Fatal(err)
+	}
+	bob.put(t, bob.view(t), "/bob.txt", []byte("bob wrote this\n"))
+	_, bs := bob.load(t)
+	bobGen1 := bs.Joined[0].Secrets[1]
+
+	od := coreDriveWith(t, c, driveShareOptions(owner))
+	docs := lookupDir(t, od, api.RootID, "Docs")
+	coreRead(t, od, docs.id, "a.txt")
+
+	f, _ = owner.load(t)
+	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh.Roster.MinGen != 2 {
+		t.Fatalf("lowest accepted generation after removing a writer: %d, want 2", sh.Roster.MinGen)
+	}
+	if err := od.loadShares(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, func() bool {
+		st, e := od.lookupForTest(docs.id, "a.txt")
+		return e == 0 && st.kid.Gen == 2
+	})
+
+	before := od.Integrity().AuthFailures
+	n, sealed := sealShareAttrsAt(t, owner, "/Docs/a.txt", 100, 1, bobGen1, func(a *meta.Attrs) { a.Mode = a.Mode&^0o777 | 0o600 })
+	rec, err := keys.SignRecord(bob.acct.Identity, keys.RecordAttrs, n.ID(), nil, sealed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: n.Node.Version, Attrs: rec, Chunks: n.Node.Chunks}); err != nil {
+		t.Fatalf("plant: %v", err)
+	}
+	waitFor(t, 20*time.Second, func() bool { return od.Integrity().AuthFailures > before })
+	if st := lookupDir(t, od, docs.id, "a.txt"); st.attrs.Mode&0o777 == 0o600 || st.kid.Gen != 2 {
+		t.Fatalf("the owner's drive adopted the removed writer's generation-1 record (generation %d)", st.kid.Gen)
+	}
+	if got := coreRead(t, od, docs.id, "a.txt"); got != "shared a\n" {
+		t.Fatalf("owner's drive reads a.txt: %q", got)
+	}
+
+	fresh := coreDriveWith(t, c, driveShareOptions(owner))
+	cd := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(carol)(o)
+		o.Session, o.Client, o.SharedDir = carol.sess, carol.c, "Shared"
+	})
+	md, e := cd.memberByName(ctx, "Docs")
+	if e != 0 {
+		t.Fatalf("carol's drive of the joined share: %v", e)
+	}
+	for name, d := range map[string]*Drive{"a fresh owner's drive": fresh, "the remaining reader's drive": md} {
+		dir := d.rootID()
+		if d == fresh {
+			dir = lookupDir(t, fresh, api.RootID, "Docs").id
+		}
+		if _, e := d.lookupForTest(dir, "a.txt"); e != syscall.EIO {
+			t.Fatalf("%s: the removed writer's planted record: %v, want EIO", name, e)
+		}
+		if got := coreRead(t, d, dir, "bob.txt"); got != "bob wrote this\n" {
+			t.Fatalf("%s reads bob.txt (re-sealed by the owner): %q", name, got)
+		}
+		sub := lookupDir(t, d, dir, "sub")
+		if got := coreRead(t, d, sub.id, "b.txt"); got != "shared b\n" {
+			t.Fatalf("%s reads sub/b.txt: %q", name, got)
+		}
 	}
 }

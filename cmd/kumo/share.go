@@ -130,6 +130,9 @@ func shareCommand() *cli.Command {
 				}
 				pub, _ := ss.acct.Contacts.Pinned(session.NormalizeEmail(c.String("with")))
 				fmt.Printf("shared %s with %s as %s (share %016x, key generation %d)\n", args[0], session.NormalizeEmail(c.String("with")), role, sh.ID, sh.Gen())
+				if sh.Roster.MinGen > 1 {
+					fmt.Printf("the folder is re-sealed: records under key generations before %d are refused\n", sh.Roster.MinGen)
+				}
 				fmt.Printf("their fingerprint: %s (compare with what kumo whoami prints for them)\n", pub.Fingerprint())
 				fmt.Printf("your fingerprint:  %s\n", ss.acct.Identity.Public.Fingerprint())
 				return nil
@@ -160,7 +163,9 @@ func shareCommand() *cli.Command {
 				Usage:     "remove an account from a shared folder (the folder moves to new keys)",
 				UsageText: "kumo share rm PATH --with EMAIL",
 				Description: "What is written in the folder afterwards is sealed under keys the removed account never\n" +
-					"gets. What it already downloaded (or could read before) cannot be recalled.",
+					"gets. What it already downloaded (or could read before) cannot be recalled. Removing a writer\n" +
+					"also re-seals the whole folder under the new keys (every file is downloaded and uploaded once),\n" +
+					"after which records under older keys are refused; if interrupted, run the command again.",
 				Flags: []cli.Flag{&cli.StringFlag{Name: "with", Usage: "the account `EMAIL` to remove"}, configFlag()},
 				Action: func(c *cli.Context) error {
 					args, err := positional(c)
@@ -176,6 +181,9 @@ func shareCommand() *cli.Command {
 							return err
 						}
 						fmt.Printf("removed %s from %s; new writes use key generation %d\n", session.NormalizeEmail(c.String("with")), args[0], sh.Gen())
+						if sh.Roster.MinGen > 1 {
+							fmt.Printf("the folder is re-sealed: records under key generations before %d are refused\n", sh.Roster.MinGen)
+						}
 						return nil
 					})
 				},
@@ -265,6 +273,9 @@ func sharesCommand() *cli.Command {
 						if m.Role != keys.RoleRemoved {
 							ms = append(ms, m.Email+" ("+m.Role.String()+")")
 						}
+					}
+					if sh.Roster.NeedsReseal() || sh.Roster.NeedsRotation() {
+						ms = append(ms, "re-seal pending: run kumo share rm (or the role change) again")
 					}
 					fmt.Fprintf(tw, "owned\t%016x\troot node %d\towner\t%d\t%s\n", sh.ID, sh.Root, sh.Gen(), strings.Join(ms, ", "))
 				}

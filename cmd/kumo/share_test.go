@@ -69,7 +69,17 @@ func TestCLIShare(t *testing.T) {
 		t.Fatalf("contacts verify: %q", out)
 	}
 
-	alice.ok("share", "rm", "/Docs", "--with", "bob@example.com")
+	// Removing a writer re-seals the folder; the owner still reads all of it.
+	if out := alice.ok("share", "rm", "/Docs", "--with", "bob@example.com"); !strings.Contains(out, "re-sealed: records under key generations before 2 are refused") {
+		t.Fatalf("share rm of a writer said %q", out)
+	}
+	alice.ok("get", "/Docs/big.bin", filepath.Join(dst, "big.again"))
+	if got, err := os.ReadFile(filepath.Join(dst, "big.again")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("owner's get after the re-seal: %d bytes, %v", len(got), err)
+	}
+	if out := alice.ok("shares"); strings.Contains(out, "re-seal pending") {
+		t.Fatalf("shares after a finished re-seal:\n%s", out)
+	}
 	bob.fails("alice@example.com/Docs", "share", "ls", "alice@example.com/Docs")
 	if _, _, err := bob.run("ls", "/Shared"); err == nil {
 		t.Fatal("kumo ls /Shared lists a share bob was removed from")

@@ -12,12 +12,16 @@ package pathops
 // chunk sealed under the owner's home keys). The owner's share secrets derive
 // from its master key, so an interrupted share is resumed by running it again.
 //
-// Revoking a member rotates the share to a new generation (lazy rotation,
-// as Keybase does): records written from then on are sealed under it; older
-// records stay under the generation they were written in, readable by
-// whoever held that generation's secret (what a member already downloaded
-// cannot be recalled anyway). Lookups try the name MAC of every generation
-// this client holds, newest first.
+// Revoking a member rotates the share to a new generation: records written
+// from then on are sealed under it. Removing a reader leaves older records
+// under the generation they were written in (lazy rotation, as Keybase
+// does: what a member already downloaded cannot be recalled anyway);
+// lookups try the name MAC of every generation this client holds, newest
+// first. Removing or demoting a writer also re-seals the whole folder under
+// the new generation, signed by the owner, and then raises the roster's
+// lowest accepted generation (finishRevoke), so that the former writer,
+// who keeps its key and the old secrets, can no longer make a record that
+// clients accept.
 
 import (
 	"cmp"
@@ -168,7 +172,8 @@ func (f *FS) verified(kind keys.RecordKind, id uint64, nameMAC string, b []byte)
 
 // Verify checks the signature of b, a record of share s (attributes of node
 // id, or the name under parent id whose MAC is nameMAC), against the
-// roster: signed by the owner or a writer allowed to sign its generation.
+// roster: of a generation the roster still accepts (MinGen), signed by the
+// owner or a writer allowed to sign that generation.
 // It returns the sealed record without the signature. The drive uses it too.
 func (s *Share) Verify(kind keys.RecordKind, id uint64, nameMAC string, b []byte) ([]byte, error) {
 	kid, ok := meta.RecordKeyID(b)
@@ -178,6 +183,10 @@ func (s *Share) Verify(kind keys.RecordKind, id uint64, nameMAC string, b []byte
 	sealed, signer, sig, err := keys.SplitRecord(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrShare, s.Name(), err)
+	}
+	if kid.Gen < s.Roster.MinGen {
+		return nil, fmt.Errorf("%w: %s: record of key generation %d, below the lowest the roster accepts (%d, version %d): %w",
+			ErrShare, s.Name(), kid.Gen, s.Roster.MinGen, s.Roster.Version, keys.ErrRecordSig)
 	}
 	pub, ok := s.Roster.Signer(signer, kid.Gen)
 	if !ok {
@@ -666,6 +675,10 @@ func (f *FS) ShareFolder(ctx context.Context, acct Account, p, email string, rol
 		return nil, err
 	}
 	sh.Roster = &r
+	if r.NeedsReseal() || r.NeedsRotation() {
+		// A writer demoted (or an earlier revoke left unfinished).
+		return f.WithShares(acct.Identity, sh).finishRevoke(ctx, acct, p, sh)
+	}
 	return sh, nil
 }
 
@@ -723,7 +736,8 @@ func (f *FS) ownedShareAt(ctx context.Context, acct Account, n *Node) (*Share, e
 	view := *wf
 	view.scope = sh
 	view.cipher = sh.ciphers[1]
-	if err := view.reseal(ctx, f, n); err != nil {
+	var changed int
+	if err := view.reseal(ctx, f, n, &changed); err != nil {
 		return nil, fmt.Errorf("share %s: re-sealing the folder under the share's keys (run the command again to resume): %w", n.Path, err)
 	}
 	signed, err := r.Sign(acct.Identity)
@@ -743,10 +757,14 @@ func (f *FS) ownedShareAt(ctx context.Context, acct Account, n *Node) (*Share, e
 // v's write key id, top-down: a directory's attributes, then its entries'
 // names, then its children. Files' chunks are re-encrypted with v's chunk
 // keys. Requests go to the owner's home tree (v.c has no share scope yet:
-// the share does not exist on the server until its root is sealed).
-func (v *FS) reseal(ctx context.Context, home *FS, n *Node) error {
+// the share does not exist on the server until its root is sealed). Records
+// under another key id are home records (sharing a folder) or the share's
+// older generations (a re-seal after a writer left); each one it re-seals
+// counts in *changed.
+func (v *FS) reseal(ctx context.Context, home *FS, n *Node, changed *int) error {
 	kid := v.writeKID()
 	if k, _ := meta.RecordKeyID(n.Node.Attrs); k != kid {
+		*changed++
 		a := n.Attrs
 		if !n.IsDir() && len(a.Chunks) > 0 {
 			var err error
@@ -773,8 +791,13 @@ func (v *FS) reseal(ctx context.Context, home *FS, n *Node) error {
 	}
 	for _, e := range es {
 		if k, _ := meta.RecordKeyID(e.Name); k != kid {
-			// Opened with the home rules (the entry is still home-sealed).
-			name, err := home.sealer.OpenName(n.ID(), e.Node.ID, meta.KindOf(e.Node.Type == api.TypeDir), e.NameMAC, e.Name)
+			// Opened with the rules of the key id it has: home, or an older
+			// generation of the share (signature checked against the roster).
+			old, err := home.verified(keys.RecordName, n.ID(), e.NameMAC, e.Name)
+			if err != nil {
+				return fmt.Errorf("%s: entry name: %w", n.Path, err)
+			}
+			name, err := home.sealer.OpenName(n.ID(), e.Node.ID, meta.KindOf(e.Node.Type == api.TypeDir), e.NameMAC, old)
 			if err != nil {
 				return fmt.Errorf("%s: entry name: %w", n.Path, err)
 			}
@@ -788,6 +811,7 @@ func (v *FS) reseal(ctx context.Context, home *FS, n *Node) error {
 				return fmt.Errorf("%s/%s: re-seal name: %w", n.Path, name, err)
 			}
 			e.NameMAC, e.Name = mac, sealed
+			*changed++
 		}
 		var child *Node
 		if k, _ := meta.RecordKeyID(e.Node.Attrs); k == kid {
@@ -798,7 +822,7 @@ func (v *FS) reseal(ctx context.Context, home *FS, n *Node) error {
 		if err != nil {
 			return err
 		}
-		if err := v.reseal(ctx, home, child); err != nil {
+		if err := v.reseal(ctx, home, child, changed); err != nil {
 			return err
 		}
 	}
@@ -806,7 +830,8 @@ func (v *FS) reseal(ctx context.Context, home *FS, n *Node) error {
 }
 
 // openEntryHomeAttrs opens an entry whose name v already re-sealed but whose
-// node still has home attributes (an interrupted or ongoing re-seal).
+// node still has attributes of another key id (home, or an older generation
+// of the share: an interrupted or ongoing re-seal).
 func (home *FS) openEntryHomeAttrs(v *FS, dir *Node, e api.Entry) (*Node, error) {
 	sealed, err := v.verified(keys.RecordName, dir.ID(), e.NameMAC, e.Name)
 	if err != nil {
@@ -848,8 +873,10 @@ func (v *FS) recrypt(ctx context.Context, home *FS, n *Node) (*meta.Attrs, error
 
 // RemoveMember removes email from the share rooted at p and rotates the
 // share to a new key generation: what is written from then on is sealed
-// under a secret the removed member never gets. f is the home FS WithShares
-// of the owned shares.
+// under a secret the removed member never gets. If the member was a writer,
+// the folder is then re-sealed (finishRevoke). Run again for a member
+// already removed, it finishes an interrupted re-seal. f is the home FS
+// WithShares of the owned shares.
 func (f *FS) RemoveMember(ctx context.Context, acct Account, p, email string) (*Share, error) {
 	email = strings.ToLower(strings.TrimSpace(email))
 	n, err := f.Resolve(ctx, p)
@@ -865,12 +892,30 @@ func (f *FS) RemoveMember(ctx context.Context, acct Account, p, email string) (*
 	r.Members = slices.Clone(r.Members)
 	i := slices.IndexFunc(r.Members, func(m keys.RosterMember) bool { return m.Email == email && m.Role != keys.RoleRemoved })
 	if i < 0 {
+		if m, ok := r.Member(email); ok && m.Role == keys.RoleRemoved && (r.NeedsReseal() || r.NeedsRotation()) {
+			return f.finishRevoke(ctx, acct, p, sh) // an interrupted share rm
+		}
 		return nil, fmt.Errorf("share rm %s: %s is not a member", p, email)
 	}
 	if r.Members[i].Role == keys.RoleWriter {
 		r.Members[i].WroteUntil = r.Gen
 	}
 	r.Members[i].Role = keys.RoleRemoved
+	out, err := f.rotate(ctx, acct, sh, r, []string{email}, n.Name)
+	if err != nil {
+		return nil, fmt.Errorf("share rm %s: %w", p, err)
+	}
+	if !out.Roster.NeedsReseal() {
+		return out, nil
+	}
+	return f.WithShares(acct.Identity, out).finishRevoke(ctx, acct, p, out)
+}
+
+// rotate moves share sh to the next key generation with roster r (sh's,
+// changed by the caller), removing the members in remove on the server and
+// giving every other member the new generation's secret. It returns the
+// share at the new generation.
+func (f *FS) rotate(ctx context.Context, acct Account, sh *Share, r keys.Roster, remove []string, folder string) (*Share, error) {
 	r.Gen++
 	r.Version++
 	secret := keys.OwnerShareSecret(acct.Master, sh.ID, r.Gen)
@@ -883,14 +928,14 @@ func (f *FS) RemoveMember(ctx context.Context, acct Account, p, email string) (*
 		if m.Role == keys.RoleRemoved {
 			continue
 		}
-		blob, err := keys.SealInvite(f.me, m.Email, m.Keys, keys.Invite{Share: sh.ID, Gen: r.Gen, Secret: secret, Root: sh.Root, OwnerEmail: acct.Email, Folder: n.Name})
+		blob, err := keys.SealInvite(f.me, m.Email, m.Keys, keys.Invite{Share: sh.ID, Gen: r.Gen, Secret: secret, Root: sh.Root, OwnerEmail: acct.Email, Folder: folder})
 		if err != nil {
 			return nil, err
 		}
 		wrapped[m.Email] = []api.ShareWrapped{{Generation: r.Gen, Blob: blob}}
 	}
-	if err := f.c.RotateShare(ctx, sh.ID, api.ShareRotateRequest{Generation: r.Gen, Roster: signed, Remove: []string{email}, Wrapped: wrapped}); err != nil {
-		return nil, fmt.Errorf("share rm %s: %w", p, err)
+	if err := f.c.RotateShare(ctx, sh.ID, api.ShareRotateRequest{Generation: r.Gen, Roster: signed, Remove: remove, Wrapped: wrapped}); err != nil {
+		return nil, fmt.Errorf("rotate to key generation %d: %w", r.Gen, err)
 	}
 	if err := acct.Contacts.SeeRoster(acct.ID, sh.ID, r.Version); err != nil {
 		return nil, err
@@ -900,6 +945,70 @@ func (f *FS) RemoveMember(ctx context.Context, acct Account, p, email string) (*
 	out.Secrets = maps.Clone(sh.Secrets)
 	out.Secrets[r.Gen] = secret
 	out.ciphers = nil
+	return &out, nil
+}
+
+// finishRevoke closes the folder at p (share sh, held by f) to a writer who
+// was removed or demoted: it rotates to a new generation if the former
+// writer wrote in the current one, re-seals every record of the folder
+// under the current generation, signed by the owner (chunks re-encrypted
+// with its keys), checks with one more pass that no record of an older
+// generation is left, and only then raises the roster's lowest accepted
+// generation to the current one. Until that last step every record stays
+// readable, so a run killed midway is finished by running it again (the
+// roster says a re-seal is due: Roster.NeedsReseal).
+func (f *FS) finishRevoke(ctx context.Context, acct Account, p string, sh *Share) (*Share, error) {
+	n, err := f.Resolve(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if sh.Roster.NeedsRotation() {
+		r := *sh.Roster
+		r.Members = slices.Clone(r.Members)
+		if sh, err = f.rotate(ctx, acct, sh, r, nil, n.Name); err != nil {
+			return nil, fmt.Errorf("share %s: %w", p, err)
+		}
+		f = f.WithShares(acct.Identity, sh)
+	}
+	if !sh.Roster.NeedsReseal() {
+		return sh, nil
+	}
+	view := *f
+	view.scope = sh
+	view.cipher = sh.ciphers[sh.Gen()]
+	// A pass that changes nothing proves the folder is all current; records
+	// written meanwhile under an older generation (another device of the
+	// owner) make another pass.
+	for pass := 0; ; pass++ {
+		if pass == 5 {
+			return nil, fmt.Errorf("share %s: records under older key generations keep appearing; run the command again", p)
+		}
+		if n, err = f.Resolve(ctx, p); err != nil {
+			return nil, err
+		}
+		changed := 0
+		if err := view.reseal(ctx, f, n, &changed); err != nil {
+			return nil, fmt.Errorf("share %s: re-sealing the folder under key generation %d (run the same command again to resume): %w", p, sh.Gen(), err)
+		}
+		if changed == 0 {
+			break
+		}
+	}
+	r := *sh.Roster
+	r.Version++
+	r.MinGen = r.Gen
+	signed, err := r.Sign(f.me)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.c.RotateShare(ctx, sh.ID, api.ShareRotateRequest{Generation: r.Gen, Roster: signed}); err != nil {
+		return nil, fmt.Errorf("share %s: raising the lowest accepted key generation to %d (run the same command again): %w", p, r.Gen, err)
+	}
+	if err := acct.Contacts.SeeRoster(acct.ID, sh.ID, r.Version); err != nil {
+		return nil, err
+	}
+	out := *sh
+	out.Roster = &r
 	return &out, nil
 }
 
