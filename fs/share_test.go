@@ -637,6 +637,12 @@ func TestShareRevokeWriterDrives(t *testing.T) {
 	od := coreDriveWith(t, c, driveShareOptions(owner))
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	coreRead(t, od, docs.id, "a.txt")
+	// A hard link in the same directory: the re-seal lists both names with
+	// the node's old record and must re-seal the node once.
+	if _, e := od.link(lookupDir(t, od, docs.id, "a.txt").id, docs.id, "a-link.txt"); e != 0 {
+		t.Fatalf("link: %v", e)
+	}
+	flushDrive(t, od)
 
 	f, _ = owner.load(t)
 	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")

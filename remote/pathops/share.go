@@ -736,8 +736,7 @@ func (f *FS) ownedShareAt(ctx context.Context, acct Account, n *Node) (*Share, e
 	view := *wf
 	view.scope = sh
 	view.cipher = sh.ciphers[1]
-	var changed int
-	if err := view.reseal(ctx, f, n, &changed); err != nil {
+	if err := view.reseal(ctx, f, n, &resealPass{}); err != nil {
 		return nil, fmt.Errorf("share %s: re-sealing the folder under the share's keys (run the command again to resume): %w", n.Path, err)
 	}
 	signed, err := r.Sign(acct.Identity)
@@ -760,11 +759,17 @@ func (f *FS) ownedShareAt(ctx context.Context, acct Account, n *Node) (*Share, e
 // the share does not exist on the server until its root is sealed). Records
 // under another key id are home records (sharing a folder) or the share's
 // older generations (a re-seal after a writer left); each one it re-seals
-// counts in *changed.
-func (v *FS) reseal(ctx context.Context, home *FS, n *Node, changed *int) error {
+// counts in pass.
+func (v *FS) reseal(ctx context.Context, home *FS, n *Node, pass *resealPass) error {
 	kid := v.writeKID()
-	if k, _ := meta.RecordKeyID(n.Node.Attrs); k != kid {
-		*changed++
+	if k, _ := meta.RecordKeyID(n.Node.Attrs); k != kid && !pass.done[n.ID()] {
+		// (A file hard-linked twice in the folder is listed with its old
+		// record at its second name: re-sealed once.)
+		pass.changed++
+		if pass.done == nil {
+			pass.done = map[uint64]bool{}
+		}
+		pass.done[n.ID()] = true
 		a := n.Attrs
 		if !n.IsDir() && len(a.Chunks) > 0 {
 			var err error
@@ -811,7 +816,7 @@ func (v *FS) reseal(ctx context.Context, home *FS, n *Node, changed *int) error 
 				return fmt.Errorf("%s/%s: re-seal name: %w", n.Path, name, err)
 			}
 			e.NameMAC, e.Name = mac, sealed
-			*changed++
+			pass.changed++
 		}
 		var child *Node
 		if k, _ := meta.RecordKeyID(e.Node.Attrs); k == kid {
@@ -822,11 +827,18 @@ func (v *FS) reseal(ctx context.Context, home *FS, n *Node, changed *int) error 
 		if err != nil {
 			return err
 		}
-		if err := v.reseal(ctx, home, child, changed); err != nil {
+		if err := v.reseal(ctx, home, child, pass); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// resealPass is what one walk of reseal did: the records it re-sealed, and
+// the nodes whose attributes it re-sealed.
+type resealPass struct {
+	changed int
+	done    map[uint64]bool
 }
 
 // openEntryHomeAttrs opens an entry whose name v already re-sealed but whose
@@ -986,11 +998,11 @@ func (f *FS) finishRevoke(ctx context.Context, acct Account, p string, sh *Share
 		if n, err = f.Resolve(ctx, p); err != nil {
 			return nil, err
 		}
-		changed := 0
-		if err := view.reseal(ctx, f, n, &changed); err != nil {
+		var rp resealPass
+		if err := view.reseal(ctx, f, n, &rp); err != nil {
 			return nil, fmt.Errorf("share %s: re-sealing the folder under key generation %d (run the same command again to resume): %w", p, sh.Gen(), err)
 		}
-		if changed == 0 {
+		if rp.changed == 0 {
 			break
 		}
 	}
