@@ -201,17 +201,18 @@ func TestPageAgainstGoSealer(t *testing.T) {
 			t.Fatalf("listed %v, want %v", rows, want)
 		}
 	}
-	// The page saves through a temporary file of the origin's private file
-	// system where it can; hide it to test the service worker, and that
-	// too for the Blob.
+	// The page saves through its service worker's streamed download where
+	// it can; hide it to test the temporary file of the origin's private
+	// file system, and that too for the Blob.
+	noWorker := `Object.defineProperty(Navigator.prototype, 'serviceWorker', {get() { return undefined; }});`
 	noTempFile := `delete StorageManager.prototype.getDirectory;`
-	for _, saver := range []string{"tempfile", "worker", "blob"} {
+	for _, saver := range []string{"worker", "tempfile", "blob"} {
 		scripts := []string{noPicker}
-		if saver != "tempfile" {
-			scripts = append(scripts, noTempFile)
+		if saver != "worker" {
+			scripts = append(scripts, noWorker)
 		}
 		if saver == "blob" {
-			scripts = append(scripts, `Object.defineProperty(Navigator.prototype, 'serviceWorker', {get() { return undefined; }});`)
+			scripts = append(scripts, noTempFile)
 		}
 		p := b.Open(url, scripts...)
 		if st := p.WaitState(20 * time.Second); st != "ready" {
@@ -264,20 +265,27 @@ func TestPageAgainstGoSealer(t *testing.T) {
 		p.Eval(`(async () => { const n = []; for await (const k of (await navigator.storage.getDirectory()).keys()) n.push(k); return n; })()`, &names)
 		return names
 	}
-	for _, scripts := range [][]string{{noPicker}, {noPicker, noTempFile}} {
+	for _, scripts := range [][]string{{noPicker}, {noPicker, noWorker}} {
 		p = b.Open(url, scripts...)
 		if st := p.WaitState(20 * time.Second); st != "ready" {
 			t.Fatalf("page state %q: %s", st, p.Text("#error"))
 		}
 		var kept []string
-		if len(scripts) == 1 {
+		if len(scripts) == 2 {
 			kept = temps(p) // the good save's temporary file, kept for the browser's copy
 		}
-		p.Eval(`document.querySelector('tr[data-path="sub/big.bin"] button').click(), true`, new(bool))
+		sel := `tr[data-path="sub/big.bin"] button`
+		if len(scripts) == 1 { // the streamed download started must end failed
+			if end := p.DownloadEnd(sel, 30*time.Second); end != "canceled" {
+				t.Errorf("damaged chunk: the service worker's download ended %q", end)
+			}
+		} else {
+			p.Eval(`document.querySelector('`+sel+`').click(), true`, new(bool))
+		}
 		if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), "failed to decrypt") {
 			t.Errorf("damaged chunk (%d scripts): state %q, message %q", len(scripts), st, p.Text("#error"))
 		}
-		if len(scripts) == 1 {
+		if len(scripts) == 2 {
 			if left := temps(p); len(left) != 1 || len(kept) != 1 {
 				t.Errorf("temporary files %v before the failed save, %v after; want the good save's one, both times", kept, left)
 			}
@@ -288,8 +296,9 @@ func TestPageAgainstGoSealer(t *testing.T) {
 // TestPageBatchTampering: the page fetches a file's chunks several a request
 // (GET /v1/s/{id}/chunks?ids=...), and whatever a hostile server does to
 // such an answer (chunks swapped, an answer cut short or too long, a frame's
-// length wrong) the download stops with the page's message and leaves no
-// file behind, never wrong bytes.
+// length wrong) the download stops with the page's message: the service
+// worker's streamed download ends failed, the temporary file is removed;
+// never wrong bytes in a complete-looking file.
 func TestPageBatchTampering(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a browser")
@@ -321,7 +330,7 @@ func TestPageBatchTampering(t *testing.T) {
 		p.Eval(`(async () => { const n = []; for await (const k of (await navigator.storage.getDirectory()).keys()) n.push(k); return n; })()`, &names)
 		return names
 	}
-	kept := temps(p) // the good save's temporary file, kept for the browser's copy
+	noWorker := `Object.defineProperty(Navigator.prototype, 'serviceWorker', {get() { return undefined; }});`
 	for _, tc := range []struct {
 		name, want string
 		tamper     func(f [][]byte) []byte
@@ -345,16 +354,33 @@ func TestPageBatchTampering(t *testing.T) {
 		gl.mu.Lock()
 		gl.tamper = tc.tamper
 		gl.mu.Unlock()
-		p := b.Open(url, noPicker)
-		if st := p.WaitState(20 * time.Second); st != "ready" {
-			t.Fatalf("%s: page state %q: %s", tc.name, st, p.Text("#error"))
-		}
-		p.Eval(`document.querySelector('tr[data-path="f.bin"] button').click(), true`, new(bool))
-		if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), tc.want) {
-			t.Errorf("%s: state %q, message %q, want %q", tc.name, st, p.Text("#error"), tc.want)
-		}
-		if left := temps(p); len(left) != len(kept) {
-			t.Errorf("%s: temporary files %v, want only the good save's %v", tc.name, left, kept)
+		// Through the service worker (the download it started ends failed,
+		// never complete) and through a temporary file (none is left).
+		for _, saver := range []string{"worker", "tempfile"} {
+			scripts := []string{noPicker}
+			if saver == "tempfile" {
+				scripts = append(scripts, noWorker)
+			}
+			p := b.Open(url, scripts...)
+			if st := p.WaitState(20 * time.Second); st != "ready" {
+				t.Fatalf("%s, %s: page state %q: %s", tc.name, saver, st, p.Text("#error"))
+			}
+			sel := `tr[data-path="f.bin"] button`
+			if saver == "worker" {
+				if end := p.DownloadEnd(sel, 30*time.Second); end != "canceled" {
+					t.Errorf("%s: the service worker's download ended %q", tc.name, end)
+				}
+			} else {
+				p.Eval(`document.querySelector('`+sel+`').click(), true`, new(bool))
+			}
+			if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), tc.want) {
+				t.Errorf("%s, %s: state %q, message %q, want %q", tc.name, saver, st, p.Text("#error"), tc.want)
+			}
+			if saver == "tempfile" {
+				if left := temps(p); len(left) != 0 {
+					t.Errorf("%s: temporary files %v left, want none", tc.name, left)
+				}
+			}
 		}
 	}
 }

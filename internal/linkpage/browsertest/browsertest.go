@@ -156,6 +156,23 @@ func (p *Page) Text(sel string) string {
 // suggested.
 func (p *Page) Download(sel string, timeout time.Duration) (path, name string) {
 	p.t.Helper()
+	guid, state, name := p.download(sel, timeout)
+	if state != string(browser.DownloadProgressStateCompleted) {
+		p.t.Fatalf("download from %s: %s (page says %q)", sel, state, p.Text("#error")+p.Text("#progress"))
+	}
+	return filepath.Join(p.b.Dir, guid), name
+}
+
+// DownloadEnd clicks sel and waits for the download it starts to end: it
+// returns "completed", or "canceled" (a download that failed, too).
+func (p *Page) DownloadEnd(sel string, timeout time.Duration) string {
+	p.t.Helper()
+	_, state, _ := p.download(sel, timeout)
+	return state
+}
+
+func (p *Page) download(sel string, timeout time.Duration) (guid, state, name string) {
+	p.t.Helper()
 	type result struct{ guid, state string }
 	names := make(chan string, 1)
 	done := make(chan result, 1)
@@ -187,18 +204,15 @@ func (p *Page) Download(sel string, timeout time.Duration) (path, name string) {
 	}
 	select {
 	case r := <-done:
-		if r.state != string(browser.DownloadProgressStateCompleted) {
-			p.t.Fatalf("download from %s: %s (page says %q)", sel, r.state, p.Text("#error")+p.Text("#progress"))
-		}
 		select {
 		case name = <-names:
 		default:
 		}
-		return filepath.Join(p.b.Dir, r.guid), name
+		return r.guid, r.state, name
 	case <-time.After(timeout):
 		p.t.Fatalf("download from %s: not done after %v (page says %q)", sel, timeout, p.Text("#error")+p.Text("#progress"))
 	}
-	return "", ""
+	return "", "", ""
 }
 
 // CPU is the processor time (user and system) chromium's processes have

@@ -390,13 +390,12 @@
   }
 
   class NoRoom extends Error {}
+  class NoWorker extends Error {}
 
   // saveWithTempFile writes the plaintext into a file of the origin's
   // private file system (a worker writes it with a synchronous handle, at
-  // disk speed), then hands that file to the browser's downloads. Through
-  // the service worker instead, the stream to the download cost about twice
-  // kumo get's whole time on our test machine before any decryption.
-  // The file is removed TEMP_KEEP later (or by a later page, cleanTemp).
+  // disk speed), then hands that file to the browser's downloads: where the
+  // service worker cannot run. The file is removed TEMP_KEEP later (or by a later page, cleanTemp).
   // NoRoom when the origin's storage cannot hold the file: the caller
   // falls back to another way.
   async function saveWithTempFile(name, size, src) {
@@ -488,15 +487,22 @@
   // service worker answers a download URL with a stream of the plaintext,
   // fetching and opening the chunks itself (sw.js says why), and tells this
   // page what it saved, or why it stopped.
+  // NoWorker: the service worker could not be started or did not take the
+  // download; nothing was saved and the caller tries another way.
   async function saveWithWorker(linkID, e, name, progress) {
-    const sw = await activeWorker();
+    let sw;
+    try {
+      sw = await activeWorker();
+    } catch {
+      throw new NoWorker();
+    }
     const idb = crypto.getRandomValues(new Uint8Array(16));
     const dl = Array.from(idb, (b) => b.toString(16).padStart(2, '0')).join('');
     const ch = new MessageChannel();
     const port = ch.port1;
     const chunks = (e.chunks || []).map((c) => ({ id: c.id, key: c.key, n: c.n }));
     await new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error('the download helper (service worker) did not answer')), 15000);
+      const t = setTimeout(() => reject(new NoWorker()), 15000);
       port.onmessage = (ev) => {
         if (ev.data === 'ready') { clearTimeout(t); resolve(); }
         if (ev.data && ev.data.error) { clearTimeout(t); reject(chunkError(ev.data.error, {})); }
@@ -559,8 +565,21 @@
         (s > 0.5 ? ' (' + human(Math.round(done / s)) + '/s)' : '');
     };
     try {
+      // The service worker's streamed download first: with 8 chunks a
+      // request it took 11 s and 14 chromium CPU seconds for 1 GiB where
+      // the temporary file took 17 s and 21 (docs/BENCH.md): it has no
+      // second copy of the file and no hand-off between workers.
       let saved = false;
-      if (navigator.storage && typeof navigator.storage.getDirectory === 'function') {
+      if ('serviceWorker' in navigator && navigator.serviceWorker && window.isSecureContext) {
+        document.body.dataset.saver = 'worker';
+        try {
+          await saveWithWorker(linkID, e, name, progress);
+          saved = true;
+        } catch (err) {
+          if (!(err instanceof NoWorker)) throw err;
+        }
+      }
+      if (!saved && navigator.storage && typeof navigator.storage.getDirectory === 'function') {
         document.body.dataset.saver = 'tempfile';
         try {
           await saveWithTempFile(name, e.size, pieces(linkID, e, progress));
@@ -573,13 +592,10 @@
         }
       }
       if (saved) {
-        // saved to the temporary file and handed to the browser's downloads
+        // streamed to the browser's downloads, or saved to the temporary file and handed to them
       } else if (typeof window.showSaveFilePicker === 'function') {
         document.body.dataset.saver = 'picker';
         await saveWithPicker(name, pieces(linkID, e, progress));
-      } else if ('serviceWorker' in navigator && navigator.serviceWorker && window.isSecureContext) {
-        document.body.dataset.saver = 'worker';
-        await saveWithWorker(linkID, e, name, progress);
       } else {
         document.body.dataset.saver = 'blob';
         await saveAsBlob(name, pieces(linkID, e, progress));

@@ -10,7 +10,7 @@
 'use strict';
 importScripts('/s/_/open.js');
 
-const AHEAD = 16; // chunks fetched and opened ahead of the one being saved
+const AHEAD = 16; // chunks fetched and opened ahead of the one being saved (32 measured no faster)
 const BATCH = 8; // chunks a request (GET /v1/s/ID/chunks?ids=...)
 const pending = new Map(); // download id -> {port, name, size, link, chunks}
 
