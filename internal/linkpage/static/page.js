@@ -394,8 +394,9 @@
 
   // saveWithTempFile writes the plaintext into a file of the origin's
   // private file system (a worker writes it with a synchronous handle, at
-  // disk speed), then hands that file to the browser's downloads: where the
-  // service worker cannot run. The file is removed TEMP_KEEP later (or by a later page, cleanTemp).
+  // disk speed), then hands that file to the browser's downloads: for
+  // where the service worker cannot run. The file is removed TEMP_KEEP
+  // later (or by a later page, cleanTemp).
   // NoRoom when the origin's storage cannot hold the file: the caller
   // falls back to another way.
   async function saveWithTempFile(name, size, src) {
