@@ -3,11 +3,9 @@ package fs
 import (
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"kumo/internal/meta"
 	"kumo/remote/api"
 )
 
@@ -27,22 +25,7 @@ func TestCoreDeleteWhileUpdateQueued(t *testing.T) {
 	}
 	// Keep changing another file so the pusher holds its queue while the
 	// uploads commit (each queues an update) and the files are deleted.
-	keep := coreFile(t, d, api.RootID, "keep", "")
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(30 * time.Millisecond):
-			}
-			d.setAttrs(keep, func(a *meta.Attrs) syscall.Errno {
-				a.Mode = a.Mode&^0o777 | uint32(0o600|i%2*0o44)
-				return 0
-			})
-		}
-	}()
+	_, release := holdPusher(t, d)
 	waitFor(t, 20*time.Second, func() bool { return d.Status().Queue.Files == 0 })
 	// More ops than one batch holds, so the deletes reach the cloud in a
 	// later batch than the updates.
@@ -56,8 +39,7 @@ func TestCoreDeleteWhileUpdateQueued(t *testing.T) {
 			t.Fatal(e)
 		}
 	}
-	close(stop)
-	<-stopped
+	release()
 	coreFlush(t, d)
 	check := func(d *Drive) {
 		t.Helper()

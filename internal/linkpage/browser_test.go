@@ -95,6 +95,28 @@ func sortedKeys(m map[string][]byte) []string {
 	return ks
 }
 
+// Scripts run before a page's own: headless chromium has no save dialog to
+// drive (noPicker hides it), and noWorker makes the page save without its
+// service worker.
+const (
+	noPicker = `delete Window.prototype.showSaveFilePicker; delete window.showSaveFilePicker;`
+	noWorker = `Object.defineProperty(Navigator.prototype, 'serviceWorker', {get() { return undefined; }});`
+)
+
+// open serves gl and opens its page, with the secret, in a new browser with
+// the picker hidden, once the page is ready.
+func (gl *goLink) open(t *testing.T) (*httptest.Server, *browsertest.Browser, string, *browsertest.Page) {
+	t.Helper()
+	hs := gl.serve(t)
+	b := browsertest.Start(t)
+	url := hs.URL + "/s/" + gl.id.String() + "#" + gl.secret.String()
+	p := b.Open(url, noPicker)
+	if st := p.WaitState(20 * time.Second); st != "ready" {
+		t.Fatalf("page state %q: %s", st, p.Text("#error"))
+	}
+	return hs, b, url, p
+}
+
 func (gl *goLink) serve(t *testing.T) *httptest.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/s/", linkpage.Handler())
@@ -180,16 +202,7 @@ func TestPageAgainstGoSealer(t *testing.T) {
 	clear(big[chunk.Size : 2*chunk.Size]) // the middle chunk is a hole
 	files := map[string][]byte{"a.txt": []byte("hello\n"), "sub/big.bin": big}
 	gl := newGoLink(t, files, "sub")
-	hs := gl.serve(t)
-	b := browsertest.Start(t)
-	url := hs.URL + "/s/" + gl.id.String() + "#" + gl.secret.String()
-	// Headless chromium has no save dialog to drive: hide the picker.
-	noPicker := `delete Window.prototype.showSaveFilePicker; delete window.showSaveFilePicker;`
-
-	p := b.Open(url, noPicker)
-	if st := p.WaitState(20 * time.Second); st != "ready" {
-		t.Fatalf("page state %q: %s", st, p.Text("#error"))
-	}
+	hs, b, url, p := gl.open(t)
 	var rows [][2]string
 	p.Eval(`Array.from(document.querySelectorAll('#files tbody tr')).map(tr => [tr.dataset.path, tr.cells[1].dataset.bytes || ''])`, &rows)
 	want := [][2]string{{"sub", ""}, {"a.txt", "6"}, {"sub/big.bin", "8400953"}}
@@ -204,7 +217,6 @@ func TestPageAgainstGoSealer(t *testing.T) {
 	// The page saves through its service worker's streamed download where
 	// it can; hide it to test the temporary file of the origin's private
 	// file system, and that too for the Blob.
-	noWorker := `Object.defineProperty(Navigator.prototype, 'serviceWorker', {get() { return undefined; }});`
 	noTempFile := `delete StorageManager.prototype.getDirectory;`
 	for _, saver := range []string{"worker", "tempfile", "blob"} {
 		scripts := []string{noPicker}
@@ -305,15 +317,7 @@ func TestPageBatchTampering(t *testing.T) {
 	}
 	data := randBytes(3*chunk.Size + 777) // 4 distinct chunks, one request
 	gl := newGoLink(t, map[string][]byte{"f.bin": data})
-	hs := gl.serve(t)
-	b := browsertest.Start(t)
-	url := hs.URL + "/s/" + gl.id.String() + "#" + gl.secret.String()
-	noPicker := `delete Window.prototype.showSaveFilePicker; delete window.showSaveFilePicker;`
-
-	p := b.Open(url, noPicker)
-	if st := p.WaitState(20 * time.Second); st != "ready" {
-		t.Fatalf("page state %q: %s", st, p.Text("#error"))
-	}
+	_, b, url, p := gl.open(t)
 	path, _ := p.Download(`tr[data-path="f.bin"] button`, 60*time.Second)
 	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("downloaded %d bytes (%v), not the file's", len(got), err)
@@ -330,7 +334,6 @@ func TestPageBatchTampering(t *testing.T) {
 		p.Eval(`(async () => { const n = []; for await (const k of (await navigator.storage.getDirectory()).keys()) n.push(k); return n; })()`, &names)
 		return names
 	}
-	noWorker := `Object.defineProperty(Navigator.prototype, 'serviceWorker', {get() { return undefined; }});`
 	for _, tc := range []struct {
 		name, want string
 		tamper     func(f [][]byte) []byte
