@@ -106,10 +106,13 @@ func (f *fetcher) segment(ctx context.Context, node uint64, base []meta.ChunkRef
 	if seq && ci == 0 && k == 0 && isSmallBase(base) {
 		go f.d.dirAhead(node)
 	}
-	if seq {
+	switch {
+	case seq:
 		c = f.chunk(ref, true)
 		f.readAhead(base, ci)
-	} else {
+	case f.d.chunkKID(ref.ID) != meta.Home:
+		c = f.chunk(ref, true) // checked against its id (chunk)
+	default:
 		c, lead = f.seg(ref, k)
 	}
 	defer f.release(c)
@@ -332,7 +335,15 @@ func (f *fetcher) chunk(ref meta.ChunkRef, acquire bool) *fetchCall {
 			f.mu.Unlock()
 			buf = nil
 		}
+		if err == nil {
+			err = f.checkShared(ref, b)
+		}
 		if err != nil {
+			if buf != nil {
+				f.mu.Lock()
+				f.recycleLocked(buf)
+				f.mu.Unlock()
+			}
 			return err
 		}
 		c.buf = buf
@@ -342,6 +353,25 @@ func (f *fetcher) chunk(ref meta.ChunkRef, acquire bool) *fetchCall {
 		}
 		return nil
 	})
+}
+
+// checkShared checks a whole sealed chunk of a shared folder against its
+// id. Every member of a generation holds its chunk keys, so the AEAD of a
+// segment does not tell the owner's chunk from one a member sealed under
+// the same id; the id, a keyed hash of the whole plaintext that the signed
+// record names, does. So a shared folder's chunks are only ever fetched
+// whole and checked here, never one segment alone.
+func (f *fetcher) checkShared(ref meta.ChunkRef, sealed []byte) error {
+	kid := f.d.chunkKID(ref.ID)
+	if kid == meta.Home {
+		return nil // only this account holds its keys
+	}
+	bp := f.d.plainBufs.Get().(*[]byte)
+	defer f.d.plainBufs.Put(bp)
+	if _, err := f.d.cipherOf(kid).Open((*bp)[:0], ref.ID, sealed); err != nil {
+		return fmt.Errorf("chunk %s of a shared folder: %w", ref.ID, err)
+	}
+	return nil
 }
 
 // keptSize is the memory a kept chunk holds: its reusable 4 MiB buffer, or

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -702,4 +703,63 @@ func TestShareRevokeWriterDrives(t *testing.T) {
 			t.Fatalf("%s reads sub/b.txt: %q", name, got)
 		}
 	}
+}
+
+// A member holds its generation's chunk keys, so with the server it can
+// seal other bytes under a chunk id of the owner's: every segment then
+// authenticates. The drive checks a shared folder's chunks against their
+// id (the keyed hash the signed record names) and fetches them only whole:
+// a read at an offset (not sequential) of a forged chunk is EIO, not the
+// forged bytes; the file reads once the cloud serves the right chunk.
+func TestShareForgedChunkIsEIO(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	forge := &forgeCloud{}
+	d := coreDriveWith(t, c, driveShareOptions(owner))
+	forge.chunkCloud, d.chunks = d.chunks, forge
+	docs := lookupDir(t, d, api.RootID, "Docs")
+	a := lookupDir(t, d, docs.id, "a.txt")
+	d.mu.Lock()
+	ref := a.attrs.Chunks[0]
+	d.mu.Unlock()
+	forged := d.chunkCipher(ref.ID).Seal(nil, ref.ID, []byte("forged a\n")) // as long as "shared a\n"
+	forge.set(ref.ID.String(), forged)
+	buf := make([]byte, 64)
+	if n, err := d.readAt(context.Background(), a, buf, 3, false, nil); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of a forged shared chunk: %q, %v; want EIO", buf[:n], err)
+	}
+	forge.set("", nil)
+	if n, err := d.readAt(context.Background(), a, buf, 3, false, nil); err != nil || string(buf[:n]) != "red a\n" {
+		t.Fatalf("read once the cloud serves the chunk: %q, %v", buf[:n], err)
+	}
+}
+
+// forgeCloud answers every fetch of one chunk with other sealed bytes.
+type forgeCloud struct {
+	chunkCloud
+	mu     sync.Mutex
+	id     string
+	sealed []byte
+}
+
+func (f *forgeCloud) set(id string, sealed []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.id, f.sealed = id, sealed
+}
+
+func (f *forgeCloud) GetChunkInto(ctx context.Context, id string, off, length int64, buf []byte) ([]byte, error) {
+	f.mu.Lock()
+	forged := f.sealed
+	if id != f.id {
+		forged = nil
+	}
+	f.mu.Unlock()
+	if forged == nil {
+		return f.chunkCloud.GetChunkInto(ctx, id, off, length, buf)
+	}
+	if length < 0 {
+		length = int64(len(forged)) - off
+	}
+	return append(buf[:0], forged[off:off+length]...), nil
 }
