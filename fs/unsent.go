@@ -28,9 +28,19 @@ type unsentTree struct {
 	nodes     map[uint64]*unsentNode
 	cancelled map[uint64]struct{}   // journal seqs the pusher skips
 	moved     map[uint64]entryPlace // create seq -> the entry it is sent as
+	// touched is the seq of the last queued op that named an entry: a
+	// create moves to an entry only if nothing named it after the create,
+	// so the cloud has the name free where the create is sent.
+	touched map[entryName]uint64
 	// sentFrom is the first seq not yet planned into a request: ops before
 	// it may be on their way to the cloud, so they are never changed.
 	sentFrom uint64
+}
+
+// entryName names an entry: its directory and name MAC.
+type entryName struct {
+	parent uint64
+	mac    string
 }
 
 // entryPlace is where a create puts its entry.
@@ -52,12 +62,13 @@ type unsentNode struct {
 
 // unsentLink is the one queued link of an unsent node.
 type unsentLink struct {
-	seq uint64
-	at  entryPlace
+	seq    uint64
+	at     entryPlace
+	before uint64 // the last op that named the link's entry before it
 }
 
 func newUnsentTree() unsentTree {
-	return unsentTree{nodes: map[uint64]*unsentNode{}, cancelled: map[uint64]struct{}{}, moved: map[uint64]entryPlace{}}
+	return unsentTree{nodes: map[uint64]*unsentNode{}, cancelled: map[uint64]struct{}{}, moved: map[uint64]entryPlace{}, touched: map[entryName]uint64{}}
 }
 
 func (u *unsentTree) ref(id uint64, by int) {
@@ -72,6 +83,15 @@ func (u *unsentTree) pin(id uint64) {
 	}
 }
 
+// touch notes that the op at seq names entry (parent, mac) and returns
+// the seq of the last op that named it before.
+func (u *unsentTree) touch(seq, parent uint64, mac string) uint64 {
+	k := entryName{parent, mac}
+	before := u.touched[k]
+	u.touched[k] = seq
+	return before
+}
+
 // queued notes journal op op at seq. Renames are noted by renamed, which
 // knows whether the rename replaced an entry.
 func (u *unsentTree) queued(seq uint64, op api.BatchOp) {
@@ -79,6 +99,7 @@ func (u *unsentTree) queued(seq uint64, op api.BatchOp) {
 	case api.OpCreate:
 		if c := op.Create; c != nil {
 			u.ref(c.Parent, 1)
+			u.touch(seq, c.Parent, c.NameMAC)
 			u.nodes[c.ID] = &unsentNode{at: entryPlace{c.Parent, c.NameMAC, c.Name}, create: seq, own: []uint64{seq}}
 		}
 	case api.OpUpdate:
@@ -88,8 +109,9 @@ func (u *unsentTree) queued(seq uint64, op api.BatchOp) {
 	case api.OpLink:
 		if l := op.Link; l != nil {
 			u.ref(l.Parent, 1)
+			before := u.touch(seq, l.Parent, l.NameMAC)
 			if n := u.nodes[l.ID]; n != nil && n.link == nil && !n.pinned {
-				n.link = &unsentLink{seq: seq, at: entryPlace{l.Parent, l.NameMAC, l.Name}}
+				n.link = &unsentLink{seq: seq, at: entryPlace{l.Parent, l.NameMAC, l.Name}, before: before}
 			} else {
 				u.pin(l.ID)
 			}
@@ -97,14 +119,17 @@ func (u *unsentTree) queued(seq uint64, op api.BatchOp) {
 	case api.OpUnlink:
 		if ul := op.Unlink; ul != nil {
 			u.ref(ul.Parent, 1)
+			u.touch(seq, ul.Parent, ul.NameMAC)
 		}
 	}
 }
 
-// mayMove says whether node n's create may be sent as an entry in dir:
-// nothing of it sent yet, and dir, if unsent too, created before it.
-func (u *unsentTree) mayMove(n *unsentNode, dir uint64) bool {
-	if n.pinned || n.create < u.sentFrom {
+// mayMove says whether node n's create may be sent as entry (dir, mac),
+// last named by an op at seq before: nothing of n sent yet, the entry not
+// named by any op since n's create (so the cloud has it free there), and
+// dir, if unsent too, created before n.
+func (u *unsentTree) mayMove(n *unsentNode, dir uint64, before uint64) bool {
+	if n.pinned || n.create < u.sentFrom || before > n.create {
 		return false
 	}
 	p := u.nodes[dir]
@@ -124,8 +149,10 @@ func (u *unsentTree) moveCreate(n *unsentNode, to entryPlace) {
 // its create.
 func (u *unsentTree) renamed(seq uint64, r *api.RenameRequest, replaced bool) {
 	n := u.nodes[r.Node]
+	u.touch(seq, r.SrcParent, r.SrcNameMAC)
+	before := u.touch(seq, r.DstParent, r.DstNameMAC)
 	if n != nil && !replaced && r.Mode != api.RenameExchange && n.link == nil &&
-		n.at.parent == r.SrcParent && n.at.mac == r.SrcNameMAC && u.mayMove(n, r.DstParent) {
+		n.at.parent == r.SrcParent && n.at.mac == r.SrcNameMAC && u.mayMove(n, r.DstParent, before) {
 		u.moveCreate(n, entryPlace{r.DstParent, r.DstNameMAC, r.Name})
 		u.cancelled[seq] = struct{}{}
 		return
@@ -148,7 +175,7 @@ func (u *unsentTree) unlinked(id, seq, parent uint64, mac string) {
 	l := n.link
 	switch {
 	case l == nil || n.pinned || n.create < u.sentFrom:
-	case n.at.parent == parent && n.at.mac == mac && u.mayMove(n, l.at.parent):
+	case n.at.parent == parent && n.at.mac == mac && u.mayMove(n, l.at.parent, l.before):
 		u.ref(l.at.parent, -1) // the link's name moves to the create
 		u.moveCreate(n, l.at)
 		u.ref(parent, -1) // the unlink
@@ -207,8 +234,28 @@ func (u *unsentTree) acked(ops []api.BatchOp, seqs []uint64) {
 	for i, op := range ops {
 		delete(u.cancelled, seqs[i])
 		delete(u.moved, seqs[i])
+		for _, k := range opEntries(op) {
+			if u.touched[k] <= seqs[i] {
+				delete(u.touched, k)
+			}
+		}
 		if op.Op == api.OpCreate && op.Create != nil {
 			delete(u.nodes, op.Create.ID)
 		}
 	}
+}
+
+// opEntries are the entries op names.
+func opEntries(op api.BatchOp) []entryName {
+	switch {
+	case op.Create != nil:
+		return []entryName{{op.Create.Parent, op.Create.NameMAC}}
+	case op.Link != nil:
+		return []entryName{{op.Link.Parent, op.Link.NameMAC}}
+	case op.Unlink != nil:
+		return []entryName{{op.Unlink.Parent, op.Unlink.NameMAC}}
+	case op.Rename != nil:
+		return []entryName{{op.Rename.SrcParent, op.Rename.SrcNameMAC}, {op.Rename.DstParent, op.Rename.DstNameMAC}}
+	}
+	return nil
 }
