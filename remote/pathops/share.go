@@ -799,6 +799,9 @@ func (v *FS) reseal(ctx context.Context, home *FS, n *Node, pass *resealPass) er
 			// Opened with the rules of the key id it has: home, or an older
 			// generation of the share (signature checked against the roster).
 			old, err := home.verified(keys.RecordName, n.ID(), e.NameMAC, e.Name)
+			if errors.Is(err, keys.ErrRecordSig) {
+				continue // planted, not the folder's: left as it is, refused by every client
+			}
 			if err != nil {
 				return fmt.Errorf("%s: entry name: %w", n.Path, err)
 			}
@@ -823,6 +826,9 @@ func (v *FS) reseal(ctx context.Context, home *FS, n *Node, pass *resealPass) er
 			child, err = v.openEntry(n, "", e)
 		} else { // not yet re-sealed (home attributes): open them as home
 			child, err = home.openEntryHomeAttrs(v, n, e)
+		}
+		if errors.Is(err, keys.ErrRecordSig) {
+			continue // a planted record under an honest name: left, refused by every client
 		}
 		if err != nil {
 			return err
