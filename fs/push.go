@@ -204,18 +204,14 @@ func (d *Drive) versionOf(id uint64) (v uint64, ok bool) {
 func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err error) {
 	d.mu.Lock()
 	rewritten := make([]api.BatchOp, len(ops))
+	compacted := make([]bool, len(ops)) // cancelled or moved (unsent.go)
 	for i, jo := range ops {
-		op := jo.Op
-		if d.unsent.isCancelled(jo.Seq) {
-			rewritten[i] = api.BatchOp{Op: opCancelled}
-			continue
+		var op api.BatchOp
+		op, compacted[i] = d.unsent.asSent(jo)
+		if op.Op != opCancelled {
+			op = d.rewriteOp(op)
 		}
-		if at, ok := d.unsent.sentAs(jo.Seq); ok && op.Create != nil {
-			c := *op.Create
-			c.Parent, c.NameMAC, c.Name = at.parent, at.mac, at.name
-			op.Create = &c
-		}
-		rewritten[i] = d.rewriteOp(op)
+		rewritten[i] = op
 	}
 	d.unsent.planning(ops[len(ops)-1].Seq)
 	batch, need := planBatch(rewritten, d.versionOf)
@@ -281,15 +277,13 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 			return true, fmt.Errorf("ack journal: %w", aerr)
 		}
 		d.mu.Lock()
-		orig, seqs := make([]api.BatchOp, n), make([]uint64, n)
 		for i, op := range rewritten[:n] {
-			if _, moved := d.unsent.sentAs(ops[i].Seq); moved || op.Op == opCancelled {
+			if compacted[i] {
 				op = ops[i].Op // its keys were counted as queued
 			}
 			d.donePending(op)
-			orig[i], seqs[i] = ops[i].Op, ops[i].Seq
 		}
-		d.unsent.acked(orig, seqs)
+		d.unsent.acked(ops[:n])
 		d.mu.Unlock()
 	}
 	return retry, err

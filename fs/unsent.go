@@ -1,6 +1,9 @@
 package fs
 
-import "kumo/remote/api"
+import (
+	"kumo/cache"
+	"kumo/remote/api"
+)
 
 // unsentTree finds journal ops the cloud never needs to see, among those of
 // nodes created here whose create the pusher has not sent yet:
@@ -22,8 +25,9 @@ import "kumo/remote/api"
 //
 // Only a node whose ops are its own qualifies: one renamed over another
 // entry, exchanged, linked twice, or a directory with ops of other nodes
-// naming it queued, is sent as usual. A create moves to a new directory only
-// if that directory's own create comes before it in the journal. Under d.mu.
+// naming it queued, is sent as usual. Only a file's create moves, and only
+// to a free name in a directory whose own create comes before it in the
+// journal. Under d.mu.
 type unsentTree struct {
 	nodes     map[uint64]*unsentNode
 	cancelled map[uint64]struct{}   // journal seqs the pusher skips
@@ -57,6 +61,7 @@ type unsentNode struct {
 	own    []uint64   // seqs of its create and updates
 	refs   int        // queued ops of others that name it (children's creates and unlinks, renames, links)
 	pinned bool       // its entries' ops are not its alone: sent as they are
+	dir    bool       // a directory: its create never moves (see mayMove)
 	link   *unsentLink
 }
 
@@ -100,7 +105,7 @@ func (u *unsentTree) queued(seq uint64, op api.BatchOp) {
 		if c := op.Create; c != nil {
 			u.ref(c.Parent, 1)
 			u.touch(seq, c.Parent, c.NameMAC)
-			u.nodes[c.ID] = &unsentNode{at: entryPlace{c.Parent, c.NameMAC, c.Name}, create: seq, own: []uint64{seq}}
+			u.nodes[c.ID] = &unsentNode{at: entryPlace{c.Parent, c.NameMAC, c.Name}, create: seq, own: []uint64{seq}, dir: c.Type == api.TypeDir}
 		}
 	case api.OpUpdate:
 		if n := u.nodes[op.ID]; n != nil {
@@ -125,11 +130,13 @@ func (u *unsentTree) queued(seq uint64, op api.BatchOp) {
 }
 
 // mayMove says whether node n's create may be sent as entry (dir, mac),
-// last named by an op at seq before: nothing of n sent yet, the entry not
-// named by any op since n's create (so the cloud has it free there), and
-// dir, if unsent too, created before n.
+// last named by an op at seq before: n is not a directory (ops queued after
+// its create may have moved other directories into it, which the cloud
+// would refuse as a cycle if it were created elsewhere), nothing of n was
+// sent yet, the entry was not named by any op since n's create (so the
+// cloud has it free there), and dir, if unsent too, was created before n.
 func (u *unsentTree) mayMove(n *unsentNode, dir uint64, before uint64) bool {
-	if n.pinned || n.create < u.sentFrom || before > n.create {
+	if n.dir || n.pinned || n.create < u.sentFrom || before > n.create {
 		return false
 	}
 	p := u.nodes[dir]
@@ -214,33 +221,38 @@ func (u *unsentTree) removed(id, seq uint64) bool {
 	return true
 }
 
-// sentAs is the entry the create at seq is sent as, if not its own.
-func (u *unsentTree) sentAs(seq uint64) (entryPlace, bool) {
-	p, ok := u.moved[seq]
-	return p, ok
-}
-
-// isCancelled says whether the pusher skips the op at seq.
-func (u *unsentTree) isCancelled(seq uint64) bool {
-	_, ok := u.cancelled[seq]
-	return ok
+// asSent is journal op jo as the pusher sends it: opCancelled, a create
+// moved to its entry's final place, or jo's op itself (changed false).
+func (u *unsentTree) asSent(jo cache.JournalOp) (op api.BatchOp, changed bool) {
+	if _, ok := u.cancelled[jo.Seq]; ok {
+		return api.BatchOp{Op: opCancelled}, true
+	}
+	at, ok := u.moved[jo.Seq]
+	if !ok || jo.Op.Create == nil {
+		return jo.Op, false
+	}
+	op = jo.Op
+	c := *op.Create
+	c.Parent, c.NameMAC, c.Name = at.parent, at.mac, at.name
+	op.Create = &c
+	return op, true
 }
 
 // planning notes that ops up to seq are being sent: they stay as they are.
 func (u *unsentTree) planning(seq uint64) { u.sentFrom = max(u.sentFrom, seq+1) }
 
-// acked forgets what the acked journal ops ops told it.
-func (u *unsentTree) acked(ops []api.BatchOp, seqs []uint64) {
-	for i, op := range ops {
-		delete(u.cancelled, seqs[i])
-		delete(u.moved, seqs[i])
-		for _, k := range opEntries(op) {
-			if u.touched[k] <= seqs[i] {
+// acked forgets what the acked journal ops told it.
+func (u *unsentTree) acked(ops []cache.JournalOp) {
+	for _, jo := range ops {
+		delete(u.cancelled, jo.Seq)
+		delete(u.moved, jo.Seq)
+		for _, k := range opEntries(jo.Op) {
+			if u.touched[k] <= jo.Seq {
 				delete(u.touched, k)
 			}
 		}
-		if op.Op == api.OpCreate && op.Create != nil {
-			delete(u.nodes, op.Create.ID)
+		if c := jo.Op.Create; c != nil {
+			delete(u.nodes, c.ID)
 		}
 	}
 }
