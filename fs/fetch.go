@@ -329,21 +329,16 @@ func (f *fetcher) chunk(ref meta.ChunkRef, acquire bool) *fetchCall {
 		if err == nil && len(b) != chunk.SealedSize(plainLen) {
 			err = fmt.Errorf("chunk %s: %d sealed bytes, want %d: %w", id, len(b), chunk.SealedSize(plainLen), chunk.ErrAuth)
 		}
+		if err == nil {
+			err = f.checkShared(ref, b)
+		}
 		if err != nil || len(b) == 0 || &b[0] != &buf[:1][0] {
 			f.mu.Lock()
 			f.recycleLocked(buf)
 			f.mu.Unlock()
 			buf = nil
 		}
-		if err == nil {
-			err = f.checkShared(ref, b)
-		}
 		if err != nil {
-			if buf != nil {
-				f.mu.Lock()
-				f.recycleLocked(buf)
-				f.mu.Unlock()
-			}
 			return err
 		}
 		c.buf = buf
