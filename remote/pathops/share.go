@@ -937,10 +937,6 @@ func (f *FS) rotate(ctx context.Context, acct Account, sh *Share, r keys.Roster,
 	r.Gen++
 	r.Version++
 	secret := keys.OwnerShareSecret(acct.Master, sh.ID, r.Gen)
-	signed, err := r.Sign(f.me)
-	if err != nil {
-		return nil, err
-	}
 	wrapped := map[string][]api.ShareWrapped{}
 	for _, m := range r.Members {
 		if m.Role == keys.RoleRemoved {
@@ -952,11 +948,8 @@ func (f *FS) rotate(ctx context.Context, acct Account, sh *Share, r keys.Roster,
 		}
 		wrapped[m.Email] = []api.ShareWrapped{{Generation: r.Gen, Blob: blob}}
 	}
-	if err := f.c.RotateShare(ctx, sh.ID, api.ShareRotateRequest{Generation: r.Gen, Roster: signed, Remove: remove, Wrapped: wrapped}); err != nil {
+	if err := f.publishRoster(ctx, acct, sh.ID, r, api.ShareRotateRequest{Remove: remove, Wrapped: wrapped}); err != nil {
 		return nil, fmt.Errorf("rotate to key generation %d: %w", r.Gen, err)
-	}
-	if err := acct.Contacts.SeeRoster(acct.ID, sh.ID, r.Version); err != nil {
-		return nil, err
 	}
 	out := *sh
 	out.Roster = &r
@@ -964,6 +957,20 @@ func (f *FS) rotate(ctx context.Context, acct Account, sh *Share, r keys.Roster,
 	out.Secrets[r.Gen] = secret
 	out.ciphers = nil
 	return &out, nil
+}
+
+// publishRoster signs roster r of share id and sends it in req (at r's
+// generation), then pins its version as seen.
+func (f *FS) publishRoster(ctx context.Context, acct Account, id uint64, r keys.Roster, req api.ShareRotateRequest) error {
+	signed, err := r.Sign(f.me)
+	if err != nil {
+		return err
+	}
+	req.Generation, req.Roster = r.Gen, signed
+	if err := f.c.RotateShare(ctx, id, req); err != nil {
+		return err
+	}
+	return acct.Contacts.SeeRoster(acct.ID, id, r.Version)
 }
 
 // finishRevoke closes the folder at p (share sh, held by f) to a writer who
@@ -1015,15 +1022,8 @@ func (f *FS) finishRevoke(ctx context.Context, acct Account, p string, sh *Share
 	r := *sh.Roster
 	r.Version++
 	r.MinGen = r.Gen
-	signed, err := r.Sign(f.me)
-	if err != nil {
-		return nil, err
-	}
-	if err := f.c.RotateShare(ctx, sh.ID, api.ShareRotateRequest{Generation: r.Gen, Roster: signed}); err != nil {
+	if err := f.publishRoster(ctx, acct, sh.ID, r, api.ShareRotateRequest{}); err != nil {
 		return nil, fmt.Errorf("share %s: raising the lowest accepted key generation to %d (run the same command again): %w", p, r.Gen, err)
-	}
-	if err := acct.Contacts.SeeRoster(acct.ID, sh.ID, r.Version); err != nil {
-		return nil, err
 	}
 	out := *sh
 	out.Roster = &r
