@@ -58,27 +58,31 @@ func (s *Store) sealInline(node, gen uint64, p []byte) ([]byte, error) {
 // GetInline returns the plaintext of the inline segment of (node, gen),
 // ok=false if there is none.
 func (s *Store) GetInline(node, gen uint64) (p []byte, ok bool, err error) {
-	var sealed []byte
-	err = s.value(inlineKey(node, gen), func(v []byte) error {
-		sealed = append([]byte(nil), v...)
-		return nil
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, false, nil
+	p, ok, err = s.AppendInline(nil, node, gen)
+	if ok && p == nil {
+		p = []byte{}
 	}
-	if err != nil {
-		return nil, false, fmt.Errorf("cache: get inline %d/%d: %w", node, gen, err)
-	}
+	return p, ok, err
+}
+
+// AppendInline is GetInline appending the plaintext to dst, so a reader can
+// reuse its buffer. The stored value is opened where it lies, not copied.
+func (s *Store) AppendInline(dst []byte, node, gen uint64) (p []byte, ok bool, err error) {
 	aead, err := segFileAEAD(s.segKey, node, gen)
 	if err != nil {
-		return nil, false, fmt.Errorf("cache: inline segment: %w", err)
+		return dst, false, fmt.Errorf("cache: inline segment: %w", err)
 	}
-	p, ok, err = openSlot(nil, aead, node, gen, 0, sealed)
+	p = dst
+	err = s.value(inlineKey(node, gen), func(v []byte) error {
+		var e error
+		p, _, e = openSlot(dst, aead, node, gen, 0, v)
+		return e
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return dst, false, nil
+	}
 	if err != nil {
-		return nil, false, fmt.Errorf("cache: inline %d/%d: %w", node, gen, err)
-	}
-	if !ok {
-		p = []byte{}
+		return dst, false, fmt.Errorf("cache: inline %d/%d: %w", node, gen, err)
 	}
 	return p, true, nil
 }

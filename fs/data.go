@@ -43,11 +43,11 @@ func (d *Drive) segment(ctx context.Context, st *nodeState, v dataView, j int64,
 	return d.segmentInto(ctx, st, v, j, seq, nil)
 }
 
-// segmentInto is segment, decrypting base data into dst's spare capacity
-// when it fits (the result then aliases dst).
+// segmentInto is segment, reading into dst's spare capacity when it fits
+// (the result then aliases dst).
 func (d *Drive) segmentInto(ctx context.Context, st *nodeState, v dataView, j int64, seq bool, dst []byte) ([]byte, error) {
 	for i := len(v.layers) - 1; i >= 0; i-- {
-		p, ok, err := v.layers[i].f.ReadSegment(j)
+		p, ok, err := v.layers[i].f.AppendSegment(dst, j)
 		if err != nil {
 			d.log.Error("local write-back data fails authentication", "node", st.id, "segment", j, "err", err)
 			return nil, syscall.EIO
@@ -381,7 +381,7 @@ func (d *Drive) cutLayers(st *nodeState, size uint64) error {
 			continue
 		}
 		j := int64(size / segSize)
-		p, ok, err := l.f.ReadSegment(j)
+		p, ok, err := l.f.AppendSegment(nil, j)
 		if err != nil {
 			return err
 		}

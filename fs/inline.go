@@ -10,7 +10,9 @@ import (
 // layerFile is where a layer's segments live: a segment file, or for small
 // files an inline layer kept in the local store.
 type layerFile interface {
-	ReadSegment(i int64) ([]byte, bool, error)
+	// AppendSegment appends segment i's plaintext to dst (ok=false: never
+	// written), so readers can decrypt into a buffer they reuse.
+	AppendSegment(dst []byte, i int64) ([]byte, bool, error)
 	WriteSegment(i int64, p []byte) error
 	Present() ([]int64, error)
 	Drop(from int64) error
@@ -48,23 +50,23 @@ func resumedInlineLayer(s *cache.Store, node, gen uint64) *inlineLayer {
 	return &inlineLayer{store: s, node: node, gen: gen, has: true, stored: true}
 }
 
-func (l *inlineLayer) ReadSegment(i int64) ([]byte, bool, error) {
+func (l *inlineLayer) AppendSegment(dst []byte, i int64) ([]byte, bool, error) {
 	if i != 0 {
-		return nil, false, nil
+		return dst, false, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.has {
-		return nil, false, nil
+		return dst, false, nil
 	}
 	if !l.loaded {
-		p, ok, err := l.store.GetInline(l.node, l.gen)
-		if err != nil || !ok {
-			return nil, false, err
-		}
-		return p, true, nil // not kept: reads of saved small files stay cheap in memory
+		// Not kept: reads of saved small files stay cheap in memory.
+		return l.store.AppendInline(dst, l.node, l.gen)
 	}
-	return l.data, true, nil
+	if dst == nil {
+		return l.data, true, nil // read-only: a write replaces l.data, never changes it
+	}
+	return append(dst, l.data...), true, nil
 }
 
 func (l *inlineLayer) WriteSegment(i int64, p []byte) error {

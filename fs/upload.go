@@ -505,14 +505,16 @@ func (d *Drive) buildAndUpload(node uint64, kid meta.KeyID, base []meta.ChunkRef
 			}
 			for k := 0; k < chunk.Segments(int(need)); k++ {
 				j := int64(start/segSize) + int64(k)
-				s, err := d.segment(ctx, st, v, j, true)
+				// Read in place where the segment fits its slot of p.
+				dst := p[k*segSize : k*segSize : min((k+1)*segSize, len(p))]
+				s, err := d.segmentInto(ctx, st, v, j, true, dst)
 				if err != nil {
 					fail(fmt.Errorf("read chunk %d of node %d: %w", i, node, err))
 					return
 				}
 				// A reused buffer: what the segment does not cover (a
 				// hole, a short last segment) must read as zeros.
-				n := copy(p[k*segSize:], s)
+				n := copy(p[k*segSize:], s) // a no-op when read in place
 				clear(p[k*segSize+n : min((k+1)*segSize, len(p))])
 			}
 			if allZero(p) {
