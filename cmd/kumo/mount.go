@@ -239,8 +239,17 @@ func runMount(c *cli.Context) error {
 
 // daemonMemoryLimit is the floor of the daemon's soft Go memory limit unless
 // GOMEMLIMIT says otherwise (the garbage collector works harder near it; it is
-// not a cap). followLiveHeap raises it with the live heap.
-const daemonMemoryLimit = 160 << 20
+// not a cap). followLiveHeap raises it with the live heap. 160 MiB made the
+// collector run back to back once unpacking and committing a source tree had
+// 150–160 MB live (600 collections in 80 s, a third of the daemon's CPU in
+// rm -rf); at 192 MiB git's commit of the Go tree took 29 s instead of 36
+// and the daemon peaked at 245 MiB RSS instead of 208–253 (docs/PERFORMANCE.md).
+const daemonMemoryLimit = 192 << 20
+
+// minHeapHeadroom is the least room above the live heap followLiveHeap
+// leaves: a quarter of a small heap is too little for the runtime's own
+// overhead and a burst of uploads.
+const minHeapHeadroom = 48 << 20
 
 // mappedFilesBudget is how much of the daemon's RSS the pages of its
 // executable (about 20 MiB) and of badger's mapped files may take before
@@ -251,14 +260,14 @@ const (
 	mappedFilesEvery  = 500 * time.Millisecond
 )
 
-// followLiveHeap keeps the soft memory limit at max(floor, 1.25 × live heap)
-// until ctx ends. A fixed limit low enough to keep the daemon small would
-// make the collector run back to back once the live heap nears it (a big
-// tree looked up: ~800 B per inode); following the live heap leaves a
-// quarter of it as headroom, like GOGC=25 would, while small heaps stay under
-// the floor. (Half of it, as before 2026-12-05, put the anonymous peak of
-// unpacking and committing a source tree at 230–240 MiB, most of it live
-// badger table builders.)
+// followLiveHeap keeps the soft memory limit at max(floor, live heap +
+// max(a quarter of it, minHeapHeadroom)) until ctx ends. A fixed limit low
+// enough to keep the daemon small would make the collector run back to back
+// once the live heap nears it (a big tree looked up: ~800 B per inode);
+// following the live heap leaves a quarter of it as headroom, like GOGC=25
+// would, while small heaps stay under the floor. (Half of it, as before
+// 2026-12-05, put the anonymous peak of unpacking and committing a source
+// tree at 230–240 MiB, most of it live badger table builders.)
 func followLiveHeap(ctx context.Context, floor int64) {
 	s := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	t := time.NewTicker(2 * time.Second)
@@ -274,7 +283,7 @@ func followLiveHeap(ctx context.Context, floor int64) {
 			return
 		}
 		live := int64(s[0].Value.Uint64())
-		debug.SetMemoryLimit(max(floor, live+live/4))
+		debug.SetMemoryLimit(max(floor, live+max(live/4, minHeapHeadroom)))
 	}
 }
 
