@@ -64,6 +64,10 @@ type behindRecord struct {
 	size    int
 	pos     redoPos // badger's redo position once it holds this record (zero: none to write)
 	fence   uint64  // an AfterData record's number (Store.fenced): badger gets it once syncData covered it
+	// needLog: segment data logged before this record (seglog.go), at
+	// redoLog.appended = needLog: badger gets the record once a log sync
+	// covered it, or the segment files were synced.
+	needLog int64
 }
 
 // writeBehind is the overlay and the queue of records not yet in badger.
@@ -76,6 +80,10 @@ type writeBehind struct {
 	// size before the disk holds its bytes.
 	dataBefore func(fence uint64) error
 	dataSynced *atomic.Uint64 // Store.dataSynced
+	// logData is the redo log (its durableBytes say which needLog is met);
+	// syncFiles syncs every segment file (Store.syncData), which meets any.
+	logData   *redoLog
+	syncFiles func() error
 	// applying is held while a batch is written to badger (tests hold it to
 	// keep records queued).
 	applying sync.Mutex
@@ -90,6 +98,7 @@ type writeBehind struct {
 	err     error  // first failure to apply: sticky, the store is unusable
 	closing bool
 	fence   uint64 // highest AfterData number queued so far
+	needLog int64  // highest needLog queued so far
 	done    chan struct{}
 	hurry   chan struct{} // someone waits: apply without gathering
 }
@@ -111,7 +120,7 @@ func (w *writeBehind) get(key []byte) (pendingWrite, bool) {
 
 // add queues a record (its entries must not be modified afterwards) and makes
 // its writes visible to get. It waits while the queue is full.
-func (w *writeBehind) add(entries []redoEntry, size int, pos redoPos, fence uint64) error {
+func (w *writeBehind) add(entries []redoEntry, size int, pos redoPos, fence uint64, needLog int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for w.err == nil && (w.bytes >= behindQueueBytes || len(w.queue) >= behindQueueRecords) {
@@ -126,10 +135,11 @@ func (w *writeBehind) add(entries []redoEntry, size int, pos redoPos, fence uint
 	}
 	w.queued++
 	w.fence = max(w.fence, fence)
+	w.needLog = max(w.needLog, needLog)
 	for _, e := range entries {
 		w.over[string(e.k)] = pendingWrite{v: e.v, del: e.del, rec: w.queued}
 	}
-	w.queue = append(w.queue, behindRecord{n: w.queued, entries: entries, size: size, pos: pos, fence: fence})
+	w.queue = append(w.queue, behindRecord{n: w.queued, entries: entries, size: size, pos: pos, fence: fence, needLog: needLog})
 	w.bytes += size
 	w.changed.Broadcast()
 	return nil
@@ -191,6 +201,9 @@ func (w *writeBehind) run() {
 			if w.dataSynced != nil && w.fence > w.dataSynced.Load() {
 				wait = behindDataWait // one data sync for the closes of this while
 			}
+			if w.logData != nil && w.needLog > w.logData.durableBytes.Load() {
+				wait = behindDataWait // the fsync that logged the data syncs the log meanwhile
+			}
 			w.mu.Unlock()
 			t := time.NewTimer(wait)
 			select {
@@ -207,13 +220,20 @@ func (w *writeBehind) run() {
 		}
 		batch := w.queue[:n:n]
 		var fence uint64
+		var needLog int64
 		for _, r := range batch {
 			fence = max(fence, r.fence)
+			needLog = max(needLog, r.needLog)
 		}
 		w.mu.Unlock()
 		var err error
 		if fence > 0 && w.dataBefore != nil {
 			err = w.dataBefore(fence)
+		}
+		if err == nil && w.logData != nil && needLog > w.logData.durableBytes.Load() {
+			// No log sync covered the logged data yet (a reader waits, or
+			// the fsync failed): the files' own sync makes it durable.
+			err = w.syncFiles()
 		}
 		w.applying.Lock()
 		if err == nil {

@@ -84,6 +84,11 @@ type Store struct {
 	unsynced map[*SegmentFile]struct{}
 	flushes  atomic.Int64 // fdatasync/fsync calls made (Flushes)
 
+	// Segment files whose data the redo log holds (seglog.go): a
+	// checkpoint syncs them first.
+	loggedMu sync.Mutex
+	logged   map[*SegmentFile]struct{}
+
 	// Data before the records that describe it (Mutation.AfterData).
 	// fenced counts AfterData records; dataSynced is the count whose data
 	// a syncData made durable. dataOrder is held (shared) by whoever
@@ -137,7 +142,10 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: open badger: %w", err)
 	}
-	redo, replayed, err := openRedo(filepath.Join(o.Dir, metaDir), redoSizeFor(budget), db)
+	var segPurpose [32]byte
+	copy(segPurpose[:], segKey)
+	seg := segReplay{dir: filepath.Join(o.Dir, dirtyDir), key: segPurpose, log: log}
+	redo, replayed, err := openRedo(filepath.Join(o.Dir, metaDir), redoSizeFor(budget), db, seg)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -153,6 +161,7 @@ func Open(o Options) (*Store, error) {
 		stop:     make(chan struct{}),
 		segOpen:  map[[2]uint64]*SegmentFile{},
 		unsynced: map[*SegmentFile]struct{}{},
+		logged:   map[*SegmentFile]struct{}{},
 	}
 	redo.sync.do = func() error {
 		s.dataOrder.Lock()
@@ -162,14 +171,21 @@ func Open(o Options) (*Store, error) {
 				return err
 			}
 		}
-		off := redo.offNow.Load()
+		off, bytes := redo.mark()
+		if bytes <= redo.durableBytes.Load() {
+			return nil // nothing appended since the last sync: no flush
+		}
 		if err := s.fdatasync(redo.f); err != nil {
 			return err
 		}
 		redo.durable.Store(off)
+		redo.noteDurable(bytes)
 		return nil
 	}
+	redo.beforeCheckpoint = s.syncLogged
 	s.behind = newWriteBehind(db, log, s.syncDataUpTo, &s.dataSynced)
+	s.behind.logData = redo
+	s.behind.syncFiles = s.syncData
 	copy(s.segKey[:], segKey)
 	s.slots.New = func() any { b := make([]byte, slotStride); return &b }
 	if err := s.loadJournalState(); err != nil {
@@ -248,7 +264,7 @@ func (s *Store) syncData() error {
 	s.unsyncMu.Unlock()
 	var errs []error
 	for _, f := range files {
-		if err := f.Sync(); err != nil && !errors.Is(err, ErrClosed) {
+		if err := f.syncInPlace(); err != nil && !errors.Is(err, ErrClosed) {
 			errs = append(errs, err)
 		}
 	}

@@ -34,10 +34,16 @@ import (
 //	header (redoHeader bytes): "KUMOREDO" | version u32 | epoch u64 | crc32c(previous 20 bytes)
 //	records from offset redoHeader: length u32 | crc32c(epoch be64 | payload) u32 | payload
 //	payload: entries, each op u8 (1 set, 2 delete) | uvarint key length | key [| uvarint value length | value]
+//	         or segment-file entries (seglog.go), ops 3-6; a record holds one kind only
 //
 // A record of another epoch (left over from before a checkpoint), a torn
 // record and the zeros after the last record all fail the CRC, which ends
 // the replay.
+//
+// Records of key writes are numbered (badger's position counts them);
+// records of segment-file data (an fsync of a file with little unsynced
+// data puts that data here, so the fsync costs one device flush: seglog.go)
+// are not, and are replayed whatever badger holds.
 
 const (
 	redoFile    = "redo.log"
@@ -49,20 +55,35 @@ const (
 
 	redoSet    = 1
 	redoDelete = 2
+
+	// redoReserve is room only records that end a file's logging (seglog.go)
+	// may use, so they always fit: a file's logged data can always be
+	// declared stale after its segment file was synced.
+	redoReserve = 16 << 10
 )
 
 var redoCRC = crc32.MakeTable(crc32.Castagnoli)
 
-// redoLog is the file and its write position. Appends and checkpoints are
-// serialised by the Store's applyMu; syncs may run concurrently with them.
+// redoLog is the file and its write position. Records of key writes and
+// checkpoints are serialised by the Store's applyMu; segment-file records
+// (seglog.go) are appended without it. appendMu serialises the writes
+// themselves; syncs may run concurrently with them.
 type redoLog struct {
-	f     *os.File
-	size  int64 // capacity (the file's size)
-	epoch uint64
-	off   int64
-	count uint64 // records appended in this epoch
-	buf   []byte // record being built: header room, then entries (under applyMu)
-	sync  groupSync
+	f        *os.File
+	size     int64 // capacity (the file's size)
+	appendMu sync.Mutex
+	epoch    uint64 // under appendMu (and applyMu to change)
+	off      int64  // under appendMu
+	count    uint64 // key-write records appended in this epoch (under applyMu)
+	buf      []byte // record being built: header room, then entries (under applyMu)
+	dbuf     []byte // segment-file record being written (under appendMu)
+	// frozen: a checkpoint is syncing the files whose data is logged; no
+	// new data goes into the log until the new epoch (under appendMu).
+	frozen bool
+	// full: segment data did not fit; the next record of key writes
+	// checkpoints, so the next fsyncs find room (under appendMu).
+	full bool
+	sync groupSync
 	// appended counts every byte ever appended (never reset): a cheap "was
 	// anything logged since" for the periodic commit, read without applyMu.
 	appended atomic.Int64
@@ -70,6 +91,18 @@ type redoLog struct {
 	// known synced; CrashImage drops what follows.
 	durable atomic.Int64
 	offNow  atomic.Int64 // off, readable without applyMu
+	// epochNow is epoch, readable without a lock.
+	epochNow atomic.Uint64
+	// durableBytes is the value of appended a completed sync covered;
+	// dataEnd the value of appended after the last segment data record.
+	// Badger gets no record appended after such data before the data is
+	// durable (in the log, or in its segment file): badger reaches the disk
+	// whenever the kernel writes it back.
+	durableBytes atomic.Int64
+	dataEnd      atomic.Int64
+	// beforeCheckpoint syncs the segment files whose data this epoch's
+	// records hold, before the checkpoint invalidates them (Store.syncLogged).
+	beforeCheckpoint func() error
 }
 
 // keyRedoPos is badger's position in the redo log: be64 epoch | be64 number
@@ -196,9 +229,9 @@ func parseRedoPayload(p []byte) ([]redoEntry, error) {
 }
 
 // openRedo opens (or creates, zero-filled, size bytes) the log under dir and
-// replays its records into db. It ends with a checkpoint, so the log starts
-// empty.
-func openRedo(dir string, size int64, db *badger.DB) (*redoLog, int, error) {
+// replays its records into db and its segment data into the segment files
+// (seg). It ends with a checkpoint, so the log starts empty.
+func openRedo(dir string, size int64, db *badger.DB, seg segReplay) (*redoLog, int, error) {
 	path := filepath.Join(dir, redoFile)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
@@ -209,7 +242,7 @@ func openRedo(dir string, size int64, db *badger.DB) (*redoLog, int, error) {
 	}
 	l := &redoLog{f: f}
 	l.sync.do = func() error { return syscall.Fdatasync(int(l.f.Fd())) }
-	n, err := l.replay(db)
+	n, err := l.replay(db, seg)
 	if err == nil {
 		err = l.checkpoint(db)
 	}
@@ -290,8 +323,9 @@ func parseRedoHeader(h []byte) (uint64, bool) {
 }
 
 // replay applies the current epoch's records to db in order, one
-// transaction each (each was one transaction when written), and syncs db.
-func (l *redoLog) replay(db *badger.DB) (int, error) {
+// transaction each (each was one transaction when written), and syncs db;
+// and the epoch's segment data to the segment files, synced.
+func (l *redoLog) replay(db *badger.DB, seg segReplay) (int, error) {
 	fi, err := l.f.Stat()
 	if err != nil {
 		return 0, fmt.Errorf("cache: redo log: %w", err)
@@ -311,8 +345,14 @@ func (l *redoLog) replay(db *badger.DB) (int, error) {
 		return 0, nil
 	}
 	l.epoch = epoch
-	recs, err := redoRecords(data, epoch)
+	l.epochNow.Store(epoch)
+	recs, segOps, err := redoRecords(data, epoch)
 	if err != nil {
+		return 0, err
+	}
+	// Segment data first: whatever badger holds, the data it may describe
+	// must be in place before the checkpoint ends this epoch.
+	if err := seg.replay(segOps); err != nil {
 		return 0, err
 	}
 	pos, err := readRedoPos(db)
@@ -337,12 +377,14 @@ func (l *redoLog) replay(db *badger.DB) (int, error) {
 	return len(recs), nil
 }
 
-// redoRecords decodes the valid records of epoch in a whole log image. The
-// first record that fails its CRC ends the log; one that passes the CRC but
-// does not parse is corruption (an error: replaying past it could apply
-// later writes without earlier ones).
-func redoRecords(data []byte, epoch uint64) ([][]redoEntry, error) {
+// redoRecords decodes the valid records of epoch in a whole log image: the
+// key-write records, and the segment-file entries in log order. The first
+// record that fails its CRC ends the log; one that passes the CRC but does
+// not parse is corruption (an error: replaying past it could apply later
+// writes without earlier ones).
+func redoRecords(data []byte, epoch uint64) ([][]redoEntry, []segOp, error) {
 	var recs [][]redoEntry
+	var segOps []segOp
 	for off := int64(redoHeader); off+redoRecHead <= int64(len(data)); {
 		n := int64(binary.BigEndian.Uint32(data[off:]))
 		sum := binary.BigEndian.Uint32(data[off+4:])
@@ -353,14 +395,22 @@ func redoRecords(data []byte, epoch uint64) ([][]redoEntry, error) {
 		if redoSum(epoch, p) != sum {
 			break
 		}
-		entries, err := parseRedoPayload(p)
-		if err != nil {
-			return nil, fmt.Errorf("cache: redo log at offset %d: %w", off, err)
+		if isSegOp(p[0]) {
+			ops, err := parseSegPayload(p)
+			if err != nil {
+				return nil, nil, fmt.Errorf("cache: redo log at offset %d: %w", off, err)
+			}
+			segOps = append(segOps, ops...)
+		} else {
+			entries, err := parseRedoPayload(p)
+			if err != nil {
+				return nil, nil, fmt.Errorf("cache: redo log at offset %d: %w", off, err)
+			}
+			recs = append(recs, entries)
 		}
-		recs = append(recs, entries)
 		off += redoRecHead + n
 	}
-	return recs, nil
+	return recs, segOps, nil
 }
 
 // redoSum is a record's checksum: it covers the epoch, so records left over
@@ -405,7 +455,9 @@ func (l *redoLog) appendRecord() (bool, error) {
 	if len(payload) == 0 {
 		return true, nil
 	}
-	if l.off+int64(len(rec)) > l.size {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	if l.full || l.off+int64(len(rec))+redoReserve > l.size {
 		return false, nil
 	}
 	binary.BigEndian.PutUint32(rec, uint32(len(payload)))
@@ -420,12 +472,89 @@ func (l *redoLog) appendRecord() (bool, error) {
 	return true, nil
 }
 
-// checkpoint makes badger durable and starts the log over under a new
-// epoch, which invalidates every record written so far.
+// appendData appends a record of segment-file entries (seglog.go), not
+// numbered (no sync). It returns false, appending nothing, when the record
+// does not fit or a checkpoint is under way, unless final: a record that
+// ends logging of a file (its data was synced, or is dropped) may use the
+// reserve and goes in during a checkpoint too. end is the value of
+// appended after it, epoch the epoch it belongs to.
+func (l *redoLog) appendData(payload []byte, final bool) (ok bool, end int64, epoch uint64, err error) {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	n := int64(redoRecHead + len(payload))
+	room := l.size - l.off
+	if !final {
+		room -= redoReserve
+	}
+	if l.frozen && !final {
+		return false, 0, 0, nil
+	}
+	if n > room {
+		l.full = l.full || !final
+		return false, 0, 0, nil
+	}
+	l.dbuf = append(l.dbuf[:0], make([]byte, redoRecHead)...)
+	binary.BigEndian.PutUint32(l.dbuf, uint32(len(payload)))
+	binary.BigEndian.PutUint32(l.dbuf[4:], redoSum(l.epoch, payload))
+	l.dbuf = append(l.dbuf, payload...)
+	if _, err := l.f.WriteAt(l.dbuf, l.off); err != nil {
+		return false, 0, 0, fmt.Errorf("cache: write redo log: %w", err)
+	}
+	if cap(l.dbuf) > 1<<20 {
+		l.dbuf = nil
+	}
+	l.off += n
+	l.offNow.Store(l.off)
+	end = l.appended.Add(n)
+	if !final {
+		l.dataEnd.Store(end)
+	}
+	return true, end, l.epoch, nil
+}
+
+// mark is the current end of the log: its offset in this epoch and the
+// value of appended, read together.
+func (l *redoLog) mark() (off, bytes int64) {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	return l.off, l.appended.Load()
+}
+
+// dataPending reports segment data in the log that no sync covered yet.
+func (l *redoLog) dataPending() bool { return l.dataEnd.Load() > l.durableBytes.Load() }
+
+// noteDurable records that a sync covered the log up to bytes appended.
+func (l *redoLog) noteDurable(bytes int64) {
+	for {
+		old := l.durableBytes.Load()
+		if old >= bytes || l.durableBytes.CompareAndSwap(old, bytes) {
+			return
+		}
+	}
+}
+
+// checkpoint makes badger and the segment files whose data the log holds
+// durable, and starts the log over under a new epoch, which invalidates
+// every record written so far. Under applyMu.
 func (l *redoLog) checkpoint(db *badger.DB) error {
+	l.appendMu.Lock()
+	l.frozen = true // data logged from now on would be lost with the epoch
+	l.appendMu.Unlock()
+	defer func() {
+		l.appendMu.Lock()
+		l.frozen = false
+		l.appendMu.Unlock()
+	}()
+	if l.beforeCheckpoint != nil {
+		if err := l.beforeCheckpoint(); err != nil {
+			return fmt.Errorf("cache: checkpoint: %w", err)
+		}
+	}
 	if err := db.Sync(); err != nil {
 		return fmt.Errorf("cache: checkpoint: sync badger: %w", err)
 	}
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
 	l.epoch++
 	if _, err := l.f.WriteAt(redoHeaderBytes(l.epoch), 0); err != nil {
 		return fmt.Errorf("cache: checkpoint: write redo header: %w", err)
@@ -433,9 +562,12 @@ func (l *redoLog) checkpoint(db *badger.DB) error {
 	if err := syscall.Fdatasync(int(l.f.Fd())); err != nil {
 		return fmt.Errorf("cache: checkpoint: sync redo log: %w", err)
 	}
+	l.epochNow.Store(l.epoch)
+	l.full = false
 	l.off = redoHeader
 	l.offNow.Store(l.off)
 	l.durable.Store(l.off)
+	l.noteDurable(l.appended.Load())
 	l.count = 0
 	return nil
 }

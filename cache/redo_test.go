@@ -230,7 +230,7 @@ func FuzzRedoRecords(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 3, 1, 2, 3, 4, 1, 1, 'k'})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		data := append(make([]byte, redoHeader), body...)
-		recs, err := redoRecords(data, 0)
+		recs, segOps, err := redoRecords(data, 0)
 		if err != nil {
 			return
 		}
@@ -240,6 +240,9 @@ func FuzzRedoRecords(f *testing.F) {
 					t.Fatal("empty key accepted")
 				}
 			}
+		}
+		for _, o := range segOps {
+			checkSegOp(t, o)
 		}
 	})
 }
@@ -293,14 +296,14 @@ func TestRedoEmptyAfterClose(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(dir, metaDir, redoFile))
 	must(err)
 	epoch, _ := parseRedoHeader(data)
-	if recs, err := redoRecords(data, epoch); err != nil || len(recs) != 50 {
+	if recs, _, err := redoRecords(data, epoch); err != nil || len(recs) != 50 {
 		t.Fatalf("before close: %d records, %v", len(recs), err)
 	}
 	must(s.Close())
 	data, err = os.ReadFile(filepath.Join(dir, metaDir, redoFile))
 	must(err)
 	epoch, ok := parseRedoHeader(data)
-	if recs, err := redoRecords(data, epoch); !ok || err != nil || len(recs) != 0 {
+	if recs, _, err := redoRecords(data, epoch); !ok || err != nil || len(recs) != 0 {
 		t.Fatalf("after close: %d records of epoch %d (header ok %v), %v", len(recs), epoch, ok, err)
 	}
 	r := openTest(t, dir, 0)

@@ -82,8 +82,14 @@ type SegmentFile struct {
 	dirSync  atomic.Bool // the file was created: the first Sync also syncs the directory
 	unsynced atomic.Bool // written since its last fdatasync: in store.unsynced (SyncAll syncs it)
 
-	sinceMu sync.Mutex
-	since   map[int64]bool // slots written (or a truncation, -1) since the last fdatasync: what CrashImage drops
+	sinceMu  sync.Mutex
+	since    map[int64]bool // slots written (or a truncation, -1) since the last fdatasync: what CrashImage drops
+	unlogged map[int64]bool // slots written since the last fdatasync or redo-log record of them (seglog.go)
+
+	// logEpoch is the redo log epoch whose records hold data of this file
+	// (0: none; seglog.go). gone: Remove logged the file's end (under mu).
+	logEpoch atomic.Uint64
+	gone     bool
 
 	bitsMu sync.Mutex
 	bits   []uint64 // presence bitmap
@@ -684,8 +690,19 @@ func (f *SegmentFile) oldestLocked() uint64 {
 // Flush writes every segment queued before the call to the file, without
 // syncing it: the data is then in the kernel (a kill -9 of the process loses
 // none of it), and SyncAll or Sync make it durable. This is close's
-// durability point (a power loss may still lose it, as on ext4).
-func (f *SegmentFile) Flush() error { return f.flush() }
+// durability point (a power loss may still lose it, as on ext4). While the
+// redo log holds data of the file, what Flush hands over goes there too
+// (or the file is synced): the record the caller applies next describes
+// it, and the log's replay must not put older data under that record.
+func (f *SegmentFile) Flush() error {
+	if err := f.flush(); err != nil {
+		return err
+	}
+	if !f.logMode() {
+		return nil
+	}
+	return f.sync(true)
+}
 
 // noteWritten records slot i (or -1: a truncation) as written since the
 // last fdatasync.
@@ -695,6 +712,12 @@ func (f *SegmentFile) noteWritten(i int64) {
 		f.since = map[int64]bool{}
 	}
 	f.since[i] = true
+	if i >= 0 {
+		if f.unlogged == nil {
+			f.unlogged = map[int64]bool{}
+		}
+		f.unlogged[i] = true
+	}
 	f.sinceMu.Unlock()
 	f.noteUnsynced()
 }
@@ -761,6 +784,19 @@ func (f *SegmentFile) Drop(from int64) error {
 	if f.closed {
 		return ErrClosed
 	}
+	// Logged data at or beyond from must not come back with the log's
+	// replay: the drop goes into the log before the file is cut, so any
+	// later record is after it.
+	if err := f.logFinal(redoSegDrop, from); err != nil {
+		return err
+	}
+	f.sinceMu.Lock()
+	for i := range f.unlogged {
+		if i >= from {
+			delete(f.unlogged, i)
+		}
+	}
+	f.sinceMu.Unlock()
 	fi, err := f.f.Stat()
 	if err != nil {
 		return fmt.Errorf("cache: drop %s: %w", f.path, err)
@@ -798,14 +834,43 @@ func (f *SegmentFile) dropLocked(list []*pendingSeg, from int64) []*pendingSeg {
 	return keep
 }
 
-// Sync makes all written segments durable: it waits for the writer, then
-// fdatasyncs (the first Sync of a new file also syncs the directory so the
-// file itself survives a power loss). It fails if a background fdatasync of
-// the file ever failed.
+// Sync makes all written segments durable once the store's next SyncTree
+// returns (an fsync calls both): it waits for the writer; then, when the
+// file's unsynced data is small, it appends it to the redo log, which
+// SyncTree flushes (one device flush for the fsync; seglog.go); otherwise it
+// fdatasyncs the file (the first such Sync of a new file also syncs the
+// directory so the file itself survives a power loss). Nothing written:
+// no flush. It fails if a background fdatasync of the file ever failed.
 func (f *SegmentFile) Sync() error {
 	if err := f.flush(); err != nil {
 		return err
 	}
+	return f.sync(true)
+}
+
+// sync is Sync after the flush; mayLog lets small data go to the redo log.
+func (f *SegmentFile) sync(mayLog bool) error {
+	if mayLog {
+		if done, err := f.syncToLog(); done || err != nil {
+			return err
+		}
+	}
+	return f.syncFile()
+}
+
+// syncInPlace is Sync without the redo log: the file itself is synced
+// (SyncAll, and the data syncs that AfterData records wait for).
+func (f *SegmentFile) syncInPlace() error {
+	if err := f.flush(); err != nil {
+		return err
+	}
+	return f.syncFile()
+}
+
+// syncFile fdatasyncs the file (and its directory entry, the first time),
+// whatever it holds, so that it holds every slot the redo log has of it;
+// then it says so in the log (clean), which ends the file's logged data.
+func (f *SegmentFile) syncFile() error {
 	f.mu.RLock() // writes may go on meanwhile; they are not part of this Sync
 	defer f.mu.RUnlock()
 	if f.closed {
@@ -815,14 +880,24 @@ func (f *SegmentFile) Sync() error {
 	// Writes from now on are not covered: they mark the file again.
 	f.clearUnsynced()
 	f.sinceMu.Lock()
-	since := f.since
-	f.since = nil
+	since, unlogged := f.since, f.unlogged
+	f.since, f.unlogged = nil, nil
 	f.sinceMu.Unlock()
 	err := f.store.fdatasync(f.f)
 	if err != nil {
 		err = fmt.Errorf("cache: fdatasync %s: %w", f.path, err)
 	} else {
 		err = f.syncErr // a background fdatasync may have taken the error
+	}
+	if err == nil && f.dirSync.Load() {
+		if err = f.store.syncDir(f.dir); err != nil {
+			err = fmt.Errorf("cache: sync segment file: %w", err)
+		} else {
+			f.dirSync.Store(false)
+		}
+	}
+	if err == nil {
+		err = f.logFinal(redoSegClean, 0) // under syncMu: no slot is logged meanwhile
 	}
 	f.syncMu.Unlock()
 	if err != nil {
@@ -833,15 +908,15 @@ func (f *SegmentFile) Sync() error {
 			}
 			f.since[i] = true
 		}
+		for i := range unlogged {
+			if f.unlogged == nil {
+				f.unlogged = map[int64]bool{}
+			}
+			f.unlogged[i] = true
+		}
 		f.sinceMu.Unlock()
 		f.noteUnsynced()
 		return err
-	}
-	if f.dirSync.Load() {
-		if err := f.store.syncDir(f.dir); err != nil {
-			return fmt.Errorf("cache: sync segment file: %w", err)
-		}
-		f.dirSync.Store(false)
 	}
 	return nil
 }
@@ -874,11 +949,13 @@ func (f *SegmentFile) Close() error {
 		werr = f.flush()
 		if werr == nil && f.unsynced.Load() {
 			// Closed before anyone synced it: SyncAll could not reach it
-			// any more (rare: layers close after upload or at shutdown).
-			werr = f.Sync()
+			// any more (rare: layers close after upload or at shutdown);
+			// nor could a checkpoint, so not into the redo log.
+			werr = f.syncFile()
 		}
 	}
 	f.clearUnsynced()
+	f.store.dropLogged(f)
 	f.wmu.Lock()
 	if removed {
 		f.queue = f.dropLocked(f.queue, 0) // nothing left to write
@@ -911,6 +988,13 @@ func (f *SegmentFile) Close() error {
 // file deleted after its fsync would come back with its data gone).
 func (f *SegmentFile) Remove() error {
 	st := f.store
+	f.mu.Lock()
+	err := f.logFinal(redoSegGone, 0) // the log's replay must not bring it back
+	f.gone = err == nil
+	f.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("cache: remove segment file: %w", err)
+	}
 	if st.redo.offNow.Load() > st.redo.durable.Load() {
 		if err := st.SyncTree(); err != nil {
 			return fmt.Errorf("cache: remove segment file: %w", err)
@@ -918,7 +1002,6 @@ func (f *SegmentFile) Remove() error {
 	}
 	st.segMu.Lock()
 	k := [2]uint64{f.node, f.gen}
-	var err error
 	if st.segOpen[k] == f {
 		delete(st.segOpen, k)
 		f.removed = true

@@ -199,7 +199,7 @@ func (s *Store) ApplySeq(m Mutation) (uint64, error) {
 	seq, err := s.writeMutation(rec, m)
 	if err == nil {
 		if len(rec.entries) > behindMaxEntries || s.redo.payloadSize() > behindMaxBytes {
-			if m.AfterData {
+			if m.AfterData || s.redo.dataPending() {
 				err = s.syncData() // badger gets it now
 			}
 			if err == nil {
@@ -303,13 +303,17 @@ func (s *Store) applyBehind(entries []redoEntry, size int, afterData bool) error
 	if afterData {
 		fence = s.fenced.Add(1) // its data was written (Flush) before: the next syncData covers it
 	}
+	var needLog int64
+	if s.redo.dataPending() {
+		needLog = s.redo.dataEnd.Load() // segment data logged before it (seglog.go)
+	}
 	if fits {
-		return s.behind.add(entries, size, pos, fence)
+		return s.behind.add(entries, size, pos, fence, needLog)
 	}
 	if err := s.behind.drain(); err != nil {
 		return err
 	}
-	if afterData {
+	if afterData || needLog > 0 {
 		if err := s.syncData(); err != nil { // badger gets it now, and a checkpoint syncs badger
 			return err
 		}

@@ -650,6 +650,16 @@ func (n *fnode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
 	return n.d.makeDurable(h.st, true, n.d.o.DurableClose)
 }
 
+// nothingToSave reports a node whose fsync has nothing of its own to write:
+// no data layers (written data not uploaded) and no attributes kept in
+// memory for a writer's close.
+func (d *Drive) nothingToSave(st *nodeState) bool {
+	st.dmu.RLock()
+	layers := len(st.layers)
+	st.dmu.RUnlock()
+	return layers == 0 && !d.hasUnsavedAttrs(st)
+}
+
 func (d *Drive) hasUnsavedAttrs(st *nodeState) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -665,7 +675,17 @@ func (n *fnode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sysc
 	if e != 0 {
 		return e
 	}
-	if e := d.makeDurable(st, d.o.FsyncRemote, true); e != 0 {
+	if d.nothingToSave(st) {
+		// A directory, or a file with no data or attributes of its own
+		// waiting: what it needs durable are records the local store holds
+		// already, so this is a sync of the tree (no device flush when
+		// that is synced already; sqlite fsyncs the directory after
+		// creating its journal, whose fsync synced the tree).
+		if err := d.store.SyncTree(); err != nil {
+			d.log.Error("syncing local store", "err", err)
+			return syscall.EIO
+		}
+	} else if e := d.makeDurable(st, d.o.FsyncRemote, true); e != 0 {
 		return e
 	}
 	if d.o.FsyncRemote {
