@@ -172,7 +172,8 @@ func TestCLILinks(t *testing.T) {
 	wrongPW := &runner{t: t, bin: bin, env: append(append([]string{}, reader.env...), "KUMO_LINK_PASSWORD=nope")}
 	wrongPW.fails("wrong password", "get", pwURL, empty)
 	reader.fails("no password", "get", pwURL, empty) // stdin is not a terminal
-	other, _ := link.NewSecret()
+	var other link.Secret
+	rand.Read(other[:])
 	wrongSecret := folderURL[:strings.Index(folderURL, "#")+1] + other.String()
 	reader.fails("does not open with its secret", "get", wrongSecret, empty)
 	reader.fails("no #SECRET part", "get", folderURL[:strings.Index(folderURL, "#")], empty)

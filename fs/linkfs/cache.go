@@ -5,30 +5,32 @@ import (
 	"sync"
 )
 
-// segCache keeps the last opened segments (least recently used out first)
-// and the segments being fetched, so that two reads of one segment fetch it
-// once. Safe for concurrent use.
-type segCache struct {
+// chunkCache keeps the last opened chunks (least recently used out first)
+// within a budget of bytes, and the chunks being fetched, so that two reads
+// of one chunk fetch it once. Only chunks that passed their check against
+// the link are put in. Safe for concurrent use.
+type chunkCache struct {
 	mu       sync.Mutex
-	max      int // segments kept
+	max      int // bytes kept (the newest chunk is kept even if bigger)
+	size     int // bytes held
 	lru      *list.List
-	items    map[segKey]*list.Element // element value: *cached
-	inflight map[segKey]chan struct{} // closed when the fetch ends, either way
+	items    map[chunkKey]*list.Element // element value: *cached
+	inflight map[chunkKey]chan struct{} // closed when the fetch ends, either way
 }
 
 type cached struct {
-	k segKey
+	k chunkKey
 	b []byte
 }
 
-func newSegCache(n int) *segCache {
-	return &segCache{max: max(n, 1), lru: list.New(), items: map[segKey]*list.Element{}, inflight: map[segKey]chan struct{}{}}
+func newChunkCache(maxBytes int) *chunkCache {
+	return &chunkCache{max: max(maxBytes, 1), lru: list.New(), items: map[chunkKey]*list.Element{}, inflight: map[chunkKey]chan struct{}{}}
 }
 
-// getOrClaim returns the cached segment k; or, while another read fetches
+// getOrClaim returns the cached chunk k; or, while another read fetches
 // it, a channel closed when that ends; or else claims k for the caller,
 // who must call finish.
-func (c *segCache) getOrClaim(k segKey) (b []byte, wait <-chan struct{}, claimed bool) {
+func (c *chunkCache) getOrClaim(k chunkKey) (b []byte, wait <-chan struct{}, claimed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[k]; ok {
@@ -44,7 +46,7 @@ func (c *segCache) getOrClaim(k segKey) (b []byte, wait <-chan struct{}, claimed
 
 // claim claims k for the caller (who must call finish) unless it is cached
 // or being fetched.
-func (c *segCache) claim(k segKey) bool {
+func (c *chunkCache) claim(k chunkKey) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.items[k]; ok {
@@ -57,8 +59,9 @@ func (c *segCache) claim(k segKey) bool {
 	return true
 }
 
-// finish ends the fetch of k: b (opened) is cached, nil when it failed.
-func (c *segCache) finish(k segKey, b []byte) {
+// finish ends the fetch of k: b (opened and checked) is cached, nil when it
+// failed.
+func (c *chunkCache) finish(k chunkKey, b []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ch, ok := c.inflight[k]; ok {
@@ -69,21 +72,24 @@ func (c *segCache) finish(k segKey, b []byte) {
 		return
 	}
 	if el, ok := c.items[k]; ok {
+		c.size += len(b) - len(el.Value.(*cached).b)
 		el.Value.(*cached).b = b
 		c.lru.MoveToFront(el)
-		return
+	} else {
+		c.items[k] = c.lru.PushFront(&cached{k, b})
+		c.size += len(b)
 	}
-	c.items[k] = c.lru.PushFront(&cached{k, b})
-	for c.lru.Len() > c.max {
+	for c.size > c.max && c.lru.Len() > 1 {
 		old := c.lru.Back()
 		c.lru.Remove(old)
 		delete(c.items, old.Value.(*cached).k)
+		c.size -= len(old.Value.(*cached).b)
 	}
 }
 
-// len is the number of cached segments.
-func (c *segCache) len() int {
+// bytes is the number of bytes cached.
+func (c *chunkCache) bytes() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lru.Len()
+	return c.size
 }

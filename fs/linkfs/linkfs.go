@@ -2,17 +2,19 @@
 // (internal/link): `kumo mount URL MNT` with no account.
 //
 // The tree is the manifest's, fixed for the life of the mount (a link is a
-// snapshot). Reads fetch only the 64 KiB segments they need, with HTTP Range
-// on the link's chunk route, and open each under the chunk's content key:
-// a segment that fails authentication is EIO and logged, never wrong bytes.
-// Opened segments stay in a small bounded cache, and sequential reads fetch
-// a little ahead, so a sequential read of a file fetches each segment once.
-// Every write is EROFS.
+// snapshot). Reads fetch whole chunks and check each against the link
+// before any of its bytes is used: its sealed length and SHA-256 (the
+// manifest's sum), then its segments under the chunk's content key
+// (link.Chunk.Open). A chunk that fails is EIO and logged, never wrong
+// bytes, never cached. (A single segment cannot be checked against the
+// sum: every holder of the link knows the content key and could seal other
+// segments under it.) Opened chunks stay in a cache bounded in bytes, and
+// sequential reads fetch the next chunks ahead, so a sequential read of a
+// file fetches each chunk once. Every write is EROFS.
 package linkfs
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -37,8 +39,8 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultCacheBytes = 8 << 20 // opened segments kept in memory
-	DefaultReadAhead  = 16      // most segments fetched ahead of a sequential read (1 MiB)
+	DefaultCacheBytes = 32 << 20 // opened chunks kept in memory (8 full chunks)
+	DefaultReadAhead  = 2        // chunks fetched ahead of a sequential read (8 MiB)
 )
 
 // ttl is how long the kernel may keep names and attributes: the tree of a
@@ -52,8 +54,8 @@ type Options struct {
 	Manifest *link.Manifest // opened and validated (pathops.OpenLink)
 	Logger   *slog.Logger
 
-	CacheBytes int // bytes of opened segments kept; 0: DefaultCacheBytes
-	ReadAhead  int // most segments fetched ahead of a sequential read; 0: DefaultReadAhead, < 0: none
+	CacheBytes int // bytes of opened chunks kept; 0: DefaultCacheBytes
+	ReadAhead  int // chunks fetched ahead of a sequential read; 0: DefaultReadAhead, < 0: none
 
 	UID, GID           uint32 // owner shown for every entry
 	AllowOther         bool   // let other users in (with default_permissions)
@@ -64,16 +66,17 @@ type Options struct {
 
 // FS is a mounted link.
 type FS struct {
-	o      Options
-	m      *link.Manifest
-	log    *slog.Logger
-	kids   map[int][]int // directory entry index (root: -1) -> children, sorted by name
-	names  []string      // last path element of each entry
-	total  int64         // bytes of all files
-	srv    *fuse.Server
-	cache  *segCache
-	gone   atomic.Bool // the server said the link is revoked or expired (logged once)
-	failed atomic.Int64
+	o       Options
+	m       *link.Manifest
+	log     *slog.Logger
+	kids    map[int][]int // directory entry index (root: -1) -> children, sorted by name
+	names   []string      // last path element of each entry
+	total   int64         // bytes of all files
+	srv     *fuse.Server
+	cache   *chunkCache
+	gone    atomic.Bool // the server said the link is revoked or expired (logged once)
+	failed  atomic.Int64
+	fetched atomic.Int64 // sealed bytes downloaded
 }
 
 // rootIdx is the root directory's index in the tree; entry i has inode i+2.
@@ -103,7 +106,7 @@ func New(o Options) (*FS, error) {
 	}
 	o.ReadAhead = max(o.ReadAhead, 0)
 	f := &FS{o: o, m: o.Manifest, log: o.Logger, kids: map[int][]int{rootIdx: nil},
-		cache: newSegCache(o.CacheBytes / chunk.SegmentSize)}
+		cache: newChunkCache(o.CacheBytes)}
 	f.names = make([]string, len(f.m.Entries))
 	if f.m.Kind == link.KindFile {
 		// A file link shows its one file, under the link's name, in the root.
@@ -187,7 +190,7 @@ func (f *FS) Wait() { f.srv.Wait() }
 func (f *FS) Unmount() error { return f.srv.Unmount() }
 
 // Failures counts reads that failed (EIO): revoked or expired link, network,
-// a segment that did not authenticate.
+// a chunk that did not match the link.
 func (f *FS) Failures() int64 { return f.failed.Load() }
 
 type debugWriter struct{ log *slog.Logger }
@@ -207,9 +210,6 @@ type node struct {
 	// next is where the last read of this file ended: a read starting there
 	// is sequential and fetches ahead.
 	next atomic.Int64
-	// ahead is the current read-ahead, in segments: it doubles on each
-	// sequential read up to Options.ReadAhead and falls back on a seek.
-	ahead atomic.Int32
 }
 
 var (
@@ -343,17 +343,8 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 		return fuse.ReadResultData(nil), 0
 	}
 	end := min(e.Size, off+int64(len(dest)))
-	ahead := 0
-	if n.f.o.ReadAhead > 0 {
-		if off == n.next.Load() && off > 0 {
-			a := min(max(2*n.ahead.Load(), 2), int32(n.f.o.ReadAhead))
-			n.ahead.Store(a)
-			ahead = int(a)
-		} else {
-			n.ahead.Store(0)
-		}
-	}
-	got, err := n.f.readAt(ctx, e, dest[:end-off], off, ahead)
+	sequential := off == n.next.Load() && off > 0
+	got, err := n.f.readAt(ctx, e, dest[:end-off], off)
 	n.next.Store(off + int64(got))
 	if err != nil {
 		n.f.failed.Add(1)
@@ -365,12 +356,22 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 		}
 		return nil, syscall.EIO
 	}
+	// Three quarters into a chunk read in order, fetch the next ones, so
+	// that they are checked and open when the reads get there. (Not
+	// sooner: the kernel's own read-ahead after a random read looks
+	// sequential too, and a chunk is 4 MiB.)
+	if at := off + int64(got); sequential && n.f.o.ReadAhead > 0 && at%chunk.Size >= chunk.Size*3/4 {
+		ci := int(at / chunk.Size)
+		for k := ci + 1; k <= ci+n.f.o.ReadAhead && k < len(e.Chunks); k++ {
+			n.f.prefetch(e, k)
+		}
+	}
 	return fuse.ReadResultData(dest[:got]), 0
 }
 
 // readAt fills dest with the file's bytes at off (dest does not pass the
-// end of the file), fetching ahead more segments after each chunk's part.
-func (f *FS) readAt(ctx context.Context, e *link.Entry, dest []byte, off int64, ahead int) (int, error) {
+// end of the file).
+func (f *FS) readAt(ctx context.Context, e *link.Entry, dest []byte, off int64) (int, error) {
 	done := 0
 	for done < len(dest) {
 		pos := off + int64(done)
@@ -383,29 +384,24 @@ func (f *FS) readAt(ctx context.Context, e *link.Entry, dest []byte, off int64, 
 			done += n
 			continue
 		}
-		si := in / chunk.SegmentSize
-		seg, err := f.segment(ctx, e, ci, si, ahead)
+		b, err := f.chunk(ctx, e, ci)
 		if err != nil {
 			return done, err
 		}
-		n = copy(dest[done:], seg[in-si*chunk.SegmentSize:])
-		done += n
+		done += copy(dest[done:done+n], b[in:])
 	}
 	return done, nil
 }
 
-// segKey names an opened segment: the chunk (id and the key it was
-// authenticated under) and the segment's index.
-type segKey struct {
-	id, key string
-	seg     int
-}
+// chunkKey names an opened chunk by all the link says of it.
+type chunkKey struct{ id, key, sum string }
 
-// segment returns segment si of chunk ci of e, opened: from the cache, or
-// fetched with up to ahead segments after it (same chunk) in one request.
-func (f *FS) segment(ctx context.Context, e *link.Entry, ci, si, ahead int) ([]byte, error) {
-	c := e.Chunks[ci]
-	k := segKey{c.ID, c.Key, si}
+func keyOf(c link.Chunk) chunkKey { return chunkKey{c.ID, c.Key, c.Sum} }
+
+// chunk returns chunk ci of e, opened and checked: from the cache, or
+// fetched (once, however many reads want it).
+func (f *FS) chunk(ctx context.Context, e *link.Entry, ci int) ([]byte, error) {
+	k := keyOf(e.Chunks[ci])
 	for {
 		b, wait, claimed := f.cache.getOrClaim(k)
 		if b != nil {
@@ -419,66 +415,54 @@ func (f *FS) segment(ctx context.Context, e *link.Entry, ci, si, ahead int) ([]b
 				return nil, ctx.Err()
 			}
 		}
-		// Claim the segments after si that are neither cached nor on their way.
-		last := si
-		for last < min(si+ahead, chunk.Segments(c.N)-1) && f.cache.claim(segKey{c.ID, c.Key, last + 1}) {
-			last++
-		}
-		segs, err := f.fetch(ctx, e, ci, si, last)
-		for j := si; j <= last; j++ {
-			var b []byte
-			if err == nil {
-				b = segs[j-si]
-			}
-			f.cache.finish(segKey{c.ID, c.Key, j}, b)
-		}
-		if err != nil {
-			return nil, err
-		}
-		return segs[0], nil
+		b, err := f.fetch(ctx, e, ci)
+		f.cache.finish(k, b)
+		return b, err
 	}
 }
 
-// fetch downloads segments first..last of chunk ci of e with one Range
-// request and opens each under the chunk's content key.
-func (f *FS) fetch(ctx context.Context, e *link.Entry, ci, first, last int) ([][]byte, error) {
+// prefetchTimeout bounds a fetch ahead of the reads, which no read waits
+// for yet.
+const prefetchTimeout = 2 * time.Minute
+
+// prefetch fetches chunk ci of e into the cache in the background, unless
+// it is a hole, cached or on its way.
+func (f *FS) prefetch(e *link.Entry, ci int) {
 	c := e.Chunks[ci]
-	var key [32]byte
-	if _, err := hex.Decode(key[:], []byte(c.Key)); err != nil {
-		return nil, f.readErr(e, ci, first, fmt.Errorf("chunk key: %w", err))
+	if c.IsHole() || !f.cache.claim(keyOf(c)) {
+		return
 	}
-	o, err := chunk.NewKeyOpener(key, c.N)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), prefetchTimeout)
+		defer cancel()
+		b, _ := f.fetch(ctx, e, ci) // a failure is logged; the read that wants it tries again
+		f.cache.finish(keyOf(c), b)
+	}()
+}
+
+// fetch downloads chunk ci of e whole and checks it against the link
+// (length, hash, then each segment under its content key) before opening
+// it: nothing of a chunk that fails is returned.
+func (f *FS) fetch(ctx context.Context, e *link.Entry, ci int) ([]byte, error) {
+	c := e.Chunks[ci]
+	sealed, err := f.o.Client.LinkChunk(ctx, f.o.LinkID, c.ID, make([]byte, 0, chunk.SealedSize(c.N)))
 	if err != nil {
-		return nil, f.readErr(e, ci, first, err)
-	}
-	start, _ := chunk.SegmentRange(c.N, first)
-	lo, ln := chunk.SegmentRange(c.N, last)
-	sealed, err := f.o.Client.LinkChunkRange(ctx, f.o.LinkID, c.ID, int64(start), int64(lo+ln-start), nil)
-	if err != nil {
-		return nil, f.readErr(e, ci, first, err)
+		return nil, f.readErr(e, ci, err)
 	}
 	if f.gone.CompareAndSwap(true, false) {
 		f.log.Info("link: the server serves the link again")
 	}
-	out := make([][]byte, 0, last-first+1)
-	for i := first; i <= last; i++ {
-		so, sn := chunk.SegmentRange(c.N, i)
-		so -= start
-		if so+sn > len(sealed) {
-			return nil, f.readErr(e, ci, i, fmt.Errorf("%w: the server sent %d bytes, short of segment %d", chunk.ErrAuth, len(sealed), i))
-		}
-		plain, err := o.OpenSegment(make([]byte, 0, sn-chunk.Overhead), i, sealed[so:so+sn])
-		if err != nil {
-			return nil, f.readErr(e, ci, i, err)
-		}
-		out = append(out, plain)
+	f.fetched.Add(int64(len(sealed)))
+	plain, err := c.Open(make([]byte, 0, c.N), sealed)
+	if err != nil {
+		return nil, f.readErr(e, ci, err)
 	}
-	return out, nil
+	return plain, nil
 }
 
 // readErr logs why a read failed and returns err. A revoked or expired link
 // is said once (with what to do), not on every read.
-func (f *FS) readErr(e *link.Entry, ci, si int, err error) error {
+func (f *FS) readErr(e *link.Entry, ci int, err error) error {
 	name := e.Path
 	if name == "" {
 		name = f.m.Name
@@ -489,14 +473,14 @@ func (f *FS) readErr(e *link.Entry, ci, si int, err error) error {
 			f.log.Error("link: the server no longer serves this link (revoked, expired or its owner disabled): reads of data not already read fail with EIO; ask its owner for a new link, then unmount this one",
 				"err", err)
 		}
-		f.log.Debug("link: read failed", "path", name, "chunk", ci, "segment", si, "err", err)
-	case errors.Is(err, chunk.ErrAuth):
-		f.log.Error("link: a segment failed authentication (changed on the server or on the way): the read fails with EIO",
-			"path", name, "chunk", ci, "segment", si, "err", err)
+		f.log.Debug("link: read failed", "path", name, "chunk", ci, "err", err)
+	case errors.Is(err, link.ErrChunk), errors.Is(err, chunk.ErrAuth):
+		f.log.Error("link: a chunk failed its check against the link (its hash or its authentication: changed on the server or on the way): the read fails with EIO",
+			"path", name, "chunk", ci, "err", err)
 	case errors.Is(err, context.Canceled):
 		f.log.Debug("link: read interrupted", "path", name, "err", err)
 	default:
-		f.log.Warn("link: read failed", "path", name, "chunk", ci, "segment", si, "err", err)
+		f.log.Warn("link: read failed", "path", name, "chunk", ci, "err", err)
 	}
 	return err
 }

@@ -25,6 +25,8 @@ import (
 	"kumo/internal/hostile"
 	"kumo/internal/keys"
 	"kumo/internal/link"
+	"kumo/internal/link/linktest"
+	"kumo/remote/api"
 	"kumo/remote/client"
 	"kumo/remote/pathops"
 	"kumo/remote/server"
@@ -243,7 +245,8 @@ func TestMountFolderLink(t *testing.T) {
 	f, mnt := mountLink(t, e, u, logs)
 
 	// A random-offset read first, before anything is in the page cache:
-	// right bytes, and only segments near it fetched (not the 4 MiB chunk).
+	// right bytes, and the whole chunk it falls in fetched (a chunk is
+	// checked whole against its hash in the link), not more.
 	big, _ := os.ReadFile(filepath.Join(src, "big.bin"))
 	fh, err := os.Open(filepath.Join(mnt, "big.bin"))
 	if err != nil {
@@ -266,10 +269,10 @@ func TestMountFolderLink(t *testing.T) {
 			t.Fatalf("pread %d at %d: wrong bytes", n, off)
 		}
 		if i == 0 {
-			// The kernel reads ahead on its own (up to 1 MiB here), but a
-			// whole chunk is 4 MiB.
-			if b := chunkBytes(e.proxy); b == 0 || b > 2<<20 {
-				t.Fatalf("a 4 KiB pread fetched %d sealed bytes", b)
+			// The kernel reads ahead on its own (up to 1 MiB here), which
+			// stays in the chunk; a random read fetches nothing ahead.
+			if b := chunkBytes(e.proxy); b != int64(chunk.MaxSealedSize) {
+				t.Fatalf("a 4 KiB pread fetched %d sealed bytes, want one whole chunk (%d)", b, chunk.MaxSealedSize)
 			}
 		}
 	}
@@ -320,7 +323,7 @@ func TestMountFolderLink(t *testing.T) {
 	if out, err := exec.Command("cmp", filepath.Join(src, "big.bin"), filepath.Join(mnt, "big.bin")).CombinedOutput(); err != nil {
 		t.Fatalf("cmp: %v %s", err, out)
 	}
-	// The sequential reads fetched each segment about once (the pread pass
+	// The sequential reads fetched each chunk about once (the pread pass
 	// fetched some of big.bin before).
 	var sealed int64
 	for _, en := range f.m.Entries {
@@ -336,8 +339,8 @@ func TestMountFolderLink(t *testing.T) {
 		t.Errorf("reading every file once fetched %d sealed bytes, the files hold %d", got, sealed)
 	}
 	t.Logf("sealed bytes %d, fetched by the sequential pass %d, by the preads %d", sealed, chunkBytes(e.proxy)-before, before)
-	if f.cache.len() > DefaultCacheBytes/chunk.SegmentSize {
-		t.Errorf("cache holds %d segments", f.cache.len())
+	if f.cache.bytes() > DefaultCacheBytes {
+		t.Errorf("cache holds %d bytes, more than its %d", f.cache.bytes(), DefaultCacheBytes)
 	}
 
 	// ls -lR shows the same names, modes and sizes (late/ aside: not read).
@@ -377,8 +380,8 @@ func TestMountFolderLink(t *testing.T) {
 	if _, err := os.ReadFile(filepath.Join(mnt, "late", "tampered.bin")); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("read of a tampered chunk: %v, want EIO", err)
 	}
-	if !strings.Contains(logs.String(), "failed authentication") {
-		t.Errorf("no log line for the tampered segment:\n%s", logs.String())
+	if !strings.Contains(logs.String(), "failed its check against the link") {
+		t.Errorf("no log line for the tampered chunk:\n%s", logs.String())
 	}
 	e.proxy.Honest()
 	if sum(t, filepath.Join(mnt, "late", "tampered.bin")) != sum(t, filepath.Join(src, "late", "tampered.bin")) {
@@ -432,26 +435,27 @@ func TestMountFileLink(t *testing.T) {
 	}
 }
 
-// TestSegCacheBound: the cache keeps at most its size, least recently used
-// out first, and a failed fetch is not cached.
-func TestSegCacheBound(t *testing.T) {
-	c := newSegCache(3)
+// TestChunkCacheBound: the cache keeps at most its budget of bytes (and
+// always the newest chunk), least recently used out first, and a failed
+// fetch is not cached.
+func TestChunkCacheBound(t *testing.T) {
+	c := newChunkCache(30)
+	key := func(i int) chunkKey { return chunkKey{fmt.Sprint(i), "k", "s"} }
 	for i := range 5 {
-		k := segKey{"a", "k", i}
-		if _, _, ok := c.getOrClaim(k); !ok {
+		if _, _, ok := c.getOrClaim(key(i)); !ok {
 			t.Fatal("not claimed")
 		}
-		c.finish(k, []byte{byte(i)})
+		c.finish(key(i), bytes.Repeat([]byte{byte(i)}, 10))
 	}
-	if c.len() != 3 {
-		t.Fatalf("len %d", c.len())
+	if c.bytes() != 30 {
+		t.Fatalf("%d bytes", c.bytes())
 	}
-	if b, _, _ := c.getOrClaim(segKey{"a", "k", 4}); !bytes.Equal(b, []byte{4}) {
-		t.Fatalf("newest segment: %v", b)
+	if b, _, _ := c.getOrClaim(key(4)); len(b) != 10 || b[0] != 4 {
+		t.Fatalf("newest chunk: %v", b)
 	}
-	k0 := segKey{"a", "k", 0}
+	k0 := key(0)
 	if _, _, ok := c.getOrClaim(k0); !ok {
-		t.Fatal("the oldest segment was kept")
+		t.Fatal("the oldest chunk was kept")
 	}
 	if c.claim(k0) {
 		t.Fatal("claimed twice")
@@ -459,7 +463,83 @@ func TestSegCacheBound(t *testing.T) {
 	_, wait, _ := c.getOrClaim(k0)
 	c.finish(k0, nil)
 	<-wait
-	if c.len() != 3 || !c.claim(k0) {
+	if c.bytes() != 30 || !c.claim(k0) {
 		t.Fatal("a failed fetch was cached or stays claimed")
+	}
+	c.finish(k0, make([]byte, 100)) // bigger than the budget: kept alone
+	if c.bytes() != 100 {
+		t.Fatalf("%d bytes after a big chunk", c.bytes())
+	}
+}
+
+// TestMountForgeries: another holder of the link, with the server's help,
+// serves a manifest sealed under the link's key (refused when the link is
+// opened, so nothing mounts), or a chunk sealed under its content key with
+// other bytes (every segment authenticates): that read is EIO, logged, and
+// nothing of it is cached or shown.
+func TestMountForgeries(t *testing.T) {
+	needFUSE(t)
+	e := startEnv(t)
+	ctx := tctx(t)
+	src := t.TempDir()
+	data := randBytes(t, 6<<20)
+	writeFile(t, filepath.Join(src, "tree", "f.bin"), data, 0o644)
+	if err := e.owner.PutTree(ctx, filepath.Join(src, "tree"), "/tree", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	u, err := e.owner.CreateLink(ctx, "/tree", pathops.LinkOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, id, secret, _ := link.ParseURL(u)
+
+	e.proxy.On("GET", "/v1/s/*", hostile.EditJSON(func(pub *api.LinkPublic) {
+		forged, err := linktest.Reseal(u, pub.Blob, func(m *link.Manifest) { m.Entries[0].Mode = 0o4755 })
+		if err != nil {
+			t.Error(err)
+		}
+		pub.Blob = forged
+	}))
+	if _, err := pathops.OpenLink(ctx, e.anon, id, secret, nil); !errors.Is(err, pathops.ErrLinkSecret) {
+		t.Fatalf("forged manifest: %v, want %v", err, pathops.ErrLinkSecret)
+	}
+	e.proxy.Honest()
+
+	logs := &logBuf{}
+	f, mnt := mountLink(t, e, u, logs)
+	c := f.m.Entries[0].Chunks[1]
+	forged := linktest.Forge(c)
+	e.proxy.On("GET", "/v1/s/*/chunks/"+c.ID, func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		resp := next(req)
+		if resp.Status == 200 {
+			resp.Body = forged
+		}
+		return resp
+	})
+	fh, err := os.Open(filepath.Join(mnt, "f.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	buf := make([]byte, 4096)
+	if _, err := fh.ReadAt(buf, 5<<20); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of a forged chunk: %v, want EIO", err)
+	}
+	if !strings.Contains(logs.String(), "failed its check against the link") {
+		t.Errorf("no log line for the forged chunk:\n%s", logs.String())
+	}
+	if f.cache.bytes() != 0 {
+		t.Fatalf("the cache holds %d bytes after only a forged chunk was fetched", f.cache.bytes())
+	}
+	// The first chunk is honest and reads; the forged one stays EIO.
+	if _, err := fh.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, data[:4096]) {
+		t.Fatalf("the honest chunk: %v", err)
+	}
+	if _, err := fh.ReadAt(buf, 4<<20); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("second read of the forged chunk: %v, want EIO", err)
+	}
+	e.proxy.Honest()
+	if _, err := fh.ReadAt(buf, 5<<20); err != nil || !bytes.Equal(buf, data[5<<20:5<<20+4096]) {
+		t.Fatalf("once the server is honest: %v", err)
 	}
 }

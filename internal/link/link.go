@@ -10,6 +10,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -33,10 +34,16 @@ const (
 	IDLen     = 22
 	SecretLen = 43
 
-	// BlobVersion is the first byte of a sealed manifest.
-	BlobVersion = 0x01
-	nonceSize   = 12
-	tagSize     = 16
+	// BlobVersion is the first byte of a sealed manifest: 0x02, the blob
+	// that carries the opening of the secret's commitment. Version 0x01
+	// (links made before the commitment) is refused: ErrOldLink.
+	BlobVersion    = 0x02
+	oldBlobVersion = 0x01
+	// CommitRandSize is the bytes of r, the random part of the commitment
+	// the secret is (Commit).
+	CommitRandSize = 32
+	nonceSize      = 12
+	tagSize        = 16
 	// MaxBlob bounds a sealed manifest (the server refuses bigger ones).
 	MaxBlob = 16 << 20
 	// MaxChunks bounds the distinct chunks a link names (the server refuses more).
@@ -54,6 +61,9 @@ var (
 	// password, or a blob that is not this link's.
 	ErrOpen     = errors.New("link: the link does not open with this secret (or password)")
 	ErrManifest = errors.New("link: invalid manifest")
+	// ErrOldLink: a blob of version 0x01, made before links committed to
+	// their manifest; it is no longer opened.
+	ErrOldLink = errors.New("link: this link was made by an earlier kumo and can no longer be opened safely: ask its owner to make it again (kumo link PATH)")
 )
 
 var b64 = base64.RawURLEncoding
@@ -74,7 +84,8 @@ func ParseID(s string) (ID, error) {
 	return id, nil
 }
 
-// Secret is a link secret; it lives only in the URL's fragment.
+// Secret is a link secret; it lives only in the URL's fragment. It is the
+// commitment to the link's manifest (Commit), made by Seal.
 type Secret [SecretSize]byte
 
 // String is the base64url form without padding (43 characters).
@@ -118,15 +129,6 @@ func NewID() (ID, error) {
 			return id, nil
 		}
 	}
-}
-
-// NewSecret returns a fresh random link secret.
-func NewSecret() (Secret, error) {
-	var s Secret
-	if _, err := rand.Read(s[:]); err != nil {
-		return Secret{}, fmt.Errorf("link: random secret: %w", err)
-	}
-	return s, nil
 }
 
 // FormatURL is the link's address: BASE/s/ID#SECRET, BASE the server's URL
@@ -174,7 +176,8 @@ func cutLast(s, sep string) (before, after string, ok bool) {
 	return s[:i], s[i+len(sep):], true
 }
 
-// Key is the key a manifest is sealed with.
+// Key is the key a manifest is sealed with, derived from the secret (and a
+// password).
 type Key [KeySize]byte
 
 func hkdf32(ikm []byte, info string) [32]byte {
@@ -256,43 +259,91 @@ func aead(k Key) cipher.AEAD {
 
 func blobAD(id ID) []byte { return []byte(infoPrefix + id.String()) }
 
-// Seal encodes and validates m and seals it for link id under k:
-// 0x01 || nonce || AES-256-GCM(k, nonce, manifest JSON, ad "kumo/v2/link/ID").
-func Seal(k Key, id ID, m *Manifest) ([]byte, error) {
-	var nonce [nonceSize]byte
-	if _, err := rand.Read(nonce[:]); err != nil {
-		return nil, fmt.Errorf("link: random nonce: %w", err)
-	}
-	return sealWithNonce(k, id, m, nonce)
+// commitPrefix starts the hashed input of Commit.
+const commitPrefix = "kumo/v2/link/commit"
+
+// Commit is the secret of a link whose blob holds r and the manifest bytes
+// plain: S = SHA-256("kumo/v2/link/commit" || ID || r || plain), ID in its
+// 22-character form. S commits to the manifest: whoever knows S (every
+// holder of the link) cannot find another (r, manifest) with the same hash,
+// so cannot seal another manifest that opens. r (random, never shown)
+// keeps S unguessable from a guessed manifest.
+func Commit(id ID, r *[CommitRandSize]byte, plain []byte) Secret {
+	h := sha256.New()
+	h.Write([]byte(commitPrefix))
+	h.Write([]byte(id.String()))
+	h.Write(r[:])
+	h.Write(plain)
+	var s Secret
+	h.Sum(s[:0])
+	return s
 }
 
-func sealWithNonce(k Key, id ID, m *Manifest, nonce [nonceSize]byte) ([]byte, error) {
-	plain, err := EncodeManifest(m)
-	if err != nil {
-		return nil, err
+// KeyFunc derives the key a manifest is sealed with from the link's secret
+// (KeyNoPassword, or KeysWithPassword's first result).
+type KeyFunc func(Secret) (Key, error)
+
+// Seal encodes and validates m, draws r and makes the link's secret S =
+// Commit(id, r, manifest), derives K = key(S) and seals r and the manifest
+// for link id under K:
+// 0x02 || nonce || AES-256-GCM(K, nonce, r || manifest JSON, ad "kumo/v2/link/ID").
+// It returns S (for the URL) and the blob (for the server).
+func Seal(id ID, m *Manifest, key KeyFunc) (Secret, []byte, error) {
+	var r [CommitRandSize]byte
+	var nonce [nonceSize]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return Secret{}, nil, fmt.Errorf("link: random commitment: %w", err)
 	}
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return Secret{}, nil, fmt.Errorf("link: random nonce: %w", err)
+	}
+	return sealWith(id, m, &r, nonce, key)
+}
+
+func sealWith(id ID, m *Manifest, r *[CommitRandSize]byte, nonce [nonceSize]byte, key KeyFunc) (Secret, []byte, error) {
+	mj, err := EncodeManifest(m)
+	if err != nil {
+		return Secret{}, nil, err
+	}
+	s := Commit(id, r, mj)
+	k, err := key(s)
+	if err != nil {
+		return Secret{}, nil, err
+	}
+	plain := append(r[:len(r):len(r)], mj...)
 	blob := make([]byte, 0, 1+nonceSize+len(plain)+tagSize)
 	blob = append(blob, BlobVersion)
 	blob = append(blob, nonce[:]...)
 	blob = aead(k).Seal(blob, nonce[:], plain, blobAD(id))
 	if len(blob) > MaxBlob {
-		return nil, fmt.Errorf("link: the manifest seals to %d bytes, more than the %d a link holds: link fewer files", len(blob), MaxBlob)
+		return Secret{}, nil, fmt.Errorf("link: the manifest seals to %d bytes, more than the %d a link holds: link fewer files", len(blob), MaxBlob)
 	}
-	return blob, nil
+	return s, blob, nil
 }
 
-// Open authenticates and decrypts a blob of link id under k and decodes its
-// manifest strictly (DecodeManifest).
-func Open(k Key, id ID, blob []byte) (*Manifest, error) {
-	if len(blob) < 1+nonceSize+tagSize || len(blob) > MaxBlob {
+// Open authenticates and decrypts a blob of link id under k (derived from
+// s), checks that s is the commitment to what it holds (in constant time),
+// and decodes its manifest strictly (DecodeManifest). A blob that does not
+// open, or opens to a manifest s does not commit to (another holder of the
+// link sealed it), is ErrOpen; a blob of version 0x01, ErrOldLink.
+func Open(k Key, id ID, s Secret, blob []byte) (*Manifest, error) {
+	if len(blob) > 0 && blob[0] == oldBlobVersion {
+		return nil, ErrOldLink
+	}
+	if len(blob) < 1+nonceSize+CommitRandSize+tagSize || len(blob) > MaxBlob {
 		return nil, fmt.Errorf("%w: blob of %d bytes", ErrOpen, len(blob))
 	}
 	if blob[0] != BlobVersion {
 		return nil, fmt.Errorf("link: blob version %d; this kumo reads version %d (upgrade kumo)", blob[0], BlobVersion)
 	}
 	plain, err := aead(k).Open(nil, blob[1:1+nonceSize], blob[1+nonceSize:], blobAD(id))
-	if err != nil {
+	if err != nil || len(plain) < CommitRandSize {
 		return nil, ErrOpen
 	}
-	return DecodeManifest(plain)
+	r := (*[CommitRandSize]byte)(plain[:CommitRandSize])
+	want := Commit(id, r, plain[CommitRandSize:])
+	if subtle.ConstantTimeCompare(want[:], s[:]) != 1 {
+		return nil, fmt.Errorf("%w: its manifest is not the one the secret commits to", ErrOpen)
+	}
+	return DecodeManifest(plain[CommitRandSize:])
 }

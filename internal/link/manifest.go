@@ -2,6 +2,8 @@ package link
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"kumo/internal/chunk"
 )
 
 // Manifest kinds and entry types.
@@ -23,13 +27,17 @@ const (
 	// ChunkSize is the plaintext size of a full chunk (chunk.Size).
 	ChunkSize = 4 << 20
 
+	// ManifestVersion is the manifest's "v": 2, chunks with the hash of
+	// their sealed bytes.
+	ManifestVersion = 2
+
 	maxPath    = 4096 // bytes of an entry path
 	maxName    = 255  // bytes of one path element
 	maxTarget  = 4096 // bytes of a symlink target
 	maxEntries = 1 << 20
 )
 
-// Manifest is what a link shows, version 1: a file, or a folder's tree.
+// Manifest is what a link shows, version 2: a file, or a folder's tree.
 type Manifest struct {
 	V       int       `json:"v"`
 	Kind    string    `json:"kind"`
@@ -51,11 +59,61 @@ type Entry struct {
 }
 
 // Chunk is one chunk of a file: its id ("" for a hole), its content key
-// (64 hex; "" for a hole) and its plaintext length.
+// (64 hex; "" for a hole), the SHA-256 of its sealed bytes as the server
+// stores them (64 hex, ChunkSum; "" for a hole) and its plaintext length.
+//
+// The sum is what lets a reader, who has the content key but not the
+// account's ChunkID key, check a whole chunk: every holder of the link knows
+// the content key and could seal other bytes under it, but not bytes with
+// this hash. Sealing is deterministic (docs/FORMAT.md, section 4), so a
+// chunk id has one sealed form and the sum never changes for it.
 type Chunk struct {
 	ID  string `json:"id"`
 	Key string `json:"key"`
+	Sum string `json:"sum"`
 	N   int    `json:"n"`
+}
+
+// ErrChunk: a chunk's sealed bytes do not match the link (its hash, its
+// length, or its AEAD under the content key).
+var ErrChunk = errors.New("link: a chunk does not match the link (altered on the server or on the way)")
+
+// ChunkSum is the hash a manifest gives of a chunk's sealed bytes: 64
+// lower-case hex digits of their SHA-256.
+func ChunkSum(sealed []byte) string {
+	h := sha256.Sum256(sealed)
+	return hex.EncodeToString(h[:])
+}
+
+// Open checks a whole sealed chunk against c (its length, then its hash)
+// and only then opens it under c's content key into dst (which may be
+// sealed[:0]); the plaintext has c.N bytes. Any mismatch is ErrChunk, and
+// none of the bytes is returned.
+func (c Chunk) Open(dst, sealed []byte) ([]byte, error) {
+	if c.IsHole() {
+		return nil, fmt.Errorf("link: a hole has no sealed bytes")
+	}
+	if want := chunk.SealedSize(c.N); len(sealed) != want {
+		return nil, fmt.Errorf("%w: chunk %.16s… has %d sealed bytes, the link says %d", ErrChunk, c.ID, len(sealed), want)
+	}
+	var want, key [32]byte
+	if _, err := hex.Decode(want[:], []byte(c.Sum)); err != nil {
+		return nil, fmt.Errorf("%w: chunk %.16s…: bad hash in the link: %v", ErrManifest, c.ID, err)
+	}
+	if _, err := hex.Decode(key[:], []byte(c.Key)); err != nil {
+		return nil, fmt.Errorf("%w: chunk %.16s…: bad key in the link: %v", ErrManifest, c.ID, err)
+	}
+	if got := sha256.Sum256(sealed); got != want {
+		return nil, fmt.Errorf("%w: chunk %.16s…: its hash is not the link's", ErrChunk, c.ID)
+	}
+	plain, err := chunk.OpenWithKey(dst, key, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: chunk %.16s…: %v", ErrChunk, c.ID, err)
+	}
+	if len(plain) != c.N {
+		return nil, fmt.Errorf("%w: chunk %.16s… opened to %d bytes, the link says %d", ErrChunk, c.ID, len(plain), c.N)
+	}
+	return plain, nil
 }
 
 // IsHole reports whether c stands for N bytes of zeros.
@@ -103,8 +161,8 @@ func bad(format string, a ...any) error {
 // and targets; chunks that tile the file exactly (every chunk full but the
 // last, holes with no key, sizes adding up).
 func (m *Manifest) Validate() error {
-	if m.V != 1 {
-		return fmt.Errorf("%w: version %d (this kumo reads version 1; upgrade kumo)", ErrManifest, m.V)
+	if m.V != ManifestVersion {
+		return fmt.Errorf("%w: version %d (this kumo reads version %d; upgrade kumo)", ErrManifest, m.V, ManifestVersion)
 	}
 	if err := validName(m.Name); err != nil {
 		return bad("name %q: %v", m.Name, err)
@@ -124,7 +182,10 @@ func (m *Manifest) Validate() error {
 		if e.Path != "" || e.Type != TypeFile {
 			return bad("a file link's entry must have path \"\" and type file")
 		}
-		return e.validate()
+		if err := e.validate(); err != nil {
+			return err
+		}
+		return sameChunks(m.Entries)
 	case KindDir:
 	default:
 		return bad("kind %q", m.Kind)
@@ -148,6 +209,26 @@ func (m *Manifest) Validate() error {
 		}
 		if e.Type == TypeDir {
 			dirs[e.Path] = true
+		}
+	}
+	return sameChunks(m.Entries)
+}
+
+// sameChunks checks that a chunk id named more than once has the same key,
+// sum and length each time (all three follow from the id), so that a reader
+// fetches and checks it once for all its places.
+func sameChunks(es []Entry) error {
+	first := map[string]Chunk{}
+	for _, e := range es {
+		for _, c := range e.Chunks {
+			if c.IsHole() {
+				continue
+			}
+			if f, ok := first[c.ID]; !ok {
+				first[c.ID] = c
+			} else if f != c {
+				return bad("%q: chunk %s named twice with another key, sum or length", e.Path, c.ID)
+			}
 		}
 	}
 	return nil
@@ -191,11 +272,11 @@ func (e *Entry) validate() error {
 			return bad("%q chunk %d: %d bytes, but only the last chunk may be short", e.Path, i, c.N)
 		}
 		if c.ID == "" {
-			if c.Key != "" {
-				return bad("%q chunk %d: a hole with a key", e.Path, i)
+			if c.Key != "" || c.Sum != "" {
+				return bad("%q chunk %d: a hole with a key or a sum", e.Path, i)
 			}
-		} else if !isHex64(c.ID) || !isHex64(c.Key) {
-			return bad("%q chunk %d: id and key must be 64 lower-case hex digits", e.Path, i)
+		} else if !isHex64(c.ID) || !isHex64(c.Key) || !isHex64(c.Sum) {
+			return bad("%q chunk %d: id, key and sum must be 64 lower-case hex digits", e.Path, i)
 		}
 		sum += int64(c.N)
 	}

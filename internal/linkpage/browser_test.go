@@ -18,6 +18,7 @@ import (
 
 	"kumo/internal/chunk"
 	"kumo/internal/link"
+	"kumo/internal/link/linktest"
 	"kumo/internal/linkpage"
 	"kumo/internal/linkpage/browsertest"
 )
@@ -28,12 +29,13 @@ import (
 // damage the real server would never serve. The real server, CLI and page
 // together are tested in cmd/kumo (TestLinkPageInBrowser).
 type goLink struct {
-	id     link.ID
-	secret link.Secret
-	blob   []byte
-	chunks map[string][]byte
-	files  map[string][]byte
-	status int // answer for the link, 0: 200
+	id       link.ID
+	secret   link.Secret
+	blob     []byte
+	manifest *link.Manifest
+	chunks   map[string][]byte
+	files    map[string][]byte
+	status   int // answer for the link, 0: 200
 
 	mu     sync.Mutex
 	single int                          // requests of one chunk
@@ -52,11 +54,8 @@ func newGoLink(t *testing.T, files map[string][]byte, dirs ...string) *goLink {
 	if gl.id, err = link.NewID(); err != nil {
 		t.Fatal(err)
 	}
-	if gl.secret, err = link.NewSecret(); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now().UTC()
-	m := &link.Manifest{V: 1, Kind: "dir", Name: "shared", Created: now}
+	m := &link.Manifest{V: link.ManifestVersion, Kind: "dir", Name: "shared", Created: now}
 	for _, d := range dirs {
 		m.Entries = append(m.Entries, link.Entry{Path: d, Type: "dir", Mode: 0o755, Mtime: now})
 	}
@@ -71,14 +70,16 @@ func newGoLink(t *testing.T, files map[string][]byte, dirs ...string) *goLink {
 			}
 			id := c.ID(piece)
 			key := c.ContentKey(id)
-			gl.chunks[id.String()] = c.Seal(nil, id, piece)
-			e.Chunks = append(e.Chunks, link.Chunk{ID: id.String(), Key: hex.EncodeToString(key[:]), N: len(piece)})
+			sealed := c.Seal(nil, id, piece)
+			gl.chunks[id.String()] = sealed
+			e.Chunks = append(e.Chunks, link.Chunk{ID: id.String(), Key: hex.EncodeToString(key[:]), Sum: link.ChunkSum(sealed), N: len(piece)})
 		}
 		m.Entries = append(m.Entries, e)
 	}
-	if gl.blob, err = link.Seal(link.KeyNoPassword(gl.id, gl.secret), gl.id, m); err != nil {
+	if gl.secret, gl.blob, err = link.Seal(gl.id, m, func(s link.Secret) (link.Key, error) { return link.KeyNoPassword(gl.id, s), nil }); err != nil {
 		t.Fatal(err)
 	}
+	gl.manifest = m
 	return gl
 }
 
@@ -246,7 +247,8 @@ func TestPageAgainstGoSealer(t *testing.T) {
 	}
 
 	// Messages, not a blank page.
-	wrong, _ := link.NewSecret()
+	var wrong link.Secret
+	rand.Read(wrong[:])
 	for _, tc := range []struct{ name, url, want string }{
 		{"wrong secret", hs.URL + "/s/" + gl.id.String() + "#" + wrong.String(), "Wrong secret"},
 		{"no secret", hs.URL + "/s/" + gl.id.String(), "has no secret"},
@@ -346,6 +348,12 @@ func TestPageBatchTampering(t *testing.T) {
 			f[3] = f[1]
 			return bytes.Join(f, nil)
 		}},
+		{"a chunk forged under its content key", "does not match the link", func(f [][]byte) []byte {
+			// What another holder of the link can seal: every segment
+			// authenticates, the sum in the manifest does not match.
+			f[3] = linktest.Forge(gl.manifest.Entries[0].Chunks[1])
+			return bytes.Join(f, nil)
+		}},
 		{"cut short", "wrong size", func(f [][]byte) []byte { b := bytes.Join(f, nil); return b[:len(b)-1000] }},
 		{"cut at a frame", "wrong size", func(f [][]byte) []byte { return bytes.Join(f[:6], nil) }},
 		{"a byte too many", "wrong size", func(f [][]byte) []byte { return append(bytes.Join(f, nil), 0) }},
@@ -385,5 +393,53 @@ func TestPageBatchTampering(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestPageForgedManifest: another holder of the link can seal another file
+// list under the link's key (every holder derives it from the secret), and
+// a colluding server serve it: the page refuses it, as the secret does not
+// commit to it, and lists nothing. A blob of the old format (0x01) is
+// refused with what to do.
+func TestPageForgedManifest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	gl := newGoLink(t, map[string][]byte{"a.txt": []byte("hello\n"), "b.bin": randBytes(100000)})
+	hs := gl.serve(t)
+	b := browsertest.Start(t)
+	url := hs.URL + "/s/" + gl.id.String() + "#" + gl.secret.String()
+	good := gl.blob
+	forged, err := linktest.Reseal(url, good, func(m *link.Manifest) {
+		m.Entries[0].Path = "a-forged.txt"
+		m.Entries[1].Chunks[0].Key = strings.Repeat("ab", 32) // the forger's own key for it
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Clone(good)
+	old[0] = 1
+	for _, tc := range []struct {
+		name string
+		blob []byte
+		want string
+	}{
+		{"forged manifest", forged, "altered on the server"},
+		{"old format", old, "Ask its owner to make it again"},
+	} {
+		gl.blob = tc.blob
+		p := b.Open(url, noPicker)
+		if st := p.WaitState(20 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), tc.want) {
+			t.Errorf("%s: state %q, message %q, want %q", tc.name, st, p.Text("#error"), tc.want)
+		}
+		var rows int
+		p.Eval(`document.querySelectorAll('#files tbody tr').length`, &rows)
+		if rows != 0 {
+			t.Errorf("%s: %d files listed", tc.name, rows)
+		}
+	}
+	gl.blob = good
+	if p := b.Open(url, noPicker); p.WaitState(20*time.Second) != "ready" {
+		t.Fatalf("the true blob: %s", p.Text("#error"))
 	}
 }

@@ -2,11 +2,18 @@ package client
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"kumo/remote/api"
 )
+
+// ErrBadAnswer: the server's answer does not have the form the API says.
+var ErrBadAnswer = errors.New("malformed answer from the server")
 
 // Routes of read-only links (docs/API.md "Links").
 const (
@@ -74,6 +81,45 @@ func (c *Client) LinkChunk(ctx context.Context, id, chunkID string, buf []byte) 
 	b, _, err := c.do(ctx, call{method: http.MethodGet, path: pathPublic + id + "/chunks/" + chunkID, policy: retryAll,
 		limit: api.MaxChunkBody, into: buf})
 	return b, err
+}
+
+// LinkChunks reads several sealed chunks through a link in one request,
+// GET /v1/s/ID/chunks?ids=A,B,... (distinct ids, at most
+// api.MaxLinkBatchChunks): chunk i must be sizes[i] bytes (its sealed size
+// from the manifest). The answer goes into buf when it fits; the chunks are
+// slices of it, in the order asked for. A frame of another length, a short
+// answer or bytes after the last frame are an error: the server is not
+// trusted (the caller still checks each chunk's bytes).
+func (c *Client) LinkChunks(ctx context.Context, id string, ids []string, sizes []int, buf []byte) ([][]byte, error) {
+	if !validLinkID(id) {
+		return nil, fmt.Errorf("client: link chunks: %w", api.ErrInvalidID)
+	}
+	if len(ids) == 0 || len(ids) > api.MaxLinkBatchChunks || len(sizes) != len(ids) {
+		return nil, fmt.Errorf("client: link chunks: %d ids (%d sizes), want 1..%d", len(ids), len(sizes), api.MaxLinkBatchChunks)
+	}
+	total := 0
+	for i, c := range ids {
+		if !api.ValidHexID(c) || sizes[i] < 0 {
+			return nil, fmt.Errorf("client: link chunks: %w", api.ErrInvalidID)
+		}
+		total += 4 + sizes[i]
+	}
+	b, _, err := c.do(ctx, call{method: http.MethodGet, path: pathPublic + id + "/chunks",
+		query: url.Values{"ids": {strings.Join(ids, ",")}}, policy: retryAll, limit: int64(total) + 1, into: buf})
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(ids))
+	for i := range ids {
+		if len(b) < 4 || binary.BigEndian.Uint32(b) != uint32(sizes[i]) || len(b)-4 < sizes[i] {
+			return nil, fmt.Errorf("client: link chunks: the answer's frame %d is not the %d bytes of chunk %s: %w", i, sizes[i], ids[i], ErrBadAnswer)
+		}
+		out[i], b = b[4:4+sizes[i]:4+sizes[i]], b[4+sizes[i]:]
+	}
+	if len(b) != 0 {
+		return nil, fmt.Errorf("client: link chunks: %d bytes after the last chunk: %w", len(b), ErrBadAnswer)
+	}
+	return out, nil
 }
 
 // LinkChunkRange reads length bytes at off of a sealed chunk through a link

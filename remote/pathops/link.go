@@ -24,7 +24,8 @@ import (
 
 // LinkManifest builds the manifest of a link to remote path p: a file, or a
 // folder's whole tree (directories before their children). Each chunk
-// carries its content key, so the link opens exactly the chunks it names.
+// carries its content key, so the link opens exactly the chunks it names,
+// and the hash of its sealed bytes (linkSums: every chunk is read once).
 // Special files (fifos, devices) are left out and reported through skip.
 func (f *FS) LinkManifest(ctx context.Context, p string, skip func(path string)) (*link.Manifest, error) {
 	n, err := f.Resolve(ctx, p)
@@ -35,13 +36,17 @@ func (f *FS) LinkManifest(ctx context.Context, p string, skip func(path string))
 	if name == "" {
 		name = "kumo" // the root has no name of its own
 	}
-	m := &link.Manifest{V: 1, Name: name, Created: time.Now().UTC().Truncate(time.Second)}
+	m := &link.Manifest{V: link.ManifestVersion, Name: name, Created: time.Now().UTC().Truncate(time.Second)}
+	ciphers := map[string]*chunk.Cipher{}
 	if !n.IsDir() {
-		e, ok := f.linkEntry(n, "")
+		e, ok := f.linkEntry(n, "", ciphers)
 		if !ok || e.Type != link.TypeFile {
 			return nil, fmt.Errorf("link %s: only regular files and directories can be linked", n.Path)
 		}
 		m.Kind, m.Entries = link.KindFile, []link.Entry{e}
+		if err := f.linkSums(ctx, m, ciphers); err != nil {
+			return nil, err
+		}
 		return m, m.Validate()
 	}
 	m.Kind = link.KindDir
@@ -53,7 +58,7 @@ func (f *FS) LinkManifest(ctx context.Context, p string, skip func(path string))
 		}
 		for _, k := range kids {
 			kp := path.Join(rel, k.Name)
-			e, ok := f.linkEntry(k, kp)
+			e, ok := f.linkEntry(k, kp, ciphers)
 			if !ok {
 				if skip != nil {
 					skip(k.Path)
@@ -72,12 +77,15 @@ func (f *FS) LinkManifest(ctx context.Context, p string, skip func(path string))
 	if err := walk(n, ""); err != nil {
 		return nil, err
 	}
+	if err := f.linkSums(ctx, m, ciphers); err != nil {
+		return nil, err
+	}
 	return m, m.Validate()
 }
 
 // linkEntry is the manifest entry of node n at rel; false for a type a link
-// does not carry.
-func (f *FS) linkEntry(n *Node, rel string) (link.Entry, bool) {
+// does not carry. Chunk sums are left empty: linkSums fills them.
+func (f *FS) linkEntry(n *Node, rel string, ciphers map[string]*chunk.Cipher) (link.Entry, bool) {
 	a := n.Attrs
 	e := link.Entry{Path: rel, Mode: a.Mode & 0o7777, Mtime: time.Unix(0, a.Mtime).UTC()}
 	switch a.Mode & syscall.S_IFMT {
@@ -87,11 +95,13 @@ func (f *FS) linkEntry(n *Node, rel string) (link.Entry, bool) {
 		e.Type, e.Target = link.TypeSymlink, string(a.Target)
 	case syscall.S_IFREG:
 		e.Type, e.Size = link.TypeFile, int64(a.Size)
+		cph := f.chunkCipher(n) // a shared folder's chunks are under its keys
 		for _, r := range a.Chunks {
 			c := link.Chunk{N: int(r.Len)}
 			if !r.ID.IsZero() {
-				k := f.cipher.ContentKey(r.ID)
+				k := cph.ContentKey(r.ID)
 				c.ID, c.Key = r.ID.String(), hex.EncodeToString(k[:])
+				ciphers[c.ID] = cph
 			}
 			e.Chunks = append(e.Chunks, c)
 		}
@@ -99,6 +109,52 @@ func (f *FS) linkEntry(n *Node, rel string) (link.Entry, bool) {
 		return e, false
 	}
 	return e, true
+}
+
+// linkSums gives every chunk of m the hash of its sealed bytes (what a
+// reader checks a whole chunk against). Each distinct chunk is downloaded
+// once and opened with the account's keys, its id checked against its
+// plaintext (chunk.Open), before its sealed bytes are hashed: a link never
+// vouches for bytes the owner did not write. Sealing is deterministic
+// (docs/FORMAT.md section 4), so these are the only bytes the id can have.
+func (f *FS) linkSums(ctx context.Context, m *link.Manifest, ciphers map[string]*chunk.Cipher) error {
+	ids := m.ChunkIDs()
+	sums := make([]string, len(ids))
+	items := make([]int, len(ids))
+	for i := range items {
+		items[i] = i
+	}
+	err := f.forEach(ctx, items, func(ctx context.Context, i int, buf []byte) error {
+		id, err := chunk.ParseID(ids[i])
+		if err != nil {
+			return fmt.Errorf("link: %w", err)
+		}
+		sealed, err := f.c.GetChunkInto(ctx, ids[i], 0, -1, buf[chunk.Size:chunk.Size])
+		if err != nil {
+			return fmt.Errorf("link: read chunk %s: %w", ids[i], err)
+		}
+		if _, err := ciphers[ids[i]].Open(buf[:0], id, sealed); err != nil {
+			return fmt.Errorf("link: chunk %s does not open with this account's keys (%v): %w", ids[i], err, ErrMismatch)
+		}
+		sums[i] = link.ChunkSum(sealed)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	byID := make(map[string]string, len(ids))
+	for i, id := range ids {
+		byID[id] = sums[i]
+	}
+	for ei := range m.Entries {
+		for ci := range m.Entries[ei].Chunks {
+			c := &m.Entries[ei].Chunks[ci]
+			if !c.IsHole() {
+				c.Sum = byID[c.ID]
+			}
+		}
+	}
+	return nil
 }
 
 // LinkOptions are a new link's expiry (zero: none) and password (nil: none).
@@ -121,31 +177,34 @@ func (f *FS) CreateLink(ctx context.Context, p string, o LinkOptions, skip func(
 	if err != nil {
 		return "", err
 	}
-	secret, err := link.NewSecret()
-	if err != nil {
-		return "", err
-	}
 	req := api.LinkCreateRequest{ID: id.String(), Chunks: m.ChunkIDs()}
 	if len(req.Chunks) > link.MaxChunks {
 		return "", fmt.Errorf("link %s: %d chunks, more than the %d a link holds: link a smaller folder", p, len(req.Chunks), link.MaxChunks)
 	}
-	k := link.KeyNoPassword(id, secret)
+	// The secret is the commitment to the manifest (link.Seal); the key
+	// derives from it, and from the password if there is one.
+	key := func(s link.Secret) (link.Key, error) { return link.KeyNoPassword(id, s), nil }
 	if o.Password != nil {
 		pw, err := link.NewPassword()
 		if err != nil {
 			return "", err
 		}
-		var auth [32]byte
-		if k, auth, err = link.KeysWithPassword(id, secret, o.Password, pw); err != nil {
-			return "", err
+		key = func(s link.Secret) (link.Key, error) {
+			k, auth, err := link.KeysWithPassword(id, s, o.Password, pw)
+			if err != nil {
+				return link.Key{}, err
+			}
+			h := link.AuthHash(auth[:])
+			req.Password = &api.LinkPassword{Salt: pw.Salt, AuthHash: h[:],
+				KDF: api.KDFParams{Time: pw.KDF.Time, MemoryKiB: pw.KDF.MemoryKiB, Threads: pw.KDF.Threads}}
+			return k, nil
 		}
-		h := link.AuthHash(auth[:])
-		req.Password = &api.LinkPassword{Salt: pw.Salt, AuthHash: h[:],
-			KDF: api.KDFParams{Time: pw.KDF.Time, MemoryKiB: pw.KDF.MemoryKiB, Threads: pw.KDF.Threads}}
 	}
-	if req.Blob, err = link.Seal(k, id, m); err != nil {
+	secret, blob, err := link.Seal(id, m, key)
+	if err != nil {
 		return "", err
 	}
+	req.Blob = blob
 	if !o.Expires.IsZero() {
 		req.Expires = &o.Expires
 	}
@@ -159,7 +218,7 @@ func (f *FS) CreateLink(ctx context.Context, p string, o LinkOptions, skip func(
 var (
 	ErrLinkGone   = errors.New("the link was revoked, or the address is wrong")
 	ErrLinkExpiry = errors.New("the link has expired: ask its owner for a new one")
-	ErrLinkSecret = errors.New("the link does not open with its secret: copy the whole address, with the part after #")
+	ErrLinkSecret = errors.New("the link does not open with its secret: copy the whole address, with the part after # (if it is whole, the link's data on the server was altered)")
 	ErrLinkPw     = errors.New("wrong password for this link")
 )
 
@@ -323,7 +382,7 @@ func OpenLink(ctx context.Context, c *client.Client, id link.ID, secret link.Sec
 			return nil, linkErr(err)
 		}
 	}
-	m, err := link.Open(k, id, blob)
+	m, err := link.Open(k, id, secret, blob)
 	if errors.Is(err, link.ErrOpen) {
 		return nil, ErrLinkSecret
 	}
@@ -342,57 +401,80 @@ func linkErr(err error) error {
 	return err
 }
 
-// fetchEntries downloads every chunk of the manifest's files in parallel
-// into the files local(path) names (made beforehand), opening each with its
-// content key and checking its length.
+// linkBatch is how many chunks GetLink asks for in one request
+// (GET /v1/s/ID/chunks?ids=...): 4 full chunks are 16 MiB a worker.
+const linkBatch = 4
+
+// fetchEntries downloads every distinct chunk of the manifest's files, a
+// few a request, with half as many requests at once as f's parallelism,
+// checks each whole chunk against the link (its sealed length and hash,
+// then its AEAD under its content key: link.Chunk.Open) before any of its
+// bytes is written, and writes it to every place it has in the files
+// local(path) names (made beforehand).
 func (f *FS) fetchEntries(ctx context.Context, id link.ID, m *link.Manifest, local func(string) string, pr *progress) error {
-	type job struct{ e, c int }
-	var jobs []job
+	type place struct{ e, c int }
+	var ids []string
+	where := map[string][]place{}
 	for ei, e := range m.Entries {
 		for ci, c := range e.Chunks {
 			if c.IsHole() {
 				pr.add(int64(c.N))
 				continue
 			}
-			jobs = append(jobs, job{ei, ci})
+			if where[c.ID] == nil {
+				ids = append(ids, c.ID)
+			}
+			where[c.ID] = append(where[c.ID], place{ei, ci})
 		}
 	}
-	items := make([]int, len(jobs))
-	for i := range items {
-		items[i] = i
+	var batches []int // index into ids of each batch's first chunk
+	for i := 0; i < len(ids); i += linkBatch {
+		batches = append(batches, i)
 	}
-	return f.forEach(ctx, items, func(ctx context.Context, i int, buf []byte) error {
-		j := jobs[i]
-		e, c := m.Entries[j.e], m.Entries[j.e].Chunks[j.c]
-		var key [32]byte
-		if _, err := hex.Decode(key[:], []byte(c.Key)); err != nil {
-			return fmt.Errorf("get %s: chunk key: %w", e.Path, err)
+	lf := &FS{c: f.c, Parallel: max(1, f.parallel()/2)}
+	return lf.forEach(ctx, batches, func(ctx context.Context, first int, buf []byte) error {
+		bids := ids[first:min(first+linkBatch, len(ids))]
+		sizes := make([]int, len(bids))
+		for i, cid := range bids {
+			p := where[cid][0]
+			sizes[i] = chunk.SealedSize(m.Entries[p.e].Chunks[p.c].N)
 		}
-		sealed, err := f.c.LinkChunk(ctx, id.String(), c.ID, buf[chunk.Size:chunk.Size])
+		sealed, err := f.c.LinkChunks(ctx, id.String(), bids, sizes, nil)
 		if err != nil {
-			return fmt.Errorf("get %s: download chunk %d: %w", e.Path, j.c, linkErr(err))
+			p := where[bids[0]][0]
+			return fmt.Errorf("get %s: download chunk %d: %w", m.Entries[p.e].Path, p.c, linkErr(err))
 		}
-		plain, err := chunk.OpenWithKey(buf[:0], key, sealed)
-		if err != nil {
-			return fmt.Errorf("get %s: chunk %d: %w", e.Path, j.c, err)
+		for i, cid := range bids {
+			ps := where[cid]
+			e := m.Entries[ps[0].e]
+			plain, err := e.Chunks[ps[0].c].Open(buf[:0], sealed[i])
+			if err != nil {
+				return fmt.Errorf("get %s: chunk %d: %w", e.Path, ps[0].c, err)
+			}
+			for _, p := range ps {
+				if err := writeChunk(local(m.Entries[p.e].Path), int64(p.c)*chunk.Size, plain); err != nil {
+					return err
+				}
+				pr.add(int64(len(plain)))
+			}
 		}
-		if len(plain) != c.N {
-			return fmt.Errorf("get %s: chunk %d has %d bytes, the link says %d: %w", e.Path, j.c, len(plain), c.N, ErrMismatch)
-		}
-		fh, err := os.OpenFile(local(e.Path), os.O_WRONLY|unix.O_NOFOLLOW, 0)
-		if err != nil {
-			return fmt.Errorf("get: %w", err)
-		}
-		_, err = fh.WriteAt(plain, int64(j.c)*chunk.Size)
-		if cerr := fh.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("get: %w", err)
-		}
-		pr.add(int64(len(plain)))
 		return nil
 	})
+}
+
+func writeChunk(p string, off int64, b []byte) error {
+	fh, err := os.OpenFile(p, os.O_WRONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("get: %w", err)
+	}
+	_, err = fh.WriteAt(b, off)
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("get: %w", err)
+	}
+	return nil
 }
 
 // finishFile gives a downloaded file its size (holes at the end), mode and time.

@@ -2,14 +2,20 @@ package pathops_test
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"kumo/internal/chunk"
+	"kumo/internal/hostile"
 	"kumo/internal/link"
+	"kumo/internal/link/linktest"
+	"kumo/remote/api"
 	"kumo/remote/client"
 	"kumo/remote/pathops"
 )
@@ -151,4 +157,89 @@ func TestLinkPasswordAndExpiry(t *testing.T) {
 		t.Fatalf("expired: %v", err)
 	}
 	dirEmpty(t, empty)
+}
+
+// TestLinkForgeries: another holder of a link, with the server's help, can
+// seal another manifest under the link's key and other bytes under a
+// chunk's content key (both are in every holder's hands). GetLink refuses
+// both and writes nothing: the secret commits to the manifest, the
+// manifest to each chunk's sealed bytes.
+func TestLinkForgeries(t *testing.T) {
+	e := startServer(t)
+	f, _ := account(t, e, "forged@example.com")
+	ctx := tctx(t)
+	src := t.TempDir()
+	big := randBytes(t, 9<<20+3)
+	writeFile(t, filepath.Join(src, "tree", "big.bin"), big)
+	writeFile(t, filepath.Join(src, "tree", "small.txt"), []byte("small"))
+	if err := f.PutTree(ctx, filepath.Join(src, "tree"), "/tree", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	u, err := f.CreateLink(ctx, "/tree", pathops.LinkOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := hostile.Start(t, e.url)
+	reader, err := client.New(client.Options{BaseURL: p.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pu := p.URL + u[len(e.url):]
+	_, id, s, _ := link.ParseURL(pu)
+	m, err := pathops.OpenLink(ctx, reader, id, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// (a) A manifest sealed under the right key that the secret does not
+	// commit to.
+	p.On("GET", "/v1/s/*", hostile.EditJSON(func(pub *api.LinkPublic) {
+		forged, err := linktest.Reseal(pu, pub.Blob, func(m *link.Manifest) { m.Entries[1].Mode = 0o4777 })
+		if err != nil {
+			t.Error(err)
+		}
+		pub.Blob = forged
+	}))
+	dst := t.TempDir()
+	if err := pathops.GetLink(ctx, reader, pu, dst, pathops.GetLinkOptions{}); !errors.Is(err, pathops.ErrLinkSecret) {
+		t.Fatalf("forged manifest: %v, want %v", err, pathops.ErrLinkSecret)
+	}
+	dirEmpty(t, dst)
+	p.Honest()
+
+	// (b) A chunk sealed under its content key with other bytes: each
+	// segment authenticates, the hash does not match.
+	var c link.Chunk
+	for _, en := range m.Entries {
+		if len(en.Chunks) > 1 {
+			c = en.Chunks[1]
+		}
+	}
+	forged := linktest.Forge(c)
+	var ck [32]byte
+	hex.Decode(ck[:], []byte(c.Key))
+	if _, err := chunk.OpenWithKey(nil, ck, forged); err != nil {
+		t.Fatalf("the forged chunk does not pass its AEAD, so it tests nothing: %v", err)
+	}
+	p.On("GET", "/v1/s/*/chunks", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		resp := next(req)
+		q, _ := url.ParseQuery(req.Query)
+		resp.Body = linktest.ReplaceFrame(resp.Body, strings.Split(q.Get("ids"), ","), c.ID, forged)
+		return resp
+	})
+	err = pathops.GetLink(ctx, reader, pu, dst, pathops.GetLinkOptions{})
+	if !errors.Is(err, link.ErrChunk) {
+		t.Fatalf("forged chunk: %v, want %v", err, link.ErrChunk)
+	}
+	dirEmpty(t, dst)
+	if p.Count("GET", "/v1/s/*/chunks") == 0 {
+		t.Fatal("GetLink did not use the batched chunk route")
+	}
+	p.Honest()
+	if err := pathops.GetLink(ctx, reader, pu, dst, pathops.GetLinkOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dst, "tree", "big.bin")); !bytes.Equal(got, big) {
+		t.Fatal("big.bin differs once the server is honest")
+	}
 }

@@ -3,8 +3,9 @@
 // saves that go through the page (a temporary file, the save dialog, a
 // Blob); the page runs a few, so fetching and the copies in and out of
 // WebCrypto use more than one core. It gets, from the page only, the link id
-// and each chunk's id and content key, and answers each chunk's plaintext
-// segments, transferred (not copied).
+// and each chunk's id, content key and sum, and answers each chunk's
+// plaintext segments, transferred (not copied), once the chunk's sealed
+// bytes matched its sum.
 'use strict';
 importScripts('/s/_/open.js');
 

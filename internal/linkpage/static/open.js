@@ -15,6 +15,10 @@ function segNonce(i, final) {
   return iv;
 }
 
+function hexEncode(buf) {
+  return Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 function hexDecode(s) {
   const out = new Uint8Array(s.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(s.substr(2 * i, 2), 16);
@@ -98,7 +102,9 @@ class BodyReader {
 // for chunk i, in order of decryption. Every frame must have exactly the
 // length chunk i has sealed and the answer end after the last: a frame of
 // another length, a short answer or bytes after the last frame are a size
-// failure, bytes that do not open an auth failure; either stops the batch.
+// failure, bytes that do not open an auth failure, bytes that open but do
+// not have the chunk's sum (c.sum, SHA-256 of the sealed chunk) a sum
+// failure; any stops the batch.
 // Fewer, larger requests cost chromium's workers less per byte
 // (docs/BENCH.md).
 async function openBatch(linkID, cs, signal, got) {
@@ -129,6 +135,11 @@ async function openBatch(linkID, cs, signal, got) {
       // are a broken answer too.
       if (i === cs.length - 1 && !(await body.atEnd())) { spare.push(buf); throw new Failure('size', { got: sealedLen + 1, n: c.n }); }
       const key = await keys[i];
+      // The whole sealed chunk's SHA-256 must be the manifest's sum: every
+      // holder of the link has the content key and could seal other bytes
+      // under it that decrypt, but not bytes with this hash. No plaintext
+      // is handed on before the hash matched.
+      const sum = crypto.subtle.digest('SHA-256', new Uint8Array(buf, 0, sealedLen));
       const ops = [];
       for (let j = 0; j < segs; j++) {
         const off = j * (SEG + TAG);
@@ -136,7 +147,10 @@ async function openBatch(linkID, cs, signal, got) {
           new Uint8Array(buf, off, Math.min(SEG + TAG, sealedLen - off))));
       }
       spare.push(buf); // WebCrypto copied its inputs: the buffer is free again
-      const p = Promise.all(ops).then((bufs) => got(i, bufs), () => { throw new Failure('auth'); });
+      const p = Promise.all([sum, Promise.all(ops)]).then(([d, bufs]) => {
+        if (hexEncode(d) !== c.sum) throw new Failure('sum');
+        return got(i, bufs);
+      }, () => { throw new Failure('auth'); });
       p.catch(() => {}); // awaited below
       opened.push(p);
     }

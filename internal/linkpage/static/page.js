@@ -202,23 +202,42 @@
       ikm, { name: 'AES-GCM', length: 256 }, false, ['decrypt']);
   }
 
-  // openBlob opens 0x01 || nonce(12) || AES-256-GCM(K, nonce, manifest, ad="kumo/v2/link/"+ID).
-  async function openBlob(key, id, blob) {
-    if (blob.length < 1 + 12 + TAG || blob[0] !== 1) {
+  // openBlob opens 0x02 || nonce(12) || AES-256-GCM(K, nonce, r || manifest, ad="kumo/v2/link/"+ID)
+  // and checks that the secret is the commitment to what it holds:
+  // secret = SHA-256("kumo/v2/link/commit" || ID || r || manifest). Every
+  // holder of the link knows K and could seal another manifest under it; only
+  // the one the link was made with has this hash.
+  async function openBlob(key, id, secret, blob) {
+    if (blob.length > 0 && blob[0] === 1) {
+      throw new LinkError('This link was made by an earlier version of kumo and can no longer be opened safely. ' +
+        'Ask its owner to make it again (kumo link).');
+    }
+    if (blob.length < 1 + 12 + 32 + TAG || blob[0] !== 2) {
       throw new LinkError('This link uses a format this page does not know (version ' + blob[0] +
         '). Try kumo get URL with an up-to-date kumo.');
     }
     let pt;
     try {
-      pt = await crypto.subtle.decrypt(
+      pt = new Uint8Array(await crypto.subtle.decrypt(
         { name: 'AES-GCM', iv: blob.subarray(1, 13), additionalData: enc.encode('kumo/v2/link/' + id), tagLength: 128 },
-        key, blob.subarray(13));
+        key, blob.subarray(13)));
     } catch {
       throw new LinkError('Wrong secret: the link cannot be opened with the secret in this address. ' +
         'Check that the whole link was copied, including everything after "#".');
     }
+    const prefix = enc.encode('kumo/v2/link/commit' + id);
+    const input = new Uint8Array(prefix.length + pt.length);
+    input.set(prefix);
+    input.set(pt, prefix.length);
+    const want = new Uint8Array(await crypto.subtle.digest('SHA-256', input));
+    let diff = pt.length < 32 ? 1 : 0;
+    for (let i = 0; i < 32; i++) diff |= want[i] ^ secret[i];
+    if (diff !== 0) {
+      throw new LinkError('This link does not open: the server sent a file list that is not the one the secret in this ' +
+        'address was made for (it was altered on the server). Nothing was downloaded.');
+    }
     try {
-      return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(pt));
+      return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(pt.subarray(32)));
     } catch {
       throw new LinkError('The link opened but its file list is not valid JSON; it was made by a broken client.');
     }
@@ -232,9 +251,10 @@
   }
 
   // validate checks the manifest as docs/FORMAT.md states it, so the rest of
-  // the page can trust its shape (the AEAD already vouches for its origin).
+  // the page can trust its shape (the secret's commitment already vouches
+  // for its origin).
   function validate(m) {
-    if (!m || typeof m !== 'object' || m.v !== 1) throw bad('unknown version');
+    if (!m || typeof m !== 'object' || m.v !== 2) throw bad('unknown version');
     if (m.kind !== 'file' && m.kind !== 'dir') throw bad('kind');
     if (typeof m.name !== 'string' || m.name === '' || m.name.includes('/') || m.name.includes('\0')) throw bad('name');
     if (!Array.isArray(m.entries)) throw bad('entries');
@@ -255,7 +275,9 @@
       cs.forEach((c, i) => {
         if (!c || !Number.isSafeInteger(c.n) || c.n < 1 || c.n > CHUNK) throw bad('chunk length');
         if (i < cs.length - 1 && c.n !== CHUNK) throw bad('a short chunk before the last');
-        if (c.id !== '' && (!HEX64.test(c.id) || !HEX64.test(c.key))) throw bad('chunk id or key');
+        if (c.id === '' ? c.key !== '' || c.sum !== '' : !HEX64.test(c.id) || !HEX64.test(c.key) || !HEX64.test(c.sum)) {
+          throw bad('chunk id, key or sum');
+        }
         sum += c.n;
       });
       if (sum !== e.size) throw bad('chunk lengths do not add up to the size');
@@ -271,6 +293,8 @@
         '); the download stopped and nothing more was saved. Try again, or use kumo get URL.');
       case 'auth': return new LinkError('Part of this file failed to decrypt: the data was altered or damaged on the way. ' +
         'The download stopped; discard what was saved.');
+      case 'sum': return new LinkError('Part of this file does not match the link: the server sent other bytes than the ones ' +
+        'the link was made with (they were altered on the server). The download stopped; discard what was saved.');
     }
     return new Error(f.detail || 'the chunk worker failed');
   }
@@ -317,7 +341,7 @@
           return ps;
         }
         waiting.set(job, { slots, left: cs.length });
-        workers[job % n].postMessage({ type: 'batch', job, link: linkID, chunks: cs.map((c) => ({ id: c.id, key: c.key, n: c.n })) });
+        workers[job % n].postMessage({ type: 'batch', job, link: linkID, chunks: cs.map((c) => ({ id: c.id, key: c.key, sum: c.sum, n: c.n })) });
         return ps;
       },
       abort() {
@@ -501,7 +525,7 @@
     const dl = Array.from(idb, (b) => b.toString(16).padStart(2, '0')).join('');
     const ch = new MessageChannel();
     const port = ch.port1;
-    const chunks = (e.chunks || []).map((c) => ({ id: c.id, key: c.key, n: c.n }));
+    const chunks = (e.chunks || []).map((c) => ({ id: c.id, key: c.key, sum: c.sum, n: c.n }));
     await new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new NoWorker()), 15000);
       port.onmessage = (ev) => {
@@ -685,7 +709,7 @@
       key = await deriveKey(secret, id);
       blob = b64Decode(info.blob);
     }
-    const m = await openBlob(key, id, blob);
+    const m = await openBlob(key, id, secret, blob);
     validate(m);
     render(id, m, info.expires);
   }

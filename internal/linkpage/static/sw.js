@@ -2,7 +2,7 @@
 // /s/_/dl/{id} with a stream of a file's plaintext, so the browser saves a
 // big file to disk without holding it in memory. It fetches and opens the
 // file's chunks itself (open.js), from the list the page hands it (the link
-// id, and each chunk's id, content key and length): the bytes go from the
+// id, and each chunk's id, content key, sum and length): the bytes go from the
 // network to the download in this one thread. Handing them over from the
 // page instead cost a copy between processes whenever the worker ran in
 // another tab's process (a 1 GiB download went from 26 s to 95 s). It sees
@@ -18,7 +18,8 @@ self.addEventListener('install', () => self.skipWaiting());
 
 function validChunks(cs) {
   return Array.isArray(cs) && cs.every((c) => c && Number.isSafeInteger(c.n) && c.n > 0 && c.n <= 4194304 &&
-    (c.id === '' || (/^[0-9a-f]{64}$/.test(c.id) && /^[0-9a-f]{64}$/.test(c.key))));
+    (c.id === '' ? c.key === '' && c.sum === ''
+      : /^[0-9a-f]{64}$/.test(c.id) && /^[0-9a-f]{64}$/.test(c.key) && /^[0-9a-f]{64}$/.test(c.sum)));
 }
 
 self.addEventListener('message', (e) => {
