@@ -28,6 +28,7 @@ func (d *Drive) pushLoop() {
 	var buf []cache.JournalOp
 	limit := maxBatchBytes
 	var lastPush time.Time
+	stuck := pushStuck{limit: pushStuckTries}
 	for {
 		if d.ctx.Err() != nil {
 			return
@@ -83,6 +84,9 @@ func (d *Drive) pushLoop() {
 			return
 		}
 		if err != nil {
+			if retry {
+				err = stuck.failed(d, ops[0], err)
+			}
 			d.noteErr(err)
 			if !errors.Is(err, api.ErrUnavailable) {
 				d.log.Warn("pushing tree changes failed; will retry", "err", err)
@@ -97,6 +101,51 @@ func (d *Drive) pushLoop() {
 		}
 		backoff = 0
 	}
+}
+
+// pushStuckTries is after how many failed tries in a row of the same op,
+// with the cloud answering, the queue is reported stuck (about 2.5 minutes
+// of the pusher's backoff).
+const pushStuckTries = 10
+
+// pushStuck follows the tries of the op at the head of the queue, so that
+// one the cloud keeps refusing is reported instead of retried in silence
+// for ever (every op behind it waits: an unmount waits for all of them).
+type pushStuck struct {
+	limit    int    // pushStuckTries
+	seq      uint64 // the op at the head
+	since    time.Time
+	tries    int
+	reported bool
+}
+
+// failed notes that a push starting at head failed with err and returns the
+// error to show: once the same op failed s.limit times in a row
+// while the cloud answers (not offline, not the quota), err says the queue
+// is stuck, and the log says it once at error level with what to do.
+func (s *pushStuck) failed(d *Drive, head cache.JournalOp, err error) error {
+	if head.Seq != s.seq {
+		*s = pushStuck{limit: s.limit, seq: head.Seq, since: time.Now()}
+	}
+	d.stat.Lock()
+	blocked := d.stat.quotaBlocked
+	d.stat.Unlock()
+	if errors.Is(err, api.ErrUnavailable) || blocked {
+		s.tries = 0 // waiting for the cloud or the quota is not being stuck
+		return err
+	}
+	s.tries++
+	if s.tries < s.limit {
+		return err
+	}
+	err = fmt.Errorf("queue stuck for %s at a %s (%d tries): %w", time.Since(s.since).Round(time.Second), head.Op.Op, s.tries, err)
+	if !s.reported {
+		s.reported = true
+		d.log.Error("a queued change keeps failing and every change behind it waits; the drive keeps retrying. "+
+			"See the error and the cloud's log; `kumo unmount --force` unmounts without waiting (the queue stays on this machine and resumes at the next mount)",
+			"op", head.Op.Op, "seq", head.Seq, "err", err)
+	}
+	return err
 }
 
 // pushQuiet is how long local changes must pause before the pusher sends
@@ -417,20 +466,6 @@ func (d *Drive) noteRefused(op api.BatchOp, e *api.Error, kept string) {
 	d.ctl.addRefused(r)
 }
 
-// refusedForGood says whether err is a refusal of the request itself that
-// no retry changes: malformed or over the server's limits.
-func refusedForGood(err error) (*api.Error, bool) {
-	var ae *api.Error
-	if !errors.As(err, &ae) {
-		return nil, false
-	}
-	switch ae.Code {
-	case api.CodeBadRequest, api.CodeTooLarge, api.CodeNodeLimit:
-		return ae, true
-	}
-	return nil, false
-}
-
 // pathLocked is node id's path in the mount from what the drive has seen
 // of it, or "" if some step is unknown. Under d.mu.
 func (d *Drive) pathLocked(id uint64) string {
@@ -488,6 +523,7 @@ func createKind(c *api.CreateRequest) meta.Kind { return meta.KindOf(c.Type == a
 // resolveCreate handles a refused create: a name another client took keeps
 // theirs and puts ours under a conflict name.
 func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.Error) bool {
+	op := api.BatchOp{Op: api.OpCreate, Create: c}
 	switch e.Code {
 	case api.CodeExists:
 		got, err := d.c.Lookup(ctx, c.Parent, c.NameMAC)
@@ -496,53 +532,246 @@ func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.
 			return true // an earlier attempt went through
 		}
 		if err != nil {
+			d.log.Warn("looking up the name a create was refused for failed; will retry", "node", c.ID, "err", err)
 			return false
 		}
 		name, err := d.openName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
 		if err != nil {
-			d.log.Error("own entry name fails authentication", "parent", c.Parent, "err", err)
+			d.noteRefused(op, &api.Error{Code: e.Code, Message: fmt.Sprintf("%s, and our own name for it fails authentication here (%v)", e.Message, err)}, keptLocal)
 			return true
 		}
 		return d.recreateAs(ctx, c, c.Parent, string(name), &got)
 	case api.CodeConflict:
-		// Our id exists: an earlier attempt went through under this name or
-		// the node was created elsewhere; nothing to add.
-		if n, err := d.c.GetNode(ctx, c.ID); err == nil {
-			d.noteResult(&n)
-		}
-		return true
+		// "node id in use" (the cloud checks the name first: it is free).
+		return d.resolveIDInUse(ctx, c)
 	case api.CodeNotFound, api.CodeNotDir:
 		// The parent is gone in the cloud: keep ours at the root.
 		name, err := d.openName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
 		if err != nil {
+			d.noteRefused(op, &api.Error{Code: e.Code, Message: fmt.Sprintf("%s, and our own name for it fails authentication here (%v)", e.Message, err)}, keptLocal)
 			return true
 		}
 		return d.recreateAs(ctx, c, d.orphanParent(c.Attrs, c.Parent), string(name), nil)
 	}
-	d.noteRefused(api.BatchOp{Op: api.OpCreate, Create: c}, e, keptLocal)
+	d.noteRefused(op, e, keptLocal)
 	return true
 }
+
+// resolveIDInUse handles a create c refused because its node id exists in
+// the cloud while its name is free. Either an earlier try went through and
+// its answer was lost, the node then having another name (a create queued
+// before a restart is sent under the name its file was renamed to since,
+// unsent.go), or the cloud is wrong. The node is taken as ours only if it
+// authenticates as ours (ownCreated); then it is given c's name.
+func (d *Drive) resolveIDInUse(ctx context.Context, c *api.CreateRequest) bool {
+	op := api.BatchOp{Op: api.OpCreate, Create: c}
+	own, err := d.ownCreated(ctx, c)
+	if errors.Is(err, errNotOurs) {
+		d.noteRefused(op, notOursError(err), keptLocal)
+		return true
+	}
+	if err != nil {
+		d.log.Warn("checking the node the cloud says exists already failed; will retry", "node", c.ID, "err", err)
+		return false
+	}
+	d.noteResult(&own)
+	e, _, err := d.ownEntry(ctx, c.Parent, own)
+	if err != nil {
+		d.log.Warn("listing where our node is in the cloud failed; will retry", "node", c.ID, "dir", c.Parent, "err", err)
+		return false
+	}
+	if e != nil {
+		err = d.c.Rename(ctx, api.RenameRequest{SrcParent: c.Parent, SrcNameMAC: e.NameMAC,
+			DstParent: c.Parent, DstNameMAC: c.NameMAC, Name: c.Name, Node: c.ID})
+		if err == nil {
+			d.log.Info("an earlier create went through under another name: renamed it to ours", "node", c.ID)
+			return true
+		}
+		if transientErr(err) {
+			d.log.Warn("renaming our node in the cloud to its name here failed; will retry", "node", c.ID, "err", err)
+			return false
+		}
+	}
+	// Ours, but not where a rename can fix it: show the cloud's view.
+	d.log.Warn("the cloud holds this node under another name or directory (an earlier create went through); the local view follows the cloud's",
+		"node", c.ID, "dir", c.Parent, "rename_err", err)
+	d.refreshLater(op)
+	return true
+}
+
+// errNotOurs: the cloud says a node id this drive chose is in use, but what
+// it shows for it does not authenticate as the node this drive created.
+var errNotOurs = errors.New("the cloud says this node id is in use, by a node that is not ours")
+
+// errVanished: the cloud says a node id is in use, then that there is no
+// such node. Not a refusal: a try later may go through.
+var errVanished = errors.New("the cloud said this node id is in use, then that there is no such node")
+
+// notOursError is how a create refused for errNotOurs is reported: with
+// what to do about it.
+func notOursError(err error) *api.Error {
+	return &api.Error{Code: api.CodeConflict, Message: err.Error() +
+		" (a fault or an attack of the server); copy the file to a new name to send it again"}
+}
+
+// ownCreated checks the cloud's word that node c.ID exists when c is a
+// create of ours, and returns the node when it is ours: an earlier try went
+// through. The server is not trusted on this: the node must be c's kind
+// and its attributes must open under this account's keys, bound to c.ID
+// (only this account seals them, and this drive picked the id at random for
+// c); else the error is errNotOurs. Other errors: asking failed (try again).
+func (d *Drive) ownCreated(ctx context.Context, c *api.CreateRequest) (api.Node, error) {
+	n, err := d.c.GetNode(ctx, c.ID)
+	if errors.Is(err, api.ErrNotFound) {
+		// Deleted since (by another device), or the cloud contradicts
+		// itself: the next try of the create tells.
+		return n, fmt.Errorf("node %d: %w (%v)", c.ID, errVanished, err)
+	}
+	if err != nil {
+		return n, fmt.Errorf("node %d: %w", c.ID, err)
+	}
+	if n.ID != c.ID || n.Type != c.Type {
+		return n, fmt.Errorf("%w: node %d shown as node %d of type %q, want %q", errNotOurs, c.ID, n.ID, n.Type, c.Type)
+	}
+	if _, _, err := d.openAttrs(c.ID, n.Attrs); err != nil {
+		d.authFailure("the cloud shows, for a node id it says is in use, attributes that fail authentication", "node", c.ID, "err", err)
+		return n, fmt.Errorf("%w: node %d: %v", errNotOurs, c.ID, err)
+	}
+	return n, nil
+}
+
+// ownEntry finds the entry of our node n in directory dir of the cloud, its
+// name authenticated (bound to dir, n and n's kind), and the name; nil if
+// dir has none.
+func (d *Drive) ownEntry(ctx context.Context, dir uint64, n api.Node) (*api.Entry, string, error) {
+	es, err := d.c.List(ctx, dir)
+	if err != nil {
+		return nil, "", fmt.Errorf("list directory %d: %w", dir, err)
+	}
+	for i := range es {
+		e := &es[i]
+		if e.Node.ID != n.ID {
+			continue
+		}
+		name, err := d.openName(dir, n.ID, meta.KindOf(n.Type == api.TypeDir), e.NameMAC, e.Name)
+		if err != nil {
+			d.authFailure("entry name from the cloud fails authentication", "parent", dir, "child", n.ID, "err", err)
+			continue
+		}
+		e.Parent, e.Node = dir, n
+		return e, string(name), nil
+	}
+	return nil, "", nil
+}
+
+// errOwnElsewhere: the cloud holds our node (an earlier try went through)
+// but not in the directory a create put it in.
+var errOwnElsewhere = errors.New("the cloud holds our node in another directory")
+
+// createOwn creates req, our node id under the name cname, and returns the
+// entry the cloud holds for it and that entry's name. When the cloud says
+// the id is in use and the node authenticates as ours, an earlier try went
+// through (its answer lost): the entry is the one it made, usually under
+// the conflict name of that try. Errors: those of the create, errNotOurs,
+// errOwnElsewhere, or a failure to check.
+func (d *Drive) createOwn(ctx context.Context, req api.CreateRequest, cname string) (api.Entry, string, error) {
+	got, err := d.c.Create(ctx, req)
+	if err == nil {
+		// The entry is the one we sent, not the answer's copy of it.
+		got.Parent, got.NameMAC, got.Name = req.Parent, req.NameMAC, req.Name
+		return got, cname, nil
+	}
+	if !errors.Is(err, api.ErrConflict) {
+		return got, "", err
+	}
+	own, oerr := d.ownCreated(ctx, &req)
+	if oerr != nil {
+		return got, "", oerr
+	}
+	e, name, lerr := d.ownEntry(ctx, req.Parent, own)
+	if lerr != nil {
+		return got, "", lerr
+	}
+	if e == nil {
+		d.noteResult(&own)
+		return got, "", fmt.Errorf("node %d: %w", req.ID, errOwnElsewhere)
+	}
+	d.log.Info("an earlier create of a conflict copy went through: taking it as done", "node", req.ID, "name", name)
+	return *e, name, nil
+}
+
+// transientErr says whether a request that failed with err may go through
+// when repeated later: the cloud unreachable or busy, the account blocked
+// for now (quota, read-only, session), or a failure to check what the cloud
+// holds. Any other answer of the cloud is its answer to this request.
+func transientErr(err error) bool {
+	if errors.Is(err, errNotOurs) || errors.Is(err, errOwnElsewhere) {
+		return false
+	}
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		return true // no answer: network, timeouts, the drive stopping
+	}
+	switch ae.Code {
+	case api.CodeUnavailable, api.CodeInternal, api.CodeRateLimited, api.CodeQuota, api.CodeReadOnly, api.CodeUnauthorized:
+		return true
+	}
+	return false
+}
+
+// copyFailed handles a conflict copy's create that failed with err (not
+// "name exists"): false to leave the op queued and retry later when that
+// may change; else it is reported refused for good (or, errOwnElsewhere,
+// taken as done) and the queue goes on. what names the copy in the log.
+func (d *Drive) copyFailed(req *api.CreateRequest, err error, what string) bool {
+	op := api.BatchOp{Op: api.OpCreate, Create: req}
+	switch {
+	case errors.Is(err, errOwnElsewhere):
+		d.log.Warn(what+": the cloud holds it in another directory (an earlier try went through); the local view follows the cloud's",
+			"node", req.ID, "err", err)
+		d.refreshLater(op)
+		return true
+	case errors.Is(err, errNotOurs):
+		d.noteRefused(op, notOursError(err), keptLocal)
+		return true
+	case transientErr(err):
+		d.log.Warn(what+" failed; will retry", "node", req.ID, "err", err)
+		return false
+	}
+	ae := &api.Error{Code: api.CodeBadRequest, Message: err.Error()}
+	errors.As(err, &ae)
+	d.noteRefused(op, ae, keptLocal)
+	return true
+}
+
+// maxConflictNames is how many conflict names ("NAME (conflict DATE N)")
+// are tried before a copy is reported refused.
+const maxConflictNames = 20
 
 // recreateAs creates our node c under parent with a conflict name, moves the
 // local entry there, and (theirs != nil) shows their entry under the old name.
 func (d *Drive) recreateAs(ctx context.Context, c *api.CreateRequest, parent uint64, name string, theirs *api.Entry) bool {
-	for n := 1; n <= 20; n++ {
+	for n := 1; n <= maxConflictNames; n++ {
 		cname := conflictName(name, n)
 		mac, sealed := d.sealName(d.writeKID(d.dirKID(parent)), parent, c.ID, createKind(c), cname)
 		req := *c
 		req.Parent, req.NameMAC, req.Name = parent, mac, sealed
-		got, err := d.c.Create(ctx, req)
+		got, gotName, err := d.createOwn(ctx, req, cname)
 		if errors.Is(err, api.ErrExists) {
 			continue
 		}
-		if ae, ok := refusedForGood(err); ok {
-			d.noteRefused(api.BatchOp{Op: api.OpCreate, Create: &req}, ae, keptLocal)
-			return true
+		if errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrNotDir) {
+			// The directory is gone in the cloud too: keep ours where orphans go.
+			if p := d.orphanParent(c.Attrs, parent); p != parent {
+				parent, n = p, 0
+				continue
+			}
 		}
 		if err != nil {
-			d.log.Warn("creating conflict copy failed; will retry", "node", c.ID, "err", err)
-			return false
+			return d.copyFailed(&req, err, "creating conflict copy")
 		}
+		// got is the entry the cloud made: this try's, or an earlier one's.
+		cname, mac, sealed = gotName, got.NameMAC, got.Name
 		d.log.Warn("name taken in the cloud by another client: kept ours under a conflict name",
 			"parent", c.Parent, "name", name, "conflict_name", cname)
 		d.noteResult(&got.Node)
@@ -574,7 +803,8 @@ func (d *Drive) recreateAs(ctx context.Context, c *api.CreateRequest, parent uin
 		d.notifyEntry(parent, cname)
 		return true
 	}
-	d.log.Error("could not find a free conflict name", "name", name)
+	d.noteRefused(api.BatchOp{Op: api.OpCreate, Create: c}, &api.Error{Code: api.CodeExists,
+		Message: fmt.Sprintf("the name and %d conflict names for it are all taken in the cloud; rename the file to send it again", maxConflictNames)}, keptLocal)
 	return true
 }
 
@@ -612,8 +842,14 @@ func (d *Drive) resolveUpdate(ctx context.Context, op api.BatchOp, e *api.Error)
 	switch e.Code {
 	case api.CodeConflict:
 		remote, err := d.c.GetNode(ctx, op.ID)
+		if errors.Is(err, api.ErrNotFound) {
+			// Deleted in the cloud since it refused the update.
+			d.log.Warn("a file changed here was deleted in the cloud; keeping ours as a conflict copy", "node", op.ID)
+			return d.keepBoth(ctx, op, api.Node{})
+		}
 		if err != nil {
-			return errors.Is(err, api.ErrNotFound)
+			d.log.Warn("reading the cloud's version of a node an update conflicts with failed; will retry", "node", op.ID, "err", err)
+			return false
 		}
 		d.mu.Lock()
 		st := d.states[op.ID]
@@ -631,12 +867,17 @@ func (d *Drive) resolveUpdate(ctx context.Context, op api.BatchOp, e *api.Error)
 				if errors.Is(err, api.ErrConflict) {
 					return false // raced again: retry later
 				}
-				if ae, ok := refusedForGood(err); ok {
-					d.noteRefused(op, ae, keptLocal)
-					return true
+				if errors.Is(err, api.ErrNotFound) {
+					return d.keepBoth(ctx, op, api.Node{}) // deleted there meanwhile
 				}
-				d.log.Warn("retrying update failed", "node", op.ID, "err", err)
-				return !errors.Is(err, api.ErrUnavailable)
+				if transientErr(err) {
+					d.log.Warn("retrying update failed; will retry", "node", op.ID, "err", err)
+					return false
+				}
+				ae := &api.Error{Code: api.CodeBadRequest, Message: err.Error()}
+				errors.As(err, &ae)
+				d.noteRefused(op, ae, keptLocal)
+				return true
 			}
 			d.noteResult(&n)
 			return true
@@ -710,50 +951,137 @@ func (d *Drive) keepBoth(ctx context.Context, op api.BatchOp, remote api.Node) b
 		return false
 	}
 	if !d.recreateAsCopy(ctx, c, name) {
+		// The next try makes a new copy: drop this one's local record.
+		d.mu.Lock()
+		delete(d.states, c.ID)
+		if err := d.store.Apply(cache.Mutation{DeleteNodes: []uint64{c.ID}}); err != nil {
+			d.log.Error("dropping an unmade conflict copy's local record failed", "node", c.ID, "err", err)
+		}
+		d.mu.Unlock()
 		return false
 	}
 	if remote.ID != 0 {
 		d.adopt(remote)
 	}
 	d.log.Warn("file changed here and in the cloud: kept theirs under the name, ours as a conflict copy",
-		"node", op.ID, "name", name, "copy", id)
+		"node", op.ID, "name", name, "copy", c.ID)
 	return true
 }
 
 // recreateAsCopy creates the conflict copy c and its local entry.
 func (d *Drive) recreateAsCopy(ctx context.Context, c *api.CreateRequest, name string) bool {
-	for n := 1; n <= 20; n++ {
+	renumbered, tries := 0, 0
+	for n := 1; n <= maxConflictNames; n++ {
 		cname := conflictName(name, n)
 		req := *c
 		req.NameMAC, req.Name = d.sealName(d.writeKID(d.dirKID(c.Parent)), c.Parent, c.ID, createKind(c), cname)
-		got, err := d.c.Create(ctx, req)
+		got, gotName, err := d.createOwn(ctx, req, cname)
 		if errors.Is(err, api.ErrExists) {
 			continue
 		}
-		if errors.Is(err, api.ErrNotFound) && req.Parent != api.RootID {
-			c.Parent = d.orphanParent(c.Attrs, req.Parent)
-			n = 0
+		if errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrNotDir) {
+			// The directory is gone in the cloud: keep the copy where orphans go.
+			if p := d.orphanParent(c.Attrs, req.Parent); p != req.Parent {
+				c.Parent, n = p, 0
+				continue
+			}
+		}
+		if errors.Is(err, errNotOurs) || errors.Is(err, errVanished) {
+			if renumbered == 2 {
+				d.keepCopyHere(&req, cname)
+				d.noteRefused(api.BatchOp{Op: api.OpCreate, Create: &req}, notOursError(err), keptLocal)
+				return true
+			}
+			// The id is another node's, or the cloud contradicts itself
+			// about it (a fault or an attack of the server): the copy is
+			// new here, it can take another.
+			if !d.renumberCopy(c) {
+				return false
+			}
+			renumbered, n = renumbered+1, 0
 			continue
 		}
-		if ae, ok := refusedForGood(err); ok {
-			d.noteRefused(api.BatchOp{Op: api.OpCreate, Create: &req}, ae, keptLocal)
+		if err != nil && transientErr(err) && tries < 2 && ctx.Err() == nil {
+			// Try again now rather than at the pusher's next round, which
+			// makes a new copy: if this try went through and only its
+			// answer was lost, the next finds it (createOwn).
+			tries++
+			d.log.Info("creating conflict copy failed; trying again", "node", c.ID, "err", err)
+			if !sleepCtx(ctx, time.Duration(tries)*time.Second) {
+				return false
+			}
+			n--
+			continue
+		}
+		if err != nil {
+			if !d.copyFailed(&req, err, "creating conflict copy") {
+				return false
+			}
+			if !errors.Is(err, errOwnElsewhere) {
+				d.keepCopyHere(&req, cname) // refused for good
+			}
 			return true
 		}
-		if err != nil {
-			d.log.Warn("creating conflict copy failed; will retry", "err", err)
-			return false
-		}
 		d.noteResult(&got.Node)
-		d.mu.Lock()
-		err = d.store.Apply(cache.Mutation{PutEntries: []cache.Entry{{Parent: req.Parent, NameMAC: req.NameMAC, Name: req.Name, Child: c.ID}}})
-		d.mu.Unlock()
-		if err != nil {
-			// In the cloud already: the entry arrives with the change feed.
-			d.log.Error("saving a conflict copy's entry locally failed", "name", cname, "err", err)
-		}
-		d.notifyEntry(req.Parent, cname)
+		req.NameMAC, req.Name = got.NameMAC, got.Name
+		d.keepCopyHere(&req, gotName)
 		return true
 	}
+	req := *c
+	cname := conflictName(name, maxConflictNames+1)
+	req.NameMAC, req.Name = d.sealName(d.writeKID(d.dirKID(c.Parent)), c.Parent, c.ID, createKind(c), cname)
+	d.keepCopyHere(&req, cname)
+	d.noteRefused(api.BatchOp{Op: api.OpCreate, Create: &req}, &api.Error{Code: api.CodeExists,
+		Message: fmt.Sprintf("%d conflict names for a copy of %q are all taken in the cloud", maxConflictNames, name)}, keptLocal)
+	return true
+}
+
+// keepCopyHere puts the local entry of conflict copy c, under the name it
+// was created with or, refused by the cloud, the one it was last tried
+// under: the copy is the only place this version of the file is kept, so
+// it must show here even if the cloud never holds it.
+func (d *Drive) keepCopyHere(c *api.CreateRequest, name string) {
+	d.mu.Lock()
+	err := d.store.Apply(cache.Mutation{PutEntries: []cache.Entry{{Parent: c.Parent, NameMAC: c.NameMAC, Name: c.Name, Child: c.ID}}})
+	if st := d.states[c.ID]; st != nil && err == nil {
+		st.lastParent, st.lastName = c.Parent, name
+	}
+	d.mu.Unlock()
+	if err != nil {
+		// If the cloud has the copy, its entry arrives with the change feed.
+		d.log.Error("saving a conflict copy's entry locally failed", "node", c.ID, "name", name, "err", err)
+	}
+	d.notifyEntry(c.Parent, name)
+}
+
+// renumberCopy gives the conflict copy c, not in the cloud yet, a new node
+// id: its attributes sealed again, bound to it, and its local record moved.
+// False when that fails (the op stays queued).
+func (d *Drive) renumberCopy(c *api.CreateRequest) bool {
+	a, kid, err := d.openAttrs(c.ID, c.Attrs)
+	if err != nil {
+		d.log.Error("a conflict copy's own attributes fail authentication", "node", c.ID, "err", err)
+		return false
+	}
+	id := newID()
+	attrs := d.sealAttrs(kid, id, meta.Rev(c.Attrs), a)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.states[c.ID]
+	if st == nil {
+		return false
+	}
+	old := st.id
+	st.id = id
+	if err := d.store.Apply(cache.Mutation{DeleteNodes: []uint64{old}, PutNodes: []api.Node{d.localNode(st)}}); err != nil {
+		st.id = old
+		d.log.Error("moving a conflict copy's local record to a new id failed; will retry", "node", old, "err", err)
+		return false
+	}
+	delete(d.states, old)
+	d.states[id] = st
+	d.log.Warn("the cloud says a conflict copy's new node id is another node's: giving the copy another", "was", old, "node", id)
+	c.ID, c.Attrs = id, attrs
 	return true
 }
 
