@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"kumo/fs/mountpoint"
+	"kumo/internal/hostile"
 	"kumo/internal/link"
+	"kumo/internal/link/linktest"
+	"kumo/remote/api"
+	"kumo/remote/client"
+	"kumo/remote/pathops"
 )
 
 // serveLogged runs kumo serve with its (debug, JSON) log in a file and
@@ -219,5 +228,104 @@ func TestCLILinks(t *testing.T) {
 	})
 	if files < 3 {
 		t.Fatalf("only %d files in the data dir", files)
+	}
+}
+
+// TestCLILinkForgeries: another holder of a link, with the server's help,
+// serves a manifest sealed under the link's key, or a chunk sealed under
+// its content key with other bytes (every segment authenticates). kumo get
+// refuses both and writes nothing; kumo mount URL does not mount the forged
+// manifest, and a read of the forged chunk is EIO.
+func TestCLILinkForgeries(t *testing.T) {
+	bin := buildKumo(t)
+	url, _, _ := serveLogged(t, bin, t.TempDir())
+	owner := &runner{t: t, bin: bin, env: []string{"KUMO_CONFIG_DIR=" + t.TempDir(), "KUMO_PASSWORD=account pw", "HOME=" + t.TempDir()}}
+	owner.ok("signup", "--server", url, "--email", "owner@example.com")
+	src := filepath.Join(t.TempDir(), "folder")
+	os.MkdirAll(src, 0o755)
+	big := make([]byte, 6<<20)
+	rand.Read(big)
+	os.WriteFile(filepath.Join(src, "big.bin"), big, 0o644)
+	os.WriteFile(filepath.Join(src, "note.txt"), []byte("note"), 0o644)
+	owner.ok("put", "-r", src, "/")
+	realURL := strings.TrimSpace(owner.ok("link", "/folder"))
+
+	p := hostile.Start(t, url)
+	u := p.URL + realURL[len(url):]
+	_, id, s, err := link.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(client.Options{BaseURL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := pathops.OpenLink(context.Background(), cl, id, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c link.Chunk
+	for _, e := range m.Entries {
+		if e.Path == "big.bin" {
+			c = e.Chunks[1]
+		}
+	}
+	forged := linktest.Forge(c)
+
+	reader, mnt, mounted := linkReader(t, bin)
+	empty := t.TempDir()
+	// (a) The manifest.
+	p.On("GET", "/v1/s/*", hostile.EditJSON(func(pub *api.LinkPublic) {
+		f, err := linktest.Reseal(u, pub.Blob, func(m *link.Manifest) { m.Name = "forged" })
+		if err != nil {
+			t.Error(err)
+		}
+		pub.Blob = f
+	}))
+	reader.fails("does not open with its secret", "get", u, empty)
+	needFUSE(t)
+	reader.fails("does not open with its secret", "mount", u, mnt)
+	if _, ok, _ := mountpoint.Lookup(mnt); ok {
+		t.Fatal("a forged manifest mounted")
+	}
+	p.Honest()
+
+	// (b) A chunk, on both chunk routes (kumo get asks several a request,
+	// a mount one).
+	p.On("GET", "/v1/s/*/chunks", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		resp := next(req)
+		q, _ := neturl.ParseQuery(req.Query)
+		resp.Body = linktest.ReplaceFrame(resp.Body, strings.Split(q.Get("ids"), ","), c.ID, forged)
+		return resp
+	})
+	p.On("GET", "/v1/s/*/chunks/"+c.ID, func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		resp := next(req)
+		if resp.Status == 200 {
+			resp.Body = forged
+		}
+		return resp
+	})
+	reader.fails("does not match the link", "get", u, empty)
+	emptyDir(t, empty)
+	reader.ok("mount", u, mnt)
+	*mounted = true
+	fh, err := os.Open(filepath.Join(mnt, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	if _, err := fh.ReadAt(buf, 5<<20); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read of a forged chunk in a mounted link: %v, want EIO", err)
+	}
+	if _, err := fh.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, big[:4096]) {
+		t.Errorf("read of an honest chunk: %v", err)
+	}
+	fh.Close()
+	reader.ok("unmount", mnt)
+	*mounted = false
+	p.Honest()
+	reader.ok("get", u, empty)
+	if b, _ := os.ReadFile(filepath.Join(empty, "folder", "big.bin")); !bytes.Equal(b, big) {
+		t.Fatal("big.bin differs once the server is honest")
 	}
 }

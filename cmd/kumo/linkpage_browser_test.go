@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"io"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,7 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"kumo/internal/hostile"
+	"kumo/internal/link"
+	"kumo/internal/link/linktest"
 	"kumo/internal/linkpage/browsertest"
+	"kumo/remote/api"
+	"kumo/remote/client"
+	"kumo/remote/pathops"
 )
 
 var linkURL = regexp.MustCompile(`https?://[^\s]+/s/[A-Za-z0-9_-]{22}#[A-Za-z0-9_-]{43}`)
@@ -82,6 +90,58 @@ func TestLinkPageInBrowser(t *testing.T) {
 	if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), "Wrong secret") {
 		t.Errorf("wrong secret: state %q, message %q", st, p.Text("#error"))
 	}
+
+	// Another holder of the link, with the server's help (a proxy in front
+	// of it here): a file list sealed under the link's key is refused, and
+	// a chunk sealed under its content key (its segments decrypt) fails the
+	// download.
+	hp := hostile.Start(t, url)
+	pu := hp.URL + u[len(url):]
+	hp.On("GET", "/v1/s/*", hostile.EditJSON(func(pub *api.LinkPublic) {
+		f, err := linktest.Reseal(pu, pub.Blob, func(m *link.Manifest) { m.Name = "forged" })
+		if err != nil {
+			t.Error(err)
+		}
+		pub.Blob = f
+	}))
+	p = b.Open(pu, noPicker)
+	if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), "altered on the server") {
+		t.Errorf("forged manifest: state %q, message %q", st, p.Text("#error"))
+	}
+	hp.Honest()
+	_, lid, sec, _ := link.ParseURL(u)
+	cl, err := client.New(client.Options{BaseURL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := pathops.OpenLink(context.Background(), cl, lid, sec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fc link.Chunk
+	for _, e := range m.Entries {
+		if e.Path == "big.bin" {
+			fc = e.Chunks[1]
+		}
+	}
+	forged := linktest.Forge(fc)
+	hp.On("GET", "/v1/s/*/chunks", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		resp := next(req)
+		q, _ := neturl.ParseQuery(req.Query)
+		resp.Body = linktest.ReplaceFrame(resp.Body, strings.Split(q.Get("ids"), ","), fc.ID, forged)
+		return resp
+	})
+	p = b.Open(pu, noPicker)
+	if st := p.WaitState(30 * time.Second); st != "ready" {
+		t.Fatalf("link page through the proxy: state %q: %s", st, p.Text("#error"))
+	}
+	if end := p.DownloadEnd(`tr[data-path="big.bin"] button`, time.Minute); end != "canceled" {
+		t.Errorf("forged chunk: the download ended %q, want canceled", end)
+	}
+	if st := p.WaitState(30 * time.Second); st != "error" || !strings.Contains(p.Text("#error"), "does not match the link") {
+		t.Errorf("forged chunk: state %q, message %q", st, p.Text("#error"))
+	}
+	hp.Honest()
 
 	// Revoked.
 	id := u[strings.LastIndex(u, "/s/")+3 : strings.IndexByte(u, '#')]
