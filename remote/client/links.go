@@ -109,15 +109,26 @@ func (c *Client) LinkChunks(ctx context.Context, id string, ids []string, sizes 
 	if err != nil {
 		return nil, err
 	}
-	out := make([][]byte, len(ids))
-	for i := range ids {
-		if len(b) < 4 || binary.BigEndian.Uint32(b) != uint32(sizes[i]) || len(b)-4 < sizes[i] {
-			return nil, fmt.Errorf("client: link chunks: the answer's frame %d is not the %d bytes of chunk %s: %w", i, sizes[i], ids[i], ErrBadAnswer)
+	out, err := splitLinkFrames(b, sizes)
+	if err != nil {
+		return nil, fmt.Errorf("client: link chunks %s...: %w", ids[0], err)
+	}
+	return out, nil
+}
+
+// splitLinkFrames splits an answer of GET /v1/s/ID/chunks into its frames
+// (4 bytes big-endian length, then that many bytes), frame i exactly
+// sizes[i] bytes long, and nothing after the last.
+func splitLinkFrames(b []byte, sizes []int) ([][]byte, error) {
+	out := make([][]byte, len(sizes))
+	for i, n := range sizes {
+		if n < 0 || len(b) < 4 || binary.BigEndian.Uint32(b) != uint32(n) || len(b)-4 < n {
+			return nil, fmt.Errorf("the answer's frame %d is not the %d bytes asked for: %w", i, n, ErrBadAnswer)
 		}
-		out[i], b = b[4:4+sizes[i]:4+sizes[i]], b[4+sizes[i]:]
+		out[i], b = b[4:4+n:4+n], b[4+n:]
 	}
 	if len(b) != 0 {
-		return nil, fmt.Errorf("client: link chunks: %d bytes after the last chunk: %w", len(b), ErrBadAnswer)
+		return nil, fmt.Errorf("%d bytes after the last chunk: %w", len(b), ErrBadAnswer)
 	}
 	return out, nil
 }

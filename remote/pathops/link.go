@@ -119,6 +119,9 @@ func (f *FS) linkEntry(n *Node, rel string, ciphers map[string]*chunk.Cipher) (l
 // (docs/FORMAT.md section 4), so these are the only bytes the id can have.
 func (f *FS) linkSums(ctx context.Context, m *link.Manifest, ciphers map[string]*chunk.Cipher) error {
 	ids := m.ChunkIDs()
+	if len(ids) > link.MaxChunks { // refused before reading them all
+		return fmt.Errorf("link: %d chunks, more than the %d a link holds: link a smaller folder", len(ids), link.MaxChunks)
+	}
 	sums := make([]string, len(ids))
 	items := make([]int, len(ids))
 	for i := range items {
