@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -316,6 +317,19 @@ func TestLoggedFsyncAcrossCheckpoints(t *testing.T) {
 	if logged < 20 {
 		t.Fatalf("only %d of 40 fsyncs went through the log", logged)
 	}
+	// Logged, then the tree's records fill the log: its checkpoint must
+	// sync the file before the new epoch voids the logged copy.
+	p := segPattern(13, 99, 777)
+	must(f.WriteSegment(2, p))
+	want[2] = p
+	if n := fsyncFile(t, s, f, 13, 99); n != 1 {
+		t.Fatalf("test premise: the last fsync should go through the log, made %d flushes", n)
+	}
+	epoch := s.redo.epochNow.Load()
+	big := bytes.Repeat([]byte{7}, 20<<10)
+	for i := uint64(1); s.redo.epochNow.Load() == epoch; i++ {
+		must(s.Apply(Mutation{PutInline: []InlineSegment{{Node: 1000 + i, Gen: 1, Data: big}}}))
+	}
 	img := t.TempDir()
 	must(s.CrashImage(img))
 	r := openTest(t, img, 24<<20)
@@ -356,4 +370,15 @@ func FuzzSegPayload(f *testing.F) {
 			t.Fatalf("re-encoded %x, read %x", back, p)
 		}
 	})
+}
+
+// TestRedoSegVector pins the segment entries' format of docs/FORMAT.md.
+func TestRedoSegVector(t *testing.T) {
+	payload := appendSegOp(nil, segOp{op: redoSegDrop, node: 1, gen: 2, i: 3})
+	rec := binary.BigEndian.AppendUint32(nil, uint32(len(payload)))
+	rec = binary.BigEndian.AppendUint32(rec, redoSum(1, payload))
+	rec = append(rec, payload...)
+	if got := fmt.Sprintf("%x", rec); got != "00000012ab4a2562040000000000000001000000000000000203" {
+		t.Fatalf("record = %s", got)
+	}
 }
