@@ -164,6 +164,19 @@ func TestCoreConflictCopyIDTakenByAnother(t *testing.T) {
 	if a.Integrity().AuthFailures == 0 {
 		t.Fatal("the node shown for a's id failed authentication, and that is not counted")
 	}
+	// The name is b's: a shows b's file under it, and its own aside.
+	if got := cloudRootNames(t, c)["same"]; got != theirs {
+		t.Fatalf("the cloud's same is node %d, want b's %d", got, theirs)
+	}
+	if got := coreRead(t, a, api.RootID, "same"); got != "from b" {
+		t.Fatalf("a reads same as %q, want b's", got)
+	}
+	a.mu.Lock()
+	ours := st.lastName
+	a.mu.Unlock()
+	if !strings.HasPrefix(ours, "same (conflict ") {
+		t.Fatalf("a's own file is named %q here, want a conflict name", ours)
+	}
 }
 
 // refuseCreateOf answers a create (POST /v1/nodes) of node id "node id in

@@ -138,12 +138,12 @@ func (s *pushStuck) failed(d *Drive, head cache.JournalOp, err error) error {
 	if s.tries < s.limit {
 		return err
 	}
-	err = fmt.Errorf("queue stuck for %s at a %s (%d tries): %w", time.Since(s.since).Round(time.Second), head.Op.Op, s.tries, err)
+	err = fmt.Errorf("queue stuck for %s (%d tries in a row, nothing acked): %w", time.Since(s.since).Round(time.Second), s.tries, err)
 	if !s.reported {
 		s.reported = true
 		d.log.Error("a queued change keeps failing and every change behind it waits; the drive keeps retrying. "+
 			"See the error and the cloud's log; `kumo unmount --force` unmounts without waiting (the queue stays on this machine and resumes at the next mount)",
-			"op", head.Op.Op, "seq", head.Seq, "err", err)
+			"seq", head.Seq, "err", err)
 	}
 	return err
 }
@@ -750,6 +750,9 @@ const maxConflictNames = 20
 
 // recreateAs creates our node c under parent with a conflict name, moves the
 // local entry there, and (theirs != nil) shows their entry under the old name.
+// Refused for good, ours still moves to the conflict name here: the name is
+// theirs, and a later queued op naming our entry by it must not reach
+// their node (an unlink names no node).
 func (d *Drive) recreateAs(ctx context.Context, c *api.CreateRequest, parent uint64, name string, theirs *api.Entry) bool {
 	for n := 1; n <= maxConflictNames; n++ {
 		cname := conflictName(name, n)
@@ -768,44 +771,61 @@ func (d *Drive) recreateAs(ctx context.Context, c *api.CreateRequest, parent uin
 			}
 		}
 		if err != nil {
-			return d.copyFailed(&req, err, "creating conflict copy")
+			if !d.copyFailed(&req, err, "creating conflict copy") {
+				return false
+			}
+			if !errors.Is(err, errOwnElsewhere) {
+				d.moveAside(c, &req, name, cname, theirs)
+			}
+			return true
 		}
 		// got is the entry the cloud made: this try's, or an earlier one's.
-		cname, mac, sealed = gotName, got.NameMAC, got.Name
 		d.log.Warn("name taken in the cloud by another client: kept ours under a conflict name",
-			"parent", c.Parent, "name", name, "conflict_name", cname)
+			"parent", c.Parent, "name", name, "conflict_name", gotName)
 		d.noteResult(&got.Node)
-		d.mu.Lock()
-		m := cache.Mutation{
-			DeleteEntries: []cache.Entry{{Parent: c.Parent, NameMAC: c.NameMAC}},
-			PutEntries:    []cache.Entry{{Parent: parent, NameMAC: mac, Name: sealed, Child: c.ID}},
-		}
-		if st := d.states[c.ID]; st != nil {
-			st.lastParent, st.lastName = parent, cname
-			if st.typ == api.TypeDir {
-				st.parent = parent
-				m.PutNodes = append(m.PutNodes, d.localNode(st))
-			}
-		}
-		if theirs != nil {
-			m.PutEntries = append(m.PutEntries, cache.Entry{Parent: c.Parent, NameMAC: c.NameMAC, Name: theirs.Name, Child: theirs.Node.ID})
-			if _, err := d.store.GetNode(theirs.Node.ID); errors.Is(err, cache.ErrNotFound) {
-				m.PutNodes = append(m.PutNodes, theirs.Node)
-			}
-		}
-		// Later queued ops that name our entry by its old name follow it.
-		d.rewrite[entryKey(c.Parent, c.NameMAC)] = nameRewrite{parent: parent, mac: mac, name: sealed, id: c.ID}
-		if err := d.store.Apply(m); err != nil {
-			d.log.Error("local tree update failed", "err", err)
-		}
-		d.mu.Unlock()
-		d.notifyEntry(c.Parent, name)
-		d.notifyEntry(parent, cname)
+		req.NameMAC, req.Name = got.NameMAC, got.Name
+		d.moveAside(c, &req, name, gotName, theirs)
 		return true
 	}
-	d.noteRefused(api.BatchOp{Op: api.OpCreate, Create: c}, &api.Error{Code: api.CodeExists,
+	req := *c
+	cname := conflictName(name, maxConflictNames+1)
+	req.Parent = parent
+	req.NameMAC, req.Name = d.sealName(d.writeKID(d.dirKID(parent)), parent, c.ID, createKind(c), cname)
+	d.noteRefused(api.BatchOp{Op: api.OpCreate, Create: &req}, &api.Error{Code: api.CodeExists,
 		Message: fmt.Sprintf("the name and %d conflict names for it are all taken in the cloud; rename the file to send it again", maxConflictNames)}, keptLocal)
+	d.moveAside(c, &req, name, cname, theirs)
 	return true
+}
+
+// moveAside moves the local entry of create c (named name) to the entry of
+// to (named cname), and shows theirs (if known) under the old name.
+func (d *Drive) moveAside(c, to *api.CreateRequest, name, cname string, theirs *api.Entry) {
+	d.mu.Lock()
+	m := cache.Mutation{
+		DeleteEntries: []cache.Entry{{Parent: c.Parent, NameMAC: c.NameMAC}},
+		PutEntries:    []cache.Entry{{Parent: to.Parent, NameMAC: to.NameMAC, Name: to.Name, Child: c.ID}},
+	}
+	if st := d.states[c.ID]; st != nil {
+		st.lastParent, st.lastName = to.Parent, cname
+		if st.typ == api.TypeDir {
+			st.parent = to.Parent
+			m.PutNodes = append(m.PutNodes, d.localNode(st))
+		}
+	}
+	if theirs != nil {
+		m.PutEntries = append(m.PutEntries, cache.Entry{Parent: c.Parent, NameMAC: c.NameMAC, Name: theirs.Name, Child: theirs.Node.ID})
+		if _, err := d.store.GetNode(theirs.Node.ID); errors.Is(err, cache.ErrNotFound) {
+			m.PutNodes = append(m.PutNodes, theirs.Node)
+		}
+	}
+	// Later queued ops that name our entry by its old name follow it.
+	d.rewrite[entryKey(c.Parent, c.NameMAC)] = nameRewrite{parent: to.Parent, mac: to.NameMAC, name: to.Name, id: c.ID}
+	if err := d.store.Apply(m); err != nil {
+		d.log.Error("local tree update failed", "err", err)
+	}
+	d.mu.Unlock()
+	d.notifyEntry(c.Parent, name)
+	d.notifyEntry(to.Parent, cname)
 }
 
 // rewriteOp applies conflict renames to a queued op that names an entry by a
