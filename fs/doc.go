@@ -86,14 +86,21 @@
 //     "NAME (conflict YYYY-MM-DD HHMMSS).EXT", theirs shown under the name;
 //     later queued ops naming our entry are rewritten to follow it;
 //   - create, parent gone: ours goes to the root under a conflict name;
+//   - create, "node id in use": done if the node the cloud shows opens as
+//     ours (an earlier try went through, its answer lost: its entry is
+//     taken, or renamed to our name); else a conflict copy takes a new id
+//     and a queued create is refused for good (below);
 //   - update, stale version: if only we changed the data (the cloud's chunk
 //     list is what we last pushed), retried on the new version; otherwise ours
 //     becomes a new node under a conflict name and the local node adopts theirs;
 //   - refused for good (one op still 413, attributes over the cloud's limit,
-//     the node cap, a malformed op): the op leaves the queue so the ones behind
+//     the node cap, a malformed op, a conflict copy's create refused with
+//     anything but a transient error): the op leaves the queue so the ones behind
 //     it go on, a create or update stays on this machine only, and it is
 //     listed in .kumo / .kumo.json (uploads.refused_ops) and logged;
-//   - other refusals: the affected directories are relisted from the cloud.
+//   - other refusals: the affected directories are relisted from the cloud;
+//   - an op that fails 10 times in a row while the cloud answers is logged
+//     (error, once) and shown in .kumo's last error as stuck; it is retried.
 //
 // # Pull
 //
