@@ -870,13 +870,22 @@ func (f *SegmentFile) syncInPlace() error {
 // syncFile fdatasyncs the file (and its directory entry, the first time),
 // whatever it holds, so that it holds every slot the redo log has of it;
 // then it says so in the log (clean), which ends the file's logged data.
-func (f *SegmentFile) syncFile() error {
+func (f *SegmentFile) syncFile() error { return f.syncFileIf(false) }
+
+// syncFileIf is syncFile; onlyLogged skips a file whose data the redo log
+// does not hold (decided under its locks, so not while a Sync logs it).
+func (f *SegmentFile) syncFileIf(onlyLogged bool) error {
 	f.mu.RLock() // writes may go on meanwhile; they are not part of this Sync
 	defer f.mu.RUnlock()
 	if f.closed {
 		return ErrClosed
 	}
 	f.syncMu.Lock()
+	if onlyLogged && !f.logMode() {
+		f.syncMu.Unlock()
+		f.store.dropLogged(f)
+		return nil
+	}
 	// Writes from now on are not covered: they mark the file again.
 	f.clearUnsynced()
 	f.sinceMu.Lock()

@@ -323,12 +323,18 @@ func (f *SegmentFile) syncToLog() (done bool, err error) {
 	if len(payload) == 0 {
 		return false, nil
 	}
+	// In the set before the record is in the log: a checkpoint that
+	// starts meanwhile must find the file to sync it (it waits for our
+	// locks to do so).
+	f.store.addLogged(f)
 	ok, _, epoch, err := f.store.redo.appendData(payload, false)
 	if err != nil || !ok {
+		if !logMode {
+			f.store.dropLogged(f)
+		}
 		return false, err // full, or a checkpoint runs: sync the file
 	}
 	f.logEpoch.Store(epoch)
-	f.store.addLogged(f)
 	f.sinceMu.Lock()
 	for _, i := range idx {
 		delete(f.unlogged, i)
@@ -382,7 +388,7 @@ func (s *Store) syncLogged() error {
 	s.loggedMu.Unlock()
 	var errs []error
 	for _, f := range files {
-		if err := f.syncFile(); err != nil && !errors.Is(err, ErrClosed) {
+		if err := f.syncFileIf(true); err != nil && !errors.Is(err, ErrClosed) {
 			errs = append(errs, err)
 		}
 	}
