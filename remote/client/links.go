@@ -133,22 +133,6 @@ func splitLinkFrames(b []byte, sizes []int) ([][]byte, error) {
 	return out, nil
 }
 
-// LinkChunkRange reads length bytes at off of a sealed chunk through a link
-// (HTTP Range; length < 0 reads to the end), into buf when it fits: a
-// mounted link fetches only the segments a read needs.
-func (c *Client) LinkChunkRange(ctx context.Context, id, chunkID string, off, length int64, buf []byte) ([]byte, error) {
-	if !validLinkID(id) || !api.ValidHexID(chunkID) {
-		return nil, fmt.Errorf("client: link chunk: %w", api.ErrInvalidID)
-	}
-	if off < 0 {
-		return nil, fmt.Errorf("client: link chunk: negative offset %d", off)
-	}
-	if length == 0 {
-		return []byte{}, nil
-	}
-	return c.getRange(ctx, pathPublic+id+"/chunks/"+chunkID, chunkID, off, length, buf)
-}
-
 // validLinkID: 22 base64url characters, so the id is a single path element.
 func validLinkID(id string) bool {
 	if len(id) != 22 {
