@@ -279,7 +279,9 @@ func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 		return nil
 	}
 	if st != nil {
-		if len(st.layers) > 0 || st.unsavedAttrs {
+		// Data not uploaded yet (layers, or inline data: d.dirty) is newer
+		// than any record the cloud has; its update follows.
+		if len(st.layers) > 0 || st.unsavedAttrs || d.dirty[id] != nil {
 			d.mu.Unlock()
 			return nil
 		}

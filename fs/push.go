@@ -581,10 +581,17 @@ func (d *Drive) resolveIDInUse(ctx context.Context, c *api.CreateRequest) bool {
 		return false
 	}
 	if e != nil {
+		// noreplace: if another client took the name meanwhile, theirs stays.
 		err = d.c.Rename(ctx, api.RenameRequest{SrcParent: c.Parent, SrcNameMAC: e.NameMAC,
-			DstParent: c.Parent, DstNameMAC: c.NameMAC, Name: c.Name, Node: c.ID})
+			DstParent: c.Parent, DstNameMAC: c.NameMAC, Name: c.Name, Node: c.ID, Mode: api.RenameNoReplace})
 		if err == nil {
 			d.log.Info("an earlier create went through under another name: renamed it to ours", "node", c.ID)
+			// The rename is a change of the node the feed will bring: note
+			// its sequence now, while the create is still queued, so the
+			// puller does not take our node's newer local state for older.
+			if n, err := d.c.GetNode(ctx, c.ID); err == nil && n.ID == c.ID {
+				d.noteResult(&n)
+			}
 			return true
 		}
 		if transientErr(err) {
