@@ -590,9 +590,19 @@ func (g *gocryptfsTarget) teardown() error {
 }
 
 // rcloneTarget is rclone's crypt remote over a local directory, mounted with
-// --vfs-cache-mode full. Writes count until the data is really in the remote.
+// --vfs-cache-mode full and rclone's default --vfs-write-back (5 s): a file is
+// uploaded 5 s after its last close, in the background while the workloads go
+// on, as kumo's uploads drain during them.
+//
+// Not --vfs-write-back 0s: rclone (1.60.1 here; later versions keep this
+// path) then uploads inside the FUSE release, which the kernel does not wait
+// for, and an unlink or rename of the file meanwhile (git's lock and
+// temporary files) races the upload: the finished upload puts the deleted
+// file back in the directory though the remote object is gone, and the
+// `rm -rf` of the tree later fails with EIO on it (docs/BENCH.md, 2026-12-06).
 type rcloneTarget struct {
 	base, mnt string
+	rc        string // rclone's remote control (loopback host:port): upload counts
 	gen       int
 	cmd       *exec.Cmd
 }
@@ -615,8 +625,12 @@ func (r *rcloneTarget) mount() error {
 	if err != nil {
 		return err
 	}
+	if r.rc, err = freeLoopbackAddr(); err != nil {
+		return err
+	}
 	r.cmd = exec.Command("rclone", "mount", "benchcrypt:", r.mnt, "--vfs-cache-mode", "full",
-		"--cache-dir", filepath.Join(r.base, fmt.Sprintf("cache%d", r.gen)), "--vfs-write-back", "0s")
+		"--cache-dir", filepath.Join(r.base, fmt.Sprintf("cache%d", r.gen)), "--vfs-write-back", "5s",
+		"--rc", "--rc-addr", r.rc, "--rc-no-auth")
 	r.cmd.Env = append(os.Environ(),
 		"RCLONE_CONFIG_BENCHCRYPT_TYPE=crypt",
 		"RCLONE_CONFIG_BENCHCRYPT_REMOTE="+filepath.Join(r.base, "remote"),
@@ -628,7 +642,14 @@ func (r *rcloneTarget) mount() error {
 	return waitMounted(r.mnt, r.cmd)
 }
 
+// cold waits until rclone has uploaded every written file (as kumo's cold
+// waits in its unmount: files still queued would be lost with the cache
+// directory), unmounts, drops the page cache and remounts with an empty cache
+// directory, so reads come from the remote.
 func (r *rcloneTarget) cold() error {
+	if err := r.waitUploads(10 * time.Minute); err != nil {
+		return err
+	}
 	if err := r.teardown(); err != nil {
 		return err
 	}
