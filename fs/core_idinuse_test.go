@@ -28,19 +28,7 @@ func idInUseSetup(t *testing.T) (c *cloud, p *hostile.Proxy, a, b *Drive, aFile 
 	t.Helper()
 	c = startCloud(t, t.TempDir(), 0)
 	b = coreDrive(t, c)
-	p = hostile.Start(t, c.url)
-	var down atomic.Bool
-	p.On("", "*", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
-		if down.Load() {
-			return &hostile.Response{Status: http.StatusServiceUnavailable, Header: http.Header{}, Body: []byte("offline")}
-		}
-		return next(req)
-	})
-	a = coreDriveAt(t, c, t.TempDir(), func(o *Options) {
-		cl, err := client.New(client.Options{BaseURL: p.URL, Token: c.sess.Token, MaxRetries: -1})
-		must(t, err)
-		o.Client = cl
-	}, nil)
+	p, a, down := proxiedDrive(t, c)
 	down.Store(true)
 	aFile = coreFile(t, a, api.RootID, "same", "from a").id
 	coreFile(t, b, api.RootID, "same", "from b")
@@ -317,25 +305,33 @@ func idInUseResult() *api.BatchResult {
 	return &api.BatchResult{Error: &api.Error{Code: api.CodeConflict, Message: "node id in use"}}
 }
 
-// createHeld starts a cloud and a drive a through a hostile proxy, and
-// creates file x on a while the proxy answers 503: its create is queued,
-// and the test adds its rules before the proxy forwards again (release).
-func createHeld(t *testing.T) (c *cloud, p *hostile.Proxy, a *Drive, x uint64, release func()) {
+// proxiedDrive starts a drive on cloud c through a hostile proxy that
+// answers 503 while down is set (and forwards, to the test's rules, when not).
+func proxiedDrive(t *testing.T, c *cloud) (*hostile.Proxy, *Drive, *atomic.Bool) {
 	t.Helper()
-	c = startCloud(t, t.TempDir(), 0)
-	p = hostile.Start(t, c.url)
-	var down atomic.Bool
+	p := hostile.Start(t, c.url)
+	down := &atomic.Bool{}
 	p.On("", "*", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
 		if down.Load() {
 			return &hostile.Response{Status: http.StatusServiceUnavailable, Header: http.Header{}, Body: []byte("offline")}
 		}
 		return next(req)
 	})
-	a = coreDriveAt(t, c, t.TempDir(), func(o *Options) {
+	a := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
 		cl, err := client.New(client.Options{BaseURL: p.URL, Token: c.sess.Token, MaxRetries: -1})
 		must(t, err)
 		o.Client = cl
 	}, nil)
+	return p, a, down
+}
+
+// createHeld starts a cloud and a drive a through a hostile proxy, and
+// creates file x on a while the proxy answers 503: its create is queued,
+// and the test adds its rules before the proxy forwards again (release).
+func createHeld(t *testing.T) (c *cloud, p *hostile.Proxy, a *Drive, x uint64, release func()) {
+	t.Helper()
+	c = startCloud(t, t.TempDir(), 0)
+	p, a, down := proxiedDrive(t, c)
 	down.Store(true)
 	x = coreFile(t, a, api.RootID, "x", "data of x").id
 	return c, p, a, x, func() { down.Store(false); kick(a.pushKick) }
