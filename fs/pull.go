@@ -191,14 +191,32 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 			d.authFailure("entry name from the cloud fails authentication", "parent", parent, "child", remote.Node.ID, "err", err)
 			return nil
 		}
+		newEntry := lerr != nil || local.Child != remote.Node.ID
+		st := d.states[remote.Node.ID]
+		if st != nil && !st.deleted && st.isDir() && newEntry && d.pending[nodeKey(st.id)] > 0 {
+			// A second entry for a directory whose own ops are queued: an
+			// earlier try of our create that went through under another
+			// name, which the pusher renames to ours. Taken in, its
+			// removal would drop the directory here.
+			d.mu.Unlock()
+			return nil
+		}
 		newName = string(n)
 		m.PutEntries = append(m.PutEntries, cache.Entry{Parent: parent, NameMAC: mac, Name: remote.Name, Child: remote.Node.ID})
-		if st := d.states[remote.Node.ID]; st == nil {
+		if st == nil {
 			if _, err := d.store.GetNode(remote.Node.ID); errors.Is(err, cache.ErrNotFound) {
 				m.PutNodes = append(m.PutNodes, remote.Node)
 			}
 		} else if st.deleted {
 			st.deleted = false
+			m.PutNodes = append(m.PutNodes, d.localNode(st))
+		} else if newEntry && !st.isDir() {
+			// A new entry for a file this drive has is one more link
+			// here (a hard link made elsewhere, or an earlier try of our
+			// create that went through under another name; pullNode sets
+			// the cloud's count). Without it, removing either entry would
+			// drop the file and its data not uploaded yet.
+			st.nlink++
 			m.PutNodes = append(m.PutNodes, d.localNode(st))
 		}
 		if remote.Node.Type == api.TypeDir {
