@@ -107,8 +107,10 @@
 // The puller long-polls the change feed from the local cursor. Entries and
 // nodes with queued local ops are left alone; others are refetched (Lookup,
 // GetNode), applied locally, and the kernel is told (NotifyEntry,
-// NotifyDelete, NotifyContent). A feed reset waits for the journal to drain,
-// then relists. A new cache lists the whole tree once; a remount starts from
+// NotifyDelete, NotifyContent). A new entry for a file the drive has counts
+// as one more link until GetNode brings the cloud's count, so removing either
+// entry never drops the file (or its data not uploaded yet). A feed reset
+// waits for the journal to drain, then relists. A new cache lists the whole tree once; a remount starts from
 // the cached tree and cursor without listing.
 //
 // # Read
