@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"kumo/internal/keys"
 )
@@ -71,25 +72,67 @@ func LoadContacts(path string) (*Contacts, error) {
 	return c, nil
 }
 
-func (c *Contacts) saveLocked() error {
+// saveLocked writes the file after this process changed the pin of
+// changed (an e-mail, or "" for a roster version). The CLI and a mount's
+// daemon may both hold the file: under an flock of path+".lock" it first
+// takes in what the file on disk holds (the other's pins and verifies, higher
+// roster versions), keeps its own change on top, then writes a temporary
+// file of its own and renames it over, so neither writer's changes are lost
+// and neither renames the other's half-written file.
+func (c *Contacts) saveLocked(changed string) error {
 	if c.path == "" {
 		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(c.path), 0o700); err != nil {
+		return fmt.Errorf("contacts: %w", err)
+	}
+	lock, err := os.OpenFile(c.path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("contacts: %w", err)
+	}
+	defer lock.Close() // releases the flock
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("contacts: lock %s: %w", lock.Name(), err)
+	}
+	if b, err := os.ReadFile(c.path); err == nil {
+		var disk contactsFile
+		if json.Unmarshal(b, &disk) == nil {
+			c.mergeLocked(disk, changed)
+		}
 	}
 	b, err := json.MarshalIndent(&c.f, "", "  ")
 	if err != nil {
 		return fmt.Errorf("contacts: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(c.path), 0o700); err != nil {
+	tmp, err := os.CreateTemp(filepath.Dir(c.path), filepath.Base(c.path)+".*.tmp")
+	if err != nil {
 		return fmt.Errorf("contacts: %w", err)
 	}
-	tmp := c.path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("contacts: %w", err)
+	_, werr := tmp.Write(append(b, '\n'))
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
 	}
-	if err := os.Rename(tmp, c.path); err != nil {
-		return fmt.Errorf("contacts: %w", err)
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), c.path)
+	}
+	if werr != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("contacts: %w", werr)
 	}
 	return nil
+}
+
+// mergeLocked takes in from disk every pin but that of changed (the one
+// this process is saving) and every higher roster version.
+func (c *Contacts) mergeLocked(disk contactsFile, changed string) {
+	for email, k := range disk.Keys {
+		if email != changed {
+			c.f.Keys[email] = k
+		}
+	}
+	for share, v := range disk.Rosters {
+		c.f.Rosters[share] = max(c.f.Rosters[share], v)
+	}
 }
 
 // Pinned returns the keys pinned for email.
@@ -121,7 +164,7 @@ func (c *Contacts) Check(email string, pub keys.PublicIdentity) error {
 
 func (c *Contacts) pinLocked(email string, pub keys.PublicIdentity) error {
 	c.f.Keys[email] = contactKeys{Box: pub.Box[:], Sign: pub.Sign[:], Fingerprint: pub.Fingerprint()}
-	return c.saveLocked()
+	return c.saveLocked(email)
 }
 
 // Verify pins pub for email after the user confirmed its fingerprint:
@@ -161,5 +204,5 @@ func (c *Contacts) SeeRoster(owner string, share uint64, version uint64) error {
 		return nil
 	}
 	c.f.Rosters[key] = version
-	return c.saveLocked()
+	return c.saveLocked("")
 }
