@@ -249,6 +249,17 @@ func (s *Store) DataOrder() (release func()) {
 	return s.dataOrder.RUnlock
 }
 
+// fileSet lists the segment files of set, read under mu.
+func fileSet(mu *sync.Mutex, set map[*SegmentFile]struct{}) []*SegmentFile {
+	mu.Lock()
+	defer mu.Unlock()
+	files := make([]*SegmentFile, 0, len(set))
+	for f := range set {
+		files = append(files, f)
+	}
+	return files
+}
+
 // syncData makes the data of every segment file written so far durable
 // (fdatasync of each, and their directory): what the AfterData records
 // applied so far describe.
@@ -256,12 +267,7 @@ func (s *Store) syncData() error {
 	s.dataMu.Lock()
 	defer s.dataMu.Unlock()
 	fence := s.fenced.Load() // records up to here flushed their data before they were counted
-	s.unsyncMu.Lock()
-	files := make([]*SegmentFile, 0, len(s.unsynced))
-	for f := range s.unsynced {
-		files = append(files, f)
-	}
-	s.unsyncMu.Unlock()
+	files := fileSet(&s.unsyncMu, s.unsynced)
 	var errs []error
 	for _, f := range files {
 		if err := f.syncInPlace(); err != nil && !errors.Is(err, ErrClosed) {

@@ -704,6 +704,17 @@ func (f *SegmentFile) Flush() error {
 	return f.sync(true)
 }
 
+// addSlots adds the slots of from to set (made if nil) and returns it.
+func addSlots(set, from map[int64]bool) map[int64]bool {
+	if set == nil && len(from) > 0 {
+		set = make(map[int64]bool, len(from))
+	}
+	for i := range from {
+		set[i] = true
+	}
+	return set
+}
+
 // noteWritten records slot i (or -1: a truncation) as written since the
 // last fdatasync.
 func (f *SegmentFile) noteWritten(i int64) {
@@ -911,18 +922,7 @@ func (f *SegmentFile) syncFileIf(onlyLogged bool) error {
 	f.syncMu.Unlock()
 	if err != nil {
 		f.sinceMu.Lock()
-		for i := range since {
-			if f.since == nil {
-				f.since = map[int64]bool{}
-			}
-			f.since[i] = true
-		}
-		for i := range unlogged {
-			if f.unlogged == nil {
-				f.unlogged = map[int64]bool{}
-			}
-			f.unlogged[i] = true
-		}
+		f.since, f.unlogged = addSlots(f.since, since), addSlots(f.unlogged, unlogged)
 		f.sinceMu.Unlock()
 		f.noteUnsynced()
 		return err

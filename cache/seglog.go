@@ -380,12 +380,7 @@ func (s *Store) dropLogged(f *SegmentFile) {
 // syncLogged syncs every segment file whose data the redo log holds: a
 // checkpoint is about to invalidate those records.
 func (s *Store) syncLogged() error {
-	s.loggedMu.Lock()
-	files := make([]*SegmentFile, 0, len(s.logged))
-	for f := range s.logged {
-		files = append(files, f)
-	}
-	s.loggedMu.Unlock()
+	files := fileSet(&s.loggedMu, s.logged)
 	var errs []error
 	for _, f := range files {
 		if err := f.syncFileIf(true); err != nil && !errors.Is(err, ErrClosed) {

@@ -144,11 +144,7 @@ func TestCoreConflictCopyNeedsLocalRecord(t *testing.T) {
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	d := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
-		cl, err := client.New(client.Options{BaseURL: srv.URL, Token: c.sess.Token, MaxRetries: -1})
-		must(t, err)
-		o.Client = cl
-	}, nil)
+	d := coreDriveVia(t, c, srv.URL)
 	a.Store(d)
 	if got := coreRead(t, d, api.RootID, "edited"); got != "base" {
 		t.Fatalf("a reads %q", got)

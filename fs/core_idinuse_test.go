@@ -213,11 +213,7 @@ func TestCoreConflictCopyRenumbered(t *testing.T) {
 		}
 		return next(req)
 	})
-	a := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
-		cl, err := client.New(client.Options{BaseURL: p.URL, Token: c.sess.Token, MaxRetries: -1})
-		must(t, err)
-		o.Client = cl
-	}, nil)
+	a := coreDriveVia(t, c, p.URL)
 	if got := coreRead(t, a, api.RootID, "edited"); got != "base" {
 		t.Fatalf("a reads %q", got)
 	}
@@ -317,12 +313,18 @@ func proxiedDrive(t *testing.T, c *cloud) (*hostile.Proxy, *Drive, *atomic.Bool)
 		}
 		return next(req)
 	})
-	a := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
-		cl, err := client.New(client.Options{BaseURL: p.URL, Token: c.sess.Token, MaxRetries: -1})
+	a := coreDriveVia(t, c, p.URL)
+	return p, a, down
+}
+
+// coreDriveVia starts a drive on cloud c that reaches it at url (a proxy's).
+func coreDriveVia(t *testing.T, c *cloud, url string) *Drive {
+	t.Helper()
+	return coreDriveAt(t, c, t.TempDir(), func(o *Options) {
+		cl, err := client.New(client.Options{BaseURL: url, Token: c.sess.Token, MaxRetries: -1})
 		must(t, err)
 		o.Client = cl
 	}, nil)
-	return p, a, down
 }
 
 // createHeld starts a cloud and a drive a through a hostile proxy, and
