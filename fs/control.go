@@ -23,7 +23,6 @@ import (
 	"kumo/internal/control"
 	"kumo/internal/size"
 	"kumo/remote/api"
-	"kumo/remote/pathops"
 )
 
 type ctlKind uint64
@@ -493,6 +492,7 @@ func (d *Drive) badCommand(line, shown string, err error) {
 //   - ENOTSUP: topup on a server that does not take Bitcoin (it sells
 //     nothing, so the operation is not supported there; vouchers still work);
 //   - EAGAIN: too many unpaid invoices open;
+//   - EBUSY: a link while another is being made;
 //   - EIO: the cloud could not be reached or failed.
 //
 // Blank lines are ignored. The outcome shows as last_command in the report.
@@ -549,14 +549,17 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 		go d.restore(cmd, shown) // history.go: minutes for a big tree; progress in .kumo
 		return 0
 	case control.CmdLink:
-		if err := d.Flush(ctx); err != nil { // the link names what the cloud has
-			return d.commandFailed(shown, err)
+		if d.c.InProcess() {
+			return d.commandFailed(shown, errors.New("link: this drive's embedded cloud has no address others can reach: kumo login to a server and mount with --server URL to make links"))
 		}
-		url, err := d.pathFS().CreateLink(ctx, d.drivePath(cmd.Path), pathops.LinkOptions{}, nil)
-		if err != nil {
-			return d.commandFailed(shown, err)
+		if !d.linking.CompareAndSwap(false, true) {
+			d.commandFailed(shown, errors.New("a link is being made: wait for its URL (see last command in "+control.FileText+"), then ask for the next"))
+			return syscall.EBUSY
 		}
-		msg = "link (read-only, a snapshot of " + cmd.Path + " as it is now): " + url
+		// Shown as running before the write returns, so a read right after sees it.
+		d.ctl.running(shown, linkWaiting)
+		go d.makeLink(cmd, shown) // link.go: reads every chunk; progress, then the URL, in .kumo
+		return 0
 	case control.CmdShareAccept:
 		if msg, err = d.acceptShare(ctx, cmd.Share); err != nil { // sharemember.go
 			return d.commandFailed(shown, err)

@@ -149,8 +149,10 @@ type Drive struct {
 	quota quotaState    // uploads paused for quota (quota.go)
 	disk  diskState     // room on the embedded cloud's disk (disk.go)
 	mnt   string        // the mount point, for messages
-	// restoring is set while a restore asked through the control file runs.
+	// restoring and linking are set while a restore or a link asked through
+	// the control file runs (history.go, link.go).
 	restoring atomic.Bool
+	linking   atomic.Bool
 	reads     readCounts  // reads served here or by the cloud (readstats.go)
 	sh        driveShares // shared folders' keys and rosters (share.go)
 	mem       memberState // shares joined from other accounts (sharemember.go)

@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,9 +26,11 @@ import (
 // LinkManifest builds the manifest of a link to remote path p: a file, or a
 // folder's whole tree (directories before their children). Each chunk
 // carries its content key, so the link opens exactly the chunks it names,
-// and the hash of its sealed bytes (linkSums: every chunk is read once).
-// Special files (fifos, devices) are left out and reported through skip.
-func (f *FS) LinkManifest(ctx context.Context, p string, skip func(path string)) (*link.Manifest, error) {
+// and the hash of its sealed bytes (linkSums: every chunk is read once, from
+// o.Local where it holds it, else from the cloud). Special files (fifos,
+// devices) are left out and reported through skip. Only o's Progress and
+// Local are used here.
+func (f *FS) LinkManifest(ctx context.Context, p string, o LinkOptions, skip func(path string)) (*link.Manifest, error) {
 	n, err := f.Resolve(ctx, p)
 	if err != nil {
 		return nil, fmt.Errorf("link: %w", err)
@@ -38,13 +41,14 @@ func (f *FS) LinkManifest(ctx context.Context, p string, skip func(path string))
 	}
 	m := &link.Manifest{V: link.ManifestVersion, Name: name, Created: time.Now().UTC().Truncate(time.Second)}
 	ciphers := map[string]*chunk.Cipher{}
+	pr := &linkTracker{fn: o.Progress}
 	if !n.IsDir() {
 		e, ok := f.linkEntry(n, "", ciphers)
 		if !ok || e.Type != link.TypeFile {
 			return nil, fmt.Errorf("link %s: only regular files and directories can be linked", n.Path)
 		}
 		m.Kind, m.Entries = link.KindFile, []link.Entry{e}
-		if err := f.linkSums(ctx, m, ciphers); err != nil {
+		if err := f.linkSums(ctx, m, ciphers, o.Local, pr); err != nil {
 			return nil, err
 		}
 		return m, m.Validate()
@@ -66,6 +70,7 @@ func (f *FS) LinkManifest(ctx context.Context, p string, skip func(path string))
 				continue
 			}
 			m.Entries = append(m.Entries, e)
+			pr.update(func(p *LinkProgress) { p.Entries = len(m.Entries) })
 			if k.IsDir() {
 				if err := walk(k, kp); err != nil {
 					return err
@@ -77,7 +82,7 @@ func (f *FS) LinkManifest(ctx context.Context, p string, skip func(path string))
 	if err := walk(n, ""); err != nil {
 		return nil, err
 	}
-	if err := f.linkSums(ctx, m, ciphers); err != nil {
+	if err := f.linkSums(ctx, m, ciphers, o.Local, pr); err != nil {
 		return nil, err
 	}
 	return m, m.Validate()
@@ -112,16 +117,30 @@ func (f *FS) linkEntry(n *Node, rel string, ciphers map[string]*chunk.Cipher) (l
 }
 
 // linkSums gives every chunk of m the hash of its sealed bytes (what a
-// reader checks a whole chunk against). Each distinct chunk is downloaded
-// once and opened with the account's keys, its id checked against its
-// plaintext (chunk.Open), before its sealed bytes are hashed: a link never
-// vouches for bytes the owner did not write. Sealing is deterministic
-// (docs/FORMAT.md section 4), so these are the only bytes the id can have.
-func (f *FS) linkSums(ctx context.Context, m *link.Manifest, ciphers map[string]*chunk.Cipher) error {
+// reader checks a whole chunk against). Each distinct chunk is read once,
+// from local where it holds the whole sealed chunk, else from the cloud, and
+// opened with the account's keys, its id checked against its plaintext
+// (chunk.Open), before its sealed bytes are hashed: a link never vouches for
+// bytes the owner did not write, and a local copy is never trusted over that
+// check (one that fails it is dropped and the cloud's read instead). Sealing
+// is deterministic (docs/FORMAT.md section 4), so these are the only bytes
+// the id can have, wherever they were read.
+func (f *FS) linkSums(ctx context.Context, m *link.Manifest, ciphers map[string]*chunk.Cipher, local LocalChunks, pr *linkTracker) error {
 	ids := m.ChunkIDs()
 	if len(ids) > link.MaxChunks { // refused before reading them all
 		return fmt.Errorf("link: %d chunks, more than the %d a link holds: link a smaller folder", len(ids), link.MaxChunks)
 	}
+	plainLen := make(map[string]int, len(ids))
+	var total int64
+	for _, e := range m.Entries {
+		for _, c := range e.Chunks {
+			if !c.IsHole() && plainLen[c.ID] == 0 {
+				plainLen[c.ID] = c.N
+				total += int64(c.N)
+			}
+		}
+	}
+	pr.update(func(p *LinkProgress) { p.Chunks, p.Bytes = len(ids), total })
 	sums := make([]string, len(ids))
 	items := make([]int, len(ids))
 	for i := range items {
@@ -132,14 +151,34 @@ func (f *FS) linkSums(ctx context.Context, m *link.Manifest, ciphers map[string]
 		if err != nil {
 			return fmt.Errorf("link: %w", err)
 		}
-		sealed, err := f.c.GetChunkInto(ctx, ids[i], 0, -1, buf[chunk.Size:chunk.Size])
-		if err != nil {
-			return fmt.Errorf("link: read chunk %s: %w", ids[i], err)
+		n, cph := plainLen[ids[i]], ciphers[ids[i]]
+		var sealed []byte
+		if local != nil {
+			if b, ok := local.SealedChunk(buf[chunk.Size:chunk.Size], ids[i], n); ok {
+				if _, err := cph.Open(buf[:0], id, b); err == nil {
+					sealed = b
+				} else {
+					local.Bad(ids[i], err)
+				}
+			}
 		}
-		if _, err := ciphers[ids[i]].Open(buf[:0], id, sealed); err != nil {
-			return fmt.Errorf("link: chunk %s does not open with this account's keys (%v): %w", ids[i], err, ErrMismatch)
+		fromLocal := sealed != nil
+		if sealed == nil {
+			if sealed, err = f.c.GetChunkInto(ctx, ids[i], 0, -1, buf[chunk.Size:chunk.Size]); err != nil {
+				return fmt.Errorf("link: read chunk %s: %w", ids[i], err)
+			}
+			if _, err := cph.Open(buf[:0], id, sealed); err != nil {
+				return fmt.Errorf("link: chunk %s does not open with this account's keys (%v): %w", ids[i], err, ErrMismatch)
+			}
 		}
 		sums[i] = link.ChunkSum(sealed)
+		pr.update(func(p *LinkProgress) {
+			p.ChunksDone++
+			p.BytesDone += int64(n)
+			if fromLocal {
+				p.Local++
+			}
+		})
 		return nil
 	})
 	if err != nil {
@@ -160,10 +199,54 @@ func (f *FS) linkSums(ctx context.Context, m *link.Manifest, ciphers map[string]
 	return nil
 }
 
-// LinkOptions are a new link's expiry (zero: none) and password (nil: none).
+// LinkOptions are a new link's expiry (zero: none) and password (nil: none),
+// and how it is made.
 type LinkOptions struct {
 	Expires  time.Time
 	Password []byte
+	// Progress, if set, is told how far the link is as it is made (calls
+	// are serialized; the counts only grow).
+	Progress func(LinkProgress)
+	// Local, if set, is a local copy of sealed chunks (a drive's chunk
+	// cache) to read before the cloud.
+	Local LocalChunks
+}
+
+// LinkProgress is how far the making of a link is: the entries listed so
+// far, then the distinct chunks (and their plaintext bytes) read and hashed,
+// Local of them from the local copy.
+type LinkProgress struct {
+	Entries            int
+	Chunks, ChunksDone int
+	Bytes, BytesDone   int64
+	Local              int
+}
+
+// LocalChunks holds sealed chunks exactly as the cloud stores them.
+type LocalChunks interface {
+	// SealedChunk appends to dst the whole sealed chunk id, of n plaintext
+	// bytes, if it holds all of it.
+	SealedChunk(dst []byte, id string, n int) ([]byte, bool)
+	// Bad says that the copy of chunk id failed its check (err): it should
+	// be dropped.
+	Bad(id string, err error)
+}
+
+// linkTracker serializes a link's progress reports.
+type linkTracker struct {
+	mu sync.Mutex
+	fn func(LinkProgress)
+	p  LinkProgress
+}
+
+func (t *linkTracker) update(change func(*LinkProgress)) {
+	if t.fn == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	change(&t.p)
+	t.fn(t.p)
 }
 
 // CreateLink makes a read-only link to remote path p and returns its URL,
@@ -172,7 +255,7 @@ func (f *FS) CreateLink(ctx context.Context, p string, o LinkOptions, skip func(
 	if f.c.InProcess() {
 		return "", errors.New("link: this machine's embedded cloud has no address others can reach: log in to a server (kumo login) to make links")
 	}
-	m, err := f.LinkManifest(ctx, p, skip)
+	m, err := f.LinkManifest(ctx, p, o, skip)
 	if err != nil {
 		return "", err
 	}

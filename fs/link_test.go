@@ -1,0 +1,228 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"kumo/internal/control"
+	"kumo/internal/hostile"
+	"kumo/internal/link"
+	"kumo/remote/api"
+	"kumo/remote/client"
+	"kumo/remote/pathops"
+)
+
+// linkTree makes dir/{big,small} on d (big: two chunks) and uploads them;
+// it returns their contents by name.
+func linkTree(t *testing.T, d *Drive) map[string][]byte {
+	t.Helper()
+	dir, e := d.create(api.RootID, newNode{name: "dir", mode: syscall.S_IFDIR | 0o755})
+	if e != 0 {
+		t.Fatalf("mkdir: %v", e)
+	}
+	files := map[string][]byte{"big": make([]byte, 4<<20+100<<10), "small": make([]byte, 3000)}
+	for name, b := range files {
+		rand.Read(b)
+		coreFile(t, d, dir.id, name, string(b))
+	}
+	flushWithin(t, d, 30*time.Second)
+	return files
+}
+
+// lastCommand is what .kumo shows as the last command.
+func lastCommand(d *Drive) control.CommandResult {
+	d.ctl.mu.Lock()
+	defer d.ctl.mu.Unlock()
+	if d.ctl.last == nil {
+		return control.CommandResult{}
+	}
+	return *d.ctl.last
+}
+
+// waitLink waits for the outcome of command line (a link) in .kumo and
+// returns its URL.
+func waitLink(t *testing.T, d *Drive, line string, limit time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		l := lastCommand(d)
+		if l.Command == line && !l.Running {
+			if !l.OK {
+				t.Fatalf("link failed: %s", l.Message)
+			}
+			i := strings.Index(l.Message, "http")
+			if i < 0 {
+				t.Fatalf("no URL in %q", l.Message)
+			}
+			return strings.Fields(l.Message[i:])[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("link not made within %v: %+v", limit, l)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// getLinkTree downloads a folder link with no account and checks it holds
+// exactly want.
+func getLinkTree(t *testing.T, u string, want map[string][]byte) {
+	t.Helper()
+	base, _, _, err := link.ParseURL(u)
+	must(t, err)
+	cl, err := client.New(client.Options{BaseURL: base})
+	must(t, err)
+	dest := t.TempDir()
+	must(t, pathops.GetLink(context.Background(), cl, u, dest, pathops.GetLinkOptions{}))
+	ents, err := os.ReadDir(filepath.Join(dest, "dir"))
+	must(t, err)
+	if len(ents) != len(want) {
+		t.Fatalf("the link holds %d files, want %d", len(ents), len(want))
+	}
+	for name, b := range want {
+		got, err := os.ReadFile(filepath.Join(dest, "dir", name))
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("%s through the link: %d bytes, want %d (%v)", name, len(got), len(b), err)
+		}
+	}
+}
+
+// `link PATH` written to .kumo returns at once and makes the link in the
+// background, .kumo saying how far it is, then the URL. Before, the write
+// blocked while every chunk was read from the cloud and hashed (up to the
+// command timeout, then failed).
+func TestCoreLinkInBackground(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	want := linkTree(t, coreDrive(t, c)) // another device wrote the files
+	p := hostile.Start(t, c.url)
+	var hold atomic.Bool
+	var held atomic.Int32
+	gate := make(chan struct{})
+	var opened atomic.Bool
+	release := func() {
+		if !opened.Swap(true) {
+			close(gate)
+		}
+	}
+	t.Cleanup(release)
+	p.On("GET", "/v1/chunks/*", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		if hold.Load() {
+			held.Add(1)
+			select {
+			case <-gate:
+			case <-req.Context().Done():
+				return nil
+			}
+		}
+		return next(req)
+	})
+	d := coreDriveVia(t, c, p.URL) // this drive never read them: nothing cached
+	hold.Store(true)
+
+	done := make(chan syscall.Errno, 1)
+	start := time.Now()
+	go func() { done <- d.runCommand("link /dir\n") }()
+	select {
+	case e := <-done:
+		if e != 0 {
+			t.Fatalf("link: %v: %+v", e, lastCommand(d))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the write of 'link /dir' did not return within 10 s while the link's chunk reads were held")
+	}
+	t.Logf("the write returned in %v", time.Since(start).Round(time.Millisecond))
+	for deadline := time.Now().Add(20 * time.Second); held.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no chunk read reached the cloud: %+v", lastCommand(d))
+		}
+	}
+	if l := lastCommand(d); !l.Running || !strings.Contains(l.Message, "making the link") {
+		t.Fatalf(".kumo while the link is made: %+v", l)
+	}
+	// One at a time: a second link is refused, saying why.
+	if e := d.runCommand("link /dir/small"); e != syscall.EBUSY {
+		t.Fatalf("a second link while one is made: %v, want EBUSY", e)
+	} else if l := lastCommand(d); l.OK || !strings.Contains(l.Message, "a link is being made") {
+		t.Fatalf("the refused second link: %+v", l)
+	}
+	release()
+	u := waitLink(t, d, "link /dir", 30*time.Second)
+	getLinkTree(t, u, want)
+
+	// The drive is free for the next link once this one is done.
+	if e := d.runCommand("link /dir/small"); e != 0 {
+		t.Fatalf("a link after the first was done: %v: %+v", e, lastCommand(d))
+	}
+	waitLink(t, d, "link /dir/small", 30*time.Second)
+}
+
+// A link of files the drive wrote (so holds in its chunk cache, sealed as
+// the cloud stores them) reads no chunk from the cloud; a cached copy that
+// does not open under its key is not used: that chunk is read from the
+// cloud, and the link is still exact. Before, every chunk was downloaded.
+func TestCoreLinkFromCache(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	p := hostile.Start(t, c.url)
+	cacheDir := t.TempDir()
+	d := coreDriveAt(t, c, cacheDir, func(o *Options) {
+		cl, err := client.New(client.Options{BaseURL: p.URL, Token: c.sess.Token, MaxRetries: -1})
+		must(t, err)
+		o.Client = cl
+	}, nil)
+	want := linkTree(t, d)
+
+	before := p.Count("GET", "/v1/chunks/*")
+	must(t, errnoErr(d.runCommand("link /dir")))
+	u := waitLink(t, d, "link /dir", 30*time.Second)
+	if n := p.Count("GET", "/v1/chunks/*") - before; n != 0 {
+		t.Fatalf("a link of cached chunks read %d chunks from the cloud, want 0", n)
+	}
+	getLinkTree(t, u, want)
+
+	// Spoil one cached chunk (well-formed cache slots, wrong bytes): the
+	// link must not trust it.
+	ents, err := os.ReadDir(filepath.Join(cacheDir, "chunks"))
+	must(t, err)
+	var ids []string
+	for _, e := range ents {
+		if api.ValidHexID(e.Name()) {
+			ids = append(ids, e.Name())
+		}
+	}
+	slices.Sort(ids)
+	if len(ids) != 3 {
+		t.Fatalf("%d chunks cached, want 3: %v", len(ids), ids)
+	}
+	var bad [][]byte
+	for k := 0; ; k++ {
+		s, ok := d.store.GetSegment(ids[0], k)
+		if !ok {
+			break
+		}
+		rand.Read(s)
+		bad = append(bad, s)
+	}
+	must(t, d.store.PutSegments(ids[0], 0, bad))
+	before = p.Count("GET", "/v1/chunks/*")
+	must(t, errnoErr(d.runCommand("link /dir")))
+	u = waitLink(t, d, "link /dir", 30*time.Second)
+	if got := p.Exchanges("GET", "/v1/chunks/*")[before:]; len(got) != 1 || !strings.HasSuffix(got[0].Request.Path, ids[0]) {
+		t.Fatalf("with chunk %s spoiled in the cache the link read %d chunks from the cloud, want that one", ids[0], len(got))
+	}
+	getLinkTree(t, u, want)
+}
+
+func errnoErr(e syscall.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
