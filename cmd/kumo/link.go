@@ -121,9 +121,20 @@ func linkCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			// Making a link reads and hashes every chunk once: a bar on a
+			// terminal, for the bytes of its distinct chunks.
+			prog, end := progressBar("link")
+			if prog != nil {
+				o.Progress = func(p pathops.LinkProgress) {
+					if p.Chunks > 0 {
+						prog(p.BytesDone, p.Bytes)
+					}
+				}
+			}
 			u, err := fsys.CreateLink(c.Context, args[0], o, func(p string) {
 				fmt.Fprintf(os.Stderr, "kumo: left out of the link: %s (not a file, directory or symlink)\n", p)
 			})
+			end()
 			if err != nil {
 				return explain(err, s)
 			}
