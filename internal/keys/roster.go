@@ -311,6 +311,47 @@ func (r *Roster) Signer(signer SignerID, gen uint32) ([PublicKeySize]byte, bool)
 	return [PublicKeySize]byte{}, false
 }
 
+// HistorySigner returns the public key of signer if it may have signed a
+// kept version (history, trash) of key generation gen. At or above MinGen
+// the rule is Signer's. Below it, where Signer accepts nobody, it accepts
+// the owner and a member who is a writer in this roster: a removed or
+// demoted writer kept the old generations' keys and its signing key, so
+// with the server it could make a record of an old generation now, but it
+// cannot sign as the owner or as a current writer. (Whether a current
+// writer was one at gen is not in the roster; a current writer may write
+// the folder anyway, and the server chooses which kept version it shows,
+// so accepting its signature on an old generation gives nobody a record
+// they could not make already.) A refusal wraps ErrRecordSig and says why.
+func (r *Roster) HistorySigner(signer SignerID, gen uint32) ([PublicKeySize]byte, error) {
+	if gen == 0 || gen > r.Gen {
+		return [PublicKeySize]byte{}, fmt.Errorf("%w: generation %d is not one of this share's", ErrRecordSig, gen)
+	}
+	if gen >= r.MinGen {
+		if pub, ok := r.Signer(signer, gen); ok {
+			return pub, nil
+		}
+		return [PublicKeySize]byte{}, fmt.Errorf("%w: signed by %x, not a writer of generation %d", ErrRecordSig, signer[:4], gen)
+	}
+	if SignerOf(r.Owner.Sign) == signer {
+		return r.Owner.Sign, nil
+	}
+	for _, m := range r.Members {
+		if SignerOf(m.Keys.Sign) != signer {
+			continue
+		}
+		if m.Role == RoleWriter {
+			return m.Keys.Sign, nil
+		}
+		what := "since removed"
+		if m.Role == RoleReader {
+			what = "since made a reader"
+		}
+		return [PublicKeySize]byte{}, fmt.Errorf("%w: this version (key generation %d, before the folder was re-sealed at %d) was written by %s, a member %s: "+
+			"versions signed by a former writer are refused, since it could still make them", ErrRecordSig, gen, r.MinGen, m.Email, what)
+	}
+	return [PublicKeySize]byte{}, fmt.Errorf("%w: version of key generation %d signed by %x, neither the owner nor a member", ErrRecordSig, gen, signer[:4])
+}
+
 // NeedsReseal says whether a former writer (removed, or demoted to reader)
 // may still sign records of an accepted generation: the owner then re-seals
 // the folder under the current generation and raises MinGen to it. If the

@@ -58,7 +58,7 @@ func (f *FS) RootAt(ctx context.Context, at int64) (*Node, error) {
 	if err != nil {
 		return nil, f.historyErr(ctx, at, fmt.Errorf("root: %w", err))
 	}
-	return f.open("/", "", 0, "", n)
+	return f.past().open("/", "", 0, "", n)
 }
 
 // ListNodeAt returns the entries of directory dir (by node id) as they were
@@ -71,7 +71,7 @@ func (f *FS) ListNodeAt(ctx context.Context, dir *Node, at int64) ([]*Node, erro
 	if err != nil {
 		return nil, f.historyErr(ctx, at, fmt.Errorf("list %s: %w", dir.Path, err))
 	}
-	return f.openEntries(dir, es)
+	return f.past().openEntries(dir, es)
 }
 
 // ResolveAt returns the node at remote path p as it was at at.
@@ -92,13 +92,14 @@ func (f *FS) ResolveAt(ctx context.Context, p string, at int64) (*Node, error) {
 		if err != nil {
 			return nil, f.historyErr(ctx, at, fmt.Errorf("list %s: %w", n.Path, err))
 		}
-		mac := f.sealer.NameMAC(n.ID(), []byte(name))
-		i := slices.IndexFunc(es, func(e api.Entry) bool { return e.NameMAC == mac })
+		// In a shared folder, under the name MAC of any generation held.
+		macs := f.nameMACsIn(n, name)
+		i := slices.IndexFunc(es, func(e api.Entry) bool { return slices.Contains(macs, e.NameMAC) })
 		p := path.Join(n.Path, name)
 		if i < 0 {
 			return nil, fmt.Errorf("%s did not exist at %s: %w", p, time.Unix(0, at).UTC().Format(time.RFC3339Nano), api.ErrNotFound)
 		}
-		if n, err = f.openEntry(n, p, es[i]); err != nil {
+		if n, err = f.past().openEntry(n, p, es[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -204,6 +205,10 @@ type restorer struct {
 	st    RestoreStats
 	ops   []plannedOp
 	now   time.Time
+	// In shared folders: the FS that writes each share's restored
+	// records, and kept versions re-encrypted for it (historyshare.go).
+	writers   map[uint64]*FS
+	recrypted map[recryptKey]*meta.Attrs
 }
 
 // plannedOp is one batch operation and what it counts for when it succeeds.
@@ -280,24 +285,31 @@ func sameMeta(live, snap *meta.Attrs) bool {
 // its live entries by name) as s.
 func (r *restorer) reconcile(ctx context.Context, s *snapNode, parent *Node, name string, siblings map[string]*Node) error {
 	live := siblings[name]
+	same := false
+	if live != nil && !s.n.IsDir() && !live.IsDir() {
+		var err error
+		if same, err = r.sameAs(ctx, live, s.n); err != nil {
+			return err
+		}
+	}
 	switch {
 	case live == nil:
-		return r.create(s, parent.ID(), path.Join(parent.Path, name), name, false)
+		return r.create(ctx, s, parent, path.Join(parent.Path, name), name, false)
 	case s.n.IsDir() && live.IsDir():
 		return r.reconcileDir(ctx, s, live)
-	case !s.n.IsDir() && !live.IsDir() && sameContent(live.Attrs, s.n.Attrs):
+	case same:
 		if !r.force || sameMeta(live.Attrs, s.n.Attrs) {
 			r.skip(s.n)
 			return nil
 		}
-		return r.update(live, s.n)
+		return r.update(ctx, live, s.n)
 	case r.force && !s.n.IsDir() && !live.IsDir():
-		return r.update(live, s.n) // a new version of the same node
+		return r.update(ctx, live, s.n) // a new version of the same node
 	case r.force:
 		if err := r.remove(ctx, live); err != nil {
 			return err
 		}
-		return r.create(s, parent.ID(), path.Join(parent.Path, name), name, false)
+		return r.create(ctx, s, parent, path.Join(parent.Path, name), name, false)
 	}
 	// A newer entry is kept; the restored one gets a conflict-copy name,
 	// unless a conflict copy of the name already holds it (a resumed restore).
@@ -305,12 +317,18 @@ func (r *restorer) reconcile(ctx context.Context, s *snapNode, parent *Node, nam
 		if !meta.IsConflictOf(cname, name) || c.Node.ID == 0 {
 			continue // not a copy, or one planned in this run
 		}
-		switch {
-		case s.n.IsDir() && c.IsDir():
+		if s.n.IsDir() && c.IsDir() {
 			return r.reconcileDir(ctx, s, c)
-		case !s.n.IsDir() && !c.IsDir() && sameContent(c.Attrs, s.n.Attrs):
-			r.skip(s.n)
-			return nil
+		}
+		if !s.n.IsDir() && !c.IsDir() {
+			same, err := r.sameAs(ctx, c, s.n)
+			if err != nil {
+				return err
+			}
+			if same {
+				r.skip(s.n)
+				return nil
+			}
 		}
 	}
 	if r.now.IsZero() {
@@ -320,7 +338,7 @@ func (r *restorer) reconcile(ctx context.Context, s *snapNode, parent *Node, nam
 		cname := meta.ConflictName(name, i, r.now)
 		if siblings[cname] == nil {
 			siblings[cname] = &Node{Name: cname, Node: api.Node{Type: s.n.Node.Type}, Attrs: s.n.Attrs}
-			return r.create(s, parent.ID(), path.Join(parent.Path, cname), cname, true)
+			return r.create(ctx, s, parent, path.Join(parent.Path, cname), cname, true)
 		}
 	}
 }
@@ -329,7 +347,7 @@ func (r *restorer) reconcile(ctx context.Context, s *snapNode, parent *Node, nam
 // (with force), then its entries.
 func (r *restorer) reconcileDir(ctx context.Context, s *snapNode, live *Node) error {
 	if r.force && !sameMeta(live.Attrs, s.n.Attrs) {
-		if err := r.update(live, s.n); err != nil {
+		if err := r.update(ctx, live, s.n); err != nil {
 			return err
 		}
 	} else {
@@ -375,9 +393,23 @@ func (r *restorer) skip(n *Node) {
 }
 
 // create plans s as a new node (and, for a directory, its whole subtree)
-// named name in directory parent.
-func (r *restorer) create(s *snapNode, parent uint64, p, name string, conflict bool) error {
-	req, err := r.f.createRequest(parent, name, s.n.Attrs, p)
+// named name in the live directory parent, sealed for parent's tree.
+func (r *restorer) create(ctx context.Context, s *snapNode, parent *Node, p, name string, conflict bool) error {
+	return r.createIn(ctx, s, parent.ID(), shareOf(parent), p, name, conflict)
+}
+
+// createIn plans s as a new node named name in directory parent (a live
+// one, or one planned in this run), sealed for share (0: home).
+func (r *restorer) createIn(ctx context.Context, s *snapNode, parent, share uint64, p, name string, conflict bool) error {
+	w, err := r.restoreWriter(share)
+	if err != nil {
+		return err
+	}
+	a, err := r.restoredAttrs(ctx, w, s.n)
+	if err != nil {
+		return err
+	}
+	req, err := w.createRequest(parent, name, a, p)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
@@ -386,16 +418,25 @@ func (r *restorer) create(s *snapNode, parent uint64, p, name string, conflict b
 		what: p, entry: true, bytes: fileBytes(s.n), count: &r.st.Created, copy: conflict,
 	})
 	for _, k := range s.kids {
-		if err := r.create(k, req.ID, path.Join(p, k.n.Name), k.n.Name, false); err != nil {
+		if err := r.createIn(ctx, k, req.ID, share, path.Join(p, k.n.Name), k.n.Name, false); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// update plans giving the live node live the attributes of snapshot node s.
-func (r *restorer) update(live, s *Node) error {
-	req, err := r.f.updateRequest(live, s.Attrs)
+// update plans giving the live node live the attributes of snapshot node
+// s, sealed for live's tree.
+func (r *restorer) update(ctx context.Context, live, s *Node) error {
+	w, err := r.restoreWriter(shareOf(live))
+	if err != nil {
+		return err
+	}
+	a, err := r.restoredAttrs(ctx, w, s)
+	if err != nil {
+		return err
+	}
+	req, err := w.updateRequest(live, a)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
@@ -543,7 +584,7 @@ func (f *FS) trash(ctx context.Context) (*trashState, error) {
 		if err != nil {
 			return nil, fmt.Errorf("trash: %w", err)
 		}
-		n, err := f.openEntry(dir, "", api.Entry{Parent: it.Parent, NameMAC: it.NameMAC, Name: it.Name, Node: it.Node})
+		n, err := f.past().openEntry(dir, "", api.Entry{Parent: it.Parent, NameMAC: it.NameMAC, Name: it.Name, Node: it.Node})
 		if err != nil {
 			return nil, fmt.Errorf("trash: %w", err)
 		}
@@ -638,7 +679,7 @@ func (f *FS) TrashRestore(ctx context.Context, p string, prog RestoreProgress) (
 	}
 	parent := ts.dirs[item.Node.Parent]
 	// The sealed name is bound to the node, not to a version of it.
-	snap, err := f.openEntry(parent, p, api.Entry{Parent: parent.ID(), NameMAC: item.raw.NameMAC, Name: item.raw.Name, Node: n})
+	snap, err := f.past().openEntry(parent, p, api.Entry{Parent: parent.ID(), NameMAC: item.raw.NameMAC, Name: item.raw.Name, Node: n})
 	if err != nil {
 		return "", RestoreStats{}, fmt.Errorf("trash restore: %w", err)
 	}
@@ -710,7 +751,7 @@ func (f *FS) Versions(ctx context.Context, p string) ([]Version, error) {
 	}
 	out := make([]Version, 0, len(vs))
 	for _, v := range vs {
-		o, err := f.open(n.Path, n.Name, n.Parent, n.NameMAC, v.Node)
+		o, err := f.past().open(n.Path, n.Name, n.Parent, n.NameMAC, v.Node)
 		if err != nil {
 			return nil, err
 		}

@@ -48,6 +48,10 @@ type FS struct {
 	shares map[uint64]*Share
 	me     *keys.Identity
 	scope  *Share
+	// history marks a copy of the FS that opens kept versions (history.go
+	// past): a share record below the roster's lowest accepted generation
+	// opens if the owner or a current writer signed it (VerifyHistory).
+	history bool
 }
 
 // New returns an FS over the client with the account's subkeys.

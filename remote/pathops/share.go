@@ -167,6 +167,9 @@ func (f *FS) verified(kind keys.RecordKind, id uint64, nameMAC string, b []byte)
 	if s == nil {
 		return nil, fmt.Errorf("%w: sealed for shared folder %016x, which this client has not joined (if you were sharing this folder when kumo share was interrupted, run it again)", ErrShare, kid.Share)
 	}
+	if f.history {
+		return s.VerifyHistory(kind, id, nameMAC, b)
+	}
 	return s.Verify(kind, id, nameMAC, b)
 }
 
@@ -176,6 +179,12 @@ func (f *FS) verified(kind keys.RecordKind, id uint64, nameMAC string, b []byte)
 // owner or a writer allowed to sign that generation.
 // It returns the sealed record without the signature. The drive uses it too.
 func (s *Share) Verify(kind keys.RecordKind, id uint64, nameMAC string, b []byte) ([]byte, error) {
+	return s.verify(kind, id, nameMAC, b, false)
+}
+
+// verify checks b as Verify does, or, for a kept version (past), by the
+// history rule of keys.Roster.HistorySigner.
+func (s *Share) verify(kind keys.RecordKind, id uint64, nameMAC string, b []byte, past bool) ([]byte, error) {
 	kid, ok := meta.RecordKeyID(b)
 	if !ok || kid.Share != s.ID {
 		return nil, fmt.Errorf("%w: %s: record sealed for share %016x", ErrShare, s.Name(), kid.Share)
@@ -183,6 +192,13 @@ func (s *Share) Verify(kind keys.RecordKind, id uint64, nameMAC string, b []byte
 	sealed, signer, sig, err := keys.SplitRecord(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrShare, s.Name(), err)
+	}
+	if past {
+		pub, err := s.Roster.HistorySigner(signer, kid.Gen)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrShare, s.Name(), err)
+		}
+		return s.checkSig(pub, kind, id, nameMAC, sealed, sig)
 	}
 	if kid.Gen < s.Roster.MinGen {
 		return nil, fmt.Errorf("%w: %s: record of key generation %d, below the lowest the roster accepts (%d, version %d): %w",
@@ -193,7 +209,13 @@ func (s *Share) Verify(kind keys.RecordKind, id uint64, nameMAC string, b []byte
 		return nil, fmt.Errorf("%w: %s: signed by %x, not a writer of generation %d (roster version %d): %w",
 			ErrShare, s.Name(), signer[:4], kid.Gen, s.Roster.Version, keys.ErrRecordSig)
 	}
+	return s.checkSig(pub, kind, id, nameMAC, sealed, sig)
+}
+
+// checkSig verifies sig over sealed with the signer's key pub.
+func (s *Share) checkSig(pub [keys.PublicKeySize]byte, kind keys.RecordKind, id uint64, nameMAC string, sealed, sig []byte) ([]byte, error) {
 	var mac []byte
+	var err error
 	if kind == keys.RecordName {
 		if mac, err = hex.DecodeString(nameMAC); err != nil || len(mac) != keys.NameMACSize {
 			return nil, fmt.Errorf("%w: %s: malformed name MAC", ErrShare, s.Name())

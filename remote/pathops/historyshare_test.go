@@ -1,0 +1,170 @@
+package pathops_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"kumo/internal/keys"
+	"kumo/remote/pathops"
+)
+
+// shareHistoryFixture is newRevokeFixture with a day of history kept: at
+// moment `at`, /a.txt holds alice's second version and /bob.txt bob's;
+// both were written over afterwards, then bob (a writer) was removed and
+// the folder re-sealed under generation 2 with generation 1 refused.
+type shareHistoryFixture struct {
+	*revokeFixture
+	at                int64
+	aliceOld, bobOld  []byte
+	aliceLive, bobNew []byte
+}
+
+func newShareHistoryFixture(t *testing.T) *shareHistoryFixture {
+	t.Helper()
+	e := startServer(t)
+	fx := &shareHistoryFixture{revokeFixture: newRevokeFixture(t, e.url, e.url)}
+	if _, err := fx.alice.home.SetRetention(tctx(t), 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	fx.aliceOld, fx.bobOld = randBytes(t, 300<<10), []byte("bob's second version\n")
+	fx.aliceLive, fx.bobNew = []byte("alice's third version\n"), []byte("bob's third version\n")
+	av, bv := fx.alice.view(t), fx.bob.view(t)
+	if err := putBytes(t, av, "/a.txt", fx.aliceOld); err != nil {
+		t.Fatal(err)
+	}
+	if err := putBytes(t, bv, "/bob.txt", fx.bobOld); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	fx.at = time.Now().UnixNano()
+	time.Sleep(20 * time.Millisecond)
+	if err := putBytes(t, av, "/a.txt", fx.aliceLive); err != nil {
+		t.Fatal(err)
+	}
+	if err := putBytes(t, bv, "/bob.txt", fx.bobNew); err != nil {
+		t.Fatal(err)
+	}
+	af, _ := fx.alice.load(t)
+	sh, err := af.RemoveMember(tctx(t), fx.alice.acct, "/Docs", "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh.Roster.MinGen != 2 {
+		t.Fatalf("after removing a writer: lowest accepted generation %d, want 2", sh.Roster.MinGen)
+	}
+	return fx
+}
+
+// TestShareHistoryAfterWriterRemoved: after a writer's removal and the
+// re-seal, the owner's kept versions from before it (generation 1, signed
+// by the owner) open in history reads, by path and as versions; the
+// removed writer's are refused, saying it was removed. The live tree still
+// refuses generation 1.
+func TestShareHistoryAfterWriterRemoved(t *testing.T) {
+	fx := newShareHistoryFixture(t)
+	af, _ := fx.alice.load(t)
+	got, err := getAt(t, af, "/Docs/a.txt", fx.at)
+	if err != nil || !bytes.Equal(got, fx.aliceOld) {
+		t.Fatalf("owner's version from before the re-seal: %d bytes, %v", len(got), err)
+	}
+	_, err = getAt(t, af, "/Docs/bob.txt", fx.at)
+	if !errors.Is(err, pathops.ErrShare) || !errors.Is(err, keys.ErrRecordSig) || !strings.Contains(err.Error(), "since removed") {
+		t.Fatalf("removed writer's version from before the re-seal: %v, want ErrShare saying it was written by a member since removed", err)
+	}
+	vs, err := af.Versions(tctx(t), "/Docs/a.txt")
+	if err != nil {
+		t.Fatalf("versions of the owner's file: %v", err)
+	}
+	if len(vs) < 3 {
+		t.Fatalf("versions of the owner's file: %d, want at least 3", len(vs))
+	}
+	if _, err := af.Versions(tctx(t), "/Docs/bob.txt"); !errors.Is(err, pathops.ErrShare) {
+		t.Fatalf("versions of the removed writer's file: %v, want ErrShare", err)
+	}
+	// The live tree is unchanged: every record is of generation 2.
+	if g := gens(t, fx.alice.c, fx.bobShare.Root); len(g) != 1 || g[2] == 0 {
+		t.Fatalf("live records by generation: %v, want all 2", g)
+	}
+}
+
+// TestShareHistoryPlantedByRemovedWriter: a record the removed writer makes
+// now in generation 1, which a hostile server keeps as a past version (it
+// was planted, then unlinked), is refused by history reads.
+func TestShareHistoryPlantedByRemovedWriter(t *testing.T) {
+	fx := newShareHistoryFixture(t)
+	fx.plantByBob(t, "planted.txt")
+	time.Sleep(20 * time.Millisecond)
+	at := time.Now().UnixNano()
+	time.Sleep(20 * time.Millisecond)
+	if err := removePlanted(t, fx.revokeFixture, "planted.txt"); err != nil {
+		t.Fatal(err)
+	}
+	af, _ := fx.alice.load(t)
+	if _, err := af.ResolveAt(tctx(t), "/Docs/planted.txt", at); !errors.Is(err, pathops.ErrShare) || !strings.Contains(err.Error(), "since removed") {
+		t.Fatalf("planted generation-1 record in history: %v, want ErrShare", err)
+	}
+	if _, err := af.Trash(tctx(t)); !errors.Is(err, pathops.ErrShare) {
+		t.Fatalf("trash holding the planted record: %v, want ErrShare", err)
+	}
+	// The owner's version of that moment still opens.
+	if got, err := getAt(t, af, "/Docs/a.txt", fx.at); err != nil || !bytes.Equal(got, fx.aliceOld) {
+		t.Fatalf("owner's old version: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestShareRestoreOldGeneration: restoring the owner's version from before
+// the re-seal writes it under the current generation, signed by the owner,
+// its chunks re-encrypted: every live record stays of generation 2, and the
+// remaining reader reads the restored bytes.
+func TestShareRestoreOldGeneration(t *testing.T) {
+	fx := newShareHistoryFixture(t)
+	af, _ := fx.alice.load(t)
+	st, err := af.Restore(tctx(t), "/Docs/a.txt", fx.at, "", true, nil)
+	if err != nil {
+		t.Fatalf("restore of the owner's old version: %v", err)
+	}
+	if st.Updated != 1 {
+		t.Fatalf("restore: %+v, want one update", st)
+	}
+	if g := gens(t, fx.alice.c, fx.bobShare.Root); len(g) != 1 || g[2] == 0 {
+		t.Fatalf("live records by generation after the restore: %v, want all 2", g)
+	}
+	for who, v := range map[string]*pathops.FS{"owner": fx.alice.view(t), "reader": fx.carol.view(t)} {
+		if got, err := getBytes(t, v, "/a.txt"); err != nil || !bytes.Equal(got, fx.aliceOld) {
+			t.Fatalf("%s reads the restored file: %d bytes, %v", who, len(got), err)
+		}
+	}
+	// Run again: already as at the moment (chunk ids compared under the
+	// current generation's keys), nothing changes.
+	if st, err := af.Restore(tctx(t), "/Docs/a.txt", fx.at, "", true, nil); err != nil || st.Skipped != 1 || st.Updated != 0 {
+		t.Fatalf("second restore: %+v, %v, want skipped", st, err)
+	}
+	// A restore to a new name in the folder is a new record of generation 2.
+	if _, err := af.Restore(tctx(t), "/Docs/a.txt", fx.at, "/Docs/a-old.txt", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := getBytes(t, fx.carol.view(t), "/a-old.txt"); err != nil || !bytes.Equal(got, fx.aliceOld) {
+		t.Fatalf("reader reads the restored copy: %d bytes, %v", len(got), err)
+	}
+	if g := gens(t, fx.alice.c, fx.bobShare.Root); len(g) != 1 || g[2] == 0 {
+		t.Fatalf("live records by generation after the restore to a new name: %v, want all 2", g)
+	}
+	// The removed writer's version is not restored.
+	if _, err := af.Restore(tctx(t), "/Docs/bob.txt", fx.at, "", true, nil); !errors.Is(err, pathops.ErrShare) {
+		t.Fatalf("restore of the removed writer's version: %v, want ErrShare", err)
+	}
+}
+
+// getAt downloads p as it was at at.
+func getAt(t *testing.T, f *pathops.FS, p string, at int64) ([]byte, error) {
+	t.Helper()
+	local := t.TempDir() + "/out"
+	if err := f.GetAt(tctx(t), p, at, local, nil); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(local)
+}
