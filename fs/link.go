@@ -71,7 +71,7 @@ type linkCache struct{ d *Drive }
 // them is cached; it asks before reading so that a partly cached chunk
 // counts as no miss in the cache's hit rate.
 func (c linkCache) SealedChunk(dst []byte, id string, n int) ([]byte, bool) {
-	if !c.d.cachesChunks() {
+	if !c.d.cachesChunks() || c.d.ctx.Err() != nil { // not while the drive stops
 		return nil, false
 	}
 	segs := chunk.Segments(n)

@@ -226,3 +226,69 @@ func errnoErr(e syscall.Errno) error {
 	}
 	return e
 }
+
+// Through a real mount: `echo 'link /dir' > MNT/.kumo` returns at once,
+// .kumo.json shows the link running, then its URL; the files the drive just
+// wrote are linked from its chunk cache (no chunk download) and the link is
+// byte exact.
+func TestMountLinkCommand(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	p := hostile.Start(t, c.url)
+	gate := make(chan struct{})
+	var opened atomic.Bool
+	release := func() {
+		if !opened.Swap(true) {
+			close(gate)
+		}
+	}
+	t.Cleanup(release)
+	// Hold the link's first request for the tree (its walk starts at the
+	// root) once the files are written, so the test sees the command running.
+	var hold atomic.Bool
+	p.On("GET", "/v1/nodes/1", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		if hold.Load() {
+			select {
+			case <-gate:
+			case <-req.Context().Done():
+				return nil
+			}
+		}
+		return next(req)
+	})
+	m := c.mount(t, t.TempDir(), func(o *Options) {
+		cl, err := client.New(client.Options{BaseURL: p.URL, Token: c.sess.Token})
+		must(t, err)
+		o.Client = cl
+	})
+	must(t, os.Mkdir(m.p("dir"), 0o755))
+	want := map[string][]byte{"big": make([]byte, 5<<20), "small": []byte("a small file\n")}
+	rand.Read(want["big"])
+	for name, b := range want {
+		must(t, os.WriteFile(m.p("dir/"+name), b, 0o644))
+	}
+	m.flush()
+	before := p.Count("GET", "/v1/chunks/*")
+	hold.Store(true)
+	start := time.Now()
+	wrote := make(chan error, 1)
+	go func() { wrote <- m.command("link /dir") }()
+	select {
+	case err := <-wrote:
+		must(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("echo 'link /dir' > .kumo did not return within 10 s while the link's reads were held")
+	}
+	t.Logf("the write returned in %v", time.Since(start).Round(time.Millisecond))
+	if l := m.report().LastCommand; l == nil || l.Command != "link /dir" || !l.Running || !strings.Contains(l.Message, "making the link") {
+		t.Fatalf(".kumo.json while the link is made: %+v", l)
+	}
+	release()
+	u := waitLink(t, m.d, "link /dir", 30*time.Second)
+	if b, err := os.ReadFile(m.p(control.FileText)); err != nil || !strings.Contains(string(b), u) {
+		t.Fatalf(".kumo does not show the URL: %v\n%s", err, b)
+	}
+	if n := p.Count("GET", "/v1/chunks/*") - before; n != 0 {
+		t.Fatalf("linking files the drive wrote downloaded %d chunks, want 0", n)
+	}
+	getLinkTree(t, u, want)
+}
