@@ -64,14 +64,7 @@ var (
 )
 
 func (n *fnode) state() (*nodeState, syscall.Errno) {
-	d := n.d
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	st, err := d.stateLocked(n.id)
-	if err != nil {
-		return nil, errno(err)
-	}
-	return st, 0
+	return n.d.stateFresh(n.id) // sharestale.go: a record a new roster refuses is fetched again
 }
 
 // fill writes st's attributes into out. Under d.mu.
@@ -180,9 +173,7 @@ func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*g
 	if d.sharedName(n.id, name) {
 		return d.lookupSharedDir(ctx, n, out) // sharemember.go
 	}
-	d.mu.Lock()
-	_, st, e := d.lookupLocked(n.id, name)
-	d.mu.Unlock()
+	st, e := d.lookupFresh(n.id, name) // sharestale.go
 	if e != 0 {
 		return nil, e
 	}
@@ -193,7 +184,7 @@ func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*g
 func (n *fnode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	n.d.noteForeground()
 	d := n.d
-	es, e := d.list(n.id)
+	es, e := d.listFresh(n.id) // sharestale.go
 	if e != 0 {
 		return nil, e
 	}

@@ -179,9 +179,11 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 			}
 		}
 		if err != nil {
-			if errors.Is(err, errShareRecord) {
+			if errors.Is(err, errShareRecord) || d.staleNode(parent) {
 				// Maybe a folder being shared right now (its names re-sealed
-				// before its nodes' attributes): look again after this batch.
+				// before its nodes' attributes), or one re-sealed whose
+				// directory's record here a new roster refuses
+				// (sharestale.go): look again after this batch.
 				if d.refresh == nil {
 					d.refresh = map[uint64]bool{}
 				}
@@ -340,6 +342,10 @@ func (d *Drive) doRefreshes() {
 func (d *Drive) refreshDir(id uint64) {
 	ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
 	defer cancel()
+	// The directory's own record first if a new roster refuses the local
+	// one (sharestale.go): its new entries would be refused with it, after
+	// the old ones were dropped.
+	d.freshenNode(ctx, id)
 	remote, err := d.c.List(ctx, id)
 	if err != nil {
 		if !errors.Is(err, api.ErrNotFound) {

@@ -93,6 +93,12 @@ type driveShares struct {
 	// and the cache know chunks by id only. Ids are keyed hashes, so an id
 	// made under one key set never names a chunk of another.
 	chunkKeys sync.Map
+	// stale are local records refused under a roster that raised the
+	// lowest accepted generation, to be fetched again (sharestale.go).
+	stale staleRecords
+	// savedSum is the SHA-256 of the shares saved last for offline
+	// starts (under loading; shareoffline.go).
+	savedSum [32]byte
 }
 
 // shares returns the current snapshot (only the home keys before the first load).
@@ -117,6 +123,9 @@ func (d *Drive) loadShares(ctx context.Context, minAge time.Duration) error {
 	d.sh.lastLoad = time.Now()
 	list, err := d.o.Shares(ctx)
 	if err != nil {
+		// The cloud unreachable at start, say: the shares the last load
+		// saw, from the local store (shareoffline.go).
+		d.useSavedShares()
 		return fmt.Errorf("shared folders: %w", err)
 	}
 	if len(list) > 0 && d.o.Identity == nil {
@@ -136,10 +145,12 @@ func (d *Drive) loadShares(ctx context.Context, minAge time.Duration) error {
 		}
 	}
 	d.sh.cur.Store(s)
+	d.minGenRaised(old, s) // sharestale.go
 	if len(list) > 0 {
 		d.log.Info("shared folders loaded", "shares", len(list))
 	}
 	d.syncMembers(list) // joined shares in MNT/<SharedDir> (sharemember.go)
+	d.saveShares(list)  // for a start without the cloud (shareoffline.go)
 	return nil
 }
 
@@ -224,6 +235,11 @@ func (d *Drive) verifyRecord(kind keys.RecordKind, id uint64, nameMAC string, b 
 	}
 	if kid.Gen > sh.Gen() {
 		d.unknownShare(kid.Share) // rotated since the drive loaded it
+	}
+	if kid.Gen < sh.Roster.MinGen {
+		// Refused below (whoever signed it); the operation that met it
+		// asks the cloud for the re-sealed record (sharestale.go).
+		d.sh.stale.note(kind, id)
 	}
 	sealed, err := sh.Verify(kind, id, nameMAC, b)
 	return sealed, s, err

@@ -406,7 +406,10 @@ func (d *Drive) newMember(sh *pathops.Share) (*Drive, error) {
 func (d *Drive) setMemberShare(sh *pathops.Share) {
 	d.sh.swap.Lock()
 	defer d.sh.swap.Unlock()
-	d.sh.cur.Store((&shareSet{sealer: d.sealer}).with(sh, false))
+	old := d.shares()
+	cur := (&shareSet{sealer: d.sealer}).with(sh, false)
+	d.sh.cur.Store(cur)
+	d.minGenRaised(old, cur) // sharestale.go
 }
 
 // flushMembers flushes every member drive (Flush of the account's drive).
@@ -547,11 +550,9 @@ func (s *sharedDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if e != 0 {
 		return nil, e
 	}
-	m.mu.Lock()
-	st, err := m.stateLocked(m.rootID())
-	m.mu.Unlock()
-	if err != nil {
-		return nil, errno(err)
+	st, e := m.stateFresh(m.rootID()) // sharestale.go
+	if e != 0 {
+		return nil, e
 	}
 	m.entryOut(st, out)
 	return m.newInode(ctx, &s.Inode, st), 0

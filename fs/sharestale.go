@@ -1,0 +1,333 @@
+package fs
+
+// Records below a share's lowest accepted generation (docs/FORMAT.md §3g).
+// When the owner removes or demotes a writer, it re-seals the folder under
+// a new generation and then signs a roster whose min_generation refuses
+// every older record, whoever signed it. A drive that adopts that roster
+// before its change feed has brought every re-sealed record still holds
+// older ones in its local tree. Those stay refused; but the operation that
+// hits one (a lookup, a listing, a getattr or open) brings the refused
+// records' current versions from the cloud (the node's attributes, the
+// directory's entries) through the puller's own code, which checks them
+// under the new roster like any record, and then tries again: only if the
+// cloud's record is refused too is the answer EIO. Adopting such a roster
+// also starts a sweep of the share's local tree that does the same for
+// every record below the new lowest generation, without waiting for the
+// feed or for a reader.
+
+import (
+	"context"
+	"math"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"kumo/internal/keys"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+)
+
+const (
+	// staleRetry is how soon a refused record is fetched again: a server
+	// that keeps answering an old record costs a request per this, not
+	// one per lookup.
+	staleRetry = 2 * time.Second
+	// staleFetchTimeout bounds the fetches of one operation.
+	staleFetchTimeout = 10 * time.Second
+	// staleTries is how many times an operation runs: each run may find
+	// the next refused record of its path (the directory, its entry, the
+	// node).
+	staleTries = 4
+)
+
+// staleRecords are local records refused because they are of a generation
+// below their share's lowest accepted one, to be fetched again.
+type staleRecords struct {
+	count atomic.Uint64 // refusals noted: an operation compares before and after
+	sweep atomic.Bool   // a sweep runs
+	mu    sync.Mutex
+	nodes map[uint64]bool // attributes refused
+	dirs  map[uint64]bool // a name under this directory refused
+	tried map[staleKey]time.Time
+}
+
+type staleKey struct {
+	dir bool
+	id  uint64
+}
+
+// note records a refused record: attributes of node id, or a name under directory id.
+func (s *staleRecords) note(kind keys.RecordKind, id uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if kind == keys.RecordName {
+		if s.dirs == nil {
+			s.dirs = map[uint64]bool{}
+		}
+		s.dirs[id] = true
+	} else {
+		if s.nodes == nil {
+			s.nodes = map[uint64]bool{}
+		}
+		s.nodes[id] = true
+	}
+	s.count.Add(1)
+}
+
+// take returns the noted records not fetched within staleRetry, and marks
+// them fetched now.
+func (s *staleRecords) take(now time.Time) (nodes, dirs []uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tried == nil {
+		s.tried = map[staleKey]time.Time{}
+	}
+	for k, at := range s.tried {
+		if now.Sub(at) >= staleRetry {
+			delete(s.tried, k)
+		}
+	}
+	for id := range s.nodes {
+		if _, ok := s.tried[staleKey{false, id}]; !ok {
+			nodes = append(nodes, id)
+			s.tried[staleKey{false, id}] = now
+		}
+		delete(s.nodes, id)
+	}
+	for id := range s.dirs {
+		if _, ok := s.tried[staleKey{true, id}]; !ok {
+			dirs = append(dirs, id)
+			s.tried[staleKey{true, id}] = now
+		}
+		delete(s.dirs, id)
+	}
+	return nodes, dirs
+}
+
+// pending reports whether records are noted.
+func (s *staleRecords) pending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.nodes)+len(s.dirs) > 0
+}
+
+// staleNode reports whether node id's local record is below its share's
+// lowest accepted generation.
+func (d *Drive) staleNode(id uint64) bool {
+	n, err := d.store.GetNode(id)
+	return err == nil && d.belowMinGen(n.Attrs)
+}
+
+// belowMinGen reports whether record b is of a share this drive holds and
+// of a generation below the lowest its roster accepts.
+func (d *Drive) belowMinGen(b []byte) bool {
+	kid, ok := meta.RecordKeyID(b)
+	if !ok || kid.Share == 0 {
+		return false
+	}
+	sh := d.shares().byID[kid.Share]
+	return sh != nil && kid.Gen < sh.Roster.MinGen
+}
+
+// online reports whether the cloud answered the drive's last request.
+func (d *Drive) online() bool {
+	d.stat.Lock()
+	defer d.stat.Unlock()
+	return d.stat.online
+}
+
+// retryStale runs op (an operation on the local tree, not under d.mu) and,
+// while a run refused a record below its share's lowest accepted
+// generation, fetches the refused records from the cloud and runs op again.
+// A failed run also fetches what was noted before it (by the puller,
+// say: a directory whose refused record kept its new entries out).
+func (d *Drive) retryStale(op func() syscall.Errno) syscall.Errno {
+	for try := 1; ; try++ {
+		before := d.sh.stale.count.Load()
+		e := op()
+		if try == staleTries || d.sh.stale.count.Load() == before && (e == 0 || !d.sh.stale.pending()) || !d.freshenStale() {
+			return e
+		}
+	}
+}
+
+// freshenStale fetches from the cloud the current versions of the records
+// noted as refused (refreshDir, pullNode: checked under the current
+// roster before they replace the local ones); false if there was nothing
+// to fetch (or the drive is offline).
+func (d *Drive) freshenStale() bool {
+	nodes, dirs := d.sh.stale.take(time.Now())
+	if len(nodes)+len(dirs) == 0 || !d.online() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, staleFetchTimeout)
+	defer cancel()
+	more := map[uint64]bool{}
+	for _, id := range nodes {
+		d.freshenNode(ctx, id)
+		// The re-seal renamed the node's entry and, for a directory, its
+		// children's entries to the new generation's name MACs.
+		n, err := d.store.GetNode(id)
+		if err != nil {
+			continue
+		}
+		if n.Type == api.TypeDir {
+			more[id] = true
+		}
+		if n.Parent != 0 && d.staleNames(n.Parent) {
+			more[n.Parent] = true
+		}
+	}
+	for _, id := range dirs {
+		more[id] = true
+	}
+	for id := range more {
+		if ctx.Err() != nil {
+			break
+		}
+		if d.staleNames(id) {
+			d.refreshDir(id)
+		}
+	}
+	return true
+}
+
+// freshenNode fetches node id's record if the local one is below its
+// share's lowest accepted generation.
+func (d *Drive) freshenNode(ctx context.Context, id uint64) {
+	if !d.staleNode(id) {
+		return
+	}
+	// Seq: past any the drive noted, so the puller's "already have it" does not skip it.
+	if err := d.pullNode(ctx, id, api.Change{Kind: api.ChangeNode, Node: id, Seq: math.MaxUint64}); err != nil {
+		d.noteErr(err)
+		d.log.Warn("fetching a record refused under the shared folder's new roster", "node", id, "err", err)
+	}
+}
+
+// staleNames reports whether a name of directory dir's local entries is
+// below its share's lowest accepted generation.
+func (d *Drive) staleNames(dir uint64) bool {
+	es, err := d.store.List(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range es {
+		if d.belowMinGen(e.Name) {
+			return true
+		}
+	}
+	return false
+}
+
+// minGenRaised starts a sweep of the local tree when a roster raises a
+// share's lowest accepted generation (old and cur are the snapshots before
+// and after the roster's adoption): a member drive's whole tree, the
+// share's folder in the owner's.
+func (d *Drive) minGenRaised(old, cur *shareSet) {
+	var roots []uint64
+	for id, sh := range cur.byID {
+		if o := old.byID[id]; o == nil || sh.Roster.MinGen <= o.Roster.MinGen {
+			continue
+		}
+		switch {
+		case d.isMember():
+			roots = append(roots, d.rootID())
+		case sh.Owned && sh.Root != 0:
+			roots = append(roots, sh.Root)
+		}
+	}
+	if len(roots) > 0 {
+		go d.sweepStale(roots)
+	}
+}
+
+// sweepStale walks the local tree from roots and fetches every record
+// below its share's lowest accepted generation.
+func (d *Drive) sweepStale(roots []uint64) {
+	if d.sh.stale.sweep.Swap(true) {
+		return // the running sweep reads the newest roster as it goes
+	}
+	defer d.sh.stale.sweep.Store(false)
+	if !d.online() {
+		return // the operations that hit such records fetch them once online
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Minute)
+	defer cancel()
+	kick(d.pullKick)
+	fetched := 0
+	queue := roots
+	for len(queue) > 0 && ctx.Err() == nil {
+		dir := queue[0]
+		queue = queue[1:]
+		if n, err := d.store.GetNode(dir); err == nil && d.belowMinGen(n.Attrs) {
+			d.freshenNode(ctx, dir)
+			fetched++
+		}
+		if d.staleNames(dir) {
+			d.refreshDir(dir)
+			fetched++
+		}
+		es, err := d.store.List(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range es {
+			n, err := d.store.GetNode(e.Child)
+			if err != nil {
+				continue
+			}
+			if d.belowMinGen(n.Attrs) {
+				d.freshenNode(ctx, e.Child)
+				fetched++
+			}
+			if n.Type == api.TypeDir {
+				queue = append(queue, e.Child)
+			}
+		}
+	}
+	if fetched > 0 {
+		d.log.Info("fetched the records a shared folder's new roster no longer accepts", "fetched", fetched)
+	}
+}
+
+// lookupFresh resolves name in parent as the kernel's lookup does, fetching
+// records a new roster refuses (retryStale).
+func (d *Drive) lookupFresh(parent uint64, name string) (*nodeState, syscall.Errno) {
+	var st *nodeState
+	e := d.retryStale(func() syscall.Errno {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		var e syscall.Errno
+		_, st, e = d.lookupLocked(parent, name)
+		return e
+	})
+	return st, e
+}
+
+// listFresh lists directory dir as readdir does, fetching records a new
+// roster refuses (list leaves refused entries out).
+func (d *Drive) listFresh(dir uint64) ([]dirEnt, syscall.Errno) {
+	var es []dirEnt
+	e := d.retryStale(func() syscall.Errno {
+		var e syscall.Errno
+		es, e = d.list(dir)
+		return e
+	})
+	return es, e
+}
+
+// stateFresh returns node id's state, fetching its record if a new roster
+// refuses the local one.
+func (d *Drive) stateFresh(id uint64) (*nodeState, syscall.Errno) {
+	var st *nodeState
+	e := d.retryStale(func() syscall.Errno {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		var err error
+		st, err = d.stateLocked(id)
+		return errno(err)
+	})
+	return st, e
+}

@@ -1,0 +1,189 @@
+package fs
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"kumo/internal/hostile"
+	"kumo/internal/keys"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+	"kumo/remote/client"
+	"kumo/remote/pathops"
+)
+
+// heldFeed is a hostile proxy in front of c that holds every request for
+// the change feed while hold is set (a feed lagging behind), and a client
+// of it with token.
+func heldFeed(t *testing.T, c *cloud) (*hostile.Proxy, *atomic.Bool) {
+	t.Helper()
+	p := hostile.Start(t, c.url)
+	hold := &atomic.Bool{}
+	wait := func(req *hostile.Request) bool {
+		for hold.Load() {
+			if req.Context().Err() != nil {
+				return false
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return true
+	}
+	// Held before and after the server answers: a poll in flight when the
+	// hold begins does not bring what changed meanwhile either.
+	p.On("GET", "/v1/changes", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		if !wait(req) {
+			return nil
+		}
+		resp := next(req)
+		if !wait(req) {
+			return nil
+		}
+		return resp
+	})
+	t.Cleanup(func() { hold.Store(false) })
+	return p, hold
+}
+
+func proxyClient(t *testing.T, url, token string) *client.Client {
+	t.Helper()
+	cl, err := client.New(client.Options{BaseURL: url, Token: token, Logger: testLogger(t)})
+	must(t, err)
+	return cl
+}
+
+// readAll reads a file's first 4 KiB.
+func readAll(t *testing.T, d *Drive, st *nodeState) string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	n, err := d.readAt(context.Background(), st, buf, 0, false, nil)
+	if err != nil {
+		t.Fatalf("read node %d: %v", st.id, err)
+	}
+	return string(buf[:n])
+}
+
+// TestShareMinGenLaggingFeed: the owner removes a writer, so the folder is
+// re-sealed under generation 2 and the roster then refuses generation 1.
+// Drives that load that roster while their change feed is held back still
+// hold generation-1 records. A remaining reader's drive (the joined share)
+// refuses them (the plain local lookup is EIO, as before) but its lookups,
+// listings and reads fetch the re-sealed records from the cloud and answer
+// with them: the files read, under generation 2. A record the cloud still
+// serves in generation 1 (the removed writer's, planted by the server) stays
+// EIO. The owner's drive, adopting the roster, sweeps the folder's local
+// records and fetches the re-sealed ones without any lookup. With the old
+// drive every one of these was EIO until the feed caught up.
+func TestShareMinGenLaggingFeed(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, bob := sharedDocs(t, c)
+	carol := signupShareAcct(t, c, "carol@example.com")
+	f, _ := owner.load(t)
+	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
+		t.Fatal(err)
+	}
+	_, bs := bob.load(t)
+	bobGen1 := bs.Joined[0].Secrets[1]
+
+	p, hold := heldFeed(t, c)
+	// Both drives reach the cloud through the proxy; their shares (the
+	// rosters) load directly.
+	cd := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(carol)(o)
+		o.Session, o.Client, o.SharedDir = carol.sess, proxyClient(t, p.URL, carol.sess.Token), "Shared"
+	})
+	md, e := cd.memberByName(ctx, "Docs")
+	if e != 0 {
+		t.Fatalf("carol's drive of the joined share: %v", e)
+	}
+	od := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(owner)(o)
+		o.Client = proxyClient(t, p.URL, owner.sess.Token)
+	})
+	docs := lookupDir(t, od, api.RootID, "Docs")
+	odA := lookupDir(t, od, docs.id, "a.txt").id
+
+	hold.Store(true)
+	f, _ = owner.load(t)
+	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh.Roster.MinGen != 2 {
+		t.Fatalf("lowest accepted generation after removing a writer: %d, want 2", sh.Roster.MinGen)
+	}
+	// The server serves the removed writer's generation-1 record of sub/b.txt.
+	n, sealed := sealShareAttrsAt(t, owner, "/Docs/sub/b.txt", 100, 1, bobGen1, func(a *meta.Attrs) { a.Mode = a.Mode&^0o777 | 0o600 })
+	rec, err := keys.SignRecord(bob.acct.Identity, keys.RecordAttrs, n.ID(), nil, sealed)
+	must(t, err)
+	if _, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: n.Node.Version, Attrs: rec, Chunks: n.Node.Chunks}); err != nil {
+		t.Fatalf("plant: %v", err)
+	}
+
+	// The reader's drive: its lookups must fetch (no sweep here).
+	md.sh.stale.sweep.Store(true)
+	must(t, cd.loadShares(ctx, 0))
+	if got := md.shares().byID[sh.ID].Roster.MinGen; got != 2 {
+		t.Fatalf("the member drive's roster accepts from generation %d, want 2", got)
+	}
+	root := md.rootID()
+	if _, e := md.lookupForTest(root, "a.txt"); e != syscall.EIO {
+		t.Fatalf("the local generation-1 records under the new roster, without fetching: %v, want EIO (the feed is held)", e)
+	}
+	a, e := md.lookupFresh(root, "a.txt")
+	if e != 0 {
+		t.Fatalf("lookup a.txt in the joined share after the re-seal, feed held: %v", e)
+	}
+	if a.kid.Gen != 2 {
+		t.Fatalf("a.txt opened under generation %d, want 2", a.kid.Gen)
+	}
+	if got := readAll(t, md, a); got != "shared a\n" {
+		t.Fatalf("read a.txt: %q", got)
+	}
+	ls, e := md.listFresh(root)
+	if e != 0 {
+		t.Fatal(e)
+	}
+	var names []string
+	for _, x := range ls {
+		names = append(names, x.name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"a.txt", "sub"}) {
+		t.Fatalf("ls of the joined share after the re-seal: %q, want a.txt and sub", names)
+	}
+	sub, e := md.lookupFresh(root, "sub")
+	if e != 0 || sub.kid.Gen != 2 {
+		t.Fatalf("lookup sub: %v (generation %d)", e, sub.kid.Gen)
+	}
+	if _, e := md.lookupFresh(sub.id, "b.txt"); e != syscall.EIO {
+		t.Fatalf("sub/b.txt, whose record the cloud serves in generation 1 signed by the removed writer: %v, want EIO", e)
+	}
+	if md.Integrity().AuthFailures == 0 {
+		t.Fatal("the refusals are not counted")
+	}
+
+	// The owner's drive sweeps the folder when it adopts the roster.
+	must(t, od.loadShares(ctx, 0))
+	waitFor(t, 20*time.Second, func() bool {
+		n, err := od.store.GetNode(odA)
+		k, _ := meta.RecordKeyID(n.Attrs)
+		return err == nil && k.Gen == 2
+	})
+	if !hold.Load() || p.Count("GET", "/v1/changes") == 0 {
+		t.Fatal("the change feed was not held")
+	}
+	if st, e := od.lookupForTest(docs.id, "a.txt"); e != 0 || st.kid.Gen != 2 {
+		t.Fatalf("owner's drive, a.txt after the sweep (no fetch in the lookup): %v", e)
+	}
+	if got := readAll(t, od, lookupDir(t, od, docs.id, "a.txt")); got != "shared a\n" {
+		t.Fatalf("owner's drive reads a.txt: %q", got)
+	}
+}
