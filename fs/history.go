@@ -11,7 +11,11 @@ package fs
 // Snapshot nodes live apart from the drive's tree state: they never enter
 // d.states, so a snapshot read of an old version is not mistaken for a
 // rollback of the live tree. Every name and record is authenticated as in
-// the live tree; chunks go through the same fetcher and chunk cache.
+// the live tree; chunks go through the same fetcher and chunk cache (a
+// shared folder's whole, checked against their ids). One rule differs: a
+// shared folder's kept version of a key generation below the roster's
+// lowest accepted one (kept from before a writer's removal and the re-seal)
+// opens if the owner or a current writer signed it (verifyPast).
 
 import (
 	"context"
@@ -30,6 +34,7 @@ import (
 
 	"kumo/fs/rofs"
 	"kumo/internal/control"
+	"kumo/internal/keys"
 	"kumo/internal/meta"
 	"kumo/internal/size"
 	"kumo/remote/api"
@@ -184,7 +189,7 @@ var (
 
 // snapNode decodes (authenticates) node n as it was at at.
 func (d *Drive) snapNode(n api.Node, at int64) (*snapNode, syscall.Errno) {
-	st, err := d.decode(n)
+	st, err := d.decodeWith(n, d.openPastAttrs)
 	if err != nil {
 		return nil, syscall.EIO // decode logged and counted the failure
 	}
@@ -246,7 +251,7 @@ func (s *snapNode) list(ctx context.Context) (map[string]*snapNode, []string, sy
 	bad := map[string]bool{}
 	for _, e := range es {
 		kind := meta.KindOf(e.Node.Type == api.TypeDir)
-		name, err := s.d.openName(s.st.id, e.Node.ID, kind, e.NameMAC, e.Name) // signature checked in a shared folder
+		name, err := s.d.openPastName(s.st.id, e.Node.ID, kind, e.NameMAC, e.Name) // signature checked in a shared folder
 		if err == nil {
 			ck, _ := meta.RecordKeyID(e.Node.Attrs)
 			err = s.d.checkPlacement(s.st.kid, e.Name, e.Node.ID, ck)
@@ -364,10 +369,71 @@ func (s *snapNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 	return uint32(copy(dest, b)), 0
 }
 
+// verifyPast is verifyRecord for a kept version: a record of a share
+// below the roster's lowest accepted generation is checked by the history
+// rule (pathops.Share.VerifyHistory: signed by the owner or a current
+// writer; a removed or demoted writer's is refused), not refused whoever
+// signed it. Such a record never enters the live tree's state.
+func (d *Drive) verifyPast(kind keys.RecordKind, id uint64, nameMAC string, b []byte) ([]byte, *shareSet, error) {
+	s := d.shares()
+	if kid, ok := meta.RecordKeyID(b); ok && kid.Share != 0 {
+		if sh := s.byID[kid.Share]; sh != nil && kid.Gen < sh.Roster.MinGen {
+			sealed, err := sh.VerifyHistory(kind, id, nameMAC, b)
+			return sealed, s, err
+		}
+	}
+	return d.verifyRecord(kind, id, nameMAC, b)
+}
+
+// openPastAttrs is openAttrs for a kept version (verifyPast).
+func (d *Drive) openPastAttrs(id uint64, b []byte) (*meta.Attrs, meta.KeyID, error) {
+	sealed, s, err := d.verifyPast(keys.RecordAttrs, id, "", b)
+	if err != nil {
+		return nil, meta.KeyID{}, err
+	}
+	a, err := s.sealer.OpenAttrs(id, sealed)
+	if err != nil {
+		return nil, meta.KeyID{}, err
+	}
+	kid, _ := meta.RecordKeyID(sealed)
+	for _, r := range a.Chunks {
+		d.noteChunkKeys(kid, r.ID) // the fetcher opens (whole) and checks them with kid's keys
+	}
+	return a, kid, nil
+}
+
+// openPastName is openName for a kept version (verifyPast).
+func (d *Drive) openPastName(parent, child uint64, kind meta.Kind, nameMAC string, b []byte) ([]byte, error) {
+	sealed, s, err := d.verifyPast(keys.RecordName, parent, nameMAC, b)
+	if err != nil {
+		return nil, err
+	}
+	return s.sealer.OpenName(parent, child, kind, nameMAC, sealed)
+}
+
 // pathFS is the path-level view of the drive's account (remote/pathops),
 // for the control file's restore and link: they work on the cloud's tree,
 // after the drive's own changes are uploaded.
 func (d *Drive) pathFS() *pathops.FS { return pathops.New(d.c, d.o.Session.Subkeys()) }
+
+// restoreFS is pathFS opening (and writing, signed with the account's
+// identity) the folders the drive holds shared, so that a restore there
+// reads their kept versions and writes under their current generation.
+func (d *Drive) restoreFS() *pathops.FS {
+	f := d.pathFS()
+	s := d.shares()
+	var list []*pathops.Share
+	for id, sh := range s.byID {
+		if !s.provisional[id] {
+			c := *sh // WithShares fills in its chunk keys: not on the drive's own
+			list = append(list, &c)
+		}
+	}
+	if len(list) == 0 || d.o.Identity == nil {
+		return f
+	}
+	return f.WithShares(d.o.Identity, list...)
+}
 
 // drivePath turns a path given in a control command into a path in the
 // drive: relative to the root, or absolute under the mount point.
@@ -397,7 +463,7 @@ func (d *Drive) restore(cmd control.Command, shown string) {
 	}
 	d.log.Info("control file: restore started", "path", p, "at", cmd.At, "force", cmd.Force)
 	last := time.Now()
-	st, err := d.pathFS().Restore(ctx, p, cmd.At.UnixNano(), p, cmd.Force, func(s pathops.RestoreStats) {
+	st, err := d.restoreFS().Restore(ctx, p, cmd.At.UnixNano(), p, cmd.Force, func(s pathops.RestoreStats) {
 		if time.Since(last) > 200*time.Millisecond {
 			last = time.Now()
 			d.ctl.running(shown, fmt.Sprintf("%d of %d entries, %s of %s", s.Done, s.Entries, size.Format(s.DoneBytes), size.Format(s.Bytes)))

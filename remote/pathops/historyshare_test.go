@@ -168,3 +168,60 @@ func getAt(t *testing.T, f *pathops.FS, p string, at int64) ([]byte, error) {
 	}
 	return os.ReadFile(local)
 }
+
+// TestShareRestoreFolder: restoring the shared folder itself (its root is
+// a home entry naming a share root) writes every restored record for the
+// share, signed by the owner: a conflict copy, and with force the root's
+// attributes and a file's old version. The writer member then reads the
+// whole folder. (A restore sealed them as home records before, which every
+// client refuses in a shared folder, the root's included.)
+func TestShareRestoreFolder(t *testing.T) {
+	e := startServer(t)
+	fx := newRevokeFixture(t, e.url, e.url)
+	if _, err := fx.alice.home.SetRetention(tctx(t), 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	old := randBytes(t, 200<<10)
+	av := fx.alice.view(t)
+	if err := putBytes(t, av, "/a.txt", old); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	at := time.Now().UnixNano()
+	time.Sleep(20 * time.Millisecond)
+	if err := putBytes(t, av, "/a.txt", []byte("newer\n")); err != nil {
+		t.Fatal(err)
+	}
+	af, _ := fx.alice.load(t)
+	st, err := af.Restore(tctx(t), "/Docs", at, "", false, nil)
+	if err != nil {
+		t.Fatalf("restore of the shared folder: %v", err)
+	}
+	if st.Conflicts != 1 {
+		t.Fatalf("restore: %+v, want one conflict copy", st)
+	}
+	if g := gens(t, fx.alice.c, fx.bobShare.Root); g[0] != 0 {
+		t.Fatalf("records by generation after the restore: %v: home records (generation 0) in the shared folder", g)
+	}
+	bv := fx.bob.view(t)
+	kids, err := bv.List(tctx(t), "/")
+	if err != nil {
+		t.Fatalf("the writer lists the folder after the restore: %v", err)
+	}
+	var copyName string
+	for _, k := range kids {
+		if strings.HasPrefix(k.Name, "a") && k.Name != "a.txt" {
+			copyName = k.Name
+		}
+	}
+	if got, err := getBytes(t, bv, "/"+copyName); copyName == "" || err != nil || !bytes.Equal(got, old) {
+		t.Fatalf("the writer reads the conflict copy %q: %d bytes, %v", copyName, len(got), err)
+	}
+	af, _ = fx.alice.load(t)
+	if _, err := af.Restore(tctx(t), "/Docs", at, "", true, nil); err != nil {
+		t.Fatalf("forced restore of the shared folder: %v", err)
+	}
+	fx.want["/a.txt"] = old
+	fx.readsAll(t, "writer", fx.bob.view(t))
+	fx.readsAll(t, "reader", fx.carol.view(t))
+}

@@ -1,0 +1,116 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"kumo/internal/keys"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+	"kumo/remote/server"
+)
+
+// TestShareHistoryAfterWriterRemovedMount: the owner shares /Docs with bob
+// (a writer); at a moment both have written a version, later both write
+// newer ones; bob is removed and the folder re-sealed under generation 2
+// (generation 1 refused from then on). In the owner's mounted
+// .kumo-history, the folder as it was at that moment opens: the owner's
+// versions read byte exact, bob's version is EIO (written by a member since
+// removed). A record bob makes after his removal in generation 1, which a
+// hostile server keeps as a past version, is EIO there too. A restore
+// through the control file of the owner's old version writes it under
+// generation 2 (chunks re-encrypted) and the file reads again in the live
+// tree.
+func TestShareHistoryAfterWriterRemovedMount(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	c := startCloudConfig(t, server.Config{DataDir: t.TempDir(), DefaultQuota: 1 << 40, HistoryDefault: 24 * time.Hour})
+	owner, bob := sharedDocs(t, c)
+	_, bs := bob.load(t)
+	bobGen1 := bs.Joined[0].Secrets[1]
+	ownerOld, bobOld := randomBytes(t, 300<<10), []byte("bob's second version\n")
+	owner.put(t, owner.view(t), "/a.txt", ownerOld)
+	bob.put(t, bob.view(t), "/bob.txt", bobOld)
+	time.Sleep(20 * time.Millisecond)
+	at := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	owner.put(t, owner.view(t), "/a.txt", []byte("owner's third version\n"))
+	bob.put(t, bob.view(t), "/bob.txt", []byte("bob's third version\n"))
+	f, _ := owner.load(t)
+	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh.Roster.MinGen != 2 {
+		t.Fatalf("lowest accepted generation after removing a writer: %d, want 2", sh.Roster.MinGen)
+	}
+
+	m := c.mount(t, t.TempDir(), driveShareOptions(owner))
+	snap := filepath.Join(m.p(HistoryDirName), moment(at))
+	before := m.d.Integrity().AuthFailures
+	if got, err := os.ReadFile(filepath.Join(snap, "Docs", "a.txt")); err != nil || !bytes.Equal(got, ownerOld) {
+		t.Fatalf("the owner's version from before the re-seal in .kumo-history: %d bytes, %v", len(got), err)
+	}
+	if got, err := os.ReadFile(filepath.Join(snap, "Docs", "sub", "b.txt")); err != nil || string(got) != "shared b\n" {
+		t.Fatalf("sub/b.txt from before the re-seal: %q %v", got, err)
+	}
+	if got, err := os.ReadFile(filepath.Join(snap, "Docs", "bob.txt")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("the removed writer's version from before the re-seal: %q, %v; want EIO", got, err)
+	}
+	if m.d.Integrity().AuthFailures == before {
+		t.Error("the refused version is not counted as an authentication failure")
+	}
+	// The live tree still refuses generation 1: it holds none (all re-sealed).
+	if got, err := os.ReadFile(m.p("Docs/a.txt")); err != nil || string(got) != "owner's third version\n" {
+		t.Fatalf("live a.txt: %q %v", got, err)
+	}
+
+	// bob, removed, makes a generation-1 record of sub/b.txt; the server
+	// keeps it as a version and then shows the owner's again.
+	n, sealed := sealShareAttrsAt(t, owner, "/Docs/sub/b.txt", 100, 1, bobGen1, func(a *meta.Attrs) { a.Mode = a.Mode&^0o777 | 0o600 })
+	rec, err := keys.SignRecord(bob.acct.Identity, keys.RecordAttrs, n.ID(), nil, sealed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: n.Node.Version, Attrs: rec, Chunks: n.Node.Chunks})
+	if err != nil {
+		t.Fatalf("plant: %v", err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	plantedAt := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	if _, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: planted.Version, Attrs: n.Node.Attrs, Chunks: n.Node.Chunks}); err != nil {
+		t.Fatalf("put the owner's record back: %v", err)
+	}
+	snap2 := filepath.Join(m.p(HistoryDirName), moment(plantedAt))
+	if got, err := os.ReadFile(filepath.Join(snap2, "Docs", "sub", "b.txt")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("a generation-1 record the removed writer made after its removal, in .kumo-history: %q, %v; want EIO", got, err)
+	}
+
+	// Restore the owner's old version through the control file.
+	cmd := fmt.Sprintf("restore /Docs/a.txt %s force\n", moment(at))
+	if err := os.WriteFile(m.p(".kumo"), []byte(cmd), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitCommand(t, m, "restore", time.Minute)
+	waitFor(t, 20*time.Second, func() bool {
+		got, err := os.ReadFile(m.p("Docs/a.txt"))
+		return err == nil && bytes.Equal(got, ownerOld)
+	})
+	st := lookupDir(t, m.d, lookupDir(t, m.d, api.RootID, "Docs").id, "a.txt")
+	if st.kid != (meta.KeyID{Share: sh.ID, Gen: 2}) {
+		t.Fatalf("restored a.txt is sealed under %+v, want the share's generation 2", st.kid)
+	}
+	for _, r := range st.attrs.Chunks {
+		if k := m.d.chunkKID(r.ID); k != st.kid {
+			t.Fatalf("restored a.txt names chunk %s of key id %+v", r.ID, k)
+		}
+	}
+}
