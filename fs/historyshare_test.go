@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"kumo/internal/keys"
 	"kumo/internal/meta"
 	"kumo/remote/api"
+	"kumo/remote/pathops"
 	"kumo/remote/server"
 )
 
@@ -28,18 +30,30 @@ import (
 // through the control file of the owner's old version writes it under
 // generation 2 (chunks re-encrypted) and the file reads again in the live
 // tree.
-func TestShareHistoryAfterWriterRemovedMount(t *testing.T) {
-	needFUSE(t)
+// shareHistory: the owner shares /Docs with bob (a writer); at `at` the
+// owner's /a.txt holds ownerOld and bob's /bob.txt his second version,
+// both written over afterwards; then bob is removed and the folder
+// re-sealed under generation 2, generation 1 refused from then on.
+type shareHistory struct {
+	c          *cloud
+	owner, bob *shareAcct
+	sh         *pathops.Share
+	at         time.Time
+	ownerOld   []byte
+	bobGen1    keys.Key
+}
+
+func newShareHistory(t *testing.T) *shareHistory {
+	t.Helper()
 	ctx := context.Background()
 	c := startCloudConfig(t, server.Config{DataDir: t.TempDir(), DefaultQuota: 1 << 40, HistoryDefault: 24 * time.Hour})
 	owner, bob := sharedDocs(t, c)
 	_, bs := bob.load(t)
-	bobGen1 := bs.Joined[0].Secrets[1]
-	ownerOld, bobOld := randomBytes(t, 300<<10), []byte("bob's second version\n")
-	owner.put(t, owner.view(t), "/a.txt", ownerOld)
-	bob.put(t, bob.view(t), "/bob.txt", bobOld)
+	hx := &shareHistory{c: c, owner: owner, bob: bob, bobGen1: bs.Joined[0].Secrets[1], ownerOld: randomBytes(t, 300<<10)}
+	owner.put(t, owner.view(t), "/a.txt", hx.ownerOld)
+	bob.put(t, bob.view(t), "/bob.txt", []byte("bob's second version\n"))
 	time.Sleep(20 * time.Millisecond)
-	at := time.Now()
+	hx.at = time.Now()
 	time.Sleep(20 * time.Millisecond)
 	owner.put(t, owner.view(t), "/a.txt", []byte("owner's third version\n"))
 	bob.put(t, bob.view(t), "/bob.txt", []byte("bob's third version\n"))
@@ -51,6 +65,79 @@ func TestShareHistoryAfterWriterRemovedMount(t *testing.T) {
 	if sh.Roster.MinGen != 2 {
 		t.Fatalf("lowest accepted generation after removing a writer: %d, want 2", sh.Roster.MinGen)
 	}
+	hx.sh = sh
+	return hx
+}
+
+// TestCoreShareHistoryAfterWriterRemoved: the drive's snapshot nodes (what
+// .kumo-history shows), without a mount: after the re-seal, the owner's
+// version from before it opens and reads byte exact, bob's is refused with
+// the reason, and the live tree's rule is unchanged.
+func TestCoreShareHistoryAfterWriterRemoved(t *testing.T) {
+	ctx := context.Background()
+	hx := newShareHistory(t)
+	d := coreDriveWith(t, hx.c, driveShareOptions(hx.owner))
+	if err := d.loadShares(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	at := hx.at.UnixNano()
+	n, err := d.c.NodeAt(ctx, api.RootID, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, e := d.snapNode(n, at)
+	if e != 0 {
+		t.Fatalf("snapshot root: %v", e)
+	}
+	kids, _, e := root.list(ctx)
+	if e != 0 || kids["Docs"] == nil {
+		t.Fatalf("snapshot root lists %v (%v): the shared folder from before the re-seal is missing", kids, e)
+	}
+	docs, _, e := kids["Docs"].list(ctx)
+	if e != 0 {
+		t.Fatalf("snapshot of the shared folder: %v", e)
+	}
+	a := docs["a.txt"]
+	if a == nil {
+		t.Fatalf("the owner's a.txt from before the re-seal is not in the snapshot: %v", docs)
+	}
+	buf := make([]byte, len(hx.ownerOld)+10)
+	got, err := d.readAt(ctx, a.st, buf, 0, true, nil)
+	if err != nil || !bytes.Equal(buf[:got], hx.ownerOld) {
+		t.Fatalf("the owner's version from before the re-seal: %d bytes, %v", got, err)
+	}
+	if docs["bob.txt"] != nil {
+		t.Fatal("the removed writer's version from before the re-seal is in the snapshot")
+	}
+	// The reason is the one verifyPast gives.
+	es, err := d.c.ListAt(ctx, kids["Docs"].st.id, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for _, en := range es {
+		if _, _, err := d.openPastAttrs(en.Node.ID, en.Node.Attrs); err != nil {
+			refused++
+			if !errors.Is(err, keys.ErrRecordSig) || !strings.Contains(err.Error(), "bob@example.com, a member since removed") {
+				t.Fatalf("refusal of the removed writer's version: %v", err)
+			}
+		}
+		// The live rule refuses every generation-1 record, whoever signed it.
+		if _, _, err := d.openAttrs(en.Node.ID, en.Node.Attrs); !errors.Is(err, keys.ErrRecordSig) {
+			t.Fatalf("the live rule opens a generation-1 record: %v", err)
+		}
+	}
+	if refused != 1 {
+		t.Fatalf("%d versions refused in the snapshot of /Docs, want 1 (bob's)", refused)
+	}
+}
+
+func TestShareHistoryAfterWriterRemovedMount(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	hx := newShareHistory(t)
+	c, owner, bob, sh, at, ownerOld := hx.c, hx.owner, hx.bob, hx.sh, hx.at, hx.ownerOld
+	bobGen1 := hx.bobGen1
 
 	m := c.mount(t, t.TempDir(), driveShareOptions(owner))
 	snap := filepath.Join(m.p(HistoryDirName), moment(at))
