@@ -303,6 +303,10 @@ func printTrash(w io.Writer, items []*pathops.TrashItem) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "DELETED\tTYPE\tSIZE\tPATH")
 	for _, it := range items {
+		if it.Node == nil {
+			fmt.Fprintf(tw, "%s\trefused\t-\tin %s: %v\n", fmtTime(it.Deleted), it.Dir, it.Refused)
+			continue
+		}
 		typ, sz := "file", size.Format(it.Node.Size())
 		switch {
 		case it.Node.IsDir():

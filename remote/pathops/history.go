@@ -540,10 +540,14 @@ func (r *restorer) send(ctx context.Context, ops []plannedOp) error {
 
 // TrashItem is a node deleted within the history window from a directory
 // that still exists: Node is its last version, authenticated, named by its
-// path then.
+// path then. An item of a shared folder whose records are refused (written
+// by a member since removed, or altered) has no Node: Refused says why, and
+// Dir is the path of its directory.
 type TrashItem struct {
 	Deleted int64 // when (server clock, Unix ns)
 	Node    *Node
+	Refused error
+	Dir     string
 	raw     api.TrashItem
 }
 
@@ -585,6 +589,12 @@ func (f *FS) trash(ctx context.Context) (*trashState, error) {
 			return nil, fmt.Errorf("trash: %w", err)
 		}
 		n, err := f.past().openEntry(dir, "", api.Entry{Parent: it.Parent, NameMAC: it.NameMAC, Name: it.Name, Node: it.Node})
+		if errors.Is(err, ErrShare) {
+			// Listed as refused: one such version (a removed writer's
+			// deletion, say) must not hide the rest of the trash.
+			ts.items = append(ts.items, &TrashItem{Deleted: it.Deleted, Refused: err, Dir: dir.Path, raw: it})
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("trash: %w", err)
 		}
@@ -661,7 +671,7 @@ func (f *FS) TrashRestore(ctx context.Context, p string, prog RestoreProgress) (
 	}
 	var item *TrashItem
 	for _, it := range ts.items {
-		if it.Node.Path == p && (item == nil || it.Deleted > item.Deleted) {
+		if it.Node != nil && it.Node.Path == p && (item == nil || it.Deleted > item.Deleted) {
 			item = it
 		}
 	}
@@ -773,7 +783,7 @@ func (f *FS) resolveOrTrash(ctx context.Context, p string) (*Node, error) {
 	clean := path.Clean("/" + p)
 	var last *TrashItem
 	for _, it := range items {
-		if it.Node.Path == clean && (last == nil || it.Deleted > last.Deleted) {
+		if it.Node != nil && it.Node.Path == clean && (last == nil || it.Deleted > last.Deleted) {
 			last = it
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"kumo/internal/keys"
+	"kumo/remote/api"
 	"kumo/remote/pathops"
 )
 
@@ -107,8 +108,9 @@ func TestShareHistoryPlantedByRemovedWriter(t *testing.T) {
 	if _, err := af.ResolveAt(tctx(t), "/Docs/planted.txt", at); !errors.Is(err, pathops.ErrShare) || !strings.Contains(err.Error(), "since removed") {
 		t.Fatalf("planted generation-1 record in history: %v, want ErrShare", err)
 	}
-	if _, err := af.Trash(tctx(t)); !errors.Is(err, pathops.ErrShare) {
-		t.Fatalf("trash holding the planted record: %v, want ErrShare", err)
+	items, err := af.Trash(tctx(t))
+	if err != nil || len(items) != 1 || items[0].Node != nil || !errors.Is(items[0].Refused, pathops.ErrShare) {
+		t.Fatalf("trash holding the planted record: %+v, %v; want it listed as refused", items, err)
 	}
 	// The owner's version of that moment still opens.
 	if got, err := getAt(t, af, "/Docs/a.txt", fx.at); err != nil || !bytes.Equal(got, fx.aliceOld) {
@@ -224,4 +226,67 @@ func TestShareRestoreFolder(t *testing.T) {
 	fx.want["/a.txt"] = old
 	fx.readsAll(t, "writer", fx.bob.view(t))
 	fx.readsAll(t, "reader", fx.carol.view(t))
+}
+
+// TestShareTrashAfterWriterRemoved: files the owner and a writer deleted
+// from a shared folder before the writer's removal are in the trash; after
+// the re-seal the owner's lists and restores (under generation 2, read by
+// the remaining reader), and the removed writer's is listed as refused,
+// saying why, without hiding the rest of the trash.
+func TestShareTrashAfterWriterRemoved(t *testing.T) {
+	e := startServer(t)
+	fx := newRevokeFixture(t, e.url, e.url)
+	if _, err := fx.alice.home.SetRetention(tctx(t), 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	gone := randBytes(t, 100<<10)
+	if err := putBytes(t, fx.alice.view(t), "/gone-alice.txt", gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := putBytes(t, fx.bob.view(t), "/gone-bob.txt", []byte("bob's, deleted\n")); err != nil {
+		t.Fatal(err)
+	}
+	av := fx.alice.view(t)
+	for _, p := range []string{"/gone-alice.txt", "/gone-bob.txt"} {
+		n, err := av.Resolve(tctx(t), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fx.alice.c.Unlink(tctx(t), api.UnlinkRequest{Parent: n.Parent, NameMAC: n.NameMAC}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	af, _ := fx.alice.load(t)
+	if _, err := af.RemoveMember(tctx(t), fx.alice.acct, "/Docs", "bob@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	af, _ = fx.alice.load(t)
+	items, err := af.Trash(tctx(t))
+	if err != nil {
+		t.Fatalf("trash after the re-seal: %v", err)
+	}
+	var listed []string
+	refused := 0
+	for _, it := range items {
+		switch {
+		case it.Node != nil:
+			listed = append(listed, it.Node.Path)
+		case errors.Is(it.Refused, pathops.ErrShare) && strings.Contains(it.Refused.Error(), "since removed") && it.Dir == "/Docs":
+			refused++
+		default:
+			t.Fatalf("trash item: %+v", it)
+		}
+	}
+	if len(listed) != 1 || listed[0] != "/Docs/gone-alice.txt" || refused != 1 {
+		t.Fatalf("trash lists %v and %d refused, want the owner's file and the removed writer's refused", listed, refused)
+	}
+	if _, _, err := af.TrashRestore(tctx(t), "/Docs/gone-alice.txt", nil); err != nil {
+		t.Fatalf("trash restore of the owner's file: %v", err)
+	}
+	if got, err := getBytes(t, fx.carol.view(t), "/gone-alice.txt"); err != nil || !bytes.Equal(got, gone) {
+		t.Fatalf("the reader reads the restored file: %d bytes, %v", len(got), err)
+	}
+	if g := gens(t, fx.alice.c, fx.bobShare.Root); len(g) != 1 || g[2] == 0 {
+		t.Fatalf("live records by generation after the trash restore: %v, want all 2", g)
+	}
 }
