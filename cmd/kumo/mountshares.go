@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 
@@ -27,6 +28,13 @@ import (
 // listed in .kumo.
 func mountShares(ctx context.Context, c *cli.Context, cl *client.Client, sess *session.Session, saved bool, a api.Account, o *kfs.Options, log *slog.Logger) {
 	id, _, err := session.EnsureIdentity(ctx, cl, sess)
+	if errors.Is(err, api.ErrUnavailable) {
+		// The server unreachable at start: the keys kept at the last
+		// mount; the drive shows the shares its last load saw.
+		if id, err = session.SavedIdentity(sess); err == nil {
+			log.Warn("server unreachable: shared folders as the drive saw them last, writes in them signed with the identity keys kept in the session")
+		}
+	}
 	if err != nil {
 		log.Warn("identity keys unavailable: shared folders read as EIO in this mount", "err", err)
 		return

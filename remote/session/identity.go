@@ -10,6 +10,7 @@ package session
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 
@@ -80,7 +81,30 @@ func EnsureIdentity(ctx context.Context, c *client.Client, s *Session) (id *keys
 		return nil, false, fmt.Errorf("identity keys: fingerprint %s, this session saw %s: %w", fp, s.Identity, ErrIdentityMismatch)
 	}
 	s.Identity = fp
+	s.SealedIdentity = base64.StdEncoding.EncodeToString(rec.Sealed)
 	return id, created, nil
+}
+
+// SavedIdentity opens the identity keys the session kept at its last
+// EnsureIdentity, for a mount started while the server is unreachable:
+// they must open under the master key and have the fingerprint the session
+// saw (s.Identity).
+func SavedIdentity(s *Session) (*keys.Identity, error) {
+	if len(s.SealedIdentity) == 0 || s.Identity == "" {
+		return nil, errors.New("identity keys: none kept in the session (mount once with the server reachable)")
+	}
+	sealed, err := base64.StdEncoding.DecodeString(s.SealedIdentity)
+	if err != nil {
+		return nil, fmt.Errorf("identity keys kept in the session: %w", err)
+	}
+	id, err := keys.OpenIdentity(s.Master, s.Email, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("identity keys kept in the session do not open with the master key: %w", err)
+	}
+	if fp := id.Public.Fingerprint(); fp != s.Identity {
+		return nil, fmt.Errorf("identity keys kept in the session: fingerprint %s, the session saw %s: %w", fp, s.Identity, ErrIdentityMismatch)
+	}
+	return id, nil
 }
 
 func samePublic(id *keys.Identity, box, sign []byte, where string) error {

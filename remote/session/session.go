@@ -36,6 +36,15 @@ type Session struct {
 	// Identity is the fingerprint of the account's identity keys once seen
 	// (identity.go): a server that later shows others is caught.
 	Identity string `json:"identity,omitempty"`
+	// SealedIdentity is the account's identity keys as the server stores
+	// them (sealed under the master key; base64), kept at EnsureIdentity so
+	// that a mount started while the server is unreachable can sign its
+	// writes into shared folders (SavedIdentity).
+	SealedIdentity string `json:"sealed_identity,omitempty"`
+	// AccountID is the account's id as the server last said it (kumo
+	// mount names its cache directory by it, also when the server is
+	// unreachable at start).
+	AccountID string `json:"account_id,omitempty"`
 }
 
 // NewClient returns a client of server: plain http only to loopback (unless
