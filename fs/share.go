@@ -33,6 +33,7 @@ import (
 	"kumo/internal/chunk"
 	"kumo/internal/keys"
 	"kumo/internal/meta"
+	"kumo/remote/api"
 	"kumo/remote/pathops"
 )
 
@@ -123,9 +124,12 @@ func (d *Drive) loadShares(ctx context.Context, minAge time.Duration) error {
 	d.sh.lastLoad = time.Now()
 	list, err := d.o.Shares(ctx)
 	if err != nil {
-		// The cloud unreachable at start, say: the shares the last load
-		// saw, from the local store (shareoffline.go).
-		d.useSavedShares()
+		if errors.Is(err, api.ErrUnavailable) {
+			// The cloud unreachable at start: the shares the last load
+			// saw (shareoffline.go). Not for a refusal (a roster or key
+			// check failed): then no share shows, as before.
+			d.useSavedShares()
+		}
 		return fmt.Errorf("shared folders: %w", err)
 	}
 	if len(list) > 0 && d.o.Identity == nil {
