@@ -158,7 +158,7 @@ func (f *FS) Restore(ctx context.Context, src string, at int64, dst string, forc
 	r := &restorer{f: f, at: at, force: force, prog: prog}
 	tree, err := r.snapshot(ctx, snap)
 	if err != nil {
-		return r.st, fmt.Errorf("restore: %w", err)
+		return r.st, fmt.Errorf("restore: %w%s", err, refusedHint(err))
 	}
 	names, err := Split(dst)
 	if err != nil {
@@ -696,7 +696,7 @@ func (f *FS) TrashRestore(ctx context.Context, p string, prog RestoreProgress) (
 	r := &restorer{f: f, at: at, prog: prog}
 	tree, err := r.snapshot(ctx, snap)
 	if err != nil {
-		return "", r.st, fmt.Errorf("trash restore: %w", err)
+		return "", r.st, fmt.Errorf("trash restore: %w%s", err, refusedHint(err))
 	}
 	if err := r.restoreInto(ctx, tree, parent, item.Node.Name); err != nil {
 		return "", r.st, err

@@ -11,6 +11,7 @@ package pathops
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"syscall"
 
@@ -137,6 +138,16 @@ func (r *restorer) sameAs(ctx context.Context, live, n *Node) (bool, error) {
 		return false, err
 	}
 	return sameContent(live.Attrs, a), nil
+}
+
+// refusedHint tells what to do when a snapshot to restore holds a shared
+// folder's version this client refuses (one written by a member since
+// removed, say): nothing is restored, the paths beside it can be.
+func refusedHint(err error) string {
+	if !errors.Is(err, ErrShare) {
+		return ""
+	}
+	return " (nothing was restored; restore the paths beside the refused one one by one)"
 }
 
 // shareOf returns the share n's attributes are sealed for (0: home).

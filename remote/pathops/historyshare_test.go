@@ -155,6 +155,14 @@ func TestShareRestoreOldGeneration(t *testing.T) {
 	if g := gens(t, fx.alice.c, fx.bobShare.Root); len(g) != 1 || g[2] == 0 {
 		t.Fatalf("live records by generation after the restore to a new name: %v, want all 2", g)
 	}
+	// A restore of the folder as it was then meets the removed writer's
+	// version: nothing is restored, and the error says what to do.
+	if _, err := af.Restore(tctx(t), "/Docs", fx.at, "", true, nil); !errors.Is(err, pathops.ErrShare) || !strings.Contains(err.Error(), "one by one") {
+		t.Fatalf("restore of the folder holding the removed writer's version: %v", err)
+	}
+	if got, err := getBytes(t, fx.carol.view(t), "/bob.txt"); err != nil || !bytes.Equal(got, fx.bobNew) {
+		t.Fatalf("bob.txt after the refused restore: %q %v", got, err)
+	}
 	// The removed writer's version is not restored.
 	if _, err := af.Restore(tctx(t), "/Docs/bob.txt", fx.at, "", true, nil); !errors.Is(err, pathops.ErrShare) {
 		t.Fatalf("restore of the removed writer's version: %v, want ErrShare", err)
