@@ -102,7 +102,7 @@ func TestKeepMappedUnder(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		KeepMappedUnder(ctx, budget, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		KeepMappedUnder(ctx, MappedBudget{Floor: budget}, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	var after int64
@@ -203,5 +203,49 @@ func TestPageOutSharedTables(t *testing.T) {
 	}
 	if sum != 3*size/4096 {
 		t.Fatalf("table sum %d", sum)
+	}
+}
+
+// TestKeepMappedUnderHeapRoom: mapped pages may take the room the anonymous
+// memory leaves of the budget's total, so they stay mapped (and in the page
+// cache) while the process is under it, and go once the total is lower.
+func TestKeepMappedUnderHeapRoom(t *testing.T) {
+	const size = 32 << 20
+	f, err := os.Create(filepath.Join(t.TempDir(), "000001.vlog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	for i := 0; i < size; i += 4096 {
+		m[i] = 1
+	}
+	anon, file, err := residentSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(b MappedBudget) int64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		KeepMappedUnder(ctx, b, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		now, err := MappedRSS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return now
+	}
+	floor := file - size*3/4 // under what is mapped now
+	if now := run(MappedBudget{Floor: floor, Total: anon + file + 64<<20}); now < file-size/4 {
+		t.Fatalf("RssFile %d → %d MiB with %d MiB of room left by the heap: paged out although under the total", file>>20, now>>20, 64)
+	}
+	if now := run(MappedBudget{Floor: floor, Total: anon}); now > floor {
+		t.Fatalf("RssFile %d → %d MiB with a total the heap fills: not paged out to the floor (%d MiB)", file>>20, now>>20, floor>>20)
 	}
 }

@@ -254,11 +254,14 @@ const minHeapHeadroom = 48 << 20
 // mappedFilesBudget is how much of the daemon's RSS the pages of its
 // executable (about 20 MiB) and of badger's mapped files may take before
 // badger's are handed back to the page cache (cache.KeepMappedUnder, checked
-// every mappedFilesEvery).
-const (
-	mappedFilesBudget = 48 << 20
-	mappedFilesEvery  = 500 * time.Millisecond
-)
+// every mappedFilesEvery): what the anonymous memory leaves of 256 MiB, at
+// least 48 MiB. So the peak stays where the heap's peak puts it (the heap
+// peaks while a tree is written, 200 MiB and more), and reads of a tree
+// just written, when the heap is smaller, find badger's pages in memory
+// instead of reading them from disk again.
+var mappedFilesBudget = cache.MappedBudget{Floor: 48 << 20, Total: 256 << 20}
+
+const mappedFilesEvery = 500 * time.Millisecond
 
 // followLiveHeap keeps the soft memory limit at max(floor, live heap +
 // max(a quarter of it, minHeapHeadroom)) until ctx ends. A fixed limit low
@@ -404,7 +407,7 @@ func serveMount(c *cli.Context, mnt string, ready func(uses string, err error)) 
 	defer cleanup()
 	defer func() { releaseMark() }()
 
-	a, err := cl.Account(ctx)
+	a, err := mountAccount(ctx, c, cl, sess, log) // mountoffline.go: also with the server down
 	if err != nil {
 		return explain(fmt.Errorf("account: %w", err), sess)
 	}
