@@ -75,8 +75,9 @@ func readAll(t *testing.T, d *Drive, st *nodeState) string {
 // with them: the files read, under generation 2. A record the cloud still
 // serves in generation 1 (the removed writer's, planted by the server) stays
 // EIO. The owner's drive, adopting the roster, sweeps the folder's local
-// records and fetches the re-sealed ones without any lookup. With the old
-// drive every one of these was EIO until the feed caught up.
+// records and fetches the re-sealed ones without any lookup (and leaves
+// the planted one out). With the old drive every one of these was EIO until
+// the feed caught up.
 func TestShareMinGenLaggingFeed(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
@@ -109,6 +110,8 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	})
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	odA := lookupDir(t, od, docs.id, "a.txt").id
+	odSub := lookupDir(t, od, docs.id, "sub").id
+	lookupDir(t, od, odSub, "b.txt") // decoded (generation 1) before the re-seal
 
 	hold.Store(true)
 	f, _ = owner.load(t)
@@ -175,7 +178,7 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	waitFor(t, 20*time.Second, func() bool {
 		n, err := od.store.GetNode(odA)
 		k, _ := meta.RecordKeyID(n.Attrs)
-		return err == nil && k.Gen == 2
+		return err == nil && k.Gen == 2 && !od.sh.stale.sweep.Load()
 	})
 	if !hold.Load() || p.Count("GET", "/v1/changes") == 0 {
 		t.Fatal("the change feed was not held")
@@ -185,5 +188,11 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	}
 	if got := readAll(t, od, lookupDir(t, od, docs.id, "a.txt")); got != "shared a\n" {
 		t.Fatalf("owner's drive reads a.txt: %q", got)
+	}
+	// sub/b.txt was decoded before, in generation 1, and the cloud serves
+	// only the planted generation-1 record: the sweep does not take it, and
+	// the lookup refuses what the drive holds.
+	if st, e := od.lookupForTest(odSub, "b.txt"); e != syscall.EIO {
+		t.Fatalf("owner's drive, sub/b.txt decoded in generation 1 before the roster raised it: %v (generation %d), want EIO", e, st.kid.Gen)
 	}
 }
