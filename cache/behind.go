@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -91,6 +92,9 @@ type writeBehind struct {
 	mu      sync.Mutex
 	changed *sync.Cond // records queued or applied, or closing
 	over    map[string]pendingWrite
+	// entryPuts counts, per directory, the entry keys whose queued write
+	// in over is a put, so dirEmpty answers without scanning over.
+	entryPuts map[uint64]int
 	queue   []behindRecord
 	queued  uint64 // records queued so far
 	applied uint64 // records applied to badger so far
@@ -104,7 +108,7 @@ type writeBehind struct {
 }
 
 func newWriteBehind(db *badger.DB, log *slog.Logger, dataBefore func(uint64) error, dataSynced *atomic.Uint64) *writeBehind {
-	w := &writeBehind{db: db, log: log, dataBefore: dataBefore, dataSynced: dataSynced, over: map[string]pendingWrite{}, done: make(chan struct{}), hurry: make(chan struct{}, 1)}
+	w := &writeBehind{db: db, log: log, dataBefore: dataBefore, dataSynced: dataSynced, over: map[string]pendingWrite{}, entryPuts: map[uint64]int{}, done: make(chan struct{}), hurry: make(chan struct{}, 1)}
 	w.changed = sync.NewCond(&w.mu)
 	go w.run()
 	return w
@@ -137,12 +141,65 @@ func (w *writeBehind) add(entries []redoEntry, size int, pos redoPos, fence uint
 	w.fence = max(w.fence, fence)
 	w.needLog = max(w.needLog, needLog)
 	for _, e := range entries {
-		w.over[string(e.k)] = pendingWrite{v: e.v, del: e.del, rec: w.queued}
+		w.setOver(string(e.k), pendingWrite{v: e.v, del: e.del, rec: w.queued}, true)
 	}
 	w.queue = append(w.queue, behindRecord{n: w.queued, entries: entries, size: size, pos: pos, fence: fence, needLog: needLog})
 	w.bytes += size
 	w.changed.Broadcast()
 	return nil
+}
+
+// setOver puts pw as key's queued write (keep) or removes key's, keeping
+// entryPuts. Under w.mu.
+func (w *writeBehind) setOver(key string, pw pendingWrite, keep bool) {
+	if len(key) >= 9 && key[0] == kindEntry {
+		dir := binary.BigEndian.Uint64([]byte(key[1:9]))
+		if old, ok := w.over[key]; ok && !old.del {
+			w.entryPuts[dir]--
+		}
+		if keep && !pw.del {
+			w.entryPuts[dir]++
+		}
+		if w.entryPuts[dir] == 0 {
+			delete(w.entryPuts, dir)
+		}
+	}
+	if keep {
+		w.over[key] = pw
+	} else {
+		delete(w.over, key)
+	}
+}
+
+// dirEmpty reports whether directory dir has no entries, queued writes
+// included, without waiting for them to reach badger: a queued put of an
+// entry says no at once; otherwise badger's keys under the prefix count
+// unless a queued delete removes them. w.mu is held throughout, so no
+// queued write leaves the overlay while badger is read.
+func (w *writeBehind) dirEmpty(dir uint64) (bool, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return false, w.err
+	}
+	if w.entryPuts[dir] > 0 {
+		return false, nil
+	}
+	empty := true
+	err := w.db.View(func(txn *badger.Txn) error {
+		o := badger.IteratorOptions{Prefix: entryPrefix(dir)}
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if pw, ok := w.over[string(it.Item().Key())]; ok && pw.del {
+				continue // removed, not in badger yet
+			}
+			empty = false
+			return nil
+		}
+		return nil
+	})
+	return empty, err
 }
 
 // drain waits until every record queued so far is in badger.
@@ -263,7 +320,7 @@ func (w *writeBehind) run() {
 			}
 			for _, e := range r.entries {
 				if pw, ok := w.over[string(e.k)]; ok && pw.rec <= last {
-					delete(w.over, string(e.k))
+					w.setOver(string(e.k), pw, false)
 				}
 			}
 		}

@@ -173,3 +173,88 @@ func TestWriteBehindConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestDirEmpty: DirEmpty answers as List would after draining, while the
+// entries' puts and deletes are queued, applied, or some of each, without
+// waiting for the applier (it is held for part of the run).
+func TestDirEmpty(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	const dirs = 3
+	live := map[uint64]map[string]bool{}
+	for d := uint64(1); d <= dirs; d++ {
+		live[d] = map[string]bool{}
+	}
+	check := func(step int) {
+		t.Helper()
+		for d := uint64(1); d <= dirs; d++ {
+			empty, err := s.DirEmpty(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := len(live[d]) == 0; empty != want {
+				t.Fatalf("step %d: DirEmpty(%d) = %v, want %v (%d entries)", step, d, empty, want, len(live[d]))
+			}
+		}
+	}
+	check(0)
+	held := false
+	for step := 1; step <= 400; step++ {
+		// A fixed pattern that walks every case: puts and deletes queued
+		// behind a held applier, applied ones deleted while held, a put and
+		// its delete in one queue.
+		if step%37 == 0 {
+			if held {
+				s.behind.applying.Unlock()
+			} else {
+				s.behind.applying.Lock()
+			}
+			held = !held
+		}
+		d := uint64(step%dirs + 1)
+		name := mac(step*7%5 + 1)
+		var m Mutation
+		if live[d][name] {
+			m.DeleteEntries = []Entry{{Parent: d, NameMAC: name}}
+			delete(live[d], name)
+		} else {
+			m.PutEntries = []Entry{{Parent: d, NameMAC: name, Name: []byte("x"), Child: uint64(1000 + step)}}
+			live[d][name] = true
+		}
+		must(s.Apply(m))
+		check(step)
+	}
+	if held {
+		s.behind.applying.Unlock()
+	}
+	for d := uint64(1); d <= dirs; d++ {
+		es, err := s.List(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) != len(live[d]) {
+			t.Fatalf("dir %d: List %d entries, want %d", d, len(es), len(live[d]))
+		}
+	}
+	check(-1)
+
+	// Entries badger holds, deleted while the applier is held: empty.
+	const d = 9
+	must(s.Apply(Mutation{PutEntries: []Entry{{Parent: d, NameMAC: mac(1), Name: []byte("a"), Child: 2001}, {Parent: d, NameMAC: mac(2), Name: []byte("b"), Child: 2002}}}))
+	must(s.behind.drain())
+	s.behind.applying.Lock()
+	defer s.behind.applying.Unlock()
+	for i, c := range []struct {
+		m     Mutation
+		empty bool
+	}{
+		{Mutation{DeleteEntries: []Entry{{Parent: d, NameMAC: mac(1)}}}, false},
+		{Mutation{DeleteEntries: []Entry{{Parent: d, NameMAC: mac(2)}}}, true},
+		{Mutation{PutEntries: []Entry{{Parent: d, NameMAC: mac(3), Name: []byte("c"), Child: 2003}}}, false},
+		{Mutation{DeleteEntries: []Entry{{Parent: d, NameMAC: mac(3)}}}, true},
+	} {
+		must(s.Apply(c.m))
+		if empty, err := s.DirEmpty(d); err != nil || empty != c.empty {
+			t.Fatalf("held applier, change %d: DirEmpty = %v, %v; want %v", i, empty, err, c.empty)
+		}
+	}
+}

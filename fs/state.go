@@ -531,11 +531,11 @@ func (d *Drive) unlink(parent uint64, name string, dir bool) syscall.Errno {
 		return syscall.EISDIR
 	}
 	if dir {
-		es, err := d.store.List(st.id)
+		empty, err := d.store.DirEmpty(st.id)
 		if err != nil {
 			return syscall.EIO
 		}
-		if len(es) > 0 {
+		if !empty {
 			return syscall.ENOTEMPTY
 		}
 	}
@@ -736,11 +736,11 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 				return syscall.EISDIR
 			}
 			if dst.isDir() {
-				es, err := d.store.List(dst.id)
+				empty, err := d.store.DirEmpty(dst.id)
 				if err != nil {
 					return syscall.EIO
 				}
-				if len(es) > 0 {
+				if !empty {
 					return syscall.ENOTEMPTY
 				}
 				dp.nlink--
