@@ -95,16 +95,16 @@ type writeBehind struct {
 	// entryPuts counts, per directory, the entry keys whose queued write
 	// in over is a put, so dirEmpty answers without scanning over.
 	entryPuts map[uint64]int
-	queue   []behindRecord
-	queued  uint64 // records queued so far
-	applied uint64 // records applied to badger so far
-	bytes   int    // size of the records in queue and in the batch being applied
-	err     error  // first failure to apply: sticky, the store is unusable
-	closing bool
-	fence   uint64 // highest AfterData number queued so far
-	needLog int64  // highest needLog queued so far
-	done    chan struct{}
-	hurry   chan struct{} // someone waits: apply without gathering
+	queue     []behindRecord
+	queued    uint64 // records queued so far
+	applied   uint64 // records applied to badger so far
+	bytes     int    // size of the records in queue and in the batch being applied
+	err       error  // first failure to apply: sticky, the store is unusable
+	closing   bool
+	fence     uint64 // highest AfterData number queued so far
+	needLog   int64  // highest needLog queued so far
+	done      chan struct{}
+	hurry     chan struct{} // someone waits: apply without gathering
 }
 
 func newWriteBehind(db *badger.DB, log *slog.Logger, dataBefore func(uint64) error, dataSynced *atomic.Uint64) *writeBehind {
