@@ -149,7 +149,8 @@ func (s *pushStuck) failed(d *Drive, head cache.JournalOp, err error) error {
 }
 
 // pushQuiet is how long local changes must pause before the pusher sends
-// them, and pushBacklog how many queued ops end that wait (see pushHold).
+// them, and pushBacklog how many queued ops (not counting cancelled ones)
+// end that wait (see pushHold).
 const (
 	pushQuiet   = 250 * time.Millisecond
 	pushBacklog = 16384
@@ -170,7 +171,17 @@ func (d *Drive) pushHold(queued bool) time.Duration {
 	if since >= pushQuiet && !d.foregroundBusy(since) {
 		return 0
 	}
-	if n, err := d.store.PendingCount(); err != nil || n >= pushBacklog {
+	n, err := d.store.PendingCount()
+	if err != nil {
+		return 0
+	}
+	// Cancelled ops (unsent.go) never reach the cloud: an rm -rf of a tree
+	// whose creates are still queued cancels them, and counting them made
+	// the pusher send the very creates the rm was about to cancel.
+	d.mu.Lock()
+	n -= len(d.unsent.cancelled)
+	d.mu.Unlock()
+	if n >= pushBacklog {
 		return 0
 	}
 	// Sleep in short steps so a Flush is not kept waiting.

@@ -286,3 +286,43 @@ func TestCoreUnsentTemporaryNames(t *testing.T) {
 		}
 	}
 }
+
+// An rm -rf of a tree whose creates are still queued, near the pusher's
+// backlog: the unlinks cancel the creates, so the queue of what the cloud
+// must see shrinks, and the pusher keeps waiting for the rm to pause
+// instead of sending the creates it is about to cancel (pushHold counted
+// the cancelled ops and sent them once the journal passed pushBacklog).
+func TestCoreUnsentRemovedPastBacklog(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	d := coreDrive(t, c)
+	_, release := holdPusher(t, d)
+	tmp := coreMkdir(t, d, api.RootID, "tmp")
+	const n = pushBacklog - 200
+	ids := map[uint64]bool{tmp.id: true}
+	for i := range n {
+		st, e := d.create(tmp.id, newNode{name: fmt.Sprintf("f%05d", i), mode: syscall.S_IFREG | 0o644})
+		if e != 0 {
+			t.Fatal(e)
+		}
+		ids[st.id] = true
+	}
+	for i := range n {
+		if e := d.unlink(tmp.id, fmt.Sprintf("f%05d", i), false); e != 0 {
+			t.Fatal(e)
+		}
+	}
+	if e := d.unlink(api.RootID, "tmp", true); e != 0 {
+		t.Fatal(e)
+	}
+	release()
+	coreFlush(t, d)
+	sent := 0
+	for _, ch := range cloudFeed(t, c) {
+		if ids[ch.Node] {
+			sent++
+		}
+	}
+	if sent > 0 {
+		t.Fatalf("%d changes of the %d files created and removed before they were sent reached the cloud", sent, n)
+	}
+}
