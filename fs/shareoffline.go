@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"kumo/internal/atomicfile"
 	"kumo/internal/keys"
 	"kumo/remote/pathops"
 )
@@ -92,25 +93,7 @@ func (d *Drive) writeSavedShares(path string, pt []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // savedShares reads the shares saved by an earlier load (none: nil, nil).

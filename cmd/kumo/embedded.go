@@ -21,6 +21,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"kumo/internal/atomicfile"
 	"kumo/internal/keys"
 	"kumo/remote/client"
 	"kumo/remote/server"
@@ -68,7 +69,7 @@ func embeddedKeysFor(configDir, cloudDir string, log *slog.Logger) (embeddedKeys
 		r := make([]byte, 16)
 		rand.Read(r)
 		id = hex.EncodeToString(r)
-		err = writeFileSync(idPath, []byte(id+"\n"), 0o600)
+		err = atomicfile.Write(idPath, []byte(id+"\n"), 0o600)
 	}
 	if err != nil {
 		return embeddedKeys{}, fmt.Errorf("embedded cloud id: %w", err)
@@ -113,34 +114,11 @@ func moveSecret(old, now string) (bool, error) {
 		return false, err
 	}
 	if _, err := os.Stat(now); errors.Is(err, os.ErrNotExist) {
-		if err := writeFileSync(now, b, 0o600); err != nil {
+		if err := atomicfile.Write(now, b, 0o600); err != nil {
 			return false, err
 		}
 	}
 	return true, os.Remove(old)
-}
-
-// writeFileSync writes a new file durably, replacing none.
-func writeFileSync(path string, b []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }
 
 // embedded is an open embedded cloud and its logged-in account.
@@ -226,7 +204,7 @@ func (e *embedded) login(ctx context.Context, cfgDir string, fresh bool, passwor
 			b := make([]byte, 24)
 			rand.Read(b)
 			pw = []byte(hex.EncodeToString(b))
-			if err := writeFileSync(k.password, pw, 0o600); err != nil {
+			if err := atomicfile.Write(k.password, pw, 0o600); err != nil {
 				return err
 			}
 		}
@@ -305,7 +283,7 @@ type inUse struct {
 func markInUse(dir, mnt string) func() {
 	b, _ := json.Marshal(inUse{PID: os.Getpid(), Mountpoint: mnt})
 	p := filepath.Join(dir, inUseFile)
-	if writeFileSync(p, append(b, '\n'), 0o600) != nil {
+	if atomicfile.Write(p, append(b, '\n'), 0o600) != nil {
 		return func() {}
 	}
 	return func() { os.Remove(p) }

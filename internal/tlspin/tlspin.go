@@ -24,6 +24,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"kumo/internal/atomicfile"
 )
 
 // File names SelfSigned keeps in its directory.
@@ -73,10 +75,10 @@ func SelfSigned(dir string, hosts []string) (certFile, keyFile, fingerprint stri
 		return "", "", "", err
 	}
 	// Key first: a certificate file without its key would be reported as unusable.
-	if err := writeFileAtomic(keyFile, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyFile, keyPEM, 0o600); err != nil {
 		return "", "", "", err
 	}
-	if err := writeFileAtomic(certFile, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certFile, certPEM, 0o644); err != nil {
 		return "", "", "", err
 	}
 	return certFile, keyFile, Fingerprint(leaf), nil
@@ -123,35 +125,6 @@ func newSelfSigned(hosts []string) (certPEM, keyPEM []byte, leaf *x509.Certifica
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	return certPEM, keyPEM, leaf, nil
-}
-
-// writeFileAtomic writes via a temporary file and rename, so a crash never
-// leaves a half-written key or certificate behind.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("tlspin: write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("tlspin: write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("tlspin: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("tlspin: write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("tlspin: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("tlspin: write %s: %w", path, err)
-	}
-	return nil
 }
 
 // Fingerprint is the SHA-256 of the certificate's DER encoding in lower-case hex

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"kumo/internal/atomicfile"
 )
 
 // HostPort returns the "host:port" a server URL connects to (port 443 or 80 by
@@ -102,7 +104,7 @@ func SavePin(path, hostPort, fingerprint string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("tlspin: save pin: %w", err)
 	}
-	return writeFileAtomic(path, []byte(b.String()), 0o600)
+	return atomicfile.Write(path, []byte(b.String()), 0o600)
 }
 
 // FetchFingerprint connects to hostPort without verifying anything and returns

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"kumo/internal/atomicfile"
 	"kumo/internal/keys"
 	"kumo/remote/api"
 	"kumo/remote/client"
@@ -130,7 +131,7 @@ func (o Options) Remember(server, email string, p keys.KDFParams) error {
 	if err != nil {
 		return fmt.Errorf("save the known accounts: %w", err)
 	}
-	if err := writeFileAtomic(o.Known, append(b, '\n')); err != nil {
+	if err := writeConfig(o.Known, append(b, '\n')); err != nil {
 		return fmt.Errorf("save the known accounts: %w", err)
 	}
 	return nil
@@ -165,40 +166,10 @@ func (o Options) prelogin(ctx context.Context, c *client.Client, server, email s
 	return pre.Salt, kdf, nil
 }
 
-// writeFileAtomic writes b to path through a temporary file and a rename,
-// mode 0600 in a 0700 directory, synced.
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+// writeConfig writes b to path, mode 0600 in a 0700 directory, atomically.
+func writeConfig(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op once renamed
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, b, 0o600)
 }

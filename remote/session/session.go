@@ -290,7 +290,7 @@ func (s *Session) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("save session: %w", err)
 	}
-	if err := writeFileAtomic(path, append(b, '\n')); err != nil {
+	if err := writeConfig(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("save session: %w", err)
 	}
 	return nil
