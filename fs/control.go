@@ -66,6 +66,9 @@ type controlState struct {
 	qrURI    string        // the URI qrPNG encodes
 	qrPNG    []byte
 
+	linkNow *control.Link  // the link being made, nil if none
+	links   []control.Link // links made (or failed) since the mount, newest first, at most maxLinks
+
 	refusedN int64               // changes the cloud refused for good since the mount
 	refused  []control.RefusedOp // the newest maxRefused of them, oldest first
 
@@ -95,6 +98,32 @@ func (c *controlState) record(cmd string, ok bool, msg string) {
 	c.mu.Lock()
 	c.last = &control.CommandResult{Command: cmd, OK: ok, Message: msg, At: time.Now().UTC()}
 	c.mu.Unlock()
+}
+
+// maxLinks is how many finished links the report lists.
+const maxLinks = 10
+
+// linkProgress shows how far the link of path being made is.
+func (c *controlState) linkProgress(path, msg string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.linkNow == nil {
+		c.linkNow = &control.Link{Path: path, Running: true, At: time.Now().UTC()}
+	}
+	c.linkNow.Message = msg
+}
+
+// linkDone lists the link being made as done: its URL (note: what to know
+// about it), or the error that ended it.
+func (c *controlState) linkDone(path, url, note string, err error) {
+	l := control.Link{Path: path, URL: url, Message: note, At: time.Now().UTC()}
+	if err != nil {
+		l.Error = err.Error()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.linkNow = nil
+	c.links = append([]control.Link{l}, c.links[:min(len(c.links), maxLinks-1)]...)
 }
 
 // running records the progress of a command still at work.
@@ -206,6 +235,10 @@ func (d *Drive) ControlStatus(ctx context.Context, fetch bool) control.Status {
 		c := *l
 		cs.LastCommand = &c
 	}
+	if l := d.ctl.linkNow; l != nil {
+		cs.Links = append(cs.Links, *l)
+	}
+	cs.Links = append(cs.Links, d.ctl.links...)
 	cs.Uploads.Refused = d.ctl.refusedN
 	cs.Uploads.RefusedOps = append([]control.RefusedOp(nil), d.ctl.refused...)
 	d.ctl.mu.Unlock()
@@ -553,11 +586,12 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 			return d.commandFailed(shown, errors.New("link: this drive's embedded cloud has no address others can reach: kumo login to a server and mount with --server URL to make links"))
 		}
 		if !d.linking.CompareAndSwap(false, true) {
-			d.commandFailed(shown, errors.New("a link is being made: wait for its URL (see last command in "+control.FileText+"), then ask for the next"))
+			d.commandFailed(shown, errors.New("a link is being made: wait for its URL (see links in "+control.FileText+"), then ask for the next"))
 			return syscall.EBUSY
 		}
 		// Shown as running before the write returns, so a read right after sees it.
 		d.ctl.running(shown, linkWaiting)
+		d.ctl.linkProgress(cmd.Path, linkWaiting)
 		go d.makeLink(cmd, shown) // link.go: reads every chunk; progress, then the URL, in .kumo
 		return 0
 	case control.CmdShareAccept:

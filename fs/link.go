@@ -18,14 +18,18 @@ const linkWaiting = "making the link: waiting for pending uploads (a link shows 
 // and hashing every chunk of a big folder takes minutes. It waits for the
 // drive's pending uploads (the link names what the cloud has), makes the
 // link with chunks the chunk cache holds whole read from there, and shows
-// progress, then the URL, in .kumo.
+// progress, then the URL, in .kumo: in its list of links (which a later
+// command leaves alone) and as the last command.
 func (d *Drive) makeLink(cmd control.Command, shown string) {
 	defer d.linking.Store(false)
 	ctx := d.ctx
 	p := d.drivePath(cmd.Path)
 	d.ctl.running(shown, linkWaiting)
+	d.ctl.linkProgress(cmd.Path, linkWaiting)
 	if err := d.Flush(ctx); err != nil {
-		d.commandFailed(shown, fmt.Errorf("link: pending uploads: %w (write the command again once they are done)", err))
+		err = fmt.Errorf("link: pending uploads: %w (write the command again once they are done)", err)
+		d.ctl.linkDone(cmd.Path, "", "", err)
+		d.commandFailed(shown, err)
 		return
 	}
 	d.log.Info("control file: making a link", "path", p)
@@ -41,16 +45,21 @@ func (d *Drive) makeLink(cmd control.Command, shown string) {
 				s.ChunksDone, s.Chunks, size.Format(s.BytesDone), size.Format(s.Bytes), s.Local)
 		}
 		d.ctl.running(shown, msg)
+		d.ctl.linkProgress(cmd.Path, msg)
 	}}
 	var skipped int
 	u, err := d.pathFS().CreateLink(ctx, p, o, func(string) { skipped++ })
 	if err != nil {
-		d.commandFailed(shown, fmt.Errorf("%w (nothing was made: write the command again)", err))
+		err = fmt.Errorf("%w (nothing was made: write the command again)", err)
+		d.ctl.linkDone(cmd.Path, "", "", err)
+		d.commandFailed(shown, err)
 		return
 	}
 	msg := "link (read-only, a snapshot of " + cmd.Path + " as it was when made): " + u
+	note := ""
 	if skipped > 0 {
-		msg += fmt.Sprintf(" (%d special files left out)", skipped)
+		note = fmt.Sprintf("(%d special files left out)", skipped)
+		msg += " " + note
 	}
 	// The URL holds the link's secret: it goes to .kumo only, never to the log.
 	id := ""
@@ -58,6 +67,7 @@ func (d *Drive) makeLink(cmd control.Command, shown string) {
 		id = lid.String()
 	}
 	d.log.Info("control file: link made", "path", p, "link", id)
+	d.ctl.linkDone(cmd.Path, u, note, nil)
 	d.ctl.record(shown, true, msg)
 }
 

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -291,4 +295,98 @@ func TestMountLinkCommand(t *testing.T) {
 		t.Fatalf("linking files the drive wrote downloaded %d chunks, want 0", n)
 	}
 	getLinkTree(t, u, want)
+}
+
+// syncBuffer is a log destination tests read while the drive writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The links made since the mount stay in .kumo and .kumo.json, newest
+// first, after later commands (sync, a failed link); the URL never reaches
+// the log. Before, only the last command's line showed the URL, and the
+// next command replaced it: the URL was lost.
+func TestCoreLinkKeptInReport(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	var logs syncBuffer
+	d := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}, nil)
+	linkTree(t, d)
+	must(t, errnoErr(d.runCommand("link /dir")))
+	u1 := waitLink(t, d, "link /dir", 30*time.Second)
+	must(t, errnoErr(d.runCommand("link /dir/small")))
+	u2 := waitLink(t, d, "link /dir/small", 30*time.Second)
+	if d.runCommand("link /nothing-here") == 0 {
+		waitFailed := time.Now().Add(30 * time.Second)
+		for l := lastCommand(d); l.Running || l.Command != "link /nothing-here"; l = lastCommand(d) {
+			if time.Now().After(waitFailed) {
+				t.Fatalf("the link of a missing path did not end: %+v", l)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	must(t, errnoErr(d.runCommand("sync")))
+	if l := lastCommand(d); l.Command != "sync" {
+		t.Fatalf("last command after sync: %+v", l)
+	}
+
+	text := string(control.Text(d.ControlStatus(context.Background(), false)))
+	i1, i2 := strings.Index(text, u1), strings.Index(text, u2)
+	if i1 < 0 || i2 < 0 {
+		t.Fatalf(".kumo after a later sync does not show both URLs (%s, %s):\n%s", u1, u2, text)
+	}
+	if i2 > i1 {
+		t.Fatalf(".kumo lists the older link first:\n%s", text)
+	}
+	if !strings.Contains(text, "/nothing-here  FAILED") {
+		t.Fatalf(".kumo does not show the failed link:\n%s", text)
+	}
+	var js struct {
+		Links []struct {
+			Path, URL, Error string
+			Running          bool
+		}
+	}
+	must(t, json.Unmarshal(control.JSON(d.ControlStatus(context.Background(), false)), &js))
+	if len(js.Links) != 3 || js.Links[0].Path != "/nothing-here" || js.Links[0].Error == "" ||
+		js.Links[1].Path != "/dir/small" || js.Links[1].URL != u2 || js.Links[2].Path != "/dir" || js.Links[2].URL != u1 {
+		t.Fatalf(".kumo.json links: %+v", js.Links)
+	}
+	for _, u := range []string{u1, u2} {
+		_, secret, _ := strings.Cut(u, "#")
+		if secret == "" || strings.Contains(logs.String(), secret) {
+			t.Fatalf("the URL's secret %q is empty or in the log", secret)
+		}
+	}
+}
+
+// The report keeps the last maxLinks links, newest first, and shows the
+// one being made with its progress before them.
+func TestLinkListBounded(t *testing.T) {
+	var c controlState
+	for i := range maxLinks + 3 {
+		c.linkProgress(fmt.Sprintf("/f%d", i), "making the link: 1 entries listed")
+		c.linkDone(fmt.Sprintf("/f%d", i), fmt.Sprintf("https://x/s/%d#k", i), "", nil)
+	}
+	c.linkProgress("/now", "making the link: 3 of 9 chunks read")
+	if len(c.links) != maxLinks || c.links[0].Path != fmt.Sprintf("/f%d", maxLinks+2) || c.links[maxLinks-1].Path != "/f3" {
+		t.Fatalf("links kept: %+v", c.links)
+	}
+	if c.linkNow == nil || !c.linkNow.Running || c.linkNow.Path != "/now" || !strings.Contains(c.linkNow.Message, "3 of 9") {
+		t.Fatalf("link being made: %+v", c.linkNow)
+	}
 }

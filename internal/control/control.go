@@ -45,6 +45,22 @@ type Status struct {
 	Integrity   Integrity      `json:"integrity"`
 	History     History        `json:"history"`
 	Shares      *Shares        `json:"shares,omitempty"` // folders of other accounts shared with this one
+	// Links are the links `link PATH` made since the mount, newest first
+	// (the one being made, then the last ones done), apart from
+	// LastCommand so a later command does not hide a URL.
+	Links []Link `json:"links,omitempty"`
+}
+
+// Link is one `link PATH` of this mount: being made (Running, Message says
+// how far), made (URL), or failed (Error). At is when it started while it
+// runs, then when it ended.
+type Link struct {
+	Path    string    `json:"path"`
+	Running bool      `json:"running,omitempty"`
+	URL     string    `json:"url,omitempty"`     // holds the link's secret: never logged
+	Message string    `json:"message,omitempty"` // progress, or a note on the link made
+	Error   string    `json:"error,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // Shares are the folders other accounts shared with this one: those joined
@@ -301,6 +317,22 @@ func Text(s Status) []byte {
 		}
 		if len(sh.Invitations) > 0 {
 			fmt.Fprintf(&b, "  accept with kumo share accept NAME (compare the fingerprint with the owner's kumo whoami first)\n")
+		}
+	}
+	if len(s.Links) > 0 {
+		fmt.Fprintf(&b, "\nlinks made since the mount (read-only snapshots: anyone with a URL can read it)\n")
+		for _, l := range s.Links {
+			fmt.Fprintf(&b, "  %s  %s  ", l.At.UTC().Format(time.RFC3339), l.Path)
+			switch {
+			case l.Running:
+				fmt.Fprintf(&b, "RUNNING: %s\n", l.Message)
+			case l.Error != "":
+				fmt.Fprintf(&b, "FAILED: %s\n", l.Error)
+			case l.Message != "":
+				fmt.Fprintf(&b, "%s %s\n", l.URL, l.Message)
+			default:
+				fmt.Fprintf(&b, "%s\n", l.URL)
+			}
 		}
 	}
 	if c := s.LastCommand; c != nil {

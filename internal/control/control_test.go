@@ -127,3 +127,27 @@ func TestJSONUnsetTimesNull(t *testing.T) {
 		t.Fatalf("older report: %v", err)
 	}
 }
+
+// The report lists the links apart from the last command: the one being
+// made with its progress, the URLs, and failures.
+func TestTextLinks(t *testing.T) {
+	s := sample()
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	s.Links = []Link{
+		{Path: "/now", Running: true, Message: "making the link: 3 of 9 chunks read", At: at},
+		{Path: "/a", URL: "https://x/s/1#k", Message: "(2 special files left out)", At: at},
+		{Path: "/b", Error: "no such file", At: at},
+	}
+	s.LastCommand = &CommandResult{Command: "sync", OK: true, Message: "sync started", At: at}
+	out := string(Text(s))
+	for _, want := range []string{"/now  RUNNING: making the link: 3 of 9 chunks read", "/a  https://x/s/1#k (2 special files left out)",
+		"/b  FAILED: no such file", `last command  "sync" ok`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	var back Status
+	if err := json.Unmarshal(JSON(s), &back); err != nil || len(back.Links) != 3 || back.Links[1].URL != "https://x/s/1#k" {
+		t.Fatalf("links through JSON: %+v, %v", back.Links, err)
+	}
+}
