@@ -18,8 +18,8 @@ const (
 	// readAhead is how many chunks after the current one a sequential reader fetches.
 	readAhead = 3
 	// keptChunks is how many whole chunks fetched lately stay in memory
-	// (sealed, 4 MiB each): a sequential reader's current chunk and its
-	// read-ahead, for two readers. Their segments are served from there, not
+	// (4 MiB each, sealed, or opened for a shared folder's): a sequential
+	// reader's current chunk and its read-ahead, for two readers. Their segments are served from there, not
 	// read back from the chunk cache on disk.
 	keptChunks = 2 * (readAhead + 1)
 	// keptMax bounds the number of kept chunks, mostly small files' chunks
@@ -68,7 +68,7 @@ type fetchCall struct {
 	len   int // plaintext length of the chunk
 	done  chan struct{}
 	first int
-	segs  [][]byte // sealed segments from first
+	segs  [][]byte // sealed segments from first; plaintext ones if plain
 	err   error
 	op    *chunk.Opener // whole chunks: set before done
 	used  time.Time     // kept chunks: last use, under fetcher.mu
@@ -82,6 +82,14 @@ type fetchCall struct {
 	// seg is the pooled buffer (fetcher.bufs) a one-segment fetch read its
 	// answer into; it goes back to the pool like buf.
 	seg *[]byte
+	// plain says segs hold plaintext: a shared folder's chunk, opened whole
+	// and checked against its id when fetched (checkShared), so readers
+	// copy its segments instead of opening them a second time. Its sealed
+	// segments, for the chunk cache only, are in sealed (their buffer
+	// sealedBuf) until cache wrote them.
+	plain     bool
+	sealed    [][]byte
+	sealedBuf []byte
 }
 
 // segment appends the plaintext of segment k of base chunk ci to dst.
@@ -133,6 +141,9 @@ func (f *fetcher) segment(ctx context.Context, node uint64, base []meta.ChunkRef
 // that a later read fetches it again: c leaves inflight now, not once its
 // cache step is over, or a read right after would join it and fail again.
 func (f *fetcher) open(node uint64, c *fetchCall, ref meta.ChunkRef, k int, sealed, dst []byte) ([]byte, error) {
+	if c.plain {
+		return append(dst, sealed...), nil // checked against the chunk's id when fetched
+	}
 	op := c.op
 	var err error
 	if op == nil {
@@ -329,8 +340,9 @@ func (f *fetcher) chunk(ref meta.ChunkRef, acquire bool) *fetchCall {
 		if err == nil && len(b) != chunk.SealedSize(plainLen) {
 			err = fmt.Errorf("chunk %s: %d sealed bytes, want %d: %w", id, len(b), chunk.SealedSize(plainLen), chunk.ErrAuth)
 		}
+		var plain, plainBuf []byte
 		if err == nil {
-			err = f.checkShared(ref, b)
+			plain, plainBuf, err = f.checkShared(ref, b)
 		}
 		if err != nil || len(b) == 0 || &b[0] != &buf[:1][0] {
 			f.mu.Lock()
@@ -341,13 +353,29 @@ func (f *fetcher) chunk(ref meta.ChunkRef, acquire bool) *fetchCall {
 		if err != nil {
 			return err
 		}
-		c.buf = buf
-		c.segs = make([][]byte, 0, chunk.Segments(plainLen))
-		for off := 0; off < len(b); off += chunk.SealedSegmentSize {
-			c.segs = append(c.segs, b[off:min(len(b), off+chunk.SealedSegmentSize)])
+		if plain == nil {
+			c.buf, c.segs = buf, splitSegs(b, chunk.SealedSegmentSize)
+			return nil
+		}
+		c.buf, c.segs, c.plain = plainBuf, splitSegs(plain, chunk.SegmentSize), true
+		if f.d.cachesChunks() {
+			c.sealed, c.sealedBuf = splitSegs(b, chunk.SealedSegmentSize), buf
+		} else {
+			f.mu.Lock()
+			f.recycleLocked(buf)
+			f.mu.Unlock()
 		}
 		return nil
 	})
+}
+
+// splitSegs cuts b into segments of n bytes (the last one shorter).
+func splitSegs(b []byte, n int) [][]byte {
+	segs := make([][]byte, 0, (len(b)+n-1)/n)
+	for off := 0; off < len(b); off += n {
+		segs = append(segs, b[off:min(len(b), off+n)])
+	}
+	return segs
 }
 
 // checkShared checks a whole sealed chunk of a shared folder against its
@@ -355,18 +383,27 @@ func (f *fetcher) chunk(ref meta.ChunkRef, acquire bool) *fetchCall {
 // segment does not tell the owner's chunk from one a member sealed under
 // the same id; the id, a keyed hash of the whole plaintext that the signed
 // record names, does. So a shared folder's chunks are only ever fetched
-// whole and checked here, never one segment alone.
-func (f *fetcher) checkShared(ref meta.ChunkRef, sealed []byte) error {
+// whole and checked here, never one segment alone. It returns the checked
+// plaintext (nil for this account's own chunks), which readers use instead
+// of opening the segments again, and the reusable buffer it is in, if any
+// (see fetchCall.buf). On a mismatch nothing of the plaintext is returned.
+func (f *fetcher) checkShared(ref meta.ChunkRef, sealed []byte) (plain, buf []byte, err error) {
 	kid := f.d.chunkKID(ref.ID)
 	if kid == meta.Home {
-		return nil // only this account holds its keys
+		return nil, nil, nil // only this account holds its keys
 	}
-	bp := f.d.plainBufs.Get().(*[]byte)
-	defer f.d.plainBufs.Put(bp)
-	if _, err := f.d.cipherOf(kid).Open((*bp)[:0], ref.ID, sealed); err != nil {
-		return fmt.Errorf("chunk %s of a shared folder: %w", ref.ID, err)
+	buf = f.chunkBuf(chunk.SealedSize(int(ref.Len))) // room for the plaintext
+	plain, err = f.d.cipherOf(kid).Open(buf[:0], ref.ID, sealed)
+	if err != nil || len(plain) == 0 || &plain[0] != &buf[:1][0] {
+		f.mu.Lock()
+		f.recycleLocked(buf)
+		f.mu.Unlock()
+		buf = nil
 	}
-	return nil
+	if err != nil {
+		return nil, nil, fmt.Errorf("chunk %s of a shared folder: %w", ref.ID, err)
+	}
+	return plain, buf, nil
 }
 
 // keptSize is the memory a kept chunk holds: its reusable 4 MiB buffer, or
@@ -540,14 +577,24 @@ func (f *fetcher) cache(c *fetchCall, key string) {
 		c.refs++ // segs stay valid while written, even if a reader drops c meanwhile (open)
 	}
 	f.mu.Unlock()
-	if !bad && f.d.cachesChunks() {
-		if err := f.d.store.PutSegments(key[:api.HexIDLen], c.first, c.segs); err != nil {
+	segs := c.segs
+	if c.plain {
+		segs = c.sealed // never the plaintext
+	}
+	if !bad && f.d.cachesChunks() && len(segs) > 0 {
+		if err := f.d.store.PutSegments(key[:api.HexIDLen], c.first, segs); err != nil {
 			f.d.log.Warn("caching chunk", "chunk", key, "err", err)
 		}
 	}
+	f.mu.Lock()
 	if !bad {
-		f.release(c)
+		f.releaseLocked(c)
 	}
+	if c.sealedBuf != nil { // only cache reads the sealed form
+		f.recycleLocked(c.sealedBuf)
+	}
+	c.sealed, c.sealedBuf = nil, nil
+	f.mu.Unlock()
 	f.forget(c, key)
 }
 
