@@ -387,28 +387,12 @@ func (d *Drive) verifyPast(kind keys.RecordKind, id uint64, nameMAC string, b []
 
 // openPastAttrs is openAttrs for a kept version (verifyPast).
 func (d *Drive) openPastAttrs(id uint64, b []byte) (*meta.Attrs, meta.KeyID, error) {
-	sealed, s, err := d.verifyPast(keys.RecordAttrs, id, "", b)
-	if err != nil {
-		return nil, meta.KeyID{}, err
-	}
-	a, err := s.sealer.OpenAttrs(id, sealed)
-	if err != nil {
-		return nil, meta.KeyID{}, err
-	}
-	kid, _ := meta.RecordKeyID(sealed)
-	for _, r := range a.Chunks {
-		d.noteChunkKeys(kid, r.ID) // the fetcher opens (whole) and checks them with kid's keys
-	}
-	return a, kid, nil
+	return d.openAttrsBy(d.verifyPast, id, b)
 }
 
 // openPastName is openName for a kept version (verifyPast).
 func (d *Drive) openPastName(parent, child uint64, kind meta.Kind, nameMAC string, b []byte) ([]byte, error) {
-	sealed, s, err := d.verifyPast(keys.RecordName, parent, nameMAC, b)
-	if err != nil {
-		return nil, err
-	}
-	return s.sealer.OpenName(parent, child, kind, nameMAC, sealed)
+	return d.openNameBy(d.verifyPast, parent, child, kind, nameMAC, b)
 }
 
 // pathFS is the path-level view of the drive's account (remote/pathops),

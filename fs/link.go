@@ -23,9 +23,7 @@ const linkWaiting = "making the link: waiting for pending uploads (a link shows 
 func (d *Drive) makeLink(cmd control.Command, shown string) {
 	defer d.linking.Store(false)
 	ctx := d.ctx
-	p := d.drivePath(cmd.Path)
-	d.ctl.running(shown, linkWaiting)
-	d.ctl.linkProgress(cmd.Path, linkWaiting)
+	p := d.drivePath(cmd.Path) // runCommand already shows it as waiting
 	if err := d.Flush(ctx); err != nil {
 		err = fmt.Errorf("link: pending uploads: %w (write the command again once they are done)", err)
 		d.ctl.linkDone(cmd.Path, "", "", err)

@@ -249,9 +249,19 @@ func (d *Drive) verifyRecord(kind keys.RecordKind, id uint64, nameMAC string, b 
 	return sealed, s, err
 }
 
+// recordVerifier checks a record and returns it without its signature, and
+// the share set whose keys open it: verifyRecord for the live tree,
+// verifyPast for kept versions (history.go).
+type recordVerifier func(kind keys.RecordKind, id uint64, nameMAC string, b []byte) ([]byte, *shareSet, error)
+
 // openAttrs checks and opens the attributes of node id; it returns their key id.
 func (d *Drive) openAttrs(id uint64, b []byte) (*meta.Attrs, meta.KeyID, error) {
-	sealed, s, err := d.verifyRecord(keys.RecordAttrs, id, "", b)
+	return d.openAttrsBy(d.verifyRecord, id, b)
+}
+
+// openAttrsBy is openAttrs with the records checked by verify.
+func (d *Drive) openAttrsBy(verify recordVerifier, id uint64, b []byte) (*meta.Attrs, meta.KeyID, error) {
+	sealed, s, err := verify(keys.RecordAttrs, id, "", b)
 	if err != nil {
 		return nil, meta.KeyID{}, err
 	}
@@ -341,7 +351,12 @@ func (d *Drive) sealName(kid meta.KeyID, parent, child uint64, kind meta.Kind, n
 
 // openName checks and opens an entry's name.
 func (d *Drive) openName(parent, child uint64, kind meta.Kind, nameMAC string, b []byte) ([]byte, error) {
-	sealed, s, err := d.verifyRecord(keys.RecordName, parent, nameMAC, b)
+	return d.openNameBy(d.verifyRecord, parent, child, kind, nameMAC, b)
+}
+
+// openNameBy is openName with the record checked by verify.
+func (d *Drive) openNameBy(verify recordVerifier, parent, child uint64, kind meta.Kind, nameMAC string, b []byte) ([]byte, error) {
+	sealed, s, err := verify(keys.RecordName, parent, nameMAC, b)
 	if err != nil {
 		return nil, err
 	}

@@ -263,10 +263,7 @@ func (f *FS) CreateLink(ctx context.Context, p string, o LinkOptions, skip func(
 	if err != nil {
 		return "", err
 	}
-	req := api.LinkCreateRequest{ID: id.String(), Chunks: m.ChunkIDs()}
-	if len(req.Chunks) > link.MaxChunks {
-		return "", fmt.Errorf("link %s: %d chunks, more than the %d a link holds: link a smaller folder", p, len(req.Chunks), link.MaxChunks)
-	}
+	req := api.LinkCreateRequest{ID: id.String(), Chunks: m.ChunkIDs()} // at most link.MaxChunks: linkSums
 	// The secret is the commitment to the manifest (link.Seal); the key
 	// derives from it, and from the password if there is one.
 	key := func(s link.Secret) (link.Key, error) { return link.KeyNoPassword(id, s), nil }
@@ -518,14 +515,22 @@ func (f *FS) fetchEntries(ctx context.Context, id link.ID, m *link.Manifest, loc
 		batches = append(batches, i)
 	}
 	lf := &FS{c: f.c, Parallel: max(1, f.parallel()/2)}
+	// Each request's answer (up to linkBatch sealed chunks, 16 MiB) goes
+	// into a buffer of its worker's, not a new one per request.
+	answers := sync.Pool{New: func() any {
+		b := make([]byte, 0, linkBatch*(4+chunk.SealedSize(chunk.Size)))
+		return &b
+	}}
 	return lf.forEach(ctx, batches, func(ctx context.Context, first int, buf []byte) error {
+		ab := answers.Get().(*[]byte)
+		defer answers.Put(ab)
 		bids := ids[first:min(first+linkBatch, len(ids))]
 		sizes := make([]int, len(bids))
 		for i, cid := range bids {
 			p := where[cid][0]
 			sizes[i] = chunk.SealedSize(m.Entries[p.e].Chunks[p.c].N)
 		}
-		sealed, err := f.c.LinkChunks(ctx, id.String(), bids, sizes, nil)
+		sealed, err := f.c.LinkChunks(ctx, id.String(), bids, sizes, (*ab)[:0])
 		if err != nil {
 			p := where[bids[0]][0]
 			return fmt.Errorf("get %s: download chunk %d: %w", m.Entries[p.e].Path, p.c, linkErr(err))
