@@ -122,7 +122,7 @@ func (s *Store) value(key []byte, fn func([]byte) error) error {
 func (s *Store) DirEmpty(parent uint64) (bool, error) {
 	empty, err := s.behind.dirEmpty(parent)
 	if err != nil {
-		return false, fmt.Errorf("cache: list %d: %w", parent, err)
+		return false, fmt.Errorf("cache: is directory %d empty: %w", parent, err)
 	}
 	return empty, nil
 }
