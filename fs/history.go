@@ -189,7 +189,7 @@ var (
 
 // snapNode decodes (authenticates) node n as it was at at.
 func (d *Drive) snapNode(n api.Node, at int64) (*snapNode, syscall.Errno) {
-	st, err := d.decodeWith(n, d.openPastAttrs)
+	st, err := d.decodeBy(d.verifyPast, n)
 	if err != nil {
 		return nil, syscall.EIO // decode logged and counted the failure
 	}
@@ -383,11 +383,6 @@ func (d *Drive) verifyPast(kind keys.RecordKind, id uint64, nameMAC string, b []
 		}
 	}
 	return d.verifyRecord(kind, id, nameMAC, b)
-}
-
-// openPastAttrs is openAttrs for a kept version (verifyPast).
-func (d *Drive) openPastAttrs(id uint64, b []byte) (*meta.Attrs, meta.KeyID, error) {
-	return d.openAttrsBy(d.verifyPast, id, b)
 }
 
 // openPastName is openName for a kept version (verifyPast).

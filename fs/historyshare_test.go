@@ -116,7 +116,7 @@ func TestCoreShareHistoryAfterWriterRemoved(t *testing.T) {
 	}
 	refused := 0
 	for _, en := range es {
-		if _, _, err := d.openPastAttrs(en.Node.ID, en.Node.Attrs); err != nil {
+		if _, _, err := d.openAttrsBy(d.verifyPast, en.Node.ID, en.Node.Attrs); err != nil {
 			refused++
 			if !errors.Is(err, keys.ErrRecordSig) || !strings.Contains(err.Error(), "bob@example.com, a member since removed") {
 				t.Fatalf("refusal of the removed writer's version: %v", err)

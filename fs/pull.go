@@ -246,6 +246,13 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 // re-sealed in place (kumo migrate) without another change to it.
 func v1Name(sealed []byte) bool { return len(sealed) > 0 && sealed[0] == meta.SealedV1 }
 
+// localNewerLocked says st holds what no record in the cloud has yet: data
+// not uploaded (layers, or inline data: d.dirty) or attributes not saved.
+// Its update follows, so the puller leaves it alone. Under d.mu.
+func (d *Drive) localNewerLocked(st *nodeState) bool {
+	return len(st.layers) > 0 || st.unsavedAttrs || d.dirty[st.id] != nil
+}
+
 // pullNode refetches a node changed elsewhere.
 func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 	if c.Deleted || d.isPending(nodeKey(id)) {
@@ -253,7 +260,7 @@ func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 	}
 	d.mu.Lock()
 	st := d.states[id]
-	skip := st != nil && (st.seq >= c.Seq || len(st.layers) > 0 || st.unsavedAttrs)
+	skip := st != nil && (st.seq >= c.Seq || d.localNewerLocked(st))
 	d.mu.Unlock()
 	if skip {
 		return nil
@@ -301,7 +308,7 @@ func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 	if st != nil {
 		// Data not uploaded yet (layers, or inline data: d.dirty) is newer
 		// than any record the cloud has; its update follows.
-		if len(st.layers) > 0 || st.unsavedAttrs || d.dirty[id] != nil {
+		if d.localNewerLocked(st) { // checked again: it may have changed meanwhile
 			d.mu.Unlock()
 			return nil
 		}

@@ -127,10 +127,7 @@ func (s *pushStuck) failed(d *Drive, head cache.JournalOp, err error) error {
 	if head.Seq != s.seq {
 		*s = pushStuck{limit: s.limit, seq: head.Seq, since: time.Now()}
 	}
-	d.stat.Lock()
-	blocked := d.stat.quotaBlocked
-	d.stat.Unlock()
-	if errors.Is(err, api.ErrUnavailable) || blocked {
+	if errors.Is(err, api.ErrUnavailable) || d.quotaRefused() {
 		s.tries = 0 // waiting for the cloud or the quota is not being stuck
 		return err
 	}
@@ -175,14 +172,18 @@ func (d *Drive) pushHold(queued bool) time.Duration {
 	if err != nil {
 		return 0
 	}
-	// Cancelled ops (unsent.go) never reach the cloud: an rm -rf of a tree
-	// whose creates are still queued cancels them, and counting them made
-	// the pusher send the very creates the rm was about to cancel.
-	d.mu.Lock()
-	n -= len(d.unsent.cancelled)
-	d.mu.Unlock()
 	if n >= pushBacklog {
-		return 0
+		// Cancelled ops (unsent.go) never reach the cloud: an rm -rf of a
+		// tree whose creates are still queued cancels them, and counting
+		// them made the pusher send the very creates the rm was about to
+		// cancel. (Only counted here: below the backlog they change nothing,
+		// and d.mu is every file operation's lock.)
+		d.mu.Lock()
+		n -= len(d.unsent.cancelled)
+		d.mu.Unlock()
+		if n >= pushBacklog {
+			return 0
+		}
 	}
 	// Sleep in short steps so a Flush is not kept waiting.
 	return max(min(pushQuiet-since, 50*time.Millisecond), 10*time.Millisecond)
@@ -535,6 +536,16 @@ func createKind(c *api.CreateRequest) meta.Kind { return meta.KindOf(c.Type == a
 // theirs and puts ours under a conflict name.
 func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.Error) bool {
 	op := api.BatchOp{Op: api.OpCreate, Create: c}
+	// ownName opens our own name of the create; false: it does not open
+	// here, and the create is reported refused.
+	ownName := func() (string, bool) {
+		name, err := d.openName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
+		if err != nil {
+			d.noteRefused(op, &api.Error{Code: e.Code, Message: fmt.Sprintf("%s, and our own name for it fails authentication here (%v)", e.Message, err)}, keptLocal)
+			return "", false
+		}
+		return string(name), true
+	}
 	switch e.Code {
 	case api.CodeExists:
 		got, err := d.c.Lookup(ctx, c.Parent, c.NameMAC)
@@ -546,23 +557,21 @@ func (d *Drive) resolveCreate(ctx context.Context, c *api.CreateRequest, e *api.
 			d.log.Warn("looking up the name a create was refused for failed; will retry", "node", c.ID, "err", err)
 			return false
 		}
-		name, err := d.openName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
-		if err != nil {
-			d.noteRefused(op, &api.Error{Code: e.Code, Message: fmt.Sprintf("%s, and our own name for it fails authentication here (%v)", e.Message, err)}, keptLocal)
+		name, ok := ownName()
+		if !ok {
 			return true
 		}
-		return d.recreateAs(ctx, c, c.Parent, string(name), &got)
+		return d.recreateAs(ctx, c, c.Parent, name, &got)
 	case api.CodeConflict:
 		// "node id in use" (the cloud checks the name first: it is free).
 		return d.resolveIDInUse(ctx, c)
 	case api.CodeNotFound, api.CodeNotDir:
 		// The parent is gone in the cloud: keep ours at the root.
-		name, err := d.openName(c.Parent, c.ID, createKind(c), c.NameMAC, c.Name)
-		if err != nil {
-			d.noteRefused(op, &api.Error{Code: e.Code, Message: fmt.Sprintf("%s, and our own name for it fails authentication here (%v)", e.Message, err)}, keptLocal)
+		name, ok := ownName()
+		if !ok {
 			return true
 		}
-		return d.recreateAs(ctx, c, d.orphanParent(c.Attrs, c.Parent), string(name), nil)
+		return d.recreateAs(ctx, c, d.orphanParent(c.Attrs, c.Parent), name, nil)
 	}
 	d.noteRefused(op, e, keptLocal)
 	return true
@@ -752,8 +761,16 @@ func (d *Drive) copyFailed(req *api.CreateRequest, err error, what string) bool 
 	case errors.Is(err, errNotOurs):
 		d.noteRefused(op, notOursError(err), keptLocal)
 		return true
-	case transientErr(err):
-		d.log.Warn(what+" failed; will retry", "node", req.ID, "err", err)
+	}
+	return d.retryOrRefuse(op, req.ID, what, err)
+}
+
+// retryOrRefuse ends a resolution of op (of node) that failed with err: a
+// transient error is logged and op retried later (false); any other answer
+// refuses op for good (true). what names the attempt in the log.
+func (d *Drive) retryOrRefuse(op api.BatchOp, node uint64, what string, err error) bool {
+	if transientErr(err) {
+		d.log.Warn(what+" failed; will retry", "node", node, "err", err)
 		return false
 	}
 	ae := &api.Error{Code: api.CodeBadRequest, Message: err.Error()}
@@ -908,14 +925,7 @@ func (d *Drive) resolveUpdate(ctx context.Context, op api.BatchOp, e *api.Error)
 				if errors.Is(err, api.ErrNotFound) {
 					return d.keepBoth(ctx, op, api.Node{}) // deleted there meanwhile
 				}
-				if transientErr(err) {
-					d.log.Warn("retrying update failed; will retry", "node", op.ID, "err", err)
-					return false
-				}
-				ae := &api.Error{Code: api.CodeBadRequest, Message: err.Error()}
-				errors.As(err, &ae)
-				d.noteRefused(op, ae, keptLocal)
-				return true
+				return d.retryOrRefuse(op, op.ID, "retrying update", err)
 			}
 			d.noteResult(&n)
 			return true

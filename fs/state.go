@@ -167,12 +167,12 @@ func (d *Drive) stateLocked(id uint64) (*nodeState, error) {
 }
 
 // decode turns a node of the local tree into a state.
-func (d *Drive) decode(n api.Node) (*nodeState, error) { return d.decodeWith(n, d.openAttrs) }
+func (d *Drive) decode(n api.Node) (*nodeState, error) { return d.decodeBy(d.verifyRecord, n) }
 
-// decodeWith is decode with the attributes opened by open (the history
-// view opens kept versions by its own rule: history.go).
-func (d *Drive) decodeWith(n api.Node, open func(id uint64, b []byte) (*meta.Attrs, meta.KeyID, error)) (*nodeState, error) {
-	a, kid, err := open(n.ID, n.Attrs)
+// decodeBy is decode with the attributes checked by verify (the history
+// view checks kept versions by its own rule: history.go).
+func (d *Drive) decodeBy(verify recordVerifier, n api.Node) (*nodeState, error) {
+	a, kid, err := d.openAttrsBy(verify, n.ID, n.Attrs)
 	if err != nil {
 		d.authFailure("node attributes fail authentication", "node", n.ID, "err", err)
 		return nil, fmt.Errorf("node %d: %w", n.ID, err)
