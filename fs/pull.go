@@ -233,12 +233,14 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 	if err != nil {
 		return err
 	}
-	if oldName != "" {
-		d.notifyDelete(parent, oldName, gone)
-	}
-	if newName != "" {
-		d.notifyEntry(parent, newName)
-	}
+	notifyIn(ctx, func() {
+		if oldName != "" {
+			d.notifyDelete(parent, oldName, gone)
+		}
+		if newName != "" {
+			d.notifyEntry(parent, newName)
+		}
+	})
 	return nil
 }
 
@@ -251,6 +253,23 @@ func v1Name(sealed []byte) bool { return len(sealed) > 0 && sealed[0] == meta.Se
 // Its update follows, so the puller leaves it alone. Under d.mu.
 func (d *Drive) localNewerLocked(st *nodeState) bool {
 	return len(st.layers) > 0 || st.unsavedAttrs || d.dirty[st.id] != nil
+}
+
+// inHandlerKey marks the context of work done inside a FUSE request's
+// handler (sharestale.go's retry of a lookup, a listing, a getattr).
+type inHandlerKey struct{}
+
+// notifyIn tells the kernel what changed (f): at once, or, inside a FUSE
+// handler (inHandlerKey), from another goroutine once the handler has
+// answered. An entry notification for a directory waits for the kernel's
+// lock on it, which the kernel holds for the lookup or listing being
+// handled there: sent from the handler itself, it would wait for ever.
+func notifyIn(ctx context.Context, f func()) {
+	if ctx.Value(inHandlerKey{}) != nil {
+		go f()
+		return
+	}
+	f()
 }
 
 // pullNode refetches a node changed elsewhere.
@@ -329,7 +348,7 @@ func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 	if err != nil {
 		return err
 	}
-	d.notifyContent(id)
+	notifyIn(ctx, func() { d.notifyContent(id) })
 	return nil
 }
 
@@ -346,8 +365,11 @@ func (d *Drive) doRefreshes() {
 
 // refreshDir makes a directory's entries match the cloud, except entries
 // with queued local changes.
-func (d *Drive) refreshDir(id uint64) {
-	ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
+func (d *Drive) refreshDir(id uint64) { d.refreshDirIn(d.ctx, id) }
+
+// refreshDirIn is refreshDir within ctx (a FUSE handler's: notifyIn).
+func (d *Drive) refreshDirIn(ctx context.Context, id uint64) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	// The directory's own record first if a new roster refuses the local
 	// one (sharestale.go): its new entries would be refused with it, after

@@ -161,7 +161,9 @@ func (d *Drive) freshenStale() bool {
 	if len(nodes)+len(dirs) == 0 || !d.online() {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, staleFetchTimeout)
+	// Called from FUSE handlers (retryStale): the kernel is told what
+	// changed after they answer (notifyIn).
+	ctx, cancel := context.WithTimeout(context.WithValue(d.ctx, inHandlerKey{}, true), staleFetchTimeout)
 	defer cancel()
 	more := map[uint64]bool{}
 	for _, id := range nodes {
@@ -187,7 +189,7 @@ func (d *Drive) freshenStale() bool {
 			break
 		}
 		if d.staleNames(id) {
-			d.refreshDir(id)
+			d.refreshDirIn(ctx, id)
 		}
 	}
 	return true
