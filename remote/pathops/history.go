@@ -576,6 +576,7 @@ func (f *FS) trash(ctx context.Context) (*trashState, error) {
 	}
 	ts := &trashState{raw: raw, dirs: map[uint64]*Node{}}
 	gone := map[uint64]bool{} // directories that do not exist now
+	past := f.past()
 	for _, it := range raw {
 		if gone[it.Parent] {
 			continue
@@ -588,7 +589,7 @@ func (f *FS) trash(ctx context.Context) (*trashState, error) {
 		if err != nil {
 			return nil, fmt.Errorf("trash: %w", err)
 		}
-		n, err := f.past().openEntry(dir, "", api.Entry{Parent: it.Parent, NameMAC: it.NameMAC, Name: it.Name, Node: it.Node})
+		n, err := past.openEntry(dir, "", api.Entry{Parent: it.Parent, NameMAC: it.NameMAC, Name: it.Name, Node: it.Node})
 		if errors.Is(err, ErrShare) {
 			// Listed as refused: one such version (a removed writer's
 			// deletion, say) must not hide the rest of the trash.
@@ -760,8 +761,9 @@ func (f *FS) Versions(ctx context.Context, p string) ([]Version, error) {
 		return nil, fmt.Errorf("versions of %s: %w", n.Path, err)
 	}
 	out := make([]Version, 0, len(vs))
+	past := f.past()
 	for _, v := range vs {
-		o, err := f.past().open(n.Path, n.Name, n.Parent, n.NameMAC, v.Node)
+		o, err := past.open(n.Path, n.Name, n.Parent, n.NameMAC, v.Node)
 		if err != nil {
 			return nil, err
 		}
