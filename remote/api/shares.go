@@ -41,6 +41,17 @@ const CodeCrossShare = "cross_share"
 // ErrCrossShare is the sentinel of CodeCrossShare for errors.Is.
 var ErrCrossShare = &Error{Code: CodeCrossShare}
 
+// CodeStaleGeneration answers a write of a record sealed under a key
+// generation older than its share's current one (409), from the owner as
+// well as from members: the writer reloads the share, seals again under the
+// current generation (re-encrypting the chunks a file's attributes name) and
+// retries. Without the refusal, the owner's device that had not learnt of a
+// rotation would write bytes a removed member can read.
+const CodeStaleGeneration = "stale_generation"
+
+// ErrStaleGeneration is the sentinel of CodeStaleGeneration for errors.Is.
+var ErrStaleGeneration = &Error{Code: CodeStaleGeneration}
+
 // RecordShare returns the key id (share, generation) in the clear header of a
 // sealed record (node attributes or an entry's sealed name): a v2 record
 // starts 0x02 || u64be(share) || u32be(generation); any other first byte is a

@@ -14,7 +14,7 @@ type codeStatus struct {
 // server answers each code with its status (HTTPStatus), and a client
 // reading an answer that is not ours (a proxy's) takes its status's generic
 // code (CodeForStatus). A new code goes here.
-func statusTable() [24]codeStatus {
+func statusTable() [25]codeStatus {
 	return [...]codeStatus{
 		{CodeBadRequest, http.StatusBadRequest, true},
 		{CodeInvalidMove, http.StatusBadRequest, false},
@@ -30,6 +30,7 @@ func statusTable() [24]codeStatus {
 		{CodeNotDir, http.StatusConflict, false},
 		{CodeIsDir, http.StatusConflict, false},
 		{CodeCrossShare, http.StatusConflict, false},
+		{CodeStaleGeneration, http.StatusConflict, false},
 		{CodeTooLarge, http.StatusRequestEntityTooLarge, true},
 		{CodeRateLimited, http.StatusTooManyRequests, true},
 		{CodeQuota, http.StatusInsufficientStorage, true},

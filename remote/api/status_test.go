@@ -16,7 +16,7 @@ func TestStatusTable(t *testing.T) {
 		CodeQuota: 507, CodeNodeLimit: 507, CodeInternal: 500, CodeUnavailable: 503,
 		CodePaymentsOff: 501, CodeBadVoucher: 400, CodeUsedVoucher: 409,
 		CodeLinkNotFound: 404, CodeLinkExpired: 410, CodeWrongPassword: 403, CodeHistoryGone: 410,
-		CodeCrossShare: 409,
+		CodeCrossShare: 409, CodeStaleGeneration: 409,
 		"no_such_code": 500,
 	}
 	seen := map[string]bool{}

@@ -224,6 +224,9 @@ func isUnder(tx *badger.Txn, acct string, a, d uint64) (bool, error) {
 
 func (m *mtx) create(r *api.CreateRequest) (*api.Entry, error) {
 	a := m.acct.ID
+	if err := m.currentGen(r.Attrs, r.Name); err != nil {
+		return nil, err
+	}
 	if _, err := readDir(m.tx, a, r.Parent); err != nil {
 		return nil, err
 	}
@@ -262,6 +265,9 @@ func (m *mtx) create(r *api.CreateRequest) (*api.Entry, error) {
 }
 
 func (m *mtx) update(id uint64, r *api.UpdateRequest) (*api.Node, error) {
+	if err := m.currentGen(r.Attrs); err != nil {
+		return nil, err
+	}
 	n, err := readNode(m.tx, m.acct.ID, id)
 	if err != nil {
 		return nil, err
@@ -290,6 +296,9 @@ func (m *mtx) update(id uint64, r *api.UpdateRequest) (*api.Node, error) {
 
 func (m *mtx) rename(r *api.RenameRequest) error {
 	a := m.acct.ID
+	if err := m.currentGen(r.Name, r.SrcName); err != nil {
+		return err
+	}
 	if _, err := readDir(m.tx, a, r.SrcParent); err != nil {
 		return err
 	}
@@ -425,6 +434,9 @@ func (m *mtx) dropLink(n *api.Node, parent uint64, mac string, name []byte) erro
 
 func (m *mtx) link(r *api.LinkRequest) (*api.Entry, error) {
 	a := m.acct.ID
+	if err := m.currentGen(r.Name); err != nil {
+		return nil, err
+	}
 	n, err := readNode(m.tx, a, r.ID)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,60 @@
+package server
+
+// Stale generations: once a share has rotated to generation G, a record
+// sealed for it under a generation below G is refused, whoever writes it
+// (the owner through its own tree as well as a member through the share's
+// scope). The owner's other device that has not yet learnt of a rotation
+// would otherwise write, after the re-seal, bytes that the removed member's
+// old keys open, and that every client refuses once the roster's lowest
+// accepted generation is raised (a lost write). The writer reloads the share
+// and seals again (docs/API.md, Shared folders).
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"kumo/remote/api"
+)
+
+// shareGenRec is the part of a shareRec this check reads (the roster is
+// not decoded).
+type shareGenRec struct {
+	Generation uint32 `json:"generation"`
+}
+
+// currentGen refuses a record (node attributes or a sealed name) a change
+// writes into the account's tree if its clear header names a share of the
+// account under a generation older than the share's current one. It reads
+// the share inside the change's transaction, so a rotation that commits in
+// between makes the transaction conflict and run again, and is then seen.
+// A share not (or no longer) created passes: `kumo share` seals under
+// generation 1 before it creates the share, and a stopped share's records
+// stay in the owner's tree. Empty records (an optional field) pass.
+func (m *mtx) currentGen(recs ...[]byte) error {
+	for _, b := range recs {
+		share, gen, ok := api.RecordShare(b)
+		if !ok || share == 0 {
+			continue // no record, or a home one: the op's own checks answer
+		}
+		var sh shareGenRec
+		if err := getJSON(m.tx, kShare(m.acct.ID, share), &sh); err != nil {
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			return fmt.Errorf("read share %016x: %w", share, err)
+		}
+		if gen < sh.Generation {
+			return staleGen(share, gen, sh.Generation)
+		}
+	}
+	return nil
+}
+
+func staleGen(share uint64, gen, cur uint32) *api.Error {
+	return apiErr(http.StatusConflict, api.CodeStaleGeneration, fmt.Sprintf(
+		"record sealed under generation %d of share %016x, which is now at generation %d: reload the share's keys and seal the record again under the current generation (re-encrypting the chunks it names)",
+		gen, share, cur))
+}
