@@ -21,7 +21,11 @@ import (
 // of a small-file delete's daemon CPU), and a burst of tree operations costs
 // one badger commit per batch instead of one each.
 //
-// Point reads (GetNode, Lookup, GetInline, Cursor) look in the overlay first.
+// Point reads (GetNode, Lookup, GetInline, Cursor) look in the overlay first,
+// then in a shared read snapshot of badger (readSnap) taken after the last
+// commit: a badger read transaction of its own waits for every commit in
+// flight (badger's read watermark), so each lookup of an rm -rf waited for
+// the applier's batch commit (UNLINK 252 µs on average).
 // Scans (List, the journal, inline segments), journal acks, Reset and
 // checkpoints first wait until everything queued is in badger ("drain"):
 // they are rare on the paths that queue.
@@ -105,11 +109,27 @@ type writeBehind struct {
 	needLog   int64  // highest needLog queued so far
 	done      chan struct{}
 	hurry     chan struct{} // someone waits: apply without gathering
+	// snap is badger as of the last commit of tree keys (renew); point
+	// reads that miss over use it. Under mu.
+	snap *readSnap
+}
+
+// readSnap is a read-only badger transaction shared by point reads. Every
+// key that left the overlay was committed before the snapshot was taken
+// (the applier renews it after its commit, before it drops the batch's keys
+// from over), so overlay-then-snapshot reads see every applied write.
+// Read-only transactions may be read from concurrently; refs (under
+// writeBehind.mu) keeps one from being discarded while a reader uses it.
+type readSnap struct {
+	txn   *badger.Txn
+	refs  int
+	stale bool // replaced: discard once refs is 0
 }
 
 func newWriteBehind(db *badger.DB, log *slog.Logger, dataBefore func(uint64) error, dataSynced *atomic.Uint64) *writeBehind {
 	w := &writeBehind{db: db, log: log, dataBefore: dataBefore, dataSynced: dataSynced, over: map[string]pendingWrite{}, entryPuts: map[uint64]int{}, done: make(chan struct{}), hurry: make(chan struct{}, 1)}
 	w.changed = sync.NewCond(&w.mu)
+	w.snap = &readSnap{txn: db.NewTransaction(false)}
 	go w.run()
 	return w
 }
@@ -120,6 +140,64 @@ func (w *writeBehind) get(key []byte) (pendingWrite, bool) {
 	pw, ok := w.over[string(key)]
 	w.mu.Unlock()
 	return pw, ok
+}
+
+// read calls fn with key's value: the queued write if any, else badger's
+// as of the last commit. A missing or deleted key is badger.ErrKeyNotFound.
+func (w *writeBehind) read(key []byte, fn func([]byte) error) error {
+	w.mu.Lock()
+	if pw, ok := w.over[string(key)]; ok {
+		w.mu.Unlock()
+		if pw.del {
+			return badger.ErrKeyNotFound
+		}
+		return fn(pw.v)
+	}
+	sn := w.snap
+	sn.refs++
+	w.mu.Unlock()
+	defer w.release(sn)
+	it, err := sn.txn.Get(key)
+	if err != nil {
+		return err
+	}
+	return it.Value(fn)
+}
+
+// release ends a reader's use of sn.
+func (w *writeBehind) release(sn *readSnap) {
+	w.mu.Lock()
+	sn.refs--
+	if sn.refs == 0 && sn.stale {
+		sn.txn.Discard()
+	}
+	w.mu.Unlock()
+}
+
+// newSnap takes a snapshot of badger as it is now. Taken outside mu: it
+// waits for commits in flight.
+func (w *writeBehind) newSnap() *readSnap {
+	return &readSnap{txn: w.db.NewTransaction(false)}
+}
+
+// installLocked makes sn the snapshot point reads use. Under mu.
+func (w *writeBehind) installLocked(sn *readSnap) {
+	old := w.snap
+	w.snap = sn
+	old.stale = true
+	if old.refs == 0 {
+		old.txn.Discard()
+	}
+}
+
+// renew makes point reads see what was committed to badger directly (not
+// through the queue: Store.applyNow, Reset). The writer calls it before it
+// returns, so its caller's next read sees the write.
+func (w *writeBehind) renew() {
+	sn := w.newSnap()
+	w.mu.Lock()
+	w.installLocked(sn)
+	w.mu.Unlock()
 }
 
 // add queues a record (its entries must not be modified afterwards) and makes
@@ -185,21 +263,17 @@ func (w *writeBehind) dirEmpty(dir uint64) (bool, error) {
 	if w.entryPuts[dir] > 0 {
 		return false, nil
 	}
-	empty := true
-	err := w.db.View(func(txn *badger.Txn) error {
-		o := badger.IteratorOptions{Prefix: entryPrefix(dir)}
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if pw, ok := w.over[string(it.Item().Key())]; ok && pw.del {
-				continue // removed, not in badger yet
-			}
-			empty = false
-			return nil
+	// The snapshot holds every key that left over (mu is held: none
+	// leaves meanwhile, and the snapshot is not replaced).
+	it := w.snap.txn.NewIterator(badger.IteratorOptions{Prefix: entryPrefix(dir)})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if pw, ok := w.over[string(it.Item().Key())]; ok && pw.del {
+			continue // removed, not in badger yet
 		}
-		return nil
-	})
-	return empty, err
+		return false, nil
+	}
+	return true, nil
 }
 
 // drain waits until every record queued so far is in badger.
@@ -236,6 +310,12 @@ func (w *writeBehind) close() {
 	w.mu.Unlock()
 	w.hurryUp()
 	<-w.done
+	w.mu.Lock()
+	w.snap.stale = true
+	if w.snap.refs == 0 {
+		w.snap.txn.Discard()
+	}
+	w.mu.Unlock()
 }
 
 func (w *writeBehind) run() {
@@ -297,6 +377,10 @@ func (w *writeBehind) run() {
 			err = applyRecords(w.db, batch)
 		}
 		w.applying.Unlock()
+		var sn *readSnap
+		if err == nil {
+			sn = w.newSnap()
+		}
 		w.mu.Lock()
 		if err != nil {
 			w.err = fmt.Errorf("cache: apply to badger: %w", err)
@@ -306,6 +390,7 @@ func (w *writeBehind) run() {
 			w.changed.Broadcast()
 			continue
 		}
+		w.installLocked(sn) // before the batch's keys leave over
 		w.queue = w.queue[n:]
 		if len(w.queue) == 0 {
 			w.queue = nil // let the old array go

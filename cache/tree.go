@@ -100,19 +100,7 @@ func (s *Store) Lookup(parent uint64, nameMAC string) (Entry, error) {
 // (behind.go), else badger's. A missing or deleted key is
 // badger.ErrKeyNotFound. fn must not keep or modify the bytes.
 func (s *Store) value(key []byte, fn func([]byte) error) error {
-	if pw, ok := s.behind.get(key); ok {
-		if pw.del {
-			return badger.ErrKeyNotFound
-		}
-		return fn(pw.v)
-	}
-	return s.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(key)
-		if err != nil {
-			return err
-		}
-		return it.Value(fn)
-	})
+	return s.behind.read(key, fn)
 }
 
 // DirEmpty reports whether directory parent has no entries. Unlike List it
@@ -293,6 +281,7 @@ func (s *Store) applyNow(entries []redoEntry) error {
 	if err := applyTxn(s.db, []behindRecord{{entries: entries, pos: s.redo.next()}}); err != nil {
 		return err
 	}
+	s.behind.renew()
 	fits, err := s.redo.appendRecord()
 	if err == nil && !fits {
 		err = s.redo.checkpoint(s.db)
@@ -333,6 +322,7 @@ func (s *Store) applyBehind(entries []redoEntry, size int, afterData bool) error
 	if err := applyRecords(s.db, []behindRecord{{entries: entries}}); err != nil {
 		return err
 	}
+	s.behind.renew()
 	return s.redo.checkpoint(s.db)
 }
 
@@ -514,6 +504,7 @@ func (s *Store) Reset() error {
 	if err := s.db.DropPrefix([]byte{kindNode}, []byte{kindEntry}); err != nil {
 		return fmt.Errorf("cache: reset: %w", err)
 	}
+	s.behind.renew()
 	// DropPrefix is not in the redo log: make it durable, and keep older
 	// records from putting dropped keys back at the next open.
 	if err := s.redo.checkpoint(s.db); err != nil {
