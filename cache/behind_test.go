@@ -258,3 +258,39 @@ func TestDirEmpty(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotAfterDirectWrite: point reads that miss the overlay read a
+// shared snapshot of badger; a mutation too big for the queue is committed
+// to badger directly, and the very next read must see it (the snapshot is
+// renewed before Apply returns), as must reads after the queue's own
+// commits.
+func TestSnapshotAfterDirectWrite(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	defer s.Close()
+	must(s.Apply(Mutation{PutNodes: []api.Node{{ID: 1, Type: api.TypeDir, Version: 1, Nlink: 2, Attrs: []byte("r")}}}))
+	must(s.behind.drain()) // the snapshot now holds node 1
+	var big Mutation
+	for i := range behindMaxEntries + 10 {
+		big.PutEntries = append(big.PutEntries, Entry{Parent: 1, NameMAC: mac(i), Name: []byte{byte(i)}, Child: uint64(1000 + i)})
+	}
+	big.DeleteNodes = []uint64{1}
+	must(s.Apply(big))
+	if _, err := s.GetNode(1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("node deleted by a direct write still read: %v", err)
+	}
+	for i := range behindMaxEntries + 10 {
+		if e, err := s.Lookup(1, mac(i)); err != nil || e.Child != uint64(1000+i) {
+			t.Fatalf("entry %d of a direct write: %+v, %v", i, e, err)
+		}
+	}
+	// Small mutations again, through the queue and its commits.
+	for i := range 100 {
+		must(s.Apply(Mutation{DeleteEntries: []Entry{{Parent: 1, NameMAC: mac(i)}}}))
+	}
+	must(s.behind.drain())
+	for i := range 100 {
+		if _, err := s.Lookup(1, mac(i)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("entry %d deleted through the queue: %v", i, err)
+		}
+	}
+}
