@@ -667,6 +667,7 @@ func TestShareRevokeWriterDrives(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.srv.StoreStaleGenerations(true) // a hostile server stores the plant (an honest one refuses generation 1 now)
 	if _, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: n.Node.Version, Attrs: rec, Chunks: n.Node.Chunks}); err != nil {
 		t.Fatalf("plant: %v", err)
 	}

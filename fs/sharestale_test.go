@@ -126,6 +126,7 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	n, sealed := sealShareAttrsAt(t, owner, "/Docs/sub/b.txt", 100, 1, bobGen1, func(a *meta.Attrs) { a.Mode = a.Mode&^0o777 | 0o600 })
 	rec, err := keys.SignRecord(bob.acct.Identity, keys.RecordAttrs, n.ID(), nil, sealed)
 	must(t, err)
+	c.srv.StoreStaleGenerations(true) // a hostile server stores the plant (an honest one refuses generation 1 now)
 	if _, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: n.Node.Version, Attrs: rec, Chunks: n.Node.Chunks}); err != nil {
 		t.Fatalf("plant: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"kumo/internal/keys"
 	"kumo/remote/api"
 	"kumo/remote/pathops"
+	"kumo/remote/server"
 )
 
 // shareHistoryFixture is newRevokeFixture with a day of history kept: at
@@ -19,6 +20,7 @@ import (
 // the folder re-sealed under generation 2 with generation 1 refused.
 type shareHistoryFixture struct {
 	*revokeFixture
+	srv               *server.Server
 	at                int64
 	aliceOld, bobOld  []byte
 	aliceLive, bobNew []byte
@@ -27,7 +29,7 @@ type shareHistoryFixture struct {
 func newShareHistoryFixture(t *testing.T) *shareHistoryFixture {
 	t.Helper()
 	e := startServer(t)
-	fx := &shareHistoryFixture{revokeFixture: newRevokeFixture(t, e.url, e.url)}
+	fx := &shareHistoryFixture{revokeFixture: newRevokeFixture(t, e.url, e.url), srv: e.srv}
 	if _, err := fx.alice.home.SetRetention(tctx(t), 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +99,7 @@ func TestShareHistoryAfterWriterRemoved(t *testing.T) {
 // was planted, then unlinked), is refused by history reads.
 func TestShareHistoryPlantedByRemovedWriter(t *testing.T) {
 	fx := newShareHistoryFixture(t)
+	fx.srv.StoreStaleGenerations(true) // a hostile server stores the plant (an honest one refuses generation 1 now)
 	fx.plantByBob(t, "planted.txt")
 	time.Sleep(20 * time.Millisecond)
 	at := time.Now().UnixNano()

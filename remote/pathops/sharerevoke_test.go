@@ -154,6 +154,7 @@ func TestShareRevokeWriterReseals(t *testing.T) {
 	if g := gens(t, fx.alice.c, sh.Root); len(g) != 1 || g[2] == 0 {
 		t.Fatalf("records by generation after the re-seal: %v, want all 2", g)
 	}
+	e.srv.StoreStaleGenerations(true) // a hostile server stores the plant (an honest one refuses generation 1 now)
 	fx.plantByBob(t, "planted.txt")
 	av, cv := fx.alice.view(t), fx.carol.view(t)
 	if av.Scope().Roster.MinGen != 2 || cv.Scope().Roster.MinGen != 2 {
@@ -255,6 +256,7 @@ func TestShareDemoteWriter(t *testing.T) {
 	if g := gens(t, fx.alice.c, sh.Root); len(g) != 1 || g[2] == 0 {
 		t.Fatalf("records by generation after the demotion: %v, want all 2", g)
 	}
+	e.srv.StoreStaleGenerations(true) // a hostile server stores the plant (an honest one refuses generation 1 now)
 	fx.plantByBob(t, "planted.txt")
 	bv := fx.bob.view(t)
 	if bv.Scope().Role != keys.RoleReader || bv.Scope().Gen() != 2 {

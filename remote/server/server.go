@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -109,6 +110,8 @@ type Server struct {
 	vouchers   *payment.Vouchers
 	adminToken string
 	stopPay    context.CancelFunc
+
+	staleOK atomic.Bool // tests: StoreStaleGenerations (sharegen.go)
 }
 
 const defaultFeedKeep = 100000
