@@ -263,6 +263,7 @@ func (d *Drive) versionOf(id uint64) (v uint64, ok bool) {
 // the op before it, so a batch used to end there). The planning is pure
 // (batchplan.go); this function does the locking, the requests and the acks.
 func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err error) {
+	d.resealStale(ops) // records of an older share generation (sharegen.go)
 	d.mu.Lock()
 	rewritten := make([]api.BatchOp, len(ops))
 	compacted := make([]bool, len(ops)) // cancelled or moved (unsent.go)
@@ -271,6 +272,10 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 		op, compacted[i] = d.unsent.asSent(jo)
 		if op.Op != opCancelled {
 			op = d.rewriteOp(op)
+			var fresh bool
+			if op, fresh = d.freshGenOp(op); fresh {
+				compacted[i] = true // its pending keys are the queued op's
+			}
 		}
 		rewritten[i] = op
 	}
@@ -414,6 +419,8 @@ func (d *Drive) resolve(ctx context.Context, op api.BatchOp, e *api.Error) bool 
 			d.stat.Unlock()
 		}
 		return false
+	case api.CodeStaleGeneration:
+		return d.resolveStaleGen(ctx, op, e) // sharegen.go
 	}
 	switch op.Op {
 	case api.OpCreate:

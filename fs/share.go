@@ -100,6 +100,9 @@ type driveShares struct {
 	// savedSum is the SHA-256 of the shares saved last for offline
 	// starts (under loading; shareoffline.go).
 	savedSum [32]byte
+	// gens are queued records re-sealed under their share's current
+	// generation after the cloud refused an older one (sharegen.go).
+	gens staleGens
 }
 
 // shares returns the current snapshot (only the home keys before the first load).

@@ -106,6 +106,10 @@ func explain(err error, s *session.Session) error {
 		return fmt.Errorf("%w\nfree space or top up the account", err)
 	case errors.Is(err, api.ErrReadOnly):
 		return fmt.Errorf("%w\nthe plan expired while over quota: top up or delete files", err)
+	case errors.Is(err, api.ErrStaleGeneration):
+		// The CLI seals with the keys it loaded at its start; a mounted
+		// drive seals such a write again by itself (fs/sharegen.go).
+		return fmt.Errorf("%w\nthe shared folder moved to a new key generation (a member was removed) while this command ran: run the command again, it loads the new keys", err)
 	}
 	return err
 }

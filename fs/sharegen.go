@@ -1,0 +1,354 @@
+package fs
+
+// Records queued under a share generation that is no longer current. A
+// drive of the owner that has not learnt of a rotation (another device ran
+// `kumo share rm`) seals what it writes in the folder under the generation it
+// knows; the cloud refuses such a record (409 stale_generation, docs/API.md),
+// since the removed member kept that generation's keys and every client
+// refuses it once the roster's lowest accepted generation is raised. The
+// write must not be lost: the pusher loads the shares again (resolveStaleGen)
+// and, before the next push, seals the queued records of an older generation
+// again under the current one (resealStale): a name is opened and sealed
+// anew (a new name MAC: the local entry moves to it and later queued ops that
+// name the old one follow, as for conflict copies), and attributes naming
+// chunks are sealed anew after their chunks are read (whole, checked against
+// their id), encrypted under the current generation's keys and uploaded.
+// The journal is not rewritten: the replacements are kept in memory
+// (freshGenOp applies them to each op sent), and after a restart a refused
+// op is re-sealed again the same way. Only records this account signed are
+// re-sealed: the drive vouches for its own writes, not for others'.
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"slices"
+	"sync"
+
+	"kumo/cache"
+	"kumo/internal/keys"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+)
+
+var (
+	errNotOwnRecord = errors.New("the record is signed by another account: only this account's own records are sealed again")
+	errNoChild      = errors.New("the name's node is not known")
+	errNoKeys       = errors.New("no keys of the share's current generation")
+)
+
+// genFix is a queued record sealed again under its share's current generation.
+type genFix struct {
+	rec    []byte
+	mac    string   // a name's new MAC
+	chunks []string // attributes: the chunk list the new record names
+	// What the local tree changes (applied under d.mu): a name's entry
+	// moves from (parent, from) to the new MAC, kept pending (the puller
+	// leaves it alone) while the fix lives; a node's key id and chunks.
+	parent, child uint64
+	from          string
+	node          uint64
+	old, cur      meta.KeyID
+	base, refs    []meta.ChunkRef
+}
+
+// staleGens holds the re-sealed forms of queued records, by the SHA-256 of
+// the record as queued.
+type staleGens struct {
+	mu    sync.Mutex
+	fixes map[[32]byte]genFix
+}
+
+// opRecord is one record an op writes, with what opens it.
+type opRecord struct {
+	b      []byte
+	attrs  bool // node attributes of node id; else a name under parent id
+	id     uint64
+	child  uint64 // names: the node the entry names (0: unknown)
+	kind   meta.Kind
+	known  bool   // names: kind is known (else looked up by child)
+	mac    string // names: the entry's MAC
+	inSitu bool   // a name the op writes at an existing MAC (exchange, re-seal in place): cannot move
+}
+
+// opRecords lists the records op writes.
+func opRecords(op api.BatchOp) []opRecord {
+	switch {
+	case op.Op == api.OpCreate && op.Create != nil:
+		c := op.Create
+		return []opRecord{{b: c.Attrs, attrs: true, id: c.ID},
+			{b: c.Name, id: c.Parent, child: c.ID, kind: createKind(c), known: true, mac: c.NameMAC}}
+	case op.Op == api.OpUpdate && op.Update != nil:
+		return []opRecord{{b: op.Update.Attrs, attrs: true, id: op.ID}}
+	case op.Op == api.OpLink && op.Link != nil:
+		l := op.Link
+		return []opRecord{{b: l.Name, id: l.Parent, child: l.ID, kind: meta.KindOf(false), known: true, mac: l.NameMAC}}
+	case op.Op == api.OpRename && op.Rename != nil:
+		r := op.Rename
+		inSitu := r.Mode == api.RenameExchange || r.SrcParent == r.DstParent && r.SrcNameMAC == r.DstNameMAC
+		out := []opRecord{{b: r.Name, id: r.DstParent, child: r.Node, mac: r.DstNameMAC, inSitu: inSitu}}
+		if len(r.SrcName) > 0 {
+			out = append(out, opRecord{b: r.SrcName, id: r.SrcParent, child: r.DstNode, mac: r.SrcNameMAC, inSitu: true})
+		}
+		return out
+	}
+	return nil
+}
+
+// staleKID returns the key id of record b and the current one of its share
+// if b is sealed under an older generation of a share this drive holds the
+// current generation of.
+func (s *shareSet) staleKID(b []byte) (old, cur meta.KeyID, ok bool) {
+	kid, ok := meta.RecordKeyID(b)
+	if !ok || kid.Share == 0 {
+		return kid, kid, false
+	}
+	sh := s.byID[kid.Share]
+	if sh == nil || kid.Gen >= sh.Gen() {
+		return kid, kid, false
+	}
+	if _, held := sh.Secrets[sh.Gen()]; !held {
+		return kid, kid, false
+	}
+	return kid, meta.KeyID{Share: kid.Share, Gen: sh.Gen()}, true
+}
+
+// resolveStaleGen handles an op the cloud refused as sealed under an older
+// generation of a share: the shares are loaded again and the op stays
+// queued, to be sealed again before the next push (resealStale). An op this
+// drive cannot seal again (an exchange, whose names stay at their MACs, or
+// one that is still of the current generation as the cloud lists it) is
+// refused for good.
+func (d *Drive) resolveStaleGen(ctx context.Context, op api.BatchOp, e *api.Error) bool {
+	d.log.Info("cloud refused a record sealed under an older key generation of a shared folder: loading the shares again to seal it under the current one",
+		"op", op.Op, "err", e)
+	if err := d.loadShares(ctx, 0); err != nil {
+		d.log.Warn("loading shared folders to seal a refused record again failed; will retry", "err", err)
+		return false
+	}
+	s := d.shares()
+	fixable, stale := true, false
+	for _, r := range opRecords(op) {
+		if _, _, ok := s.staleKID(r.b); ok {
+			stale = true
+			fixable = fixable && !r.inSitu
+		}
+	}
+	if stale && fixable {
+		return false
+	}
+	d.noteRefused(op, e, keptUndone)
+	d.refreshLater(op)
+	return true
+}
+
+// resealStale seals again, under their share's current generation, the
+// records of ops (the journal's head) sealed under an older one, and keeps
+// them for freshGenOp; the local tree follows (the node's key id and chunks,
+// the entry's MAC). Not under d.mu: chunks are read and uploaded. A record
+// that cannot be sealed again now is sent as it is (the cloud refuses it
+// again, and it is tried again).
+func (d *Drive) resealStale(ops []cache.JournalOp) {
+	s := d.shares()
+	g := &d.sh.gens
+	g.mu.Lock()
+	if len(s.byID) == 0 && len(g.fixes) == 0 {
+		g.mu.Unlock()
+		return
+	}
+	g.mu.Unlock()
+	keep := map[[32]byte]bool{}
+	for _, jo := range ops {
+		for _, r := range opRecords(jo.Op) {
+			old, cur, ok := s.staleKID(r.b)
+			if !ok || r.inSitu {
+				continue
+			}
+			h := sha256.Sum256(r.b)
+			keep[h] = true
+			g.mu.Lock()
+			_, done := g.fixes[h]
+			g.mu.Unlock()
+			if done {
+				continue
+			}
+			fix, err := d.resealRecord(s, r, old, cur)
+			if err != nil {
+				d.log.Warn("sealing a queued record again under the shared folder's current key generation failed; will retry",
+					"op", jo.Op.Op, "node", r.id, "generation", cur.Gen, "err", err)
+				continue
+			}
+			d.mu.Lock()
+			g.mu.Lock()
+			if _, done := g.fixes[h]; !done {
+				if g.fixes == nil {
+					g.fixes = map[[32]byte]genFix{}
+				}
+				g.fixes[h] = fix
+				d.applyGenFixLocked(fix)
+			}
+			g.mu.Unlock()
+			d.mu.Unlock()
+		}
+	}
+	d.mu.Lock()
+	g.mu.Lock()
+	for h, f := range g.fixes {
+		if !keep[h] { // sent, or no longer queued
+			delete(g.fixes, h)
+			if f.mac != "" {
+				d.donePending(api.BatchOp{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: f.parent, NameMAC: f.mac}})
+			}
+		}
+	}
+	g.mu.Unlock()
+	d.mu.Unlock()
+}
+
+// applyGenFixLocked makes the local tree follow a re-sealed record: the
+// node's key id and chunks if it still names what the record named, the
+// entry's MAC (kept pending until the fix goes, so the puller does not drop
+// the entry the cloud does not have yet). Under d.mu.
+func (d *Drive) applyGenFixLocked(f genFix) {
+	var m cache.Mutation
+	if f.mac != "" {
+		d.pending[entryKey(f.parent, f.mac)]++
+		if e, err := d.store.Lookup(f.parent, f.from); err == nil && e.Child == f.child {
+			m.DeleteEntries = []cache.Entry{{Parent: f.parent, NameMAC: f.from}}
+			m.PutEntries = []cache.Entry{{Parent: f.parent, NameMAC: f.mac, Name: f.rec, Child: f.child}}
+		}
+	} else if st := d.states[f.node]; st != nil && !st.deleted && st.kid == f.old && slices.Equal(st.attrs.Chunks, f.base) {
+		st.attrs.Chunks, st.kid = f.refs, f.cur
+		m.PutNodes = []api.Node{d.localNode(st)}
+	}
+	if len(m.DeleteEntries)+len(m.PutNodes) > 0 {
+		if err := d.store.Apply(m); err != nil {
+			d.log.Error("local tree update failed", "err", err)
+		}
+	}
+}
+
+// resealRecord seals record r (of key id old) again under cur.
+func (d *Drive) resealRecord(s *shareSet, r opRecord, old, cur meta.KeyID) (genFix, error) {
+	sealed, signer, _, err := keys.SplitRecord(r.b)
+	if err != nil {
+		return genFix{}, err
+	}
+	if d.o.Identity == nil || signer != keys.SignerOf(d.o.Identity.Public.Sign) {
+		return genFix{}, errNotOwnRecord
+	}
+	if r.attrs {
+		return d.resealAttrs(s, r.id, sealed, old, cur)
+	}
+	if !r.known {
+		if r.child == 0 {
+			return genFix{}, errNoChild
+		}
+		d.mu.Lock()
+		st, err := d.stateLocked(r.child)
+		if err == nil {
+			r.kind = st.kind()
+		}
+		d.mu.Unlock()
+		if err != nil {
+			return genFix{}, err
+		}
+	}
+	name, err := s.sealer.OpenName(r.id, r.child, r.kind, r.mac, sealed)
+	if err != nil {
+		return genFix{}, err
+	}
+	mac, rec := d.sealName(cur, r.id, r.child, r.kind, string(name))
+	if rec == nil {
+		return genFix{}, errNoKeys
+	}
+	return genFix{rec: rec, mac: mac, parent: r.id, child: r.child, from: r.mac}, nil
+}
+
+// resealAttrs seals the attributes of node id (sealed, of key id old)
+// again under cur, with their chunks encrypted under cur's keys.
+func (d *Drive) resealAttrs(s *shareSet, id uint64, sealed []byte, old, cur meta.KeyID) (genFix, error) {
+	a, err := s.sealer.OpenAttrs(id, sealed)
+	if err != nil {
+		return genFix{}, err
+	}
+	base := a.Chunks
+	refs := base
+	if len(base) > 0 {
+		for _, r := range base {
+			d.noteChunkKeys(old, r.ID) // read with the old generation's keys
+		}
+		// Read whole and checked against their id (checkShared), encrypted
+		// under cur's keys, uploaded unless the cloud has them.
+		if refs, err = d.buildAndUpload(id, cur, base, noTrunc, baseSize(base), nil); err != nil {
+			return genFix{}, err
+		}
+	}
+	a.Chunks = refs
+	rec := d.sealAttrs(cur, id, meta.Rev(sealed), a)
+	if rec == nil {
+		return genFix{}, errNoKeys
+	}
+	ch := chunkHex(refs)
+	if ch == nil {
+		ch = []string{}
+	}
+	return genFix{rec: rec, chunks: ch, node: id, old: old, cur: cur, base: base, refs: refs}, nil
+}
+
+// freshGenOp returns op with its records replaced by their re-sealed forms
+// (resealStale), and whether any was; a name's new MAC replaces the old one,
+// and later queued ops naming the entry by the old MAC follow it
+// (d.rewrite). Under d.mu.
+func (d *Drive) freshGenOp(op api.BatchOp) (api.BatchOp, bool) {
+	g := &d.sh.gens
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.fixes) == 0 {
+		return op, false
+	}
+	fix := func(b []byte) (genFix, bool) {
+		if len(b) == 0 {
+			return genFix{}, false
+		}
+		f, ok := g.fixes[sha256.Sum256(b)]
+		return f, ok
+	}
+	moved := func(parent uint64, from string, f genFix, child uint64) {
+		d.rewrite[entryKey(parent, from)] = nameRewrite{parent: parent, mac: f.mac, name: f.rec, id: child}
+	}
+	changed := false
+	switch {
+	case op.Op == api.OpCreate && op.Create != nil:
+		c := *op.Create
+		if f, ok := fix(c.Attrs); ok {
+			c.Attrs, c.Chunks, changed = f.rec, f.chunks, true
+		}
+		if f, ok := fix(c.Name); ok {
+			moved(c.Parent, c.NameMAC, f, c.ID)
+			c.Name, c.NameMAC, changed = f.rec, f.mac, true
+		}
+		op.Create = &c
+	case op.Op == api.OpUpdate && op.Update != nil:
+		if f, ok := fix(op.Update.Attrs); ok {
+			u := *op.Update
+			u.Attrs, u.Chunks, changed = f.rec, f.chunks, true
+			op.Update = &u
+		}
+	case op.Op == api.OpLink && op.Link != nil:
+		if f, ok := fix(op.Link.Name); ok {
+			l := *op.Link
+			moved(l.Parent, l.NameMAC, f, l.ID)
+			l.Name, l.NameMAC, changed = f.rec, f.mac, true
+			op.Link = &l
+		}
+	case op.Op == api.OpRename && op.Rename != nil:
+		if f, ok := fix(op.Rename.Name); ok {
+			r := *op.Rename
+			moved(r.DstParent, r.DstNameMAC, f, r.Node)
+			r.Name, r.DstNameMAC, changed = f.rec, f.mac, true
+			op.Rename = &r
+		}
+	}
+	return op, changed
+}

@@ -1,0 +1,153 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+	"testing"
+
+	"kumo/internal/chunk"
+	"kumo/internal/control"
+	"kumo/internal/keys"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+	"kumo/remote/pathops"
+)
+
+// TestShareStaleGenOwnerDevice: the owner removes a writer (bob) with the
+// CLI: the folder is re-sealed under generation 2 and the roster refuses
+// generation 1. The owner's other device (a drive whose change feed is held,
+// so it has not learnt of the rotation) then writes a new file in the folder
+// and changes the mode of an old one: it seals both under generation 1, the
+// cloud refuses them (stale_generation), and the drive loads the shares,
+// seals them again under generation 2 (their chunks re-encrypted) and sends
+// them: both land, the remaining reader (carol, whose view refuses
+// generation 1) reads them, and bob's generation-1 keys, given everything
+// the server holds for them (records and chunks), open nothing. With the
+// old server both landed under generation 1 (readable by bob, refused by
+// every client); with the old drive the refused writes were lost.
+func TestShareStaleGenOwnerDevice(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, bob := sharedDocs(t, c)
+	carol := signupShareAcct(t, c, "carol@example.com")
+	f, _ := owner.load(t)
+	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
+		t.Fatal(err)
+	}
+	_, bs := bob.load(t)
+	bobGen1 := bs.Joined[0].Secrets[1]
+
+	p, hold := heldFeed(t, c)
+	od := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(owner)(o)
+		o.Client = proxyClient(t, p.URL, owner.sess.Token)
+	})
+	docs := lookupDir(t, od, api.RootID, "Docs")
+	a := lookupDir(t, od, docs.id, "a.txt")
+	if a.kid.Gen != 1 {
+		t.Fatalf("a.txt before the revoke: generation %d", a.kid.Gen)
+	}
+	hold.Store(true)
+
+	f, _ = owner.load(t)
+	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh.Roster.MinGen != 2 || sh.Gen() != 2 {
+		t.Fatalf("after removing a writer: generation %d, lowest accepted %d; want 2 and 2", sh.Gen(), sh.Roster.MinGen)
+	}
+	if g := od.shares().byID[sh.ID].Gen(); g != 1 {
+		t.Fatalf("the second device learnt of the rotation before writing (generation %d): the test needs it not to", g)
+	}
+
+	const late = "written on the second device after the revoke\n"
+	coreFile(t, od, docs.id, "late.txt", late)
+	if e := od.setAttrs(a, func(m *meta.Attrs) syscall.Errno { m.Mode = m.Mode&^0o777 | 0o600; return 0 }); e != 0 {
+		t.Fatalf("chmod a.txt: %v", e)
+	}
+	flushDrive(t, od)
+	od.ctl.mu.Lock()
+	refused := append([]control.RefusedOp(nil), od.ctl.refused...)
+	od.ctl.mu.Unlock()
+	if len(refused) != 0 {
+		t.Fatalf("the cloud refused the second device's writes for good: %+v", refused)
+	}
+	if g := od.shares().byID[sh.ID].Gen(); g != 2 {
+		t.Fatalf("the second device's shares after the refusal: generation %d, want 2", g)
+	}
+
+	// The cloud holds both under generation 2, chunks too.
+	f, _ = owner.load(t)
+	cur := meta.KeyID{Share: sh.ID, Gen: 2}
+	bobSealer := meta.NewSealer(bob.sess.Subkeys()).WithShare(meta.KeyID{Share: sh.ID, Gen: 1}, keys.ShareSubkeys(bobGen1, sh.ID, 1))
+	bobKeys := keys.ShareSubkeys(bobGen1, sh.ID, 1)
+	bobCipher := chunk.NewCipher(bobKeys.ChunkID, bobKeys.Chunks)
+	for _, name := range []string{"late.txt", "a.txt"} {
+		n, err := f.Resolve(ctx, "/Docs/"+name)
+		if err != nil {
+			t.Fatalf("resolve /Docs/%s: %v", name, err)
+		}
+		if k, _ := meta.RecordKeyID(n.Node.Attrs); k != cur {
+			t.Fatalf("%s: attributes in the cloud sealed under %+v, want %+v", name, k, cur)
+		}
+		if name == "a.txt" && n.Attrs.Mode&0o777 != 0o600 {
+			t.Fatalf("a.txt: the second device's chmod is lost (mode %o)", n.Attrs.Mode)
+		}
+		// What a hostile server hands the removed member: the records and
+		// chunks it stores. Bob's generation-1 keys open none of it.
+		sealed, _, _, err := keys.SplitRecord(n.Node.Attrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bobSealer.OpenAttrs(n.ID(), sealed); err == nil {
+			t.Fatalf("%s: bob's generation-1 keys open the attributes", name)
+		}
+		if len(n.Node.Chunks) == 0 {
+			t.Fatalf("%s has no chunks", name)
+		}
+		for _, id := range n.Node.Chunks {
+			b, err := owner.c.GetChunk(ctx, id, 0, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cid, err := chunk.ParseID(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := bobCipher.Open(nil, cid, b); err == nil {
+				t.Fatalf("%s: bob's generation-1 keys open chunk %s", name, id)
+			}
+		}
+	}
+	es, err := owner.c.List(ctx, docs.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if k, _ := meta.RecordKeyID(e.Name); k != cur {
+			t.Fatalf("an entry of /Docs sealed under %+v, want %+v", k, cur)
+		}
+	}
+
+	// The remaining reader reads them (its view refuses generation 1).
+	v := carol.view(t)
+	if got, err := shareGet(t, v, "/late.txt"); err != nil || string(got) != late {
+		t.Fatalf("carol reads late.txt: %q, %v", got, err)
+	}
+	if got, err := shareGet(t, v, "/a.txt"); err != nil || string(got) != "shared a\n" {
+		t.Fatalf("carol reads a.txt: %q, %v", got, err)
+	}
+
+	// The second device itself reads on, under generation 2.
+	if st := lookupDir(t, od, docs.id, "late.txt"); st.kid != cur {
+		t.Fatalf("the second device's late.txt: %+v, want %+v", st.kid, cur)
+	}
+	if got := coreRead(t, od, docs.id, "late.txt"); got != late {
+		t.Fatalf("the second device reads late.txt: %q", got)
+	}
+	hold.Store(false)
+}
