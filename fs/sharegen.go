@@ -135,6 +135,9 @@ func (d *Drive) resolveStaleGen(ctx context.Context, op api.BatchOp, e *api.Erro
 		}
 	}
 	if stale && fixable {
+		// Sealed again now (not at the next push): the roster just loaded
+		// may refuse the local records of this write meanwhile.
+		d.resealOps([]cache.JournalOp{{Op: op}})
 		return false
 	}
 	d.noteRefused(op, e, keptUndone)
@@ -145,18 +148,39 @@ func (d *Drive) resolveStaleGen(ctx context.Context, op api.BatchOp, e *api.Erro
 // resealStale seals again, under their share's current generation, the
 // records of ops (the journal's head) sealed under an older one, and keeps
 // them for freshGenOp; the local tree follows (the node's key id and chunks,
-// the entry's MAC). Not under d.mu: chunks are read and uploaded. A record
-// that cannot be sealed again now is sent as it is (the cloud refuses it
-// again, and it is tried again).
+// the entry's MAC), and forgets the re-sealed forms of records no longer
+// queued in ops (sent). Not under d.mu: chunks are read and uploaded. A
+// record that cannot be sealed again now is sent as it is (the cloud refuses
+// it again, and it is tried again).
 func (d *Drive) resealStale(ops []cache.JournalOp) {
-	s := d.shares()
 	g := &d.sh.gens
 	g.mu.Lock()
-	if len(s.byID) == 0 && len(g.fixes) == 0 {
-		g.mu.Unlock()
+	idle := len(d.shares().byID) == 0 && len(g.fixes) == 0
+	g.mu.Unlock()
+	if idle {
 		return
 	}
+	keep := d.resealOps(ops)
+	d.mu.Lock()
+	g.mu.Lock()
+	for h, f := range g.fixes {
+		if !keep[h] { // sent, or no longer queued
+			delete(g.fixes, h)
+			if f.mac != "" {
+				d.donePending(api.BatchOp{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: f.parent, NameMAC: f.mac}})
+			}
+		}
+	}
 	g.mu.Unlock()
+	d.mu.Unlock()
+}
+
+// resealOps seals again the records of ops of an older generation that
+// have no re-sealed form yet, and returns the hashes of all of ops' records
+// of an older generation.
+func (d *Drive) resealOps(ops []cache.JournalOp) map[[32]byte]bool {
+	s := d.shares()
+	g := &d.sh.gens
 	keep := map[[32]byte]bool{}
 	for _, jo := range ops {
 		for _, r := range opRecords(jo.Op) {
@@ -191,18 +215,7 @@ func (d *Drive) resealStale(ops []cache.JournalOp) {
 			d.mu.Unlock()
 		}
 	}
-	d.mu.Lock()
-	g.mu.Lock()
-	for h, f := range g.fixes {
-		if !keep[h] { // sent, or no longer queued
-			delete(g.fixes, h)
-			if f.mac != "" {
-				d.donePending(api.BatchOp{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: f.parent, NameMAC: f.mac}})
-			}
-		}
-	}
-	g.mu.Unlock()
-	d.mu.Unlock()
+	return keep
 }
 
 // applyGenFixLocked makes the local tree follow a re-sealed record: the
