@@ -50,6 +50,8 @@ import (
 //	                            is also the trash by time. One key per change, and no
 //	                            trash key of its own, keep what a delete writes small
 //	hh/ACCT/HOUR                empty; an hour (Unix ns of its start) in which the tree changed
+//	hs/ACCT/SHARE/UNTIL/NODEID  empty; a node of share SHARE deleted at UNTIL (its hn
+//	                            record): the share's trash, for its members
 //
 // Times are 16 hex digits (Unix ns), so keys sort by time.
 func kHNode(a string, id uint64, until int64) []byte {
@@ -167,6 +169,13 @@ func (m *mtx) archiveNode(old *api.Node, trash *trashRec) error {
 	}
 	if err := m.tx.Set(kHNode(m.acct.ID, old.ID, t), histNode{Node: *old, Until: t, Trash: trash}.encode()); err != nil {
 		return err
+	}
+	if share, _, ok := api.RecordShare(old.Attrs); ok && trash != nil {
+		// The share's own trash index, so a member's trash listing reads
+		// the share's deletions only (history_share.go).
+		if err := m.tx.Set(kHShareTrash(m.acct.ID, share, t, old.ID), nil); err != nil {
+			return err
+		}
 	}
 	m.hidx, m.lastEntry = appendRef(m.hidx, ref), nil
 	return nil
@@ -467,6 +476,9 @@ func (m *mtx) dropVersion(until int64, ref histRef) (int64, error) {
 	}
 	b := attrsCharge(h.Node.Attrs)
 	m.keepRecord(-b)
+	if err := m.dropShareTrash(&h); err != nil {
+		return 0, err
+	}
 	return b, m.tx.Delete(k)
 }
 
@@ -558,7 +570,7 @@ func (s *Server) purgeNode(ctx context.Context, acct string, id uint64) (int, in
 			}
 			b := attrsCharge(h.Node.Attrs)
 			m.keepRecord(-b)
-			return b, nil
+			return b, m.dropShareTrash(&h)
 		})
 		if err != nil {
 			return total, freed, fmt.Errorf("purge history of node %d: %w", n, err)

@@ -64,6 +64,16 @@ func (s *Server) shareRoute(pattern string) shareHandler {
 		}
 	case "GET /v1/changes":
 		return s.shareChanges
+	case "GET /v1/history/entries": // history_share.go
+		return s.shareHistoryEntries
+	case "GET /v1/history/nodes/{id}":
+		return s.shareHistoryNode
+	case "GET /v1/history/versions/{id}":
+		return s.shareVersions
+	case "GET /v1/history/trash":
+		return s.shareTrash
+	case "GET /v1/history/times":
+		return s.shareHistoryTimes
 	}
 	return nil
 }
@@ -80,7 +90,7 @@ func (s *Server) serveShared(w http.ResponseWriter, r *http.Request, caller stri
 	}
 	h := s.shareRoute(r.Pattern)
 	if h == nil {
-		return badRequest("the %s header is for tree, chunk and change-feed requests only", api.ShareHeader)
+		return badRequest("the %s header is for tree, chunk, change-feed and history-read requests only", api.ShareHeader)
 	}
 	var sc *shareScope
 	if err := s.db.View(func(tx *badger.Txn) (err error) { sc, err = loadScope(tx, caller, owner, share); return err }); err != nil {

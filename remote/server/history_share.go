@@ -1,0 +1,207 @@
+package server
+
+// History of a share, for its members: the history endpoints with the
+// Kumo-Share header answer from the owner's history, limited to the
+// versions sealed for the share (each version's own clear header names its
+// share, as inShare reads a live node's). A member never sees a version of
+// a node outside the share, of another share, or of the share's folder from
+// before it was shared (sealed under the owner's keys). Readers read;
+// restoring is writing, which the share's write checks govern.
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"kumo/remote/api"
+)
+
+// kHShareTrash is the share's trash index: one empty key per node of the
+// share deleted at until, so a member's trash listing reads the share's
+// deletions only, not the owner's whole expiry index.
+func kHShareTrash(a string, share uint64, until int64, id uint64) []byte {
+	return fmt.Appendf(nil, "hs/%s/%016x/%016x/%016x", a, share, until, id)
+}
+func pHShareTrash(a string, share uint64) []byte {
+	return fmt.Appendf(nil, "hs/%s/%016x/", a, share)
+}
+
+// dropShareTrash deletes the share trash key of a kept node version that
+// is being dropped, if it is a deleted node of a share.
+func (m *mtx) dropShareTrash(h *histNode) error {
+	if h.Trash == nil {
+		return nil
+	}
+	share, _, ok := api.RecordShare(h.Node.Attrs)
+	if !ok {
+		return nil
+	}
+	return m.tx.Delete(kHShareTrash(m.acct.ID, share, h.Until, h.Node.ID))
+}
+
+func (s *Server) shareHistoryEntries(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
+	dir, err := parseNodeID(r.URL.Query().Get("parent"))
+	if err != nil {
+		return err
+	}
+	var out api.HistoryListResponse
+	err = s.db.View(func(tx *badger.Txn) error {
+		t, err := s.atTime(tx, r, sc.owner)
+		if err != nil {
+			return err
+		}
+		n, err := nodeAt(tx, sc.owner, dir, t)
+		if err != nil {
+			return err
+		}
+		if n == nil || !inShare(n, sc.share) {
+			return notFound("directory at that moment")
+		}
+		if n.Type != api.TypeDir {
+			return conflict(api.CodeNotDir, "not a directory")
+		}
+		all, err := s.entriesAt(tx, sc.owner, dir, t)
+		if err != nil {
+			return err
+		}
+		out.At, out.Entries = t, []api.Entry{}
+		for _, e := range all {
+			if inShare(&e.Node, sc.share) { // a nested share's root is left out, as in shareList
+				out.Entries = append(out.Entries, e)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) shareHistoryNode(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
+	id, err := parseNodeID(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	var n *api.Node
+	err = s.db.View(func(tx *badger.Txn) error {
+		t, err := s.atTime(tx, r, sc.owner)
+		if err != nil {
+			return err
+		}
+		n, err = nodeAt(tx, sc.owner, id, t)
+		if err == nil && (n == nil || !inShare(n, sc.share)) {
+			err = notFound("node at that moment")
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, n)
+}
+
+// shareVersions lists a node's versions sealed for the share; a node with
+// none is not_found, as a node outside the share is for the live tree.
+func (s *Server) shareVersions(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
+	id, err := parseNodeID(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	out := api.VersionsResponse{Versions: []api.Version{}}
+	err = s.db.View(func(tx *badger.Txn) error {
+		vs, err := versions(tx, sc.owner, id)
+		for _, v := range vs {
+			if inShare(&v.Node, sc.share) {
+				out.Versions = append(out.Versions, v)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if len(out.Versions) == 0 {
+		return notFound("node")
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// shareTrash lists the share's deleted nodes from its own trash index
+// (hs/), in the owner's trash's pages and cursors (UNTIL/NODEID).
+func (s *Server) shareTrash(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
+	after, err := parseTime(r, "after", 0)
+	if err != nil {
+		return err
+	}
+	cursor := r.URL.Query().Get("cursor")
+	if cursor != "" && !validCursor(cursor) {
+		return badRequest("bad cursor")
+	}
+	out := api.TrashResponse{Items: []api.TrashItem{}}
+	err = s.db.View(func(tx *badger.Txn) error {
+		p := pHShareTrash(sc.owner, sc.share)
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: p})
+		defer it.Close()
+		start := append(p, hexTime(after+1)...)
+		if cursor != "" {
+			start = append(p, cursor...)
+		}
+		for it.Seek(start); it.Valid(); it.Next() {
+			k := string(it.Item().Key()[len(p):])
+			if k == cursor {
+				continue
+			}
+			if len(k) != 33 || k[16] != '/' {
+				return fmt.Errorf("bad share trash key %q", k)
+			}
+			until, err1 := strconv.ParseInt(k[:16], 16, 64)
+			id, err2 := strconv.ParseUint(k[17:], 16, 64)
+			if err1 != nil || err2 != nil {
+				return fmt.Errorf("bad share trash key %q", k)
+			}
+			if len(out.Items) == api.MaxTrashPage {
+				last := out.Items[len(out.Items)-1]
+				out.Cursor = hexTime(last.Deleted) + "/" + fmt.Sprintf("%016x", last.Node.ID)
+				return nil
+			}
+			var h histNode
+			if err := getRec(tx, kHNode(sc.owner, id, until), &h); err != nil || h.Trash == nil || !inShare(&h.Node, sc.share) {
+				continue // purged meanwhile
+			}
+			name, err := trashName(tx, sc.owner, &h)
+			if err != nil {
+				return err
+			}
+			out.Items = append(out.Items, api.TrashItem{Deleted: until, Parent: h.Trash.Parent, NameMAC: h.Trash.NameMAC, Name: name, Node: h.Node})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// shareHistoryTimes gives a member how far back the owner's history goes,
+// but no hours: the owner's hour index covers the whole account, and when
+// the owner changed things outside the share is not the member's to know.
+// Snapshots are reached by name (MNT/.kumo-history/TIME).
+func (s *Server) shareHistoryTimes(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
+	out := api.HistoryTimesResponse{Hours: []int64{}}
+	err := s.db.View(func(tx *badger.Txn) error {
+		var a accountRec
+		if err := getJSON(tx, kAcct(sc.owner), &a); err != nil {
+			return err
+		}
+		out.From = s.histCutoff(&a, time.Now())
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, out)
+}

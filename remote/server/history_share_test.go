@@ -1,0 +1,163 @@
+package server
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"kumo/remote/api"
+)
+
+// TestShareHistory: a member reads the share's history (versions, the tree
+// at a moment, the trash) and nothing of the owner's history outside it;
+// an outsider and a removed member are refused; a reader reads history but
+// cannot restore (a restore is a write); the writer restores what it deleted.
+func TestShareHistory(t *testing.T) {
+	fx := newShareFixture(t, func(c *Config) { c.HistoryDefault = 24 * time.Hour })
+	a, w, rd, x := fx.a, fx.w, fx.rd, fx.x
+	fx.accept(w)
+	fx.accept(rd)
+	d := fx.d.Node.ID
+
+	// A second share of the owner's, inside nothing: its node must not show.
+	other := randID()
+	var od api.Entry
+	a.must("POST", "/v1/nodes", api.CreateRequest{Parent: api.RootID, NameMAC: randMAC(), Name: randBytes(20),
+		ID: randID(), Type: api.TypeDir, Attrs: sealedFor(other, 1, 50)}, &od)
+	a.must("POST", "/v1/shares", api.CreateShareRequest{Share: other, Root: od.Node.ID, Generation: 1, Roster: []byte("other")}, nil)
+	var of api.Entry
+	a.must("POST", "/v1/nodes", api.CreateRequest{Parent: od.Node.ID, NameMAC: randMAC(), Name: sealedFor(other, 1, 20),
+		ID: randID(), Type: api.TypeFile, Attrs: sealedFor(other, 1, 50)}, &of)
+
+	// History to find: the writer overwrites F, the owner changes and then
+	// deletes its home file H, the writer deletes F and a new file G.
+	var f2 api.Node
+	w.scopedMustJSON(fx.scope, "PUT", fmt.Sprintf("/v1/nodes/%d", fx.f.Node.ID),
+		api.UpdateRequest{Version: fx.f.Node.Version, Attrs: sealedFor(fx.share, 1, 60)}, &f2)
+	a.update(fx.h.Node)
+	a.must("POST", "/v1/unlink", api.UnlinkRequest{Parent: api.RootID, NameMAC: fx.h.NameMAC}, nil)
+	a.must("POST", "/v1/unlink", api.UnlinkRequest{Parent: od.Node.ID, NameMAC: of.NameMAC}, nil)
+	var g api.Entry
+	w.scopedMustJSON(fx.scope, "POST", "/v1/nodes", fx.createReq(d, api.TypeFile, 1), &g)
+	before := time.Now().UnixNano()
+	time.Sleep(time.Millisecond)
+	w.scopedMustJSON(fx.scope, "POST", "/v1/unlink", api.UnlinkRequest{Parent: d, NameMAC: fx.f.NameMAC}, nil)
+	w.scopedMustJSON(fx.scope, "POST", "/v1/unlink", api.UnlinkRequest{Parent: d, NameMAC: g.NameMAC}, nil)
+
+	for _, u := range []*user{w, rd} {
+		// Versions of F: both, newest first.
+		var vr api.VersionsResponse
+		if st, code := u.scoped(fx.scope, "GET", fmt.Sprintf("/v1/history/versions/%d", fx.f.Node.ID), nil, &vr); code != "" ||
+			len(vr.Versions) != 2 || vr.Versions[0].Node.Version != f2.Version {
+			t.Fatalf("%s: versions of F: %d %s %+v", u.email, st, code, vr)
+		}
+		// The owner's home file and the other share's file: not found, as
+		// a node that never existed.
+		for _, id := range []uint64{fx.h.Node.ID, of.Node.ID, api.RootID} {
+			st, code := u.scoped(fx.scope, "GET", fmt.Sprintf("/v1/history/versions/%d", id), nil, nil)
+			expect(t, fmt.Sprintf("%s: versions of node %d outside the share", u.email, id), st, code, 404, api.CodeNotFound)
+			st, code = u.scoped(fx.scope, "GET", fmt.Sprintf("/v1/history/nodes/%d?at=%d", id, before), nil, nil)
+			expect(t, fmt.Sprintf("%s: node %d outside the share at a moment", u.email, id), st, code, 404, api.CodeNotFound)
+		}
+		st, code := u.scoped(fx.scope, "GET", fmt.Sprintf("/v1/history/entries?parent=%d&at=%d", api.RootID, before), nil, nil)
+		expect(t, u.email+": the owner's root at a moment", st, code, 404, api.CodeNotFound)
+
+		// The share root before the deletions: F and G.
+		var hl api.HistoryListResponse
+		if st, code := u.scoped(fx.scope, "GET", fmt.Sprintf("/v1/history/entries?parent=%d&at=%d", d, before), nil, &hl); code != "" ||
+			len(hl.Entries) != 2 {
+			t.Fatalf("%s: share root at a moment: %d %s %+v", u.email, st, code, hl)
+		}
+		var n api.Node
+		if st, code := u.scoped(fx.scope, "GET", fmt.Sprintf("/v1/history/nodes/%d?at=%d", fx.f.Node.ID, before), nil, &n); code != "" ||
+			n.Version != f2.Version {
+			t.Fatalf("%s: F at a moment: %d %s %+v", u.email, st, code, n)
+		}
+
+		// The trash: F and G, not H nor the other share's file.
+		var tr api.TrashResponse
+		if st, code := u.scoped(fx.scope, "GET", "/v1/history/trash", nil, &tr); code != "" || len(tr.Items) != 2 {
+			t.Fatalf("%s: share trash: %d %s %+v", u.email, st, code, tr)
+		}
+		got := map[uint64]bool{}
+		for _, it := range tr.Items {
+			got[it.Node.ID] = true
+			if it.Parent != d || len(it.Name) == 0 {
+				t.Fatalf("%s: trash item %+v", u.email, it)
+			}
+		}
+		if !got[fx.f.Node.ID] || !got[g.Node.ID] {
+			t.Fatalf("%s: share trash holds %v", u.email, got)
+		}
+		// Times: the window, no hours of the owner's account.
+		var ht api.HistoryTimesResponse
+		if st, code := u.scoped(fx.scope, "GET", "/v1/history/times", nil, &ht); code != "" || ht.From == 0 || len(ht.Hours) != 0 {
+			t.Fatalf("%s: history times: %d %s %+v", u.email, st, code, ht)
+		}
+		// Purge and retention stay the owner's.
+		st, code = u.scoped(fx.scope, "POST", "/v1/history/purge", api.PurgeRequest{Node: fx.f.Node.ID}, nil)
+		expect(t, u.email+" purges", st, code, 400, api.CodeBadRequest)
+	}
+	// The owner's own trash still has everything.
+	var otr api.TrashResponse
+	a.must("GET", "/v1/history/trash", nil, &otr)
+	if len(otr.Items) != 4 {
+		t.Fatalf("owner's trash: %+v", otr)
+	}
+
+	// A trash page boundary: one item a page resumes after the cursor.
+	var p1, p2 api.TrashResponse
+	w.scopedMustJSON(fx.scope, "GET", fmt.Sprintf("/v1/history/trash?after=%d", before), nil, &p1)
+	if len(p1.Items) != 2 {
+		t.Fatalf("trash after: %+v", p1)
+	}
+	cur := hexTime(p1.Items[0].Deleted) + "/" + fmt.Sprintf("%016x", p1.Items[0].Node.ID)
+	w.scopedMustJSON(fx.scope, "GET", "/v1/history/trash?cursor="+cur, nil, &p2)
+	if len(p2.Items) != 1 || p2.Items[0].Node.ID != p1.Items[1].Node.ID {
+		t.Fatalf("trash after cursor: %+v", p2)
+	}
+
+	// Restoring is writing: the reader is refused, the writer restores F
+	// as a new node naming F's kept attributes' share (sealed again).
+	st, code := rd.scoped(fx.scope, "POST", "/v1/nodes", fx.createReq(d, api.TypeFile, 1), nil)
+	expect(t, "reader restores", st, code, 403, api.CodeForbidden)
+	w.scopedMustJSON(fx.scope, "POST", "/v1/nodes", fx.createReq(d, api.TypeFile, 1), nil)
+
+	// Outsider and removed member: refused.
+	st, code = x.scoped(fx.scope, "GET", "/v1/history/trash", nil, nil)
+	expect(t, "outsider's trash", st, code, 403, api.CodeForbidden)
+	st, code = x.scoped(fx.scope, "GET", fmt.Sprintf("/v1/history/versions/%d", fx.f.Node.ID), nil, nil)
+	expect(t, "outsider's versions", st, code, 403, api.CodeForbidden)
+	a.must("POST", "/v1/shares/"+api.FormatShareID(fx.share)+"/rotate", api.ShareRotateRequest{Generation: 2, Roster: []byte("r2"),
+		Remove: []string{rd.email}, Wrapped: map[string][]api.ShareWrapped{w.email: {{Generation: 2, Blob: []byte("gen 2 for w")}}}}, nil)
+	for _, p := range []string{"/v1/history/trash", fmt.Sprintf("/v1/history/versions/%d", fx.f.Node.ID),
+		fmt.Sprintf("/v1/history/entries?parent=%d&at=%d", d, before), "/v1/history/times"} {
+		st, code = rd.scoped(fx.scope, "GET", p, nil, nil)
+		expect(t, "removed reader: "+p, st, code, 403, api.CodeForbidden)
+	}
+	w.scopedMustJSON(fx.scope, "GET", "/v1/history/trash", nil, &api.TrashResponse{})
+
+	// Purging the history frees the share's trash index with it.
+	a.must("POST", "/v1/history/purge", api.PurgeRequest{}, nil)
+	var tr api.TrashResponse
+	w.scopedMustJSON(fx.scope, "GET", "/v1/history/trash", nil, &tr)
+	if len(tr.Items) != 0 {
+		t.Fatalf("share trash after the owner's purge: %+v", tr)
+	}
+	n := 0
+	if err := fx.e.s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("hs/")})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("%d share trash keys left after the purge", n)
+	}
+}
