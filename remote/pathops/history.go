@@ -32,6 +32,9 @@ func (f *FS) historyErr(ctx context.Context, at int64, err error) error {
 	}
 	const ms = "2006-01-02T15:04:05.000Z07:00"
 	when := time.Unix(0, at).UTC().Format(ms)
+	if f.scope != nil { // the owner's account keeps the folder's history
+		return fmt.Errorf("%s is older than the history the owner of shared folder %s keeps: %w", when, f.scope.Name(), err)
+	}
 	a, aerr := f.c.Account(ctx)
 	switch {
 	case aerr != nil:
@@ -54,9 +57,15 @@ func FormatSpan(d time.Duration) string {
 
 // RootAt returns the authenticated root directory as it was at at.
 func (f *FS) RootAt(ctx context.Context, at int64) (*Node, error) {
-	n, err := f.c.NodeAt(ctx, api.RootID, at)
+	n, err := f.c.NodeAt(ctx, f.rootID(), at)
 	if err != nil {
 		return nil, f.historyErr(ctx, at, fmt.Errorf("root: %w", err))
+	}
+	if n.ID != f.rootID() {
+		return nil, fmt.Errorf("root at a moment: the server answered node %d for %d: %w", n.ID, f.rootID(), ErrMismatch)
+	}
+	if err := f.checkRoot(n); err != nil { // in a shared folder: the share's root
+		return nil, err
 	}
 	return f.past().open("/", "", 0, "", n)
 }
@@ -610,7 +619,7 @@ func (f *FS) liveDir(ctx context.Context, cache map[uint64]*Node, id uint64, dep
 	if d := cache[id]; d != nil {
 		return d, nil
 	}
-	if id == api.RootID {
+	if id == f.rootID() {
 		root, err := f.Root(ctx)
 		if err != nil {
 			return nil, err
@@ -763,6 +772,9 @@ func (f *FS) Versions(ctx context.Context, p string) ([]Version, error) {
 	out := make([]Version, 0, len(vs))
 	past := f.past()
 	for _, v := range vs {
+		if v.Node.ID != n.ID() {
+			return nil, fmt.Errorf("versions of %s: the server answered a version of node %d for %d: %w", n.Path, v.Node.ID, n.ID(), ErrMismatch)
+		}
 		o, err := past.open(n.Path, n.Name, n.Parent, n.NameMAC, v.Node)
 		if err != nil {
 			return nil, err

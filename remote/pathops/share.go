@@ -229,6 +229,11 @@ func (s *Share) checkSig(pub [keys.PublicKeySize]byte, kind keys.RecordKind, id 
 
 // openAttrs authenticates a node's attributes, checking a share record's signature.
 func (f *FS) openAttrs(n api.Node) (*meta.Attrs, error) {
+	if k, _ := meta.RecordKeyID(n.Attrs); f.scope != nil && k.Share != f.scope.ID {
+		// A view opens its share's records only: not the owner's other
+		// nodes, nor another share's this account also holds.
+		return nil, fmt.Errorf("%w: node %d is sealed for share %016x, not %s", ErrShare, n.ID, k.Share, f.scope.Name())
+	}
 	sealed, err := f.verified(keys.RecordAttrs, n.ID, "", n.Attrs)
 	if err != nil {
 		return nil, err
