@@ -435,6 +435,9 @@ func (d *Drive) resolve(ctx context.Context, op api.BatchOp, e *api.Error) bool 
 		}
 	case api.OpUnlink, api.OpRename:
 		if e.Code == api.CodeNotFound {
+			if d.movedByReseal(ctx, op) { // sharegen.go
+				return false // sent again under the entry's current MAC
+			}
 			d.log.Info("cloud refused a tree change: already gone there", "op", op.Op, "err", e)
 			d.refreshLater(op)
 			return true

@@ -365,3 +365,58 @@ func (d *Drive) freshGenOp(op api.BatchOp) (api.BatchOp, bool) {
 	}
 	return op, changed
 }
+
+// movedByReseal handles an unlink or rename the cloud refused as not found
+// under a directory of a shared folder: the owner's re-seal after a rotation
+// moved every entry of the folder to the new generation's name MAC, and a
+// device that has not seen it yet names the entry by the old one. If the
+// cloud's directory holds the same name (and, for a rename, the same node)
+// under the MAC of another generation, the op and later ones name it so
+// (d.rewrite) and it stays queued: true. False: it is gone indeed, or the
+// directory is not in a share. A failed listing keeps the op queued.
+func (d *Drive) movedByReseal(ctx context.Context, op api.BatchOp) bool {
+	var parent, node uint64
+	var mac string
+	switch {
+	case op.Op == api.OpUnlink && op.Unlink != nil:
+		parent, mac = op.Unlink.Parent, op.Unlink.NameMAC
+	case op.Op == api.OpRename && op.Rename != nil:
+		parent, mac, node = op.Rename.SrcParent, op.Rename.SrcNameMAC, op.Rename.Node
+	default:
+		return false
+	}
+	dir := d.dirKID(parent)
+	if dir.Share == 0 {
+		return false
+	}
+	es, err := d.c.List(ctx, parent)
+	if errors.Is(err, api.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		d.log.Warn("listing a shared folder's directory to find an entry renamed by a re-seal failed; will retry", "dir", parent, "err", err)
+		return true
+	}
+	for _, e := range es {
+		if e.NameMAC == mac {
+			return false // there after all: the refusal is about something else
+		}
+	}
+	for _, e := range es {
+		if node != 0 && e.Node.ID != node {
+			continue
+		}
+		d.ensureShareKeys(ctx, e.Name) // the re-seal's generation may be new here
+		name, err := d.openName(parent, e.Node.ID, meta.KindOf(e.Node.Type == api.TypeDir), e.NameMAC, e.Name)
+		if err != nil || !slices.Contains(d.nameMACs(dir, parent, string(name)), mac) {
+			continue
+		}
+		d.mu.Lock()
+		d.rewrite[entryKey(parent, mac)] = nameRewrite{parent: parent, mac: e.NameMAC, name: e.Name, id: e.Node.ID}
+		d.mu.Unlock()
+		d.log.Info("an entry this drive names by an older generation's MAC was re-sealed in the cloud: sending the change again under its current MAC",
+			"op", op.Op, "dir", parent)
+		return true
+	}
+	return false
+}

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"syscall"
 	"testing"
 
@@ -150,4 +151,61 @@ func TestShareStaleGenOwnerDevice(t *testing.T) {
 		t.Fatalf("the second device reads late.txt: %q", got)
 	}
 	hold.Store(false)
+}
+
+// TestShareStaleGenLaggingUnlinkRename: the re-seal after a writer's removal
+// moves every entry of the folder to the new generation's name MAC. The
+// owner's other device, which has not seen it, deletes a file and renames
+// another by the old MACs: the cloud answers not found, and the drive finds
+// the same names under their new MACs and sends both again (the rename's new
+// name sealed under generation 2). With the old drive both were taken as
+// "already gone there" and lost: a.txt stayed, c.txt never appeared.
+func TestShareStaleGenLaggingUnlinkRename(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	p, hold := heldFeed(t, c)
+	od := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(owner)(o)
+		o.Client = proxyClient(t, p.URL, owner.sess.Token)
+	})
+	docs := lookupDir(t, od, api.RootID, "Docs")
+	lookupDir(t, od, docs.id, "a.txt")
+	sub := lookupDir(t, od, docs.id, "sub")
+	lookupDir(t, od, sub.id, "b.txt")
+	hold.Store(true)
+	f, _ := owner.load(t)
+	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := od.unlink(docs.id, "a.txt", false); e != 0 {
+		t.Fatalf("rm a.txt: %v", e)
+	}
+	if e := od.rename(sub.id, "b.txt", sub.id, "c.txt", 0); e != 0 {
+		t.Fatalf("mv b.txt c.txt: %v", e)
+	}
+	flushDrive(t, od)
+	hold.Store(false)
+
+	f, _ = owner.load(t)
+	if _, err := f.Resolve(ctx, "/Docs/a.txt"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("a.txt after the second device deleted it: %v, want not found", err)
+	}
+	if _, err := f.Resolve(ctx, "/Docs/sub/b.txt"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("sub/b.txt after the second device renamed it: %v, want not found", err)
+	}
+	if _, err := f.Resolve(ctx, "/Docs/sub/c.txt"); err != nil {
+		t.Fatalf("sub/c.txt, renamed on the second device: %v", err)
+	}
+	es, err := owner.c.List(ctx, sub.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 1 {
+		t.Fatalf("/Docs/sub holds %d entries, want c.txt alone", len(es))
+	}
+	if k, _ := meta.RecordKeyID(es[0].Name); k != (meta.KeyID{Share: sh.ID, Gen: 2}) {
+		t.Fatalf("c.txt's name sealed under %+v, want generation 2", k)
+	}
 }
