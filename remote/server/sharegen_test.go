@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 
@@ -116,4 +117,34 @@ func TestShareStaleGeneration(t *testing.T) {
 	// the owner writes as it likes.
 	a.must("DELETE", "/v1/shares/"+sid, nil, nil)
 	a.must("POST", "/v1/nodes", fx.createReq(d, api.TypeFile, 1), nil)
+}
+
+// TestShareStaleGenerationRace: a rotation that commits while an owner's
+// write of the old generation runs is seen: the write read the share in its
+// transaction, so it conflicts, runs again, and is refused then.
+func TestShareStaleGenerationRace(t *testing.T) {
+	fx := newShareFixture(t, nil)
+	a := fx.a
+	req := fx.createReq(fx.d.Node.ID, api.TypeFile, 1)
+	runs := 0
+	err := fx.e.s.mutate(a.id, true, func(m *mtx) error {
+		runs++
+		if runs == 1 {
+			// Read first, as the write does, then the other device's rotation commits.
+			if err := m.currentGen(req.Attrs); err != nil {
+				return err
+			}
+			a.must("POST", "/v1/shares/"+api.FormatShareID(fx.share)+"/rotate", api.ShareRotateRequest{Generation: 2, Roster: []byte("r2"),
+				Remove: []string{fx.rd.email}}, nil)
+		}
+		_, err := m.create(&req)
+		return err
+	})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeStaleGeneration || runs != 2 {
+		t.Fatalf("write racing a rotation: %v after %d runs, want %s on the second", err, runs, api.CodeStaleGeneration)
+	}
+	if es := a.list(fx.d.Node.ID); len(es) != 1 {
+		t.Fatalf("the share root holds %d entries, want F alone", len(es))
+	}
 }
