@@ -67,7 +67,8 @@ func historyCommand() *cli.Command {
 		UsageText: "kumo history PATH\nkumo history purge [--before TIME] [PATH]\nkumo history retention [DURATION]",
 		Description: "Every version of every file, and everything deleted, is kept for the account's retention window.\n" +
 			"kumo history PATH lists PATH's versions, newest first (a deleted PATH: its last deletion's). The\n" +
-			"attributes carry no device name, so versions do not say which device wrote them.",
+			"attributes carry no device name, so versions do not say which device wrote them. A PATH under\n" +
+			"/Shared/FOLDER is in a folder shared with you: its owner's account keeps that history.",
 		Flags: []cli.Flag{configFlag(), cloudDirFlag()},
 		Subcommands: []*cli.Command{
 			embeddedOK(&cli.Command{
@@ -96,8 +97,8 @@ func runVersions(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return errors.New("usage: kumo history PATH (or kumo history purge|retention)")
 	}
-	return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error {
-		vs, err := fsys.Versions(ctx, c.Args().First())
+	return withHistoryFS(c, []string{c.Args().First()}, func(ctx context.Context, fsys *pathops.FS, ps []string, _ string) error {
+		vs, err := fsys.Versions(ctx, ps[0])
 		if err != nil {
 			return err
 		}
@@ -186,7 +187,8 @@ func restoreCommand() *cli.Command {
 			"since keeps its name and the old one comes back as a conflict copy. With --force DEST is made\n" +
 			"exactly as PATH was: changed files get their old content back (a new version), and what did\n" +
 			"not exist then is removed (it stays in history, so the restore can itself be undone).\n" +
-			"An interrupted restore resumes by running it again.",
+			"An interrupted restore resumes by running it again. In a folder shared with you (/Shared/FOLDER/...)\n" +
+			"a writer restores (sealed and signed as its own write); DEST must be in the same folder.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "at", Usage: "the moment: RFC 3339 time or how long ago (2h, 3d); required"},
 			&cli.StringFlag{Name: "to", Usage: "restore to this path instead of PATH"},
@@ -209,9 +211,9 @@ func restoreCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error {
+			return withHistoryFS(c, []string{args[0], c.String("to")}, func(ctx context.Context, fsys *pathops.FS, ps []string, _ string) error {
 				prog, end := restoreProgress()
-				st, err := fsys.Restore(ctx, args[0], at, c.String("to"), c.Bool("force"), prog)
+				st, err := fsys.Restore(ctx, ps[0], at, ps[1], c.Bool("force"), prog)
 				end()
 				if err != nil {
 					return err
@@ -254,9 +256,10 @@ func trashCommand() *cli.Command {
 	return embeddedOK(&cli.Command{
 		Name:      "trash",
 		Usage:     "list what was deleted within the history window, or bring it back",
-		UsageText: "kumo trash\nkumo trash restore PATH",
+		UsageText: "kumo trash [/Shared/FOLDER]\nkumo trash restore PATH",
 		Description: "Lists deleted files and directories whose directory still exists (what was below a deleted\n" +
-			"directory comes back with it), oldest first.",
+			"directory comes back with it), oldest first. With /Shared/FOLDER: that folder shared with you\n" +
+			"(its owner's account keeps its history; a reader lists and reads it, a writer restores).",
 		Flags: []cli.Flag{configFlag(), cloudDirFlag()},
 		Subcommands: []*cli.Command{
 			embeddedOK(&cli.Command{
@@ -270,41 +273,58 @@ func trashCommand() *cli.Command {
 					if c.NArg() != 1 {
 						return errors.New("usage: kumo trash restore PATH")
 					}
-					return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error {
+					return withHistoryFS(c, []string{c.Args().First()}, func(ctx context.Context, fsys *pathops.FS, ps []string, prefix string) error {
 						prog, end := restoreProgress()
-						p, st, err := fsys.TrashRestore(ctx, c.Args().First(), prog)
+						p, st, err := fsys.TrashRestore(ctx, ps[0], prog)
 						end()
 						if err != nil {
 							return err
 						}
-						fmt.Printf("restored %s: %s\n", p, restoreSummary(st))
+						fmt.Printf("restored %s: %s\n", shownPath(prefix, p), restoreSummary(st))
 						return nil
 					})
 				},
 			}),
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 0 {
-				return errors.New("usage: kumo trash | kumo trash restore PATH")
+			if c.NArg() > 1 {
+				return errors.New("usage: kumo trash [/Shared/FOLDER] | kumo trash restore PATH")
 			}
-			return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error {
+			var paths []string
+			if c.NArg() == 1 {
+				if _, rest, ok := sharedName(c.Args().First()); !ok || rest != "/" {
+					return errors.New("usage: kumo trash [/Shared/FOLDER]: the trash of your tree, or of a folder shared with you")
+				}
+				paths = []string{c.Args().First()}
+			}
+			return withHistoryFS(c, paths, func(ctx context.Context, fsys *pathops.FS, _ []string, prefix string) error {
 				items, err := fsys.Trash(ctx)
 				if err != nil {
 					return err
 				}
-				return printTrash(os.Stdout, items)
+				return printTrash(os.Stdout, items, prefix)
 			})
 		},
 	})
 }
 
-// printTrash writes one line per deleted entry: when, type, size, path.
-func printTrash(w io.Writer, items []*pathops.TrashItem) error {
+// shownPath is path p of a tree shown under prefix ("/Shared/NAME", or ""
+// for the account's own tree).
+func shownPath(prefix, p string) string {
+	if prefix == "" {
+		return p
+	}
+	return prefix + p
+}
+
+// printTrash writes one line per deleted entry: when, type, size, path
+// (under prefix: shownPath).
+func printTrash(w io.Writer, items []*pathops.TrashItem, prefix string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "DELETED\tTYPE\tSIZE\tPATH")
 	for _, it := range items {
 		if it.Node == nil {
-			fmt.Fprintf(tw, "%s\trefused\t-\tin %s: %v\n", fmtTime(it.Deleted), it.Dir, it.Refused)
+			fmt.Fprintf(tw, "%s\trefused\t-\tin %s: %v\n", fmtTime(it.Deleted), shownPath(prefix, it.Dir), it.Refused)
 			continue
 		}
 		typ, sz := "file", size.Format(it.Node.Size())
@@ -314,7 +334,7 @@ func printTrash(w io.Writer, items []*pathops.TrashItem) error {
 		case it.Node.Mode()&os.ModeSymlink != 0:
 			typ = "link"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", fmtTime(it.Deleted), typ, sz, it.Node.Path)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", fmtTime(it.Deleted), typ, sz, shownPath(prefix, it.Node.Path))
 	}
 	return tw.Flush()
 }
