@@ -56,3 +56,47 @@ func TestCoreDeleteWhileUpdateQueued(t *testing.T) {
 	check(d)
 	check(coreDrive(t, c))
 }
+
+// Removing a closed small file deletes its inline data in the unlink's own
+// local mutation (it used to be one more mutation per file, applied in the
+// background): when unlink returns, the store holds none of it. (The old
+// code usually passes too, its background removal being quick; this guards
+// the folded delete: a layer marked gone without its delete in the mutation
+// would leave the data in the store for good.)
+func TestCoreUnlinkDropsInlineAtOnce(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	// No upload while the test runs: the files' data stays inline.
+	d := coreDriveAt(t, c, t.TempDir(), func(o *Options) { o.QuietTime = time.Hour }, nil)
+	_, release := holdPusher(t, d)
+	defer release()
+	const n = 20
+	ids := map[uint64]bool{}
+	for i := range n {
+		st := coreFile(t, d, api.RootID, fmt.Sprintf("small%02d", i), fmt.Sprintf("content %d", i))
+		ids[st.id] = true
+	}
+	inlineOf := func() int {
+		segs, err := d.store.InlineSegments()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := 0
+		for _, s := range segs {
+			if ids[s[0]] {
+				k++
+			}
+		}
+		return k
+	}
+	if k := inlineOf(); k != n {
+		t.Fatalf("%d of %d small files have inline data in the store after close", k, n)
+	}
+	for i := range n {
+		if e := d.unlink(api.RootID, fmt.Sprintf("small%02d", i), false); e != 0 {
+			t.Fatal(e)
+		}
+	}
+	if k := inlineOf(); k != 0 {
+		t.Fatalf("%d removed files still have inline data in the store after unlink returned", k)
+	}
+}

@@ -550,9 +550,16 @@ func (d *Drive) unlink(parent uint64, name string, dir bool) syscall.Errno {
 	}
 	d.dropLinkLocked(st, &m, now)
 	m.PutNodes = append(m.PutNodes, d.localNode(p))
+	var inline []*inlineLayer
+	if st.deleted && st.opens == 0 {
+		inline = inlineToDropLocked(st, &m)
+	}
 	seq, err := d.applySeq(m)
 	if err != nil {
 		return syscall.EIO
+	}
+	for _, l := range inline {
+		l.gone()
 	}
 	if st.deleted {
 		d.unsent.removed(st.id, seq)
@@ -577,6 +584,36 @@ func (d *Drive) dropLinkLocked(st *nodeState, m *cache.Mutation, now int64) {
 	} else {
 		m.PutNodes = append(m.PutNodes, d.localNode(st))
 	}
+}
+
+// inlineToDropLocked adds to m the deletion of a removed file's stored
+// inline data, so an rm -rf of small files is one local mutation per file,
+// not two (discardLayers' Remove applied its own). It gives up, leaving it
+// to discardLayers, when the data layers are busy (the lock order is dmu
+// before d.mu) or an upload runs. Under d.mu.
+func inlineToDropLocked(st *nodeState, m *cache.Mutation) []*inlineLayer {
+	if !st.dmu.TryLock() {
+		return nil
+	}
+	defer st.dmu.Unlock()
+	if st.uploading {
+		return nil
+	}
+	var out []*inlineLayer
+	for _, l := range st.layers {
+		il, ok := l.f.(*inlineLayer)
+		if !ok {
+			continue
+		}
+		il.mu.Lock()
+		stored := il.stored
+		il.mu.Unlock()
+		if stored {
+			m.DeleteInline = append(m.DeleteInline, [2]uint64{il.node, il.gen})
+			out = append(out, il)
+		}
+	}
+	return out
 }
 
 // afterDropLocked forgets a deleted node's data once nobody has it open. Under d.mu.
