@@ -164,8 +164,8 @@ func (d *Drive) entryOut(st *nodeState, out *fuse.EntryOut) {
 func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	n.d.noteForeground()
 	d := n.d
-	if reserved(n.id, name) {
-		if name == HistoryDirName {
+	if reserved(n.id, name) || name == HistoryDirName && d.isMember() && n.id == d.rootID() {
+		if name == HistoryDirName { // a joined share's: MNT/Shared/NAME/.kumo-history
 			return d.lookupHistory(ctx, n, out) // history.go
 		}
 		return d.lookupControl(ctx, n, name, out) // control.go

@@ -7,6 +7,11 @@ package fs
 // .kumo-history shows one entry per hour that had changes in the last 7 days
 // and one per day before, named by its start: the tree just before those
 // changes. Any RFC 3339 time of the retention window works by name.
+// A folder shared with the account has its own, MNT/Shared/NAME/.kumo-history
+// (the member drive's root; a name there shadows an entry of that name in
+// the folder), from the owner's history of that folder only; its listing
+// is empty (the cloud does not tell members when the owner's account
+// changed), the moments work by name.
 //
 // Snapshot nodes live apart from the drive's tree state: they never enter
 // d.states, so a snapshot read of an old version is not mistaken for a
@@ -105,9 +110,15 @@ func (h *histRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		return nil, syscall.ENOENT
 	}
 	at := t.UnixNano()
-	n, err := h.d.c.NodeAt(ctx, api.RootID, at)
+	// A joined share's drive: its root is the share's root, its client
+	// scoped to the share, so the cloud answers from the share's history.
+	n, err := h.d.c.NodeAt(ctx, h.d.rootID(), at)
 	if err != nil {
 		return nil, h.d.histErr("snapshot root", err)
+	}
+	if n.ID != h.d.rootID() {
+		h.d.authFailure("snapshot root is another node", "want", h.d.rootID(), "got", n.ID, "at", at)
+		return nil, syscall.EIO
 	}
 	sn, e := h.d.snapNode(n, at)
 	if e != 0 {

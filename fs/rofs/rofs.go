@@ -59,6 +59,10 @@ func (ReadOnly) Removexattr(context.Context, string) syscall.Errno              
 func (ReadOnly) Allocate(context.Context, gofs.FileHandle, uint64, uint64, uint32) syscall.Errno {
 	return syscall.EROFS
 }
+// CopyFileRange is asked of the source of a copy (cp out of a history
+// snapshot into the live tree): being read-only says nothing about the
+// destination, so not EROFS but "not supported", on which the kernel
+// copies by reading and writing (cp would give up on EROFS).
 func (ReadOnly) CopyFileRange(context.Context, gofs.FileHandle, uint64, *gofs.Inode, gofs.FileHandle, uint64, uint64, uint64) (uint32, syscall.Errno) {
-	return 0, syscall.EROFS
+	return 0, syscall.ENOTSUP
 }

@@ -1,0 +1,73 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"kumo/remote/server"
+)
+
+// TestShareMemberHistoryMount: bob, a writer of the owner's /Docs, runs
+// rm -rf on a folder of it and overwrites a file in his mounted drive; the
+// folder's history in his own drive, MNT/Shared/Docs/.kumo-history/TIME,
+// shows both as they were, byte exact, read-only; copying them back
+// restores them, and the owner reads the restored bytes. Fails on the old
+// code (no history view in a joined folder; the cloud refused history
+// reads on a share).
+func TestShareMemberHistoryMount(t *testing.T) {
+	needFUSE(t)
+	c := startCloudConfig(t, server.Config{DataDir: t.TempDir(), DefaultQuota: 1 << 40, HistoryDefault: 24 * time.Hour})
+	owner, bob := sharedDocs(t, c)
+	big := randomBytes(t, 5<<20+7)
+	owner.put(t, owner.view(t), "/sub/big.bin", big)
+	m := memberMount(t, c, bob)
+	docs := m.p("Shared/Docs")
+	waitUntil(t, 10*time.Second, "the owner's file in bob's drive", fileIs(filepath.Join(docs, "sub", "big.bin"), big))
+
+	time.Sleep(20 * time.Millisecond)
+	at := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	must(t, os.WriteFile(filepath.Join(docs, "a.txt"), []byte("bob overwrote it\n"), 0o644))
+	must(t, os.RemoveAll(filepath.Join(docs, "sub")))
+	m.flush()
+
+	snap := filepath.Join(docs, HistoryDirName, moment(at))
+	for p, want := range map[string][]byte{"a.txt": []byte("shared a\n"), "sub/b.txt": []byte("shared b\n"), "sub/big.bin": big} {
+		if got, err := os.ReadFile(filepath.Join(snap, p)); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s in bob's history of the folder: %d bytes, %v", p, len(got), err)
+		}
+	}
+	// The owner's tree outside the folder is not in it, and it is read-only.
+	if _, err := os.Stat(filepath.Join(snap, "out.txt")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the owner's file outside the folder in bob's history: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(snap, "new.txt"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("write into the history view: %v, want EROFS", err)
+	}
+
+	// Copy both back: the restored folder is bob's write, read by the owner.
+	if out, err := exec.Command("cp", "-a", filepath.Join(snap, "sub"), filepath.Join(docs, "sub")).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a from the history: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("cp", filepath.Join(snap, "a.txt"), filepath.Join(docs, "a.txt")).CombinedOutput(); err != nil {
+		t.Fatalf("cp from the history: %v\n%s", err, out)
+	}
+	m.flush()
+	ov := owner.view(t)
+	for p, want := range map[string][]byte{"/a.txt": []byte("shared a\n"), "/sub/b.txt": []byte("shared b\n"), "/sub/big.bin": big} {
+		local := filepath.Join(t.TempDir(), "out")
+		if err := ov.GetFile(context.Background(), p, local, nil); err != nil {
+			t.Fatalf("owner reads restored %s: %v", p, err)
+		}
+		if got, _ := os.ReadFile(local); !bytes.Equal(got, want) {
+			t.Fatalf("owner reads restored %s: %d bytes, want %d", p, len(got), len(want))
+		}
+	}
+}
