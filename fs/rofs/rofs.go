@@ -12,7 +12,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// ReadOnly answers every changing operation with EROFS.
+// ReadOnly answers every changing operation with EROFS (copy_file_range
+// out of such a node: ENOTSUP, see CopyFileRange).
 type ReadOnly struct{}
 
 var (
@@ -59,6 +60,7 @@ func (ReadOnly) Removexattr(context.Context, string) syscall.Errno              
 func (ReadOnly) Allocate(context.Context, gofs.FileHandle, uint64, uint64, uint32) syscall.Errno {
 	return syscall.EROFS
 }
+
 // CopyFileRange is asked of the source of a copy (cp out of a history
 // snapshot into the live tree): being read-only says nothing about the
 // destination, so not EROFS but "not supported", on which the kernel
