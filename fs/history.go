@@ -425,6 +425,36 @@ func (d *Drive) restoreFS() *pathops.FS {
 	return f.WithShares(d.o.Identity, list...)
 }
 
+// restoreTarget returns the path FS a restore of drive path p runs on and
+// the path in it: the account's tree, or, under MNT/<SharedDir>/NAME, the
+// folder shared with the account shown there (its view: its history, and
+// writes sealed and signed as that folder's member drive does), with its
+// member drive, whose pull the caller kicks afterwards.
+func (d *Drive) restoreTarget(ctx context.Context, p string) (*pathops.FS, string, *Drive, error) {
+	rest, ok := strings.CutPrefix(p, "/"+d.o.SharedDir+"/")
+	if !ok || !d.hasMembers() {
+		return d.restoreFS(), p, nil, nil
+	}
+	name, in, _ := strings.Cut(rest, "/")
+	m, e := d.memberByName(ctx, name)
+	if e != 0 {
+		return nil, "", nil, fmt.Errorf("%s: no folder of that name is shared with you (%v)", p, e)
+	}
+	var list []*pathops.Share
+	for _, sh := range m.shares().byID {
+		c := *sh // WithShares fills in its chunk keys: not on the drive's own
+		list = append(list, &c)
+	}
+	if len(list) != 1 || m.o.Identity == nil {
+		return nil, "", nil, fmt.Errorf("%s: the shared folder's keys are not loaded yet: try again", p)
+	}
+	v, err := pathops.New(m.c, m.o.Session.Subkeys()).WithShares(m.o.Identity, list[0]).View(list[0])
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return v, "/" + in, m, nil
+}
+
 // drivePath turns a path given in a control command into a path in the
 // drive: relative to the root, or absolute under the mount point.
 func (d *Drive) drivePath(p string) string {
@@ -452,8 +482,16 @@ func (d *Drive) restore(cmd control.Command, shown string) {
 		return
 	}
 	d.log.Info("control file: restore started", "path", p, "at", cmd.At, "force", cmd.Force)
+	f, in, mem, err := d.restoreTarget(ctx, p)
+	if err != nil {
+		d.commandFailed(shown, fmt.Errorf("restore: %w", err))
+		return
+	}
+	if mem != nil {
+		defer kick(mem.pullKick)
+	}
 	last := time.Now()
-	st, err := d.restoreFS().Restore(ctx, p, cmd.At.UnixNano(), p, cmd.Force, func(s pathops.RestoreStats) {
+	st, err := f.Restore(ctx, in, cmd.At.UnixNano(), in, cmd.Force, func(s pathops.RestoreStats) {
 		if time.Since(last) > 200*time.Millisecond {
 			last = time.Now()
 			d.ctl.running(shown, fmt.Sprintf("%d of %d entries, %s of %s", s.Done, s.Entries, size.Format(s.DoneBytes), size.Format(s.Bytes)))

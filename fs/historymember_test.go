@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,8 +18,9 @@ import (
 // TestShareMemberHistoryMount: bob, a writer of the owner's /Docs, runs
 // rm -rf on a folder of it and overwrites a file in his mounted drive; the
 // folder's history in his own drive, MNT/Shared/Docs/.kumo-history/TIME,
-// shows both as they were, byte exact, read-only; copying them back
-// restores them, and the owner reads the restored bytes. Fails on the old
+// shows both as they were, byte exact, read-only; copying the folder back
+// and restoring the file through the control file bring them back, and the
+// owner reads the restored bytes. Fails on the old
 // code (no history view in a joined folder; the cloud refused history
 // reads on a share).
 func TestShareMemberHistoryMount(t *testing.T) {
@@ -56,9 +58,10 @@ func TestShareMemberHistoryMount(t *testing.T) {
 	if out, err := exec.Command("cp", "-a", filepath.Join(snap, "sub"), filepath.Join(docs, "sub")).CombinedOutput(); err != nil {
 		t.Fatalf("cp -a from the history: %v\n%s", err, out)
 	}
-	if out, err := exec.Command("cp", filepath.Join(snap, "a.txt"), filepath.Join(docs, "a.txt")).CombinedOutput(); err != nil {
-		t.Fatalf("cp from the history: %v\n%s", err, out)
-	}
+	// a.txt through the drive's control file, as a restore in the account's tree.
+	must(t, os.WriteFile(m.p(".kumo"), fmt.Appendf(nil, "restore %s %s force\n", filepath.Join(docs, "a.txt"), moment(at)), 0o600))
+	waitCommand(t, m, "restore", time.Minute)
+	waitUntil(t, 10*time.Second, "the restored a.txt in bob's drive", fileIs(filepath.Join(docs, "a.txt"), []byte("shared a\n")))
 	m.flush()
 	ov := owner.view(t)
 	for p, want := range map[string][]byte{"/a.txt": []byte("shared a\n"), "/sub/b.txt": []byte("shared b\n"), "/sub/big.bin": big} {
