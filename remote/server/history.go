@@ -170,7 +170,7 @@ func (m *mtx) archiveNode(old *api.Node, trash *trashRec) error {
 	if err := m.tx.Set(kHNode(m.acct.ID, old.ID, t), histNode{Node: *old, Until: t, Trash: trash}.encode()); err != nil {
 		return err
 	}
-	if share, _, ok := api.RecordShare(old.Attrs); ok && trash != nil {
+	if share, _, ok := api.RecordShare(old.Attrs); ok && share != 0 && trash != nil {
 		// The share's own trash index, so a member's trash listing reads
 		// the share's deletions only (history_share.go).
 		if err := m.tx.Set(kHShareTrash(m.acct.ID, share, t, old.ID), nil); err != nil {

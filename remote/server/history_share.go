@@ -9,9 +9,11 @@ package server
 // restoring is writing, which the share's write checks govern.
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -36,7 +38,7 @@ func (m *mtx) dropShareTrash(h *histNode) error {
 		return nil
 	}
 	share, _, ok := api.RecordShare(h.Node.Attrs)
-	if !ok {
+	if !ok || share == 0 { // the home tree (share 0) has no index of its own
 		return nil
 	}
 	return m.tx.Delete(kHShareTrash(m.acct.ID, share, h.Until, h.Node.ID))
@@ -204,4 +206,76 @@ func (s *Server) shareHistoryTimes(w http.ResponseWriter, r *http.Request, sc *s
 		return err
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// kShareTrashIndexed marks a data directory whose share trash index (hs/)
+// covers every kept deletion, those from before the index existed too.
+func kShareTrashIndexed() []byte { return []byte("sys/share-trash-indexed") }
+
+// indexShareTrash writes the share trash index for the deletions kept from
+// before it existed: once per data directory (at its first start with the
+// index), reading the expiry index's trash refs.
+func (s *Server) indexShareTrash() error {
+	var done bool
+	var add [][]byte
+	err := s.db.View(func(tx *badger.Txn) error {
+		if _, err := tx.Get(kShareTrashIndexed()); err == nil {
+			done = true
+			return nil
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		p := []byte("hx/")
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := string(it.Item().Key()[len(p):]) // ACCT/UNTIL
+			acct, hexUntil, ok := strings.Cut(k, "/")
+			until, err := strconv.ParseInt(hexUntil, 16, 64)
+			if !ok || err != nil {
+				return fmt.Errorf("bad history index key %q", k)
+			}
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			refs, err := parseRefs(v)
+			if err != nil {
+				return fmt.Errorf("history index %q: %w", k, err)
+			}
+			for _, ref := range refs {
+				if ref.kind != refTrash {
+					continue
+				}
+				var h histNode
+				if err := getRec(tx, kHNode(acct, ref.id, until), &h); err != nil || h.Trash == nil {
+					continue // purged
+				}
+				if share, _, ok := api.RecordShare(h.Node.Attrs); ok && share != 0 {
+					add = append(add, kHShareTrash(acct, share, until, ref.id))
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil || done {
+		return err
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range add {
+		if err := wb.Set(k, nil); err != nil {
+			return err
+		}
+	}
+	if err := wb.Set(kShareTrashIndexed(), nil); err != nil {
+		return err
+	}
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	if len(add) > 0 {
+		s.log.Info("indexed the trash of shared folders kept from before the index", "deletions", len(add))
+	}
+	return nil
 }

@@ -161,3 +161,45 @@ func TestShareHistory(t *testing.T) {
 		t.Fatalf("%d share trash keys left after the purge", n)
 	}
 }
+
+// TestShareTrashIndexBackfill: deletions kept from before the share trash
+// index existed (a data directory of an older server: no hs/ keys, no
+// mark) are indexed at the next start, so members list them too.
+func TestShareTrashIndexBackfill(t *testing.T) {
+	fx := newShareFixture(t, func(c *Config) { c.HistoryDefault = 24 * time.Hour })
+	w := fx.w
+	fx.accept(w)
+	w.scopedMustJSON(fx.scope, "POST", "/v1/unlink", api.UnlinkRequest{Parent: fx.d.Node.ID, NameMAC: fx.f.NameMAC}, nil)
+	fx.a.must("POST", "/v1/unlink", api.UnlinkRequest{Parent: api.RootID, NameMAC: fx.h.NameMAC}, nil)
+	// Back to an older server's state.
+	err := fx.e.s.db.Update(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("hs/")})
+		var ks [][]byte
+		for it.Rewind(); it.Valid(); it.Next() {
+			ks = append(ks, it.Item().KeyCopy(nil))
+		}
+		it.Close()
+		if len(ks) != 1 {
+			t.Errorf("%d share trash keys, want 1: %q", len(ks), ks)
+		}
+		for _, k := range append(ks, kShareTrashIndexed()) {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tr api.TrashResponse
+	w.scopedMustJSON(fx.scope, "GET", "/v1/history/trash", nil, &tr)
+	if len(tr.Items) != 0 {
+		t.Fatalf("trash without the index: %+v", tr)
+	}
+	fx.e.reopen()
+	w.scopedMustJSON(fx.scope, "GET", "/v1/history/trash", nil, &tr)
+	if len(tr.Items) != 1 || tr.Items[0].Node.ID != fx.f.Node.ID {
+		t.Fatalf("trash after the backfill: %+v", tr)
+	}
+}

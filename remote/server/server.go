@@ -189,6 +189,10 @@ func New(cfg Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.indexShareTrash(); err != nil { // history_share.go
+		db.Close()
+		return nil, fmt.Errorf("server: index the trash of shared folders: %w", err)
+	}
 	s.vouchers = payment.NewVouchers(db, s.creditVoucher)
 	if cfg.Payments != nil {
 		pc := *cfg.Payments
