@@ -18,6 +18,7 @@ package fs
 import (
 	"context"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -45,11 +46,18 @@ const (
 // below their share's lowest accepted one, to be fetched again.
 type staleRecords struct {
 	count atomic.Uint64 // refusals noted: an operation compares before and after
-	sweep atomic.Bool   // a sweep runs
-	mu    sync.Mutex
-	nodes map[uint64]bool // attributes refused
-	dirs  map[uint64]bool // a name under this directory refused
-	tried map[staleKey]time.Time
+	// waiting is how many noted records are not taken yet: while it is 0
+	// (always, in a drive without a raised roster) a failed operation
+	// costs one atomic load here, no lock.
+	waiting atomic.Int64
+	sweep   atomic.Bool // a sweep runs
+	mu      sync.Mutex
+	nodes   map[uint64]bool // attributes refused
+	dirs    map[uint64]bool // a name under this directory refused
+	tried   map[staleKey]time.Time
+	// sweepRoots are the roots a sweep is asked for and has not walked
+	// yet: a roster raised again while a sweep runs makes it walk again.
+	sweepRoots []uint64
 }
 
 type staleKey struct {
@@ -65,12 +73,18 @@ func (s *staleRecords) note(kind keys.RecordKind, id uint64) {
 		if s.dirs == nil {
 			s.dirs = map[uint64]bool{}
 		}
-		s.dirs[id] = true
+		if !s.dirs[id] {
+			s.dirs[id] = true
+			s.waiting.Add(1)
+		}
 	} else {
 		if s.nodes == nil {
 			s.nodes = map[uint64]bool{}
 		}
-		s.nodes[id] = true
+		if !s.nodes[id] {
+			s.nodes[id] = true
+			s.waiting.Add(1)
+		}
 	}
 	s.count.Add(1)
 }
@@ -102,14 +116,22 @@ func (s *staleRecords) take(now time.Time) (nodes, dirs []uint64) {
 		}
 		delete(s.dirs, id)
 	}
+	s.waiting.Store(0)
 	return nodes, dirs
 }
 
 // pending reports whether records are noted.
-func (s *staleRecords) pending() bool {
+func (s *staleRecords) pending() bool { return s.waiting.Load() > 0 }
+
+// pendingFor reports whether a record of node id (its attributes, or a
+// name under it) is noted.
+func (s *staleRecords) pendingFor(id uint64) bool {
+	if !s.pending() {
+		return false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.nodes)+len(s.dirs) > 0
+	return s.nodes[id] || s.dirs[id]
 }
 
 // staleNode reports whether node id's local record is below its share's
@@ -137,16 +159,18 @@ func (d *Drive) online() bool {
 	return d.stat.online
 }
 
-// retryStale runs op (an operation on the local tree, not under d.mu) and,
-// while a run refused a record below its share's lowest accepted
-// generation, fetches the refused records from the cloud and runs op again.
-// A failed run also fetches what was noted before it (by the puller,
-// say: a directory whose refused record kept its new entries out).
-func (d *Drive) retryStale(op func() syscall.Errno) syscall.Errno {
+// retryStale runs op (an operation on the local tree under node id, not
+// under d.mu) and, while a run refused a record below its share's lowest
+// accepted generation, fetches the refused records from the cloud and
+// runs op again. A failed run also fetches what was noted before it about
+// id itself (by the puller, say: a directory whose refused record kept its
+// new entries out); a name that is simply not there, elsewhere, costs no
+// lock and no request.
+func (d *Drive) retryStale(id uint64, op func() syscall.Errno) syscall.Errno {
 	for try := 1; ; try++ {
 		before := d.sh.stale.count.Load()
 		e := op()
-		if try == staleTries || d.sh.stale.count.Load() == before && (e == 0 || !d.sh.stale.pending()) || !d.freshenStale() {
+		if try == staleTries || d.sh.stale.count.Load() == before && (e == 0 || !d.sh.stale.pendingFor(id)) || !d.freshenStale() {
 			return e
 		}
 	}
@@ -246,15 +270,36 @@ func (d *Drive) minGenRaised(old, cur *shareSet) {
 }
 
 // sweepStale walks the local tree from roots and fetches every record
-// below its share's lowest accepted generation.
+// below its share's lowest accepted generation. Asked while a sweep runs,
+// it leaves roots to that sweep, which walks them again once done: a
+// roster raised again meanwhile refuses records the running walk has
+// already passed (fetched under the generation before).
 func (d *Drive) sweepStale(roots []uint64) {
-	if d.sh.stale.sweep.Swap(true) {
-		return // the running sweep reads the newest roster as it goes
+	s := &d.sh.stale
+	s.mu.Lock()
+	s.sweepRoots = append(s.sweepRoots, roots...)
+	s.mu.Unlock()
+	if s.sweep.Swap(true) {
+		return
 	}
-	defer d.sh.stale.sweep.Store(false)
-	if !d.online() {
-		return // the operations that hit such records fetch them once online
+	for {
+		s.mu.Lock()
+		roots := s.sweepRoots
+		s.sweepRoots = nil
+		if len(roots) == 0 {
+			s.sweep.Store(false) // under mu: a request after this starts a sweep
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if d.online() { // offline: the operations that hit such records fetch them once online
+			d.sweepOnce(slices.Compact(slices.Sorted(slices.Values(roots))))
+		}
 	}
+}
+
+// sweepOnce is one walk of sweepStale.
+func (d *Drive) sweepOnce(roots []uint64) {
 	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Minute)
 	defer cancel()
 	kick(d.pullKick)
@@ -298,7 +343,7 @@ func (d *Drive) sweepStale(roots []uint64) {
 // records a new roster refuses (retryStale).
 func (d *Drive) lookupFresh(parent uint64, name string) (*nodeState, syscall.Errno) {
 	var st *nodeState
-	e := d.retryStale(func() syscall.Errno {
+	e := d.retryStale(parent, func() syscall.Errno {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		var e syscall.Errno
@@ -312,7 +357,7 @@ func (d *Drive) lookupFresh(parent uint64, name string) (*nodeState, syscall.Err
 // roster refuses (list leaves refused entries out).
 func (d *Drive) listFresh(dir uint64) ([]dirEnt, syscall.Errno) {
 	var es []dirEnt
-	e := d.retryStale(func() syscall.Errno {
+	e := d.retryStale(dir, func() syscall.Errno {
 		var e syscall.Errno
 		es, e = d.list(dir)
 		return e
@@ -324,7 +369,7 @@ func (d *Drive) listFresh(dir uint64) ([]dirEnt, syscall.Errno) {
 // refuses the local one.
 func (d *Drive) stateFresh(id uint64) (*nodeState, syscall.Errno) {
 	var st *nodeState
-	e := d.retryStale(func() syscall.Errno {
+	e := d.retryStale(id, func() syscall.Errno {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		var err error

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -195,5 +196,167 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	// the lookup refuses what the drive holds.
 	if st, e := od.lookupForTest(odSub, "b.txt"); e != syscall.EIO {
 		t.Fatalf("owner's drive, sub/b.txt decoded in generation 1 before the roster raised it: %v (generation %d), want EIO", e, st.kid.Gen)
+	}
+}
+
+// TestShareStaleNegativeLookupNoFetch: while a refused record of a shared
+// folder waits to be fetched again (noted by a lookup that met it), a
+// lookup of a name that does not exist in the owner's own tree answers
+// ENOENT without a request to the cloud, and leaves the noted record for
+// the operations in the folder, which still fetch it. The old retry
+// fetched every noted record on any failed lookup anywhere in the drive.
+func TestShareStaleNegativeLookupNoFetch(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	p, hold := heldFeed(t, c)
+	od := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(owner)(o)
+		o.Client = proxyClient(t, p.URL, owner.sess.Token)
+	})
+	docs := lookupDir(t, od, api.RootID, "Docs")
+	lookupDir(t, od, docs.id, "a.txt") // decoded (generation 1) before the re-seal
+
+	hold.Store(true)
+	f, _ := owner.load(t)
+	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	od.sh.stale.sweep.Store(true) // no sweep: the record stays noted
+	must(t, od.loadShares(ctx, 0))
+	if _, e := od.lookupForTest(docs.id, "a.txt"); e != syscall.EIO {
+		t.Fatalf("a.txt's local generation-1 record under the new roster: %v, want EIO", e)
+	}
+	if !od.sh.stale.pending() {
+		t.Fatal("the refused record is not noted")
+	}
+	requests := func() int { return p.Count("", "*") - p.Count("GET", "/v1/changes") }
+	before := requests()
+	for i := range 100 {
+		if _, e := od.lookupFresh(api.RootID, fmt.Sprintf("nope-%d", i)); e != syscall.ENOENT {
+			t.Fatalf("lookup of a name not in the home tree: %v, want ENOENT", e)
+		}
+	}
+	if _, e := od.listFresh(api.RootID); e != 0 {
+		t.Fatalf("ls of the home tree: %v", e)
+	}
+	if n := requests() - before; n != 0 {
+		t.Fatalf("100 negative lookups in the home tree made %d requests to the cloud, want 0", n)
+	}
+	if !od.sh.stale.pending() {
+		t.Fatal("the noted record was taken by lookups outside its folder")
+	}
+	a, e := od.lookupFresh(docs.id, "a.txt")
+	if e != 0 || a.kid.Gen != 2 {
+		t.Fatalf("lookup a.txt in the re-sealed folder: %v", e)
+	}
+	if requests() == before {
+		t.Fatal("a.txt was not fetched from the cloud: the request count tests nothing")
+	}
+}
+
+// BenchmarkNegativeLookupHome is a lookup of a name that does not exist
+// in the account's own tree (a shell's PATH search, a build's probes),
+// through the stale-record retry, with no shared folder.
+func BenchmarkNegativeLookupHome(b *testing.B) {
+	c := startCloud(b, b.TempDir(), 0)
+	d := coreDriveAt(b, c, b.TempDir(), nil, nil)
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("nope-%d", i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, e := d.lookupFresh(api.RootID, names[i%len(names)]); e != syscall.ENOENT {
+			b.Fatalf("lookup: %v", e)
+		}
+	}
+}
+
+// TestShareMinGenRaisedDuringSweep: the owner's drive adopts a roster
+// raising the folder's lowest generation to 2 and sweeps the folder; while
+// the sweep is held at the listing of sub (Docs and a.txt already fetched
+// under generation 2), a second writer is removed (generation 3) and the
+// drive adopts that roster too. Once released, every local record of the
+// folder ends under generation 3, with the feed held. The old sweep let the
+// running walk go on alone, which never went back to Docs and a.txt: they
+// stayed in generation 2, refused.
+func TestShareMinGenRaisedDuringSweep(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	carol := signupShareAcct(t, c, "carol@example.com")
+	f, _ := owner.load(t)
+	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleWriter); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
+		t.Fatal(err)
+	}
+	p, hold := heldFeed(t, c)
+	od := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(owner)(o)
+		o.Client = proxyClient(t, p.URL, owner.sess.Token)
+	})
+	docs := lookupDir(t, od, api.RootID, "Docs").id
+	a := lookupDir(t, od, docs, "a.txt").id
+	sub := lookupDir(t, od, docs, "sub").id
+	b := lookupDir(t, od, sub, "b.txt").id
+	var block atomic.Bool
+	var blocked atomic.Int32
+	p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries", sub), func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		for block.Load() {
+			blocked.Add(1)
+			if req.Context().Err() != nil {
+				return nil
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return next(req)
+	})
+	gen := func(id uint64) uint32 {
+		n, err := od.store.GetNode(id)
+		if err != nil {
+			return 0
+		}
+		k, _ := meta.RecordKeyID(n.Attrs)
+		return k.Gen
+	}
+
+	hold.Store(true)
+	block.Store(true)
+	f, _ = owner.load(t)
+	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, od.loadShares(ctx, 0))
+	waitFor(t, 20*time.Second, func() bool { return blocked.Load() > 0 })
+	if !od.sh.stale.sweep.Load() || gen(a) != 2 || gen(docs) != 2 {
+		t.Fatalf("the first sweep is not held at sub's listing after a.txt (generation %d) and Docs (%d)", gen(a), gen(docs))
+	}
+	f, _ = owner.load(t)
+	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "carol@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh.Roster.MinGen != 3 {
+		t.Fatalf("lowest accepted generation after the second removal: %d, want 3", sh.Roster.MinGen)
+	}
+	must(t, od.loadShares(ctx, 0))
+	block.Store(false)
+	end := time.Now().Add(20 * time.Second)
+	for od.sh.stale.sweep.Load() || gen(docs) != 3 || gen(a) != 3 || gen(sub) != 3 || gen(b) != 3 {
+		if time.Now().After(end) {
+			t.Fatalf("after the sweeps (running %v): generations Docs %d, a.txt %d, sub %d, b.txt %d; want 3",
+				od.sh.stale.sweep.Load(), gen(docs), gen(a), gen(sub), gen(b))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := readAll(t, od, lookupDir(t, od, docs, "a.txt")); got != "shared a\n" {
+		t.Fatalf("a.txt after the sweeps: %q", got)
+	}
+	if !hold.Load() || p.Count("GET", "/v1/changes") == 0 {
+		t.Fatal("the change feed was not held")
 	}
 }
