@@ -12,6 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"kumo/internal/hostile"
+	"kumo/internal/keys"
+	"kumo/remote/api"
+	"kumo/remote/client"
+	"kumo/remote/pathops"
 	"kumo/remote/server"
 )
 
@@ -72,5 +79,86 @@ func TestShareMemberHistoryMount(t *testing.T) {
 		if got, _ := os.ReadFile(local); !bytes.Equal(got, want) {
 			t.Fatalf("owner reads restored %s: %d bytes, want %d", p, len(got), len(want))
 		}
+	}
+}
+
+// TestCoreShareMemberHistoryOtherShare: bob is a member of two of the
+// owner's folders, Docs and Other. A hostile server answers Docs's history
+// with Other's records (records bob can open, the owner signed): the root
+// of a Docs snapshot answered with Other's root is refused (another node),
+// and Other's records never open in Docs's drive (its share set holds Docs
+// only), so they are EIO there by construction; in Other's own drive they
+// open.
+func TestCoreShareMemberHistoryOtherShare(t *testing.T) {
+	ctx := context.Background()
+	c := startCloudConfig(t, server.Config{DataDir: t.TempDir(), DefaultQuota: 1 << 40, HistoryDefault: 24 * time.Hour})
+	owner, bob := sharedDocs(t, c)
+	owner.put(t, owner.home, "/Other/o.txt", []byte("other folder\n"))
+	f, _ := owner.load(t)
+	if _, err := f.ShareFolder(ctx, owner.acct, "/Other", "bob@example.com", keys.RoleWriter); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathops.AcceptShare(ctx, bob.c, bob.acct, owner.acct.Email+"/Other"); err != nil {
+		t.Fatal(err)
+	}
+	p := hostile.Start(t, c.url)
+	pc, err := client.New(client.Options{BaseURL: p.URL, Token: bob.sess.Token, MaxRetries: -1, Logger: testLogger(t)})
+	must(t, err)
+	d := coreDriveWith(t, c, func(o *Options) {
+		o.Session, o.Client, o.SharedDir, o.Identity = bob.sess, pc, "Shared", bob.acct.Identity
+		o.Shares = func(ctx context.Context) ([]*pathops.Share, error) {
+			sh, err := pathops.LoadShares(ctx, pc, bob.acct)
+			if err != nil {
+				return nil, err
+			}
+			return sh.All(), nil
+		}
+	})
+	docs, e := d.memberByName(ctx, "Docs")
+	if e != 0 {
+		t.Fatalf("Shared/Docs: %v", e)
+	}
+	other, e := d.memberByName(ctx, "Other")
+	if e != 0 {
+		t.Fatalf("Shared/Other: %v", e)
+	}
+	time.Sleep(20 * time.Millisecond)
+	at := time.Now()
+	time.Sleep(20 * time.Millisecond)
+
+	// Honest: each folder's snapshot root opens in its own drive.
+	for _, m := range []*Drive{docs, other} {
+		n, err := m.c.NodeAt(ctx, m.rootID(), at.UnixNano())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, e := m.snapNode(n, at.UnixNano()); e != 0 {
+			t.Fatalf("honest snapshot root of node %d: %v", m.rootID(), e)
+		}
+	}
+	// Hostile: Docs's history reads answered from Other.
+	docsScope, otherScope := docs.c.ShareScope(), other.c.ShareScope()
+	p.On("GET", "/v1/history/nodes/*", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		if req.Header.Get(api.ShareHeader) != docsScope {
+			return next(req)
+		}
+		r := *req
+		r.Header = req.Header.Clone()
+		r.Header.Set(api.ShareHeader, otherScope)
+		r.Path = fmt.Sprintf("/v1/history/nodes/%d", other.rootID())
+		return next(&r)
+	})
+	h := &histRoot{d: docs}
+	var out fuse.EntryOut
+	if _, e := h.Lookup(ctx, moment(at), &out); e != syscall.EIO {
+		t.Fatalf("Docs's snapshot root answered with Other's root: %v, want EIO", e)
+	}
+	n, err := other.c.NodeAt(ctx, other.rootID(), at.UnixNano())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.ID = docs.rootID() // even under Docs's root id: bound to Other's, and of another share
+	if _, e := docs.snapNode(n, at.UnixNano()); e != syscall.EIO {
+		t.Fatalf("Other's root record in Docs's drive: %v, want EIO", e)
 	}
 }
