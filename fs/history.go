@@ -10,8 +10,8 @@ package fs
 // A folder shared with the account has its own, MNT/Shared/NAME/.kumo-history
 // (the member drive's root; a name there shadows an entry of that name in
 // the folder), from the owner's history of that folder only; its listing
-// is empty (the cloud does not tell members when the owner's account
-// changed), the moments work by name.
+// has the hours in which a version of the folder's records ended (not
+// those in which something was only created there).
 //
 // Snapshot nodes live apart from the drive's tree state: they never enter
 // d.states, so a snapshot read of an old version is not mistaken for a

@@ -48,6 +48,9 @@ func TestShareMemberHistoryMount(t *testing.T) {
 	m.flush()
 
 	snap := filepath.Join(docs, HistoryDirName, moment(at))
+	if es, err := os.ReadDir(filepath.Join(docs, HistoryDirName)); err != nil || len(es) == 0 {
+		t.Fatalf("listing of the folder's history: %v, %v", es, err)
+	}
 	for p, want := range map[string][]byte{"a.txt": []byte("shared a\n"), "sub/b.txt": []byte("shared b\n"), "sub/big.bin": big} {
 		if got, err := os.ReadFile(filepath.Join(snap, p)); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("%s in bob's history of the folder: %d bytes, %v", p, len(got), err)

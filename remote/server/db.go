@@ -34,7 +34,7 @@ import (
 //	zref/ACCT/CHUNKID                 empty; present while the chunk has no references
 //	feed/ACCT/SEQ                     api.Change (JSON)
 //	pend/ACCT/CHUNKID                 upload time (JSON); blob being written, not yet recorded
-//	hn/, he/, hx/, hh/                history (history.go)
+//	hn/, he/, hx/, hh/, hs/, hsh/     history (history.go, history_share.go)
 //	share/, sroot/, smem/, sjoin/     shared folders (shares.go)
 func kSecret() []byte                  { return []byte("sys/secret") }
 func kEmail(email string) []byte       { return []byte("email/" + email) }
@@ -271,6 +271,8 @@ type mtx struct {
 	hidx    []byte // versions this mutation ended: the expiry index (history_codec.go)
 	// lastEntry is the entry version kept last, if nothing was kept after it.
 	lastEntry *histRef
+	// shareHours: the shares whose hour index this mutation wrote (history_share.go).
+	shareHours map[uint64]bool
 	// room is what live data took beyond the quota that history held:
 	// history is freed by that much after the commit (freeRoom).
 	room int64

@@ -52,6 +52,7 @@ import (
 //	hh/ACCT/HOUR                empty; an hour (Unix ns of its start) in which the tree changed
 //	hs/ACCT/SHARE/UNTIL/NODEID  empty; a node of share SHARE deleted at UNTIL (its hn
 //	                            record): the share's trash, for its members
+//	hsh/ACCT/SHARE/HOUR         empty; an hour in which a version of share SHARE ended
 //
 // Times are 16 hex digits (Unix ns), so keys sort by time.
 func kHNode(a string, id uint64, until int64) []byte {
@@ -158,6 +159,7 @@ func (m *mtx) archiveNode(old *api.Node, trash *trashRec) error {
 		return nil
 	}
 	m.keepRecord(attrsCharge(old.Attrs))
+	m.noteShareHour(old.Attrs)
 	ref := histRef{kind: refNode, id: old.ID}
 	if trash != nil {
 		ref.kind = refTrash
@@ -195,6 +197,7 @@ func (m *mtx) archiveEntry(parent uint64, mac string, old *entryRec) error {
 		return nil
 	}
 	m.keepRecord(entryCharge(mac, old.Name))
+	m.noteShareHour(old.Name)
 	if err := m.tx.Set(kHEnt(m.acct.ID, parent, mac, t), histEntry{Entry: *old, Until: t}.encode()); err != nil {
 		return err
 	}

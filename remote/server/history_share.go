@@ -31,6 +31,31 @@ func pHShareTrash(a string, share uint64) []byte {
 	return fmt.Appendf(nil, "hs/%s/%016x/", a, share)
 }
 
+// kShareHour marks an hour (Unix ns of its start) in which a version of a
+// share's record ended: the share's own hours, for its members' listing of
+// moments (the account's hh/ covers all of the owner's tree).
+func kShareHour(a string, share uint64, hour int64) []byte {
+	return fmt.Appendf(nil, "hsh/%s/%016x/%016x", a, share, hour)
+}
+func pShareHour(a string, share uint64) []byte { return fmt.Appendf(nil, "hsh/%s/%016x/", a, share) }
+
+// noteShareHour marks this change's hour for the share a record it ended is
+// sealed for, once per mutation and share.
+func (m *mtx) noteShareHour(rec []byte) {
+	share, _, ok := api.RecordShare(rec)
+	if !ok || share == 0 || m.shareHours[share] {
+		return
+	}
+	if m.shareHours == nil {
+		m.shareHours = map[uint64]bool{}
+	}
+	m.shareHours[share] = true
+	t := m.when()
+	if err := m.tx.Set(kShareHour(m.acct.ID, share, t-t%int64(time.Hour)), nil); err != nil {
+		m.err = err
+	}
+}
+
 // dropShareTrash deletes the share trash key of a kept node version that
 // is being dropped, if it is a deleted node of a share.
 func (m *mtx) dropShareTrash(h *histNode) error {
@@ -188,10 +213,9 @@ func (s *Server) shareTrash(w http.ResponseWriter, r *http.Request, sc *shareSco
 	return writeJSON(w, http.StatusOK, out)
 }
 
-// shareHistoryTimes gives a member how far back the owner's history goes,
-// but no hours: the owner's hour index covers the whole account, and when
-// the owner changed things outside the share is not the member's to know.
-// Snapshots are reached by name (MNT/.kumo-history/TIME).
+// shareHistoryTimes gives a member how far back the owner's history goes
+// and the hours in which a version of the share's records ended (changes,
+// deletions, renames; not the owner's hours, which cover its whole tree).
 func (s *Server) shareHistoryTimes(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
 	out := api.HistoryTimesResponse{Hours: []int64{}}
 	err := s.db.View(func(tx *badger.Txn) error {
@@ -200,6 +224,20 @@ func (s *Server) shareHistoryTimes(w http.ResponseWriter, r *http.Request, sc *s
 			return err
 		}
 		out.From = s.histCutoff(&a, time.Now())
+		if s.retention(&a) == 0 {
+			return nil
+		}
+		p := pShareHour(sc.owner, sc.share)
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: p})
+		defer it.Close()
+		from := out.From - out.From%int64(time.Hour)
+		for it.Seek(append(p, hexTime(from)...)); it.Valid(); it.Next() {
+			h, err := strconv.ParseInt(string(it.Item().Key()[len(p):]), 16, 64)
+			if err != nil {
+				return fmt.Errorf("bad share hour key: %w", err)
+			}
+			out.Hours = append(out.Hours, h)
+		}
 		return nil
 	})
 	if err != nil {
@@ -213,8 +251,10 @@ func (s *Server) shareHistoryTimes(w http.ResponseWriter, r *http.Request, sc *s
 func kShareTrashIndexed() []byte { return []byte("sys/share-trash-indexed") }
 
 // indexShareTrash writes the share trash index for the deletions kept from
-// before it existed: once per data directory (at its first start with the
-// index), reading the expiry index's trash refs.
+// before it existed, and their hours in the shares' hour index: once per
+// data directory (at its first start with the index), reading the expiry
+// index's trash refs. (Older changes that deleted nothing get no hour: their
+// moments are still reachable by name.)
 func (s *Server) indexShareTrash() error {
 	var done bool
 	var add [][]byte
@@ -252,7 +292,7 @@ func (s *Server) indexShareTrash() error {
 					continue // purged
 				}
 				if share, _, ok := api.RecordShare(h.Node.Attrs); ok && share != 0 {
-					add = append(add, kHShareTrash(acct, share, until, ref.id))
+					add = append(add, kHShareTrash(acct, share, until, ref.id), kShareHour(acct, share, until-until%int64(time.Hour)))
 				}
 			}
 		}
@@ -275,7 +315,7 @@ func (s *Server) indexShareTrash() error {
 		return err
 	}
 	if len(add) > 0 {
-		s.log.Info("indexed the trash of shared folders kept from before the index", "deletions", len(add))
+		s.log.Info("indexed the trash of shared folders kept from before the index", "deletions", len(add)/2)
 	}
 	return nil
 }

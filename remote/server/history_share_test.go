@@ -20,6 +20,11 @@ func TestShareHistory(t *testing.T) {
 	fx.accept(w)
 	fx.accept(rd)
 	d := fx.d.Node.ID
+	// The owner's account changed this hour; the share has no version ended yet.
+	var ht0 api.HistoryTimesResponse
+	if w.scopedMustJSON(fx.scope, "GET", "/v1/history/times", nil, &ht0); len(ht0.Hours) != 0 || ht0.From == 0 {
+		t.Fatalf("share's hours before any change: %+v", ht0)
+	}
 
 	// A second share of the owner's, inside nothing: its node must not show.
 	other := randID()
@@ -91,9 +96,9 @@ func TestShareHistory(t *testing.T) {
 		if !got[fx.f.Node.ID] || !got[g.Node.ID] {
 			t.Fatalf("%s: share trash holds %v", u.email, got)
 		}
-		// Times: the window, no hours of the owner's account.
+		// Times: the window, and the hour of the share's changes.
 		var ht api.HistoryTimesResponse
-		if st, code := u.scoped(fx.scope, "GET", "/v1/history/times", nil, &ht); code != "" || ht.From == 0 || len(ht.Hours) != 0 {
+		if st, code := u.scoped(fx.scope, "GET", "/v1/history/times", nil, &ht); code != "" || ht.From == 0 || len(ht.Hours) == 0 || ht.Hours[len(ht.Hours)-1] > before {
 			t.Fatalf("%s: history times: %d %s %+v", u.email, st, code, ht)
 		}
 		// Purge and retention stay the owner's.
