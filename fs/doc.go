@@ -72,7 +72,7 @@
 // bound, down to one op), acks what is done, retries with backoff while the cloud is unreachable,
 // refuses quota or read-only (the data stays queued, Status says so). While
 // local changes keep coming it waits for them to pause for 250 ms (or for
-// 16,384 queued ops; Flush does not wait): each batch is a cloud commit that
+// 65,536 queued ops; Flush does not wait): each batch is a cloud commit that
 // would compete with the writer's own closes. Like the uploads, it also
 // waits while the kernel keeps sending requests, at most 10 s after the last
 // change (foregroundBusy). An update carries the node's

@@ -147,10 +147,12 @@ func (s *pushStuck) failed(d *Drive, head cache.JournalOp, err error) error {
 
 // pushQuiet is how long local changes must pause before the pusher sends
 // them, and pushBacklog how many queued ops (not counting cancelled ones)
-// end that wait (see pushHold).
+// end that wait (see pushHold). Unpacking a source tree and committing it to
+// git queues about 66,000 ops; at 16,384 the pushes ran during the commit
+// (git add + commit 29-35 s, now 19-22 s; docs/PERFORMANCE.md).
 const (
 	pushQuiet   = 250 * time.Millisecond
-	pushBacklog = 16384
+	pushBacklog = 65536
 )
 
 // pushHold says how long the pusher should still wait before sending queued

@@ -148,9 +148,9 @@ type uploadState struct {
 // for closes to pause: uploads during a burst of closes compete with each
 // close's own flush of the local log (the cloud's commits flush the same
 // disk when the cloud is embedded), and the waiting data is durable locally.
-// A burst bigger than this (a copy of more than 16,384 files, or than a
+// A burst bigger than this (a copy of more than 65,536 files, or than a
 // quarter of the cache budget, at most 1 GiB) uploads as it goes.
-const uploadBacklog = 16384
+const uploadBacklog = 65536
 
 func (d *Drive) uploadBacklogBytes() int64 { return min(1<<30, d.store.Budget()/4) }
 
@@ -205,7 +205,11 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 	now := time.Now()
 	quiet := d.quiet()
 	sinceClose := now.Sub(time.Unix(0, d.up.lastClose.Load()))
-	settled := d.up.flushing.Load() > 0 || sinceClose >= min(quiet, time.Second) && !d.foregroundBusy(sinceClose)
+	// Busy foreground work holds uploads for up to foregroundMax after the
+	// last change, not only the last close: an rm -rf closes nothing, and
+	// uploading the files it is removing competed with it.
+	sinceChange := min(sinceClose, now.Sub(time.Unix(0, d.lastChange.Load())))
+	settled := d.up.flushing.Load() > 0 || sinceClose >= min(quiet, time.Second) && !d.foregroundBusy(sinceChange)
 	cutoff := now.Add(-quiet)
 	urgent := 0
 	// The oldest of each kind, [0] big and [1] small.
