@@ -118,7 +118,9 @@ type writeBehind struct {
 // key that left the overlay was committed before the snapshot was taken
 // (the applier renews it after its commit, before it drops the batch's keys
 // from over), so overlay-then-snapshot reads see every applied write.
-// Read-only transactions may be read from concurrently; refs (under
+// Badger's read-only Txn.Get and Item.Value change no state of the
+// transaction (badger v4.9.6; its docs call transactions not thread-safe
+// in general, so TestSnapshotConcurrent runs this under -race); refs (under
 // writeBehind.mu) keeps one from being discarded while a reader uses it.
 type readSnap struct {
 	txn   *badger.Txn
@@ -154,6 +156,10 @@ func (w *writeBehind) read(key []byte, fn func([]byte) error) error {
 		return fn(pw.v)
 	}
 	sn := w.snap
+	if sn == nil {
+		w.mu.Unlock()
+		return ErrClosed
+	}
 	sn.refs++
 	w.mu.Unlock()
 	defer w.release(sn)
@@ -183,6 +189,10 @@ func (w *writeBehind) newSnap() *readSnap {
 // installLocked makes sn the snapshot point reads use. Under mu.
 func (w *writeBehind) installLocked(sn *readSnap) {
 	old := w.snap
+	if old == nil { // closed
+		sn.txn.Discard()
+		return
+	}
 	w.snap = sn
 	old.stale = true
 	if old.refs == 0 {
@@ -263,6 +273,9 @@ func (w *writeBehind) dirEmpty(dir uint64) (bool, error) {
 	if w.entryPuts[dir] > 0 {
 		return false, nil
 	}
+	if w.snap == nil {
+		return false, ErrClosed
+	}
 	// The snapshot holds every key that left over (mu is held: none
 	// leaves meanwhile, and the snapshot is not replaced).
 	it := w.snap.txn.NewIterator(badger.IteratorOptions{Prefix: entryPrefix(dir)})
@@ -315,6 +328,7 @@ func (w *writeBehind) close() {
 	if w.snap.refs == 0 {
 		w.snap.txn.Discard()
 	}
+	w.snap = nil // reads after close: ErrClosed
 	w.mu.Unlock()
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -292,5 +294,83 @@ func TestSnapshotAfterDirectWrite(t *testing.T) {
 		if _, err := s.Lookup(1, mac(i)); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("entry %d deleted through the queue: %v", i, err)
 		}
+	}
+}
+
+// TestSnapshotConcurrent: readers share one badger snapshot while the
+// applier renews it; a reader that starts after Apply returned always sees
+// that write or a later one (never an older value), through queued
+// batches, direct big writes and drains. Run it with -race.
+func TestSnapshotConcurrent(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	defer s.Close()
+	const keysN = 64
+	var published [keysN]atomic.Uint64 // highest version Apply returned for node i+1
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	var wg sync.WaitGroup
+	for r := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := r; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := i % keysN
+				want := published[k].Load()
+				if want == 0 {
+					continue
+				}
+				n, err := s.GetNode(uint64(k + 1))
+				if err != nil {
+					errs <- fmt.Errorf("node %d: %w", k+1, err)
+					return
+				}
+				if n.Version < want {
+					errs <- fmt.Errorf("node %d: read version %d after version %d was applied", k+1, n.Version, want)
+					return
+				}
+			}
+		}()
+	}
+	for v := uint64(1); v <= 60; v++ {
+		var m Mutation
+		if v%10 == 0 { // big: committed directly
+			for i := range keysN {
+				m.PutNodes = append(m.PutNodes, api.Node{ID: uint64(i + 1), Type: api.TypeFile, Version: v, Nlink: 1, Attrs: []byte("a")})
+			}
+			for i := range behindMaxEntries {
+				m.PutEntries = append(m.PutEntries, Entry{Parent: 9999, NameMAC: mac(int(v)*10000 + i), Name: []byte("n"), Child: 1})
+			}
+			must(s.Apply(m))
+			for i := range keysN {
+				published[i].Store(v)
+			}
+			continue
+		}
+		for i := range keysN {
+			must(s.Apply(Mutation{PutNodes: []api.Node{{ID: uint64(i + 1), Type: api.TypeFile, Version: v, Nlink: 1, Attrs: []byte("a")}}}))
+			published[i].Store(v)
+		}
+		if v%7 == 0 {
+			must(s.behind.drain())
+		}
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	must(s.Close())
+	if _, err := s.GetNode(1); err == nil {
+		t.Fatal("GetNode after Close succeeded")
+	}
+	if _, err := s.DirEmpty(9999); err == nil {
+		t.Fatal("DirEmpty after Close succeeded")
 	}
 }

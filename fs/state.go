@@ -601,14 +601,10 @@ func inlineToDropLocked(st *nodeState, m *cache.Mutation) []*inlineLayer {
 	}
 	var out []*inlineLayer
 	for _, l := range st.layers {
-		il, ok := l.f.(*inlineLayer)
-		if !ok {
-			continue
-		}
-		il.mu.Lock()
-		stored := il.stored
-		il.mu.Unlock()
-		if stored {
+		// Deleted whether or not it says stored: makeDurable marks it
+		// saved after releasing its locks, and a delete of a missing key
+		// costs nothing.
+		if il, ok := l.f.(*inlineLayer); ok {
 			m.DeleteInline = append(m.DeleteInline, [2]uint64{il.node, il.gen})
 			out = append(out, il)
 		}
@@ -717,6 +713,7 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 	now := nowNs()
 	req := &api.RenameRequest{SrcParent: p1, SrcNameMAC: se.NameMAC, DstParent: p2, DstNameMAC: mac2, Name: name2, Node: src.id}
 	var m cache.Mutation
+	var dropInline []*inlineLayer // a replaced small file's inline data, deleted in m
 	switch {
 	case flags&renameExchange != 0:
 		if !exists {
@@ -784,6 +781,9 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 			}
 			d.dropLinkLocked(dst, &m, now)
 			defer d.afterDropLocked(dst)
+			if dst.deleted && dst.opens == 0 {
+				dropInline = inlineToDropLocked(dst, &m)
+			}
 		}
 		m.DeleteEntries = []cache.Entry{se}
 		m.PutEntries = []cache.Entry{{Parent: p2, NameMAC: mac2, Name: name2, Child: src.id}}
@@ -808,6 +808,9 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 	seq, err := d.applySeq(m)
 	if err != nil {
 		return syscall.EIO
+	}
+	for _, l := range dropInline {
+		l.gone()
 	}
 	d.unsent.renamed(seq, req, exists)
 	return 0
