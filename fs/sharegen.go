@@ -370,19 +370,27 @@ func (d *Drive) freshGenOp(op api.BatchOp) (api.BatchOp, bool) {
 // under a directory of a shared folder: the owner's re-seal after a rotation
 // moved every entry of the folder to the new generation's name MAC, and a
 // device that has not seen it yet names the entry by the old one. If the
-// cloud's directory holds the same name (and, for a rename, the same node)
-// under the MAC of another generation, the op and later ones name it so
+// cloud's directory holds the same name and the same node (and, for an
+// unlink, of the type it names) under the MAC of another generation, the op and later ones name it so
 // (d.rewrite) and it stays queued: true. False: it is gone indeed, or the
 // directory is not in a share. A failed listing keeps the op queued.
 func (d *Drive) movedByReseal(ctx context.Context, op api.BatchOp) bool {
 	var parent, node uint64
 	var mac string
+	var isDir, kindKnown bool
 	switch {
 	case op.Op == api.OpUnlink && op.Unlink != nil:
-		parent, mac = op.Unlink.Parent, op.Unlink.NameMAC
+		parent, mac, node = op.Unlink.Parent, op.Unlink.NameMAC, op.Unlink.Node
+		isDir, kindKnown = op.Unlink.Dir, true
 	case op.Op == api.OpRename && op.Rename != nil:
 		parent, mac, node = op.Rename.SrcParent, op.Rename.SrcNameMAC, op.Rename.Node
 	default:
+		return false
+	}
+	if node == 0 {
+		// The op does not say which node it meant (queued by an older
+		// drive): the same name under another MAC may be another node,
+		// which must not be removed or moved.
 		return false
 	}
 	dir := d.dirKID(parent)
@@ -403,8 +411,8 @@ func (d *Drive) movedByReseal(ctx context.Context, op api.BatchOp) bool {
 		}
 	}
 	for _, e := range es {
-		if node != 0 && e.Node.ID != node {
-			continue
+		if e.Node.ID != node || kindKnown && (e.Node.Type == api.TypeDir) != isDir {
+			continue // another node took the name: it is not ours to change
 		}
 		d.ensureShareKeys(ctx, e.Name) // the re-seal's generation may be new here
 		name, err := d.openName(parent, e.Node.ID, meta.KindOf(e.Node.Type == api.TypeDir), e.NameMAC, e.Name)

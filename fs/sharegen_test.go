@@ -209,3 +209,64 @@ func TestShareStaleGenLaggingUnlinkRename(t *testing.T) {
 		t.Fatalf("c.txt's name sealed under %+v, want generation 2", k)
 	}
 }
+
+// TestShareStaleGenLaggingUnlinkOtherNode: a device that has not seen the
+// re-seal unlinks a.txt by its old MAC while another device has replaced
+// a.txt with a new node (as editors save: a new file takes the name). The
+// cloud finds nothing under the old MAC; the drive must not take the new
+// a.txt under the new MAC for the one it removed. The old drive deleted it.
+func TestShareStaleGenLaggingUnlinkOtherNode(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	p, hold := heldFeed(t, c)
+	od := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(owner)(o)
+		o.Client = proxyClient(t, p.URL, owner.sess.Token)
+	})
+	docs := lookupDir(t, od, api.RootID, "Docs")
+	a := lookupDir(t, od, docs.id, "a.txt")
+	hold.Store(true)
+	f, _ := owner.load(t)
+	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	// Another device replaces a.txt: the old node goes, a new one takes the name.
+	es, err := owner.c.List(ctx, docs.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := false
+	for _, e := range es {
+		if e.Node.ID == a.id {
+			if err := owner.c.Unlink(ctx, api.UnlinkRequest{Parent: docs.id, NameMAC: e.NameMAC}); err != nil {
+				t.Fatal(err)
+			}
+			gone = true
+		}
+	}
+	if !gone {
+		t.Fatal("a.txt's node not listed after the re-seal")
+	}
+	owner.put(t, owner.view(t), "/a.txt", []byte("new a\n"))
+	f, _ = owner.load(t)
+	na, err := f.Resolve(ctx, "/Docs/a.txt")
+	if err != nil || na.ID() == a.id {
+		t.Fatalf("the new a.txt: %v (node %d, old %d)", err, na.ID(), a.id)
+	}
+
+	if e := od.unlink(docs.id, "a.txt", false); e != 0 {
+		t.Fatalf("rm a.txt: %v", e)
+	}
+	flushDrive(t, od)
+	hold.Store(false)
+
+	f, _ = owner.load(t)
+	got, err := f.Resolve(ctx, "/Docs/a.txt")
+	if err != nil {
+		t.Fatalf("the new a.txt after the lagging device removed the old one: %v (deleted: another node than the one it removed)", err)
+	}
+	if got.ID() != na.ID() {
+		t.Fatalf("a.txt is node %d, want the new node %d", got.ID(), na.ID())
+	}
+}

@@ -543,7 +543,7 @@ func (d *Drive) unlink(parent uint64, name string, dir bool) syscall.Errno {
 	touch(p, now)
 	m := cache.Mutation{
 		DeleteEntries: []cache.Entry{e},
-		Journal:       []api.BatchOp{{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: parent, NameMAC: e.NameMAC, Dir: dir}}},
+		Journal:       []api.BatchOp{{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: parent, NameMAC: e.NameMAC, Dir: dir, Node: e.Child}}},
 	}
 	if dir {
 		p.nlink--
