@@ -136,14 +136,6 @@ func newWriteBehind(db *badger.DB, log *slog.Logger, dataBefore func(uint64) err
 	return w
 }
 
-// get returns the queued write of key, if any.
-func (w *writeBehind) get(key []byte) (pendingWrite, bool) {
-	w.mu.Lock()
-	pw, ok := w.over[string(key)]
-	w.mu.Unlock()
-	return pw, ok
-}
-
 // read calls fn with key's value: the queued write if any, else badger's
 // as of the last commit. A missing or deleted key is badger.ErrKeyNotFound.
 func (w *writeBehind) read(key []byte, fn func([]byte) error) error {
