@@ -41,6 +41,7 @@ var (
 type genFix struct {
 	rec    []byte
 	mac    string   // a name's new MAC
+	prev   []string // a name's MACs of earlier fixes of the same record (an earlier generation's re-seal)
 	chunks []string // attributes: the chunk list the new record names
 	// What the local tree changes (applied under d.mu): a name's entry
 	// moves from (parent, from) to the new MAC, kept pending (the puller
@@ -48,15 +49,18 @@ type genFix struct {
 	parent, child uint64
 	from          string
 	node          uint64
-	old, cur      meta.KeyID
+	old, cur      meta.KeyID // cur: the generation the fix is sealed under
 	base, refs    []meta.ChunkRef
 }
 
 // staleGens holds the re-sealed forms of queued records, by the SHA-256 of
-// the record as queued.
+// the record as queued (the journal's, never an earlier fix's: a second
+// rotation seals the queued record again from the original), and the
+// journal's head the pusher works on.
 type staleGens struct {
 	mu    sync.Mutex
 	fixes map[[32]byte]genFix
+	head  []cache.JournalOp
 }
 
 // opRecord is one record an op writes, with what opens it.
@@ -136,8 +140,16 @@ func (d *Drive) resolveStaleGen(ctx context.Context, op api.BatchOp, e *api.Erro
 	}
 	if stale && fixable {
 		// Sealed again now (not at the next push): the roster just loaded
-		// may refuse the local records of this write meanwhile.
-		d.resealOps([]cache.JournalOp{{Op: op}})
+		// may refuse the local records of this write meanwhile. From the
+		// queued ops, not op as sent: that may be an earlier fix's form.
+		g := &d.sh.gens
+		g.mu.Lock()
+		head := g.head
+		g.mu.Unlock()
+		if len(head) == 0 {
+			head = []cache.JournalOp{{Op: op}}
+		}
+		d.resealOps(head)
 		return false
 	}
 	d.noteRefused(op, e, keptUndone)
@@ -155,6 +167,7 @@ func (d *Drive) resolveStaleGen(ctx context.Context, op api.BatchOp, e *api.Erro
 func (d *Drive) resealStale(ops []cache.JournalOp) {
 	g := &d.sh.gens
 	g.mu.Lock()
+	g.head = ops
 	idle := len(d.shares().byID) == 0 && len(g.fixes) == 0
 	g.mu.Unlock()
 	if idle {
@@ -176,8 +189,10 @@ func (d *Drive) resealStale(ops []cache.JournalOp) {
 }
 
 // resealOps seals again the records of ops of an older generation that
-// have no re-sealed form yet, and returns the hashes of all of ops' records
-// of an older generation.
+// have no re-sealed form under the current one yet (none, or one of a
+// generation rotated since: then sealed again from the queued record, and
+// the local tree moves on from where the earlier fix put it), and returns
+// the hashes of all of ops' records of an older generation.
 func (d *Drive) resealOps(ops []cache.JournalOp) map[[32]byte]bool {
 	s := d.shares()
 	g := &d.sh.gens
@@ -191,9 +206,9 @@ func (d *Drive) resealOps(ops []cache.JournalOp) map[[32]byte]bool {
 			h := sha256.Sum256(r.b)
 			keep[h] = true
 			g.mu.Lock()
-			_, done := g.fixes[h]
+			f, had := g.fixes[h]
 			g.mu.Unlock()
-			if done {
+			if had && f.cur == cur {
 				continue
 			}
 			fix, err := d.resealRecord(s, r, old, cur)
@@ -204,12 +219,19 @@ func (d *Drive) resealOps(ops []cache.JournalOp) map[[32]byte]bool {
 			}
 			d.mu.Lock()
 			g.mu.Lock()
-			if _, done := g.fixes[h]; !done {
+			if f, had := g.fixes[h]; !had || f.cur != cur {
 				if g.fixes == nil {
 					g.fixes = map[[32]byte]genFix{}
 				}
+				var prev *genFix
+				if had {
+					prev = &f
+					if f.mac != "" {
+						fix.prev = append(slices.Clone(f.prev), f.mac)
+					}
+				}
 				g.fixes[h] = fix
-				d.applyGenFixLocked(fix)
+				d.applyGenFixLocked(fix, prev)
 			}
 			g.mu.Unlock()
 			d.mu.Unlock()
@@ -221,16 +243,24 @@ func (d *Drive) resealOps(ops []cache.JournalOp) map[[32]byte]bool {
 // applyGenFixLocked makes the local tree follow a re-sealed record: the
 // node's key id and chunks if it still names what the record named, the
 // entry's MAC (kept pending until the fix goes, so the puller does not drop
-// the entry the cloud does not have yet). Under d.mu.
-func (d *Drive) applyGenFixLocked(f genFix) {
+// the entry the cloud does not have yet). prev is the fix f replaces (of
+// a generation rotated since), whose moves f continues. Under d.mu.
+func (d *Drive) applyGenFixLocked(f genFix, prev *genFix) {
 	var m cache.Mutation
 	if f.mac != "" {
+		from := f.from
+		if prev != nil && prev.mac != "" {
+			from = prev.mac
+			d.donePending(api.BatchOp{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: prev.parent, NameMAC: prev.mac}})
+		}
 		d.pending[entryKey(f.parent, f.mac)]++
-		if e, err := d.store.Lookup(f.parent, f.from); err == nil && e.Child == f.child {
-			m.DeleteEntries = []cache.Entry{{Parent: f.parent, NameMAC: f.from}}
+		if e, err := d.store.Lookup(f.parent, from); err == nil && e.Child == f.child {
+			m.DeleteEntries = []cache.Entry{{Parent: f.parent, NameMAC: from}}
 			m.PutEntries = []cache.Entry{{Parent: f.parent, NameMAC: f.mac, Name: f.rec, Child: f.child}}
 		}
-	} else if st := d.states[f.node]; st != nil && !st.deleted && st.kid == f.old && slices.Equal(st.attrs.Chunks, f.base) {
+	} else if st := d.states[f.node]; st != nil && !st.deleted &&
+		(st.kid == f.old && slices.Equal(st.attrs.Chunks, f.base) ||
+			prev != nil && st.kid == prev.cur && slices.Equal(st.attrs.Chunks, prev.refs)) {
 		st.attrs.Chunks, st.kid = f.refs, f.cur
 		m.PutNodes = []api.Node{d.localNode(st)}
 	}
@@ -275,7 +305,7 @@ func (d *Drive) resealRecord(s *shareSet, r opRecord, old, cur meta.KeyID) (genF
 	if rec == nil {
 		return genFix{}, errNoKeys
 	}
-	return genFix{rec: rec, mac: mac, parent: r.id, child: r.child, from: r.mac}, nil
+	return genFix{rec: rec, mac: mac, parent: r.id, child: r.child, from: r.mac, old: old, cur: cur}, nil
 }
 
 // resealAttrs seals the attributes of node id (sealed, of key id old)
@@ -328,7 +358,11 @@ func (d *Drive) freshGenOp(op api.BatchOp) (api.BatchOp, bool) {
 		return f, ok
 	}
 	moved := func(parent uint64, from string, f genFix, child uint64) {
-		d.rewrite[entryKey(parent, from)] = nameRewrite{parent: parent, mac: f.mac, name: f.rec, id: child}
+		rw := nameRewrite{parent: parent, mac: f.mac, name: f.rec, id: child}
+		d.rewrite[entryKey(parent, from)] = rw
+		for _, mac := range f.prev { // ops queued after an earlier fix moved the entry
+			d.rewrite[entryKey(parent, mac)] = rw
+		}
 	}
 	changed := false
 	switch {

@@ -3,11 +3,13 @@ package fs
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
 	"kumo/internal/chunk"
 	"kumo/internal/control"
+	"kumo/internal/hostile"
 	"kumo/internal/keys"
 	"kumo/internal/meta"
 	"kumo/remote/api"
@@ -268,5 +270,86 @@ func TestShareStaleGenLaggingUnlinkOtherNode(t *testing.T) {
 	}
 	if got.ID() != na.ID() {
 		t.Fatalf("a.txt is node %d, want the new node %d", got.ID(), na.ID())
+	}
+}
+
+// TestShareStaleGenTwoRotations: a device whose change feed is held writes
+// in the folder under generation 1 after a first rotation; the cloud
+// refuses it, the drive re-seals it under generation 2 and, while that is
+// on its way, a second rotation makes generation 3 current: refused again,
+// the write is sealed again (from the queued record) under generation 3 and
+// lands. The old drive kept the generation-2 form as done and sent it again
+// for ever: the queue jammed.
+func TestShareStaleGenTwoRotations(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	carol := signupShareAcct(t, c, "carol@example.com")
+	f, _ := owner.load(t)
+	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
+		t.Fatal(err)
+	}
+	p, hold := heldFeed(t, c)
+	var batches atomic.Int32
+	p.On("POST", "/v1/batch", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		if batches.Add(1) == 2 { // the generation-2 form: a second rotation beats it
+			f, _ := owner.load(t)
+			if _, err := f.RemoveMember(req.Context(), owner.acct, "/Docs", "carol@example.com"); err != nil {
+				t.Errorf("removing carol: %v", err)
+			}
+		}
+		return next(req)
+	})
+	od := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(owner)(o)
+		o.Client = proxyClient(t, p.URL, owner.sess.Token)
+	})
+	docs := lookupDir(t, od, api.RootID, "Docs")
+	hold.Store(true)
+	f, _ = owner.load(t)
+	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const late = "written while two rotations went by\n"
+	coreFile(t, od, docs.id, "late.txt", late)
+	flushDrive(t, od)
+	if n := batches.Load(); n < 3 {
+		t.Fatalf("%d batches: the test needs the write refused twice", n)
+	}
+	od.ctl.mu.Lock()
+	refused := append([]control.RefusedOp(nil), od.ctl.refused...)
+	od.ctl.mu.Unlock()
+	if len(refused) != 0 {
+		t.Fatalf("the cloud refused the write for good: %+v", refused)
+	}
+	cur := meta.KeyID{Share: sh.ID, Gen: 3}
+	f, _ = owner.load(t)
+	n, err := f.Resolve(ctx, "/Docs/late.txt")
+	if err != nil {
+		t.Fatalf("late.txt: %v", err)
+	}
+	if k, _ := meta.RecordKeyID(n.Node.Attrs); k != cur {
+		t.Fatalf("late.txt's attributes sealed under %+v, want %+v", k, cur)
+	}
+	e, err := owner.c.Lookup(ctx, docs.id, n.NameMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := meta.RecordKeyID(e.Name); k != cur {
+		t.Fatalf("late.txt's name sealed under %+v, want %+v", k, cur)
+	}
+	if got, err := shareGet(t, owner.view(t), "/late.txt"); err != nil || string(got) != late {
+		t.Fatalf("late.txt reads %q, %v", got, err)
+	}
+	if st := lookupDir(t, od, docs.id, "late.txt"); st.kid != cur {
+		t.Fatalf("the device's late.txt: %+v, want %+v", st.kid, cur)
+	}
+	if got := coreRead(t, od, docs.id, "late.txt"); got != late {
+		t.Fatalf("the device reads late.txt: %q", got)
 	}
 }
