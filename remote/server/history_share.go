@@ -7,6 +7,14 @@ package server
 // a node outside the share, of another share, or of the share's folder from
 // before it was shared (sealed under the owner's keys). Readers read;
 // restoring is writing, which the share's write checks govern.
+//
+// A member's history starts at its floor, the later of the share's creation
+// and the member's acceptance (shareScope.histFloor): the invitation hands
+// every generation's key, and a share id used again after DELETE
+// /v1/shares finds the earlier sharing's records sealed for the same id, so
+// without the floor a new member would read what was deleted or overwritten
+// before it joined, or before the folder was shared this time. The owner
+// has no floor.
 
 import (
 	"errors"
@@ -69,6 +77,16 @@ func (m *mtx) dropShareTrash(h *histNode) error {
 	return m.tx.Delete(kHShareTrash(m.acct.ID, share, h.Until, h.Node.ID))
 }
 
+// shareAtTime is atTime for a share: a moment before the caller's floor is
+// before its history, as one before the owner's window.
+func (s *Server) shareAtTime(tx *badger.Txn, r *http.Request, sc *shareScope) (int64, error) {
+	t, err := s.atTime(tx, r, sc.owner)
+	if err == nil && t < sc.histFloor {
+		return 0, errBeforeHistory()
+	}
+	return t, err
+}
+
 func (s *Server) shareHistoryEntries(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
 	dir, err := parseNodeID(r.URL.Query().Get("parent"))
 	if err != nil {
@@ -76,7 +94,7 @@ func (s *Server) shareHistoryEntries(w http.ResponseWriter, r *http.Request, sc 
 	}
 	var out api.HistoryListResponse
 	err = s.db.View(func(tx *badger.Txn) error {
-		t, err := s.atTime(tx, r, sc.owner)
+		t, err := s.shareAtTime(tx, r, sc)
 		if err != nil {
 			return err
 		}
@@ -115,7 +133,7 @@ func (s *Server) shareHistoryNode(w http.ResponseWriter, r *http.Request, sc *sh
 	}
 	var n *api.Node
 	err = s.db.View(func(tx *badger.Txn) error {
-		t, err := s.atTime(tx, r, sc.owner)
+		t, err := s.shareAtTime(tx, r, sc)
 		if err != nil {
 			return err
 		}
@@ -142,7 +160,7 @@ func (s *Server) shareVersions(w http.ResponseWriter, r *http.Request, sc *share
 	err = s.db.View(func(tx *badger.Txn) error {
 		vs, err := versions(tx, sc.owner, id)
 		for _, v := range vs {
-			if inShare(&v.Node, sc.share) {
+			if inShare(&v.Node, sc.share) && (v.Until == 0 || v.Until >= sc.histFloor) {
 				out.Versions = append(out.Versions, v)
 			}
 		}
@@ -173,7 +191,7 @@ func (s *Server) shareTrash(w http.ResponseWriter, r *http.Request, sc *shareSco
 		p := pHShareTrash(sc.owner, sc.share)
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: p})
 		defer it.Close()
-		start := append(p, hexTime(after+1)...)
+		start := append(p, hexTime(max(after+1, sc.histFloor))...)
 		if cursor != "" {
 			start = append(p, cursor...)
 		}
@@ -189,6 +207,9 @@ func (s *Server) shareTrash(w http.ResponseWriter, r *http.Request, sc *shareSco
 			id, err2 := strconv.ParseUint(k[17:], 16, 64)
 			if err1 != nil || err2 != nil {
 				return fmt.Errorf("bad share trash key %q", k)
+			}
+			if until < sc.histFloor {
+				continue // a cursor from before the caller's floor
 			}
 			if len(out.Items) == api.MaxTrashPage {
 				last := out.Items[len(out.Items)-1]
@@ -223,7 +244,9 @@ func (s *Server) shareHistoryTimes(w http.ResponseWriter, r *http.Request, sc *s
 		if err := getJSON(tx, kAcct(sc.owner), &a); err != nil {
 			return err
 		}
-		out.From = s.histCutoff(&a, time.Now())
+		// From is the caller's floor when later: a member learns nothing of
+		// the owner's window moves (purges, quota) from before it joined.
+		out.From = max(s.histCutoff(&a, time.Now()), sc.histFloor)
 		if s.retention(&a) == 0 {
 			return nil
 		}
@@ -318,4 +341,47 @@ func (s *Server) indexShareTrash() error {
 		s.log.Info("indexed the trash of shared folders kept from before the index", "deletions", len(add)/2)
 	}
 	return nil
+}
+
+// kMemberAcceptedStamped marks a data directory whose accepted members all
+// have an acceptance time.
+func kMemberAcceptedStamped() []byte { return []byte("sys/share-member-accepted") }
+
+// stampMemberAccepted gives the members accepted before memberRec had an
+// acceptance time this start's time: once per data directory. The safe
+// side: the share's creation time would hand such a member the history from
+// before it was invited (and, for a share id used again, from an earlier
+// sharing); now hides their earlier history, which they can still read in
+// their own copies.
+func (s *Server) stampMemberAccepted() error {
+	now := time.Now().UnixNano()
+	n := 0
+	err := s.dbUpdate(func(tx *badger.Txn) error {
+		n = 0
+		if ok, err := exists(tx, kMemberAcceptedStamped()); err != nil || ok {
+			return err
+		}
+		p := []byte("smem/")
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var m memberRec
+			if err := it.Item().Value(func(b []byte) error { return jsonUnmarshal(b, &m) }); err != nil {
+				return fmt.Errorf("member record %q: %w", it.Item().Key(), err)
+			}
+			if m.State != api.MemberAccepted || m.Accepted != 0 {
+				continue
+			}
+			m.Accepted = now
+			if err := setJSON(tx, it.Item().KeyCopy(nil), m); err != nil {
+				return err
+			}
+			n++
+		}
+		return tx.Set(kMemberAcceptedStamped(), nil)
+	})
+	if err == nil && n > 0 {
+		s.log.Info("members accepted before acceptance times were kept read their shares' history from now", "members", n)
+	}
+	return err
 }

@@ -208,3 +208,101 @@ func TestShareTrashIndexBackfill(t *testing.T) {
 		t.Fatalf("trash after the backfill: %+v", tr)
 	}
 }
+
+// TestShareHistoryFloor: a member reads the share's history from when it
+// accepted, not earlier: what was overwritten or deleted before it joined
+// (versions, trash, the tree at an earlier moment, the times) stays hidden
+// from it and shown to a member that joined before. Sharing the folder
+// again under the same id after DELETE /v1/shares shows nothing of the
+// earlier sharing; a member record from before acceptance times were kept
+// is stamped at the next start.
+func TestShareHistoryFloor(t *testing.T) {
+	fx := newShareFixture(t, func(c *Config) { c.HistoryDefault = 24 * time.Hour })
+	a, w, rd, x := fx.a, fx.w, fx.rd, fx.x
+	d := fx.d.Node.ID
+	fx.accept(w)
+	// Before the reader joins: the owner overwrites F and deletes a new file E.
+	var f2 api.Node
+	a.scopedMustJSON(fx.scope, "PUT", fmt.Sprintf("/v1/nodes/%d", fx.f.Node.ID),
+		api.UpdateRequest{Version: fx.f.Node.Version, Attrs: sealedFor(fx.share, 1, 60)}, &f2)
+	var e api.Entry
+	a.scopedMustJSON(fx.scope, "POST", "/v1/nodes", fx.createReq(d, api.TypeFile, 1), &e)
+	before := time.Now().UnixNano()
+	time.Sleep(time.Millisecond)
+	a.scopedMustJSON(fx.scope, "POST", "/v1/unlink", api.UnlinkRequest{Parent: d, NameMAC: e.NameMAC}, nil)
+	time.Sleep(time.Millisecond)
+	fx.accept(rd)
+
+	see := func(u *user, versions, trash int, atOK bool) {
+		t.Helper()
+		var vr api.VersionsResponse
+		if st, code := u.scoped(fx.scope, "GET", fmt.Sprintf("/v1/history/versions/%d", fx.f.Node.ID), nil, &vr); code != "" || len(vr.Versions) != versions {
+			t.Fatalf("%s: versions of F: %d %s %+v, want %d", u.email, st, code, vr, versions)
+		}
+		var tr api.TrashResponse
+		if st, code := u.scoped(fx.scope, "GET", "/v1/history/trash", nil, &tr); code != "" || len(tr.Items) != trash {
+			t.Fatalf("%s: trash: %d %s %+v, want %d", u.email, st, code, tr, trash)
+		}
+		var hl api.HistoryListResponse
+		st, code := u.scoped(fx.scope, "GET", fmt.Sprintf("/v1/history/entries?parent=%d&at=%d", d, before), nil, &hl)
+		if atOK && (code != "" || len(hl.Entries) != 2) {
+			t.Fatalf("%s: share root before E's deletion: %d %s %+v", u.email, st, code, hl)
+		}
+		if !atOK {
+			expect(t, u.email+": share root before it joined", st, code, 410, api.CodeHistoryGone)
+			st, code = u.scoped(fx.scope, "GET", fmt.Sprintf("/v1/history/nodes/%d?at=%d", e.Node.ID, before), nil, nil)
+			expect(t, u.email+": E before it joined", st, code, 410, api.CodeHistoryGone)
+		}
+		var ht api.HistoryTimesResponse
+		if u.scopedMustJSON(fx.scope, "GET", "/v1/history/times", nil, &ht); (ht.From <= before) != atOK {
+			t.Fatalf("%s: history from %d, the deletion's moment %d", u.email, ht.From, before)
+		}
+	}
+	see(a, 2, 1, true)
+	see(w, 2, 1, true)
+	see(rd, 1, 0, false)
+	// The cursor of a page cannot reach back either.
+	var tr api.TrashResponse
+	rd.scopedMustJSON(fx.scope, "GET", "/v1/history/trash?cursor="+hexTime(0)+"/"+fmt.Sprintf("%016x", 0), nil, &tr)
+	if len(tr.Items) != 0 {
+		t.Fatalf("reader's trash from a cursor before it joined: %+v", tr)
+	}
+
+	// Shared again under the same id: a member of the new sharing sees
+	// nothing of the earlier one.
+	sid := api.FormatShareID(fx.share)
+	a.must("DELETE", "/v1/shares/"+sid, nil, nil)
+	a.must("POST", "/v1/shares", api.CreateShareRequest{Share: fx.share, Root: d, Generation: 1, Roster: []byte("again")}, nil)
+	a.must("POST", "/v1/shares/"+sid+"/members", api.ShareMemberRequest{Email: x.email, Role: api.RoleReader,
+		Wrapped: []api.ShareWrapped{{Generation: 1, Blob: []byte("secret for x")}}, Roster: []byte("again")}, nil)
+	x.must("POST", "/v1/shares/accept", api.ShareAcceptRequest{OwnerID: a.id, Share: fx.share}, nil)
+	see(x, 1, 0, false)
+
+	// A member accepted before acceptance times were kept: stamped at the
+	// next start (the safe side), so it too sees nothing earlier.
+	err := fx.e.s.db.Update(func(txn *badger.Txn) error {
+		m, err := readMember(txn, a.id, fx.share, x.id)
+		if err != nil || m == nil || m.Accepted == 0 {
+			return fmt.Errorf("x's member record %+v: %v", m, err)
+		}
+		m.Accepted = 0
+		if err := setJSON(txn, kShareMember(a.id, fx.share, x.id), m); err != nil {
+			return err
+		}
+		return txn.Delete(kMemberAcceptedStamped())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.e.reopen()
+	see(x, 1, 0, false)
+	if err := fx.e.s.db.View(func(txn *badger.Txn) error {
+		m, err := readMember(txn, a.id, fx.share, x.id)
+		if err == nil && (m == nil || m.Accepted == 0) {
+			err = fmt.Errorf("x's member record not stamped: %+v", m)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -193,6 +193,10 @@ func New(cfg Config) (*Server, error) {
 		db.Close()
 		return nil, fmt.Errorf("server: index the trash of shared folders: %w", err)
 	}
+	if err := s.stampMemberAccepted(); err != nil { // history_share.go
+		db.Close()
+		return nil, fmt.Errorf("server: stamp shared folders' members with an acceptance time: %w", err)
+	}
 	s.vouchers = payment.NewVouchers(db, s.creditVoucher)
 	if cfg.Payments != nil {
 		pc := *cfg.Payments

@@ -56,6 +56,10 @@ type memberRec struct {
 	Role    string             `json:"role"`
 	State   string             `json:"state"`
 	Wrapped []api.ShareWrapped `json:"wrapped,omitempty"`
+	// Accepted is when the member accepted (Unix ns): its history reads
+	// start there (history_share.go). Records from before the field got
+	// the time stampMemberAccepted first ran.
+	Accepted int64 `json:"accepted,omitempty"`
 }
 
 func forbidden(msg string) *api.Error { return apiErr(http.StatusForbidden, api.CodeForbidden, msg) }
@@ -578,7 +582,9 @@ func (s *Server) shareJoin(w http.ResponseWriter, r *http.Request, acct string, 
 			}
 			return tx.Delete(kShareMember(req.OwnerID, req.Share, acct))
 		}
-		m.State = api.MemberAccepted
+		if m.State != api.MemberAccepted {
+			m.State, m.Accepted = api.MemberAccepted, time.Now().UnixNano()
+		}
 		return setJSON(tx, kShareMember(req.OwnerID, req.Share, acct), m)
 	})
 	if err != nil {

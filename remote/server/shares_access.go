@@ -24,6 +24,10 @@ type shareScope struct {
 	share         uint64
 	gen           uint32 // the share's current key generation
 	role          string // the owner counts as a writer
+	// histFloor (Unix ns) is where a member's history reads start: the
+	// later of the share's creation and the member's acceptance (0 for the
+	// owner). history_share.go.
+	histFloor int64
 }
 
 func (sc *shareScope) isOwner() bool { return sc.caller == sc.owner }
@@ -129,6 +133,7 @@ func loadScope(tx *badger.Txn, caller, owner string, share uint64) (*shareScope,
 		return nil, forbidden("not a member of this share (or it is no longer shared): accept an invitation first")
 	}
 	sc.role = m.Role
+	sc.histFloor = max(sh.Created.UnixNano(), m.Accepted)
 	return sc, nil
 }
 
