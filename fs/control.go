@@ -525,7 +525,8 @@ func (d *Drive) badCommand(line, shown string, err error) {
 //   - ENOTSUP: topup on a server that does not take Bitcoin (it sells
 //     nothing, so the operation is not supported there; vouchers still work);
 //   - EAGAIN: too many unpaid invoices open;
-//   - EBUSY: a link while another is being made;
+//   - EBUSY: a link while another is being made, a restore while another
+//     runs (last_command keeps showing the running one);
 //   - EIO: the cloud could not be reached or failed.
 //
 // Blank lines are ignored. The outcome shows as last_command in the report.
@@ -577,7 +578,10 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 		msg = fmt.Sprintf("sync started: %d files and %d tree operations queued", files, ops)
 	case control.CmdRestore:
 		if !d.restoring.CompareAndSwap(false, true) {
-			return d.commandFailed(shown, errors.New("a restore is running: wait for it (see last command in "+control.FileText+")"))
+			// last_command keeps the running restore's progress: a refusal
+			// shown there would hide what it asks the user to wait for.
+			d.log.Warn("control file: refused, a restore is running: wait for it (its progress is the last command in "+control.FileText+")", "command", shown)
+			return syscall.EBUSY
 		}
 		go d.restore(cmd, shown) // history.go: minutes for a big tree; progress in .kumo
 		return 0

@@ -3,6 +3,7 @@ package fs
 import (
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,5 +99,25 @@ func TestCoreUnlinkDropsInlineAtOnce(t *testing.T) {
 	}
 	if k := inlineOf(); k != 0 {
 		t.Fatalf("%d removed files still have inline data in the store after unlink returned", k)
+	}
+}
+
+// A second restore asked for while one runs is refused with EBUSY, and the
+// control file keeps showing the running restore's progress (the refusal
+// used to take its place as the last command, hiding what it said to wait
+// for).
+func TestCoreSecondRestoreBusy(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	d := coreDrive(t, c)
+	d.ctl.running("restore /Docs 2h", "3 of 10 entries")
+	d.restoring.Store(true)
+	if e := d.runCommand("restore /Other 2026-12-05T10:00:00Z"); e != syscall.EBUSY {
+		t.Fatalf("second restore: %v, want EBUSY", e)
+	}
+	d.ctl.mu.Lock()
+	last := *d.ctl.last
+	d.ctl.mu.Unlock()
+	if !last.Running || last.Command != "restore /Docs 2h" || last.Message != "3 of 10 entries" {
+		t.Fatalf("last command after the refusal: %+v, want the running restore", last)
 	}
 }
