@@ -164,7 +164,7 @@ func (d *Drive) entryOut(st *nodeState, out *fuse.EntryOut) {
 func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	n.d.noteForeground()
 	d := n.d
-	if reserved(n.id, name) || name == HistoryDirName && d.isMember() && n.id == d.rootID() {
+	if d.reserved(n.id, name) {
 		if name == HistoryDirName { // a joined share's: MNT/Shared/NAME/.kumo-history
 			return d.lookupHistory(ctx, n, out) // history.go
 		}

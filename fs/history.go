@@ -272,7 +272,7 @@ func (s *snapNode) list(ctx context.Context) (map[string]*snapNode, []string, sy
 			bad[e.NameMAC] = true
 			continue
 		}
-		if s.st.id == api.RootID && reserved(api.RootID, string(name)) {
+		if s.d.reserved(s.st.id, string(name)) {
 			continue
 		}
 		if _, dup := m[string(name)]; dup {

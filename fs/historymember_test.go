@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -163,5 +164,73 @@ func TestCoreShareMemberHistoryOtherShare(t *testing.T) {
 	n.ID = docs.rootID() // even under Docs's root id: bound to Other's, and of another share
 	if _, e := docs.snapNode(n, at.UnixNano()); e != syscall.EIO {
 		t.Fatalf("Other's root record in Docs's drive: %v, want EIO", e)
+	}
+}
+
+// TestCoreShareMemberHistoryReserved: at a joined folder's root the history
+// view's name is the drive's own, as the control files are at the account's
+// root: bob's drive refuses to create it, rename to or from it, hard-link
+// or remove it (EPERM; nothing reaches the cloud), and a real entry of that
+// name the owner made is not listed (its lookup is the view). Fails on the
+// old code (only lookup knew the name: the rename made a real directory).
+func TestCoreShareMemberHistoryReserved(t *testing.T) {
+	ctx := context.Background()
+	c := startCloudConfig(t, server.Config{DataDir: t.TempDir(), DefaultQuota: 1 << 40, HistoryDefault: 24 * time.Hour})
+	owner, bob := sharedDocs(t, c)
+	d := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(bob)(o)
+		o.Session, o.Client, o.SharedDir = bob.sess, bob.c, "Shared"
+	})
+	docs, e := d.memberByName(ctx, "Docs")
+	if e != 0 {
+		t.Fatalf("Shared/Docs: %v", e)
+	}
+	root := docs.rootID()
+	a := lookupDir(t, docs, root, "a.txt")
+	lookupDir(t, docs, root, "sub")
+	if _, e := docs.create(root, newNode{name: HistoryDirName, mode: syscall.S_IFDIR | 0o755}); e != syscall.EPERM {
+		t.Fatalf("mkdir Shared/Docs/%s: %v, want EPERM", HistoryDirName, e)
+	}
+	if e := docs.rename(root, "sub", root, HistoryDirName, 0); e != syscall.EPERM {
+		t.Fatalf("mv sub Shared/Docs/%s: %v, want EPERM", HistoryDirName, e)
+	}
+	if e := docs.rename(root, HistoryDirName, root, "x", 0); e != syscall.EPERM {
+		t.Fatalf("mv Shared/Docs/%s x: %v, want EPERM", HistoryDirName, e)
+	}
+	if _, e := docs.link(a.id, root, HistoryDirName); e != syscall.EPERM {
+		t.Fatalf("ln a.txt Shared/Docs/%s: %v, want EPERM", HistoryDirName, e)
+	}
+	if e := docs.unlink(root, HistoryDirName, true); e != syscall.EPERM {
+		t.Fatalf("rmdir Shared/Docs/%s: %v, want EPERM", HistoryDirName, e)
+	}
+	flushDrive(t, d)
+	ov := owner.view(t)
+	if _, err := ov.Resolve(ctx, "/"+HistoryDirName); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("the owner's /Docs/%s after bob's refused calls: %v", HistoryDirName, err)
+	}
+	if _, err := ov.Resolve(ctx, "/sub/b.txt"); err != nil {
+		t.Fatalf("the owner's /Docs/sub after bob's refused rename: %v", err)
+	}
+
+	// The owner's real entry of that name is not in bob's listing.
+	owner.put(t, ov, "/"+HistoryDirName+"/x.txt", []byte("owner's\n"))
+	owner.put(t, ov, "/after.txt", []byte("after\n"))
+	var names []string
+	waitUntil(t, 10*time.Second, "the owner's after.txt in bob's drive", func() error {
+		es, e := docs.list(root)
+		if e != 0 {
+			t.Fatalf("list Shared/Docs: %v", e)
+		}
+		names = names[:0]
+		for _, de := range es {
+			names = append(names, de.name)
+		}
+		if !slices.Contains(names, "after.txt") {
+			return fmt.Errorf("listed %v", names)
+		}
+		return nil
+	})
+	if slices.Contains(names, HistoryDirName) {
+		t.Fatalf("Shared/Docs lists a real %s: %v", HistoryDirName, names)
 	}
 }

@@ -371,7 +371,14 @@ func validName(name string) syscall.Errno {
 	return 0
 }
 
-func reserved(parent uint64, name string) bool {
+// reserved reports whether name in parent is one of the drive's own files,
+// which no call may create, remove, rename or list as an entry: the control
+// files and history view at the account's root, and the history view at a
+// joined share's root (MNT/Shared/NAME/.kumo-history).
+func (d *Drive) reserved(parent uint64, name string) bool {
+	if d.isMember() {
+		return parent == d.mem.root && name == HistoryDirName
+	}
 	return parent == api.RootID && slices.Contains(ReservedNames, name)
 }
 
@@ -450,7 +457,7 @@ func (d *Drive) create(parent uint64, n newNode) (*nodeState, syscall.Errno) {
 	if e := validName(n.name); e != 0 {
 		return nil, e
 	}
-	if reserved(parent, n.name) {
+	if d.reserved(parent, n.name) {
 		return nil, syscall.EPERM
 	}
 	if e := d.checkDisk(nodeDiskCost); e != 0 {
@@ -511,7 +518,7 @@ func (d *Drive) create(parent uint64, n newNode) (*nodeState, syscall.Errno) {
 
 // unlink removes an entry (rmdir with dir).
 func (d *Drive) unlink(parent uint64, name string, dir bool) syscall.Errno {
-	if reserved(parent, name) {
+	if d.reserved(parent, name) {
 		return syscall.EPERM
 	}
 	d.mu.Lock()
@@ -656,7 +663,7 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 	if e := validName(n2); e != 0 {
 		return e
 	}
-	if reserved(p2, n2) || reserved(p1, n1) {
+	if d.reserved(p2, n2) || d.reserved(p1, n1) {
 		return syscall.EPERM
 	}
 	d.mu.Lock()
@@ -836,7 +843,7 @@ func (d *Drive) link(id, parent uint64, name string) (*nodeState, syscall.Errno)
 	if e := validName(name); e != 0 {
 		return nil, e
 	}
-	if reserved(parent, name) {
+	if d.reserved(parent, name) {
 		return nil, syscall.EPERM
 	}
 	d.mu.Lock()
@@ -976,7 +983,7 @@ func (d *Drive) list(dir uint64) ([]dirEnt, syscall.Errno) {
 			d.authFailure("entry name fails authentication", "parent", dir, "child", e.Child, "name_mac", e.NameMAC, "err", err)
 			continue
 		}
-		if reserved(dir, string(name)) {
+		if d.reserved(dir, string(name)) {
 			continue
 		}
 		out = append(out, dirEnt{name: string(name), id: e.Child, mode: st.attrs.Mode})
