@@ -22,6 +22,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 
@@ -32,6 +33,9 @@ import (
 )
 
 var (
+	// errCannotReseal marks a failure that trying again cannot mend: the op
+	// is refused for good (resolveStaleGen) and the queue goes on.
+	errCannotReseal = errors.New("cannot be sealed again under the shared folder's current key generation")
 	errNotOwnRecord = errors.New("the record is signed by another account: only this account's own records are sealed again")
 	errNoChild      = errors.New("the name's node is not known")
 	errNoKeys       = errors.New("no keys of the share's current generation")
@@ -122,7 +126,9 @@ func (s *shareSet) staleKID(b []byte) (old, cur meta.KeyID, ok bool) {
 // queued, to be sealed again before the next push (resealStale). An op this
 // drive cannot seal again (an exchange, whose names stay at their MACs, or
 // one that is still of the current generation as the cloud lists it) is
-// refused for good.
+// refused for good, and so is one whose re-seal fails for a reason trying
+// again cannot mend (another account's record, its node gone, its chunks
+// gone from the cloud: not transientErr), so that later ops go on.
 func (d *Drive) resolveStaleGen(ctx context.Context, op api.BatchOp, e *api.Error) bool {
 	d.log.Info("cloud refused a record sealed under an older key generation of a shared folder: loading the shares again to seal it under the current one",
 		"op", op.Op, "err", e)
@@ -132,10 +138,12 @@ func (d *Drive) resolveStaleGen(ctx context.Context, op api.BatchOp, e *api.Erro
 	}
 	s := d.shares()
 	fixable, stale := true, false
+	var stales [][32]byte
 	for _, r := range opRecords(op) {
 		if _, _, ok := s.staleKID(r.b); ok {
 			stale = true
 			fixable = fixable && !r.inSitu
+			stales = append(stales, sha256.Sum256(r.b))
 		}
 	}
 	if stale && fixable {
@@ -149,7 +157,19 @@ func (d *Drive) resolveStaleGen(ctx context.Context, op api.BatchOp, e *api.Erro
 		if len(head) == 0 {
 			head = []cache.JournalOp{{Op: op}}
 		}
-		d.resealOps(head)
+		_, errs := d.resealOps(head)
+		for _, h := range stales {
+			err := errs[h]
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, errCannotReseal) && transientErr(err) {
+				return false // the cloud unreachable or busy: tried again
+			}
+			d.noteRefused(op, &api.Error{Code: e.Code, Message: fmt.Sprintf("%s, and %v", e.Message, err)}, keptUndone)
+			d.refreshLater(op)
+			return true
+		}
 		return false
 	}
 	d.noteRefused(op, e, keptUndone)
@@ -173,7 +193,7 @@ func (d *Drive) resealStale(ops []cache.JournalOp) {
 	if idle {
 		return
 	}
-	keep := d.resealOps(ops)
+	keep, _ := d.resealOps(ops)
 	d.mu.Lock()
 	g.mu.Lock()
 	for h, f := range g.fixes {
@@ -192,11 +212,12 @@ func (d *Drive) resealStale(ops []cache.JournalOp) {
 // have no re-sealed form under the current one yet (none, or one of a
 // generation rotated since: then sealed again from the queued record, and
 // the local tree moves on from where the earlier fix put it), and returns
-// the hashes of all of ops' records of an older generation.
-func (d *Drive) resealOps(ops []cache.JournalOp) map[[32]byte]bool {
+// the hashes of all of ops' records of an older generation, and the
+// failures, by the hash of the record as queued and of its earlier fix.
+func (d *Drive) resealOps(ops []cache.JournalOp) (keep map[[32]byte]bool, errs map[[32]byte]error) {
 	s := d.shares()
 	g := &d.sh.gens
-	keep := map[[32]byte]bool{}
+	keep, errs = map[[32]byte]bool{}, map[[32]byte]error{}
 	for _, jo := range ops {
 		for _, r := range opRecords(jo.Op) {
 			old, cur, ok := s.staleKID(r.b)
@@ -213,6 +234,10 @@ func (d *Drive) resealOps(ops []cache.JournalOp) map[[32]byte]bool {
 			}
 			fix, err := d.resealRecord(s, r, old, cur)
 			if err != nil {
+				errs[h] = err
+				if had {
+					errs[sha256.Sum256(f.rec)] = err
+				}
 				d.log.Warn("sealing a queued record again under the shared folder's current key generation failed; will retry",
 					"op", jo.Op.Op, "node", r.id, "generation", cur.Gen, "err", err)
 				continue
@@ -237,7 +262,7 @@ func (d *Drive) resealOps(ops []cache.JournalOp) map[[32]byte]bool {
 			d.mu.Unlock()
 		}
 	}
-	return keep
+	return keep, errs
 }
 
 // applyGenFixLocked makes the local tree follow a re-sealed record: the
@@ -275,17 +300,17 @@ func (d *Drive) applyGenFixLocked(f genFix, prev *genFix) {
 func (d *Drive) resealRecord(s *shareSet, r opRecord, old, cur meta.KeyID) (genFix, error) {
 	sealed, signer, _, err := keys.SplitRecord(r.b)
 	if err != nil {
-		return genFix{}, err
+		return genFix{}, fmt.Errorf("%w: %w", errCannotReseal, err)
 	}
 	if d.o.Identity == nil || signer != keys.SignerOf(d.o.Identity.Public.Sign) {
-		return genFix{}, errNotOwnRecord
+		return genFix{}, fmt.Errorf("%w: %w", errCannotReseal, errNotOwnRecord)
 	}
 	if r.attrs {
 		return d.resealAttrs(s, r.id, sealed, old, cur)
 	}
 	if !r.known {
 		if r.child == 0 {
-			return genFix{}, errNoChild
+			return genFix{}, fmt.Errorf("%w: %w", errCannotReseal, errNoChild)
 		}
 		d.mu.Lock()
 		st, err := d.stateLocked(r.child)
@@ -294,16 +319,16 @@ func (d *Drive) resealRecord(s *shareSet, r opRecord, old, cur meta.KeyID) (genF
 		}
 		d.mu.Unlock()
 		if err != nil {
-			return genFix{}, err
+			return genFix{}, fmt.Errorf("%w: the name's node %d: %w", errCannotReseal, r.child, err)
 		}
 	}
 	name, err := s.sealer.OpenName(r.id, r.child, r.kind, r.mac, sealed)
 	if err != nil {
-		return genFix{}, err
+		return genFix{}, fmt.Errorf("%w: %w", errCannotReseal, err)
 	}
 	mac, rec := d.sealName(cur, r.id, r.child, r.kind, string(name))
 	if rec == nil {
-		return genFix{}, errNoKeys
+		return genFix{}, fmt.Errorf("%w: %w", errCannotReseal, errNoKeys)
 	}
 	return genFix{rec: rec, mac: mac, parent: r.id, child: r.child, from: r.mac, old: old, cur: cur}, nil
 }
@@ -313,7 +338,7 @@ func (d *Drive) resealRecord(s *shareSet, r opRecord, old, cur meta.KeyID) (genF
 func (d *Drive) resealAttrs(s *shareSet, id uint64, sealed []byte, old, cur meta.KeyID) (genFix, error) {
 	a, err := s.sealer.OpenAttrs(id, sealed)
 	if err != nil {
-		return genFix{}, err
+		return genFix{}, fmt.Errorf("%w: %w", errCannotReseal, err)
 	}
 	base := a.Chunks
 	refs := base
@@ -330,7 +355,7 @@ func (d *Drive) resealAttrs(s *shareSet, id uint64, sealed []byte, old, cur meta
 	a.Chunks = refs
 	rec := d.sealAttrs(cur, id, meta.Rev(sealed), a)
 	if rec == nil {
-		return genFix{}, errNoKeys
+		return genFix{}, fmt.Errorf("%w: %w", errCannotReseal, errNoKeys)
 	}
 	ch := chunkHex(refs)
 	if ch == nil {

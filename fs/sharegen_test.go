@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	"kumo/cache"
 	"kumo/internal/chunk"
 	"kumo/internal/control"
 	"kumo/internal/hostile"
@@ -351,5 +352,72 @@ func TestShareStaleGenTwoRotations(t *testing.T) {
 	}
 	if got := coreRead(t, od, docs.id, "late.txt"); got != late {
 		t.Fatalf("the device reads late.txt: %q", got)
+	}
+}
+
+// TestShareStaleGenUnfixableRefused: a device that has not seen a rotation
+// holds a queued change whose record it cannot seal again (signed by
+// another identity than this account's: the drive vouches for its own
+// writes only), then a write of its own. The cloud refuses both as stale;
+// the first is refused for good (shown in .kumo), the second is sealed
+// again and lands. The old drive kept the first queued for ever, and the
+// write behind it never went.
+func TestShareStaleGenUnfixableRefused(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	p, hold := heldFeed(t, c)
+	od := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(owner)(o)
+		o.Client = proxyClient(t, p.URL, owner.sess.Token)
+	})
+	docs := lookupDir(t, od, api.RootID, "Docs")
+	a := lookupDir(t, od, docs.id, "a.txt")
+	hold.Store(true)
+	f, _ := owner.load(t)
+	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	other, err := keys.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	od.mu.Lock()
+	attrs := a.attrs
+	attrs.Mode = attrs.Mode&^0o777 | 0o600
+	sealed, err := od.shares().sealer.SealAttrsAs(a.kid, a.id, a.rev+1, &attrs)
+	if err == nil {
+		sealed, err = keys.SignRecord(other, keys.RecordAttrs, a.id, nil, sealed)
+	}
+	if err == nil {
+		err = od.apply(cache.Mutation{Journal: []api.BatchOp{{Op: api.OpUpdate, ID: a.id,
+			Update: &api.UpdateRequest{Version: a.version, Attrs: sealed, Chunks: chunkHex(a.attrs.Chunks)}}}})
+	}
+	od.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const late = "written behind a change that cannot be sealed again\n"
+	coreFile(t, od, docs.id, "late.txt", late)
+	flushDrive(t, od)
+
+	od.ctl.mu.Lock()
+	refused := append([]control.RefusedOp(nil), od.ctl.refused...)
+	od.ctl.mu.Unlock()
+	if len(refused) != 1 {
+		t.Fatalf("refused for good: %+v, want the other identity's update alone", refused)
+	}
+	f, _ = owner.load(t)
+	n, err := f.Resolve(ctx, "/Docs/late.txt")
+	if err != nil {
+		t.Fatalf("late.txt, queued behind the refused change: %v", err)
+	}
+	if k, _ := meta.RecordKeyID(n.Node.Attrs); k != (meta.KeyID{Share: sh.ID, Gen: 2}) {
+		t.Fatalf("late.txt sealed under %+v, want generation 2", k)
+	}
+	if n, err := f.Resolve(ctx, "/Docs/a.txt"); err != nil || n.Attrs.Mode&0o777 == 0o600 {
+		t.Fatalf("a.txt: %v, mode %o: the other identity's change must not land", err, n.Attrs.Mode)
 	}
 }
