@@ -352,6 +352,7 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 			d.donePending(op)
 		}
 		d.unsent.acked(ops[:n])
+		d.pruneGenFixesLocked(ops[n:]) // sharegen.go
 		d.mu.Unlock()
 	}
 	return retry, err

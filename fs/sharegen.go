@@ -181,7 +181,7 @@ func (d *Drive) resolveStaleGen(ctx context.Context, op api.BatchOp, e *api.Erro
 // records of ops (the journal's head) sealed under an older one, and keeps
 // them for freshGenOp; the local tree follows (the node's key id and chunks,
 // the entry's MAC), and forgets the re-sealed forms of records no longer
-// queued in ops (sent). Not under d.mu: chunks are read and uploaded. A
+// queued in ops (sent; pushOnce also prunes at each ack). Not under d.mu: chunks are read and uploaded. A
 // record that cannot be sealed again now is sent as it is (the cloud refuses
 // it again, and it is tried again).
 func (d *Drive) resealStale(ops []cache.JournalOp) {
@@ -193,19 +193,41 @@ func (d *Drive) resealStale(ops []cache.JournalOp) {
 	if idle {
 		return
 	}
-	keep, _ := d.resealOps(ops)
+	d.resealOps(ops)
 	d.mu.Lock()
+	d.pruneGenFixesLocked(ops)
+	d.mu.Unlock()
+}
+
+// pruneGenFixesLocked forgets the re-sealed forms of records no longer
+// queued in rest (the journal's ops still to send: sent, or refused for
+// good), releasing the pending mark of a name's new MAC so the puller
+// follows the cloud's changes to the entry again. Called when ops are
+// acked as well as before a push: after the last one no push runs. Under
+// d.mu.
+func (d *Drive) pruneGenFixesLocked(rest []cache.JournalOp) {
+	g := &d.sh.gens
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.fixes) == 0 {
+		return
+	}
+	queued := map[[32]byte]bool{}
+	for _, jo := range rest {
+		for _, r := range opRecords(jo.Op) {
+			if len(r.b) > 0 {
+				queued[sha256.Sum256(r.b)] = true
+			}
+		}
+	}
 	for h, f := range g.fixes {
-		if !keep[h] { // sent, or no longer queued
+		if !queued[h] {
 			delete(g.fixes, h)
 			if f.mac != "" {
 				d.donePending(api.BatchOp{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: f.parent, NameMAC: f.mac}})
 			}
 		}
 	}
-	g.mu.Unlock()
-	d.mu.Unlock()
 }
 
 // resealOps seals again the records of ops of an older generation that

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"kumo/cache"
 	"kumo/internal/chunk"
@@ -419,5 +420,53 @@ func TestShareStaleGenUnfixableRefused(t *testing.T) {
 	}
 	if n, err := f.Resolve(ctx, "/Docs/a.txt"); err != nil || n.Attrs.Mode&0o777 == 0o600 {
 		t.Fatalf("a.txt: %v, mode %o: the other identity's change must not land", err, n.Attrs.Mode)
+	}
+}
+
+// TestShareStaleGenPrunedOnAck: after a re-sealed write lands and nothing
+// else is queued, the entry at its new name MAC follows the cloud again: a
+// delete by another device is seen. The old drive kept the entry marked
+// pending (pruned only at the start of a next push, which never came), so
+// the puller skipped the change and the file stayed.
+func TestShareStaleGenPrunedOnAck(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	p, hold := heldFeed(t, c)
+	od := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(owner)(o)
+		o.Client = proxyClient(t, p.URL, owner.sess.Token)
+	})
+	docs := lookupDir(t, od, api.RootID, "Docs")
+	hold.Store(true)
+	f, _ := owner.load(t)
+	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	coreFile(t, od, docs.id, "late.txt", "re-sealed, then deleted elsewhere\n")
+	flushDrive(t, od)
+	hold.Store(false)
+
+	f, _ = owner.load(t)
+	n, err := f.Resolve(ctx, "/Docs/late.txt")
+	if err != nil {
+		t.Fatalf("late.txt: %v", err)
+	}
+	if k, _ := meta.RecordKeyID(n.Node.Attrs); k.Gen != 2 {
+		t.Fatalf("late.txt sealed under %+v, want generation 2", k)
+	}
+	if err := owner.c.Unlink(ctx, api.UnlinkRequest{Parent: docs.id, NameMAC: n.NameMAC}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, e := od.lookupForTest(docs.id, "late.txt")
+		if e == syscall.ENOENT {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the drive still lists late.txt 15 s after another device deleted it (lookup: %v)", e)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
