@@ -297,7 +297,7 @@ func trashCommand() *cli.Command {
 				}
 				paths = []string{c.Args().First()}
 			}
-			return withHistoryFS(c, paths, func(ctx context.Context, fsys *pathops.FS, _ []string, prefix string) error {
+			return historyFS(c, paths, true, func(ctx context.Context, fsys *pathops.FS, _ []string, prefix string) error {
 				items, err := fsys.Trash(ctx)
 				if err != nil {
 					return err

@@ -29,20 +29,35 @@ func sharedName(p string) (name, rest string, ok bool) {
 }
 
 // withHistoryFS runs do on the tree that holds paths: the account's own,
-// or, when the first is under /Shared/NAME and the account joined a folder
-// of that name, that folder's view, with every path made relative to it
-// (an empty path stays empty). prefix is what to put before a path of the
-// view to show it ("/Shared/NAME"; "" for the own tree). A real /Shared
-// folder of the account's own tree is used when no folder is joined, as
-// kumo ls does.
+// or, when a path is under /Shared/NAME and the account joined a folder of
+// that name, that folder's view, with every path made relative to it (an
+// empty path stays empty). All non-empty paths must then be in that folder:
+// a restore never crosses between trees (copy with kumo get and put).
+// prefix is what to put before a path of the view to show it
+// ("/Shared/NAME"; "" for the own tree). A real /Shared folder of the
+// account's own tree is used when no folder is joined, as kumo ls does.
 func withHistoryFS(c *cli.Context, paths []string, do func(ctx context.Context, fsys *pathops.FS, paths []string, prefix string) error) error {
+	return historyFS(c, paths, false, do)
+}
+
+// historyFS is withHistoryFS; with shareOnly, the paths must name a joined
+// folder even when none is joined (kumo trash /Shared/NAME: the own tree's
+// trash is not what was asked for).
+func historyFS(c *cli.Context, paths []string, shareOnly bool, do func(ctx context.Context, fsys *pathops.FS, paths []string, prefix string) error) error {
 	var name string
 	var ok bool
-	if len(paths) > 0 {
-		name, _, ok = sharedName(paths[0])
+	for _, p := range paths {
+		if p != "" {
+			if name, _, ok = sharedName(p); ok {
+				break
+			}
+		}
+	}
+	own := func() error {
+		return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error { return do(ctx, fsys, paths, "") })
 	}
 	if !ok {
-		return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error { return do(ctx, fsys, paths, "") })
+		return own()
 	}
 	ctx, stop := interruptible(c)
 	defer stop()
@@ -51,16 +66,12 @@ func withHistoryFS(c *cli.Context, paths []string, do func(ctx context.Context, 
 		return err
 	}
 	byName := ss.shares.JoinedByDirName()
-	if len(byName) == 0 {
-		return withFiles(c, func(ctx context.Context, fsys *pathops.FS) error { return do(ctx, fsys, paths, "") })
+	if len(byName) == 0 && !shareOnly {
+		return own()
 	}
 	sh := byName[name]
 	if sh == nil {
 		return fmt.Errorf("/%s/%s: no folder of that name is shared with you (kumo shares lists them)", sharedDirName, name)
-	}
-	v, err := ss.home.View(sh)
-	if err != nil {
-		return explain(err, ss.s)
 	}
 	prefix := "/" + sharedDirName + "/" + name
 	rel := make([]string, len(paths))
@@ -73,6 +84,10 @@ func withHistoryFS(c *cli.Context, paths []string, do func(ctx context.Context, 
 			return fmt.Errorf("%s is not in the shared folder %s: a restore stays in one folder (copy with kumo get and put)", p, prefix)
 		}
 		rel[i] = r
+	}
+	v, err := ss.home.View(sh)
+	if err != nil {
+		return explain(err, ss.s)
 	}
 	return explain(do(ctx, v, rel, prefix), ss.s)
 }

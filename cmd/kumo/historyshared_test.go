@@ -109,6 +109,8 @@ func TestCLISharedHistory(t *testing.T) {
 	bob.ok("share", "accept", "alice@example.com/Docs")
 	carol.ok("share", "accept", "alice@example.com/Docs")
 	rmrf(t, aliceCfg, "/private.txt") // in alice's trash, never in the folder's
+	os.WriteFile(filepath.Join(src, "mine.txt"), []byte("bob's own\n"), 0o644)
+	bob.ok("put", filepath.Join(src, "mine.txt"), "/mine.txt")
 
 	time.Sleep(20 * time.Millisecond)
 	at := time.Now().UTC().Format(time.RFC3339Nano)
@@ -122,7 +124,10 @@ func TestCLISharedHistory(t *testing.T) {
 	}
 	for who, r := range map[string]*runner{"bob": bob, "carol": carol} {
 		out := r.ok("trash", "/Shared/Docs")
-		if !regexp.MustCompile(`(?m) dir +- +/Shared/Docs/sub$`).MatchString(out) || strings.Contains(out, "private") {
+		// Only the folder's items: alice's private.txt would list as a
+		// "refused" line (sealed under her own keys), not by name.
+		if !regexp.MustCompile(`(?m) dir +- +/Shared/Docs/sub$`).MatchString(out) || strings.Contains(out, "private") ||
+			strings.Contains(out, "refused") {
 			t.Fatalf("%s's kumo trash /Shared/Docs:\n%s", who, out)
 		}
 	}
@@ -131,6 +136,15 @@ func TestCLISharedHistory(t *testing.T) {
 		t.Fatalf("bob's trash restore: %s", out)
 	}
 	bob.fails("not in the shared folder", "restore", "/Shared/Docs/big.bin", "--at", at, "--to", "/mine.bin")
+	// The other way round too: bob's own file is not restored into a real
+	// /Shared/Docs of his own tree (which his mount would hide).
+	bob.fails("not in the shared folder", "restore", "/mine.txt", "--at", at, "--to", "/Shared/Docs/mine.txt")
+	if out := bob.ok("ls", "/"); strings.Contains(out, "Shared") {
+		t.Fatalf("bob's own tree after the refused restore:\n%s", out)
+	}
+	// A folder nobody shared with alice: an error, not her own trash.
+	alice.fails("no folder of that name is shared with you", "trash", "/Shared/Docs")
+	bob.fails("no folder of that name is shared with you", "trash", "/Shared/Nope")
 	if out := bob.ok("restore", "/Shared/Docs/big.bin", "--at", at, "--force"); !strings.Contains(out, "1 updated") {
 		t.Fatalf("bob's restore: %s", out)
 	}
