@@ -470,3 +470,68 @@ func TestShareStaleGenPrunedOnAck(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestShareStaleGenMemberLagging: a writer member's drive whose change feed
+// is held writes in the folder after the owner removed another member (a
+// rotation to generation 2 it has not seen): the cloud refuses the
+// generation-1 write as stale (it answered 403 before, and the drive
+// refused the write for good and undid it), the drive loads the new secret,
+// seals the write again and it lands under generation 2.
+func TestShareStaleGenMemberLagging(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, bob := sharedDocs(t, c)
+	carol := signupShareAcct(t, c, "carol@example.com")
+	f, _ := owner.load(t)
+	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
+		t.Fatal(err)
+	}
+	p, hold := heldFeed(t, c)
+	bd := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(bob)(o)
+		o.Session, o.Client, o.SharedDir = bob.sess, proxyClient(t, p.URL, bob.sess.Token), "Shared"
+	})
+	md, e := bd.memberByName(ctx, "Docs")
+	if e != 0 {
+		t.Fatalf("bob's drive of the joined share: %v", e)
+	}
+	root := md.rootID()
+	lookupDir(t, md, root, "a.txt")
+	hold.Store(true)
+	f, _ = owner.load(t)
+	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "carol@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := md.shares().byID[sh.ID].Gen(); g != 1 {
+		t.Fatalf("bob's drive learnt of the rotation before writing (generation %d): the test needs it not to", g)
+	}
+	time.Sleep(1100 * time.Millisecond) // the account drive's shares are loaded at most once a second
+
+	const late = "written by a member that has not seen the rotation\n"
+	coreFile(t, md, root, "late.txt", late)
+	flushDrive(t, md)
+	md.ctl.mu.Lock()
+	refused := append([]control.RefusedOp(nil), md.ctl.refused...)
+	md.ctl.mu.Unlock()
+	if len(refused) != 0 {
+		t.Fatalf("the cloud refused the member's write for good: %+v", refused)
+	}
+	f, _ = owner.load(t)
+	n, err := f.Resolve(ctx, "/Docs/late.txt")
+	if err != nil {
+		t.Fatalf("late.txt: %v", err)
+	}
+	if k, _ := meta.RecordKeyID(n.Node.Attrs); k != (meta.KeyID{Share: sh.ID, Gen: 2}) {
+		t.Fatalf("late.txt sealed under %+v, want generation 2", k)
+	}
+	if got, err := shareGet(t, owner.view(t), "/late.txt"); err != nil || string(got) != late {
+		t.Fatalf("the owner reads late.txt: %q, %v", got, err)
+	}
+	if got := coreRead(t, md, root, "late.txt"); got != late {
+		t.Fatalf("bob's drive reads late.txt: %q", got)
+	}
+}

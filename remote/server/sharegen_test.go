@@ -97,9 +97,10 @@ func TestShareStaleGeneration(t *testing.T) {
 		}
 	}
 
-	// A member's rule is unchanged: any generation but the current one is 403.
+	// A member's older generation is stale too (its drive seals the write
+	// again under the new secret); a generation the share never reached is 403.
 	st, code := w.scoped(fx.scope, "POST", "/v1/nodes", fx.createReq(d, api.TypeFile, 1), nil)
-	expect(t, "writer creates under the old generation", st, code, 403, api.CodeForbidden)
+	expect(t, "writer creates under the old generation", st, code, 409, api.CodeStaleGeneration)
 	st, code = w.scoped(fx.scope, "POST", "/v1/nodes", fx.createReq(d, api.TypeFile, 3), nil)
 	expect(t, "writer creates under a future generation", st, code, 403, api.CodeForbidden)
 	w.scopedMustJSON(fx.scope, "POST", "/v1/nodes", fx.createReq(d, api.TypeFile, 2), nil)

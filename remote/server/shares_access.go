@@ -207,13 +207,19 @@ func (sc *shareScope) entryNode(tx *badger.Txn, parent uint64, mac string, code 
 }
 
 // record checks the clear header of a record a request writes: sealed for
-// this share, and by a member under the current generation (after a
-// rotation, records under older keys are refused from members; the owner
-// re-seals as it likes).
+// this share, and by a member under the current generation. After a
+// rotation a member's record under an older generation is refused as
+// stale_generation (409): the member's drive fetches the new secret and
+// seals the write again, as the owner's does (sharegen.go), so the write is
+// not lost; a generation the share never reached is forbidden. The owner
+// re-seals as it likes.
 func (sc *shareScope) record(b []byte, what string) error {
 	share, gen, ok := api.RecordShare(b)
 	if !ok || share != sc.share {
 		return forbidden(what + " not sealed for this share")
+	}
+	if !sc.isOwner() && gen < sc.gen {
+		return staleGen(share, gen, sc.gen)
 	}
 	if !sc.isOwner() && gen != sc.gen {
 		return forbidden(what + " sealed under another key generation than the share's current one: fetch the share's new secret")

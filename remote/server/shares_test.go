@@ -315,7 +315,7 @@ func TestShareRotate(t *testing.T) {
 	}
 
 	st, code = w.scoped(fx.scope, "POST", "/v1/nodes", fx.createReq(fx.d.Node.ID, api.TypeFile, 1), nil)
-	expect(t, "writer creates under the old generation", st, code, 403, api.CodeForbidden)
+	expect(t, "writer creates under the old generation", st, code, 409, api.CodeStaleGeneration)
 	if st, code := w.scoped(fx.scope, "POST", "/v1/nodes", fx.createReq(fx.d.Node.ID, api.TypeFile, 2), nil); code != "" {
 		t.Fatalf("writer creates under the new generation: %d %s", st, code)
 	}
