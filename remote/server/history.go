@@ -152,14 +152,27 @@ func (m *mtx) keepRecord(n int64) {
 }
 
 // archiveNode keeps the stored version old of a node, which ends now; trash
-// (deletions) names the entry that named it last.
-func (m *mtx) archiveNode(old *api.Node, trash *trashRec) error {
+// (deletions) names the entry that named it last; moved: only its parent
+// changed.
+func (m *mtx) archiveNode(old *api.Node, trash *trashRec, moved bool) error {
 	t := m.when()
 	if !m.history() || old.Since >= t {
 		return nil
 	}
 	m.keepRecord(attrsCharge(old.Attrs))
-	m.noteShareHour(old.Attrs)
+	if trash == nil && !moved {
+		// A deletion or a move also ends the entry, whose version notes the
+		// hour for the share its name is sealed for: a shared folder's root
+		// deleted or moved in the owner's tree is no change of the share.
+		m.noteShareHour(old.Attrs)
+	}
+	// The share's own trash index, so a member's trash listing reads the
+	// share's deletions only (history_share.go); not a shared folder's
+	// root, whose entry is the owner's.
+	share, _, _ := api.RecordShare(old.Attrs)
+	if trash == nil || !nameInShare(trash.Name, share) {
+		share = 0
+	}
 	ref := histRef{kind: refNode, id: old.ID}
 	if trash != nil {
 		ref.kind = refTrash
@@ -172,9 +185,7 @@ func (m *mtx) archiveNode(old *api.Node, trash *trashRec) error {
 	if err := m.tx.Set(kHNode(m.acct.ID, old.ID, t), histNode{Node: *old, Until: t, Trash: trash}.encode()); err != nil {
 		return err
 	}
-	if share, _, ok := api.RecordShare(old.Attrs); ok && share != 0 && trash != nil {
-		// The share's own trash index, so a member's trash listing reads
-		// the share's deletions only (history_share.go).
+	if share != 0 {
 		if err := m.tx.Set(kHShareTrash(m.acct.ID, share, t, old.ID), nil); err != nil {
 			return err
 		}

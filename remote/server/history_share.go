@@ -17,9 +17,11 @@ package server
 // has no floor.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,6 +64,21 @@ func (m *mtx) noteShareHour(rec []byte) {
 	if err := m.tx.Set(kShareHour(m.acct.ID, share, t-t%int64(time.Hour)), nil); err != nil {
 		m.err = err
 	}
+}
+
+// sameVersion reports whether two versions of a node differ at most in
+// when they were current.
+func sameVersion(a, b *api.Node) bool {
+	return a.Version == b.Version && a.Type == b.Type && a.Nlink == b.Nlink && a.Parent == b.Parent &&
+		bytes.Equal(a.Attrs, b.Attrs) && slices.Equal(a.Chunks, b.Chunks)
+}
+
+// nameInShare reports whether a sealed entry name is sealed for share (not
+// 0, the home tree): a node of a share deleted under such a name is in the
+// share's trash; a shared folder's root, named in the owner's tree, is not.
+func nameInShare(name []byte, share uint64) bool {
+	sh, _, ok := api.RecordShare(name)
+	return ok && share != 0 && sh == share
 }
 
 // dropShareTrash deletes the share trash key of a kept node version that
@@ -141,6 +158,13 @@ func (s *Server) shareHistoryNode(w http.ResponseWriter, r *http.Request, sc *sh
 		if err == nil && (n == nil || !inShare(n, sc.share)) {
 			err = notFound("node at that moment")
 		}
+		if err != nil {
+			return err
+		}
+		sh, err := readShare(tx, sc.owner, sc.share)
+		if err == nil && id == sh.Root {
+			n.Parent = 0 // where the folder was in the owner's tree is the owner's
+		}
 		return err
 	})
 	if err != nil {
@@ -158,11 +182,25 @@ func (s *Server) shareVersions(w http.ResponseWriter, r *http.Request, sc *share
 	}
 	out := api.VersionsResponse{Versions: []api.Version{}}
 	err = s.db.View(func(tx *badger.Txn) error {
+		sh, err := readShare(tx, sc.owner, sc.share)
+		if err != nil {
+			return err
+		}
 		vs, err := versions(tx, sc.owner, id)
 		for _, v := range vs {
-			if inShare(&v.Node, sc.share) && (v.Until == 0 || v.Until >= sc.histFloor) {
-				out.Versions = append(out.Versions, v)
+			if !inShare(&v.Node, sc.share) || v.Until != 0 && v.Until < sc.histFloor {
+				continue
 			}
+			if id == sh.Root {
+				// The folder's root moved in the owner's tree is no version
+				// of the share's: one version, with no parent.
+				v.Node.Parent = 0
+				if k := len(out.Versions); k > 0 && sameVersion(&out.Versions[k-1].Node, &v.Node) {
+					out.Versions[k-1].Node.Since = v.Node.Since
+					continue
+				}
+			}
+			out.Versions = append(out.Versions, v)
 		}
 		return err
 	})
@@ -223,6 +261,9 @@ func (s *Server) shareTrash(w http.ResponseWriter, r *http.Request, sc *shareSco
 			name, err := trashName(tx, sc.owner, &h)
 			if err != nil {
 				return err
+			}
+			if !nameInShare(name, sc.share) {
+				continue // the share's root, named in the owner's tree (indexed by older servers)
 			}
 			out.Items = append(out.Items, api.TrashItem{Deleted: until, Parent: h.Trash.Parent, NameMAC: h.Trash.NameMAC, Name: name, Node: h.Node})
 		}
@@ -314,7 +355,11 @@ func (s *Server) indexShareTrash() error {
 				if err := getRec(tx, kHNode(acct, ref.id, until), &h); err != nil || h.Trash == nil {
 					continue // purged
 				}
-				if share, _, ok := api.RecordShare(h.Node.Attrs); ok && share != 0 {
+				name, err := trashName(tx, acct, &h)
+				if err != nil {
+					return err
+				}
+				if share, _, ok := api.RecordShare(h.Node.Attrs); ok && nameInShare(name, share) {
 					add = append(add, kHShareTrash(acct, share, until, ref.id), kShareHour(acct, share, until-until%int64(time.Hour)))
 				}
 			}

@@ -306,3 +306,67 @@ func TestShareHistoryFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestShareHistoryRootOwnerDetails: the shared folder's root is named in
+// the owner's tree; moving it there, or deleting it, is the owner's change,
+// not the share's. A member gets no hour, no second version of the root
+// (nor its home parent) for the move, and no trash item (the owner's home
+// parent, name MAC and sealed name) for the deletion. Fails on the old code
+// (an hour and a version with the old home parent; the root in the share's
+// trash).
+func TestShareHistoryRootOwnerDetails(t *testing.T) {
+	fx := newShareFixture(t, func(c *Config) { c.HistoryDefault = 24 * time.Hour })
+	a, w := fx.a, fx.w
+	d := fx.d.Node.ID
+	fx.accept(w)
+	home := a.create(api.RootID, api.TypeDir)
+	mac := randMAC()
+	a.must("POST", "/v1/rename", api.RenameRequest{SrcParent: api.RootID, SrcNameMAC: fx.d.NameMAC, DstParent: home.Node.ID,
+		DstNameMAC: mac, Name: randBytes(20), Node: d}, nil)
+	var ht api.HistoryTimesResponse
+	if w.scopedMustJSON(fx.scope, "GET", "/v1/history/times", nil, &ht); len(ht.Hours) != 0 {
+		t.Fatalf("share's hours after the owner moved its root: %+v", ht)
+	}
+	var vr api.VersionsResponse
+	w.scopedMustJSON(fx.scope, "GET", fmt.Sprintf("/v1/history/versions/%d", d), nil, &vr)
+	if len(vr.Versions) != 1 || vr.Versions[0].Node.Parent != 0 {
+		t.Fatalf("versions of the share's root after the owner moved it: %+v", vr)
+	}
+	var n api.Node
+	w.scopedMustJSON(fx.scope, "GET", fmt.Sprintf("/v1/history/nodes/%d", d), nil, &n)
+	if n.Parent != 0 {
+		t.Fatalf("the share's root at a moment: parent %d", n.Parent)
+	}
+	var ov api.VersionsResponse
+	if a.must("GET", fmt.Sprintf("/v1/history/versions/%d", d), nil, &ov); len(ov.Versions) != 2 {
+		t.Fatalf("the owner's versions of the folder: %+v", ov)
+	}
+
+	// The owner deletes the folder (F first, through the share: the share's).
+	a.scopedMustJSON(fx.scope, "POST", "/v1/unlink", api.UnlinkRequest{Parent: d, NameMAC: fx.f.NameMAC}, nil)
+	a.must("POST", "/v1/unlink", api.UnlinkRequest{Parent: home.Node.ID, NameMAC: mac, Dir: true}, nil)
+	var tr api.TrashResponse
+	w.scopedMustJSON(fx.scope, "GET", "/v1/history/trash", nil, &tr)
+	if len(tr.Items) != 1 || tr.Items[0].Node.ID != fx.f.Node.ID {
+		t.Fatalf("share's trash after the owner deleted its root: %+v", tr)
+	}
+	if ks := keysWithPrefix(t, fx.e.s.db, pHShareTrash(a.id, fx.share)); len(ks) != 1 {
+		t.Fatalf("share trash keys: %q, want F's only", ks)
+	}
+}
+
+func keysWithPrefix(t *testing.T, db *badger.DB, p []byte) []string {
+	t.Helper()
+	var ks []string
+	if err := db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			ks = append(ks, string(it.Item().Key()))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}

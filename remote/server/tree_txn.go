@@ -63,7 +63,7 @@ func dirEmpty(tx *badger.Txn, acct string, id uint64) bool {
 func (m *mtx) changeNode(n *api.Node, change func(n *api.Node)) error {
 	old := *n
 	change(n)
-	if err := m.archiveNode(&old, nil); err != nil {
+	if err := m.archiveNode(&old, nil, old.Parent != n.Parent); err != nil {
 		return err
 	}
 	return m.putNewNode(n)
@@ -83,7 +83,7 @@ func (m *mtx) putNewNode(n *api.Node) error {
 // attributes; with history, n is kept as its last version and put in the
 // trash under its last name (parent, mac, name).
 func (m *mtx) deleteNode(n *api.Node, parent uint64, mac string, name []byte) error {
-	if err := m.archiveNode(n, &trashRec{Parent: parent, NameMAC: mac, Name: name}); err != nil {
+	if err := m.archiveNode(n, &trashRec{Parent: parent, NameMAC: mac, Name: name}, false); err != nil {
 		return err
 	}
 	if err := m.setRefs(n.Chunks, nil); err != nil {
