@@ -26,10 +26,13 @@ import (
 // cloud refuses them (stale_generation), and the drive loads the shares,
 // seals them again under generation 2 (their chunks re-encrypted) and sends
 // them: both land, the remaining reader (carol, whose view refuses
-// generation 1) reads them, and bob's generation-1 keys, given everything
-// the server holds for them (records and chunks), open nothing. With the
-// old server both landed under generation 1 (readable by bob, refused by
-// every client); with the old drive the refused writes were lost.
+// generation 1) reads them, and bob's generation-1 keys open nothing of
+// what an honest server stores for them (the records and chunks it lists).
+// A hostile server could have kept the refused generation-1 records and the
+// chunks uploaded with them (docs/API.md): this test does not claim
+// otherwise. With the old server both landed under generation 1 (readable
+// by bob, refused by every client); with the old drive the refused writes
+// were lost.
 func TestShareStaleGenOwnerDevice(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)

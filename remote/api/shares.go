@@ -45,8 +45,10 @@ var ErrCrossShare = &Error{Code: CodeCrossShare}
 // generation older than its share's current one (409), from the owner as
 // well as from members: the writer reloads the share, seals again under the
 // current generation (re-encrypting the chunks a file's attributes name) and
-// retries. Without the refusal, the owner's device that had not learnt of a
-// rotation would write bytes a removed member can read.
+// retries. The refusal keeps an honest server from storing bytes a removed
+// member can read and keeps the write from being lost; it does not protect
+// against a hostile server, which has already received the old-generation
+// chunks and records of the refused write (docs/API.md).
 const CodeStaleGeneration = "stale_generation"
 
 // ErrStaleGeneration is the sentinel of CodeStaleGeneration for errors.Is.

@@ -3,11 +3,14 @@ package server
 // Stale generations: once a share has rotated to generation G, a record
 // sealed for it under a generation below G is refused, whoever writes it
 // (the owner through its own tree as well as a member through the share's
-// scope). The owner's other device that has not yet learnt of a rotation
-// would otherwise write, after the re-seal, bytes that the removed member's
-// old keys open, and that every client refuses once the roster's lowest
-// accepted generation is raised (a lost write). The writer reloads the share
-// and seals again (docs/API.md, Shared folders).
+// scope). A device (the owner's other one, or a member's) that has not yet
+// learnt of a rotation would otherwise store, after the re-seal, bytes that
+// the removed member's old keys open, and that every client refuses once
+// the roster's lowest accepted generation is raised (a lost write). The
+// writer reloads the share and seals again (docs/API.md, Shared folders).
+// This protects against an honest server storing readable bytes, not
+// against a hostile one: the writer has already uploaded the old-generation
+// chunks and sent the records this refuses.
 
 import (
 	"errors"
