@@ -61,7 +61,17 @@ func (m *mtx) noteShareHour(rec []byte) {
 	}
 	m.shareHours[share] = true
 	t := m.when()
-	if err := m.tx.Set(kShareHour(m.acct.ID, share, t-t%int64(time.Hour)), nil); err != nil {
+	k := kShareHour(m.acct.ID, share, t-t%int64(time.Hour))
+	// Read before writing, as the account's hour is (acct.LastHour): most
+	// changes fall in an hour already noted, and a write is a new version
+	// of the key to compact away and a conflict with concurrent changes.
+	if _, err := m.tx.Get(k); err == nil {
+		return
+	} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		m.err = err
+		return
+	}
+	if err := m.tx.Set(k, nil); err != nil {
 		m.err = err
 	}
 }

@@ -370,3 +370,43 @@ func keysWithPrefix(t *testing.T, db *badger.DB, p []byte) []string {
 	}
 	return ks
 }
+
+// TestShareHourWrittenOnce: the share's hour key is written by the first
+// change of the hour only, not again by each later one (a new version of
+// the key every change). Fails on the old code (the key's version moved).
+func TestShareHourWrittenOnce(t *testing.T) {
+	fx := newShareFixture(t, func(c *Config) { c.HistoryDefault = 24 * time.Hour })
+	w := fx.w
+	fx.accept(w)
+	keyVersion := func() uint64 {
+		t.Helper()
+		var v uint64
+		if err := fx.e.s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: pShareHour(fx.a.id, fx.share)})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				v = max(v, it.Item().Version())
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	node := fx.f.Node
+	change := func() {
+		w.scopedMustJSON(fx.scope, "PUT", fmt.Sprintf("/v1/nodes/%d", node.ID),
+			api.UpdateRequest{Version: node.Version, Attrs: sealedFor(fx.share, 1, 60)}, &node)
+	}
+	change()
+	v1 := keyVersion()
+	if v1 == 0 {
+		t.Fatal("no share hour after a change")
+	}
+	change()
+	change()
+	// (One key: the changes fell in one hour; two if the hour turned.)
+	if v2 := keyVersion(); v2 != v1 && len(keysWithPrefix(t, fx.e.s.db, pShareHour(fx.a.id, fx.share))) == 1 {
+		t.Fatalf("share hour key rewritten in the same hour: version %d -> %d", v1, v2)
+	}
+}
