@@ -240,10 +240,23 @@ func (d *Drive) resealOps(ops []cache.JournalOp) (keep map[[32]byte]bool, errs m
 	s := d.shares()
 	g := &d.sh.gens
 	keep, errs = map[[32]byte]bool{}, map[[32]byte]error{}
-	for _, jo := range ops {
+	// Attributes the push leaves out (planBatch): an update followed by
+	// another of the same node, a create's followed by an update of it.
+	// Sealing them again would read and re-encrypt a file's chunks for
+	// nothing (a file saved N times, N times).
+	lastUpdate := map[uint64]int{}
+	for i, jo := range ops {
+		if jo.Op.Op == api.OpUpdate {
+			lastUpdate[jo.Op.ID] = i
+		}
+	}
+	for i, jo := range ops {
 		for _, r := range opRecords(jo.Op) {
 			old, cur, ok := s.staleKID(r.b)
 			if !ok || r.inSitu {
+				continue
+			}
+			if last, upd := lastUpdate[r.id]; r.attrs && upd && last > i {
 				continue
 			}
 			h := sha256.Sum256(r.b)

@@ -538,3 +538,45 @@ func TestShareStaleGenMemberLagging(t *testing.T) {
 		t.Fatalf("bob's drive reads late.txt: %q", got)
 	}
 }
+
+// TestShareStaleGenSupersededNotResealed: a device that has not seen a
+// rotation changes a file's mode three times (three queued updates, each
+// naming the file's chunk): the push sends only the last, so only the last
+// is sealed again, its chunk re-encrypted and uploaded once. The old drive
+// re-encrypted and uploaded it for every update.
+func TestShareStaleGenSupersededNotResealed(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	p, hold := heldFeed(t, c)
+	od := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(owner)(o)
+		o.Client = proxyClient(t, p.URL, owner.sess.Token)
+		o.QuietTime = time.Second // the three changes queue before a push
+	})
+	docs := lookupDir(t, od, api.RootID, "Docs")
+	a := lookupDir(t, od, docs.id, "a.txt")
+	hold.Store(true)
+	f, _ := owner.load(t)
+	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []uint32{0o600, 0o640, 0o604} {
+		if e := od.setAttrs(a, func(m *meta.Attrs) syscall.Errno { m.Mode = m.Mode&^0o777 | mode; return 0 }); e != 0 {
+			t.Fatalf("chmod a.txt: %v", e)
+		}
+	}
+	before := p.Count("PUT", "/v1/chunks/*")
+	flushDrive(t, od)
+	if n := p.Count("PUT", "/v1/chunks/*") - before; n != 1 {
+		t.Fatalf("%d chunk uploads for a.txt's three queued updates, want 1 (the last one's re-encrypted chunk)", n)
+	}
+	f, _ = owner.load(t)
+	n, err := f.Resolve(ctx, "/Docs/a.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := meta.RecordKeyID(n.Node.Attrs); k.Gen != 2 || n.Attrs.Mode&0o777 != 0o604 {
+		t.Fatalf("a.txt: %+v, mode %o; want generation 2, mode 604", k, n.Attrs.Mode&0o777)
+	}
+}
