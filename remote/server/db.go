@@ -273,6 +273,9 @@ type mtx struct {
 	lastEntry *histRef
 	// shareHours: the shares whose hour index this mutation wrote (history_share.go).
 	shareHours map[uint64]bool
+	// shareGens: share -> generation read by this transaction (sharegen.go;
+	// 0: no such share), so a batch reads each share's record once.
+	shareGens map[uint64]uint32
 	// room is what live data took beyond the quota that history held:
 	// history is freed by that much after the commit (freeRoom).
 	room int64

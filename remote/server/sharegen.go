@@ -45,18 +45,34 @@ func (m *mtx) currentGen(recs ...[]byte) error {
 		if !ok || share == 0 {
 			continue // no record, or a home one: the op's own checks answer
 		}
-		var sh shareGenRec
-		if err := getJSON(m.tx, kShare(m.acct.ID, share), &sh); err != nil {
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				continue
-			}
-			return fmt.Errorf("read share %016x: %w", share, err)
+		cur, err := m.shareGen(share)
+		if err != nil {
+			return err
 		}
-		if gen < sh.Generation {
-			return staleGen(share, gen, sh.Generation)
+		if gen < cur {
+			return staleGen(share, gen, cur)
 		}
 	}
 	return nil
+}
+
+// shareGen returns share's current generation (0: no such share), read
+// once per transaction: a batch writes many records of one share, and the
+// share record (roster, wrapped secrets) is decoded once, not per record.
+// No op of a tree change rotates a share, so it holds for the transaction.
+func (m *mtx) shareGen(share uint64) (uint32, error) {
+	if g, ok := m.shareGens[share]; ok {
+		return g, nil
+	}
+	var sh shareGenRec
+	if err := getJSON(m.tx, kShare(m.acct.ID, share), &sh); err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, fmt.Errorf("read share %016x: %w", share, err)
+	}
+	if m.shareGens == nil {
+		m.shareGens = map[uint64]uint32{}
+	}
+	m.shareGens[share] = sh.Generation
+	return sh.Generation, nil
 }
 
 func staleGen(share uint64, gen, cur uint32) *api.Error {
