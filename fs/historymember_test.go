@@ -57,9 +57,22 @@ func TestShareMemberHistoryMount(t *testing.T) {
 			t.Fatalf("%s in bob's history of the folder: %d bytes, %v", p, len(got), err)
 		}
 	}
-	// The owner's tree outside the folder is not in it, and it is read-only.
-	if _, err := os.Stat(filepath.Join(snap, "out.txt")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the owner's file outside the folder in bob's history: %v", err)
+	// The owner's tree outside the folder is not in it (the cloud answers
+	// bob's share with neither the owner's root nor its /out.txt at that
+	// moment), and it is read-only.
+	shs, err := pathops.LoadShares(context.Background(), bob.c, bob.acct)
+	must(t, err)
+	sh := shs.All()[0]
+	out, err := owner.home.Resolve(context.Background(), "/out.txt")
+	must(t, err)
+	sc := bob.c.ForShare(sh.OwnerID, sh.ID)
+	for _, id := range []uint64{api.RootID, out.ID()} {
+		if _, err := sc.NodeAt(context.Background(), id, at.UnixNano()); !errors.Is(err, api.ErrNotFound) {
+			t.Fatalf("the owner's node %d outside the folder at a moment through bob's share: %v", id, err)
+		}
+		if _, err := sc.Versions(context.Background(), id); !errors.Is(err, api.ErrNotFound) {
+			t.Fatalf("the owner's node %d outside the folder: versions through bob's share: %v", id, err)
+		}
 	}
 	if err := os.WriteFile(filepath.Join(snap, "new.txt"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("write into the history view: %v, want EROFS", err)

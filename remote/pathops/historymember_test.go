@@ -149,8 +149,14 @@ func TestShareMemberHistory(t *testing.T) {
 			t.Fatalf("bob's trash holds %+v", it)
 		}
 	}
-	if _, err := bv.ResolveAt(tctx(t), "/private.txt", at); !errors.Is(err, api.ErrNotFound) {
-		t.Fatalf("bob resolves the owner's private file in the folder's past: %v", err)
+	// Asked directly, the cloud does not answer bob's share with the
+	// owner's root at that moment, nor with the private file's versions.
+	sc := fx.bob.c.ForShare(bv.Scope().OwnerID, bv.Scope().ID)
+	if _, err := sc.NodeAt(tctx(t), api.RootID, at); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("the owner's root at a moment through bob's share: %v", err)
+	}
+	if _, err := sc.Versions(tctx(t), n.ID()); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("the owner's private file's versions through bob's share: %v", err)
 	}
 }
 
@@ -201,5 +207,24 @@ func TestShareMemberHistoryOtherShare(t *testing.T) {
 	vs, err := docs.Versions(tctx(t), "/a.txt")
 	if err == nil || !(errors.Is(err, pathops.ErrShare) || errors.Is(err, pathops.ErrMismatch)) {
 		t.Fatalf("versions of a.txt answered with another folder's file: %d versions, %v; want ErrShare/ErrMismatch", len(vs), err)
+	}
+	// The same under a.txt's node id: the node check passes, and the view's
+	// scope check refuses Other's records (before their signature, which
+	// binds o.txt's id, is checked).
+	p.Honest()
+	p.On("GET", fmt.Sprintf("/v1/history/versions/%d", a.ID()), func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		r := *req
+		r.Header = req.Header.Clone()
+		r.Header.Set(api.ShareHeader, otherScope)
+		r.Path = fmt.Sprintf("/v1/history/versions/%d", o.ID())
+		return hostile.EditJSON(func(vr *api.VersionsResponse) {
+			for i := range vr.Versions {
+				vr.Versions[i].Node.ID = a.ID()
+			}
+		})(&r, next)
+	})
+	vs, err = docs.Versions(tctx(t), "/a.txt")
+	if !errors.Is(err, pathops.ErrShare) || !strings.Contains(err.Error(), "is sealed for share") {
+		t.Fatalf("versions of a.txt answered with another folder's file under a.txt's id: %d versions, %v; want the view's scope refusal", len(vs), err)
 	}
 }

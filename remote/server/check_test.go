@@ -129,12 +129,22 @@ func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 		// History: every chunk a kept version names is stored; kept record
 		// bytes count in usage and history usage.
 		var histRecords int64
+		shareTrash := map[string]bool{} // the hs/ keys the kept deletions call for
 		forEach(t, tx, []byte("hn/"+acct+"/"), func(k string, v []byte) {
 			var h histNode
 			if err := h.decode(v); err != nil {
 				t.Fatal(err)
 			}
 			histRecords += int64(len(h.Node.Attrs))
+			if h.Trash != nil {
+				name, err := trashName(tx, acct, &h)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if share, _, _ := api.RecordShare(h.Node.Attrs); nameInShare(name, share) {
+					shareTrash[string(kHShareTrash(acct, share, h.Until, h.Node.ID))] = true
+				}
+			}
 			for _, c := range h.Node.Chunks {
 				if !stored[c] {
 					t.Errorf("kept version %s names chunk %s, which is gone", k, c)
@@ -149,6 +159,18 @@ func checkConsistent(t *testing.T, s *Server, acct string) stateSummary {
 			parts := strings.Split(k, "/")
 			histRecords += int64(len(h.Entry.Name) + len(parts[1])/2)
 		})
+		// The share trash index (history_share.go) holds exactly the kept
+		// deletions of a share's nodes under the share's names.
+		forEach(t, tx, []byte("hs/"+acct+"/"), func(k string, _ []byte) {
+			full := "hs/" + acct + "/" + k
+			if !shareTrash[full] {
+				t.Errorf("share trash key %s without a kept deletion of that share", full)
+			}
+			delete(shareTrash, full)
+		})
+		for k := range shareTrash {
+			t.Errorf("kept deletion of a share without its share trash key %s", k)
+		}
 		if a.UsageV == usageVersion && a.HistUsed != histChunks+histRecords {
 			t.Errorf("history usage %d, kept chunks %d + kept records %d", a.HistUsed, histChunks, histRecords)
 		}

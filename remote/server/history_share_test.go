@@ -165,6 +165,7 @@ func TestShareHistory(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d share trash keys left after the purge", n)
 	}
+	checkConsistent(t, fx.e.s, a.id)
 }
 
 // TestShareTrashIndexBackfill: deletions kept from before the share trash
@@ -207,6 +208,7 @@ func TestShareTrashIndexBackfill(t *testing.T) {
 	if len(tr.Items) != 1 || tr.Items[0].Node.ID != fx.f.Node.ID {
 		t.Fatalf("trash after the backfill: %+v", tr)
 	}
+	checkConsistent(t, fx.e.s, fx.a.id)
 }
 
 // TestShareHistoryFloor: a member reads the share's history from when it
@@ -305,6 +307,7 @@ func TestShareHistoryFloor(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	checkConsistent(t, fx.e.s, a.id)
 }
 
 // TestShareHistoryRootOwnerDetails: the shared folder's root is named in
@@ -353,6 +356,7 @@ func TestShareHistoryRootOwnerDetails(t *testing.T) {
 	if ks := keysWithPrefix(t, fx.e.s.db, pHShareTrash(a.id, fx.share)); len(ks) != 1 {
 		t.Fatalf("share trash keys: %q, want F's only", ks)
 	}
+	checkConsistent(t, fx.e.s, a.id)
 }
 
 func keysWithPrefix(t *testing.T, db *badger.DB, p []byte) []string {
