@@ -324,25 +324,67 @@ func (s *Server) shareHistoryTimes(w http.ResponseWriter, r *http.Request, sc *s
 // covers every kept deletion, those from before the index existed too.
 func kShareTrashIndexed() []byte { return []byte("sys/share-trash-indexed") }
 
+// kShareTrashCleaned marks a data directory whose share trash index holds
+// no key of share 0 (the home tree), which the first server with the index
+// wrote for every home deletion.
+func kShareTrashCleaned() []byte { return []byte("sys/share-trash-cleaned") }
+
+// shareTrashProgress is how many keys the startup passes below read between
+// progress lines in the log.
+const shareTrashProgress = 100_000
+
 // indexShareTrash writes the share trash index for the deletions kept from
-// before it existed, and their hours in the shares' hour index: once per
-// data directory (at its first start with the index), reading the expiry
-// index's trash refs. (Older changes that deleted nothing get no hour: their
-// moments are still reachable by name.)
+// before it existed, and their hours in the shares' hour index, and deletes
+// the home tree's keys an earlier server put there: each once per data
+// directory (at its first start with the index, or with the clean-up),
+// writing as it reads the expiry index's trash refs, so memory stays flat
+// however long the history. (Older changes that deleted nothing get no
+// hour: their moments are still reachable by name.)
 func (s *Server) indexShareTrash() error {
-	var done bool
-	var add [][]byte
-	err := s.db.View(func(tx *badger.Txn) error {
-		if _, err := tx.Get(kShareTrashIndexed()); err == nil {
-			done = true
-			return nil
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+	var indexed, cleaned bool
+	err := s.db.View(func(tx *badger.Txn) (err error) {
+		if indexed, err = exists(tx, kShareTrashIndexed()); err != nil {
 			return err
 		}
+		cleaned, err = exists(tx, kShareTrashCleaned())
+		return err
+	})
+	if err != nil || indexed && cleaned {
+		return err
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	if !indexed {
+		if err := s.backfillShareTrash(wb); err != nil {
+			return err
+		}
+	}
+	if !cleaned {
+		if err := s.cleanShareTrash(wb); err != nil {
+			return err
+		}
+	}
+	if err := wb.Set(kShareTrashIndexed(), nil); err != nil {
+		return err
+	}
+	if err := wb.Set(kShareTrashCleaned(), nil); err != nil {
+		return err
+	}
+	return wb.Flush()
+}
+
+// backfillShareTrash adds to wb the share trash and hour keys of every kept
+// deletion of a share's node under the share's name.
+func (s *Server) backfillShareTrash(wb *badger.WriteBatch) error {
+	var read, added int
+	err := s.db.View(func(tx *badger.Txn) error {
 		p := []byte("hx/")
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
+			if read++; read%shareTrashProgress == 0 {
+				s.log.Info("indexing the trash of shared folders", "history_changes_read", read, "deletions_indexed", added)
+			}
 			k := string(it.Item().Key()[len(p):]) // ACCT/UNTIL
 			acct, hexUntil, ok := strings.Cut(k, "/")
 			until, err := strconv.ParseInt(hexUntil, 16, 64)
@@ -369,33 +411,55 @@ func (s *Server) indexShareTrash() error {
 				if err != nil {
 					return err
 				}
-				if share, _, ok := api.RecordShare(h.Node.Attrs); ok && nameInShare(name, share) {
-					add = append(add, kHShareTrash(acct, share, until, ref.id), kShareHour(acct, share, until-until%int64(time.Hour)))
+				share, _, _ := api.RecordShare(h.Node.Attrs)
+				if !nameInShare(name, share) {
+					continue
 				}
+				if err := wb.Set(kHShareTrash(acct, share, until, ref.id), nil); err != nil {
+					return err
+				}
+				if err := wb.Set(kShareHour(acct, share, until-until%int64(time.Hour)), nil); err != nil {
+					return err
+				}
+				added++
 			}
 		}
 		return nil
 	})
-	if err != nil || done {
-		return err
+	if err == nil && added > 0 {
+		s.log.Info("indexed the trash of shared folders kept from before the index", "deletions", added)
 	}
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, k := range add {
-		if err := wb.Set(k, nil); err != nil {
-			return err
+	return err
+}
+
+// cleanShareTrash adds to wb the deletion of every share trash key of share
+// 0, the home tree's.
+func (s *Server) cleanShareTrash(wb *badger.WriteBatch) error {
+	var read, dropped int
+	err := s.db.View(func(tx *badger.Txn) error {
+		p := []byte("hs/")
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: p})
+		defer it.Close()
+		home := fmt.Sprintf("/%016x/", 0)
+		for it.Rewind(); it.Valid(); it.Next() {
+			if read++; read%shareTrashProgress == 0 {
+				s.log.Info("cleaning the trash index of shared folders", "keys_read", read, "keys_dropped", dropped)
+			}
+			k := it.Item().KeyCopy(nil)
+			if _, rest, ok := strings.Cut(string(k[len(p):]), "/"); !ok || !strings.HasPrefix("/"+rest, home) {
+				continue
+			}
+			if err := wb.Delete(k); err != nil {
+				return err
+			}
+			dropped++
 		}
+		return nil
+	})
+	if err == nil && dropped > 0 {
+		s.log.Info("dropped the home tree's keys from the trash index of shared folders", "keys", dropped)
 	}
-	if err := wb.Set(kShareTrashIndexed(), nil); err != nil {
-		return err
-	}
-	if err := wb.Flush(); err != nil {
-		return err
-	}
-	if len(add) > 0 {
-		s.log.Info("indexed the trash of shared folders kept from before the index", "deletions", len(add)/2)
-	}
-	return nil
+	return err
 }
 
 // kMemberAcceptedStamped marks a data directory whose accepted members all
