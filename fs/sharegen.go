@@ -65,6 +65,10 @@ type staleGens struct {
 	mu    sync.Mutex
 	fixes map[[32]byte]genFix
 	head  []cache.JournalOp
+	// lists: directories movedByReseal listed in this push round (the
+	// batch ran before its answers are handled: one listing serves them).
+	lists  map[uint64][]api.Entry
+	loaded bool // shareRotated loaded the shares in this push round
 }
 
 // opRecord is one record an op writes, with what opens it.
@@ -187,7 +191,7 @@ func (d *Drive) resolveStaleGen(ctx context.Context, op api.BatchOp, e *api.Erro
 func (d *Drive) resealStale(ops []cache.JournalOp) {
 	g := &d.sh.gens
 	g.mu.Lock()
-	g.head = ops
+	g.head, g.lists, g.loaded = ops, nil, false
 	idle := len(d.shares().byID) == 0 && len(g.fixes) == 0
 	g.mu.Unlock()
 	if idle {
@@ -491,13 +495,29 @@ func (d *Drive) movedByReseal(ctx context.Context, op api.BatchOp) bool {
 	if dir.Share == 0 {
 		return false
 	}
-	es, err := d.c.List(ctx, parent)
-	if errors.Is(err, api.ErrNotFound) {
-		return false
+	if !d.shareRotated(ctx, dir.Share) {
+		return false // never re-sealed: gone indeed
 	}
-	if err != nil {
-		d.log.Warn("listing a shared folder's directory to find an entry renamed by a re-seal failed; will retry", "dir", parent, "err", err)
-		return true
+	g := &d.sh.gens
+	g.mu.Lock()
+	es, listed := g.lists[parent]
+	g.mu.Unlock()
+	if !listed {
+		var err error
+		es, err = d.c.List(ctx, parent)
+		if errors.Is(err, api.ErrNotFound) {
+			return false
+		}
+		if err != nil {
+			d.log.Warn("listing a shared folder's directory to find an entry renamed by a re-seal failed; will retry", "dir", parent, "err", err)
+			return true
+		}
+		g.mu.Lock()
+		if g.lists == nil {
+			g.lists = map[uint64][]api.Entry{}
+		}
+		g.lists[parent] = es
+		g.mu.Unlock()
 	}
 	for _, e := range es {
 		if e.NameMAC == mac {
@@ -521,4 +541,30 @@ func (d *Drive) movedByReseal(ctx context.Context, op api.BatchOp) bool {
 		return true
 	}
 	return false
+}
+
+// shareRotated says whether share has rotated past its first generation
+// (so a re-seal may have moved its entries), loading the shares again (once
+// per push round) if this drive knows of none: a device that has not seen
+// the rotation is the one that needs the answer. A failed load says yes
+// (the listing decides).
+func (d *Drive) shareRotated(ctx context.Context, share uint64) bool {
+	if sh := d.shares().byID[share]; sh != nil && sh.Gen() > 1 {
+		return true
+	}
+	if d.isMember() {
+		return true // its shares load through the account's drive, at most once a second: not fresh enough to say no
+	}
+	g := &d.sh.gens
+	g.mu.Lock()
+	load := !g.loaded
+	g.loaded = true
+	g.mu.Unlock()
+	if load {
+		if err := d.loadShares(ctx, 0); err != nil {
+			return true
+		}
+	}
+	sh := d.shares().byID[share]
+	return sh == nil || sh.Gen() > 1
 }

@@ -580,3 +580,46 @@ func TestShareStaleGenSupersededNotResealed(t *testing.T) {
 		t.Fatalf("a.txt: %+v, mode %o; want generation 2, mode 604", k, n.Attrs.Mode&0o777)
 	}
 }
+
+// TestShareMovedByResealListings: an unlink refused as not found in a
+// shared folder that never rotated is gone indeed (no re-seal moved it):
+// the drive does not list the directory to look for it. After a rotation,
+// the ops of one push round refused so share one listing per directory.
+// The old drive listed the directory for every such op.
+func TestShareMovedByResealListings(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	p := hostile.Start(t, c.url)
+	od := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(owner)(o)
+		o.Client = proxyClient(t, p.URL, owner.sess.Token)
+	})
+	docs := lookupDir(t, od, api.RootID, "Docs")
+	a := lookupDir(t, od, docs.id, "a.txt")
+	gone := func(mac string) api.BatchOp {
+		return api.BatchOp{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: docs.id, NameMAC: mac, Node: a.id}}
+	}
+	lists := func() int { return p.Count("GET", "/v1/nodes/*/entries") }
+
+	before := lists()
+	if od.movedByReseal(ctx, gone("00")) || od.movedByReseal(ctx, gone("01")) {
+		t.Fatal("an entry never there reported moved")
+	}
+	if n := lists() - before; n != 0 {
+		t.Fatalf("%d listings for unlinks refused in a folder that never rotated, want 0", n)
+	}
+
+	f, _ := owner.load(t)
+	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	od.resealStale(nil) // a push round begins
+	before = lists()
+	if od.movedByReseal(ctx, gone("02")) || od.movedByReseal(ctx, gone("03")) {
+		t.Fatal("an entry never there reported moved")
+	}
+	if n := lists() - before; n != 1 {
+		t.Fatalf("%d listings for two unlinks refused in one round, want 1", n)
+	}
+}
