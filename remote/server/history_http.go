@@ -63,29 +63,70 @@ func (s *Server) atTime(tx *badger.Txn, r *http.Request, acct string) (int64, er
 }
 
 func (s *Server) handleHistoryEntries(w http.ResponseWriter, r *http.Request, acct string) error {
+	return s.historyEntries(w, r, ownHistory(acct))
+}
+
+func (s *Server) handleHistoryNode(w http.ResponseWriter, r *http.Request, acct string) error {
+	return s.historyNode(w, r, ownHistory(acct))
+}
+
+// histView is whose history a read answers and how much of it: an
+// account's own tree, or a share's (history_share.go) from the caller's
+// floor.
+type histView struct {
+	acct  string
+	share uint64 // 0: the account's whole tree
+	floor int64  // Unix ns: no moment, version or deletion before it is answered
+	hours []byte // the prefix of the hour index: the account's hh/ or the share's hsh/
+}
+
+func ownHistory(acct string) *histView { return &histView{acct: acct, hours: pHour(acct)} }
+
+// keep reports whether a node (a version of it) is in the view.
+func (v *histView) keep(n *api.Node) bool { return v.share == 0 || inShare(n, v.share) }
+
+// histAt reads ?at=: a moment before the account's window or the view's floor
+// is history_gone.
+func (s *Server) histAt(tx *badger.Txn, r *http.Request, v *histView) (int64, error) {
+	t, err := s.atTime(tx, r, v.acct)
+	if err == nil && t < v.floor {
+		return 0, errBeforeHistory()
+	}
+	return t, err
+}
+
+func (s *Server) historyEntries(w http.ResponseWriter, r *http.Request, v *histView) error {
 	dir, err := parseNodeID(r.URL.Query().Get("parent"))
 	if err != nil {
 		return err
 	}
 	var out api.HistoryListResponse
 	err = s.db.View(func(tx *badger.Txn) error {
-		t, err := s.atTime(tx, r, acct)
+		t, err := s.histAt(tx, r, v)
 		if err != nil {
 			return err
 		}
-		n, err := nodeAt(tx, acct, dir, t)
+		n, err := nodeAt(tx, v.acct, dir, t)
 		if err != nil {
 			return err
 		}
-		if n == nil {
+		if n == nil || !v.keep(n) {
 			return notFound("directory at that moment")
 		}
 		if n.Type != api.TypeDir {
 			return conflict(api.CodeNotDir, "not a directory")
 		}
-		out.At = t
-		out.Entries, err = s.entriesAt(tx, acct, dir, t)
-		return err
+		all, err := s.entriesAt(tx, v.acct, dir, t)
+		if err != nil {
+			return err
+		}
+		out.At, out.Entries = t, []api.Entry{}
+		for _, e := range all {
+			if v.keep(&e.Node) { // a nested share's root is left out of a share's, as in shareList
+				out.Entries = append(out.Entries, e)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return err
@@ -93,20 +134,27 @@ func (s *Server) handleHistoryEntries(w http.ResponseWriter, r *http.Request, ac
 	return writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) handleHistoryNode(w http.ResponseWriter, r *http.Request, acct string) error {
+func (s *Server) historyNode(w http.ResponseWriter, r *http.Request, v *histView) error {
 	id, err := parseNodeID(r.PathValue("id"))
 	if err != nil {
 		return err
 	}
 	var n *api.Node
 	err = s.db.View(func(tx *badger.Txn) error {
-		t, err := s.atTime(tx, r, acct)
+		t, err := s.histAt(tx, r, v)
 		if err != nil {
 			return err
 		}
-		n, err = nodeAt(tx, acct, id, t)
-		if err == nil && n == nil {
+		n, err = nodeAt(tx, v.acct, id, t)
+		if err == nil && (n == nil || !v.keep(n)) {
 			err = notFound("node at that moment")
+		}
+		if err != nil || v.share == 0 {
+			return err
+		}
+		sh, err := readShare(tx, v.acct, v.share)
+		if err == nil && id == sh.Root {
+			n.Parent = 0 // where the folder was in the owner's tree is the owner's
 		}
 		return err
 	})
@@ -192,15 +240,13 @@ func (s *Server) handleTrash(w http.ResponseWriter, r *http.Request, acct string
 					out.Cursor = hexTime(last.Deleted) + "/" + fmt.Sprintf("%016x", last.Node.ID)
 					return nil
 				}
-				var h histNode
-				if err := getRec(tx, kHNode(acct, ref.id, until), &h); err != nil || h.Trash == nil {
-					continue // purged meanwhile
-				}
-				name, err := trashName(tx, acct, &h)
+				item, ok, err := trashItem(tx, acct, ref.id, until)
 				if err != nil {
 					return err
 				}
-				out.Items = append(out.Items, api.TrashItem{Deleted: until, Parent: h.Trash.Parent, NameMAC: h.Trash.NameMAC, Name: name, Node: h.Node})
+				if ok {
+					out.Items = append(out.Items, item)
+				}
 			}
 		}
 		return nil
@@ -209,6 +255,20 @@ func (s *Server) handleTrash(w http.ResponseWriter, r *http.Request, acct string
 		return err
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// trashItem is the trash item of node id deleted at until; ok is false
+// when its kept version is gone (purged meanwhile) or is not a deletion.
+func trashItem(tx *badger.Txn, acct string, id uint64, until int64) (api.TrashItem, bool, error) {
+	var h histNode
+	if err := getRec(tx, kHNode(acct, id, until), &h); err != nil || h.Trash == nil {
+		return api.TrashItem{}, false, nil
+	}
+	name, err := trashName(tx, acct, &h)
+	if err != nil {
+		return api.TrashItem{}, false, err
+	}
+	return api.TrashItem{Deleted: until, Parent: h.Trash.Parent, NameMAC: h.Trash.NameMAC, Name: name, Node: h.Node}, true, nil
 }
 
 // trashName is the sealed name a deleted node h had last: in its trash
@@ -242,17 +302,24 @@ func validCursor(c string) bool {
 }
 
 func (s *Server) handleHistoryTimes(w http.ResponseWriter, r *http.Request, acct string) error {
+	return s.historyTimes(w, r, ownHistory(acct))
+}
+
+// historyTimes gives how far back the view's history goes (for a member no
+// earlier than its floor: it learns nothing of the owner's window moves
+// from before it joined) and the hours of its hour index.
+func (s *Server) historyTimes(w http.ResponseWriter, r *http.Request, v *histView) error {
 	out := api.HistoryTimesResponse{Hours: []int64{}}
 	err := s.db.View(func(tx *badger.Txn) error {
 		var a accountRec
-		if err := getJSON(tx, kAcct(acct), &a); err != nil {
+		if err := getJSON(tx, kAcct(v.acct), &a); err != nil {
 			return err
 		}
-		out.From = s.histCutoff(&a, time.Now())
+		out.From = max(s.histCutoff(&a, time.Now()), v.floor)
 		if s.retention(&a) == 0 {
 			return nil
 		}
-		p := pHour(acct)
+		p := v.hours
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: p})
 		defer it.Close()
 		from := out.From - out.From%int64(time.Hour)

@@ -104,83 +104,21 @@ func (m *mtx) dropShareTrash(h *histNode) error {
 	return m.tx.Delete(kHShareTrash(m.acct.ID, share, h.Until, h.Node.ID))
 }
 
-// shareAtTime is atTime for a share: a moment before the caller's floor is
-// before its history, as one before the owner's window.
-func (s *Server) shareAtTime(tx *badger.Txn, r *http.Request, sc *shareScope) (int64, error) {
-	t, err := s.atTime(tx, r, sc.owner)
-	if err == nil && t < sc.histFloor {
-		return 0, errBeforeHistory()
-	}
-	return t, err
+// histView is the share's history as the caller may read it.
+func (sc *shareScope) histView() *histView {
+	return &histView{acct: sc.owner, share: sc.share, floor: sc.histFloor, hours: pShareHour(sc.owner, sc.share)}
 }
 
 func (s *Server) shareHistoryEntries(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
-	dir, err := parseNodeID(r.URL.Query().Get("parent"))
-	if err != nil {
-		return err
-	}
-	var out api.HistoryListResponse
-	err = s.db.View(func(tx *badger.Txn) error {
-		t, err := s.shareAtTime(tx, r, sc)
-		if err != nil {
-			return err
-		}
-		n, err := nodeAt(tx, sc.owner, dir, t)
-		if err != nil {
-			return err
-		}
-		if n == nil || !inShare(n, sc.share) {
-			return notFound("directory at that moment")
-		}
-		if n.Type != api.TypeDir {
-			return conflict(api.CodeNotDir, "not a directory")
-		}
-		all, err := s.entriesAt(tx, sc.owner, dir, t)
-		if err != nil {
-			return err
-		}
-		out.At, out.Entries = t, []api.Entry{}
-		for _, e := range all {
-			if inShare(&e.Node, sc.share) { // a nested share's root is left out, as in shareList
-				out.Entries = append(out.Entries, e)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, out)
+	return s.historyEntries(w, r, sc.histView())
 }
 
 func (s *Server) shareHistoryNode(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
-	id, err := parseNodeID(r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	var n *api.Node
-	err = s.db.View(func(tx *badger.Txn) error {
-		t, err := s.shareAtTime(tx, r, sc)
-		if err != nil {
-			return err
-		}
-		n, err = nodeAt(tx, sc.owner, id, t)
-		if err == nil && (n == nil || !inShare(n, sc.share)) {
-			err = notFound("node at that moment")
-		}
-		if err != nil {
-			return err
-		}
-		sh, err := readShare(tx, sc.owner, sc.share)
-		if err == nil && id == sh.Root {
-			n.Parent = 0 // where the folder was in the owner's tree is the owner's
-		}
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, n)
+	return s.historyNode(w, r, sc.histView())
+}
+
+func (s *Server) shareHistoryTimes(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
+	return s.historyTimes(w, r, sc.histView())
 }
 
 // shareVersions lists a node's versions sealed for the share; a node with
@@ -264,53 +202,15 @@ func (s *Server) shareTrash(w http.ResponseWriter, r *http.Request, sc *shareSco
 				out.Cursor = hexTime(last.Deleted) + "/" + fmt.Sprintf("%016x", last.Node.ID)
 				return nil
 			}
-			var h histNode
-			if err := getRec(tx, kHNode(sc.owner, id, until), &h); err != nil || h.Trash == nil || !inShare(&h.Node, sc.share) {
-				continue // purged meanwhile
-			}
-			name, err := trashName(tx, sc.owner, &h)
+			item, ok, err := trashItem(tx, sc.owner, id, until)
 			if err != nil {
 				return err
 			}
-			if !nameInShare(name, sc.share) {
-				continue // the share's root, named in the owner's tree (indexed by older servers)
+			// Gone (purged meanwhile), or the share's root, named in the
+			// owner's tree (indexed by older servers): not the share's.
+			if ok && inShare(&item.Node, sc.share) && nameInShare(item.Name, sc.share) {
+				out.Items = append(out.Items, item)
 			}
-			out.Items = append(out.Items, api.TrashItem{Deleted: until, Parent: h.Trash.Parent, NameMAC: h.Trash.NameMAC, Name: name, Node: h.Node})
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, out)
-}
-
-// shareHistoryTimes gives a member how far back the owner's history goes
-// and the hours in which a version of the share's records ended (changes,
-// deletions, renames; not the owner's hours, which cover its whole tree).
-func (s *Server) shareHistoryTimes(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
-	out := api.HistoryTimesResponse{Hours: []int64{}}
-	err := s.db.View(func(tx *badger.Txn) error {
-		var a accountRec
-		if err := getJSON(tx, kAcct(sc.owner), &a); err != nil {
-			return err
-		}
-		// From is the caller's floor when later: a member learns nothing of
-		// the owner's window moves (purges, quota) from before it joined.
-		out.From = max(s.histCutoff(&a, time.Now()), sc.histFloor)
-		if s.retention(&a) == 0 {
-			return nil
-		}
-		p := pShareHour(sc.owner, sc.share)
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: p})
-		defer it.Close()
-		from := out.From - out.From%int64(time.Hour)
-		for it.Seek(append(p, hexTime(from)...)); it.Valid(); it.Next() {
-			h, err := strconv.ParseInt(string(it.Item().Key()[len(p):]), 16, 64)
-			if err != nil {
-				return fmt.Errorf("bad share hour key: %w", err)
-			}
-			out.Hours = append(out.Hours, h)
 		}
 		return nil
 	})
