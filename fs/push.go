@@ -353,6 +353,9 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 		}
 		d.unsent.acked(ops[:n])
 		d.pruneGenFixesLocked(ops[n:]) // sharegen.go
+		if n == len(ops) {
+			d.dropRewritesLocked()
+		}
 		d.mu.Unlock()
 	}
 	return retry, err

@@ -568,3 +568,18 @@ func (d *Drive) shareRotated(ctx context.Context, share uint64) bool {
 	sh := d.shares().byID[share]
 	return sh == nil || sh.Gen() > 1
 }
+
+// dropRewritesLocked forgets the name rewrites (re-seals, movedByReseal,
+// conflict copies) once the journal is empty: they serve queued ops that
+// name an entry by a MAC it no longer has, and an op queued from now on
+// names the entry as the local tree has it (moved already). Without it the
+// map grew with every re-sealed name for the life of the drive. Under
+// d.mu (the journal grows under it).
+func (d *Drive) dropRewritesLocked() {
+	if len(d.rewrite) == 0 {
+		return
+	}
+	if n, err := d.store.PendingCount(); err == nil && n == 0 {
+		clear(d.rewrite)
+	}
+}

@@ -428,7 +428,7 @@ func TestShareStaleGenUnfixableRefused(t *testing.T) {
 
 // TestShareStaleGenPrunedOnAck: after a re-sealed write lands and nothing
 // else is queued, the entry at its new name MAC follows the cloud again: a
-// delete by another device is seen. The old drive kept the entry marked
+// delete by another device is seen; and the name rewrite is dropped. The old drive kept the entry marked
 // pending (pruned only at the start of a next push, which never came), so
 // the puller skipped the change and the file stayed.
 func TestShareStaleGenPrunedOnAck(t *testing.T) {
@@ -449,6 +449,19 @@ func TestShareStaleGenPrunedOnAck(t *testing.T) {
 	coreFile(t, od, docs.id, "late.txt", "re-sealed, then deleted elsewhere\n")
 	flushDrive(t, od)
 	hold.Store(false)
+	// With the journal empty, the re-seal's name rewrite is dropped too (the
+	// old drive kept every one for the life of the drive).
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		od.mu.Lock()
+		n := len(od.rewrite)
+		od.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%d name rewrites kept after the journal drained", n)
+		}
+	}
 
 	f, _ = owner.load(t)
 	n, err := f.Resolve(ctx, "/Docs/late.txt")
