@@ -1,9 +1,9 @@
 package fs
 
 // Records queued under a share generation that is no longer current. A
-// drive of the owner that has not learnt of a rotation (another device ran
-// `kumo share rm`) seals what it writes in the folder under the generation it
-// knows; the cloud refuses such a record (409 stale_generation, docs/API.md),
+// drive of the owner or of a writer member that has not learnt of a
+// rotation (`kumo share rm` ran elsewhere) seals what it writes in the
+// folder under the generation it knows; the cloud refuses such a record (409 stale_generation, docs/API.md),
 // since the removed member kept that generation's keys and every client
 // refuses it once the roster's lowest accepted generation is raised. The
 // write must not be lost: the pusher loads the shares again (resolveStaleGen)
@@ -149,6 +149,11 @@ func (d *Drive) resolveStaleGen(ctx context.Context, op api.BatchOp, e *api.Erro
 			fixable = fixable && !r.inSitu
 			stales = append(stales, sha256.Sum256(r.b))
 		}
+	}
+	if !stale && d.isMember() {
+		// A member drive's shares come through the account's drive, loaded
+		// at most once a second: the rotation may not be in them yet.
+		return false
 	}
 	if stale && fixable {
 		// Sealed again now (not at the next push): the roster just loaded

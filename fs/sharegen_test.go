@@ -525,7 +525,6 @@ func TestShareStaleGenMemberLagging(t *testing.T) {
 	if g := md.shares().byID[sh.ID].Gen(); g != 1 {
 		t.Fatalf("bob's drive learnt of the rotation before writing (generation %d): the test needs it not to", g)
 	}
-	time.Sleep(1100 * time.Millisecond) // the account drive's shares are loaded at most once a second
 
 	const late = "written by a member that has not seen the rotation\n"
 	coreFile(t, md, root, "late.txt", late)
