@@ -92,16 +92,12 @@ func lsShared(c *cli.Context, p string, human bool) (shown bool, err error) {
 			nodes = append(nodes, root)
 		}
 	} else {
-		name, sub, _ := strings.Cut(rest[1:], "/")
-		sh := byName[name]
-		if sh == nil {
-			return true, fmt.Errorf("/%s/%s: no folder of that name is shared with you (kumo shares lists them)", sharedDirName, name)
-		}
-		v, err := ss.home.View(sh)
+		name, sub, _ := sharedName(clean)
+		v, err := joinedView(ss, byName, name)
 		if err != nil {
-			return true, explain(err, ss.s)
+			return true, err
 		}
-		if nodes, err = v.List(ctx, "/"+sub); err != nil {
+		if nodes, err = v.List(ctx, sub); err != nil {
 			return true, explain(err, ss.s)
 		}
 	}

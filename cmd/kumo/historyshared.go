@@ -69,9 +69,8 @@ func historyFS(c *cli.Context, paths []string, shareOnly bool, do func(ctx conte
 	if len(byName) == 0 && !shareOnly {
 		return own()
 	}
-	sh := byName[name]
-	if sh == nil {
-		return fmt.Errorf("/%s/%s: no folder of that name is shared with you (kumo shares lists them)", sharedDirName, name)
+	if byName[name] == nil {
+		return errNotJoined(name)
 	}
 	prefix := "/" + sharedDirName + "/" + name
 	rel := make([]string, len(paths))
@@ -85,9 +84,27 @@ func historyFS(c *cli.Context, paths []string, shareOnly bool, do func(ctx conte
 		}
 		rel[i] = r
 	}
-	v, err := ss.home.View(sh)
+	v, err := joinedView(ss, byName, name)
 	if err != nil {
-		return explain(err, ss.s)
+		return err
 	}
 	return explain(do(ctx, v, rel, prefix), ss.s)
+}
+
+func errNotJoined(name string) error {
+	return fmt.Errorf("/%s/%s: no folder of that name is shared with you (kumo shares lists them)", sharedDirName, name)
+}
+
+// joinedView is the view of the folder shared with the account under name
+// (/Shared/NAME), of byName (JoinedByDirName).
+func joinedView(ss *shareSession, byName map[string]*pathops.Share, name string) (*pathops.FS, error) {
+	sh := byName[name]
+	if sh == nil {
+		return nil, errNotJoined(name)
+	}
+	v, err := ss.home.View(sh)
+	if err != nil {
+		return nil, explain(err, ss.s)
+	}
+	return v, nil
 }
