@@ -430,14 +430,8 @@ func TestShareOwnerMount(t *testing.T) {
 func TestShareOwnerDriveRotate(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
-	carol := signupShareAcct(t, c, "carol@example.com")
+	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
 	f, _ := owner.load(t)
-	if _, err := f.ShareFolder(context.Background(), owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pathops.AcceptShare(context.Background(), carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
-		t.Fatal(err)
-	}
 	_, bs := bob.load(t)
 	bobGen1 := bs.Joined[0].Secrets[1]
 	d := coreDriveWith(t, c, driveShareOptions(owner))
@@ -623,14 +617,8 @@ func TestShareRevokeWriterDrives(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
-	carol := signupShareAcct(t, c, "carol@example.com")
+	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
 	f, _ := owner.load(t)
-	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
-		t.Fatal(err)
-	}
 	bob.put(t, bob.view(t), "/bob.txt", []byte("bob wrote this\n"))
 	_, bs := bob.load(t)
 	bobGen1 := bs.Joined[0].Secrets[1]
@@ -763,4 +751,20 @@ func (f *forgeCloud) GetChunkInto(ctx context.Context, id string, off, length in
 		length = int64(len(forged)) - off
 	}
 	return append(buf[:0], forged[off:off+length]...), nil
+}
+
+// joinDocs signs up an account for email, shares owner's /Docs with it in
+// role and has it accept.
+func joinDocs(t *testing.T, c *cloud, owner *shareAcct, email string, role keys.Role) *shareAcct {
+	t.Helper()
+	ctx := context.Background()
+	a := signupShareAcct(t, c, email)
+	f, _ := owner.load(t)
+	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", email, role); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pathops.AcceptShare(ctx, a.c, a.acct, owner.acct.Email+"/Docs"); err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

@@ -15,7 +15,6 @@ import (
 	"kumo/internal/keys"
 	"kumo/internal/meta"
 	"kumo/remote/api"
-	"kumo/remote/pathops"
 )
 
 // TestShareStaleGenOwnerDevice: the owner removes a writer (bob) with the
@@ -37,22 +36,12 @@ func TestShareStaleGenOwnerDevice(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
-	carol := signupShareAcct(t, c, "carol@example.com")
+	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
 	f, _ := owner.load(t)
-	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
-		t.Fatal(err)
-	}
 	_, bs := bob.load(t)
 	bobGen1 := bs.Joined[0].Secrets[1]
 
-	p, hold := heldFeed(t, c)
-	od := coreDriveWith(t, c, func(o *Options) {
-		driveShareOptions(owner)(o)
-		o.Client = proxyClient(t, p.URL, owner.sess.Token)
-	})
+	od, _, hold := heldOwnerDrive(t, c, owner)
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	a := lookupDir(t, od, docs.id, "a.txt")
 	if a.kid.Gen != 1 {
@@ -171,11 +160,7 @@ func TestShareStaleGenLaggingUnlinkRename(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, _ := sharedDocs(t, c)
-	p, hold := heldFeed(t, c)
-	od := coreDriveWith(t, c, func(o *Options) {
-		driveShareOptions(owner)(o)
-		o.Client = proxyClient(t, p.URL, owner.sess.Token)
-	})
+	od, _, hold := heldOwnerDrive(t, c, owner)
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	lookupDir(t, od, docs.id, "a.txt")
 	sub := lookupDir(t, od, docs.id, "sub")
@@ -226,11 +211,7 @@ func TestShareStaleGenLaggingUnlinkOtherNode(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, _ := sharedDocs(t, c)
-	p, hold := heldFeed(t, c)
-	od := coreDriveWith(t, c, func(o *Options) {
-		driveShareOptions(owner)(o)
-		o.Client = proxyClient(t, p.URL, owner.sess.Token)
-	})
+	od, _, hold := heldOwnerDrive(t, c, owner)
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	a := lookupDir(t, od, docs.id, "a.txt")
 	hold.Store(true)
@@ -289,14 +270,8 @@ func TestShareStaleGenTwoRotations(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, _ := sharedDocs(t, c)
-	carol := signupShareAcct(t, c, "carol@example.com")
+	joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
 	f, _ := owner.load(t)
-	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
-		t.Fatal(err)
-	}
 	p, hold := heldFeed(t, c)
 	var batches atomic.Int32
 	p.On("POST", "/v1/batch", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
@@ -370,11 +345,7 @@ func TestShareStaleGenUnfixableRefused(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, _ := sharedDocs(t, c)
-	p, hold := heldFeed(t, c)
-	od := coreDriveWith(t, c, func(o *Options) {
-		driveShareOptions(owner)(o)
-		o.Client = proxyClient(t, p.URL, owner.sess.Token)
-	})
+	od, _, hold := heldOwnerDrive(t, c, owner)
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	a := lookupDir(t, od, docs.id, "a.txt")
 	hold.Store(true)
@@ -435,11 +406,7 @@ func TestShareStaleGenPrunedOnAck(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, _ := sharedDocs(t, c)
-	p, hold := heldFeed(t, c)
-	od := coreDriveWith(t, c, func(o *Options) {
-		driveShareOptions(owner)(o)
-		o.Client = proxyClient(t, p.URL, owner.sess.Token)
-	})
+	od, _, hold := heldOwnerDrive(t, c, owner)
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	hold.Store(true)
 	f, _ := owner.load(t)
@@ -497,14 +464,8 @@ func TestShareStaleGenMemberLagging(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
-	carol := signupShareAcct(t, c, "carol@example.com")
+	joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
 	f, _ := owner.load(t)
-	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
-		t.Fatal(err)
-	}
 	p, hold := heldFeed(t, c)
 	bd := coreDriveWith(t, c, func(o *Options) {
 		driveShareOptions(bob)(o)

@@ -15,7 +15,6 @@ import (
 
 	"kumo/internal/keys"
 	"kumo/internal/meta"
-	"kumo/remote/pathops"
 )
 
 // kernelOp runs f (system calls on the mount at mnt) and fails the test if
@@ -74,14 +73,8 @@ func TestShareMinGenLaggingFeedMount(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, _ := sharedDocs(t, c)
-	carol := signupShareAcct(t, c, "carol@example.com")
+	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
 	f, _ := owner.load(t)
-	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
-		t.Fatal(err)
-	}
 	p, hold := heldFeed(t, c)
 	m := c.mount(t, t.TempDir(), func(o *Options) {
 		driveShareOptions(carol)(o)

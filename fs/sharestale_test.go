@@ -14,7 +14,6 @@ import (
 	"kumo/internal/meta"
 	"kumo/remote/api"
 	"kumo/remote/client"
-	"kumo/remote/pathops"
 )
 
 // heldFeed is a hostile proxy in front of c that holds every request for
@@ -83,14 +82,8 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
-	carol := signupShareAcct(t, c, "carol@example.com")
+	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
 	f, _ := owner.load(t)
-	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleReader); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
-		t.Fatal(err)
-	}
 	_, bs := bob.load(t)
 	bobGen1 := bs.Joined[0].Secrets[1]
 
@@ -209,11 +202,7 @@ func TestShareStaleNegativeLookupNoFetch(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, _ := sharedDocs(t, c)
-	p, hold := heldFeed(t, c)
-	od := coreDriveWith(t, c, func(o *Options) {
-		driveShareOptions(owner)(o)
-		o.Client = proxyClient(t, p.URL, owner.sess.Token)
-	})
+	od, p, hold := heldOwnerDrive(t, c, owner)
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	lookupDir(t, od, docs.id, "a.txt") // decoded (generation 1) before the re-seal
 
@@ -286,19 +275,9 @@ func TestShareMinGenRaisedDuringSweep(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, _ := sharedDocs(t, c)
-	carol := signupShareAcct(t, c, "carol@example.com")
+	joinDocs(t, c, owner, "carol@example.com", keys.RoleWriter)
 	f, _ := owner.load(t)
-	if _, err := f.ShareFolder(ctx, owner.acct, "/Docs", "carol@example.com", keys.RoleWriter); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pathops.AcceptShare(ctx, carol.c, carol.acct, owner.acct.Email+"/Docs"); err != nil {
-		t.Fatal(err)
-	}
-	p, hold := heldFeed(t, c)
-	od := coreDriveWith(t, c, func(o *Options) {
-		driveShareOptions(owner)(o)
-		o.Client = proxyClient(t, p.URL, owner.sess.Token)
-	})
+	od, p, hold := heldOwnerDrive(t, c, owner)
 	docs := lookupDir(t, od, api.RootID, "Docs").id
 	a := lookupDir(t, od, docs, "a.txt").id
 	sub := lookupDir(t, od, docs, "sub").id
@@ -359,4 +338,17 @@ func TestShareMinGenRaisedDuringSweep(t *testing.T) {
 	if !hold.Load() || p.Count("GET", "/v1/changes") == 0 {
 		t.Fatal("the change feed was not held")
 	}
+}
+
+// heldOwnerDrive is the owner's drive reaching the cloud through a proxy
+// whose change feed the returned flag holds back (a lagging device); the
+// proxy is returned for tests that also play the server.
+func heldOwnerDrive(t *testing.T, c *cloud, owner *shareAcct) (*Drive, *hostile.Proxy, *atomic.Bool) {
+	t.Helper()
+	p, hold := heldFeed(t, c)
+	d := coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(owner)(o)
+		o.Client = proxyClient(t, p.URL, owner.sess.Token)
+	})
+	return d, p, hold
 }
