@@ -431,14 +431,13 @@ func TestShareOwnerDriveRotate(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
 	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
-	f, _ := owner.load(t)
 	_, bs := bob.load(t)
 	bobGen1 := bs.Joined[0].Secrets[1]
 	d := coreDriveWith(t, c, driveShareOptions(owner))
 	docs := lookupDir(t, d, api.RootID, "Docs")
 	coreRead(t, d, docs.id, "a.txt")
 
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	if _, err := f.RemoveMember(context.Background(), owner.acct, "/Docs", "bob@example.com"); err != nil {
 		t.Fatal(err)
 	}
@@ -618,7 +617,6 @@ func TestShareRevokeWriterDrives(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
 	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
-	f, _ := owner.load(t)
 	bob.put(t, bob.view(t), "/bob.txt", []byte("bob wrote this\n"))
 	_, bs := bob.load(t)
 	bobGen1 := bs.Joined[0].Secrets[1]
@@ -633,7 +631,7 @@ func TestShareRevokeWriterDrives(t *testing.T) {
 	}
 	flushDrive(t, od)
 
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
 	if err != nil {
 		t.Fatal(err)

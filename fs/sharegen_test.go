@@ -37,7 +37,6 @@ func TestShareStaleGenOwnerDevice(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
 	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
-	f, _ := owner.load(t)
 	_, bs := bob.load(t)
 	bobGen1 := bs.Joined[0].Secrets[1]
 
@@ -49,7 +48,7 @@ func TestShareStaleGenOwnerDevice(t *testing.T) {
 	}
 	hold.Store(true)
 
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +270,6 @@ func TestShareStaleGenTwoRotations(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	owner, _ := sharedDocs(t, c)
 	joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
-	f, _ := owner.load(t)
 	p, hold := heldFeed(t, c)
 	var batches atomic.Int32
 	p.On("POST", "/v1/batch", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
@@ -289,7 +287,7 @@ func TestShareStaleGenTwoRotations(t *testing.T) {
 	})
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	hold.Store(true)
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
 	if err != nil {
 		t.Fatal(err)
@@ -465,7 +463,6 @@ func TestShareStaleGenMemberLagging(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
 	joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
-	f, _ := owner.load(t)
 	p, hold := heldFeed(t, c)
 	bd := coreDriveWith(t, c, func(o *Options) {
 		driveShareOptions(bob)(o)
@@ -478,7 +475,7 @@ func TestShareStaleGenMemberLagging(t *testing.T) {
 	root := md.rootID()
 	lookupDir(t, md, root, "a.txt")
 	hold.Store(true)
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "carol@example.com")
 	if err != nil {
 		t.Fatal(err)

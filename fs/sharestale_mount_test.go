@@ -74,7 +74,6 @@ func TestShareMinGenLaggingFeedMount(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	owner, _ := sharedDocs(t, c)
 	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
-	f, _ := owner.load(t)
 	p, hold := heldFeed(t, c)
 	m := c.mount(t, t.TempDir(), func(o *Options) {
 		driveShareOptions(carol)(o)
@@ -110,7 +109,7 @@ func TestShareMinGenLaggingFeedMount(t *testing.T) {
 	sub := lookupDir(t, md, root, "sub").id
 
 	hold.Store(true)
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
 	if err != nil {
 		t.Fatal(err)

@@ -83,7 +83,6 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
 	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
-	f, _ := owner.load(t)
 	_, bs := bob.load(t)
 	bobGen1 := bs.Joined[0].Secrets[1]
 
@@ -108,7 +107,7 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	lookupDir(t, od, odSub, "b.txt") // decoded (generation 1) before the re-seal
 
 	hold.Store(true)
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
 	if err != nil {
 		t.Fatal(err)
@@ -276,7 +275,6 @@ func TestShareMinGenRaisedDuringSweep(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	owner, _ := sharedDocs(t, c)
 	joinDocs(t, c, owner, "carol@example.com", keys.RoleWriter)
-	f, _ := owner.load(t)
 	od, p, hold := heldOwnerDrive(t, c, owner)
 	docs := lookupDir(t, od, api.RootID, "Docs").id
 	a := lookupDir(t, od, docs, "a.txt").id
@@ -305,7 +303,7 @@ func TestShareMinGenRaisedDuringSweep(t *testing.T) {
 
 	hold.Store(true)
 	block.Store(true)
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
 		t.Fatal(err)
 	}
