@@ -28,7 +28,14 @@ func rmrf(t *testing.T, cfg, p string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fsys := pathops.New(cl, s.Subkeys())
+	removeTree(t, pathops.New(cl, s.Subkeys()), cl.Unlink, p)
+}
+
+// removeTree unlinks p in fsys and everything below it, entries before
+// their directory, each through unlink (a client: the own tree's or a
+// share's).
+func removeTree(t *testing.T, fsys *pathops.FS, unlink func(context.Context, api.UnlinkRequest) error, p string) {
+	t.Helper()
 	ctx := context.Background()
 	var rm func(n *pathops.Node)
 	rm = func(n *pathops.Node) {
@@ -41,7 +48,7 @@ func rmrf(t *testing.T, cfg, p string) {
 				rm(k)
 			}
 		}
-		if err := cl.Unlink(ctx, api.UnlinkRequest{Parent: n.Parent, NameMAC: n.NameMAC, Dir: n.IsDir()}); err != nil {
+		if err := unlink(ctx, api.UnlinkRequest{Parent: n.Parent, NameMAC: n.NameMAC, Dir: n.IsDir()}); err != nil {
 			t.Fatal(err)
 		}
 	}

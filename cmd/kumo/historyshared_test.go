@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"kumo/remote/api"
 	"kumo/remote/pathops"
 	"kumo/remote/session"
 )
@@ -55,27 +54,7 @@ func memberRmrf(t *testing.T, cfg, which, p string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := cl.ForShare(sh.OwnerID, sh.ID)
-	var rm func(n *pathops.Node)
-	rm = func(n *pathops.Node) {
-		if n.IsDir() {
-			kids, err := v.ListNode(ctx, n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, k := range kids {
-				rm(k)
-			}
-		}
-		if err := sc.Unlink(ctx, api.UnlinkRequest{Parent: n.Parent, NameMAC: n.NameMAC, Dir: n.IsDir()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	n, err := v.Resolve(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rm(n)
+	removeTree(t, v, cl.ForShare(sh.OwnerID, sh.ID).Unlink, p)
 }
 
 // TestCLISharedHistory: a writer member of alice's folder overwrites a file
