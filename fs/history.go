@@ -116,6 +116,8 @@ func (h *histRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if err != nil {
 		return nil, h.d.histErr("snapshot root", err)
 	}
+	// decodeBy authenticates the record as n.ID's, not n.ID as the node
+	// asked for: a server could answer with another node's valid record.
 	if n.ID != h.d.rootID() {
 		h.d.authFailure("snapshot root is another node", "want", h.d.rootID(), "got", n.ID, "at", at)
 		return nil, syscall.EIO
@@ -411,18 +413,26 @@ func (d *Drive) pathFS() *pathops.FS { return pathops.New(d.c, d.o.Session.Subke
 // reads their kept versions and writes under their current generation.
 func (d *Drive) restoreFS() *pathops.FS {
 	f := d.pathFS()
-	s := d.shares()
-	var list []*pathops.Share
-	for id, sh := range s.byID {
-		if !s.provisional[id] {
-			c := *sh // WithShares fills in its chunk keys: not on the drive's own
-			list = append(list, &c)
-		}
-	}
+	list := d.heldShares()
 	if len(list) == 0 || d.o.Identity == nil {
 		return f
 	}
 	return f.WithShares(d.o.Identity, list...)
+}
+
+// heldShares returns copies of the shares the drive holds (not the
+// provisional ones: the server does not list them yet), for a path FS's
+// WithShares, which fills in their chunk keys: not on the drive's own.
+func (d *Drive) heldShares() []*pathops.Share {
+	s := d.shares()
+	var list []*pathops.Share
+	for id, sh := range s.byID {
+		if !s.provisional[id] {
+			c := *sh
+			list = append(list, &c)
+		}
+	}
+	return list
 }
 
 // restoreTarget returns the path FS a restore of drive path p runs on and
@@ -440,15 +450,11 @@ func (d *Drive) restoreTarget(ctx context.Context, p string) (*pathops.FS, strin
 	if e != 0 {
 		return nil, "", nil, fmt.Errorf("%s: no folder of that name is shared with you (%v)", p, e)
 	}
-	var list []*pathops.Share
-	for _, sh := range m.shares().byID {
-		c := *sh // WithShares fills in its chunk keys: not on the drive's own
-		list = append(list, &c)
-	}
+	list := m.heldShares()
 	if len(list) != 1 || m.o.Identity == nil {
 		return nil, "", nil, fmt.Errorf("%s: the shared folder's keys are not loaded yet: try again", p)
 	}
-	v, err := pathops.New(m.c, m.o.Session.Subkeys()).WithShares(m.o.Identity, list[0]).View(list[0])
+	v, err := m.pathFS().WithShares(m.o.Identity, list[0]).View(list[0])
 	if err != nil {
 		return nil, "", nil, err
 	}
