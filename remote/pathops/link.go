@@ -515,22 +515,19 @@ func (f *FS) fetchEntries(ctx context.Context, id link.ID, m *link.Manifest, loc
 		batches = append(batches, i)
 	}
 	lf := &FS{c: f.c, Parallel: max(1, f.parallel()/2)}
-	// Each request's answer (up to linkBatch sealed chunks, 16 MiB) goes
-	// into a buffer of its worker's, not a new one per request.
-	answers := sync.Pool{New: func() any {
-		b := make([]byte, 0, linkBatch*(4+chunk.SealedSize(chunk.Size)))
-		return &b
-	}}
-	return lf.forEach(ctx, batches, func(ctx context.Context, first int, buf []byte) error {
-		ab := answers.Get().(*[]byte)
-		defer answers.Put(ab)
+	// Each worker's buffer holds one chunk's plaintext, then a request's
+	// answer (up to linkBatch framed sealed chunks, 16 MiB): made once per
+	// worker, not per request.
+	answerCap := linkBatch * (4 + chunk.SealedSize(chunk.Size))
+	return lf.forEachBuf(ctx, batches, chunk.Size+answerCap, func(ctx context.Context, first int, buf []byte) error {
+		plainBuf, answer := buf[:chunk.Size], buf[chunk.Size:chunk.Size]
 		bids := ids[first:min(first+linkBatch, len(ids))]
 		sizes := make([]int, len(bids))
 		for i, cid := range bids {
 			p := where[cid][0]
 			sizes[i] = chunk.SealedSize(m.Entries[p.e].Chunks[p.c].N)
 		}
-		sealed, err := f.c.LinkChunks(ctx, id.String(), bids, sizes, (*ab)[:0])
+		sealed, err := f.c.LinkChunks(ctx, id.String(), bids, sizes, answer)
 		if err != nil {
 			p := where[bids[0]][0]
 			return fmt.Errorf("get %s: download chunk %d: %w", m.Entries[p.e].Path, p.c, linkErr(err))
@@ -538,7 +535,7 @@ func (f *FS) fetchEntries(ctx context.Context, id link.ID, m *link.Manifest, loc
 		for i, cid := range bids {
 			ps := where[cid]
 			e := m.Entries[ps[0].e]
-			plain, err := e.Chunks[ps[0].c].Open(buf[:0], sealed[i])
+			plain, err := e.Chunks[ps[0].c].Open(plainBuf[:0], sealed[i])
 			if err != nil {
 				return fmt.Errorf("get %s: chunk %d: %w", e.Path, ps[0].c, err)
 			}

@@ -236,6 +236,11 @@ func (f *FS) uploadChunks(ctx context.Context, file *os.File, size int64, refs [
 // forEach runs fn on every index with Parallel workers, each with its own
 // buffer of a plaintext and a sealed chunk; the first error stops the rest.
 func (f *FS) forEach(ctx context.Context, items []int, fn func(ctx context.Context, i int, buf []byte) error) error {
+	return f.forEachBuf(ctx, items, chunk.Size+chunk.SealedSize(chunk.Size), fn)
+}
+
+// forEachBuf is forEach with worker buffers of bufSize bytes.
+func (f *FS) forEachBuf(ctx context.Context, items []int, bufSize int, fn func(ctx context.Context, i int, buf []byte) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	work := make(chan int)
@@ -243,7 +248,7 @@ func (f *FS) forEach(ctx context.Context, items []int, fn func(ctx context.Conte
 	workers := min(f.parallel(), len(items))
 	for range workers {
 		wg.Go(func() {
-			buf := make([]byte, chunk.Size+chunk.SealedSize(chunk.Size))
+			buf := make([]byte, bufSize)
 			for i := range work {
 				if ctx.Err() != nil {
 					continue
