@@ -90,10 +90,7 @@ func (d *Drive) writeSavedShares(path string, pt []byte) error {
 	}
 	b := append([]byte{savedSharesV1}, nonce...)
 	b = aead.Seal(b, nonce, pt, []byte(savedSharesLabel))
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	return atomicfile.Write(path, b, 0o600)
+	return atomicfile.WritePrivate(path, b)
 }
 
 // savedShares reads the shares saved by an earlier load (none: nil, nil).

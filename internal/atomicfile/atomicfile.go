@@ -46,3 +46,12 @@ func Write(path string, b []byte, mode os.FileMode) error {
 	}
 	return nil
 }
+
+// WritePrivate is Write for a file only its owner may read: it creates
+// path's missing parent directories mode 0700, then writes b mode 0600.
+func WritePrivate(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("write %s: create its directory: %w", path, err)
+	}
+	return Write(path, b, 0o600)
+}

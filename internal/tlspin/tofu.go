@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -101,10 +100,10 @@ func SavePin(path, hostPort, fingerprint string) error {
 	for _, h := range hosts {
 		fmt.Fprintf(&b, "%s %s\n", h, pins[h])
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := atomicfile.WritePrivate(path, []byte(b.String())); err != nil {
 		return fmt.Errorf("tlspin: save pin: %w", err)
 	}
-	return atomicfile.Write(path, []byte(b.String()), 0o600)
+	return nil
 }
 
 // FetchFingerprint connects to hostPort without verifying anything and returns

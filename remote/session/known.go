@@ -168,8 +168,5 @@ func (o Options) prelogin(ctx context.Context, c *client.Client, server, email s
 
 // writeConfig writes b to path, mode 0600 in a 0700 directory, atomically.
 func writeConfig(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	return atomicfile.Write(path, b, 0o600)
+	return atomicfile.WritePrivate(path, b)
 }
