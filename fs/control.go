@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -103,14 +104,17 @@ func (c *controlState) record(cmd string, ok bool, msg string) {
 // maxLinks is how many finished links the report lists.
 const maxLinks = 10
 
-// linkProgress shows how far the link of path being made is.
-func (c *controlState) linkProgress(path, msg string) {
+// linkRunning shows how far the link of path being made (command cmd) is,
+// in its line of the links and as the last command, in one update.
+func (c *controlState) linkRunning(cmd, path, msg string) {
+	now := time.Now().UTC()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.linkNow == nil {
-		c.linkNow = &control.Link{Path: path, Running: true, At: time.Now().UTC()}
+		c.linkNow = &control.Link{Path: path, Running: true, At: now}
 	}
 	c.linkNow.Message = msg
+	c.last = &control.CommandResult{Command: cmd, Running: true, OK: true, Message: msg, At: now}
 }
 
 // linkDone lists the link being made as done: its URL (note: what to know
@@ -577,10 +581,7 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 		kick(d.pullKick)
 		msg = fmt.Sprintf("sync started: %d files and %d tree operations queued", files, ops)
 	case control.CmdRestore:
-		if !d.restoring.CompareAndSwap(false, true) {
-			// last_command keeps the running restore's progress: a refusal
-			// shown there would hide what it asks the user to wait for.
-			d.log.Warn("control file: refused, a restore is running: wait for it (its progress is the last command in "+control.FileText+")", "command", shown)
+		if d.busy(&d.restoring, shown, "a restore is running: wait for it (its progress is the last command in "+control.FileText+")") {
 			return syscall.EBUSY
 		}
 		go d.restore(cmd, shown) // history.go: minutes for a big tree; progress in .kumo
@@ -589,13 +590,11 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 		if d.c.InProcess() {
 			return d.commandFailed(shown, errors.New("link: this drive's embedded cloud has no address others can reach: kumo login to a server and mount with --server URL to make links"))
 		}
-		if !d.linking.CompareAndSwap(false, true) {
-			d.commandFailed(shown, errors.New("a link is being made: wait for its URL (see links in "+control.FileText+"), then ask for the next"))
+		if d.busy(&d.linking, shown, "a link is being made: wait for its URL (see links in "+control.FileText+"), then ask for the next") {
 			return syscall.EBUSY
 		}
 		// Shown as running before the write returns, so a read right after sees it.
-		d.ctl.running(shown, linkWaiting)
-		d.ctl.linkProgress(cmd.Path, linkWaiting)
+		d.ctl.linkRunning(shown, cmd.Path, linkWaiting)
 		go d.makeLink(cmd, shown) // link.go: reads every chunk; progress, then the URL, in .kumo
 		return 0
 	case control.CmdShareAccept:
@@ -617,6 +616,18 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 	d.log.Info("control file: command done", "command", shown, "result", msg)
 	d.ctl.record(shown, true, msg)
 	return 0
+}
+
+// busy marks the one-at-a-time background command that flag stands for as
+// running, or says it already runs (the caller returns EBUSY). A refusal is
+// logged only: last_command keeps the running command's progress, which a
+// refusal shown there would hide (wait says what to wait for).
+func (d *Drive) busy(flag *atomic.Bool, shown, wait string) bool {
+	if flag.CompareAndSwap(false, true) {
+		return false
+	}
+	d.log.Warn("control file: refused, "+wait, "command", shown)
+	return true
 }
 
 // commandFailed records and logs a refused command and picks its errno.

@@ -42,8 +42,7 @@ func (d *Drive) makeLink(cmd control.Command, shown string) {
 			msg = fmt.Sprintf("making the link: %d of %d chunks read and hashed (%s of %s), %d of them from the local cache",
 				s.ChunksDone, s.Chunks, size.Format(s.BytesDone), size.Format(s.Bytes), s.Local)
 		}
-		d.ctl.running(shown, msg)
-		d.ctl.linkProgress(cmd.Path, msg)
+		d.ctl.linkRunning(shown, cmd.Path, msg)
 	}}
 	var skipped int
 	u, err := d.pathFS().CreateLink(ctx, p, o, func(string) { skipped++ })

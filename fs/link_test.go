@@ -151,11 +151,18 @@ func TestCoreLinkInBackground(t *testing.T) {
 	if l := lastCommand(d); !l.Running || !strings.Contains(l.Message, "making the link") {
 		t.Fatalf(".kumo while the link is made: %+v", l)
 	}
-	// One at a time: a second link is refused, saying why.
+	// One at a time: a second link is refused with EBUSY, and .kumo keeps
+	// showing the first one's progress (the refusal used to take its place
+	// as the last command).
+	before := lastCommand(d)
 	if e := d.runCommand("link /dir/small"); e != syscall.EBUSY {
 		t.Fatalf("a second link while one is made: %v, want EBUSY", e)
-	} else if l := lastCommand(d); l.OK || !strings.Contains(l.Message, "a link is being made") {
-		t.Fatalf("the refused second link: %+v", l)
+	}
+	if l := lastCommand(d); l.Command != "link /dir" || !l.Running || !strings.Contains(l.Message, "making the link") {
+		t.Fatalf("last command after the refused second link: %+v, want the running link's %+v", l, before)
+	}
+	if st := d.ControlStatus(context.Background(), false); len(st.Links) != 1 || !st.Links[0].Running || st.Links[0].Path != "/dir" {
+		t.Fatalf("links after the refused second link: %+v, want only the running /dir", st.Links)
 	}
 	release()
 	u := waitLink(t, d, "link /dir", 30*time.Second)
@@ -379,10 +386,10 @@ func TestCoreLinkKeptInReport(t *testing.T) {
 func TestLinkListBounded(t *testing.T) {
 	var c controlState
 	for i := range maxLinks + 3 {
-		c.linkProgress(fmt.Sprintf("/f%d", i), "making the link: 1 entries listed")
+		c.linkRunning(fmt.Sprintf("link /f%d", i), fmt.Sprintf("/f%d", i), "making the link: 1 entries listed")
 		c.linkDone(fmt.Sprintf("/f%d", i), fmt.Sprintf("https://x/s/%d#k", i), "", nil)
 	}
-	c.linkProgress("/now", "making the link: 3 of 9 chunks read")
+	c.linkRunning("link /now", "/now", "making the link: 3 of 9 chunks read")
 	if len(c.links) != maxLinks || c.links[0].Path != fmt.Sprintf("/f%d", maxLinks+2) || c.links[maxLinks-1].Path != "/f3" {
 		t.Fatalf("links kept: %+v", c.links)
 	}
