@@ -344,12 +344,7 @@ func (f *fetcher) chunk(ref meta.ChunkRef, acquire bool) *fetchCall {
 		if err == nil {
 			plain, plainBuf, err = f.checkShared(ref, b)
 		}
-		if err != nil || len(b) == 0 || &b[0] != &buf[:1][0] {
-			f.mu.Lock()
-			f.recycleLocked(buf)
-			f.mu.Unlock()
-			buf = nil
-		}
+		buf = f.keepBuf(buf, b, err)
 		if err != nil {
 			return err
 		}
@@ -361,9 +356,7 @@ func (f *fetcher) chunk(ref meta.ChunkRef, acquire bool) *fetchCall {
 		if f.d.cachesChunks() {
 			c.sealed, c.sealedBuf = splitSegs(b, chunk.SealedSegmentSize), buf
 		} else {
-			f.mu.Lock()
-			f.recycleLocked(buf)
-			f.mu.Unlock()
+			f.recycle(buf)
 		}
 		return nil
 	})
@@ -394,12 +387,7 @@ func (f *fetcher) checkShared(ref meta.ChunkRef, sealed []byte) (plain, buf []by
 	}
 	buf = f.chunkBuf(chunk.SealedSize(int(ref.Len))) // room for the plaintext
 	plain, err = f.d.cipherOf(kid).Open(buf[:0], ref.ID, sealed)
-	if err != nil || len(plain) == 0 || &plain[0] != &buf[:1][0] {
-		f.mu.Lock()
-		f.recycleLocked(buf)
-		f.mu.Unlock()
-		buf = nil
-	}
+	buf = f.keepBuf(buf, plain, err)
 	if err != nil {
 		return nil, nil, fmt.Errorf("chunk %s of a shared folder: %w", ref.ID, err)
 	}
@@ -433,6 +421,29 @@ func (f *fetcher) chunkBuf(n int) []byte {
 		return b
 	}
 	return make([]byte, 0, chunk.MaxSealedSize)
+}
+
+// inBuf says whether result, read or opened into buf's start, is in buf: a
+// callee may return an empty result or one it allocated itself.
+func inBuf(result, buf []byte) bool {
+	return len(result) > 0 && cap(buf) > 0 && &result[0] == &buf[:1][0]
+}
+
+// keepBuf returns buf if result (err nil) is in it (see inBuf); otherwise it
+// recycles buf and returns nil.
+func (f *fetcher) keepBuf(buf, result []byte, err error) []byte {
+	if err == nil && inBuf(result, buf) {
+		return buf
+	}
+	f.recycle(buf)
+	return nil
+}
+
+// recycle is recycleLocked for a caller not holding f.mu.
+func (f *fetcher) recycle(b []byte) {
+	f.mu.Lock()
+	f.recycleLocked(b)
+	f.mu.Unlock()
 }
 
 // recycleLocked keeps b for reuse. Caller holds f.mu.
@@ -483,7 +494,7 @@ func (f *fetcher) seg(ref meta.ChunkRef, k int) (c *fetchCall, lead bool) {
 			off, n := chunk.SegmentRange(int(ref.Len), k)
 			bp := f.buf() // the in-process cloud reads its blob straight into it
 			b, err := f.d.chunks.GetChunkInto(ctx, id, int64(off), int64(n), (*bp)[:0])
-			if err != nil || len(b) == 0 || &b[0] != &(*bp)[:1][0] {
+			if err != nil || !inBuf(b, *bp) {
 				f.bufs.Put(bp)
 				bp = nil
 			}
