@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"kumo/internal/chunk"
+	"kumo/internal/hostile"
 	"kumo/internal/keys"
 	"kumo/internal/meta"
 	"kumo/remote/api"
@@ -621,7 +622,15 @@ func TestShareRevokeWriterDrives(t *testing.T) {
 	_, bs := bob.load(t)
 	bobGen1 := bs.Joined[0].Secrets[1]
 
-	od := coreDriveWith(t, c, driveShareOptions(owner))
+	// Every drive reaches the cloud through p, which serves the plant.
+	p := hostile.Start(t, c.url)
+	viaProxy := func(a *shareAcct) func(*Options) {
+		return func(o *Options) {
+			driveShareOptions(a)(o)
+			o.Client = proxyClient(t, p.URL, a.sess.Token)
+		}
+	}
+	od := coreDriveWith(t, c, viaProxy(owner))
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	coreRead(t, od, docs.id, "a.txt")
 	// A hard link in the same directory: the re-seal lists both names with
@@ -653,9 +662,12 @@ func TestShareRevokeWriterDrives(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.srv.StoreStaleGenerations(true) // a hostile server stores the plant (an honest one refuses generation 1 now)
-	if _, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: n.Node.Version, Attrs: rec, Chunks: n.Node.Chunks}); err != nil {
-		t.Fatalf("plant: %v", err)
+	serveAttrs(p, n.ID(), rec)
+	// The owner's other device writes a.txt's record again (unchanged,
+	// generation 2): the change feed tells the drive, which fetches the node
+	// and is shown the plant.
+	if _, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: n.Node.Version, Attrs: n.Node.Attrs, Chunks: n.Node.Chunks}); err != nil {
+		t.Fatalf("update a.txt: %v", err)
 	}
 	waitFor(t, 20*time.Second, func() bool { return od.Integrity().AuthFailures > before })
 	if st := lookupDir(t, od, docs.id, "a.txt"); st.attrs.Mode&0o777 == 0o600 || st.kid.Gen != 2 {
@@ -665,10 +677,10 @@ func TestShareRevokeWriterDrives(t *testing.T) {
 		t.Fatalf("owner's drive reads a.txt: %q", got)
 	}
 
-	fresh := coreDriveWith(t, c, driveShareOptions(owner))
+	fresh := coreDriveWith(t, c, viaProxy(owner))
 	cd := coreDriveWith(t, c, func(o *Options) {
-		driveShareOptions(carol)(o)
-		o.Session, o.Client, o.SharedDir = carol.sess, carol.c, "Shared"
+		viaProxy(carol)(o)
+		o.Session, o.SharedDir = carol.sess, "Shared"
 	})
 	md, e := cd.memberByName(ctx, "Docs")
 	if e != 0 {

@@ -55,6 +55,47 @@ func proxyClient(t *testing.T, url, token string) *client.Client {
 	return cl
 }
 
+// serveAttrs makes p answer node id with attributes attrs wherever a read
+// of the live tree returns it (the node, a lookup, a listing): a hostile
+// server showing a record it planted, where an honest one refuses to store
+// it (a share's older generation). Records of other nodes pass unchanged.
+func serveAttrs(p *hostile.Proxy, id uint64, attrs []byte) {
+	set := func(n *api.Node) {
+		if n.ID == id {
+			n.Attrs = attrs
+		}
+	}
+	p.On("GET", "/v1/nodes/*", hostile.EditJSON(set))
+	p.On("GET", "/v1/nodes/*/entries/*", hostile.EditJSON(func(e *api.Entry) { set(&e.Node) }))
+	p.On("GET", "/v1/nodes/*/entries", hostile.EditJSON(func(es *[]api.Entry) {
+		for i := range *es {
+			set(&(*es)[i].Node)
+		}
+	}))
+}
+
+// serveAttrsAt is serveAttrs for the history reads (a node at a moment, a
+// directory at a moment, a node's versions): the planted record shown as a
+// kept version.
+func serveAttrsAt(p *hostile.Proxy, id uint64, attrs []byte) {
+	set := func(n *api.Node) {
+		if n.ID == id {
+			n.Attrs = attrs
+		}
+	}
+	p.On("GET", "/v1/history/nodes/*", hostile.EditJSON(set))
+	p.On("GET", "/v1/history/entries", hostile.EditJSON(func(r *api.HistoryListResponse) {
+		for i := range r.Entries {
+			set(&r.Entries[i].Node)
+		}
+	}))
+	p.On("GET", "/v1/history/versions/*", hostile.EditJSON(func(r *api.VersionsResponse) {
+		for i := range r.Versions {
+			set(&r.Versions[i].Node)
+		}
+	}))
+}
+
 // readAll reads a file's first 4 KiB.
 func readAll(t *testing.T, d *Drive, st *nodeState) string {
 	t.Helper()
@@ -119,10 +160,7 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	n, sealed := sealShareAttrsAt(t, owner, "/Docs/sub/b.txt", 100, 1, bobGen1, func(a *meta.Attrs) { a.Mode = a.Mode&^0o777 | 0o600 })
 	rec, err := keys.SignRecord(bob.acct.Identity, keys.RecordAttrs, n.ID(), nil, sealed)
 	must(t, err)
-	c.srv.StoreStaleGenerations(true) // a hostile server stores the plant (an honest one refuses generation 1 now)
-	if _, err := owner.c.Update(ctx, n.ID(), api.UpdateRequest{Version: n.Node.Version, Attrs: rec, Chunks: n.Node.Chunks}); err != nil {
-		t.Fatalf("plant: %v", err)
-	}
+	serveAttrs(p, n.ID(), rec)
 
 	// The reader's drive: its lookups must fetch (no sweep here).
 	md.sh.stale.sweep.Store(true)

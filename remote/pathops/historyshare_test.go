@@ -3,15 +3,17 @@ package pathops_test
 import (
 	"bytes"
 	"errors"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"kumo/internal/hostile"
 	"kumo/internal/keys"
 	"kumo/remote/api"
 	"kumo/remote/pathops"
-	"kumo/remote/server"
 )
 
 // shareHistoryFixture is newRevokeFixture with a day of history kept: at
@@ -20,7 +22,7 @@ import (
 // the folder re-sealed under generation 2 with generation 1 refused.
 type shareHistoryFixture struct {
 	*revokeFixture
-	srv               *server.Server
+	p                 *hostile.Proxy // every account's way to the cloud, honest unless a test says otherwise
 	at                int64
 	aliceOld, bobOld  []byte
 	aliceLive, bobNew []byte
@@ -28,8 +30,8 @@ type shareHistoryFixture struct {
 
 func newShareHistoryFixture(t *testing.T) *shareHistoryFixture {
 	t.Helper()
-	e := startServer(t)
-	fx := &shareHistoryFixture{revokeFixture: newRevokeFixture(t, e.url, e.url), srv: e.srv}
+	p := hostile.Start(t, startServer(t).url)
+	fx := &shareHistoryFixture{revokeFixture: newRevokeFixture(t, p.URL, p.URL), p: p}
 	if _, err := fx.alice.home.SetRetention(tctx(t), 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
@@ -95,18 +97,23 @@ func TestShareHistoryAfterWriterRemoved(t *testing.T) {
 }
 
 // TestShareHistoryPlantedByRemovedWriter: a record the removed writer makes
-// now in generation 1, which a hostile server keeps as a past version (it
-// was planted, then unlinked), is refused by history reads.
+// now in generation 1, which a hostile server shows as a past version (at
+// a moment after the removal, then deleted: in the trash), is refused by
+// history reads.
 func TestShareHistoryPlantedByRemovedWriter(t *testing.T) {
 	fx := newShareHistoryFixture(t)
-	fx.srv.StoreStaleGenerations(true) // a hostile server stores the plant (an honest one refuses generation 1 now)
-	fx.plantByBob(t, "planted.txt")
-	time.Sleep(20 * time.Millisecond)
+	planted := fx.bobEntry(t, "planted.txt")
 	at := time.Now().UnixNano()
-	time.Sleep(20 * time.Millisecond)
-	if err := removePlanted(t, fx.revokeFixture, "planted.txt"); err != nil {
-		t.Fatal(err)
-	}
+	root := strconv.FormatUint(planted.Parent, 10)
+	fx.p.On("GET", "/v1/history/entries", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		if q, _ := url.ParseQuery(req.Query); q.Get("parent") != root {
+			return next(req)
+		}
+		return hostile.EditJSON(func(r *api.HistoryListResponse) { r.Entries = append(r.Entries, planted) })(req, next)
+	})
+	fx.p.On("GET", "/v1/history/trash", hostile.EditJSON(func(r *api.TrashResponse) {
+		r.Items = append(r.Items, api.TrashItem{Deleted: at + 1, Parent: planted.Parent, NameMAC: planted.NameMAC, Name: planted.Name, Node: planted.Node})
+	}))
 	af, _ := fx.alice.load(t)
 	if _, err := af.ResolveAt(tctx(t), "/Docs/planted.txt", at); !errors.Is(err, pathops.ErrShare) || !strings.Contains(err.Error(), "since removed") {
 		t.Fatalf("planted generation-1 record in history: %v, want ErrShare", err)

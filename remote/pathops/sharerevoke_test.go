@@ -2,8 +2,10 @@ package pathops_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync/atomic"
 	"testing"
 
@@ -93,11 +95,10 @@ func gens(t *testing.T, c *client.Client, root uint64) map[uint32]int {
 	return out
 }
 
-// plantByBob stores, as a hostile server colluding with bob could, a new
-// file /name in the share root whose name and attributes are sealed under
-// generation 1 (bob kept its secret) and signed by bob, who wrote in
-// generation 1.
-func (fx *revokeFixture) plantByBob(t *testing.T, name string) {
+// bobEntry makes a new file entry name in the share root whose name and
+// attributes are sealed under generation 1 (bob kept its secret) and signed
+// by bob, who wrote in generation 1.
+func (fx *revokeFixture) bobEntry(t *testing.T, name string) api.Entry {
 	t.Helper()
 	sh := fx.bobShare
 	kid := meta.KeyID{Share: sh.ID, Gen: 1}
@@ -119,11 +120,36 @@ func (fx *revokeFixture) plantByBob(t *testing.T, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The owner's own unscoped access stores what it is given, as a hostile server would.
-	if _, err := fx.alice.c.Create(tctx(t), api.CreateRequest{Parent: sh.Root, NameMAC: mac, Name: sn, ID: id, Type: api.TypeFile,
-		Attrs: sa, Chunks: []string{}}); err != nil {
+	return api.Entry{Parent: sh.Root, NameMAC: mac, Name: sn, Node: api.Node{ID: id, Type: api.TypeFile, Version: 1, Nlink: 1, Attrs: sa}}
+}
+
+// plantByBob stores bobEntry(name) through the owner's own unscoped
+// access: the server takes it while generation 1 is the share's current
+// one (before bob's removal).
+func (fx *revokeFixture) plantByBob(t *testing.T, name string) {
+	t.Helper()
+	e := fx.bobEntry(t, name)
+	if _, err := fx.alice.c.Create(tctx(t), api.CreateRequest{Parent: e.Parent, NameMAC: e.NameMAC, Name: e.Name, ID: e.Node.ID, Type: api.TypeFile,
+		Attrs: e.Node.Attrs, Chunks: []string{}}); err != nil {
 		t.Fatalf("plant %s: %v", name, err)
 	}
+}
+
+// servePlant makes p show e in the live tree as a hostile server colluding
+// with bob could after his removal (an honest server refuses a record of
+// generation 1 then): a lookup of its name answers it, a listing of its
+// directory includes it, and its node reads.
+func servePlant(p *hostile.Proxy, e api.Entry) {
+	reply := func(v any) hostile.Rule {
+		b, err := json.Marshal(v)
+		if err != nil {
+			panic(err)
+		}
+		return hostile.Reply(&hostile.Response{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: b})
+	}
+	p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries/%s", e.Parent, e.NameMAC), reply(e))
+	p.On("GET", fmt.Sprintf("/v1/nodes/%d", e.Node.ID), reply(e.Node))
+	p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries", e.Parent), hostile.EditJSON(func(es *[]api.Entry) { *es = append(*es, e) }))
 }
 
 // TestShareRevokeWriterReseals: removing a writer re-seals the whole folder
@@ -134,7 +160,8 @@ func (fx *revokeFixture) plantByBob(t *testing.T, name string) {
 // wrote until then) and a hostile server plants is refused by both.
 func TestShareRevokeWriterReseals(t *testing.T) {
 	e := startServer(t)
-	fx := newRevokeFixture(t, e.url, e.url)
+	p := hostile.Start(t, e.url)
+	fx := newRevokeFixture(t, p.URL, p.URL)
 	// Before its removal, bob's generation-1 records are his to make: the
 	// same plant is accepted (and the re-seal keeps it, signed by the owner).
 	fx.plantByBob(t, "before.txt")
@@ -154,8 +181,7 @@ func TestShareRevokeWriterReseals(t *testing.T) {
 	if g := gens(t, fx.alice.c, sh.Root); len(g) != 1 || g[2] == 0 {
 		t.Fatalf("records by generation after the re-seal: %v, want all 2", g)
 	}
-	e.srv.StoreStaleGenerations(true) // a hostile server stores the plant (an honest one refuses generation 1 now)
-	fx.plantByBob(t, "planted.txt")
+	servePlant(p, fx.bobEntry(t, "planted.txt"))
 	av, cv := fx.alice.view(t), fx.carol.view(t)
 	if av.Scope().Roster.MinGen != 2 || cv.Scope().Roster.MinGen != 2 {
 		t.Fatal("the roster the owner and the reader load has no lowest accepted generation")
@@ -166,24 +192,13 @@ func TestShareRevokeWriterReseals(t *testing.T) {
 		}
 	}
 	// Once the planted record is gone, everything honest reads.
-	if err := removePlanted(t, fx, "planted.txt"); err != nil {
-		t.Fatal(err)
-	}
+	p.Honest()
 	fx.readsAll(t, "owner", fx.alice.view(t))
 	fx.readsAll(t, "reader", fx.carol.view(t))
 	af, _ = fx.alice.load(t)
 	if got, err := getBytes(t, af, "/Docs/sub/bob2.txt"); err != nil || string(got) != "and this\n" {
 		t.Fatalf("owner's home tree reads bob's file: %q %v", got, err)
 	}
-}
-
-// removePlanted unlinks the generation-1 entry name from the share root.
-func removePlanted(t *testing.T, fx *revokeFixture, name string) error {
-	t.Helper()
-	sh := fx.bobShare
-	sealer := meta.NewSealer(keys.Derive(keys.Key{9})).WithShare(meta.KeyID{Share: sh.ID, Gen: 1}, keys.ShareSubkeys(sh.Secrets[1], sh.ID, 1))
-	mac, _ := sealer.NameMACAs(meta.KeyID{Share: sh.ID, Gen: 1}, sh.Root, []byte(name))
-	return fx.alice.c.Unlink(tctx(t), api.UnlinkRequest{Parent: sh.Root, NameMAC: mac})
 }
 
 // TestShareRevokeInterrupted: a re-seal cut off midway (the cloud refuses
@@ -243,7 +258,8 @@ func TestShareRevokeInterrupted(t *testing.T) {
 // no longer write; it still reads everything.
 func TestShareDemoteWriter(t *testing.T) {
 	e := startServer(t)
-	fx := newRevokeFixture(t, e.url, e.url)
+	p := hostile.Start(t, e.url)
+	fx := newRevokeFixture(t, p.URL, p.URL)
 	af, _ := fx.alice.load(t)
 	sh, err := af.ShareFolder(tctx(t), fx.alice.acct, "/Docs", "bob@example.com", keys.RoleReader)
 	if err != nil {
@@ -256,8 +272,7 @@ func TestShareDemoteWriter(t *testing.T) {
 	if g := gens(t, fx.alice.c, sh.Root); len(g) != 1 || g[2] == 0 {
 		t.Fatalf("records by generation after the demotion: %v, want all 2", g)
 	}
-	e.srv.StoreStaleGenerations(true) // a hostile server stores the plant (an honest one refuses generation 1 now)
-	fx.plantByBob(t, "planted.txt")
+	servePlant(p, fx.bobEntry(t, "planted.txt"))
 	bv := fx.bob.view(t)
 	if bv.Scope().Role != keys.RoleReader || bv.Scope().Gen() != 2 {
 		t.Fatalf("bob after the demotion: %s in generation %d", bv.Scope().Role, bv.Scope().Gen())
@@ -267,9 +282,7 @@ func TestShareDemoteWriter(t *testing.T) {
 			t.Fatalf("%s resolves the demoted writer's generation-1 record: %v, want ErrShare", who, err)
 		}
 	}
-	if err := removePlanted(t, fx, "planted.txt"); err != nil {
-		t.Fatal(err)
-	}
+	p.Honest()
 	for who, v := range map[string]*pathops.FS{"owner": fx.alice.view(t), "reader": fx.carol.view(t), "bob": bv} {
 		fx.readsAll(t, fmt.Sprintf("%s after the demotion", who), v)
 	}

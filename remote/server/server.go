@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -110,8 +109,6 @@ type Server struct {
 	vouchers   *payment.Vouchers
 	adminToken string
 	stopPay    context.CancelFunc
-
-	staleOK atomic.Bool // tests: StoreStaleGenerations (sharegen.go)
 }
 
 const defaultFeedKeep = 100000

@@ -37,9 +37,6 @@ type shareGenRec struct {
 // generation 1 before it creates the share, and a stopped share's records
 // stay in the owner's tree. Empty records (an optional field) pass.
 func (m *mtx) currentGen(recs ...[]byte) error {
-	if m.s.staleOK.Load() {
-		return nil
-	}
 	for _, b := range recs {
 		share, gen, ok := api.RecordShare(b)
 		if !ok || share == 0 {
@@ -80,10 +77,3 @@ func staleGen(share uint64, gen, cur uint32) *api.Error {
 		"record sealed under generation %d of share %016x, which is now at generation %d: reload the share's keys and seal the record again under the current generation (re-encrypting the chunks it names)",
 		gen, share, cur))
 }
-
-// StoreStaleGenerations makes the server store records of a share's older
-// generations from the owner again (on) or refuse them (off, the default):
-// tests use it to play a hostile server, which stores what it likes, and
-// check that clients refuse such records on their own. kumo serve never
-// turns it on.
-func (s *Server) StoreStaleGenerations(on bool) { s.staleOK.Store(on) }
