@@ -248,6 +248,17 @@ func (d *Drive) versionOf(id uint64) (v uint64, ok bool) {
 	return 0, false
 }
 
+// hasGenFixesLocked says whether any queued record has a re-sealed form
+// (sharegen.go). Fixes are added and pruned only under d.mu, so the answer
+// holds while the caller keeps d.mu: pushOnce asks once per batch, not
+// freshGenOp (and the fixes' lock) once per op. Under d.mu.
+func (d *Drive) hasGenFixesLocked() bool {
+	g := &d.sh.gens
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.fixes) > 0
+}
+
 // pushOnce pushes a prefix of ops in one batch and acks what is done. retry
 // says the rest must wait (cloud unreachable, quota, ...).
 //
@@ -267,6 +278,7 @@ func (d *Drive) versionOf(id uint64) (v uint64, ok bool) {
 func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err error) {
 	d.resealStale(ops) // records of an older share generation (sharegen.go)
 	d.mu.Lock()
+	regen := d.hasGenFixesLocked()
 	rewritten := make([]api.BatchOp, len(ops))
 	compacted := make([]bool, len(ops)) // cancelled or moved (unsent.go)
 	for i, jo := range ops {
@@ -275,8 +287,10 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 		if op.Op != opCancelled {
 			op = d.rewriteOp(op)
 			var fresh bool
-			if op, fresh = d.freshGenOp(op); fresh {
-				compacted[i] = true // its pending keys are the queued op's
+			if regen {
+				if op, fresh = d.freshGenOp(op); fresh {
+					compacted[i] = true // its pending keys are the queued op's
+				}
 			}
 		}
 		rewritten[i] = op
