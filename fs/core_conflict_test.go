@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,11 +10,13 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"kumo/internal/hostile"
 	"kumo/remote/api"
 	"kumo/remote/client"
 )
@@ -162,5 +165,66 @@ func TestCoreConflictCopyNeedsLocalRecord(t *testing.T) {
 	must(t, err)
 	if len(es) != 1 {
 		t.Fatalf("the cloud's root has %d entries, want 1: a conflict copy was created without its local record", len(es))
+	}
+}
+
+// A conflict copy (a's edit of a file b changed too) whose create reaches
+// the cloud but whose answer is lost, and so is the answer to each of its
+// in-place tries, is made again at the pusher's next round: that must be
+// the same node, found as ours and taken as done, not a second copy.
+// Before, each round gave the copy a new node id: two copies of a's edit.
+func TestCoreConflictCopyStableID(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	b := coreDrive(t, c)
+	coreFile(t, b, api.RootID, "edited", "base")
+	coreFlush(t, b)
+	p, a, down := proxiedDrive(t, c)
+	if got := coreRead(t, a, api.RootID, "edited"); got != "base" {
+		t.Fatalf("a reads %q", got)
+	}
+	const lostAnswers = 3 // the first try and recreateAsCopy's two more
+	var creates atomic.Int32
+	ids := map[uint64]bool{}
+	var idsMu sync.Mutex
+	p.On(http.MethodPost, "/v1/nodes", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		var cr api.CreateRequest
+		if json.Unmarshal(req.Body, &cr) == nil {
+			idsMu.Lock()
+			ids[cr.ID] = true
+			idsMu.Unlock()
+		}
+		resp := next(req)
+		if creates.Add(1) <= lostAnswers {
+			return nil // done (or refused) in the cloud, the answer cut
+		}
+		return resp
+	})
+	down.Store(true)
+	coreRewrite(t, a, "edited", "a's edit")
+	coreRewrite(t, b, "edited", "b's edit")
+	coreFlush(t, b)
+	down.Store(false)
+	flushWithin(t, a, 30*time.Second)
+	if n := creates.Load(); n <= lostAnswers {
+		t.Fatalf("%d creates of the copy, want more than %d: the pusher's next round did not try again", n, lostAnswers)
+	}
+	names := cloudRootNames(t, c)
+	var copies []string
+	for n := range names {
+		if strings.HasPrefix(n, "edited (conflict ") {
+			copies = append(copies, n)
+		}
+	}
+	idsMu.Lock()
+	nIDs := len(ids)
+	idsMu.Unlock()
+	if len(copies) != 1 || len(names) != 2 || nIDs != 1 {
+		t.Fatalf("cloud root %v, the copy's creates named %d node ids: want edited and one conflict copy, one id", names, nIDs)
+	}
+	if got := coreRead(t, coreDrive(t, c), api.RootID, copies[0]); got != "a's edit" {
+		t.Fatalf("the copy %s reads %q", copies[0], got)
+	}
+	if n := a.ctl.refusedN; n != 0 {
+		t.Fatalf("%d changes reported refused", n)
 	}
 }

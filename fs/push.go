@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path"
@@ -1004,7 +1006,7 @@ func (d *Drive) keepBoth(ctx context.Context, op api.BatchOp, remote api.Node) b
 		d.adopt(remote)
 		return true
 	}
-	id, rev := newID(), meta.NextRev(0)
+	id, rev := copyID(op), meta.NextRev(0)
 	c := &api.CreateRequest{Parent: parent, ID: id, Type: typ, Attrs: d.sealAttrs(kid, id, rev, a), Chunks: op.Update.Chunks}
 	if c.Chunks == nil {
 		c.Chunks = []string{}
@@ -1029,7 +1031,8 @@ func (d *Drive) keepBoth(ctx context.Context, op api.BatchOp, remote api.Node) b
 		return false
 	}
 	if !d.recreateAsCopy(ctx, c, name) {
-		// The next try makes a new copy: drop this one's local record.
+		// The next try makes the copy again, under the same id (copyID):
+		// drop this one's local record meanwhile.
 		d.mu.Lock()
 		delete(d.states, c.ID)
 		if err := d.store.Apply(cache.Mutation{DeleteNodes: []uint64{c.ID}}); err != nil {
@@ -1044,6 +1047,28 @@ func (d *Drive) keepBoth(ctx context.Context, op api.BatchOp, remote api.Node) b
 	d.log.Warn("file changed here and in the cloud: kept theirs under the name, ours as a conflict copy",
 		"node", op.ID, "name", name, "copy", c.ID)
 	return true
+}
+
+// copyID is the node id of the conflict copy keepBoth makes of refused
+// update op: derived from the update's sealed record, so every try of the
+// same queued op (the pusher's next round, or after a restart) creates the
+// same node, and a try whose answer was lost is found by the next
+// (createOwn), never followed by a second copy. The record is sealed with
+// a random nonce, so two updates never share an id; the hash tells the
+// cloud nothing it does not see anyway (the copy's create sends the
+// update's chunk list right after the refused update). A cloud that
+// claims the id for another node only makes the copy take a random one
+// (renumberCopy).
+func copyID(op api.BatchOp) uint64 {
+	h := sha256.New()
+	h.Write([]byte("kumo conflict copy id\x00"))
+	h.Write(binary.BigEndian.AppendUint64(nil, op.ID))
+	h.Write(op.Update.Attrs)
+	id := binary.BigEndian.Uint64(h.Sum(nil)) >> 1 // 63-bit, as newID
+	if id <= api.RootID {
+		id += 2 // newID never returns 0 or 1 (the root)
+	}
+	return id
 }
 
 // recreateAsCopy creates the conflict copy c and its local entry.
@@ -1080,9 +1105,9 @@ func (d *Drive) recreateAsCopy(ctx context.Context, c *api.CreateRequest, name s
 			continue
 		}
 		if err != nil && transientErr(err) && tries < 2 && ctx.Err() == nil {
-			// Try again now rather than at the pusher's next round, which
-			// makes a new copy: if this try went through and only its
-			// answer was lost, the next finds it (createOwn).
+			// Try again now rather than only at the pusher's next round:
+			// if this try went through and only its answer was lost, the
+			// next finds it (createOwn), as the next round does (copyID).
 			tries++
 			d.log.Info("creating conflict copy failed; trying again", "node", c.ID, "err", err)
 			if !sleepCtx(ctx, time.Duration(tries)*time.Second) {
