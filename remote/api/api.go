@@ -203,9 +203,10 @@ type LinkRequest struct {
 
 // UnlinkRequest removes an entry; with Dir it is rmdir (refused unless empty).
 // Node is the node the client saw at the name (0: not sent, by older
-// clients); the cloud does not check it, the drive uses it to recognise the
-// entry when it must find it again under another name MAC (a share's
-// re-seal), so that it never removes another node that took the name.
+// clients); the cloud refuses (CodeConflict) an unlink of an entry that
+// names another node now, and the drive uses it to recognise the entry
+// when it must find it again under another name MAC (a share's re-seal),
+// so that it never removes another node that took the name.
 type UnlinkRequest struct {
 	Parent  uint64 `json:"parent"`
 	NameMAC string `json:"name_mac"`

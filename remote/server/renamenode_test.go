@@ -53,3 +53,32 @@ func TestRenameChecksNode(t *testing.T) {
 		t.Fatal("a rename onto itself without a node changed the name")
 	}
 }
+
+// An unlink that names the node the client saw at the name is refused when
+// the entry names another node now (another client replaced the file),
+// changing nothing; naming the entry's node, or none (older clients), it
+// goes through.
+func TestUnlinkChecksNode(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	u := e.signup("ul@example.com")
+	a := u.create(api.RootID, api.TypeFile)
+	b := u.create(api.RootID, api.TypeFile)
+	seq := u.account().Seq
+	st, code := u.call("POST", "/v1/unlink", api.UnlinkRequest{Parent: api.RootID, NameMAC: a.NameMAC, Node: b.Node.ID}, nil)
+	expect(t, "unlink naming another node", st, code, 409, api.CodeConflict)
+	var got api.Entry
+	u.must("GET", fmt.Sprintf("/v1/nodes/%d/entries/%s", api.RootID, a.NameMAC), nil, &got)
+	if got.Node.ID != a.Node.ID || got.Node.Nlink != 1 || u.account().Seq != seq {
+		t.Fatalf("a refused unlink changed something: entry names %d (nlink %d), seq %d -> %d", got.Node.ID, got.Node.Nlink, seq, u.account().Seq)
+	}
+	// The same in a batch.
+	var br api.BatchResponse
+	u.must("POST", "/v1/batch", api.BatchRequest{Ops: []api.BatchOp{{Op: api.OpUnlink, Unlink: &api.UnlinkRequest{Parent: api.RootID, NameMAC: b.NameMAC, Node: a.Node.ID}}}}, &br)
+	if len(br.Results) != 1 || br.Results[0].Error == nil || br.Results[0].Error.Code != api.CodeConflict {
+		t.Fatalf("batched unlink naming another node: %+v, want conflict", br.Results)
+	}
+	st, code = u.call("POST", "/v1/unlink", api.UnlinkRequest{Parent: api.RootID, NameMAC: a.NameMAC, Node: a.Node.ID}, nil)
+	expect(t, "unlink naming the entry's node", st, code, 200, "")
+	st, code = u.call("POST", "/v1/unlink", api.UnlinkRequest{Parent: api.RootID, NameMAC: b.NameMAC}, nil)
+	expect(t, "unlink without a node", st, code, 200, "")
+}

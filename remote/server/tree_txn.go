@@ -481,6 +481,11 @@ func (m *mtx) unlink(r *api.UnlinkRequest) error {
 		}
 		return notFound("entry")
 	}
+	if r.Node != 0 && e.ID != r.Node {
+		// Another node took the name since the client saw it: removing it
+		// would drop a file the client never meant to delete.
+		return conflict(api.CodeConflict, fmt.Sprintf("the entry names node %d now, not node %d which the unlink is for: list the directory again", e.ID, r.Node))
+	}
 	n, err := readNode(m.tx, a, e.ID)
 	if err != nil {
 		if ae, ok := err.(*api.Error); ok && ae.Code == api.CodeNotFound {
