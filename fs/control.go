@@ -46,6 +46,14 @@ const (
 	maxInvoices    = 10 // newest shown in the report
 )
 
+const (
+	// A background command (link, restore) fails once the cloud has been
+	// unreachable this long while it runs (Options.CommandOffline), and
+	// shutdown waits this long at most for background commands to stop.
+	defaultCommandOffline = 2 * time.Minute
+	backgroundStopWait    = 10 * time.Second
+)
+
 func ctlKindOf(name string) ctlKind {
 	switch name {
 	case control.FileText:
@@ -74,6 +82,8 @@ type controlState struct {
 	refused  []control.RefusedOp // the newest maxRefused of them, oldest first
 
 	fetchMu sync.Mutex // one invoice fetch at a time
+
+	bg sync.WaitGroup // background commands (link, restore) running
 }
 
 // maxRefused is how many refused changes the report lists.
@@ -584,7 +594,7 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 		if d.busy(&d.restoring, shown, "a restore is running: wait for it (its progress is the last command in "+control.FileText+")") {
 			return syscall.EBUSY
 		}
-		go d.restore(cmd, shown) // history.go: minutes for a big tree; progress in .kumo
+		d.background(func(ctx context.Context) { d.restore(ctx, cmd, shown) }) // history.go: minutes for a big tree; progress in .kumo
 		return 0
 	case control.CmdLink:
 		if d.c.InProcess() {
@@ -595,7 +605,7 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 		}
 		// Shown as running before the write returns, so a read right after sees it.
 		d.ctl.linkRunning(shown, cmd.Path, linkWaiting)
-		go d.makeLink(cmd, shown) // link.go: reads every chunk; progress, then the URL, in .kumo
+		d.background(func(ctx context.Context) { d.makeLink(ctx, cmd, shown) }) // link.go: reads every chunk; progress, then the URL, in .kumo
 		return 0
 	case control.CmdShareAccept:
 		if msg, err = d.acceptShare(ctx, cmd.Share); err != nil { // sharemember.go
@@ -618,6 +628,89 @@ func (d *Drive) runCommand(line string) syscall.Errno {
 	return 0
 }
 
+// errUnreachable ends a background command whose cloud stayed unreachable.
+var errUnreachable = errors.New("no answer from the cloud")
+
+// unreachableError is the failure of a command that could not reach the
+// cloud, saying so and what to do.
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string {
+	return "cloud unreachable: " + e.err.Error() + ": try again when online"
+}
+
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// unreachableErr says so of err if it came of an unreachable cloud.
+func unreachableErr(err error) error {
+	var u *unreachableError
+	if errors.As(err, &u) || !errors.Is(err, errUnreachable) && !errors.Is(err, api.ErrUnavailable) {
+		return err
+	}
+	return &unreachableError{err}
+}
+
+// background runs a long control command (link, restore) on a goroutine
+// with a context of its own, which ends when the drive shuts down (that
+// waits for it: waitBackground) or when the cloud has been unreachable for
+// the offline limit while it runs: then it fails, saying so, instead of
+// waiting for the cloud for ever (a flush of pending uploads would).
+func (d *Drive) background(run func(ctx context.Context)) {
+	ctx, cancel := context.WithCancelCause(d.ctx)
+	d.ctl.bg.Add(1)
+	go func() {
+		defer d.ctl.bg.Done()
+		defer cancel(nil)
+		go d.watchOffline(ctx, cancel)
+		run(ctx)
+	}()
+}
+
+// watchOffline cancels ctx once the drive has been offline for the
+// command offline limit since ctx's command started.
+func (d *Drive) watchOffline(ctx context.Context, cancel context.CancelCauseFunc) {
+	limit := d.o.CommandOffline
+	if limit <= 0 {
+		limit = defaultCommandOffline
+	}
+	start := time.Now()
+	t := time.NewTicker(min(time.Second, limit/4))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.stat.Lock()
+		online, since := d.stat.online, d.stat.offlineSince
+		d.stat.Unlock()
+		if since.Before(start) {
+			since = start
+		}
+		if !online && time.Since(since) >= limit {
+			cancel(fmt.Errorf("%w for %v", errUnreachable, limit))
+			return
+		}
+	}
+}
+
+// waitBackground waits, at most backgroundStopWait, for the background
+// commands to end once the drive's context is cancelled: they must not
+// outlive the store they use.
+func (d *Drive) waitBackground() {
+	done := make(chan struct{})
+	go func() {
+		d.ctl.bg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(backgroundStopWait):
+		d.log.Error("a background link or restore did not stop within " + backgroundStopWait.String() + " of the drive's shutdown")
+	}
+}
+
 // busy marks the one-at-a-time background command that flag stands for as
 // running, or says it already runs (the caller returns EBUSY). A refusal is
 // logged only: last_command keeps the running command's progress, which a
@@ -633,6 +726,7 @@ func (d *Drive) busy(flag *atomic.Bool, shown, wait string) bool {
 // commandFailed records and logs a refused command and picks its errno.
 func (d *Drive) commandFailed(shown string, err error) syscall.Errno {
 	e := syscall.EIO
+	err = unreachableErr(err)
 	msg := err.Error()
 	switch {
 	case errors.Is(err, api.ErrPaymentsOff):

@@ -81,6 +81,10 @@ type Options struct {
 	// Tuning (zero: defaults). Tests shorten them.
 	QuietTime time.Duration // upload a file this long after its last write (default 1s)
 	PollWait  time.Duration // change-feed long-poll wait (default 25s)
+	// CommandOffline: a background link or restore asked through the
+	// control file fails once the cloud has been unreachable this long
+	// while it runs (default 2m).
+	CommandOffline time.Duration
 }
 
 // ReservedNames are the virtual control files and the history view at the
@@ -379,6 +383,7 @@ func (d *Drive) shutdown() {
 	d.stopMembers()
 	d.cancel()
 	d.wg.Wait()
+	d.waitBackground() // control.go: a link or restore still running
 	d.mu.Lock()
 	for _, st := range d.states {
 		for _, l := range st.layers {

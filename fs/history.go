@@ -478,9 +478,8 @@ func (d *Drive) drivePath(p string) string {
 // restore runs `restore PATH TIME [force]` from the control file: it waits
 // for the drive's pending uploads (a restore works on the cloud's tree),
 // restores, shows progress in .kumo as it goes, and pulls the result.
-func (d *Drive) restore(cmd control.Command, shown string) {
+func (d *Drive) restore(ctx context.Context, cmd control.Command, shown string) {
 	defer d.restoring.Store(false)
-	ctx := d.ctx
 	p := d.drivePath(cmd.Path)
 	d.ctl.running(shown, "waiting for pending uploads")
 	if err := d.Flush(ctx); err != nil {

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -20,12 +21,11 @@ const linkWaiting = "making the link: waiting for pending uploads (a link shows 
 // link with chunks the chunk cache holds whole read from there, and shows
 // progress, then the URL, in .kumo: in its list of links (which a later
 // command leaves alone) and as the last command.
-func (d *Drive) makeLink(cmd control.Command, shown string) {
+func (d *Drive) makeLink(ctx context.Context, cmd control.Command, shown string) {
 	defer d.linking.Store(false)
-	ctx := d.ctx
 	p := d.drivePath(cmd.Path) // runCommand already shows it as waiting
 	if err := d.Flush(ctx); err != nil {
-		err = fmt.Errorf("link: pending uploads: %w (write the command again once they are done)", err)
+		err = unreachableErr(fmt.Errorf("link: pending uploads: %w (write the command again once they are done)", err))
 		d.ctl.linkDone(cmd.Path, "", "", err)
 		d.commandFailed(shown, err)
 		return
@@ -47,7 +47,7 @@ func (d *Drive) makeLink(cmd control.Command, shown string) {
 	var skipped int
 	u, err := d.pathFS().CreateLink(ctx, p, o, func(string) { skipped++ })
 	if err != nil {
-		err = fmt.Errorf("%w (nothing was made: write the command again)", err)
+		err = unreachableErr(fmt.Errorf("%w (nothing was made: write the command again)", err))
 		d.ctl.linkDone(cmd.Path, "", "", err)
 		d.commandFailed(shown, err)
 		return

@@ -397,3 +397,115 @@ func TestLinkListBounded(t *testing.T) {
 		t.Fatalf("link being made: %+v", c.linkNow)
 	}
 }
+
+// A link or a restore asked through .kumo while the cloud is unreachable
+// (here with an upload pending, which both wait for) fails once the cloud
+// has been unreachable for the command offline limit, .kumo saying so and
+// what to do. Before, both waited for the cloud for ever.
+func TestCoreBackgroundCommandsOffline(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	px := newOfflineProxy(t, c.url)
+	d := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
+		cl, err := client.New(client.Options{BaseURL: px.url, Token: c.sess.Token, MaxRetries: -1})
+		must(t, err)
+		o.Client = cl
+		o.QuietTime = time.Hour // the file written offline stays pending
+		o.CommandOffline = time.Second
+	}, nil)
+	linkTree(t, d)
+	px.down.Store(true)
+	dir, e := d.lookupForTest(api.RootID, "dir")
+	if e != 0 {
+		t.Fatal(e)
+	}
+	coreFile(t, d, dir.id, "later", "written offline")
+
+	failsOffline := func(line string) {
+		t.Helper()
+		start := time.Now()
+		if e := d.runCommand(line); e != 0 {
+			t.Fatalf("%s: %v: %+v", line, e, lastCommand(d))
+		}
+		for {
+			l := lastCommand(d)
+			if l.Command == line && !l.Running {
+				if l.OK || !strings.HasPrefix(l.Message, "cloud unreachable: ") || !strings.HasSuffix(l.Message, "try again when online") {
+					t.Fatalf("%s offline: %+v, want a failure saying the cloud is unreachable", line, l)
+				}
+				t.Logf("%s failed in %v: %s", line, time.Since(start).Round(time.Millisecond), l.Message)
+				return
+			}
+			if time.Since(start) > 20*time.Second {
+				t.Fatalf("%s still not done 20 s into an offline cloud (limit 1 s): %+v", line, l)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	failsOffline("link /dir")
+	if st := d.ControlStatus(context.Background(), false); len(st.Links) != 1 || st.Links[0].Running || !strings.HasPrefix(st.Links[0].Error, "cloud unreachable: ") {
+		t.Fatalf("links after the offline link: %+v", st.Links)
+	}
+	failsOffline("restore /dir " + time.Now().UTC().Format(time.RFC3339))
+	// Both are free again for the next try.
+	if d.linking.Load() || d.restoring.Load() {
+		t.Fatalf("linking %v, restoring %v after both failed", d.linking.Load(), d.restoring.Load())
+	}
+}
+
+// slowFailLog delays the log record of a failed command, so that a link
+// ending at shutdown is still at work for a while after its context ended.
+type slowFailLog struct{ slog.Handler }
+
+func (h slowFailLog) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "control file: command failed" {
+		time.Sleep(2 * time.Second)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h slowFailLog) WithAttrs(as []slog.Attr) slog.Handler { return slowFailLog{h.Handler.WithAttrs(as)} }
+func (h slowFailLog) WithGroup(g string) slog.Handler       { return slowFailLog{h.Handler.WithGroup(g)} }
+
+// Shutting the drive down while a link is made (its chunk reads held by
+// the cloud) ends the link at once and waits for it to finish (it must
+// not outlive the store it reads), and returns promptly. Before, shutdown
+// did not wait: the link was still at work after it returned.
+func TestCoreShutdownDuringLink(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	linkTree(t, coreDrive(t, c)) // another device wrote the files
+	p := hostile.Start(t, c.url)
+	var held atomic.Int32
+	p.On("GET", "/v1/chunks/*", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		held.Add(1)
+		<-req.Context().Done() // held until the drive gives up
+		return nil
+	})
+	d := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
+		cl, err := client.New(client.Options{BaseURL: p.URL, Token: c.sess.Token, MaxRetries: -1})
+		must(t, err)
+		o.Client = cl
+		o.Logger = slog.New(slowFailLog{testLogger(t).Handler()})
+	}, nil)
+	must(t, errnoErr(d.runCommand("link /dir")))
+	for deadline := time.Now().Add(20 * time.Second); held.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no chunk read reached the cloud: %+v", lastCommand(d))
+		}
+	}
+	start := time.Now()
+	d.shutdown()
+	took := time.Since(start)
+	if took > backgroundStopWait-2*time.Second {
+		t.Fatalf("shutdown during a link took %v", took)
+	}
+	if d.linking.Load() {
+		t.Fatalf("the link was still at work when shutdown returned (after %v)", took)
+	}
+	d.ctl.mu.Lock()
+	now, links := d.ctl.linkNow, d.ctl.links
+	d.ctl.mu.Unlock()
+	if now != nil || len(links) != 1 || links[0].Error == "" {
+		t.Fatalf("after shutdown: link being made %+v, links %+v: want the link ended with an error", now, links)
+	}
+	t.Logf("shutdown during a link took %v", took.Round(time.Millisecond))
+}
