@@ -98,8 +98,13 @@ type Store struct {
 	fenced     atomic.Uint64
 	dataSynced atomic.Uint64
 	dataMu     sync.Mutex // one syncData at a time
-	dataOrder  sync.RWMutex
-	synced     atomic.Int64 // redo log offset covered by the last sync of everything (commit)
+	// dirtyRemoved: a segment file was removed since syncData last synced
+	// their directory (a created file's first sync syncs it itself,
+	// SegmentFile.dirSync), so a data sync with nothing removed costs no
+	// directory fsync.
+	dirtyRemoved atomic.Bool
+	dataOrder    sync.RWMutex
+	synced       atomic.Int64 // redo log offset covered by the last sync of everything (commit)
 
 	closeOnce sync.Once
 	stop      chan struct{}
@@ -261,8 +266,9 @@ func fileSet(mu *sync.Mutex, set map[*SegmentFile]struct{}) []*SegmentFile {
 }
 
 // syncData makes the data of every segment file written so far durable
-// (fdatasync of each, and their directory): what the AfterData records
-// applied so far describe.
+// (fdatasync of each; their directory if a file was removed since, a new
+// file's first sync syncs it): what the AfterData records applied so far
+// describe.
 func (s *Store) syncData() error {
 	s.dataMu.Lock()
 	defer s.dataMu.Unlock()
@@ -274,8 +280,11 @@ func (s *Store) syncData() error {
 			errs = append(errs, err)
 		}
 	}
-	if err := s.syncDir(filepath.Join(s.dir, dirtyDir)); err != nil {
-		errs = append(errs, fmt.Errorf("cache: sync: %w", err))
+	if s.dirtyRemoved.Swap(false) {
+		if err := s.syncDir(filepath.Join(s.dir, dirtyDir)); err != nil {
+			s.dirtyRemoved.Store(true)
+			errs = append(errs, fmt.Errorf("cache: sync: %w", err))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

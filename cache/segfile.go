@@ -1017,6 +1017,7 @@ func (f *SegmentFile) Remove() error {
 		if err = os.Remove(f.path); errors.Is(err, os.ErrNotExist) {
 			err = nil
 		}
+		st.dirtyRemoved.Store(true) // the next data sync makes the removal durable
 	}
 	st.segMu.Unlock()
 	if err != nil {
