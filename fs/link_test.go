@@ -463,8 +463,10 @@ func (h slowFailLog) Handle(ctx context.Context, r slog.Record) error {
 	return h.Handler.Handle(ctx, r)
 }
 
-func (h slowFailLog) WithAttrs(as []slog.Attr) slog.Handler { return slowFailLog{h.Handler.WithAttrs(as)} }
-func (h slowFailLog) WithGroup(g string) slog.Handler       { return slowFailLog{h.Handler.WithGroup(g)} }
+func (h slowFailLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return slowFailLog{h.Handler.WithAttrs(as)}
+}
+func (h slowFailLog) WithGroup(g string) slog.Handler { return slowFailLog{h.Handler.WithGroup(g)} }
 
 // Shutting the drive down while a link is made (its chunk reads held by
 // the cloud) ends the link at once and waits for it to finish (it must
