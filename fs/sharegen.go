@@ -352,21 +352,30 @@ func (d *Drive) resealRecord(s *shareSet, r opRecord, old, cur meta.KeyID) (genF
 	if r.attrs {
 		return d.resealAttrs(s, r.id, sealed, old, cur)
 	}
+	kinds := []meta.Kind{r.kind}
 	if !r.known {
 		if r.child == 0 {
 			return genFix{}, fmt.Errorf("%w: %w", errCannotReseal, errNoChild)
 		}
+		// The name is sealed bound to its node's kind, so opening it tells
+		// the kind: both are tried, the one in memory first. Not the
+		// node's attributes from the local tree: once the roster's lowest
+		// generation rose, those of a node the kernel forgot and the sweep
+		// has not fetched again are refused, and the write would be lost.
+		kinds = []meta.Kind{meta.KindFile, meta.KindDir}
 		d.mu.Lock()
-		st, err := d.stateLocked(r.child)
-		if err == nil {
-			r.kind = st.kind()
+		if st := d.states[r.child]; st != nil && st.kind() == meta.KindDir {
+			kinds[0], kinds[1] = kinds[1], kinds[0]
 		}
 		d.mu.Unlock()
-		if err != nil {
-			return genFix{}, fmt.Errorf("%w: the name's node %d: %w", errCannotReseal, r.child, err)
+	}
+	var name []byte
+	for _, k := range kinds {
+		if name, err = s.sealer.OpenName(r.id, r.child, k, r.mac, sealed); err == nil {
+			r.kind = k
+			break
 		}
 	}
-	name, err := s.sealer.OpenName(r.id, r.child, r.kind, r.mac, sealed)
 	if err != nil {
 		return genFix{}, fmt.Errorf("%w: %w", errCannotReseal, err)
 	}

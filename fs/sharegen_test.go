@@ -593,3 +593,69 @@ func TestShareMovedByResealListings(t *testing.T) {
 		t.Fatalf("%d listings for two unlinks refused in one round, want 1", n)
 	}
 }
+
+// TestShareStaleGenLaggingRenameForgotten: as TestShareStaleGenLaggingUnlinkRename,
+// but the kernel has forgotten the renamed file's node before the push (its
+// state is gone from memory) and the sweep that fetches the re-sealed
+// records again has not reached it (off here: it runs in the background,
+// and a big folder takes it a while). The rename's new name, sealed under
+// generation 1, must be sealed again, for which the drive needs the kind of
+// node it names: it used to open the node's attributes from the local tree
+// for that, which the roster (lowest generation 2) refuses, and the rename
+// was refused for good (c.txt never appeared). The name record itself binds
+// the kind (opening it under the wrong one fails), so it tells.
+func TestShareStaleGenLaggingRenameForgotten(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	od, _, hold := heldOwnerDrive(t, c, owner)
+	docs := lookupDir(t, od, api.RootID, "Docs")
+	sub := lookupDir(t, od, docs.id, "sub")
+	b := lookupDir(t, od, sub.id, "b.txt")
+	hold.Store(true)
+	f, _ := owner.load(t)
+	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	od.sh.stale.sweep.Store(true) // the sweep has not reached b.txt
+	if e := od.rename(sub.id, "b.txt", sub.id, "c.txt", 0); e != 0 {
+		t.Fatalf("mv b.txt c.txt: %v", e)
+	}
+	od.mu.Lock()
+	delete(od.states, b.id) // the kernel forgot it (OnForget)
+	od.mu.Unlock()
+	flushDrive(t, od)
+	hold.Store(false)
+
+	od.ctl.mu.Lock()
+	refused := append([]control.RefusedOp(nil), od.ctl.refused...)
+	od.ctl.mu.Unlock()
+	if len(refused) != 0 {
+		t.Fatalf("the cloud refused the lagging device's rename for good: %+v", refused)
+	}
+	if g := od.Integrity(); g.AuthFailures != 0 {
+		t.Fatalf("the re-seal counted %d authentication failures (%s): it opened the node's refused attributes", g.AuthFailures, g.Last)
+	}
+	f, _ = owner.load(t)
+	if _, err := f.Resolve(ctx, "/Docs/sub/b.txt"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("sub/b.txt after the second device renamed it: %v, want not found", err)
+	}
+	n, err := f.Resolve(ctx, "/Docs/sub/c.txt")
+	if err != nil {
+		t.Fatalf("sub/c.txt, renamed on the second device: %v", err)
+	}
+	if n.ID() != b.id {
+		t.Fatalf("sub/c.txt is node %d, want b.txt's %d", n.ID(), b.id)
+	}
+	es, err := owner.c.List(ctx, sub.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 1 {
+		t.Fatalf("/Docs/sub holds %d entries, want c.txt alone", len(es))
+	}
+	if k, _ := meta.RecordKeyID(es[0].Name); k != (meta.KeyID{Share: sh.ID, Gen: 2}) {
+		t.Fatalf("c.txt's name sealed under %+v, want generation 2", k)
+	}
+}
