@@ -97,7 +97,7 @@ func runVersions(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return errors.New("usage: kumo history PATH (or kumo history purge|retention)")
 	}
-	return withHistoryFS(c, []string{c.Args().First()}, func(ctx context.Context, fsys *pathops.FS, ps []string, _ string) error {
+	return historyFS(c, []string{c.Args().First()}, false, func(ctx context.Context, fsys *pathops.FS, ps []string, _ string) error {
 		vs, err := fsys.Versions(ctx, ps[0])
 		if err != nil {
 			return err
@@ -211,7 +211,7 @@ func restoreCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return withHistoryFS(c, []string{args[0], c.String("to")}, func(ctx context.Context, fsys *pathops.FS, ps []string, _ string) error {
+			return historyFS(c, []string{args[0], c.String("to")}, false, func(ctx context.Context, fsys *pathops.FS, ps []string, _ string) error {
 				prog, end := restoreProgress()
 				st, err := fsys.Restore(ctx, ps[0], at, ps[1], c.Bool("force"), prog)
 				end()
@@ -273,7 +273,7 @@ func trashCommand() *cli.Command {
 					if c.NArg() != 1 {
 						return errors.New("usage: kumo trash restore PATH")
 					}
-					return withHistoryFS(c, []string{c.Args().First()}, func(ctx context.Context, fsys *pathops.FS, ps []string, prefix string) error {
+					return historyFS(c, []string{c.Args().First()}, false, func(ctx context.Context, fsys *pathops.FS, ps []string, prefix string) error {
 						prog, end := restoreProgress()
 						p, st, err := fsys.TrashRestore(ctx, ps[0], prog)
 						end()

@@ -28,21 +28,16 @@ func sharedName(p string) (name, rest string, ok bool) {
 	return name, "/" + rest, true
 }
 
-// withHistoryFS runs do on the tree that holds paths: the account's own,
-// or, when a path is under /Shared/NAME and the account joined a folder of
-// that name, that folder's view, with every path made relative to it (an
-// empty path stays empty). All non-empty paths must then be in that folder:
-// a restore never crosses between trees (copy with kumo get and put).
-// prefix is what to put before a path of the view to show it
-// ("/Shared/NAME"; "" for the own tree). A real /Shared folder of the
-// account's own tree is used when no folder is joined, as kumo ls does.
-func withHistoryFS(c *cli.Context, paths []string, do func(ctx context.Context, fsys *pathops.FS, paths []string, prefix string) error) error {
-	return historyFS(c, paths, false, do)
-}
-
-// historyFS is withHistoryFS; with shareOnly, the paths must name a joined
-// folder even when none is joined (kumo trash /Shared/NAME: the own tree's
-// trash is not what was asked for).
+// historyFS runs do on the tree that holds paths: the account's own, or,
+// when a path is under /Shared/NAME and the account joined a folder of that
+// name, that folder's view, with every path made relative to it (an empty
+// path stays empty). All non-empty paths must then be in that folder: a
+// restore never crosses between trees (copy with kumo get and put). prefix
+// is what to put before a path of the view to show it ("/Shared/NAME"; ""
+// for the own tree). A real /Shared folder of the account's own tree is
+// used when no folder is joined, as kumo ls does, unless shareOnly: then
+// the paths must name a joined folder (kumo trash /Shared/NAME: the own
+// tree's trash is not what was asked for).
 func historyFS(c *cli.Context, paths []string, shareOnly bool, do func(ctx context.Context, fsys *pathops.FS, paths []string, prefix string) error) error {
 	var name string
 	var ok bool

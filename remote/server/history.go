@@ -70,6 +70,9 @@ func pHour(a string) []byte                { return []byte("hh/" + a + "/") }
 
 func hexTime(t int64) string { return fmt.Sprintf("%016x", t) }
 
+// hourOf is the start of t's hour (Unix ns): the hour indexes' unit.
+func hourOf(t int64) int64 { return t - t%int64(time.Hour) }
+
 // histNode and histEntry are kept versions (encoded by history_codec.go).
 type histNode struct {
 	Node  api.Node
@@ -134,7 +137,7 @@ func (m *mtx) when() int64 {
 		if m.acct.HistStart == 0 {
 			m.acct.HistStart = t
 		}
-		if hour := t - t%int64(time.Hour); hour != m.acct.LastHour {
+		if hour := hourOf(t); hour != m.acct.LastHour {
 			m.acct.LastHour = hour
 			if err := m.tx.Set(kHour(m.acct.ID, hour), nil); err != nil {
 				m.err = err
@@ -160,16 +163,16 @@ func (m *mtx) archiveNode(old *api.Node, trash *trashRec, moved bool) error {
 		return nil
 	}
 	m.keepRecord(attrsCharge(old.Attrs))
+	share, _, _ := api.RecordShare(old.Attrs)
 	if trash == nil && !moved {
 		// A deletion or a move also ends the entry, whose version notes the
 		// hour for the share its name is sealed for: a shared folder's root
 		// deleted or moved in the owner's tree is no change of the share.
-		m.noteShareHour(old.Attrs)
+		m.noteShareHour(share)
 	}
 	// The share's own trash index, so a member's trash listing reads the
 	// share's deletions only (history_share.go); not a shared folder's
 	// root, whose entry is the owner's.
-	share, _, _ := api.RecordShare(old.Attrs)
 	if trash == nil || !nameInShare(trash.Name, share) {
 		share = 0
 	}
@@ -208,7 +211,8 @@ func (m *mtx) archiveEntry(parent uint64, mac string, old *entryRec) error {
 		return nil
 	}
 	m.keepRecord(entryCharge(mac, old.Name))
-	m.noteShareHour(old.Name)
+	share, _, _ := api.RecordShare(old.Name)
+	m.noteShareHour(share)
 	if err := m.tx.Set(kHEnt(m.acct.ID, parent, mac, t), histEntry{Entry: *old, Until: t}.encode()); err != nil {
 		return err
 	}

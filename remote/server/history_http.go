@@ -76,11 +76,20 @@ func (s *Server) handleHistoryNode(w http.ResponseWriter, r *http.Request, acct 
 type histView struct {
 	acct  string
 	share uint64 // 0: the account's whole tree
+	root  uint64 // the share's root (with share)
 	floor int64  // Unix ns: no moment, version or deletion before it is answered
-	hours []byte // the prefix of the hour index: the account's hh/ or the share's hsh/
 }
 
-func ownHistory(acct string) *histView { return &histView{acct: acct, hours: pHour(acct)} }
+func ownHistory(acct string) *histView { return &histView{acct: acct} }
+
+// hours is the prefix of the view's hour index: the account's hh/ or the
+// share's hsh/.
+func (v *histView) hours() []byte {
+	if v.share != 0 {
+		return pShareHour(v.acct, v.share)
+	}
+	return pHour(v.acct)
+}
 
 // keep reports whether a node (a version of it) is in the view.
 func (v *histView) keep(n *api.Node) bool { return v.share == 0 || inShare(n, v.share) }
@@ -149,11 +158,7 @@ func (s *Server) historyNode(w http.ResponseWriter, r *http.Request, v *histView
 		if err == nil && (n == nil || !v.keep(n)) {
 			err = notFound("node at that moment")
 		}
-		if err != nil || v.share == 0 {
-			return err
-		}
-		sh, err := readShare(tx, v.acct, v.share)
-		if err == nil && id == sh.Root {
+		if err == nil && v.share != 0 && id == v.root {
 			n.Parent = 0 // where the folder was in the owner's tree is the owner's
 		}
 		return err
@@ -319,11 +324,10 @@ func (s *Server) historyTimes(w http.ResponseWriter, r *http.Request, v *histVie
 		if s.retention(&a) == 0 {
 			return nil
 		}
-		p := v.hours
+		p := v.hours()
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: p})
 		defer it.Close()
-		from := out.From - out.From%int64(time.Hour)
-		for it.Seek(append(p, hexTime(from)...)); it.Valid(); it.Next() {
+		for it.Seek(append(p, hexTime(hourOf(out.From))...)); it.Valid(); it.Next() {
 			h, err := strconv.ParseInt(string(it.Item().Key()[len(p):]), 16, 64)
 			if err != nil {
 				return fmt.Errorf("bad hour key: %w", err)

@@ -49,11 +49,10 @@ func kShareHour(a string, share uint64, hour int64) []byte {
 }
 func pShareHour(a string, share uint64) []byte { return fmt.Appendf(nil, "hsh/%s/%016x/", a, share) }
 
-// noteShareHour marks this change's hour for the share a record it ended is
-// sealed for, once per mutation and share.
-func (m *mtx) noteShareHour(rec []byte) {
-	share, _, ok := api.RecordShare(rec)
-	if !ok || share == 0 || m.shareHours[share] {
+// noteShareHour marks this change's hour for share (0: none, the home
+// tree), which a record it ended is sealed for, once per mutation and share.
+func (m *mtx) noteShareHour(share uint64) {
+	if share == 0 || m.shareHours[share] {
 		return
 	}
 	if m.shareHours == nil {
@@ -61,7 +60,7 @@ func (m *mtx) noteShareHour(rec []byte) {
 	}
 	m.shareHours[share] = true
 	t := m.when()
-	k := kShareHour(m.acct.ID, share, t-t%int64(time.Hour))
+	k := kShareHour(m.acct.ID, share, hourOf(t))
 	// Read before writing, as the account's hour is (acct.LastHour): most
 	// changes fall in an hour already noted, and a write is a new version
 	// of the key to compact away and a conflict with concurrent changes.
@@ -106,7 +105,7 @@ func (m *mtx) dropShareTrash(h *histNode) error {
 
 // histView is the share's history as the caller may read it.
 func (sc *shareScope) histView() *histView {
-	return &histView{acct: sc.owner, share: sc.share, floor: sc.histFloor, hours: pShareHour(sc.owner, sc.share)}
+	return &histView{acct: sc.owner, share: sc.share, root: sc.root, floor: sc.histFloor}
 }
 
 func (s *Server) shareHistoryEntries(w http.ResponseWriter, r *http.Request, sc *shareScope) error {
@@ -130,16 +129,12 @@ func (s *Server) shareVersions(w http.ResponseWriter, r *http.Request, sc *share
 	}
 	out := api.VersionsResponse{Versions: []api.Version{}}
 	err = s.db.View(func(tx *badger.Txn) error {
-		sh, err := readShare(tx, sc.owner, sc.share)
-		if err != nil {
-			return err
-		}
 		vs, err := versions(tx, sc.owner, id)
 		for _, v := range vs {
 			if !inShare(&v.Node, sc.share) || v.Until != 0 && v.Until < sc.histFloor {
 				continue
 			}
-			if id == sh.Root {
+			if id == sc.root {
 				// The folder's root moved in the owner's tree is no version
 				// of the share's: one version, with no parent.
 				v.Node.Parent = 0
@@ -224,50 +219,31 @@ func (s *Server) shareTrash(w http.ResponseWriter, r *http.Request, sc *shareSco
 // covers every kept deletion, those from before the index existed too.
 func kShareTrashIndexed() []byte { return []byte("sys/share-trash-indexed") }
 
-// kShareTrashCleaned marks a data directory whose share trash index holds
-// no key of share 0 (the home tree), which the first server with the index
-// wrote for every home deletion.
-func kShareTrashCleaned() []byte { return []byte("sys/share-trash-cleaned") }
-
 // shareTrashProgress is how many keys the startup passes below read between
 // progress lines in the log.
 const shareTrashProgress = 100_000
 
 // indexShareTrash writes the share trash index for the deletions kept from
-// before it existed, and their hours in the shares' hour index, and deletes
-// the home tree's keys an earlier server put there: each once per data
-// directory (at its first start with the index, or with the clean-up),
-// writing as it reads the expiry index's trash refs, so memory stays flat
-// however long the history. (Older changes that deleted nothing get no
-// hour: their moments are still reachable by name.)
+// before it existed, and their hours in the shares' hour index, once per
+// data directory (at its first start with the index), writing as it reads
+// the expiry index's trash refs, so memory stays flat however long the
+// history. (Older changes that deleted nothing get no hour: their moments
+// are still reachable by name.)
 func (s *Server) indexShareTrash() error {
-	var indexed, cleaned bool
+	var indexed bool
 	err := s.db.View(func(tx *badger.Txn) (err error) {
-		if indexed, err = exists(tx, kShareTrashIndexed()); err != nil {
-			return err
-		}
-		cleaned, err = exists(tx, kShareTrashCleaned())
+		indexed, err = exists(tx, kShareTrashIndexed())
 		return err
 	})
-	if err != nil || indexed && cleaned {
+	if err != nil || indexed {
 		return err
 	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	if !indexed {
-		if err := s.backfillShareTrash(wb); err != nil {
-			return err
-		}
-	}
-	if !cleaned {
-		if err := s.cleanShareTrash(wb); err != nil {
-			return err
-		}
-	}
-	if err := wb.Set(kShareTrashIndexed(), nil); err != nil {
+	if err := s.backfillShareTrash(wb); err != nil {
 		return err
 	}
-	if err := wb.Set(kShareTrashCleaned(), nil); err != nil {
+	if err := wb.Set(kShareTrashIndexed(), nil); err != nil {
 		return err
 	}
 	return wb.Flush()
@@ -303,22 +279,18 @@ func (s *Server) backfillShareTrash(wb *badger.WriteBatch) error {
 				if ref.kind != refTrash {
 					continue
 				}
-				var h histNode
-				if err := getRec(tx, kHNode(acct, ref.id, until), &h); err != nil || h.Trash == nil {
-					continue // purged
-				}
-				name, err := trashName(tx, acct, &h)
+				item, ok, err := trashItem(tx, acct, ref.id, until)
 				if err != nil {
 					return err
 				}
-				share, _, _ := api.RecordShare(h.Node.Attrs)
-				if !nameInShare(name, share) {
-					continue
+				share, _, _ := api.RecordShare(item.Node.Attrs)
+				if !ok || !nameInShare(item.Name, share) {
+					continue // purged, or not a share's node under its name
 				}
 				if err := wb.Set(kHShareTrash(acct, share, until, ref.id), nil); err != nil {
 					return err
 				}
-				if err := wb.Set(kShareHour(acct, share, until-until%int64(time.Hour)), nil); err != nil {
+				if err := wb.Set(kShareHour(acct, share, hourOf(until)), nil); err != nil {
 					return err
 				}
 				added++
@@ -328,36 +300,6 @@ func (s *Server) backfillShareTrash(wb *badger.WriteBatch) error {
 	})
 	if err == nil && added > 0 {
 		s.log.Info("indexed the trash of shared folders kept from before the index", "deletions", added)
-	}
-	return err
-}
-
-// cleanShareTrash adds to wb the deletion of every share trash key of share
-// 0, the home tree's.
-func (s *Server) cleanShareTrash(wb *badger.WriteBatch) error {
-	var read, dropped int
-	err := s.db.View(func(tx *badger.Txn) error {
-		p := []byte("hs/")
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: p})
-		defer it.Close()
-		home := fmt.Sprintf("/%016x/", 0)
-		for it.Rewind(); it.Valid(); it.Next() {
-			if read++; read%shareTrashProgress == 0 {
-				s.log.Info("cleaning the trash index of shared folders", "keys_read", read, "keys_dropped", dropped)
-			}
-			k := it.Item().KeyCopy(nil)
-			if _, rest, ok := strings.Cut(string(k[len(p):]), "/"); !ok || !strings.HasPrefix("/"+rest, home) {
-				continue
-			}
-			if err := wb.Delete(k); err != nil {
-				return err
-			}
-			dropped++
-		}
-		return nil
-	})
-	if err == nil && dropped > 0 {
-		s.log.Info("dropped the home tree's keys from the trash index of shared folders", "keys", dropped)
 	}
 	return err
 }

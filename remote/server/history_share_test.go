@@ -209,28 +209,6 @@ func TestShareTrashIndexBackfill(t *testing.T) {
 		t.Fatalf("trash after the backfill: %+v", tr)
 	}
 	checkConsistent(t, fx.e.s, fx.a.id)
-
-	// A data directory indexed by the first server with the index, which
-	// gave home deletions share-0 keys: they go at the next start, once.
-	home := kHShareTrash(fx.a.id, 0, time.Now().UnixNano(), fx.h.Node.ID)
-	err = fx.e.s.db.Update(func(txn *badger.Txn) error {
-		if err := txn.Set(home, nil); err != nil {
-			return err
-		}
-		return txn.Delete(kShareTrashCleaned())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fx.e.reopen()
-	if ks := keysWithPrefix(t, fx.e.s.db, []byte("hs/")); len(ks) != 1 || ks[0] == string(home) {
-		t.Fatalf("share trash keys after the clean-up: %q", ks)
-	}
-	w.scopedMustJSON(fx.scope, "GET", "/v1/history/trash", nil, &tr)
-	if len(tr.Items) != 1 || tr.Items[0].Node.ID != fx.f.Node.ID {
-		t.Fatalf("trash after the clean-up: %+v", tr)
-	}
-	checkConsistent(t, fx.e.s, fx.a.id)
 }
 
 // TestShareHistoryFloor: a member reads the share's history from when it

@@ -22,6 +22,7 @@ import (
 type shareScope struct {
 	caller, owner string
 	share         uint64
+	root          uint64 // the share's root node in the owner's tree
 	gen           uint32 // the share's current key generation
 	role          string // the owner counts as a writer
 	// histFloor (Unix ns) is where a member's history reads start: the
@@ -114,7 +115,7 @@ func loadScope(tx *badger.Txn, caller, owner string, share uint64) (*shareScope,
 		}
 		return nil, err
 	}
-	sc := &shareScope{caller: caller, owner: owner, share: share, gen: sh.Generation, role: api.RoleWriter}
+	sc := &shareScope{caller: caller, owner: owner, share: share, root: sh.Root, gen: sh.Generation, role: api.RoleWriter}
 	if caller == owner {
 		return sc, nil
 	}
@@ -207,22 +208,19 @@ func (sc *shareScope) entryNode(tx *badger.Txn, parent uint64, mac string, code 
 }
 
 // record checks the clear header of a record a request writes: sealed for
-// this share, and by a member under the current generation. After a
-// rotation a member's record under an older generation is refused as
-// stale_generation (409): the member's drive fetches the new secret and
-// seals the write again, as the owner's does (sharegen.go), so the write is
-// not lost; a generation the share never reached is forbidden. The owner
-// re-seals as it likes.
+// this share, and by a member under no generation the share has not
+// reached (forbidden). A record under an older generation is refused as
+// stale_generation (409) by the tree change itself, whoever writes it
+// (mtx.currentGen, sharegen.go): the member's drive fetches the new secret
+// and seals the write again, as the owner's does, so the write is not
+// lost.
 func (sc *shareScope) record(b []byte, what string) error {
 	share, gen, ok := api.RecordShare(b)
 	if !ok || share != sc.share {
 		return forbidden(what + " not sealed for this share")
 	}
-	if !sc.isOwner() && gen < sc.gen {
-		return staleGen(share, gen, sc.gen)
-	}
-	if !sc.isOwner() && gen != sc.gen {
-		return forbidden(what + " sealed under another key generation than the share's current one: fetch the share's new secret")
+	if !sc.isOwner() && gen > sc.gen {
+		return forbidden(what + " sealed under a key generation the share has not reached: fetch the share's new secret")
 	}
 	return nil
 }
