@@ -264,16 +264,31 @@ var mappedFilesBudget = cache.MappedBudget{Floor: 48 << 20, Total: 256 << 20}
 const mappedFilesEvery = 500 * time.Millisecond
 
 // followLiveHeap keeps the soft memory limit at max(floor, live heap +
-// max(a quarter of it, minHeapHeadroom)) until ctx ends. A fixed limit low
-// enough to keep the daemon small would make the collector run back to back
-// once the live heap nears it (a big tree looked up: ~800 B per inode);
-// following the live heap leaves a quarter of it as headroom, like GOGC=25
-// would, while small heaps stay under the floor. (Half of it, as before
-// 2026-12-05, put the anonymous peak of unpacking and committing a source
-// tree at 230–240 MiB, most of it live badger table builders.)
-func followLiveHeap(ctx context.Context, floor int64) {
-	s := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	t := time.NewTicker(2 * time.Second)
+// max(a quarter of it, minHeapHeadroom) + the runtime's overhead), at most
+// ceiling, until ctx ends. A fixed limit low enough to keep the daemon small
+// would make the collector run back to back once the live heap nears it (a
+// big tree looked up: ~800 B per inode); following the live heap leaves a
+// quarter of it as headroom, like GOGC=25 would, while small heaps stay under
+// the floor. (Half of it, as before 2026-12-05, put the anonymous peak of
+// unpacking and committing a source tree at 230–240 MiB, most of it live
+// badger table builders.)
+//
+// The limit counts all the runtime's memory, not only live objects: its
+// metadata, stacks and the heap's fragmentation (40 MB and more once an
+// rm -rf frees a tree's node states) leave the heap that much less room. Left
+// out, the heap's goal fell below the live heap itself during an rm -rf
+// after a grep (137 MB live, 131 MB goal): 40 collections back to back in 7 s,
+// a third of the daemon's CPU. overhead is counted in, and checked every
+// followEvery so a jump of the live heap is followed before it costs much.
+func followLiveHeap(ctx context.Context, floor, ceiling int64) {
+	s := []rtmetrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+	}
+	t := time.NewTicker(followEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -282,12 +297,31 @@ func followLiveHeap(ctx context.Context, floor int64) {
 		case <-t.C:
 		}
 		rtmetrics.Read(s)
-		if s[0].Value.Kind() != rtmetrics.KindUint64 {
-			return
+		var v [5]int64
+		for i := range s {
+			if s[i].Value.Kind() != rtmetrics.KindUint64 {
+				return
+			}
+			v[i] = int64(s[i].Value.Uint64())
 		}
-		live := int64(s[0].Value.Uint64())
-		debug.SetMemoryLimit(max(floor, live+max(live/4, minHeapHeadroom)))
+		debug.SetMemoryLimit(memoryLimit(v[0], v[1]-v[2]-v[3]-v[4], floor, ceiling))
 	}
+}
+
+// followEvery is how often followLiveHeap looks (reading the runtime's
+// metrics costs microseconds).
+const followEvery = 250 * time.Millisecond
+
+// daemonMemoryCeiling bounds the limit followLiveHeap sets: with badger's
+// mapped files (cache.KeepMappedUnder keeps them to what the anonymous memory
+// leaves of 256 MiB, at least 48 MiB) the daemon stays under 300 MiB RSS; a
+// heap that needs more makes the collector work harder instead.
+const daemonMemoryCeiling = 240 << 20
+
+// memoryLimit is the soft limit for a live heap of live bytes when the
+// runtime holds overhead bytes besides the heap's objects and free pages.
+func memoryLimit(live, overhead, floor, ceiling int64) int64 {
+	return min(ceiling, max(floor, live+max(live/4, minHeapHeadroom)+max(overhead, 0)))
 }
 
 // serveMount is the daemon: mount, serve the control socket, wait.
@@ -305,7 +339,7 @@ func serveMount(c *cli.Context, mnt string, ready func(uses string, err error)) 
 		debug.SetMemoryLimit(daemonMemoryLimit)
 		gcctx, stopGC := context.WithCancel(context.Background())
 		defer stopGC()
-		go followLiveHeap(gcctx, daemonMemoryLimit)
+		go followLiveHeap(gcctx, daemonMemoryLimit, daemonMemoryCeiling)
 	}
 	// Badger's mapped files would otherwise keep every page it touched
 	// resident (cache/mapped.go).

@@ -30,3 +30,23 @@ func TestEmbeddedReserve(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoryLimit: the soft limit leaves the live heap its headroom on top of
+// the runtime's overhead (left out, the heap's goal fell below the live heap
+// during an rm -rf and the collector ran back to back), between the floor and
+// the ceiling.
+func TestMemoryLimit(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct{ live, overhead, want int64 }{
+		{40 * mib, 10 * mib, 192 * mib},                  // small heap: the floor
+		{120 * mib, 30 * mib, 120*mib + 48*mib + 30*mib}, // the least headroom, and the overhead
+		{200 * mib, 0, 200*mib + 50*mib},                 // a quarter of a big heap (capped below)
+		{137 * mib, 60 * mib, 240 * mib},                 // never past the ceiling
+		{150 * mib, -5 * mib, 150*mib + 48*mib},          // a torn read of the metrics counts no overhead
+	} {
+		want := min(c.want, 240*mib)
+		if got := memoryLimit(c.live, c.overhead, 192*mib, 240*mib); got != want {
+			t.Errorf("memoryLimit(live %d MiB, overhead %d MiB) = %d MiB, want %d MiB", c.live/mib, c.overhead/mib, got/mib, want/mib)
+		}
+	}
+}
