@@ -26,6 +26,7 @@ package server
 // history is freed first (freeRoom).
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -462,9 +463,63 @@ func (s *Server) purgeBefore(acct string, t int64) (int, int64, error) {
 		}
 		total += n
 		if n == 0 {
+			if err := s.dropHoursBefore(acct, t); err != nil {
+				return total, freed, fmt.Errorf("purge history of %s: %w", acct, err)
+			}
 			return total, freed, nil
 		}
 	}
+}
+
+// dropHoursBefore deletes the hour keys of acct's tree (hh/) and of its
+// shares (hsh/) for the hours that ended by t: no moment in them can be
+// shown once the history before t is gone. The hour t is in stays. Keys
+// sort by hour within the account and within each share, so only the
+// keys deleted (and one more each) are read; at most 1,000 a transaction.
+func (s *Server) dropHoursBefore(acct string, t int64) error {
+	const batch = 1000
+	cut := hourOf(t)
+	for _, p := range [][]byte{pHour(acct), pShareHours(acct)} {
+		for {
+			var dropped int
+			err := s.dbUpdate(func(tx *badger.Txn) error {
+				var ks [][]byte
+				it := tx.NewIterator(badger.IteratorOptions{Prefix: p})
+				for it.Rewind(); it.Valid() && len(ks) < batch; {
+					k := it.Item().Key()
+					i := bytes.LastIndexByte(k, '/')
+					hour, err := strconv.ParseInt(string(k[i+1:]), 16, 64)
+					if err != nil {
+						it.Close()
+						return fmt.Errorf("bad hour key %q", k)
+					}
+					if hour < cut {
+						ks = append(ks, it.Item().KeyCopy(nil))
+						it.Next()
+						continue
+					}
+					// The later hours of this share (or of the account) stay:
+					// on to the next share's keys.
+					it.Seek(append(bytes.Clone(k[:i+1]), 0xff))
+				}
+				it.Close()
+				for _, k := range ks {
+					if err := tx.Delete(k); err != nil {
+						return err
+					}
+				}
+				dropped = len(ks)
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("drop hour keys before %s: %w", time.Unix(0, cut).UTC(), err)
+			}
+			if dropped < batch {
+				break
+			}
+		}
+	}
+	return nil
 }
 
 // dropVersion deletes the version ref (of the expiry index) that ended at

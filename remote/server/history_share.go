@@ -49,6 +49,9 @@ func kShareHour(a string, share uint64, hour int64) []byte {
 }
 func pShareHour(a string, share uint64) []byte { return fmt.Appendf(nil, "hsh/%s/%016x/", a, share) }
 
+// pShareHours is the prefix of every hour key of a's shares.
+func pShareHours(a string) []byte { return []byte("hsh/" + a + "/") }
+
 // noteShareHour marks this change's hour for share (0: none, the home
 // tree), which a record it ended is sealed for, once per mutation and share.
 func (m *mtx) noteShareHour(share uint64) {

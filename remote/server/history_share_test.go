@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -413,4 +414,56 @@ func TestShareHourWrittenOnce(t *testing.T) {
 	if v2 := keyVersion(); v2 != v1 && len(keysWithPrefix(t, fx.e.s.db, pShareHour(fx.a.id, fx.share))) == 1 {
 		t.Fatalf("share hour key rewritten in the same hour: version %d -> %d", v1, v2)
 	}
+}
+
+// TestHistoryHourKeysPurged: the hour keys of the account (hh/) and of each
+// of its shares (hsh/) for the hours a purge leaves no history in go with
+// that history; the hour the purge's time is in stays, and the times still
+// list it for the owner and a member. (The old server never deleted them.)
+func TestHistoryHourKeysPurged(t *testing.T) {
+	fx := newShareFixture(t, func(c *Config) { c.HistoryDefault = 24 * time.Hour })
+	w := fx.w
+	fx.accept(w)
+	w.scopedMustJSON(fx.scope, "POST", "/v1/unlink", api.UnlinkRequest{Parent: fx.d.Node.ID, NameMAC: fx.f.NameMAC}, nil)
+	fx.a.must("POST", "/v1/unlink", api.UnlinkRequest{Parent: api.RootID, NameMAC: fx.h.NameMAC}, nil)
+	changed := hourOf(time.Now().UnixNano())
+	// Hours noted earlier, as by a server that has run for a while (a test
+	// cannot wait hours), for this share and another one of the account.
+	old, other := changed-3*int64(time.Hour), fx.share+1
+	planted := [][]byte{kHour(fx.a.id, old), kShareHour(fx.a.id, fx.share, old), kShareHour(fx.a.id, other, old)}
+	otherNow := kShareHour(fx.a.id, other, changed)
+	err := fx.e.s.db.Update(func(txn *badger.Txn) error {
+		for _, k := range append(planted, otherNow) {
+			if err := txn.Set(k, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now().UnixNano()
+	fx.a.must("POST", "/v1/history/purge", api.PurgeRequest{Before: before}, nil)
+	keys := append(keysWithPrefix(t, fx.e.s.db, pHour(fx.a.id)), keysWithPrefix(t, fx.e.s.db, pShareHours(fx.a.id))...)
+	for _, k := range planted {
+		if slices.Contains(keys, string(k)) {
+			t.Errorf("hour key %q of an hour before the purge is kept", k)
+		}
+	}
+	if hourOf(before) != changed {
+		return // the hour turned during the test: the changes' hours went too
+	}
+	for _, k := range [][]byte{kHour(fx.a.id, changed), kShareHour(fx.a.id, fx.share, changed), otherNow} {
+		if !slices.Contains(keys, string(k)) {
+			t.Errorf("hour key %q of the purge's own hour is gone", k)
+		}
+	}
+	var own, member api.HistoryTimesResponse
+	fx.a.must("GET", "/v1/history/times", nil, &own)
+	w.scopedMustJSON(fx.scope, "GET", "/v1/history/times", nil, &member)
+	if !slices.Equal(own.Hours, []int64{changed}) || !slices.Equal(member.Hours, []int64{changed}) {
+		t.Errorf("times after the purge: the owner's %v, the member's %v, want [%d]", own.Hours, member.Hours, changed)
+	}
+	checkConsistent(t, fx.e.s, fx.a.id)
 }
