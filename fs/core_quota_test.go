@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -86,5 +87,47 @@ func TestCoreQuotaAfterDelete(t *testing.T) {
 	}
 	if e := coreWriteQuota(t, d, "more", 2<<20); e != syscall.EDQUOT {
 		t.Fatalf("growth beyond the quota: %v, want EDQUOT", e)
+	}
+}
+
+// A push the cloud refuses for quota holds the queue. Once the op it
+// refused goes through (the cloud has room again), the drive is no longer
+// blocked for quota: .kumo stops saying "quota full" and uploads are not
+// paused. Here the account refreshes never show more room (as when the
+// refusal comes after the refresh that showed a raise, or for a shared
+// folder, whose room is its owner's); before, only such a refresh or an
+// upload of a new chunk lifted the block, so it stayed for good (a
+// directory's create here: no chunk to upload).
+func TestCoreQuotaBlockLiftedByPush(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	p, d, down := proxiedDrive(t, c)
+	down.Store(true)
+	// A directory: no chunk to upload, whose upload would lift the block too.
+	st, e := d.create(api.RootID, newNode{name: "dir", mode: syscall.S_IFDIR | 0o755})
+	if e != 0 {
+		t.Fatal(e)
+	}
+	id := st.id
+	var refused atomic.Bool
+	answerCreate(p, id, func(api.BatchOp) *api.BatchResult {
+		if refused.Swap(true) {
+			return nil // the cloud answers: it has room
+		}
+		return &api.BatchResult{Error: &api.Error{Code: api.CodeQuota, Message: "quota exceeded"}}
+	})
+	down.Store(false)
+	kick(d.pushKick)
+	flushWithin(t, d, 20*time.Second)
+	if !refused.Load() {
+		t.Fatal("the create was never refused for quota")
+	}
+	if _, ok := cloudRootNames(t, c)["dir"]; !ok {
+		t.Fatal("the refused create is not in the cloud after the flush")
+	}
+	if d.Status().QuotaBlocked {
+		t.Fatal("still blocked for quota after the refused op went through")
+	}
+	if d.uploadPaused() {
+		t.Fatal("uploads paused after the refused op went through")
 	}
 }

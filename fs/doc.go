@@ -183,7 +183,8 @@
 // account refresh (the change feed's account changes: top-up settled,
 // voucher, operator quota, usage; the 30 s account poll; a redeem through
 // .kumo) that gives more room lifts the pause and resumes the queue at once,
-// without a remount.
+// without a remount; so does an upload of a chunk, or the push of the op
+// the cloud refused, going through.
 //
 // # Metrics (metrics.go)
 //

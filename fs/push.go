@@ -332,6 +332,7 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 		}
 	}
 	done := 0
+	quotaRefused := false
 	var results []*api.Node // nodes the batch changed: their records are saved at once
 	for i, r := range resp.Results {
 		op := batch[i]
@@ -339,6 +340,7 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 			if !d.resolve(ctx, op, r.Error) {
 				retry = true
 				err = fmt.Errorf("%s refused: %w", op.Op, r.Error)
+				quotaRefused = r.Error.Code == api.CodeQuota || r.Error.Code == api.CodeReadOnly
 				break
 			}
 		} else if r.Node != nil {
@@ -373,6 +375,9 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 			d.dropRewritesLocked()
 		}
 		d.mu.Unlock()
+		if !quotaRefused {
+			d.pushWentThrough() // quota.go: a refused op went through
+		}
 	}
 	return retry, err
 }
@@ -436,9 +441,7 @@ func (d *Drive) resolve(ctx context.Context, op api.BatchOp, e *api.Error) bool 
 	switch e.Code {
 	case api.CodeUnavailable, api.CodeInternal, api.CodeRateLimited, api.CodeQuota, api.CodeReadOnly, api.CodeUnauthorized:
 		if e.Code == api.CodeQuota || e.Code == api.CodeReadOnly {
-			d.stat.Lock()
-			d.stat.quotaBlocked = true
-			d.stat.Unlock()
+			d.pushRefusedQuota() // quota.go
 		}
 		return false
 	case api.CodeStaleGeneration:

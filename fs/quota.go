@@ -4,8 +4,9 @@ package fs
 // account is read-only), the data stays queued and the uploader pauses,
 // trying one round every quotaRetry, until the account gains room (a top-up
 // settles, a voucher is redeemed, the operator raises the quota, data is
-// deleted elsewhere: all arrive as account changes on the change feed) or
-// the user writes `sync` to .kumo. Then the queue resumes at once.
+// deleted elsewhere: all arrive as account changes on the change feed), an
+// upload or the refused push goes through (room no refresh showed), or the
+// user writes `sync` to .kumo. Then the queue resumes at once.
 
 import (
 	"sync"
@@ -25,6 +26,7 @@ type quotaState struct {
 	mu      sync.Mutex
 	seen    bool      // the uploader has seen the current block
 	triedAt time.Time // last round let through while blocked
+	byPush  bool      // the pusher's refusal set the block (pushRefusedQuota)
 
 	// metaQueued is what xattr writes added to sealed attributes since the
 	// cloud last reported usage with nothing left to push: the cloud
@@ -86,13 +88,40 @@ func (d *Drive) uploadPaused() bool {
 	return false
 }
 
+// pushRefusedQuota notes that the cloud refused a pushed op for quota (or
+// the account is read-only): the op stays at the head of the queue.
+func (d *Drive) pushRefusedQuota() {
+	d.stat.Lock()
+	d.stat.quotaBlocked = true
+	d.stat.Unlock()
+	d.quota.mu.Lock()
+	d.quota.byPush = true
+	d.quota.mu.Unlock()
+}
+
+// pushWentThrough runs after a push round that acked ops with no refusal
+// for quota. If a push's refusal set the block, the op it refused led this
+// round (a push stops at its first refusal) and went through: the cloud has
+// room again, whether or not an account refresh showed it (the refusal may
+// come after the refresh that showed a raise; a shared folder's room is its
+// owner's, which a member's refreshes never show), so the queue resumes.
+func (d *Drive) pushWentThrough() {
+	d.quota.mu.Lock()
+	byPush := d.quota.byPush
+	d.quota.mu.Unlock()
+	if byPush && d.quotaRefused() {
+		d.log.Info("the cloud accepted the change it refused for quota: resuming uploads")
+		d.resumeQueue()
+	}
+}
+
 // resumeQueue lifts a quota pause and wakes the uploader and pusher.
 func (d *Drive) resumeQueue() {
 	d.stat.Lock()
 	d.stat.quotaBlocked = false
 	d.stat.Unlock()
 	d.quota.mu.Lock()
-	d.quota.seen = false
+	d.quota.seen, d.quota.byPush = false, false
 	d.quota.mu.Unlock()
 	kick(d.quota.resume)
 	kick(d.uploadKick)
