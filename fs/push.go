@@ -467,6 +467,14 @@ func (d *Drive) resolve(ctx context.Context, op api.BatchOp, e *api.Error) bool 
 			d.refreshLater(op)
 			return true
 		}
+		if op.Op == api.OpUnlink && e.Code == api.CodeConflict {
+			// The name holds another node now (another device replaced the
+			// file after we removed the old one): an ordinary race whose
+			// right outcome is the new file, so not a refusal to report.
+			d.log.Info("cloud refused an unlink: another node has the name now; keeping it", "parent", op.Unlink.Parent, "node", op.Unlink.Node, "err", e)
+			d.refreshLater(op)
+			return true
+		}
 	}
 	d.noteRefused(op, e, keptUndone)
 	d.refreshLater(op)
