@@ -190,7 +190,9 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 				d.refresh[parent] = true
 			}
 			d.mu.Unlock()
-			d.authFailure("entry name from the cloud fails authentication", "parent", parent, "child", remote.Node.ID, "err", err)
+			if !errors.Is(err, errStaleRecord) { // the local directory's record, not the cloud's entry
+				d.authFailure("entry name from the cloud fails authentication", "parent", parent, "child", remote.Node.ID, "err", err)
+			}
 			return nil
 		}
 		newEntry := lerr != nil || local.Child != remote.Node.ID
@@ -304,7 +306,7 @@ func (d *Drive) pullNode(ctx context.Context, id uint64, c api.Change) error {
 		d.mu.Unlock()
 		return nil
 	}
-	fresh, err := d.decode(remote)
+	fresh, err := d.decodeCloud(remote)
 	if err != nil {
 		return nil
 	}

@@ -1204,7 +1204,7 @@ func (d *Drive) adopt(remote api.Node) {
 	if remote.ID == 0 {
 		return
 	}
-	fresh, err := d.decode(remote)
+	fresh, err := d.decodeCloud(remote)
 	if err != nil {
 		return
 	}

@@ -17,6 +17,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"math"
 	"slices"
 	"sync"
@@ -139,6 +140,24 @@ func (s *staleRecords) pendingFor(id uint64) bool {
 func (d *Drive) staleNode(id uint64) bool {
 	n, err := d.store.GetNode(id)
 	return err == nil && d.belowMinGen(n.Attrs)
+}
+
+// errStaleRecord is a local record of a shared folder below the lowest
+// generation its roster accepts: sealed before a re-seal whose records the
+// drive has not fetched yet. Refused, but not an authentication failure.
+var errStaleRecord = errors.New("record of a shared folder older than the lowest generation its roster accepts (re-sealed since): fetched again from the cloud")
+
+// staleLocal reports whether the local record b, refused with err, is below
+// its share's lowest accepted generation, and if so logs it at debug level:
+// such a record is expected after a re-seal and is fetched again (the
+// refusal noted it: verifyRecord), so it is not counted as an
+// authentication failure. what and args say which record it is.
+func (d *Drive) staleLocal(b []byte, err error, what string, args ...any) bool {
+	if !d.belowMinGen(b) {
+		return false
+	}
+	d.log.Debug(what+" below the shared folder's lowest accepted generation: fetching it again", append(args, "err", err)...)
+	return true
 }
 
 // belowMinGen reports whether record b is of a share this drive holds and

@@ -166,16 +166,46 @@ func (d *Drive) stateLocked(id uint64) (*nodeState, error) {
 	return st, nil
 }
 
-// decode turns a node of the local tree into a state.
-func (d *Drive) decode(n api.Node) (*nodeState, error) { return d.decodeBy(d.verifyRecord, n) }
+// decode turns a node of the local tree into a state. A record of a
+// shared folder below the lowest generation its roster accepts now (sealed
+// before a re-seal the drive has not fetched yet) is refused as
+// errStaleRecord without counting it as an authentication failure: it is
+// expected to be out of date, and the operation that met it fetches it
+// again (sharestale.go).
+func (d *Drive) decode(n api.Node) (*nodeState, error) {
+	st, err := d.openState(d.verifyRecord, n)
+	if err != nil {
+		if d.staleLocal(n.Attrs, err, "node attributes", "node", n.ID) {
+			return nil, fmt.Errorf("node %d: %w: %w", n.ID, errStaleRecord, err)
+		}
+		d.authFailure("node attributes fail authentication", "node", n.ID, "err", err)
+		return nil, fmt.Errorf("node %d: %w", n.ID, err)
+	}
+	return st, nil
+}
 
-// decodeBy is decode with the attributes checked by verify (the history
-// view checks kept versions by its own rule: history.go).
+// decodeCloud is decode for a node the cloud sent: every refusal counts,
+// one below the roster's lowest generation too (the cloud holds only
+// re-sealed records once the roster is raised).
+func (d *Drive) decodeCloud(n api.Node) (*nodeState, error) { return d.decodeBy(d.verifyRecord, n) }
+
+// decodeBy is decodeCloud with the attributes checked by verify (the
+// history view checks kept versions by its own rule: history.go).
 func (d *Drive) decodeBy(verify recordVerifier, n api.Node) (*nodeState, error) {
-	a, kid, err := d.openAttrsBy(verify, n.ID, n.Attrs)
+	st, err := d.openState(verify, n)
 	if err != nil {
 		d.authFailure("node attributes fail authentication", "node", n.ID, "err", err)
 		return nil, fmt.Errorf("node %d: %w", n.ID, err)
+	}
+	return st, nil
+}
+
+// openState opens node n's attributes, checked by verify, into a state;
+// the caller reports a failure.
+func (d *Drive) openState(verify recordVerifier, n api.Node) (*nodeState, error) {
+	a, kid, err := d.openAttrsBy(verify, n.ID, n.Attrs)
+	if err != nil {
+		return nil, err
 	}
 	rev := meta.Rev(n.Attrs)
 	st := &nodeState{id: n.ID, kid: kid, typ: n.Type, version: n.Version, rev: rev, seen: rev, nlink: n.Nlink, parent: n.Parent, attrs: *a, trunc: noTrunc, nextGen: 1}
@@ -413,7 +443,9 @@ func (d *Drive) lookupLocked(parent uint64, name string) (cache.Entry, *nodeStat
 		err = d.checkPlacement(p.kid, e.Name, st.id, st.kid)
 	}
 	if err != nil {
-		d.authFailure("entry fails authentication", "parent", parent, "child", e.Child, "err", err)
+		if !d.staleLocal(e.Name, err, "entry", "parent", parent, "child", e.Child) {
+			d.authFailure("entry fails authentication", "parent", parent, "child", e.Child, "err", err)
+		}
 		return cache.Entry{}, nil, syscall.EIO
 	}
 	st.lastParent, st.lastName = parent, name
@@ -980,7 +1012,9 @@ func (d *Drive) list(dir uint64) ([]dirEnt, syscall.Errno) {
 			err = d.checkPlacement(dst.kid, e.Name, st.id, st.kid)
 		}
 		if err != nil {
-			d.authFailure("entry name fails authentication", "parent", dir, "child", e.Child, "name_mac", e.NameMAC, "err", err)
+			if !d.staleLocal(e.Name, err, "entry name", "parent", dir, "child", e.Child) {
+				d.authFailure("entry name fails authentication", "parent", dir, "child", e.Child, "name_mac", e.NameMAC, "err", err)
+			}
 			continue
 		}
 		if d.reserved(dir, string(name)) {
