@@ -3,6 +3,8 @@ package cache
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"kumo/internal/chunk"
@@ -197,5 +199,39 @@ func TestAfterDataOrder(t *testing.T) {
 	must(s.SyncTree())
 	if f.unsynced.Load() {
 		t.Fatal("the redo log was synced with a record whose data was not")
+	}
+}
+
+// TestPowerLossNewRedoLogEpoch: a log created over an existing store (moved
+// away, as the error for a foreign log advises, or a budget change's new log
+// before its first checkpoint) must start above the epoch of badger's redo
+// position. Before, it started at epoch 1 again: badger's position of the
+// old log's epoch 1 then made the replay skip the new log's first records,
+// so writes an fsync had made durable were lost at the next power loss.
+func TestPowerLossNewRedoLogEpoch(t *testing.T) {
+	live := t.TempDir()
+	s := openTest(t, live, 0) // epoch 1
+	for i := uint64(1); i <= 5; i++ {
+		must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(i, 1)}}))
+	}
+	must(s.Close()) // badger's position: epoch 1, 5 records
+	must(os.Remove(filepath.Join(live, metaDir, redoFile)))
+	snap := t.TempDir()
+	copyTree(t, live, snap) // badger as its last sync left it
+
+	s = openTest(t, live, 0) // a new log
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(10, 1)}}))
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(11, 1)}}))
+	must(s.SyncTree())
+	// The power goes: badger's unsynced state is lost, the synced log is not.
+	must(copyFileTo(filepath.Join(live, metaDir, redoFile), filepath.Join(snap, metaDir, redoFile)))
+	s.Close()
+
+	r := openTest(t, snap, 0)
+	defer r.Close()
+	for _, id := range []uint64{1, 5, 10, 11} {
+		if _, err := r.GetNode(id); err != nil {
+			t.Fatalf("node %d (synced) after the power loss: %v", id, err)
+		}
 	}
 }

@@ -242,8 +242,19 @@ func openRedo(dir string, size int64, db *badger.DB, seg segReplay) (*redoLog, i
 	}
 	l := &redoLog{f: f}
 	l.sync.do = func() error { return syscall.Fdatasync(int(l.f.Fd())) }
-	n, err := l.replay(db, seg)
+	pos, err := readRedoPos(db)
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	n, err := l.replay(db, seg, pos)
 	if err == nil {
+		// A new epoch must be above every epoch badger's position names:
+		// the log may be new (created, moved away, started over) while
+		// badger still holds a position in an older file's epoch, and a
+		// replay under the same epoch number would skip this file's first
+		// records as if badger held them.
+		l.epoch = max(l.epoch, pos.epoch)
 		err = l.checkpoint(db)
 	}
 	if err == nil && l.size != size {
@@ -325,7 +336,7 @@ func parseRedoHeader(h []byte) (uint64, bool) {
 // replay applies the current epoch's records to db in order, one
 // transaction each (each was one transaction when written), and syncs db;
 // and the epoch's segment data to the segment files, synced.
-func (l *redoLog) replay(db *badger.DB, seg segReplay) (int, error) {
+func (l *redoLog) replay(db *badger.DB, seg segReplay, pos redoPos) (int, error) {
 	fi, err := l.f.Stat()
 	if err != nil {
 		return 0, fmt.Errorf("cache: redo log: %w", err)
@@ -353,10 +364,6 @@ func (l *redoLog) replay(db *badger.DB, seg segReplay) (int, error) {
 	// Segment data first: whatever badger holds, the data it may describe
 	// must be in place before the checkpoint ends this epoch.
 	if err := seg.replay(segOps); err != nil {
-		return 0, err
-	}
-	pos, err := readRedoPos(db)
-	if err != nil {
 		return 0, err
 	}
 	if pos.epoch == epoch {
