@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -202,6 +203,64 @@ func TestAfterDataOrder(t *testing.T) {
 	}
 }
 
+// TestPowerLossTornRedoHeader: a header left unreadable (a power loss while a
+// checkpoint wrote it) must not let the log's epochs start over. Before, the
+// store went back to epoch 0, so its next checkpoint reused epoch 1: a new
+// record of the size of one of the old epoch 1 ended exactly where the old
+// epoch's next record began, which then passed its CRC and was replayed after
+// the next power loss, putting back a write the store had long replaced.
+func TestPowerLossTornRedoHeader(t *testing.T) {
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, metaDir, redoFile)
+	s := openTest(t, dir, 0) // epoch 1
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(7, 1)}}))
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(5, 1)}})) // the record that goes stale
+	must(s.Close())                                                // epoch 2
+	s = openTest(t, dir, 0)                                        // epoch 3
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(5, 2)}})) // over the first record's bytes
+	must(s.Close())                                                // epoch 4: badger has node 5 = 2
+
+	data, err := os.ReadFile(logPath)
+	must(err)
+	first := int64(binary.BigEndian.Uint32(data[redoHeader:]))
+	next := int64(redoHeader) + redoRecHead + first
+	n := int64(binary.BigEndian.Uint32(data[next:]))
+	if n == 0 || redoSum(1, data[next+redoRecHead:next+redoRecHead+n]) != binary.BigEndian.Uint32(data[next+4:]) {
+		t.Fatal("test premise: epoch 1's second record should follow a record of the same size")
+	}
+
+	// The power went while a checkpoint wrote the header: its bytes are garbage.
+	f, err := os.OpenFile(logPath, os.O_RDWR, 0)
+	must(err)
+	_, err = f.WriteAt(bytes.Repeat([]byte{0xa5}, 24), 0)
+	must(err)
+	must(f.Close())
+
+	s = openTest(t, dir, 0)
+	defer s.Close()
+	if n, err := s.GetNode(5); err != nil || n.Attrs[0] != 2 {
+		t.Fatalf("node 5 after reopening over a torn header: %v %v", n.Attrs[:1], err)
+	}
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(7, 3)}})) // as big as epoch 1's first record
+	must(s.SyncTree())
+	img := t.TempDir()
+	must(s.CrashImage(img)) // a power loss now
+	// CrashImage zeroes the log after its synced end, as if never written;
+	// but the bytes there are an older epoch's records, on the disk since
+	// that epoch. Everything written to the log is synced: the disk holds
+	// the file as it is.
+	must(copyFileTo(logPath, filepath.Join(img, metaDir, redoFile)))
+
+	r := openTest(t, img, 0)
+	defer r.Close()
+	if n, err := r.GetNode(5); err != nil || n.Attrs[0] != 2 {
+		t.Fatalf("node 5 after the power loss: fill %v, %v; want 2 (1 is a stale record of an old epoch replayed)", n.Attrs[:1], err)
+	}
+	if n, err := r.GetNode(7); err != nil || n.Attrs[0] != 3 {
+		t.Fatalf("node 7 (synced) after the power loss: fill %v, %v; want 3", n.Attrs[:1], err)
+	}
+}
+
 // TestPowerLossNewRedoLogEpoch: a log created over an existing store (moved
 // away, as the error for a foreign log advises, or a budget change's new log
 // before its first checkpoint) must start above the epoch of badger's redo
@@ -234,4 +293,46 @@ func TestPowerLossNewRedoLogEpoch(t *testing.T) {
 			t.Fatalf("node %d (synced) after the power loss: %v", id, err)
 		}
 	}
+}
+
+// TestPowerLossTornRedoHeaderSegments: segment records are not counted in
+// badger's position, so an epoch above the position's is not enough after
+// an unreadable header: this log's epoch 1 holds only a segment record (an
+// fsync of a small write). Before, the store restarted at epoch 1, which
+// made that record valid again, and the next power loss replayed its old
+// slot over the newer data synced in the segment file since.
+func TestPowerLossTornRedoHeaderSegments(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0) // epoch 1
+	defer s.Close()
+	f, err := s.OpenSegmentFile(6, 1)
+	must(err)
+	defer f.Close()
+	must(f.WriteSegment(0, segPattern(6, 0, 1000)))
+	must(f.Sync()) // into the log
+	must(s.SyncTree())
+	dir := t.TempDir()
+	must(s.CrashImage(dir)) // a power loss
+	logPath := filepath.Join(dir, metaDir, redoFile)
+	lf, err := os.OpenFile(logPath, os.O_RDWR, 0)
+	must(err)
+	_, err = lf.WriteAt(bytes.Repeat([]byte{0x5a}, 24), 0) // and a damaged header
+	must(err)
+	must(lf.Close())
+
+	s2 := openTest(t, dir, 0)
+	defer s2.Close()
+	f2, err := s2.OpenSegmentFile(6, 1)
+	must(err)
+	defer f2.Close()
+	newer := segPattern(6, 100, 1000)
+	must(f2.WriteSegment(0, newer))
+	must(f2.Flush())
+	must(s2.SyncAll()) // the segment file itself
+	img := t.TempDir()
+	must(s2.CrashImage(img))
+	must(copyFileTo(logPath, filepath.Join(img, metaDir, redoFile))) // as in TestPowerLossTornRedoHeader
+
+	r := openTest(t, img, 0)
+	defer r.Close()
+	checkSegments(t, r, 6, map[int64][]byte{0: newer})
 }

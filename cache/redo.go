@@ -38,7 +38,8 @@ import (
 //
 // A record of another epoch (left over from before a checkpoint), a torn
 // record and the zeros after the last record all fail the CRC, which ends
-// the replay.
+// the replay. That holds only if an epoch never repeats within a file: a
+// header that does not parse starts the file over (openRedo).
 //
 // Records of key writes are numbered (badger's position counts them);
 // records of segment-file data (an fsync of a file with little unsynced
@@ -248,6 +249,27 @@ func openRedo(dir string, size int64, db *badger.DB, seg segReplay) (*redoLog, i
 		return nil, 0, err
 	}
 	n, err := l.replay(db, seg, pos)
+	if errors.Is(err, errRedoHeader) {
+		// Nothing in the file can be trusted or replayed: its records'
+		// epochs are unknown, so a new epoch could match some of them. The
+		// file is started over, zero-filled.
+		//
+		// The header is written only by a checkpoint, after badger and the
+		// logged segment files were synced: if the power went during that
+		// write, every record in the file is already in them and nothing is
+		// lost. The header is 24 bytes in the file's first sector, which
+		// disks write whole, so that is rare; otherwise the file was damaged,
+		// and the changes logged since the last checkpoint (fsync'd ones
+		// too) are lost: badger keeps what of them reached it (a prefix),
+		// and small fsync'd data that was only in the log is gone. That is
+		// not silent: it is logged as an error. Refusing to open would
+		// recover nothing more: the records' epoch is unknown.
+		seg.log.Error("local store: the redo log's header is unreadable; starting the log over. If the power went during a checkpoint nothing is lost; otherwise the file was damaged and the changes made since the last checkpoint are lost", "file", path, "err", err)
+		l.f.Close()
+		n = 0
+		l.f, err = createRedo(path, size)
+		l.size = size
+	}
 	if err == nil {
 		// A new epoch must be above every epoch badger's position names:
 		// the log may be new (created, moved away, started over) while
@@ -324,6 +346,9 @@ func redoHeaderBytes(epoch uint64) []byte {
 	return h
 }
 
+// errRedoHeader: the log's header does not parse (a torn or damaged write).
+var errRedoHeader = errors.New("redo log header unreadable")
+
 // parseRedoHeader returns the epoch, ok=false for anything but a valid header.
 func parseRedoHeader(h []byte) (uint64, bool) {
 	if len(h) < 24 || string(h[:8]) != redoMagic || binary.BigEndian.Uint32(h[8:]) != redoVersion ||
@@ -351,9 +376,11 @@ func (l *redoLog) replay(db *badger.DB, seg segReplay, pos redoPos) (int, error)
 	}
 	epoch, ok := parseRedoHeader(data[:redoHeader])
 	if !ok {
-		// Torn during a checkpoint's header write: badger was synced just
-		// before, so no record here is needed.
-		return 0, nil
+		h := data[:24]
+		if string(h[:8]) == redoMagic && binary.BigEndian.Uint32(h[20:]) == crc32.Checksum(h[:20], redoCRC) {
+			return 0, fmt.Errorf("cache: redo log %s has format version %d, this kumo reads %d: open the store with the kumo that wrote it", l.f.Name(), binary.BigEndian.Uint32(h[8:]), redoVersion)
+		}
+		return 0, fmt.Errorf("cache: %s: %w", l.f.Name(), errRedoHeader)
 	}
 	l.epoch = epoch
 	l.epochNow.Store(epoch)

@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"kumo/remote/api"
@@ -310,5 +312,35 @@ func TestRedoEmptyAfterClose(t *testing.T) {
 	defer r.Close()
 	if _, err := r.GetNode(50); err != nil {
 		t.Fatalf("node 50 after reopen: %v", err)
+	}
+}
+
+// TestRedoNewerVersion: a log whose header is whole (magic and CRC) but of
+// another format version is not taken for a torn header and started over:
+// the store does not open, and the file is unchanged.
+func TestRedoNewerVersion(t *testing.T) {
+	dir := t.TempDir()
+	must(openTest(t, dir, 0).Close())
+	p := filepath.Join(dir, metaDir, redoFile)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	must(err)
+	h := redoHeaderBytes(7)
+	binary.BigEndian.PutUint32(h[8:], redoVersion+1)
+	binary.BigEndian.PutUint32(h[20:], crc32.Checksum(h[:20], redoCRC))
+	_, err = f.WriteAt(h, 0)
+	must(err)
+	_, err = f.WriteAt([]byte("records of the newer format"), redoHeader)
+	must(err)
+	must(f.Close())
+	before, err := os.ReadFile(p)
+	must(err)
+	if s, err := Open(Options{Dir: dir, Key: testKey()}); err == nil {
+		s.Close()
+		t.Fatal("opened a store over a redo log of another format version")
+	} else if !strings.Contains(err.Error(), "format version") {
+		t.Fatalf("error does not say why: %v", err)
+	}
+	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
+		t.Fatal("the log of another version was changed")
 	}
 }
