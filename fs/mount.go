@@ -126,6 +126,10 @@ type Status struct {
 	OfflineSince          time.Time
 	LastError             string
 	LastErrorAt           time.Time
+	// Shared is the queues of the drives of folders shared with the
+	// account (member drives), summed: Flush, and so `kumo unmount`,
+	// waits for them too. Not in Queue: each share's own is in .kumo.
+	Shared QueueStatus
 }
 
 // QueueStatus describes work waiting for the cloud.
@@ -138,22 +142,51 @@ type QueueStatus struct {
 	LastError string
 }
 
+// Pending is all the work a Flush of the drive waits for: its own queue
+// and its member drives' (Shared).
+func (s Status) Pending() QueueStatus {
+	q := s.Queue
+	q.add(s.Shared)
+	return q
+}
+
+// add counts o's work in q too.
+func (q *QueueStatus) add(o QueueStatus) {
+	q.Files += o.Files
+	q.Bytes += o.Bytes
+	q.Ops += o.Ops
+	q.Uploading += o.Uploading
+	if !o.Oldest.IsZero() && (q.Oldest.IsZero() || o.Oldest.Before(q.Oldest)) {
+		q.Oldest = o.Oldest
+	}
+}
+
+// queueStatus is the drive's own queue.
+func (d *Drive) queueStatus() QueueStatus {
+	var q QueueStatus
+	d.mu.Lock()
+	q.Files = len(d.dirty)
+	for _, st := range d.dirty {
+		q.Bytes += st.queued
+		if q.Oldest.IsZero() || st.lastWrite.Before(q.Oldest) {
+			q.Oldest = st.lastWrite
+		}
+	}
+	d.mu.Unlock()
+	q.Uploading = int(d.uploadsRunning.Load())
+	if n, err := d.store.PendingCount(); err == nil {
+		q.Ops = n
+	}
+	return q
+}
+
 // Status reports the drive's state.
 func (d *Drive) Status() Status {
 	var s Status
 	s.Server = d.c.BaseURL()
-	d.mu.Lock()
-	s.Queue.Files = len(d.dirty)
-	for _, st := range d.dirty {
-		s.Queue.Bytes += st.queued
-		if s.Queue.Oldest.IsZero() || st.lastWrite.Before(s.Queue.Oldest) {
-			s.Queue.Oldest = st.lastWrite
-		}
-	}
-	d.mu.Unlock()
-	s.Queue.Uploading = int(d.uploadsRunning.Load())
-	if n, err := d.store.PendingCount(); err == nil {
-		s.Queue.Ops = n
+	s.Queue = d.queueStatus()
+	for _, m := range d.memberDrives() {
+		s.Shared.add(m.queueStatus())
 	}
 	s.Cache = d.store.Stats()
 	// Counted where reads are served, not in the chunk cache alone.

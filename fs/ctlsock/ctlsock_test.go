@@ -243,6 +243,22 @@ func TestNoDaemon(t *testing.T) {
 	s.Close()
 }
 
+// An unmount's progress counts the shared folders' queues (member drives)
+// with the account's own: the flush waits for both.
+func TestProgressCountsSharedQueues(t *testing.T) {
+	s := kfs.Status{Online: true,
+		Queue:  kfs.QueueStatus{Files: 1, Bytes: 100, Ops: 2},
+		Shared: kfs.QueueStatus{Files: 2, Bytes: 50, Ops: 3, Uploading: 1}}
+	got := FromStatus(s)
+	want := Progress{Files: 3, Bytes: 150, Ops: 5, Uploading: 1, State: "online"}
+	if got != want {
+		t.Fatalf("progress %+v, want %+v", got, want)
+	}
+	if p := FromStatus(kfs.Status{Online: true, Shared: kfs.QueueStatus{Ops: 1}}); !p.Pending() {
+		t.Fatalf("only a shared folder's tree change queued: %+v is not pending", p)
+	}
+}
+
 func TestProgressLine(t *testing.T) {
 	p := Progress{Files: 3, Bytes: 12345, Ops: 7, Uploading: 1, State: "offline since 10:00:00", Note: "quota exceeded", LastError: "dial tcp: refused\nagain"}
 	got, err := parseProgress(p.encode())

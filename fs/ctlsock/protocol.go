@@ -23,9 +23,11 @@ type Progress struct {
 // Pending reports whether anything still waits for the cloud.
 func (p Progress) Pending() bool { return p.Files > 0 || p.Bytes > 0 || p.Ops > 0 || p.Uploading > 0 }
 
-// FromStatus summarizes a drive's status.
+// FromStatus summarizes a drive's status: the work a flush waits for, the
+// drive's own queue and its shared folders' drives'.
 func FromStatus(s kfs.Status) Progress {
-	p := Progress{Files: s.Queue.Files, Bytes: s.Queue.Bytes, Ops: s.Queue.Ops, Uploading: s.Queue.Uploading, State: "online"}
+	q := s.Pending()
+	p := Progress{Files: q.Files, Bytes: q.Bytes, Ops: q.Ops, Uploading: q.Uploading, State: "online"}
 	if !s.Online {
 		p.State = "offline since " + s.OfflineSince.Format(time.TimeOnly)
 		p.LastError = s.LastError
