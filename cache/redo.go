@@ -589,13 +589,23 @@ func (l *redoLog) checkpoint(db *badger.DB) error {
 	}
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
-	l.epoch++
-	if _, err := l.f.WriteAt(redoHeaderBytes(l.epoch), 0); err != nil {
+	// The epoch changes only once its header is durable: records of a new
+	// epoch under the old header could never be replayed, and badger's
+	// position in the new epoch would not match the header's, so the next
+	// open would replay the old epoch over badger's newer state. On failure
+	// the log goes on in the old epoch, its header put back (best effort:
+	// the new one may be in the page cache, for a later sync to write). No
+	// record has the new epoch yet, so the next checkpoint may reuse it.
+	next := l.epoch + 1
+	if _, err := l.f.WriteAt(redoHeaderBytes(next), 0); err != nil {
+		_, _ = l.f.WriteAt(redoHeaderBytes(l.epoch), 0)
 		return fmt.Errorf("cache: checkpoint: write redo header: %w", err)
 	}
 	if err := syscall.Fdatasync(int(l.f.Fd())); err != nil {
+		_, _ = l.f.WriteAt(redoHeaderBytes(l.epoch), 0)
 		return fmt.Errorf("cache: checkpoint: sync redo log: %w", err)
 	}
+	l.epoch = next
 	l.epochNow.Store(l.epoch)
 	l.full = false
 	l.off = redoHeader
