@@ -13,8 +13,15 @@ import (
 // is no device-mapper here to drop a disk's unflushed writes, so the store,
 // which knows what it synced, drops them itself):
 //
-//   - the redo log is cut after the last offset a sync covered (the rest
-//     zeroed, as never written);
+//   - the redo log: what follows the last offset a sync covered, up to the
+//     write position, is zeroed (the unsynced records never reached the
+//     disk); past the write position the file is kept as it is. The log is
+//     a preallocated file overwritten in place from its start at every
+//     epoch, so the disk still holds there the records of older epochs
+//     (the replay must refuse them: their CRC covers their epoch). What the
+//     unsynced records overwrote is not known here (an older epoch's
+//     records, or zeros); zeros stand for it, which ends the replay at the
+//     synced end;
 //   - a segment file created since its directory was last synced is absent;
 //     in the others, the slots written since their last fdatasync are
 //     zeroed (never written), and a truncation since then is undone only as
@@ -55,7 +62,22 @@ func (s *Store) CrashImage(dst string) error {
 		if !d.Type().IsRegular() {
 			return nil
 		}
+		redo := filepath.Dir(rel) == metaDir && d.Name() == redoFile
+		if redo {
+			// Records (segment data ones too) are appended without the
+			// locks held above: the file and its write position are read
+			// together.
+			s.redo.appendMu.Lock()
+		}
 		b, err := os.ReadFile(p)
+		if redo {
+			if end := min(s.redo.off, int64(len(b))); err == nil {
+				if off := s.redo.durable.Load(); off > 0 && off < end {
+					clear(b[off:end])
+				}
+			}
+			s.redo.appendMu.Unlock()
+		}
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
@@ -63,12 +85,6 @@ func (s *Store) CrashImage(dst string) error {
 			return err
 		}
 		switch filepath.Dir(rel) {
-		case metaDir:
-			if d.Name() == redoFile {
-				if off := s.redo.durable.Load(); off > 0 && off < int64(len(b)) {
-					clear(b[off:])
-				}
-			}
 		case dirtyDir:
 			node, gen, ok := parseSegFileName(d.Name())
 			if !ok {

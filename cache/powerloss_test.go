@@ -244,12 +244,9 @@ func TestPowerLossTornRedoHeader(t *testing.T) {
 	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(7, 3)}})) // as big as epoch 1's first record
 	must(s.SyncTree())
 	img := t.TempDir()
-	must(s.CrashImage(img)) // a power loss now
-	// CrashImage zeroes the log after its synced end, as if never written;
-	// but the bytes there are an older epoch's records, on the disk since
-	// that epoch. Everything written to the log is synced: the disk holds
-	// the file as it is.
-	must(copyFileTo(logPath, filepath.Join(img, metaDir, redoFile)))
+	// A power loss now: everything written to the log is synced, and past
+	// its end the image keeps the older epochs' records, as the disk does.
+	must(s.CrashImage(img))
 
 	r := openTest(t, img, 0)
 	defer r.Close()
@@ -329,8 +326,7 @@ func TestPowerLossTornRedoHeaderSegments(t *testing.T) {
 	must(f2.Flush())
 	must(s2.SyncAll()) // the segment file itself
 	img := t.TempDir()
-	must(s2.CrashImage(img))
-	must(copyFileTo(logPath, filepath.Join(img, metaDir, redoFile))) // as in TestPowerLossTornRedoHeader
+	must(s2.CrashImage(img)) // keeps epoch 1's segment record past the log's end
 
 	r := openTest(t, img, 0)
 	defer r.Close()
@@ -392,4 +388,75 @@ func TestPowerLossAfterFailedCheckpoint(t *testing.T) {
 			t.Fatalf("node %d (synced) after the power loss: fill %v, %v; want 2", id, n.Attrs[:1], err)
 		}
 	}
+}
+
+// TestCrashImageKeepsOldEpochs: the redo log is overwritten in place from
+// its start at every epoch, so after a power loss the disk still holds,
+// past the current write position, the records of older epochs. The crash
+// image keeps them (it zeroed everything after the synced end, which hid
+// every bug that made such a record valid again), zeroes only the unsynced
+// records, and the store recovers from it without replaying the old ones.
+func TestCrashImageKeepsOldEpochs(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0) // epoch 1
+	for i := uint64(1); i <= 6; i++ {
+		must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(i, 1)}}))
+	}
+	must(s.Close())         // epoch 2
+	s = openTest(t, dir, 0) // epoch 3
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(6, 2)}}))
+	must(s.Close())         // epoch 4: badger has node 6 = 2
+	s = openTest(t, dir, 0) // epoch 5
+	defer s.Close()
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(1, 3)}})) // over epoch 1's first record
+	must(s.SyncTree())
+
+	// oldRecords counts epoch 1's records from off on in the image's log.
+	oldRecords := func(img string, off int64) int {
+		data, err := os.ReadFile(filepath.Join(img, metaDir, redoFile))
+		must(err)
+		recs, _, err := redoRecords(append(make([]byte, redoHeader), data[off:]...), 1)
+		must(err)
+		return len(recs)
+	}
+	reopen := func(img string, node2 ...byte) {
+		t.Helper()
+		r := openTest(t, img, 0)
+		defer r.Close()
+		want := map[uint64][]byte{1: {3}, 2: node2, 3: {1}, 4: {1}, 5: {1}, 6: {2}}
+		for id, fills := range want {
+			n, err := r.GetNode(id)
+			if err != nil || !bytes.Contains(fills, n.Attrs[:1]) {
+				t.Fatalf("node %d after the power loss: fill %v, %v; want one of %v (epoch 1's stale record replayed?)", id, n.Attrs[:1], err, fills)
+			}
+		}
+	}
+
+	// Everything is synced: the log's only epoch-5 record is followed by
+	// epoch 1's records of nodes 2 to 6 (node 6 = 1 is stale).
+	end := s.redo.offNow.Load()
+	img := t.TempDir()
+	must(s.CrashImage(img))
+	if n := oldRecords(img, end); n != 5 {
+		t.Fatalf("the image's log holds %d of epoch 1's records past the write position, want 5 (as on the disk)", n)
+	}
+	reopen(img, 1)
+
+	// An unsynced record: dropped (zeros), the older records after it kept.
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(2, 3)}}))
+	synced, off := s.redo.durable.Load(), s.redo.offNow.Load()
+	if synced != end || off <= synced {
+		t.Fatalf("test premise: synced end %d, write position %d (was %d)", synced, off, end)
+	}
+	img = t.TempDir()
+	must(s.CrashImage(img))
+	data, err := os.ReadFile(filepath.Join(img, metaDir, redoFile))
+	must(err)
+	if !bytes.Equal(data[synced:off], make([]byte, off-synced)) {
+		t.Fatal("the unsynced record is in the image's log")
+	}
+	if n := oldRecords(img, off); n != 4 {
+		t.Fatalf("the image's log holds %d of epoch 1's records past the write position, want 4", n)
+	}
+	reopen(img, 1, 3) // badger may have node 2 = 3
 }
