@@ -396,20 +396,117 @@ func (d *Drive) refreshDirIn(ctx context.Context, id uint64) {
 	for _, e := range remote {
 		seen[e.NameMAC] = true
 	}
-	// Removals first, as the feed orders a rename: a node renamed within
-	// the directory (a folder being shared re-seals every name) would
-	// otherwise lose its last link after its new entry came in.
+	// A node whose one local entry here the cloud no longer lists, and
+	// which the cloud lists here under one name MAC this drive lacks, was
+	// renamed within the directory, or its name re-sealed under a share's
+	// new generation (the same name under a new MAC): its entry is
+	// replaced in one step (renameInDir). Removed, then added, the name
+	// had no entry in between, and a lookup then answered ENOENT for a
+	// file that is there.
+	gone, came := map[uint64][]cache.Entry{}, map[uint64][]api.Entry{}
 	for _, e := range local {
 		if !seen[e.NameMAC] {
+			gone[e.Child] = append(gone[e.Child], e)
+		}
+	}
+	for _, e := range remote {
+		if _, ok := have[e.NameMAC]; !ok {
+			came[e.Node.ID] = append(came[e.Node.ID], e)
+		}
+	}
+	renamed := map[string]bool{} // name MACs, old and new, handled by renameInDir
+	for child, olds := range gone {
+		if news := came[child]; len(olds) == 1 && len(news) == 1 && d.renameInDir(ctx, id, olds[0], news[0]) {
+			renamed[olds[0].NameMAC], renamed[news[0].NameMAC] = true, true
+		}
+	}
+	// Removals first, as the feed orders a rename: a node renamed within
+	// the directory in a way renameInDir leaves alone would otherwise
+	// lose its last link after its new entry came in.
+	for _, e := range local {
+		if !seen[e.NameMAC] && !renamed[e.NameMAC] {
 			_ = d.pullEntry(ctx, id, e.NameMAC, api.Change{Kind: api.ChangeEntry, Parent: id, NameMAC: e.NameMAC, Node: e.Child, Deleted: true})
 		}
 	}
 	for _, e := range remote {
-		if l, ok := have[e.NameMAC]; ok && l.Child == e.Node.ID {
+		if l, ok := have[e.NameMAC]; ok && l.Child == e.Node.ID || renamed[e.NameMAC] {
 			continue
 		}
 		_ = d.pullEntry(ctx, id, e.NameMAC, api.Change{Kind: api.ChangeEntry, Parent: id, NameMAC: e.NameMAC, Node: e.Node.ID})
 	}
+}
+
+// renameInDir replaces old, the local entry of a node in directory dir,
+// by cur, the cloud's entry of the same node there under another name
+// MAC, in one local mutation: the node and its link count stay as they
+// are. It checks cur as pullEntry does, and reports whether it replaced
+// old (or found it replaced already); false leaves both to pullEntry's
+// removal and addition: an entry cur the drive refuses (then logged and
+// counted there), or one with queued local changes.
+func (d *Drive) renameInDir(ctx context.Context, dir uint64, old cache.Entry, cur api.Entry) bool {
+	child := cur.Node.ID
+	d.ensureShareKeys(ctx, cur.Name) // a generation new to this drive: its keys first (share.go)
+	d.ensureShareKeys(ctx, cur.Node.Attrs)
+	kind := meta.KindOf(cur.Node.Type == api.TypeDir)
+	d.mu.Lock()
+	if d.pending[entryKey(dir, old.NameMAC)] > 0 || d.pending[entryKey(dir, cur.NameMAC)] > 0 || d.pending[nodeKey(child)] > 0 {
+		d.mu.Unlock()
+		return false
+	}
+	if e, err := d.store.Lookup(dir, cur.NameMAC); err == nil {
+		d.mu.Unlock()
+		// Replaced already (another refresh of dir), or another node there now.
+		return e.Child == child && bytes.Equal(e.Name, cur.Name)
+	}
+	if e, err := d.store.Lookup(dir, old.NameMAC); err != nil || e.Child != child {
+		d.mu.Unlock()
+		return false
+	}
+	if st := d.states[child]; st != nil && st.deleted {
+		d.mu.Unlock()
+		return false
+	}
+	if _, err := d.store.GetNode(child); err != nil {
+		d.mu.Unlock()
+		return false
+	}
+	newName, err := d.openName(dir, child, kind, cur.NameMAC, cur.Name)
+	if err == nil {
+		var pst *nodeState
+		if pst, err = d.stateLocked(dir); err == nil {
+			ck, _ := meta.RecordKeyID(cur.Node.Attrs)
+			err = d.checkPlacement(pst.kid, cur.Name, child, ck)
+		}
+	}
+	if err != nil {
+		d.mu.Unlock()
+		return false
+	}
+	// The old name, for the kernel, unless a new roster refuses it (a
+	// re-seal: the same name; opening it would note it to fetch again).
+	var oldName []byte
+	if !d.belowMinGen(old.Name) {
+		oldName, _ = d.openName(dir, child, kind, old.NameMAC, old.Name)
+	}
+	err = d.store.Apply(cache.Mutation{
+		DeleteEntries: []cache.Entry{old},
+		PutEntries:    []cache.Entry{{Parent: dir, NameMAC: cur.NameMAC, Name: cur.Name, Child: child}},
+	})
+	d.mu.Unlock()
+	if err != nil {
+		d.log.Warn("replacing a renamed entry", "parent", dir, "child", child, "err", err)
+		return false
+	}
+	notifyIn(ctx, func() {
+		if len(oldName) > 0 && !bytes.Equal(oldName, newName) {
+			d.notifyDelete(dir, string(oldName), nil)
+		}
+		d.notifyEntry(dir, string(newName))
+	})
+	if kind == meta.KindDir {
+		go d.refreshDir(child) // as pullEntry does for a directory's new entry
+	}
+	return true
 }
 
 // relist copies the whole tree from the cloud into an empty local tree. The

@@ -142,6 +142,27 @@ func (d *Drive) staleNode(id uint64) bool {
 	return err == nil && d.belowMinGen(n.Attrs)
 }
 
+// staleStateLocked reports whether st, a node's state decoded before a
+// roster raised its share's lowest accepted generation, is below it, as
+// the local record it was decoded from is: decode refuses that record
+// now, and a state kept in memory must not stand in for it (a lookup
+// answered with it where the cloud's record is refused). It notes the
+// node to be fetched again, as the refusal of the record does. Not for a
+// state holding this drive's own changes (data or attributes not
+// uploaded, a queued operation: the pusher seals them again under the
+// current generation). Under d.mu.
+func (d *Drive) staleStateLocked(st *nodeState) bool {
+	if st.kid.Share == 0 || d.localNewerLocked(st) || d.pending[nodeKey(st.id)] > 0 {
+		return false
+	}
+	if sh := d.shares().byID[st.kid.Share]; sh == nil || st.kid.Gen >= sh.Roster.MinGen || !d.staleNode(st.id) {
+		return false
+	}
+	d.sh.stale.note(keys.RecordAttrs, st.id)
+	d.log.Debug("node state below the shared folder's lowest accepted generation: fetching it again", "node", st.id, "generation", st.kid.Gen)
+	return true
+}
+
 // errStaleRecord is a local record of a shared folder below the lowest
 // generation its roster accepts: sealed before a re-seal whose records the
 // drive has not fetched yet. Refused, but not an authentication failure.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -161,6 +162,31 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	rec, err := keys.SignRecord(bob.acct.Identity, keys.RecordAttrs, n.ID(), nil, sealed)
 	must(t, err)
 	serveAttrs(p, n.ID(), rec)
+	// The reader's drive brings sub's re-sealed entries in with a refresh
+	// of sub that runs beside the test's lookups (started when the lookup
+	// of a.txt brings the root's entries in, sub's among them). The old
+	// refresh removed b.txt's generation-1 entry, then fetched its new one
+	// and stored it: held here between the two, b.txt had no entry at all
+	// and its lookup answered ENOENT, not EIO.
+	es, err := owner.c.List(ctx, odSub)
+	must(t, err)
+	if len(es) != 1 {
+		t.Fatalf("sub holds %d entries in the cloud, want b.txt alone", len(es))
+	}
+	bMAC := es[0].NameMAC
+	window := make(chan struct{})
+	var held atomic.Int32
+	p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries/%s", odSub, bMAC), func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		held.Add(1)
+		select {
+		case <-window:
+		case <-req.Context().Done():
+			return nil
+		}
+		return next(req)
+	})
+	release := sync.OnceFunc(func() { close(window) })
+	t.Cleanup(release)
 
 	// The reader's drive: its lookups must fetch (no sweep here).
 	md.sh.stale.sweep.Store(true)
@@ -179,6 +205,15 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	if a.kid.Gen != 2 {
 		t.Fatalf("a.txt opened under generation %d, want 2", a.kid.Gen)
 	}
+	// The refresh of sub is held between its two steps (old code) or has
+	// replaced b.txt's entry (in one step: nothing held).
+	waitFor(t, 10*time.Second, func() bool {
+		if held.Load() > 0 {
+			return true
+		}
+		es, err := md.store.List(odSub)
+		return err == nil && len(es) == 1 && es[0].NameMAC == bMAC
+	})
 	if got := readAll(t, md, a); got != "shared a\n" {
 		t.Fatalf("read a.txt: %q", got)
 	}
@@ -198,9 +233,13 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	if e != 0 || sub.kid.Gen != 2 {
 		t.Fatalf("lookup sub: %v (generation %d)", e, sub.kid.Gen)
 	}
+	if sub.id != odSub {
+		t.Fatalf("sub is node %d in the reader's drive, %d in the owner's", sub.id, odSub)
+	}
 	if _, e := md.lookupFresh(sub.id, "b.txt"); e != syscall.EIO {
 		t.Fatalf("sub/b.txt, whose record the cloud serves in generation 1 signed by the removed writer: %v, want EIO", e)
 	}
+	release()
 	if md.Integrity().AuthFailures == 0 {
 		t.Fatal("the refusals are not counted")
 	}

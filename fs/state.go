@@ -436,6 +436,9 @@ func (d *Drive) lookupLocked(parent uint64, name string) (cache.Entry, *nodeStat
 		}
 		return cache.Entry{}, nil, syscall.EIO
 	}
+	if d.staleStateLocked(st) { // decoded before a new roster refused its record (sharestale.go)
+		return cache.Entry{}, nil, syscall.EIO
+	}
 	// The entry must be the one sealed for this name and this node: a server
 	// that pointed the name at another node (or kind) is refused here.
 	err = d.checkName(parent, e.Child, st.kind(), e.NameMAC, name, e.Name)
