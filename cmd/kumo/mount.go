@@ -264,8 +264,8 @@ var mappedFilesBudget = cache.MappedBudget{Floor: 48 << 20, Total: 256 << 20}
 const mappedFilesEvery = 500 * time.Millisecond
 
 // followLiveHeap keeps the soft memory limit at max(floor, live heap +
-// max(a quarter of it, minHeapHeadroom) + the runtime's overhead), at most
-// ceiling, until ctx ends. A fixed limit low enough to keep the daemon small
+// max(a quarter of it, minHeapHeadroom) + the runtime's overhead), the
+// headroom shrunk past ceiling (memoryLimit), until ctx ends. A fixed limit low enough to keep the daemon small
 // would make the collector run back to back once the live heap nears it (a
 // big tree looked up: ~800 B per inode); following the live heap leaves a
 // quarter of it as headroom, like GOGC=25 would, while small heaps stay under
@@ -312,16 +312,23 @@ func followLiveHeap(ctx context.Context, floor, ceiling int64) {
 // metrics costs microseconds).
 const followEvery = 250 * time.Millisecond
 
-// daemonMemoryCeiling bounds the limit followLiveHeap sets: with badger's
+// daemonMemoryCeiling bounds the headroom followLiveHeap gives: with badger's
 // mapped files (cache.KeepMappedUnder keeps them to what the anonymous memory
-// leaves of 256 MiB, at least 48 MiB) the daemon stays under 300 MiB RSS; a
-// heap that needs more makes the collector work harder instead.
+// leaves of 256 MiB, at least 48 MiB) a daemon whose heap fits stays under 300
+// MiB RSS. It never cuts into the live heap: past it the headroom shrinks to
+// half of minHeapHeadroom, so a bigger heap (a 100,000-file tree looked up)
+// makes the collector run more often, not back to back.
 const daemonMemoryCeiling = 240 << 20
 
 // memoryLimit is the soft limit for a live heap of live bytes when the
 // runtime holds overhead bytes besides the heap's objects and free pages.
 func memoryLimit(live, overhead, floor, ceiling int64) int64 {
-	return min(ceiling, max(floor, live+max(live/4, minHeapHeadroom)+max(overhead, 0)))
+	need := live + max(overhead, 0)
+	limit := need + max(live/4, minHeapHeadroom)
+	if limit > ceiling {
+		limit = max(ceiling, need+minHeapHeadroom/2)
+	}
+	return max(floor, limit)
 }
 
 // serveMount is the daemon: mount, serve the control socket, wait.

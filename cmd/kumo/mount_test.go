@@ -33,20 +33,24 @@ func TestEmbeddedReserve(t *testing.T) {
 
 // TestMemoryLimit: the soft limit leaves the live heap its headroom on top of
 // the runtime's overhead (left out, the heap's goal fell below the live heap
-// during an rm -rf and the collector ran back to back), between the floor and
-// the ceiling.
+// during an rm -rf and the collector ran back to back), at least the floor;
+// the ceiling shrinks the headroom but never cuts into the live heap.
 func TestMemoryLimit(t *testing.T) {
 	const mib = 1 << 20
 	for _, c := range []struct{ live, overhead, want int64 }{
 		{40 * mib, 10 * mib, 192 * mib},                  // small heap: the floor
-		{120 * mib, 30 * mib, 120*mib + 48*mib + 30*mib}, // the least headroom, and the overhead
-		{200 * mib, 0, 200*mib + 50*mib},                 // a quarter of a big heap (capped below)
-		{137 * mib, 60 * mib, 240 * mib},                 // never past the ceiling
+		{120 * mib, 30 * mib, 120*mib + 30*mib + 48*mib}, // the least headroom, and the overhead
+		{170 * mib, 0, 170*mib + 48*mib},                 // a quarter of 170 MiB is less than the least headroom
+		{137 * mib, 60 * mib, 240 * mib},                 // the ceiling: 43 MiB of headroom left
+		{200 * mib, 30 * mib, 200*mib + 30*mib + 24*mib}, // past the ceiling: half the least headroom
+		{400 * mib, 20 * mib, 400*mib + 20*mib + 24*mib}, // a big heap keeps room above it
 		{150 * mib, -5 * mib, 150*mib + 48*mib},          // a torn read of the metrics counts no overhead
 	} {
-		want := min(c.want, 240*mib)
-		if got := memoryLimit(c.live, c.overhead, 192*mib, 240*mib); got != want {
-			t.Errorf("memoryLimit(live %d MiB, overhead %d MiB) = %d MiB, want %d MiB", c.live/mib, c.overhead/mib, got/mib, want/mib)
+		if got := memoryLimit(c.live, c.overhead, 192*mib, 240*mib); got != c.want {
+			t.Errorf("memoryLimit(live %d MiB, overhead %d MiB) = %d MiB, want %d MiB", c.live/mib, c.overhead/mib, got/mib, c.want/mib)
+		}
+		if got := memoryLimit(c.live, c.overhead, 192*mib, 240*mib); got <= c.live+max(c.overhead, 0) {
+			t.Errorf("memoryLimit(live %d MiB, overhead %d MiB) = %d MiB: no room above the live heap", c.live/mib, c.overhead/mib, got/mib)
 		}
 	}
 }

@@ -520,7 +520,7 @@ func (f *FS) fetchEntries(ctx context.Context, id link.ID, m *link.Manifest, loc
 	// worker, not per request.
 	answerCap := linkBatch * (4 + chunk.SealedSize(chunk.Size))
 	return lf.forEachBuf(ctx, batches, chunk.Size+answerCap, func(ctx context.Context, first int, buf []byte) error {
-		plainBuf, answer := buf[:chunk.Size], buf[chunk.Size:chunk.Size]
+		plainBuf, answer := buf[:chunk.Size:chunk.Size], buf[chunk.Size:chunk.Size] // capped: Open may write up to dst's capacity, which must not reach the answer
 		bids := ids[first:min(first+linkBatch, len(ids))]
 		sizes := make([]int, len(bids))
 		for i, cid := range bids {
