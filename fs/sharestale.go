@@ -18,6 +18,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -169,16 +170,46 @@ func (d *Drive) staleStateLocked(st *nodeState) bool {
 var errStaleRecord = errors.New("record of a shared folder older than the lowest generation its roster accepts (re-sealed since): fetched again from the cloud")
 
 // staleLocal reports whether the local record b, refused with err, is below
-// its share's lowest accepted generation, and if so logs it at debug level:
-// such a record is expected after a re-seal and is fetched again (the
-// refusal noted it: verifyRecord), so it is not counted as an
-// authentication failure. what and args say which record it is.
-func (d *Drive) staleLocal(b []byte, err error, what string, args ...any) bool {
+// its share's lowest accepted generation and genuine under the rules of its
+// own generation (open: the refused check run again with verify, which is
+// verifyOwnGen), and if so logs it at debug level: such a record is
+// expected after a re-seal and is fetched again (the refusal noted it:
+// verifyRecord), so it is not counted as an authentication failure. The
+// generation in the header is clear text and the local store holds what
+// the cloud sent (pullEntry), so a record that only claims an old
+// generation is counted as before. what and args say which record it is.
+func (d *Drive) staleLocal(b []byte, err error, open func(verify recordVerifier) error, what string, args ...any) bool {
 	if !d.belowMinGen(b) {
+		return false
+	}
+	if oerr := open(d.verifyOwnGen); oerr != nil {
+		d.log.Debug(what+" below the shared folder's lowest accepted generation fails authentication under its own generation too", append(args, "err", oerr)...)
 		return false
 	}
 	d.log.Debug(what+" below the shared folder's lowest accepted generation: fetching it again", append(args, "err", err)...)
 	return true
+}
+
+// verifyOwnGen checks b, a record of a share below the roster's lowest
+// accepted generation, as it was checked when that generation was current:
+// signed by the owner or a writer of that generation (keys.Roster.Signer
+// without the floor: a member removed or demoted since signs up to its
+// WroteUntil). A writer removed since could still make such a record with
+// the server, but the drive refuses it anyway (errStaleRecord) and fetches
+// the re-sealed one; the count is for what nobody in the roster signed. Any
+// other record is refused.
+func (d *Drive) verifyOwnGen(kind keys.RecordKind, id uint64, nameMAC string, b []byte) ([]byte, *shareSet, error) {
+	s := d.shares()
+	kid, ok := meta.RecordKeyID(b)
+	sh := s.byID[kid.Share]
+	if !ok || kid.Share == 0 || sh == nil || kid.Gen >= sh.Roster.MinGen {
+		return nil, nil, fmt.Errorf("%w: not a record of a shared folder below its lowest accepted generation", errShareRecord)
+	}
+	past, r := *sh, *sh.Roster
+	r.MinGen = 0
+	past.Roster = &r
+	sealed, err := past.Verify(kind, id, nameMAC, b)
+	return sealed, s, err
 }
 
 // belowMinGen reports whether record b is of a share this drive holds and

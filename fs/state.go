@@ -13,6 +13,7 @@ import (
 
 	"kumo/cache"
 	"kumo/internal/chunk"
+	"kumo/internal/keys"
 	"kumo/internal/meta"
 	"kumo/remote/api"
 )
@@ -175,7 +176,8 @@ func (d *Drive) stateLocked(id uint64) (*nodeState, error) {
 func (d *Drive) decode(n api.Node) (*nodeState, error) {
 	st, err := d.openState(d.verifyRecord, n)
 	if err != nil {
-		if d.staleLocal(n.Attrs, err, "node attributes", "node", n.ID) {
+		open := func(verify recordVerifier) error { _, _, err := d.openAttrsBy(verify, n.ID, n.Attrs); return err }
+		if d.staleLocal(n.Attrs, err, open, "node attributes", "node", n.ID) {
 			return nil, fmt.Errorf("node %d: %w: %w", n.ID, errStaleRecord, err)
 		}
 		d.authFailure("node attributes fail authentication", "node", n.ID, "err", err)
@@ -446,7 +448,17 @@ func (d *Drive) lookupLocked(parent uint64, name string) (cache.Entry, *nodeStat
 		err = d.checkPlacement(p.kid, e.Name, st.id, st.kid)
 	}
 	if err != nil {
-		if !d.staleLocal(e.Name, err, "entry", "parent", parent, "child", e.Child) {
+		open := func(verify recordVerifier) error {
+			sealed, s, err := verify(keys.RecordName, parent, e.NameMAC, e.Name)
+			if err == nil {
+				err = s.sealer.CheckName(parent, e.Child, st.kind(), []byte(name), sealed)
+			}
+			if err == nil {
+				err = d.checkPlacement(p.kid, e.Name, st.id, st.kid)
+			}
+			return err
+		}
+		if !d.staleLocal(e.Name, err, open, "entry", "parent", parent, "child", e.Child) {
 			d.authFailure("entry fails authentication", "parent", parent, "child", e.Child, "err", err)
 		}
 		return cache.Entry{}, nil, syscall.EIO
@@ -1015,7 +1027,14 @@ func (d *Drive) list(dir uint64) ([]dirEnt, syscall.Errno) {
 			err = d.checkPlacement(dst.kid, e.Name, st.id, st.kid)
 		}
 		if err != nil {
-			if !d.staleLocal(e.Name, err, "entry name", "parent", dir, "child", e.Child) {
+			open := func(verify recordVerifier) error {
+				_, err := d.openNameBy(verify, dir, e.Child, st.kind(), e.NameMAC, e.Name)
+				if err == nil {
+					err = d.checkPlacement(dst.kid, e.Name, st.id, st.kid)
+				}
+				return err
+			}
+			if !d.staleLocal(e.Name, err, open, "entry name", "parent", dir, "child", e.Child) {
 				d.authFailure("entry name fails authentication", "parent", dir, "child", e.Child, "name_mac", e.NameMAC, "err", err)
 			}
 			continue
