@@ -467,7 +467,7 @@ func (d *Drive) resolve(ctx context.Context, op api.BatchOp, e *api.Error) bool 
 			d.refreshLater(op)
 			return true
 		}
-		if op.Op == api.OpUnlink && e.Code == api.CodeConflict {
+		if op.Op == api.OpUnlink && e.Code == api.CodeConflict && d.unlinkRaced(ctx, op.Unlink) {
 			// The name holds another node now (another device replaced the
 			// file after we removed the old one): an ordinary race whose
 			// right outcome is the new file, so not a refusal to report.
@@ -478,6 +478,39 @@ func (d *Drive) resolve(ctx context.Context, op api.BatchOp, e *api.Error) bool 
 	}
 	d.noteRefused(op, e, keptUndone)
 	d.refreshLater(op)
+	return true
+}
+
+// unlinkRaced reports whether the cloud's entry for the name an unlink u
+// was refused for (409 conflict) now names, authenticated as the drive
+// opens any entry, a node other than the one unlinked: the benign race of
+// another device replacing the file. The server answers the 409, so it is
+// not taken on its word: an entry still naming our node, none, one that
+// fails authentication (counted) or a failed lookup leave the refusal
+// reported as any other.
+func (d *Drive) unlinkRaced(ctx context.Context, u *api.UnlinkRequest) bool {
+	got, err := d.c.Lookup(ctx, u.Parent, u.NameMAC)
+	if err != nil {
+		d.log.Warn("looking up the name an unlink was refused for failed: reporting the refusal", "parent", u.Parent, "node", u.Node, "err", err)
+		return false
+	}
+	if got.Node.ID == u.Node {
+		return false
+	}
+	d.ensureShareKeys(ctx, got.Name)
+	d.ensureShareKeys(ctx, got.Node.Attrs)
+	if _, err = d.decodeCloud(got.Node); err != nil {
+		return false // counted by decodeCloud
+	}
+	_, err = d.openName(u.Parent, got.Node.ID, meta.KindOf(got.Node.Type == api.TypeDir), u.NameMAC, got.Name)
+	if err == nil {
+		ck, _ := meta.RecordKeyID(got.Node.Attrs)
+		err = d.checkPlacement(d.dirKID(u.Parent), got.Name, got.Node.ID, ck)
+	}
+	if err != nil {
+		d.authFailure("entry name from the cloud fails authentication", "parent", u.Parent, "child", got.Node.ID, "err", err)
+		return false
+	}
 	return true
 }
 
