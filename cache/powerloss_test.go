@@ -6,6 +6,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"kumo/internal/chunk"
@@ -333,19 +335,23 @@ func TestPowerLossTornRedoHeaderSegments(t *testing.T) {
 	checkSegments(t, r, 6, map[int64][]byte{0: newer})
 }
 
-// TestPowerLossAfterFailedCheckpoint: a checkpoint whose header write fails
-// leaves the header at the old epoch. Before, the store went on in the new
-// epoch anyway: its records (after the old epoch's, not from the log's
-// start) could never be replayed, and badger's position in the new epoch
-// did not match the header's, so the next open replayed the old epoch's
-// records over badger's newer state. Now the epoch changes only once its
-// header is durable.
+// TestPowerLossAfterFailedCheckpoint: a checkpoint whose header update
+// fails fails the log for good. Before dc46bad the store went on in the new
+// epoch under the old header (records that could never be replayed); after
+// it, in the old epoch under a header that may name the new one (written to
+// the page cache, for a later successful fdatasync to make durable): the
+// records fsync'd after it then fail their CRC. Now every later append,
+// sync and checkpoint fails with the log's sticky error, so nothing is
+// acknowledged durable under a header of unknown epoch; the drive answers
+// EIO (no errno in the chain) until it is remounted.
 func TestPowerLossAfterFailedCheckpoint(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir, 0)
 	defer s.Close()
 	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(1, 1)}}))
 	must(s.SyncTree())
+	seg, err := s.OpenSegmentFile(6, 1)
+	must(err)
 
 	// The header write fails (a read-only descriptor stands in for the
 	// disk's error).
@@ -366,28 +372,53 @@ func TestPowerLossAfterFailedCheckpoint(t *testing.T) {
 		t.Fatal("test premise: the checkpoint should fail")
 	}
 
-	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(1, 2)}}))
-	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(2, 2)}}))
-	must(s.SyncTree())
-	// The synced records are replayable from the log alone (badger may not
-	// have them after a power loss).
-	data, err := os.ReadFile(filepath.Join(dir, metaDir, redoFile))
-	must(err)
-	epoch, _ := parseRedoHeader(data)
-	if recs, _, err := redoRecords(data, epoch); err != nil || len(recs) != 3 {
-		t.Fatalf("the log's epoch %d has %d valid records (%v), want the 3 synced", epoch, len(recs), err)
-	}
-	must(s.behind.drain()) // badger has them (in the kernel's page cache)
-	img := t.TempDir()
-	must(s.CrashImage(img))
-
-	r := openTest(t, img, 0)
-	defer r.Close()
-	for _, id := range []uint64{1, 2} {
-		if n, err := r.GetNode(id); err != nil || n.Attrs[0] != 2 {
-			t.Fatalf("node %d (synced) after the power loss: fill %v, %v; want 2", id, n.Attrs[:1], err)
+	sticky := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, errRedoFailed) {
+			t.Fatalf("%s after the failed checkpoint: %v; want the log's sticky error", what, err)
+		}
+		if !strings.Contains(err.Error(), "remount") {
+			t.Fatalf("%s: the error does not say what to do: %v", what, err)
+		}
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			t.Fatalf("%s: errno %v in the chain; the drive should answer EIO", what, errno)
 		}
 	}
+	cpErr := err
+	sticky("an apply", s.Apply(Mutation{PutNodes: []api.Node{smallNode(1, 2)}}))
+	sticky("the failed checkpoint", cpErr)
+	sticky("an apply", s.Apply(Mutation{PutNodes: []api.Node{smallNode(2, 2)}}))
+	sticky("a sync", s.SyncTree())
+	must(seg.WriteSegment(0, segPattern(6, 0, 1000)))
+	sticky("a small segment file's sync (into the log)", seg.Sync())
+	s.applyMu.Lock()
+	err = s.redo.checkpoint(s.db)
+	s.applyMu.Unlock()
+	sticky("a checkpoint", err)
+
+	// A power loss now keeps what was acknowledged before the failure.
+	must(s.behind.drain())
+	img := t.TempDir()
+	must(s.CrashImage(img))
+	r := openTest(t, img, 0)
+	defer r.Close()
+	if n, err := r.GetNode(1); err != nil || n.Attrs[0] != 1 {
+		t.Fatalf("node 1 (synced) after the power loss: fill %v, %v; want 1", n.Attrs[:1], err)
+	}
+	if _, err := r.GetNode(2); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("node 2, whose apply failed: %v; want not found", err)
+	}
+	// And so does a remount: the close fails, the next open starts a new epoch.
+	seg.Close()
+	sticky("the close", s.Close())
+	s2 := openTest(t, dir, 0)
+	defer s2.Close()
+	if n, err := s2.GetNode(1); err != nil || n.Attrs[0] != 1 {
+		t.Fatalf("node 1 after the remount: fill %v, %v; want 1", n.Attrs[:1], err)
+	}
+	must(s2.Apply(Mutation{PutNodes: []api.Node{smallNode(2, 3)}}))
+	must(s2.SyncTree())
 }
 
 // TestCrashImageKeepsOldEpochs: the redo log is overwritten in place from

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -39,7 +40,8 @@ import (
 // A record of another epoch (left over from before a checkpoint), a torn
 // record and the zeros after the last record all fail the CRC, which ends
 // the replay. That holds only if an epoch never repeats within a file: a
-// header that does not parse starts the file over (openRedo).
+// header that does not parse starts the file over (openRedo), and a failed
+// header update fails the log for good (fail).
 //
 // Records of key writes are numbered (badger's position counts them);
 // records of segment-file data (an fsync of a file with little unsynced
@@ -104,6 +106,48 @@ type redoLog struct {
 	// beforeCheckpoint syncs the segment files whose data this epoch's
 	// records hold, before the checkpoint invalidates them (Store.syncLogged).
 	beforeCheckpoint func() error
+	// failure is set (once, for good) when a checkpoint's header update
+	// failed: the header on disk may name either epoch, so no record
+	// appended after it could be trusted to replay (redoLog.fail).
+	failure atomic.Pointer[error]
+	log     *slog.Logger
+}
+
+// errRedoFailed is in the chain of every error of a log that failed (fail).
+var errRedoFailed = errors.New("the local store's redo log could not be made durable")
+
+// failed returns the log's sticky error, or nil.
+func (l *redoLog) failed() error {
+	if p := l.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fail marks the log failed after its header update failed (cause), and
+// returns the sticky error every later append, sync and checkpoint returns.
+// Why for good: after a failed write or fdatasync the header on disk may
+// name the old epoch or the new one (Linux may even mark the failed pages
+// clean, so what the page cache shows is not what the disk holds), and a
+// later successful fdatasync could make the new one durable under records
+// appended in the old epoch, which then fail their CRC: changes would be
+// acknowledged durable and be lost. Everything appended before is in
+// badger (synced before the header write), so stopping here loses nothing
+// acknowledged; the next open replays and checkpoints as usual. The cause
+// is kept as text only: an errno in the chain (ENOSPC, EBADF) would reach
+// the drive's callers as if retrying could help; this way they get EIO.
+// Under appendMu.
+func (l *redoLog) fail(cause error) error {
+	if err := l.failed(); err != nil {
+		return err
+	}
+	err := fmt.Errorf("cache: %w (%v): no change is accepted any more; remount the drive (its open replays the log)", errRedoFailed, cause)
+	l.failure.Store(&err)
+	if l.log != nil {
+		l.log.Error("local store: the redo log's header could not be updated; every later change and sync fails with EIO. Changes acknowledged so far are safe: fix the cause (disk errors?) and remount the drive",
+			"file", l.f.Name(), "err", cause)
+	}
+	return err
 }
 
 // keyRedoPos is badger's position in the redo log: be64 epoch | be64 number
@@ -241,8 +285,9 @@ func openRedo(dir string, size int64, db *badger.DB, seg segReplay) (*redoLog, i
 	if err != nil {
 		return nil, 0, fmt.Errorf("cache: open redo log: %w", err)
 	}
-	l := &redoLog{f: f}
+	l := &redoLog{f: f, log: seg.log}
 	l.sync.do = func() error { return syscall.Fdatasync(int(l.f.Fd())) }
+	l.sync.failed = l.failed
 	pos, err := readRedoPos(db)
 	if err != nil {
 		f.Close()
@@ -491,6 +536,9 @@ func (l *redoLog) appendRecord() (bool, error) {
 	}
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
+	if err := l.failed(); err != nil {
+		return false, err
+	}
 	if l.full || l.off+int64(len(rec))+redoReserve > l.size {
 		return false, nil
 	}
@@ -515,6 +563,9 @@ func (l *redoLog) appendRecord() (bool, error) {
 func (l *redoLog) appendData(payload []byte, final bool) (ok bool, end int64, epoch uint64, err error) {
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
+	if err := l.failed(); err != nil {
+		return false, 0, 0, err
+	}
 	n := int64(redoRecHead + len(payload))
 	room := l.size - l.off
 	if !final {
@@ -571,6 +622,9 @@ func (l *redoLog) noteDurable(bytes int64) {
 // durable, and starts the log over under a new epoch, which invalidates
 // every record written so far. Under applyMu.
 func (l *redoLog) checkpoint(db *badger.DB) error {
+	if err := l.failed(); err != nil {
+		return err
+	}
 	l.appendMu.Lock()
 	l.frozen = true // data logged from now on would be lost with the epoch
 	l.appendMu.Unlock()
@@ -593,17 +647,16 @@ func (l *redoLog) checkpoint(db *badger.DB) error {
 	// epoch under the old header could never be replayed, and badger's
 	// position in the new epoch would not match the header's, so the next
 	// open would replay the old epoch over badger's newer state. On failure
-	// the log goes on in the old epoch, its header put back (best effort:
-	// the new one may be in the page cache, for a later sync to write). No
-	// record has the new epoch yet, so the next checkpoint may reuse it.
+	// the old header is put back (best effort) and the log is failed for
+	// good (fail says why): which header the disk holds is unknown.
 	next := l.epoch + 1
 	if _, err := l.f.WriteAt(redoHeaderBytes(next), 0); err != nil {
 		_, _ = l.f.WriteAt(redoHeaderBytes(l.epoch), 0)
-		return fmt.Errorf("cache: checkpoint: write redo header: %w", err)
+		return l.fail(fmt.Errorf("checkpoint: write redo header: %w", err))
 	}
 	if err := syscall.Fdatasync(int(l.f.Fd())); err != nil {
 		_, _ = l.f.WriteAt(redoHeaderBytes(l.epoch), 0)
-		return fmt.Errorf("cache: checkpoint: sync redo log: %w", err)
+		return l.fail(fmt.Errorf("checkpoint: sync redo log: %w", err))
 	}
 	l.epoch = next
 	l.epochNow.Store(l.epoch)
@@ -621,7 +674,11 @@ func (l *redoLog) close() error { return l.f.Close() }
 // groupSync runs do for concurrent callers together: a caller returns after
 // a run of do that started after it called, so its writes are covered.
 type groupSync struct {
-	do      func() error
+	do func() error
+	// failed, if set, returns an error once no sync may run any more (the
+	// log's sticky error): a sync must not make a header of unknown epoch
+	// durable, nor report records appended under it durable.
+	failed  func() error
 	mu      sync.Mutex
 	cond    *sync.Cond
 	running bool
@@ -641,6 +698,11 @@ func (g *groupSync) run() error {
 		if g.running {
 			g.cond.Wait()
 			continue
+		}
+		if g.failed != nil {
+			if err := g.failed(); err != nil {
+				return err
+			}
 		}
 		g.running = true
 		g.started++
