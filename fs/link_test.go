@@ -446,7 +446,9 @@ func TestCoreBackgroundCommandsOffline(t *testing.T) {
 		t.Fatalf("links after the offline link: %+v", st.Links)
 	}
 	failsOffline("restore /dir " + time.Now().UTC().Format(time.RFC3339))
-	// Both are free again for the next try.
+	// Both are free again for the next try. Each records its result before
+	// its deferred flag reset runs: wait for the commands to have returned.
+	d.ctl.bg.Wait()
 	if d.linking.Load() || d.restoring.Load() {
 		t.Fatalf("linking %v, restoring %v after both failed", d.linking.Load(), d.restoring.Load())
 	}
