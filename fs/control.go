@@ -83,7 +83,8 @@ type controlState struct {
 
 	fetchMu sync.Mutex // one invoice fetch at a time
 
-	bg sync.WaitGroup // background commands (link, restore) running
+	bg       sync.WaitGroup // background commands (link, restore) running
+	stopWait time.Duration  // how long shutdown waits for them; 0: backgroundStopWait (tests wait less)
 }
 
 // maxRefused is how many refused changes the report lists.
@@ -696,18 +697,23 @@ func (d *Drive) watchOffline(ctx context.Context, cancel context.CancelCauseFunc
 }
 
 // waitBackground waits, at most backgroundStopWait, for the background
-// commands to end once the drive's context is cancelled: they must not
-// outlive the store they use.
-func (d *Drive) waitBackground() {
+// commands to end once the drive's context is cancelled, and says whether
+// they did: one still running must not find the store closed under it.
+func (d *Drive) waitBackground() bool {
 	done := make(chan struct{})
 	go func() {
 		d.ctl.bg.Wait()
 		close(done)
 	}()
+	wait := d.ctl.stopWait
+	if wait <= 0 {
+		wait = backgroundStopWait
+	}
 	select {
 	case <-done:
-	case <-time.After(backgroundStopWait):
-		d.log.Error("a background link or restore did not stop within " + backgroundStopWait.String() + " of the drive's shutdown")
+		return true
+	case <-time.After(wait):
+		return false
 	}
 }
 

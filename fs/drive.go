@@ -383,18 +383,28 @@ func (d *Drive) shutdown() {
 	d.stopMembers()
 	d.cancel()
 	d.wg.Wait()
-	d.waitBackground() // control.go: a link or restore still running
+	// A link or restore still running after the wait (control.go) keeps
+	// the layers and the store open: closing them under it could fail or
+	// corrupt its writes, and the process exits anyway.
+	stopped := d.waitBackground()
+	if !stopped {
+		d.log.Error("a background link or restore did not stop in time at the drive's shutdown: leaving the cache open under it (synced, not closed)")
+	}
 	d.mu.Lock()
 	for _, st := range d.states {
 		for _, l := range st.layers {
 			_ = l.f.Sync()
-			_ = l.f.Close()
+			if stopped {
+				_ = l.f.Close()
+			}
 		}
-		st.layers = nil
+		if stopped {
+			st.layers = nil
+		}
 	}
 	d.mu.Unlock()
 	_ = d.store.Sync()
-	if d.owns {
+	if d.owns && stopped {
 		if err := d.store.Close(); err != nil {
 			d.log.Error("closing cache", "err", err)
 		}

@@ -556,3 +556,33 @@ func TestMountUnmountDuringLink(t *testing.T) {
 	}
 	t.Logf("unmount during a link took %v", took.Round(time.Millisecond))
 }
+
+// A background command that does not stop within shutdown's wait keeps
+// the store open: it may still read and write it. Before, shutdown closed
+// the store under it.
+func TestCoreShutdownLeavesStoreToStuckCommand(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	d := coreDrive(t, c)
+	if !d.owns {
+		t.Fatal("the test drive does not own its store: shutdown would not close it")
+	}
+	d.ctl.stopWait = 200 * time.Millisecond
+	release := make(chan struct{})
+	got := make(chan error, 1)
+	d.background(func(ctx context.Context) {
+		<-ctx.Done()
+		<-release // still at work after shutdown gave up waiting
+		_, err := d.store.GetNode(api.RootID)
+		if err == nil {
+			err = d.store.Sync()
+		}
+		got <- err
+	})
+	d.shutdown()
+	close(release)
+	if err := <-got; err != nil {
+		t.Fatalf("the command still running after shutdown found the store unusable: %v", err)
+	}
+	d.ctl.bg.Wait()
+	must(t, d.store.Close()) // what shutdown left open
+}
