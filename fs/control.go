@@ -675,7 +675,7 @@ func (d *Drive) watchOffline(ctx context.Context, cancel context.CancelCauseFunc
 		limit = defaultCommandOffline
 	}
 	start := time.Now()
-	t := time.NewTicker(min(time.Second, limit/4))
+	t := time.NewTicker(max(min(time.Second, limit/4), time.Millisecond)) // a tiny limit must not make a zero period (a panic)
 	defer t.Stop()
 	for {
 		select {

@@ -586,3 +586,15 @@ func TestCoreShutdownLeavesStoreToStuckCommand(t *testing.T) {
 	d.ctl.bg.Wait()
 	must(t, d.store.Close()) // what shutdown left open
 }
+
+// A command offline limit below 4 ns (Options.CommandOffline) still gives
+// the watcher of a background command a ticker period. Before, the period
+// was limit/4, zero, and time.NewTicker panicked.
+func TestCoreTinyCommandOffline(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	d := coreDriveAt(t, c, t.TempDir(), func(o *Options) { o.CommandOffline = time.Nanosecond }, nil)
+	d.background(func(ctx context.Context) {
+		time.Sleep(50 * time.Millisecond) // the watcher starts its ticker meanwhile
+	})
+	d.ctl.bg.Wait()
+}
