@@ -514,49 +514,6 @@ func TestCoreShutdownDuringLink(t *testing.T) {
 	t.Logf("shutdown during a link took %v", took.Round(time.Millisecond))
 }
 
-// Through a real mount: unmounting while a link is made (its walk held by
-// the cloud) returns promptly, and the link has ended when it returns.
-func TestMountUnmountDuringLink(t *testing.T) {
-	c := startCloud(t, t.TempDir(), 0)
-	p := hostile.Start(t, c.url)
-	var hold atomic.Bool
-	var held atomic.Int32
-	p.On("GET", "/v1/nodes/1", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
-		if hold.Load() {
-			held.Add(1)
-			<-req.Context().Done() // until the drive gives up
-			return nil
-		}
-		return next(req)
-	})
-	m := c.mount(t, t.TempDir(), func(o *Options) {
-		cl, err := client.New(client.Options{BaseURL: p.URL, Token: c.sess.Token})
-		must(t, err)
-		o.Client = cl
-	})
-	must(t, os.Mkdir(m.p("dir"), 0o755))
-	must(t, os.WriteFile(m.p("dir/f"), []byte("linked\n"), 0o644))
-	m.flush()
-	hold.Store(true)
-	must(t, m.command("link /dir"))
-	for deadline := time.Now().Add(20 * time.Second); held.Load() == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the link's walk never reached the cloud: %+v", lastCommand(m.d))
-		}
-	}
-	d := m.d
-	start := time.Now()
-	m.unmount()
-	took := time.Since(start)
-	if took > 5*time.Second {
-		t.Fatalf("unmount during a link took %v", took)
-	}
-	if d.linking.Load() {
-		t.Fatalf("the link was still at work when unmount returned (after %v)", took)
-	}
-	t.Logf("unmount during a link took %v", took.Round(time.Millisecond))
-}
-
 // A background command that does not stop within shutdown's wait keeps
 // the store open: it may still read and write it. Before, shutdown closed
 // the store under it.
