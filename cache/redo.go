@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -40,8 +41,8 @@ import (
 // A record of another epoch (left over from before a checkpoint), a torn
 // record and the zeros after the last record all fail the CRC, which ends
 // the replay. That holds only if an epoch never repeats within a file: a
-// header that does not parse starts the file over (openRedo), and a failed
-// header update fails the log for good (fail).
+// header that does not parse makes openRedo keep the file aside and start a
+// new one, and a failed header update fails the log for good (fail).
 //
 // Records of key writes are numbered (badger's position counts them);
 // records of segment-file data (an fsync of a file with little unsynced
@@ -296,8 +297,10 @@ func openRedo(dir string, size int64, db *badger.DB, seg segReplay) (*redoLog, i
 	n, err := l.replay(db, seg, pos)
 	if errors.Is(err, errRedoHeader) {
 		// Nothing in the file can be trusted or replayed: its records'
-		// epochs are unknown, so a new epoch could match some of them. The
-		// file is started over, zero-filled.
+		// epochs are unknown, so a new epoch could match some of them. A
+		// new log is started, zero-filled; the damaged file is renamed
+		// aside first, not overwritten: it may hold the only copy of
+		// fsync'd changes, which someone could still recover by hand.
 		//
 		// The header is written only by a checkpoint, after badger and the
 		// logged segment files were synced: if the power went during that
@@ -308,12 +311,17 @@ func openRedo(dir string, size int64, db *badger.DB, seg segReplay) (*redoLog, i
 		// too) are lost: badger keeps what of them reached it (a prefix),
 		// and small fsync'd data that was only in the log is gone. That is
 		// not silent: it is logged as an error. Refusing to open would
-		// recover nothing more: the records' epoch is unknown.
-		seg.log.Error("local store: the redo log's header is unreadable; starting the log over. If the power went during a checkpoint nothing is lost; otherwise the file was damaged and the changes made since the last checkpoint are lost", "file", path, "err", err)
+		// recover nothing more automatically: the records' epoch is unknown.
 		l.f.Close()
+		l.f = nil
 		n = 0
-		l.f, err = createRedo(path, size)
-		l.size = size
+		herr := err
+		var aside string
+		if aside, err = moveAside(path); err == nil {
+			seg.log.Error("local store: the redo log's header is unreadable; the file was kept aside and a new log started. If the power went during a checkpoint nothing is lost (remove the kept file); otherwise the file was damaged and the changes made since the last checkpoint are lost, except what can be recovered from the kept file by hand", "kept", aside, "err", herr)
+			l.f, err = createRedo(path, size)
+			l.size = size
+		}
 	}
 	if err == nil {
 		// A new epoch must be above every epoch badger's position names:
@@ -340,6 +348,26 @@ func openRedo(dir string, size int64, db *badger.DB, seg segReplay) (*redoLog, i
 		return nil, 0, err
 	}
 	return l, n, nil
+}
+
+// moveAside renames a damaged log to path.damaged-<unix time> (with a
+// suffix if that exists), durably, and returns the new name.
+func moveAside(path string) (string, error) {
+	base := fmt.Sprintf("%s.damaged-%d", path, time.Now().Unix())
+	aside := base
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		aside = fmt.Sprintf("%s.%d", base, i)
+	}
+	if err := os.Rename(path, aside); err != nil {
+		return "", fmt.Errorf("cache: the redo log's header is unreadable, and keeping the file aside failed: %w; move %s away by hand to start a new log", err, path)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return "", fmt.Errorf("cache: keep the damaged redo log as %s: %w", aside, err)
+	}
+	return aside, nil
 }
 
 // redoSizeFor is the log's capacity for a cache budget: the log counts

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"kumo/remote/api"
@@ -342,5 +344,57 @@ func TestRedoNewerVersion(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
 		t.Fatal("the log of another version was changed")
+	}
+}
+
+// TestRedoTornHeaderKeptAside: a log whose header is unreadable is renamed
+// aside (redo.log.damaged-<unix time>), not overwritten by the new log: if
+// it was damaged rather than torn by a power loss, it holds the only copy
+// of the changes fsync'd since the last checkpoint, which someone could
+// still recover by hand. Before, createRedo replaced it. The error logged
+// names the kept file.
+func TestRedoTornHeaderKeptAside(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	defer s.Close()
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(3, 1)}}))
+	must(s.SyncTree())
+	dir := t.TempDir()
+	must(s.CrashImage(dir)) // a power loss, with the record in the log
+	p := filepath.Join(dir, metaDir, redoFile)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	must(err)
+	_, err = f.WriteAt(bytes.Repeat([]byte{0x5a}, 24), 0) // and a damaged header
+	must(err)
+	must(f.Close())
+	damaged, err := os.ReadFile(p)
+	must(err)
+	if recs, _, _ := redoRecords(damaged, s.redo.epochNow.Load()); len(recs) != 1 {
+		t.Fatalf("test premise: the damaged log should hold the synced record, has %d", len(recs))
+	}
+
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	r, err := Open(Options{Dir: dir, Key: testKey(), Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logged, mu: &mu}, nil))})
+	must(err)
+	defer r.Close()
+	mu.Lock()
+	out := logged.String()
+	mu.Unlock()
+	kept, err := filepath.Glob(p + ".damaged-*")
+	must(err)
+	if len(kept) != 1 {
+		t.Fatalf("damaged logs kept: %v; want one", kept)
+	}
+	if b, err := os.ReadFile(kept[0]); err != nil || !bytes.Equal(b, damaged) {
+		t.Fatalf("the kept file does not hold the damaged log's bytes (%v)", err)
+	}
+	if !strings.Contains(out, kept[0]) {
+		t.Fatalf("the error logged does not name the kept file %s:\n%s", kept[0], out)
+	}
+	// The new log works.
+	must(r.Apply(Mutation{PutNodes: []api.Node{smallNode(4, 1)}}))
+	must(r.SyncTree())
+	if b, err := os.ReadFile(p); err != nil || bytes.Equal(b, damaged) {
+		t.Fatalf("no new log (%v)", err)
 	}
 }
