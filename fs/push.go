@@ -332,7 +332,6 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 		}
 	}
 	done := 0
-	quotaRefused := false
 	var results []*api.Node // nodes the batch changed: their records are saved at once
 	for i, r := range resp.Results {
 		op := batch[i]
@@ -340,7 +339,9 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 			if !d.resolve(ctx, op, r.Error) {
 				retry = true
 				err = fmt.Errorf("%s refused: %w", op.Op, r.Error)
-				quotaRefused = r.Error.Code == api.CodeQuota || r.Error.Code == api.CodeReadOnly
+				if r.Error.Code == api.CodeQuota || r.Error.Code == api.CodeReadOnly {
+					d.pushRefusedQuota(sentSeq(ops, rewritten, need, i)) // quota.go
+				}
 				break
 			}
 		} else if r.Node != nil {
@@ -375,11 +376,44 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 			d.dropRewritesLocked()
 		}
 		d.mu.Unlock()
-		if !quotaRefused {
-			d.pushWentThrough() // quota.go: a refused op went through
+		// The acked ops that went through as sent (not cancelled here, not
+		// refused for good): one the cloud refused for quota lifts the block.
+		var through []uint64
+		for j := range n {
+			if b := sentAt(rewritten, need, j); b >= 0 && b < len(resp.Results) && resp.Results[b].Error == nil {
+				through = append(through, ops[j].Seq)
+			}
 		}
+		d.pushWentThrough(through) // quota.go
 	}
 	return retry, err
+}
+
+// sentAt returns the index of the batch entry that carried journal op j
+// (planBatch's need), or -1 if none did: cancelled here, or acked with the
+// entry before it without being sent. Of the ops mapped to one entry, the
+// first not cancelled is the one sent (later ones are folded into it or
+// acked with it; an earlier update it supersedes is of the same node).
+func sentAt(rewritten []api.BatchOp, need []int, j int) int {
+	if rewritten[j].Op == opCancelled || need[j] < 0 {
+		return -1
+	}
+	for k := range j {
+		if need[k] == need[j] && rewritten[k].Op != opCancelled {
+			return -1
+		}
+	}
+	return need[j]
+}
+
+// sentSeq returns the journal seq of the op sent as batch entry b (0: none).
+func sentSeq(ops []cache.JournalOp, rewritten []api.BatchOp, need []int, b int) uint64 {
+	for j := range ops {
+		if sentAt(rewritten, need, j) == b {
+			return ops[j].Seq
+		}
+	}
+	return 0
 }
 
 // noteResult records the version and chunks the cloud now holds for a node.
@@ -440,10 +474,7 @@ func (d *Drive) saveResultsLocked(ns []*api.Node) {
 func (d *Drive) resolve(ctx context.Context, op api.BatchOp, e *api.Error) bool {
 	switch e.Code {
 	case api.CodeUnavailable, api.CodeInternal, api.CodeRateLimited, api.CodeQuota, api.CodeReadOnly, api.CodeUnauthorized:
-		if e.Code == api.CodeQuota || e.Code == api.CodeReadOnly {
-			d.pushRefusedQuota() // quota.go
-		}
-		return false
+		return false // a refusal for quota blocks uploads (pushOnce: pushRefusedQuota)
 	case api.CodeStaleGeneration:
 		return d.resolveStaleGen(ctx, op, e) // sharegen.go
 	}

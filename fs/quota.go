@@ -9,6 +9,7 @@ package fs
 // user writes `sync` to .kumo. Then the queue resumes at once.
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,6 +28,7 @@ type quotaState struct {
 	seen    bool      // the uploader has seen the current block
 	triedAt time.Time // last round let through while blocked
 	byPush  bool      // the pusher's refusal set the block (pushRefusedQuota)
+	pushSeq uint64    // journal seq of the op the pusher's refusal was for (0: unknown)
 
 	// metaQueued is what xattr writes added to sealed attributes since the
 	// cloud last reported usage with nothing left to push: the cloud
@@ -88,31 +90,37 @@ func (d *Drive) uploadPaused() bool {
 	return false
 }
 
-// pushRefusedQuota notes that the cloud refused a pushed op for quota (or
-// the account is read-only): the op stays at the head of the queue.
-func (d *Drive) pushRefusedQuota() {
+// pushRefusedQuota notes that the cloud refused a pushed op, journal seq
+// seq, for quota (or the account is read-only): the op stays at the head of
+// the queue.
+func (d *Drive) pushRefusedQuota(seq uint64) {
 	d.stat.Lock()
 	d.stat.quotaBlocked = true
 	d.stat.Unlock()
 	d.quota.mu.Lock()
-	d.quota.byPush = true
+	d.quota.byPush, d.quota.pushSeq = true, seq
 	d.quota.mu.Unlock()
 }
 
-// pushWentThrough runs after a push round that acked ops with no refusal
-// for quota. If a push's refusal set the block, the op it refused led this
-// round (a push stops at its first refusal) and went through: the cloud has
-// room again, whether or not an account refresh showed it (the refusal may
-// come after the refresh that showed a raise; a shared folder's room is its
-// owner's, which a member's refreshes never show), so the queue resumes.
-func (d *Drive) pushWentThrough() {
+// pushWentThrough runs after a push round that acked ops; through are the
+// seqs of those the cloud accepted as sent. If a push's refusal set the
+// block and the op it refused is among them, the cloud has room again,
+// whether or not an account refresh showed it (the refusal may come after
+// the refresh that showed a raise; a shared folder's room is its owner's,
+// which a member's refreshes never show), so the queue resumes. Any other
+// op going through says nothing of the room (a rename costs none), nor does
+// the refused op acked without being sent (cancelled here, or refused for
+// good for another reason): the block then waits for an account change,
+// an upload, or `sync`.
+func (d *Drive) pushWentThrough(through []uint64) {
 	d.quota.mu.Lock()
-	byPush := d.quota.byPush
+	byPush, seq := d.quota.byPush, d.quota.pushSeq
 	d.quota.mu.Unlock()
-	if byPush && d.quotaRefused() {
-		d.log.Info("the cloud accepted the change it refused for quota: resuming uploads")
-		d.resumeQueue()
+	if !byPush || seq == 0 || !slices.Contains(through, seq) || !d.quotaRefused() {
+		return
 	}
+	d.log.Info("the cloud accepted the change it refused for quota: resuming uploads")
+	d.resumeQueue()
 }
 
 // resumeQueue lifts a quota pause and wakes the uploader and pusher.
@@ -121,7 +129,7 @@ func (d *Drive) resumeQueue() {
 	d.stat.quotaBlocked = false
 	d.stat.Unlock()
 	d.quota.mu.Lock()
-	d.quota.seen, d.quota.byPush = false, false
+	d.quota.seen, d.quota.byPush, d.quota.pushSeq = false, false, 0
 	d.quota.mu.Unlock()
 	kick(d.quota.resume)
 	kick(d.uploadKick)
