@@ -94,9 +94,11 @@
 //     list is what we last pushed), retried on the new version; otherwise ours
 //     becomes a new node under a conflict name and the local node adopts theirs;
 //   - unlink or rename of an entry already gone, or unlink of a name that holds
-//     another node now (another client replaced the file: 409 conflict): an
-//     ordinary race, not reported; the op is dropped (info log) and the
-//     directory relisted, so the other client's file shows;
+//     another node now (another client replaced the file: 409 conflict, and
+//     a lookup of the name finds that other node, authenticated: the server's
+//     409 alone proves nothing): an ordinary race, not reported; the op is
+//     dropped (info log) and the directory relisted, so the other client's
+//     file shows;
 //   - refused for good (one op still 413, attributes over the cloud's limit,
 //     the node cap, a malformed op, a conflict copy's create refused with
 //     anything but a transient error): the op leaves the queue so the ones behind
