@@ -46,7 +46,6 @@ type shareHistory struct {
 
 func newShareHistory(t *testing.T) *shareHistory {
 	t.Helper()
-	ctx := context.Background()
 	c := startCloudConfig(t, server.Config{DataDir: t.TempDir(), DefaultQuota: 1 << 40, HistoryDefault: 24 * time.Hour})
 	owner, bob := sharedDocs(t, c)
 	_, bs := bob.load(t)
@@ -58,11 +57,7 @@ func newShareHistory(t *testing.T) *shareHistory {
 	time.Sleep(20 * time.Millisecond)
 	owner.put(t, owner.view(t), "/a.txt", []byte("owner's third version\n"))
 	bob.put(t, bob.view(t), "/bob.txt", []byte("bob's third version\n"))
-	f, _ := owner.load(t)
-	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sh := removeBob(t, owner)
 	if sh.Roster.MinGen != 2 {
 		t.Fatalf("lowest accepted generation after removing a writer: %d, want 2", sh.Roster.MinGen)
 	}

@@ -25,10 +25,7 @@ func TestShareStaleForgedLocalCounted(t *testing.T) {
 	aID := lookupDir(t, od, docs.id, "a.txt").id
 
 	hold.Store(true)
-	f, _ := owner.load(t)
-	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
-		t.Fatal(err)
-	}
+	removeBob(t, owner)
 	od.sh.stale.sweep.Store(true) // no sweep: the lookup meets the local record
 	must(t, od.loadShares(ctx, 0))
 

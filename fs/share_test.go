@@ -640,11 +640,7 @@ func TestShareRevokeWriterDrives(t *testing.T) {
 	}
 	flushDrive(t, od)
 
-	f, _ := owner.load(t)
-	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sh := removeBob(t, owner)
 	if sh.Roster.MinGen != 2 {
 		t.Fatalf("lowest accepted generation after removing a writer: %d, want 2", sh.Roster.MinGen)
 	}
@@ -765,6 +761,18 @@ func (f *forgeCloud) GetChunkInto(ctx context.Context, id string, off, length in
 
 // joinDocs signs up an account for email, shares owner's /Docs with it in
 // role and has it accept.
+// removeBob removes bob@example.com from owner's shared /Docs (rotating it
+// to a new key generation) and returns the share after it.
+func removeBob(t *testing.T, owner *shareAcct) *pathops.Share {
+	t.Helper()
+	f, _ := owner.load(t)
+	sh, err := f.RemoveMember(context.Background(), owner.acct, "/Docs", "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sh
+}
+
 func joinDocs(t *testing.T, c *cloud, owner *shareAcct, email string, role keys.Role) *shareAcct {
 	t.Helper()
 	ctx := context.Background()

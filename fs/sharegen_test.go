@@ -48,11 +48,7 @@ func TestShareStaleGenOwnerDevice(t *testing.T) {
 	}
 	hold.Store(true)
 
-	f, _ := owner.load(t)
-	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sh := removeBob(t, owner)
 	if sh.Roster.MinGen != 2 || sh.Gen() != 2 {
 		t.Fatalf("after removing a writer: generation %d, lowest accepted %d; want 2 and 2", sh.Gen(), sh.Roster.MinGen)
 	}
@@ -77,7 +73,7 @@ func TestShareStaleGenOwnerDevice(t *testing.T) {
 	}
 
 	// The cloud holds both under generation 2, chunks too.
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	cur := meta.KeyID{Share: sh.ID, Gen: 2}
 	bobSealer := meta.NewSealer(bob.sess.Subkeys()).WithShare(meta.KeyID{Share: sh.ID, Gen: 1}, keys.ShareSubkeys(bobGen1, sh.ID, 1))
 	bobKeys := keys.ShareSubkeys(bobGen1, sh.ID, 1)
@@ -165,11 +161,7 @@ func TestShareStaleGenLaggingUnlinkRename(t *testing.T) {
 	sub := lookupDir(t, od, docs.id, "sub")
 	lookupDir(t, od, sub.id, "b.txt")
 	hold.Store(true)
-	f, _ := owner.load(t)
-	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sh := removeBob(t, owner)
 	if e := od.unlink(docs.id, "a.txt", false); e != 0 {
 		t.Fatalf("rm a.txt: %v", e)
 	}
@@ -179,7 +171,7 @@ func TestShareStaleGenLaggingUnlinkRename(t *testing.T) {
 	flushDrive(t, od)
 	hold.Store(false)
 
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	if _, err := f.Resolve(ctx, "/Docs/a.txt"); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("a.txt after the second device deleted it: %v, want not found", err)
 	}
@@ -214,10 +206,7 @@ func TestShareStaleGenLaggingUnlinkOtherNode(t *testing.T) {
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	a := lookupDir(t, od, docs.id, "a.txt")
 	hold.Store(true)
-	f, _ := owner.load(t)
-	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
-		t.Fatal(err)
-	}
+	removeBob(t, owner)
 	// Another device replaces a.txt: the old node goes, a new one takes the name.
 	es, err := owner.c.List(ctx, docs.id)
 	if err != nil {
@@ -236,7 +225,7 @@ func TestShareStaleGenLaggingUnlinkOtherNode(t *testing.T) {
 		t.Fatal("a.txt's node not listed after the re-seal")
 	}
 	owner.put(t, owner.view(t), "/a.txt", []byte("new a\n"))
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	na, err := f.Resolve(ctx, "/Docs/a.txt")
 	if err != nil || na.ID() == a.id {
 		t.Fatalf("the new a.txt: %v (node %d, old %d)", err, na.ID(), a.id)
@@ -287,11 +276,7 @@ func TestShareStaleGenTwoRotations(t *testing.T) {
 	})
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	hold.Store(true)
-	f, _ := owner.load(t)
-	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sh := removeBob(t, owner)
 
 	const late = "written while two rotations went by\n"
 	coreFile(t, od, docs.id, "late.txt", late)
@@ -306,7 +291,7 @@ func TestShareStaleGenTwoRotations(t *testing.T) {
 		t.Fatalf("the cloud refused the write for good: %+v", refused)
 	}
 	cur := meta.KeyID{Share: sh.ID, Gen: 3}
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	n, err := f.Resolve(ctx, "/Docs/late.txt")
 	if err != nil {
 		t.Fatalf("late.txt: %v", err)
@@ -347,11 +332,7 @@ func TestShareStaleGenUnfixableRefused(t *testing.T) {
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	a := lookupDir(t, od, docs.id, "a.txt")
 	hold.Store(true)
-	f, _ := owner.load(t)
-	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sh := removeBob(t, owner)
 
 	other, err := keys.NewIdentity()
 	if err != nil {
@@ -382,7 +363,7 @@ func TestShareStaleGenUnfixableRefused(t *testing.T) {
 	if len(refused) != 1 {
 		t.Fatalf("refused for good: %+v, want the other identity's update alone", refused)
 	}
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	n, err := f.Resolve(ctx, "/Docs/late.txt")
 	if err != nil {
 		t.Fatalf("late.txt, queued behind the refused change: %v", err)
@@ -407,10 +388,7 @@ func TestShareStaleGenPrunedOnAck(t *testing.T) {
 	od, _, hold := heldOwnerDrive(t, c, owner)
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	hold.Store(true)
-	f, _ := owner.load(t)
-	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
-		t.Fatal(err)
-	}
+	removeBob(t, owner)
 	coreFile(t, od, docs.id, "late.txt", "re-sealed, then deleted elsewhere\n")
 	flushDrive(t, od)
 	hold.Store(false)
@@ -428,7 +406,7 @@ func TestShareStaleGenPrunedOnAck(t *testing.T) {
 		}
 	}
 
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	n, err := f.Resolve(ctx, "/Docs/late.txt")
 	if err != nil {
 		t.Fatalf("late.txt: %v", err)
@@ -527,10 +505,7 @@ func TestShareStaleGenSupersededNotResealed(t *testing.T) {
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	a := lookupDir(t, od, docs.id, "a.txt")
 	hold.Store(true)
-	f, _ := owner.load(t)
-	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
-		t.Fatal(err)
-	}
+	removeBob(t, owner)
 	for _, mode := range []uint32{0o600, 0o640, 0o604} {
 		if e := od.setAttrs(a, func(m *meta.Attrs) syscall.Errno { m.Mode = m.Mode&^0o777 | mode; return 0 }); e != 0 {
 			t.Fatalf("chmod a.txt: %v", e)
@@ -541,7 +516,7 @@ func TestShareStaleGenSupersededNotResealed(t *testing.T) {
 	if n := p.Count("PUT", "/v1/chunks/*") - before; n != 1 {
 		t.Fatalf("%d chunk uploads for a.txt's three queued updates, want 1 (the last one's re-encrypted chunk)", n)
 	}
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	n, err := f.Resolve(ctx, "/Docs/a.txt")
 	if err != nil {
 		t.Fatal(err)
@@ -579,10 +554,7 @@ func TestShareMovedByResealListings(t *testing.T) {
 		t.Fatalf("%d listings for unlinks refused in a folder that never rotated, want 0", n)
 	}
 
-	f, _ := owner.load(t)
-	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
-		t.Fatal(err)
-	}
+	removeBob(t, owner)
 	od.sh.stale.sweep.Store(true) // no sweep of the re-sealed folder: it lists too
 	od.resealStale(nil)           // a push round begins
 	before = lists()
@@ -613,11 +585,7 @@ func TestShareStaleGenLaggingRenameForgotten(t *testing.T) {
 	sub := lookupDir(t, od, docs.id, "sub")
 	b := lookupDir(t, od, sub.id, "b.txt")
 	hold.Store(true)
-	f, _ := owner.load(t)
-	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sh := removeBob(t, owner)
 	od.sh.stale.sweep.Store(true) // the sweep has not reached b.txt
 	if e := od.rename(sub.id, "b.txt", sub.id, "c.txt", 0); e != 0 {
 		t.Fatalf("mv b.txt c.txt: %v", e)
@@ -637,7 +605,7 @@ func TestShareStaleGenLaggingRenameForgotten(t *testing.T) {
 	if g := od.Integrity(); g.AuthFailures != 0 {
 		t.Fatalf("the re-seal counted %d authentication failures (%s): it opened the node's refused attributes", g.AuthFailures, g.Last)
 	}
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	if _, err := f.Resolve(ctx, "/Docs/sub/b.txt"); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("sub/b.txt after the second device renamed it: %v, want not found", err)
 	}

@@ -27,10 +27,7 @@ func TestShareStaleLocalNotCounted(t *testing.T) {
 	aID := lookupDir(t, od, docs.id, "a.txt").id // decoded (generation 1) before the re-seal
 
 	hold.Store(true)
-	f, _ := owner.load(t)
-	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
-		t.Fatal(err)
-	}
+	removeBob(t, owner)
 	owner.put(t, owner.view(t), "/a.txt", []byte("new a\n"))
 	od.sh.stale.sweep.Store(true) // no sweep: the lookup meets the old record
 	must(t, od.loadShares(ctx, 0))

@@ -109,11 +109,7 @@ func TestShareMinGenLaggingFeedMount(t *testing.T) {
 	sub := lookupDir(t, md, root, "sub").id
 
 	hold.Store(true)
-	f, _ := owner.load(t)
-	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sh := removeBob(t, owner)
 	if sh.Roster.MinGen != 2 {
 		t.Fatalf("lowest accepted generation after removing a writer: %d, want 2", sh.Roster.MinGen)
 	}

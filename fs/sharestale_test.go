@@ -149,11 +149,7 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	lookupDir(t, od, odSub, "b.txt") // decoded (generation 1) before the re-seal
 
 	hold.Store(true)
-	f, _ := owner.load(t)
-	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sh := removeBob(t, owner)
 	if sh.Roster.MinGen != 2 {
 		t.Fatalf("lowest accepted generation after removing a writer: %d, want 2", sh.Roster.MinGen)
 	}
@@ -283,10 +279,7 @@ func TestShareStaleNegativeLookupNoFetch(t *testing.T) {
 	lookupDir(t, od, docs.id, "a.txt") // decoded (generation 1) before the re-seal
 
 	hold.Store(true)
-	f, _ := owner.load(t)
-	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
-		t.Fatal(err)
-	}
+	removeBob(t, owner)
 	od.sh.stale.sweep.Store(true) // no sweep: the record stays noted
 	must(t, od.loadShares(ctx, 0))
 	if _, e := od.lookupForTest(docs.id, "a.txt"); e != syscall.EIO {
@@ -380,16 +373,13 @@ func TestShareMinGenRaisedDuringSweep(t *testing.T) {
 
 	hold.Store(true)
 	block.Store(true)
-	f, _ := owner.load(t)
-	if _, err := f.RemoveMember(ctx, owner.acct, "/Docs", "bob@example.com"); err != nil {
-		t.Fatal(err)
-	}
+	removeBob(t, owner)
 	must(t, od.loadShares(ctx, 0))
 	waitFor(t, 20*time.Second, func() bool { return blocked.Load() > 0 })
 	if !od.sh.stale.sweep.Load() || gen(a) != 2 || gen(docs) != 2 {
 		t.Fatalf("the first sweep is not held at sub's listing after a.txt (generation %d) and Docs (%d)", gen(a), gen(docs))
 	}
-	f, _ = owner.load(t)
+	f, _ := owner.load(t)
 	sh, err := f.RemoveMember(ctx, owner.acct, "/Docs", "carol@example.com")
 	if err != nil {
 		t.Fatal(err)
