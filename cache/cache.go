@@ -181,7 +181,7 @@ func Open(o Options) (*Store, error) {
 			return nil // nothing appended since the last sync: no flush
 		}
 		if err := s.fdatasync(redo.f); err != nil {
-			return err
+			return redo.fail(fmt.Errorf("sync redo log: %w", err)) // for good: see fail
 		}
 		redo.durable.Store(off)
 		redo.noteDurable(bytes)

@@ -491,3 +491,44 @@ func TestCrashImageKeepsOldEpochs(t *testing.T) {
 	}
 	reopen(img, 1, 3) // badger may have node 2 = 3
 }
+
+// TestPowerLossAfterFailedLogSync: a failed fdatasync of the redo log fails
+// the log for good, as a failed checkpoint does. After a failed fdatasync
+// Linux may mark the pages clean unwritten, so a later sync that succeeds
+// would report records durable that replay never reaches (the lost one in
+// the middle ends it). The old log took the next change and sync as if
+// nothing had happened.
+func TestPowerLossAfterFailedLogSync(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	defer s.Close()
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(1, 1)}}))
+	must(s.SyncTree())
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(2, 1)}}))
+
+	// The sync fails (a closed descriptor stands in for the disk's error).
+	closed, err := os.Open(filepath.Join(dir, metaDir, redoFile))
+	must(err)
+	must(closed.Close())
+	s.redo.appendMu.Lock()
+	rw := s.redo.f
+	s.redo.f = closed
+	s.redo.appendMu.Unlock()
+	err = s.SyncTree()
+	s.redo.appendMu.Lock()
+	s.redo.f = rw
+	s.redo.appendMu.Unlock()
+	if err == nil {
+		t.Fatal("test premise: the sync should fail")
+	}
+	for what, err := range map[string]error{
+		"the failed sync":     err,
+		"an apply after it":   s.Apply(Mutation{PutNodes: []api.Node{smallNode(3, 1)}}),
+		"a sync after it":     s.SyncTree(),
+		"another apply after": s.Apply(Mutation{PutNodes: []api.Node{smallNode(1, 2)}}),
+	} {
+		if !errors.Is(err, errRedoFailed) || !strings.Contains(err.Error(), "remount") {
+			t.Errorf("%s: %v; want the log's sticky error saying to remount", what, err)
+		}
+	}
+}

@@ -107,9 +107,9 @@ type redoLog struct {
 	// beforeCheckpoint syncs the segment files whose data this epoch's
 	// records hold, before the checkpoint invalidates them (Store.syncLogged).
 	beforeCheckpoint func() error
-	// failure is set (once, for good) when a checkpoint's header update
-	// failed: the header on disk may name either epoch, so no record
-	// appended after it could be trusted to replay (redoLog.fail).
+	// failure is set (once, for good) when a checkpoint's header update or
+	// a sync of the log failed: no record appended after it could be
+	// trusted to replay (redoLog.fail).
 	failure atomic.Pointer[error]
 	log     *slog.Logger
 }
@@ -125,27 +125,26 @@ func (l *redoLog) failed() error {
 	return nil
 }
 
-// fail marks the log failed after its header update failed (cause), and
-// returns the sticky error every later append, sync and checkpoint returns.
-// Why for good: after a failed write or fdatasync the header on disk may
-// name the old epoch or the new one (Linux may even mark the failed pages
-// clean, so what the page cache shows is not what the disk holds), and a
-// later successful fdatasync could make the new one durable under records
-// appended in the old epoch, which then fail their CRC: changes would be
-// acknowledged durable and be lost. Everything appended before is in
-// badger (synced before the header write), so stopping here loses nothing
-// acknowledged; the next open replays and checkpoints as usual. The cause
-// is kept as text only: an errno in the chain (ENOSPC, EBADF) would reach
-// the drive's callers as if retrying could help; this way they get EIO.
-// Under appendMu.
+// fail marks the log failed after its header update or one of its syncs
+// failed (cause), and returns the sticky error every later append, sync and
+// checkpoint returns. Why for good: after a failed write or fdatasync the
+// disk may hold either header, and Linux may even mark the failed pages
+// clean, so what the page cache shows is not what the disk holds. A later
+// successful fdatasync would then report records durable that replay never
+// reaches (a record lost in the middle ends the replay, as one of an epoch
+// the header does not name does): changes acknowledged durable and lost.
+// What a sync acknowledged before is durable, and badger holds what a
+// checkpoint synced; the next open replays and checkpoints as usual. The
+// cause is kept as text only: an errno in the chain (ENOSPC, EBADF) would
+// reach the drive's callers as if retrying could help; this way they get
+// EIO. Safe for concurrent use: the first failure is the one kept.
 func (l *redoLog) fail(cause error) error {
-	if err := l.failed(); err != nil {
-		return err
-	}
 	err := fmt.Errorf("cache: %w (%v): no change is accepted any more; remount the drive (its open replays the log)", errRedoFailed, cause)
-	l.failure.Store(&err)
+	if !l.failure.CompareAndSwap(nil, &err) {
+		return l.failed()
+	}
 	if l.log != nil {
-		l.log.Error("local store: the redo log's header could not be updated; every later change and sync fails with EIO. Changes acknowledged so far are safe: fix the cause (disk errors?) and remount the drive",
+		l.log.Error("local store: the redo log could not be made durable; every later change and sync fails with EIO. Changes acknowledged so far are safe: fix the cause (disk errors?) and remount the drive",
 			"file", l.f.Name(), "err", cause)
 	}
 	return err
