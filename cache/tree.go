@@ -273,6 +273,12 @@ func (s *Store) writeMutation(rec *redoRecorder, m Mutation) (uint64, error) {
 // does not fit the log). Under applyMu. A failure to log is reported, but
 // the transaction stands: the next checkpoint makes it durable.
 func (s *Store) applyNow(entries []redoEntry) error {
+	// A failed log takes nothing (redoLog.fail): the change must not reach
+	// badger (visible, and durable whenever badger is written back) while
+	// the caller is told it failed.
+	if err := s.redo.failed(); err != nil {
+		return err
+	}
 	if err := s.behind.drain(); err != nil {
 		return err
 	}
@@ -318,6 +324,9 @@ func (s *Store) applyBehind(entries []redoEntry, size int, afterData bool) error
 		if err := s.syncData(); err != nil { // badger gets it now, and a checkpoint syncs badger
 			return err
 		}
+	}
+	if err := s.redo.failed(); err != nil { // failed since appendRecord: nothing for badger
+		return err
 	}
 	if err := applyRecords(s.db, []behindRecord{{entries: entries}}); err != nil {
 		return err
