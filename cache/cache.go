@@ -51,6 +51,8 @@ type Options struct {
 	Key    keys.Key // keys.Subkeys.Cache: seals segment files and anything else at rest
 	Budget int64    // bytes the chunk cache may use on disk (0: 4 GiB); dirty data is not counted against eviction
 	Logger *slog.Logger
+
+	commitInterval time.Duration // the periodic commit's period (0: commitInterval); tests shorten it
 }
 
 // Store is one drive's local state. Safe for concurrent use.
@@ -105,6 +107,8 @@ type Store struct {
 	dirtyRemoved atomic.Bool
 	dataOrder    sync.RWMutex
 	synced       atomic.Int64 // redo log offset covered by the last sync of everything (commit)
+
+	commitEvery time.Duration // commitLoop's period
 
 	closeOnce sync.Once
 	stop      chan struct{}
@@ -167,6 +171,11 @@ func Open(o Options) (*Store, error) {
 		segOpen:  map[[2]uint64]*SegmentFile{},
 		unsynced: map[*SegmentFile]struct{}{},
 		logged:   map[*SegmentFile]struct{}{},
+
+		commitEvery: commitInterval,
+	}
+	if o.commitInterval > 0 {
+		s.commitEvery = o.commitInterval
 	}
 	redo.sync.do = func() error {
 		s.dataOrder.Lock()
@@ -219,10 +228,15 @@ func Open(o Options) (*Store, error) {
 const commitInterval = 5 * time.Second
 
 // commitLoop runs SyncAll every commitInterval while something is unsynced.
+// Once the redo log has failed for good (redoLog.fail, which logs it loudly)
+// every SyncAll fails the same way until the drive is remounted: that is
+// logged once, not every period; other failures (a segment file's sync) are
+// logged each time.
 func (s *Store) commitLoop() {
 	defer s.wg.Done()
-	t := time.NewTicker(commitInterval)
+	t := time.NewTicker(s.commitEvery)
 	defer t.Stop()
+	stickyLogged := false
 	for {
 		select {
 		case <-s.stop:
@@ -231,9 +245,17 @@ func (s *Store) commitLoop() {
 			if !s.needsCommit() {
 				continue
 			}
-			if err := s.SyncAll(); err != nil && !errors.Is(err, ErrClosed) {
-				s.log.Error("local store: periodic sync failed", "err", err)
+			err := s.SyncAll()
+			if err == nil || errors.Is(err, ErrClosed) {
+				continue
 			}
+			if errors.Is(err, errRedoFailed) {
+				if stickyLogged {
+					continue
+				}
+				stickyLogged = true
+			}
+			s.log.Error("local store: periodic sync failed", "err", err)
 		}
 	}
 }

@@ -1,11 +1,15 @@
 package cache
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"kumo/remote/api"
 )
@@ -60,5 +64,56 @@ func TestRedoFailedBigApplyChangesNothing(t *testing.T) {
 	}
 	if _, err := s.GetNode(1); err != nil {
 		t.Fatalf("node 1 after the refused reset: %v", err)
+	}
+}
+
+// countHandler counts the log records of each message.
+type countHandler struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *countHandler) WithGroup(string) slog.Handler            { return h }
+func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n[r.Message]++
+	return nil
+}
+
+func (h *countHandler) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[msg]
+}
+
+// TestRedoFailedPeriodicCommitLogsOnce: after the redo log failed for good,
+// every periodic commit fails the same way until the drive is remounted.
+// It logged "periodic sync failed" every period (5 s) on top of the
+// failure's own error; now once.
+func TestRedoFailedPeriodicCommitLogsOnce(t *testing.T) {
+	h := &countHandler{n: map[string]int{}}
+	const every = 5 * time.Millisecond
+	s, err := Open(Options{Dir: t.TempDir(), Key: testKey(), Logger: slog.New(h), commitInterval: every})
+	must(err)
+	defer s.Close()
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(1, 1)}}))
+	s.redo.fail(errors.New("test: the disk failed"))
+	time.Sleep(5 * every) // a commit that began before the failure has ended
+	s.synced.Store(-1)    // something is unsynced, for every commit from now on
+	const msg = "local store: periodic sync failed"
+	for deadline := time.Now().Add(10 * time.Second); h.count(msg) == 0; time.Sleep(every) {
+		if time.Now().After(deadline) {
+			t.Fatal("no periodic sync failure logged in 10 s")
+		}
+	}
+	time.Sleep(40 * every)
+	if n := h.count(msg); n != 1 {
+		t.Fatalf("periodic sync failure logged %d times over 40 more periods; want once", n)
+	}
+	if n := h.count("local store: the redo log could not be made durable; every later change and sync fails with EIO. Changes acknowledged so far are safe: fix the cause (disk errors?) and remount the drive"); n != 1 {
+		t.Fatalf("the log's failure logged %d times; want once", n)
 	}
 }
