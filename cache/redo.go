@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -294,6 +298,7 @@ func openRedo(dir string, size int64, db *badger.DB, seg segReplay) (*redoLog, i
 		return nil, 0, err
 	}
 	n, err := l.replay(db, seg, pos)
+	var aside string // the damaged log kept aside at this open, if any
 	if errors.Is(err, errRedoHeader) {
 		// Nothing in the file can be trusted or replayed: its records'
 		// epochs are unknown, so a new epoch could match some of them. A
@@ -315,12 +320,14 @@ func openRedo(dir string, size int64, db *badger.DB, seg segReplay) (*redoLog, i
 		l.f = nil
 		n = 0
 		herr := err
-		var aside string
 		if aside, err = moveAside(path); err == nil {
 			seg.log.Error("local store: the redo log's header is unreadable; the file was kept aside and a new log started. If the power went during a checkpoint nothing is lost (remove the kept file); otherwise the file was damaged and the changes made since the last checkpoint are lost, except what can be recovered from the kept file by hand", "kept", aside, "err", herr)
 			l.f, err = createRedo(path, size)
 			l.size = size
 		}
+	}
+	if err == nil {
+		pruneDamaged(dir, redoKeepDamaged, aside, seg.log)
 	}
 	if err == nil {
 		// A new epoch must be above every epoch badger's position names:
@@ -367,6 +374,65 @@ func moveAside(path string) (string, error) {
 		return "", fmt.Errorf("cache: keep the damaged redo log as %s: %w", aside, err)
 	}
 	return aside, nil
+}
+
+// redoKeepDamaged is how many damaged logs kept aside (moveAside) stay:
+// each is as big as the log and counts against the cache budget, and a disk
+// that damages the log again and again would otherwise fill meta/ with them.
+const redoKeepDamaged = 3
+
+// pruneDamaged removes all but the keep newest damaged logs kept aside in
+// dir (newest by the time and suffix in their names, which moveAside wrote;
+// other names are left alone), logging each file removed. The file kept at
+// this open (justKept) counts as the newest whatever its name says: a clock
+// set back must not remove it at once. A file that cannot be removed is
+// logged and left: the store opens anyway.
+func pruneDamaged(dir string, keep int, justKept string, log *slog.Logger) {
+	type kept struct {
+		name      string
+		unix, seq uint64
+	}
+	names, err := filepath.Glob(filepath.Join(dir, redoFile+".damaged-*"))
+	if err != nil {
+		return // only a bad pattern fails, and this one is fixed
+	}
+	var all []kept
+	for _, p := range names {
+		k := kept{name: p}
+		rest := strings.TrimPrefix(filepath.Base(p), redoFile+".damaged-")
+		ts, suffix, hasSuffix := strings.Cut(rest, ".")
+		if k.unix, err = strconv.ParseUint(ts, 10, 64); err != nil {
+			continue
+		}
+		if hasSuffix {
+			if k.seq, err = strconv.ParseUint(suffix, 10, 64); err != nil {
+				continue
+			}
+		}
+		all = append(all, k)
+	}
+	if len(all) <= keep {
+		return
+	}
+	slices.SortFunc(all, func(a, b kept) int { // newest first
+		if a.name == justKept {
+			return -1
+		}
+		if b.name == justKept {
+			return 1
+		}
+		if c := cmp.Compare(b.unix, a.unix); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.seq, a.seq)
+	})
+	for _, k := range all[keep:] {
+		if err := os.Remove(k.name); err != nil {
+			log.Warn("local store: could not remove an old damaged redo log; remove it by hand", "file", k.name, "err", err)
+			continue
+		}
+		log.Warn("local store: removed an old damaged redo log (only the newest are kept)", "file", k.name, "kept", keep)
+	}
 }
 
 // redoSizeFor is the log's capacity for a cache budget: the log counts

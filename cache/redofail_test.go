@@ -1,11 +1,14 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -115,5 +118,63 @@ func TestRedoFailedPeriodicCommitLogsOnce(t *testing.T) {
 	}
 	if n := h.count("local store: the redo log could not be made durable; every later change and sync fails with EIO. Changes acknowledged so far are safe: fix the cause (disk errors?) and remount the drive"); n != 1 {
 		t.Fatalf("the log's failure logged %d times; want once", n)
+	}
+}
+
+// TestRedoDamagedLogsPruned: damaged logs kept aside (moveAside) are as big
+// as the log and count against the cache budget; they piled up in meta/.
+// At open only the newest redoKeepDamaged stay (newest by the time in the
+// name, numerically; then the suffix), each removal logged; other names are
+// left alone.
+func TestRedoDamagedLogsPruned(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	must(s.Close())
+	meta := filepath.Join(dir, metaDir)
+	base := filepath.Join(meta, redoFile+".damaged-")
+	for _, name := range []string{"50", "100", "200", "200.1", "300", "notatime"} {
+		must(os.WriteFile(base+name, []byte("damaged "+name), 0o600))
+	}
+
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	r, err := Open(Options{Dir: dir, Key: testKey(), Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logged, mu: &mu}, nil))})
+	must(err)
+	defer r.Close()
+	left, err := filepath.Glob(base + "*")
+	must(err)
+	want := []string{base + "200", base + "200.1", base + "300", base + "notatime"}
+	if !slices.Equal(left, want) {
+		t.Fatalf("damaged logs left: %v; want %v", left, want)
+	}
+	mu.Lock()
+	out := logged.String()
+	mu.Unlock()
+	for _, gone := range []string{base + "50", base + "100"} {
+		if !strings.Contains(out, gone) {
+			t.Fatalf("the removal of %s is not logged:\n%s", gone, out)
+		}
+	}
+
+	// A log damaged at this open is kept even if older ones bear later
+	// times (a clock set back).
+	must(r.Close())
+	must(os.WriteFile(filepath.Join(meta, redoFile), make([]byte, redoHeader), 0o600))
+	future := time.Now().Add(time.Hour).Unix()
+	for i := range int64(3) {
+		must(os.WriteFile(fmt.Sprintf("%s%d", base, future+i), nil, 0o600))
+	}
+	r2 := openTest(t, dir, 0)
+	defer r2.Close()
+	left, err = filepath.Glob(base + "*")
+	must(err)
+	var fresh int
+	for _, p := range left {
+		if b, _ := os.ReadFile(p); len(b) == redoHeader {
+			fresh++
+		}
+	}
+	if fresh != 1 || len(left) != redoKeepDamaged+1 { // + notatime
+		t.Fatalf("after a damaged log at open with newer-named ones: %v (%d the log just kept); want it and the 2 newest", left, fresh)
 	}
 }
