@@ -108,9 +108,61 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 			}
 		}
 	}
+	// A node whose entry the batch deletes in a directory and for which it
+	// creates one other entry there was renamed within the directory, or
+	// its name re-sealed under a share's new generation (the same name
+	// under a new MAC). Applied as two pullEntry calls, the name had no
+	// entry while the second looked the cloud up, and a lookup then
+	// answered ENOENT for a file that is there: the pair is applied at
+	// the later one's place in the feed, in one step if swapInDir can.
+	type pair struct{ del, add ek }
+	type dirNode struct{ dir, node uint64 }
+	dels, adds := map[dirNode][]ek{}, map[dirNode][]ek{}
 	for _, k := range eorder {
-		if err := d.pullEntry(ctx, k.parent, k.mac, entries[k]); err != nil {
-			return err
+		c := entries[k]
+		if c.Node == 0 {
+			continue
+		}
+		if dn := (dirNode{k.parent, c.Node}); c.Deleted {
+			dels[dn] = append(dels[dn], k)
+		} else {
+			adds[dn] = append(adds[dn], k)
+		}
+	}
+	paired := map[ek]*pair{}
+	for dn, ks := range dels {
+		if as := adds[dn]; len(ks) == 1 && len(as) == 1 {
+			p := &pair{del: ks[0], add: as[0]}
+			paired[p.del], paired[p.add] = p, p
+		}
+	}
+	done := map[ek]bool{}
+	for _, k := range eorder {
+		if done[k] {
+			continue
+		}
+		p := paired[k]
+		if p == nil {
+			if err := d.pullEntry(ctx, k.parent, k.mac, entries[k]); err != nil {
+				return err
+			}
+			continue
+		}
+		done[k] = true
+		if !done[p.del] || !done[p.add] {
+			continue // the pair's first change: applied with its second
+		}
+		if d.swapInDir(ctx, p.del.parent, entries[p.del], entries[p.add]) {
+			continue
+		}
+		first := p.del // the pair's first change in the feed's order, kept
+		if k == p.del {
+			first = p.add
+		}
+		for _, k := range []ek{first, k} {
+			if err := d.pullEntry(ctx, k.parent, k.mac, entries[k]); err != nil {
+				return err
+			}
 		}
 	}
 	for _, id := range norder {
@@ -121,6 +173,34 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.store.Apply(cache.Mutation{Cursor: &seq})
+}
+
+// swapInDir applies del, the feed's deletion of a node's entry in
+// directory dir, and add, its creation of another entry of that node
+// there, in one local step (renameInDir) once the cloud shows the old
+// entry gone and the new one naming the node. It reports whether it did;
+// false leaves both to pullEntry (also an entry this drive does not hold,
+// or holds already: often its own rename coming back), which then makes
+// the requests again.
+func (d *Drive) swapInDir(ctx context.Context, dir uint64, del, add api.Change) bool {
+	if d.isPending(entryKey(dir, del.NameMAC)) || d.isPending(entryKey(dir, add.NameMAC)) || d.isPending(nodeKey(add.Node)) {
+		return false
+	}
+	old, err := d.store.Lookup(dir, del.NameMAC)
+	if err != nil || old.Child != del.Node {
+		return false
+	}
+	if _, err := d.store.Lookup(dir, add.NameMAC); !errors.Is(err, cache.ErrNotFound) {
+		return false
+	}
+	if _, err := d.c.Lookup(ctx, dir, del.NameMAC); !errors.Is(err, api.ErrNotFound) {
+		return false
+	}
+	cur, err := d.c.Lookup(ctx, dir, add.NameMAC)
+	if err != nil || cur.Node.ID != add.Node {
+		return false
+	}
+	return d.renameInDir(ctx, dir, old, cur)
 }
 
 // pullEntry brings one entry up to date.
