@@ -248,6 +248,12 @@ func (d *Drive) verifyRecord(kind keys.RecordKind, id uint64, nameMAC string, b 
 		// asks the cloud for the re-sealed record (sharestale.go).
 		d.sh.stale.note(kind, id)
 	}
+	if d.o.Identity != nil {
+		// The drive's own local records (a reader's too) are signed by
+		// this account (pathops.Share.VerifyOwn).
+		sealed, err := sh.VerifyOwn(d.o.Identity.Public.Sign, kind, id, nameMAC, b)
+		return sealed, s, err
+	}
 	sealed, err := sh.Verify(kind, id, nameMAC, b)
 	return sealed, s, err
 }

@@ -182,6 +182,22 @@ func (s *Share) Verify(kind keys.RecordKind, id uint64, nameMAC string, b []byte
 	return s.verify(kind, id, nameMAC, b, false)
 }
 
+// VerifyOwn checks b as Verify does, and also accepts a record signed with
+// self, this account's own signing key. The drive keeps its local records
+// of a shared folder's nodes sealed and signed by this account whatever its
+// role (a reader's drive too: a directory's link count, a kept mark), and a
+// signature under this account's key was made by this account. The lowest
+// accepted generation still applies.
+func (s *Share) VerifyOwn(self [keys.PublicKeySize]byte, kind keys.RecordKind, id uint64, nameMAC string, b []byte) ([]byte, error) {
+	sealed, signer, sig, err := keys.SplitRecord(b)
+	if err == nil && signer == keys.SignerOf(self) {
+		if kid, ok := meta.RecordKeyID(b); ok && kid.Share == s.ID && kid.Gen >= s.Roster.MinGen && kid.Gen <= s.Roster.Gen {
+			return s.checkSig(self, kind, id, nameMAC, sealed, sig)
+		}
+	}
+	return s.verify(kind, id, nameMAC, b, false)
+}
+
 // verify checks b as Verify does, or, for a kept version (past), by the
 // history rule of keys.Roster.HistorySigner.
 func (s *Share) verify(kind keys.RecordKind, id uint64, nameMAC string, b []byte, past bool) ([]byte, error) {
