@@ -375,7 +375,9 @@ func TestShareMinGenRaisedDuringSweep(t *testing.T) {
 	block.Store(true)
 	removeBob(t, owner)
 	must(t, od.loadShares(ctx, 0))
-	waitFor(t, 20*time.Second, func() bool { return blocked.Load() > 0 })
+	// A refresh of sub started by Docs' relisting (renameInDir) may be held
+	// there before the sweep reaches a.txt: wait for the sweep itself.
+	waitFor(t, 20*time.Second, func() bool { return blocked.Load() > 0 && gen(a) == 2 && gen(docs) == 2 })
 	if !od.sh.stale.sweep.Load() || gen(a) != 2 || gen(docs) != 2 {
 		t.Fatalf("the first sweep is not held at sub's listing after a.txt (generation %d) and Docs (%d)", gen(a), gen(docs))
 	}
