@@ -108,8 +108,6 @@ type Store struct {
 	dataOrder    sync.RWMutex
 	synced       atomic.Int64 // redo log offset covered by the last sync of everything (commit)
 
-	commitEvery time.Duration // commitLoop's period
-
 	closeOnce sync.Once
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -171,11 +169,6 @@ func Open(o Options) (*Store, error) {
 		segOpen:  map[[2]uint64]*SegmentFile{},
 		unsynced: map[*SegmentFile]struct{}{},
 		logged:   map[*SegmentFile]struct{}{},
-
-		commitEvery: commitInterval,
-	}
-	if o.commitInterval > 0 {
-		s.commitEvery = o.commitInterval
 	}
 	redo.sync.do = func() error {
 		s.dataOrder.Lock()
@@ -217,7 +210,11 @@ func Open(o Options) (*Store, error) {
 	}
 	s.wg.Add(2)
 	go s.background()
-	go s.commitLoop()
+	every := commitInterval
+	if o.commitInterval > 0 {
+		every = o.commitInterval
+	}
+	go s.commitLoop(every)
 	return s, nil
 }
 
@@ -227,14 +224,15 @@ func Open(o Options) (*Store, error) {
 // where no program calls fsync (sync(2) does not reach a FUSE daemon).
 const commitInterval = 5 * time.Second
 
-// commitLoop runs SyncAll every commitInterval while something is unsynced.
+// commitLoop runs SyncAll every period (commitInterval) while something is
+// unsynced.
 // Once the redo log has failed for good (redoLog.fail, which logs it loudly)
 // every SyncAll fails the same way until the drive is remounted: that is
 // logged once, not every period; other failures (a segment file's sync) are
 // logged each time.
-func (s *Store) commitLoop() {
+func (s *Store) commitLoop(every time.Duration) {
 	defer s.wg.Done()
-	t := time.NewTicker(s.commitEvery)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	stickyLogged := false
 	for {
