@@ -328,8 +328,6 @@ func openRedo(dir string, size int64, db *badger.DB, seg segReplay) (*redoLog, i
 	}
 	if err == nil {
 		pruneDamaged(dir, redoKeepDamaged, aside, seg.log)
-	}
-	if err == nil {
 		// A new epoch must be above every epoch badger's position names:
 		// the log may be new (created, moved away, started over) while
 		// badger still holds a position in an older file's epoch, and a
