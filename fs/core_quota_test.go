@@ -90,6 +90,25 @@ func TestCoreQuotaAfterDelete(t *testing.T) {
 	}
 }
 
+// pushDirCreate creates the directory /dir on a drive of cloud c while the
+// cloud is down (a directory: no chunk to upload, whose upload would lift a
+// quota block too), has answer answer its create (nil: the cloud's own
+// answer), brings the cloud back and flushes.
+func pushDirCreate(t *testing.T, c *cloud, answer func(api.BatchOp) *api.BatchResult) *Drive {
+	t.Helper()
+	p, d, down := proxiedDrive(t, c)
+	down.Store(true)
+	st, e := d.create(api.RootID, newNode{name: "dir", mode: syscall.S_IFDIR | 0o755})
+	if e != 0 {
+		t.Fatal(e)
+	}
+	answerCreate(p, st.id, answer)
+	down.Store(false)
+	kick(d.pushKick)
+	flushWithin(t, d, 20*time.Second)
+	return d
+}
+
 // A push the cloud refuses for quota holds the queue. Once the op it
 // refused goes through (the cloud has room again), the drive is no longer
 // blocked for quota: .kumo stops saying "quota full" and uploads are not
@@ -100,24 +119,13 @@ func TestCoreQuotaAfterDelete(t *testing.T) {
 // directory's create here: no chunk to upload).
 func TestCoreQuotaBlockLiftedByPush(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
-	p, d, down := proxiedDrive(t, c)
-	down.Store(true)
-	// A directory: no chunk to upload, whose upload would lift the block too.
-	st, e := d.create(api.RootID, newNode{name: "dir", mode: syscall.S_IFDIR | 0o755})
-	if e != 0 {
-		t.Fatal(e)
-	}
-	id := st.id
 	var refused atomic.Bool
-	answerCreate(p, id, func(api.BatchOp) *api.BatchResult {
+	d := pushDirCreate(t, c, func(api.BatchOp) *api.BatchResult {
 		if refused.Swap(true) {
 			return nil // the cloud answers: it has room
 		}
 		return &api.BatchResult{Error: &api.Error{Code: api.CodeQuota, Message: "quota exceeded"}}
 	})
-	down.Store(false)
-	kick(d.pushKick)
-	flushWithin(t, d, 20*time.Second)
 	if !refused.Load() {
 		t.Fatal("the create was never refused for quota")
 	}

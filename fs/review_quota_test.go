@@ -2,9 +2,7 @@ package fs
 
 import (
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"kumo/remote/api"
 )
@@ -17,22 +15,13 @@ import (
 // acked op with no quota refusal in its round lifted the block.
 func TestCoreQuotaBlockKeptWhenRefusedOpNotSent(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
-	p, d, down := proxiedDrive(t, c)
-	down.Store(true)
-	st, e := d.create(api.RootID, newNode{name: "dir", mode: syscall.S_IFDIR | 0o755})
-	if e != 0 {
-		t.Fatal(e)
-	}
 	var tries atomic.Int32
-	answerCreate(p, st.id, func(api.BatchOp) *api.BatchResult {
+	d := pushDirCreate(t, c, func(api.BatchOp) *api.BatchResult {
 		if tries.Add(1) == 1 {
 			return &api.BatchResult{Error: &api.Error{Code: api.CodeQuota, Message: "quota exceeded"}}
 		}
 		return &api.BatchResult{Error: &api.Error{Code: api.CodeBadRequest, Message: "refused"}}
 	})
-	down.Store(false)
-	kick(d.pushKick)
-	flushWithin(t, d, 20*time.Second)
 	if tries.Load() < 2 {
 		t.Fatalf("the create was answered %d time(s), want a quota refusal then a refusal for good", tries.Load())
 	}
