@@ -18,7 +18,6 @@ package server
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -67,13 +66,11 @@ func (m *mtx) noteShareHour(share uint64) {
 	// Read before writing, as the account's hour is (acct.LastHour): most
 	// changes fall in an hour already noted, and a write is a new version
 	// of the key to compact away and a conflict with concurrent changes.
-	if _, err := m.tx.Get(k); err == nil {
-		return
-	} else if !errors.Is(err, badger.ErrKeyNotFound) {
-		m.err = err
-		return
+	noted, err := exists(m.tx, k)
+	if err == nil && !noted {
+		err = m.tx.Set(k, nil)
 	}
-	if err := m.tx.Set(k, nil); err != nil {
+	if err != nil {
 		m.err = err
 	}
 }
