@@ -34,6 +34,17 @@ func coreRewrite(t *testing.T, d *Drive, name, content string) {
 	}
 }
 
+// editBothWhileDown has a and b edit "edited" while down cuts a off from
+// the cloud; b's edit reaches the cloud first, then a is back online.
+func editBothWhileDown(t *testing.T, a, b *Drive, down *atomic.Bool) {
+	t.Helper()
+	down.Store(true)
+	coreRewrite(t, a, "edited", "a's edit")
+	coreRewrite(t, b, "edited", "b's edit")
+	coreFlush(t, b)
+	down.Store(false)
+}
+
 // A device offline (the cloud unreachable: every request fails) reads what
 // it has, and its writes queue, also across a restart while still offline.
 // Meanwhile another device creates the same name and edits the same file.
@@ -199,11 +210,7 @@ func TestCoreConflictCopyStableID(t *testing.T) {
 		}
 		return resp
 	})
-	down.Store(true)
-	coreRewrite(t, a, "edited", "a's edit")
-	coreRewrite(t, b, "edited", "b's edit")
-	coreFlush(t, b)
-	down.Store(false)
+	editBothWhileDown(t, a, b, down)
 	flushWithin(t, a, 30*time.Second)
 	if n := creates.Load(); n <= lostAnswers {
 		t.Fatalf("%d creates of the copy, want more than %d: the pusher's next round did not try again", n, lostAnswers)

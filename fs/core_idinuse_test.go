@@ -217,11 +217,7 @@ func TestCoreConflictCopyRenumbered(t *testing.T) {
 	if got := coreRead(t, a, api.RootID, "edited"); got != "base" {
 		t.Fatalf("a reads %q", got)
 	}
-	down.Store(true)
-	coreRewrite(t, a, "edited", "a's edit")
-	coreRewrite(t, b, "edited", "b's edit")
-	coreFlush(t, b)
-	down.Store(false)
+	editBothWhileDown(t, a, b, &down)
 	flushWithin(t, a, 20*time.Second)
 	if first.Load() == 0 {
 		t.Fatal("no conflict copy was made")
