@@ -372,9 +372,10 @@ func (d *Drive) openNameBy(verify recordVerifier, parent, child uint64, kind met
 	return s.sealer.OpenName(parent, child, kind, nameMAC, sealed)
 }
 
-// checkName checks an entry's name found by the MAC of name (a lookup).
-func (d *Drive) checkName(parent, child uint64, kind meta.Kind, nameMAC string, name string, b []byte) error {
-	sealed, s, err := d.verifyRecord(keys.RecordName, parent, nameMAC, b)
+// checkNameBy checks an entry's name found by the MAC of name (a lookup),
+// the record checked by verify.
+func (d *Drive) checkNameBy(verify recordVerifier, parent, child uint64, kind meta.Kind, nameMAC string, name string, b []byte) error {
+	sealed, s, err := verify(keys.RecordName, parent, nameMAC, b)
 	if err != nil {
 		return err
 	}

@@ -153,10 +153,13 @@ func (d *Drive) staleNode(id uint64) bool {
 // uploaded, a queued operation: the pusher seals them again under the
 // current generation). Under d.mu.
 func (d *Drive) staleStateLocked(st *nodeState) bool {
-	if st.kid.Share == 0 || d.localNewerLocked(st) || d.pending[nodeKey(st.id)] > 0 {
+	if st.kid.Share == 0 { // the own tree: every lookup comes here
 		return false
 	}
-	if sh := d.shares().byID[st.kid.Share]; sh == nil || st.kid.Gen >= sh.Roster.MinGen || !d.staleNode(st.id) {
+	if sh := d.shares().byID[st.kid.Share]; sh == nil || st.kid.Gen >= sh.Roster.MinGen {
+		return false
+	}
+	if d.localNewerLocked(st) || d.pending[nodeKey(st.id)] > 0 || !d.staleNode(st.id) {
 		return false
 	}
 	d.sh.stale.note(keys.RecordAttrs, st.id)

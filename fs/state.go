@@ -13,7 +13,6 @@ import (
 
 	"kumo/cache"
 	"kumo/internal/chunk"
-	"kumo/internal/keys"
 	"kumo/internal/meta"
 	"kumo/remote/api"
 )
@@ -443,28 +442,35 @@ func (d *Drive) lookupLocked(parent uint64, name string) (cache.Entry, *nodeStat
 	}
 	// The entry must be the one sealed for this name and this node: a server
 	// that pointed the name at another node (or kind) is refused here.
-	err = d.checkName(parent, e.Child, st.kind(), e.NameMAC, name, e.Name)
-	if err == nil {
-		err = d.checkPlacement(p.kid, e.Name, st.id, st.kid)
-	}
-	if err != nil {
-		open := func(verify recordVerifier) error {
-			sealed, s, err := verify(keys.RecordName, parent, e.NameMAC, e.Name)
-			if err == nil {
-				err = s.sealer.CheckName(parent, e.Child, st.kind(), []byte(name), sealed)
-			}
-			if err == nil {
-				err = d.checkPlacement(p.kid, e.Name, st.id, st.kid)
-			}
-			return err
-		}
-		if !d.staleLocal(e.Name, err, open, "entry", "parent", parent, "child", e.Child) {
+	if err := d.checkEntry(d.verifyRecord, p, e, st, name); err != nil {
+		check := func(verify recordVerifier) error { return d.checkEntry(verify, p, e, st, name) }
+		if !d.staleLocal(e.Name, err, check, "entry", "parent", parent, "child", e.Child) {
 			d.authFailure("entry fails authentication", "parent", parent, "child", e.Child, "err", err)
 		}
 		return cache.Entry{}, nil, syscall.EIO
 	}
 	st.lastParent, st.lastName = parent, name
 	return e, st, 0
+}
+
+// checkEntry checks entry e of directory p, found by the MAC of name, as
+// naming st there, with its records checked by verify.
+func (d *Drive) checkEntry(verify recordVerifier, p *nodeState, e cache.Entry, st *nodeState, name string) error {
+	err := d.checkNameBy(verify, p.id, e.Child, st.kind(), e.NameMAC, name, e.Name)
+	if err == nil {
+		err = d.checkPlacement(p.kid, e.Name, st.id, st.kid)
+	}
+	return err
+}
+
+// openEntry opens the name of entry e of directory dir, naming st there,
+// with its records checked by verify.
+func (d *Drive) openEntry(verify recordVerifier, dir *nodeState, e cache.Entry, st *nodeState) ([]byte, error) {
+	name, err := d.openNameBy(verify, dir.id, e.Child, st.kind(), e.NameMAC, e.Name)
+	if err == nil {
+		err = d.checkPlacement(dir.kid, e.Name, st.id, st.kid)
+	}
+	return name, err
 }
 
 func errno(err error) syscall.Errno {
@@ -1022,18 +1028,9 @@ func (d *Drive) list(dir uint64) ([]dirEnt, syscall.Errno) {
 		if err != nil {
 			continue
 		}
-		name, err := d.openName(dir, e.Child, st.kind(), e.NameMAC, e.Name)
-		if err == nil {
-			err = d.checkPlacement(dst.kid, e.Name, st.id, st.kid)
-		}
+		name, err := d.openEntry(d.verifyRecord, dst, e, st)
 		if err != nil {
-			open := func(verify recordVerifier) error {
-				_, err := d.openNameBy(verify, dir, e.Child, st.kind(), e.NameMAC, e.Name)
-				if err == nil {
-					err = d.checkPlacement(dst.kid, e.Name, st.id, st.kid)
-				}
-				return err
-			}
+			open := func(verify recordVerifier) error { _, err := d.openEntry(verify, dst, e, st); return err }
 			if !d.staleLocal(e.Name, err, open, "entry name", "parent", dir, "child", e.Child) {
 				d.authFailure("entry name fails authentication", "parent", dir, "child", e.Child, "name_mac", e.NameMAC, "err", err)
 			}
