@@ -340,7 +340,11 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 				retry = true
 				err = fmt.Errorf("%s refused: %w", op.Op, r.Error)
 				if r.Error.Code == api.CodeQuota || r.Error.Code == api.CodeReadOnly {
-					d.pushRefusedQuota(sentSeq(ops, rewritten, need, i)) // quota.go
+					var seq uint64 // the journal op sent as entry i (0: none)
+					if j := sentOps(rewritten, need, len(batch))[i]; j >= 0 {
+						seq = ops[j].Seq
+					}
+					d.pushRefusedQuota(seq) // quota.go
 				}
 				break
 			}
@@ -376,44 +380,37 @@ func (d *Drive) pushOnce(ops []cache.JournalOp, limit *int) (retry bool, err err
 			d.dropRewritesLocked()
 		}
 		d.mu.Unlock()
-		// The acked ops that went through as sent (not cancelled here, not
-		// refused for good): one the cloud refused for quota lifts the block.
-		var through []uint64
-		for j := range n {
-			if b := sentAt(rewritten, need, j); b >= 0 && b < len(resp.Results) && resp.Results[b].Error == nil {
-				through = append(through, ops[j].Seq)
+		// One of the acked ops that went through as sent (not cancelled here,
+		// not refused for good) may be the one the cloud refused for quota,
+		// which lifts the block: looked for only while such a block is set.
+		d.pushWentThrough(func(seq uint64) bool { // quota.go
+			for b, j := range sentOps(rewritten, need, len(batch)) {
+				if j >= 0 && j < n && ops[j].Seq == seq && b < len(resp.Results) && resp.Results[b].Error == nil {
+					return true
+				}
 			}
-		}
-		d.pushWentThrough(through) // quota.go
+			return false
+		})
 	}
 	return retry, err
 }
 
-// sentAt returns the index of the batch entry that carried journal op j
-// (planBatch's need), or -1 if none did: cancelled here, or acked with the
-// entry before it without being sent. Of the ops mapped to one entry, the
-// first not cancelled is the one sent (later ones are folded into it or
-// acked with it; an earlier update it supersedes is of the same node).
-func sentAt(rewritten []api.BatchOp, need []int, j int) int {
-	if rewritten[j].Op == opCancelled || need[j] < 0 {
-		return -1
+// sentOps returns, for each of the entries batch entries, the index of the
+// journal op sent as it (planBatch's need), or -1: of the ops mapped to one
+// entry, the first not cancelled is the one sent (later ones are folded
+// into it or acked with it; an earlier update it supersedes is of the same
+// node); an op cancelled here, or mapped to no entry, is sent as none.
+func sentOps(rewritten []api.BatchOp, need []int, entries int) []int {
+	sent := make([]int, entries)
+	for b := range sent {
+		sent[b] = -1
 	}
-	for k := range j {
-		if need[k] == need[j] && rewritten[k].Op != opCancelled {
-			return -1
+	for j, b := range need {
+		if b >= 0 && b < entries && sent[b] < 0 && rewritten[j].Op != opCancelled {
+			sent[b] = j
 		}
 	}
-	return need[j]
-}
-
-// sentSeq returns the journal seq of the op sent as batch entry b (0: none).
-func sentSeq(ops []cache.JournalOp, rewritten []api.BatchOp, need []int, b int) uint64 {
-	for j := range ops {
-		if sentAt(rewritten, need, j) == b {
-			return ops[j].Seq
-		}
-	}
-	return 0
+	return sent
 }
 
 // noteResult records the version and chunks the cloud now holds for a node.

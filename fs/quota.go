@@ -9,7 +9,6 @@ package fs
 // user writes `sync` to .kumo. Then the queue resumes at once.
 
 import (
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -102,8 +101,8 @@ func (d *Drive) pushRefusedQuota(seq uint64) {
 	d.quota.mu.Unlock()
 }
 
-// pushWentThrough runs after a push round that acked ops; through are the
-// seqs of those the cloud accepted as sent. If a push's refusal set the
+// pushWentThrough runs after a push round that acked ops; through says
+// whether the cloud accepted as sent the op of a seq. If a push's refusal set the
 // block and the op it refused is among them, the cloud has room again,
 // whether or not an account refresh showed it (the refusal may come after
 // the refresh that showed a raise; a shared folder's room is its owner's,
@@ -112,11 +111,11 @@ func (d *Drive) pushRefusedQuota(seq uint64) {
 // the refused op acked without being sent (cancelled here, or refused for
 // good for another reason): the block then waits for an account change,
 // an upload, or `sync`.
-func (d *Drive) pushWentThrough(through []uint64) {
+func (d *Drive) pushWentThrough(through func(seq uint64) bool) {
 	d.quota.mu.Lock()
 	byPush, seq := d.quota.byPush, d.quota.pushSeq
 	d.quota.mu.Unlock()
-	if !byPush || seq == 0 || !slices.Contains(through, seq) || !d.quotaRefused() {
+	if !byPush || seq == 0 || !through(seq) || !d.quotaRefused() {
 		return
 	}
 	d.log.Info("the cloud accepted the change it refused for quota: resuming uploads")
