@@ -250,14 +250,7 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 		}
 	}
 	if found && (lerr != nil || local.Child != remote.Node.ID || !bytes.Equal(local.Name, remote.Name)) {
-		n, err := d.openName(parent, remote.Node.ID, meta.KindOf(remote.Node.Type == api.TypeDir), mac, remote.Name)
-		if err == nil {
-			var pst *nodeState
-			if pst, err = d.stateLocked(parent); err == nil {
-				ck, _ := meta.RecordKeyID(remote.Node.Attrs)
-				err = d.checkPlacement(pst.kid, remote.Name, remote.Node.ID, ck)
-			}
-		}
+		n, err := d.openCloudEntryLocked(parent, mac, remote)
 		if err != nil {
 			if errors.Is(err, errShareRecord) || d.staleNode(parent) {
 				// Maybe a folder being shared right now (its names re-sealed
@@ -516,6 +509,22 @@ func (d *Drive) refreshDirIn(ctx context.Context, id uint64) {
 	}
 }
 
+// openCloudEntryLocked opens the name of e, the cloud's entry under dir by
+// name MAC mac, and checks its placement there: what the drive checks of an
+// entry from the cloud before taking it in (or trusting it). Under d.mu.
+func (d *Drive) openCloudEntryLocked(dir uint64, mac string, e api.Entry) ([]byte, error) {
+	name, err := d.openName(dir, e.Node.ID, meta.KindOf(e.Node.Type == api.TypeDir), mac, e.Name)
+	if err != nil {
+		return nil, err
+	}
+	pst, err := d.stateLocked(dir)
+	if err != nil {
+		return nil, err
+	}
+	ck, _ := meta.RecordKeyID(e.Node.Attrs)
+	return name, d.checkPlacement(pst.kid, e.Name, e.Node.ID, ck)
+}
+
 // renameInDir replaces old, the local entry of a node in directory dir,
 // by cur, the cloud's entry of the same node there under another name
 // MAC, in one local mutation: the node and its link count stay as they
@@ -550,14 +559,7 @@ func (d *Drive) renameInDir(ctx context.Context, dir uint64, old cache.Entry, cu
 		d.mu.Unlock()
 		return false
 	}
-	newName, err := d.openName(dir, child, kind, cur.NameMAC, cur.Name)
-	if err == nil {
-		var pst *nodeState
-		if pst, err = d.stateLocked(dir); err == nil {
-			ck, _ := meta.RecordKeyID(cur.Node.Attrs)
-			err = d.checkPlacement(pst.kid, cur.Name, child, ck)
-		}
-	}
+	newName, err := d.openCloudEntryLocked(dir, cur.NameMAC, cur)
 	if err != nil {
 		d.mu.Unlock()
 		return false

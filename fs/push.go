@@ -530,11 +530,9 @@ func (d *Drive) unlinkRaced(ctx context.Context, u *api.UnlinkRequest) bool {
 	if _, err = d.decodeCloud(got.Node); err != nil {
 		return false // counted by decodeCloud
 	}
-	_, err = d.openName(u.Parent, got.Node.ID, meta.KindOf(got.Node.Type == api.TypeDir), u.NameMAC, got.Name)
-	if err == nil {
-		ck, _ := meta.RecordKeyID(got.Node.Attrs)
-		err = d.checkPlacement(d.dirKID(u.Parent), got.Name, got.Node.ID, ck)
-	}
+	d.mu.Lock()
+	_, err = d.openCloudEntryLocked(u.Parent, u.NameMAC, got) // pull.go
+	d.mu.Unlock()
 	if err != nil {
 		d.authFailure("entry name from the cloud fails authentication", "parent", u.Parent, "child", got.Node.ID, "err", err)
 		return false
