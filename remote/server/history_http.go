@@ -264,9 +264,21 @@ func (s *Server) handleTrash(w http.ResponseWriter, r *http.Request, acct string
 
 // trashItem is the trash item of node id deleted at until; ok is false
 // when its kept version is gone (purged meanwhile) or is not a deletion.
+// Only a missing record is "gone": one that cannot be read or decoded is
+// an error, not an item silently left out of the trash (or of the share
+// trash index built from it).
 func trashItem(tx *badger.Txn, acct string, id uint64, until int64) (api.TrashItem, bool, error) {
 	var h histNode
-	if err := getRec(tx, kHNode(acct, id, until), &h); err != nil || h.Trash == nil {
+	err := getRec(tx, kHNode(acct, id, until), &h)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return api.TrashItem{}, false, nil
+	}
+	if err != nil {
+		return api.TrashItem{}, false, fmt.Errorf("read the kept version of node %d of account %s deleted at %s: %w "+
+			"(if this repeats, the metadata store is damaged: restore DATA/meta from a kumo admin backup)",
+			id, acct, time.Unix(0, until).UTC().Format(time.RFC3339Nano), err)
+	}
+	if h.Trash == nil {
 		return api.TrashItem{}, false, nil
 	}
 	name, err := trashName(tx, acct, &h)
