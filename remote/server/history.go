@@ -74,6 +74,18 @@ func hexTime(t int64) string { return fmt.Sprintf("%016x", t) }
 // hourOf is the start of t's hour (Unix ns): the hour indexes' unit.
 func hourOf(t int64) int64 { return t - t%int64(time.Hour) }
 
+// splitHourKey splits a key of an hour index (the account's hh/ or a
+// share's hsh/) into its prefix, up to its last '/', and the hour (Unix ns
+// of its start) written in hex after it.
+func splitHourKey(k []byte) (prefix []byte, hour int64, err error) {
+	i := bytes.LastIndexByte(k, '/')
+	hour, err = strconv.ParseInt(string(k[i+1:]), 16, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("bad hour key %q", k)
+	}
+	return k[:i+1], hour, nil
+}
+
 // histNode and histEntry are kept versions (encoded by history_codec.go).
 type histNode struct {
 	Node  api.Node
@@ -487,11 +499,10 @@ func (s *Server) dropHoursBefore(acct string, t int64) error {
 				it := tx.NewIterator(badger.IteratorOptions{Prefix: p})
 				for it.Rewind(); it.Valid() && len(ks) < batch; {
 					k := it.Item().Key()
-					i := bytes.LastIndexByte(k, '/')
-					hour, err := strconv.ParseInt(string(k[i+1:]), 16, 64)
+					prefix, hour, err := splitHourKey(k)
 					if err != nil {
 						it.Close()
-						return fmt.Errorf("bad hour key %q", k)
+						return err
 					}
 					if hour < cut {
 						ks = append(ks, it.Item().KeyCopy(nil))
@@ -500,7 +511,7 @@ func (s *Server) dropHoursBefore(acct string, t int64) error {
 					}
 					// The later hours of this share (or of the account) stay:
 					// on to the next share's keys.
-					it.Seek(append(bytes.Clone(k[:i+1]), 0xff))
+					it.Seek(append(bytes.Clone(prefix), 0xff))
 				}
 				it.Close()
 				for _, k := range ks {

@@ -197,8 +197,13 @@ func (s *Server) handleTrash(w http.ResponseWriter, r *http.Request, acct string
 		return err
 	}
 	cursor := r.URL.Query().Get("cursor")
-	if cursor != "" && !validCursor(cursor) {
-		return badRequest("bad cursor")
+	var curUntil int64
+	var curID uint64
+	if cursor != "" {
+		var ok bool
+		if curUntil, curID, ok = parseTrashCursor(cursor); !ok {
+			return badRequest("bad cursor")
+		}
 	}
 	out := api.TrashResponse{Items: []api.TrashItem{}}
 	err = s.db.View(func(tx *badger.Txn) error {
@@ -210,8 +215,8 @@ func (s *Server) handleTrash(w http.ResponseWriter, r *http.Request, acct string
 		start := append(p, hexTime(after+1)...)
 		var skipTo uint64 // resuming in the change at the cursor: after this node
 		if cursor != "" {
-			start = append(p, cursor[:16]...)
-			skipTo, _ = strconv.ParseUint(cursor[17:], 16, 64)
+			start = append(p, hexTime(curUntil)...)
+			skipTo = curID
 		}
 		for it.Seek(start); it.Valid(); it.Next() {
 			k := string(it.Item().Key()[len(p):])
@@ -227,7 +232,7 @@ func (s *Server) handleTrash(w http.ResponseWriter, r *http.Request, acct string
 			if err != nil {
 				return fmt.Errorf("history index %q: %w", k, err)
 			}
-			if cursor == "" || k != cursor[:16] {
+			if cursor == "" || until != curUntil {
 				skipTo = 0
 			}
 			for _, ref := range refs {
@@ -242,7 +247,7 @@ func (s *Server) handleTrash(w http.ResponseWriter, r *http.Request, acct string
 				}
 				if len(out.Items) == api.MaxTrashPage {
 					last := out.Items[len(out.Items)-1]
-					out.Cursor = hexTime(last.Deleted) + "/" + fmt.Sprintf("%016x", last.Node.ID)
+					out.Cursor = trashCursor(last.Deleted, last.Node.ID)
 					return nil
 				}
 				item, ok, err := trashItem(tx, acct, ref.id, until)
@@ -305,6 +310,21 @@ func trashName(tx *badger.Txn, acct string, h *histNode) ([]byte, error) {
 	return e.Entry.Name, nil
 }
 
+// trashCursor is where a trash page ends, UNTIL/NODEID (16 lowercase hex
+// digits each) of its last item: the cursor of the account's trash and of
+// a share's, and the tail of a share trash key (kHShareTrash).
+func trashCursor(until int64, id uint64) string { return fmt.Sprintf("%016x/%016x", until, id) }
+
+// parseTrashCursor reads a trashCursor; ok is false for anything else.
+func parseTrashCursor(c string) (until int64, id uint64, ok bool) {
+	if !validCursor(c) {
+		return 0, 0, false
+	}
+	until, err1 := strconv.ParseInt(c[:16], 16, 64)
+	id, err2 := strconv.ParseUint(c[17:], 16, 64)
+	return until, id, err1 == nil && err2 == nil
+}
+
 // validCursor: a trash cursor is UNTIL/NODEID, 16 hex digits each.
 func validCursor(c string) bool {
 	if len(c) != 33 || c[16] != '/' {
@@ -340,9 +360,9 @@ func (s *Server) historyTimes(w http.ResponseWriter, r *http.Request, v *histVie
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: p})
 		defer it.Close()
 		for it.Seek(append(p, hexTime(hourOf(out.From))...)); it.Valid(); it.Next() {
-			h, err := strconv.ParseInt(string(it.Item().Key()[len(p):]), 16, 64)
+			_, h, err := splitHourKey(it.Item().Key())
 			if err != nil {
-				return fmt.Errorf("bad hour key: %w", err)
+				return err
 			}
 			out.Hours = append(out.Hours, h)
 		}

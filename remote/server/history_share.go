@@ -34,7 +34,7 @@ import (
 // share deleted at until, so a member's trash listing reads the share's
 // deletions only, not the owner's whole expiry index.
 func kHShareTrash(a string, share uint64, until int64, id uint64) []byte {
-	return fmt.Appendf(nil, "hs/%s/%016x/%016x/%016x", a, share, until, id)
+	return append(pHShareTrash(a, share), trashCursor(until, id)...)
 }
 func pHShareTrash(a string, share uint64) []byte {
 	return fmt.Appendf(nil, "hs/%s/%016x/", a, share)
@@ -164,7 +164,7 @@ func (s *Server) shareTrash(w http.ResponseWriter, r *http.Request, sc *shareSco
 		return err
 	}
 	cursor := r.URL.Query().Get("cursor")
-	if cursor != "" && !validCursor(cursor) {
+	if _, _, ok := parseTrashCursor(cursor); cursor != "" && !ok {
 		return badRequest("bad cursor")
 	}
 	out := api.TrashResponse{Items: []api.TrashItem{}}
@@ -181,12 +181,8 @@ func (s *Server) shareTrash(w http.ResponseWriter, r *http.Request, sc *shareSco
 			if k == cursor {
 				continue
 			}
-			if len(k) != 33 || k[16] != '/' {
-				return fmt.Errorf("bad share trash key %q", k)
-			}
-			until, err1 := strconv.ParseInt(k[:16], 16, 64)
-			id, err2 := strconv.ParseUint(k[17:], 16, 64)
-			if err1 != nil || err2 != nil {
+			until, id, ok := parseTrashCursor(k)
+			if !ok {
 				return fmt.Errorf("bad share trash key %q", k)
 			}
 			if until < sc.histFloor {
@@ -194,7 +190,7 @@ func (s *Server) shareTrash(w http.ResponseWriter, r *http.Request, sc *shareSco
 			}
 			if len(out.Items) == api.MaxTrashPage {
 				last := out.Items[len(out.Items)-1]
-				out.Cursor = hexTime(last.Deleted) + "/" + fmt.Sprintf("%016x", last.Node.ID)
+				out.Cursor = trashCursor(last.Deleted, last.Node.ID)
 				return nil
 			}
 			item, ok, err := trashItem(tx, sc.owner, id, until)

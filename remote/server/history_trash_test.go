@@ -126,3 +126,24 @@ func TestShareTrashUnreadableRecordFails(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzTrashCursor: what parseTrashCursor accepts (a query's cursor, a share
+// trash key's tail) is exactly what trashCursor writes, and every cursor
+// trashCursor writes for a time since 1970 reads back.
+func FuzzTrashCursor(f *testing.F) {
+	for _, s := range []string{trashCursor(1733400000000000000, 0xab), trashCursor(0, 0), "ffffffffffffffff/0000000000000000",
+		"0000000000000001/00000000000000AB", "+000000000000001/0000000000000001", "x"} {
+		f.Add(s, int64(1733400000000000000), uint64(7))
+	}
+	f.Fuzz(func(t *testing.T, c string, until int64, id uint64) {
+		if u, i, ok := parseTrashCursor(c); ok && trashCursor(u, i) != c {
+			t.Fatalf("parseTrashCursor accepted %q as %d/%d", c, u, i)
+		}
+		if until < 0 {
+			return
+		}
+		if u, i, ok := parseTrashCursor(trashCursor(until, id)); !ok || u != until || i != id {
+			t.Fatalf("trashCursor(%d, %d) = %q reads back as %d, %d, %v", until, id, trashCursor(until, id), u, i, ok)
+		}
+	})
+}
