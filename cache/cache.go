@@ -183,7 +183,7 @@ func Open(o Options) (*Store, error) {
 			return nil // nothing appended since the last sync: no flush
 		}
 		if err := s.fdatasync(redo.f); err != nil {
-			return redo.fail(fmt.Errorf("sync redo log: %w", err)) // for good: see fail
+			return redo.failSync(fmt.Errorf("sync redo log: %w", err)) // for good: see fail
 		}
 		redo.durable.Store(off)
 		redo.noteDurable(bytes)
@@ -225,34 +225,34 @@ func Open(o Options) (*Store, error) {
 const commitInterval = 5 * time.Second
 
 // commitLoop runs SyncAll every period (commitInterval) while something is
-// unsynced.
-// Once the redo log has failed for good (redoLog.fail, which logs it loudly)
-// every SyncAll fails the same way until the drive is remounted: that is
-// logged once, not every period; other failures (a segment file's sync) are
-// logged each time.
+// unsynced. Once the store has failed for good (the redo log: redoLog.fail;
+// or applying to badger: writeBehind.run; each logs its failure itself) no
+// sync succeeds until the drive is remounted, and the tree takes no change
+// that could refer to data synced now: the loop says so once and stops,
+// instead of syncing segment files and failing every period. Other failures
+// (a segment file's sync) are logged each time.
 func (s *Store) commitLoop(every time.Duration) {
 	defer s.wg.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
-	stickyLogged := false
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
-			if !s.needsCommit() {
-				continue
-			}
-			err := s.SyncAll()
-			if err == nil || errors.Is(err, ErrClosed) {
-				continue
-			}
-			if errors.Is(err, errRedoFailed) {
-				if stickyLogged {
-					continue
-				}
-				stickyLogged = true
-			}
+		}
+		err := s.redo.failed()
+		if err == nil && s.needsCommit() {
+			// With badger's applier failed, this still makes what the
+			// log holds durable, then fails.
+			err = s.SyncAll()
+		}
+		switch {
+		case err == nil || errors.Is(err, ErrClosed):
+		case errors.Is(err, errRedoFailed) || s.behind.failed() != nil:
+			s.log.Error("local store: periodic syncs stopped: the store failed; remount the drive to use it again", "err", err)
+			return
+		default:
 			s.log.Error("local store: periodic sync failed", "err", err)
 		}
 	}

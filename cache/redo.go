@@ -115,7 +115,13 @@ type redoLog struct {
 	// a sync of the log failed: no record appended after it could be
 	// trusted to replay (redoLog.fail).
 	failure atomic.Pointer[error]
-	log     *slog.Logger
+	// failMu is held shared by a change that reaches badger before its
+	// record is in the log (admit), and exclusively by a failed sync while
+	// it fails the log (failSync): a sync runs beside Apply, so without it
+	// the log could fail between such a change's check and its append, and
+	// the change would stand in badger while Apply returned the error.
+	failMu sync.RWMutex
+	log    *slog.Logger
 }
 
 // errRedoFailed is in the chain of every error of a log that failed (fail).
@@ -152,6 +158,30 @@ func (l *redoLog) fail(cause error) error {
 			"file", l.f.Name(), "err", cause)
 	}
 	return err
+}
+
+// failSync is fail for a failed sync of the log (Store's sync.do), which
+// runs beside Apply: it waits until no admitted change is under way, so each
+// such change is refused whole or logged whole.
+func (l *redoLog) failSync(cause error) error {
+	l.failMu.Lock()
+	defer l.failMu.Unlock()
+	return l.fail(cause)
+}
+
+// admit starts a change that badger gets before the log (a big mutation,
+// one that did not fit the log): it returns the sticky error if the log
+// failed, or holds off a sync's failure (failSync) until done is called, so
+// the log cannot fail between this check and the change's append or
+// checkpoint. Under applyMu; the caller must not sync the log (SyncTree)
+// before done (its own checkpoint fails the log directly: fail).
+func (l *redoLog) admit() (done func(), err error) {
+	l.failMu.RLock()
+	if err := l.failed(); err != nil {
+		l.failMu.RUnlock()
+		return nil, err
+	}
+	return l.failMu.RUnlock, nil
 }
 
 // keyRedoPos is badger's position in the redo log: be64 epoch | be64 number

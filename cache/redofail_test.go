@@ -21,9 +21,20 @@ import (
 // through a closed descriptor (standing in for the disk's error).
 func failLogSync(t *testing.T, s *Store) {
 	t.Helper()
+	if err := failLogSyncErr(s); !errors.Is(err, errRedoFailed) {
+		t.Fatalf("test premise: the sync should fail the log, got %v", err)
+	}
+}
+
+// failLogSyncErr is failLogSync for any goroutine: it returns the sync's error.
+func failLogSyncErr(s *Store) error {
 	closed, err := os.Open(filepath.Join(s.dir, metaDir, redoFile))
-	must(err)
-	must(closed.Close())
+	if err != nil {
+		return err
+	}
+	if err := closed.Close(); err != nil {
+		return err
+	}
 	s.redo.appendMu.Lock()
 	rw := s.redo.f
 	s.redo.f = closed
@@ -32,9 +43,7 @@ func failLogSync(t *testing.T, s *Store) {
 	s.redo.appendMu.Lock()
 	s.redo.f = rw
 	s.redo.appendMu.Unlock()
-	if !errors.Is(err, errRedoFailed) {
-		t.Fatalf("test premise: the sync should fail the log, got %v", err)
-	}
+	return err
 }
 
 // TestRedoFailedBigApplyChangesNothing: a big mutation (past the
@@ -92,32 +101,76 @@ func (h *countHandler) count(msg string) int {
 	return h.n[msg]
 }
 
-// TestRedoFailedPeriodicCommitLogsOnce: after the redo log failed for good,
-// every periodic commit fails the same way until the drive is remounted.
-// It logged "periodic sync failed" every period (5 s) on top of the
-// failure's own error; now once.
-func TestRedoFailedPeriodicCommitLogsOnce(t *testing.T) {
-	h := &countHandler{n: map[string]int{}}
-	const every = 5 * time.Millisecond
-	s, err := Open(Options{Dir: t.TempDir(), Key: testKey(), Logger: slog.New(h), commitInterval: every})
-	must(err)
+// TestRedoSyncFailureWaitsForAdmitted: a change admitted (admit) before a
+// sync fails the log is logged before the failure is recorded, so it is
+// never left in badger with the error returned; the failing sync waits.
+func TestRedoSyncFailureWaitsForAdmitted(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
 	defer s.Close()
-	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(1, 1)}}))
-	s.redo.fail(errors.New("test: the disk failed"))
-	time.Sleep(5 * every) // a commit that began before the failure has ended
-	s.synced.Store(-1)    // something is unsynced, for every commit from now on
-	const msg = "local store: periodic sync failed"
-	for deadline := time.Now().Add(10 * time.Second); h.count(msg) == 0; time.Sleep(every) {
-		if time.Now().After(deadline) {
-			t.Fatal("no periodic sync failure logged in 10 s")
-		}
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(1, 1)}})) // something to sync
+	done, err := s.redo.admit()
+	must(err)
+	synced := make(chan error, 1)
+	go func() { synced <- failLogSyncErr(s) }()
+	time.Sleep(50 * time.Millisecond)
+	if err := s.redo.failed(); err != nil {
+		done()
+		t.Fatalf("the log failed while an admitted change was under way: %v", err)
 	}
-	time.Sleep(40 * every)
-	if n := h.count(msg); n != 1 {
-		t.Fatalf("periodic sync failure logged %d times over 40 more periods; want once", n)
+	done()
+	if err := <-synced; !errors.Is(err, errRedoFailed) {
+		t.Fatalf("the sync after the admitted change: %v; want the log's sticky error", err)
 	}
-	if n := h.count("local store: the redo log could not be made durable; every later change and sync fails with EIO. Changes acknowledged so far are safe: fix the cause (disk errors?) and remount the drive"); n != 1 {
-		t.Fatalf("the log's failure logged %d times; want once", n)
+	if _, err := s.redo.admit(); !errors.Is(err, errRedoFailed) {
+		t.Fatalf("admit after the failure: %v; want the log's sticky error", err)
+	}
+}
+
+// TestFailedStorePeriodicCommitStops: after the store failed for good (its
+// redo log, or applying to badger), every periodic commit failed the same
+// way until the drive was remounted: it went on syncing segment files
+// written since (fdatasyncs for data no change of the tree can refer to
+// any more) and logging, every period. Now it says once that it stopped,
+// and to remount, and stops.
+func TestFailedStorePeriodicCommitStops(t *testing.T) {
+	const every = 5 * time.Millisecond
+	const stopped = "local store: periodic syncs stopped: the store failed; remount the drive to use it again"
+	for _, tc := range []struct {
+		name string
+		fail func(*Store)
+	}{
+		{"redo log", func(s *Store) { s.redo.fail(errors.New("test: the disk failed")) }},
+		{"badger", func(s *Store) {
+			s.behind.mu.Lock()
+			s.behind.err = errors.New("test: applying to badger failed")
+			s.behind.mu.Unlock()
+			s.synced.Store(-1) // something is unsynced
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &countHandler{n: map[string]int{}}
+			s, err := Open(Options{Dir: t.TempDir(), Key: testKey(), Logger: slog.New(h), commitInterval: every})
+			must(err)
+			defer s.Close()
+			must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(1, 1)}}))
+			f, err := s.OpenSegmentFile(7, 1)
+			must(err)
+			defer f.Close()
+			tc.fail(s)
+			time.Sleep(10 * every) // a commit that began before the failure has ended
+			flushes := s.Flushes()
+			for i := range int64(20) { // new data, unsynced, for the periods to come
+				must(f.WriteSegment(i, []byte("written after the failure")))
+				must(f.flush())
+				time.Sleep(2 * every)
+			}
+			if n := s.Flushes() - flushes; n != 0 {
+				t.Fatalf("%d flushes in 40 periods after the store failed; want none", n)
+			}
+			if n, m := h.count(stopped), h.count("local store: periodic sync failed"); n != 1 || m != 0 {
+				t.Fatalf("stop logged %d times, periodic failure %d times over 50 periods; want once and never", n, m)
+			}
+		})
 	}
 }
 
