@@ -267,9 +267,12 @@ func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 
 func (n *fnode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.d.noteForeground()
-	st, e := n.state()
+	var st *nodeState
+	var e syscall.Errno
 	if h, ok := f.(*handle); ok {
-		st, e = h.st, 0
+		st, e = h.st, n.d.heldFresh(h.st) // sharestale.go
+	} else {
+		st, e = n.state()
 	}
 	if e != 0 {
 		return e
@@ -543,6 +546,12 @@ func (n *fnode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off in
 	}
 	h.nextOff = off + int64(len(dest))
 	h.mu.Unlock()
+	// A handle opened before a roster raised its shared folder's lowest
+	// generation: its data is read once the node's record is fetched and
+	// checked under the new roster (sharestale.go).
+	if e := n.d.heldFresh(h.st); e != 0 {
+		return nil, e
+	}
 	ctx, cancel := context.WithTimeout(ctx, readTimeout+5*time.Second)
 	defer cancel()
 	var spare *spareSegment

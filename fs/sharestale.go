@@ -151,15 +151,20 @@ func (d *Drive) staleNode(id uint64) bool {
 // node to be fetched again, as the refusal of the record does. Not for a
 // state holding this drive's own changes (data or attributes not
 // uploaded, a queued operation: the pusher seals them again under the
-// current generation). Under d.mu.
+// current generation), nor for a node removed from the tree that a handle
+// keeps open (no record of it to fetch: it reads as it opened). Under d.mu.
+//
+// Every lookup, getattr, open and read comes here: the own tree costs one
+// compare, a shared folder's state at or above its lowest generation a
+// map lookup and a compare; only a state below it reads the local record.
 func (d *Drive) staleStateLocked(st *nodeState) bool {
-	if st.kid.Share == 0 { // the own tree: every lookup comes here
+	if st.kid.Share == 0 { // the own tree
 		return false
 	}
 	if sh := d.shares().byID[st.kid.Share]; sh == nil || st.kid.Gen >= sh.Roster.MinGen {
 		return false
 	}
-	if d.localNewerLocked(st) || d.pending[nodeKey(st.id)] > 0 || !d.staleNode(st.id) {
+	if st.deleted || d.localNewerLocked(st) || d.pending[nodeKey(st.id)] > 0 || !d.staleNode(st.id) {
 		return false
 	}
 	d.sh.stale.note(keys.RecordAttrs, st.id)
@@ -439,16 +444,42 @@ func (d *Drive) listFresh(dir uint64) ([]dirEnt, syscall.Errno) {
 	return es, e
 }
 
-// stateFresh returns node id's state, fetching its record if a new roster
-// refuses the local one.
+// stateFresh returns node id's state (getattr, open and the other
+// operations on an inode), fetching its record if a new roster refuses the
+// local one, or if the state kept in memory was decoded before the roster
+// rose (staleStateLocked): such a state answers only once the cloud's
+// record, checked under the new roster, replaced it; EIO if that is
+// refused too.
 func (d *Drive) stateFresh(id uint64) (*nodeState, syscall.Errno) {
 	var st *nodeState
 	e := d.retryStale(id, func() syscall.Errno {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		var err error
-		st, err = d.stateLocked(id)
-		return errno(err)
+		s, err := d.stateLocked(id)
+		if err != nil {
+			return errno(err)
+		}
+		if d.staleStateLocked(s) {
+			return syscall.EIO
+		}
+		st = s
+		return 0
 	})
 	return st, e
+}
+
+// heldFresh is stateFresh for st, the state an open file handle holds
+// (getattr and read through the handle): the kernel keeps a handle opened
+// before the roster rose, and its state must not answer in place of the
+// record a new roster refuses either. The fetch updates st in place
+// (pullNode).
+func (d *Drive) heldFresh(st *nodeState) syscall.Errno {
+	return d.retryStale(st.id, func() syscall.Errno {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.staleStateLocked(st) {
+			return syscall.EIO
+		}
+		return 0
+	})
 }
