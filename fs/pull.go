@@ -108,30 +108,30 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 			}
 		}
 	}
-	// A node whose entry the batch deletes in a directory and for which it
-	// creates one other entry there was renamed within the directory, or
-	// its name re-sealed under a share's new generation (the same name
-	// under a new MAC). Applied as two pullEntry calls, the name had no
-	// entry while the second looked the cloud up, and a lookup then
-	// answered ENOENT for a file that is there: the pair is applied at
-	// the later one's place in the feed, in one step if swapInDir can.
+	// A node whose entry the batch deletes and for which it creates one
+	// other entry was moved: renamed within its directory or into another,
+	// maybe over an existing name, or its name re-sealed under a share's
+	// new generation (the same name under a new MAC). Applied as two
+	// pullEntry calls, the node had no entry while the second looked the
+	// cloud up, and a lookup then answered ENOENT for a file that is there:
+	// the pair is applied at the later one's place in the feed, in one step
+	// if moveInFeed can.
 	type pair struct{ del, add ek }
-	type dirNode struct{ dir, node uint64 }
-	dels, adds := map[dirNode][]ek{}, map[dirNode][]ek{}
+	dels, adds := map[uint64][]ek{}, map[uint64][]ek{}
 	for _, k := range eorder {
 		c := entries[k]
 		if c.Node == 0 {
 			continue
 		}
-		if dn := (dirNode{k.parent, c.Node}); c.Deleted {
-			dels[dn] = append(dels[dn], k)
+		if c.Deleted {
+			dels[c.Node] = append(dels[c.Node], k)
 		} else {
-			adds[dn] = append(adds[dn], k)
+			adds[c.Node] = append(adds[c.Node], k)
 		}
 	}
 	paired := map[ek]*pair{}
-	for dn, ks := range dels {
-		if as := adds[dn]; len(ks) == 1 && len(as) == 1 {
+	for node, ks := range dels {
+		if as := adds[node]; len(ks) == 1 && len(as) == 1 {
 			p := &pair{del: ks[0], add: as[0]}
 			paired[p.del], paired[p.add] = p, p
 		}
@@ -152,7 +152,7 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 		if !done[p.del] || !done[p.add] {
 			continue // the pair's first change: applied with its second
 		}
-		if d.swapInDir(ctx, p.del.parent, entries[p.del], entries[p.add]) {
+		if d.moveInFeed(ctx, entries[p.del], entries[p.add]) {
 			continue
 		}
 		first := p.del // the pair's first change in the feed's order, kept
@@ -175,32 +175,32 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 	return d.store.Apply(cache.Mutation{Cursor: &seq})
 }
 
-// swapInDir applies del, the feed's deletion of a node's entry in
-// directory dir, and add, its creation of another entry of that node
-// there, in one local step (renameInDir) once the cloud shows the old
-// entry gone and the new one naming the node. It reports whether it did;
-// false leaves both to pullEntry (also an entry this drive does not hold,
-// or holds already: often its own rename coming back), which then makes
-// the requests again.
-func (d *Drive) swapInDir(ctx context.Context, dir uint64, del, add api.Change) bool {
-	if d.isPending(entryKey(dir, del.NameMAC)) || d.isPending(entryKey(dir, add.NameMAC)) || d.isPending(nodeKey(add.Node)) {
+// moveInFeed applies del, the feed's deletion of a node's entry, and add,
+// its creation of another entry of that node (in the same directory or
+// another, maybe over an existing name), in one local step (moveEntry)
+// once the cloud shows the old entry gone and the new one naming the node.
+// It reports whether it did; false leaves both to pullEntry (also an entry
+// this drive does not hold, or holds already: often its own rename coming
+// back), which then makes the requests again.
+func (d *Drive) moveInFeed(ctx context.Context, del, add api.Change) bool {
+	if d.isPending(entryKey(del.Parent, del.NameMAC)) || d.isPending(entryKey(add.Parent, add.NameMAC)) || d.isPending(nodeKey(add.Node)) {
 		return false
 	}
-	old, err := d.store.Lookup(dir, del.NameMAC)
+	old, err := d.store.Lookup(del.Parent, del.NameMAC)
 	if err != nil || old.Child != del.Node {
 		return false
 	}
-	if _, err := d.store.Lookup(dir, add.NameMAC); !errors.Is(err, cache.ErrNotFound) {
+	if e, err := d.store.Lookup(add.Parent, add.NameMAC); err == nil && e.Child == add.Node || err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return false
 	}
-	if _, err := d.c.Lookup(ctx, dir, del.NameMAC); !errors.Is(err, api.ErrNotFound) {
+	if _, err := d.c.Lookup(ctx, del.Parent, del.NameMAC); !errors.Is(err, api.ErrNotFound) {
 		return false
 	}
-	cur, err := d.c.Lookup(ctx, dir, add.NameMAC)
+	cur, err := d.c.Lookup(ctx, add.Parent, add.NameMAC)
 	if err != nil || cur.Node.ID != add.Node {
 		return false
 	}
-	return d.renameInDir(ctx, dir, old, cur)
+	return d.moveEntry(ctx, old, add.Parent, cur)
 }
 
 // pullEntry brings one entry up to date.
@@ -470,12 +470,13 @@ func (d *Drive) refreshDirIn(ctx context.Context, id uint64) {
 		seen[e.NameMAC] = true
 	}
 	// A node whose one local entry here the cloud no longer lists, and
-	// which the cloud lists here under one name MAC this drive lacks, was
-	// renamed within the directory, or its name re-sealed under a share's
+	// which the cloud lists here under one other name MAC (one this drive
+	// lacks, or names another node by), was renamed within the directory,
+	// maybe over an existing name, or its name re-sealed under a share's
 	// new generation (the same name under a new MAC): its entry is
-	// replaced in one step (renameInDir). Removed, then added, the name
-	// had no entry in between, and a lookup then answered ENOENT for a
-	// file that is there.
+	// replaced in one step (moveEntry). Removed, then added, the node had
+	// no entry in between, and a lookup then answered ENOENT for a file
+	// that is there.
 	gone, came := map[uint64][]cache.Entry{}, map[uint64][]api.Entry{}
 	for _, e := range local {
 		if !seen[e.NameMAC] {
@@ -483,18 +484,18 @@ func (d *Drive) refreshDirIn(ctx context.Context, id uint64) {
 		}
 	}
 	for _, e := range remote {
-		if _, ok := have[e.NameMAC]; !ok {
+		if l, ok := have[e.NameMAC]; !ok || l.Child != e.Node.ID {
 			came[e.Node.ID] = append(came[e.Node.ID], e)
 		}
 	}
-	renamed := map[string]bool{} // name MACs, old and new, handled by renameInDir
+	renamed := map[string]bool{} // name MACs, old and new, handled by moveEntry
 	for child, olds := range gone {
-		if news := came[child]; len(olds) == 1 && len(news) == 1 && d.renameInDir(ctx, id, olds[0], news[0]) {
+		if news := came[child]; len(olds) == 1 && len(news) == 1 && d.moveEntry(ctx, olds[0], id, news[0]) {
 			renamed[olds[0].NameMAC], renamed[news[0].NameMAC] = true, true
 		}
 	}
 	// Removals first, as the feed orders a rename: a node renamed within
-	// the directory in a way renameInDir leaves alone would otherwise
+	// the directory in a way moveEntry leaves alone would otherwise
 	// lose its last link after its new entry came in.
 	for _, e := range local {
 		if !seen[e.NameMAC] && !renamed[e.NameMAC] {
@@ -525,70 +526,144 @@ func (d *Drive) openCloudEntryLocked(dir uint64, mac string, e api.Entry) ([]byt
 	return name, d.checkPlacement(pst.kid, e.Name, e.Node.ID, ck)
 }
 
-// renameInDir replaces old, the local entry of a node in directory dir,
-// by cur, the cloud's entry of the same node there under another name
-// MAC, in one local mutation: the node and its link count stay as they
-// are. It checks cur as pullEntry does, and reports whether it replaced
-// old (or found it replaced already); false leaves both to pullEntry's
-// removal and addition: an entry cur the drive refuses (then logged and
-// counted there), or one with queued local changes.
-func (d *Drive) renameInDir(ctx context.Context, dir uint64, old cache.Entry, cur api.Entry) bool {
-	child := cur.Node.ID
+// moveEntry replaces old, the local entry of a node, by cur, the cloud's
+// entry of the same node in directory dir (old's or another) under another
+// name MAC, in one local mutation under d.mu, so a lookup meanwhile finds
+// the node under one name or the other: the node and its link count stay
+// as they are (a moved directory's parent changes). An entry cur replaces
+// loses its link in that mutation, as in a local rename. It checks cur as
+// pullEntry does, and reports whether it moved old (or found it moved
+// already); false leaves both to pullEntry's removal and addition: an
+// entry cur the drive refuses (then logged and counted there), one with
+// queued local changes, a replaced entry a local rename would refuse (a
+// directory not empty here, or of another type).
+func (d *Drive) moveEntry(ctx context.Context, old cache.Entry, dir uint64, cur api.Entry) bool {
 	d.ensureShareKeys(ctx, cur.Name) // a generation new to this drive: its keys first (share.go)
 	d.ensureShareKeys(ctx, cur.Node.Attrs)
-	kind := meta.KindOf(cur.Node.Type == api.TypeDir)
 	d.mu.Lock()
-	if d.pending[entryKey(dir, old.NameMAC)] > 0 || d.pending[entryKey(dir, cur.NameMAC)] > 0 || d.pending[nodeKey(child)] > 0 {
-		d.mu.Unlock()
-		return false
+	notes, moved := d.moveEntryLocked(old, dir, cur)
+	d.mu.Unlock()
+	if notes == nil {
+		return moved
 	}
+	notifyIn(ctx, notes)
+	if cur.Node.Type == api.TypeDir {
+		go d.refreshDir(cur.Node.ID) // as pullEntry does for a directory's new entry
+	}
+	return true
+}
+
+// moveEntryLocked is moveEntry's change of the local tree; it returns what
+// to tell the kernel once d.mu is released (nil if it changed nothing).
+// Under d.mu.
+func (d *Drive) moveEntryLocked(old cache.Entry, dir uint64, cur api.Entry) (notes func(), moved bool) {
+	child, from := cur.Node.ID, old.Parent
+	if d.pending[entryKey(from, old.NameMAC)] > 0 || d.pending[entryKey(dir, cur.NameMAC)] > 0 || d.pending[nodeKey(child)] > 0 {
+		return nil, false
+	}
+	var target *cache.Entry // the entry cur replaces
 	if e, err := d.store.Lookup(dir, cur.NameMAC); err == nil {
-		d.mu.Unlock()
-		// Replaced already (another refresh of dir), or another node there now.
-		return e.Child == child && bytes.Equal(e.Name, cur.Name)
+		if e.Child == child {
+			// Moved already (another refresh), if old is gone.
+			_, err := d.store.Lookup(from, old.NameMAC)
+			return nil, errors.Is(err, cache.ErrNotFound) && bytes.Equal(e.Name, cur.Name)
+		}
+		target = &e
+	} else if !errors.Is(err, cache.ErrNotFound) {
+		return nil, false
 	}
-	if e, err := d.store.Lookup(dir, old.NameMAC); err != nil || e.Child != child {
-		d.mu.Unlock()
-		return false
+	if e, err := d.store.Lookup(from, old.NameMAC); err != nil || e.Child != child {
+		return nil, false
 	}
-	if st := d.states[child]; st != nil && st.deleted {
-		d.mu.Unlock()
-		return false
+	if _, err := d.store.GetNode(dir); err != nil {
+		return nil, false // a directory this drive does not have
+	}
+	// The node's record is not opened (a share's re-seal may have left it
+	// refused here till it is fetched), but for a directory that changes
+	// parent.
+	st := d.states[child]
+	if st != nil && st.deleted {
+		return nil, false
 	}
 	if _, err := d.store.GetNode(child); err != nil {
-		d.mu.Unlock()
-		return false
+		return nil, false
+	}
+	kind := meta.KindOf(cur.Node.Type == api.TypeDir)
+	moveDir := kind == meta.KindDir && from != dir
+	if moveDir {
+		var err error
+		if st, err = d.stateLocked(child); err != nil || dir == child || st.isAncestorLocked(d, dir) {
+			return nil, false // not below itself here: the local tree is behind
+		}
+	}
+	var gone *nodeState
+	if target != nil {
+		if d.pending[nodeKey(target.Child)] > 0 {
+			return nil, false
+		}
+		var err error
+		if gone, err = d.stateLocked(target.Child); err != nil || gone.kind() != kind {
+			return nil, false
+		}
+		if gone.isDir() {
+			if empty, err := d.store.DirEmpty(gone.id); err != nil || !empty {
+				return nil, false
+			}
+		}
 	}
 	newName, err := d.openCloudEntryLocked(dir, cur.NameMAC, cur)
 	if err != nil {
-		d.mu.Unlock()
-		return false
+		return nil, false
 	}
 	// The old name, for the kernel, unless a new roster refuses it (a
 	// re-seal: the same name; opening it would note it to fetch again).
-	var oldName []byte
+	var oldName, goneName []byte
 	if !d.belowMinGen(old.Name) {
-		oldName, _ = d.openName(dir, child, kind, old.NameMAC, old.Name)
+		oldName, _ = d.openName(from, child, kind, old.NameMAC, old.Name)
 	}
-	err = d.store.Apply(cache.Mutation{
+	m := cache.Mutation{
 		DeleteEntries: []cache.Entry{old},
 		PutEntries:    []cache.Entry{{Parent: dir, NameMAC: cur.NameMAC, Name: cur.Name, Child: child}},
-	})
-	d.mu.Unlock()
-	if err != nil {
-		d.log.Warn("replacing a renamed entry", "parent", dir, "child", child, "err", err)
-		return false
 	}
-	notifyIn(ctx, func() {
-		if len(oldName) > 0 && !bytes.Equal(oldName, newName) {
-			d.notifyDelete(dir, string(oldName), nil)
+	var parent uint64
+	if moveDir {
+		parent, st.parent = st.parent, dir
+		m.PutNodes = append(m.PutNodes, d.localNode(st))
+	}
+	// What dropLinkLocked changes of gone, put back if m fails.
+	var nlink uint32
+	var deleted bool
+	var ctime int64
+	if gone != nil {
+		goneName, _ = d.openName(dir, gone.id, gone.kind(), target.NameMAC, target.Name)
+		nlink, deleted, ctime = gone.nlink, gone.deleted, gone.attrs.Ctime
+		d.dropLinkLocked(gone, &m, nowNs())
+	}
+	if err := d.store.Apply(m); err != nil {
+		if moveDir {
+			st.parent = parent
+		}
+		if gone != nil {
+			gone.nlink, gone.deleted, gone.attrs.Ctime = nlink, deleted, ctime
+		}
+		d.log.Warn("moving an entry moved elsewhere", "from", from, "to", dir, "child", child, "err", err)
+		return nil, false
+	}
+	if st != nil {
+		st.lastParent, st.lastName = dir, string(newName)
+	}
+	if gone != nil {
+		d.afterDropLocked(gone)
+	}
+	return func() {
+		if len(oldName) > 0 && (from != dir || !bytes.Equal(oldName, newName)) {
+			d.notifyDelete(from, string(oldName), nil)
+		}
+		if len(goneName) > 0 {
+			d.notifyDelete(dir, string(goneName), gone)
 		}
 		d.notifyEntry(dir, string(newName))
-	})
-	if kind == meta.KindDir {
-		go d.refreshDir(child) // as pullEntry does for a directory's new entry
-	}
-	return true
+	}, true
 }
 
 // relist copies the whole tree from the cloud into an empty local tree. The

@@ -1,0 +1,241 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"kumo/internal/hostile"
+	"kumo/internal/meta"
+	"kumo/remote/api"
+)
+
+// TestFeedMoveNeverMissing: another device moves a.txt (a file, or a
+// directory) to another directory, or renames it over an existing b.txt,
+// or both; this drive's
+// puller brings the change feed's deletion of a.txt's entry and creation
+// (or replacement) of b.txt's in. The cloud's answer to the puller's
+// lookup of b.txt's entry is held, and both names are looked up meanwhile:
+// the file must answer under one of them, and a replaced b.txt must never
+// answer ENOENT. The old puller applied such a move as two steps (a.txt's
+// entry removed, dropping the file's last link, before that lookup), so
+// the file had no name in between.
+func TestFeedMoveNeverMissing(t *testing.T) {
+	for _, tc := range []struct {
+		name                     string
+		crossDir, replace, isDir bool
+	}{
+		{"AcrossDirectories", true, false, false},
+		{"OverExistingName", false, true, false},
+		{"AcrossDirectoriesOverExistingName", true, true, false},
+		{"DirectoryAcrossDirectories", true, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testFeedMove(t, tc.crossDir, tc.replace, tc.isDir) })
+	}
+}
+
+// testFeedMove moves a.txt (a directory holding f if isDir) to b.txt in
+// directory d (crossDir) or the root, over an existing b.txt (replace).
+func testFeedMove(t *testing.T, crossDir, replace, isDir bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := startCloud(t, t.TempDir(), 0)
+	w := coreDrive(t, c)
+	dir := uint64(api.RootID)
+	if crossDir {
+		dir = coreMkdir(t, w, api.RootID, "d").id
+	}
+	if isDir {
+		coreFile(t, w, coreMkdir(t, w, api.RootID, "a.txt").id, "f", "moved elsewhere\n")
+	} else {
+		coreFile(t, w, api.RootID, "a.txt", "moved elsewhere\n")
+	}
+	if replace {
+		coreFile(t, w, dir, "b.txt", "replaced\n")
+	}
+	must(t, w.Flush(ctx))
+
+	p := hostile.Start(t, c.url)
+	r := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
+		o.Client = proxyClient(t, p.URL, c.sess.Token)
+	}, nil)
+	a, e := r.lookupForTest(api.RootID, "a.txt")
+	if e != 0 {
+		t.Fatalf("lookup a.txt before the move: %v", e)
+	}
+	var old *nodeState // the b.txt the move replaces
+	if replace {
+		if old, e = r.lookupForTest(dir, "b.txt"); e != 0 {
+			t.Fatalf("lookup b.txt before the move: %v", e)
+		}
+	}
+
+	// Only the first lookup of b.txt's entry is held: any later one (a
+	// refresh) goes through.
+	bMAC := meta.NewSealer(c.sess.Subkeys()).NameMAC(dir, []byte("b.txt"))
+	gate := hostile.NewGate()
+	held := gate.Rule()
+	var n atomic.Int32
+	p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries/%s", dir, bMAC), func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		if n.Add(1) == 1 {
+			return held(req, next)
+		}
+		return next(req)
+	})
+	var arrived atomic.Bool
+	release := sync.OnceFunc(func() {
+		if arrived.Load() {
+			gate.Release(0)
+		}
+	})
+	t.Cleanup(release) // a failure below must not leave the puller held
+
+	if e := w.rename(api.RootID, "a.txt", dir, "b.txt", 0); e != 0 {
+		t.Fatalf("move on the other device: %v", e)
+	}
+	must(t, w.Flush(ctx))
+
+	// The puller is at its lookup of b.txt's entry.
+	must(t, gate.Wait(ctx, 1))
+	arrived.Store(true)
+	sa, ea := r.lookupForTest(api.RootID, "a.txt")
+	sb, eb := r.lookupForTest(dir, "b.txt")
+	switch {
+	case replace && (eb != 0 || sb.id != a.id && sb.id != old.id):
+		t.Fatalf("while the puller applies the move, the replaced b.txt answers %v (node %v)", eb, sb)
+	case ea == 0 && sa.id == a.id, eb == 0 && sb.id == a.id:
+	default:
+		t.Fatalf("while the puller applies the move, the file has no name: a.txt %v, b.txt %v", ea, eb)
+	}
+	release()
+
+	waitFor(t, 10*time.Second, func() bool {
+		_, ea := r.lookupForTest(api.RootID, "a.txt")
+		b, eb := r.lookupForTest(dir, "b.txt")
+		return ea == syscall.ENOENT && eb == 0 && b.id == a.id
+	})
+	if isDir {
+		if b, _ := r.lookupForTest(dir, "b.txt"); b.parent != dir {
+			t.Fatalf("the moved directory's parent is %d, want %d", b.parent, dir)
+		}
+		if got := coreRead(t, r, a.id, "f"); got != "moved elsewhere\n" {
+			t.Fatalf("b.txt/f after the move reads %q", got)
+		}
+	} else {
+		if got := coreRead(t, r, dir, "b.txt"); got != "moved elsewhere\n" {
+			t.Fatalf("b.txt after the move reads %q", got)
+		}
+		if b, _ := r.lookupForTest(dir, "b.txt"); b.nlink != 1 {
+			t.Fatalf("b.txt has %d links, want 1", b.nlink)
+		}
+	}
+	if replace {
+		if _, err := r.store.GetNode(old.id); err == nil {
+			t.Fatalf("the replaced b.txt (node %d) is still in the local tree", old.id)
+		}
+	}
+}
+
+// TestRefreshRenameOverNeverMissing: another device renames a.txt over
+// b.txt in the same directory, and this drive learns it from a relisting
+// of the directory (refreshDir), its change feed held. A lookup of b.txt's
+// entry in the cloud is held, and both names are looked up meanwhile, or
+// once the relisting is done: the file must answer under one of them, and
+// b.txt must never answer ENOENT. The old relisting removed a.txt's entry
+// (dropping the file's last link), then looked b.txt up in the cloud to
+// replace it, so the file had no name in between.
+func TestRefreshRenameOverNeverMissing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := startCloud(t, t.TempDir(), 0)
+	w := coreDrive(t, c)
+	coreFile(t, w, api.RootID, "a.txt", "renamed over\n")
+	coreFile(t, w, api.RootID, "b.txt", "replaced\n")
+	must(t, w.Flush(ctx))
+
+	p := hostile.Start(t, c.url)
+	r := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
+		o.Client = proxyClient(t, p.URL, c.sess.Token)
+	}, nil)
+	a, ea := r.lookupForTest(api.RootID, "a.txt")
+	old, eb := r.lookupForTest(api.RootID, "b.txt")
+	if ea != 0 || eb != 0 {
+		t.Fatalf("lookups before the rename: a.txt %v, b.txt %v", ea, eb)
+	}
+
+	// The change feed is held, so only the relisting below brings the rename in.
+	feed := make(chan struct{})
+	var polls atomic.Int32
+	p.On("GET", "/v1/changes", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		polls.Add(1)
+		<-feed
+		return next(req)
+	})
+	t.Cleanup(func() { close(feed) }) // before the drive's shutdown
+	waitFor(t, 5*time.Second, func() bool { return polls.Load() > 0 })
+
+	bMAC := meta.NewSealer(c.sess.Subkeys()).NameMAC(api.RootID, []byte("b.txt"))
+	gate := hostile.NewGate()
+	held := gate.Rule()
+	var n atomic.Int32
+	p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries/%s", api.RootID, bMAC), func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		if n.Add(1) == 1 {
+			return held(req, next)
+		}
+		return next(req)
+	})
+	var arrived atomic.Bool
+	release := sync.OnceFunc(func() {
+		if arrived.Load() {
+			gate.Release(0)
+		}
+	})
+	t.Cleanup(release)
+
+	if e := w.rename(api.RootID, "a.txt", api.RootID, "b.txt", 0); e != 0 {
+		t.Fatalf("rename on the other device: %v", e)
+	}
+	must(t, w.Flush(ctx))
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.refreshDir(api.RootID)
+	}()
+	atGate := make(chan error, 1)
+	go func() { atGate <- gate.Wait(ctx, 1) }()
+	select {
+	case err := <-atGate:
+		must(t, err)
+		arrived.Store(true)
+	case <-done:
+	}
+	sa, ea := r.lookupForTest(api.RootID, "a.txt")
+	sb, eb := r.lookupForTest(api.RootID, "b.txt")
+	switch {
+	case eb != 0 || sb.id != a.id && sb.id != old.id:
+		t.Fatalf("while the drive relists the directory, b.txt answers %v (node %v)", eb, sb)
+	case ea == 0 && sa.id == a.id, sb.id == a.id:
+	default:
+		t.Fatalf("while the drive relists the directory, the file has no name: a.txt %v, b.txt is node %d", ea, sb.id)
+	}
+	release()
+	<-done
+
+	if _, ea := r.lookupForTest(api.RootID, "a.txt"); ea != syscall.ENOENT {
+		t.Fatalf("a.txt after the relisting: %v, want ENOENT", ea)
+	}
+	if b, eb := r.lookupForTest(api.RootID, "b.txt"); eb != 0 || b.id != a.id || b.nlink != 1 {
+		t.Fatalf("b.txt after the relisting: %v, node %v, want node %d with 1 link", eb, b, a.id)
+	}
+	if got := coreRead(t, r, api.RootID, "b.txt"); got != "renamed over\n" {
+		t.Fatalf("b.txt after the relisting reads %q", got)
+	}
+	if _, err := r.store.GetNode(old.id); err == nil {
+		t.Fatalf("the replaced b.txt (node %d) is still in the local tree", old.id)
+	}
+}
