@@ -2,7 +2,6 @@ package cache
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -15,7 +14,7 @@ import (
 const (
 	kindNode    = 'n' // 'n' id(be64)                 -> encodeNode
 	kindEntry   = 'e' // 'e' parent(be64) nameMAC     -> encodeEntry
-	kindJournal = 'j' // 'j' seq(be64)                -> JSON of api.BatchOp
+	kindJournal = 'j' // 'j' seq(be64)                -> api.BatchOp (encodeJournal)
 )
 
 var (
@@ -252,12 +251,8 @@ func (s *Store) writeMutation(rec *redoRecorder, m Mutation) (uint64, error) {
 		rec.set(entryKey(e.Parent, e.NameMAC), encodeEntry(e.Child, e.Name))
 	}
 	for _, op := range m.Journal {
-		v, err := json.Marshal(op)
-		if err != nil {
-			return 0, fmt.Errorf("encode journal op: %w", err)
-		}
 		seq++
-		rec.set(journalKey(seq), v)
+		rec.set(journalKey(seq), encodeJournal(op))
 	}
 	if len(m.Journal) > 0 {
 		rec.set(keySeq, be64(seq))
