@@ -151,8 +151,9 @@ func (d *Drive) staleNode(id uint64) bool {
 // node to be fetched again, as the refusal of the record does. Not for a
 // state holding this drive's own changes (data or attributes not
 // uploaded, a queued operation: the pusher seals them again under the
-// current generation), nor for a node removed from the tree that a handle
-// keeps open (no record of it to fetch: it reads as it opened). Under d.mu.
+// current generation). A node removed from the tree that a handle keeps
+// open has no local record left (staleNode): it reads as it opened. Under
+// d.mu.
 //
 // Every lookup, getattr, open and read comes here: the own tree costs one
 // compare, a shared folder's state at or above its lowest generation a
@@ -164,7 +165,7 @@ func (d *Drive) staleStateLocked(st *nodeState) bool {
 	if sh := d.shares().byID[st.kid.Share]; sh == nil || st.kid.Gen >= sh.Roster.MinGen {
 		return false
 	}
-	if st.deleted || d.localNewerLocked(st) || d.pending[nodeKey(st.id)] > 0 || !d.staleNode(st.id) {
+	if d.localNewerLocked(st) || d.pending[nodeKey(st.id)] > 0 || !d.staleNode(st.id) {
 		return false
 	}
 	d.sh.stale.note(keys.RecordAttrs, st.id)

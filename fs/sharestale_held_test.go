@@ -22,8 +22,9 @@ import (
 // whose re-sealed record the cloud holds, is fetched and answers under
 // generation 2, bytes exact; sub/b.txt, for which the cloud serves only a
 // generation-1 record signed by the removed writer, is EIO on each path,
-// not its old attributes or bytes. The old drive answered all of them from
-// the generation-1 states.
+// not its old attributes or bytes; c.txt, removed while a handle keeps it
+// open, still reads through it. The old drive answered a.txt and b.txt
+// from the generation-1 states.
 func TestShareMinGenHeldState(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
@@ -45,6 +46,14 @@ func TestShareMinGenHeldState(t *testing.T) {
 		return fh
 	}
 	ah, bh := open(an), open(bn) // opened in generation 1
+	// c.txt: written in generation 1, opened, then removed while open.
+	cn := &fnode{d: od, id: coreFile(t, od, docs.id, "c.txt", "shared c\n").id}
+	flushDrive(t, od)
+	ch := open(cn)
+	if e := od.unlink(docs.id, "c.txt", false); e != 0 {
+		t.Fatalf("rm c.txt: %v", e)
+	}
+	flushDrive(t, od)
 	gen := func(id uint64) uint32 {
 		od.mu.Lock()
 		defer od.mu.Unlock()
@@ -62,8 +71,8 @@ func TestShareMinGenHeldState(t *testing.T) {
 		}
 		return string(got), 0
 	}
-	if got, e := read(an, ah); e != 0 || got != "shared a\n" || gen(an.id) != 1 || gen(bn.id) != 1 {
-		t.Fatalf("before the re-seal: read a.txt %q (%v), generations %d and %d, want 1", got, e, gen(an.id), gen(bn.id))
+	if got, e := read(an, ah); e != 0 || got != "shared a\n" || gen(an.id) != 1 || gen(bn.id) != 1 || gen(cn.id) != 1 {
+		t.Fatalf("before the re-seal: read a.txt %q (%v), generations %d, %d and %d, want 1", got, e, gen(an.id), gen(bn.id), gen(cn.id))
 	}
 
 	hold.Store(true)
@@ -111,6 +120,13 @@ func TestShareMinGenHeldState(t *testing.T) {
 	}
 	if g := gen(bn.id); g != 1 {
 		t.Fatalf("sub/b.txt's state is of generation %d: the planted record was taken", g)
+	}
+	// c.txt, removed while open: no record to fetch, it reads as it opened.
+	if got, e := read(cn, ch); e != 0 || got != "shared c\n" {
+		t.Fatalf("read c.txt, removed while open before the re-seal: %q, %v", got, e)
+	}
+	if e := cn.Getattr(ctx, ch, &out); e != 0 {
+		t.Fatalf("getattr c.txt through its handle: %v", e)
 	}
 	if od.Integrity().AuthFailures == before {
 		t.Fatal("the refusal of the cloud's generation-1 record is not counted")
