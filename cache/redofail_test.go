@@ -101,6 +101,76 @@ func (h *countHandler) count(msg string) int {
 	return h.n[msg]
 }
 
+// bigMutation puts n nodes from id on: past the write-behind's limits, so
+// badger gets it before the log (applyNow).
+func bigMutation(id uint64) Mutation {
+	var m Mutation
+	for n := id; n < id+behindMaxEntries+10; n++ {
+		m.PutNodes = append(m.PutNodes, smallNode(n, 2))
+	}
+	return m
+}
+
+// TestRedoFailsDuringBigApply: a big mutation checked the log's sticky
+// error, then waited for the write-behind queue to reach badger (which may
+// wait for data syncs); a sync failing the log meanwhile let it into badger
+// while Apply returned the error. Now the check comes after the wait and
+// holds off a sync's failure until the change is logged: the error, and no
+// change.
+func TestRedoFailsDuringBigApply(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	defer s.Close()
+	w := s.behind
+	// The applier calls dataBefore once it took a batch with an AfterData
+	// record, past its gathering pause: from then on only a drain puts a
+	// token in hurry.
+	took := make(chan struct{}, 1)
+	orig := w.dataBefore
+	w.mu.Lock()
+	w.dataBefore = func(fence uint64) error {
+		select {
+		case <-w.hurry:
+		default:
+		}
+		took <- struct{}{}
+		return orig(fence)
+	}
+	w.mu.Unlock()
+
+	w.applying.Lock() // the queued record stays queued
+	unlocked := false
+	defer func() {
+		if !unlocked {
+			w.applying.Unlock()
+		}
+	}()
+	release := s.DataOrder()
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(1, 1)}, AfterData: true}))
+	release()
+	<-took
+
+	applied := make(chan error, 1)
+	go func() { applied <- s.Apply(bigMutation(1000)) }()
+	for deadline := time.Now().Add(10 * time.Second); len(w.hurry) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the big apply did not wait for the queue in 10 s")
+		}
+	}
+	failLogSync(t, s) // while the big apply waits for the queue
+	w.applying.Unlock()
+	unlocked = true
+
+	if err := <-applied; !errors.Is(err, errRedoFailed) {
+		t.Fatalf("big apply while the log failed: %v; want the log's sticky error", err)
+	}
+	if n, err := s.GetNode(1000); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("node 1000 of the refused apply: %+v, %v; want not found", n.ID, err)
+	}
+	if _, err := s.GetNode(1); err != nil { // logged before the failure: it stands
+		t.Fatalf("node 1, applied before the failure: %v", err)
+	}
+}
+
 // TestRedoSyncFailureWaitsForAdmitted: a change admitted (admit) before a
 // sync fails the log is logged before the failure is recorded, so it is
 // never left in badger with the error returned; the failing sync waits.

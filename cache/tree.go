@@ -268,15 +268,19 @@ func (s *Store) writeMutation(rec *redoRecorder, m Mutation) (uint64, error) {
 // does not fit the log). Under applyMu. A failure to log is reported, but
 // the transaction stands: the next checkpoint makes it durable.
 func (s *Store) applyNow(entries []redoEntry) error {
-	// A failed log takes nothing (redoLog.fail): the change must not reach
-	// badger (visible, and durable whenever badger is written back) while
-	// the caller is told it failed.
-	if err := s.redo.failed(); err != nil {
-		return err
-	}
 	if err := s.behind.drain(); err != nil {
 		return err
 	}
+	// A failed log takes nothing (redoLog.fail): the change must not reach
+	// badger (visible, and durable whenever badger is written back) while
+	// the caller is told it failed. Checked after the drain (which may wait
+	// for data syncs) and held until the change is logged (admit), so a
+	// sync failing meanwhile cannot let it into badger.
+	done, err := s.redo.admit()
+	if err != nil {
+		return err
+	}
+	defer done()
 	// Badger first, with the position the record will have (if it does not
 	// fit the log, the checkpoint below starts a new epoch anyway).
 	if err := applyTxn(s.db, []behindRecord{{entries: entries, pos: s.redo.next()}}); err != nil {
@@ -320,9 +324,11 @@ func (s *Store) applyBehind(entries []redoEntry, size int, afterData bool) error
 			return err
 		}
 	}
-	if err := s.redo.failed(); err != nil { // failed since appendRecord: nothing for badger
+	done, err := s.redo.admit() // failed since appendRecord: nothing for badger
+	if err != nil {
 		return err
 	}
+	defer done()
 	if err := applyRecords(s.db, []behindRecord{{entries: entries}}); err != nil {
 		return err
 	}
