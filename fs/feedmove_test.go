@@ -239,3 +239,97 @@ func TestRefreshRenameOverNeverMissing(t *testing.T) {
 		t.Fatalf("the replaced b.txt (node %d) is still in the local tree", old.id)
 	}
 }
+
+// TestFeedExchangeNeverMissing: another device exchanges a.txt and b.txt
+// (rename with RENAME_EXCHANGE), in one directory or across two; this
+// drive's puller brings the change feed's pointing of each entry at the
+// other's node in. The cloud's answer to the puller's lookup of b.txt's
+// entry is held, and both names are looked up meanwhile: each file must
+// answer under one of them. The old puller pointed a.txt at b.txt's file
+// first (dropping a.txt's file's last link) before that lookup, so a.txt's
+// file had no name in between.
+func TestFeedExchangeNeverMissing(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		crossDir bool
+	}{{"InOneDirectory", false}, {"AcrossDirectories", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c := startCloud(t, t.TempDir(), 0)
+			w := coreDrive(t, c)
+			dir := uint64(api.RootID)
+			if tc.crossDir {
+				dir = coreMkdir(t, w, api.RootID, "d").id
+			}
+			coreFile(t, w, api.RootID, "a.txt", "was a\n")
+			coreFile(t, w, dir, "b.txt", "was b\n")
+			must(t, w.Flush(ctx))
+
+			p := hostile.Start(t, c.url)
+			r := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
+				o.Client = proxyClient(t, p.URL, c.sess.Token)
+			}, nil)
+			a, ea := r.lookupForTest(api.RootID, "a.txt")
+			b, eb := r.lookupForTest(dir, "b.txt")
+			if ea != 0 || eb != 0 {
+				t.Fatalf("lookups before the exchange: a.txt %v, b.txt %v", ea, eb)
+			}
+
+			bMAC := meta.NewSealer(c.sess.Subkeys()).NameMAC(dir, []byte("b.txt"))
+			gate := hostile.NewGate()
+			held := gate.Rule()
+			var n atomic.Int32
+			p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries/%s", dir, bMAC), func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+				if n.Add(1) == 1 {
+					return held(req, next)
+				}
+				return next(req)
+			})
+			var arrived atomic.Bool
+			release := sync.OnceFunc(func() {
+				if arrived.Load() {
+					gate.Release(0)
+				}
+			})
+			t.Cleanup(release)
+
+			if e := w.rename(api.RootID, "a.txt", dir, "b.txt", renameExchange); e != 0 {
+				t.Fatalf("exchange on the other device: %v", e)
+			}
+			must(t, w.Flush(ctx))
+
+			must(t, gate.Wait(ctx, 1))
+			arrived.Store(true)
+			sa, ea := r.lookupForTest(api.RootID, "a.txt")
+			sb, eb := r.lookupForTest(dir, "b.txt")
+			if ea != 0 || eb != 0 {
+				t.Fatalf("while the puller applies the exchange: a.txt %v, b.txt %v", ea, eb)
+			}
+			for _, want := range []*nodeState{a, b} {
+				if sa.id != want.id && sb.id != want.id {
+					t.Fatalf("while the puller applies the exchange, node %d has no name: a.txt is node %d, b.txt node %d", want.id, sa.id, sb.id)
+				}
+			}
+			release()
+
+			waitFor(t, 10*time.Second, func() bool {
+				sa, ea := r.lookupForTest(api.RootID, "a.txt")
+				sb, eb := r.lookupForTest(dir, "b.txt")
+				return ea == 0 && eb == 0 && sa.id == b.id && sb.id == a.id
+			})
+			if ga, gb := coreRead(t, r, api.RootID, "a.txt"), coreRead(t, r, dir, "b.txt"); ga != "was b\n" || gb != "was a\n" {
+				t.Fatalf("after the exchange: a.txt reads %q, b.txt %q", ga, gb)
+			}
+			for _, name := range []string{"a.txt", "b.txt"} {
+				parent := uint64(api.RootID)
+				if name == "b.txt" {
+					parent = dir
+				}
+				if st, _ := r.lookupForTest(parent, name); st.nlink != 1 {
+					t.Fatalf("%s has %d links, want 1", name, st.nlink)
+				}
+			}
+		})
+	}
+}

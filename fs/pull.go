@@ -116,7 +116,10 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 	// cloud up, and a lookup then answered ENOENT for a file that is there:
 	// the pair is applied at the later one's place in the feed, in one step
 	// if moveInFeed can.
-	type pair struct{ del, add ek }
+	type pair struct {
+		del, add ek   // the deletion and the creation; exchanged: the two creations
+		exchange bool // two entries each pointed at the node the other named
+	}
 	dels, adds := map[uint64][]ek{}, map[uint64][]ek{}
 	for _, k := range eorder {
 		c := entries[k]
@@ -136,6 +139,34 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 			paired[p.del], paired[p.add] = p, p
 		}
 	}
+	// Two entries the batch points each at the node the other names here
+	// were exchanged (a rename with RENAME_EXCHANGE). Applied as two
+	// pullEntry calls, the first dropped its node's link, which then had
+	// no name till the second: one step if exchangeInFeed can.
+	byNode := map[uint64]ek{} // lone creations of nodes the batch deletes no entry of
+	for node, ks := range adds {
+		if len(ks) == 1 && len(dels[node]) == 0 {
+			byNode[node] = ks[0]
+		}
+	}
+	for node, k := range byNode {
+		if paired[k] != nil {
+			continue
+		}
+		local, err := d.store.Lookup(k.parent, k.mac)
+		if err != nil || local.Child == node {
+			continue
+		}
+		k2, ok := byNode[local.Child]
+		if !ok || paired[k2] != nil {
+			continue
+		}
+		if l2, err := d.store.Lookup(k2.parent, k2.mac); err != nil || l2.Child != node {
+			continue
+		}
+		p := &pair{del: k, add: k2, exchange: true}
+		paired[k], paired[k2] = p, p
+	}
 	done := map[ek]bool{}
 	for _, k := range eorder {
 		if done[k] {
@@ -152,7 +183,8 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 		if !done[p.del] || !done[p.add] {
 			continue // the pair's first change: applied with its second
 		}
-		if d.moveInFeed(ctx, entries[p.del], entries[p.add]) {
+		if p.exchange && d.exchangeInFeed(ctx, entries[p.del], entries[p.add]) ||
+			!p.exchange && d.moveInFeed(ctx, entries[p.del], entries[p.add]) {
 			continue
 		}
 		first := p.del // the pair's first change in the feed's order, kept
@@ -201,6 +233,110 @@ func (d *Drive) moveInFeed(ctx context.Context, del, add api.Change) bool {
 		return false
 	}
 	return d.moveEntry(ctx, old, add.Parent, cur)
+}
+
+// exchangeInFeed applies x and y, the feed's pointing of two entries each
+// at the node the other names here (a rename exchanging them), in one local
+// step (exchangeLocked) once the cloud shows both so. It reports whether it
+// did; false leaves both to pullEntry, which then makes the requests again.
+func (d *Drive) exchangeInFeed(ctx context.Context, x, y api.Change) bool {
+	for _, c := range []api.Change{x, y} {
+		if d.isPending(entryKey(c.Parent, c.NameMAC)) || d.isPending(nodeKey(c.Node)) {
+			return false
+		}
+	}
+	cur := make([]api.Entry, 2)
+	for i, c := range []api.Change{x, y} {
+		e, err := d.c.Lookup(ctx, c.Parent, c.NameMAC)
+		if err != nil || e.Node.ID != c.Node {
+			return false
+		}
+		d.ensureShareKeys(ctx, e.Name) // a generation new to this drive: its keys first (share.go)
+		d.ensureShareKeys(ctx, e.Node.Attrs)
+		cur[i] = e
+	}
+	d.mu.Lock()
+	notes := d.exchangeLocked(x.Parent, cur[0], y.Parent, cur[1])
+	d.mu.Unlock()
+	if notes == nil {
+		return false
+	}
+	notifyIn(ctx, notes)
+	for _, e := range cur {
+		if e.Node.Type == api.TypeDir {
+			go d.refreshDir(e.Node.ID) // as pullEntry does for a directory's new entry
+		}
+	}
+	return true
+}
+
+// exchangeLocked points x, the cloud's entry in directory dx, and y, its
+// entry in dy, at their nodes in one local mutation, where the local
+// entries name each other's node: a lookup meanwhile finds each node under
+// one of the two names. It checks both as pullEntry does, and returns what
+// to tell the kernel once d.mu is released, or nil if it changed nothing
+// (queued local changes, an entry refused, a directory it would move below
+// itself here). Under d.mu.
+func (d *Drive) exchangeLocked(dx uint64, x api.Entry, dy uint64, y api.Entry) func() {
+	type side struct {
+		dir   uint64
+		e     api.Entry
+		other uint64 // the node the local entry names
+		name  []byte
+		st    *nodeState // a directory changing parent
+	}
+	sides := []*side{{dir: dx, e: x, other: y.Node.ID}, {dir: dy, e: y, other: x.Node.ID}}
+	for _, s := range sides {
+		if d.pending[entryKey(s.dir, s.e.NameMAC)] > 0 || d.pending[nodeKey(s.e.Node.ID)] > 0 {
+			return nil
+		}
+		if l, err := d.store.Lookup(s.dir, s.e.NameMAC); err != nil || l.Child != s.other {
+			return nil
+		}
+		name, err := d.openCloudEntryLocked(s.dir, s.e.NameMAC, s.e)
+		if err != nil {
+			return nil
+		}
+		s.name = name
+	}
+	var m cache.Mutation
+	for _, s := range sides {
+		m.PutEntries = append(m.PutEntries, cache.Entry{Parent: s.dir, NameMAC: s.e.NameMAC, Name: s.e.Name, Child: s.e.Node.ID})
+		if dx == dy || s.e.Node.Type != api.TypeDir {
+			continue
+		}
+		st, err := d.stateLocked(s.e.Node.ID)
+		if err != nil || st.deleted || s.dir == st.id || st.isAncestorLocked(d, s.dir) {
+			return nil
+		}
+		s.st = st
+	}
+	parents := make([]uint64, len(sides))
+	for i, s := range sides {
+		if s.st != nil {
+			parents[i], s.st.parent = s.st.parent, s.dir
+			m.PutNodes = append(m.PutNodes, d.localNode(s.st))
+		}
+	}
+	if err := d.store.Apply(m); err != nil {
+		for i, s := range sides {
+			if s.st != nil {
+				s.st.parent = parents[i]
+			}
+		}
+		d.log.Warn("exchanging two entries exchanged elsewhere", "parent", dx, "other parent", dy, "err", err)
+		return nil
+	}
+	for _, s := range sides {
+		if st := d.states[s.e.Node.ID]; st != nil {
+			st.lastParent, st.lastName = s.dir, string(s.name)
+		}
+	}
+	return func() {
+		for _, s := range sides {
+			d.notifyEntry(s.dir, string(s.name))
+		}
+	}
 }
 
 // pullEntry brings one entry up to date.
