@@ -33,13 +33,15 @@ func TestFeedMoveNeverMissing(t *testing.T) {
 		{"OverExistingName", false, true, false},
 		{"AcrossDirectoriesOverExistingName", true, true, false},
 		{"DirectoryAcrossDirectories", true, false, true},
+		{"DirectoryAcrossDirectoriesOverEmptyDirectory", true, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) { testFeedMove(t, tc.crossDir, tc.replace, tc.isDir) })
 	}
 }
 
 // testFeedMove moves a.txt (a directory holding f if isDir) to b.txt in
-// directory d (crossDir) or the root, over an existing b.txt (replace).
+// directory d (crossDir) or the root, over an existing b.txt (replace; an
+// empty directory if isDir).
 func testFeedMove(t *testing.T, crossDir, replace, isDir bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -54,7 +56,10 @@ func testFeedMove(t *testing.T, crossDir, replace, isDir bool) {
 	} else {
 		coreFile(t, w, api.RootID, "a.txt", "moved elsewhere\n")
 	}
-	if replace {
+	switch {
+	case replace && isDir:
+		coreMkdir(t, w, dir, "b.txt")
+	case replace:
 		coreFile(t, w, dir, "b.txt", "replaced\n")
 	}
 	must(t, w.Flush(ctx))
@@ -250,9 +255,9 @@ func TestRefreshRenameOverNeverMissing(t *testing.T) {
 // file had no name in between.
 func TestFeedExchangeNeverMissing(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		crossDir bool
-	}{{"InOneDirectory", false}, {"AcrossDirectories", true}} {
+		name            string
+		crossDir, isDir bool // isDir: a.txt and b.txt are directories holding f
+	}{{"InOneDirectory", false, false}, {"AcrossDirectories", true, false}, {"DirectoriesAcrossDirectories", true, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -262,8 +267,13 @@ func TestFeedExchangeNeverMissing(t *testing.T) {
 			if tc.crossDir {
 				dir = coreMkdir(t, w, api.RootID, "d").id
 			}
-			coreFile(t, w, api.RootID, "a.txt", "was a\n")
-			coreFile(t, w, dir, "b.txt", "was b\n")
+			if tc.isDir {
+				coreFile(t, w, coreMkdir(t, w, api.RootID, "a.txt").id, "f", "was a\n")
+				coreFile(t, w, coreMkdir(t, w, dir, "b.txt").id, "f", "was b\n")
+			} else {
+				coreFile(t, w, api.RootID, "a.txt", "was a\n")
+				coreFile(t, w, dir, "b.txt", "was b\n")
+			}
 			must(t, w.Flush(ctx))
 
 			p := hostile.Start(t, c.url)
@@ -318,6 +328,17 @@ func TestFeedExchangeNeverMissing(t *testing.T) {
 				sb, eb := r.lookupForTest(dir, "b.txt")
 				return ea == 0 && eb == 0 && sa.id == b.id && sb.id == a.id
 			})
+			if tc.isDir {
+				if ga, gb := coreRead(t, r, b.id, "f"), coreRead(t, r, a.id, "f"); ga != "was b\n" || gb != "was a\n" {
+					t.Fatalf("after the exchange: a.txt/f reads %q, b.txt/f %q", ga, gb)
+				}
+				sa, _ := r.lookupForTest(api.RootID, "a.txt")
+				sb, _ := r.lookupForTest(dir, "b.txt")
+				if sa.parent != api.RootID || sb.parent != dir {
+					t.Fatalf("after the exchange: a.txt's parent is %d, b.txt's %d, want %d and %d", sa.parent, sb.parent, api.RootID, dir)
+				}
+				return
+			}
 			if ga, gb := coreRead(t, r, api.RootID, "a.txt"), coreRead(t, r, dir, "b.txt"); ga != "was b\n" || gb != "was a\n" {
 				t.Fatalf("after the exchange: a.txt reads %q, b.txt %q", ga, gb)
 			}
