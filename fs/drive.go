@@ -142,8 +142,12 @@ type Drive struct {
 		quotaBlocked bool
 		uploadedB    int64
 	}
-	up             uploadState
-	lastChange     atomic.Int64 // unix ns of the last local change queued for the cloud
+	up         uploadState
+	lastChange atomic.Int64 // unix ns of the last local change queued for the cloud
+	// quietExtra lengthens pushQuiet (ns): tests that hold the pusher with
+	// a stream of changes set it, so a scheduling pause on a loaded machine
+	// does not let a push through.
+	quietExtra     atomic.Int64
 	fgAt           atomic.Int64 // unix ns of the last request from the kernel (noteForeground)
 	uploadsRunning atomic.Int32
 	closed         atomic.Bool

@@ -169,7 +169,8 @@ func (d *Drive) pushHold(queued bool) time.Duration {
 		return 0
 	}
 	since := time.Since(time.Unix(0, d.lastChange.Load()))
-	if since >= pushQuiet && !d.foregroundBusy(since) {
+	quiet := pushQuiet + time.Duration(d.quietExtra.Load())
+	if since >= quiet && !d.foregroundBusy(since) {
 		return 0
 	}
 	n, err := d.store.PendingCount()
@@ -190,7 +191,7 @@ func (d *Drive) pushHold(queued bool) time.Duration {
 		}
 	}
 	// Sleep in short steps so a Flush is not kept waiting.
-	return max(min(pushQuiet-since, 50*time.Millisecond), 10*time.Millisecond)
+	return max(min(quiet-since, 50*time.Millisecond), 10*time.Millisecond)
 }
 
 // pushShare is the part of the time the pusher may take while the kernel

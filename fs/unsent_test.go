@@ -187,10 +187,13 @@ func TestCoreUnsentRemovedNeverSent(t *testing.T) {
 }
 
 // holdPusher keeps changing a file of d's (returned) so the pusher holds
-// its queue (pushHold) until release is called.
+// its queue (pushHold) until release is called. The quiet time is
+// lengthened meanwhile: on a loaded machine a store checkpoint or a
+// collection could stall both the test and this loop past pushQuiet.
 func holdPusher(t *testing.T, d *Drive) (keep *nodeState, release func()) {
 	t.Helper()
 	keep = coreFile(t, d, api.RootID, "keep", "kept")
+	d.quietExtra.Store(int64(5 * time.Second))
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -206,7 +209,7 @@ func holdPusher(t *testing.T, d *Drive) (keep *nodeState, release func()) {
 			})
 		}
 	}()
-	return keep, func() { close(stop); <-stopped }
+	return keep, func() { close(stop); <-stopped; d.quietExtra.Store(0) }
 }
 
 // cloudFeed is the whole change feed of c's account.
