@@ -117,8 +117,9 @@
 // as one more link until GetNode brings the cloud's count, so removing either
 // entry never drops the file (or its data not uploaded yet). A batch's
 // removal of a node's entry and creation of its other entry (a rename or a
-// move, maybe over another name), or its pointing of two entries each at
-// the other's node (an exchange), is applied as one local mutation
+// move, maybe over another name, or with a new node at the old name), or
+// its pointing of two entries each at the other's node (an exchange), is
+// applied as one local mutation
 // (moveEntry, exchangeLocked), so a lookup never finds a node nameless. A feed reset
 // waits for the journal to drain, then relists. A new cache lists the whole tree once; a remount starts from
 // the cached tree and cursor without listing.

@@ -354,3 +354,108 @@ func TestFeedExchangeNeverMissing(t *testing.T) {
 		})
 	}
 }
+
+// TestFeedMoveThenRecreateNeverMissing: another device moves a.txt to
+// b.txt (in the same directory or another) and creates a new a.txt, as an
+// editor saves keeping a backup; this drive's puller gets both in one
+// batch of the change feed, where the deletion of a.txt's old entry is
+// folded into its new one. The cloud's answer to the puller's lookup of
+// b.txt's entry is held, and both names are looked up meanwhile: the moved
+// file must answer under one of them, and a.txt must never answer ENOENT.
+// The old puller pointed a.txt at the new file first, dropping the moved
+// file's last link, so it had no name till b.txt's entry came in.
+func TestFeedMoveThenRecreateNeverMissing(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		crossDir bool
+	}{{"InOneDirectory", false}, {"AcrossDirectories", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c := startCloud(t, t.TempDir(), 0)
+			w := coreDrive(t, c)
+			dir := uint64(api.RootID)
+			if tc.crossDir {
+				dir = coreMkdir(t, w, api.RootID, "d").id
+			}
+			coreFile(t, w, api.RootID, "a.txt", "backup\n")
+			must(t, w.Flush(ctx))
+
+			p := hostile.Start(t, c.url)
+			r := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
+				o.Client = proxyClient(t, p.URL, c.sess.Token)
+			}, nil)
+			a, e := r.lookupForTest(api.RootID, "a.txt")
+			if e != 0 {
+				t.Fatalf("lookup a.txt before the move: %v", e)
+			}
+
+			// The feed is held till the other device has done both, so
+			// they come in one batch.
+			feed := make(chan struct{})
+			var polls atomic.Int32
+			p.On("GET", "/v1/changes", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+				polls.Add(1)
+				select {
+				case <-feed:
+				case <-req.Context().Done():
+					return nil
+				}
+				return next(req)
+			})
+			openFeed := sync.OnceFunc(func() { close(feed) })
+			t.Cleanup(openFeed)
+			waitFor(t, 5*time.Second, func() bool { return polls.Load() > 0 })
+
+			bMAC := meta.NewSealer(c.sess.Subkeys()).NameMAC(dir, []byte("b.txt"))
+			gate := hostile.NewGate()
+			held := gate.Rule()
+			var n atomic.Int32
+			p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries/%s", dir, bMAC), func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+				if n.Add(1) == 1 {
+					return held(req, next)
+				}
+				return next(req)
+			})
+			var arrived atomic.Bool
+			release := sync.OnceFunc(func() {
+				if arrived.Load() {
+					gate.Release(0)
+				}
+			})
+			t.Cleanup(release)
+
+			if e := w.rename(api.RootID, "a.txt", dir, "b.txt", 0); e != 0 {
+				t.Fatalf("move on the other device: %v", e)
+			}
+			coreFile(t, w, api.RootID, "a.txt", "new\n")
+			must(t, w.Flush(ctx))
+			openFeed()
+
+			must(t, gate.Wait(ctx, 1))
+			arrived.Store(true)
+			sa, ea := r.lookupForTest(api.RootID, "a.txt")
+			sb, eb := r.lookupForTest(dir, "b.txt")
+			switch {
+			case ea != 0:
+				t.Fatalf("while the puller applies the move, a.txt answers %v", ea)
+			case sa.id == a.id, eb == 0 && sb.id == a.id:
+			default:
+				t.Fatalf("while the puller applies the move, the moved file has no name: a.txt is node %d, b.txt %v", sa.id, eb)
+			}
+			release()
+
+			waitFor(t, 10*time.Second, func() bool {
+				sa, ea := r.lookupForTest(api.RootID, "a.txt")
+				sb, eb := r.lookupForTest(dir, "b.txt")
+				return ea == 0 && eb == 0 && sa.id != a.id && sb.id == a.id
+			})
+			if ga, gb := coreRead(t, r, api.RootID, "a.txt"), coreRead(t, r, dir, "b.txt"); ga != "new\n" || gb != "backup\n" {
+				t.Fatalf("after the move: a.txt reads %q, b.txt %q", ga, gb)
+			}
+			if sb, _ := r.lookupForTest(dir, "b.txt"); sb.nlink != 1 {
+				t.Fatalf("b.txt has %d links, want 1", sb.nlink)
+			}
+		})
+	}
+}

@@ -117,8 +117,12 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 	// the pair is applied at the later one's place in the feed, in one step
 	// if moveInFeed can.
 	type pair struct {
-		del, add ek   // the deletion and the creation; exchanged: the two creations
+		// The deletion and the creation; exchanged: the two creations;
+		// repointed: the creation over the moved node's old entry, and its
+		// new entry's.
+		del, add ek
 		exchange bool // two entries each pointed at the node the other named
+		repoint  bool // the moved node's old entry pointed at another node
 	}
 	dels, adds := map[uint64][]ek{}, map[uint64][]ek{}
 	for _, k := range eorder {
@@ -167,6 +171,26 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 		p := &pair{del: k, add: k2, exchange: true}
 		paired[k], paired[k2] = p, p
 	}
+	// A node's entry the batch points at another node while it creates one
+	// other entry of the first (mv doc doc~, then a new doc, as an editor
+	// saves) was moved: the feed's deletion there was folded into the later
+	// creation. Applied as two pullEntry calls, the first dropped the moved
+	// node's last link: one step if moveInFeed can.
+	repointed := map[uint64]ek{} // a lone creation, by the other node its local entry names
+	for node, k := range byNode {
+		if paired[k] != nil {
+			continue
+		}
+		if local, err := d.store.Lookup(k.parent, k.mac); err == nil && local.Child != node {
+			repointed[local.Child] = k
+		}
+	}
+	for node, k2 := range byNode {
+		if k1, ok := repointed[node]; ok && k1 != k2 && paired[k1] == nil && paired[k2] == nil {
+			p := &pair{del: k1, add: k2, repoint: true}
+			paired[k1], paired[k2] = p, p
+		}
+	}
 	done := map[ek]bool{}
 	for _, k := range eorder {
 		if done[k] {
@@ -184,7 +208,7 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 			continue // the pair's first change: applied with its second
 		}
 		if p.exchange && d.exchangeInFeed(ctx, entries[p.del], entries[p.add]) ||
-			!p.exchange && d.moveInFeed(ctx, entries[p.del], entries[p.add]) {
+			!p.exchange && d.moveInFeed(ctx, entries[p.del], entries[p.add], p.repoint) {
 			continue
 		}
 		first := p.del // the pair's first change in the feed's order, kept
@@ -213,26 +237,32 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 // once the cloud shows the old entry gone and the new one naming the node.
 // It reports whether it did; false leaves both to pullEntry (also an entry
 // this drive does not hold, or holds already: often its own rename coming
-// back), which then makes the requests again.
-func (d *Drive) moveInFeed(ctx context.Context, del, add api.Change) bool {
-	if d.isPending(entryKey(del.Parent, del.NameMAC)) || d.isPending(entryKey(add.Parent, add.NameMAC)) || d.isPending(nodeKey(add.Node)) {
+// back), which then makes the requests again. With repoint, del is the
+// feed's pointing of the node's old entry at another node (the deletion
+// folded into it), taken in with the move.
+func (d *Drive) moveInFeed(ctx context.Context, del, add api.Change, repoint bool) bool {
+	if d.isPending(entryKey(del.Parent, del.NameMAC)) || d.isPending(entryKey(add.Parent, add.NameMAC)) ||
+		d.isPending(nodeKey(add.Node)) || repoint && d.isPending(nodeKey(del.Node)) {
 		return false
 	}
 	old, err := d.store.Lookup(del.Parent, del.NameMAC)
-	if err != nil || old.Child != del.Node {
+	if err != nil || old.Child != add.Node {
 		return false
 	}
 	if e, err := d.store.Lookup(add.Parent, add.NameMAC); err == nil && e.Child == add.Node || err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return false
 	}
-	if _, err := d.c.Lookup(ctx, del.Parent, del.NameMAC); !errors.Is(err, api.ErrNotFound) {
+	var next *api.Entry
+	if e, err := d.c.Lookup(ctx, del.Parent, del.NameMAC); repoint && (err != nil || e.Node.ID != del.Node) || !repoint && !errors.Is(err, api.ErrNotFound) {
 		return false
+	} else if repoint {
+		next = &e
 	}
 	cur, err := d.c.Lookup(ctx, add.Parent, add.NameMAC)
 	if err != nil || cur.Node.ID != add.Node {
 		return false
 	}
-	return d.moveEntry(ctx, old, add.Parent, cur)
+	return d.moveEntry(ctx, old, add.Parent, cur, next)
 }
 
 // exchangeInFeed applies x and y, the feed's pointing of two entries each
@@ -626,7 +656,7 @@ func (d *Drive) refreshDirIn(ctx context.Context, id uint64) {
 	}
 	renamed := map[string]bool{} // name MACs, old and new, handled by moveEntry
 	for child, olds := range gone {
-		if news := came[child]; len(olds) == 1 && len(news) == 1 && d.moveEntry(ctx, olds[0], id, news[0]) {
+		if news := came[child]; len(olds) == 1 && len(news) == 1 && d.moveEntry(ctx, olds[0], id, news[0], nil) {
 			renamed[olds[0].NameMAC], renamed[news[0].NameMAC] = true, true
 		}
 	}
@@ -673,18 +703,28 @@ func (d *Drive) openCloudEntryLocked(dir uint64, mac string, e api.Entry) ([]byt
 // entry cur the drive refuses (then logged and counted there), one with
 // queued local changes, a replaced entry a local rename would refuse (a
 // directory not empty here, or of another type).
-func (d *Drive) moveEntry(ctx context.Context, old cache.Entry, dir uint64, cur api.Entry) bool {
-	d.ensureShareKeys(ctx, cur.Name) // a generation new to this drive: its keys first (share.go)
-	d.ensureShareKeys(ctx, cur.Node.Attrs)
+//
+// next, if set, is the cloud's entry now at old's place (a node new there
+// for this drive, or a file it has: one more link), taken in in the same
+// mutation instead of old's removal.
+func (d *Drive) moveEntry(ctx context.Context, old cache.Entry, dir uint64, cur api.Entry, next *api.Entry) bool {
+	for _, e := range []*api.Entry{&cur, next} {
+		if e != nil {
+			d.ensureShareKeys(ctx, e.Name) // a generation new to this drive: its keys first (share.go)
+			d.ensureShareKeys(ctx, e.Node.Attrs)
+		}
+	}
 	d.mu.Lock()
-	notes, moved := d.moveEntryLocked(old, dir, cur)
+	notes, moved := d.moveEntryLocked(old, dir, cur, next)
 	d.mu.Unlock()
 	if notes == nil {
 		return moved
 	}
 	notifyIn(ctx, notes)
-	if cur.Node.Type == api.TypeDir {
-		go d.refreshDir(cur.Node.ID) // as pullEntry does for a directory's new entry
+	for _, e := range []*api.Entry{&cur, next} {
+		if e != nil && e.Node.Type == api.TypeDir {
+			go d.refreshDir(e.Node.ID) // as pullEntry does for a directory's new entry
+		}
 	}
 	return true
 }
@@ -692,7 +732,7 @@ func (d *Drive) moveEntry(ctx context.Context, old cache.Entry, dir uint64, cur 
 // moveEntryLocked is moveEntry's change of the local tree; it returns what
 // to tell the kernel once d.mu is released (nil if it changed nothing).
 // Under d.mu.
-func (d *Drive) moveEntryLocked(old cache.Entry, dir uint64, cur api.Entry) (notes func(), moved bool) {
+func (d *Drive) moveEntryLocked(old cache.Entry, dir uint64, cur api.Entry, next *api.Entry) (notes func(), moved bool) {
 	child, from := cur.Node.ID, old.Parent
 	if d.pending[entryKey(from, old.NameMAC)] > 0 || d.pending[entryKey(dir, cur.NameMAC)] > 0 || d.pending[nodeKey(child)] > 0 {
 		return nil, false
@@ -747,6 +787,21 @@ func (d *Drive) moveEntryLocked(old cache.Entry, dir uint64, cur api.Entry) (not
 			}
 		}
 	}
+	var nextName []byte
+	var nst *nodeState // next's node, a file this drive has: one more link
+	if next != nil {
+		id := next.Node.ID
+		if d.pending[nodeKey(id)] > 0 || id == child || target != nil && target.Child == id {
+			return nil, false
+		}
+		if nst = d.states[id]; nst != nil && (nst.deleted || nst.isDir()) {
+			return nil, false // left to pullEntry
+		}
+		var err error
+		if nextName, err = d.openCloudEntryLocked(from, old.NameMAC, *next); err != nil {
+			return nil, false
+		}
+	}
 	newName, err := d.openCloudEntryLocked(dir, cur.NameMAC, cur)
 	if err != nil {
 		return nil, false
@@ -757,9 +812,17 @@ func (d *Drive) moveEntryLocked(old cache.Entry, dir uint64, cur api.Entry) (not
 	if !d.belowMinGen(old.Name) {
 		oldName, _ = d.openName(from, child, kind, old.NameMAC, old.Name)
 	}
-	m := cache.Mutation{
-		DeleteEntries: []cache.Entry{old},
-		PutEntries:    []cache.Entry{{Parent: dir, NameMAC: cur.NameMAC, Name: cur.Name, Child: child}},
+	m := cache.Mutation{PutEntries: []cache.Entry{{Parent: dir, NameMAC: cur.NameMAC, Name: cur.Name, Child: child}}}
+	if next == nil {
+		m.DeleteEntries = []cache.Entry{old}
+	} else {
+		m.PutEntries = append(m.PutEntries, cache.Entry{Parent: from, NameMAC: old.NameMAC, Name: next.Name, Child: next.Node.ID})
+		if nst != nil {
+			nst.nlink++ // as pullEntry counts a new entry of a file this drive has
+			m.PutNodes = append(m.PutNodes, d.localNode(nst))
+		} else if _, err := d.store.GetNode(next.Node.ID); errors.Is(err, cache.ErrNotFound) {
+			m.PutNodes = append(m.PutNodes, next.Node)
+		}
 	}
 	var parent uint64
 	if moveDir {
@@ -779,6 +842,9 @@ func (d *Drive) moveEntryLocked(old cache.Entry, dir uint64, cur api.Entry) (not
 		if moveDir {
 			st.parent = parent
 		}
+		if nst != nil {
+			nst.nlink--
+		}
 		if gone != nil {
 			gone.nlink, gone.deleted, gone.attrs.Ctime = nlink, deleted, ctime
 		}
@@ -792,7 +858,9 @@ func (d *Drive) moveEntryLocked(old cache.Entry, dir uint64, cur api.Entry) (not
 		d.afterDropLocked(gone)
 	}
 	return func() {
-		if len(oldName) > 0 && (from != dir || !bytes.Equal(oldName, newName)) {
+		if len(nextName) > 0 {
+			d.notifyEntry(from, string(nextName))
+		} else if len(oldName) > 0 && (from != dir || !bytes.Equal(oldName, newName)) {
 			d.notifyDelete(from, string(oldName), nil)
 		}
 		if len(goneName) > 0 {
