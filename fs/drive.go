@@ -442,6 +442,9 @@ func (d *Drive) noteOnline() {
 		d.stat.online = true
 		// Resolved: the offline period's error no longer describes anything.
 		d.stat.lastErr, d.stat.lastErrAt = "", time.Time{}
+		// The puller may be in a backoff of up to 30 s from the offline
+		// period: what changed elsewhere meanwhile should show now.
+		kick(d.pullKick)
 	}
 }
 
