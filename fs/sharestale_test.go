@@ -375,7 +375,7 @@ func TestShareMinGenRaisedDuringSweep(t *testing.T) {
 	block.Store(true)
 	removeBob(t, owner)
 	must(t, od.loadShares(ctx, 0))
-	// A refresh of sub started by Docs' relisting (renameInDir) may be held
+	// A refresh of sub started by Docs' relisting (moveEntry) may be held
 	// there before the sweep reaches a.txt: wait for the sweep itself.
 	waitFor(t, 20*time.Second, func() bool { return blocked.Load() > 0 && gen(a) == 2 && gen(docs) == 2 })
 	if !od.sh.stale.sweep.Load() || gen(a) != 2 || gen(docs) != 2 {
