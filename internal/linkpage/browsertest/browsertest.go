@@ -112,6 +112,17 @@ func (b *Browser) Open(url string, scripts ...string) *Page {
 	return p
 }
 
+// Reload loads the tab's page again, in the same tab (and so, as a rule, the
+// same renderer process: the link page's service worker stays beside it).
+func (p *Page) Reload() {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Reload()); err != nil {
+		p.t.Fatalf("reload: %v", err)
+	}
+}
+
 // Eval evaluates a JavaScript expression (a promise is awaited) and decodes
 // its JSON value into out.
 func (p *Page) Eval(js string, out any) {

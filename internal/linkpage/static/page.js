@@ -325,14 +325,22 @@
         job.slots[m.i].resolve(m.bufs.map((b) => new Uint8Array(b)));
         if (--job.left === 0) waiting.delete(m.job);
       };
-      w.onerror = (ev) => { ev.preventDefault(); fail(new Error('the download helper (chunk worker) failed: ' + (ev.message || 'no reason given'))); };
+      w.onerror = (ev) => {
+        ev.preventDefault();
+        const err = new Error('the download helper (chunk worker) failed: ' + (ev.message || 'no reason given'));
+        err.died = true; // it will tell nobody else (saveWithWorker)
+        fail(err);
+      };
       return w;
     });
     let jobs = 0;
     pool = {
       // openBatch asks a worker for chunks cs (distinct ids) in one
       // request; it answers a promise of each chunk's plaintext.
-      openBatch(linkID, cs) {
+      // With feed ({dl, at}), the plaintext goes to the service worker's
+      // port of download dl (connect) as chunks at[i] of the file, and the
+      // promises answer empty lists once it went.
+      openBatch(linkID, cs, feed) {
         const job = ++jobs;
         const slots = [];
         const ps = cs.map((c) => new Promise((resolve, reject) => slots.push({ resolve, reject, chunk: c })));
@@ -341,8 +349,21 @@
           return ps;
         }
         waiting.set(job, { slots, left: cs.length });
-        workers[job % n].postMessage({ type: 'batch', job, link: linkID, chunks: cs.map((c) => ({ id: c.id, key: c.key, sum: c.sum, n: c.n })) });
+        workers[job % n].postMessage({ type: 'batch', job, link: linkID, chunks: cs.map((c) => ({ id: c.id, key: c.key, sum: c.sum, n: c.n })),
+          feed: feed ? feed.dl : '', at: feed ? feed.at : [] });
         return ps;
+      },
+      // connect gives each worker a port to the service worker for
+      // download dl and answers the other ends, for the service worker.
+      connect(dl) {
+        return workers.map((w) => {
+          const ch = new MessageChannel();
+          w.postMessage({ type: 'feed', dl }, [ch.port1]);
+          return ch.port2;
+        });
+      },
+      disconnect(dl) {
+        for (const w of workers) w.postMessage({ type: 'unfeed', dl });
       },
       abort() {
         for (const w of workers) w.postMessage({ type: 'abort' });
@@ -510,8 +531,9 @@
 
   // saveWithWorker streams the file to the browser's download manager: the
   // service worker answers a download URL with a stream of the plaintext,
-  // fetching and opening the chunks itself (sw.js says why), and tells this
-  // page what it saved, or why it stopped.
+  // which the chunk workers fetch, check, open and send it (where it runs
+  // in this page's process: nearby; else saveFetchedByWorker), and tells
+  // this page what it saved, or why it stopped.
   // NoWorker: the service worker could not be started or did not take the
   // download; nothing was saved and the caller tries another way.
   async function saveWithWorker(linkID, e, name, progress) {
@@ -521,6 +543,122 @@
     } catch {
       throw new NoWorker();
     }
+    if (!(await nearby(sw))) {
+      document.body.dataset.feed = 'service-worker';
+      return saveFetchedByWorker(sw, linkID, e, name, progress);
+    }
+    document.body.dataset.feed = 'workers';
+    const idb = crypto.getRandomValues(new Uint8Array(16));
+    const dl = Array.from(idb, (b) => b.toString(16).padStart(2, '0')).join('');
+    const ch = new MessageChannel();
+    const port = ch.port1;
+    const cs = e.chunks || [];
+    const pool = chunkWorkers();
+    const feeds = pool.connect(dl);
+    await new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new NoWorker()), 15000);
+      port.onmessage = (ev) => {
+        if (ev.data === 'ready') { clearTimeout(t); resolve(); }
+        if (ev.data && ev.data.error) { clearTimeout(t); reject(chunkError(ev.data.error, {})); }
+      };
+      sw.postMessage({ type: 'download', id: dl, name, size: e.size, fed: true, chunks: cs.map((c) => ({ n: c.n, hole: c.id === '' })) },
+        [ch.port2, ...feeds]);
+    }).catch((err) => { pool.disconnect(dl); throw err; });
+    const ping = setInterval(() => sw.postMessage({ type: 'ping' }), 5000); // keeps the worker alive
+    const frame = document.createElement('iframe');
+    frame.hidden = true;
+    let next = 0; // the next chunk to ask a worker for
+    let saved = 0; // chunks the service worker saved
+    let stopped = false;
+    // more asks the workers for the next chunks, BATCH a request (holes
+    // are the service worker's; a chunk repeated in the file goes to the
+    // next request), while fewer than AHEAD are between the workers and
+    // the download. A worker's failure reaches the service worker itself
+    // (its stream errors); a worker that died is told it here.
+    const more = () => {
+      while (!stopped && next < cs.length && next - saved <= AHEAD - BATCH) {
+        const batch = [];
+        const at = [];
+        const ids = new Set();
+        while (next < cs.length && next - saved < AHEAD && batch.length < BATCH) {
+          const c = cs[next];
+          if (c.id !== '' && ids.has(c.id)) break;
+          if (c.id !== '') {
+            ids.add(c.id);
+            batch.push(c);
+            at.push(next);
+          }
+          next++;
+        }
+        if (!batch.length) continue;
+        for (const p of pool.openBatch(linkID, batch, { dl, at })) {
+          p.catch((err) => {
+            if (stopped) return;
+            stopped = true;
+            if (err && err.died) port.postMessage({ error: { kind: 'bug', detail: err.message } });
+          });
+        }
+      }
+    };
+    try {
+      await new Promise((resolve, reject) => {
+        port.onmessage = (ev) => {
+          const m = ev.data;
+          if (m === 'cancel') reject(new LinkError('The download was cancelled.'));
+          else if (m && m.saved) { saved++; progress(m.saved); more(); }
+          else if (m && m.done) resolve();
+          else if (m && m.error) reject(chunkError(m.error, { n: m.n }));
+        };
+        frame.src = '/s/_/dl/' + dl;
+        document.body.appendChild(frame);
+        more();
+      });
+    } finally {
+      stopped = true;
+      if (saved < cs.length) pool.abort();
+      pool.disconnect(dl);
+      clearInterval(ping);
+      port.close();
+      setTimeout(() => frame.remove(), 60000);
+    }
+  }
+
+  // nearby reports whether the service worker runs in this page's process,
+  // where buffers pass to it without a copy: it times 16 MiB sent there
+  // and back. In another process (it started for an earlier tab, which it
+  // stays with) each byte handed over costs more than the service worker
+  // fetching and opening the chunks itself (docs/BENCH.md): about 0.3 s
+  // for these 16 MiB, against well under 10 ms.
+  async function nearby(sw) {
+    // Through a port, as the chunk workers' plaintext goes (a message to
+    // the ServiceWorker object itself always passes the browser's process).
+    const ch = new MessageChannel();
+    sw.postMessage({ type: 'probe' }, [ch.port2]);
+    let best = Infinity;
+    try {
+      for (let i = 0; i < 3; i++) {
+        const buf = new ArrayBuffer(16 << 20);
+        const t0 = performance.now();
+        await new Promise((resolve, reject) => {
+          const t = setTimeout(() => reject(new Error('no answer')), 10000);
+          ch.port1.onmessage = () => { clearTimeout(t); resolve(); };
+          ch.port1.postMessage(buf, [buf]);
+        });
+        best = Math.min(best, performance.now() - t0);
+      }
+    } catch {
+      return false;
+    } finally {
+      ch.port1.close();
+    }
+    document.body.dataset.probe = best.toFixed(1); // ms, the speed test logs it
+    return best < 60;
+  }
+
+  // saveFetchedByWorker is saveWithWorker where the service worker
+  // fetches and opens the chunks itself (sw.js, plaintext): for a service
+  // worker in another process than this page.
+  async function saveFetchedByWorker(sw, linkID, e, name, progress) {
     const idb = crypto.getRandomValues(new Uint8Array(16));
     const dl = Array.from(idb, (b) => b.toString(16).padStart(2, '0')).join('');
     const ch = new MessageChannel();
@@ -593,7 +731,8 @@
       // The service worker's streamed download first: with 8 chunks a
       // request it took 11 s and 14 chromium CPU seconds for 1 GiB where
       // the temporary file took 17 s and 21 (docs/BENCH.md): it has no
-      // second copy of the file and no hand-off between workers.
+      // second copy of the file. The chunk workers feed it where it runs
+      // beside this page.
       let saved = false;
       if ('serviceWorker' in navigator && navigator.serviceWorker && window.isSecureContext) {
         document.body.dataset.saver = 'worker';
