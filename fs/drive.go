@@ -116,8 +116,8 @@ type Drive struct {
 	states  map[uint64]*nodeState
 	inodes  map[uint64]*fnode     // live kernel inodes by node id
 	dirty   map[uint64]*nodeState // files with data not yet uploaded
-	pending map[string]int        // pending journal ops per node ("n/ID") and entry ("e/PARENT/MAC")
-	rewrite map[string]nameRewrite
+	pending map[opKey]int         // pending journal ops per node and per entry (opKeys)
+	rewrite map[opKey]nameRewrite
 	unsent  unsentTree      // queued ops of files removed before they were sent (unsent.go)
 	refresh map[uint64]bool // directories to relist from the cloud
 
@@ -208,8 +208,8 @@ func newDrive(o Options) (*Drive, error) {
 		states:     map[uint64]*nodeState{},
 		inodes:     map[uint64]*fnode{},
 		dirty:      map[uint64]*nodeState{},
-		pending:    map[string]int{},
-		rewrite:    map[string]nameRewrite{},
+		pending:    map[opKey]int{},
+		rewrite:    map[opKey]nameRewrite{},
 		unsent:     newUnsentTree(),
 		pushKick:   make(chan struct{}, 1),
 		uploadKick: make(chan struct{}, 1),

@@ -71,7 +71,7 @@ func (d *Drive) pullLoop() {
 	}
 }
 
-func (d *Drive) isPending(key string) bool {
+func (d *Drive) isPending(key opKey) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.pending[key] > 0

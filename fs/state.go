@@ -327,30 +327,39 @@ func (d *Drive) applySeq(m cache.Mutation) (uint64, error) {
 	return last, nil
 }
 
-func nodeKey(id uint64) string                  { return fmt.Sprintf("n/%d", id) }
-func entryKey(parent uint64, mac string) string { return fmt.Sprintf("e/%d/%s", parent, mac) }
+// opKey names a node or an entry (parent, name MAC) a queued op touches.
+// A struct, not a formatted string: two are built for every op queued and
+// acked (an rm -rf of a tree queues tens of thousands).
+type opKey struct {
+	id    uint64 // the node, or the entry's parent
+	mac   string // the entry's name MAC
+	entry bool
+}
+
+func nodeKey(id uint64) opKey                  { return opKey{id: id} }
+func entryKey(parent uint64, mac string) opKey { return opKey{id: parent, mac: mac, entry: true} }
 
 // opKeys names what a journal op touches, for the change-feed puller to leave
 // alone while it waits.
-func opKeys(op api.BatchOp) []string {
+func opKeys(op api.BatchOp) []opKey {
 	switch op.Op {
 	case api.OpCreate:
 		if c := op.Create; c != nil {
-			return []string{nodeKey(c.ID), entryKey(c.Parent, c.NameMAC)}
+			return []opKey{nodeKey(c.ID), entryKey(c.Parent, c.NameMAC)}
 		}
 	case api.OpUpdate:
-		return []string{nodeKey(op.ID)}
+		return []opKey{nodeKey(op.ID)}
 	case api.OpLink:
 		if l := op.Link; l != nil {
-			return []string{nodeKey(l.ID), entryKey(l.Parent, l.NameMAC)}
+			return []opKey{nodeKey(l.ID), entryKey(l.Parent, l.NameMAC)}
 		}
 	case api.OpUnlink:
 		if u := op.Unlink; u != nil {
-			return []string{entryKey(u.Parent, u.NameMAC)}
+			return []opKey{entryKey(u.Parent, u.NameMAC)}
 		}
 	case api.OpRename:
 		if r := op.Rename; r != nil {
-			return []string{entryKey(r.SrcParent, r.SrcNameMAC), entryKey(r.DstParent, r.DstNameMAC)}
+			return []opKey{entryKey(r.SrcParent, r.SrcNameMAC), entryKey(r.DstParent, r.DstNameMAC)}
 		}
 	}
 	return nil
