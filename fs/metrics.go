@@ -37,10 +37,16 @@ func (d *Drive) RegisterMetrics(r *metrics.Registry) {
 	g("kumo_drive_cache_budget_bytes", "Disk budget of the chunk cache (--cache-size).", func(s Status) float64 { return float64(s.Cache.Budget) })
 	r.CounterFunc("kumo_drive_cache_hits_total", "Segment reads served on this machine: data not uploaded yet, chunks in memory, the chunk cache (page-cache reads are not counted).", func() float64 { return float64(snap().Cache.Hits) })
 	r.CounterFunc("kumo_drive_cache_misses_total", "Segment reads that asked the cloud.", func() float64 { return float64(snap().Cache.Misses) })
-	g("kumo_drive_upload_queue_files", "Files with data not uploaded yet.", func(s Status) float64 { return float64(s.Queue.Files) })
-	g("kumo_drive_upload_queue_bytes", "Bytes written and not uploaded yet.", func(s Status) float64 { return float64(s.Queue.Bytes) })
-	g("kumo_drive_upload_queue_ops", "Tree operations not pushed to the cloud yet.", func(s Status) float64 { return float64(s.Queue.Ops) })
-	g("kumo_drive_uploads_running", "File uploads running now.", func(s Status) float64 { return float64(s.Queue.Uploading) })
+	// The queue gauges count the joined shared folders' queues too
+	// (Pending, as `kumo unmount` waits for and shows): work stuck in a
+	// shared folder is work this mount has not uploaded. Totals, not a
+	// series per share: a share's name is a plaintext folder name, which
+	// stays out of what a monitoring system stores; .kumo lists each
+	// share's queue.
+	g("kumo_drive_upload_queue_files", "Files with data not uploaded yet, in the drive and its joined shared folders.", func(s Status) float64 { return float64(s.Pending().Files) })
+	g("kumo_drive_upload_queue_bytes", "Bytes written and not uploaded yet, in the drive and its joined shared folders.", func(s Status) float64 { return float64(s.Pending().Bytes) })
+	g("kumo_drive_upload_queue_ops", "Tree operations not pushed to the cloud yet, in the drive and its joined shared folders.", func(s Status) float64 { return float64(s.Pending().Ops) })
+	g("kumo_drive_uploads_running", "File uploads running now, in the drive and its joined shared folders.", func(s Status) float64 { return float64(s.Pending().Uploading) })
 	g("kumo_drive_quota_used_bytes", "Quota used: stored in the cloud plus queued uploads.", func(s Status) float64 { return float64(s.QuotaUsed) })
 	g("kumo_drive_quota_limit_bytes", "Quota of the account.", func(s Status) float64 { return float64(s.QuotaLimit) })
 	g("kumo_drive_quota_full", "1 while the cloud refuses uploads for quota (top up to continue).", func(s Status) float64 { return b(s.QuotaBlocked) })

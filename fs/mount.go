@@ -128,7 +128,8 @@ type Status struct {
 	LastErrorAt           time.Time
 	// Shared is the queues of the drives of folders shared with the
 	// account (member drives), summed: Flush, and so `kumo unmount`,
-	// waits for them too. Not in Queue: each share's own is in .kumo.
+	// waits for them too, and the /metrics queue gauges count them
+	// (Pending). Not in Queue: each share's own is in .kumo.
 	Shared QueueStatus
 }
 
