@@ -453,19 +453,25 @@ func (d *Drive) listFresh(dir uint64) ([]dirEnt, syscall.Errno) {
 // refused too.
 func (d *Drive) stateFresh(id uint64) (*nodeState, syscall.Errno) {
 	var st *nodeState
+	var refused bool
 	e := d.retryStale(id, func() syscall.Errno {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		s, err := d.stateLocked(id)
 		if err != nil {
+			refused = errors.Is(err, errStaleRecord)
 			return errno(err)
 		}
-		if d.staleStateLocked(s) {
+		refused = d.staleStateLocked(s)
+		if refused {
 			return syscall.EIO
 		}
 		st = s
 		return 0
 	})
+	if refused {
+		d.dropRefused(id)
+	}
 	return st, e
 }
 
@@ -475,12 +481,31 @@ func (d *Drive) stateFresh(id uint64) (*nodeState, syscall.Errno) {
 // record a new roster refuses either. The fetch updates st in place
 // (pullNode).
 func (d *Drive) heldFresh(st *nodeState) syscall.Errno {
-	return d.retryStale(st.id, func() syscall.Errno {
+	var refused bool
+	e := d.retryStale(st.id, func() syscall.Errno {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if d.staleStateLocked(st) {
+		refused = d.staleStateLocked(st)
+		if refused {
 			return syscall.EIO
 		}
 		return 0
 	})
+	if refused {
+		d.dropRefused(st.id)
+	}
+	return e
+}
+
+// dropRefused drops what the kernel caches of node id, whose state is
+// refused (EIO) under its shared folder's new roster: files open with
+// FOPEN_KEEP_CACHE, so pages read before the roster rose would otherwise
+// still answer reads of a handle open since (and mmaps), without reaching
+// the drive, and its attributes stat for the attribute timeout.
+// NotifyContent(0, 0) drops both; the next read or getattr comes here and
+// is refused. From another goroutine: it runs in a handler of that inode,
+// and the kernel may hold the inode's locks until the handler answers.
+func (d *Drive) dropRefused(id uint64) {
+	d.log.Debug("dropping the kernel's cached pages and attributes of a node whose state is refused", "node", id)
+	go d.notifyContent(id)
 }
