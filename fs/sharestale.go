@@ -389,7 +389,7 @@ func (d *Drive) sweepOnce(roots []uint64) {
 		dir := queue[0]
 		queue = queue[1:]
 		if n, err := d.store.GetNode(dir); err == nil && d.belowMinGen(n.Attrs) {
-			d.freshenNode(ctx, dir)
+			d.sweepNode(ctx, dir)
 			fetched++
 		}
 		if d.staleNames(dir) {
@@ -406,7 +406,7 @@ func (d *Drive) sweepOnce(roots []uint64) {
 				continue
 			}
 			if d.belowMinGen(n.Attrs) {
-				d.freshenNode(ctx, e.Child)
+				d.sweepNode(ctx, e.Child)
 				fetched++
 			}
 			if n.Type == api.TypeDir {
@@ -416,6 +416,17 @@ func (d *Drive) sweepOnce(roots []uint64) {
 	}
 	if fetched > 0 {
 		d.log.Info("fetched the records a shared folder's new roster no longer accepts", "fetched", fetched)
+	}
+}
+
+// sweepNode fetches node id's record for the sweep; if the cloud's is
+// refused too, the node's state is refused from now on, and what the kernel
+// caches of it goes (dropRefused): no handler may come to refuse it, a
+// handle kept open reading the kernel's pages.
+func (d *Drive) sweepNode(ctx context.Context, id uint64) {
+	d.freshenNode(ctx, id)
+	if d.staleNode(id) {
+		d.dropRefused(id)
 	}
 }
 

@@ -25,8 +25,14 @@ import (
 // refusal drops the kernel's pages and attributes: a read through the
 // handle kept open, a stat and a cat are EIO too. The old drive left the
 // pages: the handle kept reading the old bytes and stat answered from the
-// cached attributes.
+// cached attributes. With the sweep on (sweep), no open is needed: the
+// sweep's refusal of the cloud's record drops the pages.
 func TestShareMinGenRefusedDropsKernelCacheMount(t *testing.T) {
+	t.Run("handler", func(t *testing.T) { testRefusedDropsKernelCache(t, false) })
+	t.Run("sweep", func(t *testing.T) { testRefusedDropsKernelCache(t, true) })
+}
+
+func testRefusedDropsKernelCache(t *testing.T, sweep bool) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
@@ -69,10 +75,25 @@ func TestShareMinGenRefusedDropsKernelCacheMount(t *testing.T) {
 	rec, err := keys.SignRecord(bob.acct.Identity, keys.RecordAttrs, n.ID(), nil, sealed)
 	must(t, err)
 	serveAttrs(p, n.ID(), rec)
-	m.d.sh.stale.sweep.Store(true) // no sweep: the refusal comes from a handler
+	if !sweep {
+		m.d.sh.stale.sweep.Store(true) // no sweep: the refusal comes from a handler
+	}
 	must(t, m.d.loadShares(ctx, 0))
 	if !m.d.staleNode(n.ID()) {
 		t.Fatal("b.txt's local record is not below the new lowest generation: the test tests nothing")
+	}
+	if sweep {
+		// No open: the sweep refuses the cloud's record.
+		waitUntil(t, 10*time.Second, "a read through the handle kept open refused after the sweep", func() error {
+			if got, err := pread(); !errors.Is(err, syscall.EIO) {
+				return fmt.Errorf("read %q, %v, want EIO: the kernel still serves the pages read before the refusal", got, err)
+			}
+			return nil
+		})
+		if !m.d.staleNode(n.ID()) {
+			t.Fatal("b.txt's planted record was taken")
+		}
+		return
 	}
 
 	// The kernel's pages answer without the drive, which would refuse.
