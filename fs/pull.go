@@ -336,7 +336,7 @@ func (d *Drive) exchangeLocked(dx uint64, x api.Entry, dy uint64, y api.Entry) f
 			continue
 		}
 		st, err := d.stateLocked(s.e.Node.ID)
-		if err != nil || st.deleted || s.dir == st.id || st.isAncestorLocked(d, s.dir) {
+		if err != nil || st.deleted || s.dir == st.id || st.mayBeAncestorLocked(d, s.dir) {
 			return nil
 		}
 		s.st = st
@@ -768,7 +768,7 @@ func (d *Drive) moveEntryLocked(old cache.Entry, dir uint64, cur api.Entry, next
 	moveDir := kind == meta.KindDir && from != dir
 	if moveDir {
 		var err error
-		if st, err = d.stateLocked(child); err != nil || dir == child || st.isAncestorLocked(d, dir) {
+		if st, err = d.stateLocked(child); err != nil || dir == child || st.mayBeAncestorLocked(d, dir) {
 			return nil, false // not below itself here: the local tree is behind
 		}
 	}

@@ -793,7 +793,12 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 			return errno(err)
 		}
 		if dst.isDir() {
-			if p1 == dst.id || dst.isAncestorLocked(d, p1) {
+			if p1 == dst.id {
+				return syscall.EINVAL
+			}
+			if below, err := dst.ancestorLocked(d, p1); err != nil {
+				return errno(err)
+			} else if below {
 				return syscall.EINVAL
 			}
 		}
@@ -885,19 +890,38 @@ func (d *Drive) rename(p1 uint64, n1 string, p2 uint64, n2 string, flags uint32)
 	return 0
 }
 
-// isAncestorLocked reports whether st is an ancestor of dir id. Under d.mu.
-func (st *nodeState) isAncestorLocked(d *Drive, id uint64) bool {
-	for a := id; a != 0 && a != api.RootID; {
+// maxTreeDepth bounds the walk up a directory's parents: a chain longer
+// than any path can be (PATH_MAX is 4096 bytes) is a loop.
+const maxTreeDepth = 4096
+
+// ancestorLocked reports whether st is an ancestor of dir id. A parent
+// whose state cannot be read is an error, and a loop (parent pointers set
+// from the cloud) counts as an ancestor: either way a move that could hang a
+// directory below itself is refused, and no later walk spins under d.mu.
+// Under d.mu.
+func (st *nodeState) ancestorLocked(d *Drive, id uint64) (bool, error) {
+	a := id
+	for range maxTreeDepth {
+		if a == 0 || a == api.RootID {
+			return false, nil
+		}
 		if a == st.id {
-			return true
+			return true, nil
 		}
 		ast, err := d.stateLocked(a)
 		if err != nil {
-			return false
+			return false, err
 		}
 		a = ast.parent
 	}
-	return false
+	return true, nil
+}
+
+// mayBeAncestorLocked is ancestorLocked for the puller, which falls back to
+// its safe path when the answer is not a clear no. Under d.mu.
+func (st *nodeState) mayBeAncestorLocked(d *Drive, id uint64) bool {
+	yes, err := st.ancestorLocked(d, id)
+	return yes || err != nil
 }
 
 // link adds a hard link to a file.
