@@ -288,9 +288,12 @@ func (n *fnode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttr
 	if d.o.ReadOnly {
 		return syscall.EROFS
 	}
-	st, e := n.state()
+	var st *nodeState
+	var e syscall.Errno
 	if h, ok := f.(*handle); ok {
-		st, e = h.st, 0
+		st = h.st
+	} else {
+		st, e = n.state()
 	}
 	if e != 0 {
 		return e
@@ -668,11 +671,13 @@ func (d *Drive) hasUnsavedAttrs(st *nodeState) bool {
 
 func (n *fnode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
 	d := n.d
-	st, e := n.state()
+	// Through a handle, the state it holds: n.state() would fetch a shared
+	// node's stale record from the cloud first (sharestale.go), for nothing.
+	var st *nodeState
+	var e syscall.Errno
 	if h, ok := f.(*handle); ok {
-		st, e = h.st, 0
-	}
-	if e != 0 {
+		st = h.st
+	} else if st, e = n.state(); e != 0 {
 		return e
 	}
 	if d.nothingToSave(st) {
