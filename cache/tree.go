@@ -382,9 +382,6 @@ func (s *Store) loadJournalState() error {
 		}
 		o := badger.DefaultIteratorOptions
 		o.Prefix = []byte{kindJournal}
-		// Values are decoded (copied) in item.Value: prefetching them made
-		// badger copy each into its own buffer first, 3.4x the cost of a
-		// drain of queued ops (BenchmarkPendingDrain: 38 -> 11 ms per 30,000).
 		o.PrefetchValues = false
 		it := txn.NewIterator(o)
 		defer it.Close()
@@ -430,6 +427,9 @@ func (s *Store) PendingAfter(after uint64, n int) ([]JournalOp, error) {
 		o := badger.DefaultIteratorOptions
 		o.Prefix = []byte{kindJournal}
 		o.PrefetchSize = max(1, min(o.PrefetchSize, n))
+		// Values are decoded (copied) in item.Value: prefetching them made
+		// badger copy each into its own buffer first, 3.4x the cost of a
+		// drain of queued ops (BenchmarkPendingDrain: 38 -> 11 ms per 30,000).
 		o.PrefetchValues = false
 		it := txn.NewIterator(o)
 		defer it.Close()
