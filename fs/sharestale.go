@@ -60,6 +60,10 @@ type staleRecords struct {
 	// sweepRoots are the roots a sweep is asked for and has not walked
 	// yet: a roster raised again while a sweep runs makes it walk again.
 	sweepRoots []uint64
+
+	// keepCache turns off the drop at a roster's adoption
+	// (dropBelowFloor), for tests of the handlers' refusal (dropRefused).
+	keepCache atomic.Bool
 }
 
 type staleKey struct {
@@ -162,15 +166,25 @@ func (d *Drive) staleStateLocked(st *nodeState) bool {
 	if st.kid.Share == 0 { // the own tree
 		return false
 	}
-	if sh := d.shares().byID[st.kid.Share]; sh == nil || st.kid.Gen >= sh.Roster.MinGen {
-		return false
-	}
-	if d.localNewerLocked(st) || d.pending[nodeKey(st.id)] > 0 || !d.staleNode(st.id) {
+	if !d.belowFloorLocked(st) || !d.staleNode(st.id) {
 		return false
 	}
 	d.sh.stale.note(keys.RecordAttrs, st.id)
 	d.log.Debug("node state below the shared folder's lowest accepted generation: fetching it again", "node", st.id, "generation", st.kid.Gen)
 	return true
+}
+
+// belowFloorLocked is staleStateLocked's test before the local record is
+// read: st is of a shared folder, of a generation below the lowest its
+// roster accepts, and holds none of this drive's own changes. Under d.mu.
+func (d *Drive) belowFloorLocked(st *nodeState) bool {
+	if st.kid.Share == 0 { // the own tree
+		return false
+	}
+	if sh := d.shares().byID[st.kid.Share]; sh == nil || st.kid.Gen >= sh.Roster.MinGen {
+		return false
+	}
+	return !d.localNewerLocked(st) && d.pending[nodeKey(st.id)] == 0
 }
 
 // errStaleRecord is a local record of a shared folder below the lowest
@@ -330,13 +344,20 @@ func (d *Drive) staleNames(dir uint64) bool {
 // minGenRaised starts a sweep of the local tree when a roster raises a
 // share's lowest accepted generation (old and cur are the snapshots before
 // and after the roster's adoption): a member drive's whole tree, the
-// share's folder in the owner's.
+// share's folder in the owner's. It also drops at once what the kernel
+// caches of the share's live inodes whose state the roster refuses
+// (dropBelowFloor), online or not.
 func (d *Drive) minGenRaised(old, cur *shareSet) {
 	var roots []uint64
+	var raised map[uint64]uint32
 	for id, sh := range cur.byID {
 		if o := old.byID[id]; o == nil || sh.Roster.MinGen <= o.Roster.MinGen {
 			continue
 		}
+		if raised == nil {
+			raised = map[uint64]uint32{}
+		}
+		raised[id] = sh.Roster.MinGen
 		switch {
 		case d.isMember():
 			roots = append(roots, d.rootID())
@@ -346,6 +367,46 @@ func (d *Drive) minGenRaised(old, cur *shareSet) {
 	}
 	if len(roots) > 0 {
 		go d.sweepStale(roots)
+	}
+	if len(raised) > 0 && !d.sh.stale.keepCache.Load() {
+		// From another goroutine: a roster may be adopted inside a FUSE
+		// handler of one of these inodes (the stale-record retry fetching
+		// a record of a generation new here: ensureShareKeys).
+		go d.dropBelowFloor(raised)
+	}
+}
+
+// dropBelowFloor drops what the kernel caches of every live inode of the
+// shares in raised (share id: its new lowest accepted generation) whose
+// state is refused now (staleStateLocked's test): files open with
+// FOPEN_KEEP_CACHE, and a handle kept open would read, without reaching
+// the drive, pages of a state decoded under the older generation until a
+// handler or the sweep (online only) came to refuse it. After the drop its
+// next read or getattr comes to the drive, which fetches the record again
+// or answers EIO. One pass over the live inodes per adoption, under d.mu;
+// the local records of those below the floor are read after it.
+func (d *Drive) dropBelowFloor(raised map[uint64]uint32) {
+	var ids []uint64
+	d.mu.Lock()
+	for id := range d.inodes {
+		st := d.states[id]
+		if st == nil || st.kid.Share == 0 {
+			continue
+		}
+		if floor, ok := raised[st.kid.Share]; ok && st.kid.Gen < floor && d.belowFloorLocked(st) {
+			ids = append(ids, id)
+		}
+	}
+	d.mu.Unlock()
+	dropped := 0
+	for _, id := range ids {
+		if d.staleNode(id) {
+			d.notifyContent(id)
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		d.log.Debug("dropped the kernel's cached pages and attributes of nodes a shared folder's new roster refuses", "nodes", dropped)
 	}
 }
 

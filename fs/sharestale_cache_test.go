@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"kumo/internal/hostile"
 	"kumo/internal/keys"
 	"kumo/internal/meta"
 )
@@ -19,20 +20,32 @@ import (
 // it keeps open (pages cached); with its change feed held, the owner
 // removes a writer (re-seal under generation 2, lowest accepted generation
 // 2) while the cloud serves for b.txt only a generation-1 record signed by
-// the removed writer. Before any refusal the held handle still reads the
+// the removed writer.
+//
+// adopt: the cloud is cut off before the drive adopts the new roster, the
+// sweep is off, and nothing opens or stats b.txt: the adoption itself
+// drops the kernel's pages and attributes of b.txt (its state, decoded
+// under generation 1, is refused now), so a read through the handle kept
+// open reaches the drive and is EIO, and so is its fstat. The drive before
+// dropBelowFloor left the pages: the handle read the old bytes for as long
+// as it stayed open offline.
+//
+// handler and sweep test the other two drops alone (the adoption's off:
+// keepCache). handler: before any refusal the held handle still reads the
 // old bytes from the kernel's pages (the drive would refuse them: the test
 // tests the cache). Then a new open of b.txt is refused (EIO), and that
 // refusal drops the kernel's pages and attributes: a read through the
 // handle kept open, a stat and a cat are EIO too. The old drive left the
 // pages: the handle kept reading the old bytes and stat answered from the
-// cached attributes. With the sweep on (sweep), no open is needed: the
-// sweep's refusal of the cloud's record drops the pages.
+// cached attributes. sweep: no open is needed: the sweep's refusal of the
+// cloud's record drops the pages.
 func TestShareMinGenRefusedDropsKernelCacheMount(t *testing.T) {
-	t.Run("handler", func(t *testing.T) { testRefusedDropsKernelCache(t, false) })
-	t.Run("sweep", func(t *testing.T) { testRefusedDropsKernelCache(t, true) })
+	t.Run("adopt", func(t *testing.T) { testRefusedDropsKernelCache(t, "adopt") })
+	t.Run("handler", func(t *testing.T) { testRefusedDropsKernelCache(t, "handler") })
+	t.Run("sweep", func(t *testing.T) { testRefusedDropsKernelCache(t, "sweep") })
 }
 
-func testRefusedDropsKernelCache(t *testing.T, sweep bool) {
+func testRefusedDropsKernelCache(t *testing.T, mode string) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
 	owner, bob := sharedDocs(t, c)
@@ -75,14 +88,57 @@ func testRefusedDropsKernelCache(t *testing.T, sweep bool) {
 	rec, err := keys.SignRecord(bob.acct.Identity, keys.RecordAttrs, n.ID(), nil, sealed)
 	must(t, err)
 	serveAttrs(p, n.ID(), rec)
-	if !sweep {
-		m.d.sh.stale.sweep.Store(true) // no sweep: the refusal comes from a handler
+	if mode != "sweep" {
+		m.d.sh.stale.sweep.Store(true) // no sweep: the refusal comes from elsewhere
 	}
+	if mode != "adopt" {
+		m.d.sh.stale.keepCache.Store(true) // only the handler's or the sweep's refusal drops
+	} else {
+		// The cloud cut off (the feed released into the cut): the drive
+		// cannot fetch b.txt's record again, and the sweep would not run.
+		p.On("", "*", hostile.Drop())
+		hold.Store(false)
+		waitUntil(t, 10*time.Second, "the drive offline", func() error {
+			if m.d.online() {
+				return errors.New("online")
+			}
+			return nil
+		})
+		kernelOp(t, m.mnt, opWait, "read sub/b.txt through the open handle offline, old roster", func() error {
+			if got, err := pread(); err != nil || got != old {
+				return fmt.Errorf("%q, %v", got, err)
+			}
+			return nil
+		})
+	}
+	// The roster comes through the owner's own client, not the proxy.
 	must(t, m.d.loadShares(ctx, 0))
 	if !m.d.staleNode(n.ID()) {
 		t.Fatal("b.txt's local record is not below the new lowest generation: the test tests nothing")
 	}
-	if sweep {
+	if mode == "adopt" {
+		// No open, no stat by path: only the adoption can drop the pages.
+		waitUntil(t, 10*time.Second, "a read through the handle kept open refused after the roster's adoption", func() error {
+			if got, err := pread(); !errors.Is(err, syscall.EIO) {
+				return fmt.Errorf("read %q, %v, want EIO: the kernel still serves the pages read under the old roster", got, err)
+			}
+			return nil
+		})
+		kernelOp(t, m.mnt, opWait, "fstat of the handle kept open", func() error {
+			if fi, err := f.Stat(); !errors.Is(err, syscall.EIO) {
+				return fmt.Errorf("%v, want EIO (cached attributes answered: %v)", err, fi != nil)
+			}
+			return nil
+		})
+		if m.d.online() {
+			t.Fatal("the drive was online: the test tests the offline adoption")
+		}
+		if !m.d.staleNode(n.ID()) {
+			t.Fatal("b.txt's planted record was taken")
+		}
+		return
+	}
+	if mode == "sweep" {
 		// No open: the sweep refuses the cloud's record.
 		waitUntil(t, 10*time.Second, "a read through the handle kept open refused after the sweep", func() error {
 			if got, err := pread(); !errors.Is(err, syscall.EIO) {

@@ -1,0 +1,115 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"kumo/internal/hostile"
+	"kumo/internal/keys"
+)
+
+// TestShareMinGenAdoptDropsKernelCacheMemberMount: a reader's mount holds
+// Shared/Docs/sub/b.txt open, its pages in the kernel's cache (files open
+// with FOPEN_KEEP_CACHE). Its change feed held, the owner removes a writer
+// (re-seal under generation 2, lowest accepted generation 2); then the
+// cloud is cut off and the reader's drive adopts the new roster (through
+// its own client: the roster reaches it, the re-sealed records cannot).
+// Nothing opens or stats b.txt, and the sweep is off: the adoption by the
+// share's drive (setMemberShare) drops the kernel's pages and attributes
+// of b.txt, whose state was decoded under generation 1, so the held
+// handle's read and fstat reach the drive, which cannot fetch the
+// re-sealed record offline: EIO, never the bytes decoded under the older
+// generation. The drive before dropBelowFloor left the pages: the handle
+// read "shared b\n" for as long as the drive stayed offline.
+func TestShareMinGenAdoptDropsKernelCacheMemberMount(t *testing.T) {
+	ctx := context.Background()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
+	p, hold := heldFeed(t, c)
+	m := c.mount(t, t.TempDir(), func(o *Options) {
+		driveShareOptions(carol)(o)
+		o.Session, o.Client, o.SharedDir = carol.sess, proxyClient(t, p.URL, carol.sess.Token), "Shared"
+	})
+	const opWait = 20 * time.Second
+	const old = "shared b\n"
+	b := filepath.Join(m.p("Shared/Docs"), "sub", "b.txt")
+	waitUntil(t, opWait, "the share in the reader's mount", fileIs(b, []byte(old)))
+	var f *os.File
+	kernelOp(t, m.mnt, opWait, "open sub/b.txt", func() (err error) {
+		f, err = os.Open(b)
+		return err
+	})
+	defer f.Close()
+	pread := func() (string, error) {
+		buf := make([]byte, 4096)
+		n, err := f.ReadAt(buf, 0)
+		if n > 0 {
+			return string(buf[:n]), nil // io.EOF after the short file's bytes
+		}
+		return "", err
+	}
+	kernelOp(t, m.mnt, opWait, "read sub/b.txt (its pages cached)", func() error {
+		if got, err := pread(); err != nil || got != old {
+			return fmt.Errorf("%q, %v", got, err)
+		}
+		return nil
+	})
+	md, e := m.d.memberByName(ctx, "Docs")
+	if e != 0 {
+		t.Fatalf("the reader's drive of the joined share: %v", e)
+	}
+	bid := lookupDir(t, md, lookupDir(t, md, md.rootID(), "sub").id, "b.txt").id
+
+	hold.Store(true)
+	sh := removeBob(t, owner)
+	if sh.Roster.MinGen != 2 {
+		t.Fatalf("lowest accepted generation after removing a writer: %d, want 2", sh.Roster.MinGen)
+	}
+	md.sh.stale.sweep.Store(true) // no sweep (it would not run offline either)
+	// The cloud cut off, the held feed released into the cut.
+	p.On("", "*", hostile.Drop())
+	hold.Store(false)
+	waitUntil(t, 10*time.Second, "the reader's drives offline", func() error {
+		if m.d.online() || md.online() {
+			return errors.New("online")
+		}
+		return nil
+	})
+	kernelOp(t, m.mnt, opWait, "read sub/b.txt through the open handle offline, old roster", func() error {
+		if got, err := pread(); err != nil || got != old {
+			return fmt.Errorf("%q, %v", got, err)
+		}
+		return nil
+	})
+
+	must(t, m.d.loadShares(ctx, 0)) // carol's own client, not the proxy
+	if got := md.shares().byID[sh.ID].Roster.MinGen; got != 2 {
+		t.Fatalf("the reader's share drive accepts from generation %d, want 2", got)
+	}
+	if !md.staleNode(bid) {
+		t.Fatal("b.txt's local record is not below the new lowest generation: the test tests nothing")
+	}
+	// No open, no stat by path: only the adoption can drop the pages.
+	waitUntil(t, 10*time.Second, "a read through the handle kept open refused after the roster's adoption", func() error {
+		if got, err := pread(); !errors.Is(err, syscall.EIO) {
+			return fmt.Errorf("read %q, %v, want EIO: the kernel still serves the pages read under the old roster", got, err)
+		}
+		return nil
+	})
+	kernelOp(t, m.mnt, opWait, "fstat of the handle kept open", func() error {
+		if fi, err := f.Stat(); !errors.Is(err, syscall.EIO) {
+			return fmt.Errorf("%v, want EIO (cached attributes answered: %v)", err, fi != nil)
+		}
+		return nil
+	})
+	if md.online() {
+		t.Fatal("the share's drive was online: the test tests the offline adoption")
+	}
+}
