@@ -81,18 +81,14 @@ func (d *Drive) isPending(key opKey) bool {
 func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 	ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
 	defer cancel()
-	type ek struct {
-		parent uint64
-		mac    string
-	}
-	entries := map[ek]api.Change{}
-	var eorder []ek
+	entries := map[feedKey]api.Change{}
+	var eorder []feedKey
 	nodes := map[uint64]api.Change{}
 	var norder []uint64
 	for _, c := range changes {
 		switch c.Kind {
 		case api.ChangeEntry:
-			k := ek{c.Parent, c.NameMAC}
+			k := feedKey{c.Parent, c.NameMAC}
 			if _, ok := entries[k]; !ok {
 				eorder = append(eorder, k)
 			}
@@ -108,90 +104,8 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 			}
 		}
 	}
-	// A node whose entry the batch deletes and for which it creates one
-	// other entry was moved: renamed within its directory or into another,
-	// maybe over an existing name, or its name re-sealed under a share's
-	// new generation (the same name under a new MAC). Applied as two
-	// pullEntry calls, the node had no entry while the second looked the
-	// cloud up, and a lookup then answered ENOENT for a file that is there:
-	// the pair is applied at the later one's place in the feed, in one step
-	// if moveInFeed can.
-	type pair struct {
-		// The deletion and the creation; exchanged: the two creations;
-		// repointed: the creation over the moved node's old entry, and its
-		// new entry's.
-		del, add ek
-		exchange bool // two entries each pointed at the node the other named
-		repoint  bool // the moved node's old entry pointed at another node
-	}
-	dels, adds := map[uint64][]ek{}, map[uint64][]ek{}
-	for _, k := range eorder {
-		c := entries[k]
-		if c.Node == 0 {
-			continue
-		}
-		if c.Deleted {
-			dels[c.Node] = append(dels[c.Node], k)
-		} else {
-			adds[c.Node] = append(adds[c.Node], k)
-		}
-	}
-	paired := map[ek]*pair{}
-	for node, ks := range dels {
-		if as := adds[node]; len(ks) == 1 && len(as) == 1 {
-			p := &pair{del: ks[0], add: as[0]}
-			paired[p.del], paired[p.add] = p, p
-		}
-	}
-	// Two entries the batch points each at the node the other names here
-	// were exchanged (a rename with RENAME_EXCHANGE). Applied as two
-	// pullEntry calls, the first dropped its node's link, which then had
-	// no name till the second: one step if exchangeInFeed can.
-	byNode := map[uint64]ek{} // lone creations of nodes the batch deletes no entry of
-	for node, ks := range adds {
-		if len(ks) == 1 && len(dels[node]) == 0 {
-			byNode[node] = ks[0]
-		}
-	}
-	for node, k := range byNode {
-		if paired[k] != nil {
-			continue
-		}
-		local, err := d.store.Lookup(k.parent, k.mac)
-		if err != nil || local.Child == node {
-			continue
-		}
-		k2, ok := byNode[local.Child]
-		if !ok || paired[k2] != nil {
-			continue
-		}
-		if l2, err := d.store.Lookup(k2.parent, k2.mac); err != nil || l2.Child != node {
-			continue
-		}
-		p := &pair{del: k, add: k2, exchange: true}
-		paired[k], paired[k2] = p, p
-	}
-	// A node's entry the batch points at another node while it creates one
-	// other entry of the first (mv doc doc~, then a new doc, as an editor
-	// saves) was moved: the feed's deletion there was folded into the later
-	// creation. Applied as two pullEntry calls, the first dropped the moved
-	// node's last link: one step if moveInFeed can.
-	repointed := map[uint64]ek{} // a lone creation, by the other node its local entry names
-	for node, k := range byNode {
-		if paired[k] != nil {
-			continue
-		}
-		if local, err := d.store.Lookup(k.parent, k.mac); err == nil && local.Child != node {
-			repointed[local.Child] = k
-		}
-	}
-	for node, k2 := range byNode {
-		if k1, ok := repointed[node]; ok && k1 != k2 && paired[k1] == nil && paired[k2] == nil {
-			p := &pair{del: k1, add: k2, repoint: true}
-			paired[k1], paired[k2] = p, p
-		}
-	}
-	done := map[ek]bool{}
+	paired := pairFeedEntries(entries, eorder, d.store)
+	done := map[feedKey]bool{}
 	for _, k := range eorder {
 		if done[k] {
 			continue
@@ -215,7 +129,7 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 		if k == p.del {
 			first = p.add
 		}
-		for _, k := range []ek{first, k} {
+		for _, k := range []feedKey{first, k} {
 			if err := d.pullEntry(ctx, k.parent, k.mac, entries[k]); err != nil {
 				return err
 			}
@@ -229,6 +143,130 @@ func (d *Drive) applyChanges(changes []api.Change, seq uint64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.store.Apply(cache.Mutation{Cursor: &seq})
+}
+
+// feedKey is an entry a feed batch changes: its directory and name MAC.
+type feedKey struct {
+	parent uint64
+	mac    string
+}
+
+// feedPair is two entry changes of a feed batch applied as one local step
+// (moveInFeed, exchangeInFeed) at the later one's place in the feed.
+type feedPair struct {
+	// The deletion and the creation; exchanged: the two creations;
+	// repointed: the creation over the moved node's old entry, and its
+	// new entry's.
+	del, add feedKey
+	exchange bool // two entries each pointed at the node the other named
+	repoint  bool // the moved node's old entry pointed at another node
+}
+
+// localTree is what pairFeedEntries reads of the local tree (*cache.Store).
+type localTree interface {
+	GetNode(id uint64) (api.Node, error)
+	Lookup(parent uint64, nameMAC string) (cache.Entry, error)
+}
+
+// pairFeedEntries finds the entry changes of a feed batch (entries, in the
+// feed's order eorder) that are one move or exchange, by both of their
+// keys.
+func pairFeedEntries(entries map[feedKey]api.Change, eorder []feedKey, tree localTree) map[feedKey]*feedPair {
+	// A node whose entry the batch deletes and for which it creates one
+	// other entry was moved: renamed within its directory or into another,
+	// maybe over an existing name, or its name re-sealed under a share's
+	// new generation (the same name under a new MAC). Applied as two
+	// pullEntry calls, the node had no entry while the second looked the
+	// cloud up, and a lookup then answered ENOENT for a file that is there:
+	// the pair is applied at the later one's place in the feed, in one step
+	// if moveInFeed can.
+	dels, adds := map[uint64][]feedKey{}, map[uint64][]feedKey{}
+	for _, k := range eorder {
+		c := entries[k]
+		if c.Node == 0 {
+			continue
+		}
+		if c.Deleted {
+			dels[c.Node] = append(dels[c.Node], k)
+		} else {
+			adds[c.Node] = append(adds[c.Node], k)
+		}
+	}
+	paired := map[feedKey]*feedPair{}
+	for node, ks := range dels {
+		if as := adds[node]; len(ks) == 1 && len(as) == 1 {
+			p := &feedPair{del: ks[0], add: as[0]}
+			paired[p.del], paired[p.add] = p, p
+		}
+	}
+	byNode := map[uint64]feedKey{} // lone creations of nodes the batch deletes no entry of
+	for node, ks := range adds {
+		if len(ks) == 1 && len(dels[node]) == 0 {
+			byNode[node] = ks[0]
+		}
+	}
+	if len(byNode) < 2 {
+		return paired // an exchange or a repointing pairs two lone creations
+	}
+	// The other node each lone creation's local entry names (none if it
+	// has no local entry, or one naming its own node), read once for both
+	// kinds of pair below: two store reads a creation were 28,000 for an
+	// untar of 14,000 files elsewhere. A directory this drive does not have
+	// holds no local entry (often one the batch creates: the untar's), so
+	// its entries are not looked up.
+	others := map[feedKey]uint64{}
+	dirs := map[uint64]bool{} // directories this drive has, by id
+	for node, k := range byNode {
+		have, ok := dirs[k.parent]
+		if !ok {
+			_, err := tree.GetNode(k.parent)
+			have = err == nil
+			dirs[k.parent] = have
+		}
+		if !have {
+			continue
+		}
+		if local, err := tree.Lookup(k.parent, k.mac); err == nil && local.Child != node {
+			others[k] = local.Child
+		}
+	}
+	// Two entries the batch points each at the node the other names here
+	// were exchanged (a rename with RENAME_EXCHANGE). Applied as two
+	// pullEntry calls, the first dropped its node's link, which then had
+	// no name till the second: one step if exchangeInFeed can.
+	for node, k := range byNode {
+		other, ok := others[k]
+		if !ok || paired[k] != nil {
+			continue
+		}
+		k2, ok := byNode[other]
+		if !ok || paired[k2] != nil {
+			continue
+		}
+		if o2, ok := others[k2]; !ok || o2 != node {
+			continue
+		}
+		p := &feedPair{del: k, add: k2, exchange: true}
+		paired[k], paired[k2] = p, p
+	}
+	// A node's entry the batch points at another node while it creates one
+	// other entry of the first (mv doc doc~, then a new doc, as an editor
+	// saves) was moved: the feed's deletion there was folded into the later
+	// creation. Applied as two pullEntry calls, the first dropped the moved
+	// node's last link: one step if moveInFeed can.
+	repointed := map[uint64]feedKey{} // a lone creation, by the other node its local entry names
+	for k, other := range others {
+		if paired[k] == nil {
+			repointed[other] = k
+		}
+	}
+	for node, k2 := range byNode {
+		if k1, ok := repointed[node]; ok && k1 != k2 && paired[k1] == nil && paired[k2] == nil {
+			p := &feedPair{del: k1, add: k2, repoint: true}
+			paired[k1], paired[k2] = p, p
+		}
+	}
+	return paired
 }
 
 // moveInFeed applies del, the feed's deletion of a node's entry, and add,
@@ -281,23 +319,47 @@ func (d *Drive) exchangeInFeed(ctx context.Context, x, y api.Change) bool {
 		if err != nil || e.Node.ID != c.Node {
 			return false
 		}
-		d.ensureShareKeys(ctx, e.Name) // a generation new to this drive: its keys first (share.go)
-		d.ensureShareKeys(ctx, e.Node.Attrs)
 		cur[i] = e
 	}
-	d.mu.Lock()
-	notes := d.exchangeLocked(x.Parent, cur[0], y.Parent, cur[1])
-	d.mu.Unlock()
-	if notes == nil {
-		return false
-	}
-	notifyIn(ctx, notes)
-	for _, e := range cur {
-		if e.Node.Type == api.TypeDir {
-			go d.refreshDir(e.Node.ID) // as pullEntry does for a directory's new entry
+	return d.takeIn(ctx, []*api.Entry{&cur[0], &cur[1]}, func() (func(), bool) {
+		notes := d.exchangeLocked(x.Parent, cur[0], y.Parent, cur[1])
+		return notes, notes != nil
+	})
+}
+
+// takeIn runs change, one local step under d.mu taking in es, entries
+// from the cloud (nil ones left out): moveEntry's and exchangeInFeed's.
+// Before it, the keys of a share or generation new to this drive that es
+// are sealed under are fetched; after it, the kernel is told what changed
+// (notes, nil if nothing did) and each directory among es is relisted, as
+// pullEntry does for a directory's new entry. It reports change's ok.
+func (d *Drive) takeIn(ctx context.Context, es []*api.Entry, change func() (notes func(), ok bool)) bool {
+	for _, e := range es {
+		if e != nil {
+			d.ensureEntryKeys(ctx, *e)
 		}
 	}
-	return true
+	d.mu.Lock()
+	notes, ok := change()
+	d.mu.Unlock()
+	if notes == nil {
+		return ok
+	}
+	notifyIn(ctx, notes)
+	for _, e := range es {
+		if e != nil && e.Node.Type == api.TypeDir {
+			go d.refreshDir(e.Node.ID)
+		}
+	}
+	return ok
+}
+
+// ensureEntryKeys fetches the keys of a share or generation new to this
+// drive that e, the cloud's entry, has its name or its node's record
+// sealed under (share.go), before e is opened.
+func (d *Drive) ensureEntryKeys(ctx context.Context, e api.Entry) {
+	d.ensureShareKeys(ctx, e.Name)
+	d.ensureShareKeys(ctx, e.Node.Attrs)
 }
 
 // exchangeLocked points x, the cloud's entry in directory dx, and y, its
@@ -389,9 +451,8 @@ func (d *Drive) pullEntry(ctx context.Context, parent uint64, mac string, c api.
 		return fmt.Errorf("lookup: %w", err)
 	}
 	found := err == nil
-	if found { // a share or generation new to this drive: its keys first (share.go)
-		d.ensureShareKeys(ctx, remote.Name)
-		d.ensureShareKeys(ctx, remote.Node.Attrs)
+	if found {
+		d.ensureEntryKeys(ctx, remote)
 	}
 	d.mu.Lock()
 	if d.pending[entryKey(parent, mac)] > 0 {
@@ -708,25 +769,9 @@ func (d *Drive) openCloudEntryLocked(dir uint64, mac string, e api.Entry) ([]byt
 // for this drive, or a file it has: one more link), taken in in the same
 // mutation instead of old's removal.
 func (d *Drive) moveEntry(ctx context.Context, old cache.Entry, dir uint64, cur api.Entry, next *api.Entry) bool {
-	for _, e := range []*api.Entry{&cur, next} {
-		if e != nil {
-			d.ensureShareKeys(ctx, e.Name) // a generation new to this drive: its keys first (share.go)
-			d.ensureShareKeys(ctx, e.Node.Attrs)
-		}
-	}
-	d.mu.Lock()
-	notes, moved := d.moveEntryLocked(old, dir, cur, next)
-	d.mu.Unlock()
-	if notes == nil {
-		return moved
-	}
-	notifyIn(ctx, notes)
-	for _, e := range []*api.Entry{&cur, next} {
-		if e != nil && e.Node.Type == api.TypeDir {
-			go d.refreshDir(e.Node.ID) // as pullEntry does for a directory's new entry
-		}
-	}
-	return true
+	return d.takeIn(ctx, []*api.Entry{&cur, next}, func() (func(), bool) {
+		return d.moveEntryLocked(old, dir, cur, next)
+	})
 }
 
 // moveEntryLocked is moveEntry's change of the local tree; it returns what
