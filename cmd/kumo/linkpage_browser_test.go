@@ -251,7 +251,7 @@ func TestLinkPageSpeed(t *testing.T) {
 		}
 		os.Remove(path)
 		var saver, written string
-		p.Eval(`document.body.dataset.saver + (document.body.dataset.feed ? ', fed by ' + document.body.dataset.feed + ' (probe ' + document.body.dataset.probe + ' ms)' : '')`, &saver)
+		p.Eval(`document.body.dataset.saver + (document.body.dataset.feed ? ', fed by ' + document.body.dataset.feed + ' (probe: trips of ' + document.body.dataset.probeTrips + ' ms, ' + document.body.dataset.probeTime + ' ms in all)' : '')`, &saver)
 		p.Eval(`document.body.dataset.written || ''`, &written)
 		if written != "" { // a temporary file: written, then copied by the browser
 			written = "; fetched, decrypted and written in " + written + " ms, the rest the browser's copy into its downloads"

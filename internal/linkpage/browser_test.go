@@ -307,6 +307,41 @@ func TestPageAgainstGoSealer(t *testing.T) {
 	}
 }
 
+// checkProbe checks how the page decided where its service worker runs
+// (page.js, nearby): one 16 MiB round trip decides unless the best so far
+// is between probeNear and probeFar ms, then at most 3; it logs the trips
+// and the whole probe's time. The old probe always made 3 trips, 0.35-0.53
+// s each when the service worker ran in another process.
+func checkProbe(t *testing.T, p *browsertest.Page, what string) {
+	t.Helper()
+	const probeNear, probeFar = 60, 180 // page.js: NEAR, FAR
+	var trips, total string
+	p.Eval(`document.body.dataset.probeTrips || ''`, &trips)
+	p.Eval(`document.body.dataset.probeTime || ''`, &total)
+	f := strings.Fields(trips)
+	if len(f) == 0 || len(f) > 3 {
+		t.Errorf("%s: probe trips %q, want 1 to 3", what, trips)
+		return
+	}
+	best := 1e9
+	for i, s := range f {
+		ms, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			t.Errorf("%s: probe trips %q: %v", what, trips, err)
+			return
+		}
+		best = min(best, ms)
+		near := best >= probeNear && best <= probeFar
+		if i < len(f)-1 && !near {
+			t.Errorf("%s: probe trips %q: went on after a best of %.1f ms, which decides", what, trips, best)
+		}
+		if i == len(f)-1 && len(f) < 3 && near {
+			t.Errorf("%s: probe trips %q: stopped at a best of %.1f ms, which does not decide", what, trips, best)
+		}
+	}
+	t.Logf("%s: probe %s ms in all, trips of 16 MiB: %s ms", what, total, trips)
+}
+
 // TestPageBatchTampering: the page fetches a file's chunks several a request
 // (GET /v1/s/{id}/chunks?ids=...), and whatever a hostile server does to
 // such an answer (chunks swapped, an answer cut short or too long, a frame's
@@ -337,6 +372,29 @@ func TestPageBatchTampering(t *testing.T) {
 	p.Eval(`document.body.dataset.feed || ''`, &feed)
 	if feed != "workers" {
 		t.Fatalf("the first tab's download was fed by %q, want the page's chunk workers", feed)
+	}
+	checkProbe(t, p, "first tab")
+	// The service worker answers a probe's buffers until the page says
+	// 'end', then closes its end of the port: nothing comes back after.
+	var echoed []bool
+	p.Eval(`(async () => {
+		const sw = (await navigator.serviceWorker.getRegistration('/s/_/dl/')).active;
+		const ch = new MessageChannel();
+		sw.postMessage({ type: 'probe' }, [ch.port2]);
+		const trip = () => new Promise((resolve) => {
+			const t = setTimeout(() => resolve(false), 2000);
+			ch.port1.onmessage = () => { clearTimeout(t); resolve(true); };
+			const b = new ArrayBuffer(8);
+			ch.port1.postMessage(b, [b]);
+		});
+		const before = await trip();
+		ch.port1.postMessage('end');
+		const after = await trip();
+		ch.port1.close();
+		return [before, after];
+	})()`, &echoed)
+	if len(echoed) != 2 || !echoed[0] || echoed[1] {
+		t.Errorf("a probe's buffer echoed before and after 'end': %v, want [true false]", echoed)
 	}
 	first := p
 
@@ -406,6 +464,7 @@ func TestPageBatchTampering(t *testing.T) {
 					t.Errorf("%s, %s: the download was fed by %q, want the page's chunk workers", tc.name, saver, feed)
 				}
 				t.Logf("%s, %s: fed by %s", tc.name, saver, feed)
+				checkProbe(t, p, tc.name+", "+saver)
 			} else {
 				p.Eval(`document.querySelector('`+sel+`').click(), true`, new(bool))
 			}

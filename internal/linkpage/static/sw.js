@@ -28,8 +28,17 @@ self.addEventListener('message', (e) => {
   const m = e.data;
   if (m && m.type === 'probe' && e.ports[0]) {
     // Each buffer back as it came: the page times them (page.js, nearby).
+    // Its 'end', or a minute (a page gone meanwhile), closes the port.
     const p = e.ports[0];
-    p.onmessage = (ev) => { if (ev.data instanceof ArrayBuffer) p.postMessage(ev.data, [ev.data]); };
+    const t = setTimeout(() => p.close(), 60000);
+    p.onmessage = (ev) => {
+      if (ev.data instanceof ArrayBuffer) {
+        p.postMessage(ev.data, [ev.data]);
+        return;
+      }
+      clearTimeout(t);
+      p.close();
+    };
     return;
   }
   if (!m || m.type !== 'download') return; // pings only keep the worker awake
