@@ -497,21 +497,54 @@ func TestShareStaleGenSupersededNotResealed(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	owner, _ := sharedDocs(t, c)
 	p, hold := heldFeed(t, c)
+	// The pusher's first batch is held at a gate (below).
+	gate := hostile.NewGate()
+	var batches atomic.Int32
+	p.On("POST", "/v1/batch", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		if batches.Add(1) == 1 {
+			return gate.Rule()(req, next)
+		}
+		return next(req)
+	})
 	od := coreDriveWith(t, c, func(o *Options) {
 		driveShareOptions(owner)(o)
 		o.Client = proxyClient(t, p.URL, owner.sess.Token)
-		o.QuietTime = time.Second // the three changes queue before a push
 	})
 	docs := lookupDir(t, od, api.RootID, "Docs")
 	a := lookupDir(t, od, docs.id, "a.txt")
+	out := lookupDir(t, od, api.RootID, "out.txt")
 	hold.Store(true)
-	removeBob(t, owner)
-	for _, mode := range []uint32{0o600, 0o640, 0o604} {
-		if e := od.setAttrs(a, func(m *meta.Attrs) syscall.Errno { m.Mode = m.Mode&^0o777 | mode; return 0 }); e != 0 {
-			t.Fatalf("chmod a.txt: %v", e)
+	sh := removeBob(t, owner)
+	// The three updates must all be in the journal when the pusher reads
+	// it. A pusher that read it with one or two of them (a stall of more
+	// than its quiet time between two chmods on a loaded machine, or a
+	// flush starting between its read and its wait) sent those alone,
+	// refused and sealed again (one upload), and the last one was sealed
+	// again at the next push (a second): no timing is assumed here. The
+	// pusher is kept inside the push of a change of the own tree (its
+	// request held at the gate) while they are queued; it reads the
+	// journal again only after that push.
+	chmod := func(st *nodeState, mode uint32) {
+		t.Helper()
+		if e := od.setAttrs(st, func(m *meta.Attrs) syscall.Errno { m.Mode = m.Mode&^0o777 | mode; return 0 }); e != 0 {
+			t.Fatalf("chmod: %v", e)
 		}
 	}
+	chmod(out, 0o600)
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	must(t, gate.Wait(wctx, 1))
+	for _, mode := range []uint32{0o600, 0o640, 0o604} {
+		chmod(a, mode)
+	}
+	if n := batches.Load(); n != 1 {
+		t.Fatalf("%d pushes while the updates were queued, want the held one: the test tests nothing", n)
+	}
+	if g := od.shares().byID[sh.ID].Gen(); g != 1 {
+		t.Fatalf("the drive learnt of the rotation before the updates were queued (generation %d): the test needs it not to", g)
+	}
 	before := p.Count("PUT", "/v1/chunks/*")
+	gate.Release(0)
 	flushDrive(t, od)
 	if n := p.Count("PUT", "/v1/chunks/*") - before; n != 1 {
 		t.Fatalf("%d chunk uploads for a.txt's three queued updates, want 1 (the last one's re-encrypted chunk)", n)
