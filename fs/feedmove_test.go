@@ -81,23 +81,7 @@ func testFeedMove(t *testing.T, crossDir, replace, isDir bool) {
 
 	// Only the first lookup of b.txt's entry is held: any later one (a
 	// refresh) goes through.
-	bMAC := meta.NewSealer(c.sess.Subkeys()).NameMAC(dir, []byte("b.txt"))
-	gate := hostile.NewGate()
-	held := gate.Rule()
-	var n atomic.Int32
-	p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries/%s", dir, bMAC), func(req *hostile.Request, next hostile.Forward) *hostile.Response {
-		if n.Add(1) == 1 {
-			return held(req, next)
-		}
-		return next(req)
-	})
-	var arrived atomic.Bool
-	release := sync.OnceFunc(func() {
-		if arrived.Load() {
-			gate.Release(0)
-		}
-	})
-	t.Cleanup(release) // a failure below must not leave the puller held
+	h := holdFirstLookup(t, p, c, dir, "b.txt")
 
 	if e := w.rename(api.RootID, "a.txt", dir, "b.txt", 0); e != 0 {
 		t.Fatalf("move on the other device: %v", e)
@@ -105,8 +89,7 @@ func testFeedMove(t *testing.T, crossDir, replace, isDir bool) {
 	must(t, w.Flush(ctx))
 
 	// The puller is at its lookup of b.txt's entry.
-	must(t, gate.Wait(ctx, 1))
-	arrived.Store(true)
+	h.wait(t, ctx)
 	sa, ea := r.lookupForTest(api.RootID, "a.txt")
 	sb, eb := r.lookupForTest(dir, "b.txt")
 	switch {
@@ -116,7 +99,7 @@ func testFeedMove(t *testing.T, crossDir, replace, isDir bool) {
 	default:
 		t.Fatalf("while the puller applies the move, the file has no name: a.txt %v, b.txt %v", ea, eb)
 	}
-	release()
+	h.release()
 
 	waitFor(t, 10*time.Second, func() bool {
 		_, ea := r.lookupForTest(api.RootID, "a.txt")
@@ -183,23 +166,7 @@ func TestRefreshRenameOverNeverMissing(t *testing.T) {
 	t.Cleanup(func() { close(feed) }) // before the drive's shutdown
 	waitFor(t, 5*time.Second, func() bool { return polls.Load() > 0 })
 
-	bMAC := meta.NewSealer(c.sess.Subkeys()).NameMAC(api.RootID, []byte("b.txt"))
-	gate := hostile.NewGate()
-	held := gate.Rule()
-	var n atomic.Int32
-	p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries/%s", api.RootID, bMAC), func(req *hostile.Request, next hostile.Forward) *hostile.Response {
-		if n.Add(1) == 1 {
-			return held(req, next)
-		}
-		return next(req)
-	})
-	var arrived atomic.Bool
-	release := sync.OnceFunc(func() {
-		if arrived.Load() {
-			gate.Release(0)
-		}
-	})
-	t.Cleanup(release)
+	h := holdFirstLookup(t, p, c, api.RootID, "b.txt")
 
 	if e := w.rename(api.RootID, "a.txt", api.RootID, "b.txt", 0); e != 0 {
 		t.Fatalf("rename on the other device: %v", e)
@@ -212,11 +179,11 @@ func TestRefreshRenameOverNeverMissing(t *testing.T) {
 		r.refreshDir(api.RootID)
 	}()
 	atGate := make(chan error, 1)
-	go func() { atGate <- gate.Wait(ctx, 1) }()
+	go func() { atGate <- h.gate.Wait(ctx, 1) }()
 	select {
 	case err := <-atGate:
 		must(t, err)
-		arrived.Store(true)
+		h.arrived.Store(true)
 	case <-done:
 	}
 	sa, ea := r.lookupForTest(api.RootID, "a.txt")
@@ -228,7 +195,7 @@ func TestRefreshRenameOverNeverMissing(t *testing.T) {
 	default:
 		t.Fatalf("while the drive relists the directory, the file has no name: a.txt %v, b.txt is node %d", ea, sb.id)
 	}
-	release()
+	h.release()
 	<-done
 
 	if _, ea := r.lookupForTest(api.RootID, "a.txt"); ea != syscall.ENOENT {
@@ -286,31 +253,14 @@ func TestFeedExchangeNeverMissing(t *testing.T) {
 				t.Fatalf("lookups before the exchange: a.txt %v, b.txt %v", ea, eb)
 			}
 
-			bMAC := meta.NewSealer(c.sess.Subkeys()).NameMAC(dir, []byte("b.txt"))
-			gate := hostile.NewGate()
-			held := gate.Rule()
-			var n atomic.Int32
-			p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries/%s", dir, bMAC), func(req *hostile.Request, next hostile.Forward) *hostile.Response {
-				if n.Add(1) == 1 {
-					return held(req, next)
-				}
-				return next(req)
-			})
-			var arrived atomic.Bool
-			release := sync.OnceFunc(func() {
-				if arrived.Load() {
-					gate.Release(0)
-				}
-			})
-			t.Cleanup(release)
+			h := holdFirstLookup(t, p, c, dir, "b.txt")
 
 			if e := w.rename(api.RootID, "a.txt", dir, "b.txt", renameExchange); e != 0 {
 				t.Fatalf("exchange on the other device: %v", e)
 			}
 			must(t, w.Flush(ctx))
 
-			must(t, gate.Wait(ctx, 1))
-			arrived.Store(true)
+			h.wait(t, ctx)
 			sa, ea := r.lookupForTest(api.RootID, "a.txt")
 			sb, eb := r.lookupForTest(dir, "b.txt")
 			if ea != 0 || eb != 0 {
@@ -321,7 +271,7 @@ func TestFeedExchangeNeverMissing(t *testing.T) {
 					t.Fatalf("while the puller applies the exchange, node %d has no name: a.txt is node %d, b.txt node %d", want.id, sa.id, sb.id)
 				}
 			}
-			release()
+			h.release()
 
 			waitFor(t, 10*time.Second, func() bool {
 				sa, ea := r.lookupForTest(api.RootID, "a.txt")
@@ -407,23 +357,7 @@ func TestFeedMoveThenRecreateNeverMissing(t *testing.T) {
 			t.Cleanup(openFeed)
 			waitFor(t, 5*time.Second, func() bool { return polls.Load() > 0 })
 
-			bMAC := meta.NewSealer(c.sess.Subkeys()).NameMAC(dir, []byte("b.txt"))
-			gate := hostile.NewGate()
-			held := gate.Rule()
-			var n atomic.Int32
-			p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries/%s", dir, bMAC), func(req *hostile.Request, next hostile.Forward) *hostile.Response {
-				if n.Add(1) == 1 {
-					return held(req, next)
-				}
-				return next(req)
-			})
-			var arrived atomic.Bool
-			release := sync.OnceFunc(func() {
-				if arrived.Load() {
-					gate.Release(0)
-				}
-			})
-			t.Cleanup(release)
+			h := holdFirstLookup(t, p, c, dir, "b.txt")
 
 			if e := w.rename(api.RootID, "a.txt", dir, "b.txt", 0); e != 0 {
 				t.Fatalf("move on the other device: %v", e)
@@ -432,8 +366,7 @@ func TestFeedMoveThenRecreateNeverMissing(t *testing.T) {
 			must(t, w.Flush(ctx))
 			openFeed()
 
-			must(t, gate.Wait(ctx, 1))
-			arrived.Store(true)
+			h.wait(t, ctx)
 			sa, ea := r.lookupForTest(api.RootID, "a.txt")
 			sb, eb := r.lookupForTest(dir, "b.txt")
 			switch {
@@ -443,7 +376,7 @@ func TestFeedMoveThenRecreateNeverMissing(t *testing.T) {
 			default:
 				t.Fatalf("while the puller applies the move, the moved file has no name: a.txt is node %d, b.txt %v", sa.id, eb)
 			}
-			release()
+			h.release()
 
 			waitFor(t, 10*time.Second, func() bool {
 				sa, ea := r.lookupForTest(api.RootID, "a.txt")
@@ -458,4 +391,42 @@ func TestFeedMoveThenRecreateNeverMissing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// heldLookup holds the puller's first lookup of one entry at a hostile gate;
+// any later one (a refresh) goes through.
+type heldLookup struct {
+	gate    *hostile.Gate
+	arrived atomic.Bool // the lookup reached the gate (release lets it go)
+	release func()
+}
+
+// holdFirstLookup holds the first GET of (dir, name)'s entry on p until
+// release (also at cleanup, so a failure does not leave the puller held).
+func holdFirstLookup(t *testing.T, p *hostile.Proxy, c *cloud, dir uint64, name string) *heldLookup {
+	t.Helper()
+	mac := meta.NewSealer(c.sess.Subkeys()).NameMAC(dir, []byte(name))
+	h := &heldLookup{gate: hostile.NewGate()}
+	held := h.gate.Rule()
+	var n atomic.Int32
+	p.On("GET", fmt.Sprintf("/v1/nodes/%d/entries/%s", dir, mac), func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		if n.Add(1) == 1 {
+			return held(req, next)
+		}
+		return next(req)
+	})
+	h.release = sync.OnceFunc(func() {
+		if h.arrived.Load() {
+			h.gate.Release(0)
+		}
+	})
+	t.Cleanup(h.release)
+	return h
+}
+
+// wait returns once the puller is at the held lookup.
+func (h *heldLookup) wait(t *testing.T, ctx context.Context) {
+	t.Helper()
+	must(t, h.gate.Wait(ctx, 1))
+	h.arrived.Store(true)
 }
