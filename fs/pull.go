@@ -48,6 +48,12 @@ func (d *Drive) pullLoop() {
 		}
 		backoff = 0
 		d.noteOnline()
+		// noteOnline's wake-up is for a puller in its backoff; this one
+		// is not (a refresh asked for meanwhile runs at the loop's top).
+		select {
+		case <-d.pullKick:
+		default:
+		}
 		if resp.Reset {
 			d.log.Warn("change feed was reset: relisting the cloud")
 			if err := d.resync(); err != nil {
