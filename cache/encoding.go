@@ -369,20 +369,14 @@ func decodeJournalV1(b []byte) (api.BatchOp, error) {
 // same bytes.
 type jreader struct{ reader }
 
+// uint is reader.uvarint refusing a padded (non-minimal) encoding.
 func (r *jreader) uint() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = fmt.Errorf("truncated or overlong varint: %w", ErrCorrupt)
-		return 0
-	}
-	if n > 1 && r.b[n-1] == 0 {
+	at := r.b
+	v := r.uvarint()
+	if n := len(at) - len(r.b); r.err == nil && n > 1 && at[n-1] == 0 {
 		r.err = fmt.Errorf("non-minimal varint: %w", ErrCorrupt)
 		return 0
 	}
-	r.b = r.b[n:]
 	return v
 }
 
