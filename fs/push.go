@@ -526,8 +526,7 @@ func (d *Drive) unlinkRaced(ctx context.Context, u *api.UnlinkRequest) bool {
 	if got.Node.ID == u.Node {
 		return false
 	}
-	d.ensureShareKeys(ctx, got.Name)
-	d.ensureShareKeys(ctx, got.Node.Attrs)
+	d.ensureEntryKeys(ctx, got) // pull.go
 	if _, err = d.decodeCloud(got.Node); err != nil {
 		return false // counted by decodeCloud
 	}

@@ -163,9 +163,6 @@ func (d *Drive) staleNode(id uint64) bool {
 // compare, a shared folder's state at or above its lowest generation a
 // map lookup and a compare; only a state below it reads the local record.
 func (d *Drive) staleStateLocked(st *nodeState) bool {
-	if st.kid.Share == 0 { // the own tree
-		return false
-	}
 	if !d.belowFloorLocked(st) || !d.staleNode(st.id) {
 		return false
 	}
@@ -349,15 +346,15 @@ func (d *Drive) staleNames(dir uint64) bool {
 // (dropBelowFloor), online or not.
 func (d *Drive) minGenRaised(old, cur *shareSet) {
 	var roots []uint64
-	var raised map[uint64]uint32
+	var raised map[uint64]bool
 	for id, sh := range cur.byID {
 		if o := old.byID[id]; o == nil || sh.Roster.MinGen <= o.Roster.MinGen {
 			continue
 		}
 		if raised == nil {
-			raised = map[uint64]uint32{}
+			raised = map[uint64]bool{}
 		}
-		raised[id] = sh.Roster.MinGen
+		raised[id] = true
 		switch {
 		case d.isMember():
 			roots = append(roots, d.rootID())
@@ -377,23 +374,18 @@ func (d *Drive) minGenRaised(old, cur *shareSet) {
 }
 
 // dropBelowFloor drops what the kernel caches of every live inode of the
-// shares in raised (share id: its new lowest accepted generation) whose
-// state is refused now (staleStateLocked's test): files open with
+// shares in raised (by id) whose state is refused now (staleStateLocked's test): files open with
 // FOPEN_KEEP_CACHE, and a handle kept open would read, without reaching
 // the drive, pages of a state decoded under the older generation until a
 // handler or the sweep (online only) came to refuse it. After the drop its
 // next read or getattr comes to the drive, which fetches the record again
 // or answers EIO. One pass over the live inodes per adoption, under d.mu;
 // the local records of those below the floor are read after it.
-func (d *Drive) dropBelowFloor(raised map[uint64]uint32) {
+func (d *Drive) dropBelowFloor(raised map[uint64]bool) {
 	var ids []uint64
 	d.mu.Lock()
 	for id := range d.inodes {
-		st := d.states[id]
-		if st == nil || st.kid.Share == 0 {
-			continue
-		}
-		if floor, ok := raised[st.kid.Share]; ok && st.kid.Gen < floor && d.belowFloorLocked(st) {
+		if st := d.states[id]; st != nil && raised[st.kid.Share] && d.belowFloorLocked(st) {
 			ids = append(ids, id)
 		}
 	}
