@@ -1,12 +1,10 @@
 package fs
 
 import (
-	"context"
 	"net/http/httptest"
 	"testing"
 	"time"
 
-	"kumo/internal/keys"
 	"kumo/internal/metrics"
 )
 
@@ -17,19 +15,7 @@ import (
 // counted the account's own queue alone: the shared folder's file, bytes
 // and ops were invisible to monitoring.
 func TestMetricsCountSharedQueues(t *testing.T) {
-	ctx := context.Background()
-	c := startCloud(t, t.TempDir(), 0)
-	owner, _ := sharedDocs(t, c)
-	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleWriter)
-	px := newOfflineProxy(t, c.url)
-	cd := coreDriveWith(t, c, func(o *Options) {
-		driveShareOptions(carol)(o)
-		o.Session, o.Client, o.SharedDir = carol.sess, proxyClient(t, px.url, carol.sess.Token), "Shared"
-	})
-	md, e := cd.memberByName(ctx, "Docs")
-	if e != 0 {
-		t.Fatalf("carol's drive of the joined share: %v", e)
-	}
+	cd, md, px := carolOnDocs(t)
 	reg := metrics.New()
 	cd.RegisterMetrics(reg)
 	scrape := func(name string) float64 {

@@ -16,19 +16,7 @@ import (
 // progress counted the account's own queue alone: 0 here, so an unmount
 // waiting for the shared folder's upload said nothing.
 func TestShareQueueInStatus(t *testing.T) {
-	ctx := context.Background()
-	c := startCloud(t, t.TempDir(), 0)
-	owner, _ := sharedDocs(t, c)
-	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleWriter)
-	px := newOfflineProxy(t, c.url)
-	cd := coreDriveWith(t, c, func(o *Options) {
-		driveShareOptions(carol)(o)
-		o.Session, o.Client, o.SharedDir = carol.sess, proxyClient(t, px.url, carol.sess.Token), "Shared"
-	})
-	md, e := cd.memberByName(ctx, "Docs")
-	if e != 0 {
-		t.Fatalf("carol's drive of the joined share: %v", e)
-	}
+	cd, md, px := carolOnDocs(t)
 	px.down.Store(true)
 	coreFile(t, md, md.rootID(), "new.txt", "from carol\n")
 
@@ -42,7 +30,7 @@ func TestShareQueueInStatus(t *testing.T) {
 	if p := s.Pending(); p.Ops != s.Shared.Ops || p.Files != 1 || p.Bytes != s.Shared.Bytes {
 		t.Fatalf("what a flush waits for: %+v, want the shared folder's queue", p)
 	}
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if err := cd.Flush(short); err == nil {
 		t.Fatal("the account drive's flush did not wait for the shared folder's queue")
@@ -53,4 +41,24 @@ func TestShareQueueInStatus(t *testing.T) {
 	if p := cd.Status().Pending(); p.Files+p.Ops+p.Uploading != 0 || p.Bytes != 0 {
 		t.Fatalf("after the flush: %+v pending", p)
 	}
+}
+
+// carolOnDocs is carol's drive (cd) with the "Docs" folder alice shares
+// with her as a writer joined (md, its member drive), reaching the cloud
+// through px, which can cut it off.
+func carolOnDocs(t *testing.T) (cd, md *Drive, px *offlineProxy) {
+	t.Helper()
+	c := startCloud(t, t.TempDir(), 0)
+	owner, _ := sharedDocs(t, c)
+	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleWriter)
+	px = newOfflineProxy(t, c.url)
+	cd = coreDriveWith(t, c, func(o *Options) {
+		driveShareOptions(carol)(o)
+		o.Session, o.Client, o.SharedDir = carol.sess, proxyClient(t, px.url, carol.sess.Token), "Shared"
+	})
+	md, e := cd.memberByName(context.Background(), "Docs")
+	if e != 0 {
+		t.Fatalf("carol's drive of the joined share: %v", e)
+	}
+	return cd, md, px
 }
