@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -41,26 +40,7 @@ func TestShareMinGenAdoptDropsKernelCacheMemberMount(t *testing.T) {
 	const old = "shared b\n"
 	b := filepath.Join(m.p("Shared/Docs"), "sub", "b.txt")
 	waitUntil(t, opWait, "the share in the reader's mount", fileIs(b, []byte(old)))
-	var f *os.File
-	kernelOp(t, m.mnt, opWait, "open sub/b.txt", func() (err error) {
-		f, err = os.Open(b)
-		return err
-	})
-	defer f.Close()
-	pread := func() (string, error) {
-		buf := make([]byte, 4096)
-		n, err := f.ReadAt(buf, 0)
-		if n > 0 {
-			return string(buf[:n]), nil // io.EOF after the short file's bytes
-		}
-		return "", err
-	}
-	kernelOp(t, m.mnt, opWait, "read sub/b.txt (its pages cached)", func() error {
-		if got, err := pread(); err != nil || got != old {
-			return fmt.Errorf("%q, %v", got, err)
-		}
-		return nil
-	})
+	f, pread := openCachedB(t, m, b, old)
 	md, e := m.d.memberByName(ctx, "Docs")
 	if e != 0 {
 		t.Fatalf("the reader's drive of the joined share: %v", e)

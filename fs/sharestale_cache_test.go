@@ -59,26 +59,7 @@ func testRefusedDropsKernelCache(t *testing.T, mode string) {
 	const opWait = 20 * time.Second
 	const old = "shared b\n"
 	b := m.p("Docs/sub/b.txt")
-	var f *os.File
-	kernelOp(t, m.mnt, opWait, "open sub/b.txt", func() (err error) {
-		f, err = os.Open(b)
-		return err
-	})
-	defer f.Close()
-	pread := func() (string, error) {
-		buf := make([]byte, 4096)
-		n, err := f.ReadAt(buf, 0)
-		if n > 0 {
-			return string(buf[:n]), nil // io.EOF after the short file's bytes
-		}
-		return "", err
-	}
-	kernelOp(t, m.mnt, opWait, "read sub/b.txt (its pages cached)", func() error {
-		if got, err := pread(); err != nil || got != old {
-			return fmt.Errorf("%q, %v", got, err)
-		}
-		return nil
-	})
+	f, pread := openCachedB(t, m, b, old)
 
 	hold.Store(true)
 	if sh := removeBob(t, owner); sh.Roster.MinGen != 2 {
@@ -198,4 +179,33 @@ func testRefusedDropsKernelCache(t *testing.T, mode string) {
 	if !hold.Load() || p.Count("GET", "/v1/changes") == 0 {
 		t.Fatal("the change feed was not held")
 	}
+}
+
+// openCachedB opens sub/b.txt at path b on m, reads it once (want) so the
+// kernel caches its pages, and returns the handle (closed at cleanup) and
+// a read of it from the start.
+func openCachedB(t *testing.T, m *mounted, b, want string) (*os.File, func() (string, error)) {
+	t.Helper()
+	const opWait = 20 * time.Second
+	var f *os.File
+	kernelOp(t, m.mnt, opWait, "open sub/b.txt", func() (err error) {
+		f, err = os.Open(b)
+		return err
+	})
+	t.Cleanup(func() { f.Close() })
+	pread := func() (string, error) {
+		buf := make([]byte, 4096)
+		n, err := f.ReadAt(buf, 0)
+		if n > 0 {
+			return string(buf[:n]), nil // io.EOF after the short file's bytes
+		}
+		return "", err
+	}
+	kernelOp(t, m.mnt, opWait, "read sub/b.txt (its pages cached)", func() error {
+		if got, err := pread(); err != nil || got != want {
+			return fmt.Errorf("%q, %v", got, err)
+		}
+		return nil
+	})
+	return f, pread
 }
