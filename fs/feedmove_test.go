@@ -64,10 +64,7 @@ func testFeedMove(t *testing.T, crossDir, replace, isDir bool) {
 	}
 	must(t, w.Flush(ctx))
 
-	p := hostile.Start(t, c.url)
-	r := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
-		o.Client = proxyClient(t, p.URL, c.sess.Token)
-	}, nil)
+	r, p := coreDriveBehind(t, c)
 	a, e := r.lookupForTest(api.RootID, "a.txt")
 	if e != 0 {
 		t.Fatalf("lookup a.txt before the move: %v", e)
@@ -145,10 +142,7 @@ func TestRefreshRenameOverNeverMissing(t *testing.T) {
 	coreFile(t, w, api.RootID, "b.txt", "replaced\n")
 	must(t, w.Flush(ctx))
 
-	p := hostile.Start(t, c.url)
-	r := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
-		o.Client = proxyClient(t, p.URL, c.sess.Token)
-	}, nil)
+	r, p := coreDriveBehind(t, c)
 	a, ea := r.lookupForTest(api.RootID, "a.txt")
 	old, eb := r.lookupForTest(api.RootID, "b.txt")
 	if ea != 0 || eb != 0 {
@@ -243,10 +237,7 @@ func TestFeedExchangeNeverMissing(t *testing.T) {
 			}
 			must(t, w.Flush(ctx))
 
-			p := hostile.Start(t, c.url)
-			r := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
-				o.Client = proxyClient(t, p.URL, c.sess.Token)
-			}, nil)
+			r, p := coreDriveBehind(t, c)
 			a, ea := r.lookupForTest(api.RootID, "a.txt")
 			b, eb := r.lookupForTest(dir, "b.txt")
 			if ea != 0 || eb != 0 {
@@ -331,10 +322,7 @@ func TestFeedMoveThenRecreateNeverMissing(t *testing.T) {
 			coreFile(t, w, api.RootID, "a.txt", "backup\n")
 			must(t, w.Flush(ctx))
 
-			p := hostile.Start(t, c.url)
-			r := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
-				o.Client = proxyClient(t, p.URL, c.sess.Token)
-			}, nil)
+			r, p := coreDriveBehind(t, c)
 			a, e := r.lookupForTest(api.RootID, "a.txt")
 			if e != 0 {
 				t.Fatalf("lookup a.txt before the move: %v", e)

@@ -29,10 +29,7 @@ func TestFeedRenameNeverMissing(t *testing.T) {
 	coreFile(t, w, api.RootID, "a.txt", "renamed elsewhere\n")
 	must(t, w.Flush(ctx))
 
-	p := hostile.Start(t, c.url)
-	r := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
-		o.Client = proxyClient(t, p.URL, c.sess.Token)
-	}, nil)
+	r, p := coreDriveBehind(t, c)
 	a, e := r.lookupForTest(api.RootID, "a.txt")
 	if e != 0 {
 		t.Fatalf("lookup a.txt before the rename: %v", e)
@@ -77,4 +74,15 @@ func TestFeedRenameNeverMissing(t *testing.T) {
 	if b, _ := r.lookupForTest(api.RootID, "b.txt"); b.id != a.id || b.nlink != 1 {
 		t.Fatalf("b.txt is node %d with %d links, want node %d with 1", b.id, b.nlink, a.id)
 	}
+}
+
+// coreDriveBehind is a second drive of c's account reaching the cloud
+// through p, a hostile proxy the test sets rules on.
+func coreDriveBehind(t *testing.T, c *cloud) (*Drive, *hostile.Proxy) {
+	t.Helper()
+	p := hostile.Start(t, c.url)
+	r := coreDriveAt(t, c, t.TempDir(), func(o *Options) {
+		o.Client = proxyClient(t, p.URL, c.sess.Token)
+	}, nil)
+	return r, p
 }
