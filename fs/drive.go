@@ -149,6 +149,7 @@ type Drive struct {
 	// does not let a push through.
 	quietExtra     atomic.Int64
 	fgAt           atomic.Int64 // unix ns of the last request from the kernel (noteForeground)
+	load           loadCounts   // what the kernel asked for (Load)
 	uploadsRunning atomic.Int32
 	closed         atomic.Bool
 	done           chan struct{}

@@ -565,6 +565,7 @@ func (n *fnode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off in
 	if err != nil {
 		return nil, errno(err)
 	}
+	n.d.noteData(got)
 	if spare != nil && spare.data != nil {
 		// After the answer: the kernel holds this read's pages until then.
 		go n.d.storeSpare(n, h.st, spare, off, len(dest))
@@ -585,6 +586,7 @@ func (n *fnode) Write(ctx context.Context, f gofs.FileHandle, data []byte, off i
 		return 0, e
 	}
 	w, e := n.d.write(ctx, h.st, data, off)
+	n.d.noteData(w)
 	return uint32(w), e
 }
 

@@ -13,6 +13,7 @@ import (
 	"kumo/cache"
 	"kumo/internal/chunk"
 	"kumo/internal/meta"
+	"kumo/internal/procs"
 	"kumo/remote/api"
 )
 
@@ -166,6 +167,24 @@ const (
 
 // noteForeground records a request from the kernel (FUSE handlers).
 func (d *Drive) noteForeground() { d.fgAt.Store(time.Now().UnixNano()) }
+
+// loadCounts count the kernel's requests by kind since the mount (Load).
+type loadCounts struct {
+	changes, dataOps, dataBytes atomic.Int64
+}
+
+// noteData counts a read or write of n bytes.
+func (d *Drive) noteData(n int) {
+	d.load.dataOps.Add(1)
+	d.load.dataBytes.Add(int64(n))
+}
+
+// Load is what the drive was asked for since it was mounted: the changes it
+// queued for the cloud, and the reads and writes of data. The mount command
+// chooses its processor count from it (internal/procs).
+func (d *Drive) Load() procs.Load {
+	return procs.Load{Changes: d.load.changes.Load(), DataOps: d.load.dataOps.Load(), DataBytes: d.load.dataBytes.Load()}
+}
 
 // foregroundBusy says whether background work should still wait for
 // foreground requests to pause, sinceChange after the last local change.

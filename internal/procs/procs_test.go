@@ -1,0 +1,104 @@
+package procs
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestDecide(t *testing.T) {
+	w := Window
+	// Per 100 ms window: 500 changes = 5,000 a second.
+	untar := Load{Changes: 500, DataOps: 300, DataBytes: 300 * 8 << 10}
+	rm := Load{Changes: 900}
+	bigWrite := Load{Changes: 1, DataOps: 30, DataBytes: 30 << 20}
+	quiet := Load{Changes: 3, DataOps: 10, DataBytes: 40 << 10}
+	grep := Load{DataOps: 1500, DataBytes: 1500 * 8 << 10}
+	manySmallWrites := Load{Changes: 500, DataOps: 5000, DataBytes: 5000 * 4 << 10} // 200 MB/s of 4 KiB writes
+	cases := []struct {
+		name  string
+		loads []Load
+		want  []int
+	}{
+		{"a burst of small changes drops to one after two windows", []Load{untar, untar, untar}, []int{2, 1, 1}},
+		{"an rm -rf is a burst", []Load{rm, rm}, []int{2, 1}},
+		{"the burst ending gives the processors back at once", []Load{untar, untar, quiet, untar}, []int{2, 1, 2, 2}},
+		{"bulk data is never a burst", []Load{bigWrite, bigWrite, bigWrite}, []int{2, 2, 2}},
+		{"bulk data ends a burst", []Load{rm, rm, bigWrite}, []int{2, 1, 2}},
+		{"reads without changes are not a burst", []Load{grep, grep, grep}, []int{2, 2, 2}},
+		{"small writes in bulk are not a burst", []Load{manySmallWrites, manySmallWrites}, []int{2, 2}},
+	}
+	for _, c := range cases {
+		g := New(2)
+		for i, l := range c.loads {
+			if got := g.Decide(l, w); got != c.want[i] {
+				t.Errorf("%s: window %d: %d processors, want %d", c.name, i, got, c.want[i])
+			}
+		}
+	}
+	if got := New(1).Decide(rm, w); got != 1 {
+		t.Errorf("one processor at most: got %d", got)
+	}
+}
+
+// Run switches on a burst and restores the count when it ends and when
+// its context ends.
+func TestRunSwitchesAndRestores(t *testing.T) {
+	var mu sync.Mutex
+	var l Load
+	var sets []int
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, 2, func() Load { mu.Lock(); defer mu.Unlock(); return l }, func(n int) { mu.Lock(); sets = append(sets, n); mu.Unlock() })
+	}()
+	last := func() (int, []int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(sets) == 0 {
+			return 0, nil
+		}
+		return sets[len(sets)-1], append([]int(nil), sets...)
+	}
+	// A burst: 5,000 changes every half window (far above the threshold
+	// even if a loaded machine stretches the windows), until Run switches.
+	deadline := time.Now().Add(10 * time.Second)
+	for n, _ := last(); n != 1; n, _ = last() {
+		if time.Now().After(deadline) {
+			_, got := last()
+			t.Fatalf("a burst: sets %v, want a switch to 1", got)
+		}
+		mu.Lock()
+		l.Changes += 5000
+		mu.Unlock()
+		time.Sleep(Window / 2)
+	}
+	// Quiet: the count comes back.
+	for n, _ := last(); n != 2; n, _ = last() {
+		if time.Now().After(deadline) {
+			_, got := last()
+			t.Fatalf("after the burst: sets %v, want 2 last", got)
+		}
+		time.Sleep(Window / 2)
+	}
+	// A burst again, then the end of Run: the count is restored.
+	for n, _ := last(); n != 1; n, _ = last() {
+		if time.Now().After(deadline) {
+			_, got := last()
+			t.Fatalf("a second burst: sets %v, want a switch to 1", got)
+		}
+		mu.Lock()
+		l.Changes += 5000
+		mu.Unlock()
+		time.Sleep(Window / 2)
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if sets[len(sets)-1] != 2 {
+		t.Fatalf("after Run returned: sets %v, want 2 last", sets)
+	}
+}
