@@ -284,6 +284,7 @@ func (n *fnode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOu
 }
 
 func (n *fnode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	n.d.noteCaller(ctx)
 	d := n.d
 	if d.o.ReadOnly {
 		return syscall.EROFS
@@ -377,6 +378,7 @@ func caller(ctx context.Context) (uint32, uint32) {
 }
 
 func (n *fnode) mk(ctx context.Context, nn newNode, out *fuse.EntryOut) (*gofs.Inode, *nodeState, syscall.Errno) {
+	n.d.noteCaller(ctx)
 	d := n.d
 	if d.o.ReadOnly {
 		return nil, nil, syscall.EROFS
@@ -443,6 +445,7 @@ func (n *fnode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (n *fnode) Unlink(ctx context.Context, name string) syscall.Errno {
+	n.d.noteCaller(ctx)
 	if n.d.o.ReadOnly {
 		return syscall.EROFS
 	}
@@ -453,6 +456,7 @@ func (n *fnode) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *fnode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	n.d.noteCaller(ctx)
 	if n.d.o.ReadOnly {
 		return syscall.EROFS
 	}
@@ -463,6 +467,7 @@ func (n *fnode) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *fnode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	n.d.noteCaller(ctx)
 	if n.d.o.ReadOnly {
 		return syscall.EROFS
 	}
@@ -477,6 +482,7 @@ func (n *fnode) Rename(ctx context.Context, name string, newParent gofs.InodeEmb
 }
 
 func (n *fnode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n.d.noteCaller(ctx)
 	d := n.d
 	if d.o.ReadOnly {
 		return nil, syscall.EROFS
@@ -574,6 +580,7 @@ func (n *fnode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off in
 }
 
 func (n *fnode) Write(ctx context.Context, f gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	n.d.noteCaller(ctx)
 	h, ok := f.(*handle)
 	if !ok {
 		return 0, syscall.EBADF
@@ -643,6 +650,7 @@ func killSuidgid(mode, fileGID, uid, gid uint32) uint32 {
 }
 
 func (n *fnode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	n.d.noteCaller(ctx)
 	h, ok := f.(*handle)
 	if !ok || !h.write {
 		return 0

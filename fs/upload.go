@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
+
 	"kumo/cache"
 	"kumo/internal/chunk"
 	"kumo/internal/meta"
@@ -171,6 +173,17 @@ func (d *Drive) noteForeground() { d.fgAt.Store(time.Now().UnixNano()) }
 // loadCounts count the kernel's requests by kind since the mount (Load).
 type loadCounts struct {
 	changes, dataOps, dataBytes atomic.Int64
+	// switches counts changing requests whose caller (thread) was not the
+	// previous one's: one writer, or several at once.
+	switches atomic.Int64
+	caller   atomic.Uint32
+}
+
+// noteCaller records the caller of a request that changes something.
+func (d *Drive) noteCaller(ctx context.Context) {
+	if c, ok := fuse.FromContext(ctx); ok && d.load.caller.Swap(c.Pid) != c.Pid {
+		d.load.switches.Add(1)
+	}
 }
 
 // noteData counts a read or write of n bytes.
@@ -183,7 +196,8 @@ func (d *Drive) noteData(n int) {
 // queued for the cloud, and the reads and writes of data. The mount command
 // chooses its processor count from it (internal/procs).
 func (d *Drive) Load() procs.Load {
-	return procs.Load{Changes: d.load.changes.Load(), DataOps: d.load.dataOps.Load(), DataBytes: d.load.dataBytes.Load()}
+	return procs.Load{Changes: d.load.changes.Load(), DataOps: d.load.dataOps.Load(), DataBytes: d.load.dataBytes.Load(),
+		CallerSwitches: d.load.switches.Load()}
 }
 
 // foregroundBusy says whether background work should still wait for

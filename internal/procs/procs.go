@@ -9,8 +9,8 @@
 // with one; but a 1 GiB write ran at 139 instead of 392 MiB/s and cold
 // reads at 453 instead of 702, since sealing and opening data use both
 // cores. So the governor drops to one processor only while the drive takes
-// a burst of small changes, and gives the others back as soon as it ends
-// or data flows in bulk.
+// a burst of small changes from one writer, and gives the others back as
+// soon as it ends, data flows in bulk or several writers work at once.
 package procs
 
 import (
@@ -23,10 +23,14 @@ type Load struct {
 	Changes   int64 // local changes queued for the cloud (create, unlink, rename, setattr, close with data...)
 	DataOps   int64 // reads and writes
 	DataBytes int64 // bytes read and written
+	// CallerSwitches counts changing requests from another thread than the
+	// one before: about none for one writer, about one a request for
+	// several at once.
+	CallerSwitches int64
 }
 
 func (l Load) sub(o Load) Load {
-	return Load{l.Changes - o.Changes, l.DataOps - o.DataOps, l.DataBytes - o.DataBytes}
+	return Load{l.Changes - o.Changes, l.DataOps - o.DataOps, l.DataBytes - o.DataBytes, l.CallerSwitches - o.CallerSwitches}
 }
 
 // Thresholds of a burst of small changes, per second of a window.
@@ -34,6 +38,11 @@ const (
 	burstChanges  = 2000     // changes a second, at least
 	burstMaxBytes = 32 << 20 // bytes read and written a second, at most
 	burstMaxOp    = 64 << 10 // bytes a read or write, on average, at most
+	// burstMaxSwitches: the changes come from one writer at a time (tar,
+	// git, rm -rf, cp -a), at most one in 8 from another thread than the
+	// one before. Several writers at once (make -j, a parallel checkout)
+	// keep every processor: one would serialize them.
+	burstMaxSwitches = 8
 	// burstWindows in a row make a burst: one busy window (a short
 	// unpack) is not worth a switch, which stops the world.
 	burstWindows = 2
@@ -59,7 +68,8 @@ func (g *Governor) Decide(d Load, period time.Duration) int {
 	}
 	perSec := func(n int64) float64 { return float64(n) / period.Seconds() }
 	small := d.DataOps == 0 || d.DataBytes/d.DataOps <= burstMaxOp
-	if perSec(d.Changes) >= burstChanges && small && perSec(d.DataBytes) <= burstMaxBytes {
+	oneWriter := d.CallerSwitches*burstMaxSwitches <= d.Changes
+	if perSec(d.Changes) >= burstChanges && small && oneWriter && perSec(d.DataBytes) <= burstMaxBytes {
 		g.busy++
 	} else {
 		g.busy = 0

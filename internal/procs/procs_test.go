@@ -16,6 +16,8 @@ func TestDecide(t *testing.T) {
 	quiet := Load{Changes: 3, DataOps: 10, DataBytes: 40 << 10}
 	grep := Load{DataOps: 1500, DataBytes: 1500 * 8 << 10}
 	manySmallWrites := Load{Changes: 500, DataOps: 5000, DataBytes: 5000 * 4 << 10} // 200 MB/s of 4 KiB writes
+	makeJ := Load{Changes: 500, CallerSwitches: 400}                                // several writers at once
+	untarBeside := Load{Changes: 500, CallerSwitches: 30}                           // one writer, another thread now and then
 	cases := []struct {
 		name  string
 		loads []Load
@@ -28,6 +30,9 @@ func TestDecide(t *testing.T) {
 		{"bulk data ends a burst", []Load{rm, rm, bigWrite}, []int{2, 1, 2}},
 		{"reads without changes are not a burst", []Load{grep, grep, grep}, []int{2, 2, 2}},
 		{"small writes in bulk are not a burst", []Load{manySmallWrites, manySmallWrites}, []int{2, 2}},
+		{"several writers at once are not a burst", []Load{makeJ, makeJ, makeJ}, []int{2, 2, 2}},
+		{"one writer with a few other requests is", []Load{untarBeside, untarBeside}, []int{2, 1}},
+		{"several writers end a burst", []Load{rm, rm, makeJ}, []int{2, 1, 2}},
 	}
 	for _, c := range cases {
 		g := New(2)
