@@ -20,7 +20,7 @@ import (
 
 // Load counts what the drive was asked for since it started.
 type Load struct {
-	Changes   int64 // local changes queued for the cloud (create, unlink, rename, setattr, close with data...)
+	Changes   int64 // local changes queued for the cloud (create, unlink, rename, attribute changes...)
 	DataOps   int64 // reads and writes
 	DataBytes int64 // bytes read and written
 	// CallerSwitches counts changing requests from another thread than the

@@ -67,38 +67,28 @@ func TestRunSwitchesAndRestores(t *testing.T) {
 		}
 		return sets[len(sets)-1], append([]int(nil), sets...)
 	}
-	// A burst: 5,000 changes every half window (far above the threshold
-	// even if a loaded machine stretches the windows), until Run switches.
+	// waitFor feeds a burst of 5,000 changes every half window (far above
+	// the threshold even if a loaded machine stretches the windows), or
+	// nothing, until Run has set want.
 	deadline := time.Now().Add(10 * time.Second)
-	for n, _ := last(); n != 1; n, _ = last() {
-		if time.Now().After(deadline) {
-			_, got := last()
-			t.Fatalf("a burst: sets %v, want a switch to 1", got)
+	waitFor := func(what string, want int, burst bool) {
+		t.Helper()
+		for n, _ := last(); n != want; n, _ = last() {
+			if time.Now().After(deadline) {
+				_, got := last()
+				t.Fatalf("%s: sets %v, want %d last", what, got, want)
+			}
+			if burst {
+				mu.Lock()
+				l.Changes += 5000
+				mu.Unlock()
+			}
+			time.Sleep(Window / 2)
 		}
-		mu.Lock()
-		l.Changes += 5000
-		mu.Unlock()
-		time.Sleep(Window / 2)
 	}
-	// Quiet: the count comes back.
-	for n, _ := last(); n != 2; n, _ = last() {
-		if time.Now().After(deadline) {
-			_, got := last()
-			t.Fatalf("after the burst: sets %v, want 2 last", got)
-		}
-		time.Sleep(Window / 2)
-	}
-	// A burst again, then the end of Run: the count is restored.
-	for n, _ := last(); n != 1; n, _ = last() {
-		if time.Now().After(deadline) {
-			_, got := last()
-			t.Fatalf("a second burst: sets %v, want a switch to 1", got)
-		}
-		mu.Lock()
-		l.Changes += 5000
-		mu.Unlock()
-		time.Sleep(Window / 2)
-	}
+	waitFor("a burst", 1, true)
+	waitFor("after the burst", 2, false)
+	waitFor("a second burst", 1, true) // then the end of Run restores the count
 	cancel()
 	<-done
 	mu.Lock()
