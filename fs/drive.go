@@ -149,7 +149,7 @@ type Drive struct {
 	// does not let a push through.
 	quietExtra     atomic.Int64
 	fgAt           atomic.Int64 // unix ns of the last request from the kernel (noteForeground)
-	load           loadCounts   // what the kernel asked for (Load)
+	load           *loadCounts  // what the kernel asked for (Load); a shared folder's drive shares its account drive's
 	uploadsRunning atomic.Int32
 	closed         atomic.Bool
 	done           chan struct{}
@@ -212,6 +212,7 @@ func newDrive(o Options) (*Drive, error) {
 		pending:    map[opKey]int{},
 		rewrite:    map[opKey]nameRewrite{},
 		unsent:     newUnsentTree(),
+		load:       &loadCounts{},
 		pushKick:   make(chan struct{}, 1),
 		uploadKick: make(chan struct{}, 1),
 		pullKick:   make(chan struct{}, 1),

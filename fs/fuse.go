@@ -284,11 +284,11 @@ func (n *fnode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOu
 }
 
 func (n *fnode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	n.d.noteCaller(ctx)
 	d := n.d
 	if d.o.ReadOnly {
 		return syscall.EROFS
 	}
+	d.noteChange(ctx)
 	var st *nodeState
 	var e syscall.Errno
 	if h, ok := f.(*handle); ok {
@@ -378,11 +378,11 @@ func caller(ctx context.Context) (uint32, uint32) {
 }
 
 func (n *fnode) mk(ctx context.Context, nn newNode, out *fuse.EntryOut) (*gofs.Inode, *nodeState, syscall.Errno) {
-	n.d.noteCaller(ctx)
 	d := n.d
 	if d.o.ReadOnly {
 		return nil, nil, syscall.EROFS
 	}
+	d.noteChange(ctx)
 	if d.sharedName(n.id, nn.name) {
 		return nil, nil, syscall.EEXIST
 	}
@@ -445,10 +445,10 @@ func (n *fnode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (n *fnode) Unlink(ctx context.Context, name string) syscall.Errno {
-	n.d.noteCaller(ctx)
 	if n.d.o.ReadOnly {
 		return syscall.EROFS
 	}
+	n.d.noteChange(ctx)
 	if n.d.sharedName(n.id, name) {
 		return syscall.EPERM
 	}
@@ -456,10 +456,10 @@ func (n *fnode) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *fnode) Rmdir(ctx context.Context, name string) syscall.Errno {
-	n.d.noteCaller(ctx)
 	if n.d.o.ReadOnly {
 		return syscall.EROFS
 	}
+	n.d.noteChange(ctx)
 	if n.d.sharedName(n.id, name) {
 		return syscall.EPERM
 	}
@@ -467,10 +467,10 @@ func (n *fnode) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *fnode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	n.d.noteCaller(ctx)
 	if n.d.o.ReadOnly {
 		return syscall.EROFS
 	}
+	n.d.noteChange(ctx)
 	np, ok := newParent.(*fnode)
 	if !ok || np.d != n.d { // another tree: a shared folder joined (sharemember.go)
 		return syscall.EXDEV
@@ -482,11 +482,11 @@ func (n *fnode) Rename(ctx context.Context, name string, newParent gofs.InodeEmb
 }
 
 func (n *fnode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	n.d.noteCaller(ctx)
 	d := n.d
 	if d.o.ReadOnly {
 		return nil, syscall.EROFS
 	}
+	d.noteChange(ctx)
 	t, ok := target.(*fnode)
 	if !ok || t.d != d {
 		return nil, syscall.EXDEV
@@ -580,7 +580,6 @@ func (n *fnode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off in
 }
 
 func (n *fnode) Write(ctx context.Context, f gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
-	n.d.noteCaller(ctx)
 	h, ok := f.(*handle)
 	if !ok {
 		return 0, syscall.EBADF
@@ -650,11 +649,11 @@ func killSuidgid(mode, fileGID, uid, gid uint32) uint32 {
 }
 
 func (n *fnode) Flush(ctx context.Context, f gofs.FileHandle) syscall.Errno {
-	n.d.noteCaller(ctx)
 	h, ok := f.(*handle)
 	if !ok || !h.write {
 		return 0
 	}
+	n.d.noteChange(ctx)
 	if !h.wrote.Swap(false) && !n.d.hasUnsavedAttrs(h.st) {
 		return 0
 	}

@@ -389,6 +389,7 @@ func (d *Drive) newMember(sh *pathops.Share) (*Drive, error) {
 		return nil, fmt.Errorf("shared folder %s: %w", sh.Name(), err)
 	}
 	m.mem.root = sh.Root
+	m.load = d.load // one request mix for the mount (Load)
 	d.mem.mu.Lock()
 	d.mem.gens++
 	m.mem.gen = d.mem.gens

@@ -321,7 +321,6 @@ func (d *Drive) applySeq(m cache.Mutation) (uint64, error) {
 		d.unsent.queued(first+uint64(i), op)
 	}
 	if len(m.Journal) > 0 {
-		d.load.changes.Add(1)
 		d.lastChange.Store(time.Now().UnixNano())
 		kick(d.pushKick)
 	}

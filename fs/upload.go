@@ -173,14 +173,19 @@ func (d *Drive) noteForeground() { d.fgAt.Store(time.Now().UnixNano()) }
 // loadCounts count the kernel's requests by kind since the mount (Load).
 type loadCounts struct {
 	changes, dataOps, dataBytes atomic.Int64
-	// switches counts changing requests whose caller (thread) was not the
-	// previous one's: one writer, or several at once.
+	// switches counts changes whose caller (thread) was not the previous
+	// change's: about none for one writer, about one a change for several.
 	switches atomic.Int64
 	caller   atomic.Uint32
 }
 
-// noteCaller records the caller of a request that changes something.
-func (d *Drive) noteCaller(ctx context.Context) {
+// noteChange counts a request that changes the tree (create, unlink,
+// rename, link, attributes, a close after writing) and its caller. Counted
+// here, in the kernel's requests, not where changes are queued: the
+// uploader's commits are changes too, and a drain of small uploads is not
+// a burst of the user's.
+func (d *Drive) noteChange(ctx context.Context) {
+	d.load.changes.Add(1)
 	if c, ok := fuse.FromContext(ctx); ok && d.load.caller.Swap(c.Pid) != c.Pid {
 		d.load.switches.Add(1)
 	}
@@ -192,9 +197,9 @@ func (d *Drive) noteData(n int) {
 	d.load.dataBytes.Add(int64(n))
 }
 
-// Load is what the drive was asked for since it was mounted: the changes it
-// queued for the cloud, and the reads and writes of data. The mount command
-// chooses its processor count from it (internal/procs).
+// Load is what the kernel asked of the mount since it started (its shared
+// folders included): changes to the tree, and reads and writes of data.
+// The mount command chooses its processor count from it (internal/procs).
 func (d *Drive) Load() procs.Load {
 	return procs.Load{Changes: d.load.changes.Load(), DataOps: d.load.dataOps.Load(), DataBytes: d.load.dataBytes.Load(),
 		CallerSwitches: d.load.switches.Load()}

@@ -503,11 +503,20 @@ func serveMount(c *cli.Context, mnt string, ready func(uses string, err error)) 
 		d.RegisterMetrics(reg)
 	}
 	go ctl.Serve(mountedDrive{d, mnt})
-	if os.Getenv("GOMAXPROCS") == "" {
-		// One processor during bursts of small changes (internal/procs).
+	if n := runtime.GOMAXPROCS(0); os.Getenv("GOMAXPROCS") == "" && procs.Measured(n) {
+		// One processor during bursts of small changes (internal/procs);
+		// back to the runtime's own choice (which follows the CPU quota)
+		// after them.
 		pctx, stopProcs := context.WithCancel(ctx)
 		defer stopProcs()
-		go procs.Run(pctx, runtime.GOMAXPROCS(0), d.Load, func(n int) { runtime.GOMAXPROCS(n) })
+		go procs.Run(pctx, n, d.Load, func(n int) {
+			if n == 1 {
+				runtime.GOMAXPROCS(1)
+			} else {
+				runtime.SetDefaultGOMAXPROCS()
+			}
+			log.Debug("processors for Go code", "n", runtime.GOMAXPROCS(0))
+		})
 	}
 	ready(cloudWhat, nil)
 	log.Info("ready", "mountpoint", mnt, "account", a.Email, "cloud", cloudWhat, "cache", cacheDir)

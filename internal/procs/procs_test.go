@@ -88,12 +88,62 @@ func TestRunSwitchesAndRestores(t *testing.T) {
 	}
 	waitFor("a burst", 1, true)
 	waitFor("after the burst", 2, false)
-	waitFor("a second burst", 1, true) // then the end of Run restores the count
+	waitFor("a second burst", 1, true)
+	// The burst goes on while Run ends: only its end restores the count.
+	stop := make(chan struct{})
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(Window / 4):
+			}
+			mu.Lock()
+			l.Changes += 5000
+			mu.Unlock()
+		}
+	}()
+	time.Sleep(Window)
+	_, before := last()
 	cancel()
 	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	if sets[len(sets)-1] != 2 {
-		t.Fatalf("after Run returned: sets %v, want 2 last", sets)
+	close(stop)
+	<-fed
+	_, after := last()
+	if before[len(before)-1] != 1 || len(after) != len(before)+1 || after[len(after)-1] != 2 {
+		t.Fatalf("sets %v during the burst, %v after Run returned: want 1 last, then 2 set by Run's end", before, after)
+	}
+}
+
+// Thresholds: exactly at them is a burst, just past them is not, and a
+// window stretched by a loaded machine is judged by its rate.
+func TestDecideThresholds(t *testing.T) {
+	cases := []struct {
+		name   string
+		l      Load
+		period time.Duration
+		burst  bool
+	}{
+		{"2,000 changes a second", Load{Changes: 200}, Window, true},
+		{"1,990 changes a second", Load{Changes: 199}, Window, false},
+		{"500 changes in a stretched second", Load{Changes: 500}, time.Second, false},
+		{"one change in 8 from another thread", Load{Changes: 800, CallerSwitches: 100}, Window, true},
+		{"a little more than one in 8", Load{Changes: 800, CallerSwitches: 101}, Window, false},
+		{"32 MiB/s of data", Load{Changes: 800, DataOps: 64, DataBytes: 32 << 20 / 10}, Window, true},
+		{"more than 32 MiB/s", Load{Changes: 800, DataOps: 64, DataBytes: 32<<20/10 + 64}, Window, false},
+		{"writes of 64 KiB", Load{Changes: 800, DataOps: 10, DataBytes: 10 * 64 << 10}, Window, true},
+		{"writes a little over 64 KiB", Load{Changes: 800, DataOps: 10, DataBytes: 10*64<<10 + 10}, Window, false},
+	}
+	for _, c := range cases {
+		g := New(2)
+		g.Decide(c.l, c.period)
+		if got := g.Decide(c.l, c.period) == 1; got != c.burst {
+			t.Errorf("%s: burst %v, want %v", c.name, got, c.burst)
+		}
+	}
+	if !Measured(2) || Measured(1) || Measured(4) {
+		t.Error("Measured: only two processors were measured")
 	}
 }
