@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	"kumo/internal/hostile"
-	"kumo/internal/keys"
 )
 
 // TestShareMinGenAdoptDropsKernelCacheMemberMount: a reader's mount holds
@@ -29,13 +27,7 @@ import (
 func TestShareMinGenAdoptDropsKernelCacheMemberMount(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
-	owner, _ := sharedDocs(t, c)
-	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
-	p, hold := heldFeed(t, c)
-	m := c.mount(t, t.TempDir(), func(o *Options) {
-		driveShareOptions(carol)(o)
-		o.Session, o.Client, o.SharedDir = carol.sess, proxyClient(t, p.URL, carol.sess.Token), "Shared"
-	})
+	owner, p, hold, m := carolReaderMount(t, c)
 	const opWait = 20 * time.Second
 	const old = "shared b\n"
 	b := filepath.Join(m.p("Shared/Docs"), "sub", "b.txt")
@@ -77,18 +69,7 @@ func TestShareMinGenAdoptDropsKernelCacheMemberMount(t *testing.T) {
 		t.Fatal("b.txt's local record is not below the new lowest generation: the test tests nothing")
 	}
 	// No open, no stat by path: only the adoption can drop the pages.
-	waitUntil(t, 10*time.Second, "a read through the handle kept open refused after the roster's adoption", func() error {
-		if got, err := pread(); !errors.Is(err, syscall.EIO) {
-			return fmt.Errorf("read %q, %v, want EIO: the kernel still serves the pages read under the old roster", got, err)
-		}
-		return nil
-	})
-	kernelOp(t, m.mnt, opWait, "fstat of the handle kept open", func() error {
-		if fi, err := f.Stat(); !errors.Is(err, syscall.EIO) {
-			return fmt.Errorf("%v, want EIO (cached attributes answered: %v)", err, fi != nil)
-		}
-		return nil
-	})
+	heldRefusedAfterAdoption(t, m, f, pread)
 	if md.online() {
 		t.Fatal("the share's drive was online: the test tests the offline adoption")
 	}

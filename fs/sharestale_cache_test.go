@@ -99,18 +99,7 @@ func testRefusedDropsKernelCache(t *testing.T, mode string) {
 	}
 	if mode == "adopt" {
 		// No open, no stat by path: only the adoption can drop the pages.
-		waitUntil(t, 10*time.Second, "a read through the handle kept open refused after the roster's adoption", func() error {
-			if got, err := pread(); !errors.Is(err, syscall.EIO) {
-				return fmt.Errorf("read %q, %v, want EIO: the kernel still serves the pages read under the old roster", got, err)
-			}
-			return nil
-		})
-		kernelOp(t, m.mnt, opWait, "fstat of the handle kept open", func() error {
-			if fi, err := f.Stat(); !errors.Is(err, syscall.EIO) {
-				return fmt.Errorf("%v, want EIO (cached attributes answered: %v)", err, fi != nil)
-			}
-			return nil
-		})
+		heldRefusedAfterAdoption(t, m, f, pread)
 		if m.d.online() {
 			t.Fatal("the drive was online: the test tests the offline adoption")
 		}
@@ -208,4 +197,24 @@ func openCachedB(t *testing.T, m *mounted, b, want string) (*os.File, func() (st
 		return nil
 	})
 	return f, pread
+}
+
+// heldRefusedAfterAdoption waits until a read through f, a handle kept open
+// on a shared file whose state a roster's adoption refused, is EIO (the
+// kernel's pages of it dropped), then checks its fstat is EIO too (its
+// attributes dropped).
+func heldRefusedAfterAdoption(t *testing.T, m *mounted, f *os.File, pread func() (string, error)) {
+	t.Helper()
+	waitUntil(t, 10*time.Second, "a read through the handle kept open refused after the roster's adoption", func() error {
+		if got, err := pread(); !errors.Is(err, syscall.EIO) {
+			return fmt.Errorf("read %q, %v, want EIO: the kernel still serves the pages read under the old roster", got, err)
+		}
+		return nil
+	})
+	kernelOp(t, m.mnt, 20*time.Second, "fstat of the handle kept open", func() error {
+		if fi, err := f.Stat(); !errors.Is(err, syscall.EIO) {
+			return fmt.Errorf("%v, want EIO (cached attributes answered: %v)", err, fi != nil)
+		}
+		return nil
+	})
 }

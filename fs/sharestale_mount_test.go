@@ -8,11 +8,13 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"kumo/internal/hostile"
 	"kumo/internal/keys"
 	"kumo/internal/meta"
 )
@@ -72,13 +74,7 @@ func abortFUSE(t *testing.T, mnt string) {
 func TestShareMinGenLaggingFeedMount(t *testing.T) {
 	ctx := context.Background()
 	c := startCloud(t, t.TempDir(), 0)
-	owner, _ := sharedDocs(t, c)
-	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
-	p, hold := heldFeed(t, c)
-	m := c.mount(t, t.TempDir(), func(o *Options) {
-		driveShareOptions(carol)(o)
-		o.Session, o.Client, o.SharedDir = carol.sess, proxyClient(t, p.URL, carol.sess.Token), "Shared"
-	})
+	owner, p, hold, m := carolReaderMount(t, c)
 	docs := m.p("Shared/Docs")
 	const opWait = 20 * time.Second
 	waitUntil(t, opWait, "the share in the reader's mount", fileIs(filepath.Join(docs, "a.txt"), []byte("shared a\n")))
@@ -154,4 +150,19 @@ func TestShareMinGenLaggingFeedMount(t *testing.T) {
 			t.Fatalf("node %d's local record after the kernel's calls: generation %d, want 2", id, k.Gen)
 		}
 	}
+}
+
+// carolReaderMount shares owner's Docs folder with carol as a reader and
+// mounts carol's drive with the folder under Shared/ and her change feed
+// behind p, which the test holds through hold (heldFeed).
+func carolReaderMount(t *testing.T, c *cloud) (owner *shareAcct, p *hostile.Proxy, hold *atomic.Bool, m *mounted) {
+	t.Helper()
+	owner, _ = sharedDocs(t, c)
+	carol := joinDocs(t, c, owner, "carol@example.com", keys.RoleReader)
+	p, hold = heldFeed(t, c)
+	m = c.mount(t, t.TempDir(), func(o *Options) {
+		driveShareOptions(carol)(o)
+		o.Session, o.Client, o.SharedDir = carol.sess, proxyClient(t, p.URL, carol.sess.Token), "Shared"
+	})
+	return owner, p, hold, m
 }
