@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,6 +101,9 @@ type writeBehind struct {
 	// entryPuts counts, per directory, the entry keys whose queued write
 	// in over is a put, so dirEmpty answers without scanning over.
 	entryPuts map[uint64]int
+	// entryKeys holds, per directory, the entry keys with a queued write
+	// (put or delete), so list merges them without scanning over.
+	entryKeys map[uint64]map[string]struct{}
 	queue     []behindRecord
 	queued    uint64 // records queued so far
 	applied   uint64 // records applied to badger so far
@@ -129,7 +134,7 @@ type readSnap struct {
 }
 
 func newWriteBehind(db *badger.DB, log *slog.Logger, dataBefore func(uint64) error, dataSynced *atomic.Uint64) *writeBehind {
-	w := &writeBehind{db: db, log: log, dataBefore: dataBefore, dataSynced: dataSynced, over: map[string]pendingWrite{}, entryPuts: map[uint64]int{}, done: make(chan struct{}), hurry: make(chan struct{}, 1)}
+	w := &writeBehind{db: db, log: log, dataBefore: dataBefore, dataSynced: dataSynced, over: map[string]pendingWrite{}, entryPuts: map[uint64]int{}, entryKeys: map[uint64]map[string]struct{}{}, done: make(chan struct{}), hurry: make(chan struct{}, 1)}
 	w.changed = sync.NewCond(&w.mu)
 	w.snap = &readSnap{txn: db.NewTransaction(false)}
 	go w.run()
@@ -243,6 +248,19 @@ func (w *writeBehind) setOver(key string, pw pendingWrite, keep bool) {
 		if w.entryPuts[dir] == 0 {
 			delete(w.entryPuts, dir)
 		}
+		ks := w.entryKeys[dir]
+		if keep {
+			if ks == nil {
+				ks = map[string]struct{}{}
+				w.entryKeys[dir] = ks
+			}
+			ks[key] = struct{}{}
+		} else if ks != nil {
+			delete(ks, key)
+			if len(ks) == 0 {
+				delete(w.entryKeys, dir)
+			}
+		}
 	}
 	if keep {
 		w.over[key] = pw
@@ -279,6 +297,62 @@ func (w *writeBehind) dirEmpty(dir uint64) (bool, error) {
 		return false, nil
 	}
 	return true, nil
+}
+
+// list calls fn with the key and value of every entry of directory dir,
+// queued writes included, without waiting for them to reach badger (a
+// listing during an rm -rf waited for the applier's commit: READDIRPLUS
+// 576 µs median). It takes the snapshot and a copy of dir's queued writes
+// in one step under mu: every key that left over before then is in the
+// snapshot, and a queued write is newer than the snapshot's value. Badger's
+// keys come in key order, then the queued puts of keys badger lacks, in
+// key order. fn must not keep key or v.
+func (w *writeBehind) list(dir uint64, fn func(key, v []byte) error) error {
+	w.mu.Lock()
+	if w.err != nil {
+		defer w.mu.Unlock()
+		return w.err
+	}
+	sn := w.snap
+	if sn == nil {
+		w.mu.Unlock()
+		return ErrClosed
+	}
+	var queued map[string]pendingWrite
+	if ks := w.entryKeys[dir]; len(ks) > 0 {
+		queued = make(map[string]pendingWrite, len(ks))
+		for k := range ks {
+			queued[k] = w.over[k]
+		}
+	}
+	sn.refs++
+	w.mu.Unlock()
+	defer w.release(sn)
+	it := sn.txn.NewIterator(badger.IteratorOptions{Prefix: entryPrefix(dir)})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		if pw, ok := queued[string(item.Key())]; ok {
+			delete(queued, string(item.Key()))
+			if !pw.del {
+				if err := fn(item.Key(), pw.v); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err := item.Value(func(v []byte) error { return fn(item.Key(), v) }); err != nil {
+			return err
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(queued)) {
+		if pw := queued[k]; !pw.del {
+			if err := fn([]byte(k), pw.v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // drain waits until every record queued so far is in badger.

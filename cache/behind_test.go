@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -104,15 +107,15 @@ func TestWriteBehind(t *testing.T) {
 }
 
 // TestWriteBehindConcurrent: writers see their own writes at once, from
-// the overlay or from badger, while the applier moves them across and
-// scans drain the queue under them.
+// the overlay or from badger, while the applier moves them across and a
+// scanner lists the directory under them.
 func TestWriteBehindConcurrent(t *testing.T) {
 	s := openTest(t, t.TempDir(), 0)
 	defer s.Close()
 	const writers, each = 4, 300
 	errs := make(chan error, writers+1)
 	done := make(chan struct{})
-	go func() { // a scanner, draining now and then
+	go func() { // a scanner
 		for {
 			select {
 			case <-done:
@@ -168,6 +171,7 @@ func TestWriteBehindConcurrent(t *testing.T) {
 	if err != nil || len(l) != writers*each {
 		t.Fatalf("list: %d entries, %v", len(l), err)
 	}
+	must(s.behind.drain())
 	for w := 0; w < writers; w++ {
 		last := uint64(1000 + w*each + each - 1)
 		if _, err := s.GetNode(last); err != nil || !inBadger(t, s, nodeKey(last)) || inBadger(t, s, nodeKey(last-1)) {
@@ -259,6 +263,78 @@ func TestDirEmpty(t *testing.T) {
 			t.Fatalf("held applier, change %d: DirEmpty = %v, %v; want %v", i, empty, err, c.empty)
 		}
 	}
+}
+
+// TestListQueued: List answers with the entries' queued puts and deletes
+// merged over badger's, in nameMAC order, without waiting for the applier
+// (held for part of the run: a List that drained would never return).
+func TestListQueued(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	defer s.Close()
+	const dirs = 3
+	live := map[uint64]map[string]Entry{}
+	for d := uint64(1); d <= dirs; d++ {
+		live[d] = map[string]Entry{}
+	}
+	held := false
+	check := func(step int) {
+		t.Helper()
+		for d := uint64(1); d <= dirs; d++ {
+			got := make(chan []Entry, 1)
+			go func() {
+				es, err := s.List(d)
+				if err != nil {
+					t.Error(err)
+				}
+				got <- es
+			}()
+			var es []Entry
+			select {
+			case es = <-got:
+			case <-time.After(5 * time.Second):
+				if held { // let the store close
+					s.behind.applying.Unlock()
+				}
+				t.Fatalf("step %d: List(%d) waits for the held applier", step, d)
+			}
+			want := slices.SortedFunc(maps.Values(live[d]), byNameMAC)
+			if !slices.EqualFunc(es, want, func(a, b Entry) bool {
+				return a.Parent == b.Parent && a.NameMAC == b.NameMAC && a.Child == b.Child && string(a.Name) == string(b.Name)
+			}) {
+				t.Fatalf("step %d: List(%d) = %v, want %v", step, d, es, want)
+			}
+		}
+	}
+	for step := 1; step <= 300; step++ {
+		// Puts, deletes and re-puts with a new child, some applied, some
+		// queued behind the held applier, some of each in one directory.
+		if step%23 == 0 {
+			if held {
+				s.behind.applying.Unlock()
+			} else {
+				s.behind.applying.Lock()
+			}
+			held = !held
+		}
+		d := uint64(step%dirs + 1)
+		name := mac(step*7%11 + 1)
+		var m Mutation
+		if _, ok := live[d][name]; ok && step%3 != 0 {
+			m.DeleteEntries = []Entry{{Parent: d, NameMAC: name}}
+			delete(live[d], name)
+		} else {
+			e := Entry{Parent: d, NameMAC: name, Name: []byte(fmt.Sprint("n", step)), Child: uint64(1000 + step)}
+			m.PutEntries = []Entry{e}
+			live[d][name] = e
+		}
+		must(s.Apply(m))
+		check(step)
+	}
+	if held {
+		s.behind.applying.Unlock()
+	}
+	must(s.behind.drain())
+	check(-1)
 }
 
 // TestSnapshotAfterDirectWrite: point reads that miss the overlay read a

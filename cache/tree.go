@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -114,38 +116,29 @@ func (s *Store) DirEmpty(parent uint64) (bool, error) {
 	return empty, nil
 }
 
-// List returns the entries of a directory in nameMAC order.
+// List returns the entries of a directory in nameMAC order. Like DirEmpty
+// it does not wait for queued writes to reach badger.
 func (s *Store) List(parent uint64) ([]Entry, error) {
-	if err := s.behind.drain(); err != nil {
-		return nil, fmt.Errorf("cache: list %d: %w", parent, err)
-	}
 	var out []Entry
 	prefix := entryPrefix(parent)
-	err := s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			e := Entry{Parent: parent, NameMAC: string(item.Key()[len(prefix):])}
-			err := item.Value(func(v []byte) error {
-				var err error
-				e.Child, e.Name, err = decodeEntry(v)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return nil
+	err := s.behind.list(parent, func(k, v []byte) error {
+		e := Entry{Parent: parent, NameMAC: string(k[len(prefix):])}
+		var err error
+		e.Child, e.Name, err = decodeEntry(v)
+		out = append(out, e)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cache: list %d: %w", parent, err)
 	}
+	// Queued entries badger lacks come after badger's.
+	if !slices.IsSortedFunc(out, byNameMAC) {
+		slices.SortFunc(out, byNameMAC)
+	}
 	return out, nil
 }
+
+func byNameMAC(a, b Entry) int { return strings.Compare(a.NameMAC, b.NameMAC) }
 
 // JournalOp is a tree operation waiting to be pushed to the cloud, in order.
 type JournalOp struct {

@@ -93,7 +93,7 @@ func (d *Drive) uploadLoop() {
 			continue // a finishing upload kicks again
 		}
 		mu.Lock()
-		if !ready.fresh(d) && (ready.mayScan() || d.up.flushing.Load() > 0 && len(ready.cands) == 0) {
+		if !ready.fresh(d) && (ready.mayScan(d.closedHeld()) || d.up.flushing.Load() > 0 && len(ready.cands) == 0) {
 			ready.scan(d, busy)
 		}
 		cands := ready.take(free, freeSmall)
@@ -241,14 +241,8 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
-	quiet := d.quiet()
-	sinceClose := now.Sub(time.Unix(0, d.up.lastClose.Load()))
-	// Busy foreground work holds uploads for up to foregroundMax after the
-	// last change, not only the last close: an rm -rf closes nothing, and
-	// uploading the files it is removing competed with it.
-	sinceChange := min(sinceClose, now.Sub(time.Unix(0, d.lastChange.Load())))
-	settled := d.up.flushing.Load() > 0 || sinceClose >= min(quiet, time.Second) && !d.foregroundBusy(sinceChange)
-	cutoff := now.Add(-quiet)
+	settled := d.closesSettled(now)
+	cutoff := now.Add(-d.quiet())
 	urgent := 0
 	// The oldest of each kind, [0] big and [1] small.
 	var oldUrgent, oldQuiet [2][]*nodeState
@@ -279,7 +273,7 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 	var out []candidate
 	for k := range 2 {
 		pick := oldQuiet[k]
-		if settled || urgent >= uploadBacklog || d.up.queued.Load() >= d.uploadBacklogBytes() {
+		if settled || urgent >= uploadBacklog || d.closedBytesPassed() {
 			for _, st := range oldUrgent[k] {
 				pick = keepOldest(pick, st, limit[k])
 			}
@@ -289,6 +283,35 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 		}
 	}
 	return out
+}
+
+// closesSettled says whether closed files may go: closes paused for the
+// quiet time (at most a second) and the kernel is not busy with changes, or
+// a Flush waits. Busy foreground work holds uploads for up to foregroundMax
+// after the last change, not only the last close: an rm -rf closes nothing,
+// and uploading the files it is removing competed with it.
+func (d *Drive) closesSettled(now time.Time) bool {
+	sinceClose := now.Sub(time.Unix(0, d.up.lastClose.Load()))
+	sinceChange := min(sinceClose, now.Sub(time.Unix(0, d.lastChange.Load())))
+	return d.up.flushing.Load() > 0 || sinceClose >= min(d.quiet(), time.Second) && !d.foregroundBusy(sinceChange)
+}
+
+// closedBytesPassed says whether closed data waiting passed its backlog.
+func (d *Drive) closedBytesPassed() bool {
+	return d.up.queued.Load() >= d.uploadBacklogBytes()
+}
+
+// closedHeld says whether closed files wait now (uploadCandidates picks
+// none of them): closes have not settled and neither backlog is passed.
+// Only a file left open and unwritten for the quiet time can go then.
+func (d *Drive) closedHeld() bool {
+	if d.closesSettled(time.Now()) || d.closedBytesPassed() {
+		return false
+	}
+	d.mu.Lock()
+	n := len(d.dirty) // closed files are at most all dirty files
+	d.mu.Unlock()
+	return n < uploadBacklog
 }
 
 // readyList keeps what one scan of the dirty files picked beyond the free
@@ -314,15 +337,27 @@ func (r *readyList) fresh(d *Drive) bool {
 // list stays fresh: without a floor, every finished upload rescanned every
 // dirty file under d.mu, holding up the kernel's requests (24 % of the
 // daemon's CPU during git add of the Go tree).
+//
+// While closed files are held (closedHeld), scans come at most every
+// heldRescan: a scan can then only find a file left open and unwritten for
+// the quiet time, which can wait that much longer, and with one processor
+// (internal/procs) each pass over the dirty files held the kernel's next
+// request for its whole length (10-15 ms with the Go tree's files dirty,
+// every 300 ms during its rm -rf).
 const (
 	readyRescan    = 50 * time.Millisecond
 	readyScanShare = 20
+	heldRescan     = time.Second
 )
 
-// mayScan says whether a scan may run now; when not, the ticker or the next
-// finished upload comes back.
-func (r *readyList) mayScan() bool {
-	return time.Since(r.at) >= max(readyRescan, readyScanShare*r.took)
+// mayScan says whether a scan may run now, held saying whether closed files
+// are held; when not, the ticker or the next finished upload comes back.
+func (r *readyList) mayScan(held bool) bool {
+	gap := max(readyRescan, readyScanShare*r.took)
+	if held {
+		gap = max(gap, heldRescan)
+	}
+	return time.Since(r.at) >= gap
 }
 
 func (r *readyList) scan(d *Drive, busy map[uint64]bool) {
