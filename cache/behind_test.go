@@ -450,3 +450,40 @@ func TestSnapshotConcurrent(t *testing.T) {
 		t.Fatal("DirEmpty after Close succeeded")
 	}
 }
+
+// TestEntriesGen: a directory's EntriesGen moves with every change to its
+// entries (and is even once the change is applied), not with changes to
+// nodes only or to a directory in another slot, and Reset moves them all:
+// readdir trusts a listing only while it stays put (fs.dirHandle.Lookup).
+func TestEntriesGen(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	defer s.Close()
+	const dir, other = 5, 6
+	g0, o0 := s.EntriesGen(dir), s.EntriesGen(other)
+	if g0%2 != 0 {
+		t.Fatalf("gen %d odd with nothing applying", g0)
+	}
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(100, 1)}}))
+	if g := s.EntriesGen(dir); g != g0 {
+		t.Fatalf("a node's change moved the entries' gen: %d -> %d", g0, g)
+	}
+	must(s.Apply(Mutation{PutEntries: []Entry{{Parent: dir, NameMAC: mac(1), Name: []byte("a"), Child: 100}}}))
+	g1 := s.EntriesGen(dir)
+	if g1 == g0 || g1%2 != 0 {
+		t.Fatalf("after a put: gen %d -> %d, want another even one", g0, g1)
+	}
+	if o := s.EntriesGen(other); o != o0 {
+		t.Fatalf("a put in %d moved %d's gen", dir, other)
+	}
+	// Two directories in one slot: still even after, and moved.
+	must(s.Apply(Mutation{DeleteEntries: []Entry{{Parent: dir, NameMAC: mac(1)}},
+		PutEntries: []Entry{{Parent: dir + 1024, NameMAC: mac(2), Name: []byte("b"), Child: 100}}}))
+	g2 := s.EntriesGen(dir)
+	if g2 == g1 || g2%2 != 0 {
+		t.Fatalf("after a change to two directories of one slot: gen %d -> %d", g1, g2)
+	}
+	must(s.Reset())
+	if g, o := s.EntriesGen(dir), s.EntriesGen(other); g == g2 || o == o0 || g%2 != 0 {
+		t.Fatalf("Reset: gens %d -> %d, %d -> %d", g2, g, o0, o)
+	}
+}

@@ -77,6 +77,8 @@ type Store struct {
 	segMu   sync.Mutex
 	segOpen map[[2]uint64]*SegmentFile // open segment files, shared by reference count
 
+	entryGens entryGens // per-directory change counters; see EntriesGen
+
 	newDirs newDirs      // names of directories made in this session; see newdirs.go
 	redo    *redoLog     // cheap durability points; see redo.go
 	behind  *writeBehind // badger applied behind Apply; see behind.go

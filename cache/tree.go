@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -167,6 +168,63 @@ type Mutation struct {
 	AfterData bool
 }
 
+// entryDirs are the directories whose entries m changes.
+func (m *Mutation) entryDirs() []uint64 {
+	var dirs []uint64
+	for _, es := range [][]Entry{m.DeleteEntries, m.PutEntries} {
+		for _, e := range es {
+			if !slices.Contains(dirs, e.Parent) {
+				dirs = append(dirs, e.Parent)
+			}
+		}
+	}
+	return dirs
+}
+
+// EntriesGen is a counter of changes to directory dir's entries (shared
+// with other directories: a change to one of those changes it too). It is
+// odd while a change is being applied. A listing taken after reading an
+// even gen still holds, name for name, as long as EntriesGen returns that
+// same gen: readdir's lookups use the listing's entries instead of looking
+// each name up again (fs.dirHandle).
+func (s *Store) EntriesGen(dir uint64) uint64 {
+	return s.entryGens.slot(dir).Load()
+}
+
+// entryGens are the counters of EntriesGen: a directory's is slot dir mod
+// the count, so they take fixed memory.
+type entryGens [1024]atomic.Uint64
+
+func (g *entryGens) slot(dir uint64) *atomic.Uint64 { return &g[dir%uint64(len(g))] }
+
+// begin and end bracket a change to dirs' entries (under Store.applyMu):
+// each of their slots, once, is odd between.
+func (g *entryGens) begin(dirs []uint64) { g.bump(dirs) }
+
+func (g *entryGens) end(dirs []uint64) { g.bump(dirs) }
+
+func (g *entryGens) bump(dirs []uint64) {
+	var done []*atomic.Uint64
+	for _, d := range dirs {
+		if c := g.slot(d); !slices.Contains(done, c) {
+			c.Add(1)
+			done = append(done, c)
+		}
+	}
+}
+
+func (g *entryGens) beginAll() {
+	for i := range g {
+		g[i].Add(1)
+	}
+}
+
+func (g *entryGens) endAll() {
+	for i := range g {
+		g[i].Add(1)
+	}
+}
+
 // ErrTooBig is returned by Apply when a mutation does not fit in one badger
 // transaction (millions of entries); nothing of it is applied.
 var ErrTooBig = errors.New("cache: mutation too big for one transaction")
@@ -186,6 +244,9 @@ func (s *Store) Apply(m Mutation) error {
 func (s *Store) ApplySeq(m Mutation) (uint64, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	dirs := m.entryDirs()
+	s.entryGens.begin(dirs)
+	defer s.entryGens.end(dirs)
 	s.newDirs.adding(&m)
 	rec := s.redo.record()
 	seq, err := s.writeMutation(rec, m)
@@ -501,6 +562,8 @@ func (s *Store) Reset() error {
 	if err := s.behind.drain(); err != nil {
 		return fmt.Errorf("cache: reset: %w", err)
 	}
+	s.entryGens.beginAll()
+	defer s.entryGens.endAll()
 	s.newDirs.reset()
 	rec := s.redo.record()
 	rec.del(keyCursor)

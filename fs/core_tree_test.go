@@ -14,7 +14,7 @@ import (
 // coreNames lists dir's names, sorted.
 func coreNames(t *testing.T, d *Drive, dir uint64) []string {
 	t.Helper()
-	es, e := d.list(dir)
+	es, _, e := d.list(dir)
 	if e != 0 {
 		t.Fatalf("list %d: %v", dir, e)
 	}

@@ -61,6 +61,7 @@ var (
 	_ gofs.NodeListxattrer   = (*fnode)(nil)
 	_ gofs.NodeRemovexattrer = (*fnode)(nil)
 	_ gofs.NodeOnForgetter   = (*fnode)(nil)
+	_ gofs.FileLookuper      = (*dirHandle)(nil)
 )
 
 func (n *fnode) state() (*nodeState, syscall.Errno) {
@@ -182,11 +183,21 @@ func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*g
 }
 
 func (n *fnode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	n.d.noteForeground()
-	d := n.d
-	es, e := d.listFresh(n.id) // sharestale.go
+	list, _, _, e := n.readdir()
 	if e != 0 {
 		return nil, e
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+// readdir lists the directory for the kernel, with the node of each listed
+// name and the listing's EntriesGen (Drive.list).
+func (n *fnode) readdir() (_ []fuse.DirEntry, ids map[string]uint64, gen uint64, _ syscall.Errno) {
+	n.d.noteForeground()
+	d := n.d
+	es, gen, e := d.listFresh(n.id) // sharestale.go
+	if e != 0 {
+		return nil, nil, 0, e
 	}
 	sort.Slice(es, func(i, j int) bool { return es[i].name < es[j].name })
 	// "." and ".." as on any file system; they also keep a cached listing
@@ -202,13 +213,15 @@ func (n *fnode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	}
 	list := make([]fuse.DirEntry, 0, len(es)+2)
 	list = append(list, fuse.DirEntry{Name: ".", Ino: n.id, Mode: fuse.S_IFDIR}, fuse.DirEntry{Name: "..", Ino: parent, Mode: fuse.S_IFDIR})
+	ids = make(map[string]uint64, len(es))
 	for _, e := range es {
 		list = append(list, fuse.DirEntry{Name: e.name, Ino: e.id, Mode: e.mode})
+		ids[e.name] = e.id
 	}
 	if n.id == api.RootID {
 		list = d.withSharedDir(list) // sharemember.go
 	}
-	return gofs.NewListDirStream(list), 0
+	return list, ids, gen, 0
 }
 
 // OpendirHandle lets the kernel keep directory listings (FOPEN_CACHE_DIR):
@@ -225,17 +238,55 @@ func (n *fnode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandl
 
 // dirHandle is an open directory; the listing is taken at the first read.
 type dirHandle struct {
-	n  *fnode
-	ds gofs.DirStream
+	n   *fnode
+	ds  gofs.DirStream
+	ids map[string]uint64 // the node of each listed name
+	gen uint64            // the listing's cache.Store.EntriesGen
 }
 
 func (h *dirHandle) stream(ctx context.Context) syscall.Errno {
 	if h.ds != nil {
 		return 0
 	}
-	ds, e := h.n.Readdir(ctx)
-	h.ds = ds
-	return e
+	list, ids, gen, e := h.n.readdir()
+	if e != 0 {
+		return e
+	}
+	h.ds, h.ids, h.gen = gofs.NewListDirStream(list), ids, gen
+	return 0
+}
+
+// Lookup is readdirplus's lookup of each name it lists (go-fuse's
+// FileLookuper). While the directory's entries have not changed since the
+// listing (an even EntriesGen, the same now), the listed entry, opened and
+// checked when listed, names the node, and the name is not looked up and
+// checked a second time: an rm -rf lists every directory it removes. A
+// shared folder's root and anything the short way refuses take the full
+// lookup.
+func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n, d := h.n, h.n.d
+	if id, ok := h.ids[name]; ok && n.id != api.RootID && h.gen%2 == 0 && d.store.EntriesGen(n.id) == h.gen {
+		if ino := d.lookupListed(ctx, n, name, id, out); ino != nil {
+			return ino, 0
+		}
+	}
+	return n.Lookup(ctx, name, out)
+}
+
+// lookupListed is Lookup of name in n, listed as node id: nil if its state
+// cannot be had or a new roster refuses it (the full lookup deals with that).
+func (d *Drive) lookupListed(ctx context.Context, n *fnode, name string, id uint64, out *fuse.EntryOut) *gofs.Inode {
+	d.noteForeground()
+	d.mu.Lock()
+	st, err := d.stateLocked(id)
+	if err != nil || d.staleStateLocked(st) {
+		d.mu.Unlock()
+		return nil
+	}
+	st.lastParent, st.lastName = n.id, name
+	d.fill(st, &out.Attr)
+	d.mu.Unlock()
+	return d.newInode(ctx, n.EmbeddedInode(), st)
 }
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {

@@ -230,7 +230,7 @@ func TestCoreShareMemberHistoryReserved(t *testing.T) {
 	owner.put(t, ov, "/after.txt", []byte("after\n"))
 	var names []string
 	waitUntil(t, 10*time.Second, "the owner's after.txt in bob's drive", func() error {
-		es, e := docs.list(root)
+		es, _, e := docs.list(root)
 		if e != 0 {
 			t.Fatalf("list Shared/Docs: %v", e)
 		}

@@ -194,7 +194,7 @@ func TestShareOwnerDrive(t *testing.T) {
 	if got := coreRead(t, d, sub.id, "b.txt"); got != "shared b\n" {
 		t.Fatalf("owner's drive reads sub/b.txt: %q", got)
 	}
-	if ls, e := d.list(docs.id); e != 0 || len(ls) != 2 {
+	if ls, _, e := d.list(docs.id); e != 0 || len(ls) != 2 {
 		t.Fatalf("list Docs: %v %v", ls, e)
 	}
 
@@ -561,7 +561,7 @@ func TestShareWhileMounted(t *testing.T) {
 	if got := coreRead(t, d, sub.id, "b.txt"); got != "b before sharing\n" {
 		t.Fatalf("sub/b.txt after sharing: %q", got)
 	}
-	if ls, e := d.list(docs.id); e != 0 || len(ls) != 2 {
+	if ls, _, e := d.list(docs.id); e != 0 || len(ls) != 2 {
 		t.Fatalf("list Docs after sharing: %v %v", ls, e)
 	}
 	coreFile(t, d, sub.id, "c.txt", "written after sharing\n")

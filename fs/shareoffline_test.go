@@ -73,7 +73,7 @@ func TestShareMemberOfflineStart(t *testing.T) {
 		if got := readAll(t, md, b); got != "shared b\n" {
 			t.Fatalf("Shared/Docs/sub/b.txt: %q", got)
 		}
-		ls, e := md.listFresh(root)
+		ls, _, e := md.listFresh(root)
 		var names []string
 		for _, x := range ls {
 			names = append(names, x.name)

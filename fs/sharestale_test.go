@@ -213,7 +213,7 @@ func TestShareMinGenLaggingFeed(t *testing.T) {
 	if got := readAll(t, md, a); got != "shared a\n" {
 		t.Fatalf("read a.txt: %q", got)
 	}
-	ls, e := md.listFresh(root)
+	ls, _, e := md.listFresh(root)
 	if e != 0 {
 		t.Fatal(e)
 	}
@@ -295,7 +295,7 @@ func TestShareStaleNegativeLookupNoFetch(t *testing.T) {
 			t.Fatalf("lookup of a name not in the home tree: %v, want ENOENT", e)
 		}
 	}
-	if _, e := od.listFresh(api.RootID); e != 0 {
+	if _, _, e := od.listFresh(api.RootID); e != 0 {
 		t.Fatalf("ls of the home tree: %v", e)
 	}
 	if n := requests() - before; n != 0 {

@@ -1037,24 +1037,29 @@ func (d *Drive) persistLocked(st *nodeState) error {
 	return d.apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}})
 }
 
-// listNames returns the decrypted entries of a directory.
+// dirEnt is a decrypted entry of a directory.
 type dirEnt struct {
 	name string
 	id   uint64
 	mode uint32
 }
 
-func (d *Drive) list(dir uint64) ([]dirEnt, syscall.Errno) {
+// list returns the decrypted entries of directory dir (those that open and
+// pass their checks), and gen, the directory's cache.Store.EntriesGen read
+// before the listing: the listing holds as long as that stays the same
+// (dirHandle.Lookup).
+func (d *Drive) list(dir uint64) (_ []dirEnt, gen uint64, _ syscall.Errno) {
+	gen = d.store.EntriesGen(dir)
 	es, err := d.store.List(dir)
 	if err != nil {
-		return nil, syscall.EIO
+		return nil, 0, syscall.EIO
 	}
 	out := make([]dirEnt, 0, len(es))
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dst, err := d.stateLocked(dir)
 	if err != nil {
-		return nil, errno(err)
+		return nil, 0, errno(err)
 	}
 	for _, e := range es {
 		st, err := d.stateLocked(e.Child)
@@ -1074,7 +1079,7 @@ func (d *Drive) list(dir uint64) ([]dirEnt, syscall.Errno) {
 		}
 		out = append(out, dirEnt{name: string(name), id: e.Child, mode: st.attrs.Mode})
 	}
-	return out, 0
+	return out, gen, 0
 }
 
 // chunkOf returns the chunk index of file offset off.
