@@ -227,19 +227,33 @@ func run(c config) error {
 		return err
 	}
 	var results []result
+	var stolen []string // rounds the hypervisor took CPU from
+	runStart, runSteal := time.Now(), hostSteal()
 	for r := 1; r <= c.rounds; r++ {
 		for i, t := range targets {
 			base := filepath.Join(disk, fmt.Sprintf("r%d-%d-%s", r, i, t.name()))
 			log.Printf("round %d/%d: %s", r, c.rounds, t.name())
+			start, steal := time.Now(), hostSteal()
 			res, err := runTarget(c, t, base, src)
 			if err != nil {
 				return fmt.Errorf("%s round %d: %w", t.name(), r, err)
+			}
+			if st, took := hostSteal()-steal, time.Since(start); st > took/50 {
+				log.Printf("round %d %s: the hypervisor took %s of CPU time (steal) in %s: its times are not reliable; rerun on a quieter machine",
+					r, t.name(), st.Round(10*time.Millisecond), took.Round(time.Second))
+				stolen = append(stolen, fmt.Sprintf("%s round %d: %s in %s", t.name(), r, st.Round(10*time.Millisecond), took.Round(time.Second)))
 			}
 			results = append(results, res...)
 			os.RemoveAll(base)
 		}
 	}
 	report := render(c, targets, results)
+	report += fmt.Sprintf("\nHost steal (CPU time the hypervisor took from this machine, /proc/stat): %s in the run's %s",
+		(hostSteal() - runSteal).Round(10*time.Millisecond), time.Since(runStart).Round(time.Second))
+	if len(stolen) > 0 {
+		report += "; over 2 % of a round in " + strings.Join(stolen, ", ") + ": those rounds' times are not reliable"
+	}
+	report += ".\n"
 	fmt.Print(report)
 	if c.out != "" {
 		return os.WriteFile(c.out, []byte(report), 0o644)
@@ -668,6 +682,27 @@ func (r *rcloneTarget) teardown() error {
 }
 
 // --- workloads ---
+
+// hostSteal is the CPU time the hypervisor has taken from this machine's
+// CPUs since boot (/proc/stat's steal column, in USER_HZ ticks of 10 ms);
+// 0 where it is not reported. On a shared host it swung identical runs by a
+// third (docs/PERFORMANCE.md).
+func hostSteal() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	ticks, err := strconv.ParseInt(f[8], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
 
 func timed(f func() error) (time.Duration, error) {
 	t := time.Now()
