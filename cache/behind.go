@@ -28,9 +28,10 @@ import (
 // commit: a badger read transaction of its own waits for every commit in
 // flight (badger's read watermark), so each lookup of an rm -rf waited for
 // the applier's batch commit (UNLINK 252 µs on average).
-// Scans (List, the journal, inline segments), journal acks, Reset and
-// checkpoints first wait until everything queued is in badger ("drain"):
-// they are rare on the paths that queue.
+// Directory listings (List, DirEmpty) merge a directory's queued entry
+// writes over the same snapshot. Other scans (the journal, inline
+// segments), journal acks, Reset and checkpoints first wait until everything
+// queued is in badger ("drain"): they are rare on the paths that queue.
 //
 // Badger holds, as before, some prefix of the log's records (batches are
 // applied in order), which is what replay needs.
@@ -123,6 +124,8 @@ type writeBehind struct {
 // key that left the overlay was committed before the snapshot was taken
 // (the applier renews it after its commit, before it drops the batch's keys
 // from over), so overlay-then-snapshot reads see every applied write.
+// Listings iterate it too: a read-only transaction's NewIterator and
+// Iterator.Close change only an atomic count of iterators.
 // Badger's read-only Txn.Get and Item.Value change no state of the
 // transaction (badger v4.9.6; its docs call transactions not thread-safe
 // in general, so TestSnapshotConcurrent runs this under -race); refs (under
@@ -235,7 +238,7 @@ func (w *writeBehind) add(entries []redoEntry, size int, pos redoPos, fence uint
 }
 
 // setOver puts pw as key's queued write (keep) or removes key's, keeping
-// entryPuts. Under w.mu.
+// entryPuts and entryKeys in step. Under w.mu.
 func (w *writeBehind) setOver(key string, pw pendingWrite, keep bool) {
 	if len(key) >= 9 && key[0] == kindEntry {
 		dir := binary.BigEndian.Uint64([]byte(key[1:9]))
@@ -322,7 +325,12 @@ func (w *writeBehind) list(dir uint64, fn func(key, v []byte) error) error {
 	if ks := w.entryKeys[dir]; len(ks) > 0 {
 		queued = make(map[string]pendingWrite, len(ks))
 		for k := range ks {
-			queued[k] = w.over[k]
+			pw, ok := w.over[k]
+			if !ok { // setOver keeps them in step: a bug, not a state to read
+				w.mu.Unlock()
+				return fmt.Errorf("cache: list %d: queued entry %x not in the overlay", dir, k)
+			}
+			queued[k] = pw
 		}
 	}
 	sn.refs++

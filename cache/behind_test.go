@@ -271,12 +271,17 @@ func TestDirEmpty(t *testing.T) {
 func TestListQueued(t *testing.T) {
 	s := openTest(t, t.TempDir(), 0)
 	defer s.Close()
+	held := false
+	defer func() { // a failure while held: let the store close
+		if held {
+			s.behind.applying.Unlock()
+		}
+	}()
 	const dirs = 3
 	live := map[uint64]map[string]Entry{}
 	for d := uint64(1); d <= dirs; d++ {
 		live[d] = map[string]Entry{}
 	}
-	held := false
 	check := func(step int) {
 		t.Helper()
 		for d := uint64(1); d <= dirs; d++ {
@@ -294,6 +299,7 @@ func TestListQueued(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				if held { // let the store close
 					s.behind.applying.Unlock()
+					held = false
 				}
 				t.Fatalf("step %d: List(%d) waits for the held applier", step, d)
 			}
@@ -332,6 +338,7 @@ func TestListQueued(t *testing.T) {
 	}
 	if held {
 		s.behind.applying.Unlock()
+		held = false
 	}
 	must(s.behind.drain())
 	check(-1)

@@ -105,7 +105,7 @@ func (s *Store) value(key []byte, fn func([]byte) error) error {
 	return s.behind.read(key, fn)
 }
 
-// DirEmpty reports whether directory parent has no entries. Unlike List it
+// DirEmpty reports whether directory parent has no entries. Like List it
 // does not wait for queued writes to reach badger: an rmdir after its
 // directory's unlinks was a wait for a badger commit (900 µs of an rm -rf's
 // rmdir).

@@ -93,7 +93,7 @@ func (d *Drive) uploadLoop() {
 			continue // a finishing upload kicks again
 		}
 		mu.Lock()
-		if !ready.fresh(d) && (ready.mayScan(d.closedHeld()) || d.up.flushing.Load() > 0 && len(ready.cands) == 0) {
+		if !ready.fresh(d) && (ready.mayScan(d.closedHeld) || d.up.flushing.Load() > 0 && len(ready.cands) == 0) {
 			ready.scan(d, busy)
 		}
 		cands := ready.take(free, freeSmall)
@@ -145,6 +145,7 @@ type uploadState struct {
 	// under d.mu (addQueuedLocked); it may still count a file deleted before
 	// its upload until queuedBytes recounts.
 	queued atomic.Int64
+	scans  atomic.Int64 // passes over the dirty files (readyList.scan), for /metrics
 }
 
 // uploadBacklog and uploadBacklogBytes bound how much closed data may wait
@@ -351,16 +352,18 @@ const (
 )
 
 // mayScan says whether a scan may run now, held saying whether closed files
-// are held; when not, the ticker or the next finished upload comes back.
-func (r *readyList) mayScan(held bool) bool {
-	gap := max(readyRescan, readyScanShare*r.took)
-	if held {
-		gap = max(gap, heldRescan)
+// are held (asked only when the usual gap has passed: it takes d.mu); when
+// not, the ticker or the next finished upload comes back.
+func (r *readyList) mayScan(held func() bool) bool {
+	since := time.Since(r.at)
+	if since < max(readyRescan, readyScanShare*r.took) {
+		return false
 	}
-	return time.Since(r.at) >= gap
+	return since >= heldRescan || !held()
 }
 
 func (r *readyList) scan(d *Drive, busy map[uint64]bool) {
+	d.up.scans.Add(1)
 	r.at = time.Now()
 	r.cands = d.uploadCandidates(readySpare*uploadFiles, readySpare*uploadSmall, busy)
 	r.took = time.Since(r.at)
