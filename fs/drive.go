@@ -149,6 +149,7 @@ type Drive struct {
 	// does not let a push through.
 	quietExtra     atomic.Int64
 	fgAt           atomic.Int64 // unix ns of the last request from the kernel (noteForeground)
+	listedLookups  atomic.Int64 // readdirplus lookups answered from the listing (dirHandle.Lookup), for /metrics
 	load           *loadCounts  // what the kernel asked for (Load); a shared folder's drive shares its account drive's
 	uploadsRunning atomic.Int32
 	closed         atomic.Bool

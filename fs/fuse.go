@@ -190,14 +190,14 @@ func (n *fnode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(list), 0
 }
 
-// readdir lists the directory for the kernel, with the node of each listed
-// name and the listing's EntriesGen (Drive.list).
-func (n *fnode) readdir() (_ []fuse.DirEntry, ids map[string]uint64, gen uint64, _ syscall.Errno) {
+// readdir lists the directory for the kernel, with each listed name's
+// entry and what the listing depended on (Drive.list).
+func (n *fnode) readdir() (_ []fuse.DirEntry, byName map[string]dirEnt, at listedAt, _ syscall.Errno) {
 	n.d.noteForeground()
 	d := n.d
-	es, gen, e := d.listFresh(n.id) // sharestale.go
+	es, at, e := d.listFresh(n.id) // sharestale.go
 	if e != 0 {
-		return nil, nil, 0, e
+		return nil, nil, at, e
 	}
 	sort.Slice(es, func(i, j int) bool { return es[i].name < es[j].name })
 	// "." and ".." as on any file system; they also keep a cached listing
@@ -213,15 +213,20 @@ func (n *fnode) readdir() (_ []fuse.DirEntry, ids map[string]uint64, gen uint64,
 	}
 	list := make([]fuse.DirEntry, 0, len(es)+2)
 	list = append(list, fuse.DirEntry{Name: ".", Ino: n.id, Mode: fuse.S_IFDIR}, fuse.DirEntry{Name: "..", Ino: parent, Mode: fuse.S_IFDIR})
-	ids = make(map[string]uint64, len(es))
+	byName = make(map[string]dirEnt, len(es))
 	for _, e := range es {
 		list = append(list, fuse.DirEntry{Name: e.name, Ino: e.id, Mode: e.mode})
-		ids[e.name] = e.id
+		if _, twice := byName[e.name]; twice {
+			// A share's name under two generations: which one the name
+			// means is the full lookup's choice (findEntryLocked).
+			e.id = 0
+		}
+		byName[e.name] = e
 	}
 	if n.id == api.RootID {
 		list = d.withSharedDir(list) // sharemember.go
 	}
-	return list, ids, gen, 0
+	return list, byName, at, 0
 }
 
 // OpendirHandle lets the kernel keep directory listings (FOPEN_CACHE_DIR):
@@ -238,55 +243,73 @@ func (n *fnode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandl
 
 // dirHandle is an open directory; the listing is taken at the first read.
 type dirHandle struct {
-	n   *fnode
-	ds  gofs.DirStream
-	ids map[string]uint64 // the node of each listed name
-	gen uint64            // the listing's cache.Store.EntriesGen
+	n      *fnode
+	ds     gofs.DirStream
+	listed map[string]dirEnt // each listed name's entry
+	at     listedAt          // what the listing depended on
 }
 
 func (h *dirHandle) stream(ctx context.Context) syscall.Errno {
 	if h.ds != nil {
 		return 0
 	}
-	list, ids, gen, e := h.n.readdir()
+	list, listed, at, e := h.n.readdir()
 	if e != 0 {
 		return e
 	}
-	h.ds, h.ids, h.gen = gofs.NewListDirStream(list), ids, gen
+	h.ds, h.listed, h.at = gofs.NewListDirStream(list), listed, at
 	return 0
 }
 
 // Lookup is readdirplus's lookup of each name it lists (go-fuse's
-// FileLookuper). While the directory's entries have not changed since the
-// listing (an even EntriesGen, the same now), the listed entry, opened and
-// checked when listed, names the node, and the name is not looked up and
-// checked a second time: an rm -rf lists every directory it removes. A
-// shared folder's root and anything the short way refuses take the full
-// lookup.
+// FileLookuper). The listing opened and checked every entry, as a lookup
+// does (checkEntry: the name sealed for this directory, this node and its
+// kind, placed by the share set). While nothing that check depended on has
+// changed (listedAt: the directory's entries, its key id, the share set;
+// the node's key id and kind), the listed entry still names the node, and
+// the name is not looked up and checked a second time: an rm -rf lists
+// every directory it removes. The account's root (its Shared folder and
+// control files) and anything else take the full lookup.
 func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	n, d := h.n, h.n.d
-	if id, ok := h.ids[name]; ok && n.id != api.RootID && h.gen%2 == 0 && d.store.EntriesGen(n.id) == h.gen {
-		if ino := d.lookupListed(ctx, n, name, id, out); ino != nil {
+	if e, ok := h.listed[name]; ok && e.id != 0 && n.id != api.RootID {
+		if ino := d.lookupListed(ctx, n, h.at, e, out); ino != nil {
 			return ino, 0
 		}
 	}
 	return n.Lookup(ctx, name, out)
 }
 
-// lookupListed is Lookup of name in n, listed as node id: nil if its state
-// cannot be had or a new roster refuses it (the full lookup deals with that).
-func (d *Drive) lookupListed(ctx context.Context, n *fnode, name string, id uint64, out *fuse.EntryOut) *gofs.Inode {
+// lookupListed is Lookup of e, listed in n at at: nil where listedStateLocked
+// says the full lookup must answer.
+func (d *Drive) lookupListed(ctx context.Context, n *fnode, at listedAt, e dirEnt, out *fuse.EntryOut) *gofs.Inode {
 	d.noteForeground()
 	d.mu.Lock()
-	st, err := d.stateLocked(id)
-	if err != nil || d.staleStateLocked(st) {
+	st := d.listedStateLocked(n.id, at, e)
+	if st == nil {
 		d.mu.Unlock()
 		return nil
 	}
-	st.lastParent, st.lastName = n.id, name
+	st.lastParent, st.lastName = n.id, e.name
 	d.fill(st, &out.Attr)
 	d.mu.Unlock()
+	d.listedLookups.Add(1)
 	return d.newInode(ctx, n.EmbeddedInode(), st)
+}
+
+// listedStateLocked is the state of the node entry e of directory dir names,
+// listed at at; nil if anything the listing's check depended on changed
+// since, or the node's state cannot be had or is refused. Under d.mu.
+func (d *Drive) listedStateLocked(dir uint64, at listedAt, e dirEnt) *nodeState {
+	p, err := d.stateLocked(dir)
+	if err != nil || !at.same(listedAt{gen: d.store.EntriesGen(dir), pkid: p.kid, shares: d.sh.cur.Load()}) {
+		return nil
+	}
+	st, err := d.stateLocked(e.id)
+	if err != nil || d.staleStateLocked(st) || st.kid != e.kid || st.kind() != e.kind {
+		return nil
+	}
+	return st
 }
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {

@@ -37,6 +37,7 @@ func (d *Drive) RegisterMetrics(r *metrics.Registry) {
 	g("kumo_drive_cache_budget_bytes", "Disk budget of the chunk cache (--cache-size).", func(s Status) float64 { return float64(s.Cache.Budget) })
 	r.CounterFunc("kumo_drive_cache_hits_total", "Segment reads served on this machine: data not uploaded yet, chunks in memory, the chunk cache (page-cache reads are not counted).", func() float64 { return float64(snap().Cache.Hits) })
 	r.CounterFunc("kumo_drive_upload_scans_total", "Passes of the uploader over the files waiting for upload, each under the drive's lock (at most one a second while a burst of changes holds closed files).", func() float64 { return float64(d.up.scans.Load()) })
+	r.CounterFunc("kumo_drive_readdir_listed_lookups_total", "Names readdirplus answered from the directory's listing, not looking each up again.", func() float64 { return float64(d.listedLookups.Load()) })
 	r.CounterFunc("kumo_drive_cache_misses_total", "Segment reads that asked the cloud.", func() float64 { return float64(snap().Cache.Misses) })
 	// The queue gauges count the joined shared folders' queues too
 	// (Pending, as `kumo unmount` waits for and shows): work stuck in a

@@ -499,15 +499,15 @@ func (d *Drive) lookupFresh(parent uint64, name string) (*nodeState, syscall.Err
 
 // listFresh lists directory dir as readdir does, fetching records a new
 // roster refuses (list leaves refused entries out).
-func (d *Drive) listFresh(dir uint64) ([]dirEnt, uint64, syscall.Errno) {
+func (d *Drive) listFresh(dir uint64) ([]dirEnt, listedAt, syscall.Errno) {
 	var es []dirEnt
-	var gen uint64
+	var at listedAt
 	e := d.retryStale(dir, func() syscall.Errno {
 		var e syscall.Errno
-		es, gen, e = d.list(dir)
+		es, at, e = d.list(dir)
 		return e
 	})
-	return es, gen, e
+	return es, at, e
 }
 
 // stateFresh returns node id's state (getattr, open and the other

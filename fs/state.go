@@ -1037,30 +1037,47 @@ func (d *Drive) persistLocked(st *nodeState) error {
 	return d.apply(cache.Mutation{PutNodes: []api.Node{d.localNode(st)}})
 }
 
-// dirEnt is a decrypted entry of a directory.
+// dirEnt is a decrypted entry of a directory, with what its check depended
+// on besides the entry itself: the child's key id and kind.
 type dirEnt struct {
 	name string
 	id   uint64
 	mode uint32
+	kid  meta.KeyID
+	kind meta.Kind
+}
+
+// listedAt is what a directory's listing depended on besides its entries'
+// own records: while all of it is the same, each listed entry still names
+// the node it named (dirHandle.Lookup).
+type listedAt struct {
+	gen    uint64     // the directory's cache.Store.EntriesGen, read before the listing
+	pkid   meta.KeyID // the directory's key id the entries were checked under
+	shares *shareSet  // the share set they were placed by (nil: none loaded)
+}
+
+// same says whether a listing at l holds at now.
+func (l listedAt) same(now listedAt) bool {
+	return l.gen%2 == 0 && l == now
 }
 
 // list returns the decrypted entries of directory dir (those that open and
-// pass their checks), and gen, the directory's cache.Store.EntriesGen read
-// before the listing: the listing holds as long as that stays the same
-// (dirHandle.Lookup).
-func (d *Drive) list(dir uint64) (_ []dirEnt, gen uint64, _ syscall.Errno) {
-	gen = d.store.EntriesGen(dir)
+// pass their checks) and what the listing depended on (listedAt).
+func (d *Drive) list(dir uint64) (_ []dirEnt, at listedAt, _ syscall.Errno) {
+	at.shares = d.sh.cur.Load()
+	at.gen = d.store.EntriesGen(dir)
 	es, err := d.store.List(dir)
 	if err != nil {
-		return nil, 0, syscall.EIO
+		return nil, at, syscall.EIO
 	}
 	out := make([]dirEnt, 0, len(es))
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dst, err := d.stateLocked(dir)
 	if err != nil {
-		return nil, 0, errno(err)
+		return nil, at, errno(err)
 	}
+	at.pkid = dst.kid
 	for _, e := range es {
 		st, err := d.stateLocked(e.Child)
 		if err != nil {
@@ -1077,9 +1094,9 @@ func (d *Drive) list(dir uint64) (_ []dirEnt, gen uint64, _ syscall.Errno) {
 		if d.reserved(dir, string(name)) {
 			continue
 		}
-		out = append(out, dirEnt{name: string(name), id: e.Child, mode: st.attrs.Mode})
+		out = append(out, dirEnt{name: string(name), id: e.Child, mode: st.attrs.Mode, kid: st.kid, kind: st.kind()})
 	}
-	return out, gen, 0
+	return out, at, 0
 }
 
 // chunkOf returns the chunk index of file offset off.
