@@ -209,12 +209,7 @@ func TestDirEmpty(t *testing.T) {
 		// behind a held applier, applied ones deleted while held, a put and
 		// its delete in one queue.
 		if step%37 == 0 {
-			if held {
-				s.behind.applying.Unlock()
-			} else {
-				s.behind.applying.Lock()
-			}
-			held = !held
+			held = toggleApplier(s, held)
 		}
 		d := uint64(step%dirs + 1)
 		name := mac(step*7%5 + 1)
@@ -263,6 +258,17 @@ func TestDirEmpty(t *testing.T) {
 			t.Fatalf("held applier, change %d: DirEmpty = %v, %v; want %v", i, empty, err, c.empty)
 		}
 	}
+}
+
+// toggleApplier holds the applier if held is false, lets it go if true, and
+// returns the new state.
+func toggleApplier(s *Store, held bool) bool {
+	if held {
+		s.behind.applying.Unlock()
+	} else {
+		s.behind.applying.Lock()
+	}
+	return !held
 }
 
 // TestListQueued: List answers with the entries' queued puts and deletes
@@ -315,12 +321,7 @@ func TestListQueued(t *testing.T) {
 		// Puts, deletes and re-puts with a new child, some applied, some
 		// queued behind the held applier, some of each in one directory.
 		if step%23 == 0 {
-			if held {
-				s.behind.applying.Unlock()
-			} else {
-				s.behind.applying.Lock()
-			}
-			held = !held
+			held = toggleApplier(s, held)
 		}
 		d := uint64(step%dirs + 1)
 		name := mac(step*7%11 + 1)

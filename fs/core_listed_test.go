@@ -51,30 +51,24 @@ func TestCoreListedState(t *testing.T) {
 	}
 	es, at = listing()
 
-	// The node's key id changes (a pulled record of another share).
-	d.mu.Lock()
-	st, _ := d.stateLocked(es["b"].id)
-	saved := st.kid
-	st.kid.Share = 0x5eed
-	d.mu.Unlock()
-	if got := state(at, es["b"]); got != nil {
-		t.Fatal("the node's key id changed: the listing still answered")
+	// The node's key id changes (a pulled record of another share), or
+	// its kind: each refuses the listing until undone.
+	refused := func(what string, change func(st *nodeState)) {
+		t.Helper()
+		d.mu.Lock()
+		st, _ := d.stateLocked(es["b"].id)
+		kid, typ := st.kid, st.typ
+		change(st)
+		d.mu.Unlock()
+		if got := state(at, es["b"]); got != nil {
+			t.Fatalf("%s: the listing still answered", what)
+		}
+		d.mu.Lock()
+		st.kid, st.typ = kid, typ
+		d.mu.Unlock()
 	}
-	d.mu.Lock()
-	st.kid = saved
-	d.mu.Unlock()
-
-	// The node's kind changes.
-	d.mu.Lock()
-	typ := st.typ
-	st.typ = dir.typ
-	d.mu.Unlock()
-	if got := state(at, es["b"]); got != nil {
-		t.Fatal("the node's kind changed: the listing still answered")
-	}
-	d.mu.Lock()
-	st.typ = typ
-	d.mu.Unlock()
+	refused("the node's key id changed", func(st *nodeState) { st.kid.Share = 0x5eed })
+	refused("the node's kind changed", func(st *nodeState) { st.typ = dir.typ })
 
 	// The share set is replaced.
 	old := d.sh.cur.Load()

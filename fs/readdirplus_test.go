@@ -23,15 +23,14 @@ func TestReaddirPlusListing(t *testing.T) {
 	for i := range files {
 		must(t, os.WriteFile(fmt.Sprintf("%s/f%03d", dir, i), make([]byte, i), 0o644))
 	}
-	last := fmt.Sprintf("%s/f%03d", dir, files-1)
-	prev := fmt.Sprintf("%s/f%03d", dir, files-2)
 	var was syscall.Stat_t
-	must(t, syscall.Lstat(prev, &was))
+	must(t, syscall.Lstat(fmt.Sprintf("%s/f%03d", dir, files-2), &was))
 
 	// Mounted again, so no entry of d is in the kernel's caches.
 	m.unmount()
 	m = c.mount(t, cacheDir, nil)
-	dir, last, prev = m.p("d"), m.p(fmt.Sprintf("d/f%03d", files-1)), m.p(fmt.Sprintf("d/f%03d", files-2))
+	dir = m.p("d")
+	last, prev := m.p(fmt.Sprintf("d/f%03d", files-1)), m.p(fmt.Sprintf("d/f%03d", files-2))
 	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
 	must(t, err)
 	defer func() {
