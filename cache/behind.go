@@ -99,11 +99,8 @@ type writeBehind struct {
 	mu      sync.Mutex
 	changed *sync.Cond // records queued or applied, or closing
 	over    map[string]pendingWrite
-	// entryPuts counts, per directory, the entry keys whose queued write
-	// in over is a put, so dirEmpty answers without scanning over.
-	entryPuts map[uint64]int
 	// entryKeys holds, per directory, the entry keys with a queued write
-	// (put or delete), so list merges them without scanning over.
+	// (put or delete), so listings merge them without scanning over.
 	entryKeys map[uint64]map[string]struct{}
 	queue     []behindRecord
 	queued    uint64 // records queued so far
@@ -137,7 +134,7 @@ type readSnap struct {
 }
 
 func newWriteBehind(db *badger.DB, log *slog.Logger, dataBefore func(uint64) error, dataSynced *atomic.Uint64) *writeBehind {
-	w := &writeBehind{db: db, log: log, dataBefore: dataBefore, dataSynced: dataSynced, over: map[string]pendingWrite{}, entryPuts: map[uint64]int{}, entryKeys: map[uint64]map[string]struct{}{}, done: make(chan struct{}), hurry: make(chan struct{}, 1)}
+	w := &writeBehind{db: db, log: log, dataBefore: dataBefore, dataSynced: dataSynced, over: map[string]pendingWrite{}, entryKeys: map[uint64]map[string]struct{}{}, done: make(chan struct{}), hurry: make(chan struct{}, 1)}
 	w.changed = sync.NewCond(&w.mu)
 	w.snap = &readSnap{txn: db.NewTransaction(false)}
 	go w.run()
@@ -238,19 +235,10 @@ func (w *writeBehind) add(entries []redoEntry, size int, pos redoPos, fence uint
 }
 
 // setOver puts pw as key's queued write (keep) or removes key's, keeping
-// entryPuts and entryKeys in step. Under w.mu.
+// entryKeys in step. Under w.mu.
 func (w *writeBehind) setOver(key string, pw pendingWrite, keep bool) {
 	if len(key) >= 9 && key[0] == kindEntry {
 		dir := binary.BigEndian.Uint64([]byte(key[1:9]))
-		if old, ok := w.over[key]; ok && !old.del {
-			w.entryPuts[dir]--
-		}
-		if keep && !pw.del {
-			w.entryPuts[dir]++
-		}
-		if w.entryPuts[dir] == 0 {
-			delete(w.entryPuts, dir)
-		}
 		ks := w.entryKeys[dir]
 		if keep {
 			if ks == nil {
@@ -273,34 +261,18 @@ func (w *writeBehind) setOver(key string, pw pendingWrite, keep bool) {
 }
 
 // dirEmpty reports whether directory dir has no entries, queued writes
-// included, without waiting for them to reach badger: a queued put of an
-// entry says no at once; otherwise badger's keys under the prefix count
-// unless a queued delete removes them. w.mu is held throughout, so no
-// queued write leaves the overlay while badger is read.
+// included, without waiting for them to reach badger: list, stopped at the
+// first entry.
 func (w *writeBehind) dirEmpty(dir uint64) (bool, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err != nil {
-		return false, w.err
-	}
-	if w.entryPuts[dir] > 0 {
+	err := w.list(dir, func(_, _ []byte) error { return errNotEmpty })
+	if errors.Is(err, errNotEmpty) {
 		return false, nil
 	}
-	if w.snap == nil {
-		return false, ErrClosed
-	}
-	// The snapshot holds every key that left over (mu is held: none
-	// leaves meanwhile, and the snapshot is not replaced).
-	it := w.snap.txn.NewIterator(badger.IteratorOptions{Prefix: entryPrefix(dir)})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		if pw, ok := w.over[string(it.Item().Key())]; ok && pw.del {
-			continue // removed, not in badger yet
-		}
-		return false, nil
-	}
-	return true, nil
+	return err == nil, err
 }
+
+// errNotEmpty stops dirEmpty's listing at the first entry.
+var errNotEmpty = errors.New("cache: directory not empty")
 
 // list calls fn with the key and value of every entry of directory dir,
 // queued writes included, without waiting for them to reach badger (a

@@ -168,19 +168,6 @@ type Mutation struct {
 	AfterData bool
 }
 
-// entryDirs are the directories whose entries m changes.
-func (m *Mutation) entryDirs() []uint64 {
-	var dirs []uint64
-	for _, es := range [][]Entry{m.DeleteEntries, m.PutEntries} {
-		for _, e := range es {
-			if !slices.Contains(dirs, e.Parent) {
-				dirs = append(dirs, e.Parent)
-			}
-		}
-	}
-	return dirs
-}
-
 // EntriesGen is a counter of changes to directory dir's entries (shared
 // with other directories: a change to one of those changes it too). It is
 // odd while a change is being applied. A listing taken after reading an
@@ -197,29 +184,24 @@ type entryGens [1024]atomic.Uint64
 
 func (g *entryGens) slot(dir uint64) *atomic.Uint64 { return &g[dir%uint64(len(g))] }
 
-// begin and end bracket a change to dirs' entries (under Store.applyMu):
-// each of their slots, once, is odd between.
-func (g *entryGens) begin(dirs []uint64) { g.bump(dirs) }
-
-func (g *entryGens) end(dirs []uint64) { g.bump(dirs) }
-
-func (g *entryGens) bump(dirs []uint64) {
-	var done []*atomic.Uint64
-	for _, d := range dirs {
-		if c := g.slot(d); !slices.Contains(done, c) {
-			c.Add(1)
-			done = append(done, c)
+// bump moves, once each, the slots of the directories whose entries m
+// changes. Called before and after m is applied (under Store.applyMu), so
+// they are odd in between.
+func (g *entryGens) bump(m *Mutation) {
+	var buf [8]*atomic.Uint64
+	done := buf[:0]
+	for _, es := range [2][]Entry{m.DeleteEntries, m.PutEntries} {
+		for _, e := range es {
+			if c := g.slot(e.Parent); !slices.Contains(done, c) {
+				c.Add(1)
+				done = append(done, c)
+			}
 		}
 	}
 }
 
-func (g *entryGens) beginAll() {
-	for i := range g {
-		g[i].Add(1)
-	}
-}
-
-func (g *entryGens) endAll() {
+// bumpAll moves every slot (Reset: every directory's entries).
+func (g *entryGens) bumpAll() {
 	for i := range g {
 		g[i].Add(1)
 	}
@@ -244,9 +226,8 @@ func (s *Store) Apply(m Mutation) error {
 func (s *Store) ApplySeq(m Mutation) (uint64, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	dirs := m.entryDirs()
-	s.entryGens.begin(dirs)
-	defer s.entryGens.end(dirs)
+	s.entryGens.bump(&m)
+	defer s.entryGens.bump(&m)
 	s.newDirs.adding(&m)
 	rec := s.redo.record()
 	seq, err := s.writeMutation(rec, m)
@@ -562,8 +543,8 @@ func (s *Store) Reset() error {
 	if err := s.behind.drain(); err != nil {
 		return fmt.Errorf("cache: reset: %w", err)
 	}
-	s.entryGens.beginAll()
-	defer s.entryGens.endAll()
+	s.entryGens.bumpAll()
+	defer s.entryGens.bumpAll()
 	s.newDirs.reset()
 	rec := s.redo.record()
 	rec.del(keyCursor)

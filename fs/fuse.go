@@ -36,7 +36,6 @@ type handle struct {
 
 var (
 	_ gofs.NodeLookuper      = (*fnode)(nil)
-	_ gofs.NodeReaddirer     = (*fnode)(nil)
 	_ gofs.NodeGetattrer     = (*fnode)(nil)
 	_ gofs.NodeSetattrer     = (*fnode)(nil)
 	_ gofs.NodeCreater       = (*fnode)(nil)
@@ -180,14 +179,6 @@ func (n *fnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*g
 	}
 	d.entryOut(st, out)
 	return d.newInode(ctx, n.EmbeddedInode(), st), 0
-}
-
-func (n *fnode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	list, _, _, e := n.readdir()
-	if e != 0 {
-		return nil, e
-	}
-	return gofs.NewListDirStream(list), 0
 }
 
 // readdir lists the directory for the kernel, with each listed name's

@@ -242,7 +242,6 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
-	settled := d.closesSettled(now)
 	cutoff := now.Add(-d.quiet())
 	urgent := 0
 	// The oldest of each kind, [0] big and [1] small.
@@ -271,10 +270,11 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 			oldQuiet[k] = keepOldest(oldQuiet[k], st, limit[k])
 		}
 	}
+	mayGo := d.closedMayGo(now, urgent)
 	var out []candidate
 	for k := range 2 {
 		pick := oldQuiet[k]
-		if settled || urgent >= uploadBacklog || d.closedBytesPassed() {
+		if mayGo {
 			for _, st := range oldUrgent[k] {
 				pick = keepOldest(pick, st, limit[k])
 			}
@@ -286,7 +286,7 @@ func (d *Drive) uploadCandidates(max, maxSmall int, busy map[uint64]bool) []cand
 	return out
 }
 
-// closesSettled says whether closed files may go: closes paused for the
+// closesSettled says whether closes have settled: they paused for the
 // quiet time (at most a second) and the kernel is not busy with changes, or
 // a Flush waits. Busy foreground work holds uploads for up to foregroundMax
 // after the last change, not only the last close: an rm -rf closes nothing,
@@ -297,22 +297,21 @@ func (d *Drive) closesSettled(now time.Time) bool {
 	return d.up.flushing.Load() > 0 || sinceClose >= min(d.quiet(), time.Second) && !d.foregroundBusy(sinceChange)
 }
 
-// closedBytesPassed says whether closed data waiting passed its backlog.
-func (d *Drive) closedBytesPassed() bool {
-	return d.up.queued.Load() >= d.uploadBacklogBytes()
+// closedMayGo says whether closed files may start uploading now, urgent of
+// them waiting: closes settled, or a backlog (files or bytes) is passed.
+func (d *Drive) closedMayGo(now time.Time, urgent int) bool {
+	return d.closesSettled(now) || urgent >= uploadBacklog || d.up.queued.Load() >= d.uploadBacklogBytes()
 }
 
 // closedHeld says whether closed files wait now (uploadCandidates picks
-// none of them): closes have not settled and neither backlog is passed.
-// Only a file left open and unwritten for the quiet time can go then.
+// none of them): closedMayGo with every dirty file counted as closed, an
+// answer without a pass over them. Only a file left open and unwritten for
+// the quiet time can go then.
 func (d *Drive) closedHeld() bool {
-	if d.closesSettled(time.Now()) || d.closedBytesPassed() {
-		return false
-	}
 	d.mu.Lock()
-	n := len(d.dirty) // closed files are at most all dirty files
+	n := len(d.dirty)
 	d.mu.Unlock()
-	return n < uploadBacklog
+	return !d.closedMayGo(time.Now(), n)
 }
 
 // readyList keeps what one scan of the dirty files picked beyond the free
