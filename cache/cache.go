@@ -60,7 +60,8 @@ type Store struct {
 	dir    string
 	log    *slog.Logger
 	db     *badger.DB
-	segKey [32]byte // purpose key for segment files, from Options.Key
+	segKey [32]byte  // purpose key for segment files, from Options.Key
+	inline aeadCache // inline segments' keys, derived once per (node, gen)
 
 	// journal state, guarded by applyMu: Apply is serialised so the journal
 	// sequence counter can live in memory and never conflicts.

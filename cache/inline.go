@@ -1,10 +1,12 @@
 package cache
 
 import (
+	"crypto/cipher"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -23,6 +25,35 @@ const kindInline = 'i'
 // write-ahead log, a level-0 table and every compaction after. The redo log
 // makes it durable with the attributes in one flush either way.
 const InlineMax = 32<<10 - segHeader - segTag - 64
+
+// aeadCache keeps the keys of recently used inline segments: a small file
+// is sealed at its close and opened at its next read and its upload, and
+// deriving its key (HKDF, AES key schedule, GCM tables) cost more than
+// sealing a few KiB, and a tenth of the allocations of a git commit of a
+// source tree. Direct-mapped: a slot holds the last (node, gen) that hashed
+// to it. A cipher.AEAD from cipher.NewGCM keeps no state between calls, so
+// one serves every goroutine.
+type aeadCache struct {
+	slots [256]atomic.Pointer[aeadSlot]
+}
+
+type aeadSlot struct {
+	node, gen uint64
+	aead      cipher.AEAD
+}
+
+func (c *aeadCache) get(purpose [32]byte, node, gen uint64) (cipher.AEAD, error) {
+	slot := &c.slots[(node*0x9e3779b97f4a7c15^gen)>>56]
+	if e := slot.Load(); e != nil && e.node == node && e.gen == gen {
+		return e.aead, nil
+	}
+	aead, err := segFileAEAD(purpose, node, gen)
+	if err != nil {
+		return nil, err
+	}
+	slot.Store(&aeadSlot{node: node, gen: gen, aead: aead})
+	return aead, nil
+}
 
 // InlineSegment is segment 0 of layer Gen of node Node.
 type InlineSegment struct {
@@ -44,7 +75,7 @@ func (s *Store) sealInline(node, gen uint64, p []byte) ([]byte, error) {
 	if len(p) > InlineMax {
 		return nil, fmt.Errorf("cache: inline segment of node %d: %d bytes > %d", node, len(p), InlineMax)
 	}
-	aead, err := segFileAEAD(s.segKey, node, gen)
+	aead, err := s.inline.get(s.segKey, node, gen)
 	if err != nil {
 		return nil, fmt.Errorf("cache: inline segment: %w", err)
 	}
@@ -68,7 +99,7 @@ func (s *Store) GetInline(node, gen uint64) (p []byte, ok bool, err error) {
 // AppendInline is GetInline appending the plaintext to dst, so a reader can
 // reuse its buffer. The stored value is opened where it lies, not copied.
 func (s *Store) AppendInline(dst []byte, node, gen uint64) (p []byte, ok bool, err error) {
-	aead, err := segFileAEAD(s.segKey, node, gen)
+	aead, err := s.inline.get(s.segKey, node, gen)
 	if err != nil {
 		return dst, false, fmt.Errorf("cache: inline segment: %w", err)
 	}

@@ -244,6 +244,7 @@ func (d *Drive) write(ctx context.Context, st *nodeState, data []byte, off int64
 			return 0, syscall.EIO
 		}
 	}
+	st.notePartialPages(uint64(off), end)
 	now := nowNs()
 	d.mu.Lock()
 	if newSize > st.attrs.Size {

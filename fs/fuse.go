@@ -781,7 +781,11 @@ func (n *fnode) Release(ctx context.Context, f gofs.FileHandle) syscall.Errno {
 	if !ok {
 		return 0
 	}
-	return n.d.release(h)
+	e := n.d.release(h)
+	if h.write {
+		n.d.afterWriter(n, h.st)
+	}
+	return e
 }
 
 func (n *fnode) Allocate(ctx context.Context, f gofs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {

@@ -83,12 +83,16 @@ type nodeState struct {
 	cacheMu sync.Mutex
 
 	// dmu guards the data layers; lock order: dmu before d.mu.
-	dmu        sync.RWMutex
-	layers     []*layer // oldest first; writes go to the last
-	nextGen    uint64
-	uploading  bool
-	frozenUpTo uint64 // newest layer gen the running upload covers
-	uploadDone chan struct{}
+	dmu    sync.RWMutex
+	layers []*layer // oldest first; writes go to the last
+	// partial: pages writes covered only in part since the last store of
+	// them (pagecache.go), at most maxPartialPages; partialOver: more.
+	partial     []uint64
+	partialOver bool
+	nextGen     uint64
+	uploading   bool
+	frozenUpTo  uint64 // newest layer gen the running upload covers
+	uploadDone  chan struct{}
 }
 
 // layer is one segment file of written data: a newer layer's segment wins.
