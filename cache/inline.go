@@ -43,7 +43,7 @@ type aeadSlot struct {
 }
 
 func (c *aeadCache) get(purpose [32]byte, node, gen uint64) (cipher.AEAD, error) {
-	slot := &c.slots[(node*0x9e3779b97f4a7c15^gen)>>56]
+	slot := &c.slots[((node^gen*0x9e3779b97f4a7c15)*0x9e3779b97f4a7c15)>>56]
 	if e := slot.Load(); e != nil && e.node == node && e.gen == gen {
 		return e.aead, nil
 	}

@@ -25,6 +25,18 @@ import (
 // holds them locked until the answer) and never reaches past the file's
 // size (it would grow the kernel's idea of the size).
 
+// mayStoreLocked says whether node n's page cache may take a store of st's
+// content: no handle can write, the file is not deleted, st is still the
+// node's state (a resync may have dropped it for a fresh one, with its own
+// cacheMu and writers) and not one a shared folder's raised roster refuses
+// (sharestale.go: such a state is never served). Caller holds st.cacheMu.
+func (d *Drive) mayStoreLocked(n *fnode, st *nodeState) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return st.writers == 0 && !st.deleted && d.states[st.id] == st && d.inodes[st.id] == n &&
+		!d.staleStateLocked(st)
+}
+
 // spareSegment is a decrypted base segment a random read covered only in
 // part (see readAt).
 type spareSegment struct {
@@ -40,8 +52,11 @@ type spareSegment struct {
 func (d *Drive) storeSpare(n *fnode, st *nodeState, sp *spareSegment, off int64, size int) {
 	st.cacheMu.Lock()
 	defer st.cacheMu.Unlock()
+	if !d.mayStoreLocked(n, st) {
+		return
+	}
 	d.mu.Lock()
-	ok := st.writers == 0 && !st.deleted && len(st.layers) == 0 && st.attrs.Size == sp.size &&
+	ok := len(st.layers) == 0 && st.attrs.Size == sp.size &&
 		st.trunc == noTrunc && sp.ci < len(st.attrs.Chunks) && st.attrs.Chunks[sp.ci] == sp.chunk
 	d.mu.Unlock()
 	if !ok {
@@ -110,6 +125,30 @@ func (st *nodeState) addPartialPage(p uint64) {
 	st.partial = append(st.partial, p)
 }
 
+// heldPages keeps the pages (sorted, without repeats) whose segment one of
+// layers holds. Caller holds st.dmu.
+func heldPages(layers []*layer, pages []uint64) []uint64 {
+	const page = 4096
+	slices.Sort(pages)
+	pages = slices.Compact(pages)
+	held := make(map[int64]bool, 4) // the pages' segments: held or not
+	for _, p := range pages {
+		held[int64(p*page/segSize)] = false
+	}
+	for _, l := range layers {
+		segs, err := l.f.Present()
+		if err != nil {
+			return nil
+		}
+		for _, j := range segs {
+			if _, ok := held[j]; ok {
+				held[j] = true
+			}
+		}
+	}
+	return slices.DeleteFunc(pages, func(p uint64) bool { return !held[int64(p*page/segSize)] })
+}
+
 // afterWriter runs when a handle that could write is released: if writes
 // left pages the kernel cannot vouch for, they are stored in the background
 // (the kernel does not wait for a release).
@@ -124,25 +163,25 @@ func (d *Drive) afterWriter(n *fnode, st *nodeState) {
 
 // storeWritten puts the pages writes covered in part into the kernel's page
 // cache of node n, once no handle can write (a later open for writing waits
-// for it); the next writer's release does it otherwise.
+// for it); the next writer's release does it otherwise. Only pages a local
+// layer holds: reading others could wait for the cloud, and every open for
+// writing, truncate and pulled change of the file with it (cacheMu).
 func (d *Drive) storeWritten(n *fnode, st *nodeState) {
 	st.cacheMu.Lock()
 	defer st.cacheMu.Unlock()
-	d.mu.Lock()
-	ok := st.writers == 0 && !st.deleted
-	d.mu.Unlock()
-	if !ok {
-		return
+	if d.ctx.Err() != nil || !d.mayStoreLocked(n, st) {
+		return // shutting down: the layers close
 	}
 	st.dmu.Lock()
 	pages, over := st.partial, st.partialOver
 	st.partial, st.partialOver = nil, false
+	if !over {
+		pages = heldPages(st.layers, pages)
+	}
 	st.dmu.Unlock()
 	if over || len(pages) == 0 {
 		return
 	}
-	slices.Sort(pages)
-	pages = slices.Compact(pages)
 	const page = 4096
 	var buf []byte
 	for i := 0; i < len(pages); {

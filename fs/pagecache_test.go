@@ -125,6 +125,7 @@ func TestWrittenPagesStored(t *testing.T) {
 		}
 		must(t, f.Close())
 	}
+	// Reads that reach the drive (the uploader's reads of the layers count too).
 	reads := func() uint64 { return m.d.reads.hits.Load() + m.d.reads.misses.Load() }
 	// Inline files, one segment of a segment file, several segments.
 	for _, size := range []int{100, 5000, 30820, 200<<10 + 7} {
@@ -136,6 +137,7 @@ func TestWrittenPagesStored(t *testing.T) {
 		defer f.Close() // a failing test must not exit with a file of its own mount open
 		pages := int64(size+4095) / 4096
 		waitFor(t, 5*time.Second, func() bool { return residentPages(t, f, 0, pages*4096) == int(pages) })
+		m.flush() // the upload reads the layers too: done before counting
 		before := reads()
 		got, err := io.ReadAll(f)
 		must(t, err)
