@@ -25,14 +25,16 @@ import (
 // holds them locked until the answer) and never reaches past the file's
 // size (it would grow the kernel's idea of the size).
 
+// page is the kernel's page size: what a store fills or leaves alone.
+const page = 4096
+
 // mayStoreLocked says whether node n's page cache may take a store of st's
 // content: no handle can write, the file is not deleted, st is still the
 // node's state (a resync may have dropped it for a fresh one, with its own
 // cacheMu and writers) and not one a shared folder's raised roster refuses
-// (sharestale.go: such a state is never served). Caller holds st.cacheMu.
+// (sharestale.go: such a state is never served). Caller holds st.cacheMu
+// and d.mu.
 func (d *Drive) mayStoreLocked(n *fnode, st *nodeState) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	return st.writers == 0 && !st.deleted && d.states[st.id] == st && d.inodes[st.id] == n &&
 		!d.staleStateLocked(st)
 }
@@ -52,17 +54,13 @@ type spareSegment struct {
 func (d *Drive) storeSpare(n *fnode, st *nodeState, sp *spareSegment, off int64, size int) {
 	st.cacheMu.Lock()
 	defer st.cacheMu.Unlock()
-	if !d.mayStoreLocked(n, st) {
-		return
-	}
 	d.mu.Lock()
-	ok := len(st.layers) == 0 && st.attrs.Size == sp.size &&
+	ok := d.mayStoreLocked(n, st) && len(st.layers) == 0 && st.attrs.Size == sp.size &&
 		st.trunc == noTrunc && sp.ci < len(st.attrs.Chunks) && st.attrs.Chunks[sp.ci] == sp.chunk
 	d.mu.Unlock()
 	if !ok {
 		return
 	}
-	const page = 4096
 	reqStart := off &^ (page - 1)
 	reqEnd := (off + int64(size) + page - 1) &^ (page - 1)
 	segEnd := sp.off + int64(len(sp.data))
@@ -105,7 +103,6 @@ const maxPartialPages = 256
 // notePartialPages records the pages a write of [off, end) covered in part.
 // Under st.dmu.
 func (st *nodeState) notePartialPages(off, end uint64) {
-	const page = 4096
 	if off%page != 0 {
 		st.addPartialPage(off / page)
 	}
@@ -128,7 +125,6 @@ func (st *nodeState) addPartialPage(p uint64) {
 // heldPages keeps the pages (sorted, without repeats) whose segment one of
 // layers holds. Caller holds st.dmu.
 func heldPages(layers []*layer, pages []uint64) []uint64 {
-	const page = 4096
 	slices.Sort(pages)
 	pages = slices.Compact(pages)
 	held := make(map[int64]bool, 4) // the pages' segments: held or not
@@ -169,8 +165,14 @@ func (d *Drive) afterWriter(n *fnode, st *nodeState) {
 func (d *Drive) storeWritten(n *fnode, st *nodeState) {
 	st.cacheMu.Lock()
 	defer st.cacheMu.Unlock()
-	if d.ctx.Err() != nil || !d.mayStoreLocked(n, st) {
+	if d.ctx.Err() != nil {
 		return // shutting down: the layers close
+	}
+	d.mu.Lock()
+	ok := d.mayStoreLocked(n, st)
+	d.mu.Unlock()
+	if !ok {
+		return
 	}
 	st.dmu.Lock()
 	pages, over := st.partial, st.partialOver
@@ -182,7 +184,6 @@ func (d *Drive) storeWritten(n *fnode, st *nodeState) {
 	if over || len(pages) == 0 {
 		return
 	}
-	const page = 4096
 	var buf []byte
 	for i := 0; i < len(pages); {
 		// One read per segment: it decrypts the whole segment anyway.
