@@ -60,7 +60,7 @@ type Store struct {
 	dir    string
 	log    *slog.Logger
 	db     *badger.DB
-	segKey [32]byte  // purpose key for segment files, from Options.Key
+	segKey segKey    // purpose key for segment files, from Options.Key
 	inline aeadCache // inline segments' keys, derived once per (node, gen)
 
 	// journal state, guarded by applyMu: Apply is serialised so the journal
@@ -144,7 +144,7 @@ func Open(o Options) (*Store, error) {
 			return nil, fmt.Errorf("cache: open: %w", err)
 		}
 	}
-	segKey, err := hkdf.Key(sha256.New, o.Key[:], nil, "kumo cache segment files v1", 32)
+	segPurpose, err := hkdf.Key(sha256.New, o.Key[:], nil, "kumo cache segment files v1", 32)
 	if err != nil {
 		return nil, fmt.Errorf("cache: open: derive key: %w", err)
 	}
@@ -152,9 +152,7 @@ func Open(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: open badger: %w", err)
 	}
-	var segPurpose [32]byte
-	copy(segPurpose[:], segKey)
-	seg := segReplay{dir: filepath.Join(o.Dir, dirtyDir), key: segPurpose, log: log}
+	seg := segReplay{dir: filepath.Join(o.Dir, dirtyDir), key: newSegKey(segPurpose), log: log}
 	redo, replayed, err := openRedo(filepath.Join(o.Dir, metaDir), redoSizeFor(budget), db, seg)
 	if err != nil {
 		db.Close()
@@ -196,7 +194,7 @@ func Open(o Options) (*Store, error) {
 	s.behind = newWriteBehind(db, log, s.syncDataUpTo, &s.dataSynced)
 	s.behind.logData = redo
 	s.behind.syncFiles = s.syncData
-	copy(s.segKey[:], segKey)
+	s.segKey = seg.key
 	s.slots.New = func() any { b := make([]byte, slotStride); return &b }
 	if err := s.loadJournalState(); err != nil {
 		s.behind.close()

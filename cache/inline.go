@@ -42,7 +42,7 @@ type aeadSlot struct {
 	aead      cipher.AEAD
 }
 
-func (c *aeadCache) get(purpose [32]byte, node, gen uint64) (cipher.AEAD, error) {
+func (c *aeadCache) get(purpose segKey, node, gen uint64) (cipher.AEAD, error) {
 	slot := &c.slots[((node^gen*0x9e3779b97f4a7c15)*0x9e3779b97f4a7c15)>>56]
 	if e := slot.Load(); e != nil && e.node == node && e.gen == gen {
 		return e.aead, nil

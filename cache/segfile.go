@@ -150,14 +150,28 @@ func parseSegFileName(name string) (node, gen uint64, ok bool) {
 	return n, g, segFileName(n, g) == name
 }
 
+// segKey is the segment files' purpose key, kept as HKDF's pseudorandom key
+// (its extract step, done once): each file's key is then one expand, which
+// halves a derivation's hashing (inline segments derive one per file read).
+type segKey struct{ prk []byte }
+
+func newSegKey(purpose []byte) segKey {
+	prk, err := hkdf.Extract(sha256.New, purpose, nil)
+	if err != nil {
+		panic(err) // HKDF-SHA256's extract takes any key
+	}
+	return segKey{prk}
+}
+
 // segFileAEAD derives the per-file key: each (node, gen) gets its own AES-256
 // key, so random 96-bit nonces stay far below the collision bound per key.
-func segFileAEAD(purpose [32]byte, node, gen uint64) (cipher.AEAD, error) {
+// It equals HKDF-SHA256(purpose, info) of FORMAT (TestSegKeyIsHKDF).
+func segFileAEAD(purpose segKey, node, gen uint64) (cipher.AEAD, error) {
 	info := make([]byte, 0, 32)
 	info = append(info, "kumo segment file v1"...)
 	info = binary.BigEndian.AppendUint64(info, node)
 	info = binary.BigEndian.AppendUint64(info, gen)
-	k, err := hkdf.Key(sha256.New, purpose[:], nil, string(info), 32)
+	k, err := hkdf.Expand(sha256.New, purpose.prk, string(info), 32)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,12 @@ package cache
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"os"
 	"reflect"
@@ -356,5 +361,42 @@ func TestSegmentFileSyncErrorSticks(t *testing.T) {
 		if err := f.Sync(); err == nil {
 			t.Fatal("Sync succeeded after a failed background fdatasync")
 		}
+	}
+}
+
+// TestSegKeyIsHKDF: the per-file key from the purpose key's extract done once
+// is FORMAT's HKDF-SHA256(purpose, "kumo segment file v1" || node || gen): a
+// segment sealed by one opens with the other, and the ciphertexts match.
+func TestSegKeyIsHKDF(t *testing.T) {
+	purpose := bytes.Repeat([]byte{0x5a}, 32)
+	const node, gen = 0x0102030405060708, 9
+	info := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64([]byte("kumo segment file v1"), node), gen)
+	k, err := hkdf.Key(sha256.New, purpose, nil, string(info), 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := aes.NewCipher(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := cipher.NewGCM(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := segFileAEAD(newSegKey(purpose), node, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, want.NonceSize())
+	plain := []byte("the same key, derived in one step or two")
+	if a, b := want.Seal(nil, nonce, plain, nil), got.Seal(nil, nonce, plain, nil); !bytes.Equal(a, b) {
+		t.Fatalf("sealed differently:\n%x\n%x", a, b)
+	}
+	other, err := segFileAEAD(newSegKey(purpose), node, gen+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Open(nil, nonce, want.Seal(nil, nonce, plain, nil), nil); err == nil {
+		t.Fatal("another generation's key opened the segment")
 	}
 }

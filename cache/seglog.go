@@ -128,7 +128,7 @@ func parseSegPayload(p []byte) ([]segOp, error) {
 // of a store's dirty directory.
 type segReplay struct {
 	dir string   // the store's dirty directory
-	key [32]byte // the segment files' purpose key (Store.segKey)
+	key segKey // the segment files' purpose key (Store.segKey)
 	log *slog.Logger
 }
 

@@ -163,9 +163,10 @@ type Drive struct {
 	// the control file runs (history.go, link.go).
 	restoring atomic.Bool
 	linking   atomic.Bool
-	reads     readCounts  // reads served here or by the cloud (readstats.go)
-	sh        driveShares // shared folders' keys and rosters (share.go)
-	mem       memberState // shares joined from other accounts (sharemember.go)
+	reads     readCounts   // reads served here or by the cloud (readstats.go)
+	written   writtenQueue // files whose written pages wait for a store (pagecache.go)
+	sh        driveShares  // shared folders' keys and rosters (share.go)
+	mem       memberState  // shares joined from other accounts (sharemember.go)
 }
 
 type nameRewrite struct {

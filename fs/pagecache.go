@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"slices"
+	"sync"
 
 	"kumo/internal/meta"
 )
@@ -146,14 +147,64 @@ func heldPages(layers []*layer, pages []uint64) []uint64 {
 }
 
 // afterWriter runs when a handle that could write is released: if writes
-// left pages the kernel cannot vouch for, they are stored in the background
-// (the kernel does not wait for a release).
+// left pages the kernel cannot vouch for, they are queued for one background
+// worker to store (the kernel does not wait for a release).
 func (d *Drive) afterWriter(n *fnode, st *nodeState) {
 	st.dmu.RLock()
 	pending := len(st.partial) > 0 || st.partialOver
 	st.dmu.RUnlock()
 	if pending {
-		go d.storeWritten(n, st)
+		d.written.add(d, writtenFile{n, st})
+	}
+}
+
+// writtenQueue holds the files whose written pages wait for storeWritten,
+// stored in turn by one worker that runs while the queue is not empty. A
+// goroutine per release (cp -a of the Go tree: 11,000 of them) contended
+// for d.mu with the kernel's requests: handoffs of the lock through a queue
+// of stores held requests for 10-50 ms, the more so on the one processor a
+// burst of small changes runs on (internal/procs).
+type writtenQueue struct {
+	mu      sync.Mutex
+	files   []writtenFile
+	working bool
+}
+
+type writtenFile struct {
+	n  *fnode
+	st *nodeState
+}
+
+// maxWrittenQueued bounds the queue; a file that finds it full keeps its
+// pages recorded, and its next writer's release queues it again.
+const maxWrittenQueued = 4096
+
+func (q *writtenQueue) add(d *Drive, f writtenFile) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.files) >= maxWrittenQueued {
+		return
+	}
+	q.files = append(q.files, f)
+	if !q.working {
+		q.working = true
+		go q.work(d)
+	}
+}
+
+func (q *writtenQueue) work(d *Drive) {
+	for {
+		q.mu.Lock()
+		if len(q.files) == 0 {
+			q.files, q.working = nil, false // a burst's backing array goes too
+			q.mu.Unlock()
+			return
+		}
+		f := q.files[0]
+		q.files[0] = writtenFile{}
+		q.files = q.files[1:]
+		q.mu.Unlock()
+		d.storeWritten(f.n, f.st)
 	}
 }
 
