@@ -398,3 +398,62 @@ func TestRedoTornHeaderKeptAside(t *testing.T) {
 		t.Fatalf("no new log (%v)", err)
 	}
 }
+
+// TestRedoMappingStaysSmall: records go into a mapping of the whole log, but
+// the pages behind the write position are let go, so the log adds about
+// redoMappedMax to the process's resident memory, not its capacity. And what
+// went through the mapping is in the file (read through a descriptor).
+func TestRedoMappingStaysSmall(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	defer s.Close()
+	for i := range 20000 { // about 6 MiB of records
+		must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(uint64(1000+i), byte(i))}}))
+	}
+	s.redo.appendMu.Lock()
+	off, epoch := s.redo.off, s.redo.epoch
+	s.redo.appendMu.Unlock()
+	if off < 4<<20 {
+		t.Fatalf("test premise: %d bytes of records in the log, want several MiB", off)
+	}
+	rss := mappingRSS(t, filepath.Join(dir, metaDir, redoFile))
+	if rss > redoMappedMax+64<<10 {
+		t.Fatalf("the redo log's mapping holds %d KiB resident after %d KiB of records, want at most about %d KiB", rss>>10, off>>10, redoMappedMax>>10)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, metaDir, redoFile))
+	must(err)
+	recs, _, err := redoRecords(b, epoch)
+	must(err)
+	if len(recs) < 20000 {
+		t.Fatalf("the file holds %d records of this epoch, want the 20000 appended", len(recs))
+	}
+}
+
+// mappingRSS is the resident size of this process's mappings of path
+// (/proc/self/smaps).
+func mappingRSS(t *testing.T, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Skipf("no /proc/self/smaps: %v", err)
+	}
+	var rss int64
+	in, found := false, false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			in = len(f) >= 6 && f[5] == path
+			found = found || in
+			continue
+		}
+		if in && len(f) == 3 && f[0] == "Rss:" {
+			var kb int64
+			fmt.Sscan(f[1], &kb)
+			rss += kb << 10
+		}
+	}
+	if !found {
+		t.Fatalf("no mapping of %s in /proc/self/smaps", path)
+	}
+	return rss
+}
