@@ -110,7 +110,7 @@ func FuzzJournalOp(f *testing.F) {
 // FuzzOpenSlot feeds arbitrary slot bytes to the segment file parser: it must
 // never panic, and must never accept bytes it did not seal itself.
 func FuzzOpenSlot(f *testing.F) {
-	aead, err := segFileAEAD(newSegKey([]byte{1}), 3, 4)
+	aead, err := segFileAEAD(newSegKey(append([]byte{1}, make([]byte, 31)...)), 3, 4)
 	if err != nil {
 		f.Fatal(err)
 	}

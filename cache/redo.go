@@ -82,13 +82,14 @@ type redoLog struct {
 	size int64 // capacity (the file's size)
 	// m maps the whole file (shared): records are copied into it, so an
 	// append is a copy into the page cache, not a pwrite (a system call
-	// and an inode time update per small-file create, close or unlink: 8 %
-	// of the daemon's CPU in an rm -rf). The page cache holds it just the
-	// same (a kill -9 loses nothing) and fdatasync writes it back. The
-	// header is written through f. mapped is how much of m is in the
-	// process's pages (releaseMapped).
+	// per small-file create, close or unlink, and an inode time update each:
+	// 8 % of the daemon's CPU in an rm -rf; through the mapping the time is
+	// updated at the first write to a page after each writeback). The page
+	// cache holds it just the same (a kill -9 loses nothing) and fdatasync
+	// writes it back. The header is written through f. released is the
+	// prefix of m whose pages were given back (put), under appendMu.
 	m        []byte
-	mapped   int64
+	released int64
 	appendMu sync.Mutex
 	epoch    uint64 // under appendMu (and applyMu to change)
 	off      int64  // under appendMu
@@ -398,8 +399,9 @@ func openRedo(dir string, size int64, db *badger.DB, seg segReplay) (*redoLog, i
 }
 
 // mapFile maps the log's file for appends. Its blocks are all allocated
-// (createRedo writes it whole), so a store into the mapping never needs
-// room on the disk.
+// (createRedo writes it whole), so on ext4 and XFS a store into the mapping
+// never needs room on the disk (on a copy-on-write file system it may: a
+// store that finds none faults, and put makes that an error).
 func (l *redoLog) mapFile() error {
 	m, err := syscall.Mmap(int(l.f.Fd()), 0, int(l.size), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
 	if err != nil {
@@ -411,31 +413,47 @@ func (l *redoLog) mapFile() error {
 
 // redoMappedMax is how much of the log's mapping may stay in the process's
 // pages: past it, the pages behind the write position are released (the
-// page cache keeps them, dirty ones too), so the log adds at most this to
-// the daemon's resident memory, not its whole size.
+// page cache keeps them, dirty ones too), so the log adds about this to the
+// daemon's resident memory, not its whole size.
 const redoMappedMax = 1 << 20
 
 // put copies rec into the log at off. A page of the file that cannot be
-// read in (a disk error) faults the copy: that is an error here, as it was
-// from a pwrite, not the end of the daemon. Under appendMu.
-func (l *redoLog) put(rec []byte, off int64) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("cache: write redo log: %v", r)
-		}
-	}()
-	copy(l.m[off:], rec)
-	end := off + int64(len(rec))
-	if end-l.mapped <= redoMappedMax {
+// read in (a disk error) or, on a copy-on-write file system, written faults
+// the copy: that is an error here, as it was from a pwrite, not the end of
+// the daemon. Under appendMu.
+func (l *redoLog) put(rec []byte, off int64) error {
+	if off < redoHeader || off+int64(len(rec)) > int64(len(l.m)) {
+		return fmt.Errorf("cache: write redo log: record of %d bytes at %d outside the %d-byte log", len(rec), off, len(l.m))
+	}
+	if err := copyFaulting(l.m[off:], rec); err != nil {
+		return fmt.Errorf("cache: write redo log: %w", err)
+	}
+	if off+int64(len(rec))-l.released <= redoMappedMax {
 		return nil
 	}
 	// Whole pages below off: the one being written stays.
-	to := off &^ (redoHeader - 1)
-	if to > l.mapped {
-		_ = syscall.Madvise(l.m[l.mapped:to], syscall.MADV_DONTNEED) // only a hint: memory, never data
-		l.mapped = to
+	to := off &^ int64(os.Getpagesize()-1)
+	if to > l.released && syscall.Madvise(l.m[l.released:to], syscall.MADV_DONTNEED) == nil {
+		l.released = to
 	}
+	return nil
+}
+
+// copyFaulting copies src into dst, returning a memory fault (SIGBUS from a
+// mapped file's page that cannot be read or written) as an error. Other
+// panics go on.
+func copyFaulting(dst, src []byte) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if f, ok := r.(interface{ Addr() uintptr }); ok {
+				err = fmt.Errorf("memory fault at %#x: %v", f.Addr(), r)
+				return
+			}
+			panic(r)
+		}
+	}()
+	copy(dst, src)
 	return nil
 }
 
@@ -844,7 +862,12 @@ func (l *redoLog) checkpoint(db *badger.DB) error {
 	l.epochNow.Store(l.epoch)
 	l.full = false
 	l.off = redoHeader
-	l.mapped = 0
+	if l.m != nil {
+		// The new epoch writes from the start again: give back the old
+		// epoch's pages still mapped (only a hint: memory, never data).
+		_ = syscall.Madvise(l.m, syscall.MADV_DONTNEED)
+	}
+	l.released = 0
 	l.offNow.Store(l.off)
 	l.durable.Store(l.off)
 	l.noteDurable(l.appended.Load())

@@ -457,3 +457,22 @@ func mappingRSS(t *testing.T, path string) int64 {
 	}
 	return rss
 }
+
+// TestRedoMappingFaultIsAnError: a page of the log's mapping that cannot be
+// had (here: the file cut short under it, as a disk error or a full
+// copy-on-write file system would) makes the append fail with an error; the
+// daemon does not die of the fault.
+func TestRedoMappingFaultIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(1, 1)}}))
+	must(os.Truncate(filepath.Join(dir, metaDir, redoFile), redoHeader))
+	err := s.Apply(Mutation{PutNodes: []api.Node{smallNode(2, 2)}})
+	if err == nil {
+		t.Fatal("an append into a page past the file's end succeeded")
+	}
+	if !strings.Contains(err.Error(), "memory fault") {
+		t.Fatalf("want the fault as the error, got %v", err)
+	}
+	_ = s.Close() // the log is failed: what Close says is not the point
+}

@@ -127,7 +127,7 @@ func parseSegPayload(p []byte) ([]segOp, error) {
 // segReplay writes the redo log's segment entries into the segment files
 // of a store's dirty directory.
 type segReplay struct {
-	dir string   // the store's dirty directory
+	dir string // the store's dirty directory
 	key segKey // the segment files' purpose key (Store.segKey)
 	log *slog.Logger
 }

@@ -175,16 +175,19 @@ type writtenFile struct {
 	st *nodeState
 }
 
-// maxWrittenQueued bounds the queue; a file that finds it full keeps its
-// pages recorded, and its next writer's release queues it again.
+// maxWrittenQueued bounds the queue, which holds a file once however often
+// it is released (nodeState.storeQueued). A file that finds it full (4,096
+// files behind) keeps its pages recorded: they are stored if it is written
+// and closed again, and read through the drive otherwise (correct, slower).
 const maxWrittenQueued = 4096
 
 func (q *writtenQueue) add(d *Drive, f writtenFile) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.files) >= maxWrittenQueued {
+	if f.st.storeQueued || len(q.files) >= maxWrittenQueued {
 		return
 	}
+	f.st.storeQueued = true
 	q.files = append(q.files, f)
 	if !q.working {
 		q.working = true
@@ -192,6 +195,9 @@ func (q *writtenQueue) add(d *Drive, f writtenFile) {
 	}
 }
 
+// work stores the queued files in turn. One whose cacheMu is held (a
+// truncate waiting for its upload, say) gets a goroutine of its own, so it
+// does not hold up the others.
 func (q *writtenQueue) work(d *Drive) {
 	for {
 		q.mu.Lock()
@@ -203,19 +209,28 @@ func (q *writtenQueue) work(d *Drive) {
 		f := q.files[0]
 		q.files[0] = writtenFile{}
 		q.files = q.files[1:]
+		f.st.storeQueued = false // a release from now on queues it again
 		q.mu.Unlock()
-		d.storeWritten(f.n, f.st)
+		if f.st.cacheMu.TryLock() {
+			d.storeWrittenLocked(f.n, f.st)
+			f.st.cacheMu.Unlock()
+			continue
+		}
+		go func() {
+			f.st.cacheMu.Lock()
+			defer f.st.cacheMu.Unlock()
+			d.storeWrittenLocked(f.n, f.st)
+		}()
 	}
 }
 
-// storeWritten puts the pages writes covered in part into the kernel's page
-// cache of node n, once no handle can write (a later open for writing waits
-// for it); the next writer's release does it otherwise. Only pages a local
-// layer holds: reading others could wait for the cloud, and every open for
-// writing, truncate and pulled change of the file with it (cacheMu).
-func (d *Drive) storeWritten(n *fnode, st *nodeState) {
-	st.cacheMu.Lock()
-	defer st.cacheMu.Unlock()
+// storeWrittenLocked puts the pages writes covered in part into the kernel's
+// page cache of node n, once no handle can write (a later open for writing
+// waits for it); the next writer's release does it otherwise. Only pages a
+// local layer holds: reading others could wait for the cloud, and every open
+// for writing, truncate and pulled change of the file with it (cacheMu, which
+// the caller holds).
+func (d *Drive) storeWrittenLocked(n *fnode, st *nodeState) {
 	if d.ctx.Err() != nil {
 		return // shutting down: the layers close
 	}

@@ -89,6 +89,7 @@ type nodeState struct {
 	// them (pagecache.go), at most maxPartialPages; partialOver: more.
 	partial     []uint64
 	partialOver bool
+	storeQueued bool // in d.written's queue (under d.written.mu)
 	nextGen     uint64
 	uploading   bool
 	frozenUpTo  uint64 // newest layer gen the running upload covers
