@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -171,4 +172,54 @@ func TestWrittenPagesStored(t *testing.T) {
 			t.Fatalf("round %d: read after a rewrite differs from what was written last", round)
 		}
 	}
+}
+
+// TestWrittenPagesStoreNotHeldUp: a file whose cacheMu is held when the
+// store worker comes to it (a truncate waiting for the file's upload, say)
+// does not hold up the stores of the files closed after it, and is stored
+// itself once the lock is free.
+func TestWrittenPagesStoreNotHeldUp(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	m := c.mountInProcess(t, t.TempDir())
+	const size, record = 30820, 10 << 10 // pages left partial by the records
+	const pages = (size + 4095) / 4096
+	written := func(name string, closeFirst func(fi os.FileInfo)) *os.File {
+		t.Helper()
+		f, err := os.Create(m.p(name))
+		must(t, err)
+		data := randBytes(size)
+		for off := 0; off < size; off += record {
+			_, err := f.Write(data[off:min(off+record, size)])
+			must(t, err)
+		}
+		fi, err := f.Stat()
+		must(t, err)
+		closeFirst(fi)
+		must(t, f.Close())
+		r, err := os.Open(m.p(name))
+		must(t, err)
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	var held *nodeState
+	a := written("a", func(fi os.FileInfo) {
+		m.d.mu.Lock()
+		held = m.d.states[fi.Sys().(*syscall.Stat_t).Ino]
+		m.d.mu.Unlock()
+		held.cacheMu.Lock()
+	})
+	released := false
+	defer func() {
+		if !released {
+			held.cacheMu.Unlock()
+		}
+	}()
+	b := written("b", func(os.FileInfo) {})
+	waitFor(t, 5*time.Second, func() bool { return residentPages(t, b, 0, pages*4096) == pages })
+	if n := residentPages(t, a, 0, pages*4096); n == pages {
+		t.Fatal("test premise: a file was stored while its cacheMu was held")
+	}
+	held.cacheMu.Unlock()
+	released = true
+	waitFor(t, 5*time.Second, func() bool { return residentPages(t, a, 0, pages*4096) == pages })
 }
