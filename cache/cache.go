@@ -81,6 +81,7 @@ type Store struct {
 	entryGens entryGens // per-directory change counters; see EntriesGen
 
 	newDirs newDirs      // names of directories made in this session; see newdirs.go
+	listed  listedDirs   // entries of the directories listed last; see listed.go
 	redo    *redoLog     // cheap durability points; see redo.go
 	behind  *writeBehind // badger applied behind Apply; see behind.go
 

@@ -83,6 +83,12 @@ func (s *Store) Lookup(parent uint64, nameMAC string) (Entry, error) {
 	if s.newDirs.absent(parent, nameMAC) {
 		return Entry{}, ErrNotFound
 	}
+	if e, found, hit := s.listed.lookup(parent, nameMAC, s.entryGens.slot(parent)); hit {
+		if !found {
+			return Entry{}, ErrNotFound
+		}
+		return e, nil
+	}
 	e := Entry{Parent: parent, NameMAC: nameMAC}
 	err := s.value(entryKey(parent, nameMAC), func(v []byte) error {
 		var err error
@@ -120,6 +126,7 @@ func (s *Store) DirEmpty(parent uint64) (bool, error) {
 // List returns the entries of a directory in nameMAC order. Like DirEmpty
 // it does not wait for queued writes to reach badger.
 func (s *Store) List(parent uint64) ([]Entry, error) {
+	gen := s.entryGens.slot(parent).Load() // before the listing: see listedDirs
 	var out []Entry
 	prefix := entryPrefix(parent)
 	err := s.behind.list(parent, func(k, v []byte) error {
@@ -136,6 +143,7 @@ func (s *Store) List(parent uint64) ([]Entry, error) {
 	if !slices.IsSortedFunc(out, byNameMAC) {
 		slices.SortFunc(out, byNameMAC)
 	}
+	s.listed.remember(parent, gen, s.entryGens.slot(parent), out)
 	return out, nil
 }
 
@@ -226,6 +234,9 @@ func (s *Store) Apply(m Mutation) error {
 func (s *Store) ApplySeq(m Mutation) (uint64, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	carrying := s.listed.carry(&m, &s.entryGens)
+	applied := false
+	defer func() { s.listed.carried(carrying, &m, &s.entryGens, applied) }() // after the second bump
 	s.entryGens.bump(&m)
 	defer s.entryGens.bump(&m)
 	s.newDirs.adding(&m)
@@ -251,6 +262,7 @@ func (s *Store) ApplySeq(m Mutation) (uint64, error) {
 		return 0, fmt.Errorf("cache: apply: %w", err)
 	}
 	s.newDirs.applied(&m)
+	applied = true
 	s.lastSeq = seq
 	s.pending += len(m.Journal)
 	return seq, nil
