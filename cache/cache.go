@@ -426,6 +426,7 @@ func (s *Store) background() {
 // Close flushes and closes.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.listed.close()
 		close(s.stop)
 		s.wg.Wait()
 		s.chunks.persistAccess()

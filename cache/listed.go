@@ -19,9 +19,17 @@ import (
 // change (carry), so a directory emptied name by name stays remembered.
 // Reset moves every counter and so forgets them all.
 type listedDirs struct {
-	mu   sync.Mutex
-	dirs [listedMax]*listedDir
-	next int // ring position of the next directory to remember
+	mu     sync.Mutex
+	dirs   [listedMax]*listedDir
+	next   int  // ring position of the next directory to remember
+	closed bool // the store closed: lookups go to it (and fail as closed)
+}
+
+// close forgets every directory, for good.
+func (l *listedDirs) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dirs, l.closed = [listedMax]*listedDir{}, true
 }
 
 type listedDir struct {
@@ -49,7 +57,7 @@ func (l *listedDirs) remember(dir, gen uint64, slot *atomic.Uint64, es []Entry) 
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if slot.Load() != gen {
+	if l.closed || slot.Load() != gen {
 		return
 	}
 	d := &listedDir{dir: dir, gen: gen, byMAC: byMAC}
@@ -118,7 +126,10 @@ func (l *listedDirs) carried(ds carrying, m *Mutation, g *entryGens, ok bool) {
 	for _, d := range ds {
 		i := slices.Index(l.dirs[:], d)
 		if i < 0 {
-			continue // replaced meanwhile by a listing, which read an odd counter and was not kept
+			// Replaced or evicted meanwhile. A listing that replaced it read
+			// the counter before this change (it holds the older state at
+			// the older gen: never carried, it just stops matching) or after.
+			continue
 		}
 		if !ok {
 			l.dirs[i] = nil

@@ -86,8 +86,38 @@ func TestListedLookups(t *testing.T) {
 	_, err = s.List(dir)
 	must(err)
 	must(s.Reset())
+	listedModelCheck(t, s, dir, names, map[string]uint64{})
 	must(s.Apply(Mutation{PutEntries: []Entry{{Parent: dir, NameMAC: mac(2), Name: []byte{2}, Child: 12}}}))
 	listedModelCheck(t, s, dir, names, map[string]uint64{mac(2): 12})
+
+	// A mutation that fails changes nothing, the listing's answers neither.
+	_, err = s.List(dir)
+	must(err)
+	if err := s.Apply(Mutation{DeleteEntries: []Entry{{Parent: dir, NameMAC: mac(2)}},
+		PutEntries: []Entry{{Parent: dir, NameMAC: ""}}}); err == nil {
+		t.Fatal("test premise: a put without a name MAC should fail")
+	}
+	listedModelCheck(t, s, dir, names, map[string]uint64{mac(2): 12})
+
+	// A big mutation (badger first, not behind) is carried like a small one.
+	_, err = s.List(dir)
+	must(err)
+	var big []Entry
+	for i := range 600 {
+		big = append(big, Entry{Parent: dir, NameMAC: mac(1000 + i), Name: []byte{3}, Child: uint64(5000 + i)})
+	}
+	must(s.Apply(Mutation{PutEntries: big, DeleteEntries: []Entry{{Parent: dir, NameMAC: mac(2)}}}))
+	want := map[string]uint64{}
+	for _, e := range big {
+		want[e.NameMAC] = e.Child
+	}
+	listedModelCheck(t, s, dir, 1600, want)
+
+	// Closed: lookups go to the store, which says so.
+	must(s.Close())
+	if _, err := s.Lookup(dir, mac(1000)); err == nil {
+		t.Fatal("a lookup after Close answered from a remembered listing")
+	}
 }
 
 // TestListedLookupsConcurrent: names deleted one after another while other
