@@ -422,6 +422,9 @@ const redoMappedMax = 1 << 20
 // the copy: that is an error here, as it was from a pwrite, not the end of
 // the daemon. Under appendMu.
 func (l *redoLog) put(rec []byte, off int64) error {
+	if l.m == nil {
+		return fmt.Errorf("cache: write redo log: %w", os.ErrClosed)
+	}
 	if off < redoHeader || off+int64(len(rec)) > int64(len(l.m)) {
 		return fmt.Errorf("cache: write redo log: record of %d bytes at %d outside the %d-byte log", len(rec), off, len(l.m))
 	}
@@ -733,9 +736,6 @@ func (l *redoLog) appendRecord() (bool, error) {
 	if err := l.failed(); err != nil {
 		return false, err
 	}
-	if l.m == nil {
-		return false, fmt.Errorf("cache: write redo log: %w", os.ErrClosed)
-	}
 	if l.full || l.off+int64(len(rec))+redoReserve > l.size {
 		return false, nil
 	}
@@ -762,9 +762,6 @@ func (l *redoLog) appendData(payload []byte, final bool) (ok bool, end int64, ep
 	defer l.appendMu.Unlock()
 	if err := l.failed(); err != nil {
 		return false, 0, 0, err
-	}
-	if l.m == nil {
-		return false, 0, 0, fmt.Errorf("cache: write redo log: %w", os.ErrClosed)
 	}
 	n := int64(redoRecHead + len(payload))
 	room := l.size - l.off

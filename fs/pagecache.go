@@ -211,16 +211,15 @@ func (q *writtenQueue) work(d *Drive) {
 		q.files = q.files[1:]
 		f.st.storeQueued = false // a release from now on queues it again
 		q.mu.Unlock()
-		if f.st.cacheMu.TryLock() {
-			d.storeWrittenLocked(f.n, f.st)
-			f.st.cacheMu.Unlock()
-			continue
-		}
-		go func() {
-			f.st.cacheMu.Lock()
+		store := func() {
 			defer f.st.cacheMu.Unlock()
 			d.storeWrittenLocked(f.n, f.st)
-		}()
+		}
+		if f.st.cacheMu.TryLock() {
+			store()
+		} else {
+			go func() { f.st.cacheMu.Lock(); store() }()
+		}
 	}
 }
 
