@@ -417,6 +417,13 @@ func (l *redoLog) mapFile() error {
 // daemon's resident memory, not its whole size.
 const redoMappedMax = 1 << 20
 
+// redoWriteMin: records this big (segment data: an fsync's sealed 64 KiB
+// slots) are written with pwrite, not copied into the mapping. A copy
+// takes a write fault on each page the last sync cleaned (ext4's
+// page_mkwrite), which for sqlite's commits, an fsync every few writes,
+// cost more than the system call saves; the page cache is the same.
+const redoWriteMin = 16 << 10
+
 // put copies rec into the log at off. A page of the file that cannot be
 // read in (a disk error) or, on a copy-on-write file system, written faults
 // the copy: that is an error here, as it was from a pwrite, not the end of
@@ -427,6 +434,12 @@ func (l *redoLog) put(rec []byte, off int64) error {
 	}
 	if off < redoHeader || off+int64(len(rec)) > int64(len(l.m)) {
 		return fmt.Errorf("cache: write redo log: record of %d bytes at %d outside the %d-byte log", len(rec), off, len(l.m))
+	}
+	if len(rec) >= redoWriteMin {
+		if _, err := l.f.WriteAt(rec, off); err != nil {
+			return fmt.Errorf("cache: write redo log: %w", err)
+		}
+		return nil
 	}
 	if err := copyFaulting(l.m[off:], rec); err != nil {
 		return fmt.Errorf("cache: write redo log: %w", err)
