@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -408,7 +409,32 @@ func (l *redoLog) mapFile() error {
 		return fmt.Errorf("cache: map redo log: %w", err)
 	}
 	l.m = m
+	l.smallPages()
 	return nil
+}
+
+// smallPages has the log cached in single pages. A kernel that caches a
+// file in large folios (ext4 since Linux 6.16) writes a dirty folio back
+// whole, so a record in a 1 MiB folio made every fdatasync write 1 MiB
+// (sqlite: 660 MB written for 200 commits, 23 MB on gocryptfs). The
+// folios the zero-filling and the replay brought in are dropped, and the
+// file is read back without readahead (which allocates single pages), so
+// the appends find their pages cached instead of each reading its own
+// from the disk; a page evicted later is faulted back alone (MADV_RANDOM:
+// no readaround). Only hints: without them the log is as correct.
+func (l *redoLog) smallPages() {
+	fd := int(l.f.Fd())
+	_ = unix.Fadvise(fd, 0, l.size, unix.FADV_DONTNEED)
+	_ = unix.Madvise(l.m, unix.MADV_RANDOM)
+	if unix.Fadvise(fd, 0, l.size, unix.FADV_RANDOM) != nil {
+		return
+	}
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < l.size; off += int64(len(buf)) {
+		if _, err := l.f.ReadAt(buf[:min(int64(len(buf)), l.size-off)], off); err != nil {
+			return
+		}
+	}
 }
 
 // redoMappedMax is how much of the log's mapping may stay in the process's

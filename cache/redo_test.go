@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -475,4 +476,48 @@ func TestRedoMappingFaultIsAnError(t *testing.T) {
 		t.Fatalf("want the fault as the error, got %v", err)
 	}
 	_ = s.Close() // the log is failed: what Close says is not the point
+}
+
+// TestRedoSyncWritesLittle: an fsync's sync of the redo log writes back
+// about what was appended since the last one, not the large folio holding
+// it (a kernel that caches files in large folios, ext4 since Linux 6.16,
+// made each fdatasync of a one-record append write 1 MiB). The process's
+// write_bytes count each folio's size when it turns dirty.
+func TestRedoSyncWritesLittle(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	defer s.Close()
+	const n = 200
+	for i := range 20 { // badger's first pages turn dirty before the count
+		must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(uint64(100+i), byte(i))}}))
+	}
+	must(s.SyncTree())
+	before := writeBytes(t)
+	for i := range n {
+		must(s.Apply(Mutation{PutNodes: []api.Node{smallNode(uint64(1000+i), byte(i))}}))
+		must(s.SyncTree())
+	}
+	written := writeBytes(t) - before
+	t.Logf("%d appends, each synced: %d KiB written", n, written>>10)
+	if written > n*32<<10 {
+		t.Fatalf("%d synced appends of a few hundred bytes wrote %d KiB, want at most %d KiB (a few pages each)", n, written>>10, n*32)
+	}
+}
+
+// writeBytes is this process's write_bytes (/proc/self/io).
+func writeBytes(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Skipf("no /proc/self/io: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			must(err)
+			return n
+		}
+	}
+	t.Fatal("no write_bytes in /proc/self/io")
+	return 0
 }
