@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
 )
 
 // The redo log makes the local store's durability points cheap. Every badger
@@ -81,8 +81,9 @@ var redoCRC = crc32.MakeTable(crc32.Castagnoli)
 type redoLog struct {
 	f    *os.File
 	size int64 // capacity (the file's size)
-	// m maps the whole file (shared): records are copied into it, so an
-	// append is a copy into the page cache, not a pwrite (a system call
+	// m maps the whole file (shared): records under redoWriteMin are
+	// copied into it, so an append is a copy into the page cache, not a
+	// pwrite (a system call
 	// per small-file create, close or unlink, and an inode time update each:
 	// 8 % of the daemon's CPU in an rm -rf; through the mapping the time is
 	// updated at the first write to a page after each writeback). The page
@@ -414,14 +415,16 @@ func (l *redoLog) mapFile() error {
 }
 
 // smallPages has the log cached in single pages. A kernel that caches a
-// file in large folios (ext4 since Linux 6.16) writes a dirty folio back
-// whole, so a record in a 1 MiB folio made every fdatasync write 1 MiB
-// (sqlite: 660 MB written for 200 commits, 23 MB on gocryptfs). The
+// file in large folios (ext4 since Linux 6.16, XFS before) writes a dirty
+// folio back whole, so a record in a 1 MiB folio made every fdatasync write
+// 1 MiB (sqlite: 608 MB written for 200 commits, 23 MB on gocryptfs). The
 // folios the zero-filling and the replay brought in are dropped, and the
 // file is read back without readahead (which allocates single pages), so
 // the appends find their pages cached instead of each reading its own
 // from the disk; a page evicted later is faulted back alone (MADV_RANDOM:
-// no readaround). Only hints: without them the log is as correct.
+// no readaround; a pwrite of a big record into evicted pages makes folios
+// of its size, at most about 64 KiB). Only hints: without them the log is
+// as correct.
 func (l *redoLog) smallPages() {
 	fd := int(l.f.Fd())
 	_ = unix.Fadvise(fd, 0, l.size, unix.FADV_DONTNEED)
@@ -450,10 +453,12 @@ const redoMappedMax = 1 << 20
 // cost more than the system call saves; the page cache is the same.
 const redoWriteMin = 16 << 10
 
-// put copies rec into the log at off. A page of the file that cannot be
-// read in (a disk error) or, on a copy-on-write file system, written faults
-// the copy: that is an error here, as it was from a pwrite, not the end of
-// the daemon. Under appendMu.
+// put copies rec into the log at off (or writes it, from redoWriteMin on).
+// A page of the file that cannot be read in (a disk error) or, on a
+// copy-on-write file system, written faults the copy: that is an error
+// here, as it was from a pwrite, not the end of the daemon. (Were the file
+// cut short by something else, a pwrite would extend it instead: the bounds
+// are the mapping's, the size the log was opened with.) Under appendMu.
 func (l *redoLog) put(rec []byte, off int64) error {
 	if l.m == nil {
 		return fmt.Errorf("cache: write redo log: %w", os.ErrClosed)

@@ -499,8 +499,12 @@ func TestRedoSyncWritesLittle(t *testing.T) {
 	}
 	written := writeBytes(t) - before
 	t.Logf("%d appends, each synced: %d KiB written", n, written>>10)
-	if written > n*32<<10 {
-		t.Fatalf("%d synced appends of a few hundred bytes wrote %d KiB, want at most %d KiB (a few pages each)", n, written>>10, n*32)
+	if written == 0 {
+		t.Log("nothing counted: a file system without dirty-page accounting (tmpfs); this run proves nothing")
+	}
+	limit := int64(n * 8 * os.Getpagesize()) // a few pages a sync, badger's pages besides
+	if written > limit {
+		t.Fatalf("%d synced appends of a few hundred bytes wrote %d KiB, want at most %d KiB (a few pages each)", n, written>>10, limit>>10)
 	}
 }
 
