@@ -417,7 +417,7 @@ func (l *redoLog) mapFile() error {
 // smallPages has the log cached in single pages. A kernel that caches a
 // file in large folios (ext4 since Linux 6.16, XFS before) writes a dirty
 // folio back whole, so a record in a 1 MiB folio made every fdatasync write
-// 1 MiB (sqlite: 608 MB written for 200 commits, 23 MB on gocryptfs). The
+// 1 MiB (sqlite: 608 MiB written for 200 commits, 23 MiB on gocryptfs). The
 // folios the zero-filling and the replay brought in are dropped, and the
 // file is read back without readahead (which allocates single pages), so
 // the appends find their pages cached instead of each reading its own
