@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"testing"
 
 	"kumo/internal/chunk"
@@ -51,5 +52,49 @@ func TestSyncDataDirOnlyAfterRemove(t *testing.T) {
 	must(s.syncData())
 	if n := s.Flushes() - before; n < 1 || s.dirtyRemoved.Load() {
 		t.Fatalf("the data sync after a removal made %d device flushes (still marked: %v), want the directory's", n, s.dirtyRemoved.Load())
+	}
+}
+
+// TestSyncDataOneDirSyncForNewFiles: a data sync over many files created
+// since the last one (an untar's closed files, at the 5 s commit) fsyncs
+// their directory once, not once per file, and every file's entry is then
+// durable: a crash image taken after it keeps them all.
+func TestSyncDataOneDirSyncForNewFiles(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	defer s.Close()
+	const n = 20
+	var files []*SegmentFile
+	for i := range n {
+		f, err := s.OpenSegmentFile(uint64(100+i), 1)
+		must(err)
+		defer f.Close()
+		must(f.WriteSegment(0, segPattern(uint64(100+i), 0, chunk.SegmentSize)))
+		must(f.Flush()) // as a close does before its record
+		files = append(files, f)
+	}
+	// A background sync (the 5 s commit) may take some first: then fewer.
+	before := s.Flushes()
+	must(s.syncData())
+	if got := s.Flushes() - before; got > n+1 {
+		t.Fatalf("a data sync of %d new files made %d device flushes, want at most %d (each file's data, their directory once)", n, got, n+1)
+	}
+	for i, f := range files {
+		if f.dirSync.Load() {
+			t.Fatalf("file %d still waits for its directory's sync after the data sync", i)
+		}
+	}
+	img := t.TempDir()
+	must(s.CrashImage(img))
+	r := openTest(t, img, 0)
+	defer r.Close()
+	for i := range n {
+		rf, err := r.OpenSegmentFile(uint64(100+i), 1)
+		must(err)
+		p, ok, err := rf.ReadSegment(0)
+		rf.Close()
+		if err != nil || !ok || !bytes.Equal(p, segPattern(uint64(100+i), 0, chunk.SegmentSize)) {
+			t.Fatalf("file %d after a power loss following the data sync: ok %v, err %v", i, ok, err)
+		}
 	}
 }
