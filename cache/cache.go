@@ -105,9 +105,9 @@ type Store struct {
 	dataSynced atomic.Uint64
 	dataMu     sync.Mutex // one syncData at a time
 	// dirtyRemoved: a segment file was removed since syncData last synced
-	// their directory (a created file's first sync syncs it itself,
-	// SegmentFile.dirSync), so a data sync with nothing removed costs no
-	// directory fsync.
+	// their directory (a created file's entry is synced by syncDataDir
+	// with others, or by its own first sync: SegmentFile.dirSync), so a
+	// data sync with nothing removed or created costs no directory fsync.
 	dirtyRemoved atomic.Bool
 	dataOrder    sync.RWMutex
 	synced       atomic.Int64 // redo log offset covered by the last sync of everything (commit)
@@ -288,8 +288,8 @@ func fileSet(mu *sync.Mutex, set map[*SegmentFile]struct{}) []*SegmentFile {
 }
 
 // syncData makes the data of every segment file written so far durable
-// (fdatasync of each; their directory if a file was removed since, a new
-// file's first sync syncs it): what the AfterData records applied so far
+// (fdatasync of each; their directory first if files were created or
+// removed since, syncDataDir): what the AfterData records applied so far
 // describe.
 func (s *Store) syncData() error {
 	s.dataMu.Lock()
@@ -297,18 +297,12 @@ func (s *Store) syncData() error {
 	fence := s.fenced.Load() // records up to here flushed their data before they were counted
 	files := fileSet(&s.unsyncMu, s.unsynced)
 	var errs []error
-	if err := s.syncCreatedDirs(files); err != nil {
+	if err := s.syncDataDir(files); err != nil {
 		errs = append(errs, err)
 	}
 	for _, f := range files {
 		if err := f.syncInPlace(); err != nil && !errors.Is(err, ErrClosed) {
 			errs = append(errs, err)
-		}
-	}
-	if s.dirtyRemoved.Swap(false) {
-		if err := s.syncDir(filepath.Join(s.dir, dirtyDir)); err != nil {
-			s.dirtyRemoved.Store(true)
-			errs = append(errs, fmt.Errorf("cache: sync: %w", err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -322,30 +316,35 @@ func (s *Store) syncData() error {
 	}
 }
 
-// syncCreatedDirs fsyncs once each directory holding several of files
-// created since their last sync, and marks them synced, before syncData
-// syncs their data: one flush for a burst of new files (an untar's closed
-// files, synced by the 5 s commit) instead of one each. A file's own sync
-// would do it after its fdatasync; either way its directory entry is
-// durable before it logs "clean" (seglog.go), which is the order that
-// matters. (A file created after the fsync began is not in files.)
-func (s *Store) syncCreatedDirs(files []*SegmentFile) error {
-	created := map[string][]*SegmentFile{}
+// syncDataDir fsyncs the segment files' directory once, before syncData
+// syncs their data, when several of files were created since their last
+// sync or a file was removed since the last data sync, and marks the new
+// ones synced: one flush for a burst of new files (an untar's closed
+// files, at the 5 s commit) instead of one each after its fdatasync. A new
+// file's entry is then durable before it logs "clean" (seglog.go), the
+// order that matters. A single new file syncs its own entry (one flush
+// either way). Every segment file lives in that directory (OpenSegmentFile);
+// a file created after the fsync began is not in files, and a removal
+// after the swap is left for the next data sync.
+func (s *Store) syncDataDir(files []*SegmentFile) error {
+	var created []*SegmentFile
 	for _, f := range files {
 		if f.dirSync.Load() {
-			created[f.dir] = append(created[f.dir], f)
+			created = append(created, f)
 		}
 	}
-	for dir, fs := range created {
-		if len(fs) < 2 {
-			continue // its own sync does it
+	removed := s.dirtyRemoved.Swap(false)
+	if len(created) < 2 && !removed {
+		return nil
+	}
+	if err := s.syncDir(filepath.Join(s.dir, dirtyDir)); err != nil {
+		if removed {
+			s.dirtyRemoved.Store(true)
 		}
-		if err := s.syncDir(dir); err != nil {
-			return fmt.Errorf("cache: sync segment files' directory: %w", err)
-		}
-		for _, f := range fs {
-			f.dirSync.Store(false)
-		}
+		return fmt.Errorf("cache: sync segment files' directory: %w", err)
+	}
+	for _, f := range created {
+		f.dirSync.Store(false)
 	}
 	return nil
 }

@@ -2,7 +2,10 @@ package cache
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
 	"testing"
+	"time"
 
 	"kumo/internal/chunk"
 )
@@ -61,7 +64,9 @@ func TestSyncDataDirOnlyAfterRemove(t *testing.T) {
 // durable: a crash image taken after it keeps them all.
 func TestSyncDataOneDirSyncForNewFiles(t *testing.T) {
 	dir := t.TempDir()
-	s := openTest(t, dir, 0)
+	// No 5 s commit: it would sync some of the files first.
+	s, err := Open(Options{Dir: dir, Key: testKey(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), commitInterval: time.Hour})
+	must(err)
 	defer s.Close()
 	const n = 20
 	var files []*SegmentFile
@@ -71,13 +76,15 @@ func TestSyncDataOneDirSyncForNewFiles(t *testing.T) {
 		defer f.Close()
 		must(f.WriteSegment(0, segPattern(uint64(100+i), 0, chunk.SegmentSize)))
 		must(f.Flush()) // as a close does before its record
+		if !f.dirSync.Load() {
+			t.Fatalf("test premise: new file %d's entry is not waiting for a directory sync", i)
+		}
 		files = append(files, f)
 	}
-	// A background sync (the 5 s commit) may take some first: then fewer.
 	before := s.Flushes()
 	must(s.syncData())
-	if got := s.Flushes() - before; got > n+1 {
-		t.Fatalf("a data sync of %d new files made %d device flushes, want at most %d (each file's data, their directory once)", n, got, n+1)
+	if got := s.Flushes() - before; got != n+1 {
+		t.Fatalf("a data sync of %d new files made %d device flushes, want %d (each file's data, their directory once)", n, got, n+1)
 	}
 	for i, f := range files {
 		if f.dirSync.Load() {
@@ -96,5 +103,19 @@ func TestSyncDataOneDirSyncForNewFiles(t *testing.T) {
 		if err != nil || !ok || !bytes.Equal(p, segPattern(uint64(100+i), 0, chunk.SegmentSize)) {
 			t.Fatalf("file %d after a power loss following the data sync: ok %v, err %v", i, ok, err)
 		}
+	}
+
+	// A removal and a new file: one directory fsync covers both.
+	must(files[0].Remove())
+	g, err := s.OpenSegmentFile(200, 1)
+	must(err)
+	defer g.Close()
+	must(g.WriteSegment(0, segPattern(200, 0, chunk.SegmentSize)))
+	must(g.Flush())
+	before = s.Flushes()
+	must(s.syncData())
+	if got := s.Flushes() - before; got != 2 || g.dirSync.Load() || s.dirtyRemoved.Load() {
+		t.Fatalf("a data sync after a removal and a new file made %d device flushes (new file waiting: %v, removal waiting: %v), want 2: its data, the directory once",
+			got, g.dirSync.Load(), s.dirtyRemoved.Load())
 	}
 }
