@@ -317,13 +317,12 @@ func (s *Store) syncData() error {
 }
 
 // syncDataDir fsyncs the segment files' directory once, before syncData
-// syncs their data, when several of files were created since their last
-// sync or a file was removed since the last data sync, and marks the new
-// ones synced: one flush for a burst of new files (an untar's closed
-// files, at the 5 s commit) instead of one each after its fdatasync. A new
-// file's entry is then durable before it logs "clean" (seglog.go), the
-// order that matters. A single new file syncs its own entry (one flush
-// either way). Every segment file lives in that directory (OpenSegmentFile);
+// syncs their data, when files were created since their last sync or a
+// file was removed since the last data sync, and marks the new ones
+// synced: one flush for a burst of new files (an untar's closed files, at
+// the 5 s commit) instead of one each after its fdatasync. A new file's
+// entry is then durable before it logs "clean" (seglog.go), the order that
+// matters. Every segment file lives in that directory (OpenSegmentFile);
 // a file created after the fsync began is not in files, and a removal
 // after the swap is left for the next data sync.
 func (s *Store) syncDataDir(files []*SegmentFile) error {
@@ -334,7 +333,7 @@ func (s *Store) syncDataDir(files []*SegmentFile) error {
 		}
 	}
 	removed := s.dirtyRemoved.Swap(false)
-	if len(created) < 2 && !removed {
+	if len(created) == 0 && !removed {
 		return nil
 	}
 	if err := s.syncDir(filepath.Join(s.dir, dirtyDir)); err != nil {

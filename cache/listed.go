@@ -97,6 +97,9 @@ type carrying []*listedDir
 // directories whose counter m moves and that still hold; it forgets those
 // that no longer do. Under applyMu.
 func (l *listedDirs) carry(m *Mutation, g *entryGens) carrying {
+	if len(m.DeleteEntries)+len(m.PutEntries) == 0 {
+		return nil // a node-only change (a write, a close): no counter moves
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out carrying

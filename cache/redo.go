@@ -83,10 +83,10 @@ type redoLog struct {
 	size int64 // capacity (the file's size)
 	// m maps the whole file (shared): records under redoWriteMin are
 	// copied into it, so an append is a copy into the page cache, not a
-	// pwrite (a system call
-	// per small-file create, close or unlink, and an inode time update each:
-	// 8 % of the daemon's CPU in an rm -rf; through the mapping the time is
-	// updated at the first write to a page after each writeback). The page
+	// pwrite (a system call per small-file create, close or unlink, and an
+	// inode time update each: 8 % of the daemon's CPU in an rm -rf; through
+	// the mapping the time is updated at the first write to a page after
+	// each writeback). The page
 	// cache holds it just the same (a kill -9 loses nothing) and fdatasync
 	// writes it back. The header is written through f. released is the
 	// prefix of m whose pages were given back (put), under appendMu.
