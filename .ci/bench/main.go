@@ -245,6 +245,11 @@ func run(c config) error {
 			}
 			results = append(results, res...)
 			os.RemoveAll(base)
+			// The next target starts with nothing of this one left to write
+			// back: its writeback would land in the next one's times.
+			if err := dropCaches(); err != nil {
+				return err
+			}
 		}
 	}
 	report := render(c, targets, results)
