@@ -214,6 +214,9 @@ func (d *Drive) write(ctx context.Context, st *nodeState, data []byte, off int64
 			}
 			continue
 		}
+		if il, ok := top.f.(*inlineLayer); ok && il.patch(int(in), p, int(segEnd)) {
+			continue // appended in memory (inline.go)
+		}
 		if sf != nil {
 			// A segment the top layer holds is patched there (in memory
 			// while it waits to be written: small appends cost no crypto).

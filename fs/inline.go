@@ -64,7 +64,9 @@ func (l *inlineLayer) AppendSegment(dst []byte, i int64) ([]byte, bool, error) {
 		return l.store.AppendInline(dst, l.node, l.gen)
 	}
 	if dst == nil {
-		return l.data, true, nil // read-only: a write replaces l.data, never changes it
+		// Read-only, and capped at its length: a write replaces l.data or
+		// extends it in place (patch), never changes the bytes shown here.
+		return l.data[:len(l.data):len(l.data)], true, nil
 	}
 	return append(dst, l.data...), true, nil
 }
@@ -79,6 +81,34 @@ func (l *inlineLayer) WriteSegment(i int64, p []byte) error {
 	l.has, l.loaded = true, true
 	l.ver++
 	return nil
+}
+
+// patch cuts or zero-extends the content to n bytes and writes p at off
+// (off+len(p) <= n), in place when that changes only bytes past the current
+// end: a small file written in several appends (git's objects, in 4 KiB
+// writes) then costs one copy of each byte, not a copy of the whole file per
+// write. ok=false, nothing changed, when the write would change bytes a
+// reader or a save may hold (the caller copies the segment instead) or the
+// content is not in memory.
+func (l *inlineLayer) patch(off int, p []byte, n int) (ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := len(l.data)
+	if !l.has || !l.loaded || off < old || n < old || off+len(p) > n || n > cache.InlineMax {
+		return false
+	}
+	if n > cap(l.data) {
+		// Doubling: a file grown by many appends is copied a few times, not
+		// once per append.
+		grown := make([]byte, old, min(max(n, 2*cap(l.data)), cache.InlineMax))
+		copy(grown, l.data)
+		l.data = grown
+	}
+	l.data = l.data[:n]
+	clear(l.data[old:off])
+	copy(l.data[off:], p)
+	l.ver++
+	return true
 }
 
 func (l *inlineLayer) Present() ([]int64, error) {
@@ -114,7 +144,7 @@ func (l *inlineLayer) snapshot() (seg cache.InlineSegment, del, ok bool, ver uin
 	if !l.has {
 		return cache.InlineSegment{Node: l.node, Gen: l.gen}, true, true, l.ver
 	}
-	return cache.InlineSegment{Node: l.node, Gen: l.gen, Data: l.data}, false, true, l.ver
+	return cache.InlineSegment{Node: l.node, Gen: l.gen, Data: l.data[:len(l.data):len(l.data)]}, false, true, l.ver
 }
 
 // saved records that the store holds version ver; the memory copy is dropped
