@@ -131,6 +131,10 @@ type Drive struct {
 	// uploaded (*[]byte): a fresh one per chunk made the collector run
 	// often while a big file uploads. Small chunks get their own size.
 	plainBufs sync.Pool
+	// segBufs holds one-segment buffers (*[]byte) for the pages a close
+	// puts into the kernel's page cache (storeWrittenLocked): one per
+	// closed file was a tenth of what git add allocated.
+	segBufs sync.Pool
 
 	stat struct {
 		sync.Mutex
@@ -225,6 +229,7 @@ func newDrive(o Options) (*Drive, error) {
 	d.fetch.d = d
 	d.fetch.inflight = map[string]*fetchCall{}
 	d.plainBufs.New = func() any { b := make([]byte, chunk.Size); return &b }
+	d.segBufs.New = func() any { b := make([]byte, segSize); return &b }
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	if d.store == nil {
 		if o.CacheDir == "" {

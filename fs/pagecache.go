@@ -249,7 +249,8 @@ func (d *Drive) storeWrittenLocked(n *fnode, st *nodeState) {
 	if over || len(pages) == 0 {
 		return
 	}
-	var buf []byte
+	pb := d.segBufs.Get().(*[]byte)
+	defer d.segBufs.Put(pb)
 	for i := 0; i < len(pages); {
 		// One read per segment: it decrypts the whole segment anyway.
 		seg := pages[i] * page / segSize
@@ -259,7 +260,7 @@ func (d *Drive) storeWrittenLocked(n *fnode, st *nodeState) {
 		}
 		lo := pages[i] * page
 		size := (pages[j-1]+1)*page - lo
-		buf = slices.Grow(buf[:0], int(size))[:size]
+		buf := (*pb)[:size] // pages of one segment
 		// readAt stops at the file's size: a store never grows the
 		// kernel's idea of it, and one ending there marks the last page up
 		// to date.
