@@ -136,72 +136,22 @@ func TestCoreSmallWrites(t *testing.T) {
 }
 
 // TestCoreInlineAppends: a small file grown by appends (as git writes its
-// objects, 4 KiB at a time) is extended in memory, in place: the content
-// matches a model through gaps, overwrites, a cut and a save; a segment a
-// reader holds and a snapshot being saved do not change under later
-// appends; and the appends copy each byte about once (a copy of the whole
-// file per append allocated several times as much).
+// objects, 4 KiB at a time) is extended in memory, in place: the appends
+// copy each byte about once (a copy of the whole file per append allocated
+// several times as much); the content matches a model through gaps,
+// overwrites, a cut and a save; and a segment a reader holds, a reader's
+// own append to it, and a snapshot being saved do not change under later
+// writes.
 func TestCoreInlineAppends(t *testing.T) {
 	c := startCloud(t, t.TempDir(), 0)
 	d := coreDrive(t, c)
-	st, e := d.create(api.RootID, newNode{name: "obj", mode: syscall.S_IFREG | 0o644})
-	if e != 0 {
-		t.Fatal(e)
-	}
-	var model []byte
-	writeAt := func(p []byte, off int) {
-		t.Helper()
-		coreWriteAt(t, d, st, p, int64(off))
-		if end := off + len(p); end > len(model) {
-			model = append(model, make([]byte, end-len(model))...)
-		}
-		copy(model[off:], p)
-	}
-	inline := func() *inlineLayer {
-		t.Helper()
-		il, ok := st.layers[len(st.layers)-1].f.(*inlineLayer)
-		if !ok {
-			t.Fatal("the small file's top layer is not inline")
-		}
-		return il
-	}
-	writeAt(randBytes(1000), 0)
-	writeAt(randBytes(777), len(model))
-	writeAt(randBytes(500), len(model)+300) // a gap: zeros
-	// What a reader and a save hold now must not change below.
-	held, err := d.segment(context.Background(), st, d.view(st), 0, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	heldWant := append([]byte(nil), held...)
-	seg, _, _, _ := inline().snapshot()
-	segWant := append([]byte(nil), seg.Data...)
-	writeAt(randBytes(10), len(model)) // in place, past what they hold
-	writeAt(randBytes(40), 100)        // an overwrite: copied, not in place
-	coreTruncate(t, d, st, uint64(len(model)-1000))
-	model = model[:len(model)-1000]
-	writeAt(randBytes(10), len(model)+20) // past the cut: the old bytes must read as zeros
-	if e := d.makeDurable(st, false, false); e != 0 { // saved: the memory copy is dropped
-		t.Fatal(e)
-	}
-	writeAt(randBytes(3000), len(model))
-	writeAt(randBytes(2000), len(model))
-	coreCheckFile(t, d, st, model)
-	if !bytes.Equal(held, heldWant) {
-		t.Error("a later write changed the segment a reader held")
-	}
-	if !bytes.Equal(seg.Data, segWant) {
-		t.Error("a later write changed the snapshot being saved")
-	}
-	if e := d.makeDurable(st, true, true); e != 0 {
-		t.Fatal(e)
-	}
-	coreCheckFile(t, d, st, model)
 
-	// Bytes allocated by 7 appends of 4 KiB to each of 50 new files.
+	// Bytes allocated by 7 appends of 4 KiB to each of 50 new files, first,
+	// while the drive has nothing else to do.
 	const files, appends = 50, 7
 	sts := make([]*nodeState, files)
 	for i := range sts {
+		var e syscall.Errno
 		if sts[i], e = d.create(api.RootID, newNode{name: fmt.Sprintf("f%d", i), mode: syscall.S_IFREG | 0o644}); e != 0 {
 			t.Fatal(e)
 		}
@@ -226,4 +176,64 @@ func TestCoreInlineAppends(t *testing.T) {
 	for _, st := range sts {
 		coreCheckFile(t, d, st, bytes.Repeat(p, appends))
 	}
+
+	st, e := d.create(api.RootID, newNode{name: "obj", mode: syscall.S_IFREG | 0o644})
+	if e != 0 {
+		t.Fatal(e)
+	}
+	var model []byte
+	writeAt := func(p []byte, off int) {
+		t.Helper()
+		coreWriteAt(t, d, st, p, int64(off))
+		if end := off + len(p); end > len(model) {
+			model = append(model, make([]byte, end-len(model))...)
+		}
+		copy(model[off:], p)
+	}
+	inline := func() *inlineLayer {
+		t.Helper()
+		il, ok := st.layers[len(st.layers)-1].f.(*inlineLayer)
+		if !ok {
+			t.Fatal("the small file's top layer is not inline")
+		}
+		return il
+	}
+	writeAt(randBytes(1000), 0)
+	writeAt(randBytes(777), len(model))
+	writeAt(randBytes(500), len(model)+300) // a gap: zeros
+	// What a reader and a save hold now must not change below, nor what a
+	// reader appends to its copy (it must not land in the layer's spare room).
+	held, err := d.segment(context.Background(), st, d.view(st), 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heldWant := append([]byte(nil), held...)
+	ownTail := bytes.Repeat([]byte{0xEE}, 64)
+	own := append(held, ownTail...)
+	seg, _, _, _ := inline().snapshot()
+	segWant := append([]byte(nil), seg.Data...)
+	writeAt(randBytes(10), len(model)+5) // in place, past what they hold
+	writeAt(randBytes(40), 100)          // an overwrite: copied, not in place
+	if !bytes.Equal(held, heldWant) {
+		t.Error("a later write changed the segment a reader held")
+	}
+	if !bytes.Equal(own[len(heldWant):], ownTail) {
+		t.Error("a later write changed what a reader appended to the segment it held")
+	}
+	if !bytes.Equal(seg.Data, segWant) {
+		t.Error("a later write changed the snapshot being saved")
+	}
+	coreTruncate(t, d, st, uint64(len(model)-1000))
+	model = model[:len(model)-1000]
+	writeAt(randBytes(10), len(model)+20) // past the cut: the old bytes must read as zeros
+	if e := d.makeDurable(st, false, false); e != 0 { // saved: the memory copy is dropped
+		t.Fatal(e)
+	}
+	writeAt(randBytes(3000), len(model))
+	writeAt(randBytes(2000), len(model))
+	coreCheckFile(t, d, st, model)
+	if e := d.makeDurable(st, true, true); e != 0 {
+		t.Fatal(e)
+	}
+	coreCheckFile(t, d, st, model)
 }

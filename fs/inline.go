@@ -83,7 +83,7 @@ func (l *inlineLayer) WriteSegment(i int64, p []byte) error {
 	return nil
 }
 
-// patch cuts or zero-extends the content to n bytes and writes p at off
+// patch zero-extends the content to n bytes and writes p at off
 // (off+len(p) <= n), in place when that changes only bytes past the current
 // end: a small file written in several appends (git's objects, in 4 KiB
 // writes) then costs one copy of each byte, not a copy of the whole file per
@@ -105,7 +105,7 @@ func (l *inlineLayer) patch(off int, p []byte, n int) (ok bool) {
 		l.data = grown
 	}
 	l.data = l.data[:n]
-	clear(l.data[old:off])
+	clear(l.data[old:]) // the spare capacity is not known to be zero
 	copy(l.data[off:], p)
 	l.ver++
 	return true
