@@ -70,6 +70,18 @@ func TestCoreTruncateSparse(t *testing.T) {
 	}
 }
 
+// coreModelWriter writes to st and the same bytes to *model.
+func coreModelWriter(t *testing.T, d *Drive, st *nodeState, model *[]byte) func(p []byte, off int) {
+	return func(p []byte, off int) {
+		t.Helper()
+		coreWriteAt(t, d, st, p, int64(off))
+		if end := off + len(p); end > len(*model) {
+			*model = append(*model, make([]byte, end-len(*model))...)
+		}
+		copy((*model)[off:], p)
+	}
+}
+
 // TestCoreSmallWrites: 4 KiB appends and odd-sized overwrites (partial
 // segments patched in memory, in the file, and over an uploaded base), with
 // pauses that let the uploader take a generation mid-way; the result must
@@ -85,14 +97,7 @@ func TestCoreSmallWrites(t *testing.T) {
 	if e != 0 {
 		t.Fatal(e)
 	}
-	writeAt := func(p []byte, off int) {
-		t.Helper()
-		coreWriteAt(t, d, st, p, int64(off))
-		if end := off + len(p); end > len(model) {
-			model = append(model, make([]byte, end-len(model))...)
-		}
-		copy(model[off:], p)
-	}
+	writeAt := coreModelWriter(t, d, st, &model)
 	uploads := 0
 	for round := 0; round < 3; round++ {
 		for k := 0; k < 40; k++ { // 160 KiB of 4 KiB appends
@@ -182,14 +187,7 @@ func TestCoreInlineAppends(t *testing.T) {
 		t.Fatal(e)
 	}
 	var model []byte
-	writeAt := func(p []byte, off int) {
-		t.Helper()
-		coreWriteAt(t, d, st, p, int64(off))
-		if end := off + len(p); end > len(model) {
-			model = append(model, make([]byte, end-len(model))...)
-		}
-		copy(model[off:], p)
-	}
+	writeAt := coreModelWriter(t, d, st, &model)
 	inline := func() *inlineLayer {
 		t.Helper()
 		il, ok := st.layers[len(st.layers)-1].f.(*inlineLayer)
@@ -226,7 +224,8 @@ func TestCoreInlineAppends(t *testing.T) {
 	coreTruncate(t, d, st, uint64(len(model)-1000))
 	model = model[:len(model)-1000]
 	writeAt(randBytes(10), len(model)+20) // past the cut: the old bytes must read as zeros
-	if e := d.makeDurable(st, false, false); e != 0 { // saved: the memory copy is dropped
+	// Saved: the memory copy is dropped.
+	if e := d.makeDurable(st, false, false); e != 0 {
 		t.Fatal(e)
 	}
 	writeAt(randBytes(3000), len(model))
