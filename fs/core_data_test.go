@@ -188,27 +188,25 @@ func TestCoreInlineAppends(t *testing.T) {
 	}
 	var model []byte
 	writeAt := coreModelWriter(t, d, st, &model)
-	inline := func() *inlineLayer {
-		t.Helper()
-		il, ok := st.layers[len(st.layers)-1].f.(*inlineLayer)
-		if !ok {
-			t.Fatal("the small file's top layer is not inline")
-		}
-		return il
-	}
 	writeAt(randBytes(1000), 0)
 	writeAt(randBytes(777), len(model))
 	writeAt(randBytes(500), len(model)+300) // a gap: zeros
 	// What a reader and a save hold now must not change below, nor what a
 	// reader appends to its copy (it must not land in the layer's spare room).
+	st.dmu.RLock()
 	held, err := d.segment(context.Background(), st, d.view(st), 0, false)
+	il, ok := st.layers[len(st.layers)-1].f.(*inlineLayer)
+	st.dmu.RUnlock()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !ok {
+		t.Fatal("the small file's top layer is not inline")
 	}
 	heldWant := append([]byte(nil), held...)
 	ownTail := bytes.Repeat([]byte{0xEE}, 64)
 	own := append(held, ownTail...)
-	seg, _, _, _ := inline().snapshot()
+	seg, _, _, _ := il.snapshot()
 	segWant := append([]byte(nil), seg.Data...)
 	writeAt(randBytes(10), len(model)+5) // in place, past what they hold
 	writeAt(randBytes(40), 100)          // an overwrite: copied, not in place
