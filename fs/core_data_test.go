@@ -3,13 +3,16 @@ package fs
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"runtime"
 	"syscall"
 	"testing"
 	"time"
 
+	"kumo/internal/meta"
 	"kumo/remote/api"
 )
 
@@ -233,4 +236,53 @@ func TestCoreInlineAppends(t *testing.T) {
 		t.Fatal(e)
 	}
 	coreCheckFile(t, d, st, model)
+}
+
+// TestCoreLocalNodeExtras: the local-only attributes (truncation mark, seen
+// revision, preallocation, format mark) go into each node's local record and
+// only its own: a node saved after one with all of them carries only its
+// own (the map they are built in is reused), and neither node's own
+// attributes map changes.
+func TestCoreLocalNodeExtras(t *testing.T) {
+	c := startCloud(t, t.TempDir(), 0)
+	d := coreDrive(t, c)
+	file := meta.Attrs{Mode: syscall.S_IFREG | 0o644, Size: 100}
+	full := &nodeState{id: 1001, typ: api.TypeFile, rev: 5, seen: 3, trunc: 7, formatMark: true,
+		prealloc: extent{4096, 8192}, attrs: file}
+	plain := &nodeState{id: 1002, typ: api.TypeFile, rev: 5, seen: 5, trunc: noTrunc, formatMark: true, attrs: file}
+	plain.attrs.Xattrs = map[string][]byte{"user.k": []byte("v")}
+	d.mu.Lock()
+	nFull, nPlain := d.localNode(full), d.localNode(plain)
+	d.mu.Unlock()
+
+	u64 := func(v ...uint64) string {
+		var b []byte
+		for _, x := range v {
+			b = binary.LittleEndian.AppendUint64(b, x)
+		}
+		return string(b)
+	}
+	for _, tc := range []struct {
+		st   *nodeState
+		node api.Node
+		want map[string]string
+	}{
+		{full, nFull, map[string]string{keyTrunc: u64(7), keySeen: u64(3), keyPrealloc: u64(4096, 8192), meta.FormatMark: meta.FormatMarkV2}},
+		{plain, nPlain, map[string]string{"user.k": "v", meta.FormatMark: meta.FormatMarkV2}},
+	} {
+		a, _, err := d.openAttrs(tc.st.id, tc.node.Attrs)
+		if err != nil {
+			t.Fatalf("node %d: %v", tc.st.id, err)
+		}
+		got := map[string]string{}
+		for k, v := range a.Xattrs {
+			got[k] = string(v)
+		}
+		if !maps.Equal(got, tc.want) {
+			t.Errorf("node %d's local record has attributes %q, want %q", tc.st.id, got, tc.want)
+		}
+	}
+	if len(full.attrs.Xattrs) != 0 || len(plain.attrs.Xattrs) != 1 {
+		t.Errorf("localNode changed the nodes' own attributes: %q, %q", full.attrs.Xattrs, plain.attrs.Xattrs)
+	}
 }

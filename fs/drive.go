@@ -135,6 +135,9 @@ type Drive struct {
 	// puts into the kernel's page cache (storeWrittenLocked): one per
 	// closed file was a tenth of what git add allocated.
 	segBufs sync.Pool
+	// xattrMaps holds empty attribute maps (map[string][]byte) for
+	// localNode's local-only attributes.
+	xattrMaps sync.Pool
 
 	stat struct {
 		sync.Mutex
@@ -230,6 +233,7 @@ func newDrive(o Options) (*Drive, error) {
 	d.fetch.inflight = map[string]*fetchCall{}
 	d.plainBufs.New = func() any { b := make([]byte, chunk.Size); return &b }
 	d.segBufs.New = func() any { b := make([]byte, segSize); return &b }
+	d.xattrMaps.New = func() any { return map[string][]byte{} }
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	if d.store == nil {
 		if o.CacheDir == "" {
