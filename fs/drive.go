@@ -133,7 +133,7 @@ type Drive struct {
 	plainBufs sync.Pool
 	// segBufs holds one-segment buffers (*[]byte) for the pages a close
 	// puts into the kernel's page cache (storeWrittenLocked): one per
-	// closed file was a tenth of what git add allocated.
+	// closed file was 58 MB of the 800 git add of the Go tree allocated.
 	segBufs sync.Pool
 	// xattrMaps holds empty attribute maps (map[string][]byte) for
 	// localNode's local-only attributes.

@@ -113,7 +113,14 @@ func (st *nodeState) addFormatMark(a *meta.Attrs) {
 	if a.Xattrs == nil {
 		a.Xattrs = map[string][]byte{}
 	}
-	a.Xattrs[meta.FormatMark] = []byte(meta.FormatMarkV2)
+	st.putFormatMark(a.Xattrs)
+}
+
+// putFormatMark puts the mark into x, a map of the caller's, if st carries it.
+func (st *nodeState) putFormatMark(x map[string][]byte) {
+	if st.formatMark {
+		x[meta.FormatMark] = []byte(meta.FormatMarkV2)
+	}
 }
 
 // kind is what an entry naming this node binds into its sealed name: the
@@ -273,9 +280,7 @@ func (d *Drive) localNode(st *nodeState) api.Node {
 		if !st.prealloc.empty() {
 			x[keyPrealloc] = binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, st.prealloc.start), st.prealloc.end)
 		}
-		if st.formatMark {
-			x[meta.FormatMark] = []byte(meta.FormatMarkV2)
-		}
+		st.putFormatMark(x)
 		a.Xattrs = x
 	}
 	return api.Node{ID: st.id, Type: st.typ, Version: st.version, Nlink: st.nlink, Parent: st.parent,
