@@ -466,7 +466,7 @@ func (n *fnode) Create(ctx context.Context, name string, flags uint32, mode uint
 		return nil, nil, 0, e
 	}
 	h := n.d.open(st, flags)
-	return ino, h, fuse.FOPEN_KEEP_CACHE, 0
+	return ino, h, h.openFlags(), 0
 }
 
 func (n *fnode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -602,7 +602,20 @@ func (n *fnode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32
 	if flags&syscall.O_TRUNC != 0 {
 		h.wrote.Store(true)
 	}
-	return h, fuse.FOPEN_KEEP_CACHE, 0
+	return h, h.openFlags(), 0
+}
+
+// openFlags are the kernel's flags for a new handle. The kernel keeps the
+// file's pages (FOPEN_KEEP_CACHE, above). A handle that cannot write has
+// nothing for a close to save, so the kernel is told not to send FLUSH at
+// its close (FOPEN_NOFLUSH): a round trip less for every file read (git
+// add, grep, a build's reads), each one a close(2) waiting on the daemon.
+// Locks do not need it either: the kernel keeps them (EnableLocks off).
+func (h *handle) openFlags() uint32 {
+	if h.write {
+		return fuse.FOPEN_KEEP_CACHE
+	}
+	return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 }
 
 func (n *fnode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

@@ -335,7 +335,7 @@ func (s *snapNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if s.st.typ == api.TypeDir {
 		return nil, 0, syscall.EISDIR
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return nil, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0 // read-only: nothing for a close to flush
 }
 
 func (s *snapNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

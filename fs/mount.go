@@ -91,6 +91,9 @@ func Mount(ctx context.Context, mountpoint string, o Options) (*Drive, error) {
 		RootStableAttr:  &gofs.StableAttr{Ino: api.RootID, Mode: fuse.S_IFDIR},
 		Logger:          log.New(slogWriter{d}, "", 0),
 	}
+	// go-fuse's own lines (--debug's request log, a failed read of
+	// /dev/fuse) go to the drive's log too, not to the standard logger.
+	opts.MountOptions.Logger = opts.Logger
 	d.mnt = mountpoint
 	srv, err := gofs.Mount(mountpoint, d.root, opts)
 	if err != nil {

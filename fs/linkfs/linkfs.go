@@ -314,7 +314,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if e := n.entry(); e == nil || e.Type == link.TypeDir {
 		return nil, 0, syscall.EISDIR
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return nil, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0 // read-only: nothing for a close to flush
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
