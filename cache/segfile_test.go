@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"kumo/internal/chunk"
+	"kumo/remote/api"
 )
 
 // TestSegmentFileWriteBehind: segments waiting for the writer read back,
@@ -398,5 +399,48 @@ func TestSegKeyIsHKDF(t *testing.T) {
 	}
 	if _, err := other.Open(nil, nonce, want.Seal(nil, nonce, plain, nil), nil); err == nil {
 		t.Fatal("another generation's key opened the segment")
+	}
+}
+
+// TestRemoveSegmentFilesSyncsOnce: a batch of files whose deletion records
+// are not yet durable costs one sync of the log, not one a file (an rm -rf
+// removes thousands a second), and every file of the batch goes.
+func TestRemoveSegmentFilesSyncsOnce(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	var files []*SegmentFile
+	for i := range 20 {
+		f, err := s.OpenSegmentFile(uint64(1000+i), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.WriteSegment(0, bytes.Repeat([]byte{byte(i)}, 4096)); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	if list, _ := s.SegmentFiles(); len(list) != len(files) {
+		t.Fatalf("%d files written, %d listed", len(files), len(list))
+	}
+	// The records that make the files unneeded, not yet synced.
+	if err := s.Apply(Mutation{PutNodes: []api.Node{smallNode(999, 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if s.redo.offNow.Load() <= s.redo.durable.Load() {
+		t.Fatal("the log has nothing unsynced: the test would not see a sync")
+	}
+	runs := func() uint64 {
+		s.redo.sync.mu.Lock()
+		defer s.redo.sync.mu.Unlock()
+		return s.redo.sync.started
+	}
+	before := runs()
+	if err := s.RemoveSegmentFiles(files); err != nil {
+		t.Fatal(err)
+	}
+	if n := runs() - before; n != 1 {
+		t.Errorf("removing %d files synced the log %d times, want 1", len(files), n)
+	}
+	if list, _ := s.SegmentFiles(); len(list) != 0 {
+		t.Fatalf("after RemoveSegmentFiles: %v left", list)
 	}
 }

@@ -125,6 +125,8 @@ type Drive struct {
 	uploadKick chan struct{}
 	pullKick   chan struct{}
 
+	discards discards // deleted nodes' layers to remove (discard.go)
+
 	fetch fetcher
 	ahead dirAheads // directories whose small files were fetched ahead (dirahead.go)
 	// plainBufs holds 4 MiB buffers for the plaintext of big chunks being
@@ -225,6 +227,7 @@ func newDrive(o Options) (*Drive, error) {
 		pushKick:   make(chan struct{}, 1),
 		uploadKick: make(chan struct{}, 1),
 		pullKick:   make(chan struct{}, 1),
+		discards:   discards{kick: make(chan struct{}, 1)},
 		done:       make(chan struct{}),
 		ctl:        &controlState{},
 	}
@@ -277,10 +280,11 @@ func (d *Drive) start() error {
 	if err := d.resumeUploads(); err != nil {
 		return err
 	}
-	d.wg.Add(3)
+	d.wg.Add(4)
 	go d.pushLoop()
 	go d.uploadLoop()
 	go d.pullLoop()
+	go d.discardLoop()
 	if d.isMember() {
 		return nil
 	}

@@ -698,10 +698,11 @@ func (d *Drive) afterDropLocked(st *nodeState) {
 	}
 	delete(d.dirty, st.id)
 	delete(d.states, st.id)
-	go d.discardLayers(st)
+	d.discard(st)
 }
 
-// discardLayers removes a deleted node's segment files.
+// discardLayers removes a deleted node's layers once no upload reads them
+// (discardQueued leaves such a node to it).
 func (d *Drive) discardLayers(st *nodeState) {
 	st.dmu.Lock()
 	for st.uploading {
