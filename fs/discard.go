@@ -12,8 +12,8 @@ import (
 // local store's log covers a batch's segment files. A goroutine for each
 // deleted node, each waiting for a sync of its own, made an rm -rf wake
 // thousands of goroutines after every sync, and with one processor the
-// kernel's next requests waited behind them: 15-100 ms stalls every 50 ms,
-// a third of the rm's time.
+// kernel's next requests waited behind them (runnable-but-waiting time in a
+// 3 s trace of the rm: 20.9 -> 11.5 goroutine-seconds).
 type discards struct {
 	mu      sync.Mutex
 	pending []*nodeState
@@ -51,7 +51,7 @@ func (d *Drive) discardLoop() {
 
 // discardQueued removes the layers of every node queued so far: the inline
 // ones one by one, the segment files together. A node whose upload is
-// reading its layers is left to a goroutine of its own, which waits for it.
+// reading its layers is queued again once the upload ends (discardAfterUpload).
 func (d *Drive) discardQueued() {
 	d.discards.mu.Lock()
 	sts := d.discards.pending
@@ -62,7 +62,7 @@ func (d *Drive) discardQueued() {
 		st.dmu.Lock()
 		if st.uploading {
 			st.dmu.Unlock()
-			go d.discardLayers(st)
+			go d.discardAfterUpload(st)
 			continue
 		}
 		ls := st.layers
@@ -82,4 +82,19 @@ func (d *Drive) discardQueued() {
 	if err := d.store.RemoveSegmentFiles(files); err != nil {
 		d.log.Warn("removing deleted files' segment files (what is left is removed at the next mount)", "files", len(files), "err", err)
 	}
+}
+
+// discardAfterUpload waits for the upload reading a deleted node's layers,
+// then queues the node again. Queued after the drive stopped, its files are
+// left to the next mount, which drops write-back data of deleted nodes.
+func (d *Drive) discardAfterUpload(st *nodeState) {
+	st.dmu.Lock()
+	for st.uploading {
+		ch := st.uploadDone
+		st.dmu.Unlock()
+		<-ch
+		st.dmu.Lock()
+	}
+	st.dmu.Unlock()
+	d.discard(st)
 }

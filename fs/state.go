@@ -667,8 +667,8 @@ func (d *Drive) dropLinkLocked(st *nodeState, m *cache.Mutation, now int64) {
 
 // inlineToDropLocked adds to m the deletion of a removed file's stored
 // inline data, so an rm -rf of small files is one local mutation per file,
-// not two (discardLayers' Remove applied its own). It gives up, leaving it
-// to discardLayers, when the data layers are busy (the lock order is dmu
+// not two (the remover's Remove applied its own). It gives up, leaving it
+// to the remover (discard.go), when the data layers are busy (the lock order is dmu
 // before d.mu) or an upload runs. Under d.mu.
 func inlineToDropLocked(st *nodeState, m *cache.Mutation) []*inlineLayer {
 	if !st.dmu.TryLock() {
@@ -699,26 +699,6 @@ func (d *Drive) afterDropLocked(st *nodeState) {
 	delete(d.dirty, st.id)
 	delete(d.states, st.id)
 	d.discard(st)
-}
-
-// discardLayers removes a deleted node's layers once no upload reads them
-// (discardQueued leaves such a node to it).
-func (d *Drive) discardLayers(st *nodeState) {
-	st.dmu.Lock()
-	for st.uploading {
-		ch := st.uploadDone
-		st.dmu.Unlock()
-		<-ch
-		st.dmu.Lock()
-	}
-	ls := st.layers
-	st.layers = nil
-	st.dmu.Unlock()
-	for _, l := range ls {
-		if err := l.f.Remove(); err != nil {
-			d.log.Warn("removing segment file", "node", st.id, "err", err)
-		}
-	}
 }
 
 // Rename flags of renameat2(2).
