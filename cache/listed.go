@@ -18,11 +18,19 @@ import (
 // remembered directory whose counter it moves forward through its own
 // change (carry), so a directory emptied name by name stays remembered.
 // Reset moves every counter and so forgets them all.
+//
+// A directory the kernel lists from its own cache (FOPEN_CACHE_DIR) never
+// reaches List, so its names are looked up one by one: the second Lookup in
+// a row that finds its name only in the store, in the same directory, lists
+// it (listAfterMiss). That is an rm -rf of a tree some tool listed before,
+// or a stat of every name.
 type listedDirs struct {
-	mu     sync.Mutex
-	dirs   [listedMax]*listedDir
-	next   int  // ring position of the next directory to remember
-	closed bool // the store closed: lookups go to it (and fail as closed)
+	mu       sync.Mutex
+	dirs     [listedMax]*listedDir
+	next     int  // ring position of the next directory to remember
+	closed   bool // the store closed: lookups go to it (and fail as closed)
+	lastMiss uint64
+	big      [4]uint64 // directories last found too big to remember
 }
 
 // close forgets every directory, for good.
@@ -47,7 +55,11 @@ const (
 // remember keeps the entries of dir listed at gen, if the directory's
 // counter still says gen (no change began since).
 func (l *listedDirs) remember(dir, gen uint64, slot *atomic.Uint64, es []Entry) {
-	if gen%2 != 0 || len(es) > listedMaxEntries {
+	if len(es) > listedMaxEntries {
+		l.tooBig(dir)
+		return
+	}
+	if gen%2 != 0 {
 		return
 	}
 	byMAC := make(map[string]Entry, len(es))
@@ -69,6 +81,34 @@ func (l *listedDirs) remember(dir, gen uint64, slot *atomic.Uint64, es []Entry) 
 	}
 	l.dirs[l.next] = d
 	l.next = (l.next + 1) % listedMax
+}
+
+// tooBig notes dir as too big to remember, so missed lookups in it do not
+// list it again and again.
+func (l *listedDirs) tooBig(dir uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !slices.Contains(l.big[:], dir) {
+		copy(l.big[:], l.big[1:])
+		l.big[len(l.big)-1] = dir
+	}
+}
+
+// listAfterMiss says whether a Lookup that found its name in dir, but in
+// no remembered listing, should list dir: when the miss before it was in dir
+// too, and dir is not one found too big to remember.
+func (l *listedDirs) listAfterMiss(dir uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || slices.Contains(l.big[:], dir) {
+		return false
+	}
+	if l.lastMiss != dir {
+		l.lastMiss = dir
+		return false
+	}
+	l.lastMiss = 0
+	return true
 }
 
 // lookup answers (dir, nameMAC) from a remembered listing that still holds:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -177,5 +178,91 @@ func TestListedLookupsConcurrent(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// TestListedAfterMisses: a directory whose listing the store never made (the
+// kernel listed it from its own cache) is listed at the second Lookup in a
+// row that finds its name in it, so the names after that are answered from memory,
+// as an rm -rf unlinks them; a directory too big to remember is listed once,
+// not at every second Lookup.
+func TestListedAfterMisses(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	defer s.Close()
+	const dir, other, big = 7, 8, 9
+	put := func(parent uint64, n int) {
+		var es []Entry
+		for i := range n {
+			es = append(es, Entry{Parent: parent, NameMAC: mac(i), Name: []byte{1}, Child: uint64(100 + i)})
+		}
+		must(s.Apply(Mutation{PutEntries: es}))
+	}
+	put(dir, 50)
+	put(other, 5)
+	remembered := func(d uint64) bool {
+		_, _, hit := s.listed.lookup(d, mac(0), s.entryGens.slot(d))
+		return hit
+	}
+
+	// Misses in two directories by turns list neither.
+	for i := range 4 {
+		_, err := s.Lookup(dir, mac(i))
+		must(err)
+		_, err = s.Lookup(other, mac(i))
+		must(err)
+	}
+	if remembered(dir) || remembered(other) {
+		t.Fatal("lookups alternating between directories listed one of them")
+	}
+
+	// Names that are not there never list it.
+	for i := range 4 {
+		if _, err := s.Lookup(dir, mac(1000+i)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("lookup of a missing name: %v", err)
+		}
+	}
+	if remembered(dir) {
+		t.Fatal("lookups of missing names listed the directory")
+	}
+
+	// Two found in a row in one directory: listed, and the rest answered
+	// from it.
+	for i := 10; i < 12; i++ {
+		e, err := s.Lookup(dir, mac(i))
+		must(err)
+		if e.Child != uint64(100+i) {
+			t.Fatalf("lookup %d: child %d, want %d", i, e.Child, 100+i)
+		}
+	}
+	if !remembered(dir) {
+		t.Fatal("the second lookup in a row in a directory did not list it")
+	}
+	for i := 12; i < 50; i++ {
+		must(s.Apply(Mutation{DeleteEntries: []Entry{{Parent: dir, NameMAC: mac(i)}}}))
+	}
+	if !remembered(dir) {
+		t.Fatal("deletes after the listing made the store forget it")
+	}
+	listedModelCheck(t, s, dir, 60, func() map[string]uint64 {
+		m := map[string]uint64{}
+		for i := range 12 {
+			m[mac(i)] = uint64(100 + i)
+		}
+		return m
+	}())
+
+	// Too big to remember: listed at the second miss, then not again.
+	put(big, listedMaxEntries+1)
+	for i := range 2 {
+		_, err := s.Lookup(big, mac(i))
+		must(err)
+	}
+	if remembered(big) || !slices.Contains(s.listed.big[:], big) {
+		t.Fatal("a directory too big to remember was remembered, or not noted as too big")
+	}
+	for i := range 10 {
+		if s.listed.listAfterMiss(big) {
+			t.Fatalf("miss %d in a directory too big to remember would list it again", i)
+		}
 	}
 }

@@ -83,11 +83,8 @@ func (s *Store) Lookup(parent uint64, nameMAC string) (Entry, error) {
 	if s.newDirs.absent(parent, nameMAC) {
 		return Entry{}, ErrNotFound
 	}
-	if e, found, hit := s.listed.lookup(parent, nameMAC, s.entryGens.slot(parent)); hit {
-		if !found {
-			return Entry{}, ErrNotFound
-		}
-		return e, nil
+	if e, ok, hit := s.listed.lookup(parent, nameMAC, s.entryGens.slot(parent)); hit {
+		return listedAnswer(e, ok)
 	}
 	e := Entry{Parent: parent, NameMAC: nameMAC}
 	err := s.value(entryKey(parent, nameMAC), func(v []byte) error {
@@ -100,6 +97,22 @@ func (s *Store) Lookup(parent uint64, nameMAC string) (Entry, error) {
 	}
 	if err != nil {
 		return Entry{}, fmt.Errorf("cache: lookup %d/%s: %w", parent, nameMAC, err)
+	}
+	// Found only in the store, twice in a row in this directory: list it,
+	// so the lookups of the names after this one are answered from memory
+	// (listedDirs). Names that are not there (a create's lookup) never list.
+	if s.listed.listAfterMiss(parent) {
+		if _, err := s.List(parent); err != nil {
+			s.log.Warn("listing a directory ahead of its lookups failed; they read the store one by one", "dir", parent, "err", err)
+		}
+	}
+	return e, nil
+}
+
+// listedAnswer is a remembered listing's answer to Lookup.
+func listedAnswer(e Entry, ok bool) (Entry, error) {
+	if !ok {
+		return Entry{}, ErrNotFound
 	}
 	return e, nil
 }
