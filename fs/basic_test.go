@@ -152,13 +152,35 @@ func TestXattrAndMmap(t *testing.T) {
 		if _, err := unix.Getxattr(p, name, buf); !errors.Is(err, syscall.EOPNOTSUPP) {
 			t.Errorf("getxattr %s: %v, want EOPNOTSUPP", name, err)
 		}
-		if name == "system.posix_acl_default" {
-			continue // the kernel answers for a file: a file has no default ACL to remove
-		}
-		if err := unix.Removexattr(p, name); !errors.Is(err, syscall.EOPNOTSUPP) {
-			t.Errorf("removexattr %s: %v, want EOPNOTSUPP", name, err)
+		switch name {
+		case "system.posix_acl_default":
+			// The kernel answers for a file: a file has no default ACL to
+			// remove. A directory's: none is stored, removed at once (cp -a
+			// removes it after setting the access ACL, and reports a refusal).
+			must(t, unix.Removexattr(m.p("."), name))
+		case "system.posix_acl_access":
+			must(t, unix.Removexattr(p, name)) // nothing beyond the mode to remove
+		default:
+			if err := unix.Removexattr(p, name); !errors.Is(err, syscall.EOPNOTSUPP) {
+				t.Errorf("removexattr %s: %v, want EOPNOTSUPP", name, err)
+			}
 		}
 	}
+	// An access ACL a mode can say is set as that mode (as ext4 does: cp -a
+	// and rsync -A set one on every file), at once for stat and for the
+	// kernel's permission checks; one naming a user is still refused.
+	must(t, unix.Setxattr(p, "system.posix_acl_access", acl([2]uint16{aclUserObj, 7}, [2]uint16{aclGroupObj, 5}, [2]uint16{aclOther, 0}), 0))
+	if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o750 {
+		t.Errorf("after setting the ACL u::rwx,g::r-x,o::---: %v, %v; want mode 0750", fi.Mode(), err)
+	}
+	named := acl([2]uint16{aclUserObj, 6}, [2]uint16{aclUser, 6}, [2]uint16{aclGroupObj, 4}, [2]uint16{aclMask, 6}, [2]uint16{aclOther, 4})
+	if err := unix.Setxattr(p, "system.posix_acl_access", named, 0); !errors.Is(err, syscall.EOPNOTSUPP) {
+		t.Errorf("setxattr of an ACL naming a user: %v, want EOPNOTSUPP", err)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o750 {
+		t.Errorf("after a refused ACL: %v, %v; want mode 0750 unchanged", fi.Mode(), err)
+	}
+	must(t, os.Chmod(p, 0o644))
 	if err := unix.Setxattr(p, "security.selinux", []byte("system_u:object_r:user_home_t:s0\x00"), 0); !errors.Is(err, syscall.EOPNOTSUPP) {
 		t.Errorf("setxattr security.selinux: %v, want EOPNOTSUPP", err)
 	}

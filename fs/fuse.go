@@ -837,8 +837,9 @@ const xattrMax = 64 << 10
 
 // xattrAllowed reports the names the drive stores: the user, trusted and
 // security namespaces. Not stored, and refused with EOPNOTSUPP like a file
-// system without them: system.* (POSIX ACLs: permissions are the mode bits)
-// and security.selinux (SELinux labels a FUSE mount as a whole, never per
+// system without them: system.* (POSIX ACLs: permissions are the mode bits;
+// Setxattr sets an access ACL a mode can say as that mode, acl.go) and
+// security.selinux (SELinux labels a FUSE mount as a whole, never per
 // file). EOPNOTSUPP rather than ENODATA also tells ls, cp and rsync to stop
 // asking for the rest of the mount, which saves `ls -l` two round trips per
 // file.
@@ -883,6 +884,9 @@ func (n *fnode) Setxattr(ctx context.Context, attr string, data []byte, flags ui
 	if d.o.ReadOnly {
 		return syscall.EROFS
 	}
+	if attr == xattrACLAccess {
+		return n.setACLAccess(ctx, data) // acl.go
+	}
 	if !xattrAllowed(attr) {
 		return syscall.EOPNOTSUPP
 	}
@@ -921,6 +925,9 @@ func (n *fnode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	d := n.d
 	if d.o.ReadOnly {
 		return syscall.EROFS
+	}
+	if attr == xattrACLAccess || attr == xattrACLDefault {
+		return 0 // none is stored (acl.go): removing one leaves the mode, as on ext4
 	}
 	if !xattrAllowed(attr) {
 		return syscall.EOPNOTSUPP
