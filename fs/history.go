@@ -169,6 +169,9 @@ func (d *Drive) histErr(what string, err error) syscall.Errno {
 	if errors.Is(err, api.ErrHistoryGone) || errors.Is(err, api.ErrNotFound) {
 		return syscall.ENOENT
 	}
+	if errors.Is(err, context.Canceled) {
+		return errno(err) // interrupted by the kernel: EINTR
+	}
 	d.log.Warn("history: read failed", "what", what, "err", err)
 	return syscall.EIO
 }

@@ -11,11 +11,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"kumo/internal/control"
 	"kumo/internal/hostile"
@@ -391,5 +394,73 @@ func TestHostileServerHistory(t *testing.T) {
 	}
 	if got, err := os.ReadFile(m2.p("notes.txt")); err != nil || string(got) != "newer notes\n" {
 		t.Fatalf("the live file after a refused restore: %q %v", got, err)
+	}
+}
+
+// TestHistoryReadInterrupted: a signal to a process whose read of the
+// history waits on the cloud interrupts its FUSE request (go-fuse cancels
+// the request's context); the drive answers EINTR, so the call is retried
+// and succeeds, not EIO. A Go program gets such signals all the time
+// (SIGURG preempts its goroutines).
+func TestHistoryReadInterrupted(t *testing.T) {
+	c := startCloudConfig(t, server.Config{DataDir: t.TempDir(), DefaultQuota: 1 << 40, HistoryDefault: time.Hour})
+	m := c.mount(t, t.TempDir(), nil)
+	must(t, os.WriteFile(m.p("notes.txt"), []byte("my notes\n"), 0o644))
+	m.flush()
+	then := time.Now()
+	m.unmount()
+
+	p := hostile.Start(t, c.url)
+	gate, arrived := make(chan struct{}), make(chan struct{}, 16)
+	p.On(http.MethodGet, "/v1/history/entries", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		arrived <- struct{}{}
+		select {
+		case <-gate:
+		case <-req.Context().Done():
+			return nil
+		}
+		return next(req)
+	})
+	via := *c
+	via.url = p.URL
+	m2 := via.mount(t, t.TempDir(), nil)
+	path := filepath.Join(m2.p(HistoryDirName), moment(then), "notes.txt")
+
+	type result struct {
+		data []byte
+		err  error
+	}
+	tids, done := make(chan int, 1), make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // the thread the signal goes to
+		tids <- unix.Gettid()
+		b, err := os.ReadFile(path)
+		done <- result{b, err}
+	}()
+	tid := <-tids
+	select {
+	case <-arrived:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the snapshot's listing never reached the cloud")
+	}
+	var r result
+	gaveUp := false
+	for range 3 { // the held listing's request, interrupted
+		select {
+		case r = <-done: // the read gave up (its thread may be gone)
+			gaveUp = true
+		default:
+			must(t, unix.Tgkill(os.Getpid(), tid, unix.SIGURG))
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		break
+	}
+	close(gate)
+	if !gaveUp {
+		r = <-done
+	}
+	if r.err != nil || string(r.data) != "my notes\n" {
+		t.Fatalf("read of the history interrupted by a signal: %q, %v; want the file", r.data, r.err)
 	}
 }

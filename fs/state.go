@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -502,6 +503,12 @@ func errno(err error) syscall.Errno {
 	}
 	if errors.Is(err, cache.ErrNotFound) {
 		return syscall.ENOENT
+	}
+	if errors.Is(err, context.Canceled) {
+		// go-fuse cancels a request's context when the kernel interrupts
+		// it (a signal to the caller: a Go program gets them all the time).
+		// EINTR hands the interruption to the call, which is retried.
+		return syscall.EINTR
 	}
 	return syscall.EIO
 }
