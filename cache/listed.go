@@ -27,9 +27,9 @@ import (
 type listedDirs struct {
 	mu       sync.Mutex
 	dirs     [listedMax]*listedDir
-	next     int  // ring position of the next directory to remember
-	closed   bool // the store closed: lookups go to it (and fail as closed)
-	lastMiss uint64
+	next     int       // ring position of the next directory to remember
+	closed   bool      // the store closed: lookups go to it (and fail as closed)
+	lastMiss uint64    // directory of the last lookup found only in the store (listAfterMiss)
 	big      [4]uint64 // directories last found too big to remember
 }
 
