@@ -11,9 +11,9 @@ import (
 
 // POSIX ACLs are not stored (permissions are the mode bits), but an access
 // ACL that says no more than a mode does is one: setting it is a chmod, as
-// on ext4, which folds such an ACL into the mode and keeps no xattr. cp -a,
-// tar --acls and rsync -A set one on every file they copy; refused, each
-// falls back to a chmod of its own (a second round trip per file).
+// on ext4, which folds such an ACL into the mode and keeps no xattr. cp -a
+// sets one on every file it copies; refused, it falls back to a chmod of
+// its own (a second round trip per file).
 
 // The names the kernel passes ACLs by. Removing either succeeds: no ACL is
 // stored, so there is nothing beyond the mode to remove. cp -a, having set
