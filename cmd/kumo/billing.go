@@ -93,6 +93,16 @@ func runStatus(c *cli.Context) error {
 // apiStatus builds the report from the server alone: no drive, so cache and
 // upload queue are empty and the connection is what this call saw.
 func apiStatus(ctx context.Context, s *session.Session, cl *client.Client) (control.Status, error) {
+	// Invoices before the account: the server credits the quota before it
+	// shows an invoice Settled, so a Settled invoice here always comes with
+	// its quota (the other order could show it beside the old quota).
+	invs, err := cl.Invoices(ctx)
+	switch {
+	case errors.Is(err, api.ErrPaymentsOff) || errors.Is(err, api.ErrNotFound):
+		// A server without Bitcoin payments has no invoices to show.
+	case err != nil:
+		return control.Status{}, err
+	}
 	a, err := cl.Account(ctx)
 	if err != nil {
 		return control.Status{}, err
@@ -108,13 +118,6 @@ func apiStatus(ctx context.Context, s *session.Session, cl *client.Client) (cont
 		Connection: control.Connection{State: "online"},
 		History: control.History{Used: a.HistoryUsed, RetentionDays: a.HistoryRetention.D().Hours() / 24,
 			From: control.At(a.HistoryFrom), Freed: control.At(a.HistoryFreed)},
-	}
-	invs, err := cl.Invoices(ctx)
-	switch {
-	case errors.Is(err, api.ErrPaymentsOff) || errors.Is(err, api.ErrNotFound):
-		// A server without Bitcoin payments has no invoices to show.
-	case err != nil:
-		return control.Status{}, err
 	}
 	for _, inv := range invs {
 		st.Invoices = append(st.Invoices, controlInvoice(inv))
