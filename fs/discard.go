@@ -89,12 +89,7 @@ func (d *Drive) discardQueued() {
 // left to the next mount, which drops write-back data of deleted nodes.
 func (d *Drive) discardAfterUpload(st *nodeState) {
 	st.dmu.Lock()
-	for st.uploading {
-		ch := st.uploadDone
-		st.dmu.Unlock()
-		<-ch
-		st.dmu.Lock()
-	}
+	d.waitUpload(st) // data.go
 	st.dmu.Unlock()
 	d.discard(st)
 }

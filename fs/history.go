@@ -164,16 +164,17 @@ func (h *histRoot) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 }
 
 // histErr maps a failed history read to an errno: a moment older than the
-// window or a missing node is ENOENT, the rest EIO (logged).
+// window or a missing node is ENOENT, the rest as errno maps it (EINTR for
+// an interrupted request, else EIO, logged).
 func (d *Drive) histErr(what string, err error) syscall.Errno {
 	if errors.Is(err, api.ErrHistoryGone) || errors.Is(err, api.ErrNotFound) {
 		return syscall.ENOENT
 	}
-	if errors.Is(err, context.Canceled) {
-		return errno(err) // interrupted by the kernel: EINTR
+	e := errno(err) // an interrupted request's cancellation is EINTR
+	if e == syscall.EIO {
+		d.log.Warn("history: read failed", "what", what, "err", err)
 	}
-	d.log.Warn("history: read failed", "what", what, "err", err)
-	return syscall.EIO
+	return e
 }
 
 // snapNode is a node of a snapshot: a directory, file or symlink as it was at at.
