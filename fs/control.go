@@ -184,10 +184,35 @@ func (d *Drive) invoiceList(ctx context.Context, fetch bool) []api.Invoice {
 		return invs
 	}
 	d.noteOnline()
+	if newlySettled(invs, got) {
+		// The cloud credits the quota before it shows the invoice Settled:
+		// the account read now has the credit, so the report never shows a
+		// paid invoice beside the quota from before it.
+		if a, err := d.c.Account(ctx); err == nil {
+			d.setAccount(a)
+		} else {
+			d.log.Debug("control file: reading the account after a settled invoice", "err", err)
+		}
+	}
 	c.mu.Lock()
 	c.invoices, c.invAt = got, time.Now()
 	c.mu.Unlock()
 	return got
+}
+
+// newlySettled reports whether an invoice of got is Settled that was not
+// Settled in old (the list shown before).
+func newlySettled(old, got []api.Invoice) bool {
+	was := make(map[string]bool, len(old))
+	for _, inv := range old {
+		was[inv.ID] = inv.State == api.InvoiceSettled
+	}
+	for _, inv := range got {
+		if inv.State == api.InvoiceSettled && !was[inv.ID] {
+			return true
+		}
+	}
+	return false
 }
 
 // openInvoice is the newest invoice still waiting for payment or confirmations.

@@ -9,9 +9,11 @@ import (
 	"bytes"
 	"context"
 	"image/png"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/btcsuite/btcd/wire/v2"
 
 	"kumo/internal/control"
+	"kumo/internal/hostile"
 	"kumo/internal/keys"
 	"kumo/internal/payment"
 	"kumo/internal/payment/paytest"
@@ -73,7 +76,23 @@ func TestTopupThroughMount(t *testing.T) {
 	if err := c.srv.Payments().Poll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	m := c.mount(t, t.TempDir(), func(o *Options) { o.QuietTime = time.Hour })
+	// Through a proxy that can hold the change feed: the feed's account
+	// change is what refreshes the quota otherwise, and it may come late.
+	p := hostile.Start(t, c.url)
+	var holdFeed atomic.Bool
+	p.On(http.MethodGet, "/v1/changes", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		for holdFeed.Load() {
+			select {
+			case <-req.Context().Done():
+				return nil
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		return next(req)
+	})
+	via := *c
+	via.url = p.URL
+	m := via.mount(t, t.TempDir(), func(o *Options) { o.QuietTime = time.Hour })
 
 	// A queued upload the cloud refuses for quota (the operator shrank it).
 	data := randBytes(2<<20 + 777)
@@ -135,11 +154,25 @@ func TestTopupThroughMount(t *testing.T) {
 	if !m.report().Quota.Full {
 		t.Fatal("queue unblocked before the payment settled")
 	}
+	holdFeed.Store(true)
 	if _, err := h.Client.Generate(2); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	waitFor(t, 30*time.Second, func() bool { return state() == "Settled" })
+	waitFor(t, 30*time.Second, func() bool {
+		r := m.report()
+		for _, i := range r.Invoices {
+			if i.ID == inv.ID && i.State == "Settled" {
+				// The report that first shows it paid shows its quota too.
+				if r.Quota.Limit != 1<<20+1<<30 {
+					t.Errorf("invoice Settled beside the quota from before it: limit %d", r.Quota.Limit)
+				}
+				return true
+			}
+		}
+		return false
+	})
+	holdFeed.Store(false)
 	waitFor(t, 10*time.Second, func() bool { size, _ := m.statfsSize(); return size == 1<<20+1<<30 })
 	t.Logf("settled and quota in statfs %v after mining", time.Since(start).Round(time.Millisecond))
 
