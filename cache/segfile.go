@@ -499,7 +499,10 @@ func (f *SegmentFile) modify(i int64, mustExist bool, edit func([]byte) []byte) 
 	f.queue = append(f.queue, ps)
 	f.dirty++
 	f.setBit(i)
-	start := !f.running && !f.failed
+	// A lone partial segment is held back (drain would leave it queued):
+	// no writer for it, so a close's flush writes it at once instead of
+	// waiting for a goroutine that has nothing to do to be scheduled.
+	start := !f.running && !f.failed && (len(f.queue) > 1 || len(ps.p) == chunk.SegmentSize)
 	if start {
 		f.running = true
 	}
