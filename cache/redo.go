@@ -448,8 +448,9 @@ func (l *redoLog) smallPages() {
 
 // redoMappedMax is how much of the log's mapping may stay in the process's
 // pages: past it, the pages behind the write position are released (the
-// page cache keeps them, dirty ones too), so the log adds about this to the
-// daemon's resident memory, not its whole size.
+// page cache keeps them, dirty ones too), so the log adds about this and
+// the range populated ahead (redoPopulate) to the daemon's resident memory,
+// not its whole size.
 const redoMappedMax = 1 << 20
 
 // redoWriteMin: records this big (segment data: an fsync's sealed 64 KiB
