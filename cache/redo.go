@@ -509,17 +509,16 @@ const redoPopulate = 1 << 20
 // with its old bytes, which replay ignores (zeros, or records of an older
 // epoch). Only a hint. Under appendMu.
 func (l *redoLog) populateAhead(end int64) {
-	if end+redoPopulate/2 < l.populated || !l.popBusy.CompareAndSwap(false, true) {
+	if end+redoPopulate/2 < l.populated {
 		return
 	}
 	pg := int64(os.Getpagesize())
 	from := max(l.populated, (end+pg-1)&^(pg-1))
 	to := min(from+redoPopulate, int64(len(l.m)))
-	l.populated = to
-	if from >= to {
-		l.popBusy.Store(false)
-		return
+	if from >= to || !l.popBusy.CompareAndSwap(false, true) {
+		return // the log's end, or one runs still
 	}
+	l.populated = to
 	m := l.m[from:to]
 	l.populating.Add(1)
 	go func() {

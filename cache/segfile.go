@@ -502,7 +502,7 @@ func (f *SegmentFile) modify(i int64, mustExist bool, edit func([]byte) []byte) 
 	// A lone partial segment is held back (drain would leave it queued):
 	// no writer for it, so a close's flush writes it at once instead of
 	// waiting for a goroutine that has nothing to do to be scheduled.
-	start := !f.running && !f.failed && (len(f.queue) > 1 || len(ps.p) == chunk.SegmentSize)
+	start := !f.running && !f.failed && !f.lonePartialLocked()
 	if start {
 		f.running = true
 	}
@@ -512,6 +512,13 @@ func (f *SegmentFile) modify(i int64, mustExist bool, edit func([]byte) []byte) 
 		go f.drain(false) // an error stops the writer; the next write or Sync retries and reports it
 	}
 	return true, nil
+}
+
+// lonePartialLocked says whether the queue holds only a partial segment,
+// which the writer holds back until it fills, another segment comes, or a
+// flush or sync waits. Under wmu.
+func (f *SegmentFile) lonePartialLocked() bool {
+	return len(f.queue) == 1 && len(f.queue[0].p) < chunk.SegmentSize
 }
 
 // newSeg is an empty in-memory segment i with a pooled buffer.
@@ -541,7 +548,7 @@ func (f *SegmentFile) drain(force bool) error {
 		f.wmu.Unlock()
 	}()
 	for len(f.queue) > 0 {
-		if !force && f.flushing == 0 && len(f.queue) == 1 && len(f.queue[0].p) < chunk.SegmentSize {
+		if !force && f.flushing == 0 && f.lonePartialLocked() {
 			return nil // the writer is probably still filling it
 		}
 		ps := f.queue[0]

@@ -139,14 +139,15 @@ func TestTopupThroughMount(t *testing.T) {
 	if _, err := h.SendOutputs([]*wire.TxOut{wire.NewTxOut(parseBTC(t, inv.AmountBTC), script)}, 10); err != nil {
 		t.Fatalf("pay: %v", err)
 	}
-	state := func() string {
-		for _, i := range m.report().Invoices {
+	stateIn := func(r control.Status) string {
+		for _, i := range r.Invoices {
 			if i.ID == inv.ID {
 				return i.State
 			}
 		}
 		return ""
 	}
+	state := func() string { return stateIn(m.report()) }
 	waitFor(t, 30*time.Second, func() bool { return state() == "Processing" })
 	if size, _ := m.statfsSize(); size != 1<<20 {
 		t.Fatalf("quota grew before confirmation: statfs size %d", size)
@@ -161,16 +162,14 @@ func TestTopupThroughMount(t *testing.T) {
 	start := time.Now()
 	waitFor(t, 30*time.Second, func() bool {
 		r := m.report()
-		for _, i := range r.Invoices {
-			if i.ID == inv.ID && i.State == "Settled" {
-				// The report that first shows it paid shows its quota too.
-				if r.Quota.Limit != 1<<20+1<<30 {
-					t.Errorf("invoice Settled beside the quota from before it: limit %d", r.Quota.Limit)
-				}
-				return true
-			}
+		if stateIn(r) != "Settled" {
+			return false
 		}
-		return false
+		// The report that first shows it paid shows its quota too.
+		if r.Quota.Limit != 1<<20+1<<30 {
+			t.Errorf("invoice Settled beside the quota from before it: limit %d", r.Quota.Limit)
+		}
+		return true
 	})
 	holdFeed.Store(false)
 	waitFor(t, 10*time.Second, func() bool { size, _ := m.statfsSize(); return size == 1<<20+1<<30 })
