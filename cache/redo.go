@@ -508,15 +508,8 @@ const redoPopulate = 1 << 20
 // the copies fault as before). A page made dirty ahead is written back
 // with its old bytes, which replay ignores (zeros, or records of an older
 // epoch). Only a hint. Under appendMu.
-//
-// A sync writes those pages back too and makes them read-only again, so
-// the next write to each faults anyway: when the log is synced more often
-// than every half range (sqlite's commits, an fsync every few hundred KiB),
-// populating only adds writes to the fsyncs (the first of each sqlite
-// commit: p90 2.0-2.9 ms with it, 0.8-0.9 without). So it starts only once
-// half a range was appended since the last sync.
 func (l *redoLog) populateAhead(end int64) {
-	if end+redoPopulate/2 < l.populated || end-l.durable.Load() < redoPopulate/2 {
+	if end+redoPopulate/2 < l.populated {
 		return
 	}
 	pg := int64(os.Getpagesize())
