@@ -187,12 +187,15 @@ func (d *Drive) invoiceList(ctx context.Context, fetch bool) []api.Invoice {
 	if newlySettled(invs, got) {
 		// The cloud credits the quota before it shows the invoice Settled:
 		// the account read now has the credit, so the report never shows a
-		// paid invoice beside the quota from before it.
-		if a, err := d.c.Account(ctx); err == nil {
-			d.setAccount(a)
-		} else {
-			d.log.Debug("control file: reading the account after a settled invoice", "err", err)
+		// paid invoice beside the quota from before it. Without the
+		// account, the new list is not taken either: the report keeps the
+		// one before, and the next fetch tries both again.
+		a, err := d.c.Account(ctx)
+		if err != nil {
+			d.log.Debug("control file: reading the account after a settled invoice; showing the invoices from before until it can be read", "err", err)
+			return invs
 		}
+		d.setAccount(a)
 	}
 	c.mu.Lock()
 	c.invoices, c.invAt = got, time.Now()

@@ -90,6 +90,30 @@ func TestTopupThroughMount(t *testing.T) {
 		}
 		return next(req)
 	})
+	// And that fails the account's reads for a while once the cloud has
+	// listed the invoice Settled: the drive's read of the credited quota
+	// fails, so the report must keep showing the invoice unpaid.
+	var settledListed atomic.Bool
+	var failUntil atomic.Int64 // unix ns
+	p.On(http.MethodGet, "/v1/invoices", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		resp := next(req)
+		if resp != nil && bytes.Contains(resp.Body, []byte(`"state":"Settled"`)) {
+			settledListed.Store(true)
+		}
+		return resp
+	})
+	var accountFailed atomic.Int32
+	p.On(http.MethodGet, "/v1/account", func(req *hostile.Request, next hostile.Forward) *hostile.Response {
+		if settledListed.Load() {
+			now := time.Now().UnixNano()
+			failUntil.CompareAndSwap(0, now+int64(3*time.Second)) // past the drive's 1.5 s fetch
+			if now < failUntil.Load() {
+				accountFailed.Add(1)
+				return &hostile.Response{Status: http.StatusServiceUnavailable, Header: http.Header{}, Body: []byte("unavailable")}
+			}
+		}
+		return next(req)
+	})
 	via := *c
 	via.url = p.URL
 	m := via.mount(t, t.TempDir(), func(o *Options) { o.QuietTime = time.Hour })
@@ -172,6 +196,9 @@ func TestTopupThroughMount(t *testing.T) {
 		return true
 	})
 	holdFeed.Store(false)
+	if accountFailed.Load() == 0 {
+		t.Error("test premise: no read of the account failed after the invoice was listed Settled")
+	}
 	waitFor(t, 10*time.Second, func() bool { size, _ := m.statfsSize(); return size == 1<<20+1<<30 })
 	t.Logf("settled and quota in statfs %v after mining", time.Since(start).Round(time.Millisecond))
 
