@@ -189,6 +189,7 @@ func Open(o Options) (*Store, error) {
 		}
 		redo.durable.Store(off)
 		redo.noteDurable(bytes)
+		redo.syncedTo()
 		return nil
 	}
 	redo.beforeCheckpoint = s.syncLogged

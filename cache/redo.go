@@ -98,12 +98,17 @@ type redoLog struct {
 	populated  int64
 	populating sync.WaitGroup
 	popBusy    atomic.Bool
-	appendMu   sync.Mutex
-	epoch      uint64 // under appendMu (and applyMu to change)
-	off        int64  // under appendMu
-	count      uint64 // key-write records appended in this epoch (under applyMu)
-	buf        []byte // record being built: header room, then entries (under applyMu)
-	dbuf       []byte // segment-file record being written (under appendMu)
+	// popSize is how far ahead populateAhead goes: about what is copied
+	// into the mapping between syncs (syncedTo), under appendMu;
+	// mappedSince counts those bytes since the last sync.
+	popSize     int64
+	mappedSince int64
+	appendMu    sync.Mutex
+	epoch       uint64 // under appendMu (and applyMu to change)
+	off         int64  // under appendMu
+	count       uint64 // key-write records appended in this epoch (under applyMu)
+	buf         []byte // record being built: header room, then entries (under applyMu)
+	dbuf        []byte // segment-file record being written (under appendMu)
 	// frozen: a checkpoint is syncing the files whose data is logged; no
 	// new data goes into the log until the new epoch (under appendMu).
 	frozen bool
@@ -338,7 +343,7 @@ func openRedo(dir string, size int64, db *badger.DB, seg segReplay) (*redoLog, i
 	if err != nil {
 		return nil, 0, fmt.Errorf("cache: open redo log: %w", err)
 	}
-	l := &redoLog{f: f, log: seg.log}
+	l := &redoLog{f: f, log: seg.log, popSize: redoPopulate}
 	l.sync.do = func() error { return syscall.Fdatasync(int(l.f.Fd())) }
 	l.sync.failed = l.failed
 	pos, err := readRedoPos(db)
@@ -482,6 +487,7 @@ func (l *redoLog) put(rec []byte, off int64) error {
 	if err := copyFaulting(l.m[off:], rec); err != nil {
 		return fmt.Errorf("cache: write redo log: %w", err)
 	}
+	l.mappedSince += int64(len(rec))
 	l.populateAhead(off + int64(len(rec)))
 	if off+int64(len(rec))-l.released <= redoMappedMax {
 		return nil
@@ -495,8 +501,11 @@ func (l *redoLog) put(rec []byte, off int64) error {
 }
 
 // redoPopulate is how far ahead of the appends the mapping's pages are
-// made writable.
-const redoPopulate = 1 << 20
+// made writable at most; redoPopulateMin the least range (below it, none).
+const (
+	redoPopulate    = 1 << 20
+	redoPopulateMin = 64 << 10
+)
 
 // populateAhead makes the pages after end writable in the background once
 // the appends come within half of redoPopulate of the last such range. The
@@ -508,13 +517,29 @@ const redoPopulate = 1 << 20
 // the copies fault as before). A page made dirty ahead is written back
 // with its old bytes, which replay ignores (zeros, or records of an older
 // epoch). Only a hint. Under appendMu.
+//
+// A sync writes the pages made writable ahead back too, unused, and makes
+// them read-only again, so the next write to each faults anyway: with a
+// sync every few KiB (sqlite's commits) a 1 MiB range only added writes to
+// the fsyncs (the first of each commit: p90 2.0-3.1 ms, 0.8-0.9 without).
+// So the range follows what the appends copy into the mapping between
+// syncs, from 64 KiB to 1 MiB, or nothing: it grows while the appends since
+// the last sync pass it and halves at a sync they did not fill (syncedTo).
+// An untar's 5 s commits keep 1 MiB, an rm -rf's syncs every ~125 ms
+// 128-256 KiB, sqlite's commits (a few KiB each) nothing.
 func (l *redoLog) populateAhead(end int64) {
-	if end+redoPopulate/2 < l.populated {
+	// What was copied since the last sync shows the syncs leave at least
+	// that much room: the range grows to it (syncedTo shrinks it).
+	for l.popSize < l.mappedSince && l.popSize < redoPopulate && l.mappedSince >= redoPopulateMin {
+		l.popSize = max(2*l.popSize, redoPopulateMin)
+	}
+	size := l.popSize
+	if size == 0 || end+size/2 < l.populated {
 		return
 	}
 	pg := int64(os.Getpagesize())
 	from := max(l.populated, (end+pg-1)&^(pg-1))
-	to := min(from+redoPopulate, int64(len(l.m)))
+	to := min(from+size, int64(len(l.m)))
 	if from >= to || !l.popBusy.CompareAndSwap(false, true) {
 		return // the log's end, or one runs still
 	}
@@ -526,6 +551,23 @@ func (l *redoLog) populateAhead(end int64) {
 		defer l.popBusy.Store(false)
 		_ = unix.Madvise(m, unix.MADV_POPULATE_WRITE)
 	}()
+}
+
+// syncedTo adapts the populate range after a sync of the log: when less
+// than the range was copied into the mapping since the sync before, the
+// range was too long (its end was written back unused) and is halved, to
+// none below redoPopulateMin; and the pages past the appends, which the
+// sync wrote back and made read-only, count as not populated.
+func (l *redoLog) syncedTo() {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	if l.mappedSince < l.popSize {
+		if l.popSize /= 2; l.popSize < redoPopulateMin {
+			l.popSize = 0
+		}
+	}
+	l.mappedSince = 0
+	l.populated = min(l.populated, l.off)
 }
 
 // copyFaulting copies src into dst, returning a memory fault (SIGBUS from a

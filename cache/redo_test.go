@@ -526,3 +526,54 @@ func writeBytes(t *testing.T) int64 {
 	t.Fatal("no write_bytes in /proc/self/io")
 	return 0
 }
+
+// TestRedoFrequentSyncsPopulateNothing: when the log is synced after every
+// few KiB (sqlite's commits), its pages are not made writable ahead: a sync
+// would write them back unused and make them read-only again, so each page
+// would turn dirty (and be written) twice. The process's write_bytes count
+// each page as it turns dirty.
+func TestRedoFrequentSyncsPopulateNothing(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 0)
+	defer s.Close()
+	// badger's first pages turn dirty, and the syncs shrink the populate
+	// range to none (it halves at each), before the count.
+	for i := range 20 {
+		must(s.Apply(smallFileMutation(uint64(i))))
+		must(s.SyncTree())
+	}
+	const n = 800 // about 3.5 MiB of records, several 1 MiB ranges' worth
+	start, _ := s.redo.mark()
+	before := writeBytes(t)
+	for i := range n {
+		must(s.Apply(smallFileMutation(uint64(100 + i))))
+		must(s.SyncTree())
+	}
+	written := writeBytes(t) - before
+	end, _ := s.redo.mark()
+	logged := end - start
+	t.Logf("%d appends of %d KiB in all, each synced: %d KiB written", n, logged>>10, written>>10)
+	if logged < 2*redoPopulate {
+		t.Fatalf("test premise: %d KiB appended, want several populate ranges' worth (%d KiB each)", logged>>10, redoPopulate>>10)
+	}
+	if written == 0 {
+		t.Log("nothing counted: a file system without dirty-page accounting (tmpfs); this run proves nothing")
+	}
+	// The log's pages once, its last page again at each sync, badger's
+	// write of the same records, and a populate range's worth of slack
+	// (each 1 MiB range populated costs that much).
+	if limit := 2*logged + n*int64(os.Getpagesize()) + redoPopulate; written > limit {
+		t.Fatalf("%d KiB appended, each append synced, wrote %d KiB: want at most %d KiB (pages made writable ahead are written twice)", logged>>10, written>>10, limit>>10)
+	}
+	// Appends that go on without syncs (an untar between the 5 s commits)
+	// get the whole range ahead again.
+	for i := range 400 {
+		must(s.Apply(smallFileMutation(uint64(1000 + i))))
+	}
+	s.redo.appendMu.Lock()
+	size, ahead := s.redo.popSize, s.redo.populated-s.redo.off
+	s.redo.appendMu.Unlock()
+	if size != redoPopulate || ahead <= 0 {
+		t.Fatalf("after 400 appends without a sync: populate range %d KiB, %d KiB populated ahead; want %d KiB and some", size>>10, ahead>>10, redoPopulate>>10)
+	}
+}
