@@ -508,7 +508,7 @@ const (
 )
 
 // populateAhead makes the pages after end writable in the background once
-// the appends come within half of redoPopulate of the last such range. The
+// the appends come within half a range of the last such range. The
 // first write to a page of the mapping takes a fault that marks it dirty
 // (ext4's page_mkwrite, a journal handle and an inode time update): 7 % of
 // the daemon's CPU in a tar of many small files, in the requests that
@@ -526,7 +526,7 @@ const (
 // syncs, from 64 KiB to 1 MiB, or nothing: it grows while the appends since
 // the last sync pass it and halves at a sync they did not fill (syncedTo).
 // An untar's 5 s commits keep 1 MiB, an rm -rf's syncs every ~125 ms
-// 128-256 KiB, sqlite's commits (a few KiB each) nothing.
+// 64-512 KiB, sqlite's commits (a few KiB each) nothing.
 func (l *redoLog) populateAhead(end int64) {
 	// What was copied since the last sync shows the syncs leave at least
 	// that much room: the range grows to it (syncedTo shrinks it).
