@@ -252,14 +252,26 @@ func TestValueLogGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Compactions hand their discard counts to the value log asynchronously:
-	// a GC run right after Flatten may not see them yet.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	// a GC run right after Flatten may not see them yet. (Under CI's load a
+	// 10 s wait was once not enough; each try compacts again and the
+	// failure lists the value log files.)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		e.s.valueLogGC(context.Background())
 		if _, err := os.Stat(first); err != nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the value log file of the collected chunks is still there")
+			vlogs, _ := filepath.Glob(filepath.Join(e.cfg.DataDir, "meta", "*.vlog"))
+			var sizes []string
+			for _, v := range vlogs {
+				if fi, err := os.Stat(v); err == nil {
+					sizes = append(sizes, fmt.Sprintf("%s %d", filepath.Base(v), fi.Size()))
+				}
+			}
+			t.Fatalf("the value log file of the collected chunks is still there after 30 s; value log files: %v", sizes)
+		}
+		if err := e.s.db.Flatten(1); err != nil {
+			t.Fatal(err)
 		}
 	}
 	checkConsistent(t, e.s, u.id)
