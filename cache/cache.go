@@ -187,9 +187,7 @@ func Open(o Options) (*Store, error) {
 		if err := s.fdatasync(redo.f); err != nil {
 			return redo.failSync(fmt.Errorf("sync redo log: %w", err)) // for good: see fail
 		}
-		redo.durable.Store(off)
-		redo.noteDurable(bytes)
-		redo.syncedTo()
+		redo.syncedTo(off, bytes)
 		return nil
 	}
 	redo.beforeCheckpoint = s.syncLogged

@@ -553,12 +553,15 @@ func (l *redoLog) populateAhead(end int64) {
 	}()
 }
 
-// syncedTo adapts the populate range after a sync of the log: when less
-// than the range was copied into the mapping since the sync before, the
-// range was too long (its end was written back unused) and is halved, to
-// none below redoPopulateMin; and the pages past the appends, which the
-// sync wrote back and made read-only, count as not populated.
-func (l *redoLog) syncedTo() {
+// syncedTo records a sync of the log up to off (bytes appended, as mark
+// returned them) and adapts the populate range: when less than the range
+// was copied into the mapping since the sync before, the range was too
+// long (its end was written back unused) and is halved, to none below
+// redoPopulateMin; and the pages past the appends, which the sync wrote
+// back and made read-only, count as not populated.
+func (l *redoLog) syncedTo(off, bytes int64) {
+	l.durable.Store(off)
+	l.noteDurable(bytes)
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
 	if l.mappedSince < l.popSize {
