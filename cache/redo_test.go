@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"kumo/remote/api"
 )
@@ -576,4 +577,52 @@ func TestRedoFrequentSyncsPopulateNothing(t *testing.T) {
 	if size != redoPopulate || ahead <= 0 {
 		t.Fatalf("after 400 appends without a sync: populate range %d KiB, %d KiB populated ahead; want %d KiB and some", size>>10, ahead>>10, redoPopulate>>10)
 	}
+}
+
+// TestRedoPresyncsBadgerAsTheLogFills: badger's files are synced in the
+// background at each quarter of the redo log's capacity, so the checkpoint
+// at its end, which holds every change while it runs, has little left to
+// write back; a checkpoint starts the count over.
+func TestRedoPresyncsBadgerAsTheLogFills(t *testing.T) {
+	s := openTest(t, t.TempDir(), 0)
+	defer s.Close()
+	part := s.redo.size / presyncParts
+	waitPresyncs := func(want int64, what string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for s.presyncs.Load() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d background syncs of badger, want %d", what, s.presyncs.Load(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	fill := func(until int64, from uint64) uint64 {
+		for s.redo.offNow.Load() < until {
+			must(s.Apply(smallFileMutation(from)))
+			from++
+		}
+		return from
+	}
+	next := fill(part-part/8, 0)
+	time.Sleep(100 * time.Millisecond)
+	if n := s.presyncs.Load(); n != 0 {
+		t.Fatalf("log under a quarter full: %d background syncs, want none", n)
+	}
+	next = fill(part, next)
+	waitPresyncs(1, "log a quarter full")
+	next = fill(2*part, next)
+	waitPresyncs(2, "log half full")
+	epoch := s.redo.epochNow.Load()
+	for s.redo.epochNow.Load() == epoch { // the third quarter, then a checkpoint
+		must(s.Apply(smallFileMutation(next)))
+		next++
+	}
+	waitPresyncs(3, "log three quarters full")
+	before := s.presyncs.Load()
+	if before != 3 {
+		t.Fatalf("one epoch: %d background syncs, want 3", before)
+	}
+	fill(part, next) // the new epoch's first quarter
+	waitPresyncs(4, "the next epoch's log a quarter full")
 }

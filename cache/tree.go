@@ -351,6 +351,9 @@ func (s *Store) applyNow(entries []redoEntry) error {
 	if err == nil && !fits {
 		err = s.redo.checkpoint(s.db)
 	}
+	if err == nil {
+		s.maybePresync()
+	}
 	return err
 }
 
@@ -374,6 +377,7 @@ func (s *Store) applyBehind(entries []redoEntry, size int, afterData bool) error
 		needLog = s.redo.dataEnd.Load() // segment data logged before it (seglog.go)
 	}
 	if fits {
+		s.maybePresync()
 		return s.behind.add(entries, size, pos, fence, needLog)
 	}
 	if err := s.behind.drain(); err != nil {
