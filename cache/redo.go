@@ -31,8 +31,10 @@ import (
 // blocks are all written changes no metadata and costs one device flush —
 // instead of badger's Sync, which msyncs its memtable WAL and value log and
 // costs a journal commit each (measured on ext4: ~0.25 ms against ~2 ms).
-// Badger itself is synced only at checkpoints: when the log is full, after
-// Reset, at open and at a clean close (so a clean restart replays nothing).
+// Durability counts on badger's sync only at checkpoints: when the log is
+// full, after Reset, at open and at a clean close (so a clean restart
+// replays nothing). The Store also syncs badger in the background as the log
+// fills (Store.maybePresync), only so the checkpoint has less to write back.
 // At open, the records of the current epoch are replayed into badger in
 // order (key sets and deletes are idempotent, and badger holds some prefix
 // of the same writes), then badger is synced and the log starts over.
